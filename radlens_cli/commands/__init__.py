@@ -1,0 +1,1 @@
+"""One module per subcommand: `<name>_cli` (options only) calls `<name>()` (the work)."""

@@ -1,0 +1,143 @@
+"""The one typer `app`, the command decorator that maps errors to exit codes, shared options."""
+
+from __future__ import annotations
+
+import functools
+import os
+import sys
+import traceback
+
+import typer
+from typer.core import TyperGroup
+
+from radlens_cli import log
+from radlens_cli.errors import EXIT_INTERRUPTED, EXIT_USAGE, RadlensError
+
+try:  # typer >= 0.26 vendors click
+    from typer._click import exceptions as click_exc
+except ImportError:  # pragma: no cover - older typer with click
+    import click.exceptions as click_exc
+
+PIPELINE = """\
+Radiomic lens on what fine-tuning changed in an encoder.
+
+Pipeline, in order (each step reads and writes files; `-` is stdin/stdout):
+
+\b
+  synth              phantom mpMRI cohort (try radlens without data)
+  extract-radiomics  cohort.csv -> radiomics.h5      (merge joins SLURM parts)
+  init-encoder       random encoder (null baseline) / finetune: pre.pt -> ft.pt
+  embed              cohort.csv + encoder -> emb.h5
+  fit-share          emb_pre.h5 + radiomics.h5 -> share.h5
+  decode             share.h5 + emb.h5 + radiomics.h5 -> dec.h5
+  compare            dec_pre.h5 dec_ft.h5 -> delta.csv   (importance change)
+  stats              dec_pre.h5 dec_ft.h5 -> table.csv   (the paper's Table 1)
+  correlate / cka / probe   Rad4XCNN maps and representation checks
+  report             everything above -> report.html
+
+\b
+Exit codes: 0 ok, 1 data error, 2 usage error, 3 partial success, 130 interrupted.
+"""
+
+
+class RadlensGroup(TyperGroup):
+    """Prints click usage errors as one line `radlens <cmd>: error: ...` (exit 2)."""
+
+    def main(self, args=None, prog_name=None, complete_var=None, standalone_mode=True, **extra):
+        try:
+            rv = super().main(args=args, prog_name=prog_name or "radlens", complete_var=complete_var,
+                              standalone_mode=False, **extra)
+        except click_exc.UsageError as e:
+            if type(e).__name__ == "NoArgsIsHelpError":
+                print(e.format_message())
+                code = 0
+                if standalone_mode:
+                    sys.exit(code)
+                return code
+            where = e.ctx.command_path if e.ctx is not None else "radlens"
+            print(f"{where}: error: {e.format_message()}", file=sys.stderr)
+            if e.ctx is not None:
+                print(f"Try '{where} --help' for help.", file=sys.stderr)
+            code = EXIT_USAGE
+        except click_exc.ClickException as e:
+            print(f"radlens: error: {e.format_message()}", file=sys.stderr)
+            code = e.exit_code
+        except click_exc.Abort:
+            print("radlens: interrupted", file=sys.stderr)
+            code = EXIT_INTERRUPTED
+        else:
+            code = rv if isinstance(rv, int) else 0
+        if standalone_mode:
+            sys.exit(code)
+        return code
+
+
+app = typer.Typer(
+    name="radlens", cls=RadlensGroup, help=PIPELINE, no_args_is_help=True,
+    rich_markup_mode=None, pretty_exceptions_enable=False, add_completion=True,
+    context_settings={"help_option_names": ["-h", "--help"], "max_content_width": 100},
+)
+
+
+def command(name: str, **kwargs):
+    """Register a subcommand; errors become one line on stderr and an exit code.
+
+    RadlensError -> its exit code; Ctrl-C -> 130; anything else -> 1 with a one-line
+    message (the traceback only with --verbose).
+    """
+
+    def deco(fn):
+        @functools.wraps(fn)
+        def wrapper(*args, **kw):
+            try:
+                return fn(*args, **kw)
+            except RadlensError as e:
+                if log.verbose():
+                    traceback.print_exc()
+                print(f"radlens {name}: error: {e}", file=sys.stderr)
+                raise typer.Exit(e.exit_code) from None
+            except KeyboardInterrupt:
+                print(f"radlens {name}: interrupted", file=sys.stderr)
+                raise typer.Exit(EXIT_INTERRUPTED) from None
+            except (typer.Exit, click_exc.ClickException, click_exc.Abort):
+                raise
+            except BrokenPipeError:
+                # `radlens x -o - | head`: end quietly like samtools
+                try:
+                    sys.stdout = open(os.devnull, "w")
+                except OSError:
+                    pass
+                raise typer.Exit(1) from None
+            except Exception as e:  # noqa: BLE001 - the one place unexpected errors are shown
+                if log.verbose():
+                    traceback.print_exc()
+                    print(f"radlens {name}: error: {type(e).__name__}: {e}", file=sys.stderr)
+                else:
+                    print(f"radlens {name}: error: {type(e).__name__}: {e} "
+                          f"(rerun with --verbose for the traceback)", file=sys.stderr)
+                raise typer.Exit(1) from None
+
+        return app.command(name, **kwargs)(wrapper)
+
+    return deco
+
+
+# Shared options (spaCy-style aliases). Use as defaults in command signatures.
+def output_option(help: str = "Output file (`-` for stdout).", default=...):
+    return typer.Option(default, "--output", "-o", help=help, show_default=default is not ...)
+
+
+def force_option():
+    return typer.Option(False, "--force", "-f", help="Overwrite the output if it exists.")
+
+
+def seed_option(default: int = 0):
+    return typer.Option(default, "--seed", help="Random seed; the same seed gives the same output on CPU.")
+
+
+def jobs_option(default: int = 1):
+    return typer.Option(default, "--jobs", "-j", min=1, help="Worker processes.")
+
+
+def device_option(default: str = "auto"):
+    return typer.Option(default, "--device", help="Torch device: auto (cuda when available), cpu, cuda or cuda:N.")

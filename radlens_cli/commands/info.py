@@ -1,0 +1,70 @@
+"""`radlens info`: what a radlens file holds and how it was made."""
+
+from __future__ import annotations
+
+import json
+
+import typer
+
+from radlens_cli.commands._util import command
+from radlens_cli.errors import RadlensError
+from radlens_cli.io.files import input_path
+from radlens_cli.io.tables import is_hdf5, read_h5_attrs
+
+
+def info(path: str) -> dict:
+    """Schema, datasets with shapes, parameters and history of a radlens HDF5 file."""
+    import h5py
+
+    real = input_path(path, "input")
+    if not is_hdf5(real):
+        raise RadlensError(f"{path}: not an HDF5 file")
+    try:
+        f = h5py.File(real, "r")
+    except OSError as e:
+        raise RadlensError(f"{path}: cannot read HDF5 file (truncated or corrupt?): {e}") from None
+    with f:
+        attrs = read_h5_attrs(f)
+        datasets = {}
+        f.visititems(lambda name, obj: datasets.__setitem__(name, list(obj.shape))
+                     if isinstance(obj, h5py.Dataset) else None)
+    out = {"path": path, "schema": attrs.get("radlens_schema"), "datasets": datasets}
+    for key in ("radlens_version", "command", "created"):
+        if key in attrs:
+            out[key] = attrs[key]
+    for key in ("params", "inputs", "history", "failures", "versions"):
+        if key in attrs:
+            try:
+                out[key] = json.loads(attrs[key])
+            except (TypeError, ValueError):
+                out[key] = attrs[key]
+    return out
+
+
+@command("info")
+def info_cli(
+    path: str = typer.Argument(..., help="A radlens HDF5 file (`-` for stdin)."),
+    as_json: bool = typer.Option(False, "--json", help="Print JSON instead of text."),
+):
+    """Show what a radlens file holds and how it was made.
+
+    Prints the file's schema (case-table/1, share-model/1, ...), its datasets with their
+    shapes, the parameters of the command that wrote it and the history of commands that
+    led to it. Output goes to stdout.
+
+    Examples:
+
+      radlens info radiomics.h5
+      radlens info --json share.h5 | python -m json.tool
+    """
+    result = info(path)
+    if as_json:
+        typer.echo(json.dumps(result, indent=2, default=str))
+        return
+    typer.echo(f"{result['path']}: {result['schema'] or 'not a radlens file'}")
+    for name, shape in result["datasets"].items():
+        typer.echo(f"  {name}  {'x'.join(map(str, shape)) or 'scalar'}")
+    if "params" in result:
+        typer.echo(f"params: {json.dumps(result['params'], sort_keys=True)}")
+    for rec in result.get("history", []):
+        typer.echo(f"history: {rec.get('created', '')}  {rec.get('command', '')}")

@@ -1,0 +1,164 @@
+"""Cohort manifests: one row per case, image/mask path columns, optional split and targets."""
+
+from __future__ import annotations
+
+import hashlib
+import os
+from dataclasses import dataclass
+
+import numpy as np
+
+from radlens_cli.errors import RadlensError, UsageError
+
+SPLITS = ("train", "val", "test")
+
+
+@dataclass(frozen=True)
+class MaskSpec:
+    """A mask column and the labels that make the ROI (None: every non-zero voxel)."""
+
+    column: str
+    labels: tuple[int, ...] | None = None
+
+    def __str__(self) -> str:
+        if self.labels is None:
+            return self.column
+        return f"{self.column}:{'+'.join(map(str, self.labels))}"
+
+
+def parse_mask_spec(spec: str) -> MaskSpec:
+    """`gland` (non-zero), `zones:1` (one label), `zones:1+2` (a union of labels)."""
+    spec = spec.strip()
+    if not spec:
+        raise UsageError("empty --mask")
+    if ":" not in spec:
+        return MaskSpec(spec)
+    column, _, labels = spec.partition(":")
+    try:
+        parsed = tuple(int(x) for x in labels.split("+"))
+    except ValueError:
+        raise UsageError(f"--mask {spec}: labels must be integers joined by '+', e.g. zones:1+2") from None
+    if not column or not parsed or any(v <= 0 for v in parsed):
+        raise UsageError(f"--mask {spec}: expected COLUMN or COLUMN:LABEL[+LABEL...] with labels > 0")
+    return MaskSpec(column, parsed)
+
+
+def parse_list(text: str, what: str) -> list[str]:
+    """Split a comma-separated option, refusing empty items and repeats."""
+    items = [x.strip() for x in (text or "").split(",") if x.strip()]
+    if not items:
+        raise UsageError(f"{what}: give at least one name (comma-separated)")
+    if len(set(items)) != len(items):
+        raise UsageError(f"{what}: a name is repeated in {text!r}")
+    return items
+
+
+def derive_split(case_ids, seed: int = 0) -> np.ndarray:
+    """Deterministic patient-level 7:1:2 split from a seeded hash of each case_id.
+
+    Each case's split depends only on its own id and the seed, so adding cases to a
+    cohort never moves existing ones.
+    """
+    out = []
+    for cid in case_ids:
+        digest = hashlib.sha256(f"radlens-split:{seed}:{cid}".encode()).digest()
+        u = int.from_bytes(digest[:8], "big") / 2**64
+        out.append("train" if u < 0.7 else ("val" if u < 0.8 else "test"))
+    return np.array(out, dtype=object)
+
+
+@dataclass
+class Manifest:
+    path: str
+    base_dir: str
+    frame: "object"  # pandas.DataFrame, indexed by position
+    split_derived: bool = False
+    split_seed: int = 0
+
+    @property
+    def case_ids(self) -> np.ndarray:
+        return self.frame["case_id"].to_numpy(dtype=object)
+
+    @property
+    def split(self) -> np.ndarray:
+        return self.frame["split"].to_numpy(dtype=object)
+
+    def __len__(self) -> int:
+        return len(self.frame)
+
+    def resolve(self, value) -> str | None:
+        """A path cell resolved against the manifest's folder (None for an empty cell)."""
+        if value is None or (isinstance(value, float) and np.isnan(value)):
+            return None
+        value = str(value).strip()
+        if not value:
+            return None
+        value = os.path.expanduser(value)
+        return value if os.path.isabs(value) else os.path.normpath(os.path.join(self.base_dir, value))
+
+    def paths(self, column: str) -> list[str | None]:
+        return [self.resolve(v) for v in self.frame[column]]
+
+    def require_columns(self, columns, role: str) -> None:
+        missing = [c for c in columns if c not in self.frame.columns]
+        if missing:
+            raise UsageError(f"{self.path}: unknown {role} column(s) {', '.join(missing)}; "
+                             f"manifest columns are {', '.join(map(str, self.frame.columns))}")
+
+    def target(self, column: str) -> np.ndarray:
+        """A numeric target column; error naming the cases where it is missing."""
+        import pandas as pd
+
+        self.require_columns([column], "target")
+        vals = pd.to_numeric(self.frame[column], errors="coerce")
+        bad = vals.isna()
+        if bad.any():
+            ids = self.frame.loc[bad, "case_id"].tolist()
+            more = f" (+{len(ids) - 5} more)" if len(ids) > 5 else ""
+            raise RadlensError(f"{self.path}: target column {column} is missing or not numeric for "
+                               f"case(s) {', '.join(map(str, ids[:5]))}{more}")
+        return vals.to_numpy(dtype=np.float64)
+
+    def select(self, indices) -> "Manifest":
+        return Manifest(self.path, self.base_dir, self.frame.iloc[list(indices)].reset_index(drop=True),
+                        self.split_derived, self.split_seed)
+
+    def shard(self, part_id: int, num_parts: int) -> "Manifest":
+        """Cases part_id, part_id+num_parts, ... (nnU-Net style), after sorting by case_id."""
+        order = np.argsort(self.case_ids.astype(str), kind="stable")
+        return self.select(order[part_id::num_parts])
+
+
+def read_manifest(path: str, split_seed: int = 0) -> Manifest:
+    """Read a cohort manifest CSV; checks case_id presence/uniqueness and split values."""
+    import pandas as pd
+
+    if path == "-":
+        raise UsageError("the manifest must be a file (relative paths resolve against its folder)")
+    if not os.path.exists(path):
+        raise RadlensError(f"manifest not found: {path}")
+    try:
+        frame = pd.read_csv(path, dtype=str, keep_default_na=False, skipinitialspace=True)
+    except Exception as e:
+        raise RadlensError(f"{path}: cannot parse manifest CSV: {e}") from None
+    frame.columns = [str(c).strip() for c in frame.columns]
+    if "case_id" not in frame.columns:
+        raise RadlensError(f"{path}: no `case_id` column (columns: {', '.join(frame.columns)})")
+    frame["case_id"] = frame["case_id"].str.strip()
+    empty = frame.index[frame["case_id"] == ""].tolist()
+    if empty:
+        raise RadlensError(f"{path}: empty case_id on data row(s) {', '.join(str(i + 1) for i in empty[:5])}")
+    dup = frame["case_id"][frame["case_id"].duplicated()].unique().tolist()
+    if dup:
+        raise RadlensError(f"{path}: duplicate case_id {', '.join(dup[:5])}")
+    derived = "split" not in frame.columns
+    if derived:
+        frame["split"] = derive_split(frame["case_id"], split_seed)
+    else:
+        frame["split"] = frame["split"].str.strip().str.lower()
+        bad = frame.loc[~frame["split"].isin(SPLITS), ["case_id", "split"]]
+        if len(bad):
+            cid, val = bad.iloc[0]
+            raise RadlensError(f"{path}: case {cid} has split {val!r}; expected train, val or test")
+    return Manifest(path=path, base_dir=os.path.dirname(os.path.abspath(path)), frame=frame,
+                    split_derived=derived, split_seed=split_seed)

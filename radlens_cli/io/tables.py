@@ -1,0 +1,290 @@
+"""Case tables (HDF5 and CSV) and the generic radlens HDF5 container.
+
+HDF5 case table, schema "case-table/1":
+  case_id  (n,)   UTF-8 strings, unique
+  values   (n, p) float
+  columns  (p,)   strings, unique
+  split    (n,)   strings, optional
+  column_<meta> (p,) strings, optional per-column metadata (modality, image_type, family, feature)
+  root attributes: radlens_schema plus provenance (see provenance.py)
+CSV form: header row, `case_id` first, optional `split`, the rest numeric.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import os
+from dataclasses import dataclass, field
+
+import numpy as np
+
+from radlens_cli.errors import RadlensError
+from radlens_cli.io.files import atomic_output, input_path
+
+HDF5_MAGIC = b"\x89HDF\r\n\x1a\n"
+CASE_TABLE = "case-table/1"
+STR = None  # h5py string dtype, created lazily (h5py import is slow-ish)
+
+
+def _str_dtype():
+    import h5py
+
+    return h5py.string_dtype("utf-8")
+
+
+def _decode(arr) -> np.ndarray:
+    out = [x.decode("utf-8") if isinstance(x, bytes) else str(x) for x in np.asarray(arr).ravel()]
+    return np.array(out, dtype=object)
+
+
+def is_hdf5(path: str) -> bool:
+    with open(path, "rb") as fh:
+        return fh.read(8) == HDF5_MAGIC
+
+
+@dataclass
+class CaseTable:
+    """Rows are cases (joined by `case_id`, never by order), columns are features."""
+
+    case_id: np.ndarray
+    values: np.ndarray
+    columns: list[str]
+    split: np.ndarray | None = None
+    column_meta: dict[str, np.ndarray] = field(default_factory=dict)
+    attrs: dict = field(default_factory=dict)
+    path: str = ""
+
+    def __post_init__(self):
+        self.case_id = np.asarray(self.case_id, dtype=object)
+        self.values = np.asarray(self.values, dtype=np.float64)
+        self.columns = [str(c) for c in self.columns]
+        if self.split is not None:
+            self.split = np.asarray(self.split, dtype=object)
+
+    @property
+    def n_cases(self) -> int:
+        return len(self.case_id)
+
+    def validate(self, what: str = "case table") -> "CaseTable":
+        where = self.path or what
+        n = len(self.case_id)
+        if self.values.ndim != 2 or self.values.shape != (n, len(self.columns)):
+            raise RadlensError(f"{where}: values has shape {self.values.shape}, expected "
+                               f"({n}, {len(self.columns)}) from case_id and columns")
+        _require_unique(self.case_id, f"{where}: duplicate case_id")
+        _require_unique(np.array(self.columns, dtype=object), f"{where}: duplicate column")
+        if self.split is not None and len(self.split) != n:
+            raise RadlensError(f"{where}: split has {len(self.split)} entries for {n} cases")
+        for key, arr in self.column_meta.items():
+            if len(arr) != len(self.columns):
+                raise RadlensError(f"{where}: column_{key} has {len(arr)} entries for "
+                                   f"{len(self.columns)} columns")
+        return self
+
+    def require_finite(self, what: str | None = None) -> None:
+        """Error naming the first case and column holding NaN or inf."""
+        bad = ~np.isfinite(self.values)
+        if bad.any():
+            i, j = np.argwhere(bad)[0]
+            n_bad = int(bad.sum())
+            raise RadlensError(f"{what or self.path}: non-finite value {self.values[i, j]} at case "
+                               f"{self.case_id[i]!s}, column {self.columns[j]} ({n_bad} in all)")
+
+    def take(self, rows=None, cols=None) -> "CaseTable":
+        """A sub-table of the given row / column indices (or boolean masks)."""
+        rows = slice(None) if rows is None else rows
+        cols_idx = np.arange(len(self.columns)) if cols is None else np.arange(len(self.columns))[cols]
+        return CaseTable(
+            case_id=self.case_id[rows], values=self.values[rows][:, cols_idx],
+            columns=[self.columns[j] for j in cols_idx],
+            split=None if self.split is None else self.split[rows],
+            column_meta={k: np.asarray(v, dtype=object)[cols_idx] for k, v in self.column_meta.items()},
+            attrs=dict(self.attrs), path=self.path)
+
+    def split_mask(self, name: str, what: str | None = None) -> np.ndarray:
+        """Boolean mask of cases in split `name`; error when the table has no split."""
+        if self.split is None:
+            raise RadlensError(f"{what or self.path}: no `split` dataset; add a split column "
+                               f"to the manifest or let radlens derive one")
+        return self.split == name
+
+
+def _require_unique(arr: np.ndarray, msg: str) -> None:
+    uniq, counts = np.unique(np.asarray(arr, dtype=str), return_counts=True)
+    if (counts > 1).any():
+        dup = uniq[counts > 1]
+        more = f" (+{len(dup) - 3} more)" if len(dup) > 3 else ""
+        raise RadlensError(f"{msg}: {', '.join(map(str, dup[:3]))}{more}")
+
+
+# ---------------------------------------------------------------- generic HDF5 container
+
+def read_h5_attrs(f) -> dict:
+    out = {}
+    for k, v in f.attrs.items():
+        out[k] = v.decode() if isinstance(v, bytes) else (v.item() if hasattr(v, "item") else v)
+    return out
+
+
+@contextlib.contextmanager
+def open_h5(path: str, schema: str | tuple[str, ...], what: str = "input"):
+    """Open a radlens HDF5 file, checking its `radlens_schema` kind (e.g. "share-model/1").
+
+    `schema` may be a tuple of accepted kinds; the version after `/` must match.
+    """
+    import h5py
+
+    real = input_path(path, what)
+    shown = "stdin" if path == "-" else path
+    if not is_hdf5(real):
+        raise RadlensError(f"{shown}: not an HDF5 file (expected a radlens {what})")
+    try:
+        f = h5py.File(real, "r")
+    except OSError as e:
+        raise RadlensError(f"{shown}: cannot read HDF5 file (truncated or corrupt?): {e}") from None
+    try:
+        kinds = (schema,) if isinstance(schema, str) else tuple(schema)
+        got = f.attrs.get("radlens_schema")
+        got = got.decode() if isinstance(got, bytes) else got
+        if got not in kinds:
+            if got is None:
+                raise RadlensError(f"{shown}: not a radlens file (no radlens_schema attribute); "
+                                   f"expected {' or '.join(kinds)}")
+            raise RadlensError(f"{shown}: is a radlens {got}, expected {' or '.join(kinds)}")
+        yield f
+    finally:
+        f.close()
+
+
+def write_h5(path: str, schema: str, datasets: dict, attrs: dict | None = None,
+             force: bool = False, groups: dict | None = None) -> None:
+    """Write a radlens HDF5 file atomically. Strings become UTF-8 datasets.
+
+    datasets: name -> array-like; groups: group name -> {dataset name -> array}.
+    Timestamps are not tracked, so equal content gives equal bytes.
+    """
+    import h5py
+
+    with atomic_output(path, force, suffix=".h5") as tmp:
+        with h5py.File(tmp, "w", track_order=True) as f:
+            f.attrs["radlens_schema"] = schema
+            for k, v in (attrs or {}).items():
+                f.attrs[k] = v if not isinstance(v, (dict, list)) else json.dumps(v, default=str)
+            _write_datasets(f, datasets)
+            for gname, content in (groups or {}).items():
+                _write_datasets(f.create_group(gname, track_order=True), content)
+
+
+def _write_datasets(parent, datasets: dict) -> None:
+    for name, arr in datasets.items():
+        if arr is None:
+            continue
+        a = np.asarray(arr)
+        if a.dtype == object or a.dtype.kind in "US":
+            a = np.array([str(x) for x in a.ravel()], dtype=object).reshape(a.shape)
+            parent.create_dataset(name, data=a, dtype=_str_dtype(), track_times=False)
+        else:
+            parent.create_dataset(name, data=a, track_times=False)
+
+
+# ---------------------------------------------------------------- case tables
+
+def read_table(path: str, what: str = "case table", schema: str = CASE_TABLE) -> CaseTable:
+    """Read a case table from HDF5 or CSV (`-` reads stdin, format sniffed)."""
+    real = input_path(path, what)
+    shown = "stdin" if path == "-" else path
+    if is_hdf5(real):
+        table = _read_table_h5(real, shown, what, schema)
+    else:
+        table = _read_table_csv(real, shown)
+    table.path = shown
+    return table.validate(what)
+
+
+def _read_table_h5(real: str, shown: str, what: str, schema: str) -> CaseTable:
+    with open_h5(real, schema, what) as f:
+        for name in ("case_id", "values", "columns"):
+            if name not in f:
+                raise RadlensError(f"{shown}: missing dataset `{name}` (not a valid {what})")
+        try:
+            values = f["values"][()]
+        except OSError as e:
+            raise RadlensError(f"{shown}: cannot read `values` (truncated file?): {e}") from None
+        meta = {k[len("column_"):]: _decode(f[k][()]) for k in f if k.startswith("column_")}
+        return CaseTable(
+            case_id=_decode(f["case_id"][()]), values=values,
+            columns=list(_decode(f["columns"][()])),
+            split=_decode(f["split"][()]) if "split" in f else None,
+            column_meta=meta, attrs=read_h5_attrs(f))
+
+
+def _read_table_csv(real: str, shown: str) -> CaseTable:
+    import pandas as pd
+
+    try:
+        df = pd.read_csv(real, dtype={"case_id": str, "split": str})
+    except Exception as e:  # pandas raises many types for malformed text
+        raise RadlensError(f"{shown}: cannot parse as CSV or HDF5: {e}") from None
+    if "case_id" not in df.columns:
+        raise RadlensError(f"{shown}: no `case_id` column (columns: {', '.join(map(str, df.columns[:5]))})")
+    split = df.pop("split").astype(str).to_numpy(dtype=object) if "split" in df.columns else None
+    case_id = df.pop("case_id").astype(str).to_numpy(dtype=object)
+    for c in df.columns:
+        if not pd.api.types.is_numeric_dtype(df[c]):
+            bad = df[c][pd.to_numeric(df[c], errors="coerce").isna() & df[c].notna()]
+            i = bad.index[0] if len(bad) else 0
+            raise RadlensError(f"{shown}: column {c} is not numeric (case {case_id[i]}: {df[c].iloc[i]!r})")
+    return CaseTable(case_id=case_id, values=df.to_numpy(dtype=np.float64),
+                     columns=list(map(str, df.columns)), split=split)
+
+
+def write_table(table: CaseTable, path: str, force: bool = False, attrs: dict | None = None,
+                schema: str = CASE_TABLE, extra: dict | None = None) -> None:
+    """Write a case table: CSV when `path` ends in .csv, HDF5 otherwise (also for `-`)."""
+    table.validate()
+    if path != "-" and path.lower().endswith((".csv", ".tsv")):
+        import pandas as pd
+
+        df = pd.DataFrame(table.values, columns=table.columns)
+        if table.split is not None:
+            df.insert(0, "split", table.split)
+        df.insert(0, "case_id", table.case_id)
+        with atomic_output(path, force, suffix=".csv") as tmp:
+            df.to_csv(tmp, index=False, sep="\t" if path.lower().endswith(".tsv") else ",")
+        return
+    datasets = {"case_id": table.case_id, "values": table.values,
+                "columns": np.array(table.columns, dtype=object)}
+    if table.split is not None:
+        datasets["split"] = table.split
+    for key, arr in table.column_meta.items():
+        datasets[f"column_{key}"] = arr
+    datasets.update(extra or {})
+    write_h5(path, schema, datasets, attrs if attrs is not None else table.attrs, force)
+
+
+def align_cases(a: CaseTable, b: CaseTable, allow_missing: bool = False,
+                names: tuple[str, str] = ("first", "second")) -> tuple[np.ndarray, np.ndarray]:
+    """Row indices (ia, ib) pairing equal case_ids, in the order of `a`.
+
+    Without allow_missing any case present in only one table is an error naming the ids.
+    """
+    pos_b = {cid: i for i, cid in enumerate(b.case_id)}
+    ia = [i for i, cid in enumerate(a.case_id) if cid in pos_b]
+    only_a = [cid for cid in a.case_id if cid not in pos_b]
+    pos_a = set(a.case_id)
+    only_b = [cid for cid in b.case_id if cid not in pos_a]
+    if not ia:
+        raise RadlensError(f"{a.path or names[0]} and {b.path or names[1]} share no case_id "
+                           f"(e.g. {a.case_id[0] if a.n_cases else '-'} vs "
+                           f"{b.case_id[0] if b.n_cases else '-'})")
+    if (only_a or only_b) and not allow_missing:
+        parts = []
+        for ids, t, nm in ((only_a, a, names[0]), (only_b, b, names[1])):
+            if ids:
+                more = f" (+{len(ids) - 5} more)" if len(ids) > 5 else ""
+                parts.append(f"{len(ids)} case(s) only in {t.path or nm}: {', '.join(ids[:5])}{more}")
+        raise RadlensError("; ".join(parts) + " (use --allow-missing to take the intersection)")
+    ia = np.array(ia, dtype=np.int64)
+    ib = np.array([pos_b[cid] for cid in a.case_id[ia]], dtype=np.int64)
+    return ia, ib

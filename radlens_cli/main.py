@@ -1,0 +1,64 @@
+"""The radlens executable: registers the subcommands and the global options. No logic here."""
+
+from __future__ import annotations
+
+import importlib
+import signal
+
+import typer
+
+from radlens_cli import __version__, log
+from radlens_cli.commands._util import app
+
+# Subcommand modules, in pipeline order (each registers itself on `app` when imported).
+COMMAND_MODULES = [
+    "synth",
+    "extract_radiomics",
+    "merge",
+    "init_encoder",
+    "embed",
+    "finetune",
+    "fit_share",
+    "decode",
+    "compare",
+    "stats",
+    "correlate",
+    "cka",
+    "probe",
+    "report",
+    "info",
+]
+
+
+def _version(value: bool):
+    if value:
+        typer.echo(f"radlens {__version__}")
+        raise typer.Exit()
+
+
+@app.callback()
+def _global(
+    verbose: bool = typer.Option(False, "--verbose", "-v", help="More messages; tracebacks on errors."),
+    quiet: bool = typer.Option(False, "--quiet", "-q", help="Only warnings and errors on stderr."),
+    version: bool = typer.Option(False, "--version", callback=_version, is_eager=True,
+                                 help="Print the version and exit."),
+):
+    log.set_verbosity(2 if verbose else (0 if quiet else 1))
+
+
+for _name in COMMAND_MODULES:
+    try:
+        importlib.import_module(f"radlens_cli.commands.{_name}")
+    except ModuleNotFoundError as _e:
+        # Only a command module that does not exist yet is skipped; a missing dependency
+        # inside an existing module is a real error.
+        if _e.name != f"radlens_cli.commands.{_name}":
+            raise
+
+
+def run() -> None:
+    """Console-script entry point."""
+    # `radlens ... | head` ends quietly instead of raising BrokenPipeError.
+    if hasattr(signal, "SIGPIPE"):
+        signal.signal(signal.SIGPIPE, signal.SIG_DFL)
+    app()

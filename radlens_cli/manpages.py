@@ -1,0 +1,177 @@
+"""Man pages generated from the typer app: the same text as `--help`.
+
+click-man does not understand typer >= 0.26 (vendored click), so this is a small roff
+writer over `typer.main.get_command(app)`. Run `python -m radlens_cli.manpages man/`;
+tests/test_manpages.py fails when the committed pages are stale.
+"""
+
+from __future__ import annotations
+
+import os
+import sys
+
+from radlens_cli import __version__
+
+DATE = "2026"
+
+
+def _esc(text: str) -> str:
+    out = []
+    for line in text.replace("\\", "\\e").split("\n"):
+        if line.startswith((".", "'")):
+            line = "\\&" + line
+        out.append(line.replace("-", "\\-"))
+    return "\n".join(out)
+
+
+def _paragraphs(text: str) -> str:
+    """Help text to roff: blank lines are paragraphs, indented lines are kept as-is."""
+    lines = [ln for ln in text.strip("\n").split("\n") if ln.strip() != "\b"]
+    out, in_pre = [], False
+    for line in lines:
+        if not line.strip():
+            if in_pre:
+                out.append(".fi")
+                in_pre = False
+            out.append(".PP")
+            continue
+        if line.startswith(("  ", "\t", "$ ")):
+            if not in_pre:
+                out.append(".nf")
+                in_pre = True
+            out.append(_esc(line))
+        else:
+            if in_pre:
+                out.append(".fi")
+                in_pre = False
+            out.append(_esc(line))
+    if in_pre:
+        out.append(".fi")
+    return "\n".join(out)
+
+
+def _params(cmd) -> list[str]:
+    out = []
+    for p in cmd.params:
+        if getattr(p, "hidden", False):
+            continue
+        if p.param_type_name == "argument":
+            continue
+        names = ", ".join(p.opts + list(getattr(p, "secondary_opts", [])))
+        meta = "" if getattr(p, "is_flag", False) else f" {p.make_metavar(_ctx_for(cmd)) if _needs_ctx(p) else p.make_metavar()}"
+        out.append(".TP")
+        out.append(f"\\fB{_esc(names)}\\fR{_esc(meta)}")
+        text = (getattr(p, "help", None) or "").strip()
+        default = p.default
+        if not getattr(p, "is_flag", False):
+            if default not in (None, ..., "") and not callable(default):
+                text += f" [default: {default}]"
+        out.append(_esc(text) if text else "")
+    return out
+
+
+def _needs_ctx(p) -> bool:
+    import inspect
+
+    try:
+        return "ctx" in inspect.signature(p.make_metavar).parameters
+    except (TypeError, ValueError):
+        return False
+
+
+def _ctx_for(cmd):
+    try:
+        from typer._click import Context
+    except ImportError:  # pragma: no cover
+        from click import Context
+    return Context(cmd)
+
+
+def _arguments(cmd) -> list[str]:
+    out = []
+    for p in cmd.params:
+        if p.param_type_name != "argument":
+            continue
+        out.append(".TP")
+        out.append(f"\\fI{_esc(p.name.upper())}\\fR")
+        out.append(_esc((getattr(p, "help", None) or "").strip()))
+    return out
+
+
+def _synopsis(name: str, cmd) -> str:
+    args = []
+    for p in cmd.params:
+        if p.param_type_name == "argument":
+            metavar = p.name.upper()
+            if getattr(p, "nargs", 1) == -1:
+                metavar += "..."
+            args.append(metavar if p.required else f"[{metavar}]")
+    return f"\\fB{_esc(name)}\\fR [OPTIONS] {_esc(' '.join(args))}".rstrip()
+
+
+def page(name: str, cmd, summary: str, body: str, see_also: list[str]) -> str:
+    title = name.upper().replace(" ", "-")
+    parts = [
+        f'.TH "{title}" "1" "{DATE}" "radlens {__version__}" "radlens manual"',
+        ".SH NAME",
+        f"{_esc(name.replace(' ', '-'))} \\- {_esc(summary)}",
+        ".SH SYNOPSIS",
+        _synopsis(name, cmd),
+    ]
+    if body.strip():
+        parts += [".SH DESCRIPTION", _paragraphs(body)]
+    args = _arguments(cmd)
+    if args:
+        parts += [".SH ARGUMENTS", *args]
+    opts = _params(cmd)
+    if opts:
+        parts += [".SH OPTIONS", *opts]
+    parts += [".SH EXIT STATUS",
+              "0 success; 1 data error; 2 usage error; 3 partial success; 130 interrupted."]
+    if see_also:
+        parts += [".SH SEE ALSO", ", ".join(f"\\fB{_esc(s)}\\fR(1)" for s in see_also)]
+    return "\n".join(parts) + "\n"
+
+
+def generate() -> dict[str, str]:
+    """File name -> roff text for `radlens.1` and one page per subcommand."""
+    import typer.main
+
+    from radlens_cli.main import app
+
+    group = typer.main.get_command(app)
+    names = list(group.commands)
+    pages = {}
+    top_help = group.help or ""
+    summary, _, body = top_help.partition("\n")
+    pages["radlens.1"] = page("radlens", group, summary.strip(), body, [f"radlens-{n}" for n in names])
+    # the top page lists subcommands rather than options of subcommands
+    sub = [".SH COMMANDS"]
+    for n in names:
+        c = group.commands[n]
+        sub += [".TP", f"\\fB{_esc(n)}\\fR", _esc((c.help or "").strip().split("\n")[0])]
+    pages["radlens.1"] = pages["radlens.1"].replace(".SH EXIT STATUS", "\n".join(sub) + "\n.SH EXIT STATUS")
+    for n in names:
+        c = group.commands[n]
+        text = (c.help or "").strip()
+        summary, _, body = text.partition("\n")
+        pages[f"radlens-{n}.1"] = page(f"radlens {n}", c, summary.strip(), body,
+                                       ["radlens"])
+    return pages
+
+
+def write(folder: str) -> list[str]:
+    os.makedirs(folder, exist_ok=True)
+    pages = generate()
+    for old in os.listdir(folder):
+        if old.endswith(".1") and old not in pages:
+            os.unlink(os.path.join(folder, old))
+    for fname, text in pages.items():
+        with open(os.path.join(folder, fname), "w", encoding="utf-8") as fh:
+            fh.write(text)
+    return sorted(pages)
+
+
+if __name__ == "__main__":
+    written = write(sys.argv[1] if len(sys.argv) > 1 else "man")
+    print(f"wrote {len(written)} man pages", file=sys.stderr)

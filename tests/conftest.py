@@ -1,0 +1,66 @@
+"""Shared fixtures: a CLI runner over the real app, the shared data folder, small tables."""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+import numpy as np
+import pytest
+from typer.testing import CliRunner
+
+os.environ.setdefault("TQDM_DISABLE", "1")
+
+REPO = Path(__file__).resolve().parents[1]
+SHARED_DATA = REPO.parent / "shared" / "data"
+
+
+class Result:
+    def __init__(self, r):
+        self.exit_code = r.exit_code
+        self.stdout = r.stdout
+        self.stderr = r.stderr
+        self.stdout_bytes = r.stdout_bytes
+        self.exception = r.exception
+
+    def __repr__(self):
+        return f"<exit {self.exit_code}\nstdout: {self.stdout[-2000:]}\nstderr: {self.stderr[-3000:]}>"
+
+
+@pytest.fixture
+def cli():
+    """cli(args..., input=bytes) -> Result with exit_code, stdout, stderr (separate streams)."""
+    from radlens_cli.main import app
+
+    runner = CliRunner()
+
+    def invoke(*args, input=None):
+        r = runner.invoke(app, [str(a) for a in args], input=input, catch_exceptions=False)
+        return Result(r)
+
+    return invoke
+
+
+@pytest.fixture
+def shared_data():
+    path = SHARED_DATA / "pyradiomics-cases"
+    if not path.is_dir():
+        pytest.skip(f"shared data not found at {path} (tests with synthetic volumes still run)")
+    return path
+
+
+@pytest.fixture
+def spaced_tmp(tmp_path):
+    """A temporary folder whose path contains spaces."""
+    p = tmp_path / "with spaces"
+    p.mkdir()
+    return p
+
+
+def make_table(n=20, p=5, seed=0, split=True, prefix="case"):
+    from radlens_cli.io.tables import CaseTable
+
+    rng = np.random.default_rng(seed)
+    ids = np.array([f"{prefix}{i:03d}" for i in range(n)], dtype=object)
+    sp = np.array((["train"] * 14 + ["val"] * 2 + ["test"] * 4) * (n // 20 + 1), dtype=object)[:n] if split else None
+    return CaseTable(case_id=ids, values=rng.normal(size=(n, p)), columns=[f"c{j}" for j in range(p)], split=sp)
