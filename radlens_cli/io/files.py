@@ -27,9 +27,12 @@ def input_path(path: str, what: str = "input") -> str:
         if os.path.isdir(path):
             raise RadlensError(f"{what} is a folder, not a file: {path}")
         return path
-    if "-" in _SPOOLED:
-        return _SPOOLED["-"]
     stdin = sys.stdin
+    # stdin can be read once; a second `-` argument in the same process reuses the spool
+    # (keyed by the stream, so a new stdin, e.g. in tests, is read afresh)
+    key = f"-{id(stdin)}"
+    if key in _SPOOLED:
+        return _SPOOLED[key]
     if stdin is None or (hasattr(stdin, "isatty") and stdin.isatty()):
         raise UsageError(f"{what} is '-' but stdin is a terminal; pipe a file in or give a path")
     fd, tmp = tempfile.mkstemp(prefix="radlens-stdin-", suffix=".spool")
@@ -42,7 +45,7 @@ def input_path(path: str, what: str = "input") -> str:
         out.write(data)
     if os.path.getsize(tmp) == 0:
         raise RadlensError(f"{what} is '-' but stdin was empty")
-    _SPOOLED["-"] = tmp
+    _SPOOLED[key] = tmp
     return tmp
 
 
