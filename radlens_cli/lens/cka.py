@@ -21,6 +21,7 @@ from radlens_cli.errors import RadlensError
 
 KERNELS = ("linear", "rbf")
 GRAM_BOOTSTRAP_MAX = 4000  # bootstrap by indexing n x n Gram matrices up to this many cases
+RBF_MAX_CASES = 12000  # rbf holds a few n x n float64 matrices (~1.2 GB each at this size)
 
 
 def _centred(x) -> np.ndarray:
@@ -115,6 +116,9 @@ def cka(x, y, kernel: str = "linear", debiased: bool = False, sigma: float = 1.0
         raise RadlensError(f"unknown kernel {kernel!r} (use {' or '.join(KERNELS)})")
     if kernel == "linear":
         return linear_cka(x, y, debiased)
+    if n > RBF_MAX_CASES:
+        raise RadlensError(f"cka: the rbf kernel needs n x n matrices; {n} cases is over {RBF_MAX_CASES} "
+                           f"(use --kernel linear, or --split to compare a subset)")
     return cka_from_grams(gram(x, kernel, sigma), gram(y, kernel, sigma), debiased)
 
 

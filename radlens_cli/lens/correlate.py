@@ -151,7 +151,7 @@ def parse_column_names(columns) -> dict[str, np.ndarray]:
         name = str(name)
         modality, _, rest = name.rpartition("/")
         parts = rest.split("_", 2)
-        if len(parts) == 3:
+        if len(parts) == 3 and all(parts):
             image_type, family, feature = parts
         else:
             image_type, family, feature = "", "", rest
