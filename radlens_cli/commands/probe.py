@@ -60,8 +60,8 @@ def probe(features: list[str], manifest_path: str, target: str, output: str, tas
         raise UsageError(f"table names repeat ({', '.join(labels)}); give distinct --names")
     model_list = parse_list(models, "--models") if models else list(lp.MODELS[task])
     for m in model_list:
-        if m not in lp.MODELS[task]:
-            raise UsageError(f"--models {m}: for --task {task} use {', '.join(lp.MODELS[task])}")
+        if m not in lp.MODELS[task] + lp.EXTRA_MODELS:
+            raise UsageError(f"--models {m}: for --task {task} use {', '.join(lp.MODELS[task] + lp.EXTRA_MODELS)}")
     if trees < 1:
         raise UsageError("--trees must be at least 1")
     check_output(output, force)
@@ -120,7 +120,8 @@ def probe_cli(
     names: Optional[str] = typer.Option(None, "--names",
                                         help="Comma-separated table names (default: file stems)."),
     models: Optional[str] = typer.Option(None, "--models",
-                                         help="classify: logistic,rf; regress: ridge,rf (default both)."),
+                                         help="Comma-separated: logistic (classify) or ridge (regress), rf, svm, gb "
+                                              "(default: the linear model and rf)."),
     trees: int = typer.Option(200, "--trees", help="Trees in the random forest."),
     seed: int = seed_option(),
     jobs: int = jobs_option(),
@@ -131,7 +132,8 @@ def probe_cli(
     Answers "does the interpretable representation lose accuracy?": the same folds
     (StratifiedKFold for classify, KFold for regress, shuffled by --seed) score every
     table with a standardised linear model (logistic regression, or ridge with its
-    penalty chosen inside the training fold) and a random forest. Cases are those in
+    penalty chosen inside the training fold) and a random forest; --models adds an RBF
+    SVM (svm) or gradient boosting (gb), as in Rad4XCNN. Cases are those in
     every table with a target in the manifest (the count is logged).
 
     Writes one row per (table, model): mean and sd over folds of accuracy, balanced

@@ -13,7 +13,10 @@ import numpy as np
 from radlens_cli.errors import RadlensError
 
 TASKS = ("classify", "regress")
-MODELS = {"classify": ("logistic", "rf"), "regress": ("ridge", "rf")}
+MODELS = {"classify": ("logistic", "rf"), "regress": ("ridge", "rf")}  # the defaults
+# Rad4XCNN's shallow models were RF, XGB and SVM: svm (RBF SVM) and gb (scikit-learn's
+# histogram gradient boosting, an XGBoost-like learner) are there on request.
+EXTRA_MODELS = ("svm", "gb")
 METRICS = {"classify": ("accuracy", "balanced_accuracy", "auc"), "regress": ("mse", "r2")}
 RIDGE_ALPHAS = np.logspace(-3, 4, 15)
 
@@ -56,10 +59,23 @@ def make_model(name: str, task: str, seed: int = 0, jobs: int = 1, trees: int = 
     if name == "rf":
         cls = RandomForestClassifier if task == "classify" else RandomForestRegressor
         return make_pipeline(StandardScaler(), cls(n_estimators=trees, random_state=seed, n_jobs=jobs))
-    raise RadlensError(f"model {name!r} does not fit task {task} (use {', '.join(MODELS[task])})")
+    if name == "svm":
+        from sklearn.svm import SVC, SVR
+
+        if task == "classify":  # AUC from decision_function scores (no Platt scaling needed)
+            return make_pipeline(StandardScaler(), SVC())
+        return make_pipeline(StandardScaler(), SVR())
+    if name == "gb":
+        from sklearn.ensemble import HistGradientBoostingClassifier, HistGradientBoostingRegressor
+
+        cls = HistGradientBoostingClassifier if task == "classify" else HistGradientBoostingRegressor
+        return cls(random_state=seed)
+    raise RadlensError(f"model {name!r} does not fit task {task} "
+                       f"(use {', '.join(MODELS[task] + EXTRA_MODELS)})")
 
 
-def _scores(task: str, y_true, pred, proba=None, classes=None) -> dict[str, float]:
+def _scores(task: str, y_true, pred, score=None, classes=None) -> dict[str, float]:
+    """Fold metrics. score: predict_proba or decision_function output (columns = classes)."""
     from sklearn import metrics
 
     if task == "regress":
@@ -67,36 +83,62 @@ def _scores(task: str, y_true, pred, proba=None, classes=None) -> dict[str, floa
                 "r2": float(metrics.r2_score(y_true, pred))}
     out = {"accuracy": float(metrics.accuracy_score(y_true, pred)),
            "balanced_accuracy": float(metrics.balanced_accuracy_score(y_true, pred))}
-    present = np.unique(y_true)
-    if len(present) < 2:
-        out["auc"] = float("nan")
-    elif len(classes) == 2:
-        out["auc"] = float(metrics.roc_auc_score(y_true == classes[1], proba[:, 1]))
-    else:
-        out["auc"] = float(metrics.roc_auc_score(y_true, proba, multi_class="ovr", average="macro",
-                                                 labels=classes))
+    out["auc"] = auc_ovr(y_true, score, classes)
     return out
+
+
+def auc_ovr(y_true, score, classes) -> float:
+    """Binary ROC AUC, or the macro mean of one-vs-rest AUCs over classes (> 2 classes).
+
+    Works on probabilities or decision scores alike (the same value as scikit-learn's
+    roc_auc_score(multi_class="ovr", average="macro") on probabilities).
+    """
+    from sklearn.metrics import roc_auc_score
+
+    y_true = np.asarray(y_true)
+    score = np.asarray(score, dtype=np.float64)
+    if len(classes) == 2:
+        s = score if score.ndim == 1 else score[:, 1]
+        pos = y_true == classes[1]
+        return float(roc_auc_score(pos, s)) if 0 < pos.sum() < len(pos) else float("nan")
+    aucs = []
+    for c, cls in enumerate(classes):
+        pos = y_true == cls
+        if 0 < pos.sum() < len(pos):
+            aucs.append(roc_auc_score(pos, score[:, c]))
+    return float(np.mean(aucs)) if aucs else float("nan")
 
 
 def cross_validate(x, y, task: str, folds_idx, models=None, seed: int = 0, jobs: int = 1,
                    trees: int = 200) -> dict[str, dict[str, np.ndarray]]:
     """Per model, per metric: the score on each fold (array of len(folds_idx))."""
+    from threadpoolctl import threadpool_limits  # a scikit-learn dependency
+
     x = np.asarray(x, dtype=np.float64)
     y = np.asarray(y)
     models = models or MODELS[task]
     out = {}
-    for name in models:
-        per = {m: np.empty(len(folds_idx)) for m in METRICS[task]}
-        for f, (tr, te) in enumerate(folds_idx):
-            model = make_model(name, task, seed, jobs, trees)
-            model.fit(x[tr], y[tr])
-            pred = model.predict(x[te])
-            proba = model.predict_proba(x[te]) if task == "classify" else None
-            classes = model.classes_ if task == "classify" else None
-            for m, v in _scores(task, y[te], pred, proba, classes).items():
-                per[m][f] = v
-        out[name] = per
+    # --jobs bounds every thread pool (BLAS, OpenMP in gradient boosting) too
+    with threadpool_limits(limits=jobs):
+        for name in models:
+            out[name] = _cross_validate_one(name, x, y, task, folds_idx, seed, jobs, trees)
     return out
+
+
+def _cross_validate_one(name, x, y, task, folds_idx, seed, jobs, trees) -> dict[str, np.ndarray]:
+    per = {m: np.empty(len(folds_idx)) for m in METRICS[task]}
+    for f, (tr, te) in enumerate(folds_idx):
+        model = make_model(name, task, seed, jobs, trees)
+        model.fit(x[tr], y[tr])
+        pred = model.predict(x[te])
+        score = classes = None
+        if task == "classify":
+            classes = model.classes_
+            score = (model.predict_proba(x[te]) if hasattr(model, "predict_proba")
+                     else model.decision_function(x[te]))
+        for m, v in _scores(task, y[te], pred, score, classes).items():
+            per[m][f] = v
+    return per
 
 
 def probe(tables: dict[str, np.ndarray], y, task: str, folds: int = 5, seed: int = 0, models=None,

@@ -138,7 +138,7 @@ def test_probe_bad_inputs(cli, cohort):
     assert r.exit_code == 1 and "not numeric for case" in r.stderr
     r = cli("probe", cohort / "signal.h5", cohort / "noise.h5", *base, "--target", "size", "--names", "a")
     assert r.exit_code == 2 and "--names gives 1 name(s) for 2 table(s)" in r.stderr
-    r = cli("probe", cohort / "signal.h5", *base, "--target", "label", "--models", "ridge")
+    r = cli("probe", cohort / "signal.h5", *base, "--target", "label", "--models", "ridge")  # regress-only
     assert r.exit_code == 2
     other = CaseTable(np.array(["q1", "q2"], dtype=object), np.ones((2, 2)), ["a", "b"])
     write_table(other, str(cohort / "other.h5"))

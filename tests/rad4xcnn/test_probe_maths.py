@@ -68,7 +68,33 @@ def test_multiclass_auc_and_sd_formula():
     assert df.loc[0, "auc_mean"] > 0.8
 
 
+def test_auc_ovr_equals_sklearn_on_probabilities():
+    from sklearn.metrics import roc_auc_score
+
+    rng = np.random.default_rng(4)
+    y = np.array(list("abcd") * 10)
+    proba = rng.dirichlet(np.ones(4), size=40)
+    assert lp.auc_ovr(y, proba, np.array(list("abcd"))) == pytest.approx(
+        roc_auc_score(y, proba, multi_class="ovr", average="macro"), rel=1e-12)
+    yb = y[:20] == "a"
+    assert lp.auc_ovr(yb, proba[:20, :2], np.array([False, True])) == pytest.approx(
+        roc_auc_score(yb, proba[:20, 1]), rel=1e-12)
+
+
 def test_small_class_is_an_error():
     y = np.array(["a"] * 10 + ["b"] * 2)
     with pytest.raises(lp.RadlensError, match="fewer cases than --folds 5: b \\(2\\)"):
         lp.make_folds(y, "classify", 5)
+
+
+@pytest.mark.parametrize("task", ["classify", "regress"])
+def test_svm_and_gradient_boosting_on_request(data, task):
+    tables, y_reg, y_cls = data
+    y = y_cls if task == "classify" else y_reg
+    small = {"signal": tables["signal"][:60]}
+    a = lp.probe(small, y[:60], task, folds=3, seed=2, models=["svm", "gb"])
+    b = lp.probe(small, y[:60], task, folds=3, seed=2, models=["svm", "gb"])
+    pd.testing.assert_frame_equal(a, b)
+    assert list(a.model) == ["svm", "gb"]
+    score = "auc_mean" if task == "classify" else "r2_mean"
+    assert (a[score] > 0.5).all()
