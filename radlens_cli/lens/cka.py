@@ -143,7 +143,9 @@ def bootstrap_cka(x, y, n_boot: int, seed: int = 0, kernel: str = "linear", debi
     use_gram = kernel == "rbf" or n <= GRAM_BOOTSTRAP_MAX
     if use_gram:
         k, l = gram(x, kernel, sigma), gram(y, kernel, sigma)
-    for b in range(n_boot):
+    from radlens_cli.log import progress
+
+    for b in progress(range(n_boot), desc="cka bootstrap", unit="rep"):
         idx = rng.integers(0, n, size=n)
         if debiased:
             idx = np.unique(idx)
