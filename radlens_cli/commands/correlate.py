@@ -1,0 +1,284 @@
+"""`radlens correlate` (Rad4XCNN correlation maps) and `radlens correlate-summary`."""
+
+from __future__ import annotations
+
+import os
+from typing import Optional
+
+import numpy as np
+import typer
+
+from radlens_cli import log, provenance
+from radlens_cli.commands._util import command, force_option, output_option
+from radlens_cli.errors import RadlensError, UsageError
+from radlens_cli.io.files import atomic_output, check_output
+from radlens_cli.io.tables import _decode, align_cases, open_h5, read_h5_attrs, read_table, write_h5
+
+SCHEMA = "correlation/1"
+
+
+def _select_split(emb, rad, split: str):
+    """Boolean mask over the aligned rows: the embedding table's split, else the radiomics'."""
+    for t in (emb, rad):
+        if t.split is not None:
+            return t.split_mask(split)
+    raise RadlensError(f"--split {split}: neither {emb.path} nor {rad.path} has a `split` dataset")
+
+
+def _check_outputs(paths: dict, force: bool) -> None:
+    given = {k: v for k, v in paths.items() if v}
+    if sum(v == "-" for v in given.values()) > 1:
+        raise UsageError(f"only one of {', '.join(given)} can be `-` (stdout)")
+    real = [os.path.abspath(v) for v in given.values() if v != "-"]
+    if len(set(real)) != len(real):
+        raise UsageError("two outputs name the same file")
+    for v in given.values():
+        check_output(v, force)
+
+
+def _write_csv(df, path: str, force: bool) -> None:
+    with atomic_output(path, force, suffix=".csv") as tmp:
+        df.to_csv(tmp, index=False, float_format="%.10g")
+
+
+def correlate(emb_path: str, rad_path: str, output: str, method: str = "spearman",
+              threshold: float = 0.5, alpha: float = 0.05, split: str | None = None,
+              allow_missing: bool = False, pairs: str | None = None, explain: str | None = None,
+              explain_top: int = 5, force: bool = False) -> dict:
+    """Correlate every embedding dimension with every radiomic column; write CORR.h5 (+ CSVs)."""
+    from radlens_cli.lens import correlate as lc
+
+    if method not in lc.METHODS:
+        raise UsageError(f"--method {method}: use {' or '.join(lc.METHODS)}")
+    if not 0.0 <= threshold <= 1.0:
+        raise UsageError(f"--threshold {threshold}: must lie in [0, 1]")
+    if not 0.0 < alpha <= 1.0:
+        raise UsageError(f"--alpha {alpha}: must lie in (0, 1]")
+    if explain_top < 1:
+        raise UsageError("--explain-top must be at least 1")
+    _check_outputs({"--output": output, "--pairs": pairs, "--explain": explain}, force)
+
+    emb = read_table(emb_path, "embeddings")
+    rad = read_table(rad_path, "radiomics")
+    ie, ir = align_cases(emb, rad, allow_missing, names=("embeddings", "radiomics"))
+    emb, rad = emb.take(ie), rad.take(ir)
+    if split:
+        mask = _select_split(emb, rad, split)
+        if not mask.any():
+            raise RadlensError(f"--split {split}: no shared case is in split {split!r}")
+        emb, rad = emb.take(mask), rad.take(mask)
+    meta = lc.radiomic_column_meta(rad.columns, rad.column_meta)
+
+    res = lc.correlate(emb.values, rad.values, method=method)
+    kx, ky = res.keep_x, res.keep_y
+    deep = np.array(emb.columns, dtype=object)
+    cols = np.array(rad.columns, dtype=object)
+    for what, names, reason in (("deep feature", deep, res.reason_x), ("radiomic column", cols, res.reason_y)):
+        bad = reason != ""
+        if bad.any():
+            shown = ", ".join(f"{n} ({r})" for n, r in zip(names[bad][:5], reason[bad][:5]))
+            more = f" (+{int(bad.sum()) - 5} more)" if bad.sum() > 5 else ""
+            log.warn(f"correlate: {int(bad.sum())} {what}(s) excluded: {shown}{more}")
+    sig = lc.significant(res.rho, res.q, threshold, alpha)
+    n_sig = int(sig.sum())
+    n_deep = int(sig.any(axis=1).sum())
+    log.info(f"correlate: {res.n_cases} cases, {int(kx.sum())} deep features x {int(ky.sum())} radiomic "
+             f"columns ({method}); {n_sig} pairs with |rho| >= {threshold} and q < {alpha}; "
+             f"{n_deep} deep feature(s) explained by at least one radiomic feature")
+
+    params = {"method": method, "threshold": threshold, "alpha": alpha, "split": split,
+              "allow_missing": allow_missing, "n_cases": res.n_cases}
+    attrs = provenance.build("correlate", inputs={"embeddings": emb_path, "radiomics": rad_path},
+                             params=params, history=provenance.merged_history(emb.attrs, rad.attrs))
+    attrs.update({"method": method, "threshold": threshold, "alpha": alpha, "n_cases": res.n_cases})
+    datasets = {
+        "rho": res.rho, "p": res.p, "q": res.q,
+        "deep_features": deep[kx], "columns": cols[ky],
+        **{f"column_{k}": meta[k][ky] for k in lc.META_KEYS},
+        "case_id": emb.case_id,
+        "excluded_deep_features": deep[~kx], "excluded_deep_reason": res.reason_x[~kx],
+        "excluded_columns": cols[~ky], "excluded_column_reason": res.reason_y[~ky],
+        **{f"excluded_column_{k}": meta[k][~ky] for k in lc.META_KEYS},
+    }
+    kept_meta = {k: meta[k][ky] for k in lc.META_KEYS}
+    # CSVs first: `-o -` streams the HDF5 last, after every other output is in place
+    if pairs:
+        _write_csv(lc.pairs_table(res.rho, res.p, res.q, deep[kx], cols[ky], kept_meta, threshold, alpha),
+                   pairs, force)
+    if explain:
+        _write_csv(lc.explanation_table(res.rho, res.q, deep[kx], cols[ky], kept_meta, threshold, alpha,
+                                        explain_top), explain, force)
+    write_h5(output, SCHEMA, datasets, attrs, force)
+    return {"n_cases": res.n_cases, "n_pairs": n_sig, "n_deep_explained": n_deep}
+
+
+@command("correlate")
+def correlate_cli(
+    embeddings: str = typer.Argument(..., help="Embedding case table (HDF5/CSV; `-` for stdin)."),
+    radiomics: str = typer.Argument(..., help="Radiomics case table (HDF5/CSV; `-` for stdin)."),
+    output: str = output_option("Correlation file CORR.h5 (schema correlation/1; `-` for stdout)."),
+    method: str = typer.Option("spearman", "--method", help="spearman (Rad4XCNN) or pearson."),
+    threshold: float = typer.Option(0.5, "--threshold", help="M: a pair is correlated when |rho| >= M."),
+    alpha: float = typer.Option(0.05, "--alpha", help="... and its BH-FDR q-value is below alpha."),
+    split: Optional[str] = typer.Option(None, "--split", help="Only cases of this split (train, val or test)."),
+    allow_missing: bool = typer.Option(False, "--allow-missing",
+                                       help="Use the cases in both tables instead of refusing a mismatch."),
+    pairs: Optional[str] = typer.Option(None, "--pairs",
+                                        help="Also write the correlated pairs as a long CSV table."),
+    explain: Optional[str] = typer.Option(None, "--explain",
+                                          help="Also write one CSV row per deep feature: its correlated "
+                                               "radiomic features (the global explanation)."),
+    explain_top: int = typer.Option(5, "--explain-top", help="How many radiomic features --explain lists."),
+    force: bool = force_option(),
+):
+    """Rad4XCNN map: Spearman rho, deep vs radiomic features.
+
+    Correlates every embedding dimension with every radiomic column over the cases the two
+    tables share (joined on case_id), with two-sided p-values (t approximation, as
+    scipy.stats.spearmanr) and Benjamini-Hochberg q-values over all pairs. Constant and
+    non-finite columns are excluded and listed, never written as NaN.
+
+    Writes CORR.h5 (schema correlation/1): rho, p and q matrices (deep features x radiomic
+    columns, float64), both axes' names, the radiomic column metadata (modality,
+    image_type, family, feature), the excluded columns, the cases used and the
+    threshold. --pairs writes the pairs with |rho| >= M and q < alpha:
+
+    \b
+      deep_feature,column,modality,image_type,family,feature,rho,p,q
+
+    --explain writes one row per deep feature with its number of correlated radiomic
+    features, the strongest, and their families.
+
+    Examples:
+
+    \b
+      radlens correlate emb_pre.h5 radiomics.h5 -o corr_pre.h5 --pairs pairs_pre.csv
+      radlens correlate emb_ft.h5 radiomics.h5 -o corr_ft.h5 --explain explain_ft.csv --split train
+      radlens correlate emb.h5 radiomics.h5 -o - | radlens info -
+    """
+    correlate(embeddings, radiomics, output, method=method, threshold=threshold, alpha=alpha,
+              split=split, allow_missing=allow_missing, pairs=pairs, explain=explain,
+              explain_top=explain_top, force=force)
+
+
+# ---------------------------------------------------------------- correlate-summary
+
+def _read_corr(path: str, what: str) -> dict:
+    with open_h5(path, SCHEMA, what) as f:
+        need = ("rho", "q", "deep_features", "columns")
+        missing = [k for k in need if k not in f]
+        if missing:
+            raise RadlensError(f"{'stdin' if path == '-' else path}: missing dataset(s) {', '.join(missing)} "
+                               f"(not a valid correlation file)")
+
+        out = {k: f[k][()] for k in ("rho", "q")}
+        for k in f:
+            if k in ("deep_features", "columns", "excluded_columns", "excluded_deep_features") or \
+                    k.startswith(("column_", "excluded_column_")):
+                out[k] = _decode(f[k][()])
+        out["attrs"] = read_h5_attrs(f)
+    out["path"] = "stdin" if path == "-" else path
+    return out
+
+
+def _full_axis(c: dict) -> tuple[np.ndarray, dict]:
+    """All radiomic columns of a correlation file (kept then excluded) and their metadata."""
+    from radlens_cli.lens import correlate as lc
+
+    kept = c["columns"]
+    excl = c.get("excluded_columns", np.array([], dtype=object))
+    cols = np.concatenate([kept, excl])
+    kept_meta = {k: c[f"column_{k}"] for k in lc.META_KEYS if f"column_{k}" in c}
+    if len(kept_meta) < len(lc.META_KEYS):
+        kept_meta = lc.radiomic_column_meta(kept)
+    excl_meta = {k: c[f"excluded_column_{k}"] for k in lc.META_KEYS if f"excluded_column_{k}" in c}
+    if len(excl_meta) < len(lc.META_KEYS):
+        excl_meta = lc.radiomic_column_meta(excl)
+    return cols, {k: np.concatenate([kept_meta[k], excl_meta[k]]) for k in lc.META_KEYS}
+
+
+def _setting(pre: dict, ft: dict, key: str, given: float | None, flag: str) -> float:
+    if given is not None:
+        return given
+    a, b = pre["attrs"].get(key), ft["attrs"].get(key)
+    if a is None or b is None:
+        raise UsageError(f"{pre['path'] if a is None else ft['path']} records no {key}; give {flag}")
+    if float(a) != float(b):
+        raise UsageError(f"{pre['path']} used {key} {a} but {ft['path']} used {b}; give {flag} to "
+                         f"compare both at one value")
+    return float(a)
+
+
+def correlate_summary(pre_path: str, ft_path: str, output: str, threshold: float | None = None,
+                      alpha: float | None = None, force: bool = False):
+    """Per modality x family: deep features with a correlated radiomic feature, pre vs ft."""
+    from radlens_cli.lens import correlate as lc
+
+    if pre_path == "-" and ft_path == "-":
+        raise UsageError("only one of the two correlation files can be `-` (stdin)")
+    check_output(output, force)
+    pre = _read_corr(pre_path, "correlation file (pre)")
+    ft = _read_corr(ft_path, "correlation file (fine-tuned)")
+    cols_pre, meta = _full_axis(pre)
+    cols_ft, _ = _full_axis(ft)
+    only_pre = sorted(set(cols_pre) - set(cols_ft))
+    only_ft = sorted(set(cols_ft) - set(cols_pre))
+    if only_pre or only_ft:
+        parts = []
+        for ids, p in ((only_pre, pre["path"]), (only_ft, ft["path"])):
+            if ids:
+                more = f" (+{len(ids) - 3} more)" if len(ids) > 3 else ""
+                parts.append(f"{len(ids)} only in {p}: {', '.join(ids[:3])}{more}")
+        raise RadlensError("different radiomic column sets: " + "; ".join(parts))
+    threshold = _setting(pre, ft, "threshold", threshold, "--threshold")
+    alpha = _setting(pre, ft, "alpha", alpha, "--alpha")
+
+    pos = {c: i for i, c in enumerate(cols_pre)}
+
+    def full_sig(c):
+        sig = np.zeros((c["rho"].shape[0], len(cols_pre)), dtype=bool)
+        idx = np.array([pos[x] for x in c["columns"]], dtype=np.int64)
+        sig[:, idx] = lc.significant(c["rho"], c["q"], threshold, alpha)
+        return sig
+
+    df = lc.summary_table(full_sig(pre), full_sig(ft), meta)
+    tot = df.iloc[-1]
+    log.info(f"correlate-summary: deep features explained {int(tot['deep_pre'])}/{pre['rho'].shape[0]} pre, "
+             f"{int(tot['deep_ft'])}/{ft['rho'].shape[0]} fine-tuned; pairs {int(tot['pairs_pre'])} -> "
+             f"{int(tot['pairs_ft'])} (|rho| >= {threshold}, q < {alpha})")
+    _write_csv(df, output, force)
+    return df
+
+
+@command("correlate-summary")
+def correlate_summary_cli(
+    pre: str = typer.Argument(..., help="Correlation file of the pre-trained encoder (`-` for stdin)."),
+    ft: str = typer.Argument(..., help="Correlation file of the fine-tuned encoder (`-` for stdin)."),
+    output: str = output_option("Summary CSV (`-` for stdout)."),
+    threshold: Optional[float] = typer.Option(None, "--threshold",
+                                              help="M (default: the one both files were made with)."),
+    alpha: Optional[float] = typer.Option(None, "--alpha",
+                                          help="FDR level (default: the one both files were made with)."),
+    force: bool = force_option(),
+):
+    """Rad4XCNN explanation before vs after fine-tuning.
+
+    Reads two correlation files made by `radlens correlate` over the same radiomic columns
+    (pre-trained and fine-tuned embeddings) and writes, per modality and radiomic family,
+    how many deep features have at least one correlated radiomic feature (|rho| >= M and
+    q < alpha) and how many correlated pairs there are, before and after fine-tuning.
+    Rows per modality x family, then per modality, per family and all/all:
+
+    \b
+      modality,family,n_columns,deep_pre,deep_ft,delta_deep,frac_pre,frac_ft,
+      pairs_pre,pairs_ft,delta_pairs
+
+    Files over different radiomic column sets are refused.
+
+    Examples:
+
+    \b
+      radlens correlate-summary corr_pre.h5 corr_ft.h5 -o summary.csv
+      radlens correlate emb_ft.h5 radiomics.h5 -o - | radlens correlate-summary corr_pre.h5 - -o -
+    """
+    correlate_summary(pre, ft, output, threshold=threshold, alpha=alpha, force=force)

@@ -1,0 +1,166 @@
+"""Rad4XCNN's accuracy side: cross-validated shallow models on each feature table.
+
+Every table is scored with the same folds (StratifiedKFold for classification, KFold for
+regression, shuffled with one seed), so differences between tables are not differences
+between splits. Standardisation is fitted inside each training fold (a scikit-learn
+Pipeline), never on the held-out cases.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+
+from radlens_cli.errors import RadlensError
+
+TASKS = ("classify", "regress")
+MODELS = {"classify": ("logistic", "rf"), "regress": ("ridge", "rf")}  # the defaults
+# Rad4XCNN's shallow models were RF, XGB and SVM: svm (RBF SVM) and gb (scikit-learn's
+# histogram gradient boosting, an XGBoost-like learner) are there on request.
+EXTRA_MODELS = ("svm", "gb")
+METRICS = {"classify": ("accuracy", "balanced_accuracy", "auc"), "regress": ("mse", "r2")}
+RIDGE_ALPHAS = np.logspace(-3, 4, 15)
+
+
+def make_folds(y, task: str, folds: int = 5, seed: int = 0) -> list[tuple[np.ndarray, np.ndarray]]:
+    """(train, test) index pairs shared by every table."""
+    from sklearn.model_selection import KFold, StratifiedKFold
+
+    y = np.asarray(y)
+    n = len(y)
+    if folds < 2:
+        raise RadlensError(f"--folds {folds}: need at least 2")
+    if n < folds:
+        raise RadlensError(f"{n} case(s) for {folds} folds; need at least one case per fold")
+    if task == "classify":
+        classes, counts = np.unique(y, return_counts=True)
+        if len(classes) < 2:
+            raise RadlensError(f"the target has one class ({classes[0]!s}); classification needs two")
+        if counts.min() < folds:
+            small = ", ".join(f"{c!s} ({k})" for c, k in zip(classes, counts) if k < folds)
+            raise RadlensError(f"class(es) with fewer cases than --folds {folds}: {small}")
+        splitter = StratifiedKFold(n_splits=folds, shuffle=True, random_state=seed)
+        return list(splitter.split(np.zeros((n, 1)), y))
+    splitter = KFold(n_splits=folds, shuffle=True, random_state=seed)
+    return list(splitter.split(np.zeros((n, 1))))
+
+
+def make_model(name: str, task: str, seed: int = 0, jobs: int = 1, trees: int = 200):
+    """A fresh scikit-learn estimator; linear models standardise inside the pipeline."""
+    from sklearn.ensemble import RandomForestClassifier, RandomForestRegressor
+    from sklearn.linear_model import LogisticRegression, RidgeCV
+    from sklearn.pipeline import make_pipeline
+    from sklearn.preprocessing import StandardScaler
+
+    if name == "logistic" and task == "classify":
+        return make_pipeline(StandardScaler(), LogisticRegression(C=1.0, max_iter=5000))
+    if name == "ridge" and task == "regress":
+        # alpha chosen by efficient leave-one-out on the training fold only
+        return make_pipeline(StandardScaler(), RidgeCV(alphas=RIDGE_ALPHAS))
+    if name == "rf":
+        cls = RandomForestClassifier if task == "classify" else RandomForestRegressor
+        return make_pipeline(StandardScaler(), cls(n_estimators=trees, random_state=seed, n_jobs=jobs))
+    if name == "svm":
+        from sklearn.svm import SVC, SVR
+
+        if task == "classify":  # AUC from decision_function scores (no Platt scaling needed)
+            return make_pipeline(StandardScaler(), SVC())
+        return make_pipeline(StandardScaler(), SVR())
+    if name == "gb":
+        from sklearn.ensemble import HistGradientBoostingClassifier, HistGradientBoostingRegressor
+
+        cls = HistGradientBoostingClassifier if task == "classify" else HistGradientBoostingRegressor
+        return cls(random_state=seed)
+    raise RadlensError(f"model {name!r} does not fit task {task} "
+                       f"(use {', '.join(MODELS[task] + EXTRA_MODELS)})")
+
+
+def _scores(task: str, y_true, pred, score=None, classes=None) -> dict[str, float]:
+    """Fold metrics. score: predict_proba or decision_function output (columns = classes)."""
+    from sklearn import metrics
+
+    if task == "regress":
+        return {"mse": float(metrics.mean_squared_error(y_true, pred)),
+                "r2": float(metrics.r2_score(y_true, pred))}
+    out = {"accuracy": float(metrics.accuracy_score(y_true, pred)),
+           "balanced_accuracy": float(metrics.balanced_accuracy_score(y_true, pred))}
+    out["auc"] = auc_ovr(y_true, score, classes)
+    return out
+
+
+def auc_ovr(y_true, score, classes) -> float:
+    """Binary ROC AUC, or the macro mean of one-vs-rest AUCs over classes (> 2 classes).
+
+    Works on probabilities or decision scores alike (the same value as scikit-learn's
+    roc_auc_score(multi_class="ovr", average="macro") on probabilities).
+    """
+    from sklearn.metrics import roc_auc_score
+
+    y_true = np.asarray(y_true)
+    score = np.asarray(score, dtype=np.float64)
+    if len(classes) == 2:
+        s = score if score.ndim == 1 else score[:, 1]
+        pos = y_true == classes[1]
+        return float(roc_auc_score(pos, s)) if 0 < pos.sum() < len(pos) else float("nan")
+    aucs = []
+    for c, cls in enumerate(classes):
+        pos = y_true == cls
+        if 0 < pos.sum() < len(pos):
+            aucs.append(roc_auc_score(pos, score[:, c]))
+    return float(np.mean(aucs)) if aucs else float("nan")
+
+
+def cross_validate(x, y, task: str, folds_idx, models=None, seed: int = 0, jobs: int = 1,
+                   trees: int = 200) -> dict[str, dict[str, np.ndarray]]:
+    """Per model, per metric: the score on each fold (array of len(folds_idx))."""
+    from threadpoolctl import threadpool_limits  # a scikit-learn dependency
+
+    x = np.asarray(x, dtype=np.float64)
+    y = np.asarray(y)
+    models = models or MODELS[task]
+    out = {}
+    # --jobs bounds every thread pool (BLAS, OpenMP in gradient boosting) too
+    with threadpool_limits(limits=jobs):
+        for name in models:
+            out[name] = _cross_validate_one(name, x, y, task, folds_idx, seed, jobs, trees)
+    return out
+
+
+def _cross_validate_one(name, x, y, task, folds_idx, seed, jobs, trees) -> dict[str, np.ndarray]:
+    per = {m: np.empty(len(folds_idx)) for m in METRICS[task]}
+    for f, (tr, te) in enumerate(folds_idx):
+        model = make_model(name, task, seed, jobs, trees)
+        model.fit(x[tr], y[tr])
+        pred = model.predict(x[te])
+        score = classes = None
+        if task == "classify":
+            classes = model.classes_
+            score = (model.predict_proba(x[te]) if hasattr(model, "predict_proba")
+                     else model.decision_function(x[te]))
+        for m, v in _scores(task, y[te], pred, score, classes).items():
+            per[m][f] = v
+    return per
+
+
+def probe(tables: dict[str, np.ndarray], y, task: str, folds: int = 5, seed: int = 0, models=None,
+          jobs: int = 1, trees: int = 200):
+    """One row per (table, model): mean and sd (ddof=1) over the shared folds of each metric.
+
+    tables: name -> (n, p) values, rows the same cases as y.
+    """
+    import pandas as pd
+
+    if task not in TASKS:
+        raise RadlensError(f"unknown task {task!r} (use {' or '.join(TASKS)})")
+    y = np.asarray(y)
+    folds_idx = make_folds(y, task, folds, seed)
+    rows = []
+    for tname, x in tables.items():
+        res = cross_validate(x, y, task, folds_idx, models, seed, jobs, trees)
+        for mname, per in res.items():
+            row = {"table": tname, "model": mname, "task": task, "n_cases": len(y),
+                   "n_features": int(np.asarray(x).shape[1]), "folds": folds, "seed": seed}
+            for m, v in per.items():
+                row[f"{m}_mean"] = float(np.nanmean(v)) if np.isfinite(v).any() else float("nan")
+                row[f"{m}_sd"] = float(np.nanstd(v, ddof=1)) if np.isfinite(v).sum() > 1 else float("nan")
+            rows.append(row)
+    return pd.DataFrame(rows)

@@ -1,0 +1,47 @@
+"""Fixtures for correlate / cka / probe: small synthetic tables with planted structure."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+
+from radlens_cli.io.tables import CaseTable, write_table
+
+RAD_COLUMNS = [f"{m}/{it}_{fam}_F{k}" for m in ("t2", "adc") for it in ("original", "wavelet-LLH")
+               for fam in ("firstorder", "glcm") for k in range(2)]
+
+
+@pytest.fixture(autouse=True)
+def _fresh_stdin_spool():
+    """files.input_path caches the spooled stdin per process; CliRunner runs many commands in one."""
+    from radlens_cli.io import files
+
+    files._SPOOLED.clear()
+    yield
+    files._SPOOLED.clear()
+
+
+def planted(n=60, d=8, seed=0, prefix="case"):
+    """Embeddings (n, d) and radiomics (n, 16) where rad col 0 follows emb_0, col 5 follows -emb_3;
+    emb_7 and rad col 9 are constant."""
+    rng = np.random.default_rng(seed)
+    ids = np.array([f"{prefix}{i:03d}" for i in range(n)], dtype=object)
+    split = np.array((["train"] * 7 + ["val"] + ["test"] * 2) * (n // 10 + 1), dtype=object)[:n]
+    x = rng.normal(size=(n, d))
+    x[:, d - 1] = 2.5
+    y = rng.normal(size=(n, len(RAD_COLUMNS)))
+    y[:, 0] = 2 * x[:, 0] + 0.2 * rng.normal(size=n)
+    y[:, 5] = -x[:, 3] + 0.2 * rng.normal(size=n)
+    y[:, 9] = 1.0
+    emb = CaseTable(ids, x, [f"emb_{j}" for j in range(d)], split)
+    rad = CaseTable(ids, y, list(RAD_COLUMNS), split)
+    return emb, rad
+
+
+@pytest.fixture
+def tables(tmp_path):
+    """Paths (emb.h5, rad.h5) of a planted pair."""
+    emb, rad = planted()
+    write_table(emb, str(tmp_path / "emb.h5"))
+    write_table(rad, str(tmp_path / "rad.h5"))
+    return tmp_path / "emb.h5", tmp_path / "rad.h5"
