@@ -67,3 +67,18 @@ def test_stdin_terminal_refused(tmp_path):
 def test_console_entry_point_runs():
     r = subprocess.run([sys.executable, "-m", "radlens_cli", "--version"], capture_output=True, text=True, cwd=REPO)
     assert r.returncode == 0 and r.stdout.startswith("radlens")
+
+
+def test_unexpected_exception_is_one_line_without_traceback(cli, monkeypatch):
+    import radlens_cli.commands.info as info_mod
+
+    def boom(path):
+        raise ZeroDivisionError("planted")
+
+    monkeypatch.setattr(info_mod, "info", boom)
+    r = cli("info", "x.h5")
+    assert r.exit_code == 1
+    assert r.stderr.strip().splitlines() == [
+        "radlens info: error: ZeroDivisionError: planted (rerun with --verbose for the traceback)"]
+    r = cli("--verbose", "info", "x.h5")
+    assert r.exit_code == 1 and "Traceback" in r.stderr

@@ -62,7 +62,7 @@ class RadlensGroup(TyperGroup):
         except click_exc.ClickException as e:
             print(f"radlens: error: {e.format_message()}", file=sys.stderr)
             code = e.exit_code
-        except click_exc.Abort:
+        except typer.Abort:
             print("radlens: interrupted", file=sys.stderr)
             code = EXIT_INTERRUPTED
         else:
@@ -99,7 +99,7 @@ def command(name: str, **kwargs):
             except KeyboardInterrupt:
                 print(f"radlens {name}: interrupted", file=sys.stderr)
                 raise typer.Exit(EXIT_INTERRUPTED) from None
-            except (typer.Exit, click_exc.ClickException, click_exc.Abort):
+            except (typer.Exit, click_exc.ClickException, typer.Abort):
                 raise
             except BrokenPipeError:
                 # `radlens x -o - | head`: end quietly like samtools
