@@ -189,3 +189,30 @@ def build_encoder(arch: str, in_chans: int, drop_path_rate: float = 0.0) -> Conv
 
 def canonical_arch(arch: str) -> str:
     return arch if arch in ARCHS else f"convnextv2_{arch}"
+
+
+LAYERS = ("final", "stage1", "stage2", "stage3", "stage4")
+POOLS = ("mean", "max")
+
+
+def extract_embedding(model: nn.Module, x: torch.Tensor, layer: str = "final", pool: str = "mean") -> torch.Tensor:
+    """(B, d) embedding of a batch.
+
+    final: the model's own forward (built-in encoder: LayerNorm of the global mean of the
+    last stage); stageN: the N-th stage output pooled over the three spatial axes (mean or
+    max), without normalisation. Other modules need `forward_features` for stageN.
+    """
+    if layer == "final":
+        out = model(x)
+        if isinstance(out, (tuple, list)):
+            out = out[0]
+        if out.ndim > 2:
+            out = out.flatten(2).mean(-1) if pool == "mean" else out.flatten(2).amax(-1)
+        return out
+    if layer not in LAYERS:
+        raise ValueError(f"unknown layer {layer!r}")
+    feats = model.forward_features(x)
+    if isinstance(feats, tuple) and len(feats) == 2 and isinstance(feats[1], (list, tuple)):
+        feats = feats[1]  # ProFound-style (pooled, hidden_states)
+    f = feats[int(layer[-1]) - 1]
+    return f.flatten(2).mean(-1) if pool == "mean" else f.flatten(2).amax(-1)
