@@ -131,7 +131,7 @@ class ConvNeXtV23D(nn.Module):
                 LayerNorm(dims[i], eps=1e-6, data_format="channels_first"),
                 nn.Conv3d(dims[i], dims[i + 1], kernel_size=k, stride=k),
             ))
-        rates = torch.linspace(0, drop_path_rate, sum(depths)).tolist()
+        rates = torch.linspace(0, drop_path_rate, sum(depths), device="cpu").tolist()
         self.stages = nn.ModuleList()
         cur = 0
         for i in range(4):
