@@ -29,6 +29,7 @@ def finetune_cli(
     freeze_encoder: bool = typer.Option(False, "--freeze-encoder", help="Train the head only (the paper's 'pre-trained' baseline)."),
     balanced: bool = typer.Option(False, "--balanced", help="classify: class-balanced sampling (draws with replacement)."),
     augment: bool = typer.Option(True, "--augment/--no-augment", help="Random flips and intensity scale/shift on training volumes."),
+    seg_channels: int = typer.Option(128, "--seg-channels", min=1, help="segment: UPerNet width (channels of its PPM/FPN convs)."),
     spacing: Optional[str] = typer.Option(None, "--spacing", help="Voxel spacing x,y,z mm [default: the encoder's record, else 0.5,0.5,1.0]."),
     crop: Optional[str] = typer.Option(None, "--crop", help="Box D,H,W voxels around the mask [default: the encoder's record, else 64,224,224]."),
     norm: Optional[str] = typer.Option(None, "--norm", help="Per-channel normalisation zscore|percentile [default: the encoder's record, else zscore]."),
@@ -77,4 +78,5 @@ def finetune_cli(
         spacing=parse_triple(spacing, "--spacing") if spacing else None,
         crop=parse_triple(crop, "--crop", int) if crop else None,
         norm=norm, cache_dir=cache_dir, workers=workers, resume=resume, force=force, max_steps=max_steps,
+        seg_channels=seg_channels,
     )

@@ -490,7 +490,7 @@ def finetune(manifest: str, modalities: list[str], mask: str, encoder: str, task
              augment: bool = True, seed: int = 0, device: str = "auto", spacing=None, crop=None,
              norm: str | None = None, cache_dir: str | None = None, workers: int = 0,
              resume: bool = True, force: bool = False, max_steps: int | None = None,
-             amp: bool = True) -> dict:
+             amp: bool = True, seg_channels: int = 128) -> dict:
     """Fine-tune `encoder` on a manifest task and write a radlens checkpoint to `output`.
 
     Returns a summary: best_epoch, best_metric, metric, test metrics, history, timing.
@@ -502,7 +502,8 @@ def finetune(manifest: str, modalities: list[str], mask: str, encoder: str, task
         raise UsageError(f"--task must be classify, regress or segment (got {task!r})")
     cfg = TrainConfig(task=task, epochs=epochs, lr=lr, batch_size=batch_size, weight_decay=weight_decay,
                       warmup_epochs=warmup_epochs, freeze_encoder=freeze_encoder, balanced=balanced,
-                      augment=augment, seed=seed, amp=amp, max_steps=max_steps, num_workers=workers)
+                      augment=augment, seed=seed, amp=amp, max_steps=max_steps, num_workers=workers,
+                      head_kwargs={"channels": int(seg_channels)} if task == "segment" else {})
     cfg.check()
     if task == "segment":
         if not seg_mask:
@@ -533,7 +534,7 @@ def finetune(manifest: str, modalities: list[str], mask: str, encoder: str, task
 
 def _finetune(manifest, modalities, mask, encoder, task, output, target, seg_mask, metrics, epochs, lr,
               batch_size, weight_decay, warmup_epochs, freeze_encoder, balanced, augment, seed, device,
-              spacing, crop, norm, cache_dir, workers, resume, force, max_steps, amp, cfg, dist, dev,
+              spacing, crop, norm, cache_dir, workers, resume, force, max_steps, amp, seg_channels, cfg, dist, dev,
               **_) -> dict:
     import tempfile
 
@@ -594,7 +595,7 @@ def _finetune(manifest, modalities, mask, encoder, task, output, target, seg_mas
               "mask": mask, "epochs": epochs, "lr": lr, "batch_size": batch_size, "weight_decay": weight_decay,
               "warmup_epochs": warmup_epochs, "freeze_encoder": freeze_encoder, "balanced": balanced,
               "augment": augment, "seed": seed, "preprocessing": pcfg.to_dict(), "world_size": dist.world_size,
-              "amp": amp}
+              "amp": amp, "head_kwargs": cfg.head_kwargs}
     fingerprint = hashlib.sha256(json.dumps(
         {**params, "manifest": provenance.sha256_file(manifest), "encoder": provenance.sha256_file(encoder)},
         sort_keys=True, default=str).encode()).hexdigest()
@@ -620,7 +621,8 @@ def _finetune(manifest, modalities, mask, encoder, task, output, target, seg_mas
             _prepass(datasets[s], dist, task, s, seg_mask)
         ddp.barrier(dist)
         result = run_training(enc, task, datasets, cfg, dev, dist, n_classes=n_classes, scale=scale,
-                              class_of_train=class_of_train, state_path=f"{output}.state",
+                              class_of_train=class_of_train,
+                              state_path=None if max_steps else f"{output}.state",
                               fingerprint=fingerprint, resume=resume)
         history = _json_ready(result["history"])
         head = result["head"]
