@@ -87,7 +87,10 @@ def barrier(dist: DistInfo) -> None:
     if dist.enabled:
         import torch.distributed as td
 
-        td.barrier()
+        if td.get_backend() == "nccl":  # tell NCCL which GPU this rank owns
+            td.barrier(device_ids=[torch.cuda.current_device()])
+        else:
+            td.barrier()
 
 
 def all_gather_objects(obj, dist: DistInfo) -> list:

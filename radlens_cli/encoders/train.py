@@ -467,7 +467,7 @@ def _class_list(values: np.ndarray) -> list:
     return [float(c) for c in classes]
 
 
-def _prepass(ds, dist: ddp.DistInfo, task: str, where: str, column: str | None) -> None:
+def _prepass(ds, dist: ddp.DistInfo, device, task: str, where: str, column: str | None) -> None:
     """Preprocess every case once (fills the cache, surfaces bad cases before training)."""
     n = len(ds)
     nonempty = 0
@@ -477,7 +477,7 @@ def _prepass(ds, dist: ddp.DistInfo, task: str, where: str, column: str | None) 
         if task == "segment" and item["seg"].numel() and bool(item["seg"].any()):
             nonempty += 1
     if task == "segment" and where == "train":
-        (nonempty,) = ddp.all_reduce_sum([float(nonempty)], dist, torch.device("cpu"))
+        (nonempty,) = ddp.all_reduce_sum([float(nonempty)], dist, device)
         if nonempty == 0:
             raise RadlensError(f"segmentation mask {column} is empty inside the crop box for every "
                                f"training case; nothing to learn (wrong column or labels?)")
@@ -618,7 +618,7 @@ def _finetune(manifest, modalities, mask, encoder, task, output, target, seg_mas
                      f"{info['arch']} on {dev}{f' x{dist.world_size} ranks' if dist.enabled else ''}"
                      f"{', encoder frozen' if freeze_encoder else ''}")
         for s in ("train", "val", "test"):
-            _prepass(datasets[s], dist, task, s, seg_mask)
+            _prepass(datasets[s], dist, dev, task, s, seg_mask)
         ddp.barrier(dist)
         result = run_training(enc, task, datasets, cfg, dev, dist, n_classes=n_classes, scale=scale,
                               class_of_train=class_of_train,
