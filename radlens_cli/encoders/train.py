@@ -217,6 +217,10 @@ def evaluate(model, dataset, task: str, device, dist: ddp.DistInfo, batch_size: 
     return {"loss": loss_sum / max(count, 1.0), "n_cases": int(count), **metrics}
 
 
+def _finite(v) -> bool:
+    return v is not None and bool(np.isfinite(v))
+
+
 def _save_atomic(obj, path: str) -> None:
     tmp = f"{path}.tmp{os.getpid()}"
     torch.save(obj, tmp)
@@ -304,6 +308,7 @@ def run_training(encoder, task: str, datasets: dict, cfg: TrainConfig, device: t
     sched = torch.optim.lr_scheduler.LambdaLR(opt, lambda s: lr_factor(s, total, warm))
 
     start_epoch, best, best_epoch, best_state, history = 0, None, 0, None, []
+    best_loss = float("inf")
     state = load_state(state_path, fingerprint) if (state_path and resume) else None
     if state is not None:
         model.load_state_dict(state["model"])
@@ -312,6 +317,7 @@ def run_training(encoder, task: str, datasets: dict, cfg: TrainConfig, device: t
         _set_rng_state(state.get("rng", {}))
         start_epoch = int(state["epoch"])
         best = state["best_metric"]
+        best_loss = float(state.get("best_loss", float("inf")))
         best_epoch = int(state["best_epoch"])
         best_state = state["best_state"]
         history = list(state["history"])
@@ -380,10 +386,14 @@ def run_training(encoder, task: str, datasets: dict, cfg: TrainConfig, device: t
             history.append({"epoch": epoch + 1, "split": "val", **vrow, "lr": lr_now})
             value = vrow.get(metric)
             improved = better(metric, value, best)
+            if not improved and not _finite(value) and not _finite(best):
+                # metric undefined so far (e.g. QWK on a one-class val split): use val loss
+                improved = vrow["loss"] < best_loss
         else:
             value, improved = None, True
         if improved or best_state is None:
             best, best_epoch = value, epoch + 1
+            best_loss = vrow["loss"] if has_val else best_loss
             best_state = _cpu_state(model)
         if dist.is_main:
             shown = f"val {metric} {value:.4f}" if value is not None else "no val"
@@ -394,6 +404,7 @@ def run_training(encoder, task: str, datasets: dict, cfg: TrainConfig, device: t
                               "model": model.state_dict(), "optimizer": opt.state_dict(),
                               "scheduler": sched.state_dict(), "rng": _rng_state(),
                               "best_metric": best, "best_epoch": best_epoch, "best_state": best_state,
+                              "best_loss": best_loss,
                               "history": history, "config": json.dumps(asdict(cfg), default=str)},
                              state_path)
         ddp.barrier(dist)
@@ -467,15 +478,33 @@ def _class_list(values: np.ndarray) -> list:
     return [float(c) for c in classes]
 
 
-def _prepass(ds, dist: ddp.DistInfo, device, task: str, where: str, column: str | None) -> None:
+class _SegFlag(torch.utils.data.Dataset):
+    """Loads a case (filling the cache) and returns only whether its seg target is non-empty."""
+
+    def __init__(self, ds, indices):
+        self.ds, self.indices = ds, list(indices)
+
+    def __len__(self):
+        return len(self.indices)
+
+    def __getitem__(self, i):
+        seg = self.ds[self.indices[i]]["seg"]
+        return bool(seg.numel() and seg.any())
+
+
+def _prepass(ds, dist: ddp.DistInfo, device, task: str, where: str, column: str | None,
+             workers: int = 0) -> None:
     """Preprocess every case once (fills the cache, surfaces bad cases before training)."""
-    n = len(ds)
+    from radlens_cli.encoders.preprocess import unwrap_worker_error
+
+    mine = range(dist.rank, len(ds), dist.world_size)
+    loader = torch.utils.data.DataLoader(_SegFlag(ds, mine), batch_size=None, num_workers=workers)
     nonempty = 0
-    for i in log.progress(range(dist.rank, n, dist.world_size), total=len(range(dist.rank, n, dist.world_size)),
-                          desc=f"preprocess {where}", unit="case"):
-        item = ds[i]
-        if task == "segment" and item["seg"].numel() and bool(item["seg"].any()):
-            nonempty += 1
+    try:
+        for flag in log.progress(loader, total=len(mine), desc=f"preprocess {where}", unit="case"):
+            nonempty += int(flag)
+    except RadlensError as e:
+        raise RadlensError(unwrap_worker_error(e), e.exit_code) from None
     if task == "segment" and where == "train":
         (nonempty,) = ddp.all_reduce_sum([float(nonempty)], dist, device)
         if nonempty == 0:
@@ -483,14 +512,28 @@ def _prepass(ds, dist: ddp.DistInfo, device, task: str, where: str, column: str 
                                f"training case; nothing to learn (wrong column or labels?)")
 
 
+def set_drop_path(encoder, rate: float) -> None:
+    """Stochastic depth rising linearly from 0 to `rate` over the blocks (ConvNeXt's rule)."""
+    blocks = [m for m in encoder.modules() if hasattr(m, "drop_path") and isinstance(m.drop_path, float)]
+    for i, b in enumerate(blocks):
+        b.drop_path = rate * i / max(len(blocks) - 1, 1)
+
+
+def auto_workers(device, dist: ddp.DistInfo) -> int:
+    """DataLoader workers when not given: none on CPU (tests, determinism), some per GPU."""
+    if device.type != "cuda":
+        return 0
+    return max(1, min(8, (os.cpu_count() or 2) // max(dist.world_size, 1) - 1))
+
+
 def finetune(manifest: str, modalities: list[str], mask: str, encoder: str, task: str, output: str,
              target: str | None = None, seg_mask: str | None = None, metrics: str | None = None,
              epochs: int = 100, lr: float = 1e-3, batch_size: int = 2, weight_decay: float = 0.05,
              warmup_epochs: int = 5, freeze_encoder: bool = False, balanced: bool = False,
              augment: bool = True, seed: int = 0, device: str = "auto", spacing=None, crop=None,
-             norm: str | None = None, cache_dir: str | None = None, workers: int = 0,
+             norm: str | None = None, cache_dir: str | None = None, workers: int | None = None,
              resume: bool = True, force: bool = False, max_steps: int | None = None,
-             amp: bool = True, seg_channels: int = 128) -> dict:
+             amp: bool = True, seg_channels: int = 128, drop_path: float = 0.0) -> dict:
     """Fine-tune `encoder` on a manifest task and write a radlens checkpoint to `output`.
 
     Returns a summary: best_epoch, best_metric, metric, test metrics, history, timing.
@@ -525,6 +568,8 @@ def finetune(manifest: str, modalities: list[str], mask: str, encoder: str, task
 
     dist = ddp.env_info()
     dev = ddp.resolve_device(device, dist)
+    if workers is None:
+        cfg.num_workers = workers = auto_workers(dev, dist)
     ddp.init(dist, dev)
     try:
         return _finetune(**locals())
@@ -534,7 +579,8 @@ def finetune(manifest: str, modalities: list[str], mask: str, encoder: str, task
 
 def _finetune(manifest, modalities, mask, encoder, task, output, target, seg_mask, metrics, epochs, lr,
               batch_size, weight_decay, warmup_epochs, freeze_encoder, balanced, augment, seed, device,
-              spacing, crop, norm, cache_dir, workers, resume, force, max_steps, amp, seg_channels, cfg, dist, dev,
+              spacing, crop, norm, cache_dir, workers, resume, force, max_steps, amp, seg_channels, drop_path,
+              cfg, dist, dev,
               **_) -> dict:
     import tempfile
 
@@ -558,6 +604,9 @@ def _finetune(manifest, modalities, mask, encoder, task, output, target, seg_mas
     if int(info["in_chans"]) != len(modalities):
         raise UsageError(f"--encoder {encoder} takes {info['in_chans']} input channel(s) but "
                          f"--modalities lists {len(modalities)}")
+    if not 0.0 <= drop_path < 1.0:
+        raise UsageError(f"--drop-path must be in [0, 1) (got {drop_path})")
+    set_drop_path(enc, drop_path)
     rec = info.get("preprocessing") or {}
     pcfg = PreprocessConfig(modalities=modalities, mask=mask_spec,
                             spacing=spacing if spacing is not None else tuple(rec.get("spacing", (0.5, 0.5, 1.0))),
@@ -595,7 +644,7 @@ def _finetune(manifest, modalities, mask, encoder, task, output, target, seg_mas
               "mask": mask, "epochs": epochs, "lr": lr, "batch_size": batch_size, "weight_decay": weight_decay,
               "warmup_epochs": warmup_epochs, "freeze_encoder": freeze_encoder, "balanced": balanced,
               "augment": augment, "seed": seed, "preprocessing": pcfg.to_dict(), "world_size": dist.world_size,
-              "amp": amp, "head_kwargs": cfg.head_kwargs}
+              "amp": amp, "head_kwargs": cfg.head_kwargs, "drop_path": drop_path}
     fingerprint = hashlib.sha256(json.dumps(
         {**params, "manifest": provenance.sha256_file(manifest), "encoder": provenance.sha256_file(encoder)},
         sort_keys=True, default=str).encode()).hexdigest()
@@ -618,7 +667,7 @@ def _finetune(manifest, modalities, mask, encoder, task, output, target, seg_mas
                      f"{info['arch']} on {dev}{f' x{dist.world_size} ranks' if dist.enabled else ''}"
                      f"{', encoder frozen' if freeze_encoder else ''}")
         for s in ("train", "val", "test"):
-            _prepass(datasets[s], dist, dev, task, s, seg_mask)
+            _prepass(datasets[s], dist, dev, task, s, seg_mask, workers)
         ddp.barrier(dist)
         result = run_training(enc, task, datasets, cfg, dev, dist, n_classes=n_classes, scale=scale,
                               class_of_train=class_of_train,
