@@ -155,6 +155,8 @@ def embed(manifest: str, modalities: str, mask: str, encoder: str, output: str, 
         log.info(f"{len(batches) - len(todo)} of {len(batches)} batch(es) read from {cache_dir}")
 
     use_amp = dev.type == "cuda"
+    if use_amp:
+        torch.backends.cudnn.benchmark = True  # fixed input shape: pick the fastest conv kernels once
     loader = DataLoader(dataset, batch_sampler=todo, num_workers=0 if jobs <= 1 else jobs,
                         pin_memory=use_amp, persistent_workers=False)
     log.info(f"embedding {n} case(s) of {manifest} with {enc['arch']} ({enc['source']}) on {dev}, "
