@@ -175,3 +175,24 @@ def test_embed_bad_inputs(cli, tmp_path, atto3):
     out.write_bytes(b"precious")
     r = run(manifest=manifest2)
     assert r.exit_code == 1 and "output exists" in r.stderr and out.read_bytes() == b"precious"
+
+
+def test_preprocessing_defaults_come_from_the_checkpoint(cli, cohort, tmp_path):
+    from radlens_cli.encoders.checkpoints import save_radlens_checkpoint
+    from radlens_cli.encoders.convnextv2 import build_encoder
+
+    enc = tmp_path / "ft.pt"
+    save_radlens_checkpoint(str(enc), build_encoder("atto", 3), "atto", 3,
+                            {"modalities": ["t2", "dwi", "adc"], "mask": "gland", "spacing": [1.5, 1.5, 2.5],
+                             "crop": [8, 32, 32], "norm": "percentile"})
+    out = tmp_path / "e.h5"
+    r = cli("embed", cohort, *MODS, "--encoder", enc, "-o", out)
+    assert r.exit_code == 0, r
+    with h5py.File(out) as f:
+        pre = json.loads(f.attrs["params"])["preprocessing"]
+    assert pre["crop"] == [8, 32, 32] and pre["spacing"] == [1.5, 1.5, 2.5] and pre["norm"] == "percentile"
+    r = cli("embed", cohort, "--modalities", "adc,dwi,t2", "--mask", "gland", "--encoder", enc, "--crop", "8,16,16",
+            "-o", tmp_path / "f.h5")
+    assert r.exit_code == 0 and "channel order matters" in r.stderr
+    with h5py.File(tmp_path / "f.h5") as f:
+        assert json.loads(f.attrs["params"])["preprocessing"]["crop"] == [8, 16, 16]
