@@ -118,6 +118,9 @@ def embed(manifest: str, modalities: str, mask: str, encoder: str, output: str, 
         raise UsageError(f"--layer {layer}: encoder {encoder} ({enc['source']}) has no forward_features; "
                          f"use --layer final")
     cfg = preprocessing_config(mods, mask_spec, spacing, crop, norm, enc.get("preprocessing"))
+    if hasattr(model, "dims") and hasattr(model, "stages") and min(cfg.crop) < 16:
+        raise UsageError(f"--crop {','.join(map(str, cfg.crop))}: the ConvNeXt-V2 downsamples 16-fold; "
+                         f"every side of the box needs at least 16 voxels")
     model = model.to(dev).eval()
     fingerprint = model_fingerprint(model)
 
@@ -173,11 +176,16 @@ def embed(manifest: str, modalities: str, mask: str, encoder: str, output: str, 
             except Exception as e:  # noqa: BLE001 - worker errors arrive wrapped
                 raise RadlensError(unwrap_worker_error(e)) from None
             x = item["volume"].to(dev, non_blocking=True)
-            if use_amp:
-                with torch.autocast("cuda", dtype=torch.bfloat16):
+            try:
+                if use_amp:
+                    with torch.autocast("cuda", dtype=torch.bfloat16):
+                        e = extract_embedding(model, x, layer, pool)
+                else:
                     e = extract_embedding(model, x, layer, pool)
-            else:
-                e = extract_embedding(model, x, layer, pool)
+            except (RuntimeError, ValueError, TypeError) as err:
+                first = str(err).strip().splitlines()[0] if str(err).strip() else type(err).__name__
+                raise RadlensError(f"{encoder}: forward pass failed on input {tuple(x.shape)} "
+                                   f"(case {part.case_ids[b[0]]}...): {first}") from None
             e = e.float().cpu().numpy().astype(np.float64)
             if e.ndim != 2 or e.shape[0] != len(b):
                 raise RadlensError(f"{encoder}: expected a (batch, d) embedding, got shape {tuple(e.shape)}")

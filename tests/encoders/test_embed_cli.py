@@ -184,15 +184,17 @@ def test_preprocessing_defaults_come_from_the_checkpoint(cli, cohort, tmp_path):
     enc = tmp_path / "ft.pt"
     save_radlens_checkpoint(str(enc), build_encoder("atto", 3), "atto", 3,
                             {"modalities": ["t2", "dwi", "adc"], "mask": "gland", "spacing": [1.5, 1.5, 2.5],
-                             "crop": [8, 32, 32], "norm": "percentile"})
+                             "crop": [16, 48, 32], "norm": "percentile"})
     out = tmp_path / "e.h5"
     r = cli("embed", cohort, *MODS, "--encoder", enc, "-o", out)
     assert r.exit_code == 0, r
     with h5py.File(out) as f:
         pre = json.loads(f.attrs["params"])["preprocessing"]
-    assert pre["crop"] == [8, 32, 32] and pre["spacing"] == [1.5, 1.5, 2.5] and pre["norm"] == "percentile"
-    r = cli("embed", cohort, "--modalities", "adc,dwi,t2", "--mask", "gland", "--encoder", enc, "--crop", "8,16,16",
+    assert pre["crop"] == [16, 48, 32] and pre["spacing"] == [1.5, 1.5, 2.5] and pre["norm"] == "percentile"
+    r = cli("embed", cohort, "--modalities", "adc,dwi,t2", "--mask", "gland", "--encoder", enc, "--crop", "16,32,32",
             "-o", tmp_path / "f.h5")
     assert r.exit_code == 0 and "channel order matters" in r.stderr
     with h5py.File(tmp_path / "f.h5") as f:
-        assert json.loads(f.attrs["params"])["preprocessing"]["crop"] == [8, 16, 16]
+        assert json.loads(f.attrs["params"])["preprocessing"]["crop"] == [16, 32, 32]
+    r = cli("embed", cohort, *MODS, "--encoder", enc, "--crop", "8,32,32", "-o", tmp_path / "g.h5")
+    assert r.exit_code == 2 and "at least 16 voxels" in r.stderr
