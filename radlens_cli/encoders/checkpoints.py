@@ -235,7 +235,10 @@ def _load_factory(spec: str):
     fn = getattr(mod, fn_name, None)
     if fn is None or not callable(fn):
         raise RadlensError(f"encoder factory {spec}: {mod_name} has no callable {fn_name}")
-    model = fn()
+    try:
+        model = fn()
+    except Exception as e:  # noqa: BLE001 - user code: report it in one line
+        raise RadlensError(f"encoder factory {spec} failed: {type(e).__name__}: {e}") from None
     if not isinstance(model, torch.nn.Module):
         raise RadlensError(f"encoder factory {spec}: returned {type(model).__name__}, not a torch.nn.Module")
     return model
