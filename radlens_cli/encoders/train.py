@@ -36,7 +36,7 @@ import torch
 from radlens_cli import log
 from radlens_cli.encoders import ddp
 from radlens_cli.encoders.heads import (HIGHER_IS_BETTER, METRIC_NAME, TaskModel, better, build_head,
-                                        dice_scores, quadratic_weighted_kappa, task_loss)
+                                        quadratic_weighted_kappa, task_loss)
 from radlens_cli.errors import RadlensError, UsageError
 
 STATE_VERSION = 1
@@ -155,16 +155,29 @@ def _targets_of(batch: dict, task: str) -> torch.Tensor:
     return batch["target"]
 
 
+def dice_scores_torch(logits: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
+    """Hard Dice per case (prediction: logit > 0, i.e. sigmoid > 1/2); 1 where both are empty."""
+    pred = (logits.reshape(target.shape) > 0).flatten(1)
+    t = (target > 0.5).flatten(1)
+    inter = (pred & t).sum(1).double()
+    denom = (pred.sum(1) + t.sum(1)).double()
+    return torch.where(denom > 0, 2.0 * inter / denom.clamp(min=1.0), torch.ones_like(denom))
+
+
 def _records(task: str, out: torch.Tensor, target: torch.Tensor) -> dict:
-    """Per-case numbers a metric needs (small, so DDP ranks can all-gather them)."""
-    out = out.detach().float().cpu()
-    target = target.detach().float().cpu()
+    """Per-case numbers a metric needs, left on the device (no sync per step)."""
+    out = out.detach()
+    target = target.detach()
     if task == "classify":
-        return {"pred": out.argmax(1).numpy(), "true": target.long().numpy()}
+        return {"pred": out.argmax(1), "true": target.long()}
     if task == "regress":
-        return {"pred": out.numpy().astype(np.float64), "true": target.numpy().astype(np.float64)}
-    pred = (out.reshape(target.shape) > 0).numpy()  # sigmoid > 0.5
-    return {"dice": dice_scores(pred, target.numpy() > 0.5)}
+        return {"pred": out.double(), "true": target.double()}
+    return {"dice": dice_scores_torch(out, target)}
+
+
+def _to_numpy(recs: list[dict]) -> list[dict]:
+    """Records as small numpy arrays (what DDP ranks all-gather)."""
+    return [{k: v.cpu().numpy() for k, v in r.items()} for r in recs]
 
 
 def compute_metrics(task: str, recs: list[dict], n_classes: int = 0, scale=(0.0, 1.0)) -> dict:
@@ -201,18 +214,18 @@ def evaluate(model, dataset, task: str, device, dist: ddp.DistInfo, batch_size: 
                                          batch_size=batch_size, shuffle=False, collate_fn=collate,
                                          num_workers=num_workers)
     model.eval()
-    loss_sum, count, recs = 0.0, 0, []
+    loss_sum, count, recs = torch.zeros((), dtype=torch.float64, device=device), 0, []
     with torch.no_grad():
         for batch in loader:
             x = batch["volume"].to(device, non_blocking=True)
             y = _targets_of(batch, task).to(device, non_blocking=True)
             with _autocast(device, amp):
                 out = model(x)
-            loss_sum += float(task_loss(task, out, y)) * len(x)
+            loss_sum += task_loss(task, out, y).detach().double() * len(x)
             count += len(x)
             recs.append(_records(task, out, y))
-    loss_sum, count = ddp.all_reduce_sum([loss_sum, float(count)], dist, device)
-    gathered = [r for part in ddp.all_gather_objects(recs, dist) for r in part]
+    loss_sum, count = ddp.all_reduce_sum([float(loss_sum), float(count)], dist, device)
+    gathered = [r for part in ddp.all_gather_objects(_to_numpy(recs), dist) for r in part]
     metrics = compute_metrics(task, gathered, n_classes, scale)
     return {"loss": loss_sum / max(count, 1.0), "n_cases": int(count), **metrics}
 
@@ -342,7 +355,7 @@ def run_training(encoder, task: str, datasets: dict, cfg: TrainConfig, device: t
         torch.manual_seed(_mix(cfg.seed, epoch, dist.rank))
         batches.set_epoch(epoch)
         wrapped.train()
-        loss_sum, count, recs = 0.0, 0, []
+        loss_sum, count, recs = torch.zeros((), dtype=torch.float64, device=device), 0, []
         t0 = time.perf_counter()
         for i, batch in enumerate(loader):
             if kill_at and step + 1 == kill_at:
@@ -361,7 +374,7 @@ def run_training(encoder, task: str, datasets: dict, cfg: TrainConfig, device: t
             opt.step()
             sched.step()
             step += 1
-            loss_sum += float(loss.detach()) * len(x)
+            loss_sum += loss.detach().double() * len(x)
             count += len(x)
             recs.append(_records(task, out, y))
             train_steps += 1
@@ -374,8 +387,8 @@ def run_training(encoder, task: str, datasets: dict, cfg: TrainConfig, device: t
         train_seconds += time.perf_counter() - t0
         if stopped:
             break
-        loss_sum, count = ddp.all_reduce_sum([loss_sum, float(count)], dist, device)
-        train_recs = [r for part in ddp.all_gather_objects(recs, dist) for r in part]
+        loss_sum, count = ddp.all_reduce_sum([float(loss_sum), float(count)], dist, device)
+        train_recs = [r for part in ddp.all_gather_objects(_to_numpy(recs), dist) for r in part]
         lr_now = opt.param_groups[0]["lr"]
         row = {"epoch": epoch + 1, "split": "train", "n_cases": int(count), "loss": loss_sum / max(count, 1.0),
                **compute_metrics(task, train_recs, n_classes, scale), "lr": lr_now}

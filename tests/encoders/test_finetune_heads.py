@@ -87,6 +87,10 @@ def test_dice_scores_and_metric_helpers():
     a[0, :2] = b[0, 1:3] = True  # 1 shared of 2 + 2 -> 0.5
     a[1, :] = True  # no overlap with empty -> 0
     np.testing.assert_allclose(dice_scores(a, b), [0.5, 0.0, 1.0])
+    from radlens_cli.encoders.train import dice_scores_torch
+
+    logits = torch.where(torch.tensor(a), 3.0, -3.0)
+    np.testing.assert_allclose(dice_scores_torch(logits, torch.tensor(b).float()).numpy(), dice_scores(a, b))
     assert better("qwk", 0.2, 0.1) and not better("qwk", 0.1, 0.2)
     assert better("mse", 0.1, 0.2) and not better("mse", float("nan"), 0.2)
     assert better("dice", 0.0, None) and better("dice", 0.1, float("nan"))
