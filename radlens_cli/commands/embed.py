@@ -138,6 +138,16 @@ def embed(manifest: str, modalities: str, mask: str, encoder: str, output: str, 
         emb_dir = os.path.join(cache_dir, "embeddings", run_key)
         os.makedirs(emb_dir, exist_ok=True)
 
+    if cache_dir:
+        # Cache keys hash every input file; hash them once, in threads (hashlib releases the
+        # GIL), before DataLoader workers fork and inherit the hashes.
+        from concurrent.futures import ThreadPoolExecutor
+
+        paths = sorted({p for i in range(n) for p in list(dataset.images[i]) + [dataset.masks[i]]
+                        if p and os.path.exists(p)})
+        with ThreadPoolExecutor(max(1, min(jobs, 8))) as pool:
+            list(pool.map(provenance.sha256_file, paths))
+
     def batch_file(idx):
         h = hashlib.sha256("|".join(dataset.cache_key(i) for i in idx).encode()).hexdigest()[:32]
         return os.path.join(emb_dir, f"batch-{h}.npz")

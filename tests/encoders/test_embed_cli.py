@@ -104,6 +104,10 @@ def test_embed_paths_with_spaces_pipe_and_parts(cli, spaced_tmp, atto3, tmp_path
         r = embed(cli, manifest, enc, p, "--part-id", k, "--num-parts", 2)
         assert r.exit_code == 0, r
         parts.append(read_table(str(p)))
+    monkeypatch.setenv("SLURM_ARRAY_TASK_ID", "1")  # an array job's defaults
+    monkeypatch.setenv("SLURM_ARRAY_TASK_COUNT", "2")
+    assert embed(cli, manifest, enc, tmp_path / "slurm.h5").exit_code == 0
+    assert list(read_table(str(tmp_path / "slurm.h5")).case_id) == list(parts[1].case_id)
     whole = read_table(str(full))
     ids = np.concatenate([p.case_id for p in parts])
     vals = np.concatenate([p.values for p in parts])
@@ -172,6 +176,8 @@ def test_embed_bad_inputs(cli, tmp_path, atto3):
     fails(run("--part-id", "2", "--num-parts", "2", manifest=manifest2), 2, "--part-id 2")
     fails(run(manifest=manifest2, enc=tmp_path / "nothing.pt"), 1, "not found", "nothing.pt")
     fails(run("--layer", "stage9", manifest=manifest2), 2, "--layer")
+    r = cli("embed", manifest2, *MODS, "--encoder", atto3, "-o", tmp_path / "no such dir" / "e.h5", *SMALL)
+    assert r.exit_code == 1 and "output folder does not exist" in r.stderr
     out.write_bytes(b"precious")
     r = run(manifest=manifest2)
     assert r.exit_code == 1 and "output exists" in r.stderr and out.read_bytes() == b"precious"
