@@ -126,6 +126,17 @@ def all_reduce_sum(values: list[float], dist: DistInfo, device: torch.device) ->
     return t.tolist()
 
 
+def sync_buffers(model: torch.nn.Module, dist: DistInfo) -> None:
+    """Rank 0's buffers (BatchNorm running statistics) on every rank, so evaluation and the
+    kept weights agree across ranks (each rank updates them on its own batches)."""
+    if not dist.enabled:
+        return
+    import torch.distributed as td
+
+    for b in model.buffers():
+        td.broadcast(b, src=0)
+
+
 def wrap(model: torch.nn.Module, dist: DistInfo, device: torch.device) -> torch.nn.Module:
     """DistributedDataParallel around `model` when running under torchrun."""
     if not dist.enabled:

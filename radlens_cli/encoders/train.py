@@ -387,6 +387,7 @@ def run_training(encoder, task: str, datasets: dict, cfg: TrainConfig, device: t
         train_seconds += time.perf_counter() - t0
         if stopped:
             break
+        ddp.sync_buffers(model, dist)
         loss_sum, count = ddp.all_reduce_sum([float(loss_sum), float(count)], dist, device)
         train_recs = [r for part in ddp.all_gather_objects(_to_numpy(recs), dist) for r in part]
         lr_now = opt.param_groups[0]["lr"]
