@@ -9,8 +9,7 @@ import numpy as np
 import typer
 
 from radlens_cli import log
-from radlens_cli.commands._util import (command, device_option, force_option, jobs_option,
-                                         output_option, seed_option)
+from radlens_cli.commands._util import command, device_option, force_option, output_option, seed_option
 from radlens_cli.errors import RadlensError, UsageError
 
 DEFAULT_SPACING = (0.5, 0.5, 1.0)
@@ -255,7 +254,9 @@ def embed_cli(
                                   "checkpoint's, else zscore]."),
     batch_size: int = typer.Option(2, "--batch-size", min=1, help="Volumes per forward pass."),
     device: str = device_option(),
-    jobs: int = jobs_option(),
+    jobs: int = typer.Option(1, "--jobs", "-j", min=1,
+                             help="DataLoader worker processes that read and resample cases (1: in the "
+                                  "main process; use several on a GPU)."),
     cache_dir: str = typer.Option(None, "--cache-dir",
                                   help="Keep preprocessed volumes (float16) and finished batches here; a rerun "
                                        "after an interruption resumes. Keyed by input sha256 and settings."),
@@ -284,7 +285,7 @@ def embed_cli(
       radlens embed cohort.csv --modalities t2,dwi,adc --mask gland --encoder random.pt -o emb.h5
       radlens embed cohort.csv --modalities t2,dwi,adc --mask zones:1+2 --encoder profound.pt \\
           --arch convnextv2_tiny --device cuda --batch-size 8 -j 8 --cache-dir cache -o emb_pre.h5
-      radlens embed cohort.csv --modalities t2 --mask gland --encoder ft.pt --layer stage3 -o - | radlens info -
+      radlens embed cohort.csv --modalities t2,dwi,adc --mask gland --encoder ft.pt --layer stage3 -o - | radlens info -
     """
     embed(manifest, modalities, mask, encoder, output, arch=arch, layer=layer, pool=pool, spacing=spacing,
           crop=crop, norm=norm, batch_size=batch_size, device=device, jobs=jobs, cache_dir=cache_dir,
