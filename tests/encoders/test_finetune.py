@@ -285,3 +285,24 @@ def test_timing_hooks_for_the_benchmark(cohort, tmp_path):
     vps = train_step_throughput(build_encoder("atto", 1), None, torch.randn(2, 1, 16, 32, 32), steps=1,
                                 device="cpu", amp=False, warmup=0)
     assert vps > 0
+
+
+def test_a_bad_case_in_a_worker_is_one_line_naming_it(cli, cohort, tmp_path):
+    rows = read_metrics(cohort["manifest"])
+    base = Path(cohort["manifest"]).parent
+    for row in rows:
+        for col in ("t2", "gland", "lesion", "empty"):
+            row[col] = str(base / row[col])
+    rows[4]["t2"] = str(base / "gone.nii.gz")
+    bad = tmp_path / "bad.csv"
+    with open(bad, "w", newline="") as fh:
+        w = csv.DictWriter(fh, fieldnames=list(rows[0]))
+        w.writeheader()
+        w.writerows(rows)
+    args = base_args(cohort, epochs=1)
+    args[0] = bad
+    r = cli("finetune", *args, "--workers", "1", "-o", tmp_path / "o.pt")
+    assert r.exit_code == 1, r
+    last = r.stderr.strip().splitlines()[-1]
+    assert last.startswith("radlens finetune: error: case c4:") and "gone.nii.gz" in last, r
+    assert "Traceback" not in r.stderr and not (tmp_path / "o.pt").exists()
