@@ -178,6 +178,10 @@ def test_embed_bad_inputs(cli, tmp_path, atto3):
     fails(run("--layer", "stage9", manifest=manifest2), 2, "--layer")
     r = cli("embed", manifest2, *MODS, "--encoder", atto3, "-o", tmp_path / "no such dir" / "e.h5", *SMALL)
     assert r.exit_code == 1 and "output folder does not exist" in r.stderr
+    zones = tmp_path / "zones.h5"  # a union of zone labels is a valid ROI
+    r = cli("embed", manifest2, "--modalities", "t2,dwi,adc", "--mask", "gland:1+2", "--encoder", atto3,
+            "-o", zones, *SMALL)
+    assert r.exit_code == 0 and read_table(str(zones)).values.shape == (2, 320), r
     out.write_bytes(b"precious")
     r = run(manifest=manifest2)
     assert r.exit_code == 1 and "output exists" in r.stderr and out.read_bytes() == b"precious"
