@@ -88,7 +88,7 @@ def embed(manifest: str, modalities: str, mask: str, encoder: str, output: str, 
     from radlens_cli import provenance
     from radlens_cli.encoders.checkpoints import load_encoder
     from radlens_cli.encoders.convnextv2 import LAYERS, POOLS, extract_embedding
-    from radlens_cli.encoders.preprocess import CaseDataset, save_npz_atomic, unwrap_worker_error
+    from radlens_cli.encoders.preprocess import CaseDataset, save_npz_atomic, unwrap_worker_error, worker_init
     from radlens_cli.io.files import check_output
     from radlens_cli.io.manifest import parse_list, parse_mask_spec, read_manifest
     from radlens_cli.io.tables import CaseTable, write_table
@@ -170,7 +170,7 @@ def embed(manifest: str, modalities: str, mask: str, encoder: str, output: str, 
     if use_amp:
         torch.backends.cudnn.benchmark = True  # fixed input shape: pick the fastest conv kernels once
     loader = DataLoader(dataset, batch_sampler=todo, num_workers=0 if jobs <= 1 else jobs,
-                        pin_memory=use_amp, persistent_workers=False)
+                        pin_memory=use_amp, worker_init_fn=worker_init if jobs > 1 else None)
     log.info(f"embedding {n} case(s) of {manifest} with {enc['arch']} ({enc['source']}) on {dev}, "
              f"layer {layer}, crop {'x'.join(map(str, cfg.crop))} at {','.join(map(str, cfg.spacing))} mm")
     it = iter(loader)

@@ -252,7 +252,7 @@ def load_encoder(spec: str, arch: str | None = None, in_chans: int | None = None
     preprocessing (dict recorded in a radlens checkpoint, else None), unexpected keys,
     absent optional keys, dropped keys.
     """
-    from radlens_cli.encoders.convnextv2 import build_encoder, canonical_arch
+    from radlens_cli.encoders.convnextv2 import canonical_arch
 
     if arch is not None:
         arch = canonical_arch(arch)
@@ -300,7 +300,7 @@ def load_encoder(spec: str, arch: str | None = None, in_chans: int | None = None
         # shapes of the model the stem says it is, for reshaping the sparse entries
         ref_arch, ref_chans = _guess_from_sparse(sd, spec, arch, in_chans)
         sd = remap_sparse(sd, {k: tuple(v.shape) for k, v in
-                               build_encoder(ref_arch, ref_chans).state_dict().items()})
+                               _empty_encoder(ref_arch, ref_chans, "meta").state_dict().items()})
     found_arch, found_chans = infer_arch(sd, spec)
     if arch is not None and arch != found_arch:
         raise RadlensError(f"{spec}: checkpoint holds {found_arch} ({found_chans} input channel(s)), "
@@ -308,13 +308,27 @@ def load_encoder(spec: str, arch: str | None = None, in_chans: int | None = None
     if in_chans is not None and int(in_chans) != found_chans:
         raise RadlensError(f"{spec}: checkpoint's encoder takes {found_chans} input channel(s), "
                            f"not {in_chans} (one per modality)")
-    model = build_encoder(found_arch, found_chans)
+    model = _empty_encoder(found_arch, found_chans)
     rep = load_state_into(model, sd, spec, found_arch)
+    if rep["absent_optional"]:
+        with _torch().no_grad():  # the final LayerNorm at its initial value (identity)
+            model.norm.weight.fill_(1.0)
+            model.norm.bias.zero_()
     info.update(source=kind, arch=found_arch, in_chans=found_chans, embed_dim=model.dims[-1],
                 preprocessing=preprocessing, dropped=dropped, **rep)
     if dropped:
         log.debug(f"{spec}: dropped {len(dropped)} non-encoder entries (decoder, mask token, head, ...)")
     return model.eval(), info
+
+
+def _empty_encoder(arch: str, in_chans: int, device: str = "cpu"):
+    """The architecture without running its random initialisation (every weight is loaded)."""
+    torch = _torch()
+    from radlens_cli.encoders.convnextv2 import build_encoder
+
+    with torch.device("meta"):
+        model = build_encoder(arch, in_chans)
+    return model if device == "meta" else model.to_empty(device=device)
 
 
 def _guess_from_sparse(sd: dict, spec: str, arch, in_chans) -> tuple[str, int]:

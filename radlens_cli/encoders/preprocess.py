@@ -215,6 +215,20 @@ def save_npz_atomic(path: str, **arrays) -> None:
         raise
 
 
+def worker_init(worker_id: int) -> None:
+    """DataLoader worker_init_fn: one torch thread, a fair share of cores for SimpleITK,
+    so N workers do not oversubscribe the machine."""
+    info = torch.utils.data.get_worker_info()
+    n_workers = info.num_workers if info is not None else 1
+    torch.set_num_threads(1)
+    try:
+        import SimpleITK as sitk
+
+        sitk.ProcessObject.SetGlobalDefaultNumberOfThreads(max(1, (os.cpu_count() or 1) // max(1, n_workers)))
+    except Exception:  # noqa: BLE001 - a tuning knob only
+        pass
+
+
 def unwrap_worker_error(e: BaseException) -> str:
     """The original one-line message of an error re-raised from a DataLoader worker."""
     text = str(e).strip()
