@@ -1,0 +1,83 @@
+"""`radlens finetune`: fine-tune an encoder on a manifest task (the paper's Section 3.3)."""
+
+from __future__ import annotations
+
+from typing import Optional
+
+import typer
+
+from radlens_cli.commands._util import command, device_option, force_option, output_option, seed_option
+from radlens_cli.io.manifest import parse_list
+
+
+@command("finetune")
+def finetune_cli(
+    manifest: str = typer.Argument(..., help="Cohort manifest CSV (case_id, image and mask columns, split, targets)."),
+    modalities: str = typer.Option(..., "--modalities", help="Image columns stacked as channels, in order, e.g. t2,dwi,adc."),
+    mask: str = typer.Option(..., "--mask", help="Mask column (COLUMN or COLUMN:LABEL[+LABEL]) the crop box centres on."),
+    encoder: str = typer.Option(..., "--encoder", help="Pre-trained encoder: ProFound/FCMAE, state dict or radlens checkpoint."),
+    task: str = typer.Option(..., "--task", help="classify (cross-entropy, QWK), regress (MSE) or segment (Dice)."),
+    target: Optional[str] = typer.Option(None, "--target", help="Numeric manifest column to classify or regress."),
+    seg_mask: Optional[str] = typer.Option(None, "--seg-mask", help="segment: target mask column, COLUMN[:LABEL[+LABEL]]."),
+    output: str = output_option("Fine-tuned radlens checkpoint (.pt); `radlens embed` loads it without --arch."),
+    metrics: Optional[str] = typer.Option(None, "--metrics", help="Write per-epoch train/val rows and the final test row to this CSV."),
+    epochs: int = typer.Option(100, "--epochs", help="Training epochs (the paper: 100)."),
+    lr: float = typer.Option(1e-3, "--lr", help="Peak AdamW learning rate (the paper: 1e-3)."),
+    batch_size: int = typer.Option(2, "--batch-size", help="Volumes per optimiser step (per GPU under torchrun)."),
+    weight_decay: float = typer.Option(0.05, "--weight-decay", help="AdamW weight decay (not on norms, biases, GRN)."),
+    warmup_epochs: int = typer.Option(5, "--warmup-epochs", help="Epochs of linear warm-up before the cosine decay."),
+    freeze_encoder: bool = typer.Option(False, "--freeze-encoder", help="Train the head only (the paper's 'pre-trained' baseline)."),
+    balanced: bool = typer.Option(False, "--balanced", help="classify: class-balanced sampling (draws with replacement)."),
+    augment: bool = typer.Option(True, "--augment/--no-augment", help="Random flips and intensity scale/shift on training volumes."),
+    seg_channels: int = typer.Option(128, "--seg-channels", min=1, help="segment: UPerNet width (channels of its PPM/FPN convs)."),
+    spacing: Optional[str] = typer.Option(None, "--spacing", help="Voxel spacing x,y,z mm [default: the encoder's record, else 0.5,0.5,1.0]."),
+    crop: Optional[str] = typer.Option(None, "--crop", help="Box D,H,W voxels around the mask [default: the encoder's record, else 64,224,224]."),
+    norm: Optional[str] = typer.Option(None, "--norm", help="Per-channel normalisation zscore|percentile [default: the encoder's record, else zscore]."),
+    cache_dir: Optional[str] = typer.Option(None, "--cache-dir", help="Keep preprocessed volumes here across runs [default: a temporary folder]."),
+    workers: Optional[int] = typer.Option(None, "--workers", min=0, help="DataLoader worker processes per rank [default: 0 on CPU, up to 8 per GPU]."),
+    drop_path: float = typer.Option(0.0, "--drop-path", help="Stochastic depth rate of the encoder's last block (0 to this over the blocks)."),
+    resume: bool = typer.Option(True, "--resume/--no-resume", help="Continue from OUTPUT.state left by an interrupted run."),
+    max_steps: Optional[int] = typer.Option(None, "--max-steps", min=1, help="Stop after this many optimiser steps and write nothing (timing)."),
+    seed: int = seed_option(),
+    device: str = device_option(),
+    force: bool = force_option(),
+):
+    """Fine-tune an encoder on a classify/regress/segment task.
+
+    Reads the manifest's images (modalities stacked as channels, cropped around --mask as
+    `embed` does), trains the paper's head on the encoder with AdamW (cosine schedule after
+    a linear warm-up) on the `train` split, keeps the epoch with the best validation metric
+    (QWK, MSE or mean Dice) and reports it on the `test` split.
+
+    \b
+    Heads: classify  Linear(d,256)-BatchNorm1d-ReLU-Linear, cross-entropy, QWK
+           regress   BatchNorm1d-Linear on the standardised target, MSE
+           segment   UPerNet over the four stage outputs, Dice loss, mean Dice
+
+    Writes OUTPUT, a radlens checkpoint holding the fine-tuned encoder (architecture and
+    preprocessing recorded) plus the head, task, classes, target scaling and metrics.
+    An interrupted run resumes from OUTPUT.state. Multi-GPU: launch it with torchrun.
+
+    Examples:
+
+    \b
+      radlens finetune cohort.csv --modalities t2,dwi,adc --mask gland --encoder profound.pt \\
+          --task classify --target pirads --metrics cls.csv -o ft_cls.pt
+      radlens finetune cohort.csv --modalities t2 --mask gland --encoder profound.pt \\
+          --task regress --target volume_ml --freeze-encoder -o pre_reg.pt
+      torchrun --nproc_per_node=4 -m radlens_cli finetune cohort.csv --modalities t2,dwi,adc \\
+          --mask gland --encoder profound.pt --task segment --seg-mask lesion -o ft_seg.pt
+    """
+    from radlens_cli.encoders.preprocess import parse_triple
+    from radlens_cli.encoders.train import finetune
+
+    finetune(
+        manifest, parse_list(modalities, "--modalities"), mask, encoder, task, output,
+        target=target, seg_mask=seg_mask, metrics=metrics, epochs=epochs, lr=lr, batch_size=batch_size,
+        weight_decay=weight_decay, warmup_epochs=warmup_epochs, freeze_encoder=freeze_encoder,
+        balanced=balanced, augment=augment, seed=seed, device=device,
+        spacing=parse_triple(spacing, "--spacing") if spacing else None,
+        crop=parse_triple(crop, "--crop", int) if crop else None,
+        norm=norm, cache_dir=cache_dir, workers=workers, resume=resume, force=force, max_steps=max_steps,
+        seg_channels=seg_channels, drop_path=drop_path,
+    )

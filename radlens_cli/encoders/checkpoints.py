@@ -1,0 +1,385 @@
+"""Load encoders from every checkpoint layout radlens meets, and write radlens checkpoints.
+
+Accepted by `load_encoder(spec)`:
+- radlens checkpoints (`save_radlens_checkpoint`): record arch, in_chans, preprocessing;
+- plain state dicts of the built-in ConvNeXtV23D (optionally under `state_dict`/`model`,
+  with `module.`/`encoder.`/`backbone.` prefixes);
+- FCMAE pre-training checkpoints (ProFound): `{"model": ...}` with `encoder.` prefixes,
+  decoder / mask_token / proj / pred entries (dropped), MinkowskiEngine sparse-conv
+  weights `*.kernel` (reshaped to dense Conv3d weights), `ln`/`linear` sub-module names
+  (dropped) and GRN parameters in the sparse (1, C) shape (reshaped to (1,1,1,1,C));
+- TorchScript files (`torch.jit.save`), whose forward gives (B, d);
+- `package.module:factory`: a callable returning a custom `torch.nn.Module`.
+
+FCMAE encoders have no final LayerNorm (`norm`): ProFound leaves it at its initial value
+(weight 1, bias 0) when fine-tuning from FCMAE, and so does radlens; that is the only
+weight allowed to be absent, and the info dict says when it was.
+"""
+
+from __future__ import annotations
+
+import importlib
+import os
+import re
+import zipfile
+
+from radlens_cli import log
+from radlens_cli.errors import RadlensError, UsageError
+
+RADLENS_KEY = "radlens_checkpoint"
+# Entries of FCMAE checkpoints that are not part of the encoder (ProFound drops the same).
+_DROP_WORDS = ("decoder", "mask_token", "proj", "pred")
+_OPTIONAL = ("norm.weight", "norm.bias")
+_PREFIXES = ("module.", "encoder.", "backbone.", "model.", "_orig_mod.")
+_FACTORY_RE = re.compile(r"^[A-Za-z_][\w.]*:[A-Za-z_]\w*$")
+
+
+def _torch():
+    import torch
+
+    return torch
+
+
+def is_torchscript(path: str) -> bool:
+    """TorchScript archives are zip files holding a `code/` folder and `constants.pkl`."""
+    if not zipfile.is_zipfile(path):
+        return False
+    try:
+        with zipfile.ZipFile(path) as z:
+            names = z.namelist()
+    except (zipfile.BadZipFile, OSError):
+        return False
+    return any(n.endswith("constants.pkl") for n in names) and any("/code/" in n for n in names)
+
+
+def _torch_load(path: str, map_location):
+    torch = _torch()
+    import argparse
+
+    try:
+        with torch.serialization.safe_globals([argparse.Namespace]):
+            return torch.load(path, map_location=map_location, weights_only=True)
+    except Exception as first:  # noqa: BLE001
+        # Training checkpoints may pickle other objects (optimizer configs, numpy scalars).
+        try:
+            obj = torch.load(path, map_location=map_location, weights_only=False)
+        except Exception:  # noqa: BLE001
+            msg = str(first).strip().splitlines()[0] if str(first).strip() else type(first).__name__
+            raise RadlensError(f"cannot read checkpoint {path}: {msg}") from None
+        log.debug(f"{path}: loaded with full unpickling (not a weights-only file)")
+        return obj
+
+
+def _is_state_dict(obj) -> bool:
+    torch = _torch()
+    return isinstance(obj, dict) and len(obj) > 0 and all(
+        isinstance(k, str) and isinstance(v, torch.Tensor) for k, v in obj.items())
+
+
+def _unwrap(obj, path: str):
+    """(state_dict, kind) from the loaded object."""
+    if _is_state_dict(obj):
+        return dict(obj), "state_dict"
+    if isinstance(obj, dict):
+        for key in ("model", "state_dict", "encoder", "model_state", "module"):
+            if key in obj and _is_state_dict(obj[key]):
+                return dict(obj[key]), ("fcmae" if key == "model" else "state_dict")
+    torch = _torch()
+    if isinstance(obj, torch.nn.Module):
+        return dict(obj.state_dict()), "pickled_module"
+    what = f"a dict with keys {', '.join(map(str, list(obj)[:8]))}" if isinstance(obj, dict) else type(obj).__name__
+    raise RadlensError(f"{path}: not an encoder checkpoint (found {what}); expected a radlens "
+                       f"checkpoint, a state dict, an FCMAE {{'model': ...}} checkpoint or TorchScript")
+
+
+def _strip_prefixes(sd: dict) -> dict:
+    """Remove wrapper prefixes (DDP `module.`, FCMAE `encoder.`, ...) until encoder names appear."""
+    def has_encoder_names(d):
+        return any(k.startswith(("downsample_layers.", "stages.")) for k in d)
+
+    for _ in range(4):
+        if has_encoder_names(sd):
+            return sd
+        for p in _PREFIXES:
+            if any(k.startswith(p) for k in sd):
+                sd = {k[len(p):] if k.startswith(p) else k: v for k, v in sd.items()}
+                break
+        else:
+            return sd
+    return sd
+
+
+def _drop_non_encoder(sd: dict) -> tuple[dict, list[str]]:
+    kept, dropped = {}, []
+    for k, v in sd.items():
+        parts = k.split(".")
+        if (any(w in k for w in _DROP_WORDS) and not k.startswith(("downsample_layers.", "stages."))) \
+                or parts[0] in ("head", "fc", "classifier"):
+            dropped.append(k)
+        else:
+            kept[k] = v
+    return kept, dropped
+
+
+def remap_sparse(sd: dict, expected_shapes: dict) -> dict:
+    """MinkowskiEngine (sparse) names and shapes -> dense ConvNeXtV23D names and shapes.
+
+    Kernel offsets in MinkowskiEngine run with the first spatial axis fastest:
+    weight[o, i, a, b, c] = kernel[a + k*b + k*k*c, i, o] (ProFound's conversion).
+    """
+    out = {}
+    for k, v in sd.items():
+        parts = k.split(".")
+        if parts[-1] == "kernel":
+            new_k = ".".join(parts[:-1] + ["weight"])
+            target = expected_shapes.get(new_k)
+            if target is None:
+                out[new_k] = v
+                continue
+            if v.ndim == 3:  # (k^3, in, out)
+                kv, cin, cout = v.shape
+                ks = int(round(kv ** (1 / 3)))
+                out[new_k] = v.permute(2, 1, 0).reshape(cout, cin, ks, ks, ks).permute(0, 1, 4, 3, 2).contiguous()
+            elif v.ndim == 2 and target[1] == 1 and "dwconv" in new_k:  # depthwise (k^3, dim)
+                kv, dim = v.shape
+                ks = int(round(kv ** (1 / 3)))
+                out[new_k] = v.permute(1, 0).reshape(dim, 1, ks, ks, ks).permute(0, 1, 4, 3, 2).contiguous()
+            elif v.ndim == 2:  # kernel volume 1: MinkowskiEngine stores (in, out)
+                cin, cout = v.shape
+                out[new_k] = v.permute(1, 0).reshape(cout, cin, 1, 1, 1).contiguous()
+            else:
+                out[new_k] = v
+            continue
+        if len(parts) >= 3 and parts[-2] in ("ln", "linear"):
+            k = ".".join(parts[:-2] + parts[-1:])
+        out[k] = v
+    for k, v in list(out.items()):
+        target = expected_shapes.get(k)
+        if target is None or tuple(v.shape) == tuple(target):
+            continue
+        if v.numel() == _numel(target) and (k.endswith("bias") or ".grn." in k):
+            out[k] = v.reshape(target)  # sparse biases (1, C) and GRN (1, C)
+    return out
+
+
+def _numel(shape) -> int:
+    n = 1
+    for s in shape:
+        n *= int(s)
+    return n
+
+
+def infer_arch(sd: dict, path: str = "checkpoint") -> tuple[str, int]:
+    """(arch, in_chans) from the stem weight's shape and the number of blocks per stage."""
+    from radlens_cli.encoders.convnextv2 import ARCHS
+
+    stem = sd.get("downsample_layers.0.0.weight")
+    if stem is None or stem.ndim != 5:
+        raise RadlensError(f"{path}: no ConvNeXt-V2 stem weight (downsample_layers.0.0.weight); "
+                           f"not a built-in encoder checkpoint")
+    in_chans = int(stem.shape[1])
+    dims = []
+    for i in range(4):
+        w = sd.get(f"stages.{i}.0.dwconv.weight")
+        dims.append(int(w.shape[0]) if w is not None else -1)
+    depths = []
+    for i in range(4):
+        idx = {int(k.split(".")[2]) for k in sd if k.startswith(f"stages.{i}.") and k.split(".")[2].isdigit()}
+        depths.append(max(idx) + 1 if idx else 0)
+    for name, (d, w) in ARCHS.items():
+        if tuple(depths) == d and tuple(dims) == w:
+            return name, in_chans
+    raise RadlensError(f"{path}: encoder with depths {tuple(depths)} and dims {tuple(dims)} matches no "
+                       f"built-in architecture ({', '.join(ARCHS)})")
+
+
+def describe_arch(sd: dict) -> str:
+    try:
+        name, chans = infer_arch(sd)
+        return f"{name} with {chans} input channel(s)"
+    except RadlensError:
+        return "an unknown layout"
+
+
+def load_state_into(model, sd: dict, path: str, arch: str) -> dict:
+    """Load `sd` into `model`, strictly for encoder weights; returns missing-optional/unexpected."""
+    expected = {k: tuple(v.shape) for k, v in model.state_dict().items()}
+    missing = [k for k in expected if k not in sd and k not in _OPTIONAL]
+    if missing:
+        shown = ", ".join(missing[:6]) + (f" (+{len(missing) - 6} more)" if len(missing) > 6 else "")
+        raise RadlensError(f"{path}: checkpoint lacks {len(missing)} encoder weight(s) of {arch}: {shown}")
+    bad = [(k, tuple(sd[k].shape), s) for k, s in expected.items() if k in sd and tuple(sd[k].shape) != s]
+    if bad:
+        k, got, want = bad[0]
+        raise RadlensError(f"{path}: weight {k} has shape {got}, {arch} needs {want} "
+                           f"(checkpoint looks like {describe_arch(sd)})")
+    unexpected = sorted(k for k in sd if k not in expected)
+    absent_optional = [k for k in _OPTIONAL if k not in sd]
+    model.load_state_dict({k: v for k, v in sd.items() if k in expected}, strict=False)
+    if unexpected:
+        log.warn(f"{path}: {len(unexpected)} unexpected checkpoint entr(y/ies) ignored: "
+                 f"{', '.join(unexpected[:6])}{' ...' if len(unexpected) > 6 else ''}")
+    if absent_optional:
+        log.info(f"{path}: no final LayerNorm in the checkpoint (FCMAE encoder); using identity "
+                 f"(weight 1, bias 0) as ProFound does")
+    return {"unexpected": unexpected, "absent_optional": absent_optional}
+
+
+def _load_factory(spec: str):
+    torch = _torch()
+    mod_name, _, fn_name = spec.partition(":")
+    try:
+        mod = importlib.import_module(mod_name)
+    except ImportError as e:
+        raise RadlensError(f"encoder factory {spec}: cannot import module {mod_name}: {e}") from None
+    fn = getattr(mod, fn_name, None)
+    if fn is None or not callable(fn):
+        raise RadlensError(f"encoder factory {spec}: {mod_name} has no callable {fn_name}")
+    try:
+        model = fn()
+    except Exception as e:  # noqa: BLE001 - user code: report it in one line
+        raise RadlensError(f"encoder factory {spec} failed: {type(e).__name__}: {e}") from None
+    if not isinstance(model, torch.nn.Module):
+        raise RadlensError(f"encoder factory {spec}: returned {type(model).__name__}, not a torch.nn.Module")
+    return model
+
+
+def load_encoder(spec: str, arch: str | None = None, in_chans: int | None = None,
+                 map_location="cpu"):
+    """(model in eval mode, info) for a checkpoint path, TorchScript file or `module:factory`.
+
+    info: source, arch, in_chans, embed_dim (None when only a forward pass can tell),
+    preprocessing (dict recorded in a radlens checkpoint, else None), unexpected keys,
+    absent optional keys, dropped keys.
+    """
+    from radlens_cli.encoders.convnextv2 import canonical_arch
+
+    if arch is not None:
+        arch = canonical_arch(arch)
+    info = {"spec": spec, "arch": arch, "in_chans": in_chans, "embed_dim": None, "preprocessing": None,
+            "source": None, "unexpected": [], "absent_optional": [], "dropped": []}
+    if not os.path.exists(spec) and _FACTORY_RE.match(spec):
+        model = _load_factory(spec)
+        info.update(source="factory", arch=arch or "custom")
+        info["embed_dim"] = _dims_of(model)
+        return model.eval(), info
+    if not os.path.exists(spec):
+        raise RadlensError(f"encoder checkpoint not found: {spec}")
+    if os.path.isdir(spec):
+        raise RadlensError(f"encoder checkpoint is a folder, not a file: {spec}")
+    if is_torchscript(spec):
+        torch = _torch()
+        try:
+            model = torch.jit.load(spec, map_location=map_location)
+        except Exception as e:  # noqa: BLE001
+            raise RadlensError(f"cannot load TorchScript encoder {spec}: {str(e).splitlines()[0]}") from None
+        info.update(source="torchscript", arch=arch or "torchscript")
+        return model.eval(), info
+    obj = _torch_load(spec, map_location)
+    preprocessing = None
+    if isinstance(obj, dict) and obj.get(RADLENS_KEY):
+        try:
+            sd = dict(obj["state_dict"])
+            rec_arch, rec_chans = canonical_arch(str(obj["arch"])), int(obj["in_chans"])
+        except (KeyError, TypeError, ValueError) as e:
+            raise RadlensError(f"{spec}: radlens checkpoint is incomplete (missing {e})") from None
+        preprocessing = obj.get("preprocessing")
+        if arch is not None and arch != rec_arch:
+            raise RadlensError(f"{spec}: checkpoint is {rec_arch}, not --arch {arch}")
+        if in_chans is not None and int(in_chans) != rec_chans:
+            raise RadlensError(f"{spec}: checkpoint has {rec_chans} input channel(s), not {in_chans}")
+        arch, in_chans, kind = rec_arch, rec_chans, "radlens"
+    else:
+        sd, kind = _unwrap(obj, spec)
+    sd = _strip_prefixes(sd)
+    sd, dropped = _drop_non_encoder(sd)
+    sparse = any(k.endswith(".kernel") or ".ln." in k or ".linear." in k for k in sd)
+    if sparse:
+        kind = "fcmae" if kind in ("fcmae", "state_dict") else kind
+    if sparse or "downsample_layers.0.0.weight" not in sd:
+        # shapes of the model the stem says it is, for reshaping the sparse entries
+        ref_arch, ref_chans = _guess_from_sparse(sd, spec, arch, in_chans)
+        sd = remap_sparse(sd, {k: tuple(v.shape) for k, v in
+                               _empty_encoder(ref_arch, ref_chans, "meta").state_dict().items()})
+    found_arch, found_chans = infer_arch(sd, spec)
+    if arch is not None and arch != found_arch:
+        raise RadlensError(f"{spec}: checkpoint holds {found_arch} ({found_chans} input channel(s)), "
+                           f"not --arch {arch}")
+    if in_chans is not None and int(in_chans) != found_chans:
+        raise RadlensError(f"{spec}: checkpoint's encoder takes {found_chans} input channel(s), "
+                           f"not {in_chans} (one per modality)")
+    model = _empty_encoder(found_arch, found_chans)
+    rep = load_state_into(model, sd, spec, found_arch)
+    if rep["absent_optional"]:
+        with _torch().no_grad():  # the final LayerNorm at its initial value (identity)
+            model.norm.weight.fill_(1.0)
+            model.norm.bias.zero_()
+    info.update(source=kind, arch=found_arch, in_chans=found_chans, embed_dim=model.dims[-1],
+                preprocessing=preprocessing, dropped=dropped, **rep)
+    if dropped:
+        log.debug(f"{spec}: dropped {len(dropped)} non-encoder entries (decoder, mask token, head, ...)")
+    return model.eval(), info
+
+
+def _empty_encoder(arch: str, in_chans: int, device: str = "cpu"):
+    """The architecture without running its random initialisation (every weight is loaded)."""
+    torch = _torch()
+    from radlens_cli.encoders.convnextv2 import build_encoder
+
+    with torch.device("meta"):
+        model = build_encoder(arch, in_chans)
+    return model if device == "meta" else model.to_empty(device=device)
+
+
+def _guess_from_sparse(sd: dict, spec: str, arch, in_chans) -> tuple[str, int]:
+    """Architecture of a sparse (FCMAE) state dict before remapping, from its stem and blocks."""
+    from radlens_cli.encoders.convnextv2 import ARCHS
+
+    stem = sd.get("downsample_layers.0.0.weight")
+    if stem is None:
+        kern = sd.get("downsample_layers.0.0.kernel")
+        if kern is None:
+            raise RadlensError(f"{spec}: no ConvNeXt-V2 stem (downsample_layers.0.0) in the checkpoint; "
+                               f"not a built-in encoder checkpoint")
+        chans = int(kern.shape[1]) if kern.ndim == 3 else int(kern.shape[0])
+        dim0 = int(kern.shape[-1])
+    else:
+        chans, dim0 = int(stem.shape[1]), int(stem.shape[0])
+    depths = []
+    for i in range(4):
+        idx = {int(k.split(".")[2]) for k in sd if k.startswith(f"stages.{i}.") and k.split(".")[2].isdigit()}
+        depths.append(max(idx) + 1 if idx else 0)
+    for name, (d, w) in ARCHS.items():
+        if w[0] == dim0 and tuple(depths) == d:
+            return name, chans
+    if arch is not None:
+        return arch, in_chans or chans
+    raise RadlensError(f"{spec}: encoder with depths {tuple(depths)} and first width {dim0} matches no "
+                       f"built-in architecture")
+
+
+def _dims_of(model) -> int | None:
+    dims = getattr(model, "dims", None)
+    if dims:
+        return int(list(dims)[-1])
+    return None
+
+
+def save_radlens_checkpoint(path: str, model, arch: str, in_chans: int, preprocessing: dict | None,
+                            extra: dict | None = None, force: bool = False) -> None:
+    """Write {"radlens_checkpoint": 1, arch, in_chans, state_dict, preprocessing, **extra} atomically."""
+    torch = _torch()
+    from radlens_cli.encoders.convnextv2 import canonical_arch
+    from radlens_cli.io.files import atomic_output
+
+    if path == "-":
+        raise UsageError("a checkpoint must be written to a file, not stdout")
+    sd = {k: v.detach().cpu().clone() for k, v in model.state_dict().items()}
+    payload = {RADLENS_KEY: 1, "arch": canonical_arch(arch), "in_chans": int(in_chans),
+               "state_dict": sd, "preprocessing": dict(preprocessing) if preprocessing else None}
+    for k, v in (extra or {}).items():
+        if k in payload:
+            raise ValueError(f"extra key {k!r} would overwrite a checkpoint field")
+        payload[k] = v
+    with atomic_output(path, force) as tmp:
+        torch.save(payload, tmp)
