@@ -12,6 +12,7 @@ from radlens_cli.report.data import family_key, family_label
 
 PRE, FT = "#8c9bb0", "#1f5fa8"
 GAIN, LOSS, STABLE = "#2e8b57", "#c0392b", "#7f7f7f"
+R2_FLOOR = -1.0  # R² bars are cut here: a badly decoded group would squash the rest
 MODALITY_COLOURS = ("#1f77b4", "#ff7f0e", "#2ca02c", "#d62728", "#9467bd", "#8c564b")
 
 RC = {
@@ -62,24 +63,26 @@ def r2_by_modality_family(mf) -> Figure | None:
     with matplotlib.rc_context(RC):
         fig, axes = plt.subplots(1, len(modalities), figsize=(2.2 + 2.0 * len(modalities) * max(1, len(families)) / 6, 3.0),
                                  sharey=True, squeeze=False)
-        lo = min(0.0, float(np.nanmin(mf[["r2_pre", "r2_ft"]].to_numpy())) if len(mf) else 0.0)
+        lo = max(R2_FLOOR, min(0.0, float(np.nanmin(mf[["r2_pre", "r2_ft"]].to_numpy()))))
         for ax, m in zip(axes[0], modalities):
             sub = mf[mf["modality"] == m].set_index("family")
             x = np.arange(len(families))
             pre = [sub["r2_pre"].get(f, np.nan) for f in families]
             ft = [sub["r2_ft"].get(f, np.nan) for f in families]
-            ax.bar(x - 0.2, pre, 0.4, color=PRE, label="pre-trained")
-            ax.bar(x + 0.2, ft, 0.4, color=FT, label="fine-tuned")
+            ax.bar(x - 0.2, np.fmax(pre, R2_FLOOR), 0.4, color=PRE, label="pre-trained")
+            ax.bar(x + 0.2, np.fmax(ft, R2_FLOOR), 0.4, color=FT, label="fine-tuned")
             ax.set_xticks(x, [family_label(f) for f in families], rotation=45, ha="right")
             ax.set_title(m or "(all)")
             ax.axhline(0, color="black", lw=0.6)
             ax.set_ylim(lo - 0.05 if lo < 0 else 0, 1.0)
+            if lo <= R2_FLOOR:
+                ax.axhline(R2_FLOOR, color="grey", lw=0.6, ls=":")
         axes[0][0].set_ylabel("R² (mean over features)")
         axes[0][-1].legend(loc="upper left", bbox_to_anchor=(1.0, 1.0), frameon=False)
         fig.suptitle("Decodability of radiomic families from the embeddings, by modality", y=1.02)
         return _render(fig, "fig2_r2_modality_family", "R² by modality and family",
                        "Held-out R² of each radiomic family decoded from the embeddings, per modality, "
-                       "pre-trained (grey) vs fine-tuned (blue); the paper's Fig. 2.")
+                       "pre-trained (grey) vs fine-tuned (blue); the paper's Fig. 2. Bars below R² = −1 are cut there.")
 
 
 def r2_by_group(stats, group_by: str, title: str) -> Figure | None:
@@ -94,8 +97,8 @@ def r2_by_group(stats, group_by: str, title: str) -> Figure | None:
     with matplotlib.rc_context(RC):
         fig, ax = plt.subplots(figsize=(1.2 + 0.55 * len(rows), 2.8))
         x = np.arange(len(rows))
-        ax.bar(x - 0.2, rows["r2_pre"], 0.4, color=PRE, label="pre-trained")
-        ax.bar(x + 0.2, rows["r2_ft"], 0.4, color=FT, label="fine-tuned")
+        ax.bar(x - 0.2, np.fmax(rows["r2_pre"], R2_FLOOR), 0.4, color=PRE, label="pre-trained")
+        ax.bar(x + 0.2, np.fmax(rows["r2_ft"], R2_FLOOR), 0.4, color=FT, label="fine-tuned")
         for xi, top, s in zip(x, np.fmax(rows["r2_pre"].fillna(0), rows["r2_ft"].fillna(0)), rows["stars"]):
             if s:
                 ax.text(xi, max(top, 0) + 0.02, s, ha="center", va="bottom", fontsize=8)
@@ -106,7 +109,7 @@ def r2_by_group(stats, group_by: str, title: str) -> Figure | None:
         ax.legend(frameon=False, loc="upper left", bbox_to_anchor=(1.0, 1.0))
         return _render(fig, f"fig_r2_by_{group_by}", title,
                        f"Group R² (mean of per-feature R²) by {group_by.replace('_', ' ')}, with the Wilcoxon "
-                       f"signed-rank stars of Table 1 (* p<0.05, ** p<0.01, *** p<0.001).")
+                       f"signed-rank stars of Table 1 (* p<0.05, ** p<0.01, *** p<0.001); bars below R² = −1 are cut there.")
 
 
 def _label(row) -> str:
@@ -193,21 +196,33 @@ def pre_ft_bars(df, label_cols, pre: str, ft: str, title: str, name: str) -> Fig
 
 
 def metric_curves(df, title: str, name: str) -> Figure | None:
-    """Numeric columns against `epoch` (fine-tuning metrics), when the table has one."""
-    if df is None or "epoch" not in df.columns:
-        return None
+    """Metrics against `epoch` (finetune --metrics), one panel per metric, one line per split
+    when the table is long (an `epoch,split,...` row per split and epoch)."""
     import pandas as pd
 
-    num = [c for c in df.columns if c != "epoch" and pd.api.types.is_numeric_dtype(df[c])
-           and df[c].notna().sum() > 1]
+    if df is None or "epoch" not in df.columns:
+        return None
+    skip = {"epoch", "n_cases", "lr", "step"}
+    num = [c for c in df.columns if c not in skip and pd.api.types.is_numeric_dtype(df[c])
+           and df[c].notna().sum() > 1][:3]
     if not num:
         return None
+    splits = list(dict.fromkeys(df["split"].astype(str))) if "split" in df.columns else [None]
     matplotlib, plt = _plt()
     with matplotlib.rc_context(RC):
-        fig, ax = plt.subplots(figsize=(5.5, 3.0))
-        for c in num[:8]:
-            ax.plot(df["epoch"], df[c], marker=".", lw=1, label=c)
-        ax.set_xlabel("epoch")
-        ax.set_title(title)
-        ax.legend(frameon=False, fontsize=7)
-        return _render(fig, name, title, "Metrics per epoch.")
+        fig, axes = plt.subplots(1, len(num), figsize=(3.0 * len(num) + 0.6, 2.8), squeeze=False)
+        for ax, c in zip(axes[0], num):
+            for k, sp in enumerate(splits):
+                sub = df if sp is None else df[df["split"].astype(str) == sp]
+                sub = sub[sub[c].notna()]
+                if not len(sub):
+                    continue
+                style = {"marker": "o" if len(sub) == 1 else ".", "lw": 1,
+                         "color": MODALITY_COLOURS[k % len(MODALITY_COLOURS)]}
+                ax.plot(sub["epoch"], sub[c], label=sp or c, **style)
+            ax.set_xlabel("epoch")
+            ax.set_title(c)
+        axes[0][-1].legend(frameon=False, loc="upper left", bbox_to_anchor=(1.0, 1.0))
+        fig.suptitle(title, y=1.03)
+        return _render(fig, name, title, "Fine-tuning metrics per epoch" + (" and split" if splits != [None] else "")
+                       + " (a single point: the final test evaluation).")

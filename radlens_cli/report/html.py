@@ -78,8 +78,17 @@ def table(header, rows, txt_cols=(0,), row_classes=None, caption=None) -> str:
 
 
 def generic_table(df, max_rows: int = 60) -> str:
+    """Any CSV as a table: the `command` provenance column is left out and long paths are
+    shown by their file name (the full path in the Provenance section's inputs)."""
+    df = df.drop(columns=[c for c in df.columns if c == "command"])
     txt = tuple(i for i, c in enumerate(df.columns) if not _num(df[c]))
-    rows = [[fmt(v) for v in r] for r in df.head(max_rows).itertuples(index=False)]
+
+    def cell(v):
+        if isinstance(v, str) and len(v) > 40 and ("/" in v or os.sep in v) and " " not in v.strip():
+            return os.path.basename(v.rstrip("/")) or v
+        return fmt(v)
+
+    rows = [[cell(v) for v in r] for r in df.head(max_rows).itertuples(index=False)]
     more = (f'<p class="muted">First {max_rows} of {len(df)} rows.</p>' if len(df) > max_rows else "")
     return table(list(df.columns), rows, txt_cols=txt) + more
 
@@ -258,7 +267,8 @@ def size_section(rep: Report, delta) -> None:
     rep.add("size", "Size-related radiomic features", [
         f"<p>Features that grow with the ROI (shape family; original-image Energy, TotalEnergy and the "
         f"non-uniformity features): {len(rows)} columns, mean held-out R² {fmt(mean_pre)} pre-trained and "
-        f"{fmt(mean_ft)} fine-tuned. An encoder fine-tuned to regress gland volume should decode them better.</p>",
+        f"{fmt(mean_ft)} fine-tuned: what an encoder fine-tuned to regress gland volume is expected to decode "
+        f"better.</p>",
         table(show, [[fmt(r[c]) for c in show] for _, r in rows.head(40).iterrows()])])
 
 

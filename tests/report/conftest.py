@@ -85,8 +85,12 @@ def make_inputs(folder, seed=0, n_cases=30, ci=True, perm=True, sep="/"):
                    "command": "radlens probe " + " ".join(["x"] * 40)}
                   for t in ("radiomics", "pre", "ft") for mdl in ("logistic", "forest")]).to_csv(paths["probe"], index=False)
     paths["metrics"] = str(folder / "ft metrics.csv")
-    pd.DataFrame({"epoch": np.arange(1, 6), "train_loss": np.linspace(1, 0.3, 5), "val_loss": np.linspace(1.1, 0.6, 5),
-                  "val_kappa": np.linspace(0.1, 0.5, 5)}).to_csv(paths["metrics"], index=False)
+    # finetune --metrics: one row per epoch and split, then the final test row
+    rows = [{"epoch": e, "split": sp, "n_cases": n, "loss": float(rng.uniform(0.2, 1.5)),
+             "qwk": float(rng.uniform(0, 1)), "lr": 1e-3 * e / 5}
+            for e in range(1, 6) for sp, n in (("train", 21), ("val", 3))]
+    rows.append({"epoch": 5, "split": "test", "n_cases": 6, "loss": 0.9, "qwk": 0.4, "lr": np.nan})
+    pd.DataFrame(rows).to_csv(paths["metrics"], index=False)
     return paths
 
 
