@@ -247,9 +247,10 @@ def generate_case(index: int, seed: int = 0, grid: Grid | None = None, scanner: 
         k = flat[rng.integers(len(flat))]
         iz, iy, ix = np.unravel_index(k, grid.shape)
         cx, cy, cz = x[0, 0, ix], y[0, iy, 0], z[iz, 0, 0]
-        r = rng.uniform(0.15, 0.45) * mean_ab
+        # at least 4 voxels in-plane and 3 slices, so a lesion mask is a 3-D ROI PyRadiomics takes
+        r = max(rng.uniform(0.15, 0.45) * mean_ab, 4 * max(grid.spacing[0], grid.spacing[1]))
         rx, ry = r * rng.uniform(0.8, 1.2, 2)
-        rz = max(r * rng.uniform(0.8, 1.2), 0.6 * grid.spacing[2])
+        rz = max(r * rng.uniform(0.8, 1.2), 1.05 * grid.spacing[2])
         conspicuity = rng.uniform(0.15, 1.0)
         d = np.sqrt(((x - cx) / rx) ** 2 + ((y - cy) / ry) ** 2 + ((z - cz) / rz) ** 2)
         w = conspicuity * _sigmoid((1.0 - d) / 0.12) * w_gland
