@@ -49,11 +49,11 @@ def synth(out_dir: str, cases: int = 120, seed: int = 0, size=None, spacing=None
 
 @command("synth")
 def synth_cli(
-    output: str = typer.Option(..., "--output", "-o", help="Output folder (created; must be empty unless --force)."),
-    cases: int = typer.Option(120, "--cases", min=1, help="Number of patients."),
+    output: str = typer.Option(..., "--output", "-o", metavar="DIR", help="Output folder (created; must be empty unless --force)."),
+    cases: int = typer.Option(120, "--cases", metavar="N", min=1, help="Number of patients."),
     seed: int = seed_option(),
-    size: str = typer.Option("64,64,16", "--size", help="T2 grid in voxels, x,y,z."),
-    spacing: str = typer.Option("0.5,0.5,3", "--spacing", help="T2 voxel spacing in mm, x,y,z."),
+    size: str = typer.Option("64,64,16", "--size", metavar="X,Y,Z", help="T2 grid in voxels, x,y,z."),
+    spacing: str = typer.Option("0.5,0.5,3", "--spacing", metavar="X,Y,Z", help="T2 voxel spacing in mm, x,y,z."),
     scanner: bool = typer.Option(False, "--scanner",
                                  help="Write as a scanner does: T2 as a DICOM series folder, ADC/DWI on a "
                                       "coarser grid (about 2x2 mm in-plane) with a smaller field of view."),
