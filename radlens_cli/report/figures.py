@@ -195,6 +195,38 @@ def pre_ft_bars(df, label_cols, pre: str, ft: str, title: str, name: str) -> Fig
         return _render(fig, name, title, f"{pre} vs {ft}" + (" (first 40 rows)" if len(df) > 40 else "") + ".")
 
 
+def mean_sd_bars(df, title: str, name: str) -> Figure | None:
+    """Probe results: the first `<metric>_mean` column (± its `_sd`) per table, one bar per model."""
+    import pandas as pd
+
+    means = [c for c in df.columns if c.endswith("_mean") and pd.api.types.is_numeric_dtype(df[c])]
+    if df is None or not len(df) or not means or "table" not in df.columns:
+        return None
+    metric = next((m for m in ("balanced_accuracy_mean", "auc_mean", "r2_mean") if m in means), means[0])
+    sd = metric[:-5] + "_sd"
+    tables = list(dict.fromkeys(df["table"].astype(str)))
+    models = list(dict.fromkeys(df["model"].astype(str))) if "model" in df.columns else [""]
+    matplotlib, plt = _plt()
+    with matplotlib.rc_context(RC):
+        fig, ax = plt.subplots(figsize=(1.6 + 0.9 * len(tables) * max(1, len(models)) / 2, 2.8))
+        width = 0.8 / len(models)
+        x = np.arange(len(tables))
+        for k, m in enumerate(models):
+            sub = df[df["model"].astype(str) == m] if m else df
+            sub = sub.set_index(sub["table"].astype(str))
+            vals = [float(sub[metric].get(t, np.nan)) for t in tables]
+            errs = [float(sub[sd].get(t, np.nan)) if sd in sub.columns else 0.0 for t in tables]
+            ax.bar(x - 0.4 + width * (k + 0.5), vals, width, yerr=errs, capsize=2, label=m or metric,
+                   color=MODALITY_COLOURS[k % len(MODALITY_COLOURS)], error_kw={"lw": 0.8})
+        ax.set_xticks(x, tables)
+        ax.set_ylabel(metric[:-5].replace("_", " "))
+        ax.axhline(0, color="black", lw=0.6)
+        ax.set_title(title)
+        ax.legend(frameon=False, loc="upper left", bbox_to_anchor=(1.0, 1.0))
+        return _render(fig, name, title, f"Cross-validated {metric[:-5].replace('_', ' ')} (mean ± sd over "
+                       f"folds) of each model on each feature table.")
+
+
 def metric_curves(df, title: str, name: str) -> Figure | None:
     """Metrics against `epoch` (finetune --metrics), one panel per metric, one line per split
     when the table is long (an `epoch,split,...` row per split and epoch)."""

@@ -274,9 +274,11 @@ def size_section(rep: Report, delta) -> None:
 
 def generic_section(rep: Report, sid: str, heading: str, df, intro: str, chart_title: str) -> None:
     parts = [f"<p>{intro}</p>"]
+    if sid == "probe":
+        parts.append(rf.mean_sd_bars(df, chart_title, f"fig_{sid}"))
     pairs = [(c, c[:-4] + "_ft") for c in df.columns if c.endswith("_pre") and c[:-4] + "_ft" in df.columns
              and _num(df[c]) and _num(df[c[:-4] + "_ft"])]
-    if pairs:
+    if pairs and sid != "probe":
         labels = [c for c in df.columns if not _num(df[c])
                   and df[c].astype(str).str.len().max() <= 40][:2]
         pre, ft = pairs[0]
@@ -285,7 +287,8 @@ def generic_section(rep: Report, sid: str, heading: str, df, intro: str, chart_t
     rep.add(sid, heading, parts)
 
 
-def provenance_section(rep: Report, records, rad: dict, command: str, versions: dict, created: str) -> None:
+def provenance_section(rep: Report, records, rad: dict, command: str, versions: dict, created: str,
+                       csv_commands=()) -> None:
     rows = [[r["role"], r["path"], r["bytes"], r["sha256"]] for r in records]
     parts = [f"<p>Written by <code>{esc(command)}</code> on {esc(created)}.</p>",
              table(["input", "path", "bytes", "sha256"], rows, txt_cols=(0, 1, 3), caption="Inputs"),
@@ -297,6 +300,9 @@ def provenance_section(rep: Report, records, rad: dict, command: str, versions: 
                  for h in history if isinstance(h, dict)]
         parts.append(table(["step", "command", "created", "radlens"], hrows, txt_cols=(0, 1, 2, 3),
                            caption="History of the radiomics table"))
+    if csv_commands:
+        parts.append(table(["input", "command"], [list(c) for c in csv_commands], txt_cols=(0, 1),
+                           caption="Commands recorded in the CSV inputs"))
     params = rd.json_attr(rad["attrs"], "params", None)
     if params:
         import json
@@ -355,7 +361,15 @@ def build(radiomics: str, compare: str, stats: str, correlate_summary: str | Non
             parts.append(rf.metric_curves(df, os.path.basename(p), f"fig_metrics_{i + 1}"))
             parts.append(generic_table(df))
         rep.add("metrics", "Fine-tuning metrics", parts)
-    provenance_section(rep, records, rad, command, versions or {}, created)
+    csv_commands = []
+    for role, df in [("compare", delta), ("stats", table1), *optional.items(),
+                     *((f"metrics {os.path.basename(p)}", d) for p, d in metric_tables)]:
+        for line in df.attrs.get("comments", []):
+            csv_commands.append((role, line))
+        if "command" in df.columns:
+            for c in dict.fromkeys(df["command"].dropna().astype(str)):
+                csv_commands.append((role.replace("_", "-"), c))
+    provenance_section(rep, records, rad, command, versions or {}, created, csv_commands)
 
     n_sig = int((table1.get("wilcoxon_p", np.nan) < 0.05).sum()) if "wilcoxon_p" in table1.columns else 0
     intro = (f'<p class="muted">Radiomic lens on {rad["n_cases"]} cases and {len(delta)} radiomic features: '
