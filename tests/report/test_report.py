@@ -75,6 +75,9 @@ def test_full_report_in_a_path_with_spaces(cli, spaced_tmp):
     assert not dom.external and "script" not in dom.tags and "link" not in dom.tags
     assert dom.tables >= 10
     assert len(dom.images) >= 9
+    for fig in ("fig2_r2_modality_family", "fig3_largest_gains", "fig3_largest_losses", "fig3_stable_features",
+                "fig_delta_scatter", "fig_r2_by_family", "fig_probe", "fig_correlate", "fig_metrics_1"):
+        assert (figs / f"{fig}.png").is_file(), fig
     written = {p: (figs / p).read_bytes() for p in os.listdir(figs)}
     assert len(written) == len(dom.images)
     for attrs, png in dom.images:
