@@ -1,0 +1,200 @@
+"""Reading the report's inputs: compare's DELTA.csv, stats' TABLE.csv, the radiomics table's
+metadata, and any other CSV (correlate-summary, cka, probe, finetune metrics) generically.
+
+Every reader is tolerant of extra columns and names the file and the missing column when
+a required one is absent.
+"""
+
+from __future__ import annotations
+
+import io
+import json
+import os
+import re
+
+import numpy as np
+
+from radlens_cli.errors import RadlensError
+from radlens_cli.io.files import input_path
+
+FAMILY_ORDER = ("firstorder", "glcm", "gldm", "glrlm", "glszm", "ngtdm", "shape")
+FAMILY_LABEL = {"firstorder": "First order", "glcm": "GLCM", "gldm": "GLDM", "glrlm": "GLRLM",
+                "glszm": "GLSZM", "ngtdm": "NGTDM", "shape": "Shape"}
+GROUP_BY_ORDER = ("family", "image_type", "modality", "modality_family")
+# Radiomic features that grow with the ROI's size (besides the shape family): what a
+# volume-regression fine-tune should make more decodable.
+SIZE_FEATURES = ("Energy", "TotalEnergy", "GrayLevelNonUniformity", "RunLengthNonUniformity",
+                 "SizeZoneNonUniformity", "DependenceNonUniformity", "Coarseness", "Busyness")
+
+
+def family_label(f: str) -> str:
+    return FAMILY_LABEL.get(str(f).lower(), str(f))
+
+
+def family_key(f: str):
+    f = str(f).lower()
+    return (FAMILY_ORDER.index(f) if f in FAMILY_ORDER else len(FAMILY_ORDER), f)
+
+
+def read_csv(path: str, what: str):
+    """A CSV as a DataFrame; leading `#` comment lines (provenance) are skipped."""
+    import pandas as pd
+
+    real = input_path(path, what)
+    with open(real, encoding="utf-8", errors="replace") as fh:
+        text = fh.read()
+    lines = text.splitlines(keepends=True)
+    comments = []
+    while lines and lines[0].startswith("#"):
+        comments.append(lines.pop(0).lstrip("#").strip())
+    body = "".join(lines)
+    if not body.strip():
+        raise RadlensError(f"{what} {path}: empty CSV")
+    try:
+        df = pd.read_csv(io.StringIO(body))
+    except Exception as e:  # pandas raises many types on malformed text
+        raise RadlensError(f"{what} {path}: cannot parse as CSV: {e}") from None
+    df.columns = [str(c).strip() for c in df.columns]
+    df.attrs["comments"] = comments
+    return df
+
+
+def _require(df, cols, what, path):
+    missing = [c for c in cols if c not in df.columns]
+    if missing:
+        raise RadlensError(f"{what} {path}: missing column(s) {', '.join(missing)} "
+                           f"(columns: {', '.join(map(str, df.columns[:12]))})")
+
+
+def _parse_column_name(name: str) -> dict:
+    """`t2/wavelet-LLH_glcm_Correlation` -> modality, image_type, family, feature."""
+    modality, _, rest = str(name).rpartition("/")
+    parts = rest.split("_", 2)
+    if len(parts) == 3:
+        return {"modality": modality, "image_type": parts[0], "family": parts[1], "feature": parts[2]}
+    return {"modality": modality, "image_type": "", "family": "", "feature": rest}
+
+
+def read_delta(path: str):
+    """compare's DELTA.csv; modality/image_type/family/feature derived from `column` when absent."""
+    import pandas as pd
+
+    df = read_csv(path, "--compare")
+    _require(df, ["column", "delta_importance"], "--compare", path)
+    parsed = pd.DataFrame([_parse_column_name(c) for c in df["column"]])
+    for col in ("modality", "image_type", "family", "feature"):
+        if col not in df.columns:
+            df[col] = parsed[col]
+        df[col] = df[col].fillna("").astype(str)
+    for col in ("importance_pre", "importance_ft", "delta_importance", "r2_pre", "r2_ft", "delta_r2",
+                "ci_low", "ci_high", "p_perm", "q_bh"):
+        if col in df.columns:
+            df[col] = pd.to_numeric(df[col], errors="coerce")
+    if "delta_r2" not in df.columns and {"r2_pre", "r2_ft"} <= set(df.columns):
+        df["delta_r2"] = df["r2_ft"] - df["r2_pre"]
+    if not len(df):
+        raise RadlensError(f"--compare {path}: no rows")
+    return df
+
+
+def split_modality_family(group: str) -> tuple[str, str]:
+    """`t2/glcm`, `t2:glcm` or `t2|glcm` -> ("t2", "glcm")."""
+    m = re.split(r"[/:|]", str(group), maxsplit=1)
+    return (m[0], m[1]) if len(m) == 2 else ("", str(group))
+
+
+def read_stats(path: str):
+    """stats' TABLE.csv (one row per group and group_by)."""
+    import pandas as pd
+
+    df = read_csv(path, "--stats")
+    _require(df, ["group_by", "group", "r2_pre", "r2_ft"], "--stats", path)
+    for col in ("n_features", "mse_pre", "r2_pre", "mse_ft", "r2_ft", "wilcoxon_p", "q_bh"):
+        if col in df.columns:
+            df[col] = pd.to_numeric(df[col], errors="coerce")
+    df["group_by"] = df["group_by"].astype(str).str.strip()
+    df["group"] = df["group"].astype(str).str.strip()
+    if "stars" not in df.columns:
+        df["stars"] = ""
+    df["stars"] = df["stars"].fillna("").astype(str).replace("nan", "")
+    return df
+
+
+def modality_family_r2(stats, delta):
+    """DataFrame modality, family, r2_pre, r2_ft: from stats' modality_family rows, else
+    the per-feature R² of DELTA averaged per group (the same definition as stats)."""
+    import pandas as pd
+
+    rows = stats[stats["group_by"] == "modality_family"] if stats is not None else None
+    if rows is not None and len(rows):
+        mf = [split_modality_family(g) for g in rows["group"]]
+        out = pd.DataFrame({"modality": [m for m, _ in mf], "family": [f for _, f in mf],
+                            "r2_pre": rows["r2_pre"].to_numpy(), "r2_ft": rows["r2_ft"].to_numpy()})
+        out["source"] = "stats"
+        return out
+    if delta is not None and {"r2_pre", "r2_ft"} <= set(delta.columns):
+        g = delta.groupby(["modality", "family"], sort=False)[["r2_pre", "r2_ft"]].mean().reset_index()
+        g["source"] = "compare"
+        return g
+    return None
+
+
+def radiomics_summary(path: str) -> dict:
+    """Cohort summary from the radiomics case table without loading its values."""
+    from radlens_cli.io.tables import _decode, open_h5, read_h5_attrs
+
+    with open_h5(path, "case-table/1", "--radiomics") as f:
+        for name in ("case_id", "columns"):
+            if name not in f:
+                raise RadlensError(f"--radiomics {path}: missing dataset `{name}` (not a valid case table)")
+        ids = _decode(f["case_id"][()])
+        columns = _decode(f["columns"][()])
+        meta = {k[len("column_"):]: _decode(f[k][()]) for k in f if k.startswith("column_")}
+        split = _decode(f["split"][()]) if "split" in f else None
+        shape = f["values"].shape if "values" in f else (len(ids), len(columns))
+        attrs = read_h5_attrs(f)
+    if "modality" not in meta or "family" not in meta:
+        parsed = [_parse_column_name(c) for c in columns]
+        meta.setdefault("modality", np.array([p["modality"] for p in parsed], dtype=object))
+        meta.setdefault("family", np.array([p["family"] for p in parsed], dtype=object))
+        meta.setdefault("image_type", np.array([p["image_type"] for p in parsed], dtype=object))
+    counts: dict[str, dict[str, int]] = {}
+    for m, fam in zip(meta["modality"], meta["family"]):
+        counts.setdefault(str(m), {}).setdefault(str(fam), 0)
+        counts[str(m)][str(fam)] += 1
+    image_types = sorted({str(t) for t in meta.get("image_type", [])})
+    split_counts = {}
+    if split is not None:
+        for s in ("train", "val", "test"):
+            split_counts[s] = int((split == s).sum())
+    return {"path": path, "n_cases": int(shape[0]), "n_columns": int(shape[1]), "counts": counts,
+            "image_types": image_types, "split": split_counts, "attrs": attrs}
+
+
+def json_attr(attrs: dict, key: str, default=None):
+    raw = attrs.get(key)
+    if raw is None:
+        return default
+    if isinstance(raw, bytes):
+        raw = raw.decode()
+    try:
+        return json.loads(raw)
+    except (TypeError, ValueError):
+        return raw
+
+
+def size_related(delta):
+    """Rows of DELTA for radiomic features that scale with the ROI's size."""
+    if delta is None or "r2_pre" not in delta.columns:
+        return None
+    fam = delta["family"].str.lower()
+    feat = delta["feature"].astype(str)
+    orig = delta["image_type"].str.lower().isin(["original", ""])
+    mask = (fam == "shape") | (orig & feat.isin(SIZE_FEATURES))
+    return delta[mask]
+
+
+def file_record(role: str, path: str) -> dict:
+    from radlens_cli.provenance import sha256_file
+
+    return {"role": role, "path": path, "bytes": os.path.getsize(path), "sha256": sha256_file(path)}

@@ -1,0 +1,379 @@
+"""Assembling the report: one HTML file with its figures embedded as base64 PNG, no scripts
+and no external assets, so it opens offline and can be mailed as is."""
+
+from __future__ import annotations
+
+import base64
+import html
+import math
+import os
+
+import numpy as np
+
+from radlens_cli.report import data as rd
+from radlens_cli.report import figures as rf
+
+CSS = """
+body{font-family:-apple-system,'Segoe UI',Helvetica,Arial,sans-serif;max-width:1100px;margin:2em auto;
+padding:0 1em;color:#222;line-height:1.45}
+h1{font-size:1.6em;margin-bottom:.2em}h2{border-bottom:1px solid #ccc;padding-bottom:.2em;margin-top:2em}
+h3{margin-top:1.4em}nav ol{columns:2}table.data{border-collapse:collapse;font-size:.85em;margin:.6em 0}
+table.data th,table.data td{border:1px solid #ccc;padding:2px 7px;text-align:right}
+table.data th{background:#f0f2f5}table.data td.txt,table.data th.txt{text-align:left}
+tr.ft td{border-bottom:2px solid #999}figure{margin:1em 0}figure img{max-width:100%;height:auto}
+figcaption{font-size:.85em;color:#555}.muted{color:#666;font-size:.85em}code{font-size:.9em}
+.kpi{display:inline-block;border:1px solid #ddd;border-radius:6px;padding:.4em .8em;margin:.2em;
+background:#fafbfc}.kpi b{display:block;font-size:1.3em}.scroll{overflow-x:auto}
+"""
+
+
+def _num(series) -> bool:
+    import pandas as pd
+
+    return bool(pd.api.types.is_numeric_dtype(series)) and not pd.api.types.is_bool_dtype(series)
+
+
+def esc(x) -> str:
+    return html.escape(str(x), quote=True)
+
+
+def fmt(v, digits: int = 3) -> str:
+    """Numbers as in the paper (3 decimals); p-values in scientific notation when small."""
+    if v is None:
+        return ""
+    if isinstance(v, (bool, np.bool_)):
+        return str(bool(v))
+    if isinstance(v, (int, np.integer)):
+        return str(int(v))
+    if isinstance(v, (float, np.floating)):
+        if math.isnan(v):
+            return "–"
+        if v != 0 and abs(v) < 10 ** (-digits):
+            return f"{v:.2e}"
+        if float(v).is_integer() and abs(v) >= 1:
+            return str(int(v))
+        return f"{v:.{digits}f}"
+    s = str(v)
+    return s if len(s) <= 80 else s[:77] + "…"
+
+
+def fmt_p(v) -> str:
+    if v is None or (isinstance(v, float) and math.isnan(v)):
+        return "–"
+    return f"{v:.3f}" if v >= 0.001 else f"{v:.1e}"
+
+
+def table(header, rows, txt_cols=(0,), row_classes=None, caption=None) -> str:
+    out = ['<div class="scroll"><table class="data">']
+    if caption:
+        out.append(f"<caption>{esc(caption)}</caption>")
+    out.append("<thead><tr>" + "".join(f'<th class="{"txt" if i in txt_cols else ""}">{esc(h)}</th>'
+                                       for i, h in enumerate(header)) + "</tr></thead><tbody>")
+    for k, row in enumerate(rows):
+        cls = f' class="{row_classes[k]}"' if row_classes and row_classes[k] else ""
+        out.append(f"<tr{cls}>" + "".join(f'<td class="{"txt" if i in txt_cols else ""}">{esc(c)}</td>'
+                                          for i, c in enumerate(row)) + "</tr>")
+    out.append("</tbody></table></div>")
+    return "\n".join(out)
+
+
+def generic_table(df, max_rows: int = 60) -> str:
+    """Any CSV as a table: the `command` provenance column is left out and long paths are
+    shown by their file name (the full path in the Provenance section's inputs)."""
+    df = df.drop(columns=[c for c in df.columns if c == "command"])
+    txt = tuple(i for i, c in enumerate(df.columns) if not _num(df[c]))
+
+    def cell(v):
+        if isinstance(v, str) and len(v) > 40 and ("/" in v or os.sep in v) and " " not in v.strip():
+            return os.path.basename(v.rstrip("/")) or v
+        return fmt(v)
+
+    rows = [[cell(v) for v in r] for r in df.head(max_rows).itertuples(index=False)]
+    more = (f'<p class="muted">First {max_rows} of {len(df)} rows.</p>' if len(df) > max_rows else "")
+    return table(list(df.columns), rows, txt_cols=txt) + more
+
+
+def figure_html(fig: rf.Figure) -> str:
+    b64 = base64.b64encode(fig.png).decode("ascii")
+    return (f'<figure id="{esc(fig.name)}"><img src="data:image/png;base64,{b64}" alt="{esc(fig.title)}" '
+            f'width="{fig.width}" height="{fig.height}"><figcaption>{esc(fig.caption)}</figcaption></figure>')
+
+
+class Report:
+    def __init__(self, title: str):
+        self.title = title
+        self.sections: list[tuple[str, str, str]] = []  # id, heading, body
+        self.figures: list[rf.Figure] = []
+
+    def add(self, sid: str, heading: str, parts) -> None:
+        body = []
+        for p in parts:
+            if p is None:
+                continue
+            if isinstance(p, rf.Figure):
+                self.figures.append(p)
+                body.append(figure_html(p))
+            else:
+                body.append(p)
+        self.sections.append((sid, heading, "\n".join(body)))
+
+    def render(self, intro: str = "") -> str:
+        nav = "".join(f'<li><a href="#{esc(s)}">{esc(h)}</a></li>' for s, h, _ in self.sections)
+        secs = "\n".join(f'<section id="{esc(s)}">\n<h2>{esc(h)}</h2>\n{b}\n</section>' for s, h, b in self.sections)
+        return (f'<!DOCTYPE html>\n<html lang="en">\n<head>\n<meta charset="utf-8">\n'
+                f'<meta name="viewport" content="width=device-width, initial-scale=1">\n'
+                f'<meta name="generator" content="radlens report">\n<title>{esc(self.title)}</title>\n'
+                f"<style>{CSS}</style>\n</head>\n<body>\n<h1>{esc(self.title)}</h1>\n{intro}\n"
+                f'<nav><ol>{nav}</ol></nav>\n{secs}\n</body>\n</html>\n')
+
+
+# ------------------------------------------------------------------ sections
+
+def _kpis(items) -> str:
+    return "<div>" + "".join(f'<span class="kpi"><b>{esc(v)}</b>{esc(k)}</span>' for k, v in items) + "</div>"
+
+
+def cohort_section(rep: Report, rad: dict, delta) -> None:
+    counts = rad["counts"]
+    families = sorted({f for c in counts.values() for f in c}, key=rd.family_key)
+    rows = [[m] + [counts[m].get(f, 0) for f in families] + [sum(counts[m].values())] for m in counts]
+    rows.append(["all"] + [sum(counts[m].get(f, 0) for m in counts) for f in families] + [rad["n_columns"]])
+    split = ", ".join(f"{k} {v}" for k, v in rad["split"].items()) or "no split recorded"
+    kpi = [("cases", rad["n_cases"]), ("radiomic columns", rad["n_columns"]), ("modalities", len(counts))]
+    if delta is not None:
+        kpi.append(("features compared", len(delta)))
+    params = rd.json_attr(rad["attrs"], "params", {}) or {}
+    extra = []
+    if isinstance(params, dict) and params:
+        shown = {k: params[k] for k in ("modalities", "mask", "params", "reference_modality") if k in params}
+        if shown:
+            extra.append("<p class='muted'>Extraction: " + esc(", ".join(f"{k}={v}" for k, v in shown.items())) + "</p>")
+    rep.add("cohort", "Cohort and radiomic features", [
+        _kpis(kpi),
+        f"<p>{rad['n_cases']} cases ({esc(split)}); image types: "
+        f"{esc(', '.join(rad['image_types']) or 'not recorded')}.</p>",
+        table(["modality"] + [rd.family_label(f) for f in families] + ["total"], rows,
+              row_classes=[""] * (len(rows) - 1) + ["ft"], caption="Radiomic features per modality and family"),
+        *extra])
+
+
+def table1_section(rep: Report, stats) -> None:
+    parts = ["<p>MSE and R² of the radiomic features decoded from the embeddings on the evaluation "
+             "split, pre-trained vs fine-tuned. Group MSE is over the group's features and cases, group R² "
+             "the mean of per-feature R². Stars: Wilcoxon signed-rank test on each case's squared error "
+             "averaged over the group (* p<0.05, ** p<0.01, *** p<0.001); q: BH-FDR across the table.</p>"]
+    has_mse = {"mse_pre", "mse_ft"} <= set(stats.columns)
+    for gb in [g for g in rd.GROUP_BY_ORDER if g != "modality_family"] + sorted(
+            set(stats["group_by"]) - set(rd.GROUP_BY_ORDER)):
+        sub = stats[stats["group_by"] == gb]
+        if not len(sub):
+            continue
+        if gb == "family":
+            sub = sub.iloc[sorted(range(len(sub)), key=lambda i: rd.family_key(sub["group"].iloc[i]))]
+        rows, classes = [], []
+        for _, r in sub.iterrows():
+            name = rd.family_label(r["group"]) if gb == "family" else r["group"]
+            n = fmt(r["n_features"]) if "n_features" in r else ""
+            rows.append([name, "Pre-train", n, fmt(r.get("mse_pre")) if has_mse else "", fmt(r["r2_pre"]), "", ""])
+            rows.append(["", "Fine-tune", "", (fmt(r.get("mse_ft")) + (" " + r["stars"] if r["stars"] else ""))
+                         if has_mse else r["stars"], fmt(r["r2_ft"]),
+                         fmt_p(r.get("wilcoxon_p", float("nan"))), fmt_p(r.get("q_bh", float("nan")))])
+            classes += ["", "ft"]
+        parts.append(f"<h3>By {esc(gb.replace('_', ' '))}</h3>")
+        parts.append(table(["Group", "Stage", "n features", "MSE ↓", "R² ↑", "Wilcoxon p", "q (BH)"],
+                           rows, txt_cols=(0, 1), row_classes=classes))
+    parts.append(rf.r2_by_group(stats, "family", "R² by radiomic family"))
+    parts.append(rf.r2_by_group(stats, "image_type", "R² by image type"))
+    rep.add("table1", "Table 1: decoding error and R² by group", parts)
+
+
+def fig2_section(rep: Report, stats, delta) -> None:
+    mf = rd.modality_family_r2(stats, delta)
+    if mf is None:
+        return
+    src = ("stats' modality × family rows" if mf["source"].iloc[0] == "stats"
+           else "per-feature R² of the compare table averaged per modality and family")
+    best = mf.sort_values("r2_ft", ascending=False).head(3)
+    best_txt = "; ".join(f"{r.modality} {rd.family_label(r.family)} R² {fmt(r.r2_pre)} → {fmt(r.r2_ft)}"
+                         for r in best.itertuples())
+    rows = [[r.modality, rd.family_label(r.family), fmt(r.r2_pre), fmt(r.r2_ft), fmt(r.r2_ft - r.r2_pre)]
+            for r in mf.itertuples()]
+    rep.add("fig2", "R² by modality and family (Fig. 2)", [
+        f"<p>From {esc(src)}. Highest after fine-tuning: {esc(best_txt)}.</p>",
+        rf.r2_by_modality_family(mf),
+        "<details><summary>Values</summary>" + table(["modality", "family", "R² pre", "R² ft", "ΔR²"], rows,
+                                                      txt_cols=(0, 1)) + "</details>"])
+
+
+def views(delta, top: int, stable_quantile: float, rank_by: str):
+    """The paper's three views: largest gains, largest losses, least-changed among features
+    important in both (importance above the quantile before and after)."""
+    key = rank_by if rank_by in delta.columns else "delta_importance"
+    d = delta[delta[key].notna()]
+    gains = d.sort_values([key, "column"], ascending=[False, True]).head(top)
+    losses = d.sort_values([key, "column"], ascending=[True, True]).head(top)
+    stable = None
+    if {"importance_pre", "importance_ft"} <= set(d.columns):
+        qp = np.nanquantile(d["importance_pre"], stable_quantile)
+        qf = np.nanquantile(d["importance_ft"], stable_quantile)
+        both = d[(d["importance_pre"] >= qp) & (d["importance_ft"] >= qf)]
+        stable = both.assign(_abs=both["delta_importance"].abs()).sort_values(["_abs", "column"]).head(top)
+        stable = stable.drop(columns="_abs")
+    return gains, losses, stable
+
+
+def delta_section(rep: Report, delta, top: int, stable_quantile: float, rank_by: str) -> None:
+    has_ci = {"ci_low", "ci_high"} <= set(delta.columns) and delta["ci_low"].notna().any()
+    gains, losses, stable = views(delta, top, stable_quantile, rank_by)
+    cols = ["column", "importance_pre", "importance_ft", "delta_importance"] + (["ci_low", "ci_high"] if has_ci else []) + \
+        [c for c in ("r2_pre", "r2_ft", "delta_r2", "p_perm", "q_bh") if c in delta.columns]
+
+    def tab(rows):
+        show = [c for c in cols if c in rows.columns]
+        return table(show, [[fmt(r[c]) for c in show] for _, r in rows.iterrows()], txt_cols=(0,))
+
+    parts = [f"<p>Importance I = ‖θ‖₂ of each radiomic feature's decoder row; ΔI = I<sub>ft</sub> − "
+             f"I<sub>pre</sub>. Ranked by <code>{esc(rank_by)}</code>; stable features are the least-changed "
+             f"among those with importance above the {stable_quantile:g} quantile both before and after. "
+             f"Beside ΔI, the held-out decodability change Δr² of the same feature: a feature the embedding "
+             f"does not encode can still get a large weight, so trust a gain most when Δr² agrees.</p>"]
+    if "delta_r2" in delta.columns and delta["delta_r2"].notna().sum() > 2:
+        from scipy.stats import spearmanr
+
+        ok = delta["delta_r2"].notna() & delta["delta_importance"].notna()
+        rho = spearmanr(delta.loc[ok, "delta_importance"], delta.loc[ok, "delta_r2"]).statistic
+        parts.append(f"<p>Spearman ρ between ΔI and Δr² over {int(ok.sum())} features: {fmt(rho)}.</p>")
+    if "q_bh" in delta.columns:
+        parts.append(f"<p>{int((delta['q_bh'] < 0.05).sum())} of {len(delta)} features change importance "
+                     f"at q &lt; 0.05 (permutation test, BH-FDR).</p>")
+    for view, rows, colour in (("Largest gains", gains, rf.GAIN), ("Largest losses", losses, rf.LOSS),
+                               ("Stable features", stable, rf.STABLE)):
+        if rows is None or not len(rows):
+            continue
+        parts.append(f"<h3>{esc(view)}</h3>")
+        parts.append(rf.delta_view(rows, view, colour, has_ci))
+        parts.append(tab(rows))
+    parts.append(rf.delta_scatter(delta))
+    rep.add("delta", "What fine-tuning changed: gains, losses, stable features (Fig. 3)", parts)
+
+
+def size_section(rep: Report, delta) -> None:
+    rows = rd.size_related(delta)
+    if rows is None or not len(rows):
+        return
+    rows = rows.sort_values("delta_r2" if "delta_r2" in rows.columns else "r2_ft", ascending=False)
+    mean_pre, mean_ft = float(np.nanmean(rows["r2_pre"])), float(np.nanmean(rows["r2_ft"]))
+    show = [c for c in ("column", "r2_pre", "r2_ft", "delta_r2", "delta_importance") if c in rows.columns]
+    rep.add("size", "Size-related radiomic features", [
+        f"<p>Features that grow with the ROI (shape family; original-image Energy, TotalEnergy and the "
+        f"non-uniformity features): {len(rows)} columns, mean held-out R² {fmt(mean_pre)} pre-trained and "
+        f"{fmt(mean_ft)} fine-tuned: what an encoder fine-tuned to regress gland volume is expected to decode "
+        f"better.</p>",
+        table(show, [[fmt(r[c]) for c in show] for _, r in rows.head(40).iterrows()])])
+
+
+def generic_section(rep: Report, sid: str, heading: str, df, intro: str, chart_title: str) -> None:
+    parts = [f"<p>{intro}</p>"]
+    if sid == "probe":
+        parts.append(rf.mean_sd_bars(df, chart_title, f"fig_{sid}"))
+    pairs = [(c, c[:-4] + "_ft") for c in df.columns if c.endswith("_pre") and c[:-4] + "_ft" in df.columns
+             and _num(df[c]) and _num(df[c[:-4] + "_ft"])]
+    if pairs and sid != "probe":
+        labels = [c for c in df.columns if not _num(df[c])
+                  and df[c].astype(str).str.len().max() <= 40][:2]
+        pre, ft = pairs[0]
+        parts.append(rf.pre_ft_bars(df, labels, pre, ft, chart_title, f"fig_{sid}"))
+    parts.append(generic_table(df))
+    rep.add(sid, heading, parts)
+
+
+def provenance_section(rep: Report, records, rad: dict, command: str, versions: dict, created: str,
+                       csv_commands=()) -> None:
+    rows = [[r["role"], r["path"], r["bytes"], r["sha256"]] for r in records]
+    parts = [f"<p>Written by <code>{esc(command)}</code> on {esc(created)}.</p>",
+             table(["input", "path", "bytes", "sha256"], rows, txt_cols=(0, 1, 3), caption="Inputs"),
+             table(["library", "version"], [[k, v] for k, v in sorted(versions.items())], txt_cols=(0, 1),
+                   caption="Versions")]
+    history = rd.json_attr(rad["attrs"], "history", []) or []
+    if isinstance(history, list) and history:
+        hrows = [[h.get("subcommand", ""), h.get("command", ""), h.get("created", ""), h.get("radlens_version", "")]
+                 for h in history if isinstance(h, dict)]
+        parts.append(table(["step", "command", "created", "radlens"], hrows, txt_cols=(0, 1, 2, 3),
+                           caption="History of the radiomics table"))
+    if csv_commands:
+        parts.append(table(["input", "command"], [list(c) for c in csv_commands], txt_cols=(0, 1),
+                           caption="Commands recorded in the CSV inputs"))
+    params = rd.json_attr(rad["attrs"], "params", None)
+    if params:
+        import json
+
+        parts.append("<details><summary>Radiomics parameters</summary><pre>"
+                     + esc(json.dumps(params, indent=2, sort_keys=True, default=str)) + "</pre></details>")
+    rep.add("provenance", "Provenance", parts)
+
+
+def build(radiomics: str, compare: str, stats: str, correlate_summary: str | None = None,
+          cka: str | None = None, probe: str | None = None, metrics=(), title: str = "radlens report",
+          top: int = 10, stable_quantile: float = 0.5, rank_by: str = "delta_importance",
+          command: str = "", versions: dict | None = None, created: str = ""):
+    """Read the inputs and return (html text, list of figures)."""
+    rad = rd.radiomics_summary(radiomics)
+    delta = rd.read_delta(compare)
+    table1 = rd.read_stats(stats)
+    optional = {}
+    for role, path, what in (("correlate_summary", correlate_summary, "--correlate-summary"),
+                             ("cka", cka, "--cka"), ("probe", probe, "--probe")):
+        if path:
+            optional[role] = rd.read_csv(path, what)
+    metric_tables = [(p, rd.read_csv(p, "--metrics")) for p in metrics]
+    records = [rd.file_record("radiomics", radiomics), rd.file_record("compare", compare),
+               rd.file_record("stats", stats)]
+    for role, path in (("correlate-summary", correlate_summary), ("cka", cka), ("probe", probe)):
+        if path:
+            records.append(rd.file_record(role, path))
+    records += [rd.file_record("metrics", p) for p, _ in metric_tables]
+
+    rep = Report(title)
+    cohort_section(rep, rad, delta)
+    table1_section(rep, table1)
+    fig2_section(rep, table1, delta)
+    delta_section(rep, delta, top, stable_quantile, rank_by)
+    size_section(rep, delta)
+    if "correlate_summary" in optional:
+        generic_section(rep, "correlate", "Rad4XCNN correlation summary", optional["correlate_summary"],
+                        "Per radiomic family and modality: deep features with at least one correlated "
+                        "radiomic feature (and correlated pairs), before vs after fine-tuning.",
+                        "Deep features explained, pre vs fine-tuned")
+    if "cka" in optional:
+        df = optional["cka"]
+        intro = "Centred kernel alignment between the embedding tables."
+        if "cka" in df.columns and len(df):
+            intro += " CKA = " + ", ".join(fmt(v) for v in df["cka"].head(5)) + "."
+        generic_section(rep, "cka", "Representation similarity (CKA)", df, intro, "CKA")
+    if "probe" in optional:
+        generic_section(rep, "probe", "Probes: accuracy of shallow models per representation", optional["probe"],
+                        "Cross-validated shallow models on each feature table (same folds): does the "
+                        "interpretable representation lose accuracy?", "Probe")
+    if metric_tables:
+        parts = []
+        for i, (p, df) in enumerate(metric_tables):
+            parts.append(f"<h3>{esc(os.path.basename(p))}</h3>")
+            parts.append(rf.metric_curves(df, os.path.basename(p), f"fig_metrics_{i + 1}"))
+            parts.append(generic_table(df))
+        rep.add("metrics", "Fine-tuning metrics", parts)
+    csv_commands = []
+    for role, df in [("compare", delta), ("stats", table1), *optional.items(),
+                     *((f"metrics {os.path.basename(p)}", d) for p, d in metric_tables)]:
+        for line in df.attrs.get("comments", []):
+            csv_commands.append((role, line))
+        if "command" in df.columns:
+            for c in dict.fromkeys(df["command"].dropna().astype(str)):
+                csv_commands.append((role.replace("_", "-"), c))
+    provenance_section(rep, records, rad, command, versions or {}, created, csv_commands)
+
+    n_sig = int((table1.get("wilcoxon_p", np.nan) < 0.05).sum()) if "wilcoxon_p" in table1.columns else 0
+    intro = (f'<p class="muted">Radiomic lens on {rad["n_cases"]} cases and {len(delta)} radiomic features: '
+             f"how well the encoder's embeddings decode radiomic features before and after fine-tuning, and "
+             f"which features gained or lost weight. {n_sig} of {len(table1)} groups differ at p &lt; 0.05 "
+             f"(Wilcoxon).</p>")
+    return rep.render(intro), rep.figures

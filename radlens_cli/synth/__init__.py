@@ -1,0 +1,1 @@
+"""Phantom multi-parametric prostate MRI cohorts (`radlens synth`)."""

@@ -1,0 +1,223 @@
+"""`radlens report`: sections, embedded figures, optional sections, errors, rendering."""
+
+import base64
+import os
+import shutil
+import subprocess
+import tempfile
+from html.parser import HTMLParser
+
+import pandas as pd
+import pytest
+
+from tests.report.conftest import make_inputs
+
+REQUIRED = ("cohort", "table1", "fig2", "delta", "size", "provenance")
+OPTIONAL = ("correlate", "cka", "probe", "metrics")
+
+
+class Dom(HTMLParser):
+    """Sections, tables, images (with decoded PNG bytes) and any external reference."""
+
+    def __init__(self):
+        super().__init__()
+        self.sections, self.images, self.external, self.tags = [], [], [], []
+        self.tables = 0
+        self.text = []
+
+    def handle_starttag(self, tag, attrs):
+        a = dict(attrs)
+        self.tags.append(tag)
+        if tag == "section":
+            self.sections.append(a.get("id"))
+        if tag == "table":
+            self.tables += 1
+        if tag == "img":
+            src = a.get("src", "")
+            assert src.startswith("data:image/png;base64,"), src[:60]
+            png = base64.b64decode(src.split(",", 1)[1], validate=True)
+            self.images.append((a, png))
+        for key in ("src", "href"):
+            v = a.get(key) or ""
+            if v and not v.startswith(("data:", "#")):
+                self.external.append(v)
+
+    def handle_data(self, data):
+        self.text.append(data)
+
+
+def parse(path) -> Dom:
+    dom = Dom()
+    dom.feed(open(path, encoding="utf-8").read())
+    return dom
+
+
+def _args(paths, out, optional=True, figures=None):
+    args = ["report", "--radiomics", paths["radiomics"], "--compare", paths["compare"], "--stats", paths["stats"],
+            "-o", out]
+    if optional:
+        args += ["--correlate-summary", paths["correlate_summary"], "--cka", paths["cka"], "--probe", paths["probe"],
+                 "--metrics", paths["metrics"]]
+    if figures:
+        args += ["--figures", figures]
+    return args
+
+
+def test_full_report_in_a_path_with_spaces(cli, spaced_tmp):
+    paths = make_inputs(spaced_tmp)
+    out = spaced_tmp / "the report.html"
+    figs = spaced_tmp / "figure folder"
+    r = cli(*_args(paths, out, figures=figs))
+    assert r.exit_code == 0, r
+    assert r.stdout == ""
+    dom = parse(out)
+    assert dom.sections == [*REQUIRED[:5], *OPTIONAL, "provenance"]
+    assert not dom.external and "script" not in dom.tags and "link" not in dom.tags
+    assert dom.tables >= 10
+    assert len(dom.images) >= 9
+    for fig in ("fig2_r2_modality_family", "fig3_largest_gains", "fig3_largest_losses", "fig3_stable_features",
+                "fig_delta_scatter", "fig_r2_by_family", "fig_probe", "fig_correlate", "fig_metrics_1"):
+        assert (figs / f"{fig}.png").is_file(), fig
+    written = {p: (figs / p).read_bytes() for p in os.listdir(figs)}
+    assert len(written) == len(dom.images)
+    for attrs, png in dom.images:
+        assert png[:8] == b"\x89PNG\r\n\x1a\n"
+        assert int.from_bytes(png[16:20], "big") == int(attrs["width"]) > 50
+        assert png in written.values()  # --figures holds the same PNGs
+    text = " ".join(dom.text)
+    for needle in ("Table 1", "Largest gains", "Largest losses", "Stable features", "First order", "GLCM",
+                   "Pre-train", "Fine-tune", "sha256", "extract-radiomics"):
+        assert needle in text, needle
+    # stars of the stats table reach Table 1
+    stats = pd.read_csv(paths["stats"])
+    fam = stats[(stats["group_by"] == "family") & stats["stars"].notna()]
+    assert any(f"{row.mse_ft:.3f} {row.stars}" in text for row in fam.itertuples())
+
+
+def test_views_follow_the_delta_table(tmp_path):
+    from radlens_cli.report.data import read_delta
+    from radlens_cli.report.html import views
+
+    paths = make_inputs(tmp_path)
+    delta = read_delta(paths["compare"])
+    gains, losses, stable = views(delta, 5, 0.5, "delta_importance")
+    raw = pd.read_csv(paths["compare"])
+    assert list(gains["column"]) == list(raw.nlargest(5, "delta_importance")["column"])
+    assert list(losses["column"]) == list(raw.nsmallest(5, "delta_importance")["column"])
+    both = raw[(raw["importance_pre"] >= raw["importance_pre"].median())
+               & (raw["importance_ft"] >= raw["importance_ft"].median())]
+    expect = both.assign(a=both["delta_importance"].abs()).nsmallest(5, "a")["column"]
+    assert list(stable["column"]) == list(expect)
+    by_r2, _, _ = views(delta, 3, 0.5, "delta_r2")
+    assert list(by_r2["column"]) == list(raw.nlargest(3, "delta_r2")["column"])
+
+
+def test_minimal_inputs_leave_optional_sections_out(cli, tmp_path):
+    paths = make_inputs(tmp_path, ci=False, perm=False)
+    out = tmp_path / "r.html"
+    r = cli(*_args(paths, out, optional=False))
+    assert r.exit_code == 0, r
+    dom = parse(out)
+    assert dom.sections == list(REQUIRED)
+    assert all(s not in dom.sections for s in OPTIONAL)
+    assert "bootstrap CI" not in " ".join(dom.text)
+
+
+@pytest.mark.parametrize("sep", ["/", ":", "|"])
+def test_modality_family_separators(tmp_path, sep):
+    from radlens_cli.report.data import modality_family_r2, read_delta, read_stats
+
+    paths = make_inputs(tmp_path, sep=sep)
+    mf = modality_family_r2(read_stats(paths["stats"]), read_delta(paths["compare"]))
+    assert set(mf["source"]) == {"stats"}
+    assert set(mf["modality"]) == {"t2", "dwi", "adc"} and "glcm" in set(mf["family"])
+    # without modality_family rows, the per-feature R² of the compare table is averaged instead
+    delta = read_delta(paths["compare"])
+    stats = read_stats(paths["stats"])
+    mf2 = modality_family_r2(stats[stats["group_by"] != "modality_family"], delta)
+    assert set(mf2["source"]) == {"compare"}
+    want = delta[(delta["modality"] == "t2") & (delta["family"] == "glcm")]["r2_ft"].mean()
+    got = mf2[(mf2["modality"] == "t2") & (mf2["family"] == "glcm")]["r2_ft"].iloc[0]
+    assert got == pytest.approx(want)
+
+
+def test_same_inputs_same_bytes_and_stdout(cli, tmp_path, monkeypatch):
+    monkeypatch.setenv("SOURCE_DATE_EPOCH", "1700000000")
+    paths = make_inputs(tmp_path)
+    out = tmp_path / "r.html"
+    assert cli(*_args(paths, out)).exit_code == 0
+    first = out.read_bytes()
+    assert cli(*_args(paths, out), "--force").exit_code == 0
+    assert out.read_bytes() == first
+    r = cli(*_args(paths, "-"))
+    assert r.exit_code == 0 and r.stdout.startswith("<!DOCTYPE html>")
+
+
+def test_output_exists_without_force(cli, tmp_path):
+    paths = make_inputs(tmp_path)
+    out = tmp_path / "r.html"
+    out.write_text("keep me")
+    r = cli(*_args(paths, out, optional=False))
+    assert r.exit_code == 1
+    assert r.stderr.strip() == f"radlens report: error: output exists: {out} (use --force to overwrite)"
+    assert out.read_text() == "keep me"
+
+
+def test_missing_or_bad_inputs_are_named(cli, tmp_path):
+    paths = make_inputs(tmp_path)
+    out = tmp_path / "r.html"
+    r = cli("report", "--radiomics", paths["radiomics"], "--compare", tmp_path / "nope.csv",
+            "--stats", paths["stats"], "-o", out)
+    assert r.exit_code == 1 and f"--compare file not found: {tmp_path / 'nope.csv'}" in r.stderr
+    r = cli("report", "--radiomics", paths["radiomics"], "--compare", paths["compare"], "-o", out)
+    assert r.exit_code == 2 and "--stats" in r.stderr and "Traceback" not in r.stderr
+    pd.read_csv(paths["compare"]).drop(columns="delta_importance").to_csv(tmp_path / "bad.csv", index=False)
+    r = cli("report", "--radiomics", paths["radiomics"], "--compare", tmp_path / "bad.csv",
+            "--stats", paths["stats"], "-o", out)
+    assert r.exit_code == 1 and "bad.csv: missing column(s) delta_importance" in r.stderr
+    r = cli("report", "--radiomics", paths["compare"], "--compare", paths["compare"],
+            "--stats", paths["stats"], "-o", out)
+    assert r.exit_code == 1 and "not an HDF5 file" in r.stderr
+    r = cli(*_args(paths, out, optional=False), "--rank-by", "nonsense")
+    assert r.exit_code == 2 and "--rank-by" in r.stderr
+    assert not out.exists()
+    assert not [p for p in os.listdir(tmp_path) if p.endswith(".part.html")]
+
+
+def _chromium():
+    for name in ("chromium", "chromium-browser", "google-chrome", "google-chrome-stable"):
+        path = shutil.which(name)
+        if path:
+            return path
+    return None
+
+
+CHECK = ('<script>window.addEventListener("load",function(){var i=Array.from(document.images);'
+         'var ok=i.filter(function(x){return x.complete&&x.naturalWidth>0;}).length;'
+         'var m=document.createElement("div");m.id="render-check";m.textContent="images "+ok+"/"+i.length+'
+         '" tables "+document.querySelectorAll("table").length;document.body.appendChild(m);});</script>')
+
+
+def test_renders_in_headless_chromium(cli, tmp_path):
+    browser = _chromium()
+    if browser is None:
+        msg = "chromium not installed (apt-get install chromium); the html.parser checks above still ran"
+        print(f"SKIPPED: {msg}")
+        pytest.skip(msg)
+    paths = make_inputs(tmp_path)
+    out = tmp_path / "r.html"
+    assert cli(*_args(paths, out)).exit_code == 0
+    dom = parse(out)
+    # a copy with a check script: the report itself carries no script
+    probe = tmp_path / "probe.html"
+    probe.write_text(out.read_text(encoding="utf-8").replace("</body>", CHECK + "</body>"), encoding="utf-8")
+    with tempfile.TemporaryDirectory() as profile:
+        r = subprocess.run([browser, "--headless", "--no-sandbox", "--disable-gpu", "--disable-background-networking",
+                            "--disable-component-update", "--disable-sync", "--no-first-run",
+                            f"--user-data-dir={profile}", "--virtual-time-budget=10000", "--dump-dom",
+                            probe.as_uri()], capture_output=True, text=True, timeout=120)
+    assert r.returncode == 0, r.stderr[-2000:]
+    n = len(dom.images)
+    assert f'id="render-check">images {n}/{n} tables {dom.tables}<' in r.stdout, r.stdout[-500:]
+    for sid in (*REQUIRED, *OPTIONAL):
+        assert f'<section id="{sid}">' in r.stdout
