@@ -58,7 +58,7 @@ def _params(cmd) -> list[str]:
         if p.param_type_name == "argument":
             continue
         names = ", ".join(p.opts + list(getattr(p, "secondary_opts", [])))
-        meta = "" if getattr(p, "is_flag", False) else f" {p.make_metavar(_ctx_for(cmd)) if _needs_ctx(p) else p.make_metavar()}"
+        meta = "" if getattr(p, "is_flag", False) else f" {_metavar(p, cmd)}"
         out.append(".TP")
         out.append(f"\\fB{_esc(names)}\\fR{_esc(meta)}")
         text = (getattr(p, "help", None) or "").strip()
@@ -68,6 +68,16 @@ def _params(cmd) -> list[str]:
                 text += f" [default: {default}]"
         out.append(_esc(text) if text else "")
     return out
+
+
+def _metavar(p, cmd) -> str:
+    # typer 0.29's vendored click Parameter has no make_metavar; fall back to the type name
+    if hasattr(p, "make_metavar"):
+        return p.make_metavar(_ctx_for(cmd)) if _needs_ctx(p) else p.make_metavar()
+    if getattr(p, "metavar", None):
+        return p.metavar
+    name = getattr(getattr(p, "type", None), "name", None) or "value"
+    return name.upper()
 
 
 def _needs_ctx(p) -> bool:
