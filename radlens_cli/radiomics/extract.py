@@ -91,14 +91,23 @@ class EmptyMask(TaskFailure):
 _EXTRACTORS: dict[str, object] = {}
 
 
-def init_worker() -> None:
-    """One ITK thread per worker: the pool gives the parallelism, threads would only compete."""
+def init_worker():
+    """One ITK and one BLAS thread per worker: the pool gives the parallelism, threads would
+    only compete (and a fixed thread count keeps results identical for any --jobs).
+
+    Returns the threadpoolctl limiter (None when threadpoolctl is absent) so an in-process
+    run can restore the caller's settings."""
     import SimpleITK as sitk
 
     from radlens_cli.radiomics.params import quiet_pyradiomics
 
     sitk.ProcessObject.SetGlobalDefaultNumberOfThreads(1)
     quiet_pyradiomics()
+    try:
+        from threadpoolctl import threadpool_limits
+    except ImportError:  # pragma: no cover - threadpoolctl comes with scikit-learn
+        return None
+    return threadpool_limits(limits=1)
 
 
 def _extractor(params: dict):
@@ -337,12 +346,14 @@ def run_tasks(tasks: list[Task], opts: Options, jobs: int = 1):
         import SimpleITK as sitk
 
         old = sitk.ProcessObject.GetGlobalDefaultNumberOfThreads()
-        init_worker()
+        limiter = init_worker()
         try:
             for t in tasks:
                 yield run_task(t, opts)
         finally:
             sitk.ProcessObject.SetGlobalDefaultNumberOfThreads(old)
+            if limiter is not None:
+                limiter.restore_original_limits()
         return
 
     import multiprocessing as mp
