@@ -139,7 +139,7 @@ def _read(path: str | None, what: str, float_pixels: bool = False):
     try:
         return read_image(path, what, pixel_float=float_pixels)
     except RadlensError as e:
-        raise TaskFailure(path, _clean(str(e))) from None
+        raise TaskFailure(path, _clean(str(e)).replace(f" {path}:", ":")) from None
 
 
 def _outside_fraction(mask, image) -> float:
