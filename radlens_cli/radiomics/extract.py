@@ -22,6 +22,8 @@ import hashlib
 import json
 import os
 import re
+import threading
+import time
 import warnings
 from dataclasses import dataclass, field
 
@@ -91,7 +93,20 @@ class EmptyMask(TaskFailure):
 _EXTRACTORS: dict[str, object] = {}
 
 
-def init_worker():
+def _exit_with(pid: int) -> None:
+    """Pool workers hold their own queue's write end, so they never see the driver die of
+    kill -9; they would wait forever (keeping the forkserver alive too). Watch it instead."""
+    while True:
+        time.sleep(0.5)
+        try:
+            os.kill(pid, 0)
+        except ProcessLookupError:
+            os._exit(1)
+        except PermissionError:  # pragma: no cover - pid reused by another user's process
+            os._exit(1)
+
+
+def init_worker(driver_pid: int | None = None):
     """One ITK and one BLAS thread per worker: the pool gives the parallelism, threads would
     only compete (and a fixed thread count keeps results identical for any --jobs).
 
@@ -101,6 +116,8 @@ def init_worker():
 
     from radlens_cli.radiomics.params import quiet_pyradiomics
 
+    if driver_pid is not None:
+        threading.Thread(target=_exit_with, args=(driver_pid,), daemon=True, name="driver-watch").start()
     sitk.ProcessObject.SetGlobalDefaultNumberOfThreads(1)
     quiet_pyradiomics()
     try:
@@ -364,7 +381,8 @@ def run_tasks(tasks: list[Task], opts: Options, jobs: int = 1):
     if ctx.get_start_method() == "forkserver":
         ctx.set_forkserver_preload(["radlens_cli.radiomics.extract", "radiomics.featureextractor", "SimpleITK"])
     order = sorted(range(len(tasks)), key=lambda i: (-_cost(tasks[i]), i))
-    pool = ProcessPoolExecutor(max_workers=min(jobs, len(tasks)), mp_context=ctx, initializer=init_worker)
+    pool = ProcessPoolExecutor(max_workers=min(jobs, len(tasks)), mp_context=ctx, initializer=init_worker,
+                               initargs=(os.getpid(),))
     try:
         # a bounded window of submitted tasks keeps memory flat for 10^4 tasks
         pending, nxt, window = set(), 0, 4 * jobs
