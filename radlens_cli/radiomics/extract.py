@@ -320,9 +320,14 @@ def run_task(task: Task, opts: Options) -> Result:
         image, mask = prepare(task, opts)
         try:
             names, values, diagnostics = extract_features(image, mask, opts.params)
-        except (ValueError, RuntimeError, IndexError, ZeroDivisionError) as e:
-            text = str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__
-            raise TaskFailure(task.image, f"PyRadiomics failed: {text}") from None
+        except MemoryError:
+            raise
+        except Exception as e:  # noqa: BLE001 - one bad case must not stop the batch
+            text = str(e).strip().splitlines()[0] if str(e).strip() else ""
+            if not isinstance(e, ValueError):  # PyRadiomics' own refusals are ValueErrors
+                text = f"{type(e).__name__}: {text}" if text else type(e).__name__
+            culprit = task.mask if "mask" in text.lower() else task.image
+            raise TaskFailure(culprit, f"PyRadiomics failed: {text}") from None
         res = Result(task.case_id, task.modality, "ok", names, values, diagnostics)
         if path is not None:
             cache_write(path, key, res)
@@ -334,6 +339,13 @@ def run_task(task: Task, opts: Options) -> Result:
         return Result(task.case_id, task.modality, "failed", path=e.path, reason=e.reason)
     except MemoryError:
         return Result(task.case_id, task.modality, "failed", path=task.image or "", reason="out of memory")
+    except OSError as e:  # e.g. the cache folder became unwritable
+        return Result(task.case_id, task.modality, "failed", path=getattr(e, "filename", None) or "",
+                      reason=f"{type(e).__name__}: {e.strerror or e}")
+    except Exception as e:  # noqa: BLE001 - report it against the task, let the batch go on
+        text = str(e).strip().splitlines()[0] if str(e).strip() else ""
+        return Result(task.case_id, task.modality, "failed", path=task.image or "",
+                      reason=f"unexpected {type(e).__name__}: {text}")
 
 
 # ---------------------------------------------------------------- driver side
