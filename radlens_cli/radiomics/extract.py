@@ -27,6 +27,8 @@ import time
 import warnings
 from dataclasses import dataclass, field
 
+import numpy as np
+
 from radlens_cli import __version__
 from radlens_cli.errors import RadlensError
 from radlens_cli.io.manifest import MaskSpec
@@ -182,6 +184,10 @@ def _fov(img) -> str:
 
 
 def _check_coverage(mask, image, what: str, mask_path: str, max_outside: float) -> None:
+    from radlens_cli.io.images import same_geometry
+
+    if same_geometry(mask, image):
+        return  # the usual case: nothing can lie outside, skip the resampling
     frac = _outside_fraction(mask, image)
     if frac >= 1.0:
         raise TaskFailure(mask_path, f"geometry mismatch: the mask's ROI does not overlap the {what} "
@@ -220,14 +226,20 @@ def prepare(task: Task, opts: Options):
 
     image = _read(task.image, "image")
     raw = _read(task.mask, "mask")
-    if raw.GetPixelID() not in (sitk.sitkUInt8, sitk.sitkInt32):
-        raw = sitk.Cast(raw, sitk.sitkInt32)
-    if not sitk.GetArrayViewFromImage(raw).any():
+    arr = sitk.GetArrayViewFromImage(raw)
+    if not arr.any():
         raise EmptyMask(task.mask, "mask is empty (no non-zero voxel)")
-    try:
-        mask = select_labels(raw, opts.mask_spec, task.mask or "", "mask")
-    except RadlensError as e:
-        raise TaskFailure(task.mask, _clean(str(e))) from None
+    labels = opts.mask_spec.labels
+    sel = arr != 0 if labels is None else np.isin(arr, labels)
+    if not sel.any():
+        try:  # the shared helper words the error (absent label, labels present)
+            select_labels(raw, opts.mask_spec, task.mask or "", "mask")
+        except RadlensError as e:
+            raise TaskFailure(task.mask, _clean(str(e))) from None
+        raise TaskFailure(task.mask, f"mask is empty for {opts.mask_spec}")  # pragma: no cover
+    # linear in voxels (select_labels' np.unique sorts the whole volume first)
+    mask = sitk.GetImageFromArray(sel.astype(np.uint8))
+    mask.CopyInformation(raw)
 
     what = f"{task.modality} image"
     _check_coverage(mask, image, what, task.mask or "", opts.max_outside)
