@@ -80,8 +80,9 @@ def extract_radiomics(manifest_path: str, modalities: list[str], mask: str, para
     check_output(output, force)
     if failures_path:
         check_output(failures_path, force)
-        if failures_path != "-" and output != "-" and os.path.abspath(failures_path) == os.path.abspath(output):
-            raise UsageError("--failures and --output name the same file")
+        if failures_path == output or (failures_path != "-" and output != "-"
+                                       and os.path.abspath(failures_path) == os.path.abspath(output)):
+            raise UsageError("--failures and --output name the same file (or both stdout)")
     man = read_manifest(manifest_path, split_seed)
     man.require_columns(modalities, "modality")
     man.require_columns([spec.column], "mask")
