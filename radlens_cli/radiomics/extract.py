@@ -255,10 +255,37 @@ def prepare(task: Task, opts: Options):
     return image, mask
 
 
+def light_diagnostics(image, mask) -> dict[str, str]:
+    """The ROI diagnostics radlens keeps, in PyRadiomics' names and formats, computed in one
+    pass: PyRadiomics' own (`additionalInfo`) hash the whole image and label its connected
+    components, about half the time of a task on a CT volume, and radlens records the
+    inputs' sha256 and the settings in its provenance anyway."""
+    import SimpleITK as sitk
+
+    arr = sitk.GetArrayViewFromImage(mask)
+    nz = np.nonzero(arr)
+    lo = [int(a.min()) for a in nz[::-1]]  # x, y, z like ITK
+    hi = [int(a.max()) for a in nz[::-1]]
+    bbox = tuple(lo + [h - l + 1 for l, h in zip(lo, hi)])
+    return {"diagnostics_Image-original_Spacing": str(tuple(image.GetSpacing())),
+            "diagnostics_Image-original_Size": str(tuple(image.GetSize())),
+            "diagnostics_Mask-original_BoundingBox": str(bbox),
+            "diagnostics_Mask-original_VoxelNum": str(int(len(nz[0])))}
+
+
 def extract_features(image, mask, params: dict) -> tuple[list[str], list[float], dict[str, str]]:
-    """PyRadiomics on a prepared (image, binary mask) pair: names, values, diagnostics."""
+    """PyRadiomics on a prepared (image, binary mask) pair: names, values, diagnostics.
+
+    Unless the params set `additionalInfo` themselves, PyRadiomics' diagnostics are
+    replaced by `light_diagnostics` (feature values do not depend on them).
+    """
+    setting = params.get("setting") or {}
+    light = "additionalInfo" not in setting
+    if light:
+        params = {**params, "setting": {**setting, "additionalInfo": False}}
     result = _extractor(params).execute(image, mask, label=1)
-    names, values, diagnostics = [], [], {}
+    names, values = [], []
+    diagnostics = light_diagnostics(image, mask) if light else {}
     for key, val in result.items():
         if is_diagnostic(key):
             if not key.startswith(("diagnostics_Versions_", "diagnostics_Configuration_")):
