@@ -163,3 +163,24 @@ def test_merge_bad_inputs(cli, tmp_path):
     one_line(cli("merge", tmp_path / "other.h5", "-o", tmp_path / "o.h5"), 1, "other.h5", "not a radlens file")
     one_line(cli("merge", tmp_path / "missing.h5", "-o", tmp_path / "o.h5"), 1, "missing.h5")
     assert not (tmp_path / "o.h5").exists()
+
+
+def test_cache_dir_is_a_file(cli, setup):
+    tmp, manifest, params = setup
+    (tmp / "cache").write_text("x")
+    one_line(extract(cli, manifest, tmp / "o.h5", params, "--cache-dir", tmp / "cache"), 1,
+             "--cache-dir is a file")
+
+
+def test_damaged_cache_file_is_recomputed(cli, setup):
+    tmp, manifest, params = setup
+    r = extract(cli, manifest, tmp / "a.h5", params, "--cache-dir", tmp / "cache", mods="t2")
+    assert r.exit_code == 0, r
+    victim = sorted((tmp / "cache").iterdir())[0]
+    victim.write_text('{"key": "truncated')
+    r = extract(cli, manifest, tmp / "b.h5", params, "--cache-dir", tmp / "cache", mods="t2")
+    assert r.exit_code == 0, r
+    assert "1 of 2 task(s) taken from the cache" in r.stderr
+    from radlens_cli.io.tables import read_table
+
+    assert read_table(str(tmp / "a.h5")).values.tobytes() == read_table(str(tmp / "b.h5")).values.tobytes()
