@@ -5,7 +5,6 @@ import json
 import warnings
 
 import h5py
-import numpy as np
 import pandas as pd
 import pytest
 import SimpleITK as sitk
