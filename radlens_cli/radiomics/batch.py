@@ -58,7 +58,7 @@ def assemble(manifest: Manifest, modalities: list[str], results: dict[tuple[str,
     """The case table of the cases whose every modality succeeded, plus the failure list."""
     failures: list[dict] = []
     reference: dict[str, tuple[str, list[str]]] = {}  # modality -> (first case, feature names)
-    rows, row_values, row_diag = [], [], []
+    rows, row_results = [], []
     for i, cid in enumerate(manifest.case_ids):
         cid = str(cid)
         res = [results[(cid, m)] for m in modalities]
@@ -77,15 +77,19 @@ def assemble(manifest: Manifest, modalities: list[str], results: dict[tuple[str,
             failures.append(mismatch)
             continue
         rows.append(i)
-        row_values.append(np.concatenate([np.asarray(r.values, dtype=np.float64) for r in res]))
-        row_diag.append(json.dumps({r.modality: r.diagnostics for r in res}, sort_keys=True))
+        row_results.append(res)
     if not rows:
         return Extraction(None, failures)
     columns = [column_name(m, name) for m in modalities for name in reference[m][1]]
+    values = np.empty((len(rows), len(columns)), dtype=np.float64)  # filled in place: one copy
+    for k, res in enumerate(row_results):
+        values[k] = np.concatenate([np.asarray(r.values, dtype=np.float64) for r in res])
+    diagnostics = np.array([json.dumps({r.modality: r.diagnostics for r in res}, sort_keys=True)
+                            for res in row_results], dtype=object)
     sel = np.array(rows, dtype=np.int64)
-    table = CaseTable(case_id=manifest.case_ids[sel], values=np.vstack(row_values), columns=columns,
+    table = CaseTable(case_id=manifest.case_ids[sel], values=values, columns=columns,
                       split=manifest.split[sel], column_meta=column_meta(columns))
-    return Extraction(table, failures, np.array(row_diag, dtype=object))
+    return Extraction(table, failures, diagnostics)
 
 
 def extract_cohort(manifest: Manifest, modalities: list[str], opts: Options, jobs: int = 1,
@@ -97,7 +101,12 @@ def extract_cohort(manifest: Manifest, modalities: list[str], opts: Options, job
     tasks = build_tasks(manifest, modalities, opts)
     results: dict[tuple[str, str], Result] = {}
     n_cached = 0
+    shared_names: dict[tuple[str, ...], list[str]] = {}
     for res in run_tasks(tasks, opts, jobs):
+        # compact: 8 bytes a value, one list of names per feature set (10^4 cases x 3 x 837
+        # values as Python floats and strings would take gigabytes)
+        res.values = np.asarray(res.values, dtype=np.float64)
+        res.names = shared_names.setdefault(tuple(res.names), res.names)
         results[(res.case_id, res.modality)] = res
         n_cached += res.cached
         if on_result is not None:
