@@ -9,6 +9,7 @@ import numpy as np
 
 from radlens_cli.errors import RadlensError
 from radlens_cli.io.tables import CaseTable, read_table
+from radlens_cli.radiomics.names import column_meta
 
 
 @dataclass
@@ -103,7 +104,7 @@ def merge_parts(parts: list[Part], allow_incomplete: bool = False) -> tuple[Case
     if all(p.diagnostics is not None and len(p.diagnostics) == p.table.n_cases for p in parts):
         diagnostics = np.concatenate([p.diagnostics for p in parts])[order]
     table = CaseTable(case_id=case_id[order], values=values, columns=list(first.table.columns), split=split,
-                      column_meta=dict(first.table.column_meta))
+                      column_meta=dict(first.table.column_meta) or column_meta(first.table.columns))
     summary = {"extraction": ref_params, "parts": [i for i, _ in ids],
                "failures": [f for p in parts for f in p.failures],
                "skipped": [f for p in parts for f in p.skipped]}

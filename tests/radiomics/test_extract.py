@@ -268,3 +268,15 @@ def test_empty_mask_policy(cli, tmp_path, tiny_params, policy, code):
     if policy == "skip":
         assert "skipped for an empty mask: case01" in r.stderr
         assert json.loads(attrs(tmp_path / "o.h5")["skipped"])[0]["case_id"] == "case01"
+
+
+def test_merge_csv_parts_gets_column_metadata(cli, tmp_path, tiny_params):
+    manifest = make_cohort(tmp_path / "c", n_cases=2)
+    for i in range(2):
+        r = run(cli, manifest, tmp_path / f"p{i}.csv", tiny_params, "--part-id", str(i), "--num-parts", "2")
+        assert r.exit_code == 0, r
+    r = cli("merge", tmp_path / "p0.csv", tmp_path / "p1.csv", "-o", tmp_path / "m.h5")
+    assert r.exit_code == 0, r
+    t = read_table(str(tmp_path / "m.h5"))
+    assert list(t.case_id) == ["case00", "case01"]
+    assert t.column_meta["modality"][0] == "t2" and t.column_meta["family"][0] == "firstorder"
