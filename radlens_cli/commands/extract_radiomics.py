@@ -1,0 +1,227 @@
+"""`radlens extract-radiomics`: PyRadiomics features for every (case, modality) of a cohort."""
+
+from __future__ import annotations
+
+import os
+import sys
+from typing import Optional
+
+import typer
+
+from radlens_cli import log
+from radlens_cli.commands._util import command, force_option, jobs_option, output_option
+from radlens_cli.errors import PartialSuccess, RadlensError, UsageError
+from radlens_cli.io.files import atomic_output, check_output
+from radlens_cli.io.manifest import parse_list, parse_mask_spec, read_manifest
+
+NAME = "extract-radiomics"
+
+
+def shard_from_env(part_id: int | None, num_parts: int | None) -> tuple[int, int]:
+    """--part-id/--num-parts, defaulting to the SLURM array task (ids may start at 1)."""
+    if part_id is None and num_parts is None:
+        tid, count = os.environ.get("SLURM_ARRAY_TASK_ID"), os.environ.get("SLURM_ARRAY_TASK_COUNT")
+        if tid is None or count is None:
+            return 0, 1
+        try:
+            part_id = int(tid) - int(os.environ.get("SLURM_ARRAY_TASK_MIN", "0"))
+            num_parts = int(count)
+        except ValueError:
+            raise UsageError(f"SLURM_ARRAY_TASK_ID={tid!r}/SLURM_ARRAY_TASK_COUNT={count!r} are not integers; "
+                             f"give --part-id and --num-parts") from None
+    elif part_id is None or num_parts is None:
+        raise UsageError("give --part-id and --num-parts together")
+    if num_parts < 1:
+        raise UsageError(f"--num-parts must be at least 1 (got {num_parts})")
+    if not 0 <= part_id < num_parts:
+        raise UsageError(f"--part-id {part_id} is out of range for --num-parts {num_parts} "
+                         f"(expected 0..{num_parts - 1})")
+    return part_id, num_parts
+
+
+def write_failures(path: str, failures: list[dict], force: bool) -> None:
+    import csv
+
+    from radlens_cli.radiomics.batch import FAILURE_FIELDS
+
+    with atomic_output(path, force, suffix=".csv") as tmp:
+        with open(tmp, "w", newline="", encoding="utf-8") as fh:
+            w = csv.DictWriter(fh, fieldnames=list(FAILURE_FIELDS))
+            w.writeheader()
+            for rec in failures:
+                w.writerow({k: rec.get(k, "") for k in FAILURE_FIELDS})
+
+
+def extract_radiomics(manifest_path: str, modalities: list[str], mask: str, params_path: str, output: str,
+                      force: bool = False, jobs: int = 1, part_id: int | None = None,
+                      num_parts: int | None = None, cache_dir: str | None = None,
+                      failures_path: str | None = None, keep_going: bool = False,
+                      reference_modality: str | None = None, resample_mask: bool = True,
+                      empty_mask: str = "fail", max_outside: float = 0.01, split_seed: int = 0):
+    """Extract features for a cohort and write the case table; returns the Extraction.
+
+    Raises RadlensError (exit 1) after writing when cases failed, PartialSuccess (exit 3)
+    instead with keep_going.
+    """
+    import json
+
+    from radlens_cli import provenance
+    from radlens_cli.io.tables import write_table
+    from radlens_cli.radiomics.batch import extract_cohort
+    from radlens_cli.radiomics.extract import Options, summarise_failure
+    from radlens_cli.radiomics.params import load_params, params_hash, pyradiomics_version
+
+    if empty_mask not in ("skip", "fail"):
+        raise UsageError(f"--empty-mask must be skip or fail (got {empty_mask!r})")
+    if not 0.0 <= max_outside < 1.0:
+        raise UsageError(f"--max-outside must be in [0, 1) (got {max_outside})")
+    spec = parse_mask_spec(mask)
+    part_id, num_parts = shard_from_env(part_id, num_parts)
+    check_output(output, force)
+    if failures_path:
+        check_output(failures_path, force)
+        if failures_path == output or (failures_path != "-" and output != "-"
+                                       and os.path.abspath(failures_path) == os.path.abspath(output)):
+            raise UsageError("--failures and --output name the same file (or both stdout)")
+    man = read_manifest(manifest_path, split_seed)
+    man.require_columns(modalities, "modality")
+    man.require_columns([spec.column], "mask")
+    if reference_modality:
+        man.require_columns([reference_modality], "reference modality")
+    params = load_params(params_path)
+    if cache_dir:
+        if os.path.exists(cache_dir) and not os.path.isdir(cache_dir):
+            raise RadlensError(f"--cache-dir is a file, not a folder: {cache_dir}")
+        os.makedirs(cache_dir, exist_ok=True)
+    if num_parts > 1:
+        man = man.shard(part_id, num_parts)
+        log.info(f"part {part_id} of {num_parts}: {len(man)} case(s)")
+    if len(man) == 0:
+        raise RadlensError(f"{manifest_path}: no case to extract"
+                           + (f" in part {part_id} of {num_parts}" if num_parts > 1 else ""))
+
+    opts = Options(params=params, mask_spec=spec, reference_modality=reference_modality,
+                   resample_mask=resample_mask, empty_mask=empty_mask,
+                   cache_dir=os.path.abspath(cache_dir) if cache_dir else None, max_outside=max_outside)
+    bar = log.progress(total=len(man) * len(modalities), desc="extract", unit="task")
+
+    def on_result(res, done, total):
+        bar.update(1)
+        if res.status != "ok":
+            line = f"radlens {NAME}: {'skipped' if res.status == 'skipped' else 'failed'}: {summarise_failure(res)}"
+            if bar.disable:
+                print(line, file=sys.stderr, flush=True)
+            else:
+                bar.write(line, file=sys.stderr)
+
+    log.info(f"{len(man)} case(s) x {len(modalities)} modalit{'y' if len(modalities) == 1 else 'ies'} "
+             f"with {jobs} job(s)" + (f", cache {cache_dir}" if cache_dir else ""))
+    try:
+        ext = extract_cohort(man, modalities, opts, jobs, on_result)
+    finally:
+        bar.close()
+    if ext.n_cached:
+        log.info(f"{ext.n_cached} of {ext.n_tasks} task(s) taken from the cache")
+
+    failed = [f for f in ext.failures if f["status"] == "failed"]
+    skipped = [f for f in ext.failures if f["status"] == "skipped"]
+    if failures_path:
+        write_failures(failures_path, ext.failures, force)
+    if skipped:
+        ids = sorted({f["case_id"] for f in skipped})
+        log.info(f"{len(ids)} case(s) skipped for an empty mask: {', '.join(ids[:10])}"
+                 + (" ..." if len(ids) > 10 else ""))
+    if ext.table is None:
+        raise RadlensError(f"no case succeeded ({len(man)} tried); nothing written"
+                           + (f"; failures listed in {failures_path}" if failures_path else ""))
+
+    extraction = {"modalities": modalities, "mask": str(spec), "pyradiomics_params": params,
+                  "params_sha256": params_hash(params), "pyradiomics": pyradiomics_version(),
+                  "resampling": opts.resampling(), "empty_mask": empty_mask}
+    attrs = provenance.build(
+        NAME, inputs={"manifest": manifest_path, "params": params_path},
+        params={"extraction": extraction, "part_id": part_id, "num_parts": num_parts,
+                "split": "derived 7:1:2 from case_id hash" if man.split_derived else "manifest",
+                "split_seed": split_seed, "jobs": jobs, "cache_dir": cache_dir, "keep_going": keep_going})
+    attrs["failures"] = json.dumps(failed)
+    attrs["skipped"] = json.dumps(skipped)
+    write_table(ext.table, output, force, attrs=attrs, extra={"diagnostics": ext.diagnostics})
+    n_ok = ext.table.n_cases
+    log.info(f"wrote {n_ok} case(s) x {len(ext.table.columns)} feature(s) to {output}")
+    if failed:
+        msg = (f"{ext.n_failed_cases} case(s) failed, {n_ok} written to {output}"
+               + (f"; failures listed in {failures_path}" if failures_path else "; see the lines above"))
+        if keep_going:
+            raise PartialSuccess(msg)
+        raise RadlensError(msg)
+    return ext
+
+
+@command(NAME)
+def extract_radiomics_cli(
+    manifest: str = typer.Argument(..., help="Cohort manifest CSV (case_id, image and mask path columns, "
+                                             "optional split); relative paths resolve against its folder."),
+    modalities: str = typer.Option(..., "--modalities", help="Comma-separated image columns to extract, "
+                                                             "e.g. t2,adc,dwi (column order of the output)."),
+    mask: str = typer.Option(..., "--mask", help="Mask column, optionally with labels: gland (every non-zero "
+                                                 "voxel), zones:1 (one label), zones:1+2 (a union)."),
+    params: str = typer.Option(..., "--params", help="PyRadiomics parameter YAML, e.g. "
+                                                     "examples/params/radiomic-lens.yaml (the paper's)."),
+    output: str = output_option("Output case table: .h5 (with column metadata and diagnostics) or .csv; "
+                                "`-` writes HDF5 to stdout."),
+    force: bool = force_option(),
+    jobs: int = jobs_option(),
+    part_id: Optional[int] = typer.Option(None, "--part-id", help="This part's index, 0..num-parts-1 "
+                                          "[default: SLURM_ARRAY_TASK_ID - SLURM_ARRAY_TASK_MIN, else 0]."),
+    num_parts: Optional[int] = typer.Option(None, "--num-parts", help="Split the cases (sorted by case_id) "
+                                            "into this many parts [default: SLURM_ARRAY_TASK_COUNT, else 1]."),
+    cache_dir: Optional[str] = typer.Option(None, "--cache-dir", help="Folder with one small file per finished "
+                                            "(case, modality); a rerun redoes only what is missing. "
+                                            "Keyed by case_id and sha256 of image, mask and params."),
+    failures: Optional[str] = typer.Option(None, "--failures", help="Also write the failed and skipped "
+                                           "(case, modality) as CSV: case_id, modality, path, reason, status."),
+    keep_going: bool = typer.Option(False, "--keep-going", help="Exit 3 instead of 1 when some cases failed "
+                                    "(the output of the others is written either way)."),
+    reference_modality: Optional[str] = typer.Option(None, "--reference-modality", help="Resample every other "
+                                                     "sequence (B-spline) and the mask (nearest) onto this "
+                                                     "modality's grid [default: the mask goes onto each "
+                                                     "sequence's own grid]."),
+    resample_mask: bool = typer.Option(True, "--resample-mask/--no-resample-mask", help="Resample a mask on "
+                                       "another grid (nearest neighbour, physical space); with --no-resample-mask "
+                                       "any grid difference is a geometry-mismatch failure."),
+    empty_mask: str = typer.Option("fail", "--empty-mask", help="A case whose mask has no voxel: skip (left out, "
+                                   "listed) or fail."),
+    max_outside: float = typer.Option(0.01, "--max-outside", help="Largest fraction of the ROI allowed outside "
+                                      "an image's field of view before it is a geometry mismatch."),
+    seed: int = typer.Option(0, "--seed", help="Seed of the derived 7:1:2 split when the manifest has no split "
+                                               "column."),
+):
+    """Extract PyRadiomics features for every case and modality.
+
+    Reads a cohort manifest and PyRadiomics parameters; writes one row per case with
+    columns `<modality>/<feature>` (e.g. t2/wavelet-LLH_glcm_Correlation), the split, and
+    per-column metadata (modality, image_type, family, feature). PyRadiomics' diagnostics
+    and the resampling choice go into the output's provenance.
+
+    A failing (case, modality) -- missing or unreadable file, empty mask, absent label,
+    mask outside the image -- is reported in one line and the batch goes on; failed
+    cases are left out of the table (never written as empty values) and listed in the
+    output's `failures` attribute and in --failures. Exit 1 when some failed (3 with
+    --keep-going), 0 when none did.
+
+    For a SLURM array, each task takes --part-id/--num-parts (read from the environment
+    by default) and `radlens merge` joins the parts.
+
+    Examples:
+
+    \b
+      radlens extract-radiomics cohort.csv --modalities t2,adc,dwi --mask gland \\
+          --params examples/params/radiomic-lens.yaml -j 8 --cache-dir cache -o radiomics.h5
+      radlens extract-radiomics cohort.csv --modalities t2,adc --mask zones:1+2 \\
+          --reference-modality t2 --params examples/params/quick.yaml -o quick.h5
+    """
+    extract_radiomics(manifest, parse_list(modalities, "--modalities"), mask, params, output, force=force,
+                      jobs=jobs, part_id=part_id, num_parts=num_parts, cache_dir=cache_dir,
+                      failures_path=failures, keep_going=keep_going, reference_modality=reference_modality,
+                      resample_mask=resample_mask, empty_mask=empty_mask, max_outside=max_outside,
+                      split_seed=seed)

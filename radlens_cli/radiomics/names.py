@@ -1,0 +1,54 @@
+"""Radiomic column names: `<modality>/<imagetype>_<family>_<feature>` and their metadata.
+
+PyRadiomics names a feature `<image type>_<feature class>_<feature>`, e.g.
+`wavelet-LLH_glcm_Correlation` or `log-sigma-3-0-mm-3D_firstorder_Mean`: image types use
+`-` but never `_`, feature classes and feature names have no `_`. radlens prefixes the
+modality: `t2/wavelet-LLH_glcm_Correlation`.
+
+Other commands call `column_meta` on tables that lack the metadata datasets (CSV tables).
+Names that do not follow the pattern are kept whole as the feature, with empty modality,
+image type and family, so a generic table still works.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+
+META_KEYS = ("modality", "image_type", "family", "feature")
+
+
+def parse_column(name: str) -> tuple[str, str, str, str]:
+    """(modality, image_type, family, feature) of a column name.
+
+    >>> parse_column("t2/wavelet-LLH_glcm_Correlation")
+    ('t2', 'wavelet-LLH', 'glcm', 'Correlation')
+    >>> parse_column("original_firstorder_Mean")
+    ('', 'original', 'firstorder', 'Mean')
+    >>> parse_column("age")
+    ('', '', '', 'age')
+    """
+    name = str(name)
+    modality, sep, rest = name.rpartition("/")
+    if not sep:
+        modality, rest = "", name
+    parts = rest.split("_", 2)
+    if len(parts) == 3 and all(parts):
+        image_type, family, feature = parts
+        return modality, image_type, family, feature
+    return modality, "", "", rest
+
+
+def column_meta(columns: list[str]) -> dict[str, np.ndarray]:
+    """Per-column metadata arrays (object dtype) keyed modality, image_type, family, feature."""
+    parsed = [parse_column(c) for c in columns]
+    return {key: np.array([p[i] for p in parsed], dtype=object) for i, key in enumerate(META_KEYS)}
+
+
+def column_name(modality: str, feature_key: str) -> str:
+    """The radlens column for a PyRadiomics feature key of one modality."""
+    return f"{modality}/{feature_key}"
+
+
+def is_diagnostic(feature_key: str) -> bool:
+    """PyRadiomics' provenance entries (`diagnostics_...`) are not feature values."""
+    return feature_key.startswith("diagnostics_")

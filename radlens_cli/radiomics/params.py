@@ -1,0 +1,92 @@
+"""PyRadiomics parameter files: read, validate against PyRadiomics' own schema, hash."""
+
+from __future__ import annotations
+
+import copy
+import hashlib
+import json
+import logging
+import os
+import warnings
+
+from radlens_cli.errors import RadlensError
+
+
+def quiet_pyradiomics() -> None:
+    """PyRadiomics and pykwalify log to stderr by default; radlens reports errors itself."""
+    import pykwalify.core
+    import radiomics
+
+    radiomics.setVerbosity(logging.CRITICAL + 1)
+    logging.getLogger("radiomics").setLevel(logging.CRITICAL + 1)
+    pykwalify.core.log.setLevel(logging.CRITICAL + 1)
+    logging.getLogger("pykwalify").setLevel(logging.CRITICAL + 1)
+
+
+def _schema_message(e: Exception) -> str:
+    text = str(e).strip().strip("<>")
+    lines = [ln.strip()[2:].strip() if ln.strip().startswith("- ") else ln.strip() for ln in text.splitlines()]
+    detail = [ln for ln in lines[1:] if ln] if len(lines) > 1 else lines
+    msg = "; ".join(detail)
+    return msg.replace(": Path: '/'", "").rstrip(".") or text
+
+
+def validate_params(params: dict, where: str) -> dict:
+    """Check a parameter dict the way PyRadiomics does (pykwalify schema + class/type names).
+
+    Returns the dict radlens uses: the mask radlens passes is binary, so `label` is 1.
+    """
+    from radiomics import featureextractor
+
+    quiet_pyradiomics()
+    if not isinstance(params, dict):
+        raise RadlensError(f"{where}: a PyRadiomics parameter file must be a YAML mapping "
+                           f"(imageType / featureClass / setting)")
+    setting = params.get("setting") or {}
+    if isinstance(setting, dict) and setting.get("label", 1) != 1:
+        raise RadlensError(f"{where}: setting label: {setting['label']} is not used by radlens; "
+                           f"select labels with --mask COLUMN:{setting['label']} instead")
+    try:
+        with warnings.catch_warnings():  # pykwalify loads PyRadiomics' schema hooks with load_module()
+            warnings.simplefilter("ignore", DeprecationWarning)
+            featureextractor.RadiomicsFeatureExtractor(copy.deepcopy(params))
+    except Exception as e:  # pykwalify SchemaError, ValueError for unknown classes/features
+        name = type(e).__name__
+        reason = _schema_message(e) if name == "SchemaError" else str(e).splitlines()[0]
+        raise RadlensError(f"{where}: rejected by PyRadiomics' parameter schema: {reason}") from None
+    out = copy.deepcopy(params)
+    out.setdefault("setting", {})
+    if out["setting"] is None:
+        out["setting"] = {}
+    out["setting"]["label"] = 1
+    return out
+
+
+def load_params(path: str) -> dict:
+    """Read and validate a PyRadiomics YAML/JSON parameter file."""
+    import yaml
+
+    if not os.path.exists(path):
+        raise RadlensError(f"params file not found: {path}")
+    if os.path.isdir(path):
+        raise RadlensError(f"params is a folder, not a file: {path}")
+    try:
+        with open(path, encoding="utf-8") as fh:
+            params = yaml.safe_load(fh)
+    except (yaml.YAMLError, UnicodeDecodeError) as e:
+        first = str(e).strip().splitlines()[0]
+        raise RadlensError(f"{path}: not valid YAML: {first}") from None
+    if params is None:
+        params = {}
+    return validate_params(params, path)
+
+
+def params_hash(params: dict) -> str:
+    """sha256 of the parameters' canonical JSON (formatting of the YAML does not matter)."""
+    return hashlib.sha256(json.dumps(params, sort_keys=True, default=str).encode()).hexdigest()
+
+
+def pyradiomics_version() -> str:
+    import radiomics
+
+    return str(getattr(radiomics, "__version__", "unknown"))

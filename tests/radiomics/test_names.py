@@ -1,0 +1,31 @@
+"""Column names <modality>/<image type>_<family>_<feature> and their metadata."""
+
+import numpy as np
+
+from radlens_cli.radiomics.names import column_meta, parse_column
+
+
+def test_parse_column_examples():
+    assert parse_column("t2/wavelet-LLH_glcm_Correlation") == ("t2", "wavelet-LLH", "glcm", "Correlation")
+    assert parse_column("t2/original_firstorder_Mean") == ("t2", "original", "firstorder", "Mean")
+    assert parse_column("adc/log-sigma-3-0-mm-3D_glszm_ZoneEntropy") == (
+        "adc", "log-sigma-3-0-mm-3D", "glszm", "ZoneEntropy")
+    assert parse_column("dwi/original_shape_MeshVolume") == ("dwi", "original", "shape", "MeshVolume")
+    # no modality prefix, and names that are not radiomic features
+    assert parse_column("original_ngtdm_Busyness") == ("", "original", "ngtdm", "Busyness")
+    assert parse_column("age") == ("", "", "", "age")
+    assert parse_column("t2/age") == ("t2", "", "", "age")
+    # a modality column name may itself hold a slash: the feature part never does
+    assert parse_column("dwi/b1400/original_glcm_Idm") == ("dwi/b1400", "original", "glcm", "Idm")
+
+
+def test_column_meta_arrays():
+    cols = ["t2/original_firstorder_Mean", "adc/wavelet-HHH_gldm_DependenceEntropy", "x"]
+    meta = column_meta(cols)
+    assert set(meta) == {"modality", "image_type", "family", "feature"}
+    assert all(isinstance(v, np.ndarray) and len(v) == 3 for v in meta.values())
+    assert list(meta["modality"]) == ["t2", "adc", ""]
+    assert list(meta["image_type"]) == ["original", "wavelet-HHH", ""]
+    assert list(meta["family"]) == ["firstorder", "gldm", ""]
+    assert list(meta["feature"]) == ["Mean", "DependenceEntropy", "x"]
+    assert len(column_meta([])["feature"]) == 0
