@@ -12,7 +12,7 @@ from typer.testing import CliRunner
 os.environ.setdefault("TQDM_DISABLE", "1")
 
 REPO = Path(__file__).resolve().parents[1]
-SHARED_DATA = REPO.parent / "shared" / "data"
+SHARED_DATA = Path(os.environ.get("RADLENS_SHARED_DATA", REPO.parent / "shared" / "data"))
 
 
 class Result:
