@@ -76,7 +76,8 @@ def probe(features: list[str], manifest_path: str, target: str, output: str, tas
         n_union |= set(t.case_id)
     cases = sorted(common)  # sorted ids: the folds do not depend on row order
     if not cases:
-        raise RadlensError(f"no case is in every feature table and has target {target} in {manifest_path}")
+        raise RadlensError(f"no case is in every feature table ({', '.join(features)}) and has target "
+                           f"{target} in {manifest_path}")
     log.info(f"probe: {len(cases)} cases in all {len(tables)} table(s) with target {target} "
              f"({len(n_union - common)} case(s) only in some tables or without a target)")
     y = np.array([y_of[c] for c in cases], dtype=np.float64 if task == "regress" else object)

@@ -141,7 +141,7 @@ def modality_family_r2(stats, delta):
 
 def radiomics_summary(path: str) -> dict:
     """Cohort summary from the radiomics case table without loading its values."""
-    from radlens_cli.io.tables import _decode, open_h5, read_h5_attrs
+    from radlens_cli.io.tables import _decode, _require_unique, open_h5, read_h5_attrs
 
     with open_h5(path, "case-table/1", "--radiomics") as f:
         for name in ("case_id", "columns"):
@@ -149,6 +149,8 @@ def radiomics_summary(path: str) -> dict:
                 raise RadlensError(f"--radiomics {path}: missing dataset `{name}` (not a valid case table)")
         ids = _decode(f["case_id"][()])
         columns = _decode(f["columns"][()])
+        _require_unique(ids, f"--radiomics {path}: duplicate case_id")
+        _require_unique(columns, f"--radiomics {path}: duplicate column")
         meta = {k[len("column_"):]: _decode(f[k][()]) for k in f if k.startswith("column_")}
         split = _decode(f["split"][()]) if "split" in f else None
         shape = f["values"].shape if "values" in f else (len(ids), len(columns))
