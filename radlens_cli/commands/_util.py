@@ -24,19 +24,26 @@ Radiomic lens on what fine-tuning changed in an encoder.
 Pipeline, in order (each step reads and writes files; `-` is stdin/stdout):
 
 \b
-  synth              phantom mpMRI cohort (try radlens without data)
-  extract-radiomics  cohort.csv -> radiomics.h5      (merge joins SLURM parts)
-  init-encoder       random encoder (null baseline) / finetune: pre.pt -> ft.pt
-  embed              cohort.csv + encoder -> emb.h5
+  synth              phantom mpMRI cohort -> cohort.csv (try radlens without data)
+  extract-radiomics  cohort.csv -> radiomics.h5
+  merge              parts of a SLURM array run -> radiomics.h5
+  init-encoder       random encoder (the null baseline) -> random.pt
+  finetune           cohort.csv + pre.pt -> ft.pt
+  embed              cohort.csv + encoder -> emb_pre.h5 / emb_ft.h5
   fit-share          emb_pre.h5 + radiomics.h5 -> share.h5
-  decode             share.h5 + emb.h5 + radiomics.h5 -> dec.h5
-  compare            dec_pre.h5 dec_ft.h5 -> delta.csv   (importance change)
-  stats              dec_pre.h5 dec_ft.h5 -> table.csv   (the paper's Table 1)
-  correlate / cka / probe   Rad4XCNN maps and representation checks
+  decode             share.h5 + emb.h5 + radiomics.h5 -> dec_pre.h5 / dec_ft.h5
+  compare            dec_pre.h5 dec_ft.h5 -> delta.csv  (importance change)
+  stats              dec_pre.h5 dec_ft.h5 -> table.csv  (the paper's Table 1)
+  correlate          emb.h5 + radiomics.h5 -> corr.h5   (Rad4XCNN map)
+  correlate-summary  corr_pre.h5 corr_ft.h5 -> summary.csv
+  cka                emb_pre.h5 emb_ft.h5 -> CKA        (representation change)
+  probe              tables + cohort.csv -> probe.csv   (accuracy kept?)
   report             everything above -> report.html
+  info               what a radlens file holds and how it was made
 
 \b
 Exit codes: 0 ok, 1 data error, 2 usage error, 3 partial success, 130 interrupted.
+Shell completion: radlens --install-completion (or --show-completion bash).
 """
 
 

@@ -54,6 +54,7 @@ def info_cli(
 
     Examples:
 
+    \b
       radlens info radiomics.h5
       radlens info --json share.h5 | python -m json.tool
     """
