@@ -30,17 +30,21 @@ def stats(pre_path: str, ft_path: str, output: str, by: str = "family,image_type
     if fmt not in ("csv", "markdown"):
         raise UsageError(f"--format must be csv or markdown, not {fmt!r}")
     check_output(output, force)
-    names = ("eval/prediction", "eval/target", "eval/squared_error")
-    pre, ft = load_decoder(pre_path, bulk=names), load_decoder(ft_path, bulk=names)
+    pre, ft = load_decoder(pre_path), load_decoder(ft_path)
     require_same_share(pre, ft)
     if pre.attrs.get("eval_split") != ft.attrs.get("eval_split"):
         raise RadlensError(f"{pre.path} and {ft.path} were evaluated on different splits")
     ip, jf = paired_cases(pre, ft, "eval", allow_missing)
-    if len(ip) < len(pre.eval_case_id) or len(jf) < len(ft.eval_case_id):
+    full = len(ip) == len(pre.eval_case_id) == len(ft.eval_case_id)
+    names = ("eval/squared_error",) if full else ("eval/squared_error", "eval/prediction", "eval/target")
+    bp, bf = load_decoder(pre_path, bulk=names).bulk, load_decoder(ft_path, bulk=names).bulk
+    sq_pre, sq_ft = bp["eval/squared_error"][ip], bf["eval/squared_error"][jf]
+    if full:                 # the per-feature R^2 decode computed on these same cases
+        r2_pre, r2_ft = pre.r2, ft.r2
+    else:
         log.warn(f"--allow-missing: using the {len(ip)} eval cases common to both decoders")
-    sq_pre, sq_ft = pre.bulk["eval/squared_error"][ip], ft.bulk["eval/squared_error"][jf]
-    r2_pre = r2_score(pre.bulk["eval/prediction"][ip], pre.bulk["eval/target"][ip])
-    r2_ft = r2_score(ft.bulk["eval/prediction"][jf], ft.bulk["eval/target"][jf])
+        r2_pre = r2_score(bp["eval/prediction"][ip], bp["eval/target"][ip])
+        r2_ft = r2_score(bf["eval/prediction"][jf], bf["eval/target"][jf])
     df = group_stats(sq_pre, sq_ft, r2_pre, r2_ft, pre.column_meta, by=groupings)
     with atomic_output(output, force, suffix=".md" if fmt == "markdown" else ".csv") as tmp:
         if fmt == "markdown":

@@ -22,7 +22,7 @@ from dataclasses import dataclass
 import numpy as np
 
 from radlens_cli.errors import RadlensError
-from radlens_cli.lens.decoder import _r2, importance
+from radlens_cli.lens.decoder import _r2, importance, solve_moments
 from radlens_cli.lens.fdr import bh_fdr
 
 RANK_BY = ("delta_importance", "delta_r2")
@@ -120,23 +120,6 @@ class PairedData:
     intercept: bool
     ridge_pre: float
     ridge_ft: float
-
-
-def solve_moments(G, C, n, zsum, rsum, intercept: bool, ridge: float):
-    """theta (p, h) and bias (p,) from Gram G = sum z z^T, cross C = sum z r^T (h, p)."""
-    if intercept:
-        zm, rm = zsum / n, rsum / n
-        G = G - n * np.outer(zm, zm)
-        C = C - n * np.outer(zm, rm)
-    w, V = np.linalg.eigh(G)
-    if ridge > 0:
-        inv = 1.0 / (w + ridge)
-    else:
-        tol = max(w.max(), 0.0) * np.finfo(np.float64).eps * max(n, G.shape[0])
-        inv = np.where(w > tol, 1.0 / np.where(w > tol, w, 1.0), 0.0)
-    theta = ((V * inv) @ (V.T @ C)).T
-    bias = (rm - theta @ zm) if intercept else np.zeros(C.shape[1])
-    return theta, bias
 
 
 def _r2_of(theta, bias, Z, R, w=None):

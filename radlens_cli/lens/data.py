@@ -23,15 +23,28 @@ DECODER_SCHEMA = "decoder/1"
 
 @dataclass
 class Joined:
-    """Embeddings and radiomics of the same cases, in the embedding table's order."""
+    """Embeddings and radiomics of the same cases, in the embedding table's order.
+
+    The radiomics stay in the table's own array (no reordered copy of a possibly
+    multi-GB matrix); `radiomics(rows, cols)` gathers what a step needs in one copy.
+    """
 
     case_id: np.ndarray
     X: np.ndarray            # (n, d) embeddings
-    R: np.ndarray            # (n, p) raw radiomics (all columns of the radiomics table)
+    rad_values: np.ndarray   # the radiomics table's values, table order
+    rad_rows: np.ndarray     # (n,) row of each joined case in rad_values
     columns: list[str]
     split: np.ndarray
     meta: dict
-    dropped_ids: list = field(default_factory=list)
+    n_missing: int = 0
+
+    def radiomics(self, rows, cols=None) -> np.ndarray:
+        """Raw radiomics (float64, a fresh array) of joined rows `rows`, columns `cols`."""
+        out = np.take(self.rad_values, self.rad_rows[rows], axis=0)
+        if cols is not None and not (len(cols) == out.shape[1]
+                                     and np.array_equal(cols, np.arange(len(cols)))):
+            out = np.take(out, cols, axis=1)
+        return out
 
 
 def join(emb: CaseTable, rad: CaseTable, allow_missing: bool = False,
@@ -58,10 +71,8 @@ def join(emb: CaseTable, rad: CaseTable, allow_missing: bool = False,
                            f"dim {j} ({int(bad.sum())} in all)")
     split = _split(emb, rad, ia, ib)
     meta = column_meta(rad.columns, rad.column_meta)
-    j = Joined(case_id=emb.case_id[ia], X=X, R=rad.values[ib], columns=list(rad.columns),
-               split=split, meta=meta)
-    j.n_missing = n_missing
-    return j
+    return Joined(case_id=emb.case_id[ia], X=X, rad_values=rad.values, rad_rows=ib,
+                  columns=list(rad.columns), split=split, meta=meta, n_missing=n_missing)
 
 
 def _split(emb: CaseTable, rad: CaseTable, ia, ib) -> np.ndarray:
@@ -107,13 +118,14 @@ def fit_share_tables(emb: CaseTable, rad: CaseTable, hidden: int = 256, l1: floa
     va = j.split == "val"
     if grid is not None and len(grid) > 1 and not va.any():
         raise RadlensError("--sweep selects on the `val` split, but there are no val cases")
-    scaler = fit_scaler(j.R[tr], j.columns, scale)
+    Rtr = j.radiomics(tr)
+    scaler = fit_scaler(Rtr, j.columns, scale)
     if not scaler.columns:
         raise RadlensError(f"{rad.path}: every radiomic column is constant or non-finite on train")
     pos = {c: k for k, c in enumerate(j.columns)}
     keep = np.array([pos[c] for c in scaler.columns]) if scaler.dropped else np.arange(len(j.columns))
-    Rtr = scaler.transform(j.R[tr][:, keep])
-    Xv, Rv = j.X[va], scaler.transform(j.R[va][:, keep])
+    Rtr = scaler.transform(Rtr[:, keep] if scaler.dropped else Rtr, out=True)
+    Xv, Rv = j.X[va], scaler.transform(j.radiomics(va, keep), out=True)
     fin = np.isfinite(Rv).all(axis=1)
     if not fin.all() and warn:
         warn(f"{int((~fin).sum())} val case(s) with non-finite radiomics left out of "
@@ -184,7 +196,7 @@ def decode(share: ShareModel, emb: CaseTable, rad: CaseTable, ridge: float = 0.0
     for name, what in (("train", "fitting the decoder"), (eval_split, "evaluation")):
         mask = require_split(j, name, what, minimum=2)
         idx = np.flatnonzero(mask)
-        R = share.scaler.transform(j.R[np.ix_(idx, cols)])
+        R = share.scaler.transform(j.radiomics(idx, cols), out=True)
         ok = np.isfinite(R).all(axis=1)
         if not ok.all():
             bad = j.case_id[idx[~ok]]

@@ -3,11 +3,16 @@
 The paper solves R = theta Z, theta = R Z^T (Z Z^T)^-1: a linear map WITHOUT intercept.
 radlens follows the paper by default; `intercept=True` (CLI `--intercept`) adds a bias
 column as in DESIGN.md (R ~ theta [Z; 1]); importance never includes the bias.
-With rows as cases (Z: n x h, R: n x p) the solution is theta = (Z^T Z + a I)^-1 Z^T R,
-transposed to p x h. It is computed from the SVD of Z (what lstsq does) -- never an
-explicit inverse -- with singular values below eps * max(n, h) * s_max treated as zero
-when a = 0 (the minimum-norm least-squares solution). With an intercept the ridge
-penalty does not touch the bias: Z and R are centred on their train means first.
+With rows as cases (Z: n x h, R: n x p) that is theta^T = (Z^T Z + a I)^-1 Z^T R: the
+paper's normal equations, solved through the symmetric eigendecomposition of the h x h
+Gram matrix -- never an explicit inverse -- with eigenvalues below
+eps * max(n, h) * largest treated as zero when a = 0 (the minimum-norm least-squares
+solution on the numerical null space). The Gram route costs one n*h*h and one n*h*p
+product, a fraction of an SVD of Z at 19,000 cases, and it is the same solver compare
+uses for its refits from updated Gram matrices. It squares the condition number, which
+is why decode reports it and warns above 1e6 (suggesting --ridge).
+With an intercept the ridge penalty does not touch the bias: the moments are centred
+on the train means first.
 """
 
 from __future__ import annotations
@@ -44,16 +49,41 @@ def importance(theta: np.ndarray) -> np.ndarray:
     return np.sqrt(np.einsum("...kh,...kh->...k", theta, theta))
 
 
-def conditioning(s: np.ndarray, n: int, h: int) -> dict:
-    """Diagnostics from the singular values of the design Z_train."""
-    s = np.asarray(s, dtype=np.float64)
-    smax = float(s.max()) if s.size else 0.0
-    tol = smax * np.finfo(np.float64).eps * max(n, h)
-    rank = int((s > tol).sum())
-    smin = float(s.min()) if s.size and len(s) == h else 0.0
-    cond = smax / smin if smin > 0 else float("inf")
+def conditioning(eigvals: np.ndarray, n: int, h: int) -> dict:
+    """Diagnostics of the design Z_train from the eigenvalues of its Gram matrix."""
+    w = np.clip(np.asarray(eigvals, dtype=np.float64), 0.0, None)
+    wmax = float(w.max()) if w.size else 0.0
+    tol = wmax * np.finfo(np.float64).eps * max(n, h)
+    rank = int((w > tol).sum())
+    wmin = float(w.min()) if w.size else 0.0
+    cond = float(np.sqrt(wmax / wmin)) if wmin > tol else float("inf")
     return {"n_train": int(n), "hidden": int(h), "effective_rank": rank,
-            "condition_number": cond, "singular_max": smax, "singular_min": smin}
+            "condition_number": cond, "singular_max": float(np.sqrt(wmax)),
+            "singular_min": float(np.sqrt(wmin))}
+
+
+def _center(G, C, n, zsum, rsum):
+    zm, rm = zsum / n, rsum / n
+    return G - n * np.outer(zm, zm), C - n * np.outer(zm, rm), zm, rm
+
+
+def _solve_eigh(w, V, C, n, ridge):
+    if ridge > 0:
+        inv = 1.0 / (w + ridge)
+    else:
+        tol = max(float(w.max()), 0.0) * np.finfo(np.float64).eps * max(n, len(w))
+        inv = np.where(w > tol, 1.0 / np.where(w > tol, w, 1.0), 0.0)
+    return ((V * inv) @ (V.T @ C)).T
+
+
+def solve_moments(G, C, n, zsum, rsum, intercept: bool, ridge: float):
+    """theta (p, h) and bias (p,) from Gram G = sum z z^T and cross C = sum z r^T (h, p)."""
+    if intercept:
+        G, C, zm, rm = _center(G, C, n, zsum, rsum)
+    w, V = np.linalg.eigh(G)
+    theta = _solve_eigh(w, V, C, n, ridge)
+    bias = (rm - theta @ zm) if intercept else np.zeros(C.shape[1])
+    return theta, bias
 
 
 def fit_decoder(Z: np.ndarray, R: np.ndarray, ridge: float = 0.0,
@@ -62,13 +92,11 @@ def fit_decoder(Z: np.ndarray, R: np.ndarray, ridge: float = 0.0,
     Z = np.asarray(Z, dtype=np.float64)
     R = np.asarray(R, dtype=np.float64)
     n, h = Z.shape
+    G, C = Z.T @ Z, Z.T @ R
     if intercept:
-        zm, rm = Z.mean(axis=0), R.mean(axis=0)
-        Zc, Rc = Z - zm, R - rm
-    else:
-        Zc, Rc = Z, R
-    U, s, Vt = np.linalg.svd(Zc, full_matrices=False)
-    diag = conditioning(s, n, h)
+        G, C, zm, rm = _center(G, C, n, Z.sum(axis=0), R.sum(axis=0))
+    w, V = np.linalg.eigh(G)
+    diag = conditioning(w, n, h)
     warnings = []
     n_params = h + (1 if intercept else 0)
     if n < 5 * n_params:
@@ -80,15 +108,11 @@ def fit_decoder(Z: np.ndarray, R: np.ndarray, ridge: float = 0.0,
                         f"{diag['effective_rank']}/{h}); consider --ridge")
     alpha = float(ridge)
     if alpha == 0.0 and n_params >= n:
-        alpha = RIDGE_FALLBACK * float(np.mean(s ** 2)) if s.size else 1.0
+        alpha = RIDGE_FALLBACK * float(np.clip(w, 0, None).mean()) if w.size else 1.0
+        alpha = alpha if alpha > 0 else 1.0
         warnings.append(f"h={n_params} >= n_train={n}: least squares is under-determined; "
                         f"falling back to ridge {alpha:.4g}")
-    if alpha > 0:
-        filt = s / (s ** 2 + alpha)
-    else:
-        tol = (s.max() if s.size else 0.0) * np.finfo(np.float64).eps * max(n, h)
-        filt = np.where(s > tol, 1.0 / np.where(s > tol, s, 1.0), 0.0)
-    theta = ((Vt.T * filt) @ (U.T @ Rc)).T          # (p, h)
+    theta = _solve_eigh(w, V, C, n, alpha)            # (p, h)
     bias = (rm - theta @ zm) if intercept else np.zeros(R.shape[1])
     diag["ridge_used"] = alpha
     return Decoder(theta=theta, bias=bias, intercept=intercept, ridge=alpha,

@@ -24,8 +24,13 @@ class Scaler:
     factor: np.ndarray
     dropped: list[tuple[str, str]] = field(default_factory=list)  # (column, reason)
 
-    def transform(self, values: np.ndarray) -> np.ndarray:
-        """Scale a (n, len(columns)) array of the kept columns."""
+    def transform(self, values: np.ndarray, out: bool = False) -> np.ndarray:
+        """Scale a (n, len(columns)) array of the kept columns (in place with out=True,
+        for a float64 array the caller owns: saves a copy of a large matrix)."""
+        if out and isinstance(values, np.ndarray) and values.dtype == np.float64:
+            values -= self.offset
+            values /= self.factor
+            return values
         return (np.asarray(values, dtype=np.float64) - self.offset) / self.factor
 
 

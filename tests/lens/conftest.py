@@ -11,6 +11,17 @@ from radlens_cli.io import files
 from radlens_cli.io.tables import CaseTable, write_table
 
 
+@pytest.fixture(autouse=True, scope="session")
+def _one_torch_thread():
+    # tiny models: extra OpenMP threads only spin against other jobs on a shared 2-core box
+    import torch
+
+    old = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(old)
+
+
 @pytest.fixture(autouse=True)
 def _fresh_stdin_spool():
     # io.files spools `-` once per process; CliRunner runs many commands in one process.
