@@ -35,9 +35,12 @@ def bench_sweep(n_train, d, h, p, epochs, batch_size):
     R = rng.uniform(size=(n_train, p)).astype(np.float32)
     Xv, Rv = X[:200], R[:200]
     train_share(X[:64], R[:64], hidden=8, epochs=1)          # warm-up (torch init, threads)
-    t = time.perf_counter()
-    train_share(X, R, Xv, Rv, hidden=h, epochs=epochs, batch_size=batch_size, seed=0)
-    single = time.perf_counter() - t
+    singles = []
+    for _ in range(2):                 # best of two: the machine is shared, noise only adds
+        t = time.perf_counter()
+        train_share(X, R, Xv, Rv, hidden=h, epochs=epochs, batch_size=batch_size, seed=0)
+        singles.append(time.perf_counter() - t)
+    single = min(singles)
     t = time.perf_counter()
     train_share(X, R, Xv, Rv, grid=paper_grid(), hidden=h, epochs=epochs, batch_size=batch_size, seed=0)
     sweep = time.perf_counter() - t
@@ -125,7 +128,7 @@ def part_a(n_tr, d, h, p, epochs):
     single, sweep, threads = bench_sweep(n_tr, d, h, p, epochs, 256)
     print(f"\n(a) fit-share, n_train={n_tr}, d={d}, h={h}, p={p}, {epochs} epochs, batch 256, "
           f"torch threads {threads}")
-    print(f"    single fit            {single:8.2f} s")
+    print(f"    single fit (best of 2){single:8.2f} s")
     print(f"    24-point batched sweep{sweep:8.2f} s   ratio {sweep / single:5.2f}x single "
           f"(target <= 3x; 24 sequential fits would be ~24x)")
 

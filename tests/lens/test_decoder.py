@@ -92,3 +92,15 @@ def test_conditioning_diagnostics():
     assert np.isfinite(dec.theta).all()
     # minimum-norm solution: the two copies share the weight equally
     np.testing.assert_allclose(dec.theta[:, 3], dec.theta[:, 4], atol=1e-6)
+
+
+def test_lens_imports_without_cli_or_torch():
+    import subprocess
+    import sys
+
+    from tests.conftest import REPO
+
+    code = ("import sys; from radlens_cli.lens import decode, fit_share_tables, delta_table, "
+            "group_stats; assert 'typer' not in sys.modules and 'torch' not in sys.modules")
+    r = subprocess.run([sys.executable, "-c", code], cwd=REPO, capture_output=True, text=True)
+    assert r.returncode == 0, r.stderr
