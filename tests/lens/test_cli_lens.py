@@ -267,3 +267,30 @@ def test_usage_errors(pipeline, cli):
     assert r.exit_code == 2 and "unknown grouping colour" in r.stderr
     r = cli("compare", d / "share.h5", d / "dec_ft.h5", "-o", "-")
     assert r.exit_code == 1 and "is a radlens share-model/1, expected decoder/1" in r.stderr
+
+
+def test_csv_inputs_metadata_parsed_and_nonfinite_eval_case_left_out(planted, tmp_path, cli):
+    rad = planted.rad.take()
+    rad.column_meta = {}                                   # CSV carries no metadata datasets
+    rad.values = rad.values.copy()
+    te = np.flatnonzero(rad.split == "test")
+    rad.values[te[0], 5] = np.inf
+    write_table(rad, str(tmp_path / "rad.csv"))
+    write_table(planted.emb_pre, str(tmp_path / "emb.csv"))
+    r = cli("fit-share", tmp_path / "emb.csv", tmp_path / "rad.csv", "-o", tmp_path / "s.h5", *FIT)
+    assert r.exit_code == 0, r
+    r = cli("decode", tmp_path / "s.h5", tmp_path / "emb.csv", tmp_path / "rad.csv", "-o", tmp_path / "d.h5")
+    assert r.exit_code == 0, r
+    assert f"1 test case(s) with non-finite radiomics in the share model's columns left out: " \
+           f"{rad.case_id[te[0]]}" in r.stderr
+    with h5py.File(tmp_path / "d.h5") as f:
+        assert f["eval/case_id"].shape == (len(te) - 1,)
+        assert np.isfinite(f["eval/squared_error"][()]).all()
+        assert [x.decode() for x in f["dropped_case_id"][()]] == [rad.case_id[te[0]]]
+    r = cli("compare", tmp_path / "d.h5", tmp_path / "d.h5", "-o", "-", "--top", "0")
+    assert r.exit_code == 0, r
+    df = pd.read_csv(io.StringIO(r.stdout))
+    row = df[df.column == rad.columns[0]].iloc[0]
+    assert (row.modality, row.image_type, row.family, row.feature) == tuple(
+        rad.columns[0].replace("/", "_").split("_", 3))
+    assert (df.delta_importance == 0).all() and (df.delta_r2 == 0).all()
