@@ -64,8 +64,8 @@ def decode_cli(
 
     Computes Z = share(X) for one embedding file, joins it with the radiomics on case_id,
     scales the radiomics with the share model's train statistics and solves the linear
-    decoder on the `train` split in closed form (least squares through the SVD of Z, or
-    ridge; never an explicit inverse). Following the paper (R = theta Z) there is no
+    decoder on the `train` split in closed form (least squares or ridge on the normal
+    equations, solved by eigendecomposition of Z^T Z; never an explicit inverse). Following the paper (R = theta Z) there is no
     intercept unless --intercept is given; importance never includes it. Warns when
     n_train < 5*h or Z_train is ill-conditioned; h >= n_train falls back to ridge.
     Writes DEC.h5 (schema decoder/1): theta, the share_hash, per-feature R^2 and MSE on
