@@ -48,6 +48,8 @@ def compare(pre_path: str, ft_path: str, output: str, top: int = 5, stable_quant
         raise UsageError("--stable-quantile must be in [0, 1)")
     if not 0.0 < ci_level < 1.0:
         raise UsageError("--ci-level must be in (0, 1)")
+    if summary == "-" and output == "-":
+        raise UsageError("--summary and --output cannot both be `-` (stdout)")
     check_output(output, force)
     if summary:
         check_output(summary, force)

@@ -32,6 +32,8 @@ def fit_share(emb_path: str, rad_path: str, output: str, hidden: int = 256, l1: 
         raise UsageError(f"--activation must be one of {', '.join(ACTIVATIONS)}, not {activation!r}")
     if sweep_scores and not sweep:
         raise UsageError("--sweep-scores needs --sweep")
+    if sweep_scores == "-" and output == "-":
+        raise UsageError("--sweep-scores and --output cannot both be `-` (stdout)")
     check_output(output, force)
     if sweep_scores:
         check_output(sweep_scores, force)

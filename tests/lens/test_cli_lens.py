@@ -265,6 +265,10 @@ def test_usage_errors(pipeline, cli):
     assert r.exit_code == 2 and "--rank-by must be one of" in r.stderr
     r = cli("stats", d / "dec_pre.h5", d / "dec_ft.h5", "-o", "-", "--by", "colour")
     assert r.exit_code == 2 and "unknown grouping colour" in r.stderr
+    r = cli("compare", d / "dec_pre.h5", d / "dec_ft.h5", "-o", "-", "--summary", "-")
+    assert r.exit_code == 2 and "cannot both be `-`" in r.stderr
+    r = cli("compare", "-", "-", "-o", "x.csv")
+    assert r.exit_code == 2 and "only one input can be `-`" in r.stderr
     r = cli("compare", d / "share.h5", d / "dec_ft.h5", "-o", "-")
     assert r.exit_code == 1 and "is a radlens share-model/1, expected decoder/1" in r.stderr
 
