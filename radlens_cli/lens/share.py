@@ -204,14 +204,15 @@ def _train(torch, X, R, Xv, Rv, grid, hidden, activation, epochs, lr, batch_size
         return (l1 * (W1.abs().sum((1, 2)) + W2.abs().sum((1, 2)))
                 + l2 * (W1.square().sum((1, 2)) + W2.square().sum((1, 2))))
 
+    params = (W1, b1, W2, b2)
     for _ in range(epochs):
         order = torch.randperm(n, generator=gen) if bs < n else torch.arange(n)
         for start in range(0, n, bs):
             idx = order[start:start + bs].to(device)
-            data = (forward(Xt[idx]) - Rt[idx]).abs().sum(dim=2).mean(dim=1)   # (G,)
-            loss = (data + penalty()).sum()
-            opt.zero_grad(set_to_none=True)
-            loss.backward()
+            with torch.no_grad():
+                grads = share_gradients(torch, Xt[idx], Rt[idx], *params, l1, l2, activation)
+            for prm, g in zip(params, grads):
+                prm.grad = g
             opt.step()
         if progress is not None:
             progress()
@@ -233,6 +234,41 @@ def _train(torch, X, R, Xv, Rv, grid, hidden, activation, epochs, lr, batch_size
             val_l1 = np.full(G, np.nan)
     return ShareFit(grid=grid, weight=W1.detach().cpu().numpy(), bias=b1.detach().cpu().numpy(),
                     train_loss=train_l1 + pen, train_l1=train_l1, val_l1=val_l1)
+
+
+def share_gradients(torch, xb, rb, W1, b1, W2, b2, l1, l2, activation):
+    """Gradients of sum_g [mean_b sum_p |head(share(x)) - r| + l1_g |W|_1 + l2_g |W|_2^2]
+    w.r.t. (W1, b1, W2, b2), written out by hand.
+
+    Same values as autograd on that loss (tested), but the (G, batch, p) error tensor is
+    turned into its sign in place and the penalties' gradients are added in place: the
+    grid's element-wise work is what dominates the batched sweep on CPU, and autograd
+    would allocate and traverse several such tensors per step.
+    """
+    B = xb.shape[0]
+    A = torch.einsum("nd,gdh->gnh", xb, W1).add_(b1[:, None, :])       # (G, B, h)
+    H = _torch_act(activation)(A)
+    S = torch.baddbmm(b2[:, None, :], H, W2).sub_(rb).sign_()          # dL/dP * B
+    gW2 = torch.bmm(H.transpose(1, 2), S).div_(B)
+    gb2 = S.sum(dim=1).div_(B)
+    gH = torch.bmm(S, W2.transpose(1, 2)).div_(B)
+    del S
+    if activation == "relu":
+        gA = gH.mul_(A > 0)
+    elif activation == "tanh":
+        gA = gH.mul_(1 - H * H)
+    else:  # exact GELU: Phi(a) + a * phi(a)
+        cdf = 0.5 * (1 + torch.erf(A / np.sqrt(2.0)))
+        pdf = torch.exp(-0.5 * A * A) / np.sqrt(2 * np.pi)
+        gA = gH.mul_(cdf + A * pdf)
+    G, _, h = gA.shape
+    gW1 = (xb.T @ gA.permute(1, 0, 2).reshape(B, G * h)).reshape(-1, G, h).permute(1, 0, 2)
+    gW1 = gW1.contiguous()
+    gb1 = gA.sum(dim=1)
+    for W, gW in ((W1, gW1), (W2, gW2)):
+        gW.add_(torch.sign(W).mul_(l1[:, None, None]))
+        gW.addcmul_(W, (2 * l2)[:, None, None].expand_as(W))
+    return gW1, gb1, gW2, gb2
 
 
 # ---------------------------------------------------------------- SHARE.h5

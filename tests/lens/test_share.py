@@ -86,3 +86,30 @@ def test_share_file_roundtrip_and_hash(tmp_path):
     m2 = ShareModel(weight=np.full((4, 2), 2, np.float32), bias=m.bias, activation="relu",
                     embedding_columns=m.embedding_columns, scaler=sc)
     assert m2.share_hash != m.share_hash
+
+
+@pytest.mark.parametrize("act", ["relu", "gelu", "tanh"])
+def test_hand_written_gradients_equal_autograd(act):
+    import torch
+
+    from radlens_cli.lens.share import _torch_act, share_gradients
+
+    g = torch.Generator().manual_seed(0)
+    G, B, d, h, p = 3, 7, 5, 4, 6
+    X, R = torch.randn(B, d, generator=g), torch.rand(B, p, generator=g)
+    W1, b1 = torch.randn(G, d, h, generator=g), torch.randn(G, h, generator=g)
+    W2, b2 = torch.randn(G, h, p, generator=g), torch.randn(G, p, generator=g)
+    l1, l2 = torch.tensor([0.0, 1e-2, 3e-1]), torch.tensor([0.5, 0.0, 1e-1])
+    params = [t.clone().double().requires_grad_() for t in (W1, b1, W2, b2)]
+    w1, c1, w2, c2 = params
+    P = torch.baddbmm(c2[:, None, :], _torch_act(act)(torch.einsum("nd,gdh->gnh", X.double(), w1)
+                                                      + c1[:, None, :]), w2)
+    loss = ((P - R.double()).abs().sum(2).mean(1)
+            + l1.double() * (w1.abs().sum((1, 2)) + w2.abs().sum((1, 2)))
+            + l2.double() * (w1.square().sum((1, 2)) + w2.square().sum((1, 2)))).sum()
+    loss.backward()
+    with torch.no_grad():
+        got = share_gradients(torch, X.double(), R.double(), *[t.double() for t in (W1, b1, W2, b2)],
+                              l1.double(), l2.double(), act)
+    for a, b in zip(got, params):
+        torch.testing.assert_close(a, b.grad, rtol=1e-10, atol=1e-12)
