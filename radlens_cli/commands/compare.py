@@ -125,7 +125,7 @@ def compare_cli(
     ft: str = typer.Argument(..., metavar="DEC_FT", help="Decoder of the fine-tuned embeddings, same share model (`-` for stdin)."),
     output: str = output_option("Output DELTA.csv (`-` for stdout)."),
     top: int = typer.Option(5, "--top", min=0, help="Print the three views (gains, losses, least changed) with K features each; 0 to skip."),
-    stable_quantile: float = typer.Option(0.5, "--stable-quantile", help="'Important in both' means above this quantile in both stages (least-changed view)."),
+    stable_quantile: float = typer.Option(0.5, "--stable-quantile", help="'Important in both' means above this quantile in both stages (least-changed view): of importance, or of R^2 with --rank-by delta_r2."),
     rank_by: str = typer.Option("delta_importance", "--rank-by", help="Statistic for ranks, views, CIs and p-values: delta_importance (the paper) or delta_r2."),
     bootstrap: int = typer.Option(0, "--bootstrap", min=0, help="Bootstrap resamples over cases for ci_low/ci_high (0: none)."),
     permutations: int = typer.Option(0, "--permutations", min=0, help="Permutations (swap pre/ft per case) for p_perm and q_bh (0: none)."),
