@@ -220,7 +220,7 @@ def _run(args, env_extra=None, launcher=None, timeout=240):
                OMP_NUM_THREADS=str(torch.get_num_threads()))
     env.update(env_extra or {})
     cmd = (launcher or [sys.executable, "-m", "radlens_cli"]) + ["finetune"] + [str(a) for a in args]
-    return subprocess.run(cmd, cwd=REPO, env=env, capture_output=True, text=True, timeout=timeout)
+    return subprocess.run(cmd, cwd=REPO, env=env, capture_output=True, text=True, encoding="utf-8", errors="replace", timeout=timeout)
 
 
 def test_resume_after_kill_equals_uninterrupted_run(cli, cohort, tmp_path):

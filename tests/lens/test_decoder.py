@@ -102,5 +102,5 @@ def test_lens_imports_without_cli_or_torch():
 
     code = ("import sys; from radlens_cli.lens import decode, fit_share_tables, delta_table, "
             "group_stats; assert 'typer' not in sys.modules and 'torch' not in sys.modules")
-    r = subprocess.run([sys.executable, "-c", code], cwd=REPO, capture_output=True, text=True)
+    r = subprocess.run([sys.executable, "-c", code], cwd=REPO, capture_output=True, text=True, encoding="utf-8", errors="replace")
     assert r.returncode == 0, r.stderr
