@@ -65,7 +65,7 @@ def test_stdin_terminal_refused(tmp_path):
 
 
 def test_console_entry_point_runs():
-    r = subprocess.run([sys.executable, "-m", "radlens_cli", "--version"], capture_output=True, text=True, cwd=REPO)
+    r = subprocess.run([sys.executable, "-m", "radlens_cli", "--version"], capture_output=True, text=True, encoding="utf-8", errors="replace", cwd=REPO)
     assert r.returncode == 0 and r.stdout.startswith("radlens")
 
 

@@ -6,8 +6,10 @@ fixed batch); `finetune(..., max_steps=N)` runs the real end-to-end loop (manife
 preprocessing, loader, augmentation, train steps) and stops after N optimiser steps;
 its result dict holds `train_seconds`, `train_steps` and `train_volumes` so end-to-end
 volumes/s = train_volumes / train_seconds (timed from the first batch request to the
-last step, so model building and the first preprocessing pass of the cache are in it
-only when the cache is cold).
+last step; the one preprocessing pass before training is not in it).
+`finetune(..., timing_warmup_steps=K)` starts that clock after K steps (CUDA synchronised)
+so kernel autotuning and DataLoader start-up stay out of train_seconds/train_volumes
+(train_steps still counts every step).
 
 Determinism and resume: the batch order and the augmentation of each batch depend only
 on (seed, epoch, step), and the global torch RNG (drop-path) is reseeded from
@@ -58,6 +60,7 @@ class TrainConfig:
     seed: int = 0
     amp: bool = True
     max_steps: int | None = None
+    timing_warmup_steps: int = 0
     num_workers: int = 0
     head_kwargs: dict = field(default_factory=dict)
 
@@ -379,6 +382,10 @@ def run_training(encoder, task: str, datasets: dict, cfg: TrainConfig, device: t
             recs.append(_records(task, out, y))
             train_steps += 1
             train_volumes += len(x)
+            if train_steps == cfg.timing_warmup_steps:  # restart the clock after the warm-up
+                if device.type == "cuda":
+                    torch.cuda.synchronize(device)
+                t0, train_seconds, train_volumes = time.perf_counter(), 0.0, 0
             if cfg.max_steps is not None and train_steps >= cfg.max_steps:
                 stopped = True
                 break
@@ -547,7 +554,8 @@ def finetune(manifest: str, modalities: list[str], mask: str, encoder: str, task
              augment: bool = True, seed: int = 0, device: str = "auto", spacing=None, crop=None,
              norm: str | None = None, cache_dir: str | None = None, workers: int | None = None,
              resume: bool = True, force: bool = False, max_steps: int | None = None,
-             amp: bool = True, seg_channels: int = 128, drop_path: float = 0.0) -> dict:
+             amp: bool = True, seg_channels: int = 128, drop_path: float = 0.0,
+             timing_warmup_steps: int = 0) -> dict:
     """Fine-tune `encoder` on a manifest task and write a radlens checkpoint to `output`.
 
     Returns a summary: best_epoch, best_metric, metric, test metrics, history, timing.
@@ -560,6 +568,7 @@ def finetune(manifest: str, modalities: list[str], mask: str, encoder: str, task
     cfg = TrainConfig(task=task, epochs=epochs, lr=lr, batch_size=batch_size, weight_decay=weight_decay,
                       warmup_epochs=warmup_epochs, freeze_encoder=freeze_encoder, balanced=balanced,
                       augment=augment, seed=seed, amp=amp, max_steps=max_steps, num_workers=workers,
+                      timing_warmup_steps=timing_warmup_steps,
                       head_kwargs={"channels": int(seg_channels)} if task == "segment" else {})
     cfg.check()
     if task == "segment":

@@ -20,9 +20,11 @@ import numpy as np
 
 from radlens_cli.errors import RadlensError
 from radlens_cli.lens.fdr import bh_fdr
+from radlens_cli.radiomics.names import META_KEYS
+from radlens_cli.radiomics.names import column_meta as _parse_column_names
+from radlens_cli.radiomics.names import table_column_meta as _table_column_meta
 
 METHODS = ("spearman", "pearson")
-META_KEYS = ("modality", "image_type", "family", "feature")
 CONSTANT = "constant"
 NON_FINITE = "non-finite"
 
@@ -139,42 +141,9 @@ def significant(rho: np.ndarray, q: np.ndarray, threshold: float, alpha: float) 
 
 
 # ---------------------------------------------------------------- radiomic column metadata
-
-def parse_column_names(columns) -> dict[str, np.ndarray]:
-    """modality / image_type / family / feature from `<modality>/<image_type>_<family>_<feature>`.
-
-    A local fallback for tables that carry no column metadata (CSV). Names without a
-    modality prefix get modality ''; names without two underscores get family ''.
-    """
-    out = {k: [] for k in META_KEYS}
-    for name in columns:
-        name = str(name)
-        modality, _, rest = name.rpartition("/")
-        parts = rest.split("_", 2)
-        if len(parts) == 3 and all(parts):
-            image_type, family, feature = parts
-        else:
-            image_type, family, feature = "", "", rest
-        for k, v in zip(META_KEYS, (modality, image_type, family, feature)):
-            out[k].append(v)
-    return {k: np.array(v, dtype=object) for k, v in out.items()}
-
-
-def radiomic_column_meta(columns, column_meta: dict | None = None) -> dict[str, np.ndarray]:
-    """Per-column metadata: the table's own datasets when complete, else parsed from names.
-
-    The one place to swap in the shared parser (radlens_cli.radiomics.names.column_meta)
-    when present.
-    """
-    column_meta = column_meta or {}
-    if all(k in column_meta for k in META_KEYS):
-        return {k: np.asarray(column_meta[k], dtype=object) for k in META_KEYS}
-    try:
-        from radlens_cli.radiomics.names import column_meta as shared_meta
-    except ImportError:
-        return parse_column_names(columns)
-    meta = shared_meta(list(columns))
-    return {k: np.asarray(meta[k], dtype=object) for k in META_KEYS}
+# the project's one parser; names kept for callers of this module
+parse_column_names = _parse_column_names
+radiomic_column_meta = _table_column_meta
 
 
 # ---------------------------------------------------------------- tables of results

@@ -44,6 +44,20 @@ def column_meta(columns: list[str]) -> dict[str, np.ndarray]:
     return {key: np.array([p[i] for p in parsed], dtype=object) for i, key in enumerate(META_KEYS)}
 
 
+def table_column_meta(columns, table_meta: dict | None = None) -> dict[str, np.ndarray]:
+    """Metadata for a table's columns: its own `column_*` datasets when complete, else parsed.
+
+    The one entry point for commands that read radiomics tables (HDF5 tables carry the
+    datasets; CSV tables do not).
+    """
+    table_meta = table_meta or {}
+    if all(k in table_meta for k in META_KEYS):
+        return {k: np.asarray(table_meta[k], dtype=object) for k in META_KEYS}
+    parsed = column_meta(list(columns))
+    return {k: (np.asarray(table_meta[k], dtype=object) if k in table_meta else parsed[k])
+            for k in META_KEYS}
+
+
 def column_name(modality: str, feature_key: str) -> str:
     """The radlens column for a PyRadiomics feature key of one modality."""
     return f"{modality}/{feature_key}"

@@ -220,7 +220,7 @@ def _run(args, env_extra=None, launcher=None, timeout=240):
                OMP_NUM_THREADS=str(torch.get_num_threads()))
     env.update(env_extra or {})
     cmd = (launcher or [sys.executable, "-m", "radlens_cli"]) + ["finetune"] + [str(a) for a in args]
-    return subprocess.run(cmd, cwd=REPO, env=env, capture_output=True, text=True, timeout=timeout)
+    return subprocess.run(cmd, cwd=REPO, env=env, capture_output=True, text=True, encoding="utf-8", errors="replace", timeout=timeout)
 
 
 def test_resume_after_kill_equals_uninterrupted_run(cli, cohort, tmp_path):
@@ -282,6 +282,10 @@ def test_timing_hooks_for_the_benchmark(cohort, tmp_path):
                    target="grade", epochs=5, crop=(16, 32, 32), spacing=(1, 1, 2), device="cpu", max_steps=2)
     assert res["train_steps"] == 2 and res["train_volumes"] == 4 and res["train_seconds"] > 0
     assert res["stopped_early"] and not out.exists() and not Path(f"{out}.state").exists()
+    res = finetune(str(cohort["manifest"]), ["t2"], "gland", str(cohort["encoder"]), "classify", str(out),
+                   target="grade", epochs=5, crop=(16, 32, 32), spacing=(1, 1, 2), device="cpu", max_steps=3,
+                   timing_warmup_steps=1)
+    assert res["train_steps"] == 3 and res["train_volumes"] == 4  # the first step is not timed
     vps = train_step_throughput(build_encoder("atto", 1), None, torch.randn(2, 1, 16, 32, 32), steps=1,
                                 device="cpu", amp=False, warmup=0)
     assert vps > 0

@@ -55,14 +55,14 @@ def test_kill_9_and_resume(tmp_path):
     done = len(_finished(cache))
     assert done < 16
 
-    r = subprocess.run(_cmd(manifest, params, out, cache, 2), env=_env(), cwd=REPO, capture_output=True, text=True)
+    r = subprocess.run(_cmd(manifest, params, out, cache, 2), env=_env(), cwd=REPO, capture_output=True, text=True, encoding="utf-8", errors="replace")
     assert r.returncode == 0, r.stderr
     assert f"of 16 task(s) taken from the cache" in r.stderr
     resumed = read_table(str(out))
 
     fresh = tmp_path / "fresh.h5"
     r = subprocess.run(_cmd(manifest, params, fresh, tmp_path / "cache2", 1), env=_env(), cwd=REPO,
-                       capture_output=True, text=True)
+                       capture_output=True, text=True, encoding="utf-8", errors="replace")
     assert r.returncode == 0, r.stderr
     full = read_table(str(fresh))
     assert list(resumed.case_id) == list(full.case_id) and resumed.columns == full.columns

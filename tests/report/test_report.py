@@ -215,7 +215,7 @@ def test_renders_in_headless_chromium(cli, tmp_path):
         r = subprocess.run([browser, "--headless", "--no-sandbox", "--disable-gpu", "--disable-background-networking",
                             "--disable-component-update", "--disable-sync", "--no-first-run",
                             f"--user-data-dir={profile}", "--virtual-time-budget=10000", "--dump-dom",
-                            probe.as_uri()], capture_output=True, text=True, timeout=120)
+                            probe.as_uri()], capture_output=True, text=True, encoding="utf-8", errors="replace", timeout=120)
     assert r.returncode == 0, r.stderr[-2000:]
     n = len(dom.images)
     assert f'id="render-check">images {n}/{n} tables {dom.tables}<' in r.stdout, r.stdout[-500:]

@@ -35,7 +35,7 @@ def _make(tmp_path, *extra):
     env = dict(os.environ, FAKE_LOG=str(tmp_path / "log"))
     # make cannot hold spaces in target names: OUT is a plain path here (documented)
     r = subprocess.run(["make", "-C", str(REPO / "examples"), "-j2", f"RADLENS={tmp_path / 'radlens'}",
-                        f"OUT={tmp_path / 'work'}", f"PARAMS={tmp_path / 'params.yaml'}", *extra], capture_output=True, text=True, env=env, timeout=120)
+                        f"OUT={tmp_path / 'work'}", f"PARAMS={tmp_path / 'params.yaml'}", *extra], capture_output=True, text=True, encoding="utf-8", errors="replace", env=env, timeout=120)
     assert r.returncode == 0, r.stderr[-3000:]
     log = (tmp_path / "log").read_text().split() if (tmp_path / "log").exists() else []
     (tmp_path / "log").unlink(missing_ok=True)

@@ -1,0 +1,126 @@
+"""`radlens fit-share`: train the shared non-linear projection on pre-fine-tuning embeddings."""
+
+from __future__ import annotations
+
+import typer
+
+from radlens_cli import log
+from radlens_cli.commands._util import command, device_option, force_option, output_option, seed_option
+from radlens_cli.errors import UsageError
+
+
+def fit_share(emb_path: str, rad_path: str, output: str, hidden: int = 256, l1: float = 1e-6,
+              l2: float = 1e-5, epochs: int = 200, lr: float = 1e-3, sweep: bool = False,
+              sweep_scores: str | None = None, scale: str = "minmax", activation: str = "relu",
+              batch_size: int = 256, seed: int = 0, device: str = "auto",
+              allow_missing: bool = False, force: bool = False):
+    """Fit share (and the temporary heads) and write SHARE.h5; returns the ShareModel."""
+    import numpy as np
+
+    from radlens_cli import provenance
+    from radlens_cli.io.files import check_output
+    from radlens_cli.io.tables import read_table
+    from radlens_cli.lens.data import fit_share_tables
+    from radlens_cli.lens.share import ACTIVATIONS, paper_grid, save_share
+    from radlens_cli.lens.scaling import SCALES
+
+    if emb_path == "-" and rad_path == "-":
+        raise UsageError("only one input can be `-` (stdin)")
+    if scale not in SCALES:
+        raise UsageError(f"--scale must be one of {', '.join(SCALES)}, not {scale!r}")
+    if activation not in ACTIVATIONS:
+        raise UsageError(f"--activation must be one of {', '.join(ACTIVATIONS)}, not {activation!r}")
+    if sweep_scores and not sweep:
+        raise UsageError("--sweep-scores needs --sweep")
+    if sweep_scores == "-" and output == "-":
+        raise UsageError("--sweep-scores and --output cannot both be `-` (stdout)")
+    check_output(output, force)
+    if sweep_scores:
+        check_output(sweep_scores, force)
+    emb = read_table(emb_path, "embeddings")
+    rad = read_table(rad_path, "radiomics")
+    grid = paper_grid() if sweep else None
+    n_epochs = epochs
+    bar = log.progress(total=n_epochs, desc="fit-share", unit="epoch")
+    model = fit_share_tables(emb, rad, hidden=hidden, l1=l1, l2=l2, grid=grid, epochs=epochs,
+                             lr=lr, scale=scale, activation=activation, batch_size=batch_size,
+                             seed=seed, device=device, allow_missing=allow_missing,
+                             progress=lambda: bar.update(1), warn=log.warn)
+    bar.close()
+    for col, why in model.scaler.dropped:
+        log.warn(f"dropped radiomic column {col}: {why}")
+    if model.scaler.dropped:
+        log.warn(f"{len(model.scaler.dropped)} radiomic column(s) dropped (listed in "
+                 f"{output}: dropped_columns)")
+    params = {"hidden": hidden, "l1": model.params["l1"], "l2": model.params["l2"],
+              "epochs": epochs, "lr": lr, "sweep": sweep, "scale": scale,
+              "activation": activation, "batch_size": batch_size, "seed": seed,
+              "device": device, "allow_missing": allow_missing,
+              "n_train": model.params["n_train"], "n_val": model.params["n_val"]}
+    model.params.update(params)
+    attrs = provenance.build("fit-share", inputs={"embeddings": emb_path, "radiomics": rad_path},
+                             params=params,
+                             history=provenance.merged_history(emb.attrs, rad.attrs))
+    if sweep:
+        s = model.sweep
+        best = int(np.flatnonzero(s["selected"])[0])
+        log.info(f"sweep: selected l1={s['l1'][best]:g} l2={s['l2'][best]:g} "
+                 f"(val L1 {s['val_l1'][best]:.4g})")
+        if sweep_scores:
+            import pandas as pd
+
+            from radlens_cli.io.files import atomic_output
+
+            df = pd.DataFrame({k: s[k] for k in ("l1", "l2", "val_l1", "train_l1", "train_loss",
+                                                 "selected")})
+            with atomic_output(sweep_scores, force, suffix=".csv") as tmp:
+                df.to_csv(tmp, index=False, float_format="%.10g")
+    save_share(model, output, attrs=attrs, force=force)
+    log.info(f"share: d={model.embedding_dim} -> h={model.hidden} ({activation}), "
+             f"{len(model.columns)} radiomic columns kept, {len(model.scaler.dropped)} dropped; "
+             f"share_hash {model.share_hash[:12]}")
+    return model
+
+
+@command("fit-share")
+def fit_share_cli(
+    embeddings: str = typer.Argument(..., metavar="EMB_PRE", help="Pre-fine-tuning embeddings (case table, HDF5 or CSV; `-` for stdin)."),
+    radiomics: str = typer.Argument(..., metavar="RADIOMICS", help="Radiomics case table (HDF5 or CSV; `-` for stdin)."),
+    output: str = output_option("Output SHARE.h5 (`-` for stdout)."),
+    hidden: int = typer.Option(256, "--hidden", min=1, help="Hidden units h of share."),
+    l1: float = typer.Option(1e-6, "--l1", min=0.0, help="L1 penalty on all weights of share and heads (biases excluded)."),
+    l2: float = typer.Option(1e-5, "--l2", min=0.0, help="Squared-L2 penalty on all weights of share and heads (biases excluded)."),
+    epochs: int = typer.Option(200, "--epochs", min=1, help="Training epochs (Adam)."),
+    lr: float = typer.Option(1e-3, "--lr", min=0.0, help="Adam learning rate."),
+    sweep: bool = typer.Option(False, "--sweep", help="Train the paper's 6x4 (l1, l2) grid as one batched model and keep the one with the lowest validation L1; --l1/--l2 are then ignored."),
+    sweep_scores: str = typer.Option(None, "--sweep-scores", help="Also write the grid's scores to this CSV (with --sweep)."),
+    scale: str = typer.Option("minmax", "--scale", help="Radiomics scaling with train statistics: minmax (the paper, [0,1]) or zscore."),
+    activation: str = typer.Option("relu", "--activation", help="Non-linearity of share: relu, gelu or tanh (the paper does not name it)."),
+    batch_size: int = typer.Option(256, "--batch-size", help="Cases per Adam step; 0 for full batch."),
+    allow_missing: bool = typer.Option(False, "--allow-missing", help="Use the cases present in both inputs instead of failing on a mismatch."),
+    seed: int = seed_option(),
+    device: str = device_option(),
+    force: bool = force_option(),
+):
+    """Train the shared projection on pre-fine-tuning embeddings.
+
+    Learns f(X) = head(share(X)) with share = Linear(d, h) + non-linearity and one linear
+    head over all modalities' radiomic columns, minimising the per-case L1 reconstruction
+    error (summed over columns, averaged over cases) plus l1*|w| + l2*w^2 over all weights
+    (the paper's eq. 5), with Adam on the `train` split. Radiomics are min-max scaled with
+    train statistics; columns constant or non-finite on train are dropped and listed.
+    With --sweep, the paper's grid l1 in {0,1e-7,3e-7,1e-6,3e-6,1e-5} x l2 in
+    {0,1e-5,1e-4,1e-3} is trained at once and selected on `val` reconstruction.
+    Writes SHARE.h5 (schema share-model/1): share's weights, scaling, kept and dropped
+    columns, grid scores and a share_hash; the heads are discarded.
+
+    Examples:
+
+    \b
+      radlens fit-share emb_pre.h5 radiomics.h5 -o share.h5
+      radlens fit-share emb_pre.h5 radiomics.h5 -o share.h5 --sweep --sweep-scores sweep.csv
+    """
+    fit_share(embeddings, radiomics, output, hidden=hidden, l1=l1, l2=l2, epochs=epochs, lr=lr,
+              sweep=sweep, sweep_scores=sweep_scores, scale=scale, activation=activation,
+              batch_size=batch_size, seed=seed, device=device, allow_missing=allow_missing,
+              force=force)

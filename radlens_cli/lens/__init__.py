@@ -1,0 +1,30 @@
+"""The Radiomic Lens method, usable without the CLI (e.g. in a notebook).
+
+    from radlens_cli.lens import fit_share_tables, decode, load_decoder, delta_table
+
+share:    fit_scaler, train_share, fit_share_tables, ShareModel, save_share, load_share
+decode:   fit_decoder, decode, save_decoder, load_decoder, importance, r2_score
+compare:  delta_table, three_views, permutation_test, bootstrap_ci
+stats:    group_stats, markdown_table
+"""
+
+from radlens_cli.lens.compare import (bootstrap_ci, delta_table, permutation_test, ranks,
+                                      require_same_share, solve_moments, three_views)
+from radlens_cli.lens.data import (DecodeResult, DecoderFile, decode, fit_share_tables, join,
+                                   load_decoder, save_decoder)
+from radlens_cli.lens.decoder import Decoder, conditioning, fit_decoder, importance, r2_score
+from radlens_cli.lens.fdr import bh_fdr, stars
+from radlens_cli.lens.names import column_meta, parse_column_names
+from radlens_cli.lens.scaling import Scaler, fit_scaler
+from radlens_cli.lens.share import (ShareModel, load_share, paper_grid, save_share,
+                                    train_share)
+from radlens_cli.lens.stats import group_stats, markdown_table
+
+__all__ = [
+    "Decoder", "DecodeResult", "DecoderFile", "Scaler", "ShareModel", "bh_fdr", "bootstrap_ci",
+    "column_meta", "conditioning", "decode", "delta_table", "fit_decoder", "fit_scaler",
+    "fit_share_tables", "group_stats", "importance", "join", "load_decoder", "load_share",
+    "markdown_table", "paper_grid", "parse_column_names", "permutation_test", "r2_score",
+    "ranks", "require_same_share", "save_decoder", "save_share", "solve_moments", "stars",
+    "three_views", "train_share",
+]

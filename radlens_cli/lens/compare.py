@@ -1,0 +1,221 @@
+"""Importance change between two decoders of the same share model (paper Sect. 3.6, 4.2).
+
+I_k = ||theta_k,:||_2 (intercept excluded), delta_importance = I_ft - I_pre, exactly as in
+the paper, from the decoders' stored theta. Beside it radlens reports held-out
+decodability r2_pre, r2_ft, delta_r2 (see docs/readme/lens.md: least-squares weight norms
+grow for features the embedding does NOT encode, so delta_importance alone can rank gains
+and losses backwards when n_train is not >> h).
+
+Refits for the bootstrap and the permutation test work on the normal equations: the Gram
+matrices Z^T Z and cross products Z^T R are computed once and updated with the rows that a
+resample or a swap changes (a permutation changes pre and ft by the same low-rank term
+with opposite signs), then solved through a symmetric eigendecomposition (pseudo-inverse
+on the numerical null space, ridge as stored in each decoder). The observed statistic of
+the permutation test is recomputed with this same solver so the test compares like with
+like; the reported importances stay the paper's numbers.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import numpy as np
+
+from radlens_cli.errors import RadlensError
+from radlens_cli.lens.decoder import _r2, importance, solve_moments
+from radlens_cli.lens.fdr import bh_fdr
+
+RANK_BY = ("delta_importance", "delta_r2")
+DELTA_COLUMNS = ["column", "modality", "image_type", "family", "feature", "importance_pre",
+                 "importance_ft", "delta_importance", "r2_pre", "r2_ft", "delta_r2",
+                 "rank_gain", "rank_loss"]
+
+
+def require_same_share(pre, ft) -> None:
+    """Named error when two decoders were fitted on different share models."""
+    if pre.share_hash != ft.share_hash:
+        raise RadlensError(f"{pre.path} and {ft.path} were decoded with different share models "
+                           f"(share_hash {pre.share_hash[:12]}... vs {ft.share_hash[:12]}...); "
+                           f"decode both embeddings with the same SHARE.h5")
+    if list(pre.columns) != list(ft.columns):
+        raise RadlensError(f"{pre.path} and {ft.path} decode different radiomic columns")
+
+
+def ranks(stat: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """(rank_gain, rank_loss): 1 = largest increase / largest decrease (stable on ties)."""
+    stat = np.asarray(stat, dtype=np.float64)
+    gain = np.empty(len(stat), dtype=np.int64)
+    gain[np.argsort(-stat, kind="stable")] = np.arange(1, len(stat) + 1)
+    loss = np.empty(len(stat), dtype=np.int64)
+    loss[np.argsort(stat, kind="stable")] = np.arange(1, len(stat) + 1)
+    return gain, loss
+
+
+def delta_table(columns, meta: dict, theta_pre, theta_ft, r2_pre, r2_ft,
+                rank_by: str = "delta_importance"):
+    """The DELTA table (pandas DataFrame), one row per radiomic column, in column order."""
+    import pandas as pd
+
+    if rank_by not in RANK_BY:
+        raise ValueError(f"rank_by must be one of {RANK_BY}")
+    ip, ifd = importance(theta_pre), importance(theta_ft)
+    df = pd.DataFrame({"column": list(columns)})
+    for k in ("modality", "image_type", "family", "feature"):
+        df[k] = np.asarray(meta.get(k, [""] * len(columns)), dtype=object)
+    df["importance_pre"], df["importance_ft"], df["delta_importance"] = ip, ifd, ifd - ip
+    df["r2_pre"], df["r2_ft"] = np.asarray(r2_pre, float), np.asarray(r2_ft, float)
+    df["delta_r2"] = df["r2_ft"] - df["r2_pre"]
+    df["rank_gain"], df["rank_loss"] = ranks(df[rank_by].to_numpy())
+    return df[DELTA_COLUMNS]
+
+
+def three_views(df, k: int = 5, stable_quantile: float = 0.5, rank_by: str = "delta_importance"):
+    """The paper's views: largest gains, largest losses, and the least changed among
+    features important in both stages (above `stable_quantile` of each stage's values;
+    importance for rank_by=delta_importance, R^2 for delta_r2)."""
+    stat = df[rank_by].to_numpy()
+    gains = df.iloc[np.argsort(-stat, kind="stable")[:k]]
+    losses = df.iloc[np.argsort(stat, kind="stable")[:k]]
+    a, b = (("importance_pre", "importance_ft") if rank_by == "delta_importance"
+            else ("r2_pre", "r2_ft"))
+    va, vb = df[a].to_numpy(), df[b].to_numpy()
+    both = (va >= np.quantile(va, stable_quantile)) & (vb >= np.quantile(vb, stable_quantile))
+    idx = np.flatnonzero(both)
+    stable = df.iloc[idx[np.argsort(np.abs(stat[idx]), kind="stable")[:k]]]
+    return {"largest gains": gains, "largest losses": losses,
+            f"least changed (important in both, q>={stable_quantile:g})": stable}
+
+
+def format_views(views: dict, rank_by: str) -> str:
+    """A readable text table of the three views."""
+    lines = [f"ranked by {rank_by}"]
+    for title, sub in views.items():
+        lines.append("")
+        lines.append(f"{title}:")
+        if not len(sub):
+            lines.append("  (none)")
+            continue
+        width = max(len(c) for c in sub["column"])
+        lines.append(f"  {'column':<{width}}  {'I_pre':>9} {'I_ft':>9} {'dI':>10}  "
+                     f"{'R2_pre':>7} {'R2_ft':>7} {'dR2':>8}")
+        for _, r in sub.iterrows():
+            lines.append(f"  {r['column']:<{width}}  {r['importance_pre']:9.4g} "
+                         f"{r['importance_ft']:9.4g} {r['delta_importance']:+10.4g}  "
+                         f"{r['r2_pre']:7.3f} {r['r2_ft']:7.3f} {r['delta_r2']:+8.3f}")
+    return "\n".join(lines) + "\n"
+
+
+# ---------------------------------------------------------------- refits
+
+@dataclass
+class PairedData:
+    """Train/eval arrays of both decoders on the same cases, same order."""
+
+    Zp_tr: np.ndarray
+    Zf_tr: np.ndarray
+    R_tr: np.ndarray
+    Zp_ev: np.ndarray
+    Zf_ev: np.ndarray
+    R_ev: np.ndarray
+    intercept: bool
+    ridge_pre: float
+    ridge_ft: float
+
+
+def _r2_of(theta, bias, Z, R, w=None):
+    pred = Z @ theta.T + bias
+    if w is None:
+        rss = ((R - pred) ** 2).sum(axis=0)
+        tss = ((R - R.mean(axis=0)) ** 2).sum(axis=0)
+    else:
+        rss = w @ ((R - pred) ** 2)
+        mean = (w @ R) / w.sum()
+        tss = w @ ((R - mean) ** 2)
+    return _r2(rss, tss)
+
+
+def _stats(d: PairedData, theta_p, bias_p, theta_f, bias_f, need_r2, Zp_ev=None, Zf_ev=None, w_ev=None):
+    di = importance(theta_f) - importance(theta_p)
+    if not need_r2:
+        return di, None
+    Zp_ev = d.Zp_ev if Zp_ev is None else Zp_ev
+    Zf_ev = d.Zf_ev if Zf_ev is None else Zf_ev
+    dr2 = _r2_of(theta_f, bias_f, Zf_ev, d.R_ev, w_ev) - _r2_of(theta_p, bias_p, Zp_ev, d.R_ev, w_ev)
+    return di, dr2
+
+
+def permutation_test(d: PairedData, n_perm: int, seed: int = 0, rank_by: str = "delta_importance",
+                     progress=None) -> tuple[np.ndarray, np.ndarray]:
+    """Two-sided permutation p-values of delta_importance or delta_r2 per feature.
+
+    Each permutation swaps the pre and ft embeddings of every case (train and eval) with
+    probability 1/2, refits both decoders and recomputes the statistic;
+    p = (1 + #{|stat*| >= |stat_obs|}) / (1 + n_perm). Returns (p, observed statistic).
+    """
+    rng = np.random.default_rng(seed)
+    need_r2 = rank_by == "delta_r2"
+    n, n_ev = len(d.R_tr), len(d.R_ev)
+    Gp, Gf = d.Zp_tr.T @ d.Zp_tr, d.Zf_tr.T @ d.Zf_tr
+    Cp, Cf = d.Zp_tr.T @ d.R_tr, d.Zf_tr.T @ d.R_tr
+    zp, zf, rs = d.Zp_tr.sum(0), d.Zf_tr.sum(0), d.R_tr.sum(0)
+    D = d.Zf_tr - d.Zp_tr
+
+    def stat_for(E, F, dz, Zp_ev=None, Zf_ev=None):
+        tp, bp = solve_moments(Gp + E, Cp + F, n, zp + dz, rs, d.intercept, d.ridge_pre)
+        tf, bf = solve_moments(Gf - E, Cf - F, n, zf - dz, rs, d.intercept, d.ridge_ft)
+        di, dr2 = _stats(d, tp, bp, tf, bf, need_r2, Zp_ev, Zf_ev)
+        return dr2 if need_r2 else di
+
+    h, p = Gp.shape[0], Cp.shape[1]
+    obs = stat_for(np.zeros((h, h)), np.zeros((h, p)), np.zeros(h))
+    thresh = np.abs(obs) * (1 - 1e-9) - 1e-12   # equal values count as extreme
+    count = np.zeros(p, dtype=np.int64)
+    for _ in range(n_perm):
+        s = rng.random(n) < 0.5
+        E = d.Zf_tr[s].T @ d.Zf_tr[s] - d.Zp_tr[s].T @ d.Zp_tr[s]
+        F = D[s].T @ d.R_tr[s]
+        Zp_ev = Zf_ev = None
+        if need_r2:
+            se = (rng.random(n_ev) < 0.5)[:, None]
+            Zp_ev, Zf_ev = np.where(se, d.Zf_ev, d.Zp_ev), np.where(se, d.Zp_ev, d.Zf_ev)
+        count += np.abs(stat_for(E, F, D[s].sum(0), Zp_ev, Zf_ev)) >= thresh
+        if progress is not None:
+            progress()
+    return (1.0 + count) / (1.0 + n_perm), obs
+
+
+def bootstrap_ci(d: PairedData, n_boot: int, seed: int = 0, rank_by: str = "delta_importance",
+                 level: float = 0.95, progress=None) -> tuple[np.ndarray, np.ndarray]:
+    """Percentile CI of delta_importance (or delta_r2) over case resamples.
+
+    Train cases are resampled with replacement (the same resample for pre and ft, they are
+    paired) and both decoders refitted; for delta_r2 the eval cases are resampled too.
+    """
+    rng = np.random.default_rng(seed)
+    need_r2 = rank_by == "delta_r2"
+    n, n_ev = len(d.R_tr), len(d.R_ev)
+    out = np.empty((n_boot, d.R_tr.shape[1]))
+    for b in range(n_boot):
+        w = np.bincount(rng.integers(0, n, n), minlength=n).astype(np.float64)
+        nz = w > 0
+        Zp, Zf, R, ww = d.Zp_tr[nz], d.Zf_tr[nz], d.R_tr[nz], w[nz]
+        Rw = R * ww[:, None]
+        tp, bp = solve_moments((Zp * ww[:, None]).T @ Zp, Zp.T @ Rw, n, ww @ Zp, Rw.sum(0),
+                               d.intercept, d.ridge_pre)
+        tf, bf = solve_moments((Zf * ww[:, None]).T @ Zf, Zf.T @ Rw, n, ww @ Zf, Rw.sum(0),
+                               d.intercept, d.ridge_ft)
+        w_ev = (np.bincount(rng.integers(0, n_ev, n_ev), minlength=n_ev).astype(np.float64)
+                if need_r2 else None)
+        di, dr2 = _stats(d, tp, bp, tf, bf, need_r2, w_ev=w_ev)
+        out[b] = dr2 if need_r2 else di
+        if progress is not None:
+            progress()
+    a = (1 - level) / 2
+    lo, hi = np.quantile(out, [a, 1 - a], axis=0)
+    return lo, hi
+
+
+def add_permutations(df, p_perm: np.ndarray):
+    df["p_perm"] = p_perm
+    df["q_bh"] = bh_fdr(p_perm)
+    return df

@@ -1,0 +1,331 @@
+"""The shared non-linear projection Z = share(X) = act(X W + b) (paper Sect. 2.2, 3.5).
+
+Training (paper eq. 5): f(X) = head(share(X)), one linear head over all modalities'
+kept radiomic columns (equivalent to one Linear(h, n) per modality), loss
+
+    L = mean_cases( sum_columns |head(share(x)) - r| ) + l1 * ||W||_1 + l2 * ||W||_2^2
+
+where ||W|| runs over the weights of share AND head (the paper's ||phi, theta||) and the
+biases are not penalised (the usual convention; the paper does not say).
+Reduction, and why: the paper's loss is the sum over modalities of per-modality L1 norms,
+i.e. a sum over all radiomic columns, for one case; we average that over the cases of a
+batch so the data term does not grow with the batch size. A per-element mean instead would
+shrink the data term by the number of columns (~2,500) and make the paper's tiny
+lambdas (1e-7 .. 1e-3) relatively ~2,500x stronger than they were tuned for.
+
+The paper's lambda_1 grid lists 1e-6 twice (a typo); we use DESIGN's grid
+l1 in {0, 1e-7, 3e-7, 1e-6, 3e-6, 1e-5} x l2 in {0, 1e-5, 1e-4, 1e-3}.
+The non-linearity is not named in the paper; ReLU by default.
+
+The sweep trains all grid points at once: every weight has a leading grid dimension and
+the summed loss gives each grid point exactly its own gradient (Adam is element-wise), so
+it equals 24 separate fits from the same initialisation, in one batched model.
+"""
+
+from __future__ import annotations
+
+import hashlib
+from dataclasses import dataclass, field
+
+import numpy as np
+
+from radlens_cli.lens.scaling import Scaler
+
+ACTIVATIONS = ("relu", "gelu", "tanh")
+L1_GRID = (0.0, 1e-7, 3e-7, 1e-6, 3e-6, 1e-5)
+L2_GRID = (0.0, 1e-5, 1e-4, 1e-3)
+DEFAULT_L1, DEFAULT_L2 = 1e-6, 1e-5
+SHARE_SCHEMA = "share-model/1"
+
+
+def paper_grid() -> list[tuple[float, float]]:
+    """The 6 x 4 (l1, l2) grid of the paper's sweep, l1 varying slowest."""
+    return [(a, b) for a in L1_GRID for b in L2_GRID]
+
+
+def activate(a: np.ndarray, activation: str) -> np.ndarray:
+    """The share non-linearity in numpy (GELU is the exact erf form, as torch's default)."""
+    if activation == "relu":
+        return np.maximum(a, 0.0)
+    if activation == "tanh":
+        return np.tanh(a)
+    if activation == "gelu":
+        from scipy.special import erf
+
+        return 0.5 * a * (1.0 + erf(a / np.sqrt(2.0)))
+    raise ValueError(f"unknown activation {activation!r} (choose {', '.join(ACTIVATIONS)})")
+
+
+@dataclass
+class ShareModel:
+    """Frozen share projection plus what is needed to use it on new data."""
+
+    weight: np.ndarray                      # (d, h) float32
+    bias: np.ndarray                        # (h,) float32
+    activation: str
+    embedding_columns: list[str]
+    scaler: Scaler
+    column_meta: dict = field(default_factory=dict)   # kept columns' metadata arrays
+    params: dict = field(default_factory=dict)
+    sweep: dict | None = None
+    attrs: dict = field(default_factory=dict)              # root attributes when loaded
+
+    @property
+    def hidden(self) -> int:
+        return int(self.weight.shape[1])
+
+    @property
+    def embedding_dim(self) -> int:
+        return int(self.weight.shape[0])
+
+    @property
+    def columns(self) -> list[str]:
+        return self.scaler.columns
+
+    def transform(self, X: np.ndarray) -> np.ndarray:
+        """Z = act(X W + b), float64, (n, h)."""
+        X = np.asarray(X, dtype=np.float64)
+        return activate(X @ self.weight.astype(np.float64) + self.bias.astype(np.float64),
+                        self.activation)
+
+    @property
+    def share_hash(self) -> str:
+        """sha256 over the weights, activation, embedding columns and scaling: the identity
+        decoders carry so that compare refuses decoders of different share models."""
+        h = hashlib.sha256()
+        h.update(self.activation.encode())
+        h.update(np.ascontiguousarray(self.weight, dtype="<f4").tobytes())
+        h.update(np.ascontiguousarray(self.bias, dtype="<f4").tobytes())
+        h.update("\n".join(self.embedding_columns).encode())
+        h.update(self.scaler.kind.encode())
+        h.update("\n".join(self.scaler.columns).encode())
+        h.update(np.ascontiguousarray(self.scaler.offset, dtype="<f8").tobytes())
+        h.update(np.ascontiguousarray(self.scaler.factor, dtype="<f8").tobytes())
+        return h.hexdigest()
+
+
+@dataclass
+class ShareFit:
+    """Result of training one or many (grid) share models."""
+
+    grid: list[tuple[float, float]]
+    weight: np.ndarray        # (G, d, h) float32
+    bias: np.ndarray          # (G, h) float32
+    train_loss: np.ndarray    # (G,) final penalised loss on the whole train split
+    train_l1: np.ndarray      # (G,) final data term on train
+    val_l1: np.ndarray        # (G,) data term on val (NaN without val cases)
+
+    @property
+    def best(self) -> int:
+        """Grid index with the lowest validation reconstruction L1 (first on ties)."""
+        score = self.val_l1 if np.isfinite(self.val_l1).all() else self.train_l1
+        return int(np.argmin(score))
+
+
+def _torch_act(activation: str):
+    import torch
+
+    return {"relu": torch.relu, "tanh": torch.tanh,
+            "gelu": torch.nn.functional.gelu}[activation]
+
+
+def resolve_device(device: str) -> str:
+    import torch
+
+    if device == "auto":
+        return "cuda" if torch.cuda.is_available() else "cpu"
+    if device.startswith("cuda") and not torch.cuda.is_available():
+        from radlens_cli.errors import RadlensError
+
+        raise RadlensError(f"--device {device}: CUDA is not available on this machine")
+    return device
+
+
+def train_share(X_train, R_train, X_val=None, R_val=None, grid=None, hidden: int = 256,
+                activation: str = "relu", epochs: int = 200, lr: float = 1e-3,
+                batch_size: int = 256, seed: int = 0, device: str = "cpu",
+                progress=None) -> ShareFit:
+    """Train share+head for every (l1, l2) in `grid` at once (Adam, L1 reconstruction).
+
+    X: (n, d) embeddings; R: (n, p) scaled radiomics. batch_size <= 0 means full batch.
+    All grid points start from the same seeded initialisation (torch.nn.Linear's
+    default uniform +-1/sqrt(fan_in)) and see the same mini-batch order, so the grid
+    compares penalties only. Deterministic on CPU for a given seed.
+    """
+    import torch
+
+    if activation not in ACTIVATIONS:
+        raise ValueError(f"unknown activation {activation!r}")
+    grid = list(grid or [(DEFAULT_L1, DEFAULT_L2)])
+    device = resolve_device(device)
+    prev_det = torch.are_deterministic_algorithms_enabled()
+    if device == "cpu":
+        torch.use_deterministic_algorithms(True)
+    try:
+        return _train(torch, np.asarray(X_train, np.float32), np.asarray(R_train, np.float32),
+                      None if X_val is None else np.asarray(X_val, np.float32),
+                      None if R_val is None else np.asarray(R_val, np.float32),
+                      grid, hidden, activation, epochs, lr, batch_size, seed, device, progress)
+    finally:
+        torch.use_deterministic_algorithms(prev_det)
+
+
+def _train(torch, X, R, Xv, Rv, grid, hidden, activation, epochs, lr, batch_size, seed,
+           device, progress) -> ShareFit:
+    n, d = X.shape
+    p = R.shape[1]
+    G = len(grid)
+    gen = torch.Generator().manual_seed(int(seed))
+
+    def uniform(shape, fan_in):
+        bound = 1.0 / np.sqrt(fan_in)
+        return (torch.rand(shape, generator=gen, dtype=torch.float32) * 2 - 1) * bound
+
+    init = [uniform((d, hidden), d), uniform((hidden,), d),
+            uniform((hidden, p), hidden), uniform((p,), hidden)]
+    W1, b1, W2, b2 = (t.unsqueeze(0).repeat(G, *([1] * t.dim())).to(device).requires_grad_()
+                      for t in init)
+    l1 = torch.tensor([g[0] for g in grid], dtype=torch.float32, device=device)
+    l2 = torch.tensor([g[1] for g in grid], dtype=torch.float32, device=device)
+    act = _torch_act(activation)
+    Xt = torch.from_numpy(X).to(device)
+    Rt = torch.from_numpy(R).to(device)
+    try:   # one fused kernel per step: the grid's Adam state is 24x the model
+        opt = torch.optim.Adam([W1, b1, W2, b2], lr=lr, fused=True)
+    except (RuntimeError, TypeError):  # pragma: no cover - device without fused Adam
+        opt = torch.optim.Adam([W1, b1, W2, b2], lr=lr)
+    bs = n if batch_size is None or batch_size <= 0 or batch_size >= n else int(batch_size)
+
+    def forward(xb):
+        H = act(torch.einsum("nd,gdh->gnh", xb, W1) + b1[:, None, :])
+        return torch.baddbmm(b2[:, None, :], H, W2)          # (G, n, p)
+
+    def penalty():
+        return (l1 * (W1.abs().sum((1, 2)) + W2.abs().sum((1, 2)))
+                + l2 * (W1.square().sum((1, 2)) + W2.square().sum((1, 2))))
+
+    params = (W1, b1, W2, b2)
+    for _ in range(epochs):
+        order = torch.randperm(n, generator=gen) if bs < n else torch.arange(n)
+        for start in range(0, n, bs):
+            idx = order[start:start + bs].to(device)
+            with torch.no_grad():
+                grads = share_gradients(torch, Xt[idx], Rt[idx], *params, l1, l2, activation)
+            for prm, g in zip(params, grads):
+                prm.grad = g
+            opt.step()
+        if progress is not None:
+            progress()
+
+    def data_term(Xa, Ra):
+        total = torch.zeros(G, dtype=torch.float64, device=device)
+        chunk = max(1, int(2e7 // max(1, G * p)))      # bound (G, chunk, p) to ~80 MB
+        for s in range(0, Xa.shape[0], chunk):
+            err = (forward(Xa[s:s + chunk]) - Ra[s:s + chunk]).abs().sum(dim=2)
+            total += err.sum(dim=1).double()
+        return (total / Xa.shape[0]).cpu().numpy()
+
+    with torch.no_grad():
+        train_l1 = data_term(Xt, Rt)
+        pen = penalty().double().cpu().numpy()
+        if Xv is not None and len(Xv):
+            val_l1 = data_term(torch.from_numpy(Xv).to(device), torch.from_numpy(Rv).to(device))
+        else:
+            val_l1 = np.full(G, np.nan)
+    return ShareFit(grid=grid, weight=W1.detach().cpu().numpy(), bias=b1.detach().cpu().numpy(),
+                    train_loss=train_l1 + pen, train_l1=train_l1, val_l1=val_l1)
+
+
+def share_gradients(torch, xb, rb, W1, b1, W2, b2, l1, l2, activation):
+    """Gradients of sum_g [mean_b sum_p |head(share(x)) - r| + l1_g |W|_1 + l2_g |W|_2^2]
+    w.r.t. (W1, b1, W2, b2), written out by hand.
+
+    Same values as autograd on that loss (tested), but the (G, batch, p) error tensor is
+    turned into its sign in place and the penalties' gradients are added in place: the
+    grid's element-wise work is what dominates the batched sweep on CPU, and autograd
+    would allocate and traverse several such tensors per step.
+    """
+    B = xb.shape[0]
+    A = torch.einsum("nd,gdh->gnh", xb, W1).add_(b1[:, None, :])       # (G, B, h)
+    H = _torch_act(activation)(A)
+    S = torch.baddbmm(b2[:, None, :], H, W2).sub_(rb).sign_()          # dL/dP * B
+    gW2 = torch.bmm(H.transpose(1, 2), S).div_(B)
+    gb2 = S.sum(dim=1).div_(B)
+    gH = torch.bmm(S, W2.transpose(1, 2)).div_(B)
+    del S
+    if activation == "relu":
+        gA = gH.mul_(A > 0)
+    elif activation == "tanh":
+        gA = gH.mul_(1 - H * H)
+    else:  # exact GELU: Phi(a) + a * phi(a)
+        cdf = 0.5 * (1 + torch.erf(A / np.sqrt(2.0)))
+        pdf = torch.exp(-0.5 * A * A) / np.sqrt(2 * np.pi)
+        gA = gH.mul_(cdf + A * pdf)
+    G, _, h = gA.shape
+    gW1 = (xb.T @ gA.permute(1, 0, 2).reshape(B, G * h)).reshape(-1, G, h).permute(1, 0, 2)
+    gW1 = gW1.contiguous()
+    gb1 = gA.sum(dim=1)
+    for W, gW in ((W1, gW1), (W2, gW2)):
+        gW.add_(torch.sign(W).mul_(l1[:, None, None]))
+        gW.addcmul_(W, (2 * l2)[:, None, None].expand_as(W))
+    return gW1, gb1, gW2, gb2
+
+
+# ---------------------------------------------------------------- SHARE.h5
+
+def save_share(model: ShareModel, path: str, attrs: dict | None = None, force: bool = False) -> None:
+    """Write SHARE.h5 (schema share-model/1); the temporary heads are not kept."""
+    from radlens_cli.io.tables import write_h5
+
+    sc = model.scaler
+    datasets = {
+        "weight": np.asarray(model.weight, np.float32),
+        "bias": np.asarray(model.bias, np.float32),
+        "embedding_columns": np.array(model.embedding_columns, dtype=object),
+        "columns": np.array(sc.columns, dtype=object),
+        "scale_offset": np.asarray(sc.offset, np.float64),
+        "scale_factor": np.asarray(sc.factor, np.float64),
+        "dropped_columns": np.array([c for c, _ in sc.dropped], dtype=object),
+        "dropped_reasons": np.array([r for _, r in sc.dropped], dtype=object),
+    }
+    for k, v in model.column_meta.items():
+        datasets[f"column_{k}"] = np.asarray(v, dtype=object)
+    groups = {}
+    if model.sweep:
+        groups["sweep"] = {k: np.asarray(v) for k, v in model.sweep.items()}
+    own = {"activation": model.activation, "scale": sc.kind, "hidden": model.hidden,
+           "embedding_dim": model.embedding_dim, "share_hash": model.share_hash}
+    write_h5(path, SHARE_SCHEMA, datasets, {**(attrs or {}), **own}, force, groups=groups)
+
+
+def load_share(path: str) -> ShareModel:
+    """Read SHARE.h5 and check its content hash."""
+    import json
+
+    from radlens_cli.errors import RadlensError
+    from radlens_cli.io.tables import _decode, open_h5, read_h5_attrs
+
+    shown = "stdin" if path == "-" else path
+    with open_h5(path, SHARE_SCHEMA, "share model") as f:
+        try:
+            attrs = read_h5_attrs(f)
+            strs = {k: list(_decode(f[k][()])) for k in
+                    ("embedding_columns", "columns", "dropped_columns", "dropped_reasons")}
+            meta = {k[len("column_"):]: _decode(f[k][()]) for k in f if k.startswith("column_")}
+            sweep = {k: f["sweep"][k][()] for k in f["sweep"]} if "sweep" in f else None
+            scaler = Scaler(kind=str(attrs["scale"]), columns=strs["columns"],
+                            offset=f["scale_offset"][()], factor=f["scale_factor"][()],
+                            dropped=list(zip(strs["dropped_columns"], strs["dropped_reasons"])))
+            model = ShareModel(weight=f["weight"][()], bias=f["bias"][()],
+                               activation=str(attrs["activation"]),
+                               embedding_columns=strs["embedding_columns"], scaler=scaler,
+                               column_meta=meta, sweep=sweep,
+                               params=json.loads(attrs.get("params", "{}")))
+        except KeyError as e:
+            raise RadlensError(f"{shown}: share model lacks {e} (not written by fit-share?)") from None
+        stored = attrs.get("share_hash")
+        model.attrs = attrs
+    if stored != model.share_hash:
+        raise RadlensError(f"{shown}: share_hash does not match the stored weights "
+                           f"(file modified or corrupt)")
+    return model

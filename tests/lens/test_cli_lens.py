@@ -1,0 +1,300 @@
+"""fit-share, decode, compare and stats through the real CLI."""
+
+import io
+
+import h5py
+import numpy as np
+import pandas as pd
+import pytest
+from typer.testing import CliRunner
+
+from radlens_cli.io import files
+from radlens_cli.io.tables import CaseTable, write_table
+from tests.lens.conftest import planted_cohort
+
+DELTA_COLS = ["column", "modality", "image_type", "family", "feature", "importance_pre",
+              "importance_ft", "delta_importance", "r2_pre", "r2_ft", "delta_r2", "rank_gain",
+              "rank_loss"]
+FIT = ("--hidden", "64", "--epochs", "3", "--seed", "0", "--device", "cpu")
+
+
+def _run(*args, input=None):
+    from radlens_cli.main import app
+
+    files._SPOOLED.clear()
+    r = CliRunner().invoke(app, [str(a) for a in args], input=input, catch_exceptions=False)
+    files._SPOOLED.clear()
+    assert r.exit_code == 0, f"{args}: {r.stderr}"
+    return r
+
+
+@pytest.fixture(scope="module")
+def pipeline(tmp_path_factory):
+    """The planted cohort through fit-share, decode (pre, ft), run once per module."""
+    d = tmp_path_factory.mktemp("lens")
+    P = planted_cohort()
+    for name, t in (("emb_pre", P.emb_pre), ("emb_ft", P.emb_ft), ("rad", P.rad)):
+        write_table(t, str(d / f"{name}.h5"))
+    _run("fit-share", d / "emb_pre.h5", d / "rad.h5", "-o", d / "share.h5", *FIT)
+    _run("decode", d / "share.h5", d / "emb_pre.h5", d / "rad.h5", "-o", d / "dec_pre.h5")
+    _run("decode", d / "share.h5", d / "emb_ft.h5", d / "rad.h5", "-o", d / "dec_ft.h5")
+    return d, P
+
+
+def test_planted_end_to_end_delta_r2_ranks_both_sets(pipeline):
+    d, P = pipeline
+    r = _run("compare", d / "dec_pre.h5", d / "dec_ft.h5", "-o", d / "delta_r2.csv",
+             "--rank-by", "delta_r2", "--top", "5")
+    assert "largest gains" in r.stderr and "least changed" in r.stderr
+    df = pd.read_csv(d / "delta_r2.csv")
+    assert list(df.columns) == DELTA_COLS
+    top = df.sort_values("rank_gain").column[:10]
+    bottom = df.sort_values("rank_loss").column[:10]
+    assert np.mean([c in P.up for c in top]) >= 0.9
+    assert np.mean([c in P.down for c in bottom]) >= 0.9
+    # the paper's numbers are there unchanged: I = ||theta_k||, from the decoders' theta
+    with h5py.File(d / "dec_pre.h5") as fp, h5py.File(d / "dec_ft.h5") as ff:
+        ip, ift = np.linalg.norm(fp["theta"][()], axis=1), np.linalg.norm(ff["theta"][()], axis=1)
+        np.testing.assert_allclose(df.importance_pre, ip, rtol=1e-9)
+        np.testing.assert_allclose(df.delta_importance, ift - ip, rtol=1e-8, atol=1e-12)
+        np.testing.assert_allclose(df.r2_pre, fp["r2"][()], rtol=1e-9)
+        assert fp.attrs["share_hash"] == ff.attrs["share_hash"]
+        assert fp["eval/squared_error"].shape == (120, 90)
+
+
+def test_planted_stats_show_the_lost_group(pipeline):
+    d, P = pipeline
+    _run("stats", d / "dec_pre.h5", d / "dec_ft.h5", "-o", d / "table.csv")
+    t = pd.read_csv(d / "table.csv", keep_default_na=False)
+    assert list(t.columns) == ["group_by", "group", "n_features", "mse_pre", "r2_pre", "mse_ft",
+                               "r2_ft", "wilcoxon_p", "stars", "q_bh"]
+    lost = t[(t.group_by == "family") & (t.group == "glszm")].iloc[0]     # S_down's family
+    assert lost.r2_ft < lost.r2_pre - 0.3 and lost.wilcoxon_p < 0.001 and lost.stars == "***"
+    gained = t[(t.group_by == "family") & (t.group == "ngtdm")].iloc[0]   # S_up's family
+    assert gained.r2_ft > gained.r2_pre + 0.3
+    assert set(t.group_by) == {"family", "image_type", "modality", "modality_family"}
+    assert set(t[t.group_by == "image_type"].group) == {"original", "wavelet"}
+    r = _run("stats", d / "dec_pre.h5", d / "dec_ft.h5", "-o", "-", "--format", "markdown",
+             "--by", "family")
+    assert "| GLSZM | Pre-train |" in r.stdout and "| Feature | Stage | MSE ↓ | R² ↑ |" in r.stdout
+
+
+def test_compare_bootstrap_permutations_summary(pipeline):
+    d, _ = pipeline
+    _run("compare", d / "dec_pre.h5", d / "dec_ft.h5", "-o", d / "dp.csv", "--bootstrap", "4",
+         "--permutations", "9", "--summary", d / "views.txt", "--top", "3", "--seed", "2")
+    df = pd.read_csv(d / "dp.csv")
+    assert list(df.columns) == DELTA_COLS + ["ci_low", "ci_high", "p_perm", "q_bh"]
+    assert ((df.p_perm >= 0.1 - 1e-12) & (df.p_perm <= 1)).all()      # (1 + k) / 10
+    assert (df.ci_low <= df.ci_high).all()
+    assert (d / "views.txt").read_text().count("\n  ") >= 9
+    _run("compare", d / "dec_pre.h5", d / "dec_ft.h5", "-o", d / "dp2.csv", "--bootstrap", "4",
+         "--permutations", "9", "--top", "0", "--seed", "2")
+    assert (d / "dp.csv").read_bytes() == (d / "dp2.csv").read_bytes()
+
+
+def test_pipe_decode_into_compare_and_stats(pipeline, tmp_path):
+    d, _ = pipeline
+    r = _run("decode", d / "share.h5", d / "emb_ft.h5", d / "rad.h5", "-o", "-")
+    assert r.stdout_bytes[:8] == b"\x89HDF\r\n\x1a\n"
+    c = _run("compare", d / "dec_pre.h5", "-", "-o", "-", "--top", "0", input=r.stdout_bytes)
+    df = pd.read_csv(io.StringIO(c.stdout))
+    ref = pd.read_csv(d / "delta_r2.csv") if (d / "delta_r2.csv").exists() else None
+    assert len(df) == 90 and list(df.columns) == DELTA_COLS
+    if ref is not None:
+        np.testing.assert_allclose(df.r2_ft, ref.r2_ft, rtol=1e-6)
+    s = _run("stats", d / "dec_pre.h5", "-", "-o", "-", input=r.stdout_bytes)
+    assert s.stdout.startswith("group_by,group,n_features")
+
+
+def test_paths_with_spaces_and_same_seed(spaced_tmp, planted_files):
+    p = planted_files
+    a, b, c = spaced_tmp / "share a.h5", spaced_tmp / "share b.h5", spaced_tmp / "share c.h5"
+    _run("fit-share", p["emb_pre"], p["rad"], "-o", a, *FIT)
+    _run("fit-share", p["emb_pre"], p["rad"], "-o", b, *FIT)
+    _run("fit-share", p["emb_pre"], p["rad"], "-o", c, *FIT[:-4], "--seed", "1", "--device", "cpu")
+    with h5py.File(a) as fa, h5py.File(b) as fb, h5py.File(c) as fc:
+        for k in ("weight", "bias", "scale_offset", "scale_factor"):
+            assert np.array_equal(fa[k][()], fb[k][()])
+        assert fa.attrs["share_hash"] == fb.attrs["share_hash"] != fc.attrs["share_hash"]
+        assert not np.allclose(fa["weight"][()], fc["weight"][()])
+    out = spaced_tmp / "dec pre.h5"
+    _run("decode", a, p["emb_pre"], p["rad"], "-o", out)
+    assert out.exists()
+
+
+def test_sweep_writes_grid_scores(planted_files, tmp_path):
+    p = planted_files
+    _run("fit-share", p["emb_pre"], p["rad"], "-o", tmp_path / "s.h5", "--sweep", "--sweep-scores",
+         tmp_path / "sweep.csv", "--hidden", "16", "--epochs", "1", "--device", "cpu")
+    sw = pd.read_csv(tmp_path / "sweep.csv")
+    assert len(sw) == 24 and sw.selected.sum() == 1
+    assert sw.loc[sw.selected, "val_l1"].item() == sw.val_l1.min()
+    with h5py.File(tmp_path / "s.h5") as f:
+        assert f["sweep/val_l1"].shape == (24,)
+        assert f.attrs["radlens_schema"] == "share-model/1"
+
+
+def _tables(P, **changes):
+    return {k: changes.get(k, v) for k, v in
+            (("emb_pre", P.emb_pre), ("emb_ft", P.emb_ft), ("rad", P.rad))}
+
+
+def test_constant_and_nonfinite_columns_dropped_and_listed(planted, tmp_path, cli):
+    rad = planted.rad.take()
+    rad.values = rad.values.copy()
+    rad.values[:, 0] = 5.0
+    tr = np.flatnonzero(rad.split == "train")
+    rad.values[tr[3], 1] = np.nan
+    write_table(rad, str(tmp_path / "rad.h5"))
+    write_table(planted.emb_pre, str(tmp_path / "emb.h5"))
+    r = cli("fit-share", tmp_path / "emb.h5", tmp_path / "rad.h5", "-o", tmp_path / "s.h5", *FIT)
+    assert r.exit_code == 0, r
+    assert f"dropped radiomic column {rad.columns[0]}: constant on train" in r.stderr
+    assert f"dropped radiomic column {rad.columns[1]}: non-finite on train (1 case(s))" in r.stderr
+    with h5py.File(tmp_path / "s.h5") as f:
+        assert [x.decode() for x in f["dropped_columns"][()]] == rad.columns[:2]
+        assert f["columns"].shape == (88,)
+    r = cli("decode", tmp_path / "s.h5", tmp_path / "emb.h5", tmp_path / "rad.h5", "-o", tmp_path / "d.h5")
+    assert r.exit_code == 0, r
+    with h5py.File(tmp_path / "d.h5") as f:
+        for k in ("theta", "r2", "mse", "eval/prediction", "eval/squared_error"):
+            assert np.isfinite(f[k][()]).all(), k
+
+
+def test_h_at_least_n_train_falls_back_to_ridge(tmp_path, cli):
+    P = planted_cohort(n=60, n_train=20, n_val=10, d=16, n_noise=2)
+    write_table(P.emb_pre, str(tmp_path / "e.h5"))
+    write_table(P.rad, str(tmp_path / "r.h5"))
+    r = cli("fit-share", tmp_path / "e.h5", tmp_path / "r.h5", "-o", tmp_path / "s.h5", "--hidden", "32",
+            "--epochs", "1", "--device", "cpu")
+    assert r.exit_code == 0, r
+    r = cli("decode", tmp_path / "s.h5", tmp_path / "e.h5", tmp_path / "r.h5", "-o", tmp_path / "d.h5")
+    assert r.exit_code == 0, r
+    assert "h=32 >= n_train=20" in r.stderr and "falling back to ridge" in r.stderr
+    with h5py.File(tmp_path / "d.h5") as f:
+        assert f.attrs["ridge"] > 0 and f.attrs["n_train"] == 20 and f.attrs["hidden"] == 32
+
+
+# ---------------------------------------------------------------- bad inputs
+
+def test_disjoint_and_partly_overlapping_cases(planted, tmp_path, cli):
+    emb = planted.emb_pre
+    other = CaseTable(np.array([f"x{i}" for i in range(emb.n_cases)], dtype=object), emb.values,
+                      emb.columns, split=emb.split)
+    write_table(other, str(tmp_path / "other.h5"))
+    write_table(planted.rad, str(tmp_path / "rad.h5"))
+    r = cli("fit-share", tmp_path / "other.h5", tmp_path / "rad.h5", "-o", tmp_path / "s.h5", *FIT)
+    assert r.exit_code == 1 and "share no case_id" in r.stderr
+    part = emb.take(np.arange(30, emb.n_cases))
+    write_table(part, str(tmp_path / "part.h5"))
+    r = cli("fit-share", tmp_path / "part.h5", tmp_path / "rad.h5", "-o", tmp_path / "s.h5", *FIT)
+    assert r.exit_code == 1
+    assert "30 case(s) only in" in r.stderr and "case0000" in r.stderr and "--allow-missing" in r.stderr
+    assert not (tmp_path / "s.h5").exists()
+    r = cli("fit-share", tmp_path / "part.h5", tmp_path / "rad.h5", "-o", tmp_path / "s.h5", *FIT,
+            "--allow-missing")
+    assert r.exit_code == 0, r
+    assert "--allow-missing: using the 570 case(s)" in r.stderr
+    write_table(emb, str(tmp_path / "emb.h5"))
+    r = cli("decode", tmp_path / "s.h5", tmp_path / "part.h5", tmp_path / "rad.h5", "-o", tmp_path / "d1.h5",
+            "--allow-missing")
+    assert r.exit_code == 0, r
+    r = cli("decode", tmp_path / "s.h5", tmp_path / "emb.h5", tmp_path / "rad.h5", "-o", tmp_path / "d2.h5")
+    assert r.exit_code == 0, r
+    r = cli("compare", tmp_path / "d1.h5", tmp_path / "d2.h5", "-o", tmp_path / "x.csv")
+    assert r.exit_code == 1 and "only in" in r.stderr and "(train cases)" in r.stderr
+    r = cli("compare", tmp_path / "d1.h5", tmp_path / "d2.h5", "-o", tmp_path / "x.csv", "--allow-missing",
+            "--permutations", "3", "--top", "0")
+    assert r.exit_code == 0, r
+    r = cli("stats", tmp_path / "d1.h5", tmp_path / "d2.h5", "-o", tmp_path / "t.csv")
+    assert r.exit_code == 1 and "(eval cases)" in r.stderr
+
+
+def test_decoders_of_different_share_models_refused(pipeline, planted_files, tmp_path, cli):
+    d, _ = pipeline
+    p = planted_files
+    r = cli("fit-share", p["emb_pre"], p["rad"], "-o", tmp_path / "s2.h5", *FIT[:-4], "--seed", "5",
+            "--device", "cpu")
+    assert r.exit_code == 0, r
+    r = cli("decode", tmp_path / "s2.h5", p["emb_ft"], p["rad"], "-o", tmp_path / "d.h5")
+    assert r.exit_code == 0, r
+    for cmd in ("compare", "stats"):
+        r = cli(cmd, d / "dec_pre.h5", tmp_path / "d.h5", "-o", tmp_path / f"{cmd}.csv")
+        assert r.exit_code == 1 and "different share models" in r.stderr, r
+        assert not (tmp_path / f"{cmd}.csv").exists()
+
+
+def test_nan_in_embeddings(pipeline, planted, tmp_path, cli):
+    d, _ = pipeline
+    emb = planted.emb_ft.take()
+    emb.values = emb.values.copy()
+    emb.values[7, 3] = np.nan
+    write_table(emb, str(tmp_path / "e.h5"))
+    r = cli("decode", d / "share.h5", tmp_path / "e.h5", d / "rad.h5", "-o", tmp_path / "d.h5")
+    assert r.exit_code == 1
+    assert "non-finite embedding value at case case0007, dim 3" in r.stderr
+
+
+def test_missing_split(pipeline, planted, tmp_path, cli):
+    d, _ = pipeline
+    e, r_ = planted.emb_pre.take(), planted.rad.take()
+    e.split = r_.split = None
+    write_table(e, str(tmp_path / "e.h5"))
+    write_table(r_, str(tmp_path / "r.h5"))
+    r = cli("fit-share", tmp_path / "e.h5", tmp_path / "r.h5", "-o", tmp_path / "s.h5", *FIT)
+    assert r.exit_code == 1 and "has a `split` dataset" in r.stderr
+    r = cli("decode", d / "share.h5", d / "emb_ft.h5", d / "rad.h5", "-o", tmp_path / "d.h5",
+            "--eval-split", "holdout")
+    assert r.exit_code == 1 and "no `holdout` cases for evaluation" in r.stderr
+
+
+def test_output_exists_without_force(pipeline, cli):
+    d, _ = pipeline
+    for args in (("decode", d / "share.h5", d / "emb_ft.h5", d / "rad.h5", "-o", d / "dec_ft.h5"),
+                 ("compare", d / "dec_pre.h5", d / "dec_ft.h5", "-o", d / "dec_ft.h5"),
+                 ("stats", d / "dec_pre.h5", d / "dec_ft.h5", "-o", d / "dec_ft.h5"),
+                 ("fit-share", d / "emb_pre.h5", d / "rad.h5", "-o", d / "share.h5")):
+        r = cli(*args)
+        assert r.exit_code == 1 and f"output exists: {d / args[-1].name}" in r.stderr, r
+
+
+def test_usage_errors(pipeline, cli):
+    d, _ = pipeline
+    r = cli("compare", d / "dec_pre.h5", d / "dec_ft.h5", "-o", "-", "--rank-by", "nope")
+    assert r.exit_code == 2 and "--rank-by must be one of" in r.stderr
+    r = cli("stats", d / "dec_pre.h5", d / "dec_ft.h5", "-o", "-", "--by", "colour")
+    assert r.exit_code == 2 and "unknown grouping colour" in r.stderr
+    r = cli("compare", d / "dec_pre.h5", d / "dec_ft.h5", "-o", "-", "--summary", "-")
+    assert r.exit_code == 2 and "cannot both be `-`" in r.stderr
+    r = cli("compare", "-", "-", "-o", "x.csv")
+    assert r.exit_code == 2 and "only one input can be `-`" in r.stderr
+    r = cli("compare", d / "share.h5", d / "dec_ft.h5", "-o", "-")
+    assert r.exit_code == 1 and "is a radlens share-model/1, expected decoder/1" in r.stderr
+
+
+def test_csv_inputs_metadata_parsed_and_nonfinite_eval_case_left_out(planted, tmp_path, cli):
+    rad = planted.rad.take()
+    rad.column_meta = {}                                   # CSV carries no metadata datasets
+    rad.values = rad.values.copy()
+    te = np.flatnonzero(rad.split == "test")
+    rad.values[te[0], 5] = np.inf
+    write_table(rad, str(tmp_path / "rad.csv"))
+    write_table(planted.emb_pre, str(tmp_path / "emb.csv"))
+    r = cli("fit-share", tmp_path / "emb.csv", tmp_path / "rad.csv", "-o", tmp_path / "s.h5", *FIT)
+    assert r.exit_code == 0, r
+    r = cli("decode", tmp_path / "s.h5", tmp_path / "emb.csv", tmp_path / "rad.csv", "-o", tmp_path / "d.h5")
+    assert r.exit_code == 0, r
+    assert f"1 test case(s) with non-finite radiomics in the share model's columns left out: " \
+           f"{rad.case_id[te[0]]}" in r.stderr
+    with h5py.File(tmp_path / "d.h5") as f:
+        assert f["eval/case_id"].shape == (len(te) - 1,)
+        assert np.isfinite(f["eval/squared_error"][()]).all()
+        assert [x.decode() for x in f["dropped_case_id"][()]] == [rad.case_id[te[0]]]
+    r = cli("compare", tmp_path / "d.h5", tmp_path / "d.h5", "-o", "-", "--top", "0")
+    assert r.exit_code == 0, r
+    df = pd.read_csv(io.StringIO(r.stdout))
+    row = df[df.column == rad.columns[0]].iloc[0]
+    assert (row.modality, row.image_type, row.family, row.feature) == tuple(
+        rad.columns[0].replace("/", "_").split("_", 3))
+    assert (df.delta_importance == 0).all() and (df.delta_r2 == 0).all()

@@ -1,0 +1,124 @@
+"""compare's refits, permutation test and views; stats' groups, Wilcoxon and BH-FDR."""
+
+import numpy as np
+import pandas as pd
+import pytest
+from scipy import stats as ss
+
+from radlens_cli.lens import bh_fdr, fit_decoder, group_stats, importance, r2_score
+from radlens_cli.lens.compare import (PairedData, bootstrap_ci, delta_table, permutation_test,
+                                      solve_moments, three_views)
+
+
+def _paired(n=80, n_ev=30, h=6, p=5, seed=0, intercept=False):
+    rng = np.random.default_rng(seed)
+    Zp, Zf = rng.normal(size=(n, h)), rng.normal(size=(n, h))
+    Zpe, Zfe = rng.normal(size=(n_ev, h)), rng.normal(size=(n_ev, h))
+    th = rng.normal(size=(p, h))
+    R = Zp @ th.T + rng.normal(size=(n, p))
+    Re = Zpe @ th.T + rng.normal(size=(n_ev, p))
+    return PairedData(Zp, Zf, R, Zpe, Zfe, Re, intercept=intercept, ridge_pre=0.0, ridge_ft=0.0)
+
+
+@pytest.mark.parametrize("intercept,ridge", [(False, 0.0), (True, 0.0), (True, 2.0)])
+def test_solve_moments_equals_direct_fit(intercept, ridge):
+    d = _paired()
+    Z, R = d.Zp_tr, d.R_tr
+    th, b = solve_moments(Z.T @ Z, Z.T @ R, len(Z), Z.sum(0), R.sum(0), intercept, ridge)
+    dec = fit_decoder(Z, R, ridge=ridge, intercept=intercept)
+    np.testing.assert_allclose(th, dec.theta, atol=1e-9)
+    np.testing.assert_allclose(b, dec.bias, atol=1e-9)
+
+
+@pytest.mark.parametrize("rank_by,intercept", [("delta_importance", False), ("delta_r2", True)])
+def test_permutation_test_equals_direct_refits(rank_by, intercept):
+    d = _paired(intercept=intercept)
+    n_perm = 6
+    p, obs = permutation_test(d, n_perm, seed=7, rank_by=rank_by)
+
+    def stat(Zp, Zf, Zpe, Zfe):
+        a = fit_decoder(Zp, d.R_tr, intercept=intercept)
+        b = fit_decoder(Zf, d.R_tr, intercept=intercept)
+        if rank_by == "delta_importance":
+            return importance(b.theta) - importance(a.theta)
+        return r2_score(b.predict(Zfe), d.R_ev) - r2_score(a.predict(Zpe), d.R_ev)
+
+    ref_obs = stat(d.Zp_tr, d.Zf_tr, d.Zp_ev, d.Zf_ev)
+    np.testing.assert_allclose(obs, ref_obs, atol=1e-9)
+    rng = np.random.default_rng(7)
+    count = np.zeros_like(obs)
+    for _ in range(n_perm):
+        s = (rng.random(len(d.R_tr)) < 0.5)[:, None]
+        Zp, Zf = np.where(s, d.Zf_tr, d.Zp_tr), np.where(s, d.Zp_tr, d.Zf_tr)
+        Zpe, Zfe = d.Zp_ev, d.Zf_ev
+        if rank_by == "delta_r2":
+            se = (rng.random(len(d.R_ev)) < 0.5)[:, None]
+            Zpe, Zfe = np.where(se, d.Zf_ev, d.Zp_ev), np.where(se, d.Zp_ev, d.Zf_ev)
+        count += np.abs(stat(Zp, Zf, Zpe, Zfe)) >= np.abs(ref_obs)
+    np.testing.assert_allclose(p, (1 + count) / (1 + n_perm))
+
+
+def test_bootstrap_is_seeded_and_brackets_the_estimate():
+    d = _paired(n=200)
+    lo, hi = bootstrap_ci(d, 40, seed=1)
+    lo2, hi2 = bootstrap_ci(d, 40, seed=1)
+    np.testing.assert_array_equal(lo, lo2)
+    obs = importance(fit_decoder(d.Zf_tr, d.R_tr).theta) - importance(fit_decoder(d.Zp_tr, d.R_tr).theta)
+    assert (lo < hi).all() and ((lo <= obs) & (obs <= hi)).mean() >= 0.8
+    lo3, hi3 = bootstrap_ci(d, 10, seed=1, rank_by="delta_r2")
+    assert (lo3 <= hi3).all()
+
+
+def test_delta_table_ranks_and_views():
+    rng = np.random.default_rng(0)
+    tp, tf = rng.normal(size=(20, 4)), rng.normal(size=(20, 4))
+    cols = [f"t2/original_glcm_F{k}" for k in range(20)]
+    meta = {"modality": ["t2"] * 20, "image_type": ["original"] * 20, "family": ["glcm"] * 20,
+            "feature": [f"F{k}" for k in range(20)]}
+    r2p, r2f = rng.uniform(size=20), rng.uniform(size=20)
+    df = delta_table(cols, meta, tp, tf, r2p, r2f)
+    np.testing.assert_allclose(df.delta_importance, np.linalg.norm(tf, axis=1) - np.linalg.norm(tp, axis=1))
+    np.testing.assert_allclose(df.delta_r2, r2f - r2p)
+    assert df.loc[df.delta_importance.idxmax(), "rank_gain"] == 1
+    assert df.loc[df.delta_importance.idxmin(), "rank_loss"] == 1
+    assert sorted(df.rank_gain) == list(range(1, 21))
+    v = list(three_views(df, 3, 0.5).values())
+    assert list(v[0].column) == list(df.sort_values("delta_importance", ascending=False).column[:3])
+    stable = v[2]
+    qp, qf = np.quantile(df.importance_pre, 0.5), np.quantile(df.importance_ft, 0.5)
+    both = df[(df.importance_pre >= qp) & (df.importance_ft >= qf)]
+    expect = both.assign(a=both.delta_importance.abs()).sort_values("a").column[:3]
+    assert list(stable.column) == list(expect)
+
+
+def test_bh_equals_scipy():
+    p = np.random.default_rng(0).uniform(size=50) ** 3
+    np.testing.assert_allclose(bh_fdr(p), ss.false_discovery_control(p, method="bh"), rtol=1e-12)
+
+
+def test_group_stats_equal_direct_computation():
+    rng = np.random.default_rng(1)
+    n, fams = 40, ["glcm", "glcm", "gldm", "ngtdm", "ngtdm", "ngtdm"]
+    meta = {"modality": np.array(["t2", "adc"] * 3, dtype=object), "family": np.array(fams, dtype=object),
+            "image_type": np.array(["original", "wavelet-LLH", "wavelet-HHH", "original", "original",
+                                    "wavelet-LLL"], dtype=object),
+            "feature": np.array(list("abcdef"), dtype=object)}
+    sp, sf = rng.exponential(size=(n, 6)), rng.exponential(size=(n, 6)) * 1.3
+    r2p, r2f = rng.uniform(size=6), rng.uniform(size=6)
+    df = group_stats(sp, sf, r2p, r2f, meta)
+    row = df[(df.group_by == "family") & (df.group == "ngtdm")].iloc[0]
+    k = [3, 4, 5]
+    assert row.n_features == 3
+    assert row.mse_pre == pytest.approx(sp[:, k].mean()) and row.r2_ft == pytest.approx(r2f[k].mean())
+    assert row.wilcoxon_p == ss.wilcoxon(sp[:, k].mean(1), sf[:, k].mean(1)).pvalue
+    wav = df[(df.group_by == "image_type") & (df.group == "wavelet")].iloc[0]
+    assert wav.n_features == 3
+    assert wav.wilcoxon_p == ss.wilcoxon(sp[:, [1, 2, 5]].mean(1), sf[:, [1, 2, 5]].mean(1)).pvalue
+    mf = df[df.group_by == "modality_family"]
+    assert set(mf.group) == {"t2/glcm", "adc/glcm", "t2/gldm", "t2/ngtdm", "adc/ngtdm"}
+    np.testing.assert_allclose(df.q_bh, ss.false_discovery_control(df.wilcoxon_p, method="bh"))
+    assert list(df.columns) == ["group_by", "group", "n_features", "mse_pre", "r2_pre", "mse_ft",
+                                "r2_ft", "wilcoxon_p", "stars", "q_bh"]
+    exp = np.where(df.wilcoxon_p < 0.001, "***", np.where(df.wilcoxon_p < 0.01, "**",
+                   np.where(df.wilcoxon_p < 0.05, "*", "")))
+    assert list(df.stars) == list(exp)
