@@ -37,8 +37,10 @@ def test_kill_9_and_resume(tmp_path):
     params.write_text(PARAMS)
     out, cache = tmp_path / "out.h5", tmp_path / "cache"
     kills = []
-    for jobs, stop_at in ((2, 2), (1, 6)):  # kill -9 twice, at two points of the run
+    for jobs, more in ((2, 2), (1, 2)):  # kill -9 twice, at two points of the run
+        time.sleep(0.5)  # orphaned pool workers of the previous kill finish their task first
         before = len(_finished(cache))
+        stop_at = before + more  # relative: on a loaded machine the orphans may finish several
         proc = subprocess.Popen(_cmd(manifest, params, out, cache, jobs), env=_env(), cwd=REPO,
                                 stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
         deadline = time.time() + 60
@@ -51,7 +53,7 @@ def test_kill_9_and_resume(tmp_path):
         kills.append((before, len(_finished(cache))))
         assert not out.exists()  # no output under its name, complete or not
     time.sleep(0.5)  # orphaned pool workers finish their task (atomic cache writes) and exit
-    assert kills[1][1] > kills[0][1] > 0
+    assert kills[1][1] > kills[1][0] >= kills[0][1] > 0
     done = len(_finished(cache))
     assert done < 16
 
