@@ -248,6 +248,18 @@ def test_top_level_help_shows_the_pipeline(cli):
         assert f"  {name} " in listing, name
 
 
+def test_command_list_summaries_are_not_cut(monkeypatch):
+    """On an 80-column terminal `radlens --help` lists every summary whole (no `...`)."""
+    from typer.testing import CliRunner
+
+    monkeypatch.setenv("COLUMNS", "80")
+    out = CliRunner().invoke(app, ["--help"], terminal_width=80).stdout
+    listing = out.split("Commands:")[1]
+    for name in NAMES:
+        summary = (GROUP.commands[name].help or "").strip().splitlines()[0]
+        assert f"{name}" in listing and summary in listing, f"{name}: summary cut in the list: {summary!r}"
+
+
 def test_show_completion_bash(cli, monkeypatch):
     monkeypatch.setenv("SHELL", "/bin/bash")
     r = cli("--show-completion", "bash")

@@ -135,7 +135,7 @@ def compare_cli(
     seed: int = seed_option(),
     force: bool = force_option(),
 ):
-    """Compare two decoders: importance and decodability change.
+    """Importance and decodability change, pre vs ft.
 
     For every radiomic column: the paper's importance I = ||theta_k,:||_2 (intercept
     excluded) before and after fine-tuning and delta_importance = I_ft - I_pre; the

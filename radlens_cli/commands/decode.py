@@ -60,7 +60,7 @@ def decode_cli(
     allow_missing: bool = typer.Option(False, "--allow-missing", help="Use the cases present in both inputs instead of failing on a mismatch."),
     force: bool = force_option(),
 ):
-    """Fit the linear radiomic decoder on the frozen share space.
+    """Fit the linear radiomic decoder on frozen share.
 
     Computes Z = share(X) for one embedding file, joins it with the radiomics on case_id,
     scales the radiomics with the share model's train statistics and solves the linear

@@ -196,7 +196,7 @@ def extract_radiomics_cli(
     seed: int = typer.Option(0, "--seed", help="Seed of the derived 7:1:2 split when the manifest has no split "
                                                "column."),
 ):
-    """Extract PyRadiomics features for every case and modality.
+    """PyRadiomics features per case and modality.
 
     Reads a cohort manifest and PyRadiomics parameters; writes one row per case with
     columns `<modality>/<feature>` (e.g. t2/wavelet-LLH_glcm_Correlation), the split, and

@@ -42,7 +42,7 @@ def finetune_cli(
     device: str = device_option(),
     force: bool = force_option(),
 ):
-    """Fine-tune an encoder on a classify/regress/segment task.
+    """Fine-tune an encoder: classify, regress, segment.
 
     Reads the manifest's images (modalities stacked as channels, cropped around --mask as
     `embed` does), trains the paper's head on the encoder with AdamW (cosine schedule after

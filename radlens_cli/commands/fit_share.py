@@ -102,7 +102,7 @@ def fit_share_cli(
     device: str = device_option(),
     force: bool = force_option(),
 ):
-    """Train the shared projection on pre-fine-tuning embeddings.
+    """Train share on the pre-fine-tuning embeddings.
 
     Learns f(X) = head(share(X)) with share = Linear(d, h) + non-linearity and one linear
     head over all modalities' radiomic columns, minimising the per-case L1 reconstruction

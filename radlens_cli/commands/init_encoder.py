@@ -38,7 +38,7 @@ def init_encoder_cli(
     seed: int = seed_option(),
     force: bool = force_option(),
 ):
-    """Write a randomly initialised encoder (the null baseline).
+    """Write a random encoder (the null baseline).
 
     Builds the 3D ConvNeXt-V2 of --arch with ProFound's initialisation (truncated normal,
     std 0.02) from --seed and writes a radlens checkpoint that records the architecture and

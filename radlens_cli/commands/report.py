@@ -78,7 +78,7 @@ def report_cli(
                                 help="Rank the views by delta_importance (the paper) or delta_r2 (decodability)."),
     force: bool = force_option(),
 ):
-    """Write one self-contained HTML report of a radiomic-lens run.
+    """Write a self-contained HTML report of a run.
 
     Reads the radiomics table (cohort summary, provenance), compare's DELTA.csv and stats'
     TABLE.csv, plus optional correlate-summary, CKA, probe and fine-tuning metrics CSVs.

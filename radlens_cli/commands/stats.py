@@ -65,7 +65,7 @@ def stats_cli(
     allow_missing: bool = typer.Option(False, "--allow-missing", help="Use the eval cases common to both decoders instead of failing on a mismatch."),
     force: bool = force_option(),
 ):
-    """MSE, R^2 and Wilcoxon tests per radiomic group (Table 1).
+    """Table 1: MSE, R^2 and Wilcoxon test per group.
 
     On the decoders' evaluation split, one row per group: group MSE over its features and
     cases, group R^2 = mean of per-feature R^2, for the pre-trained and the fine-tuned

@@ -60,7 +60,7 @@ def synth_cli(
     force: bool = typer.Option(False, "--force", "-f", help="Write into a non-empty output folder, "
                                                              "replacing the files of the same name."),
 ):
-    """Write a phantom mpMRI prostate cohort to try radlens on.
+    """Write a phantom mpMRI cohort to try radlens on.
 
     Per case: T2, high-b DWI and ADC volumes, a gland mask, a zones label map (peripheral
     zone 1, transition zone 2) and a lesion mask (one label per lesion, empty without a
