@@ -133,6 +133,7 @@ def w(tmp_path_factory):
     (d / "rejected.yaml").write_text("setting:\n  binWidth: ten\nimageType:\n  Original: {}\n"
                                      "featureClass:\n  firstorder: []\n")
     f["bad_params"] = str(d / "rejected.yaml")
+    f["m_nowhere"] = str(d / "nowhere.yaml")
     # encoders
     _run("init-encoder", "--arch", "atto", "--in-chans", "2", "-o", d / "enc.pt")
     f["enc"] = str(d / "enc.pt")
@@ -307,6 +308,12 @@ def test_duplicated_columns(cli, w, tmp_path, name, role):
     clear_error(r, 1, _out(tmp_path, name), "dup.h5", "duplicate column", "emb_0000")
 
 
+@pytest.mark.parametrize("name,role", _cases("tables"))
+def test_input_missing(cli, w, tmp_path, name, role):
+    r = cli("-q", *_argv(w, name, tmp_path, {role: str(tmp_path / "nowhere.h5")}))
+    clear_error(r, 1, _out(tmp_path, name), "nowhere.h5", "not found")
+
+
 class _Terminal(io.BytesIO):
     def isatty(self):
         return True
@@ -404,6 +411,13 @@ for _c in IMAGE_CMDS:
     ]
 SPECIFIC += [
     _case("extract-radiomics", {"params": "bad_params"}, (), 1, ["rejected.yaml", "binWidth"], id="params-schema"),
+    _case("extract-radiomics", {"params": "m_nowhere"}, (), 1, ["nowhere.yaml"], id="params-missing"),
+    _case("extract-radiomics", {}, ("--mask", "prostate"), 2, ["prostate"], id="extract-unknown-mask-column"),
+    _case("extract-radiomics", {}, ("--mask", "zones:x"), 2, ["zones:x"], id="extract-bad-mask-spec"),
+    _case("extract-radiomics", {"manifest": "m_nowhere"}, (), 1, ["nowhere.yaml"], id="manifest-missing"),
+    _case("finetune", {}, ("--target", "gleason"), 2, ["gleason"], id="finetune-unknown-target"),
+    _case("finetune", {}, ("--task", "cluster"), 2, ["cluster"], id="finetune-unknown-task"),
+    _case("embed", {}, ("--crop", "16,16"), 2, ["--crop"], id="embed-bad-crop"),
     _case("extract-radiomics", {}, ("--part-id", "2", "--num-parts", "2"), 2, ["--part-id"], id="extract-part-id"),
     _case("embed", {}, ("--part-id", "3", "--num-parts", "2"), 2, ["--part-id"], id="embed-part-id"),
     _case("embed", {"enc": "other_arch"}, (), 1, ["other_arch.pt"], id="embed-other-architecture"),
