@@ -147,14 +147,16 @@ def _h5_table(path, n, vals, cols, meta=False):
 # Examples not run: heavy (a big architecture, the full sweep grid, 120 phantoms, GPUs,
 # torchrun, a real ProFound checkpoint) or needing data a test cannot have. They still parse.
 HEAVY = ("--sweep", "fit-share ", "convnextv2_tiny", "--arch tiny", "profound.pt", "torchrun", "--cuda", "cuda",
-         "--cases 120", "radiomic-lens.yaml", "probe ", "--bootstrap 200", "--permutations 200",
-         "--kernel rbf", "--figures", "finetune ", "embed ", "extract-radiomics ", "emb_ft.h5 radiomics.h5 -o - |")
+         "--cases 120", "radiomic-lens.yaml", "--figures", "finetune ", "embed ", "extract-radiomics ")
 RUN_ORDER = ["synth", "init-encoder", "merge", "fit-share", "decode", "compare", "stats", "correlate",
-             "correlate-summary", "cka", "report", "info"]
+             "correlate-summary", "cka", "probe", "report", "info"]
 RUNNABLE = [pytest.param(n, e, id=f"{n}-{i}") for n in RUN_ORDER if n in GROUP.commands
             for i, e in enumerate(examples(n)) if not any(h in e + " " for h in HEAVY)
             # the lens files exist only in a build with the lens commands
             and ("fit-share" in GROUP.commands or not any(x in e for x in ("share.h5", "dec_", "delta.csv")))]
+
+
+OUTPUT_FLAGS = ("-o", "--output", "--pairs", "--explain", "--summary", "--sweep-scores")
 
 
 @pytest.fixture(scope="module")
@@ -168,6 +170,9 @@ def example_dir(tmp_path_factory):
     for name, seed in (("emb_pre.h5", 2), ("emb_ft.h5", 3)):
         _h5_table(d / name, n, np.random.default_rng(seed).normal(size=(n, 8)), [f"emb_{j}" for j in range(8)])
     shutil.copy(d / "emb_pre.h5", d / "emb.h5")
+    rng = np.random.default_rng(4)  # probe's targets
+    (d / "cohort.csv").write_text("case_id,pirads,volume_ml\n" + "".join(
+        f"case{i:03d},{1 + i % 5},{rng.uniform(20, 80):.2f}\n" for i in range(n)))
     # extract-radiomics parts of a 3-part run (merge's examples)
     run = CliRunner()
     r = run.invoke(app, ["synth", "-o", str(d / "phantom_tiny"), "--cases", "3", "--size", "16,16,6",
@@ -204,6 +209,12 @@ def test_example_runs(cli, example_dir, monkeypatch, name, line):
     import glob
 
     monkeypatch.chdir(example_dir / "merge" if name == "merge" else example_dir)
+    # as in a folder holding only its inputs: an earlier example may have written the same output
+    for tokens in segments(line):
+        args = radlens_args(tokens) or []
+        for flag in OUTPUT_FLAGS:
+            if flag in args and args[args.index(flag) + 1] != "-" and os.path.isfile(args[args.index(flag) + 1]):
+                os.unlink(args[args.index(flag) + 1])
     stdout = None
     for tokens in segments(line):
         args = radlens_args(tokens)
@@ -220,7 +231,7 @@ def test_example_runs(cli, example_dir, monkeypatch, name, line):
         stdout = r.stdout_bytes
     for tokens in segments(line):
         args = radlens_args(tokens) or []
-        for flag in ("-o", "--output", "--pairs", "--explain"):
+        for flag in OUTPUT_FLAGS:
             if flag in args and args[args.index(flag) + 1] != "-":
                 assert os.path.exists(args[args.index(flag) + 1]), (line, flag)
 

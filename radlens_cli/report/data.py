@@ -116,7 +116,8 @@ def read_stats(path: str):
     df["group"] = df["group"].astype(str).str.strip()
     if "stars" not in df.columns:
         df["stars"] = ""
-    df["stars"] = df["stars"].fillna("").astype(str).replace("nan", "")
+    stars = df["stars"].astype(object)  # an all-empty column reads as float NaN
+    df["stars"] = stars.where(stars.notna(), "").astype(str).replace("nan", "")
     return df
 
 
