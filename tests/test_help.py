@@ -271,12 +271,19 @@ def test_command_list_summaries_are_not_cut(monkeypatch):
         assert f"{name}" in listing and summary in listing, f"{name}: summary cut in the list: {summary!r}"
 
 
-def test_show_completion_bash(cli, monkeypatch):
-    monkeypatch.setenv("SHELL", "/bin/bash")
-    r = cli("--show-completion", "bash")
-    assert r.exit_code == 0, r
-    assert "complete -o default -F _radlens_completion radlens" in r.stdout
-    assert "_RADLENS_COMPLETE=complete_bash" in r.stdout
+def test_show_completion_bash():
+    """`radlens --show-completion` run from bash prints bash's completion script (typer
+    detects the shell from the process tree); `_RADLENS_COMPLETE=source_bash radlens` prints
+    it wherever the shell cannot be detected."""
+    env = dict(os.environ, PYTHONPATH=str(REPO), SHELL="/bin/bash")
+    py = shlex.quote(sys.executable)
+    for cmd, extra in ((f"{py} -m radlens_cli --show-completion; true", {}),
+                       (f"{py} -m radlens_cli", {"_RADLENS_COMPLETE": "source_bash"})):
+        out = subprocess.run(["bash", "-c", cmd], env=dict(env, **extra), capture_output=True, text=True,
+                             timeout=60, cwd=REPO)
+        assert out.returncode == 0, out.stderr
+        assert "complete -o default -F _radlens_completion radlens" in out.stdout, (cmd, out.stdout, out.stderr)
+        assert "_RADLENS_COMPLETE=complete_bash" in out.stdout
 
 
 def test_completion_completes_commands_and_options():
