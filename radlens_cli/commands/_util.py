@@ -43,7 +43,7 @@ Pipeline, in order (each step reads and writes files; `-` is stdin/stdout):
 
 \b
 Exit codes: 0 ok, 1 data error, 2 usage error, 3 partial success, 130 interrupted.
-Shell completion: radlens --install-completion (or --show-completion bash).
+Shell completion: radlens --install-completion (or --show-completion to print it).
 """
 
 
