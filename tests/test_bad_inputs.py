@@ -139,6 +139,11 @@ def w(tmp_path_factory):
     f["enc"] = str(d / "enc.pt")
     torch.save({"weight": torch.zeros(3, 3), "bias": torch.zeros(3)}, d / "other_arch.pt")
     f["other_arch"] = str(d / "other_arch.pt")
+    _truncate(f["enc"], d / "trunc_enc.pt")
+    f["trunc_enc"] = str(d / "trunc_enc.pt")
+    (d / "notes.pt").write_text("these are my notes, not a checkpoint\n")
+    f["text_enc"] = str(d / "notes.pt")
+    f["stdin"] = "-"
     from radlens_cli.encoders.convnextv2 import build_encoder
 
     sd = build_encoder("atto", 2).state_dict()
@@ -426,6 +431,13 @@ SPECIFIC += [
     _case("finetune", {"enc": "other_arch"}, (), 1, ["other_arch.pt"], id="finetune-other-architecture"),
     _case("finetune", {"enc": "missing_weights"}, (), 1, ["missing_weights.pt", "stages.2.1.pwconv1.weight"],
           id="finetune-missing-weights"),
+    _case("embed", {"enc": "trunc_enc"}, (), 1, ["trunc_enc.pt"], id="embed-truncated-checkpoint"),
+    _case("finetune", {"enc": "trunc_enc"}, (), 1, ["trunc_enc.pt"], id="finetune-truncated-checkpoint"),
+    _case("embed", {"enc": "text_enc"}, (), 1, ["notes.pt"], id="embed-not-a-checkpoint"),
+    _case("finetune", {"enc": "text_enc"}, (), 1, ["notes.pt"], id="finetune-not-a-checkpoint"),
+    _case("extract-radiomics", {"manifest": "stdin"}, (), 2, ["manifest"], id="extract-manifest-stdin"),
+    _case("embed", {"manifest": "stdin"}, (), 2, ["manifest"], id="embed-manifest-stdin"),
+    _case("finetune", {"manifest": "stdin"}, (), 2, ["manifest"], id="finetune-manifest-stdin"),
     _case("finetune", {"manifest": "m_missing_target"}, (), 1, ["pirads", "case001"], id="finetune-target-missing"),
     _case("probe", {"targets": "m_no_case_id"}, (), 1, ["no_case_id.csv", "case_id"], id="probe-no-case-id"),
     _case("probe", {}, ("--target", "gleason"), 2, ["gleason"], id="probe-unknown-column"),
