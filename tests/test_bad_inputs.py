@@ -458,3 +458,26 @@ SPECIFIC += [
 def test_bad_input(cli, w, tmp_path, name, subst, extra, code, needles):
     r = cli("-q", *_argv(w, name, tmp_path, {k: w[v] for k, v in subst.items()}, extra))
     clear_error(r, code, _out(tmp_path, name), *needles)
+
+
+def n_bad_inputs() -> int:
+    """How many bad inputs this file tries (its parametrized cases)."""
+    present = [c for c in SPECIFIC if _present(c.values[0])]
+    nan = [c for c in NAN if _present(c[0])]
+    return 4 * len(_cases("tables")) + len(_cases("case_tables")) + 2 * len(_cases("out")) + len(nan) + len(present)
+
+
+def test_readme_count_is_current():
+    """The README's "N bad inputs tried" is this file's count."""
+    import glob
+    import re
+
+    from tests.conftest import REPO
+
+    said = {}
+    for path in [REPO / "README.md", *map(type(REPO), glob.glob(str(REPO / "docs" / "**" / "*.md"), recursive=True))]:
+        if path.is_file():
+            for m in re.finditer(r"(\d+) bad inputs tried", path.read_text(encoding="utf-8")):
+                said[str(path)] = int(m.group(1))
+    assert said, "no README text says how many bad inputs are tried"
+    assert all(v == n_bad_inputs() for v in said.values()), (said, n_bad_inputs())
