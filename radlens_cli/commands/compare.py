@@ -112,7 +112,7 @@ def compare(pre_path: str, ft_path: str, output: str, top: int = 5, stable_quant
             with atomic_output(summary, force, suffix=".txt") as tmp:
                 with open(tmp, "w", encoding="utf-8") as fh:
                     fh.write(text)
-        else:
+        elif log.VERBOSITY["level"] >= 1:  # the views are information: --quiet hides them
             import sys
 
             sys.stderr.write(text)

@@ -198,6 +198,11 @@ def decode(share: ShareModel, emb: CaseTable, rad: CaseTable, ridge: float = 0.0
         idx = np.flatnonzero(mask)
         R = share.scaler.transform(j.radiomics(idx, cols), out=True)
         ok = np.isfinite(R).all(axis=1)
+        if ok.sum() < 2 <= len(idx):  # one error naming the columns, not a warning and an error
+            bad_cols = [share.columns[k] for k in np.flatnonzero(~np.isfinite(R).all(axis=0))]
+            raise RadlensError(f"fewer than 2 usable `{name}` cases for {what}: non-finite radiomics in "
+                               f"{rad.path}, column(s) {', '.join(map(str, bad_cols[:3]))}"
+                               + (f" (+{len(bad_cols) - 3} more)" if len(bad_cols) > 3 else ""))
         if not ok.all():
             bad = j.case_id[idx[~ok]]
             dropped += [(str(c), name) for c in bad]
