@@ -359,10 +359,10 @@ def test_output_folder_missing(cli, w, tmp_path, name, role):
 
 # NaN / inf: an error where the command needs finite numbers, the documented drop elsewhere
 NAN = [  # command, substitution, exit code, needles
-    ("fit-share", {"emb": "emb_nan"}, 1, ["emb_nan.h5", "case004", "dim 2"]),
-    ("fit-share", {"emb": "emb_inf"}, 1, ["emb_inf.h5", "case004", "dim 2"]),
-    ("decode", {"emb": "emb_nan"}, 1, ["emb_nan.h5", "case004", "dim 2"]),
-    ("decode", {"emb": "emb_inf"}, 1, ["emb_inf.h5", "case004", "dim 2"]),
+    ("fit-share", {"emb": "emb_nan"}, 1, ["emb_nan.h5", "case004", "emb_0002"]),
+    ("fit-share", {"emb": "emb_inf"}, 1, ["emb_inf.h5", "case004", "emb_0002"]),
+    ("decode", {"emb": "emb_nan"}, 1, ["emb_nan.h5", "case004", "emb_0002"]),
+    ("decode", {"emb": "emb_inf"}, 1, ["emb_inf.h5", "case004", "emb_0002"]),
     ("correlate", {"emb": "emb_nan"}, 0, ["emb_0002"]),         # excluded and listed
     ("cka", {"emb": "emb_nan"}, 0, ["emb_0002"]),               # dropped with a warning
     ("probe", {"emb": "emb_nan"}, 0, ["emb_0002"]),             # dropped with a warning

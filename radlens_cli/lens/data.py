@@ -67,8 +67,9 @@ def join(emb: CaseTable, rad: CaseTable, allow_missing: bool = False,
     bad = ~np.isfinite(X)
     if bad.any():
         i, j = np.argwhere(bad)[0]
+        names = embedding_columns if embedding_columns is not None else emb.columns
         raise RadlensError(f"{emb.path}: non-finite embedding value at case {emb.case_id[ia[i]]}, "
-                           f"dim {j} ({int(bad.sum())} in all)")
+                           f"dim {j} (column {names[j]}; {int(bad.sum())} in all)")
     split = _split(emb, rad, ia, ib)
     meta = column_meta(rad.columns, rad.column_meta)
     return Joined(case_id=emb.case_id[ia], X=X, rad_values=rad.values, rad_rows=ib,
