@@ -173,7 +173,7 @@ def preprocess_case(image_paths: list[str], mask_path: str, cfg: PreprocessConfi
         arr = sitk.GetArrayFromImage(res)
         valid = np.isfinite(arr)
         if not valid.any():
-            raise RadlensError(f"{tag}{m}: image {p} does not overlap the box around the mask "
+            raise RadlensError(f"{tag}{m}: image {p} does not overlap the box around the mask {mask_path} "
                                f"(centre {np.round(centre, 1).tolist()} mm); wrong image or mask?")
         channels.append(normalise(np.where(valid, arr, 0.0).astype(np.float32), valid, cfg.norm,
                                   f"{tag}{m} ({p})"))
