@@ -26,6 +26,7 @@ sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
 import numpy as np  # noqa: E402
 import torch  # noqa: E402
+from radlens_cli.encoders.train import timed_throughput  # noqa: E402
 
 os.environ.setdefault("TQDM_DISABLE", "1")
 
@@ -78,16 +79,7 @@ def forward_throughput(model, batch: torch.Tensor, steps: int, device, amp: bool
         return model(x)
 
     with torch.inference_mode():
-        for _ in range(warmup):
-            one()
-        if device.type == "cuda":
-            torch.cuda.synchronize(device)
-        t0 = time.perf_counter()
-        for _ in range(steps):
-            one()
-        if device.type == "cuda":
-            torch.cuda.synchronize(device)
-    return steps * x.shape[0] / (time.perf_counter() - t0)
+        return timed_throughput(one, x.shape[0], steps, device, warmup)
 
 
 def row(name: str, e2e: float, model: float) -> str:

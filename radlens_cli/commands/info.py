@@ -7,23 +7,14 @@ import json
 import typer
 
 from radlens_cli.commands._util import command
-from radlens_cli.errors import RadlensError
-from radlens_cli.io.files import input_path
-from radlens_cli.io.tables import is_hdf5, read_h5_attrs
+from radlens_cli.io.tables import open_hdf5_file, read_h5_attrs
 
 
 def info(path: str) -> dict:
     """Schema, datasets with shapes, parameters and history of a radlens HDF5 file."""
     import h5py
 
-    real = input_path(path, "input")
-    if not is_hdf5(real):
-        raise RadlensError(f"{path}: not an HDF5 file")
-    try:
-        f = h5py.File(real, "r")
-    except OSError as e:
-        raise RadlensError(f"{path}: cannot read HDF5 file (truncated or corrupt?): {e}") from None
-    with f:
+    with open_hdf5_file(path) as f:
         attrs = read_h5_attrs(f)
         datasets = {}
         f.visititems(lambda name, obj: datasets.__setitem__(name, list(obj.shape))

@@ -473,16 +473,22 @@ def train_step_throughput(model, head, batch: torch.Tensor, steps: int, device, 
         loss.backward()
         opt.step()
 
+    return timed_throughput(one, b, steps, device, warmup)
+
+
+def timed_throughput(step, volumes_per_step: int, steps: int, device, warmup: int = 2) -> float:
+    """Volumes/s of `step()` repeated `steps` times after `warmup` untimed calls (CUDA synced)."""
+    device = torch.device(device)
     for _ in range(warmup):
-        one()
+        step()
     if device.type == "cuda":
         torch.cuda.synchronize(device)
     t0 = time.perf_counter()
     for _ in range(steps):
-        one()
+        step()
     if device.type == "cuda":
         torch.cuda.synchronize(device)
-    return steps * b / (time.perf_counter() - t0)
+    return steps * volumes_per_step / (time.perf_counter() - t0)
 
 
 # ---- the whole command: manifest -> datasets -> training -> FT.pt ------------------------

@@ -127,22 +127,28 @@ def read_h5_attrs(f) -> dict:
     return out
 
 
+def open_hdf5_file(path: str, expected: str = "", what: str = "input"):
+    """An open h5py.File (read-only) for `path` (`-` = stdin); one-line errors otherwise."""
+    import h5py
+
+    real = input_path(path, what)
+    shown = "stdin" if path == "-" else path
+    if not is_hdf5(real):
+        raise RadlensError(f"{shown}: not an HDF5 file {expected}".rstrip())
+    try:
+        return h5py.File(real, "r")
+    except OSError as e:
+        raise RadlensError(f"{shown}: cannot read HDF5 file (truncated or corrupt?): {e}") from None
+
+
 @contextlib.contextmanager
 def open_h5(path: str, schema: str | tuple[str, ...], what: str = "input"):
     """Open a radlens HDF5 file, checking its `radlens_schema` kind (e.g. "share-model/1").
 
     `schema` may be a tuple of accepted kinds; the version after `/` must match.
     """
-    import h5py
-
-    real = input_path(path, what)
     shown = "stdin" if path == "-" else path
-    if not is_hdf5(real):
-        raise RadlensError(f"{shown}: not an HDF5 file (expected a radlens {what})")
-    try:
-        f = h5py.File(real, "r")
-    except OSError as e:
-        raise RadlensError(f"{shown}: cannot read HDF5 file (truncated or corrupt?): {e}") from None
+    f = open_hdf5_file(path, f"(expected a radlens {what})", what)
     try:
         kinds = (schema,) if isinstance(schema, str) else tuple(schema)
         got = f.attrs.get("radlens_schema")
