@@ -39,6 +39,11 @@ def require_same_share(pre, ft) -> None:
                            f"decode both embeddings with the same SHARE.h5")
     if list(pre.columns) != list(ft.columns):
         raise RadlensError(f"{pre.path} and {ft.path} decode different radiomic columns")
+    if np.array_equal(pre.theta, ft.theta) and np.array_equal(pre.r2, ft.r2, equal_nan=True):
+        from radlens_cli.log import warn
+
+        warn(f"{pre.path} and {ft.path} hold identical decoders (the same embeddings twice?); "
+             f"every change will be zero")
 
 
 def ranks(stat: np.ndarray) -> tuple[np.ndarray, np.ndarray]:

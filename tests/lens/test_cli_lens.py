@@ -298,3 +298,12 @@ def test_csv_inputs_metadata_parsed_and_nonfinite_eval_case_left_out(planted, tm
     assert (row.modality, row.image_type, row.family, row.feature) == tuple(
         rad.columns[0].replace("/", "_").split("_", 3))
     assert (df.delta_importance == 0).all() and (df.delta_r2 == 0).all()
+
+
+def test_same_decoder_twice_warns(pipeline, tmp_path):
+    d, _ = pipeline
+    for cmd in ("stats", "compare"):
+        r = _run(cmd, d / "dec_pre.h5", d / "dec_pre.h5", "-o", tmp_path / f"{cmd}.csv")
+        assert "identical decoders" in r.stderr
+    r = _run("stats", d / "dec_pre.h5", d / "dec_ft.h5", "-o", tmp_path / "ok.csv")
+    assert "identical decoders" not in r.stderr
