@@ -88,7 +88,7 @@ def three_views(df, k: int = 5, stable_quantile: float = 0.5, rank_by: str = "de
     idx = np.flatnonzero(both)
     stable = df.iloc[idx[np.argsort(np.abs(stat[idx]), kind="stable")[:k]]]
     return {"largest gains": gains, "largest losses": losses,
-            f"least changed (important in both, q>={stable_quantile:g})": stable}
+            f"least changed (above the {stable_quantile:g} quantile in both)": stable}
 
 
 def format_views(views: dict, rank_by: str) -> str:
