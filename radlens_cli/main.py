@@ -47,13 +47,7 @@ def _global(
 
 
 for _name in COMMAND_MODULES:
-    try:
-        importlib.import_module(f"radlens_cli.commands.{_name}")
-    except ModuleNotFoundError as _e:
-        # Only a command module that does not exist yet is skipped; a missing dependency
-        # inside an existing module is a real error.
-        if _e.name != f"radlens_cli.commands.{_name}":
-            raise
+    importlib.import_module(f"radlens_cli.commands.{_name}")
 
 
 def run() -> None:
