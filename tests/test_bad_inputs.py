@@ -105,7 +105,8 @@ def w(tmp_path_factory):
     # images and masks gone wrong, each in a one-case manifest (so nothing is written)
     def one(name, **cols):
         """m_<name>: case000 alone, broken (extract writes nothing when no case succeeds);
-        M_<name>: the four cases with case000 broken (embed and finetune stop at it)."""
+        M_<name>: the four cases with case000 broken (finetune stops at it; extract and embed
+        would write the other three)."""
         def edit(df):
             for k, v in cols.items():
                 df.loc[0, k] = v
@@ -398,7 +399,7 @@ def _case(name, subst=None, extra=(), code=1, needles=(), cmd=None, id=None):
 IMAGE_CMDS = ("extract-radiomics", "embed", "finetune")
 SPECIFIC = []
 for _c in IMAGE_CMDS:
-    _m = "m_" if _c == "extract-radiomics" else "M_"  # extract: case000 alone; others: 4 cases
+    _m = "M_" if _c == "finetune" else "m_"  # extract, embed: case000 alone; finetune: 4 cases
     SPECIFIC += [
         _case(_c, {"manifest": _m + "missing_image"}, (), 1, ["case000", "nowhere_adc.nii.gz"],
               id=f"{_c}-missing-image"),

@@ -3,14 +3,16 @@
 from __future__ import annotations
 
 import hashlib
+import json
 import os
+import sys
 
 import numpy as np
 import typer
 
 from radlens_cli import log
 from radlens_cli.commands._util import command, device_option, force_option, output_option, seed_option
-from radlens_cli.errors import RadlensError, UsageError
+from radlens_cli.errors import PartialSuccess, RadlensError, UsageError
 
 DEFAULT_SPACING = (0.5, 0.5, 1.0)
 DEFAULT_CROP = (64, 224, 224)
@@ -80,15 +82,23 @@ def embed(manifest: str, modalities: str, mask: str, encoder: str, output: str, 
           layer: str = "final", pool: str = "mean", spacing: str | None = None, crop: str | None = None,
           norm: str | None = None, batch_size: int = 2, device: str = "auto", jobs: int = 1,
           cache_dir: str | None = None, part_id: int | None = None, num_parts: int | None = None,
-          seed: int = 0, force: bool = False) -> dict:
-    """Embed every case (of this part) and write a case table with columns emb_0000..."""
+          seed: int = 0, force: bool = False, failures_path: str | None = None,
+          keep_going: bool = False) -> dict:
+    """Embed every case (of this part) and write a case table with columns emb_0000...
+
+    A case that cannot be preprocessed is reported in one line and left out; the others are
+    written. Raises RadlensError (exit 1) after writing when cases failed, PartialSuccess
+    (exit 3) instead with keep_going; RadlensError without writing when none succeeded.
+    """
     import torch
     from torch.utils.data import DataLoader
 
     from radlens_cli import provenance
     from radlens_cli.encoders.checkpoints import load_encoder
     from radlens_cli.encoders.convnextv2 import LAYERS, POOLS, extract_embedding
-    from radlens_cli.encoders.preprocess import CaseDataset, save_npz_atomic, unwrap_worker_error, worker_init
+    from radlens_cli.commands.extract_radiomics import write_failures
+    from radlens_cli.encoders.preprocess import (CaseDataset, collate_cases, save_npz_atomic, unwrap_worker_error,
+                                                 worker_init)
     from radlens_cli.io.files import check_output
     from radlens_cli.io.manifest import parse_list, parse_mask_spec, read_manifest
     from radlens_cli.io.tables import CaseTable, write_table
@@ -100,6 +110,11 @@ def embed(manifest: str, modalities: str, mask: str, encoder: str, output: str, 
     if batch_size < 1:
         raise UsageError(f"--batch-size must be >= 1 (got {batch_size})")
     check_output(output, force)
+    if failures_path:
+        check_output(failures_path, force)
+        if failures_path == output or (failures_path != "-" and output != "-"
+                                       and os.path.abspath(failures_path) == os.path.abspath(output)):
+            raise UsageError("--failures and --output name the same file (or both stdout)")
     part_id, num_parts = resolve_parts(part_id, num_parts)
     mods = parse_list(modalities, "--modalities")
     mask_spec = parse_mask_spec(mask)
@@ -127,9 +142,10 @@ def embed(manifest: str, modalities: str, mask: str, encoder: str, output: str, 
     n = len(part)
     if n == 0:
         raise RadlensError(f"{manifest}: part {part_id} of {num_parts} holds no cases")
-    dataset = CaseDataset(part, cfg, cache_dir=cache_dir)
+    dataset = CaseDataset(part, cfg, cache_dir=cache_dir, failures_as_records=True)
     # Fixed batches over the case order, so a rerun that reads some batches from the cache
     # computes the others with exactly the same batch composition (bitwise-equal results).
+    # A batch with a failed case is never cached: a rerun retries that case.
     batches = [list(range(s, min(n, s + batch_size))) for s in range(0, n, batch_size)]
     emb_dir = None
     if cache_dir:
@@ -170,12 +186,25 @@ def embed(manifest: str, modalities: str, mask: str, encoder: str, output: str, 
     if use_amp:
         torch.backends.cudnn.benchmark = True  # fixed input shape: pick the fastest conv kernels once
     loader = DataLoader(dataset, batch_sampler=todo, num_workers=0 if jobs <= 1 else jobs,
-                        pin_memory=use_amp, worker_init_fn=worker_init if jobs > 1 else None)
+                        collate_fn=collate_cases, pin_memory=use_amp,
+                        worker_init_fn=worker_init if jobs > 1 else None)
     log.info(f"embedding {n} case(s) of {manifest} with {enc['arch']} ({enc['source']}) on {dev}, "
              f"layer {layer}, crop {'x'.join(map(str, cfg.crop))} at {','.join(map(str, cfg.spacing))} mm")
+    failures: list[dict] = []
+    bar = log.progress(todo, total=len(todo), desc="embed", unit="batch")
+
+    def report(rec: dict) -> None:
+        failures.append(rec)
+        where = f"{rec['path']}: " if rec["path"] else ""
+        line = f"radlens embed: failed: case {rec['case_id']}, {rec['modality']}: {where}{rec['reason']}"
+        if bar.disable:
+            print(line, file=sys.stderr, flush=True)
+        else:
+            bar.write(line, file=sys.stderr)
+
     it = iter(loader)
     with torch.inference_mode():
-        for b in log.progress(todo, total=len(todo), desc="embed", unit="batch"):
+        for b in bar:
             try:
                 item = next(it)
             except StopIteration:  # pragma: no cover
@@ -184,6 +213,11 @@ def embed(manifest: str, modalities: str, mask: str, encoder: str, output: str, 
                 raise RadlensError(unwrap_worker_error(e)) from None
             except Exception as e:  # noqa: BLE001 - worker errors arrive wrapped
                 raise RadlensError(unwrap_worker_error(e)) from None
+            for rec in item["failures"]:
+                report(rec)
+            ok = item["index"]
+            if not ok:
+                continue
             x = item["volume"].to(dev, non_blocking=True)
             try:
                 if use_amp:
@@ -194,17 +228,25 @@ def embed(manifest: str, modalities: str, mask: str, encoder: str, output: str, 
             except (RuntimeError, ValueError, TypeError) as err:
                 first = str(err).strip().splitlines()[0] if str(err).strip() else type(err).__name__
                 raise RadlensError(f"{encoder}: forward pass failed on input {tuple(x.shape)} "
-                                   f"(case {part.case_ids[b[0]]}...): {first}") from None
+                                   f"(case {part.case_ids[ok[0]]}...): {first}") from None
             e = e.float().cpu().numpy().astype(np.float64)
-            if e.ndim != 2 or e.shape[0] != len(b):
+            if e.ndim != 2 or e.shape[0] != len(ok):
                 raise RadlensError(f"{encoder}: expected a (batch, d) embedding, got shape {tuple(e.shape)}")
-            if not np.isfinite(e).all():
-                bad = [part.case_ids[b[k]] for k in range(len(b)) if not np.isfinite(e[k]).all()]
-                raise RadlensError(f"non-finite embedding for case(s) {', '.join(map(str, bad))}")
-            if emb_dir:
+            finite = np.isfinite(e).all(1)
+            for k in np.flatnonzero(~finite):
+                report({"case_id": str(part.case_ids[ok[k]]), "modality": "embedding", "path": encoder,
+                        "reason": "non-finite embedding", "status": "failed"})
+            if emb_dir and len(ok) == len(b) and finite.all():
                 save_npz_atomic(batch_file(b), emb=e)
-            results.update({i: e[k] for k, i in enumerate(b)})
-    values = np.stack([results[i] for i in range(n)], 0)
+            results.update({i: e[k] for k, i in enumerate(ok) if finite[k]})
+    bar.close()
+    if failures_path:
+        write_failures(failures_path, failures, force)
+    if not results:
+        raise RadlensError(f"no case succeeded ({n} tried); nothing written"
+                           + (f"; failures listed in {failures_path}" if failures_path else ""))
+    rows = sorted(results)
+    values = np.stack([results[i] for i in rows], 0)
     d = values.shape[1]
     columns = [f"emb_{j:04d}" for j in range(d)]
     params = {"modalities": mods, "mask": str(mask_spec), "encoder": encoder, "encoder_source": enc["source"],
@@ -212,18 +254,28 @@ def embed(manifest: str, modalities: str, mask: str, encoder: str, output: str, 
               "encoder_fingerprint": fingerprint, "preprocessing": cfg.to_dict(), "batch_size": batch_size,
               "device": dev.type, "precision": "bf16-autocast" if use_amp else "fp32",
               "part_id": part_id, "num_parts": num_parts, "seed": seed,
-              "split_derived": bool(man.split_derived), "cache_dir": cache_dir}
+              "split_derived": bool(man.split_derived), "cache_dir": cache_dir, "keep_going": keep_going}
     if enc.get("absent_optional"):
         params["encoder_absent_weights"] = enc["absent_optional"]
     inputs = {"manifest": manifest}
     if os.path.isfile(encoder):
         inputs["encoder"] = encoder
     attrs = provenance.build("embed", inputs=inputs, params=params)
-    table = CaseTable(case_id=part.case_ids, values=values, columns=columns, split=part.split,
+    attrs["failures"] = json.dumps(failures)
+    sel = np.asarray(rows)
+    table = CaseTable(case_id=np.asarray(part.case_ids)[sel], values=values, columns=columns,
+                      split=None if part.split is None else np.asarray(part.split)[sel],
                       column_meta={"layer": np.array([layer] * d, dtype=object)})
     write_table(table, output, force=force, attrs=attrs)
-    log.info(f"wrote {output}: {n} case(s) x {d} embedding dimension(s)")
-    return {"n_cases": n, "dim": d}
+    log.info(f"wrote {output}: {len(rows)} case(s) x {d} embedding dimension(s)")
+    if failures:
+        n_failed = len({f["case_id"] for f in failures})
+        msg = (f"{n_failed} case(s) failed, {len(rows)} written to {output}"
+               + (f"; failures listed in {failures_path}" if failures_path else "; see the lines above"))
+        if keep_going:
+            raise PartialSuccess(msg)
+        raise RadlensError(msg)
+    return {"n_cases": len(rows), "dim": d}
 
 
 @command("embed")
@@ -265,6 +317,12 @@ def embed_cli(
     num_parts: int = typer.Option(None, "--num-parts", min=1,
                                   help="Number of parts [default: $SLURM_ARRAY_TASK_COUNT, else 1]; join "
                                        "parts with `radlens merge`."),
+    failures: str = typer.Option(None, "--failures",
+                                 help="Also write the failed cases as CSV: case_id, modality (the input at "
+                                      "fault, or `mask <spec>`), path, reason, status."),
+    keep_going: bool = typer.Option(False, "--keep-going",
+                                    help="Exit 3 instead of 1 when some cases failed (the embeddings of the "
+                                         "others are written either way)."),
     seed: int = seed_option(),
     force: bool = force_option(),
 ):
@@ -278,6 +336,13 @@ def embed_cli(
     (schema case-table/1) with columns emb_0000..., the manifest's split, and provenance
     (encoder sha256, architecture, preprocessing). Deterministic on CPU.
 
+    A failing case -- missing or unreadable image, empty mask, absent label, mask
+    outside the image -- is reported in one line and the batch goes on (also in -j
+    workers); failed cases are left out of the table (never written as empty values)
+    and listed in the output's `failures` attribute and in --failures. Exit 1 when
+    some failed (3 with --keep-going), 0 when none did; when none succeeded, nothing
+    is written. --cache-dir never keeps a failed case.
+
     Examples:
 
     \b
@@ -289,4 +354,5 @@ def embed_cli(
     """
     embed(manifest, modalities, mask, encoder, output, arch=arch, layer=layer, pool=pool, spacing=spacing,
           crop=crop, norm=norm, batch_size=batch_size, device=device, jobs=jobs, cache_dir=cache_dir,
-          part_id=part_id, num_parts=num_parts, seed=seed, force=force)
+          part_id=part_id, num_parts=num_parts, seed=seed, force=force, failures_path=failures,
+          keep_going=keep_going)

@@ -34,6 +34,22 @@ NORMS = ("zscore", "percentile")
 PREPROCESS_VERSION = 1
 
 
+class CaseFailure(RadlensError):
+    """One case could not be preprocessed. The message is the usual one line; `what` names the
+    input at fault (a modality column, or `mask <spec>`), `path` its file and `reason` the rest."""
+
+    def __init__(self, message: str, case_id: str = "", what: str = "", path: str | None = None,
+                 reason: str = ""):
+        # defaults: a DataLoader worker re-raises an exception as type(e)(text) in the main process
+        super().__init__(message)
+        self.case_id, self.what, self.path, self.reason = str(case_id), what, path or "", reason or message
+
+    def record(self) -> dict:
+        """The failure as a row of `failures` (the fields of extract-radiomics')."""
+        return {"case_id": self.case_id, "modality": self.what, "path": self.path, "reason": self.reason,
+                "status": "failed"}
+
+
 @dataclass
 class PreprocessConfig:
     """What a volume is made of: modalities (channel order), ROI mask, spacing, box, normalisation."""
@@ -164,8 +180,23 @@ def preprocess_case(image_paths: list[str], mask_path: str, cfg: PreprocessConfi
     tag = f"case {case_id}: " if case_id else ""
     if len(image_paths) != len(cfg.modalities):
         raise ValueError("one image path per modality")
-    mask = read_mask(mask_path, cfg.mask, what=f"{tag}mask {cfg.mask}".strip())
-    images = [read_image(p, f"{tag}{m}") for p, m in zip(image_paths, cfg.modalities)]
+    mask_what = f"mask {cfg.mask}"
+
+    def failed(err: RadlensError, what: str, path: str | None, label: str | None = None) -> CaseFailure:
+        msg = str(err)
+        prefix = f"{tag}{label or what}: "
+        return CaseFailure(msg, case_id, what, path, msg[len(prefix):] if msg.startswith(prefix) else msg)
+
+    try:
+        mask = read_mask(mask_path, cfg.mask, what=f"{tag}{mask_what}".strip())
+    except RadlensError as e:
+        raise failed(e, mask_what, mask_path) from None
+    images = []
+    for p, m in zip(image_paths, cfg.modalities):
+        try:
+            images.append(read_image(p, f"{tag}{m}"))
+        except RadlensError as e:
+            raise failed(e, m, p) from None
     origin, direction, size_xyz, centre = box_grid(images[0], mask, cfg.spacing, cfg.crop)
     channels = []
     for img, m, p in zip(images, cfg.modalities, image_paths):
@@ -173,14 +204,22 @@ def preprocess_case(image_paths: list[str], mask_path: str, cfg: PreprocessConfi
         arr = sitk.GetArrayFromImage(res)
         valid = np.isfinite(arr)
         if not valid.any():
-            raise RadlensError(f"{tag}{m}: image {p} does not overlap the box around the mask {mask_path} "
-                               f"(centre {np.round(centre, 1).tolist()} mm); wrong image or mask?")
-        channels.append(normalise(np.where(valid, arr, 0.0).astype(np.float32), valid, cfg.norm,
-                                  f"{tag}{m} ({p})"))
+            raise CaseFailure(f"{tag}{m}: image {p} does not overlap the box around the mask {mask_path} "
+                              f"(centre {np.round(centre, 1).tolist()} mm); wrong image or mask?", case_id, m, p,
+                              f"does not overlap the box around the mask {mask_path} "
+                              f"(centre {np.round(centre, 1).tolist()} mm); wrong image or mask?")
+        try:
+            channels.append(normalise(np.where(valid, arr, 0.0).astype(np.float32), valid, cfg.norm,
+                                      f"{tag}{m} ({p})"))
+        except RadlensError as e:
+            raise failed(e, m, p, f"{m} ({p})") from None
     roi = sitk.GetArrayFromImage(_resample(mask, origin, direction, size_xyz, cfg.spacing, "nearest", 0))
     extra = None
     if extra_mask_path is not None:
-        em = _read_extra_mask(extra_mask_path, extra_mask_spec, f"{tag}segmentation mask")
+        try:
+            em = _read_extra_mask(extra_mask_path, extra_mask_spec, f"{tag}segmentation mask")
+        except RadlensError as e:
+            raise failed(e, "segmentation mask", extra_mask_path) from None
         extra = sitk.GetArrayFromImage(_resample(em, origin, direction, size_xyz, cfg.spacing, "nearest", 0))
         extra = extra.astype(np.uint8)
     return {"volume": np.stack(channels, 0).astype(np.float32), "mask": roi.astype(np.uint8),
@@ -248,10 +287,15 @@ class CaseDataset(Dataset):
     cache gives exactly what a run that wrote it gave.
     The cache key is the sha256 of every input file plus the preprocessing settings, so an
     edited image or changed option never reads a stale volume.
+    With failures_as_records (embed), a case that cannot be preprocessed yields
+    dict(index, case_id, failure=<failures row>) instead of raising, so one bad case neither
+    stops the batch nor kills a DataLoader worker; batch such items with `collate_cases`.
+    Nothing is cached for a failed case.
     """
 
     def __init__(self, manifest, cfg: PreprocessConfig, cache_dir: str | None = None,
-                 targets: np.ndarray | None = None, seg_mask: MaskSpec | None = None):
+                 targets: np.ndarray | None = None, seg_mask: MaskSpec | None = None,
+                 failures_as_records: bool = False):
         manifest.require_columns(cfg.modalities, "modality")
         manifest.require_columns([cfg.mask.column], "mask")
         if seg_mask is not None:
@@ -266,6 +310,7 @@ class CaseDataset(Dataset):
         if self.targets is not None and len(self.targets) != len(self.case_ids):
             raise ValueError("one target per case")
         self.cache_dir = cache_dir
+        self.failures_as_records = failures_as_records
         if cache_dir:
             try:
                 os.makedirs(cache_dir, exist_ok=True)
@@ -309,7 +354,8 @@ class CaseDataset(Dataset):
         except RadlensError:
             raise
         except Exception as e:  # noqa: BLE001
-            raise RadlensError(f"case {cid}: preprocessing failed: {type(e).__name__}: {e}") from None
+            raise CaseFailure(f"case {cid}: preprocessing failed: {type(e).__name__}: {e}", cid, "preprocessing",
+                              "", f"preprocessing failed: {type(e).__name__}: {e}") from None
         out = {"volume": res["volume"].astype(np.float16), "mask": res["mask"], "extra_mask": res["extra_mask"]}
         if path is not None:
             arrays = {"volume": out["volume"], "mask": out["mask"]}
@@ -318,11 +364,39 @@ class CaseDataset(Dataset):
             save_npz_atomic(path, **arrays)
         return out
 
+    def failure_record(self, i: int, e: BaseException) -> dict:
+        if isinstance(e, CaseFailure):
+            return e.record()
+        text = str(e).strip().splitlines()[0] if str(e).strip() else ""
+        if not isinstance(e, RadlensError):
+            text = f"{type(e).__name__}: {text}" if text else type(e).__name__
+        return {"case_id": self.case_ids[i], "modality": "preprocessing", "path": getattr(e, "filename", None) or "",
+                "reason": text, "status": "failed"}
+
     def __getitem__(self, i: int) -> dict:
-        arrs = self.load(i)
+        if self.failures_as_records:
+            try:
+                arrs = self.load(i)
+            except Exception as e:  # noqa: BLE001 - reported against the case; the batch goes on
+                return {"index": i, "case_id": self.case_ids[i], "failure": self.failure_record(i, e)}
+        else:
+            arrs = self.load(i)
         target = float("nan") if self.targets is None else self.targets[i]
         seg = (torch.from_numpy(arrs["extra_mask"].astype(np.uint8)) if arrs["extra_mask"] is not None
                else torch.zeros(0, dtype=torch.uint8))
         return {"index": i, "case_id": self.case_ids[i],
                 "volume": torch.from_numpy(arrs["volume"].astype(np.float32)),
                 "target": torch.as_tensor(target), "seg": seg}
+
+
+def collate_cases(items: list[dict]) -> dict:
+    """DataLoader collate_fn for a CaseDataset with failures_as_records: the cases that were
+    preprocessed, stacked (index, case_id, volume; volume None when none was), and the
+    failures rows of the others."""
+    from torch.utils.data import default_collate
+
+    ok = [it for it in items if "failure" not in it]
+    out = {"index": [int(it["index"]) for it in ok], "case_id": [it["case_id"] for it in ok],
+           "volume": default_collate([it["volume"] for it in ok]) if ok else None,
+           "failures": [it["failure"] for it in items if "failure" in it]}
+    return out

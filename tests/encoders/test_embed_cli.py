@@ -153,13 +153,22 @@ def test_embed_bad_inputs(cli, tmp_path, atto3):
         assert r.exit_code == code, r
         line = r.stderr.strip().splitlines()[-1]
         assert line.startswith("radlens embed: error:") and "Traceback" not in r.stderr, r
+        # the culprit is named in the error line, or (a failing case) in its own line before it
+        named = [line] + [ln for ln in r.stderr.splitlines() if ln.startswith("radlens embed: failed:")]
         for w in words:
-            assert w in line, (w, line)
+            assert any(w in ln for ln in named), (w, named)
         assert not out.exists()
 
     os.remove(tmp_path / "c" / "p01_adc.nii.gz")
-    fails(run(), 1, "p01", "adc", "file not found", "p01_adc.nii.gz")
-    fails(run("-j", "2"), 1, "p01", "adc", "file not found", "p01_adc.nii.gz")  # raised in a worker
+    for extra in ((), ("-j", "2")):  # in the main process, then raised in a worker
+        # p01 is named in one line, the batch goes on: p00 is written, exit 1
+        r = run(*extra, "-f")
+        assert r.exit_code == 1 and "Traceback" not in r.stderr, r
+        failed = [ln for ln in r.stderr.splitlines() if ln.startswith("radlens embed: failed:")]
+        assert len(failed) == 1 and all(w in failed[0] for w in ("p01", "adc", "file not found", "p01_adc.nii.gz"))
+        assert r.stderr.strip().splitlines()[-1].startswith("radlens embed: error: 1 case(s) failed, 1 written")
+        assert list(read_table(str(out)).case_id) == ["p00"]
+        out.unlink()
     manifest2 = write_cohort(str(tmp_path / "d"), n=2, zones=True)
     fails(run(manifest=manifest2, mods=["--modalities", "t2,dwi,adc", "--mask", "gland:3"]), 1,
           "label(s) 3 absent", "p00_gland.nii.gz")
