@@ -194,14 +194,6 @@ def w(tmp_path_factory):
     return f
 
 
-@pytest.fixture(autouse=True)
-def _fresh_stdin_spool():
-    """files.input_path spools stdin once per process; the runner runs many commands in one."""
-    from radlens_cli.io import files
-
-    files._SPOOLED.clear()
-    yield
-    files._SPOOLED.clear()
 
 
 # --------------------------------------------------------------------------- the commands

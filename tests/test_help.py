@@ -194,13 +194,6 @@ def example_dir(tmp_path_factory):
     return d
 
 
-@pytest.fixture(autouse=True)
-def _fresh_stdin_spool():
-    from radlens_cli.io import files
-
-    files._SPOOLED.clear()
-    yield
-    files._SPOOLED.clear()
 
 
 @pytest.mark.parametrize("name,line", RUNNABLE)
@@ -223,9 +216,6 @@ def test_example_runs(cli, example_dir, monkeypatch, name, line):
             json.loads(stdout)
             continue
         args = [x for a in args for x in (sorted(glob.glob(a)) if "*" in a else [a])]
-        from radlens_cli.io import files
-
-        files._SPOOLED.clear()
         r = cli(*args, input=stdout)
         assert r.exit_code == 0, (line, r)
         stdout = r.stdout_bytes

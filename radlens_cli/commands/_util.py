@@ -96,6 +96,9 @@ def command(name: str, **kwargs):
     def deco(fn):
         @functools.wraps(fn)
         def wrapper(*args, **kw):
+            from radlens_cli.io.files import reset_stdin_spool
+
+            reset_stdin_spool()  # each command reads its own stdin, also many in one process
             try:
                 return fn(*args, **kw)
             except RadlensError as e:

@@ -28,9 +28,9 @@ def input_path(path: str, what: str = "input") -> str:
             raise RadlensError(f"{what} is a folder, not a file: {path}")
         return path
     stdin = sys.stdin
-    # stdin can be read once; a second `-` argument in the same process reuses the spool
-    # (keyed by the stream, so a new stdin, e.g. in tests, is read afresh)
-    key = f"-{id(stdin)}"
+    # stdin can be read once; a second `-` argument of the same command reuses the spool
+    # (reset_stdin_spool() starts each command afresh)
+    key = "-"
     if key in _SPOOLED:
         return _SPOOLED[key]
     if stdin is None or (hasattr(stdin, "isatty") and stdin.isatty()):
@@ -49,6 +49,11 @@ def input_path(path: str, what: str = "input") -> str:
     return tmp
 
 
+def reset_stdin_spool() -> None:
+    """Forget stdin spooled by an earlier command in this process (one spool per command)."""
+    _SPOOLED.clear()
+
+
 def check_output(path: str, force: bool = False) -> None:
     """Refuse to overwrite without --force; the output's folder must exist."""
     if path == "-":
@@ -58,6 +63,16 @@ def check_output(path: str, force: bool = False) -> None:
         raise RadlensError(f"output folder does not exist: {folder}")
     if os.path.exists(path) and not force:
         raise RadlensError(f"output exists: {path} (use --force to overwrite)")
+
+
+def check_side_output(path: str | None, output: str, option: str, force: bool = False) -> None:
+    """A second output (e.g. --failures) must be writable and must not be the main output."""
+    if not path:
+        return
+    check_output(path, force)
+    if path == output or (path != "-" and output != "-"
+                          and os.path.abspath(path) == os.path.abspath(output)):
+        raise UsageError(f"{option} and --output name the same file (or both stdout)")
 
 
 @contextlib.contextmanager

@@ -81,10 +81,6 @@ def test_embed_matches_the_model_directly(cli, cohort, atto3, tmp_path):
 
 
 def test_embed_paths_with_spaces_pipe_and_parts(cli, spaced_tmp, atto3, tmp_path, monkeypatch):
-    from radlens_cli.io import files
-
-    # `-` is spooled once per process; keep this test's stdin out of later tests
-    monkeypatch.setattr(files, "_SPOOLED", {})
     manifest = write_cohort(str(spaced_tmp / "my cohort"), n=3, dicom_first=True, split=False)
     enc = spaced_tmp / "my encoder.pt"
     shutil.copy(atto3, enc)

@@ -7,7 +7,6 @@ from dataclasses import dataclass
 import numpy as np
 import pytest
 
-from radlens_cli.io import files
 from radlens_cli.io.tables import CaseTable, write_table
 
 
@@ -22,12 +21,6 @@ def _one_torch_thread():
     torch.set_num_threads(old)
 
 
-@pytest.fixture(autouse=True)
-def _fresh_stdin_spool():
-    # io.files spools `-` once per process; CliRunner runs many commands in one process.
-    files._SPOOLED.clear()
-    yield
-    files._SPOOLED.clear()
 
 
 @dataclass

@@ -8,7 +8,6 @@ import pandas as pd
 import pytest
 from typer.testing import CliRunner
 
-from radlens_cli.io import files
 from radlens_cli.io.tables import CaseTable, write_table
 from tests.lens.conftest import planted_cohort
 
@@ -21,9 +20,7 @@ FIT = ("--hidden", "64", "--epochs", "3", "--seed", "0", "--device", "cpu")
 def _run(*args, input=None):
     from radlens_cli.main import app
 
-    files._SPOOLED.clear()
     r = CliRunner().invoke(app, [str(a) for a in args], input=input, catch_exceptions=False)
-    files._SPOOLED.clear()
     assert r.exit_code == 0, f"{args}: {r.stderr}"
     return r
 

@@ -11,14 +11,6 @@ RAD_COLUMNS = [f"{m}/{it}_{fam}_F{k}" for m in ("t2", "adc") for it in ("origina
                for fam in ("firstorder", "glcm") for k in range(2)]
 
 
-@pytest.fixture(autouse=True)
-def _fresh_stdin_spool():
-    """files.input_path caches the spooled stdin per process; CliRunner runs many commands in one."""
-    from radlens_cli.io import files
-
-    files._SPOOLED.clear()
-    yield
-    files._SPOOLED.clear()
 
 
 def planted(n=60, d=8, seed=0, prefix="case"):

@@ -167,13 +167,3 @@ def make_scanner_case(folder: Path, lesion_voxels: int = 0):
     return paths
 
 
-@pytest.fixture(autouse=True)
-def _fresh_stdin_spool():
-    """io.files spools stdin once per process; under CliRunner every invoke is the same
-    process, so a test piping into `-` would otherwise see an earlier test's stdin (and
-    leave its own for later tests)."""
-    from radlens_cli.io import files
-
-    files._SPOOLED.clear()
-    yield
-    files._SPOOLED.clear()
