@@ -3,7 +3,6 @@
 import subprocess
 import sys
 
-import numpy as np
 
 from radlens_cli.io.tables import write_table
 from tests.conftest import REPO, make_table

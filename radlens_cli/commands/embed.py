@@ -18,23 +18,6 @@ DEFAULT_SPACING = (0.5, 0.5, 1.0)
 DEFAULT_CROP = (64, 224, 224)
 
 
-def resolve_parts(part_id: int | None, num_parts: int | None) -> tuple[int, int]:
-    """--part-id/--num-parts, defaulting to SLURM_ARRAY_TASK_ID (from its MIN) / COUNT."""
-    env = os.environ
-    if num_parts is None:
-        num_parts = int(env.get("SLURM_ARRAY_TASK_COUNT", "1") or 1)
-    if part_id is None:
-        if "SLURM_ARRAY_TASK_ID" in env and num_parts > 1:
-            part_id = int(env["SLURM_ARRAY_TASK_ID"]) - int(env.get("SLURM_ARRAY_TASK_MIN", "0") or 0)
-        else:
-            part_id = 0
-    if num_parts < 1:
-        raise UsageError(f"--num-parts must be >= 1 (got {num_parts})")
-    if not 0 <= part_id < num_parts:
-        raise UsageError(f"--part-id {part_id} must be in 0..{num_parts - 1} (--num-parts {num_parts})")
-    return part_id, num_parts
-
-
 def resolve_device(device: str):
     import torch
 
@@ -99,8 +82,8 @@ def embed(manifest: str, modalities: str, mask: str, encoder: str, output: str, 
     from radlens_cli.commands.extract_radiomics import write_failures
     from radlens_cli.encoders.preprocess import (CaseDataset, collate_cases, save_npz_atomic, unwrap_worker_error,
                                                  worker_init)
-    from radlens_cli.io.files import check_output
-    from radlens_cli.io.manifest import parse_list, parse_mask_spec, read_manifest
+    from radlens_cli.io.files import check_output, check_side_output
+    from radlens_cli.io.manifest import parse_list, parse_mask_spec, parts_from_env, read_manifest
     from radlens_cli.io.tables import CaseTable, write_table
 
     if layer not in LAYERS:
@@ -110,12 +93,8 @@ def embed(manifest: str, modalities: str, mask: str, encoder: str, output: str, 
     if batch_size < 1:
         raise UsageError(f"--batch-size must be >= 1 (got {batch_size})")
     check_output(output, force)
-    if failures_path:
-        check_output(failures_path, force)
-        if failures_path == output or (failures_path != "-" and output != "-"
-                                       and os.path.abspath(failures_path) == os.path.abspath(output)):
-            raise UsageError("--failures and --output name the same file (or both stdout)")
-    part_id, num_parts = resolve_parts(part_id, num_parts)
+    check_side_output(failures_path, output, "--failures", force)
+    part_id, num_parts = parts_from_env(part_id, num_parts)
     mods = parse_list(modalities, "--modalities")
     mask_spec = parse_mask_spec(mask)
     man = read_manifest(manifest)

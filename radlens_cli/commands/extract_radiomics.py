@@ -11,32 +11,10 @@ import typer
 from radlens_cli import log
 from radlens_cli.commands._util import command, force_option, jobs_option, output_option
 from radlens_cli.errors import PartialSuccess, RadlensError, UsageError
-from radlens_cli.io.files import atomic_output, check_output
-from radlens_cli.io.manifest import parse_list, parse_mask_spec, read_manifest
+from radlens_cli.io.files import atomic_output, check_output, check_side_output
+from radlens_cli.io.manifest import parse_list, parse_mask_spec, parts_from_env, read_manifest
 
 NAME = "extract-radiomics"
-
-
-def shard_from_env(part_id: int | None, num_parts: int | None) -> tuple[int, int]:
-    """--part-id/--num-parts, defaulting to the SLURM array task (ids may start at 1)."""
-    if part_id is None and num_parts is None:
-        tid, count = os.environ.get("SLURM_ARRAY_TASK_ID"), os.environ.get("SLURM_ARRAY_TASK_COUNT")
-        if tid is None or count is None:
-            return 0, 1
-        try:
-            part_id = int(tid) - int(os.environ.get("SLURM_ARRAY_TASK_MIN", "0"))
-            num_parts = int(count)
-        except ValueError:
-            raise UsageError(f"SLURM_ARRAY_TASK_ID={tid!r}/SLURM_ARRAY_TASK_COUNT={count!r} are not integers; "
-                             f"give --part-id and --num-parts") from None
-    elif part_id is None or num_parts is None:
-        raise UsageError("give --part-id and --num-parts together")
-    if num_parts < 1:
-        raise UsageError(f"--num-parts must be at least 1 (got {num_parts})")
-    if not 0 <= part_id < num_parts:
-        raise UsageError(f"--part-id {part_id} is out of range for --num-parts {num_parts} "
-                         f"(expected 0..{num_parts - 1})")
-    return part_id, num_parts
 
 
 def write_failures(path: str, failures: list[dict], force: bool) -> None:
@@ -76,13 +54,9 @@ def extract_radiomics(manifest_path: str, modalities: list[str], mask: str, para
     if not 0.0 <= max_outside < 1.0:
         raise UsageError(f"--max-outside must be in [0, 1) (got {max_outside})")
     spec = parse_mask_spec(mask)
-    part_id, num_parts = shard_from_env(part_id, num_parts)
+    part_id, num_parts = parts_from_env(part_id, num_parts)
     check_output(output, force)
-    if failures_path:
-        check_output(failures_path, force)
-        if failures_path == output or (failures_path != "-" and output != "-"
-                                       and os.path.abspath(failures_path) == os.path.abspath(output)):
-            raise UsageError("--failures and --output name the same file (or both stdout)")
+    check_side_output(failures_path, output, "--failures", force)
     man = read_manifest(manifest_path, split_seed)
     man.require_columns(modalities, "modality")
     man.require_columns([spec.column], "mask")
