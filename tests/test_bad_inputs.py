@@ -27,8 +27,8 @@ import radlens_cli.main  # noqa: F401  - registers the subcommands
 from radlens_cli.commands._util import app
 
 COMMANDS = set(typer.main.get_command(app).commands)
-QUICK = os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(__file__))), "examples", "params",
-                     "quick.yaml")
+QUICK = os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(__file__))), "radlens_cli", "radiomics",
+                     "presets", "quick.yaml")
 SMALL = ["--crop", "16,16,16", "--spacing", "1,1,2", "--device", "cpu"]
 
 

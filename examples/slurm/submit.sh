@@ -7,7 +7,7 @@
 #   torchrun --nproc-per-node 4 -m radlens_cli finetune cohort.csv ... --device cuda -o ft.pt
 set -euo pipefail
 cd "$(dirname "$0")/../.."   # repository root: params/ paths are relative to examples/
-export MANIFEST=${MANIFEST:-cohort.csv} WORK=${WORK:-work} PARAMS=${PARAMS:-examples/params/radiomic-lens.yaml}
+export MANIFEST=${MANIFEST:-cohort.csv} WORK=${WORK:-work} PARAMS=${PARAMS:-radlens_cli/radiomics/presets/paper.yaml}
 here=examples/slurm
 mkdir -p logs "$WORK"
 

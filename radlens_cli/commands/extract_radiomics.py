@@ -140,7 +140,7 @@ def extract_radiomics_cli(
     mask: str = typer.Option(..., "--mask", help="Mask column, optionally with labels: gland (every non-zero "
                                                  "voxel), zones:1 (one label), zones:1+2 (a union)."),
     params: str = typer.Option(..., "--params", help="PyRadiomics parameter YAML, e.g. "
-                                                     "examples/params/radiomic-lens.yaml (the paper's)."),
+                                                     "radlens_cli/radiomics/presets/paper.yaml (the paper's)."),
     output: str = output_option("Output case table: .h5 (with column metadata and diagnostics) or .csv; "
                                 "`-` writes HDF5 to stdout."),
     force: bool = force_option(),
@@ -190,9 +190,9 @@ def extract_radiomics_cli(
 
     \b
       radlens extract-radiomics cohort.csv --modalities t2,adc,dwi --mask gland \\
-          --params examples/params/radiomic-lens.yaml -j 8 --cache-dir cache -o radiomics.h5
+          --params radlens_cli/radiomics/presets/paper.yaml -j 8 --cache-dir cache -o radiomics.h5
       radlens extract-radiomics cohort.csv --modalities t2,adc --mask zones:1+2 \\
-          --reference-modality t2 --params examples/params/quick.yaml -o quick.h5
+          --reference-modality t2 --params radlens_cli/radiomics/presets/quick.yaml -o quick.h5
     """
     extract_radiomics(manifest, parse_list(modalities, "--modalities"), mask, params, output, force=force,
                       jobs=jobs, part_id=part_id, num_parts=num_parts, cache_dir=cache_dir,

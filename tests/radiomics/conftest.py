@@ -86,8 +86,8 @@ def cohort(tmp_path):
     return make_cohort(tmp_path / "cohort")
 
 
-QUICK = REPO / "examples" / "params" / "quick.yaml"
-PAPER = REPO / "examples" / "params" / "radiomic-lens.yaml"
+QUICK = REPO / "radlens_cli" / "radiomics" / "presets" / "quick.yaml"
+PAPER = REPO / "radlens_cli" / "radiomics" / "presets" / "paper.yaml"
 
 
 @pytest.fixture(scope="session")
