@@ -10,6 +10,7 @@ import typer
 from radlens_cli import log
 from radlens_cli.commands._util import command, force_option, seed_option
 from radlens_cli.errors import UsageError
+from radlens_cli.io.files import atomic_output
 
 
 def _triple(text: str, what: str, kind=float) -> tuple:
@@ -39,11 +40,10 @@ def synth(out_dir: str, cases: int = 120, seed: int = 0, size=None, spacing=None
                              hash_inputs=False)
     prov = {k: (json.loads(v) if k in ("inputs", "params", "versions", "history") else v) for k, v in attrs.items()}
     prov["summary"] = {k: v for k, v in summary.items() if k != "manifest"}
-    tmp = os.path.join(out_dir, ".provenance.json.part")
-    with open(tmp, "w", encoding="utf-8") as fh:
-        json.dump(prov, fh, indent=2, sort_keys=True)
-        fh.write("\n")
-    os.replace(tmp, os.path.join(out_dir, "provenance.json"))
+    with atomic_output(os.path.join(out_dir, "provenance.json"), force=True, suffix=".json") as tmp:
+        with open(tmp, "w", encoding="utf-8") as fh:
+            json.dump(prov, fh, indent=2, sort_keys=True)
+            fh.write("\n")
     return summary
 
 
