@@ -31,6 +31,8 @@ def synth(out_dir: str, cases: int = 120, seed: int = 0, size=None, spacing=None
 
     size = tuple(size or phantom.DEFAULT_SIZE)
     spacing = tuple(spacing or phantom.DEFAULT_SPACING)
+    if out_dir == "-":  # `-` means stdout everywhere else; a cohort is a folder, not a stream
+        raise UsageError("a cohort is a folder of images: give its path, not - (stdout)")
     phantom.check_out_dir(out_dir, force)
     os.makedirs(out_dir, exist_ok=True)
     summary = phantom.write_cohort(out_dir, cases, seed, size, spacing, scanner,
