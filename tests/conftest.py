@@ -11,6 +11,10 @@ from typer.testing import CliRunner
 
 os.environ.setdefault("TQDM_DISABLE", "1")
 
+# Commands register on the one app when their module is imported: importing main first keeps
+# the pipeline order (which --help and the man pages show) whatever a test module imports.
+import radlens_cli.main  # noqa: E402,F401
+
 REPO = Path(__file__).resolve().parents[1]
 # PyRadiomics' brain1/brain2/breast1 cases and baseline values, in the repository (BSD licence)
 PYRADIOMICS_CASES = REPO / "tests" / "data" / "pyradiomics"

@@ -21,7 +21,7 @@ from tests.conftest import REPO
 
 # build outputs, environments and the test data are not needed to build the wheel
 IGNORE = shutil.ignore_patterns(".git", ".venv", "venv", "build", "dist", "*.egg-info", "__pycache__",
-                                ".pytest_cache", "tests", "work", "*.pyc")
+                                ".pytest_cache", "tests", "work", "out", ".whl", "*.pyc")
 
 
 @pytest.fixture(scope="module")
