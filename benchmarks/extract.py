@@ -1,12 +1,12 @@
 """radlens extract-radiomics -j N vs the pyradiomics CLI --jobs N on the same 10 jobs.
 
 The 10 (case, params) jobs: PyRadiomics' five real cases (../shared/data/pyradiomics-cases),
-each extracted twice with the paper's configuration (examples/params/radiomic-lens.yaml):
+each extracted twice with the paper's configuration (radlens_cli/radiomics/presets/paper.yaml):
 as two modality columns for radlens, as ten batch rows for the CLI. One run of each, side by
 side: wall times, their ratio (target: radlens <= 0.5x the CLI), and a check that every
 feature value is identical.
 
-    python benchmarks/extract.py [--jobs 2] [--params examples/params/radiomic-lens.yaml]
+    python benchmarks/extract.py [--jobs 2] [--params radlens_cli/radiomics/presets/paper.yaml]
 """
 
 from __future__ import annotations
@@ -49,7 +49,7 @@ def loadavg() -> str:
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--jobs", type=int, default=2)
-    ap.add_argument("--params", default=str(REPO / "examples" / "params" / "radiomic-lens.yaml"))
+    ap.add_argument("--params", default=str(REPO / "radlens_cli" / "radiomics" / "presets" / "paper.yaml"))
     ap.add_argument("--data", default=None, help="folder holding pyradiomics-cases")
     args = ap.parse_args()
     data = find_data(args.data)

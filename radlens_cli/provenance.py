@@ -15,6 +15,17 @@ from radlens_cli import __version__
 
 _HASH_CACHE: dict[tuple[str, float, int], str] = {}
 
+# What a result made with radlens should cite: the tool, the method papers it implements
+# and PyRadiomics. CITATION.cff holds the same with full author lists; keep them in step.
+CITE = (f"radlens {__version__} (its CITATION.cff); "
+        "Wang Y, Chen Y, Yan W, et al. What Fine-Tuning Changes: A Radiomic Lens on Prostate Foundation "
+        "Model Representations. MIDL 2026 (fit-share, decode, compare, stats); "
+        "Prinzi F, Militello C, Zarcaro C, et al. Rad4XCNN: a new agnostic method for post-hoc global "
+        "explanation of CNN-derived features by means of radiomics. Computer Methods and Programs in "
+        "Biomedicine 2025, arXiv:2405.02334 (correlate); "
+        "van Griethuysen JJM, et al. Computational Radiomics System to Decode the Radiographic Phenotype. "
+        "Cancer Research 2017;77(21):e104-e107 (extract-radiomics)")
+
 
 def sha256_file(path: str | os.PathLike, chunk: int = 1 << 20) -> str:
     """sha256 of a file, or of every file below a folder (DICOM series), cached by mtime/size."""
@@ -104,6 +115,7 @@ def build(command: str, inputs: dict[str, str] | None = None, params: dict | Non
         "params": json.dumps(own["params"], sort_keys=True, default=str),
         "versions": json.dumps(own["versions"], sort_keys=True),
         "history": json.dumps(hist, default=str),
+        "cite": CITE,
     }
 
 

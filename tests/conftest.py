@@ -1,4 +1,4 @@
-"""Shared fixtures: a CLI runner over the real app, the shared data folder, small tables."""
+"""Shared fixtures: a CLI runner over the real app, the bundled test data, small tables."""
 
 from __future__ import annotations
 
@@ -11,8 +11,13 @@ from typer.testing import CliRunner
 
 os.environ.setdefault("TQDM_DISABLE", "1")
 
+# Commands register on the one app when their module is imported: importing main first keeps
+# the pipeline order (which --help and the man pages show) whatever a test module imports.
+import radlens_cli.main  # noqa: E402,F401
+
 REPO = Path(__file__).resolve().parents[1]
-SHARED_DATA = Path(os.environ.get("RADLENS_SHARED_DATA", REPO.parent / "shared" / "data"))
+# PyRadiomics' brain1/brain2/breast1 cases and baseline values, in the repository (BSD licence)
+PYRADIOMICS_CASES = REPO / "tests" / "data" / "pyradiomics"
 
 
 class Result:
@@ -39,14 +44,6 @@ def cli():
         return Result(r)
 
     return invoke
-
-
-@pytest.fixture
-def shared_data():
-    path = SHARED_DATA / "pyradiomics-cases"
-    if not path.is_dir():
-        pytest.skip(f"shared data not found at {path} (tests with synthetic volumes still run)")
-    return path
 
 
 @pytest.fixture

@@ -6,8 +6,9 @@ batch command like extract-radiomics may list each failed case on its own line b
 it), no Python traceback, and no output (nor a stray `.part` temporary) left behind.
 The generic inputs (not a case table, truncated HDF5, duplicated columns, output exists,
 missing output folder, stdin a terminal, NaN) run across every command that reads or
-writes such files; cases for commands not in this build (e.g. before a branch is merged)
-are simply not generated.
+writes such files. Every command of the build has a spec here and every spec names a
+command of the build (`test_specs_cover_exactly_the_commands`), so a command that is
+missing, or new without bad inputs, fails instead of silently generating no cases.
 """
 
 from __future__ import annotations
@@ -27,8 +28,8 @@ import radlens_cli.main  # noqa: F401  - registers the subcommands
 from radlens_cli.commands._util import app
 
 COMMANDS = set(typer.main.get_command(app).commands)
-QUICK = os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(__file__))), "examples", "params",
-                     "quick.yaml")
+QUICK = os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(__file__))), "radlens_cli", "radiomics",
+                     "presets", "quick.yaml")
 SMALL = ["--crop", "16,16,16", "--spacing", "1,1,2", "--device", "cpu"]
 
 
@@ -236,6 +237,11 @@ SPECS = {
 
 def _present(name):
     return name in COMMANDS and name in SPECS
+
+
+def test_specs_cover_exactly_the_commands():
+    assert set(SPECS) - COMMANDS == set(), "specs for commands this build does not have"
+    assert COMMANDS - set(SPECS) == set(), "commands without bad-input specs: add them to SPECS"
 
 
 def _argv(w, name, out_dir, subst=None, extra=()):

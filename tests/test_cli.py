@@ -11,8 +11,18 @@ from tests.conftest import REPO, make_table
 def test_help_lists_pipeline(cli):
     r = cli("--help")
     assert r.exit_code == 0
-    assert "fit-share" in r.stdout or "info" in r.stdout
     assert "Pipeline, in order" in r.stdout
+    pipeline = r.stdout.split("Pipeline, in order")[1]
+    import typer.main
+
+    from radlens_cli.main import app
+
+    # the pipeline block names every command of the build, once each
+    block = pipeline.split("\n\n")[1]  # the indented lines after the heading, up to a blank line
+    listed = [ln.split()[0] for ln in block.splitlines()]
+    commands = list(typer.main.get_command(app).commands)
+    assert set(listed) == set(commands), (listed, commands)
+    assert len(listed) == len(set(listed)) and listed[0] == "synth", listed
 
 
 def test_version(cli):

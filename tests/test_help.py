@@ -186,7 +186,7 @@ def example_dir(tmp_path_factory):
     (m / "parts").mkdir(parents=True)
     for i in range(3):
         r = run.invoke(app, ["extract-radiomics", str(d / "phantom_tiny" / "cohort.csv"), "--modalities", "t2",
-                             "--mask", "gland", "--params", str(REPO / "examples" / "params" / "quick.yaml"),
+                             "--mask", "gland", "--params", "quick",
                              "--part-id", str(i), "--num-parts", "3", "-o", str(m / f"part{i}.h5")],
                        catch_exceptions=False)
         assert r.exit_code == 0, r.stderr

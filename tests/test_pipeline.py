@@ -26,7 +26,7 @@ def _make_args(out):
 @pytest.fixture(scope="module")
 def pipeline(tmp_path_factory):
     if shutil.which("make") is None:
-        pytest.skip("`make` is not installed; the example pipeline needs it")
+        pytest.fail("GNU make not installed (apt-get install make; .ci/run does): the example pipeline needs it")
     out = tmp_path_factory.mktemp("pipeline") / "work"
     env = dict(os.environ, PYTHONPATH=str(REPO), TQDM_DISABLE="1", SOURCE_DATE_EPOCH="1700000000")
     r = subprocess.run(_make_args(out), env=env, capture_output=True, text=True, encoding="utf-8", errors="replace", timeout=900)

@@ -17,7 +17,7 @@ import pytest
 
 from tests.conftest import REPO
 
-QUICK = str(REPO / "examples" / "params" / "quick.yaml")
+QUICK = str(REPO / "radlens_cli" / "radiomics" / "presets" / "quick.yaml")
 SMALL = ["--crop", "16,32,32", "--spacing", "1,1,2", "--device", "cpu"]
 
 

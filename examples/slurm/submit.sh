@@ -6,8 +6,8 @@
 # Fine-tuning on several GPUs goes through torchrun, e.g.
 #   torchrun --nproc-per-node 4 -m radlens_cli finetune cohort.csv ... --device cuda -o ft.pt
 set -euo pipefail
-cd "$(dirname "$0")/../.."   # repository root: params/ paths are relative to examples/
-export MANIFEST=${MANIFEST:-cohort.csv} WORK=${WORK:-work} PARAMS=${PARAMS:-examples/params/radiomic-lens.yaml}
+cd "$(dirname "$0")/../.."   # repository root: the paths below are relative to it
+export MANIFEST=${MANIFEST:-cohort.csv} WORK=${WORK:-work} PARAMS=${PARAMS:-paper}
 here=examples/slurm
 mkdir -p logs "$WORK"
 

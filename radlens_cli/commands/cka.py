@@ -81,8 +81,8 @@ def cka(a_path: str, b_path: str, output: str | None = None, kernel: str = "line
                                                                 "split", "n_bootstrap", "level", "seed")},
                                     history=provenance.merged_history(ta.attrs, tb.attrs))
             with open(tmp, "w", encoding="utf-8") as fh:
-                # csvkit/samtools style: a provenance comment line would break plain CSV readers,
-                # so the command line goes in a column instead
+                # a CSV's provenance is its `command` column (as in probe's CSV), not a samtools-style
+                # '#' line, which would break plain CSV readers; the HDF5 outputs carry the full record
                 df["command"] = prov["command"]
                 df.to_csv(fh, index=False, float_format="%.10g")
     return row

@@ -12,25 +12,11 @@ import typer
 
 from radlens_cli import log
 from radlens_cli.commands._util import command, device_option, force_option, output_option, seed_option
+from radlens_cli.devices import resolve_device
 from radlens_cli.errors import PartialSuccess, RadlensError, UsageError
 
 DEFAULT_SPACING = (0.5, 0.5, 1.0)
 DEFAULT_CROP = (64, 224, 224)
-
-
-def resolve_device(device: str):
-    import torch
-
-    d = (device or "auto").strip().lower()
-    if d == "auto":
-        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
-    if d.startswith("cuda"):
-        if not torch.cuda.is_available():
-            raise UsageError(f"--device {device}: CUDA is not available on this machine")
-        return torch.device(d)
-    if d == "cpu":
-        return torch.device("cpu")
-    raise UsageError(f"--device must be auto, cpu, cuda or cuda:N (got {device!r})")
 
 
 def model_fingerprint(model) -> str:

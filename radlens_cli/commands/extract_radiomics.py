@@ -47,7 +47,7 @@ def extract_radiomics(manifest_path: str, modalities: list[str], mask: str, para
     from radlens_cli.io.tables import write_table
     from radlens_cli.radiomics.batch import extract_cohort
     from radlens_cli.radiomics.extract import Options, summarise_failure
-    from radlens_cli.radiomics.params import load_params, params_hash, pyradiomics_version
+    from radlens_cli.radiomics.params import load_params, params_hash, pyradiomics_version, resolve_params
 
     if empty_mask not in ("skip", "fail"):
         raise UsageError(f"--empty-mask must be skip or fail (got {empty_mask!r})")
@@ -62,6 +62,7 @@ def extract_radiomics(manifest_path: str, modalities: list[str], mask: str, para
     man.require_columns([spec.column], "mask")
     if reference_modality:
         man.require_columns([reference_modality], "reference modality")
+    params_path = resolve_params(params_path)  # a preset name: provenance records (and hashes) its file
     params = load_params(params_path)
     if cache_dir:
         if os.path.exists(cache_dir) and not os.path.isdir(cache_dir):
@@ -131,6 +132,17 @@ def extract_radiomics(manifest_path: str, modalities: list[str], mask: str, para
     return ext
 
 
+def _print_preset(value: Optional[str]):
+    if value is not None:
+        from radlens_cli.radiomics.params import preset_text
+
+        try:
+            typer.echo(preset_text(value), nl=False)
+        except RadlensError as e:
+            raise typer.BadParameter(str(e), param_hint="--print-params") from None
+        raise typer.Exit()
+
+
 @command(NAME)
 def extract_radiomics_cli(
     manifest: str = typer.Argument(..., help="Cohort manifest CSV (case_id, image and mask path columns, "
@@ -139,8 +151,13 @@ def extract_radiomics_cli(
                                                              "e.g. t2,adc,dwi (column order of the output)."),
     mask: str = typer.Option(..., "--mask", help="Mask column, optionally with labels: gland (every non-zero "
                                                  "voxel), zones:1 (one label), zones:1+2 (a union)."),
-    params: str = typer.Option(..., "--params", help="PyRadiomics parameter YAML, e.g. "
-                                                     "examples/params/radiomic-lens.yaml (the paper's)."),
+    params: str = typer.Option(..., "--params", help="PyRadiomics parameters: a preset, `paper` (the Radiomic "
+                               "Lens configuration, 837 features per modality) or `quick` (93), or a YAML file; "
+                               "a value naming an existing file is that file."),
+    print_params: Optional[str] = typer.Option(None, "--print-params", metavar="PRESET", is_eager=True,
+                                               callback=_print_preset, expose_value=False,
+                                               help="Print a preset's YAML (paper, quick) to stdout and exit: "
+                                                    "a start for your own configuration."),
     output: str = output_option("Output case table: .h5 (with column metadata and diagnostics) or .csv; "
                                 "`-` writes HDF5 to stdout."),
     force: bool = force_option(),
@@ -183,6 +200,9 @@ def extract_radiomics_cli(
     output's `failures` attribute and in --failures. Exit 1 when some failed (3 with
     --keep-going), 0 when none did.
 
+    --params takes a preset (paper, quick) or a YAML file; `--print-params paper` prints a
+    preset to start your own file from.
+
     For a SLURM array, each task takes --part-id/--num-parts (read from the environment
     by default) and `radlens merge` joins the parts.
 
@@ -190,9 +210,9 @@ def extract_radiomics_cli(
 
     \b
       radlens extract-radiomics cohort.csv --modalities t2,adc,dwi --mask gland \\
-          --params examples/params/radiomic-lens.yaml -j 8 --cache-dir cache -o radiomics.h5
+          --params paper -j 8 --cache-dir cache -o radiomics.h5
       radlens extract-radiomics cohort.csv --modalities t2,adc --mask zones:1+2 \\
-          --reference-modality t2 --params examples/params/quick.yaml -o quick.h5
+          --reference-modality t2 --params quick -o quick.h5
     """
     extract_radiomics(manifest, parse_list(modalities, "--modalities"), mask, params, output, force=force,
                       jobs=jobs, part_id=part_id, num_parts=num_parts, cache_dir=cache_dir,

@@ -20,7 +20,7 @@ def info(path: str) -> dict:
         f.visititems(lambda name, obj: datasets.__setitem__(name, list(obj.shape))
                      if isinstance(obj, h5py.Dataset) else None)
     out = {"path": path, "schema": attrs.get("radlens_schema"), "datasets": datasets}
-    for key in ("radlens_version", "command", "created"):
+    for key in ("radlens_version", "command", "created", "cite"):
         if key in attrs:
             out[key] = attrs[key]
     for key in ("params", "inputs", "history", "failures", "versions"):

@@ -10,6 +10,7 @@ import typer
 from radlens_cli import log
 from radlens_cli.commands._util import command, force_option, seed_option
 from radlens_cli.errors import UsageError
+from radlens_cli.io.files import atomic_output
 
 
 def _triple(text: str, what: str, kind=float) -> tuple:
@@ -30,6 +31,8 @@ def synth(out_dir: str, cases: int = 120, seed: int = 0, size=None, spacing=None
 
     size = tuple(size or phantom.DEFAULT_SIZE)
     spacing = tuple(spacing or phantom.DEFAULT_SPACING)
+    if out_dir == "-":  # `-` means stdout everywhere else; a cohort is a folder, not a stream
+        raise UsageError("a cohort is a folder of images: give its path, not - (stdout)")
     phantom.check_out_dir(out_dir, force)
     os.makedirs(out_dir, exist_ok=True)
     summary = phantom.write_cohort(out_dir, cases, seed, size, spacing, scanner,
@@ -39,11 +42,10 @@ def synth(out_dir: str, cases: int = 120, seed: int = 0, size=None, spacing=None
                              hash_inputs=False)
     prov = {k: (json.loads(v) if k in ("inputs", "params", "versions", "history") else v) for k, v in attrs.items()}
     prov["summary"] = {k: v for k, v in summary.items() if k != "manifest"}
-    tmp = os.path.join(out_dir, ".provenance.json.part")
-    with open(tmp, "w", encoding="utf-8") as fh:
-        json.dump(prov, fh, indent=2, sort_keys=True)
-        fh.write("\n")
-    os.replace(tmp, os.path.join(out_dir, "provenance.json"))
+    with atomic_output(os.path.join(out_dir, "provenance.json"), force=True, suffix=".json") as tmp:
+        with open(tmp, "w", encoding="utf-8") as fh:
+            json.dump(prov, fh, indent=2, sort_keys=True)
+            fh.write("\n")
     return summary
 
 

@@ -37,27 +37,10 @@ def env_info() -> DistInfo:
 
 
 def resolve_device(spec: str, dist: DistInfo) -> torch.device:
-    """`auto` -> cuda:LOCAL_RANK when CUDA is available, else cpu; `cuda` -> cuda:LOCAL_RANK."""
-    from radlens_cli.errors import UsageError
+    """radlens_cli.devices.resolve_device with this process's rank: `cuda` is its own GPU."""
+    from radlens_cli.devices import resolve_device as resolve
 
-    spec = (spec or "auto").strip().lower()
-    if spec == "auto":
-        spec = "cuda" if torch.cuda.is_available() else "cpu"
-    if spec == "cpu":
-        return torch.device("cpu")
-    if spec.startswith("cuda"):
-        if not torch.cuda.is_available():
-            raise UsageError(f"--device {spec}: CUDA is not available on this machine")
-        if spec == "cuda":
-            return torch.device("cuda", dist.local_rank if dist.enabled else torch.cuda.current_device())
-        try:
-            dev = torch.device(spec)
-        except RuntimeError:
-            raise UsageError(f"--device {spec}: expected auto, cpu, cuda or cuda:N") from None
-        if dist.enabled and dev.index is not None and dev.index != dist.local_rank:
-            raise UsageError(f"--device {spec} under torchrun: use --device cuda (one GPU per rank)")
-        return dev
-    raise UsageError(f"--device {spec}: expected auto, cpu, cuda or cuda:N")
+    return resolve(spec, dist.local_rank if dist.enabled else None)
 
 
 def init(dist: DistInfo, device: torch.device) -> None:

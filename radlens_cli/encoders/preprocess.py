@@ -20,7 +20,6 @@ import hashlib
 import json
 import os
 import re
-import tempfile
 from dataclasses import dataclass, field
 
 import numpy as np
@@ -240,18 +239,10 @@ def _safe_name(case_id: str) -> str:
 
 
 def save_npz_atomic(path: str, **arrays) -> None:
-    folder = os.path.dirname(path)
-    fd, tmp = tempfile.mkstemp(prefix=".tmp-", suffix=".npz", dir=folder)
-    os.close(fd)
-    try:
+    from radlens_cli.io.files import atomic_output
+
+    with atomic_output(path, force=True, suffix=".npz") as tmp:
         np.savez(tmp, **arrays)
-        os.replace(tmp, path)
-    except BaseException:
-        try:
-            os.unlink(tmp)
-        except OSError:
-            pass
-        raise
 
 
 def worker_init(worker_id: int) -> None:

@@ -238,9 +238,10 @@ def _finite(v) -> bool:
 
 
 def _save_atomic(obj, path: str) -> None:
-    tmp = f"{path}.tmp{os.getpid()}"
-    torch.save(obj, tmp)
-    os.replace(tmp, path)
+    from radlens_cli.io.files import atomic_output
+
+    with atomic_output(path, force=True, suffix=".pt") as tmp:
+        torch.save(obj, tmp)
 
 
 def _cpu_state(module) -> dict:

@@ -107,3 +107,21 @@ def atomic_output(path: str, force: bool = False, suffix: str = ""):
     except BaseException:
         _cleanup(tmp)
         raise
+
+
+@contextlib.contextmanager
+def atomic_folder(path: str):
+    """Yield a temporary folder beside `path`; on success it replaces `path` (a folder an
+    earlier run wrote is removed first: callers check --force before). On any error the
+    temporary folder is removed, so a half-written folder never looks complete."""
+    parent = os.path.dirname(os.path.abspath(path))
+    tmp = tempfile.mkdtemp(prefix=f".{os.path.basename(path)}.part-", dir=parent)
+    try:
+        yield tmp
+        if os.path.isdir(path):
+            shutil.rmtree(path)
+        os.chmod(tmp, 0o755)
+        os.replace(tmp, path)
+    except BaseException:
+        shutil.rmtree(tmp, ignore_errors=True)
+        raise

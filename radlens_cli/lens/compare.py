@@ -2,7 +2,7 @@
 
 I_k = ||theta_k,:||_2 (intercept excluded), delta_importance = I_ft - I_pre, exactly as in
 the paper, from the decoders' stored theta. Beside it radlens reports held-out
-decodability r2_pre, r2_ft, delta_r2 (see docs/readme/lens.md: least-squares weight norms
+decodability r2_pre, r2_ft, delta_r2 (see docs/lens.md: least-squares weight norms
 grow for features the embedding does NOT encode, so delta_importance alone can rank gains
 and losses backwards when n_train is not >> h).
 

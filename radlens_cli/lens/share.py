@@ -29,6 +29,7 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
+from radlens_cli.devices import resolve_device
 from radlens_cli.lens.scaling import Scaler
 
 ACTIVATIONS = ("relu", "gelu", "tanh")
@@ -129,18 +130,6 @@ def _torch_act(activation: str):
             "gelu": torch.nn.functional.gelu}[activation]
 
 
-def resolve_device(device: str) -> str:
-    import torch
-
-    if device == "auto":
-        return "cuda" if torch.cuda.is_available() else "cpu"
-    if device.startswith("cuda") and not torch.cuda.is_available():
-        from radlens_cli.errors import RadlensError
-
-        raise RadlensError(f"--device {device}: CUDA is not available on this machine")
-    return device
-
-
 def train_share(X_train, R_train, X_val=None, R_val=None, grid=None, hidden: int = 256,
                 activation: str = "relu", epochs: int = 200, lr: float = 1e-3,
                 batch_size: int = 256, seed: int = 0, device: str = "cpu",
@@ -157,7 +146,7 @@ def train_share(X_train, R_train, X_val=None, R_val=None, grid=None, hidden: int
     if activation not in ACTIVATIONS:
         raise ValueError(f"unknown activation {activation!r}")
     grid = list(grid or [(DEFAULT_L1, DEFAULT_L2)])
-    device = resolve_device(device)
+    device = str(resolve_device(device))  # radlens_cli.devices: the one resolver
     prev_det = torch.are_deterministic_algorithms_enabled()
     if device == "cpu":
         torch.use_deterministic_algorithms(True)

@@ -338,12 +338,12 @@ def cache_write(path: str, key: str, res: Result) -> None:
     """Written to a temporary name and renamed: a killed run leaves no half file."""
     rec = {"key": key, "status": "ok", "case_id": res.case_id, "modality": res.modality,
            "names": res.names, "values": res.values, "diagnostics": res.diagnostics}
-    tmp = f"{path}.{os.getpid()}.tmp"
-    with open(tmp, "w", encoding="utf-8") as fh:
+    from radlens_cli.io.files import atomic_output
+
+    with atomic_output(path, force=True) as tmp, open(tmp, "w", encoding="utf-8") as fh:  # tmp: no .json
         json.dump(rec, fh)
         fh.flush()
         os.fsync(fh.fileno())
-    os.replace(tmp, path)
 
 
 def run_task(task: Task, opts: Options) -> Result:

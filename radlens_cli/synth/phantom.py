@@ -39,13 +39,12 @@ from __future__ import annotations
 
 import hashlib
 import os
-import shutil
-import tempfile
 from dataclasses import dataclass, field
 
 import numpy as np
 
 from radlens_cli.errors import RadlensError, UsageError
+from radlens_cli.io.files import atomic_folder, atomic_output
 
 DEFAULT_SIZE = (64, 64, 16)          # x, y, z voxels of the T2 grid
 DEFAULT_SPACING = (0.5, 0.5, 3.0)    # x, y, z mm (T2: 0.5 x 0.5 mm in-plane, 3 mm slices)
@@ -316,17 +315,8 @@ def write_nifti(arr, grid: Grid, path: str) -> None:
     """Write (z, y, x) `arr` on `grid` as compressed NIfTI, atomically."""
     import SimpleITK as sitk
 
-    folder = os.path.dirname(os.path.abspath(path))
-    fd, tmp = tempfile.mkstemp(prefix=f".{os.path.basename(path)}.", suffix=".part.nii.gz", dir=folder)
-    os.close(fd)
-    try:
+    with atomic_output(path, force=True, suffix=".nii.gz") as tmp:
         sitk.WriteImage(_image(arr, grid), tmp, useCompression=True)
-        os.chmod(tmp, 0o644)
-        os.replace(tmp, path)
-    except BaseException:
-        if os.path.exists(tmp):
-            os.unlink(tmp)
-        raise
 
 
 def write_dicom_series(arr, grid: Grid, folder: str, case_id: str, seed: int,
@@ -339,9 +329,7 @@ def write_dicom_series(arr, grid: Grid, folder: str, case_id: str, seed: int,
     import SimpleITK as sitk
 
     img = _image(arr, grid)
-    parent = os.path.dirname(os.path.abspath(folder))
-    tmpdir = tempfile.mkdtemp(prefix=f".{os.path.basename(folder)}.part-", dir=parent)
-    try:
+    with atomic_folder(folder) as tmpdir:  # an earlier run's series goes (only with --force)
         study = _uid("radlens-synth", seed, case_id, "study")
         series = _uid("radlens-synth", seed, case_id, "series", description)
         frame = _uid("radlens-synth", seed, case_id, "frame")
@@ -370,13 +358,6 @@ def write_dicom_series(arr, grid: Grid, folder: str, case_id: str, seed: int,
             sl.SetMetaData("0008|0018", _uid("radlens-synth", seed, case_id, "sop", description, i))
             writer.SetFileName(os.path.join(tmpdir, f"IM{i + 1:04d}.dcm"))
             writer.Execute(sl)
-        if os.path.isdir(folder):
-            shutil.rmtree(folder)  # an earlier run's series (only with --force)
-        os.chmod(tmpdir, 0o755)
-        os.replace(tmpdir, folder)
-    except BaseException:
-        shutil.rmtree(tmpdir, ignore_errors=True)
-        raise
 
 
 def split_cohort(n: int, seed: int) -> np.ndarray:
@@ -436,15 +417,8 @@ def write_cohort(out_dir: str, cases: int = 120, seed: int = 0, size=DEFAULT_SIZ
     frame = pd.DataFrame(rows, columns=["case_id", *MODALITIES, *MASKS, "split", "gland_volume_ml",
                                         "pirads", "risk", "n_lesions"])
     manifest = os.path.join(out_dir, "cohort.csv")
-    fd, tmp = tempfile.mkstemp(prefix=".cohort.csv.", suffix=".part", dir=out_dir)
-    os.close(fd)
-    try:
+    with atomic_output(manifest, force=True, suffix=".csv") as tmp:
         frame.to_csv(tmp, index=False, lineterminator="\n", float_format="%.4f")
-        os.chmod(tmp, 0o644)
-        os.replace(tmp, manifest)
-    except BaseException:
-        os.unlink(tmp)
-        raise
     return {"manifest": manifest, "cases": cases, "split": {s: int((split == s).sum()) for s in ("train", "val", "test")},
             "risk_counts": {int(k): int(v) for k, v in frame["risk"].value_counts().sort_index().items()},
             "gland_volume_ml": [float(frame["gland_volume_ml"].min()), float(frame["gland_volume_ml"].max())]}

@@ -258,7 +258,7 @@ def test_resume_state_of_another_run_is_refused(cli, cohort, tmp_path):
 def test_ddp_two_ranks_on_cpu_with_torchrun(cohort, tmp_path):
     torchrun = shutil.which("torchrun", path=os.path.dirname(sys.executable))
     if torchrun is None:
-        pytest.skip(f"torchrun not found beside {sys.executable}")
+        pytest.fail(f"torchrun not found beside {sys.executable}: torch installs it")
     out = tmp_path / "ddp.pt"
     met = tmp_path / "ddp.csv"
     r = _run(base_args(cohort, epochs=1) + ["-o", out, "--metrics", met], {"OMP_NUM_THREADS": "1"},

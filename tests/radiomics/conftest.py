@@ -8,27 +8,14 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from tests.conftest import REPO, SHARED_DATA
-
-
-def find_cases() -> Path | None:
-    """../shared/data/pyradiomics-cases beside the repository (or beside a git worktree's
-    parent folder, or $RADLENS_SHARED_DATA)."""
-    candidates = [Path(os.environ["RADLENS_SHARED_DATA"])] if os.environ.get("RADLENS_SHARED_DATA") else []
-    candidates += [SHARED_DATA, REPO.parent.parent / "shared" / "data"]
-    for c in candidates:
-        if (c / "pyradiomics-cases").is_dir():
-            return c / "pyradiomics-cases"
-    return None
+from tests.conftest import PYRADIOMICS_CASES, REPO
 
 
 @pytest.fixture(scope="session")
-def pyradiomics_cases():
-    path = find_cases()
-    if path is None:
-        pytest.skip(f"shared data not found at {SHARED_DATA / 'pyradiomics-cases'} "
-                    f"(tests with synthetic volumes still run)")
-    return path
+def pyradiomics_cases() -> Path:
+    """PyRadiomics' own cases and baseline values, shipped in tests/data/pyradiomics/."""
+    assert (PYRADIOMICS_CASES / "baseline").is_dir(), f"test data missing: {PYRADIOMICS_CASES}"
+    return PYRADIOMICS_CASES
 
 
 def write_volume(path, arr, spacing=(1.0, 1.0, 2.0), origin=(0.0, 0.0, 0.0), pixel=None):
@@ -86,8 +73,8 @@ def cohort(tmp_path):
     return make_cohort(tmp_path / "cohort")
 
 
-QUICK = REPO / "examples" / "params" / "quick.yaml"
-PAPER = REPO / "examples" / "params" / "radiomic-lens.yaml"
+QUICK = REPO / "radlens_cli" / "radiomics" / "presets" / "quick.yaml"
+PAPER = REPO / "radlens_cli" / "radiomics" / "presets" / "paper.yaml"
 
 
 @pytest.fixture(scope="session")

@@ -177,17 +177,11 @@ def test_label_selection_and_voxel_counts(cli, tmp_path, tiny_params):
 
 def test_paper_params_give_837_features(cli, tmp_path):
     """On breast1, the smallest of PyRadiomics' real cases (about a second with wavelets at
-    0.5 mm); on a small synthetic volume where the shared data is absent."""
-    from tests.radiomics.conftest import find_cases
+    0.5 mm)."""
+    from tests.conftest import PYRADIOMICS_CASES as cases
 
-    cases = find_cases()
-    if cases is not None:
-        manifest = tmp_path / "m.csv"
-        manifest.write_text(f"case_id,mr,roi\nbreast1,{cases}/breast1_image.nrrd,{cases}/breast1_label.nrrd\n")
-    else:
-        print("shared data absent: counting the paper's columns on a synthetic volume instead of breast1")
-        manifest = make_cohort(tmp_path / "c", n_cases=1, shape=(6, 12, 12), modalities=("mr",))
-        pd.read_csv(manifest).rename(columns={"zones": "roi"}).to_csv(manifest, index=False)
+    manifest = tmp_path / "m.csv"
+    manifest.write_text(f"case_id,mr,roi\nbreast1,{cases}/breast1_image.nrrd,{cases}/breast1_label.nrrd\n")
     r = run(cli, manifest, tmp_path / "p.h5", PAPER, mods="mr", mask="roi")
     assert r.exit_code == 0, r
     t = read_table(str(tmp_path / "p.h5"))
