@@ -43,9 +43,12 @@ def build_tasks(manifest: Manifest, modalities: list[str], opts: Options) -> lis
     images = {m: manifest.paths(m) for m in modalities}
     tasks = []
     for i, cid in enumerate(manifest.case_ids):
+        case_images = tuple((m, images[m][i]) for m in modalities)
+        if refs is not None and opts.reference_modality not in modalities:
+            case_images += ((opts.reference_modality, refs[i]),)
         for m in modalities:
             ref = refs[i] if refs is not None and m != opts.reference_modality else None
-            tasks.append(Task(str(cid), m, images[m][i], masks[i], ref))
+            tasks.append(Task(str(cid), m, images[m][i], masks[i], ref, case_images))
     return tasks
 
 
@@ -92,6 +95,23 @@ def assemble(manifest: Manifest, modalities: list[str], results: dict[tuple[str,
     return Extraction(table, failures, diagnostics)
 
 
+def _tell_inputs(res: Result, told: set[str]) -> None:
+    """Once per case: the warning of a mask on none of its images' lattices, and notes on
+    where a DICOM mask was placed (the same for every modality of the case)."""
+    from radlens_cli import log
+    from radlens_cli.radiomics.extract import INPUTS_KEY
+
+    raw = res.diagnostics.get(INPUTS_KEY) if res.diagnostics else None
+    if not raw or res.case_id in told:
+        return
+    told.add(res.case_id)
+    info = json.loads(raw)
+    if info.get("warning"):
+        log.warn(f"case {res.case_id}: {info['warning']}")
+    for note in info.get("notes", []):
+        log.info(f"case {res.case_id}: {note}")
+
+
 def extract_cohort(manifest: Manifest, modalities: list[str], opts: Options, jobs: int = 1,
                    on_result=None) -> Extraction:
     """Run every (case, modality) of `manifest` and assemble the table.
@@ -102,7 +122,9 @@ def extract_cohort(manifest: Manifest, modalities: list[str], opts: Options, job
     results: dict[tuple[str, str], Result] = {}
     n_cached = 0
     shared_names: dict[tuple[str, ...], list[str]] = {}
+    told: set[str] = set()
     for res in run_tasks(tasks, opts, jobs):
+        _tell_inputs(res, told)
         # compact: 8 bytes a value, one list of names per feature set (10^4 cases x 3 x 837
         # values as Python floats and strings would take gigabytes)
         res.values = np.asarray(res.values, dtype=np.float64)

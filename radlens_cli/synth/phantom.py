@@ -360,7 +360,8 @@ def write_dicom_series(arr, grid: Grid, folder: str, case_id: str, seed: int,
         writer = sitk.ImageFileWriter()
         writer.KeepOriginalImageUIDOn()
         for i in range(img.GetDepth()):
-            sl = img[:, :, i]
+            # one-slice 3-D image: a 2-D slice would make GDCM write SpacingBetweenSlices 1
+            sl = img[:, :, i:i + 1]
             for tag, value in common.items():
                 sl.SetMetaData(tag, value)
             pos = img.TransformIndexToPhysicalPoint((0, 0, i))
