@@ -26,6 +26,7 @@ class Extraction:
     diagnostics: np.ndarray | None = None  # per row: JSON {modality: {diagnostic: value}}
     n_tasks: int = 0
     n_cached: int = 0
+    inputs: dict = field(default_factory=dict)  # case -> DICOM objects read, geometry warning (if any)
 
     @property
     def n_failed_cases(self) -> int:
@@ -95,17 +96,21 @@ def assemble(manifest: Manifest, modalities: list[str], results: dict[tuple[str,
     return Extraction(table, failures, diagnostics)
 
 
-def _tell_inputs(res: Result, told: set[str]) -> None:
+def _tell_inputs(res: Result, told: dict) -> None:
     """Once per case: the warning of a mask on none of its images' lattices, and notes on
-    where a DICOM mask was placed (the same for every modality of the case)."""
+    where a DICOM mask was placed (the same for every modality of the case); `told` keeps
+    each case's record, with the DICOM series of all its modalities."""
     from radlens_cli import log
     from radlens_cli.radiomics.extract import INPUTS_KEY
 
     raw = res.diagnostics.get(INPUTS_KEY) if res.diagnostics else None
-    if not raw or res.case_id in told:
+    if not raw:
         return
-    told.add(res.case_id)
     info = json.loads(raw)
+    if res.case_id in told:
+        told[res.case_id].setdefault("series", {}).update(info.get("series", {}))
+        return
+    told[res.case_id] = info
     if info.get("warning"):
         log.warn(f"case {res.case_id}: {info['warning']}")
     for note in info.get("notes", []):
@@ -122,7 +127,7 @@ def extract_cohort(manifest: Manifest, modalities: list[str], opts: Options, job
     results: dict[tuple[str, str], Result] = {}
     n_cached = 0
     shared_names: dict[tuple[str, ...], list[str]] = {}
-    told: set[str] = set()
+    told: dict = {}
     for res in run_tasks(tasks, opts, jobs):
         _tell_inputs(res, told)
         # compact: 8 bytes a value, one list of names per feature set (10^4 cases x 3 x 837
@@ -135,4 +140,5 @@ def extract_cohort(manifest: Manifest, modalities: list[str], opts: Options, job
             on_result(res, len(results), len(tasks))
     out = assemble(manifest, modalities, results)
     out.n_tasks, out.n_cached = len(tasks), n_cached
+    out.inputs = {cid: told[cid] for cid in sorted(told)}
     return out

@@ -421,22 +421,24 @@ def _atomic_dataset_write(ds, path: str, write) -> None:
 
 
 def write_seg(masks: dict[str, np.ndarray], series_folder: str, path: str, case_id: str, seed: int) -> None:
-    """A BINARY DICOM-SEG (highdicom) of `masks` (name -> (z, y, x) bool on the series' grid)
-    referencing the DICOM series in `series_folder`; empty frames are left out, so a segment
+    """A BINARY DICOM-SEG (highdicom) of `masks` (name -> (z, y, x) bool on the series' grid;
+    segment numbers 1, 2, ... in that order) referencing the DICOM series in `series_folder`; empty frames are left out, so a segment
     that is empty everywhere has no frame. Deterministic UIDs and dates."""
     import highdicom as hd
     from pydicom.sr.codedict import codes
 
     source = _series_datasets(series_folder)
+    known = {name: code for name, code, _ in SEGMENTS}
     descriptions = []
-    for number, (name, (code, meaning), _) in enumerate(SEGMENTS, start=1):
+    for number, name in enumerate(masks, start=1):
+        code, meaning = known.get(name, ("85756007", "Tissue"))
         descriptions.append(hd.seg.SegmentDescription(
             segment_number=number, segment_label=name,
             segmented_property_category=codes.SCT.AnatomicalStructure if name != "Lesion"
             else codes.SCT.MorphologicallyAbnormalStructure,
             segmented_property_type=hd.sr.CodedConcept(code, "SCT", meaning),
             algorithm_type=hd.seg.SegmentAlgorithmTypeValues.MANUAL))
-    pixels = np.stack([masks[name] for name, _, _ in SEGMENTS], axis=-1).astype(np.uint8)
+    pixels = np.stack([np.asarray(m, dtype=bool) for m in masks.values()], axis=-1).astype(np.uint8)
     seg = hd.seg.Segmentation(
         source_images=source, pixel_array=pixels, segmentation_type=hd.seg.SegmentationTypeValues.BINARY,
         segment_descriptions=descriptions, series_instance_uid=_uid("radlens-synth", seed, case_id, "seg-series"),
