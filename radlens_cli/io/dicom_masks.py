@@ -268,8 +268,9 @@ def rtstruct_mask(mask: DicomMask, numbers, grid, what: str = "mask") -> tuple[o
             k = idx[:, 2]
             kr = int(np.rint(k.mean()))
             if np.ptp(k) > 0.1:
-                raise RadlensError(f"{what}: RTSTRUCT {mask.path}: a contour of ROI {mask.segments.get(int(roi.ReferencedROINumber))!r} "
-                                   f"is not parallel to the image slices (spans {np.ptp(k):.2f} slices)")
+                name = mask.segments.get(int(roi.ReferencedROINumber))
+                raise RadlensError(f"{what}: RTSTRUCT {mask.path}: a contour of ROI {name!r} is not parallel "
+                                   f"to the image slices (spans {np.ptp(k):.2f} slices)")
             if abs(k.mean() - kr) > 0.5 + 1e-6 or not 0 <= kr < nz:
                 dropped += 1
                 continue

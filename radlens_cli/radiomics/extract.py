@@ -239,7 +239,8 @@ def read_task_mask(task: Task, opts: Options, loaded: dict | None = None):
     except EmptyMaskError as e:
         raise EmptyMask(task.mask, e.reason) from None
     except RadlensError as e:
-        raise TaskFailure(task.mask, _clean(str(e)).replace(f" {task.mask}:", ":").replace(f" {task.mask} ", " ")) from None
+        reason = _clean(str(e)).replace(f" {task.mask}:", ":").replace(f" {task.mask} ", " ")
+        raise TaskFailure(task.mask, reason) from None
 
 
 def prepare(task: Task, opts: Options):

@@ -421,9 +421,10 @@ def _atomic_dataset_write(ds, path: str, write) -> None:
 
 
 def write_seg(masks: dict[str, np.ndarray], series_folder: str, path: str, case_id: str, seed: int) -> None:
-    """A BINARY DICOM-SEG (highdicom) of `masks` (name -> (z, y, x) bool on the series' grid;
-    segment numbers 1, 2, ... in that order) referencing the DICOM series in `series_folder`; empty frames are left out, so a segment
-    that is empty everywhere has no frame. Deterministic UIDs and dates."""
+    """A BINARY DICOM-SEG (highdicom) of `masks` (name -> (z, y, x) bool on the series'
+    grid; segment numbers 1, 2, ... in that order) referencing the DICOM series in
+    `series_folder`. Empty frames are left out, so a segment that is empty everywhere
+    has no frame. Deterministic UIDs and dates."""
     import highdicom as hd
     from pydicom.sr.codedict import codes
 
@@ -553,7 +554,8 @@ def write_rtstruct(masks: dict[str, np.ndarray], series_folder: str, path: str, 
                 c.NumberOfContourPoints = len(xyz)
                 c.ContourData = [f"{v:.4f}" for v in xyz.ravel()]
                 ref = Dataset()
-                ref.ReferencedSOPClassUID, ref.ReferencedSOPInstanceUID = source[k].SOPClassUID, source[k].SOPInstanceUID
+                ref.ReferencedSOPClassUID = source[k].SOPClassUID
+                ref.ReferencedSOPInstanceUID = source[k].SOPInstanceUID
                 c.ContourImageSequence = Sequence([ref])
                 seq.append(c)
         if len(seq):

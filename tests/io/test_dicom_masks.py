@@ -152,7 +152,8 @@ def test_wrong_reference_names_both_series(cohort):
     p1 = series_uid(str(cohort / "p1" / "t2"))
     for name in ("seg.dcm", "rt.dcm"):
         with pytest.raises(RadlensError) as e:
-            load_mask(str(cohort / "p0" / name), parse_mask_spec("m:prostate"), images=[("t2", str(cohort / "p1" / "t2"))])
+            load_mask(str(cohort / "p0" / name), parse_mask_spec("m:prostate"),
+                      images=[("t2", str(cohort / "p1" / "t2"))])
         msg = str(e.value)
         assert p0 in msg and p1 in msg and "\n" not in msg, msg
 
@@ -299,3 +300,19 @@ def test_synth_scanner_writes_seg_and_rtstruct(tmp_path):
     for col in ("seg", "rtstruct"):
         tz = load_mask(str(summary[0] / man.loc[0, col]), parse_mask_spec(f"{col}:tz"), images=t2)[0]
         np.testing.assert_array_equal(_arr(tz), zones == 2)
+
+
+def test_seg_frames_left_out_are_empty_slices(tmp_path):
+    """highdicom leaves out empty frames: gaps between a segment's slices stay empty."""
+    grid = phantom.Grid((16, 16, 8), (0.5, 0.5, 3.0))
+    case = phantom.generate_case(0, 0, grid)
+    phantom.write_dicom_series(case["t2"], grid, str(tmp_path / "t2"), "c", 0)
+    a = np.zeros(grid.shape, bool)
+    a[1, 3:6, 4:9] = a[4, 8:12, 2:5] = a[7, 0, 0] = True  # slices 1, 4 and 7 only
+    b = np.zeros(grid.shape, bool)
+    b[2:4, 5, 5] = True
+    phantom.write_seg({"A": a, "B": b}, str(tmp_path / "t2"), str(tmp_path / "seg.dcm"), "c", 0)
+    t2 = [("t2", str(tmp_path / "t2"))]
+    np.testing.assert_array_equal(_arr(load_mask(str(tmp_path / "seg.dcm"), parse_mask_spec("s:a"), images=t2)[0]), a)
+    both = load_mask(str(tmp_path / "seg.dcm"), parse_mask_spec("s:A+b"), images=t2)[0]
+    np.testing.assert_array_equal(_arr(both), a | b)
