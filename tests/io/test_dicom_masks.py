@@ -316,3 +316,24 @@ def test_seg_frames_left_out_are_empty_slices(tmp_path):
     np.testing.assert_array_equal(_arr(load_mask(str(tmp_path / "seg.dcm"), parse_mask_spec("s:a"), images=t2)[0]), a)
     both = load_mask(str(tmp_path / "seg.dcm"), parse_mask_spec("s:A+b"), images=t2)[0]
     np.testing.assert_array_equal(_arr(both), a | b)
+
+    # a FRACTIONAL SEG (probabilities, as AI products write them): voxels at 0.5 or more
+    import highdicom as hd
+    from pydicom.sr.codedict import codes
+
+    prob = np.zeros(grid.shape, np.float32)
+    prob[2:5, 4:9, 4:9] = 0.8
+    prob[3, 5, 5], prob[2, 4, 4] = 0.3, 0.5
+    desc = hd.seg.SegmentDescription(
+        segment_number=1, segment_label="Gland", segmented_property_category=codes.SCT.AnatomicalStructure,
+        segmented_property_type=codes.SCT.Prostate, algorithm_type=hd.seg.SegmentAlgorithmTypeValues.AUTOMATIC,
+        algorithm_identification=hd.AlgorithmIdentificationSequence(name="net", version="1",
+                                                                     family=codes.DCM.ArtificialIntelligence))
+    frac = hd.seg.Segmentation(
+        source_images=phantom._series_datasets(str(tmp_path / "t2")), pixel_array=prob,
+        segmentation_type="FRACTIONAL", segment_descriptions=[desc], series_instance_uid=hd.UID(), series_number=3,
+        sop_instance_uid=hd.UID(), instance_number=1, manufacturer="test", manufacturer_model_name="test",
+        software_versions="0", device_serial_number="0")
+    frac.save_as(str(tmp_path / "frac.dcm"))
+    got = _arr(load_mask(str(tmp_path / "frac.dcm"), parse_mask_spec("f"), images=t2)[0])
+    np.testing.assert_array_equal(got.astype(bool), prob >= 0.5)
