@@ -237,7 +237,7 @@ def embed(manifest: str, modalities: str, mask: str, encoder: str, output: str, 
               "device": dev.type, "precision": "bf16-autocast" if use_amp else "fp32",
               "part_id": part_id, "num_parts": num_parts, "seed": seed,
               "split_derived": bool(man.split_derived), "cache_dir": cache_dir, "keep_going": keep_going,
-              "case_inputs": {c: case_inputs[c] for c in sorted(case_inputs)}}
+              "case_inputs": dict(sorted({**dataset.case_inputs(), **case_inputs}.items()))}
     if enc.get("absent_optional"):
         params["encoder_absent_weights"] = enc["absent_optional"]
     inputs = {"manifest": manifest}

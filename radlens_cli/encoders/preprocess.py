@@ -156,12 +156,14 @@ def normalise(arr: np.ndarray, valid: np.ndarray, norm: str, where: str) -> np.n
     return out
 
 
-def _read_extra_mask(path: str, spec: MaskSpec | None, what: str, images=(), loaded=None):
-    """Segmentation target mask; an empty one is allowed (a patient without a lesion)."""
+def _read_extra_mask(path: str, spec: MaskSpec | None, what: str, images=(), loaded=None,
+                     strict_geometry: bool = False):
+    """Segmentation target mask and its record; an empty one is allowed (a patient without
+    a lesion)."""
     from radlens_cli.io.images import load_mask
 
     return load_mask(path, spec if spec is not None else MaskSpec(""), what, images=images, loaded=loaded,
-                     allow_empty=True)[0]
+                     allow_empty=True, strict_geometry=strict_geometry)
 
 
 def _tell(case_id: str, info: dict) -> None:
@@ -228,9 +230,12 @@ def preprocess_case(image_paths: list[str], mask_path: str, cfg: PreprocessConfi
     extra = None
     if extra_mask_path is not None:
         try:
-            em = _read_extra_mask(extra_mask_path, extra_mask_spec, f"{tag}segmentation mask", case_images, loaded)
+            em, em_info = _read_extra_mask(extra_mask_path, extra_mask_spec, f"{tag}segmentation mask",
+                                           case_images, loaded, strict_geometry)
         except RadlensError as e:
             raise failed(e, "segmentation mask", extra_mask_path) from None
+        _tell(case_id, {k: v for k, v in em_info.items() if k in ("warning", "notes")})
+        info.update({f"segmentation_{k}": v for k, v in em_info.items() if k in ("mask", "geometry", "warning")})
         extra = sitk.GetArrayFromImage(_resample(em, origin, direction, size_xyz, cfg.spacing, "nearest", 0))
         extra = extra.astype(np.uint8)
     return {"volume": np.stack(channels, 0).astype(np.float32), "mask": roi.astype(np.uint8),
@@ -379,6 +384,23 @@ class CaseDataset(Dataset):
             if out["extra_mask"] is not None:
                 arrays["extra_mask"] = out["extra_mask"]
             save_npz_atomic(path, **arrays)
+        return out
+
+    def case_inputs(self) -> dict:
+        """case_id -> the record of its DICOM objects and geometry warning, read from the
+        cache (cases not in the cache, or with nothing to record, are left out)."""
+        out = {}
+        for i, cid in enumerate(self.case_ids):
+            path = self.cache_path(i)
+            if path is None or not os.path.exists(path):
+                continue
+            try:
+                with np.load(path) as z:
+                    text = str(z["inputs"]) if "inputs" in z.files else ""
+                if text:
+                    out[cid] = json.loads(text)
+            except Exception:  # noqa: BLE001 - a damaged cache entry records nothing
+                pass
         return out
 
     def failure_record(self, i: int, e: BaseException) -> dict:

@@ -712,7 +712,8 @@ def _finetune(manifest, modalities, mask, encoder, task, output, target, seg_mas
         summary["history"] = history
         summary["test"] = next((r for r in history if r["split"] == "test"), None)
         if dist.is_main and not result["stopped_early"]:
-            prov = provenance.build("finetune", inputs={"manifest": manifest, "encoder": encoder}, params=params)
+            prov = provenance.build("finetune", inputs={"manifest": manifest, "encoder": encoder},
+                                    params={**params, "case_inputs": full.case_inputs()})  # DICOM UIDs, segments
             enc.load_state_dict(result["encoder_state"])
             extra = {"finetune": {
                 "task": task, "target": target if task != "segment" else seg_mask,

@@ -260,7 +260,7 @@ def test_lattice_offset_closed_form():
     assert lattice_offset_mm(off, origin, spacing, d) == pytest.approx(np.sqrt(0.01 + 0.09 + 1.44))
 
 
-def test_segmentation_target_and_dataset_record(cohort):
+def test_segmentation_target_and_dataset_record(cohort, tmp_path):
     """finetune's segmentation target and embed's provenance go through the same loader."""
     from radlens_cli.encoders.preprocess import CaseDataset, PreprocessConfig, collate_cases, preprocess_case
     from radlens_cli.io.manifest import read_manifest
@@ -276,12 +276,16 @@ def test_segmentation_target_and_dataset_record(cohort):
     np.testing.assert_array_equal(a["mask"], b["mask"])
     np.testing.assert_array_equal(a["extra_mask"], b["extra_mask"])
     assert a["extra_mask"].any()
-    assert json.loads(a["inputs"])["mask"]["segments"] == ["Prostate"] and "mask" not in json.loads(b["inputs"])
+    rec = json.loads(a["inputs"])
+    assert rec["mask"]["segments"] == ["Prostate"] and rec["segmentation_mask"]["segments"] == ["PZ"]
+    assert rec["segmentation_mask"]["kind"] == "RTSTRUCT" and "mask" not in json.loads(b["inputs"])
 
-    ds = CaseDataset(read_manifest(str(cohort / "cohort.csv")), cfg, failures_as_records=True)
+    ds = CaseDataset(read_manifest(str(cohort / "cohort.csv")), cfg, failures_as_records=True,
+                     cache_dir=str(tmp_path / "cache"))
     batch = collate_cases([ds[0], ds[1]])
     assert sorted(batch["inputs"]) == ["p0", "p1"] and batch["inputs"]["p1"]["series"]["t2"] == series_uid(
         str(cohort / "p1" / "t2"))
+    assert ds.case_inputs() == batch["inputs"]  # kept with the cached volumes (finetune, cached embed batches)
 
 
 def test_synth_scanner_writes_seg_and_rtstruct(tmp_path):
