@@ -35,7 +35,8 @@ def extract_radiomics(manifest_path: str, modalities: list[str], mask: str, para
                       num_parts: int | None = None, cache_dir: str | None = None,
                       failures_path: str | None = None, keep_going: bool = False,
                       reference_modality: str | None = None, resample_mask: bool = True,
-                      empty_mask: str = "fail", max_outside: float = 0.01, split_seed: int = 0, strict_geometry=False):
+                      empty_mask: str = "fail", max_outside: float = 0.01, split_seed: int = 0,
+                      strict_geometry: bool = False):
     """Extract features for a cohort and write the case table; returns the Extraction.
 
     Raises RadlensError (exit 1) after writing when cases failed, PartialSuccess (exit 3)
