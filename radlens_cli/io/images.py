@@ -6,6 +6,7 @@ origin, spacing and direction, never through voxel indices.
 
 from __future__ import annotations
 
+import itertools
 import os
 
 import numpy as np
@@ -104,11 +105,12 @@ def read_mask(path: str | None, spec: MaskSpec, what: str = "mask", images=(), a
 
 
 def load_mask(path: str | None, spec: MaskSpec, what: str = "mask", images=(), loaded: dict | None = None,
-              allow_empty: bool = False, strict_geometry: bool = False):
+              allow_empty: bool = False, strict_geometry: bool = False, other_grids=()):
     """The case's binary uint8 mask from a label map, a DICOM-SEG or an RTSTRUCT, and a record.
 
     images: the case's (name, path) images in modality order; loaded: path -> an image
-    already read (saves reading it again). A DICOM mask goes on the grid of the series it
+    already read (saves reading it again); other_grids: more (name, path) images of the
+    case (not used in this run) whose lattices also count as the mask's own. A DICOM mask goes on the grid of the series it
     references, found by SeriesInstanceUID among the images; when no image is DICOM, a SEG
     keeps its own frame geometry and an RTSTRUCT is rasterised on the first image's grid
     (a note says so); DICOM images none of which is the referenced series is an error.
@@ -193,7 +195,7 @@ def load_mask(path: str | None, spec: MaskSpec, what: str = "mask", images=(), l
         if notes:
             info["notes"] = notes
     if own is not None and images:
-        geo = lattice_check(own, images, loaded)
+        geo = lattice_check(own, images, loaded, other_grids)
         if geo is not None:
             info["geometry"] = geo
             msg = (f"the mask {path} lies on none of the case's image grids: its origin is "
@@ -241,6 +243,24 @@ def series_uid(path: str | None) -> str | None:
     return _UID_CACHE[key]
 
 
+IMAGE_SUFFIXES = (".nii", ".nii.gz", ".nrrd", ".nhdr", ".mha", ".mhd", ".dcm")
+
+
+def looks_like_image(path: str | None) -> bool:
+    """A path to an existing image: a folder (DICOM series) or file with a known image
+    suffix or the DICOM preamble, not a DICOM-SEG or RTSTRUCT."""
+    from radlens_cli.io.dicom_masks import find_dicom_mask, is_dicom_file
+
+    if not path or not os.path.exists(path):
+        return False
+    if not (os.path.isdir(path) or path.lower().endswith(IMAGE_SUFFIXES) or is_dicom_file(path)):
+        return False
+    try:
+        return find_dicom_mask(path) is None
+    except RadlensError:
+        return False
+
+
 def header_geometry(path: str):
     """(origin, spacing, direction 3x3) of an image file or DICOM series folder, from headers."""
     sitk = _sitk()
@@ -276,13 +296,16 @@ def lattice_offset_mm(point, origin, spacing, direction) -> float:
     return float(np.linalg.norm(m @ (idx - np.rint(idx))))
 
 
-def lattice_check(mask, images, loaded: dict | None = None, rel_tol: float = 0.01):
+def lattice_check(mask, images, loaded: dict | None = None, other_grids=(), rel_tol: float = 0.01):
     """None when `mask`'s origin lies on the voxel lattice of one of the (name, path) images
     (within rel_tol of its smallest spacing, at least 1e-3 mm): a crop of that image's grid,
-    or its own. Otherwise {"offset_mm", "nearest"}: the smallest distance and its image."""
+    or its own. Otherwise {"offset_mm", "nearest"}: the smallest distance and its image.
+    other_grids: more (name, path) candidates, looked at only when no image matches and
+    skipped when they are no image (a number, a SEG)."""
     best = None
     point = mask.GetOrigin()
-    for name, p in images:
+    extra = ((n, p) for n, p in other_grids if p and looks_like_image(p))  # lazily: only when needed
+    for name, p in itertools.chain(images, extra):
         try:
             if loaded and p in loaded:
                 img = loaded[p]

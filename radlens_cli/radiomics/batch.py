@@ -47,10 +47,27 @@ def build_tasks(manifest: Manifest, modalities: list[str], opts: Options) -> lis
         case_images = tuple((m, images[m][i]) for m in modalities)
         if refs is not None and opts.reference_modality not in modalities:
             case_images += ((opts.reference_modality, refs[i]),)
+        grids = other_grids(manifest, i, {m for m, _ in case_images} | {opts.mask_spec.column})
         for m in modalities:
             ref = refs[i] if refs is not None and m != opts.reference_modality else None
-            tasks.append(Task(str(cid), m, images[m][i], masks[i], ref, case_images))
+            tasks.append(Task(str(cid), m, images[m][i], masks[i], ref, case_images, grids))
     return tasks
+
+
+def other_grids(manifest: Manifest, i: int, skip: set[str]) -> tuple:
+    """The case's other path columns (a T2 left out of --modalities, say): a mask drawn on
+    one of their images is on its case's grid (whether each is an image is looked at only
+    when needed, see io.images.lattice_check)."""
+    import os
+
+    out = []
+    for col in manifest.frame.columns:
+        if col in skip or col in ("case_id", "split"):
+            continue
+        path = manifest.resolve(manifest.frame[col].iat[i])
+        if path and os.path.exists(path):
+            out.append((str(col), path))
+    return tuple(out)
 
 
 def _record(res: Result, reason: str | None = None) -> dict:

@@ -45,6 +45,7 @@ class Task:
     mask: str | None
     reference: str | None = None  # reference modality's image when resampling onto it
     case_images: tuple = ()  # the case's (modality, path) images: grids a DICOM mask may reference
+    other_grids: tuple = ()  # more (column, path) images of the case: their lattices are the mask's too
 
 
 @dataclass(frozen=True)
@@ -235,7 +236,7 @@ def read_task_mask(task: Task, opts: Options, loaded: dict | None = None):
     images = task.case_images or ((task.modality, task.image),)
     try:
         return load_mask(task.mask, opts.mask_spec, "mask", images=images, loaded=loaded,
-                         strict_geometry=opts.strict_geometry)
+                         strict_geometry=opts.strict_geometry, other_grids=task.other_grids)
     except EmptyMaskError as e:
         raise EmptyMask(task.mask, e.reason) from None
     except RadlensError as e:

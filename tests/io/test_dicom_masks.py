@@ -249,6 +249,10 @@ def test_mask_on_no_grid_warns_and_strict_fails(cli, cohort, tmp_path):
     for mask in ("crop", "gland"):  # a sub-grid of T2; a T2-grid mask used on ADC too
         r = run(mask, "--strict-geometry")
         assert r.exit_code == 0 and "warning" not in r.stderr, r.stderr
+    # ADC alone: the T2 column of the manifest still counts as the case's grid
+    r = cli("extract-radiomics", tmp_path / "m.csv", "--modalities", "adc", "--mask", "gland", "--params",
+            cohort / "quick.yaml", "-o", tmp_path / "adc.h5", "--strict-geometry")
+    assert r.exit_code == 0 and "warning" not in r.stderr, r.stderr
 
 
 def test_lattice_offset_closed_form():
