@@ -14,10 +14,11 @@ RTSTRUCT rasterisation convention (documented in docs/radiomics.md):
 - each CLOSED_PLANAR contour goes to the image slice nearest its plane (a contour more than
   half a slice off every slice, or not parallel to the slices, is an error; contours
   beyond the first or last slice are dropped and counted);
-- on a slice, a voxel is inside a contour when its centre is inside the polygon or on
-  its edge (within 1e-3 voxel);
-- the contours of one ROI on one slice combine by the even-odd rule (XOR): a contour
-  inside another is a hole, one inside a hole an island; several ROIs are a union.
+- the contours of one ROI on one slice combine by the even-odd rule: a voxel is in the
+  ROI when its centre lies strictly inside an odd number of them (a contour inside
+  another is a hole, one inside a hole an island), or on one of them (within 1e-3 voxel:
+  tools that trace contours through the centres of boundary voxels, outer or around a
+  hole, keep those voxels); several ROIs are a union.
 """
 
 from __future__ import annotations
@@ -279,6 +280,7 @@ def rtstruct_mask(mask: DicomMask, numbers, grid, what: str = "mask") -> tuple[o
         roi_mask = np.zeros_like(out)
         for kr, polys in per_slice.items():
             sl = roi_mask[kr]
+            on_edge = np.zeros_like(sl)
             for poly in polys:
                 lo = np.maximum(np.floor(poly.min(axis=0) - EDGE_TOL).astype(int), 0)
                 hi = np.minimum(np.ceil(poly.max(axis=0) + EDGE_TOL).astype(int), [nx - 1, ny - 1])
@@ -287,10 +289,14 @@ def rtstruct_mask(mask: DicomMask, numbers, grid, what: str = "mask") -> tuple[o
                 ii, jj = np.meshgrid(np.arange(lo[0], hi[0] + 1), np.arange(lo[1], hi[1] + 1))
                 x, y = poly[:, 0], poly[:, 1]
                 area = 0.5 * float(np.dot(x, np.roll(y, -1)) - np.dot(y, np.roll(x, -1)))
-                # matplotlib grows a counter-clockwise polygon for a positive radius: the edge counts as inside
-                inside = Path(poly).contains_points(np.column_stack([ii.ravel(), jj.ravel()]),
-                                                    radius=EDGE_TOL if area >= 0 else -EDGE_TOL)
-                sl[lo[1]:hi[1] + 1, lo[0]:hi[0] + 1] ^= inside.reshape(ii.shape)
+                # matplotlib grows a counter-clockwise polygon for a positive radius, shrinks it for a negative one
+                grow = EDGE_TOL if area >= 0 else -EDGE_TOL
+                path, pts = Path(poly), np.column_stack([ii.ravel(), jj.ravel()])
+                strict = path.contains_points(pts, radius=-grow).reshape(ii.shape)
+                near = path.contains_points(pts, radius=grow).reshape(ii.shape) & ~strict
+                sl[lo[1]:hi[1] + 1, lo[0]:hi[0] + 1] ^= strict
+                on_edge[lo[1]:hi[1] + 1, lo[0]:hi[0] + 1] |= near
+            sl |= on_edge  # a centre on a contour (outer or hole) is on the ROI's boundary: in it
         out |= roi_mask
     img = sitk.GetImageFromArray(out.astype(np.uint8))
     img.CopyInformation(grid)

@@ -174,8 +174,8 @@ def test_images_not_dicom(cohort):
 
 
 def test_rtstruct_convention_holes_and_edges():
-    """Even-odd rule, centres on an edge inside, either orientation; checked against the
-    rectangle arithmetic of the same shapes."""
+    """Even-odd rule, centres on a contour (outer or hole) inside, either orientation;
+    checked against the rectangle arithmetic of the same shapes."""
     from pydicom.dataset import Dataset
     from pydicom.sequence import Sequence
 
@@ -196,17 +196,20 @@ def test_rtstruct_convention_holes_and_edges():
     # slice 1: outer square through voxel centres 1..9 (edges count), a hole 3.5..6.5 drawn the
     # other way round, an island 4.5..5.5 inside the hole; a contour off every slice is dropped
     roi.ContourSequence = Sequence([square(1, 1, 9, 8, 1), square(3.5, 3.5, 6.5, 6.5, 1, cw=True),
-                                    square(4.5, 4.5, 5.5, 5.5, 1), square(0, 0, 2, 2, 7)])
+                                    square(4.5, 4.5, 5.5, 5.5, 1), square(0, 0, 2, 2, 7),
+                                    # slice 2: a hole traced through the centres of the voxels around it
+                                    square(1, 1, 9, 8, 2, cw=True), square(3, 3, 7, 6, 2)])
     ds = Dataset()
     ds.ROIContourSequence = Sequence([roi])
     mask, stats = rtstruct_mask(DicomMask("RTSTRUCT", "x.dcm", "1", "2", (), {1: "A"}, ds), [1], grid)
-    assert stats == {"contours": 3, "dropped": 1}
+    assert stats == {"contours": 5, "dropped": 1}
     jj, ii = np.mgrid[0:10, 0:12]
     outer = (ii >= 1) & (ii <= 9) & (jj >= 1) & (jj <= 8)
     hole = (ii >= 4) & (ii <= 6) & (jj >= 4) & (jj <= 6)
     island = (ii == 5) & (jj == 5)
     want = np.zeros((3, 10, 12), bool)
     want[1] = outer & ~hole | island
+    want[2] = outer & ~((ii >= 4) & (ii <= 6) & (jj >= 4) & (jj <= 5))
     np.testing.assert_array_equal(_arr(mask).astype(bool), want)
     assert mask.GetOrigin() == grid.GetOrigin()
 
