@@ -8,12 +8,13 @@ number); several make a union.
 Grids. A SEG carries its own frame geometry: it is read as a volume (highdicom) and placed
 on a grid by nearest-neighbour resampling in physical space, which is exact when the grids
 share a lattice (a SEG made on a series, placed back on it). Frames a SEG leaves out are
-empty slices. An RTSTRUCT holds only contours, so it is rasterised on a grid given to it.
+empty slices; a FRACTIONAL SEG keeps the voxels at 0.5 or more. An RTSTRUCT holds only
+contours, so it is rasterised on a grid given to it.
 
 RTSTRUCT rasterisation convention (documented in docs/radiomics.md):
-- each CLOSED_PLANAR contour goes to the image slice nearest its plane (a contour more than
-  half a slice off every slice, or not parallel to the slices, is an error; contours
-  beyond the first or last slice are dropped and counted);
+- each CLOSED_PLANAR contour goes to the image slice nearest its plane (a contour not
+  parallel to the slices is an error; contours beyond the first or last slice are
+  dropped and counted; other contour types are ignored);
 - the contours of one ROI on one slice combine by the even-odd rule: a voxel is in the
   ROI when its centre lies strictly inside an odd number of them (a contour inside
   another is a hole, one inside a hole an island), or on one of them (within 1e-3 voxel:
