@@ -197,19 +197,20 @@ def preprocess_case(image_paths: list[str], mask_path: str, cfg: PreprocessConfi
         return CaseFailure(msg, case_id, what, path, msg[len(prefix):] if msg.startswith(prefix) else msg)
 
     case_images = list(zip(cfg.modalities, image_paths))
-    loaded: dict = {}
+    loaded: dict = {}  # the images, read first: the mask's grid check and a DICOM mask's grid use them
+    images = []
+    for m, p in case_images:
+        try:
+            loaded[p] = read_image(p, f"{tag}{m}") if p not in loaded else loaded[p]
+        except RadlensError as e:
+            raise failed(e, m, p) from None
+        images.append(loaded[p])
     try:
         mask, info = load_mask(mask_path, cfg.mask, what=f"{tag}{mask_what}".strip(), images=case_images,
                                loaded=loaded, strict_geometry=strict_geometry)
     except RadlensError as e:
         raise failed(e, mask_what, mask_path) from None
     _tell(case_id, info)
-    images = []
-    for p, m in zip(image_paths, cfg.modalities):
-        try:
-            images.append(loaded[p] if p in loaded else read_image(p, f"{tag}{m}"))
-        except RadlensError as e:
-            raise failed(e, m, p) from None
     origin, direction, size_xyz, centre = box_grid(images[0], mask, cfg.spacing, cfg.crop)
     channels = []
     for img, m, p in zip(images, cfg.modalities, image_paths):
