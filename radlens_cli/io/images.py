@@ -110,10 +110,12 @@ def load_mask(path: str | None, spec: MaskSpec, what: str = "mask", images=(), l
 
     images: the case's (name, path) images in modality order; loaded: path -> an image
     already read (saves reading it again); other_grids: more (name, path) images of the
-    case (not used in this run) whose lattices also count as the mask's own. A DICOM mask goes on the grid of the series it
-    references, found by SeriesInstanceUID among the images; when no image is DICOM, a SEG
-    keeps its own frame geometry and an RTSTRUCT is rasterised on the first image's grid
-    (a note says so); DICOM images none of which is the referenced series is an error.
+    case, not used in this run, whose lattices also count as the case's grids.
+
+    A DICOM mask goes on the grid of the series it references, found by SeriesInstanceUID
+    among the images; when no image is DICOM, a SEG keeps its own frame geometry and an
+    RTSTRUCT is rasterised on the first image's grid (a note says so); DICOM images none
+    of which is the referenced series is an error naming the UIDs.
 
     The record: {"mask": DICOM object, segments used, where it was placed, notes} for a
     DICOM mask, {"series": {name: SeriesInstanceUID}} for the DICOM images, and
