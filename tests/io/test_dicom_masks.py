@@ -229,8 +229,10 @@ def test_mask_on_no_grid_warns_and_strict_fails(cli, cohort, tmp_path):
     man["moved"] = [str(tmp_path / "moved.nii.gz"), man.loc[1, "gland"]]
     man["crop"] = [str(tmp_path / "crop.nii.gz"), man.loc[1, "gland"]]
     man.to_csv(tmp_path / "m.csv", index=False)
-    run = lambda mask, *extra: cli("extract-radiomics", tmp_path / "m.csv", "--modalities", "t2,adc", "--mask",  # noqa: E731
-                                   mask, "--params", cohort / "quick.yaml", "-o", tmp_path / f"{mask}.h5", "-f", *extra)
+
+    def run(mask, *extra):
+        return cli("extract-radiomics", tmp_path / "m.csv", "--modalities", "t2,adc", "--mask", mask,
+                   "--params", cohort / "quick.yaml", "-o", tmp_path / f"{mask}.h5", "-f", *extra)
 
     r = run("moved")
     assert r.exit_code == 0, r.stderr
