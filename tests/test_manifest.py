@@ -21,8 +21,13 @@ def test_mask_specs():
     assert parse_mask_spec("zones:1").labels == (1,)
     assert parse_mask_spec("zones:1+2").labels == (1, 2)
     assert str(parse_mask_spec("zones:1+2")) == "zones:1+2"
-    with pytest.raises(UsageError):
-        parse_mask_spec("zones:a")
+    seg = parse_mask_spec("seg: Prostate + #3 + lesion")
+    assert (seg.column, seg.labels, seg.names) == ("seg", (3,), ("Prostate", "lesion"))
+    assert parse_mask_spec("seg:#2") == parse_mask_spec("seg:2")
+    assert str(parse_mask_spec(str(seg))) == str(seg)
+    for bad in ("zones:0", "zones:#a", "zones:1+", ":1"):
+        with pytest.raises(UsageError):
+            parse_mask_spec(bad)
 
 
 def test_manifest_paths_resolve_and_errors(tmp_path):

@@ -151,3 +151,9 @@ def jobs_option(default: int = 1):
 
 def device_option(default: str = "auto"):
     return typer.Option(default, "--device", help="Torch device: auto (cuda when available), cpu, cuda or cuda:N.")
+
+
+def strict_geometry_option():
+    return typer.Option(False, "--strict-geometry", help="A mask whose origin lies on none of its case's image "
+                        "voxel lattices (another patient's mask, or one shifted) fails that case instead of "
+                        "a warning.")

@@ -11,7 +11,8 @@ import numpy as np
 import typer
 
 from radlens_cli import log
-from radlens_cli.commands._util import command, device_option, force_option, output_option, seed_option
+from radlens_cli.commands._util import (command, device_option, force_option, output_option, seed_option,
+                                        strict_geometry_option)
 from radlens_cli.devices import resolve_device
 from radlens_cli.errors import PartialSuccess, RadlensError, UsageError
 
@@ -52,7 +53,7 @@ def embed(manifest: str, modalities: str, mask: str, encoder: str, output: str, 
           norm: str | None = None, batch_size: int = 2, device: str = "auto", jobs: int = 1,
           cache_dir: str | None = None, part_id: int | None = None, num_parts: int | None = None,
           seed: int = 0, force: bool = False, failures_path: str | None = None,
-          keep_going: bool = False) -> dict:
+          keep_going: bool = False, strict_geometry: bool = False) -> dict:
     """Embed every case (of this part) and write a case table with columns emb_0000...
 
     A case that cannot be preprocessed is reported in one line and left out; the others are
@@ -107,7 +108,7 @@ def embed(manifest: str, modalities: str, mask: str, encoder: str, output: str, 
     n = len(part)
     if n == 0:
         raise RadlensError(f"{manifest}: part {part_id} of {num_parts} holds no cases")
-    dataset = CaseDataset(part, cfg, cache_dir=cache_dir, failures_as_records=True)
+    dataset = CaseDataset(part, cfg, cache_dir=cache_dir, failures_as_records=True, strict_geometry=strict_geometry)
     # Fixed batches over the case order, so a rerun that reads some batches from the cache
     # computes the others with exactly the same batch composition (bitwise-equal results).
     # A batch with a failed case is never cached: a rerun retries that case.
@@ -156,6 +157,7 @@ def embed(manifest: str, modalities: str, mask: str, encoder: str, output: str, 
     log.info(f"embedding {n} case(s) of {manifest} with {enc['arch']} ({enc['source']}) on {dev}, "
              f"layer {layer}, crop {'x'.join(map(str, cfg.crop))} at {','.join(map(str, cfg.spacing))} mm")
     failures: list[dict] = []
+    case_inputs: dict = {}  # case -> DICOM objects read, geometry warning (cases not read from the cache)
     bar = log.progress(todo, total=len(todo), desc="embed", unit="batch")
 
     def report(rec: dict) -> None:
@@ -178,6 +180,7 @@ def embed(manifest: str, modalities: str, mask: str, encoder: str, output: str, 
                 raise RadlensError(unwrap_worker_error(e)) from None
             except Exception as e:  # noqa: BLE001 - worker errors arrive wrapped
                 raise RadlensError(unwrap_worker_error(e)) from None
+            case_inputs.update(item["inputs"])
             for rec in item["failures"]:
                 report(rec)
             ok = item["index"]
@@ -219,7 +222,8 @@ def embed(manifest: str, modalities: str, mask: str, encoder: str, output: str, 
               "encoder_fingerprint": fingerprint, "preprocessing": cfg.to_dict(), "batch_size": batch_size,
               "device": dev.type, "precision": "bf16-autocast" if use_amp else "fp32",
               "part_id": part_id, "num_parts": num_parts, "seed": seed,
-              "split_derived": bool(man.split_derived), "cache_dir": cache_dir, "keep_going": keep_going}
+              "split_derived": bool(man.split_derived), "cache_dir": cache_dir, "keep_going": keep_going,
+              "case_inputs": dict(sorted({**dataset.case_inputs(), **case_inputs}.items()))}
     if enc.get("absent_optional"):
         params["encoder_absent_weights"] = enc["absent_optional"]
     inputs = {"manifest": manifest}
@@ -249,7 +253,8 @@ def embed_cli(
     modalities: str = typer.Option(..., "--modalities",
                                    help="Image columns stacked as channels, in this order (e.g. t2,dwi,adc)."),
     mask: str = typer.Option(..., "--mask",
-                             help="Mask column the box is centred on; `zones:1` one label, `zones:1+2` a union."),
+                             help="Mask column the box is centred on; `zones:1` one label, `zones:1+2` a union; "
+                                  "DICOM-SEG/RTSTRUCT segments by name: `seg:prostate`, `rt:PZ+TZ`, `seg:#2`."),
     encoder: str = typer.Option(..., "--encoder",
                                 help="Checkpoint (radlens, ProFound/FCMAE, state dict), TorchScript file, "
                                      "or package.module:factory."),
@@ -290,6 +295,7 @@ def embed_cli(
                                          "others are written either way)."),
     seed: int = seed_option(),
     force: bool = force_option(),
+    strict_geometry: bool = strict_geometry_option(),
 ):
     """Encoder embeddings for every case of a manifest.
 
@@ -320,4 +326,4 @@ def embed_cli(
     embed(manifest, modalities, mask, encoder, output, arch=arch, layer=layer, pool=pool, spacing=spacing,
           crop=crop, norm=norm, batch_size=batch_size, device=device, jobs=jobs, cache_dir=cache_dir,
           part_id=part_id, num_parts=num_parts, seed=seed, force=force, failures_path=failures,
-          keep_going=keep_going)
+          keep_going=keep_going, strict_geometry=strict_geometry)

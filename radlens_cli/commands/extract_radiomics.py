@@ -9,7 +9,7 @@ from typing import Optional
 import typer
 
 from radlens_cli import log
-from radlens_cli.commands._util import command, force_option, jobs_option, output_option
+from radlens_cli.commands._util import command, force_option, jobs_option, output_option, strict_geometry_option
 from radlens_cli.errors import PartialSuccess, RadlensError, UsageError
 from radlens_cli.io.files import atomic_output, check_output, check_side_output
 from radlens_cli.io.manifest import parse_list, parse_mask_spec, parts_from_env, read_manifest
@@ -35,7 +35,8 @@ def extract_radiomics(manifest_path: str, modalities: list[str], mask: str, para
                       num_parts: int | None = None, cache_dir: str | None = None,
                       failures_path: str | None = None, keep_going: bool = False,
                       reference_modality: str | None = None, resample_mask: bool = True,
-                      empty_mask: str = "fail", max_outside: float = 0.01, split_seed: int = 0):
+                      empty_mask: str = "fail", max_outside: float = 0.01, split_seed: int = 0,
+                      strict_geometry: bool = False):
     """Extract features for a cohort and write the case table; returns the Extraction.
 
     Raises RadlensError (exit 1) after writing when cases failed, PartialSuccess (exit 3)
@@ -77,7 +78,8 @@ def extract_radiomics(manifest_path: str, modalities: list[str], mask: str, para
 
     opts = Options(params=params, mask_spec=spec, reference_modality=reference_modality,
                    resample_mask=resample_mask, empty_mask=empty_mask,
-                   cache_dir=os.path.abspath(cache_dir) if cache_dir else None, max_outside=max_outside)
+                   cache_dir=os.path.abspath(cache_dir) if cache_dir else None, max_outside=max_outside,
+                   strict_geometry=strict_geometry)
     bar = log.progress(total=len(man) * len(modalities), desc="extract", unit="task")
 
     def on_result(res, done, total):
@@ -120,6 +122,7 @@ def extract_radiomics(manifest_path: str, modalities: list[str], mask: str, para
                 "split_seed": split_seed, "jobs": jobs, "cache_dir": cache_dir, "keep_going": keep_going})
     attrs["failures"] = json.dumps(failed)
     attrs["skipped"] = json.dumps(skipped)
+    attrs["case_inputs"] = json.dumps(ext.inputs, sort_keys=True)  # DICOM UIDs, segments, geometry warnings
     write_table(ext.table, output, force, attrs=attrs, extra={"diagnostics": ext.diagnostics})
     n_ok = ext.table.n_cases
     log.info(f"wrote {n_ok} case(s) x {len(ext.table.columns)} feature(s) to {output}")
@@ -150,7 +153,8 @@ def extract_radiomics_cli(
     modalities: str = typer.Option(..., "--modalities", help="Comma-separated image columns to extract, "
                                                              "e.g. t2,adc,dwi (column order of the output)."),
     mask: str = typer.Option(..., "--mask", help="Mask column, optionally with labels: gland (every non-zero "
-                                                 "voxel), zones:1 (one label), zones:1+2 (a union)."),
+                                                 "voxel), zones:1 (one label), zones:1+2 (a union); DICOM-SEG/"
+                                                 "RTSTRUCT segments by name: seg:prostate, rt:PZ+TZ, seg:#2."),
     params: str = typer.Option(..., "--params", help="PyRadiomics parameters: a preset, `paper` (the Radiomic "
                                "Lens configuration, 837 features per modality) or `quick` (93), or a YAML file; "
                                "a value naming an existing file is that file."),
@@ -186,6 +190,7 @@ def extract_radiomics_cli(
                                       "an image's field of view before it is a geometry mismatch."),
     seed: int = typer.Option(0, "--seed", help="Seed of the derived 7:1:2 split when the manifest has no split "
                                                "column."),
+    strict_geometry: bool = strict_geometry_option(),
 ):
     """PyRadiomics features per case and modality.
 
@@ -218,4 +223,4 @@ def extract_radiomics_cli(
                       jobs=jobs, part_id=part_id, num_parts=num_parts, cache_dir=cache_dir,
                       failures_path=failures, keep_going=keep_going, reference_modality=reference_modality,
                       resample_mask=resample_mask, empty_mask=empty_mask, max_outside=max_outside,
-                      split_seed=seed)
+                      split_seed=seed, strict_geometry=strict_geometry)

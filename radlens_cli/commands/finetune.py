@@ -6,7 +6,8 @@ from typing import Optional
 
 import typer
 
-from radlens_cli.commands._util import command, device_option, force_option, output_option, seed_option
+from radlens_cli.commands._util import (command, device_option, force_option, output_option, seed_option,
+                                        strict_geometry_option)
 from radlens_cli.io.manifest import parse_list
 
 
@@ -14,11 +15,11 @@ from radlens_cli.io.manifest import parse_list
 def finetune_cli(
     manifest: str = typer.Argument(..., help="Cohort manifest CSV (case_id, image and mask columns, split, targets)."),
     modalities: str = typer.Option(..., "--modalities", help="Image columns stacked as channels, in order, e.g. t2,dwi,adc."),
-    mask: str = typer.Option(..., "--mask", help="Mask column (COLUMN or COLUMN:LABEL[+LABEL]) the crop box centres on."),
+    mask: str = typer.Option(..., "--mask", help="Mask column (COLUMN, COLUMN:LABEL[+LABEL], or COLUMN:NAME[+NAME] for DICOM-SEG/RTSTRUCT segments) the crop box centres on."),
     encoder: str = typer.Option(..., "--encoder", help="Pre-trained encoder: ProFound/FCMAE, state dict or radlens checkpoint."),
     task: str = typer.Option(..., "--task", help="classify (cross-entropy, QWK), regress (MSE) or segment (Dice)."),
     target: Optional[str] = typer.Option(None, "--target", help="Numeric manifest column to classify or regress."),
-    seg_mask: Optional[str] = typer.Option(None, "--seg-mask", help="segment: target mask column, COLUMN[:LABEL[+LABEL]]."),
+    seg_mask: Optional[str] = typer.Option(None, "--seg-mask", help="segment: target mask column, COLUMN[:LABEL[+LABEL]] or COLUMN:NAME[+NAME] (DICOM-SEG/RTSTRUCT)."),
     output: str = output_option("Fine-tuned radlens checkpoint (.pt); `radlens embed` loads it without --arch."),
     metrics: Optional[str] = typer.Option(None, "--metrics", help="Write per-epoch train/val rows and the final test row to this CSV."),
     epochs: int = typer.Option(100, "--epochs", help="Training epochs (the paper: 100)."),
@@ -41,6 +42,7 @@ def finetune_cli(
     seed: int = seed_option(),
     device: str = device_option(),
     force: bool = force_option(),
+    strict_geometry: bool = strict_geometry_option(),
 ):
     """Fine-tune an encoder: classify, regress, segment.
 
@@ -79,5 +81,5 @@ def finetune_cli(
         spacing=parse_triple(spacing, "--spacing") if spacing else None,
         crop=parse_triple(crop, "--crop", int) if crop else None,
         norm=norm, cache_dir=cache_dir, workers=workers, resume=resume, force=force, max_steps=max_steps,
-        seg_channels=seg_channels, drop_path=drop_path,
+        seg_channels=seg_channels, drop_path=drop_path, strict_geometry=strict_geometry,
     )

@@ -58,7 +58,8 @@ def synth_cli(
     spacing: str = typer.Option("0.5,0.5,3", "--spacing", metavar="X,Y,Z", help="T2 voxel spacing in mm, x,y,z."),
     scanner: bool = typer.Option(False, "--scanner",
                                  help="Write as a scanner does: T2 as a DICOM series folder, ADC/DWI on a "
-                                      "coarser grid (about 2x2 mm in-plane) with a smaller field of view."),
+                                      "coarser grid (about 2x2 mm in-plane) with a smaller field of view, and "
+                                      "the segments as DICOM-SEG and RTSTRUCT (manifest columns seg, rtstruct)."),
     force: bool = typer.Option(False, "--force", "-f", help="Write into a non-empty output folder, "
                                                              "replacing the files of the same name."),
 ):
@@ -72,13 +73,18 @@ def synth_cli(
     n_lesions. The gland is an ellipsoid of random size and shape, each zone with its own
     texture and intensity; lesions are T2-dark, ADC-dark and DWI-bright with varying size
     and conspicuity; noise and a smooth bias field on top. The same seed gives the same
-    bytes. --scanner writes the cohort as a scanner would (T2 as DICOM, coarser ADC/DWI).
+    bytes. --scanner writes the cohort as a scanner would (T2 as DICOM, coarser ADC/DWI)
+    and adds the segments Prostate, PZ, TZ and Lesion as a DICOM-SEG (seg.dcm) and an
+    RTSTRUCT (rtstruct.dcm) referencing the T2 series: manifest columns seg and rtstruct,
+    selected by name (--mask seg:prostate, --mask rtstruct:PZ+TZ).
 
     Examples:
 
     \b
       radlens synth -o phantom --cases 120 --seed 0
       radlens synth -o scanner --cases 20 --scanner
+      radlens extract-radiomics scanner/cohort.csv --modalities t2,adc --mask seg:prostate \\
+          --params quick -o seg.h5
     """
     summary = synth(output, cases, seed, _triple(size, "--size", int), _triple(spacing, "--spacing"),
                     scanner, force)

@@ -155,25 +155,34 @@ def normalise(arr: np.ndarray, valid: np.ndarray, norm: str, where: str) -> np.n
     return out
 
 
-def _read_extra_mask(path: str, spec: MaskSpec | None, what: str):
-    """Segmentation target mask; an empty one is allowed (a patient without a lesion)."""
-    from radlens_cli.io.images import read_image
+def _read_extra_mask(path: str, spec: MaskSpec | None, what: str, images=(), loaded=None,
+                     strict_geometry: bool = False):
+    """Segmentation target mask and its record; an empty one is allowed (a patient without
+    a lesion)."""
+    from radlens_cli.io.images import load_mask
 
-    sitk = _sitk()
-    img = read_image(path, what, pixel_float=False)
-    img = sitk.Cast(img, sitk.sitkInt32)
-    arr = sitk.GetArrayViewFromImage(img)
-    sel = np.isin(arr, spec.labels) if spec is not None and spec.labels is not None else arr != 0
-    out = sitk.GetImageFromArray(sel.astype(np.uint8))
-    out.CopyInformation(img)
-    return out
+    return load_mask(path, spec if spec is not None else MaskSpec(""), what, images=images, loaded=loaded,
+                     allow_empty=True, strict_geometry=strict_geometry)
+
+
+def _tell(case_id: str, info: dict) -> None:
+    from radlens_cli import log
+
+    if info.get("warning"):
+        log.warn(f"case {case_id}: {info['warning']}")
+    for note in info.get("notes", []):
+        log.info(f"case {case_id}: {note}")
 
 
 def preprocess_case(image_paths: list[str], mask_path: str, cfg: PreprocessConfig,
                     extra_mask_path: str | None = None, extra_mask_spec: MaskSpec | None = None,
-                    case_id: str = "") -> dict:
-    """volume float32 (C, D, H, W), mask uint8 (D, H, W), extra_mask uint8 (D, H, W) or None."""
-    from radlens_cli.io.images import read_image, read_mask
+                    case_id: str = "", strict_geometry: bool = False) -> dict:
+    """volume float32 (C, D, H, W), mask uint8 (D, H, W), extra_mask uint8 (D, H, W) or None,
+    and inputs: a JSON record of the DICOM objects read and any geometry warning ("" if none).
+
+    A mask whose origin lies on none of the images' voxel lattices is a warning (an error
+    with strict_geometry)."""
+    from radlens_cli.io.images import load_mask, read_image
 
     sitk = _sitk()
     tag = f"case {case_id}: " if case_id else ""
@@ -186,16 +195,21 @@ def preprocess_case(image_paths: list[str], mask_path: str, cfg: PreprocessConfi
         prefix = f"{tag}{label or what}: "
         return CaseFailure(msg, case_id, what, path, msg[len(prefix):] if msg.startswith(prefix) else msg)
 
-    try:
-        mask = read_mask(mask_path, cfg.mask, what=f"{tag}{mask_what}".strip())
-    except RadlensError as e:
-        raise failed(e, mask_what, mask_path) from None
+    case_images = list(zip(cfg.modalities, image_paths))
+    loaded: dict = {}  # the images, read first: the mask's grid check and a DICOM mask's grid use them
     images = []
-    for p, m in zip(image_paths, cfg.modalities):
+    for m, p in case_images:
         try:
-            images.append(read_image(p, f"{tag}{m}"))
+            loaded[p] = read_image(p, f"{tag}{m}") if p not in loaded else loaded[p]
         except RadlensError as e:
             raise failed(e, m, p) from None
+        images.append(loaded[p])
+    try:
+        mask, info = load_mask(mask_path, cfg.mask, what=f"{tag}{mask_what}".strip(), images=case_images,
+                               loaded=loaded, strict_geometry=strict_geometry)
+    except RadlensError as e:
+        raise failed(e, mask_what, mask_path) from None
+    _tell(case_id, info)
     origin, direction, size_xyz, centre = box_grid(images[0], mask, cfg.spacing, cfg.crop)
     channels = []
     for img, m, p in zip(images, cfg.modalities, image_paths):
@@ -216,13 +230,16 @@ def preprocess_case(image_paths: list[str], mask_path: str, cfg: PreprocessConfi
     extra = None
     if extra_mask_path is not None:
         try:
-            em = _read_extra_mask(extra_mask_path, extra_mask_spec, f"{tag}segmentation mask")
+            em, em_info = _read_extra_mask(extra_mask_path, extra_mask_spec, f"{tag}segmentation mask",
+                                           case_images, loaded, strict_geometry)
         except RadlensError as e:
             raise failed(e, "segmentation mask", extra_mask_path) from None
+        _tell(case_id, {k: v for k, v in em_info.items() if k in ("warning", "notes")})
+        info.update({f"segmentation_{k}": v for k, v in em_info.items() if k in ("mask", "geometry", "warning")})
         extra = sitk.GetArrayFromImage(_resample(em, origin, direction, size_xyz, cfg.spacing, "nearest", 0))
         extra = extra.astype(np.uint8)
     return {"volume": np.stack(channels, 0).astype(np.float32), "mask": roi.astype(np.uint8),
-            "extra_mask": extra}
+            "extra_mask": extra, "inputs": json.dumps(info, sort_keys=True) if info else ""}
 
 
 def _file_hash(path: str | None) -> str:
@@ -271,9 +288,10 @@ def unwrap_worker_error(e: BaseException) -> str:
 class CaseDataset(Dataset):
     """Preprocessed cases of a manifest, with an optional on-disk float16 cache.
 
-    Items: dict(index, case_id, volume float32 tensor (C, D, H, W), target, seg).
+    Items: dict(index, case_id, volume float32 tensor (C, D, H, W), target, seg, inputs).
     target: float tensor (NaN when no targets were given); seg: uint8 (D, H, W) tensor of the
-    segmentation mask (empty tensor when seg_mask is None).
+    segmentation mask (empty tensor when seg_mask is None); inputs: the JSON record of the
+    case's DICOM objects and geometry warning ("" for none; see io.images.load_mask).
     Volumes are rounded to float16 whether or not a cache is used, so a run that reads the
     cache gives exactly what a run that wrote it gave.
     The cache key is the sha256 of every input file plus the preprocessing settings, so an
@@ -286,7 +304,7 @@ class CaseDataset(Dataset):
 
     def __init__(self, manifest, cfg: PreprocessConfig, cache_dir: str | None = None,
                  targets: np.ndarray | None = None, seg_mask: MaskSpec | None = None,
-                 failures_as_records: bool = False):
+                 failures_as_records: bool = False, strict_geometry: bool = False):
         manifest.require_columns(cfg.modalities, "modality")
         manifest.require_columns([cfg.mask.column], "mask")
         if seg_mask is not None:
@@ -302,6 +320,7 @@ class CaseDataset(Dataset):
             raise ValueError("one target per case")
         self.cache_dir = cache_dir
         self.failures_as_records = failures_as_records
+        self.strict_geometry = strict_geometry
         if cache_dir:
             try:
                 os.makedirs(cache_dir, exist_ok=True)
@@ -319,6 +338,8 @@ class CaseDataset(Dataset):
         if self.seg_mask is not None:
             h.update(str(self.seg_mask).encode())
             h.update(_file_hash(self.seg_paths[i]).encode())
+        if self.strict_geometry:  # a volume kept by a lenient run must not skip the strict check
+            h.update(b"strict-geometry")
         return h.hexdigest()
 
     def cache_path(self, i: int) -> str | None:
@@ -333,7 +354,8 @@ class CaseDataset(Dataset):
             try:
                 with np.load(path) as z:
                     out = {"volume": z["volume"], "mask": z["mask"],
-                           "extra_mask": z["extra_mask"] if "extra_mask" in z.files else None}
+                           "extra_mask": z["extra_mask"] if "extra_mask" in z.files else None,
+                           "inputs": str(z["inputs"]) if "inputs" in z.files else ""}
                 return out
             except Exception:  # noqa: BLE001 - a damaged cache entry is recomputed
                 pass
@@ -341,18 +363,36 @@ class CaseDataset(Dataset):
         try:
             res = preprocess_case(list(self.images[i]), self.masks[i], self.cfg,
                                   self.seg_paths[i] if self.seg_mask is not None else None,
-                                  self.seg_mask, case_id=cid)
+                                  self.seg_mask, case_id=cid, strict_geometry=self.strict_geometry)
         except RadlensError:
             raise
         except Exception as e:  # noqa: BLE001
             raise CaseFailure(f"case {cid}: preprocessing failed: {type(e).__name__}: {e}", cid, "preprocessing",
                               "", f"preprocessing failed: {type(e).__name__}: {e}") from None
-        out = {"volume": res["volume"].astype(np.float16), "mask": res["mask"], "extra_mask": res["extra_mask"]}
+        out = {"volume": res["volume"].astype(np.float16), "mask": res["mask"], "extra_mask": res["extra_mask"],
+               "inputs": res["inputs"]}
         if path is not None:
-            arrays = {"volume": out["volume"], "mask": out["mask"]}
+            arrays = {"volume": out["volume"], "mask": out["mask"], "inputs": np.array(res["inputs"])}
             if out["extra_mask"] is not None:
                 arrays["extra_mask"] = out["extra_mask"]
             save_npz_atomic(path, **arrays)
+        return out
+
+    def case_inputs(self) -> dict:
+        """case_id -> the record of its DICOM objects and geometry warning, read from the
+        cache (cases not in the cache, or with nothing to record, are left out)."""
+        out = {}
+        for i, cid in enumerate(self.case_ids):
+            path = self.cache_path(i)
+            if path is None or not os.path.exists(path):
+                continue
+            try:
+                with np.load(path) as z:
+                    text = str(z["inputs"]) if "inputs" in z.files else ""
+                if text:
+                    out[cid] = json.loads(text)
+            except Exception:  # noqa: BLE001 - a damaged cache entry records nothing
+                pass
         return out
 
     def failure_record(self, i: int, e: BaseException) -> dict:
@@ -377,7 +417,7 @@ class CaseDataset(Dataset):
                else torch.zeros(0, dtype=torch.uint8))
         return {"index": i, "case_id": self.case_ids[i],
                 "volume": torch.from_numpy(arrs["volume"].astype(np.float32)),
-                "target": torch.as_tensor(target), "seg": seg}
+                "target": torch.as_tensor(target), "seg": seg, "inputs": arrs.get("inputs", "")}
 
 
 def collate_cases(items: list[dict]) -> dict:
@@ -389,5 +429,6 @@ def collate_cases(items: list[dict]) -> dict:
     ok = [it for it in items if "failure" not in it]
     out = {"index": [int(it["index"]) for it in ok], "case_id": [it["case_id"] for it in ok],
            "volume": default_collate([it["volume"] for it in ok]) if ok else None,
-           "failures": [it["failure"] for it in items if "failure" in it]}
+           "failures": [it["failure"] for it in items if "failure" in it],
+           "inputs": {it["case_id"]: json.loads(it["inputs"]) for it in ok if it.get("inputs")}}
     return out

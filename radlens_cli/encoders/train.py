@@ -562,7 +562,7 @@ def finetune(manifest: str, modalities: list[str], mask: str, encoder: str, task
              norm: str | None = None, cache_dir: str | None = None, workers: int | None = None,
              resume: bool = True, force: bool = False, max_steps: int | None = None,
              amp: bool = True, seg_channels: int = 128, drop_path: float = 0.0,
-             timing_warmup_steps: int = 0) -> dict:
+             timing_warmup_steps: int = 0, strict_geometry: bool = False) -> dict:
     """Fine-tune `encoder` on a manifest task and write a radlens checkpoint to `output`.
 
     Returns a summary: best_epoch, best_metric, metric, test metrics, history, timing.
@@ -689,7 +689,8 @@ def _finetune(manifest, modalities, mask, encoder, task, output, target, seg_mas
             path = tmp_cache.name
         cache_dir = path
     try:
-        full = CaseDataset(man, pcfg, cache_dir=cache_dir, targets=encoded, seg_mask=seg_spec)
+        full = CaseDataset(man, pcfg, cache_dir=cache_dir, targets=encoded, seg_mask=seg_spec,
+                           strict_geometry=_.get("strict_geometry", False))
         datasets = {s: torch.utils.data.Subset(full, np.flatnonzero(split == s).tolist()) for s in ("train", "val", "test")}
         counts = {s: len(d) for s, d in datasets.items()}
         if dist.is_main:
@@ -712,7 +713,8 @@ def _finetune(manifest, modalities, mask, encoder, task, output, target, seg_mas
         summary["history"] = history
         summary["test"] = next((r for r in history if r["split"] == "test"), None)
         if dist.is_main and not result["stopped_early"]:
-            prov = provenance.build("finetune", inputs={"manifest": manifest, "encoder": encoder}, params=params)
+            prov = provenance.build("finetune", inputs={"manifest": manifest, "encoder": encoder},
+                                    params={**params, "case_inputs": full.case_inputs()})  # DICOM UIDs, segments
             enc.load_state_dict(result["encoder_state"])
             extra = {"finetune": {
                 "task": task, "target": target if task != "segment" else seg_mask,

@@ -15,32 +15,46 @@ SPLITS = ("train", "val", "test")
 
 @dataclass(frozen=True)
 class MaskSpec:
-    """A mask column and the labels that make the ROI (None: every non-zero voxel)."""
+    """A mask column and what makes the ROI: label / segment numbers and segment names
+    (both None: every non-zero voxel of a label map, or a SEG/RTSTRUCT's only segment)."""
 
     column: str
     labels: tuple[int, ...] | None = None
+    names: tuple[str, ...] | None = None
 
     def __str__(self) -> str:
-        if self.labels is None:
-            return self.column
-        return f"{self.column}:{'+'.join(map(str, self.labels))}"
+        items = [str(v) for v in self.labels or ()] + list(self.names or ())
+        return f"{self.column}:{'+'.join(items)}" if items else self.column
 
 
 def parse_mask_spec(spec: str) -> MaskSpec:
-    """`gland` (non-zero), `zones:1` (one label), `zones:1+2` (a union of labels)."""
+    """`gland` (non-zero), `zones:1` (one label), `zones:1+2` (a union of labels),
+    `seg:prostate`, `rt:Prostate+Lesion` (DICOM segments by name, case-insensitive),
+    `seg:#2` (SEG segment number 2; the same as `seg:2`)."""
     spec = spec.strip()
     if not spec:
         raise UsageError("empty --mask")
     if ":" not in spec:
         return MaskSpec(spec)
-    column, _, labels = spec.partition(":")
-    try:
-        parsed = tuple(int(x) for x in labels.split("+"))
-    except ValueError:
-        raise UsageError(f"--mask {spec}: labels must be integers joined by '+', e.g. zones:1+2") from None
-    if not column or not parsed or any(v <= 0 for v in parsed):
-        raise UsageError(f"--mask {spec}: expected COLUMN or COLUMN:LABEL[+LABEL...] with labels > 0")
-    return MaskSpec(column, parsed)
+    column, _, selector = spec.partition(":")
+    column = column.strip()
+    numbers, names = [], []
+    for item in selector.split("+"):
+        item = item.strip()
+        text = item[1:].strip() if item.startswith("#") else item
+        if text.lstrip("-").isdigit():
+            value = int(text)
+            if value <= 0:
+                raise UsageError(f"--mask {spec}: labels and segment numbers must be > 0 (got {item})")
+            numbers.append(value)
+        elif item.startswith("#") or not item:
+            raise UsageError(f"--mask {spec}: expected COLUMN, COLUMN:LABEL[+LABEL...], COLUMN:NAME[+NAME...] "
+                             f"or COLUMN:#N (got {item!r})")
+        else:
+            names.append(item)
+    if not column:
+        raise UsageError(f"--mask {spec}: no column before ':'")
+    return MaskSpec(column, tuple(dict.fromkeys(numbers)) or None, tuple(dict.fromkeys(names)) or None)
 
 
 def parse_list(text: str, what: str) -> list[str]:

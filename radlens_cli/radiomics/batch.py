@@ -26,6 +26,7 @@ class Extraction:
     diagnostics: np.ndarray | None = None  # per row: JSON {modality: {diagnostic: value}}
     n_tasks: int = 0
     n_cached: int = 0
+    inputs: dict = field(default_factory=dict)  # case -> DICOM objects read, geometry warning (if any)
 
     @property
     def n_failed_cases(self) -> int:
@@ -43,10 +44,30 @@ def build_tasks(manifest: Manifest, modalities: list[str], opts: Options) -> lis
     images = {m: manifest.paths(m) for m in modalities}
     tasks = []
     for i, cid in enumerate(manifest.case_ids):
+        case_images = tuple((m, images[m][i]) for m in modalities)
+        if refs is not None and opts.reference_modality not in modalities:
+            case_images += ((opts.reference_modality, refs[i]),)
+        grids = other_grids(manifest, i, {m for m, _ in case_images} | {opts.mask_spec.column})
         for m in modalities:
             ref = refs[i] if refs is not None and m != opts.reference_modality else None
-            tasks.append(Task(str(cid), m, images[m][i], masks[i], ref))
+            tasks.append(Task(str(cid), m, images[m][i], masks[i], ref, case_images, grids))
     return tasks
+
+
+def other_grids(manifest: Manifest, i: int, skip: set[str]) -> tuple:
+    """The case's other path columns (a T2 left out of --modalities, say): a mask drawn on
+    one of their images is on its case's grid (whether each is an image is looked at only
+    when needed, see io.images.lattice_check)."""
+    import os
+
+    out = []
+    for col in manifest.frame.columns:
+        if col in skip or col in ("case_id", "split"):
+            continue
+        path = manifest.resolve(manifest.frame[col].iat[i])
+        if path and os.path.exists(path):
+            out.append((str(col), path))
+    return tuple(out)
 
 
 def _record(res: Result, reason: str | None = None) -> dict:
@@ -92,6 +113,27 @@ def assemble(manifest: Manifest, modalities: list[str], results: dict[tuple[str,
     return Extraction(table, failures, diagnostics)
 
 
+def _tell_inputs(res: Result, told: dict) -> None:
+    """Once per case: the warning of a mask on none of its images' lattices, and notes on
+    where a DICOM mask was placed (the same for every modality of the case); `told` keeps
+    each case's record, with the DICOM series of all its modalities."""
+    from radlens_cli import log
+    from radlens_cli.radiomics.extract import INPUTS_KEY
+
+    raw = res.diagnostics.get(INPUTS_KEY) if res.diagnostics else None
+    if not raw:
+        return
+    info = json.loads(raw)
+    if res.case_id in told:
+        told[res.case_id].setdefault("series", {}).update(info.get("series", {}))
+        return
+    told[res.case_id] = info
+    if info.get("warning"):
+        log.warn(f"case {res.case_id}: {info['warning']}")
+    for note in info.get("notes", []):
+        log.info(f"case {res.case_id}: {note}")
+
+
 def extract_cohort(manifest: Manifest, modalities: list[str], opts: Options, jobs: int = 1,
                    on_result=None) -> Extraction:
     """Run every (case, modality) of `manifest` and assemble the table.
@@ -102,7 +144,9 @@ def extract_cohort(manifest: Manifest, modalities: list[str], opts: Options, job
     results: dict[tuple[str, str], Result] = {}
     n_cached = 0
     shared_names: dict[tuple[str, ...], list[str]] = {}
+    told: dict = {}
     for res in run_tasks(tasks, opts, jobs):
+        _tell_inputs(res, told)
         # compact: 8 bytes a value, one list of names per feature set (10^4 cases x 3 x 837
         # values as Python floats and strings would take gigabytes)
         res.values = np.asarray(res.values, dtype=np.float64)
@@ -113,4 +157,5 @@ def extract_cohort(manifest: Manifest, modalities: list[str], opts: Options, job
             on_result(res, len(results), len(tasks))
     out = assemble(manifest, modalities, results)
     out.n_tasks, out.n_cached = len(tasks), n_cached
+    out.inputs = {cid: told[cid] for cid in sorted(told)}
     return out

@@ -44,6 +44,8 @@ class Task:
     image: str | None
     mask: str | None
     reference: str | None = None  # reference modality's image when resampling onto it
+    case_images: tuple = ()  # the case's (modality, path) images: grids a DICOM mask may reference
+    other_grids: tuple = ()  # more (column, path) images of the case: their lattices are the mask's too
 
 
 @dataclass(frozen=True)
@@ -55,6 +57,7 @@ class Options:
     empty_mask: str = "fail"  # or "skip"
     cache_dir: str | None = None
     max_outside: float = 0.01
+    strict_geometry: bool = False  # a mask on none of the case's image lattices fails the case
 
     def resampling(self) -> dict:
         """How grids were reconciled, for provenance and the cache key."""
@@ -218,28 +221,38 @@ def _mask_on_grid(mask, grid, task: Task, opts: Options, what: str):
     return out
 
 
+INPUTS_KEY = "diagnostics_radlens_Inputs"  # JSON: DICOM UIDs, segments, placement, geometry warning
+
+
+def read_task_mask(task: Task, opts: Options, loaded: dict | None = None):
+    """The task's binary mask (label map, DICOM-SEG or RTSTRUCT) and its record; raises
+    TaskFailure / EmptyMask."""
+    from radlens_cli.io.images import EmptyMaskError, load_mask
+
+    if not task.mask:
+        raise TaskFailure("", "no mask path (empty manifest cell)")
+    if not os.path.exists(task.mask):
+        raise TaskFailure(task.mask, "mask file not found")
+    images = task.case_images or ((task.modality, task.image),)
+    try:
+        return load_mask(task.mask, opts.mask_spec, "mask", images=images, loaded=loaded,
+                         strict_geometry=opts.strict_geometry, other_grids=task.other_grids)
+    except EmptyMaskError as e:
+        raise EmptyMask(task.mask, e.reason) from None
+    except RadlensError as e:
+        reason = _clean(str(e)).replace(f" {task.mask}:", ":").replace(f" {task.mask} ", " ")
+        raise TaskFailure(task.mask, reason) from None
+
+
 def prepare(task: Task, opts: Options):
-    """(image, mask) on one grid for PyRadiomics; raises TaskFailure / EmptyMask."""
+    """(image, mask, record) with image and mask on one grid for PyRadiomics; raises
+    TaskFailure / EmptyMask. The record says what DICOM objects were read (see load_mask)."""
     import SimpleITK as sitk
 
-    from radlens_cli.io.images import resample_like, select_labels
+    from radlens_cli.io.images import resample_like
 
     image = _read(task.image, "image")
-    raw = _read(task.mask, "mask")
-    arr = sitk.GetArrayViewFromImage(raw)
-    if not arr.any():
-        raise EmptyMask(task.mask, "mask is empty (no non-zero voxel)")
-    labels = opts.mask_spec.labels
-    sel = arr != 0 if labels is None else np.isin(arr, labels)
-    if not sel.any():
-        try:  # the shared helper words the error (absent label, labels present)
-            select_labels(raw, opts.mask_spec, task.mask or "", "mask")
-        except RadlensError as e:
-            raise TaskFailure(task.mask, _clean(str(e))) from None
-        raise TaskFailure(task.mask, f"mask is empty for {opts.mask_spec}")  # pragma: no cover
-    # linear in voxels (select_labels' np.unique sorts the whole volume first)
-    mask = sitk.GetImageFromArray(sel.astype(np.uint8))
-    mask.CopyInformation(raw)
+    mask, info = read_task_mask(task, opts, {task.image: image})
 
     what = f"{task.modality} image"
     _check_coverage(mask, image, what, task.mask or "", opts.max_outside)
@@ -250,9 +263,9 @@ def prepare(task: Task, opts: Options):
         mask = _mask_on_grid(mask, reference, task, opts, f"{opts.reference_modality} (reference)")
         # B-spline in double precision: a reference grid finer than the image must not round
         image = resample_like(sitk.Cast(image, sitk.sitkFloat64), reference, "bspline")
-        return image, mask
+        return image, mask, info
     mask = _mask_on_grid(mask, image, task, opts, task.modality)
-    return image, mask
+    return image, mask, info
 
 
 def light_diagnostics(image, mask) -> dict[str, str]:
@@ -308,9 +321,19 @@ def cache_key(task: Task, opts: Options) -> str:
             hashes[role] = sha256_file(path)
         elif role != "reference":
             raise TaskFailure("", f"no {role} path (empty manifest cell)")
+    from radlens_cli.io.dicom_masks import find_dicom_mask
+
+    try:
+        dicom_mask = find_dicom_mask(task.mask) is not None
+    except RadlensError as e:
+        raise TaskFailure(task.mask, _clean(str(e))) from None
+    if dicom_mask:  # placed on another image's grid: that image is an input too
+        hashes["case_images"] = [[m, sha256_file(p)] for m, p in task.case_images if p and os.path.exists(p)]
     record = {"schema": CACHE_SCHEMA, "case_id": task.case_id, "modality": task.modality, "inputs": hashes,
               "params": params_hash(opts.params), "mask": str(opts.mask_spec),
               "resampling": opts.resampling(), "radlens": __version__, "pyradiomics": pyradiomics_version()}
+    if opts.strict_geometry:
+        record["strict_geometry"] = True
     return hashlib.sha256(json.dumps(record, sort_keys=True).encode()).hexdigest()
 
 
@@ -356,9 +379,11 @@ def run_task(task: Task, opts: Options) -> Result:
             hit = cache_read(path, key)
             if hit is not None:
                 return hit
-        image, mask = prepare(task, opts)
+        image, mask, info = prepare(task, opts)
         try:
             names, values, diagnostics = extract_features(image, mask, opts.params)
+            if info:
+                diagnostics[INPUTS_KEY] = json.dumps(info, sort_keys=True)
         except MemoryError:
             raise
         except Exception as e:  # noqa: BLE001 - one bad case must not stop the batch

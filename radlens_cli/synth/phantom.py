@@ -32,7 +32,10 @@ highest lesion score, 1 without a lesion.
 Scanner mode writes T2 as a DICOM series folder and ADC/DWI on a coarser grid
 (nearest integer multiple of the T2 in-plane spacing to 2 mm, same slices) with a
 smaller field of view (85 %), made by averaging the fine phantom over each coarse voxel
-(partial volume) before noise; masks stay on the T2 grid.
+(partial volume) before noise; masks stay on the T2 grid, and the segments Prostate, PZ,
+TZ and Lesion are also written as a DICOM-SEG (highdicom) and an RTSTRUCT (contours
+half-way between voxel centres, so they rasterise back to the same voxels) referencing
+the T2 series.
 """
 
 from __future__ import annotations
@@ -348,7 +351,8 @@ def write_dicom_series(arr, grid: Grid, folder: str, case_id: str, seed: int,
         writer = sitk.ImageFileWriter()
         writer.KeepOriginalImageUIDOn()
         for i in range(img.GetDepth()):
-            sl = img[:, :, i]
+            # one-slice 3-D image: a 2-D slice would make GDCM write SpacingBetweenSlices 1
+            sl = img[:, :, i:i + 1]
             for tag, value in common.items():
                 sl.SetMetaData(tag, value)
             pos = img.TransformIndexToPhysicalPoint((0, 0, i))
@@ -358,6 +362,194 @@ def write_dicom_series(arr, grid: Grid, folder: str, case_id: str, seed: int,
             sl.SetMetaData("0008|0018", _uid("radlens-synth", seed, case_id, "sop", description, i))
             writer.SetFileName(os.path.join(tmpdir, f"IM{i + 1:04d}.dcm"))
             writer.Execute(sl)
+
+
+# Segments of the scanner-mode DICOM-SEG / RTSTRUCT: name, SNOMED CT property type, mask
+SEGMENTS = (("Prostate", ("41216001", "Prostate"), "gland"),
+            ("PZ", ("279706003", "Peripheral zone of prostate"), "pz"),
+            ("TZ", ("399384005", "Transition zone of prostate"), "tz"),
+            ("Lesion", ("52988006", "Lesion"), "lesion"))
+
+
+def segment_masks(case: dict) -> dict[str, np.ndarray]:
+    """The scanner-mode segments of a generated case, by name, as (z, y, x) bool arrays.
+    Lesion is empty for a patient without one (a segment without any frame in the SEG)."""
+    parts = {"gland": case["gland"] > 0, "pz": case["zones"] == 1, "tz": case["zones"] == 2,
+             "lesion": case["lesion"] > 0}
+    return {name: parts[key] for name, _, key in SEGMENTS}
+
+
+def _series_datasets(folder: str) -> list:
+    import pydicom
+
+    files = sorted(os.path.join(folder, f) for f in os.listdir(folder) if f.endswith(".dcm"))
+    ds = [pydicom.dcmread(f) for f in files]
+    return sorted(ds, key=lambda d: int(d.InstanceNumber))
+
+
+def _atomic_dataset_write(ds, path: str, write) -> None:
+    folder = os.path.dirname(os.path.abspath(path))
+    fd, tmp = tempfile.mkstemp(prefix=f".{os.path.basename(path)}.", suffix=".part", dir=folder)
+    os.close(fd)
+    try:
+        write(ds, tmp)
+        os.chmod(tmp, 0o644)
+        os.replace(tmp, path)
+    except BaseException:
+        if os.path.exists(tmp):
+            os.unlink(tmp)
+        raise
+
+
+def write_seg(masks: dict[str, np.ndarray], series_folder: str, path: str, case_id: str, seed: int) -> None:
+    """A BINARY DICOM-SEG (highdicom) of `masks` (name -> (z, y, x) bool on the series'
+    grid; segment numbers 1, 2, ... in that order) referencing the DICOM series in
+    `series_folder`. Empty frames are left out, so a segment that is empty everywhere
+    has no frame. Deterministic UIDs and dates."""
+    import highdicom as hd
+    from pydicom.sr.codedict import codes
+
+    source = _series_datasets(series_folder)
+    known = {name: code for name, code, _ in SEGMENTS}
+    descriptions = []
+    for number, name in enumerate(masks, start=1):
+        code, meaning = known.get(name, ("85756007", "Tissue"))
+        descriptions.append(hd.seg.SegmentDescription(
+            segment_number=number, segment_label=name,
+            segmented_property_category=codes.SCT.AnatomicalStructure if name != "Lesion"
+            else codes.SCT.MorphologicallyAbnormalStructure,
+            segmented_property_type=hd.sr.CodedConcept(code, "SCT", meaning),
+            algorithm_type=hd.seg.SegmentAlgorithmTypeValues.MANUAL))
+    pixels = np.stack([np.asarray(m, dtype=bool) for m in masks.values()], axis=-1).astype(np.uint8)
+    seg = hd.seg.Segmentation(
+        source_images=source, pixel_array=pixels, segmentation_type=hd.seg.SegmentationTypeValues.BINARY,
+        segment_descriptions=descriptions, series_instance_uid=_uid("radlens-synth", seed, case_id, "seg-series"),
+        series_number=100, sop_instance_uid=_uid("radlens-synth", seed, case_id, "seg"), instance_number=1,
+        manufacturer="radlens", manufacturer_model_name="radlens synth", software_versions="radlens",
+        device_serial_number="0", series_description="prostate segments (radlens phantom)")
+    for key in ("ContentDate", "SeriesDate", "InstanceCreationDate"):
+        if key in seg:
+            setattr(seg, key, "20260101")
+    for key in ("ContentTime", "SeriesTime", "InstanceCreationTime"):
+        if key in seg:
+            setattr(seg, key, "120000")
+    # highdicom stamps the time of writing and a random dimension organisation UID: pin both
+    for item in seg.get("ContributingEquipmentSequence", []) or []:
+        if "ContributionDateTime" in item:
+            item.ContributionDateTime = "20260101120000"
+    org = _uid("radlens-synth", seed, case_id, "seg-dimensions")
+    for key in ("DimensionOrganizationSequence", "DimensionIndexSequence"):
+        for item in seg.get(key, []) or []:
+            if "DimensionOrganizationUID" in item:
+                item.DimensionOrganizationUID = org
+    _atomic_dataset_write(seg, path, lambda ds, p: ds.save_as(p))
+
+
+def mask_contours(mask2d: np.ndarray) -> list[np.ndarray]:
+    """Closed contours (column, row index coordinates) of a 2-D bool mask: marching squares
+    at 0.5, so each contour runs half-way between voxel centres in and out; holes come out
+    as inner contours. Rasterising them by the even-odd rule gives the mask back."""
+    import contourpy
+
+    padded = np.pad(mask2d.astype(np.float64), 1)
+    gen = contourpy.contour_generator(z=padded, line_type=contourpy.LineType.Separate)
+    out = []
+    for line in gen.lines(0.5):
+        pts = np.asarray(line, dtype=np.float64) - 1.0
+        if len(pts) > 1 and np.allclose(pts[0], pts[-1]):
+            pts = pts[:-1]
+        if len(pts) >= 3:
+            out.append(pts)
+    return out
+
+
+def write_rtstruct(masks: dict[str, np.ndarray], series_folder: str, path: str, case_id: str, seed: int) -> None:
+    """An RTSTRUCT (pydicom) with one ROI per mask (name -> (z, y, x) bool on the series'
+    grid), contours from `mask_contours` on every slice, referencing the series. A mask
+    that is empty gives an ROI without contours."""
+    import pydicom
+    from pydicom.dataset import Dataset, FileMetaDataset
+    from pydicom.sequence import Sequence
+    from pydicom.uid import ExplicitVRLittleEndian
+
+    from radlens_cli.io.dicom_masks import RTSTRUCT_SOP_CLASS
+
+    source = _series_datasets(series_folder)
+    first = source[0]
+    sop_uid = _uid("radlens-synth", seed, case_id, "rtstruct")
+    meta = FileMetaDataset()
+    meta.MediaStorageSOPClassUID = RTSTRUCT_SOP_CLASS
+    meta.MediaStorageSOPInstanceUID = sop_uid
+    meta.TransferSyntaxUID = ExplicitVRLittleEndian
+    meta.ImplementationClassUID = "2.25.1"
+    ds = Dataset()
+    ds.file_meta = meta
+    ds.SOPClassUID, ds.SOPInstanceUID = RTSTRUCT_SOP_CLASS, sop_uid
+    ds.Modality = "RTSTRUCT"
+    for key in ("PatientName", "PatientID", "StudyInstanceUID", "StudyDate", "StudyTime", "FrameOfReferenceUID"):
+        if key in first:
+            setattr(ds, key, first.data_element(key).value)
+    ds.SeriesInstanceUID = _uid("radlens-synth", seed, case_id, "rtstruct-series")
+    ds.SeriesNumber, ds.InstanceNumber = 101, 1
+    ds.Manufacturer = "radlens"
+    ds.StructureSetLabel = "radlens phantom"
+    ds.StructureSetDate, ds.StructureSetTime = "20260101", "120000"
+    contour_images = Sequence()
+    for d in source:
+        item = Dataset()
+        item.ReferencedSOPClassUID, item.ReferencedSOPInstanceUID = d.SOPClassUID, d.SOPInstanceUID
+        contour_images.append(item)
+    series = Dataset()
+    series.SeriesInstanceUID = first.SeriesInstanceUID
+    series.ContourImageSequence = contour_images
+    study = Dataset()
+    study.ReferencedSOPClassUID = "1.2.840.10008.3.1.2.3.1"
+    study.ReferencedSOPInstanceUID = first.StudyInstanceUID
+    study.RTReferencedSeriesSequence = Sequence([series])
+    frame = Dataset()
+    frame.FrameOfReferenceUID = first.get("FrameOfReferenceUID", "")
+    frame.RTReferencedStudySequence = Sequence([study])
+    ds.ReferencedFrameOfReferenceSequence = Sequence([frame])
+
+    origin = np.array([float(v) for v in first.ImagePositionPatient])
+    iop = np.array([float(v) for v in first.ImageOrientationPatient])
+    row_dir, col_dir = iop[:3], iop[3:]
+    dx, dy = (float(first.PixelSpacing[1]), float(first.PixelSpacing[0]))
+    positions = [np.array([float(v) for v in d.ImagePositionPatient]) for d in source]
+    rois, contours, observations = Sequence(), Sequence(), Sequence()
+    for number, (name, mask) in enumerate(masks.items(), start=1):
+        roi = Dataset()
+        roi.ROINumber, roi.ROIName = number, name
+        roi.ReferencedFrameOfReferenceUID = frame.FrameOfReferenceUID
+        roi.ROIGenerationAlgorithm = "MANUAL"
+        rois.append(roi)
+        rc = Dataset()
+        rc.ReferencedROINumber = number
+        rc.ROIDisplayColor = [255, 0, 0]
+        seq = Sequence()
+        for k in range(mask.shape[0]):
+            for pts in mask_contours(mask[k]):
+                xyz = positions[k][None, :] + pts[:, :1] * dx * row_dir[None, :] + pts[:, 1:2] * dy * col_dir[None, :]
+                c = Dataset()
+                c.ContourGeometricType = "CLOSED_PLANAR"
+                c.NumberOfContourPoints = len(xyz)
+                c.ContourData = [f"{v:.4f}" for v in xyz.ravel()]
+                ref = Dataset()
+                ref.ReferencedSOPClassUID = source[k].SOPClassUID
+                ref.ReferencedSOPInstanceUID = source[k].SOPInstanceUID
+                c.ContourImageSequence = Sequence([ref])
+                seq.append(c)
+        if len(seq):
+            rc.ContourSequence = seq
+        contours.append(rc)
+        obs = Dataset()
+        obs.ObservationNumber, obs.ReferencedROINumber = number, number
+        obs.RTROIInterpretedType, obs.ROIInterpreter = "ORGAN", ""
+        observations.append(obs)
+    ds.StructureSetROISequence = rois
+    ds.ROIContourSequence = contours
+    ds.RTROIObservationsSequence = observations
+    _atomic_dataset_write(ds, path, lambda d, p: pydicom.dcmwrite(p, d, enforce_file_format=True))
 
 
 def split_cohort(n: int, seed: int) -> np.ndarray:
@@ -379,7 +571,8 @@ def write_cohort(out_dir: str, cases: int = 120, seed: int = 0, size=DEFAULT_SIZ
     """Write a phantom cohort under `out_dir` and its manifest `cohort.csv` (written last).
 
     Layout: <out_dir>/<case_id>/{t2,dwi,adc,gland,zones,lesion}.nii.gz; in scanner mode
-    t2 is a DICOM series folder <case_id>/t2/. Returns a summary dict.
+    t2 is a DICOM series folder <case_id>/t2/, with seg.dcm and rtstruct.dcm beside it
+    (manifest columns seg, rtstruct). Returns a summary dict.
     """
     import pandas as pd
 
@@ -405,6 +598,10 @@ def write_cohort(out_dir: str, cases: int = 120, seed: int = 0, size=DEFAULT_SIZ
         if scanner:
             write_dicom_series(case["t2"], grid, os.path.join(cdir, "t2"), cid, seed)
             row["t2"] = f"{cid}/t2"
+            segments = segment_masks(case)
+            write_seg(segments, os.path.join(cdir, "t2"), os.path.join(cdir, "seg.dcm"), cid, seed)
+            write_rtstruct(segments, os.path.join(cdir, "t2"), os.path.join(cdir, "rtstruct.dcm"), cid, seed)
+            row["seg"], row["rtstruct"] = f"{cid}/seg.dcm", f"{cid}/rtstruct.dcm"
         else:
             write_nifti(case["t2"], grid, os.path.join(cdir, "t2.nii.gz"))
         write_nifti(case["dwi"], case["dwi_grid"], os.path.join(cdir, "dwi.nii.gz"))
@@ -415,7 +612,7 @@ def write_cohort(out_dir: str, cases: int = 120, seed: int = 0, size=DEFAULT_SIZ
                    pirads=case["pirads"], risk=case["risk"], n_lesions=case["n_lesions"])
         rows.append(row)
     frame = pd.DataFrame(rows, columns=["case_id", *MODALITIES, *MASKS, "split", "gland_volume_ml",
-                                        "pirads", "risk", "n_lesions"])
+                                        "pirads", "risk", "n_lesions", *(("seg", "rtstruct") if scanner else ())])
     manifest = os.path.join(out_dir, "cohort.csv")
     with atomic_output(manifest, force=True, suffix=".csv") as tmp:
         frame.to_csv(tmp, index=False, lineterminator="\n", float_format="%.4f")

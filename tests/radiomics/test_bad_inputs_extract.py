@@ -150,7 +150,7 @@ def test_output_folder_missing(cli, setup):
 def test_bad_option_values(cli, setup):
     tmp, manifest, params = setup
     one_line(extract(cli, manifest, tmp / "o.h5", params, "--empty-mask", "ignore"), 2, "skip or fail")
-    one_line(extract(cli, manifest, tmp / "o.h5", params, mask="zones:one"), 2, "labels must be integers")
+    one_line(extract(cli, manifest, tmp / "o.h5", params, mask="zones:0"), 2, "must be > 0")
 
 
 def test_merge_bad_inputs(cli, tmp_path):
