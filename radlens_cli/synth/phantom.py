@@ -388,17 +388,8 @@ def _series_datasets(folder: str) -> list:
 
 
 def _atomic_dataset_write(ds, path: str, write) -> None:
-    folder = os.path.dirname(os.path.abspath(path))
-    fd, tmp = tempfile.mkstemp(prefix=f".{os.path.basename(path)}.", suffix=".part", dir=folder)
-    os.close(fd)
-    try:
+    with atomic_output(path, force=True) as tmp:
         write(ds, tmp)
-        os.chmod(tmp, 0o644)
-        os.replace(tmp, path)
-    except BaseException:
-        if os.path.exists(tmp):
-            os.unlink(tmp)
-        raise
 
 
 def write_seg(masks: dict[str, np.ndarray], series_folder: str, path: str, case_id: str, seed: int) -> None:
