@@ -66,7 +66,7 @@ def embed(manifest: str, modalities: str, mask: str, encoder: str, output: str, 
           norm: str | None = None, batch_size: int = 2, device: str = "auto", jobs: int = 1,
           cache_dir: str | None = None, part_id: int | None = None, num_parts: int | None = None,
           seed: int = 0, force: bool = False, failures_path: str | None = None,
-          keep_going: bool = False) -> dict:
+          keep_going: bool = False, trust_checkpoint: bool = False) -> dict:
     """Embed every case (of this part) and write a case table with columns emb_0000...
 
     A case that cannot be preprocessed is reported in one line and left out; the others are
@@ -103,7 +103,7 @@ def embed(manifest: str, modalities: str, mask: str, encoder: str, output: str, 
     dev = resolve_device(device)
     torch.manual_seed(seed)
 
-    model, enc = load_encoder(encoder, arch=arch, map_location="cpu")
+    model, enc = load_encoder(encoder, arch=arch, map_location="cpu", trust=trust_checkpoint)
     if enc["in_chans"] is not None and int(enc["in_chans"]) != len(mods):
         raise RadlensError(f"{encoder}: the encoder takes {enc['in_chans']} input channel(s) but "
                            f"--modalities gives {len(mods)} ({','.join(mods)})")
@@ -233,7 +233,8 @@ def embed(manifest: str, modalities: str, mask: str, encoder: str, output: str, 
               "encoder_fingerprint": fingerprint, "preprocessing": cfg.to_dict(), "batch_size": batch_size,
               "device": dev.type, "precision": "bf16-autocast" if use_amp else "fp32",
               "part_id": part_id, "num_parts": num_parts, "seed": seed,
-              "split_derived": bool(man.split_derived), "cache_dir": cache_dir, "keep_going": keep_going}
+              "split_derived": bool(man.split_derived), "cache_dir": cache_dir, "keep_going": keep_going,
+              "trust_checkpoint": trust_checkpoint, "checkpoint_fully_unpickled": enc["trusted"]}
     if enc.get("absent_optional"):
         params["encoder_absent_weights"] = enc["absent_optional"]
     inputs = {"manifest": manifest}
@@ -265,8 +266,9 @@ def embed_cli(
     mask: str = typer.Option(..., "--mask",
                              help="Mask column the box is centred on; `zones:1` one label, `zones:1+2` a union."),
     encoder: str = typer.Option(..., "--encoder",
-                                help="Checkpoint (radlens, ProFound/FCMAE, state dict), TorchScript file, "
-                                     "or package.module:factory."),
+                                help="Checkpoint (radlens, ProFound/FCMAE, state dict; read weights-only), "
+                                     "TorchScript file, or package.module:factory. TorchScript files and "
+                                     "factories run code by design: use only those you would run as scripts."),
     output: str = output_option("Embedding case table (.h5, or .csv; `-` for stdout)."),
     arch: str = typer.Option(None, "--arch",
                              help="Architecture of a plain or FCMAE checkpoint (default: inferred from its "
@@ -302,6 +304,10 @@ def embed_cli(
     keep_going: bool = typer.Option(False, "--keep-going",
                                     help="Exit 3 instead of 1 when some cases failed (the embeddings of the "
                                          "others are written either way)."),
+    trust_checkpoint: bool = typer.Option(False, "--trust-checkpoint",
+                                          help="Load a checkpoint that needs full unpickling (which runs code "
+                                               "stored in the file) after a warning; only for files from a "
+                                               "source you trust. Recorded in the output's provenance."),
     seed: int = seed_option(),
     force: bool = force_option(),
 ):
@@ -322,6 +328,9 @@ def embed_cli(
     some failed (3 with --keep-going), 0 when none did; when none succeeded, nothing
     is written. --cache-dir never keeps a failed case.
 
+    Checkpoints are read weights-only: a file that would run code when unpickled is
+    refused (exit 1) unless --trust-checkpoint is given.
+
     Examples:
 
     \b
@@ -334,4 +343,4 @@ def embed_cli(
     embed(manifest, modalities, mask, encoder, output, arch=arch, layer=layer, pool=pool, spacing=spacing,
           crop=crop, norm=norm, batch_size=batch_size, device=device, jobs=jobs, cache_dir=cache_dir,
           part_id=part_id, num_parts=num_parts, seed=seed, force=force, failures_path=failures,
-          keep_going=keep_going)
+          keep_going=keep_going, trust_checkpoint=trust_checkpoint)

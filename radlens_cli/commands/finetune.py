@@ -15,7 +15,7 @@ def finetune_cli(
     manifest: str = typer.Argument(..., help="Cohort manifest CSV (case_id, image and mask columns, split, targets)."),
     modalities: str = typer.Option(..., "--modalities", help="Image columns stacked as channels, in order, e.g. t2,dwi,adc."),
     mask: str = typer.Option(..., "--mask", help="Mask column (COLUMN or COLUMN:LABEL[+LABEL]) the crop box centres on."),
-    encoder: str = typer.Option(..., "--encoder", help="Pre-trained encoder: ProFound/FCMAE, state dict or radlens checkpoint."),
+    encoder: str = typer.Option(..., "--encoder", help="Pre-trained encoder: ProFound/FCMAE, state dict or radlens checkpoint (read weights-only)."),
     task: str = typer.Option(..., "--task", help="classify (cross-entropy, QWK), regress (MSE) or segment (Dice)."),
     target: Optional[str] = typer.Option(None, "--target", help="Numeric manifest column to classify or regress."),
     seg_mask: Optional[str] = typer.Option(None, "--seg-mask", help="segment: target mask column, COLUMN[:LABEL[+LABEL]]."),
@@ -38,6 +38,7 @@ def finetune_cli(
     drop_path: float = typer.Option(0.0, "--drop-path", help="Stochastic depth rate of the encoder's last block (0 to this over the blocks)."),
     resume: bool = typer.Option(True, "--resume/--no-resume", help="Continue from OUTPUT.state left by an interrupted run."),
     max_steps: Optional[int] = typer.Option(None, "--max-steps", min=1, help="Stop after this many optimiser steps and write nothing (timing)."),
+    trust_checkpoint: bool = typer.Option(False, "--trust-checkpoint", help="Load an --encoder that needs full unpickling (runs code stored in the file) after a warning; only for files you trust. Recorded in the checkpoint's provenance."),
     seed: int = seed_option(),
     device: str = device_option(),
     force: bool = force_option(),
@@ -79,5 +80,5 @@ def finetune_cli(
         spacing=parse_triple(spacing, "--spacing") if spacing else None,
         crop=parse_triple(crop, "--crop", int) if crop else None,
         norm=norm, cache_dir=cache_dir, workers=workers, resume=resume, force=force, max_steps=max_steps,
-        seg_channels=seg_channels, drop_path=drop_path,
+        seg_channels=seg_channels, drop_path=drop_path, trust_checkpoint=trust_checkpoint,
     )

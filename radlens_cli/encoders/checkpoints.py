@@ -52,22 +52,98 @@ def is_torchscript(path: str) -> bool:
     return any(n.endswith("constants.pkl") for n in names) and any("/code/" in n for n in names)
 
 
-def _torch_load(path: str, map_location):
-    torch = _torch()
-    import argparse
+class UnsafeCheckpoint(RadlensError):
+    """A checkpoint that only full unpickling (which can run code stored in it) would read."""
 
+
+# How the refusal tells users to opt in; the commands that read checkpoints offer this flag.
+TRUST_HINT = "pass --trust-checkpoint to load it anyway"
+
+
+def _safe_globals() -> list:
+    """Harmless classes that training checkpoints often pickle beside the weights: numpy
+    scalars, arrays and dtypes (under their numpy 1 and numpy 2 module names), argparse
+    namespaces (hyper-parameters), paths. Each only rebuilds data; none runs a callable
+    chosen by the file."""
+    import argparse
+    import pathlib
+
+    import numpy as np
+
+    core = getattr(np, "_core", None) or np.core
+    out = [argparse.Namespace, np.ndarray, np.dtype,
+           pathlib.PosixPath, pathlib.PurePosixPath, pathlib.PureWindowsPath]
+    for name in ("scalar", "_reconstruct"):
+        fn = getattr(core.multiarray, name)
+        out += [(fn, f"numpy.core.multiarray.{name}"), (fn, f"numpy._core.multiarray.{name}")]
+    dtypes = getattr(np, "dtypes", None)
+    if dtypes is not None:  # numpy >= 1.25 pickles np.dtype("f8") as numpy.dtypes.Float64DType
+        out += [getattr(dtypes, n) for n in dir(dtypes)
+                if n.endswith("DType") and isinstance(getattr(dtypes, n), type)]
+    return out
+
+
+def _unsafe_names(path: str, err: BaseException) -> list[str]:
+    """The globals a weights-only read refused, read without unpickling."""
+    torch = _torch()
     try:
-        with torch.serialization.safe_globals([argparse.Namespace]):
-            return torch.load(path, map_location=map_location, weights_only=True)
-    except Exception as first:  # noqa: BLE001
-        # Training checkpoints may pickle other objects (optimizer configs, numpy scalars).
+        names = list(torch.serialization.get_unsafe_globals_in_checkpoint(path))
+    except Exception:  # noqa: BLE001 - legacy (non-zip) files: take the name from the error
+        names = []
+    allowed = {n for g in _safe_globals() for n in ([g[1]] if isinstance(g, tuple)
+                                                   else [f"{g.__module__}.{g.__qualname__}"])}
+    names = [n for n in names if n not in allowed]
+    if not names:
+        names = re.findall(r"GLOBAL ([\w.]+)", str(err))
+    return sorted(dict.fromkeys(names))
+
+
+def read_checkpoint(path: str, map_location="cpu", trust: bool = False):
+    """See read_checkpoint_ex; the object only."""
+    return read_checkpoint_ex(path, map_location, trust)[0]
+
+
+def read_checkpoint_ex(path: str, map_location="cpu", trust: bool = False):
+    """(object, fully_unpickled) of a `torch.save` file.
+
+    The object a `torch.save` file holds, read weights-only: tensors, containers, numbers,
+    strings and the harmless classes of `_safe_globals`, nothing that runs code.
+
+    A file that needs full unpickling raises UnsafeCheckpoint naming what it would import;
+    with trust=True it is unpickled fully after a warning (that runs whatever the file says).
+    Full unpickling is never tried before the weights-only read has failed.
+    """
+    import pickle
+
+    torch = _torch()
+    try:
+        with torch.serialization.safe_globals(_safe_globals()):
+            return torch.load(path, map_location=map_location, weights_only=True), False
+    except pickle.UnpicklingError as e:
+        names = _unsafe_names(path, e)
+        if not names:
+            why = re.findall(r"(?:WeightsUnpickler|Unpickling) error: *(.+)", str(e))
+            why = [w.strip() for w in why if w.strip()]
+            raise RadlensError(f"cannot read checkpoint {path}: "
+                               f"{why[0] if why else 'not a file written by torch.save'}") from None
+        if not trust:
+            shown = ", ".join(names[:4]) + (f" (+{len(names) - 4} more)" if len(names) > 4 else "")
+            raise UnsafeCheckpoint(f"{path}: refused: reading it needs full unpickling, which can run code "
+                                   f"stored in the file (it refers to {shown}); if you trust its source, "
+                                   f"{TRUST_HINT}") from None
+        log.warn(f"{path}: trusted checkpoint: unpickling it fully (it refers to {', '.join(names[:4])}); "
+                 f"code stored in the file runs now")
         try:
-            obj = torch.load(path, map_location=map_location, weights_only=False)
-        except Exception:  # noqa: BLE001
-            msg = str(first).strip().splitlines()[0] if str(first).strip() else type(first).__name__
-            raise RadlensError(f"cannot read checkpoint {path}: {msg}") from None
-        log.debug(f"{path}: loaded with full unpickling (not a weights-only file)")
-        return obj
+            return torch.load(path, map_location=map_location, weights_only=False), True
+        except Exception as e2:  # noqa: BLE001
+            raise RadlensError(f"cannot read checkpoint {path}: {_first_line(e2)}") from None
+    except Exception as e:  # noqa: BLE001 - torn, empty or foreign files
+        raise RadlensError(f"cannot read checkpoint {path}: {_first_line(e)}") from None
+
+
+def _first_line(e: BaseException) -> str:
+    lines = [ln.strip() for ln in str(e).strip().splitlines() if ln.strip()]
+    return lines[0] if lines else type(e).__name__
 
 
 def _is_state_dict(obj) -> bool:
@@ -245,19 +321,23 @@ def _load_factory(spec: str):
 
 
 def load_encoder(spec: str, arch: str | None = None, in_chans: int | None = None,
-                 map_location="cpu"):
+                 map_location="cpu", trust: bool = False):
     """(model in eval mode, info) for a checkpoint path, TorchScript file or `module:factory`.
 
     info: source, arch, in_chans, embed_dim (None when only a forward pass can tell),
     preprocessing (dict recorded in a radlens checkpoint, else None), unexpected keys,
-    absent optional keys, dropped keys.
+    absent optional keys, dropped keys, extra (the other entries of a radlens checkpoint,
+    e.g. `finetune`), trusted (whether the file was unpickled fully, see read_checkpoint_ex).
+    Checkpoint files are read weights-only unless trust=True; TorchScript files and
+    factories run code by design.
     """
     from radlens_cli.encoders.convnextv2 import canonical_arch
 
     if arch is not None:
         arch = canonical_arch(arch)
     info = {"spec": spec, "arch": arch, "in_chans": in_chans, "embed_dim": None, "preprocessing": None,
-            "source": None, "unexpected": [], "absent_optional": [], "dropped": []}
+            "source": None, "unexpected": [], "absent_optional": [], "dropped": [], "extra": {},
+            "trusted": False}
     if not os.path.exists(spec) and _FACTORY_RE.match(spec):
         model = _load_factory(spec)
         info.update(source="factory", arch=arch or "custom")
@@ -275,7 +355,7 @@ def load_encoder(spec: str, arch: str | None = None, in_chans: int | None = None
             raise RadlensError(f"cannot load TorchScript encoder {spec}: {str(e).splitlines()[0]}") from None
         info.update(source="torchscript", arch=arch or "torchscript")
         return model.eval(), info
-    obj = _torch_load(spec, map_location)
+    obj, info["trusted"] = read_checkpoint_ex(spec, map_location, trust=trust)
     preprocessing = None
     if isinstance(obj, dict) and obj.get(RADLENS_KEY):
         try:
@@ -284,6 +364,8 @@ def load_encoder(spec: str, arch: str | None = None, in_chans: int | None = None
         except (KeyError, TypeError, ValueError) as e:
             raise RadlensError(f"{spec}: radlens checkpoint is incomplete (missing {e})") from None
         preprocessing = obj.get("preprocessing")
+        info["extra"] = {k: v for k, v in obj.items()
+                         if k not in (RADLENS_KEY, "arch", "in_chans", "state_dict", "preprocessing")}
         if arch is not None and arch != rec_arch:
             raise RadlensError(f"{spec}: checkpoint is {rec_arch}, not --arch {arch}")
         if in_chans is not None and int(in_chans) != rec_chans:

@@ -561,7 +561,7 @@ def finetune(manifest: str, modalities: list[str], mask: str, encoder: str, task
              norm: str | None = None, cache_dir: str | None = None, workers: int | None = None,
              resume: bool = True, force: bool = False, max_steps: int | None = None,
              amp: bool = True, seg_channels: int = 128, drop_path: float = 0.0,
-             timing_warmup_steps: int = 0) -> dict:
+             timing_warmup_steps: int = 0, trust_checkpoint: bool = False) -> dict:
     """Fine-tune `encoder` on a manifest task and write a radlens checkpoint to `output`.
 
     Returns a summary: best_epoch, best_metric, metric, test metrics, history, timing.
@@ -609,7 +609,7 @@ def finetune(manifest: str, modalities: list[str], mask: str, encoder: str, task
 def _finetune(manifest, modalities, mask, encoder, task, output, target, seg_mask, metrics, epochs, lr,
               batch_size, weight_decay, warmup_epochs, freeze_encoder, balanced, augment, seed, device,
               spacing, crop, norm, cache_dir, workers, resume, force, max_steps, amp, seg_channels, drop_path,
-              cfg, dist, dev,
+              cfg, dist, dev, trust_checkpoint=False,
               **_) -> dict:
     import tempfile
 
@@ -626,7 +626,7 @@ def _finetune(manifest, modalities, mask, encoder, task, output, target, seg_mas
     if seg_spec is not None:
         man.require_columns([seg_spec.column], "segmentation mask")
 
-    enc, info = load_encoder(encoder)
+    enc, info = load_encoder(encoder, trust=trust_checkpoint)
     if info.get("source") in ("torchscript", "factory") or not hasattr(enc, "forward_features"):
         raise UsageError(f"--encoder {encoder}: finetune needs a built-in ConvNeXt-V2 checkpoint "
                          f"(got {info.get('source')}); its output must load in `radlens embed`")
@@ -673,7 +673,8 @@ def _finetune(manifest, modalities, mask, encoder, task, output, target, seg_mas
               "mask": mask, "epochs": epochs, "lr": lr, "batch_size": batch_size, "weight_decay": weight_decay,
               "warmup_epochs": warmup_epochs, "freeze_encoder": freeze_encoder, "balanced": balanced,
               "augment": augment, "seed": seed, "preprocessing": pcfg.to_dict(), "world_size": dist.world_size,
-              "amp": amp, "head_kwargs": cfg.head_kwargs, "drop_path": drop_path}
+              "amp": amp, "head_kwargs": cfg.head_kwargs, "drop_path": drop_path,
+              "trust_checkpoint": trust_checkpoint, "checkpoint_fully_unpickled": info["trusted"]}
     fingerprint = hashlib.sha256(json.dumps(
         {**params, "manifest": provenance.sha256_file(manifest), "encoder": provenance.sha256_file(encoder)},
         sort_keys=True, default=str).encode()).hexdigest()
@@ -758,9 +759,9 @@ def load_finetuned(path: str, map_location="cpu"):
     from radlens_cli.encoders.checkpoints import load_encoder
     from radlens_cli.encoders.heads import ClassifyHead, RegressHead, UPerNetHead
 
+    # one weights-only read: the head and task live beside the encoder in the same file
     enc, info = load_encoder(path, map_location=map_location)
-    obj = torch.load(path, map_location=map_location, weights_only=True)
-    meta = obj.get("finetune") if isinstance(obj, dict) else None
+    meta = info["extra"].get("finetune")
     if not meta:
         raise RadlensError(f"{path}: not a radlens finetune checkpoint (no head recorded)")
     hc = dict(meta["head_config"])

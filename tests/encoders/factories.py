@@ -30,3 +30,21 @@ class _Slow(torch.nn.Module):
 
 def slow_atto3():
     return _Slow(atto3())
+
+
+class TrainRecipe:
+    """A training script's own config object, pickled into its checkpoints (as many scripts
+    do): loading it needs this class, i.e. full unpickling."""
+
+    def __init__(self, lr=1e-3, epochs=100):
+        self.lr, self.epochs = lr, epochs
+
+
+class Marker:
+    """Unpickling this runs a shell command that creates MARKER (a stand-in for any code)."""
+
+    def __init__(self, path):
+        self.path = str(path)
+
+    def __reduce__(self):
+        return (os.system, (f"touch '{self.path}'",))
