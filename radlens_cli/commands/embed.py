@@ -12,54 +12,9 @@ import typer
 
 from radlens_cli import log
 from radlens_cli.commands._util import command, device_option, force_option, output_option, seed_option
+from radlens_cli.encoders.infer import (DEFAULT_CROP, DEFAULT_SPACING, model_fingerprint,  # noqa: F401
+                                        preprocessing_config, resolve_device)  # (here before the move)
 from radlens_cli.errors import PartialSuccess, RadlensError, UsageError
-
-DEFAULT_SPACING = (0.5, 0.5, 1.0)
-DEFAULT_CROP = (64, 224, 224)
-
-
-def resolve_device(device: str):
-    import torch
-
-    d = (device or "auto").strip().lower()
-    if d == "auto":
-        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
-    if d.startswith("cuda"):
-        if not torch.cuda.is_available():
-            raise UsageError(f"--device {device}: CUDA is not available on this machine")
-        return torch.device(d)
-    if d == "cpu":
-        return torch.device("cpu")
-    raise UsageError(f"--device must be auto, cpu, cuda or cuda:N (got {device!r})")
-
-
-def model_fingerprint(model) -> str:
-    """sha256 over the model's parameters and buffers (names, shapes, bytes)."""
-    import torch
-
-    h = hashlib.sha256()
-    for name, t in sorted(model.state_dict().items()):
-        t = t.detach().cpu().contiguous()
-        if t.dtype == torch.bfloat16:
-            t = t.float()
-        h.update(f"{name}:{tuple(t.shape)}:{t.dtype}".encode())
-        h.update(t.numpy().tobytes())
-    return h.hexdigest()
-
-
-def preprocessing_config(modalities, mask, spacing, crop, norm, recorded: dict | None):
-    """The run's PreprocessConfig: command line first, then the checkpoint's record, then defaults."""
-    from radlens_cli.encoders.preprocess import PreprocessConfig, parse_triple
-
-    rec = recorded or {}
-    sp = parse_triple(spacing, "--spacing") if spacing else tuple(rec.get("spacing", DEFAULT_SPACING))
-    cr = parse_triple(crop, "--crop", int) if crop else tuple(rec.get("crop", DEFAULT_CROP))
-    nm = norm or rec.get("norm", "zscore")
-    if rec.get("modalities") and list(rec["modalities"]) != list(modalities):
-        log.warn(f"the encoder was trained on modalities {','.join(rec['modalities'])} "
-                 f"(channel order matters); --modalities gives {','.join(modalities)}")
-    return PreprocessConfig(modalities=list(modalities), mask=mask, spacing=sp, crop=cr, norm=nm)
-
 
 def embed(manifest: str, modalities: str, mask: str, encoder: str, output: str, arch: str | None = None,
           layer: str = "final", pool: str = "mean", spacing: str | None = None, crop: str | None = None,
@@ -77,8 +32,7 @@ def embed(manifest: str, modalities: str, mask: str, encoder: str, output: str, 
     from torch.utils.data import DataLoader
 
     from radlens_cli import provenance
-    from radlens_cli.encoders.checkpoints import load_encoder
-    from radlens_cli.encoders.convnextv2 import LAYERS, POOLS, extract_embedding
+    from radlens_cli.encoders.infer import load_embedder
     from radlens_cli.commands.extract_radiomics import write_failures
     from radlens_cli.encoders.preprocess import (CaseDataset, collate_cases, save_npz_atomic, unwrap_worker_error,
                                                  worker_init)
@@ -86,10 +40,6 @@ def embed(manifest: str, modalities: str, mask: str, encoder: str, output: str, 
     from radlens_cli.io.manifest import parse_list, parse_mask_spec, parts_from_env, read_manifest
     from radlens_cli.io.tables import CaseTable, write_table
 
-    if layer not in LAYERS:
-        raise UsageError(f"--layer must be one of {', '.join(LAYERS)} (got {layer!r})")
-    if pool not in POOLS:
-        raise UsageError(f"--pool must be one of {', '.join(POOLS)} (got {pool!r})")
     if batch_size < 1:
         raise UsageError(f"--batch-size must be >= 1 (got {batch_size})")
     check_output(output, force)
@@ -103,19 +53,12 @@ def embed(manifest: str, modalities: str, mask: str, encoder: str, output: str, 
     dev = resolve_device(device)
     torch.manual_seed(seed)
 
-    model, enc = load_encoder(encoder, arch=arch, map_location="cpu", trust=trust_checkpoint)
-    if enc["in_chans"] is not None and int(enc["in_chans"]) != len(mods):
-        raise RadlensError(f"{encoder}: the encoder takes {enc['in_chans']} input channel(s) but "
-                           f"--modalities gives {len(mods)} ({','.join(mods)})")
-    if layer != "final" and not hasattr(model, "forward_features"):
-        raise UsageError(f"--layer {layer}: encoder {encoder} ({enc['source']}) has no forward_features; "
-                         f"use --layer final")
+    embedder = load_embedder(encoder, arch=arch, layer=layer, pool=pool, device=dev, trust=trust_checkpoint,
+                             modalities=mods)
+    enc = embedder.info
     cfg = preprocessing_config(mods, mask_spec, spacing, crop, norm, enc.get("preprocessing"))
-    if hasattr(model, "dims") and hasattr(model, "stages") and min(cfg.crop) < 16:
-        raise UsageError(f"--crop {','.join(map(str, cfg.crop))}: the ConvNeXt-V2 downsamples 16-fold; "
-                         f"every side of the box needs at least 16 voxels")
-    model = model.to(dev).eval()
-    fingerprint = model_fingerprint(model)
+    embedder.check_config(cfg)
+    fingerprint = embedder.fingerprint
 
     part = man.shard(part_id, num_parts) if num_parts > 1 else man
     n = len(part)
@@ -161,7 +104,7 @@ def embed(manifest: str, modalities: str, mask: str, encoder: str, output: str, 
     if len(todo) < len(batches):
         log.info(f"{len(batches) - len(todo)} of {len(batches)} batch(es) read from {cache_dir}")
 
-    use_amp = dev.type == "cuda"
+    use_amp = embedder.use_amp
     if use_amp:
         torch.backends.cudnn.benchmark = True  # fixed input shape: pick the fastest conv kernels once
     loader = DataLoader(dataset, batch_sampler=todo, num_workers=0 if jobs <= 1 else jobs,
@@ -197,20 +140,7 @@ def embed(manifest: str, modalities: str, mask: str, encoder: str, output: str, 
             ok = item["index"]
             if not ok:
                 continue
-            x = item["volume"].to(dev, non_blocking=True)
-            try:
-                if use_amp:
-                    with torch.autocast("cuda", dtype=torch.bfloat16):
-                        e = extract_embedding(model, x, layer, pool)
-                else:
-                    e = extract_embedding(model, x, layer, pool)
-            except (RuntimeError, ValueError, TypeError) as err:
-                first = str(err).strip().splitlines()[0] if str(err).strip() else type(err).__name__
-                raise RadlensError(f"{encoder}: forward pass failed on input {tuple(x.shape)} "
-                                   f"(case {part.case_ids[ok[0]]}...): {first}") from None
-            e = e.float().cpu().numpy().astype(np.float64)
-            if e.ndim != 2 or e.shape[0] != len(ok):
-                raise RadlensError(f"{encoder}: expected a (batch, d) embedding, got shape {tuple(e.shape)}")
+            e = embedder(item["volume"], first_case=str(part.case_ids[ok[0]]))
             finite = np.isfinite(e).all(1)
             for k in np.flatnonzero(~finite):
                 report({"case_id": str(part.case_ids[ok[k]]), "modality": "embedding", "path": encoder,
