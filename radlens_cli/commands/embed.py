@@ -21,7 +21,8 @@ def embed(manifest: str, modalities: str, mask: str, encoder: str, output: str, 
           norm: str | None = None, batch_size: int = 2, device: str = "auto", jobs: int = 1,
           cache_dir: str | None = None, part_id: int | None = None, num_parts: int | None = None,
           seed: int = 0, force: bool = False, failures_path: str | None = None,
-          keep_going: bool = False, trust_checkpoint: bool = False) -> dict:
+          keep_going: bool = False, trust_checkpoint: bool = False, orient: str | None = None,
+          layout: str | None = None, norm_region: str | None = None, weights: str | None = None) -> dict:
     """Embed every case (of this part) and write a case table with columns emb_0000...
 
     A case that cannot be preprocessed is reported in one line and left out; the others are
@@ -56,7 +57,8 @@ def embed(manifest: str, modalities: str, mask: str, encoder: str, output: str, 
     embedder = load_embedder(encoder, arch=arch, layer=layer, pool=pool, device=dev, trust=trust_checkpoint,
                              modalities=mods)
     enc = embedder.info
-    cfg = preprocessing_config(mods, mask_spec, spacing, crop, norm, enc.get("preprocessing"))
+    cfg = preprocessing_config(mods, mask_spec, spacing, crop, norm, enc.get("preprocessing"), orient=orient,
+                               layout=layout, norm_region=norm_region)
     embedder.check_config(cfg)
     fingerprint = embedder.fingerprint
 
@@ -208,13 +210,29 @@ def embed_cli(
                                    "output pooled over space."),
     pool: str = typer.Option("mean", "--pool", help="Pooling for --layer stageN: mean or max."),
     spacing: str = typer.Option(None, "--spacing",
-                                help="Voxel spacing x,y,z in mm [default: the checkpoint's, else 0.5,0.5,1.0]."),
+                                help="Voxel spacing x,y,z in mm, along the box's axes [default: the "
+                                     "checkpoint's, else 0.5,0.5,1.0]."),
     crop: str = typer.Option(None, "--crop",
-                             help="Box D,H,W in voxels around the mask [default: the checkpoint's, "
-                                  "else 64,224,224]."),
+                             help="Box x,y,z in voxels around the mask, same axis order as --spacing "
+                                  "[default: the checkpoint's, else 224,224,64 (ProFound's)]. Formerly "
+                                  "D,H,W: 64,224,224 is now 224,224,64 (old records still read right)."),
     norm: str = typer.Option(None, "--norm",
-                             help="Per-channel normalisation zscore or percentile [default: the "
-                                  "checkpoint's, else zscore]."),
+                             help="Per-channel normalisation: zscore (over non-zero voxels), percentile "
+                                  "(0.5-99.5 to 0-1), none, or window:LO,HI (fixed, e.g. CT window:-1000,400) "
+                                  "[default: the checkpoint's, else zscore]."),
+    norm_region: str = typer.Option(None, "--norm-region",
+                                    help="Where zscore/percentile statistics come from: box (non-zero box voxels "
+                                         "inside the sequence) or volume (the whole scan's non-zero voxels, like "
+                                         "MONAI NormalizeIntensity(nonzero=True)) [default: the checkpoint's, "
+                                         "else box]."),
+    orient: str = typer.Option(None, "--orient",
+                               help="Box axes: native (the first modality's own voxel axes), RAS or LPS (the "
+                                    "nearest permutation/flip of those axes, like MONAI Orientationd; the scan's "
+                                    "tilt is kept) [default: the checkpoint's, else native]."),
+    layout: str = typer.Option(None, "--layout",
+                               help="Tensor axis order: zyx gives (C, z, y, x) (built-in encoder), xyz gives "
+                                    "(C, x, y, z) (MONAI/NIfTI-trained models) [default: the checkpoint's, "
+                                    "else zyx]."),
     batch_size: int = typer.Option(2, "--batch-size", min=1, help="Volumes per forward pass."),
     device: str = device_option(),
     jobs: int = typer.Option(1, "--jobs", "-j", min=1,
@@ -273,4 +291,5 @@ def embed_cli(
     embed(manifest, modalities, mask, encoder, output, arch=arch, layer=layer, pool=pool, spacing=spacing,
           crop=crop, norm=norm, batch_size=batch_size, device=device, jobs=jobs, cache_dir=cache_dir,
           part_id=part_id, num_parts=num_parts, seed=seed, force=force, failures_path=failures,
-          keep_going=keep_going, trust_checkpoint=trust_checkpoint)
+          keep_going=keep_going, trust_checkpoint=trust_checkpoint, orient=orient, layout=layout,
+          norm_region=norm_region)

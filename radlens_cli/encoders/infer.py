@@ -15,7 +15,7 @@ from radlens_cli import log
 from radlens_cli.errors import RadlensError, UsageError
 
 DEFAULT_SPACING = (0.5, 0.5, 1.0)
-DEFAULT_CROP = (64, 224, 224)
+DEFAULT_CROP = (224, 224, 64)  # x, y, z voxels (ProFound's 64x224x224 D,H,W box)
 
 
 def resolve_device(device: str):
@@ -47,18 +47,27 @@ def model_fingerprint(model) -> str:
     return h.hexdigest()
 
 
-def preprocessing_config(modalities, mask, spacing, crop, norm, recorded: dict | None):
-    """The run's PreprocessConfig: command line first, then the checkpoint's record, then defaults."""
-    from radlens_cli.encoders.preprocess import PreprocessConfig, parse_triple
+def preprocessing_config(modalities, mask, spacing, crop, norm, recorded: dict | None, orient: str | None = None,
+                         layout: str | None = None, norm_region: str | None = None):
+    """The run's PreprocessConfig: command line first, then the checkpoint's record, then defaults.
+
+    spacing and crop are "x,y,z" strings (or tuples); a record written before crops were
+    x,y,z (preprocessing version 1, D,H,W) is read in its own order.
+    """
+    from radlens_cli.encoders.preprocess import PreprocessConfig, crop_from_record, parse_triple
 
     rec = recorded or {}
-    sp = parse_triple(spacing, "--spacing") if spacing else tuple(rec.get("spacing", DEFAULT_SPACING))
-    cr = parse_triple(crop, "--crop", int) if crop else tuple(rec.get("crop", DEFAULT_CROP))
+    sp = (parse_triple(spacing, "--spacing") if isinstance(spacing, str) else tuple(spacing)) if spacing \
+        else tuple(rec.get("spacing", DEFAULT_SPACING))
+    cr = (parse_triple(crop, "--crop", int) if isinstance(crop, str) else tuple(crop)) if crop \
+        else crop_from_record(rec, DEFAULT_CROP)
     nm = norm or rec.get("norm", "zscore")
     if rec.get("modalities") and list(rec["modalities"]) != list(modalities):
         log.warn(f"the encoder was trained on modalities {','.join(rec['modalities'])} "
                  f"(channel order matters); --modalities gives {','.join(modalities)}")
-    return PreprocessConfig(modalities=list(modalities), mask=mask, spacing=sp, crop=cr, norm=nm)
+    return PreprocessConfig(modalities=list(modalities), mask=mask, spacing=sp, crop=cr, norm=nm,
+                            orient=orient or rec.get("orient", "native"), layout=layout or rec.get("layout", "zyx"),
+                            norm_region=norm_region or rec.get("norm_region", "box"))
 
 
 class Embedder:

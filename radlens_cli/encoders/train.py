@@ -561,7 +561,8 @@ def finetune(manifest: str, modalities: list[str], mask: str, encoder: str, task
              norm: str | None = None, cache_dir: str | None = None, workers: int | None = None,
              resume: bool = True, force: bool = False, max_steps: int | None = None,
              amp: bool = True, seg_channels: int = 128, drop_path: float = 0.0,
-             timing_warmup_steps: int = 0, trust_checkpoint: bool = False) -> dict:
+             timing_warmup_steps: int = 0, trust_checkpoint: bool = False,
+             conventions: dict | None = None) -> dict:
     """Fine-tune `encoder` on a manifest task and write a radlens checkpoint to `output`.
 
     Returns a summary: best_epoch, best_metric, metric, test metrics, history, timing.
@@ -609,13 +610,13 @@ def finetune(manifest: str, modalities: list[str], mask: str, encoder: str, task
 def _finetune(manifest, modalities, mask, encoder, task, output, target, seg_mask, metrics, epochs, lr,
               batch_size, weight_decay, warmup_epochs, freeze_encoder, balanced, augment, seed, device,
               spacing, crop, norm, cache_dir, workers, resume, force, max_steps, amp, seg_channels, drop_path,
-              cfg, dist, dev, trust_checkpoint=False,
+              cfg, dist, dev, trust_checkpoint=False, conventions=None,
               **_) -> dict:
     import tempfile
 
     from radlens_cli import provenance
     from radlens_cli.encoders.checkpoints import load_encoder, save_radlens_checkpoint
-    from radlens_cli.encoders.preprocess import CaseDataset, PreprocessConfig
+    from radlens_cli.encoders.preprocess import CaseDataset
     from radlens_cli.io.manifest import parse_mask_spec, read_manifest
 
     man = read_manifest(manifest)
@@ -637,10 +638,9 @@ def _finetune(manifest, modalities, mask, encoder, task, output, target, seg_mas
         raise UsageError(f"--drop-path must be in [0, 1) (got {drop_path})")
     set_drop_path(enc, drop_path)
     rec = info.get("preprocessing") or {}
-    pcfg = PreprocessConfig(modalities=modalities, mask=mask_spec,
-                            spacing=spacing if spacing is not None else tuple(rec.get("spacing", (0.5, 0.5, 1.0))),
-                            crop=crop if crop is not None else tuple(rec.get("crop", (64, 224, 224))),
-                            norm=norm if norm is not None else rec.get("norm", "zscore"))
+    from radlens_cli.encoders.infer import preprocessing_config
+
+    pcfg = preprocessing_config(modalities, mask_spec, spacing, crop, norm, rec, **(conventions or {}))
 
     split = man.split
     classes, scale, encoded, class_of_train = None, (0.0, 1.0), None, None
