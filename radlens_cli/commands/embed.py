@@ -55,7 +55,7 @@ def embed(manifest: str, modalities: str, mask: str, encoder: str, output: str, 
     torch.manual_seed(seed)
 
     embedder = load_embedder(encoder, arch=arch, layer=layer, pool=pool, device=dev, trust=trust_checkpoint,
-                             modalities=mods)
+                             modalities=mods, weights=weights)
     enc = embedder.info
     cfg = preprocessing_config(mods, mask_spec, spacing, crop, norm, enc.get("preprocessing"), orient=orient,
                                layout=layout, norm_region=norm_region)
@@ -169,9 +169,14 @@ def embed(manifest: str, modalities: str, mask: str, encoder: str, output: str, 
               "trust_checkpoint": trust_checkpoint, "checkpoint_fully_unpickled": enc["trusted"]}
     if enc.get("absent_optional"):
         params["encoder_absent_weights"] = enc["absent_optional"]
+    for key in ("weights", "weights_prefix", "onnx_input", "onnx_input_shape", "onnx_output", "onnx_providers"):
+        if enc.get(key) is not None:
+            params[key] = enc[key]
     inputs = {"manifest": manifest}
     if os.path.isfile(encoder):
         inputs["encoder"] = encoder
+    if weights:
+        inputs["weights"] = weights
     attrs = provenance.build("embed", inputs=inputs, params=params)
     attrs["failures"] = json.dumps(failures)
     sel = np.asarray(rows)
@@ -198,17 +203,24 @@ def embed_cli(
     mask: str = typer.Option(..., "--mask",
                              help="Mask column the box is centred on; `zones:1` one label, `zones:1+2` a union."),
     encoder: str = typer.Option(..., "--encoder",
-                                help="Checkpoint (radlens, ProFound/FCMAE, state dict; read weights-only), "
-                                     "TorchScript file, or package.module:factory. TorchScript files and "
-                                     "factories run code by design: use only those you would run as scripts."),
+                                help="Checkpoint (radlens, ProFound/FCMAE, state dict, Lightning, safetensors; "
+                                     "read weights-only), ONNX model (.onnx; needs radlens[onnx]), TorchScript "
+                                     "file, or package.module:factory. TorchScript files and factories run code "
+                                     "by design: use only those you would run as scripts."),
+    weights: str = typer.Option(None, "--weights",
+                                help="State dict for a package.module:factory (or TorchScript) model: a torch "
+                                     "checkpoint (plain, Lightning `state_dict`, `model.`/`module.` prefixes "
+                                     "found automatically; read weights-only) or a .safetensors file."),
     output: str = output_option("Embedding case table (.h5, or .csv; `-` for stdout)."),
     arch: str = typer.Option(None, "--arch",
                              help="Architecture of a plain or FCMAE checkpoint (default: inferred from its "
                                   "weights; radlens checkpoints record it). A mismatch is an error."),
     layer: str = typer.Option("final", "--layer",
-                              help="final: the pooled, normalised embedding; stage1..stage4: that stage's "
-                                   "output pooled over space."),
-    pool: str = typer.Option("mean", "--pool", help="Pooling for --layer stageN: mean or max."),
+                              help="final: the model's own output (built-in: the pooled, normalised embedding); "
+                                   "stage1..stage4: the built-in encoder's stage; otherwise a sub-module's "
+                                   "dotted name (torch, e.g. encoder.layers.2) or a tensor name (ONNX). A "
+                                   "(B, C, z, y, x) output is pooled over space. `radlens layers` lists them."),
+    pool: str = typer.Option("mean", "--pool", help="Pooling over space of a layer's output: mean or max."),
     spacing: str = typer.Option(None, "--spacing",
                                 help="Voxel spacing x,y,z in mm, along the box's axes [default: the "
                                      "checkpoint's, else 0.5,0.5,1.0]."),
@@ -276,6 +288,11 @@ def embed_cli(
     some failed (3 with --keep-going), 0 when none did; when none succeeded, nothing
     is written. --cache-dir never keeps a failed case.
 
+    Any encoder: ONNX models, TorchScript, package.module:factory (+ --weights), and any
+    layer of them (--layer; see `radlens layers`). Set the conventions the model was
+    trained with: --orient, --layout, --spacing and --crop (both x,y,z), --norm and
+    --norm-region; they are recorded in the output.
+
     Checkpoints are read weights-only: a file that would run code when unpickled is
     refused (exit 1) unless --trust-checkpoint is given.
 
@@ -287,9 +304,14 @@ def embed_cli(
       radlens embed cohort.csv --modalities t2,dwi,adc --mask zones:1+2 --encoder profound.pt \\
           --arch convnextv2_tiny --device cuda --batch-size 8 -j 8 --cache-dir cache -o emb_pre.h5
       radlens embed cohort.csv --modalities t2,dwi,adc --mask gland --encoder ft.pt --layer stage3 -o - | radlens info -
+      radlens embed cohort.csv --modalities t2 --mask gland --encoder segresnet.onnx \
+          --layer /encoder/down_layers.3/Add_output_0 --orient RAS --layout xyz \
+          --spacing 0.5,0.5,1 --crop 128,128,64 --norm-region volume -o emb_onnx.h5
+      radlens embed cohort.csv --modalities t2 --mask gland --encoder mynets:segresnet \
+          --weights model.ckpt --layer down_layers.3 --orient RAS --layout xyz -o emb_monai.h5
     """
     embed(manifest, modalities, mask, encoder, output, arch=arch, layer=layer, pool=pool, spacing=spacing,
           crop=crop, norm=norm, batch_size=batch_size, device=device, jobs=jobs, cache_dir=cache_dir,
           part_id=part_id, num_parts=num_parts, seed=seed, force=force, failures_path=failures,
           keep_going=keep_going, trust_checkpoint=trust_checkpoint, orient=orient, layout=layout,
-          norm_region=norm_region)
+          norm_region=norm_region, weights=weights)

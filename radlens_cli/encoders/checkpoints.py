@@ -146,6 +146,93 @@ def _first_line(e: BaseException) -> str:
     return lines[0] if lines else type(e).__name__
 
 
+_ST_DTYPES = {"F64": "float64", "F32": "float32", "F16": "float16", "BF16": "bfloat16", "I64": "int64",
+              "I32": "int32", "I16": "int16", "I8": "int8", "U8": "uint8", "BOOL": "bool"}
+
+
+def is_safetensors(path: str) -> bool:
+    """A safetensors file: 8-byte little-endian header length, then a JSON header."""
+    try:
+        with open(path, "rb") as fh:
+            head = fh.read(9)
+    except OSError:
+        return False
+    if len(head) < 9 or head[8:9] != b"{":
+        return False
+    n = int.from_bytes(head[:8], "little")
+    return 2 <= n <= os.path.getsize(path) - 8
+
+
+def read_safetensors(path: str) -> dict:
+    """{name: tensor} of a safetensors file (plain data: nothing in it can run)."""
+    import json
+
+    torch = _torch()
+    try:
+        with open(path, "rb") as fh:
+            n = int.from_bytes(fh.read(8), "little")
+            header = json.loads(fh.read(n).decode("utf-8"))
+            data = bytearray(fh.read())
+    except (OSError, ValueError, UnicodeDecodeError) as e:
+        raise RadlensError(f"cannot read safetensors file {path}: {e}") from None
+    out = {}
+    for name, meta in header.items():
+        if name == "__metadata__":
+            continue
+        try:
+            dtype = getattr(torch, _ST_DTYPES[meta["dtype"]])
+            begin, end = (int(v) for v in meta["data_offsets"])
+            shape = [int(v) for v in meta["shape"]]
+            t = torch.frombuffer(data, dtype=dtype, count=(end - begin) // dtype.itemsize, offset=begin) \
+                if end > begin else torch.empty(0, dtype=dtype)
+            out[name] = t.reshape(shape).clone()
+        except (KeyError, ValueError, TypeError, RuntimeError) as e:
+            raise RadlensError(f"{path}: safetensors entry {name} is damaged or of an unknown type ({e})") from None
+    return out
+
+
+def read_weights(path: str, trust: bool = False) -> tuple[dict, bool]:
+    """(state dict, fully_unpickled) from a safetensors file or a torch checkpoint in any of
+    the layouts radlens knows (plain, `state_dict` as Lightning writes, `model`, `module`...)."""
+    if not os.path.isfile(path):
+        raise RadlensError(f"weights file not found: {path}")
+    if is_safetensors(path):
+        return read_safetensors(path), False
+    obj, full = read_checkpoint_ex(path, trust=trust)
+    if isinstance(obj, dict) and obj.get(RADLENS_KEY):
+        return dict(obj["state_dict"]), full
+    return _unwrap(obj, path)[0], full
+
+
+def load_weights_into(model, sd: dict, path: str) -> dict:
+    """Load a state dict into any torch module, stripping the wrapper prefix (Lightning's
+    `model.`, DDP's `module.`, ...) that makes its names match; strict: every weight of the
+    model must be there with its shape. Returns {'prefix', 'unexpected'}."""
+    expected = {k: tuple(v.shape) for k, v in model.state_dict().items()}
+    best, best_prefix = -1, ""
+    prefixes = sorted({k[:i + 1] for k in sd for i, ch in enumerate(k) if ch == "." and k.count(".", 0, i) < 2}
+                      | {""}, key=len)
+    for p in prefixes:
+        hits = sum(1 for k in sd if k.startswith(p) and k[len(p):] in expected)
+        if hits > best:
+            best, best_prefix = hits, p
+    sd = {k[len(best_prefix):]: v for k, v in sd.items() if k.startswith(best_prefix)}
+    missing = [k for k in expected if k not in sd]
+    if missing:
+        shown = ", ".join(missing[:5]) + (f" (+{len(missing) - 5} more)" if len(missing) > 5 else "")
+        raise RadlensError(f"{path}: {len(missing)} weight(s) of the model are not in the file: {shown}")
+    bad = [(k, tuple(sd[k].shape), s) for k, s in expected.items() if tuple(sd[k].shape) != s]
+    if bad:
+        k, got, want = bad[0]
+        raise RadlensError(f"{path}: weight {k} has shape {got}, the model needs {want}")
+    unexpected = sorted(k for k in sd if k not in expected)
+    model.load_state_dict({k: sd[k] for k in expected}, strict=True)
+    if unexpected:
+        log.warn(f"{path}: {len(unexpected)} entr(y/ies) not in the model ignored: "
+                 f"{', '.join(unexpected[:5])}{' ...' if len(unexpected) > 5 else ''}")
+    return {"prefix": best_prefix, "unexpected": unexpected}
+
+
 def _is_state_dict(obj) -> bool:
     torch = _torch()
     return isinstance(obj, dict) and len(obj) > 0 and all(
@@ -321,7 +408,7 @@ def _load_factory(spec: str):
 
 
 def load_encoder(spec: str, arch: str | None = None, in_chans: int | None = None,
-                 map_location="cpu", trust: bool = False):
+                 map_location="cpu", trust: bool = False, weights: str | None = None):
     """(model in eval mode, info) for a checkpoint path, TorchScript file or `module:factory`.
 
     info: source, arch, in_chans, embed_dim (None when only a forward pass can tell),
@@ -329,7 +416,8 @@ def load_encoder(spec: str, arch: str | None = None, in_chans: int | None = None
     absent optional keys, dropped keys, extra (the other entries of a radlens checkpoint,
     e.g. `finetune`), trusted (whether the file was unpickled fully, see read_checkpoint_ex).
     Checkpoint files are read weights-only unless trust=True; TorchScript files and
-    factories run code by design.
+    factories run code by design. `weights` (a state dict, Lightning or safetensors file) is
+    loaded into a factory's or TorchScript model.
     """
     from radlens_cli.encoders.convnextv2 import canonical_arch
 
@@ -342,6 +430,8 @@ def load_encoder(spec: str, arch: str | None = None, in_chans: int | None = None
         model = _load_factory(spec)
         info.update(source="factory", arch=arch or "custom")
         info["embed_dim"] = _dims_of(model)
+        if weights:
+            _weights_into(model, weights, trust, info)
         return model.eval(), info
     if not os.path.exists(spec):
         raise RadlensError(f"encoder checkpoint not found: {spec}")
@@ -354,8 +444,16 @@ def load_encoder(spec: str, arch: str | None = None, in_chans: int | None = None
         except Exception as e:  # noqa: BLE001
             raise RadlensError(f"cannot load TorchScript encoder {spec}: {str(e).splitlines()[0]}") from None
         info.update(source="torchscript", arch=arch or "torchscript")
+        if weights:
+            _weights_into(model, weights, trust, info)
         return model.eval(), info
-    obj, info["trusted"] = read_checkpoint_ex(spec, map_location, trust=trust)
+    if weights:
+        raise UsageError(f"{spec} holds its own weights; a separate weights file is for "
+                         f"package.module:factory and TorchScript encoders")
+    if is_safetensors(spec):
+        obj = read_safetensors(spec)
+    else:
+        obj, info["trusted"] = read_checkpoint_ex(spec, map_location, trust=trust)
     preprocessing = None
     if isinstance(obj, dict) and obj.get(RADLENS_KEY):
         try:
@@ -401,6 +499,13 @@ def load_encoder(spec: str, arch: str | None = None, in_chans: int | None = None
     if dropped:
         log.debug(f"{spec}: dropped {len(dropped)} non-encoder entries (decoder, mask token, head, ...)")
     return model.eval(), info
+
+
+def _weights_into(model, weights: str, trust: bool, info: dict) -> None:
+    sd, full = read_weights(weights, trust=trust)
+    rep = load_weights_into(model, sd, weights)
+    info.update(weights=weights, weights_prefix=rep["prefix"], unexpected=rep["unexpected"],
+                trusted=bool(info.get("trusted")) or full)
 
 
 def _empty_encoder(arch: str, in_chans: int, device: str = "cpu"):

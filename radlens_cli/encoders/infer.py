@@ -70,13 +70,71 @@ def preprocessing_config(modalities, mask, spacing, crop, norm, recorded: dict |
                             norm_region=norm_region or rec.get("norm_region", "box"))
 
 
+def pool_features(t, pool: str):
+    """(B, d) from a layer's output: (B, d) as it is, (B, C, *spatial) pooled over space."""
+    if isinstance(t, (tuple, list)):
+        t = next((v for v in t if hasattr(v, "ndim")), None)
+        if t is None:
+            raise RadlensError("the layer returned no tensor")
+    if t.ndim < 2:
+        raise RadlensError(f"the layer's output has shape {tuple(t.shape)}; need (batch, channels, ...)")
+    if t.ndim == 2:
+        return t
+    flat = t.reshape(t.shape[0], t.shape[1], -1)
+    if isinstance(flat, np.ndarray):
+        return flat.mean(-1) if pool == "mean" else flat.max(-1)
+    return flat.mean(-1) if pool == "mean" else flat.amax(-1)
+
+
+class _Captured(Exception):
+    """Raised by the layer hook: the rest of the forward pass is not needed."""
+
+
+def module_candidates(model, limit: int | None = None) -> list[str]:
+    """Dotted names of a torch model's sub-modules (the names --layer takes)."""
+    names = [n for n, _ in model.named_modules() if n]
+    return names if limit is None else names[:limit]
+
+
+def unknown_layer(layer: str, names: list[str], what: str) -> UsageError:
+    import difflib
+
+    close = difflib.get_close_matches(layer, names, n=6, cutoff=0.5)
+    shown = close or names[:12]
+    more = "" if close or len(names) <= 12 else f" (+{len(names) - 12} more)"
+    return UsageError(f"--layer {layer}: no such {what}; {'close' if close else 'candidates'}: "
+                      f"{', '.join(shown)}{more}; `radlens layers ENCODER` lists them with shapes")
+
+
 class Embedder:
     """A torch encoder on a device with a layer and pooling: (B, C, ...) tensor -> (B, d) float64."""
 
-    def __init__(self, model, info: dict, spec: str, layer: str, pool: str, device):
+    def __init__(self, model, info: dict, spec: str, layer: str, pool: str, device, module=None):
         self.model, self.info, self.spec, self.layer, self.pool, self.device = model, info, spec, layer, pool, device
         self.use_amp = device.type == "cuda"
         self.fingerprint = model_fingerprint(model)
+        self.module = module  # the hooked sub-module for a dotted --layer, else None
+        self._out = []
+        if module is not None:
+            module.register_forward_hook(self._hook)
+
+    def _hook(self, mod, inputs, output):
+        self._out.append(output)
+        raise _Captured()
+
+    def _forward(self, x):
+        from radlens_cli.encoders.convnextv2 import extract_embedding
+
+        if self.module is None:
+            return extract_embedding(self.model, x, self.layer, self.pool)
+        self._out.clear()
+        try:
+            self.model(x)
+        except _Captured:
+            pass
+        if not self._out:
+            raise RadlensError(f"{self.spec}: --layer {self.layer} was not run by the model's forward pass")
+        return pool_features(self._out[0], self.pool)
 
     @property
     def source(self) -> str:
@@ -95,15 +153,13 @@ class Embedder:
     def __call__(self, x, first_case: str = "") -> np.ndarray:
         import torch
 
-        from radlens_cli.encoders.convnextv2 import extract_embedding
-
         x = x.to(self.device, non_blocking=True)
         try:
             if self.use_amp:
                 with torch.autocast("cuda", dtype=torch.bfloat16):
-                    e = extract_embedding(self.model, x, self.layer, self.pool)
+                    e = self._forward(x)
             else:
-                e = extract_embedding(self.model, x, self.layer, self.pool)
+                e = self._forward(x)
         except (RuntimeError, ValueError, TypeError) as err:
             first = str(err).strip().splitlines()[0] if str(err).strip() else type(err).__name__
             raise RadlensError(f"{self.spec}: forward pass failed on input {tuple(x.shape)} "
@@ -114,24 +170,135 @@ class Embedder:
         return e
 
 
+def is_onnx(spec: str) -> bool:
+    return str(spec).lower().endswith(".onnx")
+
+
 def load_embedder(spec: str, arch: str | None = None, layer: str = "final", pool: str = "mean",
-                  device=None, trust: bool = False, modalities: list | None = None) -> Embedder:
-    """Load the encoder `spec` (see checkpoints.load_encoder) for `layer`/`pool` on `device`."""
+                  device=None, trust: bool = False, modalities: list | None = None,
+                  weights: str | None = None):
+    """Load the encoder `spec` (a checkpoint, TorchScript, module:factory or .onnx file) for
+    `layer`/`pool` on `device`.
+
+    layer: final (the model's own output), stage1..stage4 (the built-in encoder's stages),
+    or any sub-module's dotted name (torch) / tensor name (ONNX), pooled over space.
+    """
     import torch
 
     from radlens_cli.encoders.checkpoints import load_encoder
     from radlens_cli.encoders.convnextv2 import LAYERS, POOLS
 
-    if layer not in LAYERS:
-        raise UsageError(f"--layer must be one of {', '.join(LAYERS)} (got {layer!r})")
     if pool not in POOLS:
         raise UsageError(f"--pool must be one of {', '.join(POOLS)} (got {pool!r})")
+    if not layer or not str(layer).strip():
+        raise UsageError("--layer: give final, stage1..stage4 or a layer name")
     device = device if device is not None else torch.device("cpu")
-    model, info = load_encoder(spec, arch=arch, map_location="cpu", trust=trust)
+    if is_onnx(spec):
+        from radlens_cli.encoders.onnx_encoder import OnnxEmbedder
+
+        if weights:
+            raise UsageError(f"{spec}: an ONNX file holds its own weights; no separate weights file")
+        return OnnxEmbedder(spec, layer, pool, device, modalities=modalities)
+    model, info = load_encoder(spec, arch=arch, map_location="cpu", trust=trust, weights=weights)
     if modalities is not None and info["in_chans"] is not None and int(info["in_chans"]) != len(modalities):
         raise RadlensError(f"{spec}: the encoder takes {info['in_chans']} input channel(s) but "
                            f"--modalities gives {len(modalities)} ({','.join(modalities)})")
-    if layer != "final" and not hasattr(model, "forward_features"):
-        raise UsageError(f"--layer {layer}: encoder {spec} ({info['source']}) has no forward_features; "
-                         f"use --layer final")
-    return Embedder(model.to(device).eval(), info, spec, layer, pool, device)
+    module = None
+    builtin = layer == "final" or (layer in LAYERS and hasattr(model, "forward_features"))
+    if not builtin:
+        named = dict(model.named_modules())
+        if layer not in named or not layer:
+            raise unknown_layer(layer, [n for n in named if n], "sub-module of the model")
+        if info["source"] == "torchscript":
+            raise UsageError(f"--layer {layer}: TorchScript modules take no forward hooks, so only their "
+                             f"final output is available; export the model to ONNX (--layer TENSOR) or load "
+                             f"it as package.module:factory with --weights")
+        module = named[layer]
+    return Embedder(model.to(device).eval(), info, spec, layer, pool, device, module=module)
+
+
+def list_layers(spec: str, arch: str | None = None, weights: str | None = None, crop=None,
+                layout: str | None = None, channels: int | None = None, trust: bool = False) -> dict:
+    """The layers --layer takes, with their output shapes for one input of `crop` (x, y, z)
+    voxels in `layout`: {input_shape, rows: [{layer, kind, shape, dim}]}. shape is None where
+    it cannot be known without running (a module the forward pass never calls, or an ONNX
+    op shape inference cannot follow)."""
+    from radlens_cli.encoders.preprocess import LAYOUTS, crop_from_record, parse_triple
+
+    if crop is None:
+        box = None
+    else:
+        box = parse_triple(crop, "--crop", int) if isinstance(crop, str) else tuple(int(c) for c in crop)
+    if layout is not None and layout not in LAYOUTS:
+        raise UsageError(f"--layout must be one of {', '.join(LAYOUTS)}, got {layout!r}")
+
+    def spatial(rec: dict) -> tuple:
+        x, y, z = box or crop_from_record(rec or {}, DEFAULT_CROP)
+        lay = layout or (rec or {}).get("layout", "zyx")
+        return (z, y, x) if lay == "zyx" else (x, y, z)
+
+    if is_onnx(spec):
+        from radlens_cli.encoders.onnx_encoder import _dims, infer_shapes, read_graph
+
+        onnx, model, inp = read_graph(spec)
+        dims = _dims(inp)
+        chans = channels or (dims[1] if len(dims) > 1 and dims[1] else 1)
+        shape = ((dims[0] or 1) if dims else 1, chans) + spatial({})
+        shapes = infer_shapes(onnx, model, list(shape))
+        rows = [{"layer": "final", "kind": f"output {model.graph.output[0].name}",
+                 "shape": shapes.get(model.graph.output[0].name)}]
+        for node in model.graph.node:
+            for out in node.output:
+                if out:
+                    rows.append({"layer": out, "kind": node.op_type, "shape": shapes.get(out)})
+        for r in rows:
+            r["shape"] = None if not r["shape"] or any(d is None for d in r["shape"]) else tuple(r["shape"])
+        return {"input_shape": shape, "rows": _with_dims(rows)}
+
+    import torch
+
+    from radlens_cli.encoders.checkpoints import load_encoder
+
+    model, info = load_encoder(spec, arch=arch, trust=trust, weights=weights)
+    rec = info.get("preprocessing") or {}
+    chans = channels or info.get("in_chans") or len(rec.get("modalities") or []) or 1
+    shape = (1, int(chans)) + spatial(rec)
+    x = torch.zeros(shape)
+    seen: dict[str, tuple] = {}
+    handles = []
+    if info["source"] != "torchscript":
+        for name, mod in model.named_modules():
+            if name:
+                def hook(m, i, o, name=name):
+                    t = o[0] if isinstance(o, (tuple, list)) and o and hasattr(o[0], "shape") else o
+                    if hasattr(t, "shape") and name not in seen:
+                        seen[name] = tuple(t.shape)
+                handles.append(mod.register_forward_hook(hook))
+    try:
+        with torch.no_grad():
+            out = model(x)
+            feats = model.forward_features(x) if hasattr(model, "forward_features") else None
+    except Exception as e:  # noqa: BLE001 - the user's model on our input
+        first = str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__
+        raise RadlensError(f"{spec}: forward pass on an input of shape {shape} failed: {first}; "
+                           f"set --crop (x,y,z), --layout and --channels to what the model takes") from None
+    finally:
+        for h in handles:
+            h.remove()
+    out = out[0] if isinstance(out, (tuple, list)) else out
+    rows = [{"layer": "final", "kind": "model output", "shape": tuple(out.shape)}]
+    if feats is not None:
+        if isinstance(feats, tuple) and len(feats) == 2 and isinstance(feats[1], (list, tuple)):
+            feats = feats[1]
+        rows += [{"layer": f"stage{k + 1}", "kind": "built-in stage", "shape": tuple(f.shape)}
+                 for k, f in enumerate(feats[:4])]
+    rows += [{"layer": name, "kind": type(mod).__name__, "shape": seen.get(name)}
+             for name, mod in model.named_modules() if name and info["source"] != "torchscript"]
+    return {"input_shape": shape, "rows": _with_dims(rows)}
+
+
+def _with_dims(rows: list[dict]) -> list[dict]:
+    for r in rows:
+        s = r["shape"]
+        r["dim"] = None if s is None or len(s) < 2 else int(s[1])
+    return rows
