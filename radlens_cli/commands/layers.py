@@ -44,8 +44,8 @@ def layers_cli(
     the built-in encoder, each torch sub-module's dotted name or each ONNX tensor
     name, its kind, its output shape, and `dim`, the embedding size after pooling
     over space (the channel count). `?` marks a shape that is not known (a module
-    the forward pass did not run). TorchScript modules take no forward hooks: only
-    `final` is listed for them. Factories and TorchScript files run code by design.
+    the forward pass did not run; TorchScript sub-modules, which take no hooks, are
+    listed by name only). Factories and TorchScript files run code by design.
 
     Examples:
 

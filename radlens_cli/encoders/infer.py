@@ -106,14 +106,61 @@ def unknown_layer(layer: str, names: list[str], what: str) -> UsageError:
                       f"{', '.join(shown)}{more}; `radlens layers ENCODER` lists them with shapes")
 
 
+_MARKER = "radlens-layer-marker"
+
+
+def torchscript_layer(path: str, layer: str, map_location="cpu"):
+    """A callable x -> the output of sub-module `layer` of the TorchScript model at `path`.
+
+    TorchScript modules take no forward hooks. Instead the sub-module's graph gets a marker
+    on its return value, the model's forward graph is inlined, the marked value becomes the
+    graph's only output and what does not lead to it is removed. The model is loaded afresh
+    for this (its marked copy is never run as a whole). The first call of the sub-module
+    counts, as with a hook.
+    """
+    import torch
+
+    ts = torch.jit.load(path, map_location=map_location).eval()
+    named = dict(ts.named_modules())
+    if layer not in named or not layer:
+        raise unknown_layer(layer, [n for n in named if n], "sub-module of the TorchScript model")
+    try:
+        sub_graph = named[layer].forward.graph
+        ret = sub_graph.return_node()
+        marker = sub_graph.insertConstant(_MARKER)
+        marker.node().moveBefore(ret)
+        sub_graph.create("prim::Print", [marker, ret.input()], 0).insertBefore(ret)
+        graph = ts.forward.graph.copy()
+        torch._C._jit_pass_inline(graph)
+        marks = [n for n in graph.nodes() if n.kind() == "prim::Print" and n.inputsAt(0).toIValue() == _MARKER]
+        if not marks:
+            raise RadlensError(f"{path}: --layer {layer} is not called by the model's forward")
+        value = marks[0].inputsAt(1)
+        for n in marks:
+            n.destroy()
+        while len(list(graph.outputs())):
+            graph.eraseOutput(0)
+        graph.registerOutput(value)
+        torch._C._jit_pass_dce(graph)
+        fn = torch._C._create_function_from_graph("radlens_layer", graph)
+    except RadlensError:
+        raise
+    except Exception as e:  # noqa: BLE001 - private TorchScript API: say what to do instead
+        raise UsageError(f"--layer {layer}: cannot take a sub-module's output from TorchScript model {path} "
+                         f"({type(e).__name__}: {str(e).strip().splitlines()[0] if str(e).strip() else ''}); "
+                         f"export it to ONNX or load it as package.module:factory with --weights") from None
+    return lambda x: fn(ts._c, x)
+
+
 class Embedder:
     """A torch encoder on a device with a layer and pooling: (B, C, ...) tensor -> (B, d) float64."""
 
-    def __init__(self, model, info: dict, spec: str, layer: str, pool: str, device, module=None):
+    def __init__(self, model, info: dict, spec: str, layer: str, pool: str, device, module=None, layer_fn=None):
         self.model, self.info, self.spec, self.layer, self.pool, self.device = model, info, spec, layer, pool, device
         self.use_amp = device.type == "cuda"
         self.fingerprint = model_fingerprint(model)
         self.module = module  # the hooked sub-module for a dotted --layer, else None
+        self.layer_fn = layer_fn  # TorchScript: x -> the layer's output
         self._out = []
         if module is not None:
             module.register_forward_hook(self._hook)
@@ -125,6 +172,8 @@ class Embedder:
     def _forward(self, x):
         from radlens_cli.encoders.convnextv2 import extract_embedding
 
+        if self.layer_fn is not None:
+            return pool_features(self.layer_fn(x), self.pool)
         if self.module is None:
             return extract_embedding(self.model, x, self.layer, self.pool)
         self._out.clear()
@@ -203,18 +252,20 @@ def load_embedder(spec: str, arch: str | None = None, layer: str = "final", pool
     if modalities is not None and info["in_chans"] is not None and int(info["in_chans"]) != len(modalities):
         raise RadlensError(f"{spec}: the encoder takes {info['in_chans']} input channel(s) but "
                            f"--modalities gives {len(modalities)} ({','.join(modalities)})")
-    module = None
+    module = layer_fn = None
     builtin = layer == "final" or (layer in LAYERS and hasattr(model, "forward_features"))
     if not builtin:
-        named = dict(model.named_modules())
-        if layer not in named or not layer:
-            raise unknown_layer(layer, [n for n in named if n], "sub-module of the model")
         if info["source"] == "torchscript":
-            raise UsageError(f"--layer {layer}: TorchScript modules take no forward hooks, so only their "
-                             f"final output is available; export the model to ONNX (--layer TENSOR) or load "
-                             f"it as package.module:factory with --weights")
-        module = named[layer]
-    return Embedder(model.to(device).eval(), info, spec, layer, pool, device, module=module)
+            if weights:
+                raise UsageError(f"--layer {layer} of a TorchScript model: give the weights inside the file "
+                                 f"(no --weights)")
+            layer_fn = torchscript_layer(spec, layer, map_location=device)
+        else:
+            named = dict(model.named_modules())
+            if layer not in named or not layer:
+                raise unknown_layer(layer, [n for n in named if n], "sub-module of the model")
+            module = named[layer]
+    return Embedder(model.to(device).eval(), info, spec, layer, pool, device, module=module, layer_fn=layer_fn)
 
 
 def list_layers(spec: str, arch: str | None = None, weights: str | None = None, crop=None,
@@ -292,8 +343,8 @@ def list_layers(spec: str, arch: str | None = None, weights: str | None = None, 
             feats = feats[1]
         rows += [{"layer": f"stage{k + 1}", "kind": "built-in stage", "shape": tuple(f.shape)}
                  for k, f in enumerate(feats[:4])]
-    rows += [{"layer": name, "kind": type(mod).__name__, "shape": seen.get(name)}
-             for name, mod in model.named_modules() if name and info["source"] != "torchscript"]
+    rows += [{"layer": name, "kind": getattr(mod, "original_name", type(mod).__name__), "shape": seen.get(name)}
+             for name, mod in model.named_modules() if name]
     return {"input_shape": shape, "rows": _with_dims(rows)}
 
 

@@ -167,3 +167,16 @@ def test_layers_lists_candidates_with_shapes(cli, atto3, trained, tmp_path):
     act2 = _onnx_tensor(path, "encoder/act2")
     assert rows[act2]["shape"] == [1, 8, 8, 16, 16] and rows[act2]["kind"] == "Relu"
     assert rows["final"]["shape"] == [1, 2, 16, 32, 32]
+
+
+def test_torchscript_sub_module_output(cli, cohort, trained, tmp_path):
+    net = trained["net"]
+    ts = tmp_path / "net.ts"
+    torch.jit.trace(net, torch.zeros(1, 1, 16, 32, 32)).save(str(ts))
+    r = cli("embed", cohort, *ONE, "--encoder", ts, "--layer", "encoder.act2", *BOX, "-o", tmp_path / "t.h5")
+    assert r.exit_code == 0, r
+    assert np.allclose(read_table(str(tmp_path / "t.h5")).values, _reference(cohort, net.encoder), atol=1e-5)
+    r = cli("embed", cohort, *ONE, "--encoder", ts, "--layer", "encoder.act", *BOX, "-o", tmp_path / "u.h5")
+    assert r.exit_code == 2 and "encoder.act2" in r.stderr, r
+    r = cli("layers", ts, "--crop", "32,32,16")
+    assert r.exit_code == 0 and "\nencoder.act2\tReLU\t?\t?" in r.stdout, r
