@@ -5,9 +5,10 @@ Every modality is resampled in physical space onto ONE grid: the requested spaci
 box, with the axes of the first modality (`orient native`) or their nearest permutation and
 flips that point to R,A,S or L,P,S (`orient RAS|LPS`, what MONAI's Orientationd and
 nibabel's as_closest_canonical do: the scan's own tilt is kept, no world-aligned grid).
-The box is snapped to the lattice of the first modality resampled at that spacing (anchored
-at its first voxel after orientation), so the same scan stored with another voxel axis
-order or with rounding in its geometry gives the same planes. A box plane is inside a
+The box is snapped to the lattice of the first modality resampled at that spacing with its
+outer edge kept (voxel corners aligned at its first voxel after orientation, as MONAI's
+Spacingd), so the same scan stored with another voxel axis order or with rounding in its
+geometry gives the same planes. A box plane is inside a
 sequence only between its first and last voxel centres (1e-3 voxel tolerance): a box taller
 than the scan is padded, never filled by extrapolating the edge slice.
 
@@ -223,6 +224,11 @@ def box_grid(first_image, mask, spacing, crop, orient: str = "native"):
     anchor = np.array(first_image.TransformContinuousIndexToPhysicalPoint(corner))
     size_xyz = np.array(crop, dtype=np.int64)
     spacing = np.array(spacing, dtype=np.float64)
+    # the lattice of the scan resampled at `spacing` with its outer edge kept (voxel corners
+    # aligned, as MONAI's Spacingd): its first voxel centre is half a new voxel inside the
+    # scan's first voxel's outer corner; with the scan's own spacing, that is its first voxel
+    sp_img = np.array([first_image.GetSpacing()[perm[w]] for w in range(3)])
+    anchor = anchor + direction @ ((spacing - sp_img) / 2.0)
     origin = centre - direction @ (spacing * (size_xyz - 1) / 2.0)
     steps = np.linalg.solve(direction * spacing[None, :], origin - anchor)
     # half-way ties are common (a mask of even width): break them upwards with a tolerance so

@@ -112,8 +112,11 @@ def test_box_taller_than_the_scan_is_padded_not_extrapolated(tmp_path):
     cfg = PreprocessConfig(["t2"], MaskSpec("mask"), spacing=(1.0, 1.5, 0.5), crop=(3, 3, 101), norm="none")
     vol = preprocess_case([img], mask, cfg)["volume"][0]  # (z, y, x): z is stored axis k (2 mm)
     filled = np.flatnonzero(vol[:, 1, 1] != 0)
-    # planes at 0.5 mm from the centre voxel k=8 on the lattice: inside for k in [0, 15] exactly
-    assert filled.min() == 50 - 8 * 4 and filled.max() == 50 + 7 * 4
+    # the 0.5 mm lattice keeps the scan's outer edge (1 mm before its first voxel centre): its
+    # planes sit at -0.75 + 0.5 n mm from that centre. The mask centre (k = 8, 16 mm) puts the
+    # box's plane 50 at 16.25 mm (a tie broken upwards), so plane p is at -8.75 + 0.5 p mm;
+    # inside the scan (0 to 30 mm, k = 0..15) are p = 18 (0.25 mm) to p = 77 (29.75 mm)
+    assert filled.min() == 18 and filled.max() == 77 and np.all(np.diff(filled) == 1)
 
 
 def test_norms_window_none_and_volume_region(tmp_path):

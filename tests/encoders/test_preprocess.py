@@ -65,11 +65,12 @@ def test_coarse_smaller_fov_sequence_lands_on_the_box(tmp_path):
     vol = preprocess_case([str(tmp_path / names["t2"]), str(tmp_path / "adc_lin.nii.gz")],
                           str(tmp_path / names["gland"]), cfg)["volume"][1]
     # physical position of every box voxel, from the design: centred, T2's orientation, its
-    # first voxel on the lattice of T2's origin at the box spacing
+    # first voxel on the lattice of T2 resampled at the box spacing, corners aligned
     d = np.array(t2.GetDirection()).reshape(3, 3)
     box_sp, box_size = np.array([1.0, 1.0, 2.0]), np.array([32, 32, 16])
     first = centre - d @ (box_sp * (box_size - 1) / 2)
-    first = np.asarray(t2.GetOrigin()) + d @ (box_sp * np.round(d.T @ (first - np.asarray(t2.GetOrigin())) / box_sp))
+    anchor = np.asarray(t2.GetOrigin()) + d @ ((box_sp - np.asarray(t2.GetSpacing())) / 2)
+    first = anchor + d @ (box_sp * np.round(d.T @ (first - anchor) / box_sp))
     assert np.abs(first - (centre - d @ (box_sp * (box_size - 1) / 2))).max() <= box_sp.max() / 2 + 1e-9
     kk, jj, ii = np.mgrid[0:16, 0:32, 0:32]
     idx = np.stack([ii, jj, kk], -1).astype(float)
