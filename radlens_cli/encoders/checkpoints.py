@@ -103,7 +103,7 @@ def read_checkpoint(path: str, map_location="cpu", trust: bool = False):
     return read_checkpoint_ex(path, map_location, trust)[0]
 
 
-def read_checkpoint_ex(path: str, map_location="cpu", trust: bool = False):
+def read_checkpoint_ex(path: str, map_location="cpu", trust: bool = False, hint: str = TRUST_HINT):
     """(object, fully_unpickled) of a `torch.save` file.
 
     The object a `torch.save` file holds, read weights-only: tensors, containers, numbers,
@@ -130,7 +130,7 @@ def read_checkpoint_ex(path: str, map_location="cpu", trust: bool = False):
             shown = ", ".join(names[:4]) + (f" (+{len(names) - 4} more)" if len(names) > 4 else "")
             raise UnsafeCheckpoint(f"{path}: refused: reading it needs full unpickling, which can run code "
                                    f"stored in the file (it refers to {shown}); if you trust its source, "
-                                   f"{TRUST_HINT}") from None
+                                   f"{hint}") from None
         log.warn(f"{path}: trusted checkpoint: unpickling it fully (it refers to {', '.join(names[:4])}); "
                  f"code stored in the file runs now")
         try:
@@ -570,3 +570,58 @@ def save_radlens_checkpoint(path: str, model, arch: str, in_chans: int, preproce
         payload[k] = v
     with atomic_output(path, force) as tmp:
         torch.save(payload, tmp)
+
+
+def describe_checkpoint(path: str) -> dict:
+    """What a model file holds, read weights-only (TorchScript is not loaded: it is code):
+    format, kind, architecture and input channels where known, tensor and parameter counts,
+    and what a radlens checkpoint records (preprocessing, provenance, fine-tuning)."""
+    out = {"path": path, "format": None, "kind": None, "arch": None, "in_chans": None}
+    if is_torchscript(path):
+        out.update(format="torchscript", kind="TorchScript archive (code by design; not loaded)")
+        return out
+    if is_safetensors(path):
+        sd = read_safetensors(path)
+        out.update(format="safetensors", kind="state dict")
+        obj = None
+    else:
+        obj, _ = read_checkpoint_ex(path, hint="load it with embed, layers or finetune --trust-checkpoint "
+                                               "(info never does)")
+        out["format"] = "torch"
+        if isinstance(obj, dict) and obj.get(RADLENS_KEY):
+            sd = dict(obj.get("state_dict") or {})
+            out.update(kind="radlens checkpoint", arch=obj.get("arch"), in_chans=obj.get("in_chans"),
+                       preprocessing=obj.get("preprocessing"))
+            if isinstance(obj.get("finetune"), dict):
+                ft = obj["finetune"]
+                out["finetune"] = {k: ft.get(k) for k in ("task", "target", "classes", "metric", "best_epoch",
+                                                          "best_metric")}
+            if isinstance(obj.get("init"), dict):
+                out["init"] = obj["init"]
+            if isinstance(obj.get("provenance"), dict):
+                out["provenance"] = obj["provenance"]
+        else:
+            try:
+                sd, kind = _unwrap(obj, path)
+            except RadlensError:
+                sd, kind = {}, "not an encoder checkpoint"
+            if isinstance(obj, dict) and "pytorch-lightning_version" in obj:
+                kind = "Lightning checkpoint"
+                out["lightning"] = {k: obj.get(k) for k in ("pytorch-lightning_version", "epoch", "global_step")}
+            out["kind"] = {"fcmae": "FCMAE / ProFound ({'model': ...})", "state_dict": "state dict"}.get(kind, kind)
+            if isinstance(obj, dict):
+                out["keys"] = [str(k) for k in list(obj)[:20]]
+    if out["arch"] is None and sd:
+        try:
+            enc = _strip_prefixes(_drop_non_encoder(_strip_prefixes(dict(sd)))[0])
+            if any(k.endswith(".kernel") for k in enc) or "downsample_layers.0.0.weight" not in enc:
+                name, chans = _guess_from_sparse(enc, path, None, None)
+            else:
+                name, chans = infer_arch(enc, path)
+            out.update(arch=name, in_chans=chans)
+        except (RadlensError, KeyError, ValueError, AttributeError):
+            pass
+    tensors = [v for v in sd.values() if hasattr(v, "numel")]
+    out["tensors"] = len(tensors)
+    out["parameters"] = int(sum(int(v.numel()) for v in tensors))
+    return out

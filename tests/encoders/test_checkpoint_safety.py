@@ -68,9 +68,10 @@ def test_every_reader_refuses_a_code_running_checkpoint(cli, cohort, ft_cohort, 
     _evil(Path(f"{out}.state"), marker, chans=1)
     r = cli("finetune", *base_args(c, epochs=1), "-o", out)
     assert r.exit_code == 1 and "resume state" in r.stderr and not marker.exists(), r
-    # `info` reads HDF5 only: a checkpoint is rejected without being unpickled
+    # `info` describes model files weights-only: refused too, and so is `layers`
     r = cli("info", evil1)
-    assert r.exit_code == 1 and not marker.exists(), r
+    assert r.exit_code == 1 and "refused" in r.stderr and "--trust-checkpoint" in r.stderr and not marker.exists(), r
+    _refused(cli("layers", evil3), marker, evil3)
     # the refusal holds for the legacy (non-zip) torch.save format too
     legacy = tmp_path / "legacy.pt"
     torch.save({"model": _atto().state_dict(), "hook": Marker(marker)}, legacy,
@@ -118,6 +119,10 @@ def test_radlens_fcmae_and_lightning_checkpoints_load_weights_only(cli, tmp_path
     r = cli("init-encoder", "--arch", "atto", "--in-chans", "2", "-o", tmp_path / "init.pt")
     assert r.exit_code == 0, r
     _assert_weights_only(tmp_path / "init.pt")
+    r = cli("info", "--json", tmp_path / "init.pt")
+    assert r.exit_code == 0, r
+    params = json.loads(r.stdout)["params"]
+    assert (params["kind"], params["arch"], params["in_chans"]) == ("radlens checkpoint", "convnextv2_atto", 2)
     ref = _atto()
     x = torch.randn(1, 3, 32, 32, 32)
     # ProFound / ConvNeXt-V2 FCMAE style: model, optimizer state, scaler, epoch, argparse args
@@ -151,3 +156,8 @@ def test_radlens_fcmae_and_lightning_checkpoints_load_weights_only(cli, tmp_path
     obj, model, info = _assert_weights_only(lit)
     with torch.no_grad():
         assert torch.allclose(model(x), ref_eval(x), atol=1e-5)
+    for path, kind in ((fcmae, "FCMAE"), (lit, "Lightning")):
+        r = cli("info", "--json", path)
+        assert r.exit_code == 0, r
+        params = json.loads(r.stdout)["params"]
+        assert params["kind"].startswith(kind) and params["arch"] == "convnextv2_atto" and params["in_chans"] == 3
