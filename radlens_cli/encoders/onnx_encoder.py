@@ -115,8 +115,14 @@ class OnnxEmbedder:
             model.graph.output.append(vi)
             self.output_name = layer
         providers = ["CPUExecutionProvider"]
-        if getattr(device, "type", "cpu") == "cuda" and "CUDAExecutionProvider" in ort.get_available_providers():
-            providers = ["CUDAExecutionProvider"] + providers
+        if getattr(device, "type", "cpu") == "cuda":
+            if "CUDAExecutionProvider" in ort.get_available_providers():
+                providers = ["CUDAExecutionProvider"] + providers
+            else:
+                from radlens_cli import log
+
+                log.warn(f"{path}: this onnxruntime has no CUDA provider (install onnxruntime-gpu); "
+                         f"running the ONNX model on the CPU")
         opts = ort.SessionOptions()
         opts.log_severity_level = 3
         try:

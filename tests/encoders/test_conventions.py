@@ -183,3 +183,28 @@ def test_box_is_snapped_to_the_scan_lattice(tmp_path):
     sitk.WriteImage(noisy, str(tmp_path / "noisy.nrrd"))
     again = preprocess_case([str(tmp_path / "noisy.nrrd")], str(tmp_path / "half.nii.gz"), cfg)["volume"][0]
     assert np.array_equal(again != 0, vol != 0) and np.allclose(again, vol, atol=1e-3)
+
+
+def test_finetune_records_conventions_and_embed_reuses_them(cli, tmp_path):
+    import torch
+
+    from radlens_cli.encoders.checkpoints import save_radlens_checkpoint
+    from radlens_cli.encoders.convnextv2 import build_encoder
+    from tests.encoders.test_finetune import base_args, build_cohort
+
+    manifest = build_cohort(tmp_path / "cases", n=4)
+    torch.manual_seed(0)
+    enc = tmp_path / "pre.pt"
+    save_radlens_checkpoint(str(enc), build_encoder("atto", 1), "convnextv2_atto", 1, None)
+    out = tmp_path / "ft.pt"
+    r = cli("finetune", *base_args({"manifest": manifest, "encoder": enc}, task="regress", target="vol_ml", epochs=1),
+            "--orient", "LPS", "--layout", "xyz", "--norm", "window:50,200", "-o", out)
+    assert r.exit_code == 0, r
+    pre = torch.load(out, weights_only=True)["preprocessing"]
+    assert (pre["orient"], pre["layout"], pre["norm"], pre["crop"]) == ("LPS", "xyz", "window:50,200", [32, 32, 16])
+    r = cli("embed", manifest, "--modalities", "t2", "--mask", "gland", "--encoder", out, "-o", tmp_path / "e.h5")
+    assert r.exit_code == 0, r
+    with h5py.File(tmp_path / "e.h5") as f:
+        used = json.loads(f.attrs["params"])["preprocessing"]
+    assert {k: used[k] for k in ("orient", "layout", "norm", "crop")} == \
+        {"orient": "LPS", "layout": "xyz", "norm": "window:50,200", "crop": [32, 32, 16]}
