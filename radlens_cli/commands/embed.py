@@ -304,10 +304,10 @@ def embed_cli(
       radlens embed cohort.csv --modalities t2,dwi,adc --mask zones:1+2 --encoder profound.pt \\
           --arch convnextv2_tiny --device cuda --batch-size 8 -j 8 --cache-dir cache -o emb_pre.h5
       radlens embed cohort.csv --modalities t2,dwi,adc --mask gland --encoder ft.pt --layer stage3 -o - | radlens info -
-      radlens embed cohort.csv --modalities t2 --mask gland --encoder segresnet.onnx \
-          --layer /encoder/down_layers.3/Add_output_0 --orient RAS --layout xyz \
+      radlens embed cohort.csv --modalities t2 --mask gland --encoder segresnet.onnx \\
+          --layer /encoder/down_layers.3/Add_output_0 --orient RAS --layout xyz \\
           --spacing 0.5,0.5,1 --crop 128,128,64 --norm-region volume -o emb_onnx.h5
-      radlens embed cohort.csv --modalities t2 --mask gland --encoder mynets:segresnet \
+      radlens embed cohort.csv --modalities t2 --mask gland --encoder mynets:segresnet \\
           --weights model.ckpt --layer down_layers.3 --orient RAS --layout xyz -o emb_monai.h5
     """
     embed(manifest, modalities, mask, encoder, output, arch=arch, layer=layer, pool=pool, spacing=spacing,
