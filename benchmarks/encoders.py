@@ -1,6 +1,6 @@
 """Encoder throughput: end-to-end `embed` / `finetune` vs the model alone, in one run.
 
-    python benchmarks/encoders.py            # ProFound-tiny, 64x224x224, CUDA + bf16
+    python benchmarks/encoders.py            # ProFound-tiny, 224,224,64 (x,y,z) box, CUDA + bf16
     python benchmarks/encoders.py --small    # atto, tiny crop, CPU-friendly (runs anywhere)
 
 Prints, side by side with their ratio:
@@ -115,7 +115,7 @@ def main(argv=None) -> int:
     if dev.type == "cpu":
         torch.set_num_threads(max(1, os.cpu_count() or 1))
     print(f"device: {torch.cuda.get_device_name(dev) if dev.type == 'cuda' else 'cpu'}"
-          f"{' (bf16 autocast)' if amp else ' (fp32)'}; {arch}; crop {'x'.join(map(str, crop))} at "
+          f"{' (bf16 autocast)' if amp else ' (fp32)'}; {arch}; crop {','.join(map(str, crop))} (x,y,z) at "
           f"{','.join(map(str, spacing))} mm; {cases} cases; batch {bs}; {jobs} loader worker(s)", flush=True)
 
     with tempfile.TemporaryDirectory(prefix="radlens-bench-") as tmp:
