@@ -97,6 +97,7 @@ class OnnxEmbedder:
         self.input_name, self.input_dims = inp.name, _dims(inp)
         self.input_dtype = onnx.helper.tensor_dtype_to_np_dtype(inp.type.tensor_type.elem_type)
         outputs = [o.name for o in model.graph.output]
+        edited = False
         if layer == "final":
             self.output_name = outputs[0]
         elif layer in outputs:
@@ -114,6 +115,7 @@ class OnnxEmbedder:
             vi = known.get(layer) or onnx.helper.make_tensor_value_info(layer, onnx.TensorProto.FLOAT, None)
             model.graph.output.append(vi)
             self.output_name = layer
+            edited = True
         providers = ["CPUExecutionProvider"]
         if getattr(device, "type", "cpu") == "cuda":
             if "CUDAExecutionProvider" in ort.get_available_providers():
@@ -126,7 +128,9 @@ class OnnxEmbedder:
         opts = ort.SessionOptions()
         opts.log_severity_level = 3
         try:
-            self.session = ort.InferenceSession(model.SerializeToString(), opts, providers=providers)
+            # an unedited graph loads from its file (external weights, models over 2 GB)
+            source = model.SerializeToString() if edited else path
+            self.session = ort.InferenceSession(source, opts, providers=providers)
         except Exception as e:  # noqa: BLE001
             raise RadlensError(f"onnxruntime cannot load {path}: {str(e).strip().splitlines()[0]}") from None
         self.providers = self.session.get_providers()
