@@ -1,6 +1,6 @@
 """Encoder throughput: end-to-end `embed` / `finetune` vs the model alone, in one run.
 
-    python benchmarks/encoders.py            # ProFound-tiny, 64x224x224, CUDA + bf16
+    python benchmarks/encoders.py            # ProFound-tiny, 224,224,64 (x,y,z) box, CUDA + bf16
     python benchmarks/encoders.py --small    # atto, tiny crop, CPU-friendly (runs anywhere)
 
 Prints, side by side with their ratio:
@@ -105,17 +105,17 @@ def main(argv=None) -> int:
     set_verbosity(0)
     dev = resolve_device(args.device)
     if args.small:
-        arch, crop, spacing, t2_size = "convnextv2_atto", (16, 48, 48), (1.0, 1.0, 2.0), (96, 96, 12)
+        arch, crop, spacing, t2_size = "convnextv2_atto", (48, 48, 16), (1.0, 1.0, 2.0), (96, 96, 12)  # crop x,y,z
         cases, bs, steps = args.cases or 12, args.batch_size or 2, args.steps or 4
     else:
-        arch, crop, spacing, t2_size = "convnextv2_tiny", (64, 224, 224), (0.5, 0.5, 1.0), (384, 384, 24)
+        arch, crop, spacing, t2_size = "convnextv2_tiny", (224, 224, 64), (0.5, 0.5, 1.0), (384, 384, 24)
         cases, bs, steps = args.cases or 96, args.batch_size or 8, args.steps or 20
     jobs = args.jobs or max(1, min(8, (os.cpu_count() or 2) - 1))
     amp = dev.type == "cuda"
     if dev.type == "cpu":
         torch.set_num_threads(max(1, os.cpu_count() or 1))
     print(f"device: {torch.cuda.get_device_name(dev) if dev.type == 'cuda' else 'cpu'}"
-          f"{' (bf16 autocast)' if amp else ' (fp32)'}; {arch}; crop {'x'.join(map(str, crop))} at "
+          f"{' (bf16 autocast)' if amp else ' (fp32)'}; {arch}; crop {','.join(map(str, crop))} (x,y,z) at "
           f"{','.join(map(str, spacing))} mm; {cases} cases; batch {bs}; {jobs} loader worker(s)", flush=True)
 
     with tempfile.TemporaryDirectory(prefix="radlens-bench-") as tmp:
@@ -141,7 +141,7 @@ def main(argv=None) -> int:
 
         shutil.rmtree(os.path.join(cache, "embeddings"))  # keep volumes, recompute embeddings
         warm = timed_embed("warm", cache_dir=cache)
-        batch = torch.randn(bs, 3, *crop)
+        batch = torch.randn(bs, 3, *crop[::-1])  # (C, z, y, x)
         fwd = forward_throughput(model, batch, steps, dev, amp)
 
         print(f"\n  {'volumes/s':<34} {'end-to-end':>10} {'model-only':>12} {'ratio':>9}")

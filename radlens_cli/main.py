@@ -17,6 +17,7 @@ COMMAND_MODULES = [
     "merge",
     "init_encoder",
     "embed",
+    "layers",
     "finetune",
     "fit_share",
     "decode",

@@ -18,7 +18,7 @@ import pytest
 from tests.conftest import REPO
 
 QUICK = str(REPO / "radlens_cli" / "radiomics" / "presets" / "quick.yaml")
-SMALL = ["--crop", "16,32,32", "--spacing", "1,1,2", "--device", "cpu"]
+SMALL = ["--crop", "32,32,16", "--spacing", "1,1,2", "--device", "cpu"]
 
 
 @pytest.fixture(scope="module")

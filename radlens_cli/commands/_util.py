@@ -30,6 +30,7 @@ Pipeline, in order (each step reads and writes files; `-` is stdin/stdout):
   init-encoder       random encoder (the null baseline) -> random.pt
   finetune           cohort.csv + pre.pt -> ft.pt
   embed              cohort.csv + encoder -> emb_pre.h5 / emb_ft.h5
+  layers             encoder -> the layers embed --layer takes, with shapes
   fit-share          emb_pre.h5 + radiomics.h5 -> share.h5
   decode             share.h5 + emb.h5 + radiomics.h5 -> dec_pre.h5 / dec_ft.h5
   compare            dec_pre.h5 dec_ft.h5 -> delta.csv  (importance change)

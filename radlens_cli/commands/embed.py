@@ -14,46 +14,18 @@ from radlens_cli import log
 from radlens_cli.commands._util import (command, device_option, force_option, output_option, seed_option,
                                         strict_geometry_option)
 from radlens_cli.devices import resolve_device
+from radlens_cli.encoders.infer import (DEFAULT_CROP, DEFAULT_SPACING, model_fingerprint,  # noqa: F401
+                                        preprocessing_config)
 from radlens_cli.errors import PartialSuccess, RadlensError, UsageError
-
-DEFAULT_SPACING = (0.5, 0.5, 1.0)
-DEFAULT_CROP = (64, 224, 224)
-
-
-def model_fingerprint(model) -> str:
-    """sha256 over the model's parameters and buffers (names, shapes, bytes)."""
-    import torch
-
-    h = hashlib.sha256()
-    for name, t in sorted(model.state_dict().items()):
-        t = t.detach().cpu().contiguous()
-        if t.dtype == torch.bfloat16:
-            t = t.float()
-        h.update(f"{name}:{tuple(t.shape)}:{t.dtype}".encode())
-        h.update(t.numpy().tobytes())
-    return h.hexdigest()
-
-
-def preprocessing_config(modalities, mask, spacing, crop, norm, recorded: dict | None):
-    """The run's PreprocessConfig: command line first, then the checkpoint's record, then defaults."""
-    from radlens_cli.encoders.preprocess import PreprocessConfig, parse_triple
-
-    rec = recorded or {}
-    sp = parse_triple(spacing, "--spacing") if spacing else tuple(rec.get("spacing", DEFAULT_SPACING))
-    cr = parse_triple(crop, "--crop", int) if crop else tuple(rec.get("crop", DEFAULT_CROP))
-    nm = norm or rec.get("norm", "zscore")
-    if rec.get("modalities") and list(rec["modalities"]) != list(modalities):
-        log.warn(f"the encoder was trained on modalities {','.join(rec['modalities'])} "
-                 f"(channel order matters); --modalities gives {','.join(modalities)}")
-    return PreprocessConfig(modalities=list(modalities), mask=mask, spacing=sp, crop=cr, norm=nm)
-
 
 def embed(manifest: str, modalities: str, mask: str, encoder: str, output: str, arch: str | None = None,
           layer: str = "final", pool: str = "mean", spacing: str | None = None, crop: str | None = None,
           norm: str | None = None, batch_size: int = 2, device: str = "auto", jobs: int = 1,
           cache_dir: str | None = None, part_id: int | None = None, num_parts: int | None = None,
           seed: int = 0, force: bool = False, failures_path: str | None = None,
-          keep_going: bool = False, strict_geometry: bool = False) -> dict:
+          keep_going: bool = False, strict_geometry: bool = False, trust_checkpoint: bool = False,
+          orient: str | None = None, layout: str | None = None, norm_region: str | None = None,
+          weights: str | None = None) -> dict:
     """Embed every case (of this part) and write a case table with columns emb_0000...
 
     A case that cannot be preprocessed is reported in one line and left out; the others are
@@ -64,8 +36,7 @@ def embed(manifest: str, modalities: str, mask: str, encoder: str, output: str, 
     from torch.utils.data import DataLoader
 
     from radlens_cli import provenance
-    from radlens_cli.encoders.checkpoints import load_encoder
-    from radlens_cli.encoders.convnextv2 import LAYERS, POOLS, extract_embedding
+    from radlens_cli.encoders.infer import load_embedder
     from radlens_cli.commands.extract_radiomics import write_failures
     from radlens_cli.encoders.preprocess import (CaseDataset, collate_cases, save_npz_atomic, unwrap_worker_error,
                                                  worker_init)
@@ -73,10 +44,6 @@ def embed(manifest: str, modalities: str, mask: str, encoder: str, output: str, 
     from radlens_cli.io.manifest import parse_list, parse_mask_spec, parts_from_env, read_manifest
     from radlens_cli.io.tables import CaseTable, write_table
 
-    if layer not in LAYERS:
-        raise UsageError(f"--layer must be one of {', '.join(LAYERS)} (got {layer!r})")
-    if pool not in POOLS:
-        raise UsageError(f"--pool must be one of {', '.join(POOLS)} (got {pool!r})")
     if batch_size < 1:
         raise UsageError(f"--batch-size must be >= 1 (got {batch_size})")
     check_output(output, force)
@@ -90,19 +57,13 @@ def embed(manifest: str, modalities: str, mask: str, encoder: str, output: str, 
     dev = resolve_device(device)
     torch.manual_seed(seed)
 
-    model, enc = load_encoder(encoder, arch=arch, map_location="cpu")
-    if enc["in_chans"] is not None and int(enc["in_chans"]) != len(mods):
-        raise RadlensError(f"{encoder}: the encoder takes {enc['in_chans']} input channel(s) but "
-                           f"--modalities gives {len(mods)} ({','.join(mods)})")
-    if layer != "final" and not hasattr(model, "forward_features"):
-        raise UsageError(f"--layer {layer}: encoder {encoder} ({enc['source']}) has no forward_features; "
-                         f"use --layer final")
-    cfg = preprocessing_config(mods, mask_spec, spacing, crop, norm, enc.get("preprocessing"))
-    if hasattr(model, "dims") and hasattr(model, "stages") and min(cfg.crop) < 16:
-        raise UsageError(f"--crop {','.join(map(str, cfg.crop))}: the ConvNeXt-V2 downsamples 16-fold; "
-                         f"every side of the box needs at least 16 voxels")
-    model = model.to(dev).eval()
-    fingerprint = model_fingerprint(model)
+    embedder = load_embedder(encoder, arch=arch, layer=layer, pool=pool, device=dev, trust=trust_checkpoint,
+                             modalities=mods, weights=weights)
+    enc = embedder.info
+    cfg = preprocessing_config(mods, mask_spec, spacing, crop, norm, enc.get("preprocessing"), orient=orient,
+                               layout=layout, norm_region=norm_region)
+    embedder.check_config(cfg)
+    fingerprint = embedder.fingerprint
 
     part = man.shard(part_id, num_parts) if num_parts > 1 else man
     n = len(part)
@@ -126,8 +87,8 @@ def embed(manifest: str, modalities: str, mask: str, encoder: str, output: str, 
 
         paths = sorted({p for i in range(n) for p in list(dataset.images[i]) + [dataset.masks[i]]
                         if p and os.path.exists(p)})
-        with ThreadPoolExecutor(max(1, min(jobs, 8))) as pool:
-            list(pool.map(provenance.sha256_file, paths))
+        with ThreadPoolExecutor(max(1, min(jobs, 8))) as hasher:  # not `pool`: that is --pool
+            list(hasher.map(provenance.sha256_file, paths))
 
     def batch_file(idx):
         h = hashlib.sha256("|".join(dataset.cache_key(i) for i in idx).encode()).hexdigest()[:32]
@@ -148,7 +109,7 @@ def embed(manifest: str, modalities: str, mask: str, encoder: str, output: str, 
     if len(todo) < len(batches):
         log.info(f"{len(batches) - len(todo)} of {len(batches)} batch(es) read from {cache_dir}")
 
-    use_amp = dev.type == "cuda"
+    use_amp = embedder.use_amp
     if use_amp:
         torch.backends.cudnn.benchmark = True  # fixed input shape: pick the fastest conv kernels once
     loader = DataLoader(dataset, batch_sampler=todo, num_workers=0 if jobs <= 1 else jobs,
@@ -186,20 +147,7 @@ def embed(manifest: str, modalities: str, mask: str, encoder: str, output: str, 
             ok = item["index"]
             if not ok:
                 continue
-            x = item["volume"].to(dev, non_blocking=True)
-            try:
-                if use_amp:
-                    with torch.autocast("cuda", dtype=torch.bfloat16):
-                        e = extract_embedding(model, x, layer, pool)
-                else:
-                    e = extract_embedding(model, x, layer, pool)
-            except (RuntimeError, ValueError, TypeError) as err:
-                first = str(err).strip().splitlines()[0] if str(err).strip() else type(err).__name__
-                raise RadlensError(f"{encoder}: forward pass failed on input {tuple(x.shape)} "
-                                   f"(case {part.case_ids[ok[0]]}...): {first}") from None
-            e = e.float().cpu().numpy().astype(np.float64)
-            if e.ndim != 2 or e.shape[0] != len(ok):
-                raise RadlensError(f"{encoder}: expected a (batch, d) embedding, got shape {tuple(e.shape)}")
+            e = embedder(item["volume"], first_case=str(part.case_ids[ok[0]]))
             finite = np.isfinite(e).all(1)
             for k in np.flatnonzero(~finite):
                 report({"case_id": str(part.case_ids[ok[k]]), "modality": "embedding", "path": encoder,
@@ -223,12 +171,18 @@ def embed(manifest: str, modalities: str, mask: str, encoder: str, output: str, 
               "device": dev.type, "precision": "bf16-autocast" if use_amp else "fp32",
               "part_id": part_id, "num_parts": num_parts, "seed": seed,
               "split_derived": bool(man.split_derived), "cache_dir": cache_dir, "keep_going": keep_going,
-              "case_inputs": dict(sorted({**dataset.case_inputs(), **case_inputs}.items()))}
+              "case_inputs": dict(sorted({**dataset.case_inputs(), **case_inputs}.items())),
+              "trust_checkpoint": trust_checkpoint, "checkpoint_fully_unpickled": enc["trusted"]}
     if enc.get("absent_optional"):
         params["encoder_absent_weights"] = enc["absent_optional"]
+    for key in ("weights", "weights_prefix", "onnx_input", "onnx_input_shape", "onnx_output", "onnx_providers"):
+        if enc.get(key) is not None:
+            params[key] = enc[key]
     inputs = {"manifest": manifest}
     if os.path.isfile(encoder):
         inputs["encoder"] = encoder
+    if weights:
+        inputs["weights"] = weights
     attrs = provenance.build("embed", inputs=inputs, params=params)
     attrs["failures"] = json.dumps(failures)
     sel = np.asarray(rows)
@@ -256,24 +210,48 @@ def embed_cli(
                              help="Mask column the box is centred on; `zones:1` one label, `zones:1+2` a union; "
                                   "DICOM-SEG/RTSTRUCT segments by name: `seg:prostate`, `rt:PZ+TZ`, `seg:#2`."),
     encoder: str = typer.Option(..., "--encoder",
-                                help="Checkpoint (radlens, ProFound/FCMAE, state dict), TorchScript file, "
-                                     "or package.module:factory."),
+                                help="Checkpoint (radlens, ProFound/FCMAE, state dict, Lightning, safetensors; "
+                                     "read weights-only), ONNX model (.onnx; needs radlens[onnx]), TorchScript "
+                                     "file, or package.module:factory. TorchScript files and factories run code "
+                                     "by design: use only those you would run as scripts."),
+    weights: str = typer.Option(None, "--weights",
+                                help="State dict for a package.module:factory (or TorchScript) model: a torch "
+                                     "checkpoint (plain, Lightning `state_dict`, `model.`/`module.` prefixes "
+                                     "found automatically; read weights-only) or a .safetensors file."),
     output: str = output_option("Embedding case table (.h5, or .csv; `-` for stdout)."),
     arch: str = typer.Option(None, "--arch",
                              help="Architecture of a plain or FCMAE checkpoint (default: inferred from its "
                                   "weights; radlens checkpoints record it). A mismatch is an error."),
     layer: str = typer.Option("final", "--layer",
-                              help="final: the pooled, normalised embedding; stage1..stage4: that stage's "
-                                   "output pooled over space."),
-    pool: str = typer.Option("mean", "--pool", help="Pooling for --layer stageN: mean or max."),
+                              help="final: the model's own output (built-in: the pooled, normalised embedding); "
+                                   "stage1..stage4: the built-in encoder's stage; otherwise a sub-module's "
+                                   "dotted name (torch, e.g. encoder.layers.2) or a tensor name (ONNX). A "
+                                   "(B, C, z, y, x) output is pooled over space. `radlens layers` lists them."),
+    pool: str = typer.Option("mean", "--pool", help="Pooling over space of a layer's output: mean or max."),
     spacing: str = typer.Option(None, "--spacing",
-                                help="Voxel spacing x,y,z in mm [default: the checkpoint's, else 0.5,0.5,1.0]."),
+                                help="Voxel spacing x,y,z in mm, along the box's axes [default: the "
+                                     "checkpoint's, else 0.5,0.5,1.0]."),
     crop: str = typer.Option(None, "--crop",
-                             help="Box D,H,W in voxels around the mask [default: the checkpoint's, "
-                                  "else 64,224,224]."),
+                             help="Box x,y,z in voxels around the mask, same axis order as --spacing "
+                                  "[default: the checkpoint's, else 224,224,64 (ProFound's)]. Formerly "
+                                  "D,H,W: 64,224,224 is now 224,224,64 (old records still read right)."),
     norm: str = typer.Option(None, "--norm",
-                             help="Per-channel normalisation zscore or percentile [default: the "
-                                  "checkpoint's, else zscore]."),
+                             help="Per-channel normalisation: zscore (over non-zero voxels), percentile "
+                                  "(0.5-99.5 to 0-1), none, or window:LO,HI (fixed, e.g. CT window:-1000,400) "
+                                  "[default: the checkpoint's, else zscore]."),
+    norm_region: str = typer.Option(None, "--norm-region",
+                                    help="Where zscore/percentile statistics come from: box (non-zero box voxels "
+                                         "inside the sequence) or volume (the whole scan's non-zero voxels, like "
+                                         "MONAI NormalizeIntensity(nonzero=True)) [default: the checkpoint's, "
+                                         "else box]."),
+    orient: str = typer.Option(None, "--orient",
+                               help="Box axes: native (the first modality's own voxel axes), RAS or LPS (the "
+                                    "nearest permutation/flip of those axes, like MONAI Orientationd; the scan's "
+                                    "tilt is kept) [default: the checkpoint's, else native]."),
+    layout: str = typer.Option(None, "--layout",
+                               help="Tensor axis order: zyx gives (C, z, y, x) (built-in encoder), xyz gives "
+                                    "(C, x, y, z) (MONAI/NIfTI-trained models) [default: the checkpoint's, "
+                                    "else zyx]."),
     batch_size: int = typer.Option(2, "--batch-size", min=1, help="Volumes per forward pass."),
     device: str = device_option(),
     jobs: int = typer.Option(1, "--jobs", "-j", min=1,
@@ -293,6 +271,10 @@ def embed_cli(
     keep_going: bool = typer.Option(False, "--keep-going",
                                     help="Exit 3 instead of 1 when some cases failed (the embeddings of the "
                                          "others are written either way)."),
+    trust_checkpoint: bool = typer.Option(False, "--trust-checkpoint",
+                                          help="Load a checkpoint that needs full unpickling (which runs code "
+                                               "stored in the file) after a warning; only for files from a "
+                                               "source you trust. Recorded in the output's provenance."),
     seed: int = seed_option(),
     force: bool = force_option(),
     strict_geometry: bool = strict_geometry_option(),
@@ -314,6 +296,14 @@ def embed_cli(
     some failed (3 with --keep-going), 0 when none did; when none succeeded, nothing
     is written. --cache-dir never keeps a failed case.
 
+    Any encoder: ONNX models, TorchScript, package.module:factory (+ --weights), and any
+    layer of them (--layer; see `radlens layers`). Set the conventions the model was
+    trained with: --orient, --layout, --spacing and --crop (both x,y,z), --norm and
+    --norm-region; they are recorded in the output.
+
+    Checkpoints are read weights-only: a file that would run code when unpickled is
+    refused (exit 1) unless --trust-checkpoint is given.
+
     Examples:
 
     \b
@@ -322,8 +312,14 @@ def embed_cli(
       radlens embed cohort.csv --modalities t2,dwi,adc --mask zones:1+2 --encoder profound.pt \\
           --arch convnextv2_tiny --device cuda --batch-size 8 -j 8 --cache-dir cache -o emb_pre.h5
       radlens embed cohort.csv --modalities t2,dwi,adc --mask gland --encoder ft.pt --layer stage3 -o - | radlens info -
+      radlens embed cohort.csv --modalities t2 --mask gland --encoder segresnet.onnx \\
+          --layer /encoder/down_layers.3/Add_output_0 --orient RAS --layout xyz \\
+          --spacing 0.5,0.5,1 --crop 128,128,64 --norm-region volume -o emb_onnx.h5
+      radlens embed cohort.csv --modalities t2 --mask gland --encoder mynets:segresnet \\
+          --weights model.ckpt --layer down_layers.3 --orient RAS --layout xyz -o emb_monai.h5
     """
     embed(manifest, modalities, mask, encoder, output, arch=arch, layer=layer, pool=pool, spacing=spacing,
           crop=crop, norm=norm, batch_size=batch_size, device=device, jobs=jobs, cache_dir=cache_dir,
           part_id=part_id, num_parts=num_parts, seed=seed, force=force, failures_path=failures,
-          keep_going=keep_going, strict_geometry=strict_geometry)
+          keep_going=keep_going, strict_geometry=strict_geometry, trust_checkpoint=trust_checkpoint,
+          orient=orient, layout=layout, norm_region=norm_region, weights=weights)

@@ -11,8 +11,22 @@ from radlens_cli.io.tables import open_hdf5_file, read_h5_attrs
 
 
 def info(path: str) -> dict:
-    """Schema, datasets with shapes, parameters and history of a radlens HDF5 file."""
+    """Schema, datasets with shapes, parameters and history of a radlens HDF5 file; for a
+    model file (.pt/.pth/.ckpt/.safetensors), what it holds, read weights-only."""
+    import os
+
     import h5py
+
+    from radlens_cli.io.tables import is_hdf5
+
+    if path != "-" and os.path.isfile(path) and not is_hdf5(path) and \
+            path.lower().endswith((".pt", ".pth", ".ckpt", ".bin", ".tar", ".safetensors", ".ts")):
+        from radlens_cli.encoders.checkpoints import describe_checkpoint
+
+        d = describe_checkpoint(path)
+        return {"path": path, "schema": f"model file ({d['format']}): {d['kind']}", "datasets": {},
+                "params": {k: v for k, v in d.items() if k not in ("path", "provenance") and v is not None},
+                **({"history": [d["provenance"]]} if isinstance(d.get("provenance"), dict) else {})}
 
     with open_hdf5_file(path) as f:
         attrs = read_h5_attrs(f)
@@ -34,7 +48,8 @@ def info(path: str) -> dict:
 
 @command("info")
 def info_cli(
-    path: str = typer.Argument(..., help="A radlens HDF5 file (`-` for stdin)."),
+    path: str = typer.Argument(..., help="A radlens HDF5 file (`-` for stdin), or a model file (.pt, .pth, "
+                                         ".ckpt, .safetensors; read weights-only, never unpickled fully)."),
     as_json: bool = typer.Option(False, "--json", help="Print JSON instead of text."),
 ):
     """Show what a radlens file holds and how it was made.

@@ -52,22 +52,185 @@ def is_torchscript(path: str) -> bool:
     return any(n.endswith("constants.pkl") for n in names) and any("/code/" in n for n in names)
 
 
-def _torch_load(path: str, map_location):
-    torch = _torch()
-    import argparse
+class UnsafeCheckpoint(RadlensError):
+    """A checkpoint that only full unpickling (which can run code stored in it) would read."""
 
+
+# How the refusal tells users to opt in; the commands that read checkpoints offer this flag.
+TRUST_HINT = "pass --trust-checkpoint to load it anyway"
+
+
+def _safe_globals() -> list:
+    """Harmless classes that training checkpoints often pickle beside the weights: numpy
+    scalars, arrays and dtypes (under their numpy 1 and numpy 2 module names), argparse
+    namespaces (hyper-parameters), paths. Each only rebuilds data; none runs a callable
+    chosen by the file."""
+    import argparse
+    import pathlib
+
+    import numpy as np
+
+    core = getattr(np, "_core", None) or np.core
+    out = [argparse.Namespace, np.ndarray, np.dtype,
+           pathlib.PosixPath, pathlib.PurePosixPath, pathlib.PureWindowsPath]
+    for name in ("scalar", "_reconstruct"):
+        fn = getattr(core.multiarray, name)
+        out += [(fn, f"numpy.core.multiarray.{name}"), (fn, f"numpy._core.multiarray.{name}")]
+    dtypes = getattr(np, "dtypes", None)
+    if dtypes is not None:  # numpy >= 1.25 pickles np.dtype("f8") as numpy.dtypes.Float64DType
+        out += [getattr(dtypes, n) for n in dir(dtypes)
+                if n.endswith("DType") and isinstance(getattr(dtypes, n), type)]
+    return out
+
+
+def _unsafe_names(path: str, err: BaseException) -> list[str]:
+    """The globals a weights-only read refused, read without unpickling."""
+    torch = _torch()
     try:
-        with torch.serialization.safe_globals([argparse.Namespace]):
-            return torch.load(path, map_location=map_location, weights_only=True)
-    except Exception as first:  # noqa: BLE001
-        # Training checkpoints may pickle other objects (optimizer configs, numpy scalars).
+        names = list(torch.serialization.get_unsafe_globals_in_checkpoint(path))
+    except Exception:  # noqa: BLE001 - legacy (non-zip) files: take the name from the error
+        names = []
+    allowed = {n for g in _safe_globals() for n in ([g[1]] if isinstance(g, tuple)
+                                                   else [f"{g.__module__}.{g.__qualname__}"])}
+    names = [n for n in names if n not in allowed]
+    if not names:
+        names = re.findall(r"GLOBAL ([\w.]+)", str(err))
+    return sorted(dict.fromkeys(names))
+
+
+def read_checkpoint(path: str, map_location="cpu", trust: bool = False):
+    """See read_checkpoint_ex; the object only."""
+    return read_checkpoint_ex(path, map_location, trust)[0]
+
+
+def read_checkpoint_ex(path: str, map_location="cpu", trust: bool = False, hint: str = TRUST_HINT):
+    """(object, fully_unpickled) of a `torch.save` file.
+
+    The object a `torch.save` file holds, read weights-only: tensors, containers, numbers,
+    strings and the harmless classes of `_safe_globals`, nothing that runs code.
+
+    A file that needs full unpickling raises UnsafeCheckpoint naming what it would import;
+    with trust=True it is unpickled fully after a warning (that runs whatever the file says).
+    Full unpickling is never tried before the weights-only read has failed.
+    """
+    import pickle
+
+    torch = _torch()
+    try:
+        with torch.serialization.safe_globals(_safe_globals()):
+            return torch.load(path, map_location=map_location, weights_only=True), False
+    except pickle.UnpicklingError as e:
+        names = _unsafe_names(path, e)
+        if not names:
+            why = re.findall(r"(?:WeightsUnpickler|Unpickling) error: *(.+)", str(e))
+            why = [w.strip() for w in why if w.strip()]
+            raise RadlensError(f"cannot read checkpoint {path}: "
+                               f"{why[0] if why else 'not a file written by torch.save'}") from None
+        if not trust:
+            shown = ", ".join(names[:4]) + (f" (+{len(names) - 4} more)" if len(names) > 4 else "")
+            raise UnsafeCheckpoint(f"{path}: refused: reading it needs full unpickling, which can run code "
+                                   f"stored in the file (it refers to {shown}); if you trust its source, "
+                                   f"{hint}") from None
+        log.warn(f"{path}: trusted checkpoint: unpickling it fully (it refers to {', '.join(names[:4])}); "
+                 f"code stored in the file runs now")
         try:
-            obj = torch.load(path, map_location=map_location, weights_only=False)
-        except Exception:  # noqa: BLE001
-            msg = str(first).strip().splitlines()[0] if str(first).strip() else type(first).__name__
-            raise RadlensError(f"cannot read checkpoint {path}: {msg}") from None
-        log.debug(f"{path}: loaded with full unpickling (not a weights-only file)")
-        return obj
+            return torch.load(path, map_location=map_location, weights_only=False), True
+        except Exception as e2:  # noqa: BLE001
+            raise RadlensError(f"cannot read checkpoint {path}: {_first_line(e2)}") from None
+    except Exception as e:  # noqa: BLE001 - torn, empty or foreign files
+        raise RadlensError(f"cannot read checkpoint {path}: {_first_line(e)}") from None
+
+
+def _first_line(e: BaseException) -> str:
+    lines = [ln.strip() for ln in str(e).strip().splitlines() if ln.strip()]
+    return lines[0] if lines else type(e).__name__
+
+
+_ST_DTYPES = {"F64": "float64", "F32": "float32", "F16": "float16", "BF16": "bfloat16", "I64": "int64",
+              "I32": "int32", "I16": "int16", "I8": "int8", "U8": "uint8", "BOOL": "bool"}
+
+
+def is_safetensors(path: str) -> bool:
+    """A safetensors file: 8-byte little-endian header length, then a JSON header."""
+    try:
+        with open(path, "rb") as fh:
+            head = fh.read(9)
+    except OSError:
+        return False
+    if len(head) < 9 or head[8:9] != b"{":
+        return False
+    n = int.from_bytes(head[:8], "little")
+    return 2 <= n <= os.path.getsize(path) - 8
+
+
+def read_safetensors(path: str) -> dict:
+    """{name: tensor} of a safetensors file (plain data: nothing in it can run)."""
+    import json
+
+    torch = _torch()
+    try:
+        with open(path, "rb") as fh:
+            n = int.from_bytes(fh.read(8), "little")
+            header = json.loads(fh.read(n).decode("utf-8"))
+            data = bytearray(fh.read())
+    except (OSError, ValueError, UnicodeDecodeError) as e:
+        raise RadlensError(f"cannot read safetensors file {path}: {e}") from None
+    out = {}
+    for name, meta in header.items():
+        if name == "__metadata__":
+            continue
+        try:
+            dtype = getattr(torch, _ST_DTYPES[meta["dtype"]])
+            begin, end = (int(v) for v in meta["data_offsets"])
+            shape = [int(v) for v in meta["shape"]]
+            t = torch.frombuffer(data, dtype=dtype, count=(end - begin) // dtype.itemsize, offset=begin) \
+                if end > begin else torch.empty(0, dtype=dtype)
+            out[name] = t.reshape(shape).clone()
+        except (KeyError, ValueError, TypeError, RuntimeError) as e:
+            raise RadlensError(f"{path}: safetensors entry {name} is damaged or of an unknown type ({e})") from None
+    return out
+
+
+def read_weights(path: str, trust: bool = False) -> tuple[dict, bool]:
+    """(state dict, fully_unpickled) from a safetensors file or a torch checkpoint in any of
+    the layouts radlens knows (plain, `state_dict` as Lightning writes, `model`, `module`...)."""
+    if not os.path.isfile(path):
+        raise RadlensError(f"weights file not found: {path}")
+    if is_safetensors(path):
+        return read_safetensors(path), False
+    obj, full = read_checkpoint_ex(path, trust=trust)
+    if isinstance(obj, dict) and obj.get(RADLENS_KEY):
+        return dict(obj["state_dict"]), full
+    return _unwrap(obj, path)[0], full
+
+
+def load_weights_into(model, sd: dict, path: str) -> dict:
+    """Load a state dict into any torch module, stripping the wrapper prefix (Lightning's
+    `model.`, DDP's `module.`, ...) that makes its names match; strict: every weight of the
+    model must be there with its shape. Returns {'prefix', 'unexpected'}."""
+    expected = {k: tuple(v.shape) for k, v in model.state_dict().items()}
+    best, best_prefix = -1, ""
+    prefixes = sorted({k[:i + 1] for k in sd for i, ch in enumerate(k) if ch == "." and k.count(".", 0, i) < 2}
+                      | {""}, key=len)
+    for p in prefixes:
+        hits = sum(1 for k in sd if k.startswith(p) and k[len(p):] in expected)
+        if hits > best:
+            best, best_prefix = hits, p
+    sd = {k[len(best_prefix):]: v for k, v in sd.items() if k.startswith(best_prefix)}
+    missing = [k for k in expected if k not in sd]
+    if missing:
+        shown = ", ".join(missing[:5]) + (f" (+{len(missing) - 5} more)" if len(missing) > 5 else "")
+        raise RadlensError(f"{path}: {len(missing)} weight(s) of the model are not in the file: {shown}")
+    bad = [(k, tuple(sd[k].shape), s) for k, s in expected.items() if tuple(sd[k].shape) != s]
+    if bad:
+        k, got, want = bad[0]
+        raise RadlensError(f"{path}: weight {k} has shape {got}, the model needs {want}")
+    unexpected = sorted(k for k in sd if k not in expected)
+    model.load_state_dict({k: sd[k] for k in expected}, strict=True)
+    if unexpected:
+        log.warn(f"{path}: {len(unexpected)} entr(y/ies) not in the model ignored: "
+                 f"{', '.join(unexpected[:5])}{' ...' if len(unexpected) > 5 else ''}")
+    return {"prefix": best_prefix, "unexpected": unexpected}
 
 
 def _is_state_dict(obj) -> bool:
@@ -245,23 +408,30 @@ def _load_factory(spec: str):
 
 
 def load_encoder(spec: str, arch: str | None = None, in_chans: int | None = None,
-                 map_location="cpu"):
+                 map_location="cpu", trust: bool = False, weights: str | None = None):
     """(model in eval mode, info) for a checkpoint path, TorchScript file or `module:factory`.
 
     info: source, arch, in_chans, embed_dim (None when only a forward pass can tell),
     preprocessing (dict recorded in a radlens checkpoint, else None), unexpected keys,
-    absent optional keys, dropped keys.
+    absent optional keys, dropped keys, extra (the other entries of a radlens checkpoint,
+    e.g. `finetune`), trusted (whether the file was unpickled fully, see read_checkpoint_ex).
+    Checkpoint files are read weights-only unless trust=True; TorchScript files and
+    factories run code by design. `weights` (a state dict, Lightning or safetensors file) is
+    loaded into a factory's or TorchScript model.
     """
     from radlens_cli.encoders.convnextv2 import canonical_arch
 
     if arch is not None:
         arch = canonical_arch(arch)
     info = {"spec": spec, "arch": arch, "in_chans": in_chans, "embed_dim": None, "preprocessing": None,
-            "source": None, "unexpected": [], "absent_optional": [], "dropped": []}
+            "source": None, "unexpected": [], "absent_optional": [], "dropped": [], "extra": {},
+            "trusted": False}
     if not os.path.exists(spec) and _FACTORY_RE.match(spec):
         model = _load_factory(spec)
         info.update(source="factory", arch=arch or "custom")
         info["embed_dim"] = _dims_of(model)
+        if weights:
+            _weights_into(model, weights, trust, info)
         return model.eval(), info
     if not os.path.exists(spec):
         raise RadlensError(f"encoder checkpoint not found: {spec}")
@@ -274,8 +444,16 @@ def load_encoder(spec: str, arch: str | None = None, in_chans: int | None = None
         except Exception as e:  # noqa: BLE001
             raise RadlensError(f"cannot load TorchScript encoder {spec}: {str(e).splitlines()[0]}") from None
         info.update(source="torchscript", arch=arch or "torchscript")
+        if weights:
+            _weights_into(model, weights, trust, info)
         return model.eval(), info
-    obj = _torch_load(spec, map_location)
+    if weights:
+        raise UsageError(f"{spec} holds its own weights; a separate weights file is for "
+                         f"package.module:factory and TorchScript encoders")
+    if is_safetensors(spec):
+        obj = read_safetensors(spec)
+    else:
+        obj, info["trusted"] = read_checkpoint_ex(spec, map_location, trust=trust)
     preprocessing = None
     if isinstance(obj, dict) and obj.get(RADLENS_KEY):
         try:
@@ -284,6 +462,8 @@ def load_encoder(spec: str, arch: str | None = None, in_chans: int | None = None
         except (KeyError, TypeError, ValueError) as e:
             raise RadlensError(f"{spec}: radlens checkpoint is incomplete (missing {e})") from None
         preprocessing = obj.get("preprocessing")
+        info["extra"] = {k: v for k, v in obj.items()
+                         if k not in (RADLENS_KEY, "arch", "in_chans", "state_dict", "preprocessing")}
         if arch is not None and arch != rec_arch:
             raise RadlensError(f"{spec}: checkpoint is {rec_arch}, not --arch {arch}")
         if in_chans is not None and int(in_chans) != rec_chans:
@@ -319,6 +499,13 @@ def load_encoder(spec: str, arch: str | None = None, in_chans: int | None = None
     if dropped:
         log.debug(f"{spec}: dropped {len(dropped)} non-encoder entries (decoder, mask token, head, ...)")
     return model.eval(), info
+
+
+def _weights_into(model, weights: str, trust: bool, info: dict) -> None:
+    sd, full = read_weights(weights, trust=trust)
+    rep = load_weights_into(model, sd, weights)
+    info.update(weights=weights, weights_prefix=rep["prefix"], unexpected=rep["unexpected"],
+                trusted=bool(info.get("trusted")) or full)
 
 
 def _empty_encoder(arch: str, in_chans: int, device: str = "cpu"):
@@ -383,3 +570,58 @@ def save_radlens_checkpoint(path: str, model, arch: str, in_chans: int, preproce
         payload[k] = v
     with atomic_output(path, force) as tmp:
         torch.save(payload, tmp)
+
+
+def describe_checkpoint(path: str) -> dict:
+    """What a model file holds, read weights-only (TorchScript is not loaded: it is code):
+    format, kind, architecture and input channels where known, tensor and parameter counts,
+    and what a radlens checkpoint records (preprocessing, provenance, fine-tuning)."""
+    out = {"path": path, "format": None, "kind": None, "arch": None, "in_chans": None}
+    if is_torchscript(path):
+        out.update(format="torchscript", kind="TorchScript archive (code by design; not loaded)")
+        return out
+    if is_safetensors(path):
+        sd = read_safetensors(path)
+        out.update(format="safetensors", kind="state dict")
+        obj = None
+    else:
+        obj, _ = read_checkpoint_ex(path, hint="load it with embed, layers or finetune --trust-checkpoint "
+                                               "(info never does)")
+        out["format"] = "torch"
+        if isinstance(obj, dict) and obj.get(RADLENS_KEY):
+            sd = dict(obj.get("state_dict") or {})
+            out.update(kind="radlens checkpoint", arch=obj.get("arch"), in_chans=obj.get("in_chans"),
+                       preprocessing=obj.get("preprocessing"))
+            if isinstance(obj.get("finetune"), dict):
+                ft = obj["finetune"]
+                out["finetune"] = {k: ft.get(k) for k in ("task", "target", "classes", "metric", "best_epoch",
+                                                          "best_metric")}
+            if isinstance(obj.get("init"), dict):
+                out["init"] = obj["init"]
+            if isinstance(obj.get("provenance"), dict):
+                out["provenance"] = obj["provenance"]
+        else:
+            try:
+                sd, kind = _unwrap(obj, path)
+            except RadlensError:
+                sd, kind = {}, "not an encoder checkpoint"
+            if isinstance(obj, dict) and "pytorch-lightning_version" in obj:
+                kind = "Lightning checkpoint"
+                out["lightning"] = {k: obj.get(k) for k in ("pytorch-lightning_version", "epoch", "global_step")}
+            out["kind"] = {"fcmae": "FCMAE / ProFound ({'model': ...})", "state_dict": "state dict"}.get(kind, kind)
+            if isinstance(obj, dict):
+                out["keys"] = [str(k) for k in list(obj)[:20]]
+    if out["arch"] is None and sd:
+        try:
+            enc = _strip_prefixes(_drop_non_encoder(_strip_prefixes(dict(sd)))[0])
+            if any(k.endswith(".kernel") for k in enc) or "downsample_layers.0.0.weight" not in enc:
+                name, chans = _guess_from_sparse(enc, path, None, None)
+            else:
+                name, chans = infer_arch(enc, path)
+            out.update(arch=name, in_chans=chans)
+        except (RadlensError, KeyError, ValueError, AttributeError):
+            pass
+    tensors = [v for v in sd.values() if hasattr(v, "numel")]
+    out["tensors"] = len(tensors)
+    out["parameters"] = int(sum(int(v.numel()) for v in tensors))
+    return out

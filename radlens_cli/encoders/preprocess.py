@@ -1,17 +1,32 @@
 """Preprocessing shared by `embed` and `finetune` (ProFound-style), and the case dataset.
 
 Every modality is resampled in physical space onto ONE grid: the requested spacing
-(x, y, z mm), the orientation of the first modality, and a box of `crop` voxels (D, H, W)
-centred on the centre of the mask's bounding box. Sequences on other grids (ADC/DWI at
-2x2x3 mm on a smaller field of view, masks drawn on the T2 grid, DICOM series) all land on
-that grid; where a sequence's field of view ends, the box is padded.
+(x, y, z mm), a box of `crop` voxels (x, y, z) centred on the centre of the mask's bounding
+box, with the axes of the first modality (`orient native`) or their nearest permutation and
+flips that point to R,A,S or L,P,S (`orient RAS|LPS`, what MONAI's Orientationd and
+nibabel's as_closest_canonical do: the scan's own tilt is kept, no world-aligned grid).
+The box is snapped to the lattice of the first modality resampled at that spacing with its
+outer edge kept (voxel corners aligned at its first voxel after orientation, as MONAI's
+Spacingd), so the same scan stored with another voxel axis order or with rounding in its
+geometry gives the same planes. A box plane is inside a
+sequence only between its first and last voxel centres (1e-3 voxel tolerance): a box taller
+than the scan is padded, never filled by extrapolating the edge slice.
 
-Normalisation, per channel, over the box voxels that lie inside that sequence's field of
-view and are non-zero (ProFound normalises the non-zero voxels channel-wise, MONAI
-NormalizeIntensity(nonzero=True)); computing it over the box rather than the whole volume
-makes a case's channels independent of how much body the scanner's field of view holds.
-- zscore: (x - mean) / std; padded voxels get 0 (the mean).
-- percentile: (x - p0.5) / (p99.5 - p0.5) clipped to [0, 1]; padded voxels get 0.
+Sequences on other grids (ADC/DWI at 2x2x3 mm on a smaller field of view, masks drawn on
+the T2 grid, DICOM series) all land on that grid; where a sequence's field of view ends,
+the box is padded (0 after normalisation).
+
+Normalisation, per channel (`norm`), with statistics over the non-zero voxels of the box
+that lie inside that sequence (`norm_region box`, the default: a case's channels do not
+depend on how much body the field of view holds) or of the whole original volume
+(`norm_region volume`, like MONAI's NormalizeIntensity(nonzero=True) on the full scan):
+- zscore: (x - mean) / std;
+- percentile: (x - p0.5) / (p99.5 - p0.5) clipped to [0, 1];
+- window:LO,HI: (x - LO) / (HI - LO) clipped to [0, 1] (fixed, e.g. CT -1000,400);
+- none: the resampled values as they are.
+
+The tensor is (C, z, y, x) of the box's axes (`layout zyx`, the built-in encoder's) or
+(C, x, y, z) (`layout xyz`, MONAI/NIfTI-trained models).
 """
 
 from __future__ import annotations
@@ -29,8 +44,41 @@ from torch.utils.data import Dataset
 from radlens_cli.errors import RadlensError, UsageError
 from radlens_cli.io.manifest import MaskSpec, parse_mask_spec
 
-NORMS = ("zscore", "percentile")
-PREPROCESS_VERSION = 1
+NORMS = ("zscore", "percentile", "none", "window:LO,HI")
+ORIENTS = ("native", "RAS", "LPS")
+LAYOUTS = ("zyx", "xyz")
+NORM_REGIONS = ("box", "volume")
+# 2: crop recorded as x,y,z (1 recorded it as D,H,W = z,y,x), orientation, layout, region
+PREPROCESS_VERSION = 2
+DEFAULT_CROP_XYZ = (224, 224, 64)
+INSIDE_TOL = 1e-3  # voxels: a box plane this close to a sequence's edge voxel centre is inside
+
+
+def parse_norm(norm: str) -> tuple[str, float | None, float | None]:
+    """('zscore'|'percentile'|'none'|'window', lo, hi) of a --norm value."""
+    text = str(norm).strip()
+    if text in ("zscore", "percentile", "none"):
+        return text, None, None
+    if text.startswith("window:"):
+        try:
+            lo, hi = (float(v) for v in text[len("window:"):].split(","))
+        except ValueError:
+            lo = hi = float("nan")
+        if not (np.isfinite(lo) and np.isfinite(hi) and lo < hi):
+            raise UsageError(f"--norm window:LO,HI needs two numbers LO < HI, got {text!r}")
+        return "window", lo, hi
+    raise UsageError(f"--norm must be zscore, percentile, none or window:LO,HI, got {text!r}")
+
+
+def crop_from_record(rec: dict, default=DEFAULT_CROP_XYZ) -> tuple[int, int, int]:
+    """The x,y,z box of a recorded preprocessing dict; records before version 2 hold D,H,W."""
+    crop = rec.get("crop")
+    if crop is None:
+        return tuple(default)
+    crop = tuple(int(c) for c in crop)
+    if rec.get("crop_order") == "x,y,z" or int(rec.get("version", 1)) >= 2:
+        return crop
+    return crop[::-1]
 
 
 class CaseFailure(RadlensError):
@@ -56,8 +104,11 @@ class PreprocessConfig:
     modalities: list[str]
     mask: MaskSpec
     spacing: tuple[float, float, float] = (0.5, 0.5, 1.0)  # x, y, z in mm
-    crop: tuple[int, int, int] = (64, 224, 224)  # D, H, W voxels
+    crop: tuple[int, int, int] = DEFAULT_CROP_XYZ  # x, y, z voxels
     norm: str = "zscore"
+    orient: str = "native"
+    layout: str = "zyx"
+    norm_region: str = "box"
     extra: dict = field(default_factory=dict)
 
     def __post_init__(self):
@@ -69,23 +120,42 @@ class PreprocessConfig:
         if len(self.spacing) != 3 or any(not np.isfinite(s) or s <= 0 for s in self.spacing):
             raise UsageError(f"--spacing needs three positive numbers (x,y,z mm), got {self.spacing}")
         if len(self.crop) != 3 or any(c < 1 for c in self.crop):
-            raise UsageError(f"--crop needs three positive integers (D,H,W), got {self.crop}")
-        if self.norm not in NORMS:
-            raise UsageError(f"--norm must be one of {', '.join(NORMS)}, got {self.norm!r}")
+            raise UsageError(f"--crop needs three positive integers (x,y,z voxels), got {self.crop}")
+        self.norm = str(self.norm).strip()
+        parse_norm(self.norm)
+        orient = {o.lower(): o for o in ORIENTS}.get(str(self.orient).lower())
+        if orient is None:
+            raise UsageError(f"--orient must be one of {', '.join(ORIENTS)}, got {self.orient!r}")
+        self.orient = orient
+        if self.layout not in LAYOUTS:
+            raise UsageError(f"--layout must be one of {', '.join(LAYOUTS)}, got {self.layout!r}")
+        if self.norm_region not in NORM_REGIONS:
+            raise UsageError(f"--norm-region must be one of {', '.join(NORM_REGIONS)}, got {self.norm_region!r}")
         if not self.modalities:
             raise UsageError("--modalities: give at least one modality column")
 
     def to_dict(self) -> dict:
+        region = ("box voxels inside each sequence's field of view, non-zero" if self.norm_region == "box"
+                  else "the whole original volume of each sequence, non-zero voxels")
         return {"version": PREPROCESS_VERSION, "modalities": list(self.modalities), "mask": str(self.mask),
-                "spacing": list(self.spacing), "crop": list(self.crop), "norm": self.norm,
-                "resample": "linear (images), nearest (masks), physical space, orientation of the first modality",
-                "normalisation_region": "box voxels inside each sequence's field of view, non-zero"}
+                "spacing": list(self.spacing), "crop": list(self.crop), "crop_order": "x,y,z",
+                "norm": self.norm, "norm_region": self.norm_region, "orient": self.orient, "layout": self.layout,
+                "resample": ("linear (images), nearest (masks), physical space, axes of the first modality"
+                             + ("" if self.orient == "native" else f" permuted/flipped to {self.orient}")
+                             + ", box snapped to its lattice, no extrapolation past a sequence"),
+                "normalisation_region": region}
 
     @classmethod
     def from_dict(cls, d: dict) -> "PreprocessConfig":
         return cls(modalities=list(d["modalities"]), mask=parse_mask_spec(str(d["mask"])),
-                   spacing=tuple(d.get("spacing", (0.5, 0.5, 1.0))),
-                   crop=tuple(d.get("crop", (64, 224, 224))), norm=d.get("norm", "zscore"))
+                   spacing=tuple(d.get("spacing", (0.5, 0.5, 1.0))), crop=crop_from_record(d),
+                   norm=d.get("norm", "zscore"), orient=d.get("orient", "native"),
+                   layout=d.get("layout", "zyx"), norm_region=d.get("norm_region", "box"))
+
+    def tensor_shape(self) -> tuple[int, ...]:
+        """(C, *spatial) of the volume this config makes, in its layout."""
+        x, y, z = self.crop
+        return (len(self.modalities),) + ((z, y, x) if self.layout == "zyx" else (x, y, z))
 
     def key(self) -> str:
         """Hash of everything that changes the preprocessed volume."""
@@ -109,9 +179,31 @@ def _sitk():
     return sitk
 
 
-def box_grid(first_image, mask, spacing, crop):
-    """(origin, direction, size_xyz) of the box: `crop` voxels at `spacing`, centred on the
-    centre of the mask's bounding box, oriented like `first_image`."""
+def oriented_axes(direction: np.ndarray, orient: str) -> tuple[list[int], list[int]]:
+    """(perm, sign): box axis w is sign[w] * the image's own axis perm[w].
+
+    native keeps the image's axes; RAS/LPS take, greedily by the largest direction cosine,
+    the image axis closest to each world axis and flip it to point to R,A,S or L,P,S (ITK's
+    physical space is LPS), like nibabel's io_orientation / MONAI's Orientationd.
+    """
+    if orient == "native":
+        return [0, 1, 2], [1, 1, 1]
+    target = {"RAS": (-1.0, -1.0, 1.0), "LPS": (1.0, 1.0, 1.0)}[orient]
+    a = np.abs(direction).astype(np.float64)
+    perm, sign = [-1, -1, -1], [1, 1, 1]
+    for _ in range(3):
+        w, ax = np.unravel_index(int(np.argmax(a)), a.shape)
+        perm[w] = int(ax)
+        sign[w] = int(np.sign(direction[w, ax]) * target[w]) or 1
+        a[w, :] = -1.0
+        a[:, ax] = -1.0
+    return perm, sign
+
+
+def box_grid(first_image, mask, spacing, crop, orient: str = "native"):
+    """(origin, direction, size_xyz, centre) of the box: `crop` (x, y, z) voxels at `spacing`,
+    centred on the centre of the mask's bounding box, with the first image's axes oriented
+    by `orient`, snapped to the lattice of that image resampled at `spacing`."""
     sitk = _sitk()
     arr = sitk.GetArrayViewFromImage(mask)
     nz = np.nonzero(arr)
@@ -119,10 +211,28 @@ def box_grid(first_image, mask, spacing, crop):
     hi = [int(a.max()) for a in nz]
     centre_idx = [(lo[2] + hi[2]) / 2.0, (lo[1] + hi[1]) / 2.0, (lo[0] + hi[0]) / 2.0]  # x, y, z
     centre = np.array(mask.TransformContinuousIndexToPhysicalPoint(centre_idx))
-    direction = np.array(first_image.GetDirection(), dtype=np.float64).reshape(3, 3)
-    size_xyz = np.array([crop[2], crop[1], crop[0]], dtype=np.int64)
+    img_dir = np.array(first_image.GetDirection(), dtype=np.float64).reshape(3, 3)
+    perm, sign = oriented_axes(img_dir, orient)
+    direction = img_dir[:, perm] * np.asarray(sign, dtype=np.float64)[None, :]
+    # the oriented image's first voxel: the far end of every flipped axis
+    size_img = first_image.GetSize()
+    corner = [0.0, 0.0, 0.0]
+    for w in range(3):
+        if sign[w] < 0:
+            corner[perm[w]] = float(size_img[perm[w]] - 1)
+    anchor = np.array(first_image.TransformContinuousIndexToPhysicalPoint(corner))
+    size_xyz = np.array(crop, dtype=np.int64)
     spacing = np.array(spacing, dtype=np.float64)
+    # the lattice of the scan resampled at `spacing` with its outer edge kept (voxel corners
+    # aligned, as MONAI's Spacingd): its first voxel centre is half a new voxel inside the
+    # scan's first voxel's outer corner; with the scan's own spacing, that is its first voxel
+    sp_img = np.array([first_image.GetSpacing()[perm[w]] for w in range(3)])
+    anchor = anchor + direction @ ((spacing - sp_img) / 2.0)
     origin = centre - direction @ (spacing * (size_xyz - 1) / 2.0)
+    steps = np.linalg.solve(direction * spacing[None, :], origin - anchor)
+    # half-way ties are common (a mask of even width): break them upwards with a tolerance so
+    # rounding noise in the stored geometry cannot move the box by a voxel
+    origin = anchor + direction @ (spacing * np.floor(steps + 0.5 + INSIDE_TOL))
     return origin, direction, size_xyz, centre
 
 
@@ -134,25 +244,72 @@ def _resample(img, origin, direction, size_xyz, spacing, interp: str, default: f
                          [float(d) for d in direction.ravel()], default, img.GetPixelID())
 
 
-def normalise(arr: np.ndarray, valid: np.ndarray, norm: str, where: str) -> np.ndarray:
-    """Per-channel normalisation over valid non-zero voxels; invalid voxels become 0."""
-    sel = valid & (arr != 0)
-    if not sel.any():
-        sel = valid
-    vals = arr[sel].astype(np.float64)
+def inside(img, origin, direction, size_xyz, spacing, tol: float = INSIDE_TOL) -> np.ndarray:
+    """bool (z, y, x) array of the box: the voxel lies between `img`'s first and last voxel
+    centres on every axis (within `tol` voxels), i.e. needs no extrapolation."""
+    o_img = np.array(img.GetOrigin(), dtype=np.float64)
+    m_img = np.array(img.GetDirection(), dtype=np.float64).reshape(3, 3) * np.array(img.GetSpacing())[None, :]
+    to_idx = np.linalg.inv(m_img)
+    a = to_idx @ direction @ np.diag(np.asarray(spacing, dtype=np.float64))
+    c = to_idx @ (np.asarray(origin, dtype=np.float64) - o_img)
+    nx, ny, nz = (int(s) for s in size_xyz)
+    i = np.arange(nx, dtype=np.float64)[None, None, :]
+    j = np.arange(ny, dtype=np.float64)[None, :, None]
+    k = np.arange(nz, dtype=np.float64)[:, None, None]
+    out = np.ones((nz, ny, nx), dtype=bool)
+    for d, n in enumerate(img.GetSize()):
+        v = c[d] + a[d, 0] * i + a[d, 1] * j + a[d, 2] * k
+        out &= (v >= -tol) & (v <= n - 1 + tol)
+    return out
+
+
+def normalise(arr: np.ndarray, valid: np.ndarray, norm: str, where: str,
+              stats_values: np.ndarray | None = None) -> np.ndarray:
+    """Per-channel normalisation; invalid voxels become 0. Statistics come from the valid
+    non-zero voxels of `arr`, or from `stats_values` (the non-zero voxels of another region)."""
+    kind, w_lo, w_hi = parse_norm(norm)
     out = np.zeros(arr.shape, dtype=np.float32)
-    if norm == "zscore":
+    if kind in ("zscore", "percentile"):
+        if stats_values is None:
+            sel = valid & (arr != 0)
+            if not sel.any():
+                sel = valid
+            vals = arr[sel].astype(np.float64)
+        else:
+            vals = np.asarray(stats_values, dtype=np.float64)
+        if vals.size == 0:
+            raise RadlensError(f"{where}: no voxels to compute the normalisation from")
+    if kind == "zscore":
         mean, std = vals.mean(), vals.std()
         if not np.isfinite(std) or std < 1e-8:
             std = 1.0
         out[valid] = ((arr[valid] - mean) / std).astype(np.float32)
-    else:
+    elif kind == "percentile":
         lo, hi = np.percentile(vals, [0.5, 99.5])
         scale = hi - lo if hi - lo > 1e-8 else 1.0
         out[valid] = np.clip((arr[valid] - lo) / scale, 0.0, 1.0).astype(np.float32)
+    elif kind == "window":
+        out[valid] = np.clip((arr[valid] - w_lo) / (w_hi - w_lo), 0.0, 1.0).astype(np.float32)
+    else:
+        out[valid] = arr[valid].astype(np.float32)
     if not np.isfinite(out).all():
         raise RadlensError(f"{where}: non-finite values after normalisation")
     return out
+
+
+def _volume_stats(img) -> np.ndarray:
+    """Non-zero voxels of a whole image (all voxels if none is non-zero), for norm_region volume."""
+    arr = _sitk().GetArrayViewFromImage(img)
+    vals = np.asarray(arr[arr != 0], dtype=np.float64)
+    vals = vals[np.isfinite(vals)]
+    return vals if vals.size else np.asarray(arr, dtype=np.float64).ravel()
+
+
+def to_layout(arr: np.ndarray, layout: str) -> np.ndarray:
+    """A (..., z, y, x) array in `layout` order (xyz transposes the three spatial axes)."""
+    if layout == "zyx":
+        return arr
+    return np.ascontiguousarray(np.swapaxes(arr, -1, -3))
 
 
 def _read_extra_mask(path: str, spec: MaskSpec | None, what: str, images=(), loaded=None,
@@ -177,8 +334,9 @@ def _tell(case_id: str, info: dict) -> None:
 def preprocess_case(image_paths: list[str], mask_path: str, cfg: PreprocessConfig,
                     extra_mask_path: str | None = None, extra_mask_spec: MaskSpec | None = None,
                     case_id: str = "", strict_geometry: bool = False) -> dict:
-    """volume float32 (C, D, H, W), mask uint8 (D, H, W), extra_mask uint8 (D, H, W) or None,
-    and inputs: a JSON record of the DICOM objects read and any geometry warning ("" if none).
+    """volume float32 (C, *box), mask uint8 (*box), extra_mask uint8 (*box) or None, where box is
+    (z, y, x) or (x, y, z) of the box's axes by cfg.layout; and inputs: a JSON record of the
+    DICOM objects read and any geometry warning ("" if none).
 
     A mask whose origin lies on none of the images' voxel lattices is a warning (an error
     with strict_geometry)."""
@@ -210,23 +368,26 @@ def preprocess_case(image_paths: list[str], mask_path: str, cfg: PreprocessConfi
     except RadlensError as e:
         raise failed(e, mask_what, mask_path) from None
     _tell(case_id, info)
-    origin, direction, size_xyz, centre = box_grid(images[0], mask, cfg.spacing, cfg.crop)
+    origin, direction, size_xyz, centre = box_grid(images[0], mask, cfg.spacing, cfg.crop, cfg.orient)
+    grid = (origin, direction, size_xyz, cfg.spacing)
     channels = []
     for img, m, p in zip(images, cfg.modalities, image_paths):
         res = _resample(img, origin, direction, size_xyz, cfg.spacing, "linear", float("nan"))
         arr = sitk.GetArrayFromImage(res)
-        valid = np.isfinite(arr)
+        valid = np.isfinite(arr) & inside(img, *grid)
         if not valid.any():
             raise CaseFailure(f"{tag}{m}: image {p} does not overlap the box around the mask {mask_path} "
                               f"(centre {np.round(centre, 1).tolist()} mm); wrong image or mask?", case_id, m, p,
                               f"does not overlap the box around the mask {mask_path} "
                               f"(centre {np.round(centre, 1).tolist()} mm); wrong image or mask?")
         try:
+            stats = _volume_stats(img) if cfg.norm_region == "volume" else None
             channels.append(normalise(np.where(valid, arr, 0.0).astype(np.float32), valid, cfg.norm,
-                                      f"{tag}{m} ({p})"))
+                                      f"{tag}{m} ({p})", stats_values=stats))
         except RadlensError as e:
             raise failed(e, m, p, f"{m} ({p})") from None
     roi = sitk.GetArrayFromImage(_resample(mask, origin, direction, size_xyz, cfg.spacing, "nearest", 0))
+    roi = roi * inside(mask, *grid)
     extra = None
     if extra_mask_path is not None:
         try:
@@ -237,9 +398,10 @@ def preprocess_case(image_paths: list[str], mask_path: str, cfg: PreprocessConfi
         _tell(case_id, {k: v for k, v in em_info.items() if k in ("warning", "notes")})
         info.update({f"segmentation_{k}": v for k, v in em_info.items() if k in ("mask", "geometry", "warning")})
         extra = sitk.GetArrayFromImage(_resample(em, origin, direction, size_xyz, cfg.spacing, "nearest", 0))
-        extra = extra.astype(np.uint8)
-    return {"volume": np.stack(channels, 0).astype(np.float32), "mask": roi.astype(np.uint8),
-            "extra_mask": extra, "inputs": json.dumps(info, sort_keys=True) if info else ""}
+        extra = to_layout((extra * inside(em, *grid)).astype(np.uint8), cfg.layout)
+    return {"volume": to_layout(np.stack(channels, 0).astype(np.float32), cfg.layout),
+            "mask": to_layout(roi.astype(np.uint8), cfg.layout), "extra_mask": extra,
+            "inputs": json.dumps(info, sort_keys=True) if info else ""}
 
 
 def _file_hash(path: str | None) -> str:
@@ -288,8 +450,8 @@ def unwrap_worker_error(e: BaseException) -> str:
 class CaseDataset(Dataset):
     """Preprocessed cases of a manifest, with an optional on-disk float16 cache.
 
-    Items: dict(index, case_id, volume float32 tensor (C, D, H, W), target, seg, inputs).
-    target: float tensor (NaN when no targets were given); seg: uint8 (D, H, W) tensor of the
+    Items: dict(index, case_id, volume float32 tensor (C, *box), target, seg, inputs).
+    target: float tensor (NaN when no targets were given); seg: uint8 (*box) tensor of the
     segmentation mask (empty tensor when seg_mask is None); inputs: the JSON record of the
     case's DICOM objects and geometry warning ("" for none; see io.images.load_mask).
     Volumes are rounded to float16 whether or not a cache is used, so a run that reads the

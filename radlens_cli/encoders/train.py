@@ -562,7 +562,8 @@ def finetune(manifest: str, modalities: list[str], mask: str, encoder: str, task
              norm: str | None = None, cache_dir: str | None = None, workers: int | None = None,
              resume: bool = True, force: bool = False, max_steps: int | None = None,
              amp: bool = True, seg_channels: int = 128, drop_path: float = 0.0,
-             timing_warmup_steps: int = 0, strict_geometry: bool = False) -> dict:
+             timing_warmup_steps: int = 0, strict_geometry: bool = False, trust_checkpoint: bool = False,
+             conventions: dict | None = None) -> dict:
     """Fine-tune `encoder` on a manifest task and write a radlens checkpoint to `output`.
 
     Returns a summary: best_epoch, best_metric, metric, test metrics, history, timing.
@@ -610,13 +611,13 @@ def finetune(manifest: str, modalities: list[str], mask: str, encoder: str, task
 def _finetune(manifest, modalities, mask, encoder, task, output, target, seg_mask, metrics, epochs, lr,
               batch_size, weight_decay, warmup_epochs, freeze_encoder, balanced, augment, seed, device,
               spacing, crop, norm, cache_dir, workers, resume, force, max_steps, amp, seg_channels, drop_path,
-              cfg, dist, dev,
+              cfg, dist, dev, trust_checkpoint=False, conventions=None,
               **_) -> dict:
     import tempfile
 
     from radlens_cli import provenance
     from radlens_cli.encoders.checkpoints import load_encoder, save_radlens_checkpoint
-    from radlens_cli.encoders.preprocess import CaseDataset, PreprocessConfig
+    from radlens_cli.encoders.preprocess import CaseDataset
     from radlens_cli.io.manifest import parse_mask_spec, read_manifest
 
     man = read_manifest(manifest)
@@ -627,7 +628,7 @@ def _finetune(manifest, modalities, mask, encoder, task, output, target, seg_mas
     if seg_spec is not None:
         man.require_columns([seg_spec.column], "segmentation mask")
 
-    enc, info = load_encoder(encoder)
+    enc, info = load_encoder(encoder, trust=trust_checkpoint)
     if info.get("source") in ("torchscript", "factory") or not hasattr(enc, "forward_features"):
         raise UsageError(f"--encoder {encoder}: finetune needs a built-in ConvNeXt-V2 checkpoint "
                          f"(got {info.get('source')}); its output must load in `radlens embed`")
@@ -638,10 +639,9 @@ def _finetune(manifest, modalities, mask, encoder, task, output, target, seg_mas
         raise UsageError(f"--drop-path must be in [0, 1) (got {drop_path})")
     set_drop_path(enc, drop_path)
     rec = info.get("preprocessing") or {}
-    pcfg = PreprocessConfig(modalities=modalities, mask=mask_spec,
-                            spacing=spacing if spacing is not None else tuple(rec.get("spacing", (0.5, 0.5, 1.0))),
-                            crop=crop if crop is not None else tuple(rec.get("crop", (64, 224, 224))),
-                            norm=norm if norm is not None else rec.get("norm", "zscore"))
+    from radlens_cli.encoders.infer import preprocessing_config
+
+    pcfg = preprocessing_config(modalities, mask_spec, spacing, crop, norm, rec, **(conventions or {}))
 
     split = man.split
     classes, scale, encoded, class_of_train = None, (0.0, 1.0), None, None
@@ -674,7 +674,8 @@ def _finetune(manifest, modalities, mask, encoder, task, output, target, seg_mas
               "mask": mask, "epochs": epochs, "lr": lr, "batch_size": batch_size, "weight_decay": weight_decay,
               "warmup_epochs": warmup_epochs, "freeze_encoder": freeze_encoder, "balanced": balanced,
               "augment": augment, "seed": seed, "preprocessing": pcfg.to_dict(), "world_size": dist.world_size,
-              "amp": amp, "head_kwargs": cfg.head_kwargs, "drop_path": drop_path}
+              "amp": amp, "head_kwargs": cfg.head_kwargs, "drop_path": drop_path,
+              "trust_checkpoint": trust_checkpoint, "checkpoint_fully_unpickled": info["trusted"]}
     fingerprint = hashlib.sha256(json.dumps(
         {**params, "manifest": provenance.sha256_file(manifest), "encoder": provenance.sha256_file(encoder)},
         sort_keys=True, default=str).encode()).hexdigest()
@@ -761,9 +762,9 @@ def load_finetuned(path: str, map_location="cpu"):
     from radlens_cli.encoders.checkpoints import load_encoder
     from radlens_cli.encoders.heads import ClassifyHead, RegressHead, UPerNetHead
 
+    # one weights-only read: the head and task live beside the encoder in the same file
     enc, info = load_encoder(path, map_location=map_location)
-    obj = torch.load(path, map_location=map_location, weights_only=True)
-    meta = obj.get("finetune") if isinstance(obj, dict) else None
+    meta = info["extra"].get("finetune")
     if not meta:
         raise RadlensError(f"{path}: not a radlens finetune checkpoint (no head recorded)")
     hc = dict(meta["head_config"])

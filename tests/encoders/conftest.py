@@ -11,7 +11,7 @@ import torch
 torch.set_num_threads(1)  # 2 shared cores: threads only contend
 
 # Tiny preprocessing so each case takes milliseconds.
-SMALL = ["--crop", "16,32,32", "--spacing", "1,1,2"]
+SMALL = ["--crop", "32,32,16", "--spacing", "1,1,2"]
 
 
 def write_case(folder, cid: str, seed: int, direction=None, zones: bool = False, dicom_t2: bool = False):

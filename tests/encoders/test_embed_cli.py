@@ -52,7 +52,7 @@ def test_embed_default_run(cli, cohort, atto3, tmp_path):
         assert f.attrs["radlens_schema"] == "case-table/1"
         params = json.loads(f.attrs["params"])
         inputs = json.loads(f.attrs["inputs"])
-    assert params["arch"] == "convnextv2_atto" and params["preprocessing"]["crop"] == [16, 32, 32]
+    assert params["arch"] == "convnextv2_atto" and params["preprocessing"]["crop"] == [32, 32, 16]
     assert params["preprocessing"]["spacing"] == [1.0, 1.0, 2.0] and params["layer"] == "final"
     assert len(inputs["encoder"]["sha256"]) == 64
     # same seed, same embeddings; a stage output has that stage's width
@@ -73,7 +73,7 @@ def test_embed_matches_the_model_directly(cli, cohort, atto3, tmp_path):
     assert embed(cli, cohort, atto3, out, "--batch-size", "4").exit_code == 0
     t = read_table(str(out))
     ds = CaseDataset(read_manifest(cohort), PreprocessConfig(["t2", "dwi", "adc"], MaskSpec("gland"),
-                                                             spacing=(1, 1, 2), crop=(16, 32, 32)))
+                                                             spacing=(1, 1, 2), crop=(32, 32, 16)))
     model, _ = load_encoder(atto3)
     with torch.no_grad():
         ref = model(torch.stack([ds[i]["volume"] for i in range(4)])).numpy()
@@ -205,11 +205,13 @@ def test_preprocessing_defaults_come_from_the_checkpoint(cli, cohort, tmp_path):
     assert r.exit_code == 0, r
     with h5py.File(out) as f:
         pre = json.loads(f.attrs["params"])["preprocessing"]
-    assert pre["crop"] == [16, 48, 32] and pre["spacing"] == [1.5, 1.5, 2.5] and pre["norm"] == "percentile"
-    r = cli("embed", cohort, "--modalities", "adc,dwi,t2", "--mask", "gland", "--encoder", enc, "--crop", "16,32,32",
+    # a record without a version holds the crop as D,H,W (before crops were x,y,z): read as such
+    assert pre["crop"] == [32, 48, 16] and pre["crop_order"] == "x,y,z" and pre["version"] == 2
+    assert pre["spacing"] == [1.5, 1.5, 2.5] and pre["norm"] == "percentile"
+    r = cli("embed", cohort, "--modalities", "adc,dwi,t2", "--mask", "gland", "--encoder", enc, "--crop", "32,32,16",
             "-o", tmp_path / "f.h5")
     assert r.exit_code == 0 and "channel order matters" in r.stderr
     with h5py.File(tmp_path / "f.h5") as f:
-        assert json.loads(f.attrs["params"])["preprocessing"]["crop"] == [16, 32, 32]
-    r = cli("embed", cohort, *MODS, "--encoder", enc, "--crop", "8,32,32", "-o", tmp_path / "g.h5")
+        assert json.loads(f.attrs["params"])["preprocessing"]["crop"] == [32, 32, 16]
+    r = cli("embed", cohort, *MODS, "--encoder", enc, "--crop", "32,32,8", "-o", tmp_path / "g.h5")
     assert r.exit_code == 2 and "at least 16 voxels" in r.stderr

@@ -69,7 +69,7 @@ def cohort(tmp_path_factory):
 
 def base_args(c, task="classify", target="grade", epochs=3):
     args = [c["manifest"], "--modalities", "t2", "--mask", "gland", "--encoder", c["encoder"],
-            "--task", task, "--crop", "16,32,32", "--spacing", "1,1,2", "--epochs", epochs,
+            "--task", task, "--crop", "32,32,16", "--spacing", "1,1,2", "--epochs", epochs,
             "--warmup-epochs", "0", "--seed", "1", "--device", "cpu"]
     if task == "segment":
         args += ["--seg-mask", target, "--seg-channels", "8"]
@@ -97,19 +97,20 @@ def same_tensors(a: dict, b: dict) -> bool:
 def test_classify_lowers_loss_and_embed_loads_it_without_arch(cli, cohort, spaced_tmp):
     out = spaced_tmp / "ft cls.pt"
     met = spaced_tmp / "metrics.csv"
-    r = cli("finetune", *base_args(cohort, epochs=4), "--no-augment", "--metrics", met, "-o", out)
+    # 8 epochs: over 4 the loss of 3 steps per epoch is noise around its start (cosine lr)
+    r = cli("finetune", *base_args(cohort, epochs=8), "--no-augment", "--metrics", met, "-o", out)
     assert r.exit_code == 0, r
     assert r.stdout == ""  # stdout is for data only
     rows = read_metrics(met)
     train = [float(x["loss"]) for x in rows if x["split"] == "train"]
-    assert len(train) == 4 and train[-1] < train[0]
-    assert [x["split"] for x in rows] == ["train", "val"] * 4 + ["test"]
+    assert len(train) == 8 and train[-1] < train[0]
+    assert [x["split"] for x in rows] == ["train", "val"] * 8 + ["test"]
     assert set(rows[0]) == {"epoch", "split", "n_cases", "loss", "qwk", "lr"}
     assert not os.path.exists(f"{out}.state")
 
     sd, meta = weights(out)
     assert meta["task"] == "classify" and meta["target"] == "grade" and meta["classes"] == [0, 1, 2, 3]
-    assert meta["metric"] == "qwk" and 1 <= meta["best_epoch"] <= 4
+    assert meta["metric"] == "qwk" and 1 <= meta["best_epoch"] <= 8
     from radlens_cli.encoders.train import load_finetuned
 
     enc, head, meta2 = load_finetuned(str(out))
@@ -128,7 +129,7 @@ def test_classify_lowers_loss_and_embed_loads_it_without_arch(cli, cohort, space
         from radlens_cli.encoders.preprocess import CaseDataset, PreprocessConfig
         from radlens_cli.io.manifest import read_manifest
 
-        ds = CaseDataset(read_manifest(str(cohort["manifest"])), PreprocessConfig(["t2"], "gland", (1, 1, 2), (16, 32, 32)))
+        ds = CaseDataset(read_manifest(str(cohort["manifest"])), PreprocessConfig(["t2"], "gland", (1, 1, 2), (32, 32, 16)))
         ref = enc(ds[0]["volume"][None]).numpy()
     np.testing.assert_allclose(t.values[0], ref[0], rtol=1e-4, atol=1e-4)
 

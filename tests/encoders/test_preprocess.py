@@ -11,7 +11,7 @@ from radlens_cli.errors import RadlensError, UsageError
 from radlens_cli.io.manifest import MaskSpec, parse_mask_spec, read_manifest
 from tests.encoders.conftest import write_case, write_cohort, write_dicom_series
 
-CFG = dict(spacing=(1.0, 1.0, 2.0), crop=(16, 32, 32))
+CFG = dict(spacing=(1.0, 1.0, 2.0), crop=(32, 32, 16))  # x, y, z
 
 
 def physical(img, idx_xyz):
@@ -64,16 +64,23 @@ def test_coarse_smaller_fov_sequence_lands_on_the_box(tmp_path):
     cfg = PreprocessConfig(["t2", "adc"], MaskSpec("gland"), **CFG)
     vol = preprocess_case([str(tmp_path / names["t2"]), str(tmp_path / "adc_lin.nii.gz")],
                           str(tmp_path / names["gland"]), cfg)["volume"][1]
-    # physical position of every box voxel, from the design: centred, T2's orientation
+    # physical position of every box voxel, from the design: centred, T2's orientation, its
+    # first voxel on the lattice of T2 resampled at the box spacing, corners aligned
     d = np.array(t2.GetDirection()).reshape(3, 3)
     box_sp, box_size = np.array([1.0, 1.0, 2.0]), np.array([32, 32, 16])
+    first = centre - d @ (box_sp * (box_size - 1) / 2)
+    anchor = np.asarray(t2.GetOrigin()) + d @ ((box_sp - np.asarray(t2.GetSpacing())) / 2)
+    first = anchor + d @ (box_sp * np.round(d.T @ (first - anchor) / box_sp))
+    assert np.abs(first - (centre - d @ (box_sp * (box_size - 1) / 2))).max() <= box_sp.max() / 2 + 1e-9
     kk, jj, ii = np.mgrid[0:16, 0:32, 0:32]
     idx = np.stack([ii, jj, kk], -1).astype(float)
-    q = centre + ((idx - (box_size - 1) / 2) * box_sp) @ d.T
+    q = first + (idx * box_sp) @ d.T
     cont = (q - adc_origin) / sp
-    inside = np.all((cont >= 0) & (cont <= size - 1), -1)
-    outside = np.any((cont < -0.6) | (cont > size - 0.4), -1)
+    inside = np.all((cont >= 1e-6) & (cont <= size - 1 - 1e-6), -1)
+    # past the last voxel centre is outside, even within half a voxel (no extrapolation)
+    outside = np.any((cont < -1e-6) | (cont > size - 1 + 1e-6), -1)
     assert inside.sum() > 100 and outside.sum() > 100
+    assert np.any(outside & np.all((cont > -0.5) & (cont < size - 0.5), -1))
     assert np.all(vol[outside] == 0)
     # inside: an affine function (the z-score) of the true values, to float precision
     x, y = f(q[inside]), vol[inside]
@@ -117,7 +124,7 @@ def test_zone_labels_percentile_and_lesion_mask(tmp_path):
 
 
 def test_config_round_trip_and_validation():
-    cfg = PreprocessConfig(["t2", "adc"], parse_mask_spec("zones:1+2"), spacing=(1, 1, 2), crop=(8, 16, 16))
+    cfg = PreprocessConfig(["t2", "adc"], parse_mask_spec("zones:1+2"), spacing=(1, 1, 2), crop=(16, 16, 8))
     again = PreprocessConfig.from_dict(cfg.to_dict())
     assert again.to_dict() == cfg.to_dict() and again.key() == cfg.key()
     assert PreprocessConfig(["t2", "adc"], "zones:1+2").key() != cfg.key()

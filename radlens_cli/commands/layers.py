@@ -1,0 +1,67 @@
+"""`radlens layers`: the layers of an encoder that `embed --layer` takes, with output shapes."""
+
+from __future__ import annotations
+
+import json
+
+import typer
+
+from radlens_cli.commands._util import command
+
+
+def layers(encoder: str, arch: str | None = None, weights: str | None = None, crop: str | None = None,
+           layout: str | None = None, channels: int | None = None, trust_checkpoint: bool = False) -> dict:
+    """{input_shape, rows} for ENCODER; see radlens_cli.encoders.infer.list_layers."""
+    from radlens_cli.encoders.infer import list_layers
+
+    return list_layers(encoder, arch=arch, weights=weights, crop=crop, layout=layout, channels=channels,
+                       trust=trust_checkpoint)
+
+
+@command("layers")
+def layers_cli(
+    encoder: str = typer.Argument(..., help="Encoder as `embed --encoder` takes it: checkpoint, .onnx, TorchScript "
+                                            "or package.module:factory."),
+    weights: str = typer.Option(None, "--weights", help="State dict for a factory/TorchScript model (as in embed)."),
+    arch: str = typer.Option(None, "--arch", help="Architecture of a plain/FCMAE checkpoint (as in embed)."),
+    crop: str = typer.Option(None, "--crop",
+                             help="Input box x,y,z in voxels, the same order as embed's --crop [default: the "
+                                  "checkpoint's, else 224,224,64]."),
+    layout: str = typer.Option(None, "--layout", help="Tensor axis order zyx or xyz, as in embed [default: "
+                                                      "the checkpoint's, else zyx]."),
+    channels: int = typer.Option(None, "--channels", min=1,
+                                 help="Input channels [default: what the encoder records or declares, else 1]."),
+    as_json: bool = typer.Option(False, "--json", help="Print JSON instead of a table."),
+    trust_checkpoint: bool = typer.Option(False, "--trust-checkpoint",
+                                          help="Load a checkpoint that needs full unpickling (runs code stored "
+                                               "in the file); only for files you trust."),
+):
+    """List the layers embed --layer takes, with their shapes.
+
+    Runs the encoder once on a zero input of (1, channels, box) in the given layout
+    (ONNX: static shape inference, nothing is run) and prints, tab-separated on
+    stdout, every candidate: `final` (the model's own output), `stage1..stage4` for
+    the built-in encoder, each torch sub-module's dotted name or each ONNX tensor
+    name, its kind, its output shape, and `dim`, the embedding size after pooling
+    over space (the channel count). `?` marks a shape that is not known (a module
+    the forward pass did not run; TorchScript sub-modules, which take no hooks, are
+    listed by name only). Factories and TorchScript files run code by design.
+
+    Examples:
+
+    \b
+      radlens layers random.pt --crop 224,224,64
+      radlens layers segresnet.onnx --crop 128,128,64 --layout xyz | grep Add
+      radlens layers mynets:segresnet --weights model.ckpt --layout xyz --channels 1
+    """
+    result = layers(encoder, arch=arch, weights=weights, crop=crop, layout=layout, channels=channels,
+                    trust_checkpoint=trust_checkpoint)
+    if as_json:
+        typer.echo(json.dumps({"input_shape": list(result["input_shape"]),
+                               "layers": [{**r, "shape": None if r["shape"] is None else list(r["shape"])}
+                                          for r in result["rows"]]}, indent=2))
+        return
+    typer.echo("layer\tkind\toutput_shape\tdim")
+    for r in result["rows"]:
+        shape = "?" if r["shape"] is None else "x".join(map(str, r["shape"]))
+        typer.echo(f"{r['layer']}\t{r['kind']}\t{shape}\t{'?' if r['dim'] is None else r['dim']}")

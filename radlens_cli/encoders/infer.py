@@ -1,0 +1,341 @@
+"""From a loaded encoder to (batch, d) embeddings: device, fingerprint, layer and pooling.
+
+`embed` reads and batches the cases; everything that depends on what kind of encoder it
+runs (built-in, TorchScript, factory) lives here behind one `Embedder` object, so the
+command's loop stays the same whatever the model is.
+"""
+
+from __future__ import annotations
+
+import hashlib
+
+import numpy as np
+
+from radlens_cli import log
+from radlens_cli.devices import resolve_device  # noqa: F401  (re-exported for callers of this module)
+from radlens_cli.errors import RadlensError, UsageError
+
+DEFAULT_SPACING = (0.5, 0.5, 1.0)
+DEFAULT_CROP = (224, 224, 64)  # x, y, z voxels (ProFound's 64x224x224 D,H,W box)
+
+
+def model_fingerprint(model) -> str:
+    """sha256 over the model's parameters and buffers (names, shapes, bytes)."""
+    import torch
+
+    h = hashlib.sha256()
+    for name, t in sorted(model.state_dict().items()):
+        t = t.detach().cpu().contiguous()
+        if t.dtype == torch.bfloat16:
+            t = t.float()
+        h.update(f"{name}:{tuple(t.shape)}:{t.dtype}".encode())
+        h.update(t.numpy().tobytes())
+    return h.hexdigest()
+
+
+def preprocessing_config(modalities, mask, spacing, crop, norm, recorded: dict | None, orient: str | None = None,
+                         layout: str | None = None, norm_region: str | None = None):
+    """The run's PreprocessConfig: command line first, then the checkpoint's record, then defaults.
+
+    spacing and crop are "x,y,z" strings (or tuples); a record written before crops were
+    x,y,z (preprocessing version 1, D,H,W) is read in its own order.
+    """
+    from radlens_cli.encoders.preprocess import PreprocessConfig, crop_from_record, parse_triple
+
+    rec = recorded or {}
+    sp = (parse_triple(spacing, "--spacing") if isinstance(spacing, str) else tuple(spacing)) if spacing \
+        else tuple(rec.get("spacing", DEFAULT_SPACING))
+    cr = (parse_triple(crop, "--crop", int) if isinstance(crop, str) else tuple(crop)) if crop \
+        else crop_from_record(rec, DEFAULT_CROP)
+    nm = norm or rec.get("norm", "zscore")
+    if rec.get("modalities") and list(rec["modalities"]) != list(modalities):
+        log.warn(f"the encoder was trained on modalities {','.join(rec['modalities'])} "
+                 f"(channel order matters); --modalities gives {','.join(modalities)}")
+    return PreprocessConfig(modalities=list(modalities), mask=mask, spacing=sp, crop=cr, norm=nm,
+                            orient=orient or rec.get("orient", "native"), layout=layout or rec.get("layout", "zyx"),
+                            norm_region=norm_region or rec.get("norm_region", "box"))
+
+
+def pool_features(t, pool: str):
+    """(B, d) from a layer's output: (B, d) as it is, (B, C, *spatial) pooled over space."""
+    if isinstance(t, (tuple, list)):
+        t = next((v for v in t if hasattr(v, "ndim")), None)
+        if t is None:
+            raise RadlensError("the layer returned no tensor")
+    if t.ndim < 2:
+        raise RadlensError(f"the layer's output has shape {tuple(t.shape)}; need (batch, channels, ...)")
+    if t.ndim == 2:
+        return t
+    flat = t.reshape(t.shape[0], t.shape[1], -1)
+    if isinstance(flat, np.ndarray):
+        return flat.mean(-1) if pool == "mean" else flat.max(-1)
+    return flat.mean(-1) if pool == "mean" else flat.amax(-1)
+
+
+class _Captured(Exception):
+    """Raised by the layer hook: the rest of the forward pass is not needed."""
+
+
+def module_candidates(model, limit: int | None = None) -> list[str]:
+    """Dotted names of a torch model's sub-modules (the names --layer takes)."""
+    names = [n for n, _ in model.named_modules() if n]
+    return names if limit is None else names[:limit]
+
+
+def unknown_layer(layer: str, names: list[str], what: str) -> UsageError:
+    import difflib
+
+    close = difflib.get_close_matches(layer, names, n=6, cutoff=0.5)
+    shown = close or names[:12]
+    more = "" if close or len(names) <= 12 else f" (+{len(names) - 12} more)"
+    return UsageError(f"--layer {layer}: no such {what}; {'close' if close else 'candidates'}: "
+                      f"{', '.join(shown)}{more}; `radlens layers ENCODER` lists them with shapes")
+
+
+_MARKER = "radlens-layer-marker"
+
+
+def torchscript_layer(path: str, layer: str, map_location="cpu"):
+    """A callable x -> the output of sub-module `layer` of the TorchScript model at `path`.
+
+    TorchScript modules take no forward hooks. Instead the sub-module's graph gets a marker
+    on its return value, the model's forward graph is inlined, the marked value becomes the
+    graph's only output and what does not lead to it is removed. The model is loaded afresh
+    for this (its marked copy is never run as a whole). The first call of the sub-module
+    counts, as with a hook.
+    """
+    import torch
+
+    ts = torch.jit.load(path, map_location=map_location).eval()
+    named = dict(ts.named_modules())
+    if layer not in named or not layer:
+        raise unknown_layer(layer, [n for n in named if n], "sub-module of the TorchScript model")
+    try:
+        sub_graph = named[layer].forward.graph
+        ret = sub_graph.return_node()
+        marker = sub_graph.insertConstant(_MARKER)
+        marker.node().moveBefore(ret)
+        sub_graph.create("prim::Print", [marker, ret.input()], 0).insertBefore(ret)
+        graph = ts.forward.graph.copy()
+        torch._C._jit_pass_inline(graph)
+        marks = [n for n in graph.nodes() if n.kind() == "prim::Print" and n.inputsAt(0).toIValue() == _MARKER]
+        if not marks:
+            raise RadlensError(f"{path}: --layer {layer} is not called by the model's forward")
+        value = marks[0].inputsAt(1)
+        for n in marks:
+            n.destroy()
+        while len(list(graph.outputs())):
+            graph.eraseOutput(0)
+        graph.registerOutput(value)
+        torch._C._jit_pass_dce(graph)
+        fn = torch._C._create_function_from_graph("radlens_layer", graph)
+    except RadlensError:
+        raise
+    except Exception as e:  # noqa: BLE001 - private TorchScript API: say what to do instead
+        raise UsageError(f"--layer {layer}: cannot take a sub-module's output from TorchScript model {path} "
+                         f"({type(e).__name__}: {str(e).strip().splitlines()[0] if str(e).strip() else ''}); "
+                         f"export it to ONNX or load it as package.module:factory with --weights") from None
+    return lambda x: fn(ts._c, x)
+
+
+class Embedder:
+    """A torch encoder on a device with a layer and pooling: (B, C, ...) tensor -> (B, d) float64."""
+
+    def __init__(self, model, info: dict, spec: str, layer: str, pool: str, device, module=None, layer_fn=None):
+        self.model, self.info, self.spec, self.layer, self.pool, self.device = model, info, spec, layer, pool, device
+        self.use_amp = device.type == "cuda"
+        self.fingerprint = model_fingerprint(model)
+        self.module = module  # the hooked sub-module for a dotted --layer, else None
+        self.layer_fn = layer_fn  # TorchScript: x -> the layer's output
+        self._out = []
+        if module is not None:
+            module.register_forward_hook(self._hook)
+
+    def _hook(self, mod, inputs, output):
+        self._out.append(output)
+        raise _Captured()
+
+    def _forward(self, x):
+        from radlens_cli.encoders.convnextv2 import extract_embedding
+
+        if self.layer_fn is not None:
+            return pool_features(self.layer_fn(x), self.pool)
+        if self.module is None:
+            return extract_embedding(self.model, x, self.layer, self.pool)
+        self._out.clear()
+        try:
+            self.model(x)
+        except _Captured:
+            pass
+        if not self._out:
+            raise RadlensError(f"{self.spec}: --layer {self.layer} was not run by the model's forward pass")
+        return pool_features(self._out[0], self.pool)
+
+    @property
+    def source(self) -> str:
+        return self.info["source"]
+
+    @property
+    def arch(self) -> str:
+        return self.info["arch"]
+
+    def check_config(self, cfg) -> None:
+        """Refuse preprocessing the model cannot take, before any case is read."""
+        if hasattr(self.model, "dims") and hasattr(self.model, "stages") and min(cfg.crop) < 16:
+            raise UsageError(f"--crop {','.join(map(str, cfg.crop))}: the ConvNeXt-V2 downsamples 16-fold; "
+                             f"every side of the box needs at least 16 voxels")
+
+    def __call__(self, x, first_case: str = "") -> np.ndarray:
+        import torch
+
+        x = x.to(self.device, non_blocking=True)
+        try:
+            if self.use_amp:
+                with torch.autocast("cuda", dtype=torch.bfloat16):
+                    e = self._forward(x)
+            else:
+                e = self._forward(x)
+        except (RuntimeError, ValueError, TypeError) as err:
+            first = str(err).strip().splitlines()[0] if str(err).strip() else type(err).__name__
+            raise RadlensError(f"{self.spec}: forward pass failed on input {tuple(x.shape)} "
+                               f"(case {first_case}...): {first}") from None
+        e = e.float().cpu().numpy().astype(np.float64)
+        if e.ndim != 2 or e.shape[0] != x.shape[0]:
+            raise RadlensError(f"{self.spec}: expected a (batch, d) embedding, got shape {tuple(e.shape)}")
+        return e
+
+
+def is_onnx(spec: str) -> bool:
+    return str(spec).lower().endswith(".onnx")
+
+
+def load_embedder(spec: str, arch: str | None = None, layer: str = "final", pool: str = "mean",
+                  device=None, trust: bool = False, modalities: list | None = None,
+                  weights: str | None = None):
+    """Load the encoder `spec` (a checkpoint, TorchScript, module:factory or .onnx file) for
+    `layer`/`pool` on `device`.
+
+    layer: final (the model's own output), stage1..stage4 (the built-in encoder's stages),
+    or any sub-module's dotted name (torch) / tensor name (ONNX), pooled over space.
+    """
+    import torch
+
+    from radlens_cli.encoders.checkpoints import load_encoder
+    from radlens_cli.encoders.convnextv2 import LAYERS, POOLS
+
+    if pool not in POOLS:
+        raise UsageError(f"--pool must be one of {', '.join(POOLS)} (got {pool!r})")
+    if not layer or not str(layer).strip():
+        raise UsageError("--layer: give final, stage1..stage4 or a layer name")
+    device = device if device is not None else torch.device("cpu")
+    if is_onnx(spec):
+        from radlens_cli.encoders.onnx_encoder import OnnxEmbedder
+
+        if weights:
+            raise UsageError(f"{spec}: an ONNX file holds its own weights; no separate weights file")
+        return OnnxEmbedder(spec, layer, pool, device, modalities=modalities)
+    model, info = load_encoder(spec, arch=arch, map_location="cpu", trust=trust, weights=weights)
+    if modalities is not None and info["in_chans"] is not None and int(info["in_chans"]) != len(modalities):
+        raise RadlensError(f"{spec}: the encoder takes {info['in_chans']} input channel(s) but "
+                           f"--modalities gives {len(modalities)} ({','.join(modalities)})")
+    module = layer_fn = None
+    builtin = layer == "final" or (layer in LAYERS and hasattr(model, "forward_features"))
+    if not builtin:
+        if info["source"] == "torchscript":
+            if weights:
+                raise UsageError(f"--layer {layer} of a TorchScript model: give the weights inside the file "
+                                 f"(no --weights)")
+            layer_fn = torchscript_layer(spec, layer, map_location=device)
+        else:
+            named = dict(model.named_modules())
+            if layer not in named or not layer:
+                raise unknown_layer(layer, [n for n in named if n], "sub-module of the model")
+            module = named[layer]
+    return Embedder(model.to(device).eval(), info, spec, layer, pool, device, module=module, layer_fn=layer_fn)
+
+
+def list_layers(spec: str, arch: str | None = None, weights: str | None = None, crop=None,
+                layout: str | None = None, channels: int | None = None, trust: bool = False) -> dict:
+    """The layers --layer takes, with their output shapes for one input of `crop` (x, y, z)
+    voxels in `layout`: {input_shape, rows: [{layer, kind, shape, dim}]}. shape is None where
+    it cannot be known without running (a module the forward pass never calls, or an ONNX
+    op shape inference cannot follow)."""
+    from radlens_cli.encoders.preprocess import LAYOUTS, crop_from_record, parse_triple
+
+    if crop is None:
+        box = None
+    else:
+        box = parse_triple(crop, "--crop", int) if isinstance(crop, str) else tuple(int(c) for c in crop)
+    if layout is not None and layout not in LAYOUTS:
+        raise UsageError(f"--layout must be one of {', '.join(LAYOUTS)}, got {layout!r}")
+
+    def spatial(rec: dict) -> tuple:
+        x, y, z = box or crop_from_record(rec or {}, DEFAULT_CROP)
+        lay = layout or (rec or {}).get("layout", "zyx")
+        return (z, y, x) if lay == "zyx" else (x, y, z)
+
+    if is_onnx(spec):
+        from radlens_cli.encoders.onnx_encoder import _dims, infer_shapes, read_graph
+
+        onnx, model, inp = read_graph(spec)
+        dims = _dims(inp)
+        chans = channels or (dims[1] if len(dims) > 1 and dims[1] else 1)
+        shape = ((dims[0] or 1) if dims else 1, chans) + spatial({})
+        shapes = infer_shapes(onnx, model, list(shape))
+        rows = [{"layer": "final", "kind": f"output {model.graph.output[0].name}",
+                 "shape": shapes.get(model.graph.output[0].name)}]
+        for node in model.graph.node:
+            for out in node.output:
+                if out:
+                    rows.append({"layer": out, "kind": node.op_type, "shape": shapes.get(out)})
+        for r in rows:
+            r["shape"] = None if not r["shape"] or any(d is None for d in r["shape"]) else tuple(r["shape"])
+        return {"input_shape": shape, "rows": _with_dims(rows)}
+
+    import torch
+
+    from radlens_cli.encoders.checkpoints import load_encoder
+
+    model, info = load_encoder(spec, arch=arch, trust=trust, weights=weights)
+    rec = info.get("preprocessing") or {}
+    chans = channels or info.get("in_chans") or len(rec.get("modalities") or []) or 1
+    shape = (1, int(chans)) + spatial(rec)
+    x = torch.zeros(shape)
+    seen: dict[str, tuple] = {}
+    handles = []
+    if info["source"] != "torchscript":
+        for name, mod in model.named_modules():
+            if name:
+                def hook(m, i, o, name=name):
+                    t = o[0] if isinstance(o, (tuple, list)) and o and hasattr(o[0], "shape") else o
+                    if hasattr(t, "shape") and name not in seen:
+                        seen[name] = tuple(t.shape)
+                handles.append(mod.register_forward_hook(hook))
+    try:
+        with torch.no_grad():
+            out = model(x)
+            feats = model.forward_features(x) if hasattr(model, "forward_features") else None
+    except Exception as e:  # noqa: BLE001 - the user's model on our input
+        first = str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__
+        raise RadlensError(f"{spec}: forward pass on an input of shape {shape} failed: {first}; "
+                           f"set --crop (x,y,z), --layout and --channels to what the model takes") from None
+    finally:
+        for h in handles:
+            h.remove()
+    out = out[0] if isinstance(out, (tuple, list)) else out
+    rows = [{"layer": "final", "kind": "model output", "shape": tuple(out.shape)}]
+    if feats is not None:
+        if isinstance(feats, tuple) and len(feats) == 2 and isinstance(feats[1], (list, tuple)):
+            feats = feats[1]
+        rows += [{"layer": f"stage{k + 1}", "kind": "built-in stage", "shape": tuple(f.shape)}
+                 for k, f in enumerate(feats[:4])]
+    rows += [{"layer": name, "kind": getattr(mod, "original_name", type(mod).__name__), "shape": seen.get(name)}
+             for name, mod in model.named_modules() if name]
+    return {"input_shape": shape, "rows": _with_dims(rows)}
+
+
+def _with_dims(rows: list[dict]) -> list[dict]:
+    for r in rows:
+        s = r["shape"]
+        r["dim"] = None if s is None or len(s) < 2 else int(s[1])
+    return rows
