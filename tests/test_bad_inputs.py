@@ -214,6 +214,7 @@ SPECS = {
     "extract-radiomics": Spec(["{manifest}", *IMG, "--params", "{params}", "-o", "{out}"], out="r.h5"),
     "merge": Spec(["{part}", "-o", "{out}"], out="m.h5", tables=["part"], case_tables=["part"]),
     "init-encoder": Spec(["--arch", "atto", "--in-chans", "2", "-o", "{out}"], out="e.pt"),
+    "layers": Spec(["{enc}", "--crop", "32,32,16"]),  # reads a checkpoint, writes only to stdout
     "embed": Spec(["{manifest}", *IMG, "--encoder", "{enc}", *SMALL, "-o", "{out}"], out="emb.h5"),
     "finetune": Spec(["{manifest}", *IMG, "--encoder", "{enc}", *SMALL, "--task", "classify",
                       "--target", "pirads", "--epochs", "1", "--warmup-epochs", "0", "-o", "{out}"], out="ft.pt"),
