@@ -32,16 +32,22 @@ COMMAND_MODULES = [
 
 def _version(value: bool):
     if value:
+        from radlens_cli.provenance import library_versions
+
         typer.echo(f"radlens {__version__}")
+        names = ("numpy", "scipy", "pandas", "h5py", "torch", "SimpleITK", "pyradiomics-bhklab", "pydicom",
+                 "highdicom", "onnx", "onnxruntime", "typer", "tqdm")
+        for name, ver in library_versions(names).items():
+            typer.echo(f"  {name} {ver}")
         raise typer.Exit()
 
 
 @app.callback()
 def _global(
-    verbose: bool = typer.Option(False, "--verbose", "-v", help="More messages; tracebacks on errors."),
-    quiet: bool = typer.Option(False, "--quiet", "-q", help="Only warnings and errors on stderr."),
+    verbose: bool = typer.Option(False, "--verbose", "-v", help="More messages; tracebacks on errors (also after the subcommand)."),
+    quiet: bool = typer.Option(False, "--quiet", "-q", help="Only warnings and errors on stderr; no progress (also after the subcommand)."),
     version: bool = typer.Option(False, "--version", callback=_version, is_eager=True,
-                                 help="Print the version and exit."),
+                                 help="Print the version of radlens and its key dependencies, and exit."),
 ):
     log.set_verbosity(2 if verbose else (0 if quiet else 1))
 

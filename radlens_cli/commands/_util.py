@@ -42,15 +42,31 @@ Pipeline, in order (each step reads and writes files; `-` is stdin/stdout):
   info               what a radlens file holds and how it was made
 
 \b
-Exit codes: 0 ok, 1 data error, 2 usage error, 3 partial success, 130 interrupted.
+Exit codes: 0 ok, 1 data error (or failed cases, see --keep-going), 2 usage error, 130 interrupted.
 Shell completion: radlens --install-completion (or --show-completion to print it).
 """
+
+
+GLOBAL_FLAGS = ("-q", "--quiet", "-v", "--verbose")
+
+
+def hoist_global_flags(args) -> list[str]:
+    """`radlens decode ... -q` works like `radlens -q decode ...` (flags before `--` only)."""
+    args = list(args)
+    front, rest = [], []
+    for i, a in enumerate(args):
+        if a == "--":
+            rest.extend(args[i:])
+            break
+        (front if a in GLOBAL_FLAGS else rest).append(a)
+    return front + rest
 
 
 class RadlensGroup(TyperGroup):
     """Prints click usage errors as one line `radlens <cmd>: error: ...` (exit 2)."""
 
     def main(self, args=None, prog_name=None, complete_var=None, standalone_mode=True, **extra):
+        args = hoist_global_flags(sys.argv[1:] if args is None else args)
         try:
             rv = super().main(args=args, prog_name=prog_name or "radlens", complete_var=complete_var,
                               standalone_mode=False, **extra)
@@ -151,3 +167,24 @@ def jobs_option(default: int = 1):
 
 def device_option(default: str = "auto"):
     return typer.Option(default, "--device", help="Torch device: auto (cuda when available), cpu, cuda or cuda:N.")
+
+
+def parts_option():
+    return typer.Option(None, "--parts", help="Do one part of the cases: `slurm` takes it from the SLURM "
+                        "array task (SLURM_ARRAY_TASK_ID/MIN/STEP/COUNT; step and offset arrays work), "
+                        "`I/N` is part I of N. An array job does not shard unless asked.")
+
+
+def part_id_option():
+    return typer.Option(None, "--part-id", min=0, help="This part's index, 0..num-parts-1 (with --num-parts).")
+
+
+def num_parts_option():
+    return typer.Option(None, "--num-parts", min=1, help="Split the cases (sorted by case_id) into this many "
+                        "parts, taking every num-parts-th; join the parts with `radlens merge`.")
+
+
+def keep_going_option():
+    return typer.Option(False, "--keep-going", help="When some cases fail, still write the others (the "
+                        "failures recorded in the output and --failures), warn, and exit 0. Without it a "
+                        "failed case means exit 1 and no output.")

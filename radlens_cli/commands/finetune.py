@@ -34,7 +34,8 @@ def finetune_cli(
     crop: Optional[str] = typer.Option(None, "--crop", help="Box D,H,W voxels around the mask [default: the encoder's record, else 64,224,224]."),
     norm: Optional[str] = typer.Option(None, "--norm", help="Per-channel normalisation zscore|percentile [default: the encoder's record, else zscore]."),
     cache_dir: Optional[str] = typer.Option(None, "--cache-dir", help="Keep preprocessed volumes here across runs [default: a temporary folder]."),
-    workers: Optional[int] = typer.Option(None, "--workers", min=0, help="DataLoader worker processes per rank [default: 0 on CPU, up to 8 per GPU]."),
+    workers: Optional[int] = typer.Option(None, "--jobs", "-j", min=0, help="DataLoader worker processes per rank [default: 0 on CPU, up to 8 per GPU]."),
+    workers_alias: Optional[int] = typer.Option(None, "--workers", min=0, hidden=True, help="Old name of --jobs."),
     drop_path: float = typer.Option(0.0, "--drop-path", help="Stochastic depth rate of the encoder's last block (0 to this over the blocks)."),
     resume: bool = typer.Option(True, "--resume/--no-resume", help="Continue from OUTPUT.state left by an interrupted run."),
     max_steps: Optional[int] = typer.Option(None, "--max-steps", min=1, help="Stop after this many optimiser steps and write nothing (timing)."),
@@ -78,6 +79,6 @@ def finetune_cli(
         balanced=balanced, augment=augment, seed=seed, device=device,
         spacing=parse_triple(spacing, "--spacing") if spacing else None,
         crop=parse_triple(crop, "--crop", int) if crop else None,
-        norm=norm, cache_dir=cache_dir, workers=workers, resume=resume, force=force, max_steps=max_steps,
+        norm=norm, cache_dir=cache_dir, workers=workers if workers is not None else workers_alias, resume=resume, force=force, max_steps=max_steps,
         seg_channels=seg_channels, drop_path=drop_path,
     )
