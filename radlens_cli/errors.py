@@ -3,7 +3,6 @@
 EXIT_OK = 0
 EXIT_DATA = 1
 EXIT_USAGE = 2
-EXIT_PARTIAL = 3
 EXIT_INTERRUPTED = 130
 
 
@@ -25,9 +24,3 @@ class UsageError(RadlensError):
     """Bad options or arguments (exit 2)."""
 
     exit_code = EXIT_USAGE
-
-
-class PartialSuccess(RadlensError):
-    """The command wrote its output but some items failed (exit 3)."""
-
-    exit_code = EXIT_PARTIAL

@@ -26,7 +26,7 @@ Pipeline, in order (each step reads and writes files; `-` is stdin/stdout):
 \b
   synth              phantom mpMRI cohort -> cohort.csv (try radlens without data)
   extract-radiomics  cohort.csv -> radiomics.h5
-  merge              parts of a SLURM array run -> radiomics.h5
+  merge              parts of a SLURM array run -> radiomics.h5 / emb.h5
   init-encoder       random encoder (the null baseline) -> random.pt
   finetune           cohort.csv + pre.pt -> ft.pt
   embed              cohort.csv + encoder -> emb_pre.h5 / emb_ft.h5
@@ -112,9 +112,10 @@ def command(name: str, **kwargs):
     def deco(fn):
         @functools.wraps(fn)
         def wrapper(*args, **kw):
-            from radlens_cli.io.files import reset_stdin_spool
+            from radlens_cli.io import files
 
-            reset_stdin_spool()  # each command reads its own stdin, also many in one process
+            files.reset_stdin_spool()  # each command reads its own stdin, also many in one process
+            files.CURRENT["command"] = name
             try:
                 return fn(*args, **kw)
             except RadlensError as e:

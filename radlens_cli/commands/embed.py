@@ -86,7 +86,7 @@ def embed(manifest: str, modalities: str, mask: str, encoder: str, output: str, 
     from radlens_cli.io.files import check_output, check_side_output
     from radlens_cli.io.cases import PART_ATTR, part_record, refuse_failed_run, resolve_parts, warn_partial
     from radlens_cli.io.manifest import parse_list, parse_mask_spec, read_manifest
-    from radlens_cli.io.tables import CaseTable, write_table
+    from radlens_cli.io.tables import CaseTable, table_format, write_table
 
     if layer not in LAYERS:
         raise UsageError(f"--layer must be one of {', '.join(LAYERS)} (got {layer!r})")
@@ -95,6 +95,7 @@ def embed(manifest: str, modalities: str, mask: str, encoder: str, output: str, 
     if batch_size < 1:
         raise UsageError(f"--batch-size must be >= 1 (got {batch_size})")
     check_output(output, force)
+    table_format(output)
     check_side_output(failures_path, output, "--failures", force)
     part_id, num_parts = resolve_parts(parts, part_id, num_parts)
     mods = parse_list(modalities, "--modalities")
@@ -227,10 +228,10 @@ def embed(manifest: str, modalities: str, mask: str, encoder: str, output: str, 
     bar.close()
     if failures_path:
         write_failures(failures_path, failures, force)
-    refuse_failed_run(failures, n, output, keep_going, failures_path, bool(cache_dir))
     if not results and n:
         raise RadlensError(f"no case succeeded ({n} tried); {output} not written"
                            + (f"; failures listed in {failures_path}" if failures_path else ""))
+    refuse_failed_run(failures, n, output, keep_going, failures_path, bool(cache_dir))
     rows = sorted(results)
     values = np.stack([results[i] for i in rows], 0) if rows else np.zeros((0, 0))
     d = values.shape[1]

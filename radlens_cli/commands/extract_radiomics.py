@@ -15,6 +15,7 @@ from radlens_cli.errors import RadlensError, UsageError
 from radlens_cli.io.files import atomic_output, check_output, check_side_output
 from radlens_cli.io.cases import refuse_failed_run, resolve_parts, warn_partial
 from radlens_cli.io.manifest import parse_list, parse_mask_spec, read_manifest
+from radlens_cli.io.tables import table_format
 
 NAME = "extract-radiomics"
 
@@ -61,6 +62,7 @@ def extract_radiomics(manifest_path: str, modalities: list[str], mask: str, para
     spec = parse_mask_spec(mask)
     part_id, num_parts = resolve_parts(parts, part_id, num_parts)
     check_output(output, force)
+    table_format(output)
     check_side_output(failures_path, output, "--failures", force)
     man = read_manifest(manifest_path, split_seed)
     man.require_columns(modalities, "modality")
@@ -109,10 +111,10 @@ def extract_radiomics(manifest_path: str, modalities: list[str], mask: str, para
         ids = sorted({f["case_id"] for f in skipped})
         log.info(f"{len(ids)} case(s) skipped for an empty mask: {', '.join(ids[:10])}"
                  + (" ..." if len(ids) > 10 else ""))
-    refuse_failed_run(failed, len(man), output, keep_going, failures_path, bool(cache_dir))
     if ext.table is None and len(man):
         raise RadlensError(f"no case succeeded ({len(man)} tried); {output} not written"
                            + (f"; failures listed in {failures_path}" if failures_path else ""))
+    refuse_failed_run(failed, len(man), output, keep_going, failures_path, bool(cache_dir))
     if ext.table is None:  # an empty part of an array: nothing to do, an empty part for merge
         log.info(f"nothing to do: part {part_id} of {num_parts} holds no case; writing an empty part")
         ext.table = CaseTable(case_id=np.array([], dtype=object), values=np.zeros((0, 0)), columns=[],
