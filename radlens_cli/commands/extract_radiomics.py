@@ -111,12 +111,15 @@ def extract_radiomics(manifest_path: str, modalities: list[str], mask: str, para
         ids = sorted({f["case_id"] for f in skipped})
         log.info(f"{len(ids)} case(s) skipped for an empty mask: {', '.join(ids[:10])}"
                  + (" ..." if len(ids) > 10 else ""))
-    if ext.table is None and len(man):
+    # with --keep-going a part whose every case failed is still a part (empty, failures
+    # recorded), so the merge of the other parts runs; a whole run with none is an error
+    if ext.table is None and len(man) and not (keep_going and num_parts > 1):
         raise RadlensError(f"no case succeeded ({len(man)} tried); {output} not written"
                            + (f"; failures listed in {failures_path}" if failures_path else ""))
     refuse_failed_run(failed, len(man), output, keep_going, failures_path, bool(cache_dir))
     if ext.table is None:  # an empty part of an array: nothing to do, an empty part for merge
-        log.info(f"nothing to do: part {part_id} of {num_parts} holds no case; writing an empty part")
+        if not len(man):
+            log.info(f"nothing to do: part {part_id} of {num_parts} holds no case; writing an empty part")
         ext.table = CaseTable(case_id=np.array([], dtype=object), values=np.zeros((0, 0)), columns=[],
                               split=np.array([], dtype=object))
         ext.diagnostics = np.array([], dtype=object)

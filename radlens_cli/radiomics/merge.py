@@ -75,8 +75,13 @@ def read_part(path: str) -> Part:
                 _json_attr(table.attrs, "skipped", []), sub, manifest, table_part(table.attrs))
 
 
-def _comparable(params: dict) -> dict:
-    return {k: v for k, v in (params or {}).items() if k not in RUN_LOCAL}
+# Parameters read off the results (unknown in a part where no case succeeded).
+DERIVED = ("embed_dim",)
+
+
+def _comparable(params: dict, drop_derived: bool = False) -> dict:
+    skip = RUN_LOCAL + (DERIVED if drop_derived else ())
+    return {k: v for k, v in (params or {}).items() if k not in skip}
 
 
 def check_parts(parts: list[Part], allow_incomplete: bool = False) -> dict | None:
@@ -92,8 +97,9 @@ def check_parts(parts: list[Part], allow_incomplete: bool = False) -> dict | Non
             raise RadlensError(f"{p.path}: made from another manifest than {first.path} "
                                f"({p.manifest.get('path')} sha256 {b[:12]} vs {first.manifest.get('path')} "
                                f"sha256 {a[:12]}); merge only parts of one run")
-        if _comparable(p.params) != _comparable(first.params):
-            diff = _first_difference(_comparable(first.params), _comparable(p.params))
+        either_empty = p.empty or first.empty
+        if _comparable(p.params, either_empty) != _comparable(first.params, either_empty):
+            diff = _first_difference(_comparable(first.params, either_empty), _comparable(p.params, either_empty))
             raise RadlensError(f"{p.path}: made with other parameters than {first.path} ({diff}); "
                                f"merge only parts of one run")
     full = [p for p in parts if not p.empty]
