@@ -128,3 +128,161 @@ def test_makefile_stops_at_a_failing_case_and_resumes(tmp_path, bin_dir):
     assert r.returncode == 0, r.stderr
     assert "2 of 3 task(s) taken from the cache" in r.stderr
     assert read_table(str(tmp_path / "rad.h5")).n_cases == 3
+
+
+# ---------------------------------------------------------------- conventions through the CLI
+
+def test_plain_progress_lines_off_a_terminal(cli, tmp_path, monkeypatch):
+    from tests.radiomics.conftest import make_cohort
+
+    manifest = make_cohort(tmp_path / "c", n_cases=4)
+    (tmp_path / "tiny.yaml").write_text(TINY)
+    args = ["extract-radiomics", manifest, "--modalities", "t2", "--mask", "zones", "--params", tmp_path / "tiny.yaml"]
+    monkeypatch.delenv("TQDM_DISABLE", raising=False)
+    r = cli(*args, "-o", tmp_path / "a.h5")
+    lines = [ln for ln in r.stderr.splitlines() if ln.startswith("radlens: extract ")]
+    # every 5 %: after each of the 4 tasks, the last with the total time
+    assert r.exit_code == 0 and len(lines) == 4, r
+    assert lines[0].startswith("radlens: extract 1/4 task (25%), ") and " left" in lines[0]
+    assert "task/s" in lines[0] or "s/task" in lines[0]
+    assert lines[-1].startswith("radlens: extract 4/4 task (100%)") and "done in" in lines[-1]
+    r = cli(*args, "-o", tmp_path / "b.h5", "-q")  # -q after the subcommand
+    assert r.exit_code == 0 and r.stderr == "", r
+    monkeypatch.setenv("TQDM_DISABLE", "1")
+    r = cli(*args, "-o", tmp_path / "c.h5")
+    assert r.exit_code == 0 and "radlens: extract " not in r.stderr and "wrote 4 case(s)" in r.stderr
+
+
+def test_output_format_follows_the_extension(cli, tmp_path):
+    from tests.conftest import make_table
+    from radlens_cli.io.tables import write_table
+
+    src = tmp_path / "t.h5"
+    write_table(make_table(n=6, p=3), str(src))
+    man = tmp_path / "m.csv"
+    man.write_text("case_id,t2,gland\na,a.nii,g.nii\n")
+    for bad in ("x.parquet", "x.txt", "noext"):
+        r = cli("merge", src, "-o", tmp_path / bad)
+        assert r.exit_code == 2 and "unknown table format" in r.stderr and bad in r.stderr, r
+        assert not (tmp_path / bad).exists()
+    r = cli("extract-radiomics", man, "--modalities", "t2", "--mask", "gland", "--params", "p.yaml",
+            "-o", tmp_path / "r.xlsx")
+    assert r.exit_code == 2 and "unknown table format .xlsx" in r.stderr, r
+    # .csv.gz: gzip text a plain reader loads; the sidecar beside it; same table, same bytes
+    for name in ("a.csv.gz", "b.csv.gz"):
+        assert cli("merge", src, "-o", tmp_path / name).exit_code == 0
+    assert (tmp_path / "a.csv.gz").read_bytes()[:2] == b"\x1f\x8b"
+    assert (tmp_path / "a.csv.gz").read_bytes() == (tmp_path / "b.csv.gz").read_bytes()
+    import pandas as pd
+
+    assert list(pd.read_csv(tmp_path / "a.csv.gz").columns[:2]) == ["case_id", "split"]
+    assert read_table(str(tmp_path / "a.csv.gz")).values.tobytes() == read_table(str(src)).values.tobytes()
+    assert cli("merge", src, "-o", tmp_path / "t.tsv").exit_code == 0
+    assert "\t" in (tmp_path / "t.tsv").read_text().splitlines()[0]
+    assert read_table(str(tmp_path / "t.tsv")).values.shape == (6, 3)
+    # an output of one kind named as another: refused (compare writes CSV)
+    from radlens_cli.io.files import atomic_output
+    from radlens_cli.errors import UsageError
+
+    with pytest.raises(UsageError, match=r"this output is text table \(\.csv\), but the name says HDF5"):
+        with atomic_output(str(tmp_path / "delta.h5"), suffix=".csv"):
+            pass
+    assert not list(tmp_path.glob(".delta.h5*"))
+
+
+def test_binary_output_to_a_terminal_is_refused(tmp_path):
+    import pty
+
+    from tests.conftest import make_table
+    from radlens_cli.io.tables import write_table
+
+    write_table(make_table(n=4, p=2), str(tmp_path / "t.h5"))
+    master, slave = pty.openpty()
+    env = dict(os.environ, PYTHONPATH=str(REPO))
+    r = subprocess.run([sys.executable, "-m", "radlens_cli", "merge", str(tmp_path / "t.h5"), "-o", "-"],
+                       stdout=slave, stderr=subprocess.PIPE, env=env, text=True)
+    os.close(slave)
+    os.close(master)
+    assert r.returncode == 2 and "refusing to write HDF5 to a terminal" in r.stderr, r.stderr
+
+
+def test_csv_provenance_sidecar_and_info_reads_every_kind(cli, tmp_path):
+    import pandas as pd
+    import torch
+
+    from tests.conftest import make_table
+    from radlens_cli.io.tables import write_table
+
+    write_table(make_table(n=6, p=3), str(tmp_path / "t.h5"))
+    r = cli("merge", tmp_path / "t.h5", "-o", tmp_path / "m.csv")
+    assert r.exit_code == 0, r
+    side = json.loads((tmp_path / "m.csv.json").read_text())
+    assert side["radlens_schema"] == "case-table/1" and side["history"][-1]["subcommand"] == "merge"
+    assert side["params"]["allow_incomplete"] is False and "numpy" in side["versions"]
+    assert len(pd.read_csv(tmp_path / "m.csv")) == 6  # plain readers still load the CSV
+    r = cli("info", tmp_path / "m.csv")
+    assert r.exit_code == 0 and "m.csv: case-table/1 (CSV)" in r.stdout and "history:" in r.stdout, r
+    assert "rows: 6" in r.stdout
+    # any other CSV writer gets a sidecar through the io layer (here: --failures of a failed run)
+    (tmp_path / "f.csv").write_text("case_id,a\nx,1\n")
+    from radlens_cli.commands.extract_radiomics import write_failures
+
+    write_failures(str(tmp_path / "fail.csv"), [{"case_id": "x", "modality": "t2"}], False)
+    assert json.loads((tmp_path / "fail.csv.json").read_text())["radlens_schema"] == "csv-provenance/1"
+    # an edited CSV: its stale sidecar is ignored, with a warning
+    with open(tmp_path / "m.csv", "a") as fh:
+        fh.write("")
+    (tmp_path / "m.csv").write_text((tmp_path / "m.csv").read_text().replace("case", "kase", 1))
+    r = cli("info", tmp_path / "m.csv")
+    assert "does not match" in r.stderr and "case-table/1" not in r.stdout
+
+    man = tmp_path / "cohort.csv"
+    man.write_text("case_id,t2,gland\na,a.nii.gz,g.nii.gz\nb,b.nii.gz,h.nii.gz\n")
+    r = cli("info", man)
+    assert r.exit_code == 0 and "cohort manifest (CSV)" in r.stdout and "derived" in r.stdout, r
+
+    from radlens_cli.encoders.checkpoints import save_radlens_checkpoint
+    from radlens_cli.encoders.convnextv2 import build_encoder
+
+    save_radlens_checkpoint(str(tmp_path / "e.pt"), build_encoder("atto", 2), "convnextv2_atto", 2,
+                            {"spacing": [1, 1, 2]})
+    r = cli("info", "--json", tmp_path / "e.pt")
+    meta = json.loads(r.stdout)
+    n = sum(p.numel() for p in build_encoder("atto", 2).state_dict().values())
+    assert meta["schema"] == "radlens checkpoint/1" and meta["arch"] == "convnextv2_atto" and meta["in_chans"] == 2
+    assert meta["parameters"] == n and meta["preprocessing"] == {"spacing": [1, 1, 2]}
+    # weights-only: a pickle that would run code is refused, and the code does not run
+    torch.save({"x": Boom()}, tmp_path / "evil.pt")
+    r = cli("info", tmp_path / "evil.pt")
+    assert r.exit_code == 1 and "weights-only" in r.stderr and not (tmp_path / "pwned").exists()
+
+    import onnx
+    from onnx import TensorProto, helper, numpy_helper
+
+    w = numpy_helper.from_array(np.ones((4, 3), np.float32), "w")
+    graph = helper.make_graph([helper.make_node("MatMul", ["x", "w"], ["y"])], "g",
+                              [helper.make_tensor_value_info("x", TensorProto.FLOAT, ["n", 4])],
+                              [helper.make_tensor_value_info("y", TensorProto.FLOAT, ["n", 3])], [w])
+    onnx.save(helper.make_model(graph, producer_name="test"), str(tmp_path / "m.onnx"))
+    meta = json.loads(cli("info", "--json", tmp_path / "m.onnx").stdout)
+    assert meta["format"] == "ONNX" and meta["inputs"] == {"x": ["n", 4]} and meta["parameters"] == 12
+
+
+class Boom:
+    def __reduce__(self):
+        return (open, ("/nonexistent-dir/pwned", "w"))
+
+
+def test_unnamed_index_column_dropped_or_refused(cli, tmp_path):
+    import pandas as pd
+
+    df = pd.DataFrame({"case_id": ["a", "b", "c"], "f1": [1.0, 2.0, 3.5], "f2": [0.0, 1.0, 0.0]})
+    df.to_csv(tmp_path / "idx.csv")  # pandas' default: the index as a leading unnamed column
+    t = read_table(str(tmp_path / "idx.csv"))
+    assert t.columns == ["f1", "f2"]
+    r = cli("cka", tmp_path / "idx.csv", tmp_path / "idx.csv")
+    assert "dropped a leading unnamed column 0..2 (a pandas index" in r.stderr, r
+    df.index = [5, 6, 7]
+    df.to_csv(tmp_path / "odd.csv")
+    r = cli("cka", tmp_path / "odd.csv", tmp_path / "odd.csv")
+    assert r.exit_code == 1 and "odd.csv: column 1 has no name ('Unnamed: 0')" in r.stderr, r

@@ -313,10 +313,18 @@ def write_table(table: CaseTable, path: str, force: bool = False, attrs: dict | 
         ext = extension(path)
         side = dict(attrs if attrs is not None else table.attrs)
         side.setdefault("radlens_schema", schema)
+        sep = "\t" if fmt == "tsv" else ","
         with atomic_output(path, force, suffix=ext, provenance=side) as tmp:
-            # mtime=0: same table, same gzip bytes
-            comp = {"method": "gzip", "mtime": 0} if ext.endswith(".gz") else None
-            df.to_csv(tmp, index=False, sep="\t" if fmt == "tsv" else ",", compression=comp)
+            if ext.endswith(".gz"):
+                import gzip
+                import io
+
+                # no file name, mtime 0 in the gzip header: same table, same bytes
+                with open(tmp, "wb") as raw, gzip.GzipFile(filename="", mode="wb", fileobj=raw, mtime=0) as gz, \
+                        io.TextIOWrapper(gz, encoding="utf-8", newline="") as fh:
+                    df.to_csv(fh, index=False, sep=sep)
+            else:
+                df.to_csv(tmp, index=False, sep=sep)
         return
     datasets = {"case_id": table.case_id, "values": table.values,
                 "columns": np.array(table.columns, dtype=object)}
