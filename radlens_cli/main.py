@@ -14,6 +14,7 @@ from radlens_cli.commands._util import app
 COMMAND_MODULES = [
     "synth",
     "extract_radiomics",
+    "import_pyradiomics",
     "merge",
     "init_encoder",
     "embed",

@@ -26,6 +26,7 @@ Pipeline, in order (each step reads and writes files; `-` is stdin/stdout):
 \b
   synth              phantom mpMRI cohort -> cohort.csv (try radlens without data)
   extract-radiomics  cohort.csv -> radiomics.h5
+  import-pyradiomics PyRadiomics batch CSVs -> radiomics.h5
   merge              parts of a SLURM array run -> radiomics.h5 / emb.h5
   init-encoder       random encoder (the null baseline) -> random.pt
   finetune           cohort.csv + pre.pt -> ft.pt
@@ -42,7 +43,9 @@ Pipeline, in order (each step reads and writes files; `-` is stdin/stdout):
   info               what a radlens file holds and how it was made
 
 \b
-Exit codes: 0 ok, 1 data error (or failed cases, see --keep-going), 2 usage error, 130 interrupted.
+Exit codes: 0 ok, 1 data error, 2 usage error, 130 interrupted. A run with failed
+cases exits 1 and writes no output, unless --keep-going asked for the others.
+SLURM array jobs: --parts slurm (sharding is never implied by the environment).
 Shell completion: radlens --install-completion (or --show-completion to print it).
 """
 

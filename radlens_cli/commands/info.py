@@ -172,7 +172,7 @@ def info_cli(
       radlens info radiomics.h5
       radlens info delta.csv
       radlens info --json share.h5 | python -m json.tool
-      radlens info ft.pt
+      radlens info random.pt
     """
     result = info(path)
     if as_json:

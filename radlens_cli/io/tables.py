@@ -275,6 +275,9 @@ def _read_table_csv(real: str, shown: str, path: str = "") -> CaseTable:
     if unnamed:
         raise RadlensError(f"{shown}: column {list(df.columns).index(unnamed[0]) + 1} has no name "
                            f"({unnamed[0]!r}); every column needs a header")
+    if "case_id" not in df.columns and {"Image", "Mask"} <= set(map(str, df.columns)):
+        raise RadlensError(f"{shown}: looks like PyRadiomics batch output (Image, Mask columns, no case_id); "
+                           f"turn it into a case table with `radlens import-pyradiomics`")
     if "case_id" not in df.columns:
         raise RadlensError(f"{shown}: no `case_id` column (columns: {', '.join(map(str, df.columns[:5]))})")
     split = df.pop("split").astype(str).to_numpy(dtype=object) if "split" in df.columns else None
