@@ -60,7 +60,7 @@ def merge_cli(
     allow_incomplete: bool = typer.Option(False, "--allow-incomplete", help="Merge even when some parts of "
                                           "the --num-parts run are missing."),
 ):
-    """Join the parts of a sharded run by case_id into one table.
+    """Join the parts of a sharded run by case_id.
 
     Reads the parts of an extract-radiomics or embed run (--parts slurm or
     --part-id/--num-parts, e.g. one per SLURM array task) and writes one case table
