@@ -4,6 +4,7 @@ EXIT_OK = 0
 EXIT_DATA = 1
 EXIT_USAGE = 2
 EXIT_INTERRUPTED = 130
+EXIT_TERMINATED = 143
 
 
 class RadlensError(Exception):
@@ -24,3 +25,7 @@ class UsageError(RadlensError):
     """Bad options or arguments (exit 2)."""
 
     exit_code = EXIT_USAGE
+
+
+class Terminated(KeyboardInterrupt):
+    """SIGTERM (scancel, a job's time limit): unwinds like Ctrl-C, so temporaries are removed."""

@@ -59,7 +59,15 @@ for _name in COMMAND_MODULES:
 
 def run() -> None:
     """Console-script entry point."""
-    # `radlens ... | head` ends quietly instead of raising BrokenPipeError.
-    if hasattr(signal, "SIGPIPE"):
-        signal.signal(signal.SIGPIPE, signal.SIG_DFL)
+    # SIGPIPE stays ignored (Python's default): `radlens ... -o - | head` raises BrokenPipeError
+    # on stdout, which the command wrapper ends quietly; SIG_DFL would also kill the run
+    # without a word when a pipe to an internal process (a worker, the resource tracker) breaks.
+    signal.signal(signal.SIGTERM, _terminated)
     app()
+
+
+def _terminated(signum, frame):
+    from radlens_cli.errors import Terminated
+
+    signal.signal(signal.SIGTERM, signal.SIG_DFL)  # a second SIGTERM ends it at once
+    raise Terminated()

@@ -11,7 +11,7 @@ import typer
 from typer.core import TyperGroup
 
 from radlens_cli import log
-from radlens_cli.errors import EXIT_INTERRUPTED, EXIT_USAGE, RadlensError
+from radlens_cli.errors import EXIT_INTERRUPTED, EXIT_TERMINATED, EXIT_USAGE, RadlensError, Terminated
 
 try:  # typer >= 0.26 vendors click
     from typer._click import exceptions as click_exc
@@ -105,6 +105,19 @@ app = typer.Typer(
 )
 
 
+def stdout_closed() -> bool:
+    """True when stdout is a pipe whose reader has gone (`| head` finished)."""
+    import select
+
+    try:
+        fd = sys.stdout.fileno()
+        poller = select.poll()
+        poller.register(fd, select.POLLOUT)
+        return any(ev & (select.POLLERR | select.POLLHUP) for _, ev in poller.poll(0))
+    except (AttributeError, OSError, ValueError):
+        return True  # no real stdout to check (a test runner's): the pipe error was stdout's
+
+
 def command(name: str, **kwargs):
     """Register a subcommand; errors become one line on stderr and an exit code.
 
@@ -126,17 +139,28 @@ def command(name: str, **kwargs):
                     traceback.print_exc()
                 print(f"radlens {name}: error: {e}", file=sys.stderr)
                 raise typer.Exit(e.exit_code) from None
-            except KeyboardInterrupt:
+            except KeyboardInterrupt as e:
+                if isinstance(e, Terminated):
+                    print(f"radlens {name}: terminated (SIGTERM)", file=sys.stderr)
+                    raise typer.Exit(EXIT_TERMINATED) from None
                 print(f"radlens {name}: interrupted", file=sys.stderr)
                 raise typer.Exit(EXIT_INTERRUPTED) from None
             except (typer.Exit, click_exc.ClickException, typer.Abort):
                 raise
-            except BrokenPipeError:
-                # `radlens x -o - | head`: end quietly like samtools
-                try:
-                    sys.stdout = open(os.devnull, "w")
-                except OSError:
-                    pass
+            except BrokenPipeError as e:
+                if stdout_closed():
+                    # `radlens x -o - | head`: end quietly like samtools; later flushes go nowhere
+                    try:
+                        devnull = os.open(os.devnull, os.O_WRONLY)
+                        os.dup2(devnull, sys.stdout.fileno())
+                    except (OSError, ValueError):
+                        pass
+                    raise typer.Exit(1) from None
+                # a pipe to an internal process broke (a worker or helper died): say so
+                if log.verbose():
+                    traceback.print_exc()
+                print(f"radlens {name}: error: a pipe to an internal process broke ({e}); a worker or "
+                      f"helper process died (out of memory?)", file=sys.stderr)
                 raise typer.Exit(1) from None
             except Exception as e:  # noqa: BLE001 - the one place unexpected errors are shown
                 if log.verbose():

@@ -74,6 +74,10 @@ def extract_radiomics(manifest_path: str, modalities: list[str], mask: str, para
         if os.path.exists(cache_dir) and not os.path.isdir(cache_dir):
             raise RadlensError(f"--cache-dir is a file, not a folder: {cache_dir}")
         os.makedirs(cache_dir, exist_ok=True)
+        from radlens_cli.radiomics.extract import sweep_stale_temporaries
+
+        if sweep_stale_temporaries(cache_dir):
+            log.debug(f"removed temporary files left in {cache_dir} by a killed run")
     if num_parts > 1:
         man = man.shard(part_id, num_parts)
         log.info(f"part {part_id} of {num_parts}: {len(man)} case(s)")
