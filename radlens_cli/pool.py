@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import collections
 import os
+import re
 import signal
 import traceback
 
@@ -158,3 +159,135 @@ def imap_resilient(fn, items: list, jobs: int, ctx, initializer=None, initargs=(
                 w.proc.terminate()
         for w in workers:
             w.stop()
+
+
+# ---------------------------------------------------------------- torch DataLoader workers
+
+_DEATH = re.compile(r"DataLoader worker \(pids?\(?s?\)? ?([\d, ]+)\)")
+_SIGNAL = re.compile(r"killed by signal: (.+?)\.?\s*$", re.M)
+
+
+def loader_worker_death(e: BaseException) -> tuple[list[int], str] | None:
+    """(pids, how) when `e` is a DataLoader's report of a dead worker, else None."""
+    text = str(e)
+    m = _DEATH.search(text)
+    if not isinstance(e, RuntimeError) or m is None or ("exited unexpectedly" not in text
+                                                        and "killed by signal" not in text):
+        return None
+    pids = [int(p) for p in re.findall(r"\d+", m.group(1))]
+    how = "died"
+    s = _SIGNAL.search(text)
+    if s:
+        names = {signal.strsignal(sig): sig for sig in signal.Signals if signal.strsignal(sig)}
+        sig = names.get(s.group(1).strip())
+        how = describe_exit(-int(sig)) if sig else f"killed by signal {s.group(1).strip()}"
+    return pids, how
+
+
+class MarkedDataset:
+    """Wraps a map-style dataset: each worker notes the index it is working on in
+    `<marker_dir>/<pid>`, so a dead worker's case is known. Also runs the test kill hook."""
+
+    def __init__(self, inner, marker_dir: str, names: list[str]):
+        self.inner, self.marker_dir, self.names = inner, marker_dir, names
+
+    def __len__(self):
+        return len(self.inner)
+
+    def __getitem__(self, i):
+        import torch.utils.data
+
+        if torch.utils.data.get_worker_info() is not None:
+            with open(os.path.join(self.marker_dir, str(os.getpid())), "w") as fh:
+                fh.write(str(int(i)))
+            test_kill_hook(self.names[i])
+        return self.inner[i]
+
+
+def resilient_batches(make_loader, batches: list[list[int]], marker_dir: str, retries: int = 1,
+                      on_death=None):
+    """Yield (batch, item) for each batch, in order, from loaders that make_loader(batches) builds.
+
+    When a loader worker dies, the case it was reading (from its marker) is retried once
+    in a fresh loader over the batches not yet delivered; the second time it is dropped
+    from its batch and reported: on_death(index, how, retried) -- retried False means lost.
+    """
+    attempts = collections.Counter()
+    pending = [list(b) for b in batches]
+    # torch's SIGCHLD handler raises a dead worker's error at any point of the main thread
+    # (in the forward pass, say); without it the loader reports it from next(), within
+    # seconds, where it is known which batches were delivered.
+    old_handler = _quiet_sigchld()
+    try:
+        yield from _resilient(make_loader, pending, marker_dir, retries, on_death, attempts)
+    finally:
+        if old_handler is not None:
+            signal.signal(signal.SIGCHLD, old_handler)
+
+
+def _quiet_sigchld():
+    try:
+        from torch.utils.data._utils import signal_handling
+    except ImportError:  # pragma: no cover
+        return None
+    signal_handling._SIGCHLD_handler_set = True  # torch installs its handler only once
+    old = signal.getsignal(signal.SIGCHLD)
+    signal.signal(signal.SIGCHLD, signal.SIG_DFL)
+    return old
+
+
+def _exit_of_dead_worker(it, pids) -> str | None:
+    for w in getattr(it, "_workers", []) or []:
+        if w.pid in pids or (not pids and not w.is_alive()):
+            w.join(1.0)
+            if w.exitcode is not None:
+                return describe_exit(w.exitcode)
+    return None
+
+
+def _resilient(make_loader, pending, marker_dir, retries, on_death, attempts):
+    while pending:
+        it = iter(make_loader(pending))
+        k = 0
+        try:
+            while k < len(pending):
+                try:
+                    item = next(it)
+                except RuntimeError as e:
+                    death = loader_worker_death(e)
+                    if death is None:
+                        raise
+                    pids, how = death
+                    if how == "died":
+                        how = _exit_of_dead_worker(it, pids) or how
+                    raise _Dead(pids, how) from None
+                yield pending[k], item
+                k += 1
+            pending = []
+        except _Dead as d:
+            rest = pending[k:]
+            culprit = None
+            for pid in d.pids:
+                try:
+                    with open(os.path.join(marker_dir, str(pid))) as fh:
+                        culprit = int(fh.read().strip())
+                except (OSError, ValueError):
+                    continue
+            if culprit is None or not any(culprit in b for b in rest):
+                culprit = rest[0][0]  # unknown: the batch waited for
+            attempts[culprit] += 1
+            retry = attempts[culprit] <= retries
+            if on_death is not None:
+                on_death(culprit, d.how, retry)
+            if not retry:
+                rest = [[i for i in b if i != culprit] for b in rest]
+                rest = [b for b in rest if b]
+            pending = rest
+        finally:
+            del it  # shuts the loader's workers down
+
+
+class _Dead(Exception):
+    def __init__(self, pids, how):
+        super().__init__(how)
+        self.pids, self.how = pids, how

@@ -2,10 +2,13 @@
 
 from __future__ import annotations
 
+import atexit
 import hashlib
 import json
 import os
+import shutil
 import sys
+import tempfile
 
 import numpy as np
 import typer
@@ -87,6 +90,7 @@ def embed(manifest: str, modalities: str, mask: str, encoder: str, output: str, 
     from radlens_cli.io.cases import PART_ATTR, part_record, refuse_failed_run, resolve_parts, warn_partial
     from radlens_cli.io.manifest import parse_list, parse_mask_spec, read_manifest
     from radlens_cli.io.tables import CaseTable, table_format, write_table
+    from radlens_cli.pool import MarkedDataset, resilient_batches
 
     if layer not in LAYERS:
         raise UsageError(f"--layer must be one of {', '.join(LAYERS)} (got {layer!r})")
@@ -171,13 +175,20 @@ def embed(manifest: str, modalities: str, mask: str, encoder: str, output: str, 
     use_amp = dev.type == "cuda"
     if use_amp:
         torch.backends.cudnn.benchmark = True  # fixed input shape: pick the fastest conv kernels once
-    loader = DataLoader(dataset, batch_sampler=todo, num_workers=0 if jobs <= 1 else jobs,
-                        collate_fn=collate_cases, pin_memory=use_amp,
-                        worker_init_fn=worker_init if jobs > 1 else None)
+    # -j workers: a worker that dies (OOM kill, segfault) fails only the case it was reading,
+    # after one retry in a fresh loader (radlens_cli/pool.py); the run goes on.
+    marker_dir = tempfile.mkdtemp(prefix="radlens-loader-")
+    atexit.register(shutil.rmtree, marker_dir, True)
+    source = MarkedDataset(dataset, marker_dir, dataset.case_ids) if jobs > 1 else dataset
+
+    def make_loader(batch_lists):
+        return DataLoader(source, batch_sampler=batch_lists, num_workers=0 if jobs <= 1 else jobs,
+                          collate_fn=collate_cases, pin_memory=use_amp,
+                          worker_init_fn=worker_init if jobs > 1 else None)
     log.info(f"embedding {n} case(s) of {manifest} with {enc['arch']} ({enc['source']}) on {dev}, "
              f"layer {layer}, crop {'x'.join(map(str, cfg.crop))} at {','.join(map(str, cfg.spacing))} mm")
     failures: list[dict] = []
-    bar = log.progress(todo, total=len(todo), desc="embed", unit="batch")
+    bar = log.progress(total=len(todo), desc="embed", unit="batch")
 
     def report(rec: dict) -> None:
         failures.append(rec)
@@ -188,17 +199,25 @@ def embed(manifest: str, modalities: str, mask: str, encoder: str, output: str, 
         else:
             bar.write(line, file=sys.stderr)
 
-    it = iter(loader)
+    def on_death(i, how, retry):
+        if retry:
+            log.warn(f"a loader worker {how}, reading case {dataset.case_ids[i]}; retrying it in a fresh worker")
+        else:
+            report({"case_id": dataset.case_ids[i], "modality": "preprocessing", "path": "",
+                    "reason": f"loader worker {how} (tried twice)", "status": "failed"})
+
+    stream = resilient_batches(make_loader, todo, marker_dir, retries=1, on_death=on_death)
     with torch.inference_mode():
-        for b in bar:
+        while True:
             try:
-                item = next(it)
-            except StopIteration:  # pragma: no cover
+                b, item = next(stream)
+            except StopIteration:
                 break
             except RadlensError as e:
                 raise RadlensError(unwrap_worker_error(e)) from None
             except Exception as e:  # noqa: BLE001 - worker errors arrive wrapped
                 raise RadlensError(unwrap_worker_error(e)) from None
+            bar.update(1)
             for rec in item["failures"]:
                 report(rec)
             ok = item["index"]

@@ -57,3 +57,32 @@ def test_killed_worker_fails_its_case_and_the_run_goes_on(tmp_path):
     a, b, c = (read_table(str(p)) for p in (out, fresh, tmp_path / "once.h5"))
     assert list(a.case_id) == list(b.case_id) and a.columns == b.columns
     assert a.values.tobytes() == b.values.tobytes() == c.values.tobytes()
+
+
+def test_sigterm_and_sigint_leave_no_temporaries_nor_leaked_semaphores(tmp_path):
+    import signal
+    import time
+
+    manifest = make_cohort(tmp_path / "c", n_cases=8, shape=(14, 32, 32))
+    params = tmp_path / "p.yaml"
+    params.write_text("imageType: {Original: {}}\nfeatureClass: {firstorder: [], glcm: [], glrlm: []}\n"
+                      "setting: {binWidth: 2}\n")
+    for sig, code, word in ((signal.SIGTERM, 143, "terminated (SIGTERM)"), (signal.SIGINT, 130, "interrupted")):
+        cache = tmp_path / f"cache{sig}"
+        cmd = [sys.executable, "-m", "radlens_cli", "extract-radiomics", str(manifest), "--modalities", "t2,adc",
+               "--mask", "zones", "--params", str(params), "-o", str(tmp_path / "out.h5"), "-j", "2",
+               "--cache-dir", str(cache)]
+        proc = subprocess.Popen(cmd, env=dict(os.environ, TQDM_DISABLE="1", PYTHONPATH=str(REPO)),
+                                stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
+        deadline = time.time() + 60
+        while time.time() < deadline and proc.poll() is None and not (
+                cache.is_dir() and any(f.endswith(".json") for f in os.listdir(cache))):
+            time.sleep(0.02)
+        assert proc.poll() is None, proc.stderr.read()
+        proc.send_signal(sig)
+        err = proc.communicate(timeout=60)[1]
+        assert proc.returncode == code and err.strip().splitlines()[-1] == f"radlens extract-radiomics: {word}", err
+        assert "leaked" not in err and "Traceback" not in err, err
+        time.sleep(0.3)
+        assert not [f for f in os.listdir(cache) if f.endswith(".tmp")]
+        assert not [f for f in os.listdir(tmp_path) if f.startswith(".out.h5")] and not (tmp_path / "out.h5").exists()
