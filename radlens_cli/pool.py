@@ -291,3 +291,28 @@ class _Dead(Exception):
     def __init__(self, pids, how):
         super().__init__(how)
         self.pids, self.how = pids, how
+
+
+def loader_death(e: BaseException, loader, batch_lists: list, delivered: int, case_ids) -> tuple[str, list] | None:
+    """(how the worker died, the case ids of the batch it held) for a dead-worker error of
+    `loader` after `delivered` batches of `batch_lists`; None for any other error.
+
+    A loader hands batch j to worker j mod W (round robin, reset each epoch) and each
+    worker reads its batches in order, so the dead worker held its first undelivered one.
+    """
+    death = loader_worker_death(e)
+    if death is None:
+        return None
+    pids, how = death
+    it = getattr(loader, "_iterator", None)
+    if how == "died":
+        how = _exit_of_dead_worker(it, pids) or how
+    workers = list(getattr(it, "_workers", None) or [])
+    k = next((n for n, w in enumerate(workers) if w.pid in pids), None)
+    j = delivered
+    if k is not None and workers:
+        j += (k - delivered) % len(workers)
+    ids = []
+    if 0 <= j < len(batch_lists):
+        ids = [str(case_ids[i]) if case_ids is not None else str(i) for i in batch_lists[j]]
+    return how, ids

@@ -41,3 +41,30 @@ def test_killed_loader_worker_fails_its_case(cli, atto3, tmp_path, monkeypatch):
     b, fresh, once = (read_table(str(tmp_path / f)) for f in ("b.h5", "fresh.h5", "once.h5"))
     assert list(b.case_id) == ["p00", "p01", "p02", "p03"]
     assert np.array_equal(b.values, fresh.values) and np.array_equal(once.values, fresh.values)
+
+
+def test_finetune_stops_naming_the_batch_of_a_killed_loader_worker(cli, tmp_path, monkeypatch):
+    import csv
+
+    from tests.encoders.test_finetune import base_args, build_cohort
+
+    root = tmp_path / "ft"
+    manifest = build_cohort(root / "cases")
+    import torch
+
+    from radlens_cli.encoders.checkpoints import save_radlens_checkpoint
+    from radlens_cli.encoders.convnextv2 import build_encoder
+
+    torch.manual_seed(0)
+    save_radlens_checkpoint(str(root / "pre.pt"), build_encoder("atto", 1), "convnextv2_atto", 1, None)
+    c = {"manifest": manifest, "encoder": root / "pre.pt"}
+    train = [r["case_id"] for r in csv.DictReader(open(manifest)) if r.get("split") == "train"]
+    monkeypatch.setenv("RADLENS_TEST_KILL_WORKER", train[1])
+    out = tmp_path / "o.pt"
+    r = cli("finetune", *base_args(c, epochs=1), "-j", "2", "-o", out)
+    assert r.exit_code == 1, r
+    last = r.stderr.strip().splitlines()[-1]
+    assert last.startswith("radlens finetune: error: a data loader worker killed by signal 9 (SIGKILL) — out of "
+                           "memory? while reading training batch "), r
+    assert train[1] in last and "a rerun starts over" in last and "Traceback" not in r.stderr
+    assert not out.exists()
