@@ -326,3 +326,38 @@ def test_import_pyradiomics_batch_output(cli, tmp_path):
     both.to_csv(tmp_path / "both.csv", index=False)
     r = cli("import-pyradiomics", tmp_path / "both.csv", "--modality-column", "Sequence", "-o", tmp_path / "b.h5")
     assert r.exit_code == 1 and "case(s) c2 have no row for every modality" in r.stderr, r
+
+
+def test_environment_section_lists_every_variable_read():
+    """Every os.environ key in the source is in the man pages' ENVIRONMENT section."""
+    import re
+
+    from radlens_cli.manpages import ENVIRONMENT, generate
+
+    listed = {v.strip() for names, _ in ENVIRONMENT for v in names.split(",")}
+    used = set()
+    for root, _, files in os.walk(REPO / "radlens_cli"):
+        for f in files:
+            if f.endswith(".py"):
+                text = open(os.path.join(root, f), encoding="utf-8").read()
+                used |= set(re.findall(r"environ(?:\.get)?\(\s*\"([A-Z_]+)\"", text))
+                used |= set(re.findall(r"environ\[\"([A-Z_]+)\"\]", text))
+                if "environ" in text:  # names kept in constants or read through a mapping
+                    used |= set(re.findall(r"\"((?:SLURM|RADLENS|TQDM)_[A-Z_]+)\"", text))
+    assert used and used <= listed, used - listed
+    assert "SLURM_ARRAY_TASK_STEP" in used and "RADLENS_TEST_KILL_WORKER" in used
+    page = generate()["radlens-embed.1"]
+    assert ".SH ENVIRONMENT" in page and "SLURM_ARRAY_TASK_STEP" in page
+
+
+def test_global_flags_after_the_subcommand_version_and_jobs_names(cli):
+    from radlens_cli.commands._util import hoist_global_flags
+
+    assert hoist_global_flags(["decode", "a", "-v", "--", "-q"]) == ["-v", "decode", "a", "--", "-q"]
+    r = cli("info", "missing.h5", "--verbose")
+    assert r.exit_code == 1 and "Traceback" in r.stderr, r
+    r = cli("--version")
+    assert r.exit_code == 0 and r.stdout.startswith("radlens ") and "  torch " in r.stdout
+    assert "  pyradiomics-bhklab " in r.stdout and "  h5py " in r.stdout
+    r = cli("finetune", "--help")
+    assert "-j, --jobs" in r.stdout and "--workers" not in r.stdout  # the old name stays, hidden
