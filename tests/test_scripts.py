@@ -361,3 +361,35 @@ def test_global_flags_after_the_subcommand_version_and_jobs_names(cli):
     assert "  pyradiomics-bhklab " in r.stdout and "  h5py " in r.stdout
     r = cli("finetune", "--help")
     assert "-j, --jobs" in r.stdout and "--workers" not in r.stdout  # the old name stays, hidden
+
+
+def test_merge_names_the_embedding_setting_that_differs(cli, tmp_path):
+    import torch
+
+    from radlens_cli.encoders.checkpoints import save_radlens_checkpoint
+    from radlens_cli.encoders.convnextv2 import build_encoder
+
+    manifest = write_cohort(str(tmp_path / "c"), n=2)
+    for seed in (0, 1):
+        torch.manual_seed(seed)
+        save_radlens_checkpoint(str(tmp_path / f"e{seed}.pt"), build_encoder("atto", 3), "convnextv2_atto", 3, None)
+
+    def part(name, i, enc="e0.pt", spacing="1,1,2", layer="final"):
+        r = cli("embed", manifest, "--modalities", "t2,dwi,adc", "--mask", "gland", "--encoder", tmp_path / enc,
+                "--crop", "16,32,32", "--spacing", spacing, "--layer", layer, "--parts", f"{i}/2",
+                "-o", tmp_path / name)
+        assert r.exit_code == 0, r
+        return tmp_path / name
+
+    p0, p1 = part("p0.h5", 0), part("p1.h5", 1)
+    for other, word in ((part("enc.h5", 1, enc="e1.pt"), "encoder_fingerprint"),
+                        (part("sp.h5", 1, spacing="2,2,4"), "preprocessing.spacing: [1.0, 1.0, 2.0] vs [2.0, 2.0, 4.0]"),
+                        (part("lay.h5", 1, layer="stage3"), "layer: \"final\" vs \"stage3\"")):
+        r = cli("merge", p0, other, "-o", tmp_path / "m.h5")
+        assert r.exit_code == 1 and "made with other parameters" in r.stderr and word in r.stderr, r
+        assert not (tmp_path / "m.h5").exists()
+    r = cli("merge", p0, p1, "-o", tmp_path / "m.h5")
+    assert r.exit_code == 0, r
+    params = json.loads(attrs(tmp_path / "m.h5")["params"])
+    assert params["layer"] == "final" and params["preprocessing"]["spacing"] == [1.0, 1.0, 2.0]
+    assert params["encoder_fingerprint"] and "part_id" not in params and params["merged_from"] == "embed"

@@ -177,8 +177,8 @@ def merge_parts(parts: list[Part], allow_incomplete: bool = False) -> tuple[Case
 
 def _first_difference(a, b, prefix="") -> str:
     if isinstance(a, dict) and isinstance(b, dict):
-        # the readable settings before their hash
-        for k in sorted(set(a) | set(b), key=lambda k: (k == "params_sha256", str(k))):
+        # the settings a user chose before their hash and what follows from them
+        for k in sorted(set(a) | set(b), key=lambda k: (k == "params_sha256" or k in DERIVED, str(k))):
             if a.get(k) != b.get(k):
                 return _first_difference(a.get(k), b.get(k), f"{prefix}{k}.")
     if a is None or b is None:
