@@ -47,7 +47,7 @@ def _check_kind(path: str, suffix: str) -> None:
             raise UsageError(f"refusing to write {kind} to a terminal; redirect stdout or give -o FILE")
         return
     got = KINDS.get(extension(path))
-    if kind and got and got != kind and not (kind == "text table" and got == "text"):
+    if kind and got and got != kind and {kind, got} != {"text table", "text"}:
         raise UsageError(f"{path}: this output is {kind} ({suffix}), but the name says {got}; "
                          f"name it *{suffix}")
 
