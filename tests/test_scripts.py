@@ -69,10 +69,10 @@ def test_slurm_examples_end_to_end_with_failures_and_idle_tasks(tmp_path, bin_di
                    RAD_ARRAY="0-3", EMB_ARRAY="0-3:2", DEVICE="cpu",
                    EMBED_OPTS="--crop 16,32,32 --spacing 1,1,2")
     r = subprocess.run(["bash", str(REPO / "examples/slurm/submit.sh")], cwd=sub, env=env, capture_output=True,
-                       text=True)
+                       text=True, encoding="utf-8", errors="replace")
     assert r.returncode == 0, r.stderr
     jobs = json.load(open(tmp_path / "jobs.json"))["jobs"]
-    logs = {p: (sub / "logs" / p).read_text() for p in os.listdir(sub / "logs")}
+    logs = {p: (sub / "logs" / p).read_text(encoding="utf-8", errors="replace") for p in os.listdir(sub / "logs")}
     assert list(jobs.values()) == ["COMPLETED"] * 4, (jobs, "\n".join(f"{k}: {v}" for k, v in logs.items()))
     assert any("nothing to do: part 3 of 4" in t for t in logs.values())
     assert any("part 1 of 4: 1 case(s)" in t and "case p01" in t for t in logs.values())
@@ -94,10 +94,11 @@ def test_slurm_examples_end_to_end_with_failures_and_idle_tasks(tmp_path, bin_di
     strict = sub / "strict.sbatch"
     strict.write_text(text)
     r = subprocess.run(["sbatch", "--parsable", "--array=0-0", str(strict)], cwd=sub, env=env,
-                       capture_output=True, text=True)
+                       capture_output=True, text=True, encoding="utf-8", errors="replace")
     job = r.stdout.strip()
     r = subprocess.run(["sbatch", "--parsable", f"--dependency=afterok:{job}",
-                        str(REPO / "examples/slurm/merge.sbatch")], cwd=sub, env=env, capture_output=True, text=True)
+                        str(REPO / "examples/slurm/merge.sbatch")], cwd=sub, env=env, capture_output=True,
+                       text=True, encoding="utf-8", errors="replace")
     jobs = json.load(open(tmp_path / "jobs.json"))["jobs"]
     assert jobs[job] == "FAILED" and jobs[r.stdout.strip()] == "DependencyNeverSatisfied"
     assert sorted(os.listdir(sub / "work/parts")) == ["failures-000.csv", "failures-000.csv.json"]
@@ -119,12 +120,14 @@ def test_makefile_stops_at_a_failing_case_and_resumes(tmp_path, bin_dir):
         "\tradlens info rad.h5 > $@\n")
     env = env_with(bin_dir, tmp_path)
     for _ in range(2):  # a second make does not go on with a partial table
-        r = subprocess.run(["make", "-s"], cwd=tmp_path, env=env, capture_output=True, text=True)
+        r = subprocess.run(["make", "-s"], cwd=tmp_path, env=env, capture_output=True, text=True,
+                           encoding="utf-8", errors="replace")
         assert r.returncode != 0 and "1 of 3 case(s) failed (p01" in r.stderr, r.stderr
         assert not (tmp_path / "rad.h5").exists() and not (tmp_path / "info.txt").exists()
         assert not [f for f in os.listdir(tmp_path) if f.startswith(".rad.h5")]  # no temporary left
     shutil.move(saved, tmp_path / "c/p01_t2.nii.gz")
-    r = subprocess.run(["make", "-s"], cwd=tmp_path, env=env, capture_output=True, text=True)
+    r = subprocess.run(["make", "-s"], cwd=tmp_path, env=env, capture_output=True, text=True,
+                       encoding="utf-8", errors="replace")
     assert r.returncode == 0, r.stderr
     assert "2 of 3 task(s) taken from the cache" in r.stderr
     assert read_table(str(tmp_path / "rad.h5")).n_cases == 3
@@ -200,7 +203,8 @@ def test_binary_output_to_a_terminal_is_refused(tmp_path):
     master, slave = pty.openpty()
     env = dict(os.environ, PYTHONPATH=str(REPO))
     r = subprocess.run([sys.executable, "-m", "radlens_cli", "merge", str(tmp_path / "t.h5"), "-o", "-"],
-                       stdout=slave, stderr=subprocess.PIPE, env=env, text=True)
+                       stdout=slave, stderr=subprocess.PIPE, env=env, text=True,
+                       encoding="utf-8", errors="replace")
     os.close(slave)
     os.close(master)
     assert r.returncode == 2 and "refusing to write HDF5 to a terminal" in r.stderr, r.stderr

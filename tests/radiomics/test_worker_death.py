@@ -20,7 +20,7 @@ def _run(manifest, params, out, cache, *extra, **env):
     if cache:
         cmd += ["--cache-dir", str(cache)]
     full_env = dict(os.environ, TQDM_DISABLE="1", PYTHONPATH=str(REPO), **env)
-    return subprocess.run(cmd, env=full_env, capture_output=True, text=True)
+    return subprocess.run(cmd, env=full_env, capture_output=True, text=True, encoding="utf-8", errors="replace")
 
 
 def test_killed_worker_fails_its_case_and_the_run_goes_on(tmp_path):
@@ -73,7 +73,8 @@ def test_sigterm_and_sigint_leave_no_temporaries_nor_leaked_semaphores(tmp_path)
                "--mask", "zones", "--params", str(params), "-o", str(tmp_path / "out.h5"), "-j", "2",
                "--cache-dir", str(cache)]
         proc = subprocess.Popen(cmd, env=dict(os.environ, TQDM_DISABLE="1", PYTHONPATH=str(REPO)),
-                                stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
+                                stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True,
+                                encoding="utf-8", errors="replace")
         deadline = time.time() + 60
         while time.time() < deadline and proc.poll() is None and not (
                 cache.is_dir() and any(f.endswith(".json") for f in os.listdir(cache))):
