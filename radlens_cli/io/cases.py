@@ -161,7 +161,7 @@ def warn_partial(failures: list[dict], n_written: int, output: str, failures_pat
 
 
 def describe_exit(exitcode: int | None) -> str:
-    """'killed by signal 9 (SIGKILL) -- out of memory?' for a worker's exit code."""
+    """'killed by signal 9 (SIGKILL; out of memory?)' for a worker's exit code (ASCII: cluster logs)."""
     if exitcode is None:
         return "died"
     if exitcode < 0:
@@ -170,7 +170,7 @@ def describe_exit(exitcode: int | None) -> str:
             name = signal.Signals(sig).name
         except ValueError:
             name = f"signal {sig}"
-        hint = {signal.SIGKILL: " — out of memory?", signal.SIGSEGV: " — a crash in a C extension?",
-                signal.SIGBUS: " — a crash in a C extension?"}.get(sig, "")
-        return f"killed by signal {sig} ({name}){hint}"
+        hint = {signal.SIGKILL: "; out of memory?", signal.SIGSEGV: "; a crash in a C extension?",
+                signal.SIGBUS: "; a crash in a C extension?"}.get(sig, "")
+        return f"killed by signal {sig} ({name}{hint})"
     return f"exited with status {exitcode}"

@@ -24,7 +24,7 @@ def test_killed_loader_worker_fails_its_case(cli, atto3, tmp_path, monkeypatch):
     assert r.exit_code == 1, r
     retry = [ln for ln in r.stderr.splitlines() if "retrying it in a fresh worker" in ln]
     assert len(retry) == 1 and "reading case p02" in retry[0]
-    assert "killed by signal 9 (SIGKILL) — out of memory?" in retry[0], r.stderr
+    assert "killed by signal 9 (SIGKILL; out of memory?)" in retry[0], r.stderr
     failed = [ln for ln in r.stderr.splitlines() if ln.startswith("radlens embed: failed:")]
     assert len(failed) == 1 and "case p02" in failed[0] and "killed by signal 9" in failed[0], r.stderr
     assert r.stderr.strip().splitlines()[-1].startswith("radlens embed: error: 1 of 4 case(s) failed (p02")
@@ -64,7 +64,7 @@ def test_finetune_stops_naming_the_batch_of_a_killed_loader_worker(cli, tmp_path
     r = cli("finetune", *base_args(c, epochs=1), "-j", "2", "-o", out)
     assert r.exit_code == 1, r
     last = r.stderr.strip().splitlines()[-1]
-    assert last.startswith("radlens finetune: error: a data loader worker killed by signal 9 (SIGKILL) — out of "
-                           "memory? while reading training batch "), r
+    assert last.startswith("radlens finetune: error: a data loader worker killed by signal 9 (SIGKILL; out of "
+                           "memory?) while reading training batch "), r
     assert train[1] in last and "a rerun starts over" in last and "Traceback" not in r.stderr
     assert not out.exists()

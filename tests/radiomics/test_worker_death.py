@@ -33,13 +33,13 @@ def test_killed_worker_fails_its_case_and_the_run_goes_on(tmp_path):
     assert r.returncode == 1, r.stderr
     retry = [ln for ln in r.stderr.splitlines() if "retrying it in a fresh worker" in ln]
     assert len(retry) == 1 and "case case02, modality adc" in retry[0]
-    assert "killed by signal 9 (SIGKILL) — out of memory?" in retry[0]
+    assert "killed by signal 9 (SIGKILL; out of memory?)" in retry[0]
     failed = [ln for ln in r.stderr.splitlines() if "failed: case case02" in ln]
     assert len(failed) == 1 and "modality adc" in failed[0] and "killed by signal 9" in failed[0], r.stderr
     assert "(tried twice)" in failed[0]
     last = r.stderr.strip().splitlines()[-1]
     assert last.startswith("radlens extract-radiomics: error: 1 of 4 case(s) failed (case02") and "Traceback" not in r.stderr
-    assert not out.exists() and "case02" in (tmp_path / "f.csv").read_text()
+    assert not out.exists() and "case02" in (tmp_path / "f.csv").read_text(encoding="utf-8")
     cached = sorted(f for f in os.listdir(cache) if f.endswith(".json"))
     assert len(cached) == 7 and not any("case02.adc" in f for f in cached)  # the lost task is not cached
     assert not [f for f in os.listdir(cache) if f.endswith(".tmp")]
