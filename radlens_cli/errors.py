@@ -3,8 +3,8 @@
 EXIT_OK = 0
 EXIT_DATA = 1
 EXIT_USAGE = 2
-EXIT_PARTIAL = 3
 EXIT_INTERRUPTED = 130
+EXIT_TERMINATED = 143
 
 
 class RadlensError(Exception):
@@ -27,7 +27,5 @@ class UsageError(RadlensError):
     exit_code = EXIT_USAGE
 
 
-class PartialSuccess(RadlensError):
-    """The command wrote its output but some items failed (exit 3)."""
-
-    exit_code = EXIT_PARTIAL
+class Terminated(KeyboardInterrupt):
+    """SIGTERM (scancel, a job's time limit): unwinds like Ctrl-C, so temporaries are removed."""

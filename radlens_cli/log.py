@@ -33,14 +33,94 @@ def warn(msg: str) -> None:
     print(f"radlens: warning: {msg}", file=sys.stderr, flush=True)
 
 
+def progress_disabled() -> bool:
+    return VERBOSITY["level"] < 1 or os.environ.get("TQDM_DISABLE", "") not in ("", "0")
+
+
 def progress(iterable=None, total=None, desc=None, unit="it"):
-    """tqdm on stderr; animates only on a terminal, off with TQDM_DISABLE=1 or --quiet."""
+    """Progress on stderr: a tqdm bar on a terminal, plain lines elsewhere (cluster logs).
+
+    Off with --quiet or TQDM_DISABLE=1.
+    """
+    if not progress_disabled() and not sys.stderr.isatty():
+        return PlainProgress(iterable, total=total, desc=desc, unit=unit)
     from tqdm.auto import tqdm
 
-    disable = (
-        VERBOSITY["level"] < 1
-        or os.environ.get("TQDM_DISABLE", "") not in ("", "0")
-        or not sys.stderr.isatty()
-    )
     return tqdm(iterable, total=total, desc=desc, unit=unit, file=sys.stderr,
-                disable=disable, dynamic_ncols=True)
+                disable=progress_disabled(), dynamic_ncols=True)
+
+
+def _duration(seconds: float) -> str:
+    seconds = int(round(seconds))
+    h, rem = divmod(seconds, 3600)
+    m, s = divmod(rem, 60)
+    return f"{h}:{m:02d}:{s:02d}" if h else f"{m}:{s:02d}"
+
+
+class PlainProgress:
+    """A plain progress line every `step` percent or `every` seconds, for logs that are not a tty:
+
+    radlens: extract 120/600 task (20%), 1.52 task/s, 5:15 left
+    """
+
+    disable = True  # callers print their own lines directly (no bar to write around)
+
+    def __init__(self, iterable=None, total=None, desc=None, unit="it", step: float = 5.0,
+                 every: float | None = None):
+        import time
+
+        self.iterable, self.desc, self.unit = iterable, desc or "progress", unit
+        if total is None and iterable is not None and hasattr(iterable, "__len__"):
+            total = len(iterable)
+        self.total, self.n = total, 0
+        self.step = step
+        self.every = float(os.environ.get("RADLENS_PROGRESS_SECONDS", "120")) if every is None else every
+        self.start = self.last_t = time.monotonic()
+        self.last_pct = 0.0
+        self.closed = False
+
+    def __iter__(self):
+        for item in self.iterable:
+            yield item
+            self.update(1)
+
+    def __enter__(self):
+        return self
+
+    def __exit__(self, *exc):
+        self.close()
+
+    def line(self) -> str:
+        import time
+
+        el = time.monotonic() - self.start
+        rate = self.n / el if el > 0 else 0.0
+        head = f"{self.desc} {self.n}" + (f"/{self.total}" if self.total else "") + f" {self.unit}"
+        if self.total:
+            head += f" ({100.0 * self.n / self.total:.0f}%)"
+        head += f", {rate:.3g} {self.unit}/s" if rate >= 0.01 else f", {el / max(self.n, 1):.0f} s/{self.unit}"
+        if self.total and self.n and self.n < self.total:
+            head += f", {_duration((self.total - self.n) / rate)} left"
+        elif self.total and self.n >= self.total:
+            head += f", done in {_duration(el)}"
+        return head
+
+    def update(self, n: int = 1) -> None:
+        import time
+
+        self.n += n
+        now = time.monotonic()
+        pct = 100.0 * self.n / self.total if self.total else 0.0
+        due = (self.total and pct >= self.last_pct + self.step) or now - self.last_t >= self.every
+        if due and not (self.total and self.n >= self.total):  # the last line comes from close()
+            self.last_pct = pct - (pct % self.step) if self.total else 0.0
+            self.last_t = now
+            print(f"radlens: {self.line()}", file=sys.stderr, flush=True)
+
+    def write(self, msg: str, file=None) -> None:
+        print(msg, file=file or sys.stderr, flush=True)
+
+    def close(self) -> None:
+        if not self.closed and self.n:
+            print(f"radlens: {self.line()}", file=sys.stderr, flush=True)
+        self.closed = True

@@ -14,6 +14,7 @@ from radlens_cli.commands._util import app
 COMMAND_MODULES = [
     "synth",
     "extract_radiomics",
+    "import_pyradiomics",
     "merge",
     "init_encoder",
     "embed",
@@ -33,16 +34,22 @@ COMMAND_MODULES = [
 
 def _version(value: bool):
     if value:
+        from radlens_cli.provenance import library_versions
+
         typer.echo(f"radlens {__version__}")
+        names = ("numpy", "scipy", "pandas", "h5py", "torch", "SimpleITK", "pyradiomics-bhklab", "pydicom",
+                 "highdicom", "onnx", "onnxruntime", "typer", "tqdm")
+        for name, ver in library_versions(names).items():
+            typer.echo(f"  {name} {ver}")
         raise typer.Exit()
 
 
 @app.callback()
 def _global(
-    verbose: bool = typer.Option(False, "--verbose", "-v", help="More messages; tracebacks on errors."),
-    quiet: bool = typer.Option(False, "--quiet", "-q", help="Only warnings and errors on stderr."),
+    verbose: bool = typer.Option(False, "--verbose", "-v", help="More messages; tracebacks on errors (also after the subcommand)."),
+    quiet: bool = typer.Option(False, "--quiet", "-q", help="Only warnings and errors on stderr; no progress (also after the subcommand)."),
     version: bool = typer.Option(False, "--version", callback=_version, is_eager=True,
-                                 help="Print the version and exit."),
+                                 help="Print the version of radlens and its key dependencies, and exit."),
 ):
     log.set_verbosity(2 if verbose else (0 if quiet else 1))
 
@@ -53,7 +60,15 @@ for _name in COMMAND_MODULES:
 
 def run() -> None:
     """Console-script entry point."""
-    # `radlens ... | head` ends quietly instead of raising BrokenPipeError.
-    if hasattr(signal, "SIGPIPE"):
-        signal.signal(signal.SIGPIPE, signal.SIG_DFL)
+    # SIGPIPE stays ignored (Python's default): `radlens ... -o - | head` raises BrokenPipeError
+    # on stdout, which the command wrapper ends quietly; SIG_DFL would also kill the run
+    # without a word when a pipe to an internal process (a worker, the resource tracker) breaks.
+    signal.signal(signal.SIGTERM, _terminated)
     app()
+
+
+def _terminated(signum, frame):
+    from radlens_cli.errors import Terminated
+
+    signal.signal(signal.SIGTERM, signal.SIG_DFL)  # a second SIGTERM ends it at once
+    raise Terminated()

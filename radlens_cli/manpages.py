@@ -119,6 +119,30 @@ def _synopsis(name: str, cmd) -> str:
     return f"\\fB{_esc(name)}\\fR [OPTIONS] {_esc(' '.join(args))}".rstrip()
 
 
+# Every environment variable radlens reads (a test checks the source against this list).
+ENVIRONMENT = [
+    ("TQDM_DISABLE", "1: no progress bars nor plain progress lines (as -q, but warnings stay)."),
+    ("RADLENS_PROGRESS_SECONDS", "When stderr is not a terminal: the longest time between plain progress "
+                                 "lines (default 120; a line also comes every 5 percent)."),
+    ("SOURCE_DATE_EPOCH", "Pins the creation time recorded in outputs, so same-seed runs give identical bytes."),
+    ("SLURM_ARRAY_TASK_ID", "With --parts slurm: this array task; the part is (ID - MIN) / STEP."),
+    ("SLURM_ARRAY_TASK_MIN", "With --parts slurm: the array's first task id (default 0)."),
+    ("SLURM_ARRAY_TASK_MAX", "With --parts slurm: the array's last task id (checks the range)."),
+    ("SLURM_ARRAY_TASK_STEP", "With --parts slurm: the array's step, e.g. 2 for --array=0-8:2 (default 1)."),
+    ("SLURM_ARRAY_TASK_COUNT", "With --parts slurm: the number of parts. Without --parts nothing is read "
+                               "from SLURM: an array task is not a shard unless asked."),
+    ("WORLD_SIZE, RANK, LOCAL_RANK", "Set by torchrun: finetune trains with DDP over the ranks."),
+    ("_RADLENS_COMPLETE", "Shell completion (radlens --install-completion sets it up)."),
+    ("RADLENS_TEST_KILL_WORKER", "Test only: CASE[:MODALITY] makes the worker that takes this case kill "
+                                 "itself with SIGKILL (once per RADLENS_TEST_KILL_ONCE file), to test "
+                                 "recovery from a dead worker."),
+    ("RADLENS_TEST_KILL_ONCE", "Test only: a file created on the first kill; while it exists the hook "
+                               "does nothing, so the retry succeeds."),
+    ("RADLENS_FINETUNE_KILL_AT_STEP", "Test only: finetune kills itself at this optimiser step "
+                                      "(to test resuming)."),
+]
+
+
 def page(name: str, cmd, summary: str, body: str, see_also: list[str]) -> str:
     title = name.upper().replace(" ", "-")
     parts = [
@@ -137,7 +161,12 @@ def page(name: str, cmd, summary: str, body: str, see_also: list[str]) -> str:
     if opts:
         parts += [".SH OPTIONS", *opts]
     parts += [".SH EXIT STATUS",
-              "0 success; 1 data error; 2 usage error; 3 partial success; 130 interrupted."]
+              "0 success (also a --keep-going run that left failed cases out, with a warning); "
+              "1 data error, or failed cases without --keep-going (no output written); "
+              "2 usage error; 130 interrupted."]
+    parts += [".SH ENVIRONMENT"]
+    for var, text in ENVIRONMENT:
+        parts += [".TP", f"\\fB{_esc(var)}\\fR", _esc(text)]
     if see_also:
         parts += [".SH SEE ALSO", ", ".join(f"\\fB{_esc(s)}\\fR(1)" for s in see_also)]
     return "\n".join(parts) + "\n"

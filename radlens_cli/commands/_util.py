@@ -11,7 +11,7 @@ import typer
 from typer.core import TyperGroup
 
 from radlens_cli import log
-from radlens_cli.errors import EXIT_INTERRUPTED, EXIT_USAGE, RadlensError
+from radlens_cli.errors import EXIT_INTERRUPTED, EXIT_TERMINATED, EXIT_USAGE, RadlensError, Terminated
 
 try:  # typer >= 0.26 vendors click
     from typer._click import exceptions as click_exc
@@ -26,7 +26,8 @@ Pipeline, in order (each step reads and writes files; `-` is stdin/stdout):
 \b
   synth              phantom mpMRI cohort -> cohort.csv (try radlens without data)
   extract-radiomics  cohort.csv -> radiomics.h5
-  merge              parts of a SLURM array run -> radiomics.h5
+  import-pyradiomics PyRadiomics batch CSVs -> radiomics.h5
+  merge              parts of a SLURM array run -> radiomics.h5 / emb.h5
   init-encoder       random encoder (the null baseline) -> random.pt
   finetune           cohort.csv + pre.pt -> ft.pt
   embed              cohort.csv + encoder -> emb_pre.h5 / emb_ft.h5
@@ -43,15 +44,33 @@ Pipeline, in order (each step reads and writes files; `-` is stdin/stdout):
   info               what a radlens file holds and how it was made
 
 \b
-Exit codes: 0 ok, 1 data error, 2 usage error, 3 partial success, 130 interrupted.
+Exit codes: 0 ok, 1 data error, 2 usage error, 130 interrupted. A run with failed
+cases exits 1 and writes no output, unless --keep-going asked for the others.
+SLURM array jobs: --parts slurm (sharding is never implied by the environment).
 Shell completion: radlens --install-completion (or --show-completion to print it).
 """
+
+
+GLOBAL_FLAGS = ("-q", "--quiet", "-v", "--verbose")
+
+
+def hoist_global_flags(args) -> list[str]:
+    """`radlens decode ... -q` works like `radlens -q decode ...` (flags before `--` only)."""
+    args = list(args)
+    front, rest = [], []
+    for i, a in enumerate(args):
+        if a == "--":
+            rest.extend(args[i:])
+            break
+        (front if a in GLOBAL_FLAGS else rest).append(a)
+    return front + rest
 
 
 class RadlensGroup(TyperGroup):
     """Prints click usage errors as one line `radlens <cmd>: error: ...` (exit 2)."""
 
     def main(self, args=None, prog_name=None, complete_var=None, standalone_mode=True, **extra):
+        args = hoist_global_flags(sys.argv[1:] if args is None else args)
         try:
             rv = super().main(args=args, prog_name=prog_name or "radlens", complete_var=complete_var,
                               standalone_mode=False, **extra)
@@ -87,6 +106,19 @@ app = typer.Typer(
 )
 
 
+def stdout_closed() -> bool:
+    """True when stdout is a pipe whose reader has gone (`| head` finished)."""
+    import select
+
+    try:
+        fd = sys.stdout.fileno()
+        poller = select.poll()
+        poller.register(fd, select.POLLOUT)
+        return any(ev & (select.POLLERR | select.POLLHUP) for _, ev in poller.poll(0))
+    except (AttributeError, OSError, ValueError):
+        return True  # no real stdout to check (a test runner's): the pipe error was stdout's
+
+
 def command(name: str, **kwargs):
     """Register a subcommand; errors become one line on stderr and an exit code.
 
@@ -97,9 +129,10 @@ def command(name: str, **kwargs):
     def deco(fn):
         @functools.wraps(fn)
         def wrapper(*args, **kw):
-            from radlens_cli.io.files import reset_stdin_spool
+            from radlens_cli.io import files
 
-            reset_stdin_spool()  # each command reads its own stdin, also many in one process
+            files.reset_stdin_spool()  # each command reads its own stdin, also many in one process
+            files.CURRENT["command"] = name
             try:
                 return fn(*args, **kw)
             except RadlensError as e:
@@ -107,17 +140,28 @@ def command(name: str, **kwargs):
                     traceback.print_exc()
                 print(f"radlens {name}: error: {e}", file=sys.stderr)
                 raise typer.Exit(e.exit_code) from None
-            except KeyboardInterrupt:
+            except KeyboardInterrupt as e:
+                if isinstance(e, Terminated):
+                    print(f"radlens {name}: terminated (SIGTERM)", file=sys.stderr)
+                    raise typer.Exit(EXIT_TERMINATED) from None
                 print(f"radlens {name}: interrupted", file=sys.stderr)
                 raise typer.Exit(EXIT_INTERRUPTED) from None
             except (typer.Exit, click_exc.ClickException, typer.Abort):
                 raise
-            except BrokenPipeError:
-                # `radlens x -o - | head`: end quietly like samtools
-                try:
-                    sys.stdout = open(os.devnull, "w")
-                except OSError:
-                    pass
+            except BrokenPipeError as e:
+                if stdout_closed():
+                    # `radlens x -o - | head`: end quietly like samtools; later flushes go nowhere
+                    try:
+                        devnull = os.open(os.devnull, os.O_WRONLY)
+                        os.dup2(devnull, sys.stdout.fileno())
+                    except (OSError, ValueError):
+                        pass
+                    raise typer.Exit(1) from None
+                # a pipe to an internal process broke (a worker or helper died): say so
+                if log.verbose():
+                    traceback.print_exc()
+                print(f"radlens {name}: error: a pipe to an internal process broke ({e}); a worker or "
+                      f"helper process died (out of memory?)", file=sys.stderr)
                 raise typer.Exit(1) from None
             except Exception as e:  # noqa: BLE001 - the one place unexpected errors are shown
                 if log.verbose():
@@ -158,3 +202,22 @@ def strict_geometry_option():
     return typer.Option(False, "--strict-geometry", help="A mask whose origin lies on none of its case's image "
                         "voxel lattices (another patient's mask, or one shifted) fails that case instead of "
                         "a warning.")
+def parts_option():
+    return typer.Option(None, "--parts", help="Do one part of the cases: `slurm` takes it from the SLURM "
+                        "array task (SLURM_ARRAY_TASK_ID/MIN/STEP/COUNT; step and offset arrays work), "
+                        "`I/N` is part I of N. An array job does not shard unless asked.")
+
+
+def part_id_option():
+    return typer.Option(None, "--part-id", min=0, help="This part's index, 0..num-parts-1 (with --num-parts).")
+
+
+def num_parts_option():
+    return typer.Option(None, "--num-parts", min=1, help="Split the cases (sorted by case_id) into this many "
+                        "parts, taking every num-parts-th; join the parts with `radlens merge`.")
+
+
+def keep_going_option():
+    return typer.Option(False, "--keep-going", help="When some cases fail, still write the others (the "
+                        "failures recorded in the output and --failures), warn, and exit 0. Without it a "
+                        "failed case means exit 1 and no output.")

@@ -30,8 +30,8 @@ def decode(share_path: str, emb_path: str, rad_path: str, output: str, ridge: fl
         raise UsageError("--eval-split train would evaluate on the cases the decoder was fitted on")
     check_output(output, force)
     share = load_share(share_path)
-    emb = read_table(emb_path, "embeddings")
-    rad = read_table(rad_path, "radiomics")
+    emb = read_table(emb_path, "embeddings", part="refuse")
+    rad = read_table(rad_path, "radiomics", part="refuse")
     res = decode_tables(share, emb, rad, ridge=ridge, intercept=intercept, eval_split=eval_split,
                         allow_missing=allow_missing, warn=log.warn)
     d = res.decoder.diagnostics

@@ -2,35 +2,39 @@
 
 from __future__ import annotations
 
+import atexit
 import hashlib
 import json
 import os
+import shutil
 import sys
+import tempfile
 
 import numpy as np
 import typer
 
 from radlens_cli import log
-from radlens_cli.commands._util import (command, device_option, force_option, output_option, seed_option,
+from radlens_cli.commands._util import (command, device_option, force_option, keep_going_option, num_parts_option,
+                                        output_option, part_id_option, parts_option, seed_option,
                                         strict_geometry_option)
 from radlens_cli.devices import resolve_device
 from radlens_cli.encoders.infer import (DEFAULT_CROP, DEFAULT_SPACING, model_fingerprint,  # noqa: F401
                                         preprocessing_config)
-from radlens_cli.errors import PartialSuccess, RadlensError, UsageError
+from radlens_cli.errors import RadlensError, UsageError
 
 def embed(manifest: str, modalities: str, mask: str, encoder: str, output: str, arch: str | None = None,
           layer: str = "final", pool: str = "mean", spacing: str | None = None, crop: str | None = None,
           norm: str | None = None, batch_size: int = 2, device: str = "auto", jobs: int = 1,
           cache_dir: str | None = None, part_id: int | None = None, num_parts: int | None = None,
           seed: int = 0, force: bool = False, failures_path: str | None = None,
-          keep_going: bool = False, strict_geometry: bool = False, trust_checkpoint: bool = False,
-          orient: str | None = None, layout: str | None = None, norm_region: str | None = None,
-          weights: str | None = None) -> dict:
+          keep_going: bool = False, parts: str | None = None, strict_geometry: bool = False,
+          trust_checkpoint: bool = False, orient: str | None = None, layout: str | None = None,
+          norm_region: str | None = None, weights: str | None = None) -> dict:
     """Embed every case (of this part) and write a case table with columns emb_0000...
 
-    A case that cannot be preprocessed is reported in one line and left out; the others are
-    written. Raises RadlensError (exit 1) after writing when cases failed, PartialSuccess
-    (exit 3) instead with keep_going; RadlensError without writing when none succeeded.
+    A case that cannot be preprocessed is reported in one line and left out. When cases
+    failed: without keep_going raises RadlensError and writes nothing (the cache keeps
+    finished batches); with it writes the others, records the failures, warns.
     """
     import torch
     from torch.utils.data import DataLoader
@@ -41,14 +45,17 @@ def embed(manifest: str, modalities: str, mask: str, encoder: str, output: str, 
     from radlens_cli.encoders.preprocess import (CaseDataset, collate_cases, save_npz_atomic, unwrap_worker_error,
                                                  worker_init)
     from radlens_cli.io.files import check_output, check_side_output
-    from radlens_cli.io.manifest import parse_list, parse_mask_spec, parts_from_env, read_manifest
-    from radlens_cli.io.tables import CaseTable, write_table
+    from radlens_cli.io.cases import PART_ATTR, part_record, refuse_failed_run, resolve_parts, warn_partial
+    from radlens_cli.io.manifest import parse_list, parse_mask_spec, read_manifest
+    from radlens_cli.io.tables import CaseTable, table_format, write_table
+    from radlens_cli.pool import MarkedDataset, resilient_batches
 
     if batch_size < 1:
         raise UsageError(f"--batch-size must be >= 1 (got {batch_size})")
     check_output(output, force)
+    table_format(output)
     check_side_output(failures_path, output, "--failures", force)
-    part_id, num_parts = parts_from_env(part_id, num_parts)
+    part_id, num_parts = resolve_parts(parts, part_id, num_parts)
     mods = parse_list(modalities, "--modalities")
     mask_spec = parse_mask_spec(mask)
     man = read_manifest(manifest)
@@ -67,8 +74,12 @@ def embed(manifest: str, modalities: str, mask: str, encoder: str, output: str, 
 
     part = man.shard(part_id, num_parts) if num_parts > 1 else man
     n = len(part)
+    if num_parts > 1:
+        log.info(f"part {part_id} of {num_parts}: {n} case(s)")
+    if n == 0 and num_parts == 1:
+        raise RadlensError(f"{manifest}: no case to embed")
     if n == 0:
-        raise RadlensError(f"{manifest}: part {part_id} of {num_parts} holds no cases")
+        log.info(f"nothing to do: part {part_id} of {num_parts} holds no case; writing an empty part")
     dataset = CaseDataset(part, cfg, cache_dir=cache_dir, failures_as_records=True, strict_geometry=strict_geometry)
     # Fixed batches over the case order, so a rerun that reads some batches from the cache
     # computes the others with exactly the same batch composition (bitwise-equal results).
@@ -112,14 +123,21 @@ def embed(manifest: str, modalities: str, mask: str, encoder: str, output: str, 
     use_amp = embedder.use_amp
     if use_amp:
         torch.backends.cudnn.benchmark = True  # fixed input shape: pick the fastest conv kernels once
-    loader = DataLoader(dataset, batch_sampler=todo, num_workers=0 if jobs <= 1 else jobs,
-                        collate_fn=collate_cases, pin_memory=use_amp,
-                        worker_init_fn=worker_init if jobs > 1 else None)
+    # -j workers: a worker that dies (OOM kill, segfault) fails only the case it was reading,
+    # after one retry in a fresh loader (radlens_cli/pool.py); the run goes on.
+    marker_dir = tempfile.mkdtemp(prefix="radlens-loader-")
+    atexit.register(shutil.rmtree, marker_dir, True)
+    source = MarkedDataset(dataset, marker_dir, dataset.case_ids) if jobs > 1 else dataset
+
+    def make_loader(batch_lists):
+        return DataLoader(source, batch_sampler=batch_lists, num_workers=0 if jobs <= 1 else jobs,
+                          collate_fn=collate_cases, pin_memory=use_amp,
+                          worker_init_fn=worker_init if jobs > 1 else None)
     log.info(f"embedding {n} case(s) of {manifest} with {enc['arch']} ({enc['source']}) on {dev}, "
              f"layer {layer}, crop {'x'.join(map(str, cfg.crop))} at {','.join(map(str, cfg.spacing))} mm")
     failures: list[dict] = []
     case_inputs: dict = {}  # case -> DICOM objects read, geometry warning (cases not read from the cache)
-    bar = log.progress(todo, total=len(todo), desc="embed", unit="batch")
+    bar = log.progress(total=len(todo), desc="embed", unit="batch")
 
     def report(rec: dict) -> None:
         failures.append(rec)
@@ -130,18 +148,26 @@ def embed(manifest: str, modalities: str, mask: str, encoder: str, output: str, 
         else:
             bar.write(line, file=sys.stderr)
 
-    it = iter(loader)
+    def on_death(i, how, retry):
+        if retry:
+            log.warn(f"a loader worker {how}, reading case {dataset.case_ids[i]}; retrying it in a fresh worker")
+        else:
+            report({"case_id": dataset.case_ids[i], "modality": "preprocessing", "path": "",
+                    "reason": f"loader worker {how} (tried twice)", "status": "failed"})
+
+    stream = resilient_batches(make_loader, todo, marker_dir, retries=1, on_death=on_death)
     with torch.inference_mode():
-        for b in bar:
+        while True:
             try:
-                item = next(it)
-            except StopIteration:  # pragma: no cover
+                b, item = next(stream)
+            except StopIteration:
                 break
             except RadlensError as e:
                 raise RadlensError(unwrap_worker_error(e)) from None
             except Exception as e:  # noqa: BLE001 - worker errors arrive wrapped
                 raise RadlensError(unwrap_worker_error(e)) from None
             case_inputs.update(item["inputs"])
+            bar.update(1)
             for rec in item["failures"]:
                 report(rec)
             ok = item["index"]
@@ -158,11 +184,12 @@ def embed(manifest: str, modalities: str, mask: str, encoder: str, output: str, 
     bar.close()
     if failures_path:
         write_failures(failures_path, failures, force)
-    if not results:
-        raise RadlensError(f"no case succeeded ({n} tried); nothing written"
+    if not results and n and not (keep_going and num_parts > 1):  # a part stays a part (see extract)
+        raise RadlensError(f"no case succeeded ({n} tried); {output} not written"
                            + (f"; failures listed in {failures_path}" if failures_path else ""))
+    refuse_failed_run(failures, n, output, keep_going, failures_path, bool(cache_dir))
     rows = sorted(results)
-    values = np.stack([results[i] for i in rows], 0)
+    values = np.stack([results[i] for i in rows], 0) if rows else np.zeros((0, 0))
     d = values.shape[1]
     columns = [f"emb_{j:04d}" for j in range(d)]
     params = {"modalities": mods, "mask": str(mask_spec), "encoder": encoder, "encoder_source": enc["source"],
@@ -185,19 +212,15 @@ def embed(manifest: str, modalities: str, mask: str, encoder: str, output: str, 
         inputs["weights"] = weights
     attrs = provenance.build("embed", inputs=inputs, params=params)
     attrs["failures"] = json.dumps(failures)
-    sel = np.asarray(rows)
+    if part_record(part_id, num_parts):
+        attrs[PART_ATTR] = json.dumps(part_record(part_id, num_parts))
+    sel = np.asarray(rows, dtype=np.int64)
     table = CaseTable(case_id=np.asarray(part.case_ids)[sel], values=values, columns=columns,
                       split=None if part.split is None else np.asarray(part.split)[sel],
                       column_meta={"layer": np.array([layer] * d, dtype=object)})
     write_table(table, output, force=force, attrs=attrs)
     log.info(f"wrote {output}: {len(rows)} case(s) x {d} embedding dimension(s)")
-    if failures:
-        n_failed = len({f["case_id"] for f in failures})
-        msg = (f"{n_failed} case(s) failed, {len(rows)} written to {output}"
-               + (f"; failures listed in {failures_path}" if failures_path else "; see the lines above"))
-        if keep_going:
-            raise PartialSuccess(msg)
-        raise RadlensError(msg)
+    warn_partial(failures, len(rows), output, failures_path)
     return {"n_cases": len(rows), "dim": d}
 
 
@@ -260,17 +283,13 @@ def embed_cli(
     cache_dir: str = typer.Option(None, "--cache-dir",
                                   help="Keep preprocessed volumes (float16) and finished batches here; a rerun "
                                        "after an interruption resumes. Keyed by input sha256 and settings."),
-    part_id: int = typer.Option(None, "--part-id", min=0,
-                                help="This part's index [default: $SLURM_ARRAY_TASK_ID, else 0]."),
-    num_parts: int = typer.Option(None, "--num-parts", min=1,
-                                  help="Number of parts [default: $SLURM_ARRAY_TASK_COUNT, else 1]; join "
-                                       "parts with `radlens merge`."),
+    parts: str = parts_option(),
+    part_id: int = part_id_option(),
+    num_parts: int = num_parts_option(),
     failures: str = typer.Option(None, "--failures",
                                  help="Also write the failed cases as CSV: case_id, modality (the input at "
                                       "fault, or `mask <spec>`), path, reason, status."),
-    keep_going: bool = typer.Option(False, "--keep-going",
-                                    help="Exit 3 instead of 1 when some cases failed (the embeddings of the "
-                                         "others are written either way)."),
+    keep_going: bool = keep_going_option(),
     trust_checkpoint: bool = typer.Option(False, "--trust-checkpoint",
                                           help="Load a checkpoint that needs full unpickling (which runs code "
                                                "stored in the file) after a warning; only for files from a "
@@ -292,9 +311,10 @@ def embed_cli(
     A failing case -- missing or unreadable image, empty mask, absent label, mask
     outside the image -- is reported in one line and the batch goes on (also in -j
     workers); failed cases are left out of the table (never written as empty values)
-    and listed in the output's `failures` attribute and in --failures. Exit 1 when
-    some failed (3 with --keep-going), 0 when none did; when none succeeded, nothing
-    is written. --cache-dir never keeps a failed case.
+    and listed in --failures. When some failed: exit 1 and no output (--cache-dir
+    keeps the finished batches, never a failed case); with --keep-going the others
+    are written, the failures recorded in the output, a warning counts them, exit 0.
+    --parts slurm (or --part-id/--num-parts) embeds one part; `radlens merge` joins.
 
     Any encoder: ONNX models, TorchScript, package.module:factory (+ --weights), and any
     layer of them (--layer; see `radlens layers`). Set the conventions the model was
@@ -321,5 +341,5 @@ def embed_cli(
     embed(manifest, modalities, mask, encoder, output, arch=arch, layer=layer, pool=pool, spacing=spacing,
           crop=crop, norm=norm, batch_size=batch_size, device=device, jobs=jobs, cache_dir=cache_dir,
           part_id=part_id, num_parts=num_parts, seed=seed, force=force, failures_path=failures,
-          keep_going=keep_going, strict_geometry=strict_geometry, trust_checkpoint=trust_checkpoint,
+          keep_going=keep_going, parts=parts, strict_geometry=strict_geometry, trust_checkpoint=trust_checkpoint,
           orient=orient, layout=layout, norm_region=norm_region, weights=weights)

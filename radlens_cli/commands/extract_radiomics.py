@@ -9,10 +9,13 @@ from typing import Optional
 import typer
 
 from radlens_cli import log
-from radlens_cli.commands._util import command, force_option, jobs_option, output_option, strict_geometry_option
-from radlens_cli.errors import PartialSuccess, RadlensError, UsageError
+from radlens_cli.commands._util import (command, force_option, jobs_option, keep_going_option, num_parts_option,
+                                        output_option, part_id_option, parts_option, strict_geometry_option)
+from radlens_cli.errors import RadlensError, UsageError
 from radlens_cli.io.files import atomic_output, check_output, check_side_output
-from radlens_cli.io.manifest import parse_list, parse_mask_spec, parts_from_env, read_manifest
+from radlens_cli.io.cases import refuse_failed_run, resolve_parts, warn_partial
+from radlens_cli.io.manifest import parse_list, parse_mask_spec, read_manifest
+from radlens_cli.io.tables import table_format
 
 NAME = "extract-radiomics"
 
@@ -32,20 +35,23 @@ def write_failures(path: str, failures: list[dict], force: bool) -> None:
 
 def extract_radiomics(manifest_path: str, modalities: list[str], mask: str, params_path: str, output: str,
                       force: bool = False, jobs: int = 1, part_id: int | None = None,
-                      num_parts: int | None = None, cache_dir: str | None = None,
+                      num_parts: int | None = None, cache_dir: str | None = None, parts: str | None = None,
                       failures_path: str | None = None, keep_going: bool = False,
                       reference_modality: str | None = None, resample_mask: bool = True,
                       empty_mask: str = "fail", max_outside: float = 0.01, split_seed: int = 0,
                       strict_geometry: bool = False):
     """Extract features for a cohort and write the case table; returns the Extraction.
 
-    Raises RadlensError (exit 1) after writing when cases failed, PartialSuccess (exit 3)
-    instead with keep_going.
+    When cases failed: without keep_going raises RadlensError and writes no table (the
+    cache keeps finished cases); with it writes the others, records the failures, warns.
     """
     import json
 
     from radlens_cli import provenance
-    from radlens_cli.io.tables import write_table
+    import numpy as np
+
+    from radlens_cli.io.cases import PART_ATTR, part_record
+    from radlens_cli.io.tables import CaseTable, write_table
     from radlens_cli.radiomics.batch import extract_cohort
     from radlens_cli.radiomics.extract import Options, summarise_failure
     from radlens_cli.radiomics.params import load_params, params_hash, pyradiomics_version, resolve_params
@@ -55,8 +61,9 @@ def extract_radiomics(manifest_path: str, modalities: list[str], mask: str, para
     if not 0.0 <= max_outside < 1.0:
         raise UsageError(f"--max-outside must be in [0, 1) (got {max_outside})")
     spec = parse_mask_spec(mask)
-    part_id, num_parts = parts_from_env(part_id, num_parts)
+    part_id, num_parts = resolve_parts(parts, part_id, num_parts)
     check_output(output, force)
+    table_format(output)
     check_side_output(failures_path, output, "--failures", force)
     man = read_manifest(manifest_path, split_seed)
     man.require_columns(modalities, "modality")
@@ -69,12 +76,15 @@ def extract_radiomics(manifest_path: str, modalities: list[str], mask: str, para
         if os.path.exists(cache_dir) and not os.path.isdir(cache_dir):
             raise RadlensError(f"--cache-dir is a file, not a folder: {cache_dir}")
         os.makedirs(cache_dir, exist_ok=True)
+        from radlens_cli.radiomics.extract import sweep_stale_temporaries
+
+        if sweep_stale_temporaries(cache_dir):
+            log.debug(f"removed temporary files left in {cache_dir} by a killed run")
     if num_parts > 1:
         man = man.shard(part_id, num_parts)
         log.info(f"part {part_id} of {num_parts}: {len(man)} case(s)")
-    if len(man) == 0:
-        raise RadlensError(f"{manifest_path}: no case to extract"
-                           + (f" in part {part_id} of {num_parts}" if num_parts > 1 else ""))
+    if len(man) == 0 and num_parts == 1:
+        raise RadlensError(f"{manifest_path}: no case to extract")
 
     opts = Options(params=params, mask_spec=spec, reference_modality=reference_modality,
                    resample_mask=resample_mask, empty_mask=empty_mask,
@@ -108,9 +118,18 @@ def extract_radiomics(manifest_path: str, modalities: list[str], mask: str, para
         ids = sorted({f["case_id"] for f in skipped})
         log.info(f"{len(ids)} case(s) skipped for an empty mask: {', '.join(ids[:10])}"
                  + (" ..." if len(ids) > 10 else ""))
-    if ext.table is None:
-        raise RadlensError(f"no case succeeded ({len(man)} tried); nothing written"
+    # with --keep-going a part whose every case failed is still a part (empty, failures
+    # recorded), so the merge of the other parts runs; a whole run with none is an error
+    if ext.table is None and len(man) and not (keep_going and num_parts > 1):
+        raise RadlensError(f"no case succeeded ({len(man)} tried); {output} not written"
                            + (f"; failures listed in {failures_path}" if failures_path else ""))
+    refuse_failed_run(failed, len(man), output, keep_going, failures_path, bool(cache_dir))
+    if ext.table is None:  # an empty part of an array: nothing to do, an empty part for merge
+        if not len(man):
+            log.info(f"nothing to do: part {part_id} of {num_parts} holds no case; writing an empty part")
+        ext.table = CaseTable(case_id=np.array([], dtype=object), values=np.zeros((0, 0)), columns=[],
+                              split=np.array([], dtype=object))
+        ext.diagnostics = np.array([], dtype=object)
 
     extraction = {"modalities": modalities, "mask": str(spec), "pyradiomics_params": params,
                   "params_sha256": params_hash(params), "pyradiomics": pyradiomics_version(),
@@ -123,15 +142,12 @@ def extract_radiomics(manifest_path: str, modalities: list[str], mask: str, para
     attrs["failures"] = json.dumps(failed)
     attrs["skipped"] = json.dumps(skipped)
     attrs["case_inputs"] = json.dumps(ext.inputs, sort_keys=True)  # DICOM UIDs, segments, geometry warnings
+    if part_record(part_id, num_parts):
+        attrs[PART_ATTR] = json.dumps(part_record(part_id, num_parts))
     write_table(ext.table, output, force, attrs=attrs, extra={"diagnostics": ext.diagnostics})
     n_ok = ext.table.n_cases
     log.info(f"wrote {n_ok} case(s) x {len(ext.table.columns)} feature(s) to {output}")
-    if failed:
-        msg = (f"{ext.n_failed_cases} case(s) failed, {n_ok} written to {output}"
-               + (f"; failures listed in {failures_path}" if failures_path else "; see the lines above"))
-        if keep_going:
-            raise PartialSuccess(msg)
-        raise RadlensError(msg)
+    warn_partial(failed, n_ok, output, failures_path)
     return ext
 
 
@@ -166,17 +182,15 @@ def extract_radiomics_cli(
                                 "`-` writes HDF5 to stdout."),
     force: bool = force_option(),
     jobs: int = jobs_option(),
-    part_id: Optional[int] = typer.Option(None, "--part-id", help="This part's index, 0..num-parts-1 "
-                                          "[default: SLURM_ARRAY_TASK_ID - SLURM_ARRAY_TASK_MIN, else 0]."),
-    num_parts: Optional[int] = typer.Option(None, "--num-parts", help="Split the cases (sorted by case_id) "
-                                            "into this many parts [default: SLURM_ARRAY_TASK_COUNT, else 1]."),
+    parts: Optional[str] = parts_option(),
+    part_id: Optional[int] = part_id_option(),
+    num_parts: Optional[int] = num_parts_option(),
     cache_dir: Optional[str] = typer.Option(None, "--cache-dir", help="Folder with one small file per finished "
                                             "(case, modality); a rerun redoes only what is missing. "
                                             "Keyed by case_id and sha256 of image, mask and params."),
     failures: Optional[str] = typer.Option(None, "--failures", help="Also write the failed and skipped "
                                            "(case, modality) as CSV: case_id, modality, path, reason, status."),
-    keep_going: bool = typer.Option(False, "--keep-going", help="Exit 3 instead of 1 when some cases failed "
-                                    "(the output of the others is written either way)."),
+    keep_going: bool = keep_going_option(),
     reference_modality: Optional[str] = typer.Option(None, "--reference-modality", help="Resample every other "
                                                      "sequence (B-spline) and the mask (nearest) onto this "
                                                      "modality's grid [default: the mask goes onto each "
@@ -202,14 +216,16 @@ def extract_radiomics_cli(
     A failing (case, modality) -- missing or unreadable file, empty mask, absent label,
     mask outside the image -- is reported in one line and the batch goes on; failed
     cases are left out of the table (never written as empty values) and listed in the
-    output's `failures` attribute and in --failures. Exit 1 when some failed (3 with
-    --keep-going), 0 when none did.
+    output's `failures` attribute and in --failures. When some failed: exit 1 and no
+    output (the --cache-dir keeps finished cases, so the rerun does only the rest); with
+    --keep-going the others are written, a warning counts the failures, exit 0.
 
     --params takes a preset (paper, quick) or a YAML file; `--print-params paper` prints a
     preset to start your own file from.
 
-    For a SLURM array, each task takes --part-id/--num-parts (read from the environment
-    by default) and `radlens merge` joins the parts.
+    For a SLURM array, give --parts slurm (or --part-id/--num-parts): the task does
+    every num-parts-th case (sorted by case_id) and `radlens merge` joins the parts. A
+    task with no case exits 0 and writes an empty part.
 
     Examples:
 
@@ -220,7 +236,7 @@ def extract_radiomics_cli(
           --reference-modality t2 --params quick -o quick.h5
     """
     extract_radiomics(manifest, parse_list(modalities, "--modalities"), mask, params, output, force=force,
-                      jobs=jobs, part_id=part_id, num_parts=num_parts, cache_dir=cache_dir,
+                      jobs=jobs, part_id=part_id, num_parts=num_parts, parts=parts, cache_dir=cache_dir,
                       failures_path=failures, keep_going=keep_going, reference_modality=reference_modality,
                       resample_mask=resample_mask, empty_mask=empty_mask, max_outside=max_outside,
                       split_seed=seed, strict_geometry=strict_geometry)

@@ -37,8 +37,8 @@ def fit_share(emb_path: str, rad_path: str, output: str, hidden: int = 256, l1: 
     check_output(output, force)
     if sweep_scores:
         check_output(sweep_scores, force)
-    emb = read_table(emb_path, "embeddings")
-    rad = read_table(rad_path, "radiomics")
+    emb = read_table(emb_path, "embeddings", part="refuse")
+    rad = read_table(rad_path, "radiomics", part="refuse")
     grid = paper_grid() if sweep else None
     n_epochs = epochs
     bar = log.progress(total=n_epochs, desc="fit-share", unit="epoch")

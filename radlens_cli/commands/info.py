@@ -7,37 +7,25 @@ import json
 import typer
 
 from radlens_cli.commands._util import command
-from radlens_cli.io.tables import open_hdf5_file, read_h5_attrs
+from radlens_cli.errors import RadlensError
+from radlens_cli.io.tables import is_hdf5, open_hdf5_file, read_h5_attrs
+
+JSON_ATTRS = ("params", "inputs", "history", "failures", "skipped", "versions", "radlens_part")
 
 
-def info(path: str) -> dict:
-    """Schema, datasets with shapes, parameters and history of a radlens HDF5 file; for a
-    model file (.pt/.pth/.ckpt/.safetensors), what it holds, read weights-only."""
-    import os
-
+def _hdf5(real: str, shown: str) -> dict:
     import h5py
 
-    from radlens_cli.io.tables import is_hdf5
-
-    if path != "-" and os.path.isfile(path) and not is_hdf5(path) and \
-            path.lower().endswith((".pt", ".pth", ".ckpt", ".bin", ".tar", ".safetensors", ".ts")):
-        from radlens_cli.encoders.checkpoints import describe_checkpoint
-
-        d = describe_checkpoint(path)
-        return {"path": path, "schema": f"model file ({d['format']}): {d['kind']}", "datasets": {},
-                "params": {k: v for k, v in d.items() if k not in ("path", "provenance") and v is not None},
-                **({"history": [d["provenance"]]} if isinstance(d.get("provenance"), dict) else {})}
-
-    with open_hdf5_file(path) as f:
+    with open_hdf5_file(real) as f:
         attrs = read_h5_attrs(f)
         datasets = {}
         f.visititems(lambda name, obj: datasets.__setitem__(name, list(obj.shape))
                      if isinstance(obj, h5py.Dataset) else None)
-    out = {"path": path, "schema": attrs.get("radlens_schema"), "datasets": datasets}
+    out = {"path": shown, "format": "HDF5", "schema": attrs.get("radlens_schema"), "datasets": datasets}
     for key in ("radlens_version", "command", "created", "cite"):
         if key in attrs:
             out[key] = attrs[key]
-    for key in ("params", "inputs", "history", "failures", "versions"):
+    for key in JSON_ATTRS:
         if key in attrs:
             try:
                 out[key] = json.loads(attrs[key])
@@ -46,32 +34,136 @@ def info(path: str) -> dict:
     return out
 
 
+def _text_table(real: str, shown: str, path: str) -> dict:
+    """A CSV/TSV output (its provenance from the sidecar), or a cohort manifest."""
+    import pandas as pd
+
+    from radlens_cli.io.files import read_sidecar, sidecar_path
+
+    with open(real, "rb") as fh:
+        gz = fh.read(2) == b"\x1f\x8b"
+    sep = "\t" if path.lower().endswith((".tsv", ".tsv.gz")) else ","
+    try:
+        df = pd.read_csv(real, sep=sep, compression="gzip" if gz else None, dtype=str, keep_default_na=False)
+    except Exception as e:  # noqa: BLE001 - pandas raises many types for malformed text
+        raise RadlensError(f"{shown}: not a radlens file (HDF5, CSV, checkpoint, ONNX): {e}") from None
+    out = {"path": shown, "format": "TSV" if sep == "\t" else "CSV", "rows": len(df),
+           "columns": list(map(str, df.columns[:8])) + (["..."] if len(df.columns) > 8 else []),
+           "n_columns": len(df.columns)}
+    side = read_sidecar(path) if path != "-" else None
+    if side:
+        out["schema"] = side.get("radlens_schema")
+        out["sidecar"] = sidecar_path(path)
+        for key in ("radlens_version", "command", "created", *JSON_ATTRS):
+            if key in side:
+                out[key] = side[key]
+    elif "case_id" in df.columns:
+        numeric = [c for c in df.columns if c not in ("case_id", "split")
+                   and pd.to_numeric(df[c], errors="coerce").notna().all()]
+        if len(numeric) < len(df.columns) - 1 - ("split" in df.columns):
+            out["schema"] = "cohort manifest"
+            out["split"] = ("column" if "split" in df.columns else "none (derived 7:1:2 from case_id)")
+        else:
+            out["schema"] = "case table (CSV, no provenance sidecar)"
+    return out
+
+
+def _checkpoint(real: str, shown: str) -> dict:
+    """A radlens / ProFound / FCMAE / Lightning checkpoint, state dict or safetensors file,
+    read weights-only (no code runs; TorchScript is described, not loaded)."""
+    from radlens_cli.encoders.checkpoints import describe_checkpoint
+
+    d = describe_checkpoint(real)
+    kind = d.get("kind") or ""
+    schema = {"radlens checkpoint": "radlens checkpoint/1"}.get(kind, kind)
+    out = {"path": shown, "format": f"model file ({d['format']})", "schema": schema,
+           "params": {k: v for k, v in d.items() if k not in ("path", "provenance") and v is not None}}
+    for key in ("arch", "in_chans", "preprocessing", "tensors", "parameters"):
+        if d.get(key) is not None:
+            out[key] = d[key]
+    if isinstance(d.get("provenance"), dict):
+        out["history"] = [d["provenance"]]
+    return out
+
+
+def _onnx(real: str, shown: str) -> dict:
+    try:
+        import onnx
+    except ImportError:
+        raise RadlensError(f"{shown}: an ONNX file; install `onnx` to inspect it") from None
+    try:
+        m = onnx.load(real, load_external_data=False)
+    except Exception as e:  # noqa: BLE001
+        raise RadlensError(f"{shown}: cannot read ONNX model: {str(e).splitlines()[0][:200]}") from None
+
+    def shape(v):
+        dims = v.type.tensor_type.shape.dim
+        return [d.dim_param or d.dim_value for d in dims]
+
+    inits = {i.name for i in m.graph.initializer}
+    return {"path": shown, "format": "ONNX", "schema": "onnx model", "producer": m.producer_name,
+            "opset": [o.version for o in m.opset_import],
+            "inputs": {v.name: shape(v) for v in m.graph.input if v.name not in inits},
+            "outputs": {v.name: shape(v) for v in m.graph.output},
+            "parameters": int(sum(int(__import__("numpy").prod(i.dims)) for i in m.graph.initializer))}
+
+
+def info(path: str) -> dict:
+    """What a file radlens reads or writes holds: HDF5 outputs, CSV outputs (with their
+    provenance sidecar), manifests, checkpoints (weights-only) and ONNX models."""
+    from radlens_cli.io.files import input_path
+
+    real = input_path(path)
+    shown = "stdin" if path == "-" else path
+    with open(real, "rb") as fh:
+        head = fh.read(8)
+    low = path.lower()
+    if is_hdf5(real):
+        return _hdf5(real, shown)
+    if low.endswith(".onnx"):
+        return _onnx(real, shown)
+    if head[:2] == b"PK" or head[:1] == b"\x80" or \
+            low.endswith((".pt", ".pth", ".ckpt", ".bin", ".tar", ".safetensors", ".ts")):
+        return _checkpoint(real, shown)
+    return _text_table(real, shown, path)
+
+
 @command("info")
 def info_cli(
-    path: str = typer.Argument(..., help="A radlens HDF5 file (`-` for stdin), or a model file (.pt, .pth, "
-                                         ".ckpt, .safetensors; read weights-only, never unpickled fully)."),
+    path: str = typer.Argument(..., help="A file radlens reads or writes: HDF5, CSV/TSV (with its .json "
+                                         "sidecar), manifest, model file (.pt, .pth, .ckpt, .safetensors; read "
+                                         "weights-only, never unpickled fully), ONNX (`-` for stdin)."),
     as_json: bool = typer.Option(False, "--json", help="Print JSON instead of text."),
 ):
     """Show what a radlens file holds and how it was made.
 
-    Prints the file's schema (case-table/1, share-model/1, ...), its datasets with their
-    shapes, the parameters of the command that wrote it and the history of commands that
-    led to it. Output goes to stdout.
+    HDF5 outputs: the schema (case-table/1, share-model/1, ...), the datasets with their
+    shapes, the parameters of the command that wrote it, the history of commands that
+    led to it, failed cases and the part of a sharded run. CSV outputs: rows, columns
+    and the provenance in their sidecar `<file>.json`. Cohort manifests, checkpoints
+    (radlens, ProFound/FCMAE, state dicts; loaded weights-only, so no code in the file
+    runs) and ONNX models are described too. Output goes to stdout.
 
     Examples:
 
     \b
       radlens info radiomics.h5
+      radlens info delta.csv
       radlens info --json share.h5 | python -m json.tool
+      radlens info random.pt
     """
     result = info(path)
     if as_json:
         typer.echo(json.dumps(result, indent=2, default=str))
         return
-    typer.echo(f"{result['path']}: {result['schema'] or 'not a radlens file'}")
-    for name, shape in result["datasets"].items():
+    typer.echo(f"{result['path']}: {result.get('schema') or 'not a radlens file'} ({result['format']})")
+    for name, shape in result.get("datasets", {}).items():
         typer.echo(f"  {name}  {'x'.join(map(str, shape)) or 'scalar'}")
+    skip = {"path", "schema", "format", "datasets", "history", "params", "versions", "inputs"}
+    for key, val in result.items():
+        if key not in skip and val not in (None, [], {}):
+            typer.echo(f"{key}: {val if isinstance(val, (str, int, float)) else json.dumps(val, default=str)}")
     if "params" in result:
-        typer.echo(f"params: {json.dumps(result['params'], sort_keys=True)}")
+        typer.echo(f"params: {json.dumps(result['params'], sort_keys=True, default=str)}")
     for rec in result.get("history", []):
         typer.echo(f"history: {rec.get('created', '')}  {rec.get('command', '')}")

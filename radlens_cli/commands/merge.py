@@ -1,4 +1,4 @@
-"""`radlens merge`: join extract-radiomics parts (e.g. SLURM array tasks) by case_id."""
+"""`radlens merge`: join the parts of a sharded run (e.g. SLURM array tasks) by case_id."""
 
 from __future__ import annotations
 
@@ -14,8 +14,9 @@ def merge(paths: list[str], output: str, force: bool = False, allow_incomplete: 
     import json
 
     from radlens_cli import provenance
+    from radlens_cli.io.cases import PART_ATTR, warn_partial
     from radlens_cli.io.files import check_output
-    from radlens_cli.io.tables import write_table
+    from radlens_cli.io.tables import table_format, write_table
     from radlens_cli.radiomics.merge import merge_parts, read_part
 
     if not paths:
@@ -23,39 +24,52 @@ def merge(paths: list[str], output: str, force: bool = False, allow_incomplete: 
     if paths.count("-") > 1:
         raise UsageError("stdin (`-`) can be only one of the parts")
     check_output(output, force)
+    table_format(output)
     parts = [read_part(p) for p in paths]
     table, diagnostics, summary = merge_parts(parts, allow_incomplete)
+    params = dict(summary["params"])
+    params.update({"parts": summary["parts"], "merged_from": summary["subcommand"],
+                   "allow_incomplete": allow_incomplete})
     attrs = provenance.build(
-        "merge", inputs={f"part{i}": p for i, p in enumerate(paths)},
-        params={"extraction": summary["extraction"], "parts": summary["parts"],
-                "allow_incomplete": allow_incomplete},
+        "merge", inputs={f"part{i}": p for i, p in enumerate(paths)}, params=params,
         history=provenance.merged_history(*[p.table.attrs for p in parts]))
+    if summary["manifest"]:  # the manifest the parts were made from, so a merge of merges checks it too
+        inputs = json.loads(attrs["inputs"])
+        inputs["manifest"] = summary["manifest"]
+        attrs["inputs"] = json.dumps(inputs, sort_keys=True)
     attrs["failures"] = json.dumps(summary["failures"])
     attrs["skipped"] = json.dumps(summary["skipped"])
+    if summary["incomplete"]:
+        attrs[PART_ATTR] = json.dumps(summary["incomplete"])
     write_table(table, output, force, attrs=attrs,
                 extra={"diagnostics": diagnostics} if diagnostics is not None else None)
     log.info(f"merged {len(parts)} part(s): {table.n_cases} case(s) x {len(table.columns)} column(s)")
-    if summary["failures"]:
-        log.warn(f"{len({f['case_id'] for f in summary['failures']})} case(s) failed in the parts; "
-                 f"listed in the output's `failures` attribute (radlens info --json {output})")
+    if summary["incomplete"]:
+        log.warn(f"{output}: part(s) {', '.join(map(str, summary['incomplete']['missing']))} of "
+                 f"{summary['incomplete']['num_parts']} missing; readers will say so")
+    warn_partial(summary["failures"], table.n_cases, output, None)
     return table
 
 
 @command("merge")
 def merge_cli(
-    parts: list[str] = typer.Argument(..., help="Part tables written by extract-radiomics (HDF5; one may be `-`)."),
+    parts: list[str] = typer.Argument(..., help="Part tables written by extract-radiomics or embed (HDF5, or CSV "
+                                      "with its .json sidecar; one may be `-`)."),
     output: str = output_option("Merged case table (.h5, .csv, or `-` for HDF5 on stdout)."),
     force: bool = force_option(),
     allow_incomplete: bool = typer.Option(False, "--allow-incomplete", help="Merge even when some parts of "
                                           "the --num-parts run are missing."),
 ):
-    """Join extract-radiomics parts by case_id into one table.
+    """Join the parts of a sharded run by case_id.
 
-    Reads the parts of a sharded run (--part-id/--num-parts, e.g. one per SLURM array
-    task) and writes one case table with rows sorted by case_id. Refuses parts with a
-    case_id in common, parts extracted with other parameters (params file, modalities,
-    mask, resampling), parts with other columns, and a run with parts missing. The
-    parts' failure lists and diagnostics are carried over.
+    Reads the parts of an extract-radiomics or embed run (--parts slurm or
+    --part-id/--num-parts, e.g. one per SLURM array task) and writes one case table
+    with rows sorted by case_id. Checks that the parts belong together and names what
+    differs: the command that wrote them, the manifest (sha256), the parameters
+    (radiomics params and resampling; encoder fingerprint, layer, pooling,
+    preprocessing), the columns; every part must be present exactly once (an empty
+    part, from a task with no case, counts). The merged file keeps the parameters, the
+    parts' histories, failure lists and diagnostics.
 
     Examples:
 

@@ -40,6 +40,7 @@ from radlens_cli.encoders import ddp
 from radlens_cli.encoders.heads import (HIGHER_IS_BETTER, METRIC_NAME, TaskModel, better, build_head,
                                         quadratic_weighted_kappa, task_loss)
 from radlens_cli.errors import RadlensError, UsageError
+from radlens_cli.pool import loader_death, test_kill_hook
 
 STATE_VERSION = 1
 
@@ -145,7 +146,17 @@ class _Indexed(torch.utils.data.Dataset):
     def __getitem__(self, i):
         item = dict(self.base[self.indices[i]])
         item["index"] = i
+        if torch.utils.data.get_worker_info() is not None and "case_id" in item:
+            test_kill_hook(str(item["case_id"]))  # test-only (RADLENS_TEST_KILL_WORKER)
         return item
+
+
+def _case_ids_of(ds) -> list | None:
+    """The case ids of a dataset or of a Subset of one (for messages)."""
+    if hasattr(ds, "case_ids"):
+        return list(ds.case_ids)
+    base = _case_ids_of(getattr(ds, "dataset", None)) if hasattr(ds, "dataset") else None
+    return [base[i] for i in ds.indices] if base is not None and hasattr(ds, "indices") else None
 
 
 def _targets_of(batch: dict, task: str) -> torch.Tensor:
@@ -361,35 +372,48 @@ def run_training(encoder, task: str, datasets: dict, cfg: TrainConfig, device: t
         wrapped.train()
         loss_sum, count, recs = torch.zeros((), dtype=torch.float64, device=device), 0, []
         t0 = time.perf_counter()
-        for i, batch in enumerate(loader):
-            if kill_at and step + 1 == kill_at:
-                os.kill(os.getpid(), signal.SIGKILL)
-            x = batch["volume"].to(device, non_blocking=True)
-            y = _targets_of(batch, task).to(device, non_blocking=True)
-            if cfg.augment:
-                x, seg = augment_batch(x, y if task == "segment" else None, _mix(cfg.seed, epoch, i, dist.rank))
-                if task == "segment":
-                    y = seg
-            with _autocast(device, cfg.amp):
-                out = wrapped(x)
-            loss = task_loss(task, out, y)
-            opt.zero_grad(set_to_none=True)
-            loss.backward()
-            opt.step()
-            sched.step()
-            step += 1
-            loss_sum += loss.detach().double() * len(x)
-            count += len(x)
-            recs.append(_records(task, out, y))
-            train_steps += 1
-            train_volumes += len(x)
-            if train_steps == cfg.timing_warmup_steps:  # restart the clock after the warm-up
-                if device.type == "cuda":
-                    torch.cuda.synchronize(device)
-                t0, train_seconds, train_volumes = time.perf_counter(), 0.0, 0
-            if cfg.max_steps is not None and train_steps >= cfg.max_steps:
-                stopped = True
-                break
+        delivered = 0
+        try:
+            for i, batch in enumerate(loader):
+                delivered = i + 1
+                if kill_at and step + 1 == kill_at:
+                    os.kill(os.getpid(), signal.SIGKILL)
+                x = batch["volume"].to(device, non_blocking=True)
+                y = _targets_of(batch, task).to(device, non_blocking=True)
+                if cfg.augment:
+                    x, seg = augment_batch(x, y if task == "segment" else None, _mix(cfg.seed, epoch, i, dist.rank))
+                    if task == "segment":
+                        y = seg
+                with _autocast(device, cfg.amp):
+                    out = wrapped(x)
+                loss = task_loss(task, out, y)
+                opt.zero_grad(set_to_none=True)
+                loss.backward()
+                opt.step()
+                sched.step()
+                step += 1
+                loss_sum += loss.detach().double() * len(x)
+                count += len(x)
+                recs.append(_records(task, out, y))
+                train_steps += 1
+                train_volumes += len(x)
+                if train_steps == cfg.timing_warmup_steps:  # restart the clock after the warm-up
+                    if device.type == "cuda":
+                        torch.cuda.synchronize(device)
+                    t0, train_seconds, train_volumes = time.perf_counter(), 0.0, 0
+                if cfg.max_steps is not None and train_steps >= cfg.max_steps:
+                    stopped = True
+                    break
+        except RuntimeError as e:  # a loader worker killed (OOM, segfault): stop with the batch named
+            death = loader_death(e, loader, list(batches), delivered, _case_ids_of(train_ds))
+            if death is None:
+                raise
+            how, ids = death
+            saved = (f"rerun the same command to resume from {state_path}" if state_path and os.path.exists(state_path)
+                     else "no epoch finished yet, a rerun starts over")
+            raise RadlensError(f"a data loader worker {how} while reading training batch {delivered + 1} of "
+                               f"epoch {epoch + 1} (cases {', '.join(ids) or 'unknown'}); {saved} "
+                               f"(fewer -j workers use less memory)") from None
         if device.type == "cuda":
             torch.cuda.synchronize(device)
         train_seconds += time.perf_counter() - t0

@@ -13,6 +13,44 @@ from radlens_cli.errors import RadlensError, UsageError
 
 _SPOOLED: dict[str, str] = {}
 
+# The running subcommand, set by the command wrapper: the default provenance of a CSV sidecar.
+CURRENT = {"command": None}
+
+# Output kinds by extension; a name of one kind for an output of another is refused.
+KINDS = {".h5": "HDF5", ".hdf5": "HDF5", ".csv": "text table", ".tsv": "text table", ".csv.gz": "text table",
+         ".tsv.gz": "text table", ".txt": "text", ".md": "text", ".pt": "checkpoint", ".pth": "checkpoint",
+         ".html": "HTML", ".png": "PNG image", ".onnx": "ONNX"}
+BINARY = {"HDF5", "checkpoint", "PNG image", "ONNX"}
+TEXT_TABLES = (".csv", ".tsv", ".csv.gz", ".tsv.gz")
+SIDECAR = ".json"
+
+
+def extension(path: str) -> str:
+    """The known extension of `path` (.csv.gz counts as one), lower case; '' when none."""
+    low = os.fspath(path).lower()
+    for ext in sorted(KINDS, key=len, reverse=True):
+        if low.endswith(ext):
+            return ext
+    return os.path.splitext(low)[1]
+
+
+def sidecar_path(path: str) -> str:
+    """`delta.csv` -> `delta.csv.json`: the provenance of a text table beside it."""
+    return os.fspath(path) + SIDECAR
+
+
+def _check_kind(path: str, suffix: str) -> None:
+    """Refuse `-o x.h5` for a CSV output (and the like), and binary output to a terminal."""
+    kind = KINDS.get(extension(suffix)) if suffix else None
+    if path == "-":
+        if kind in BINARY and getattr(sys.stdout, "isatty", lambda: False)():
+            raise UsageError(f"refusing to write {kind} to a terminal; redirect stdout or give -o FILE")
+        return
+    got = KINDS.get(extension(path))
+    if kind and got and got != kind and {kind, got} != {"text table", "text"}:
+        raise UsageError(f"{path}: this output is {kind} ({suffix}), but the name says {got}; "
+                         f"name it *{suffix}")
+
 
 def _cleanup(path: str) -> None:
     with contextlib.suppress(OSError):
@@ -76,13 +114,16 @@ def check_side_output(path: str | None, output: str, option: str, force: bool = 
 
 
 @contextlib.contextmanager
-def atomic_output(path: str, force: bool = False, suffix: str = ""):
+def atomic_output(path: str, force: bool = False, suffix: str = "", provenance: dict | None = None):
     """Yield a temporary path beside `path`; on success rename it into place.
 
     On any error the temporary file is removed, so an interrupted command never leaves a
     half-written file that looks complete. `-` streams the finished file to stdout.
+    A text table (.csv, .tsv, .csv.gz) gets its provenance in a sidecar `<path>.json`
+    (`provenance`, else the running command's line, versions and time).
     """
     check_output(path, force)
+    _check_kind(path, suffix)
     if path == "-":
         fd, tmp = tempfile.mkstemp(prefix="radlens-stdout-", suffix=suffix)
     else:
@@ -104,6 +145,8 @@ def atomic_output(path: str, force: bool = False, suffix: str = ""):
         else:
             os.chmod(tmp, 0o644)
             os.replace(tmp, path)
+            if extension(path) in TEXT_TABLES:
+                write_sidecar(path, provenance)
     except BaseException:
         _cleanup(tmp)
         raise
@@ -125,3 +168,61 @@ def atomic_folder(path: str):
     except BaseException:
         shutil.rmtree(tmp, ignore_errors=True)
         raise
+
+
+def write_sidecar(path: str, attrs: dict | None = None) -> str:
+    """Write `<path>.json`: the provenance of a text table (plain CSV readers ignore it).
+
+    attrs: the root attributes an HDF5 output would carry (JSON strings are decoded);
+    None: a record of the running command. Holds the table's sha256, so a stale
+    sidecar (the CSV edited or replaced since) is recognised.
+    """
+    import json
+
+    from radlens_cli import provenance
+
+    if attrs is None:
+        attrs = provenance.build(CURRENT["command"] or "radlens", hash_inputs=False)
+    rec = {"radlens_schema": "csv-provenance/1", "file": os.path.basename(path),
+           "sha256": provenance.sha256_file(path)}
+    for k, v in attrs.items():
+        if isinstance(v, str) and v[:1] in "[{":
+            try:
+                v = json.loads(v)
+            except ValueError:
+                pass
+        rec[k] = v
+    side = sidecar_path(path)
+    fd, tmp = tempfile.mkstemp(prefix=f".{os.path.basename(side)}.", suffix=".part", dir=os.path.dirname(
+        os.path.abspath(side)))
+    try:
+        with os.fdopen(fd, "w", encoding="utf-8") as fh:
+            json.dump(rec, fh, indent=1, sort_keys=True, default=str)
+            fh.write("\n")
+        os.chmod(tmp, 0o644)
+        os.replace(tmp, side)
+    except BaseException:
+        _cleanup(tmp)
+        raise
+    return side
+
+
+def read_sidecar(path: str) -> dict | None:
+    """The provenance record beside a text table, or None (absent, unreadable, or stale)."""
+    import json
+
+    from radlens_cli import log, provenance
+
+    side = sidecar_path(path)
+    if not os.path.isfile(side):
+        return None
+    try:
+        with open(side, encoding="utf-8") as fh:
+            rec = json.load(fh)
+    except (OSError, ValueError):
+        log.warn(f"{side}: unreadable provenance sidecar, ignored")
+        return None
+    if not isinstance(rec, dict) or rec.get("sha256") != provenance.sha256_file(path):
+        log.warn(f"{side}: provenance sidecar does not match {path} (edited since?), ignored")
+        return None
+    return rec

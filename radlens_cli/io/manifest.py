@@ -81,31 +81,6 @@ def derive_split(case_ids, seed: int = 0) -> np.ndarray:
     return np.array(out, dtype=object)
 
 
-def parts_from_env(part_id: int | None, num_parts: int | None) -> tuple[int, int]:
-    """--part-id/--num-parts, defaulting to the SLURM array task (ids may start at 1).
-
-    One rule for every sharded command, so extract-radiomics and embed parts line up.
-    """
-    if part_id is None and num_parts is None:
-        tid, count = os.environ.get("SLURM_ARRAY_TASK_ID"), os.environ.get("SLURM_ARRAY_TASK_COUNT")
-        if tid is None or count is None:
-            return 0, 1
-        try:
-            part_id = int(tid) - int(os.environ.get("SLURM_ARRAY_TASK_MIN", "0"))
-            num_parts = int(count)
-        except ValueError:
-            raise UsageError(f"SLURM_ARRAY_TASK_ID={tid!r}/SLURM_ARRAY_TASK_COUNT={count!r} are not integers; "
-                             f"give --part-id and --num-parts") from None
-    elif part_id is None or num_parts is None:
-        raise UsageError("give --part-id and --num-parts together")
-    if num_parts < 1:
-        raise UsageError(f"--num-parts must be at least 1 (got {num_parts})")
-    if not 0 <= part_id < num_parts:
-        raise UsageError(f"--part-id {part_id} is out of range for --num-parts {num_parts} "
-                         f"(expected 0..{num_parts - 1})")
-    return part_id, num_parts
-
-
 @dataclass
 class Manifest:
     path: str

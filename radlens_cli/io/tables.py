@@ -195,16 +195,40 @@ def _write_datasets(parent, datasets: dict) -> None:
 
 # ---------------------------------------------------------------- case tables
 
-def read_table(path: str, what: str = "case table", schema: str = CASE_TABLE) -> CaseTable:
-    """Read a case table from HDF5 or CSV (`-` reads stdin, format sniffed)."""
+def table_format(path: str) -> str:
+    """"hdf5", "csv" or "tsv" from an output name (`-` is HDF5); an unknown extension is an error."""
+    from radlens_cli.errors import UsageError
+    from radlens_cli.io.files import extension
+
+    if path == "-":
+        return "hdf5"
+    ext = extension(path)
+    fmt = {".h5": "hdf5", ".hdf5": "hdf5", ".csv": "csv", ".csv.gz": "csv", ".tsv": "tsv", ".tsv.gz": "tsv"}.get(ext)
+    if fmt is None:
+        raise UsageError(f"{path}: unknown table format {ext or '(no extension)'}; "
+                         f"use .h5/.hdf5, .csv, .tsv or .csv.gz")
+    return fmt
+
+
+def read_table(path: str, what: str = "case table", schema: str = CASE_TABLE, part: str = "warn") -> CaseTable:
+    """Read a case table from HDF5 or CSV (`-` reads stdin, format sniffed).
+
+    A CSV's provenance comes from its sidecar `<file>.json` when there is one. A table
+    recording failed cases, or one part of a sharded run, is said so on stderr;
+    part="refuse" makes a part an error, part="accept" (merge) says nothing.
+    """
+    from radlens_cli.io.cases import check_table
+
     real = input_path(path, what)
     shown = "stdin" if path == "-" else path
     if is_hdf5(real):
         table = _read_table_h5(real, shown, what, schema)
     else:
-        table = _read_table_csv(real, shown)
+        table = _read_table_csv(real, shown, path)
     table.path = shown
-    return table.validate(what)
+    table.validate(what)
+    check_table(table.attrs, shown, part)
+    return table
 
 
 def _read_table_h5(real: str, shown: str, what: str, schema: str) -> CaseTable:
@@ -224,13 +248,36 @@ def _read_table_h5(real: str, shown: str, what: str, schema: str) -> CaseTable:
             column_meta=meta, attrs=read_h5_attrs(f))
 
 
-def _read_table_csv(real: str, shown: str) -> CaseTable:
+def _read_table_csv(real: str, shown: str, path: str = "") -> CaseTable:
     import pandas as pd
 
+    from radlens_cli import log
+    from radlens_cli.io.files import read_sidecar
+
+    with open(real, "rb") as fh:
+        head = fh.read(2)
+    compression = "gzip" if head == b"\x1f\x8b" else None
+    sep = "\t" if real.lower().endswith((".tsv", ".tsv.gz")) or path.lower().endswith((".tsv", ".tsv.gz")) else ","
     try:
-        df = pd.read_csv(real, dtype={"case_id": str, "split": str})
+        df = pd.read_csv(real, dtype={"case_id": str, "split": str}, sep=sep, compression=compression)
     except Exception as e:  # pandas raises many types for malformed text
         raise RadlensError(f"{shown}: cannot parse as CSV or HDF5: {e}") from None
+    if len(df.columns) == 1 and sep == "," and "\t" in str(df.columns[0]):
+        df = pd.read_csv(real, dtype={"case_id": str, "split": str}, sep="\t", compression=compression)
+    unnamed = [c for c in df.columns if str(c).startswith("Unnamed: ") or str(c).strip() == ""]
+    if unnamed and unnamed[0] == df.columns[0]:
+        col = df[df.columns[0]]
+        if pd.api.types.is_integer_dtype(col) and (col.to_numpy() == np.arange(len(col))).all():
+            log.warn(f"{shown}: dropped a leading unnamed column 0..{len(col) - 1} (a pandas index "
+                     f"written by to_csv(); write with index=False)")
+            df = df.drop(columns=[df.columns[0]])
+            unnamed = unnamed[1:]
+    if unnamed:
+        raise RadlensError(f"{shown}: column {list(df.columns).index(unnamed[0]) + 1} has no name "
+                           f"({unnamed[0]!r}); every column needs a header")
+    if "case_id" not in df.columns and {"Image", "Mask"} <= set(map(str, df.columns)):
+        raise RadlensError(f"{shown}: looks like PyRadiomics batch output (Image, Mask columns, no case_id); "
+                           f"turn it into a case table with `radlens import-pyradiomics`")
     if "case_id" not in df.columns:
         raise RadlensError(f"{shown}: no `case_id` column (columns: {', '.join(map(str, df.columns[:5]))})")
     split = df.pop("split").astype(str).to_numpy(dtype=object) if "split" in df.columns else None
@@ -240,23 +287,47 @@ def _read_table_csv(real: str, shown: str) -> CaseTable:
             bad = df[c][pd.to_numeric(df[c], errors="coerce").isna() & df[c].notna()]
             i = bad.index[0] if len(bad) else 0
             raise RadlensError(f"{shown}: column {c} is not numeric (case {case_id[i]}: {df[c].iloc[i]!r})")
+    attrs = {}
+    side = read_sidecar(path) if path and path != "-" else None
+    if side:  # back to the root-attribute form of an HDF5 table (JSON strings)
+        attrs = {k: json.dumps(v, default=str) if isinstance(v, (dict, list)) else v
+                 for k, v in side.items() if k not in ("file", "sha256")}
     return CaseTable(case_id=case_id, values=df.to_numpy(dtype=np.float64),
-                     columns=list(map(str, df.columns)), split=split)
+                     columns=list(map(str, df.columns)), split=split, attrs=attrs)
 
 
 def write_table(table: CaseTable, path: str, force: bool = False, attrs: dict | None = None,
                 schema: str = CASE_TABLE, extra: dict | None = None) -> None:
-    """Write a case table: CSV when `path` ends in .csv, HDF5 otherwise (also for `-`)."""
+    """Write a case table in the format its name says: .h5/.hdf5 (also `-`), .csv, .tsv, .csv.gz.
+
+    A text table's attributes (provenance, failures, part) go to its sidecar `<path>.json`.
+    """
     table.validate()
-    if path != "-" and path.lower().endswith((".csv", ".tsv")):
+    fmt = table_format(path)
+    if fmt != "hdf5":
         import pandas as pd
+
+        from radlens_cli.io.files import extension
 
         df = pd.DataFrame(table.values, columns=table.columns)
         if table.split is not None:
             df.insert(0, "split", table.split)
         df.insert(0, "case_id", table.case_id)
-        with atomic_output(path, force, suffix=".csv") as tmp:
-            df.to_csv(tmp, index=False, sep="\t" if path.lower().endswith(".tsv") else ",")
+        ext = extension(path)
+        side = dict(attrs if attrs is not None else table.attrs)
+        side.setdefault("radlens_schema", schema)
+        sep = "\t" if fmt == "tsv" else ","
+        with atomic_output(path, force, suffix=ext, provenance=side) as tmp:
+            if ext.endswith(".gz"):
+                import gzip
+                import io
+
+                # no file name, mtime 0 in the gzip header: same table, same bytes
+                with open(tmp, "wb") as raw, gzip.GzipFile(filename="", mode="wb", fileobj=raw, mtime=0) as gz, \
+                        io.TextIOWrapper(gz, encoding="utf-8", newline="") as fh:
+                    df.to_csv(fh, index=False, sep=sep)
+            else:
+                df.to_csv(tmp, index=False, sep=sep)
         return
     datasets = {"case_id": table.case_id, "values": table.values,
                 "columns": np.array(table.columns, dtype=object)}

@@ -32,6 +32,7 @@ import numpy as np
 from radlens_cli import __version__
 from radlens_cli.errors import RadlensError
 from radlens_cli.io.manifest import MaskSpec
+from radlens_cli.pool import in_worker, test_kill_hook
 from radlens_cli.radiomics.names import is_diagnostic
 
 CACHE_SCHEMA = "radlens-radiomics-cache/1"
@@ -361,12 +362,44 @@ def cache_write(path: str, key: str, res: Result) -> None:
     """Written to a temporary name and renamed: a killed run leaves no half file."""
     rec = {"key": key, "status": "ok", "case_id": res.case_id, "modality": res.modality,
            "names": res.names, "values": res.values, "diagnostics": res.diagnostics}
-    from radlens_cli.io.files import atomic_output
+    tmp = f"{path}.{os.getpid()}.tmp"
+    try:
+        with open(tmp, "w", encoding="utf-8") as fh:
+            json.dump(rec, fh)
+            fh.flush()
+            os.fsync(fh.fileno())
+        os.replace(tmp, path)
+    except BaseException:  # interrupted (Ctrl-C, SIGTERM) or a full disk: no stray temporary
+        try:
+            os.unlink(tmp)
+        except OSError:
+            pass
+        raise
 
-    with atomic_output(path, force=True) as tmp, open(tmp, "w", encoding="utf-8") as fh:  # tmp: no .json
-        json.dump(rec, fh)
-        fh.flush()
-        os.fsync(fh.fileno())
+
+def sweep_stale_temporaries(cache_dir: str) -> int:
+    """Remove `*.<pid>.tmp` left in the cache by a process killed with SIGKILL (pid gone)."""
+    removed = 0
+    try:
+        entries = list(os.scandir(cache_dir))
+    except OSError:
+        return 0
+    for e in entries:
+        parts = e.name.rsplit(".", 2)
+        if len(parts) == 3 and parts[2] == "tmp" and parts[1].isdigit():
+            try:
+                os.kill(int(parts[1]), 0)
+                continue  # its writer is alive (another run on this cache)
+            except ProcessLookupError:
+                pass
+            except OSError:
+                continue
+            try:
+                os.unlink(e.path)
+                removed += 1
+            except OSError:
+                pass
+    return removed
 
 
 def run_task(task: Task, opts: Options) -> Result:
@@ -380,6 +413,8 @@ def run_task(task: Task, opts: Options) -> Result:
             if hit is not None:
                 return hit
         image, mask, info = prepare(task, opts)
+        if in_worker():
+            test_kill_hook(task.case_id, f"{task.case_id}:{task.modality}")
         try:
             names, values, diagnostics = extract_features(image, mask, opts.params)
             if info:
@@ -449,36 +484,37 @@ def run_tasks(tasks: list[Task], opts: Options, jobs: int = 1):
                 limiter.restore_original_limits()
         return
 
+    import functools
     import multiprocessing as mp
-    from concurrent.futures import FIRST_COMPLETED, ProcessPoolExecutor, wait
+
+    from radlens_cli import log
+    from radlens_cli.pool import imap_resilient
 
     methods = mp.get_all_start_methods()
     ctx = mp.get_context("forkserver" if "forkserver" in methods else "spawn")
     if ctx.get_start_method() == "forkserver":
         ctx.set_forkserver_preload(["radlens_cli.radiomics.extract", "radiomics.featureextractor", "SimpleITK"])
     order = sorted(range(len(tasks)), key=lambda i: (-_cost(tasks[i]), i))
-    pool = ProcessPoolExecutor(max_workers=min(jobs, len(tasks)), mp_context=ctx, initializer=init_worker,
-                               initargs=(os.getpid(),))
-    try:
-        # a bounded window of submitted tasks keeps memory flat for 10^4 tasks
-        pending, nxt, window = set(), 0, 4 * jobs
-        while nxt < len(order) or pending:
-            while nxt < len(order) and len(pending) < window:
-                pending.add(pool.submit(run_task, tasks[order[nxt]], opts))
-                nxt += 1
-            done, pending = wait(pending, return_when=FIRST_COMPLETED)
-            for fut in done:
-                yield fut.result()
-        pool.shutdown(wait=True)
-    except BaseException:
-        procs = list(getattr(pool, "_processes", {}).values())
-        pool.shutdown(wait=False, cancel_futures=True)
-        for p in procs:
-            try:
-                p.terminate()
-            except Exception:  # noqa: BLE001 - best effort on the way out
-                pass
-        raise
+    ordered = [tasks[i] for i in order]
+
+    def on_death(i, how, retry):
+        t = ordered[i]
+        if retry:
+            log.warn(f"worker {how}, holding case {t.case_id}, modality {t.modality}; "
+                     f"retrying it in a fresh worker")
+
+    # A dead worker (OOM kill, segfault) fails only the task it held, after one retry; it is
+    # replaced and the run goes on. A lost task is never cached, so a rerun tries it again.
+    for i, status, value in imap_resilient(functools.partial(run_task, opts=opts), ordered, jobs, ctx,
+                                           init_worker, (os.getpid(),), retries=1, on_death=on_death):
+        t = ordered[i]
+        if status == "ok":
+            yield value
+        elif status == "lost":
+            yield Result(t.case_id, t.modality, "failed", path=t.image or "",
+                         reason=f"worker {value} (tried twice)")
+        else:
+            yield Result(t.case_id, t.modality, "failed", path=t.image or "", reason=f"unexpected {value}")
 
 
 def summarise_failure(res: Result) -> str:

@@ -1,4 +1,4 @@
-"""Join extract-radiomics parts (SLURM array tasks) by case_id."""
+"""Join the parts of a sharded extract-radiomics or embed run (SLURM array tasks) by case_id."""
 
 from __future__ import annotations
 
@@ -12,6 +12,10 @@ from radlens_cli.io.tables import CaseTable, read_table
 from radlens_cli.radiomics.names import column_meta
 
 
+# Parameters that may differ between the parts of one run (where and how fast it ran).
+RUN_LOCAL = ("part_id", "num_parts", "jobs", "cache_dir", "keep_going", "encoder", "batch_size", "device")
+
+
 @dataclass
 class Part:
     path: str
@@ -20,12 +24,27 @@ class Part:
     diagnostics: np.ndarray | None
     failures: list = field(default_factory=list)
     skipped: list = field(default_factory=list)
+    subcommand: str | None = None
+    manifest: dict | None = None  # the manifest's input record: path and sha256
+    part: dict | None = None  # {"part_id", "num_parts"} of a sharded run
+
+    @property
+    def empty(self) -> bool:
+        return self.table.n_cases == 0
+
+    def part_id(self):
+        return (self.part or {}).get("part_id", self.params.get("part_id"))
+
+    def num_parts(self):
+        return (self.part or {}).get("num_parts", self.params.get("num_parts"))
 
 
 def _json_attr(attrs: dict, key: str, default):
     raw = attrs.get(key)
     if raw is None:
         return default
+    if isinstance(raw, (dict, list)):
+        return raw
     try:
         return json.loads(raw)
     except (TypeError, ValueError):
@@ -33,13 +52,14 @@ def _json_attr(attrs: dict, key: str, default):
 
 
 def read_part(path: str) -> Part:
-    """A case table written by extract-radiomics (HDF5: its parameters travel with it)."""
+    """A case table written by extract-radiomics or embed (its parameters travel with it)."""
+    from radlens_cli.io.cases import table_part
     from radlens_cli.io.files import input_path
     from radlens_cli.io.tables import is_hdf5
 
-    table = read_table(path, "radiomics part")
+    table = read_table(path, "part", part="accept")
     diagnostics = None
-    real = input_path(path, "radiomics part")  # `-`: the spooled copy read_table used
+    real = input_path(path, "part")  # `-`: the spooled copy read_table used
     if is_hdf5(real):
         import h5py
 
@@ -48,34 +68,52 @@ def read_part(path: str) -> Part:
                 diagnostics = np.array([x.decode() if isinstance(x, bytes) else str(x)
                                         for x in f["diagnostics"][()]], dtype=object)
     params = _json_attr(table.attrs, "params", {})
+    history = _json_attr(table.attrs, "history", [])
+    sub = history[-1].get("subcommand") if history and isinstance(history[-1], dict) else None
+    manifest = _json_attr(table.attrs, "inputs", {}).get("manifest")
     return Part(path, table, params, diagnostics, _json_attr(table.attrs, "failures", []),
-                _json_attr(table.attrs, "skipped", []))
+                _json_attr(table.attrs, "skipped", []), sub, manifest, table_part(table.attrs))
 
 
-def merge_parts(parts: list[Part], allow_incomplete: bool = False) -> tuple[CaseTable, np.ndarray | None, dict]:
-    """Rows of every part, sorted by case_id; refuses duplicates, mixed parameters, other columns.
+# Parameters read off the results (unknown in a part where no case succeeded).
+DERIVED = ("embed_dim",)
 
-    Returns (table, diagnostics or None, summary) where summary holds the shared extraction
-    parameters, the part ids, failures and skipped lists.
-    """
-    if not parts:
-        raise RadlensError("no part to merge")
+
+def _comparable(params: dict, drop_derived: bool = False) -> dict:
+    skip = RUN_LOCAL + (DERIVED if drop_derived else ())
+    return {k: v for k, v in (params or {}).items() if k not in skip}
+
+
+def check_parts(parts: list[Part], allow_incomplete: bool = False) -> dict | None:
+    """Refuse parts that do not belong together; returns the merged output's part record
+    (None when complete, {"missing", "num_parts"} for an allowed incomplete merge)."""
     first = parts[0]
-    ref_params = first.params.get("extraction")
     for p in parts[1:]:
-        if p.params.get("extraction") != ref_params:
-            diff = _first_difference(ref_params, p.params.get("extraction"))
-            raise RadlensError(f"{p.path}: extracted with other parameters than {first.path} ({diff}); "
+        if first.subcommand and p.subcommand and p.subcommand != first.subcommand:
+            raise RadlensError(f"{p.path}: written by `radlens {p.subcommand}`, {first.path} by "
+                               f"`radlens {first.subcommand}`; merge only parts of one run")
+        a, b = (first.manifest or {}).get("sha256"), (p.manifest or {}).get("sha256")
+        if a and b and a != b:
+            raise RadlensError(f"{p.path}: made from another manifest than {first.path} "
+                               f"({p.manifest.get('path')} sha256 {b[:12]} vs {first.manifest.get('path')} "
+                               f"sha256 {a[:12]}); merge only parts of one run")
+        either_empty = p.empty or first.empty
+        if _comparable(p.params, either_empty) != _comparable(first.params, either_empty):
+            diff = _first_difference(_comparable(first.params, either_empty), _comparable(p.params, either_empty))
+            raise RadlensError(f"{p.path}: made with other parameters than {first.path} ({diff}); "
                                f"merge only parts of one run")
-        if p.table.columns != first.table.columns:
-            a, b = set(first.table.columns), set(p.table.columns)
+    full = [p for p in parts if not p.empty]
+    for p in full[1:]:
+        ref = full[0]
+        if p.table.columns != ref.table.columns:
+            a, b = set(ref.table.columns), set(p.table.columns)
             only = sorted(b - a)[:3] or sorted(a - b)[:3]
             what = (f"column(s) {', '.join(only)} in one part only" if only
                     else "the same columns in another order")
-            raise RadlensError(f"{p.path}: columns differ from {first.path}: {what}")
-        if (p.table.split is None) != (first.table.split is None):
+            raise RadlensError(f"{p.path}: columns differ from {ref.path}: {what}")
+        if (p.table.split is None) != (ref.table.split is None):
             raise RadlensError(f"{p.path}: has {'no ' if p.table.split is None else ''}split while "
-                               f"{first.path} has{' one' if first.table.split is not None else ' none'}")
+                               f"{ref.path} has{' one' if ref.table.split is not None else ' none'}")
     seen: dict[str, str] = {}
     for p in parts:
         for cid in p.table.case_id:
@@ -84,28 +122,54 @@ def merge_parts(parts: list[Part], allow_incomplete: bool = False) -> tuple[Case
                 raise RadlensError(f"duplicate case_id {cid} {where}")
             seen[cid] = p.path
 
-    ids = [(p.params.get("part_id"), p.params.get("num_parts")) for p in parts]
-    nums = {n for _, n in ids if n is not None}
+    nums = {p.num_parts() for p in parts if p.num_parts() is not None}
     if len(nums) > 1:
-        raise RadlensError(f"parts come from runs with different --num-parts ({sorted(nums)})")
-    if nums:
-        n = nums.pop()
-        got = sorted({i for i, _ in ids if i is not None})
-        missing = sorted(set(range(n)) - set(got))
-        if missing and not allow_incomplete:
-            raise RadlensError(f"part(s) {', '.join(map(str, missing))} of --num-parts {n} missing "
-                               f"(use --allow-incomplete to merge the {len(got)} given)")
+        raise RadlensError(f"parts come from runs with different numbers of parts ({sorted(nums)})")
+    if not nums:
+        return None
+    n = nums.pop()
+    by_id: dict[int, str] = {}
+    for p in parts:
+        i = p.part_id()
+        if i in by_id:
+            raise RadlensError(f"part {i} of {n} given twice: {by_id[i]} and {p.path}")
+        by_id[i] = p.path
+    missing = sorted(set(range(n)) - set(by_id))
+    if missing and not allow_incomplete:
+        raise RadlensError(f"part(s) {', '.join(map(str, missing[:10]))}{' ...' if len(missing) > 10 else ''} "
+                           f"of {n} missing (use --allow-incomplete to merge the {len(by_id)} given)")
+    return {"missing": missing, "num_parts": n} if missing else None
 
-    case_id = np.concatenate([p.table.case_id for p in parts])
+
+def merge_parts(parts: list[Part], allow_incomplete: bool = False) -> tuple[CaseTable, np.ndarray | None, dict]:
+    """Rows of every part, sorted by case_id, after `check_parts`.
+
+    Returns (table, diagnostics or None, summary) where summary holds the shared
+    parameters (run-local ones dropped), the part ids, failures, skipped, and the part
+    record of an incomplete merge.
+    """
+    if not parts:
+        raise RadlensError("no part to merge")
+    incomplete = check_parts(parts, allow_incomplete)
+    first = parts[0]
+    full = [p for p in parts if not p.empty] or [first]
+    ref = full[0]
+    case_id = np.concatenate([p.table.case_id for p in full])
     order = np.argsort(case_id.astype(str), kind="stable")
-    values = np.vstack([p.table.values for p in parts])[order]
-    split = None if first.table.split is None else np.concatenate([p.table.split for p in parts])[order]
+    values = np.vstack([p.table.values for p in full])[order]
+    split = None if ref.table.split is None else np.concatenate([p.table.split for p in full])[order]
     diagnostics = None
-    if all(p.diagnostics is not None and len(p.diagnostics) == p.table.n_cases for p in parts):
-        diagnostics = np.concatenate([p.diagnostics for p in parts])[order]
-    table = CaseTable(case_id=case_id[order], values=values, columns=list(first.table.columns), split=split,
-                      column_meta=dict(first.table.column_meta) or column_meta(first.table.columns))
-    summary = {"extraction": ref_params, "parts": [i for i, _ in ids],
+    if all(p.diagnostics is not None and len(p.diagnostics) == p.table.n_cases for p in full):
+        diagnostics = np.concatenate([p.diagnostics for p in full])[order]
+    meta = dict(ref.table.column_meta)
+    if not meta and first.subcommand in (None, "extract-radiomics", "merge"):
+        meta = column_meta(ref.table.columns)
+    table = CaseTable(case_id=case_id[order], values=values, columns=list(ref.table.columns), split=split,
+                      column_meta=meta)
+    params = {k: v for k, v in first.params.items() if k not in ("part_id", "num_parts")}
+    summary = {"params": params, "extraction": first.params.get("extraction"),
+               "parts": [p.part_id() for p in parts], "incomplete": incomplete,
+               "subcommand": first.subcommand, "manifest": first.manifest,
                "failures": [f for p in parts for f in p.failures],
                "skipped": [f for p in parts for f in p.skipped]}
     return table, diagnostics, summary
@@ -113,8 +177,8 @@ def merge_parts(parts: list[Part], allow_incomplete: bool = False) -> tuple[Case
 
 def _first_difference(a, b, prefix="") -> str:
     if isinstance(a, dict) and isinstance(b, dict):
-        # the readable settings before their hash
-        for k in sorted(set(a) | set(b), key=lambda k: (k == "params_sha256", str(k))):
+        # the settings a user chose before their hash and what follows from them
+        for k in sorted(set(a) | set(b), key=lambda k: (k == "params_sha256" or k in DERIVED, str(k))):
             if a.get(k) != b.get(k):
                 return _first_difference(a.get(k), b.get(k), f"{prefix}{k}.")
     if a is None or b is None:

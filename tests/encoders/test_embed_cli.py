@@ -100,9 +100,9 @@ def test_embed_paths_with_spaces_pipe_and_parts(cli, spaced_tmp, atto3, tmp_path
         r = embed(cli, manifest, enc, p, "--part-id", k, "--num-parts", 2)
         assert r.exit_code == 0, r
         parts.append(read_table(str(p)))
-    monkeypatch.setenv("SLURM_ARRAY_TASK_ID", "1")  # an array job's defaults
+    monkeypatch.setenv("SLURM_ARRAY_TASK_ID", "1")  # an array task shards only when asked
     monkeypatch.setenv("SLURM_ARRAY_TASK_COUNT", "2")
-    assert embed(cli, manifest, enc, tmp_path / "slurm.h5").exit_code == 0
+    assert embed(cli, manifest, enc, tmp_path / "slurm.h5", "--parts", "slurm").exit_code == 0
     assert list(read_table(str(tmp_path / "slurm.h5")).case_id) == list(parts[1].case_id)
     whole = read_table(str(full))
     ids = np.concatenate([p.case_id for p in parts])
@@ -157,12 +157,14 @@ def test_embed_bad_inputs(cli, tmp_path, atto3):
 
     os.remove(tmp_path / "c" / "p01_adc.nii.gz")
     for extra in ((), ("-j", "2")):  # in the main process, then raised in a worker
-        # p01 is named in one line, the batch goes on: p00 is written, exit 1
+        # p01 is named in one line, the batch goes on; exit 1 and no output (--keep-going writes p00)
         r = run(*extra, "-f")
         assert r.exit_code == 1 and "Traceback" not in r.stderr, r
         failed = [ln for ln in r.stderr.splitlines() if ln.startswith("radlens embed: failed:")]
         assert len(failed) == 1 and all(w in failed[0] for w in ("p01", "adc", "file not found", "p01_adc.nii.gz"))
-        assert r.stderr.strip().splitlines()[-1].startswith("radlens embed: error: 1 case(s) failed, 1 written")
+        assert r.stderr.strip().splitlines()[-1].startswith("radlens embed: error: 1 of 2 case(s) failed (p01")
+        assert not out.exists()
+        assert run(*extra, "--keep-going").exit_code == 0
         assert list(read_table(str(out)).case_id) == ["p00"]
         out.unlink()
     manifest2 = write_cohort(str(tmp_path / "d"), n=2, zones=True)

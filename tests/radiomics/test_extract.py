@@ -111,7 +111,7 @@ def test_cache_resumes_and_never_caches_failures(cli, cohort, tiny_params, tmp_p
     folder = cohort.parent
     os.rename(folder / "case03_adc.nrrd", folder / "moved.nrrd")
     r = run(cli, cohort, tmp_path / "a.h5", tiny_params, "--cache-dir", cache, "--keep-going")
-    assert r.exit_code == 3, r
+    assert r.exit_code == 0 and "warning: 1 case(s) failed and are left out; 4 written" in r.stderr, r
     files = sorted(os.listdir(cache))
     assert len(files) == 9 and not any("case03.adc" in f for f in files)  # the failure is not cached
     os.rename(folder / "moved.nrrd", folder / "case03_adc.nrrd")
@@ -141,7 +141,14 @@ def test_failure_reported_listed_and_left_out(cli, cohort, tiny_params, tmp_path
     assert "modality t2" in miss and str(folder / "case01_t2.nrrd") in miss and "image file not found" in miss
     bad = next(ln for ln in lines if "case04" in ln)
     assert "modality adc" in bad and "cannot read image" in bad
-    assert r.stderr.strip().splitlines()[-1].startswith("radlens extract-radiomics: error: 2 case(s) failed")
+    last = r.stderr.strip().splitlines()[-1]
+    assert last.startswith("radlens extract-radiomics: error: 2 of 5 case(s) failed (case01, case04")
+    assert "not written" in last and "--keep-going" in last
+    assert not out.exists()  # make-safe: a failed run leaves no complete-looking output
+    assert fails.exists()
+    r = run(cli, cohort, out, tiny_params, "--keep-going", "--failures", fails, "-f")
+    assert r.exit_code == 0, r
+    assert "warning: 2 case(s) failed and are left out; 3 written" in r.stderr
     t = read_table(str(out))  # the others are written, failed cases are not rows of NaN
     assert list(t.case_id) == ["case00", "case02", "case03"] and np.isfinite(t.values).all()
     recorded = json.loads(attrs(out)["failures"])
@@ -151,8 +158,6 @@ def test_failure_reported_listed_and_left_out(cli, cohort, tiny_params, tmp_path
     assert {(x["case_id"], x["modality"], x["status"]) for x in rows} == {("case01", "t2", "failed"),
                                                                          ("case04", "adc", "failed")}
     assert all(x["reason"] and x["path"] for x in rows)
-    r = run(cli, cohort, out, tiny_params, "--keep-going", "-f")
-    assert r.exit_code == 3, r
 
 
 def test_keep_going_without_failures_exits_0(cli, tmp_path, tiny_params):
@@ -236,16 +241,69 @@ def test_sharding_and_merge_equal_full_run(cli, tmp_path, tiny_params):
     assert r.exit_code == 1 and "y.h5" not in os.listdir(tmp_path)
 
 
-def test_slurm_environment_sets_the_part(cli, tmp_path, tiny_params, monkeypatch):
+def test_sharding_is_explicit_and_follows_step_arrays(cli, tmp_path, tiny_params, monkeypatch):
     manifest = make_cohort(tmp_path / "c", n_cases=4)
-    monkeypatch.setenv("SLURM_ARRAY_TASK_ID", "2")
-    monkeypatch.setenv("SLURM_ARRAY_TASK_COUNT", "2")
-    monkeypatch.setenv("SLURM_ARRAY_TASK_MIN", "1")
-    r = run(cli, manifest, tmp_path / "p.h5", tiny_params, mods="t2")
+    # task 3 of `--array=1-5:2` (tasks 1, 3, 5): part 1 of 3
+    for k, v in {"SLURM_ARRAY_TASK_ID": "3", "SLURM_ARRAY_TASK_COUNT": "3", "SLURM_ARRAY_TASK_MIN": "1",
+                 "SLURM_ARRAY_TASK_MAX": "5", "SLURM_ARRAY_TASK_STEP": "2"}.items():
+        monkeypatch.setenv(k, v)
+    r = run(cli, manifest, tmp_path / "all.h5", tiny_params, mods="t2")  # an array task is not a shard
     assert r.exit_code == 0, r
-    params = json.loads(attrs(tmp_path / "p.h5")["params"])
-    assert (params["part_id"], params["num_parts"]) == (1, 2)
-    assert list(read_table(str(tmp_path / "p.h5")).case_id) == ["case01", "case03"]
+    assert "not sharding" in r.stderr and read_table(str(tmp_path / "all.h5")).n_cases == 4
+    assert "radlens_part" not in attrs(tmp_path / "all.h5")
+    r = run(cli, manifest, tmp_path / "p.h5", tiny_params, "--parts", "slurm", mods="t2")
+    assert r.exit_code == 0, r
+    assert "part 1 of 3: 1 case(s)" in r.stderr
+    assert json.loads(attrs(tmp_path / "p.h5")["radlens_part"]) == {"part_id": 1, "num_parts": 3}
+    assert list(read_table(str(tmp_path / "p.h5")).case_id) == ["case01"]
+    r = run(cli, manifest, tmp_path / "q.h5", tiny_params, "--parts", "slurm", "--part-id", "0", mods="t2")
+    assert r.exit_code == 2 and "not both" in r.stderr
+    monkeypatch.setenv("SLURM_ARRAY_TASK_ID", "4")  # off the 1-5:2 range
+    r = run(cli, manifest, tmp_path / "q.h5", tiny_params, "--parts", "slurm", mods="t2")
+    assert r.exit_code == 2 and "array task 4" in r.stderr
+
+
+def test_empty_part_exits_0_and_merges(cli, tmp_path, tiny_params):
+    manifest = make_cohort(tmp_path / "c", n_cases=2)
+    assert run(cli, manifest, tmp_path / "full.h5", tiny_params, mods="t2").exit_code == 0
+    for i in range(3):
+        r = run(cli, manifest, tmp_path / f"p{i}.h5", tiny_params, "--parts", f"{i}/3", mods="t2")
+        assert r.exit_code == 0, r
+    assert "nothing to do" in r.stderr and read_table(str(tmp_path / "p2.h5")).n_cases == 0
+    r = cli("fit-share", tmp_path / "p0.h5", tmp_path / "full.h5", "-o", tmp_path / "s.h5")
+    assert r.exit_code == 1 and "p0.h5: is part 0 of 3 of a sharded run, not a whole cohort" in r.stderr
+    r = cli("merge", tmp_path / "p2.h5", tmp_path / "p0.h5", tmp_path / "p1.h5", "-o", tmp_path / "m.h5")
+    assert r.exit_code == 0, r
+    full, merged = read_table(str(tmp_path / "full.h5")), read_table(str(tmp_path / "m.h5"))
+    assert merged.values.tobytes() == full.values.tobytes() and merged.columns == full.columns
+    assert "radlens_part" not in attrs(tmp_path / "m.h5")
+    params = json.loads(attrs(tmp_path / "m.h5")["params"])
+    assert params["extraction"]["modalities"] == ["t2"] and params["parts"] == [2, 0, 1]
+    subs = [h["subcommand"] for h in json.loads(attrs(tmp_path / "m.h5")["history"])]
+    assert subs[0] == "extract-radiomics" and subs[-1] == "merge"
+    # every part exactly once
+    r = cli("merge", tmp_path / "p0.h5", tmp_path / "p1.h5", tmp_path / "p2.h5", tmp_path / "p2.h5",
+            "-o", tmp_path / "x.h5")
+    assert r.exit_code == 1 and "part 2 of 3 given twice" in r.stderr
+    # a part read alone says so; an incomplete merge too
+    r = cli("cka", tmp_path / "p0.h5", tmp_path / "p0.h5")
+    assert "p0.h5: is part 0 of 3 of a sharded run" in r.stderr
+    r = cli("merge", tmp_path / "p0.h5", "--allow-incomplete", "-o", tmp_path / "inc.h5")
+    assert r.exit_code == 0 and "missing" in r.stderr
+    r = cli("cka", tmp_path / "inc.h5", tmp_path / "inc.h5")
+    assert "incomplete merge: part(s) 1, 2 of 3 missing" in r.stderr
+
+
+def test_merge_refuses_another_manifest(cli, tmp_path, tiny_params):
+    manifest = make_cohort(tmp_path / "c", n_cases=2)
+    for i in range(2):
+        assert run(cli, manifest, tmp_path / f"p{i}.h5", tiny_params, "--parts", f"{i}/2",
+                   mods="t2").exit_code == 0
+    with open(manifest, "a") as fh:
+        fh.write(open(manifest).read().splitlines()[1].replace("case00", "case09") + "\n")
+    assert run(cli, manifest, tmp_path / "q1.h5", tiny_params, "--parts", "1/2", mods="t2").exit_code == 0
+    r = cli("merge", tmp_path / "p0.h5", tmp_path / "q1.h5", "-o", tmp_path / "m.h5")
+    assert r.exit_code == 1 and "another manifest" in r.stderr and not (tmp_path / "m.h5").exists()
 
 
 @pytest.mark.parametrize("policy,code", [("skip", 0), ("fail", 1)])
@@ -255,8 +313,10 @@ def test_empty_mask_policy(cli, tmp_path, tiny_params, policy, code):
     r = run(cli, manifest, tmp_path / "o.h5", tiny_params, "--empty-mask", policy, "--failures", tmp_path / "f.csv")
     assert r.exit_code == code, r
     assert "case case01" in r.stderr and "mask is empty" in r.stderr
-    t = read_table(str(tmp_path / "o.h5"))
-    assert list(t.case_id) == ["case00", "case02"]
+    if policy == "fail":  # a failed case: no output
+        assert not (tmp_path / "o.h5").exists()
+    else:  # skipping was asked for: not a failure
+        assert list(read_table(str(tmp_path / "o.h5")).case_id) == ["case00", "case02"]
     rows = list(csv.DictReader(open(tmp_path / "f.csv", newline="")))
     assert {x["status"] for x in rows} == {"skipped" if policy == "skip" else "failed"}
     if policy == "skip":

@@ -1,0 +1,176 @@
+"""Which cases a run does (one part of an array job) and what a run with failed cases leaves.
+
+One rule for every command that processes cases (extract-radiomics, embed):
+
+- sharding is explicit: `--part-id/--num-parts`, or `--parts slurm` which reads the array
+  task from SLURM's environment (step and offset arrays included). An array task that
+  did not ask for it is not a shard;
+- a sharded output records `radlens_part` = {"part_id", "num_parts"}; readers say so,
+  and the lens commands refuse it (see `check_table`);
+- without keep-going, any failed case means no output (the cache keeps finished cases);
+  with it, the output holds the successes and records the failures, a warning counts
+  them and the exit code is 0.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+
+from radlens_cli import log
+from radlens_cli.errors import RadlensError, UsageError
+
+PART_ATTR = "radlens_part"
+SLURM_VARS = ("SLURM_ARRAY_TASK_ID", "SLURM_ARRAY_TASK_MIN", "SLURM_ARRAY_TASK_MAX",
+              "SLURM_ARRAY_TASK_STEP", "SLURM_ARRAY_TASK_COUNT")
+
+
+def slurm_part(env=None) -> tuple[int, int]:
+    """(part_id, num_parts) of this SLURM array task; `--array=1-9:2` gives parts 0..4 of 5."""
+    env = os.environ if env is None else env
+    tid = env.get("SLURM_ARRAY_TASK_ID")
+    if tid is None:
+        raise UsageError("--parts slurm: SLURM_ARRAY_TASK_ID is not set (not inside an array job); "
+                         "give --part-id and --num-parts")
+    try:
+        tid = int(tid)
+        lo = int(env.get("SLURM_ARRAY_TASK_MIN", "0"))
+        step = int(env.get("SLURM_ARRAY_TASK_STEP", "1") or 1)
+        count = int(env["SLURM_ARRAY_TASK_COUNT"]) if "SLURM_ARRAY_TASK_COUNT" in env else None
+        hi = int(env["SLURM_ARRAY_TASK_MAX"]) if "SLURM_ARRAY_TASK_MAX" in env else None
+    except (ValueError, KeyError):
+        shown = ", ".join(f"{k}={env.get(k)!r}" for k in SLURM_VARS if k in env)
+        raise UsageError(f"--parts slurm: cannot read the array task from {shown}; "
+                         f"give --part-id and --num-parts") from None
+    if count is None:
+        if hi is None:
+            raise UsageError("--parts slurm: SLURM_ARRAY_TASK_COUNT is not set; give --part-id and --num-parts")
+        count = (hi - lo) // step + 1
+    if step < 1 or (tid - lo) % step or not 0 <= (tid - lo) // step < count:
+        raise UsageError(f"--parts slurm: array task {tid} is not on the range {lo}..{hi}:{step} of "
+                         f"{count} task(s) (a list-style --array?); give --part-id and --num-parts")
+    return (tid - lo) // step, count
+
+
+def resolve_parts(parts: str | None, part_id: int | None, num_parts: int | None) -> tuple[int, int]:
+    """--parts slurm | I/N, or --part-id/--num-parts; the whole cohort when none is given."""
+    if parts is not None and (part_id is not None or num_parts is not None):
+        raise UsageError("give --parts or --part-id/--num-parts, not both")
+    if parts is not None:
+        p = parts.strip().lower()
+        if p == "slurm":
+            part_id, num_parts = slurm_part()
+        elif "/" in p:
+            a, _, b = p.partition("/")
+            try:
+                part_id, num_parts = int(a), int(b)
+            except ValueError:
+                raise UsageError(f"--parts {parts}: expected slurm or I/N, e.g. 0/8") from None
+        else:
+            raise UsageError(f"--parts {parts}: expected slurm or I/N, e.g. 0/8")
+    elif part_id is None and num_parts is None:
+        if os.environ.get("SLURM_ARRAY_TASK_ID") is not None:
+            log.info("in a SLURM array task but not sharding: every case is done here "
+                     "(--parts slurm splits the cases over the array)")
+        return 0, 1
+    elif part_id is None or num_parts is None:
+        raise UsageError("give --part-id and --num-parts together")
+    if num_parts < 1:
+        raise UsageError(f"--num-parts must be at least 1 (got {num_parts})")
+    if not 0 <= part_id < num_parts:
+        raise UsageError(f"--part-id {part_id} is out of range for --num-parts {num_parts} "
+                         f"(expected 0..{num_parts - 1})")
+    return part_id, num_parts
+
+
+def part_record(part_id: int, num_parts: int) -> dict | None:
+    """The `radlens_part` attribute of a sharded output (None for a whole run)."""
+    return {"part_id": int(part_id), "num_parts": int(num_parts)} if num_parts > 1 else None
+
+
+def _json(attrs: dict, key: str, default):
+    raw = (attrs or {}).get(key)
+    if raw is None:
+        return default
+    if isinstance(raw, (list, dict)):
+        return raw
+    try:
+        return json.loads(raw)
+    except (TypeError, ValueError):
+        return default
+
+
+def table_part(attrs: dict) -> dict | None:
+    """The part record of a table's attributes (also of an incomplete merge), else None."""
+    rec = _json(attrs, PART_ATTR, None)
+    return rec if isinstance(rec, dict) and rec else None
+
+
+def table_failures(attrs: dict) -> list:
+    rec = _json(attrs, "failures", [])
+    return rec if isinstance(rec, list) else []
+
+
+def check_table(attrs: dict, shown: str, part: str = "warn") -> None:
+    """Say on stderr that a table lacks failed cases or is one part; part="refuse" errors on a part.
+
+    part: "warn" (the default for readers), "refuse" (lens commands: a part is not a
+    cohort), "accept" (merge, which reads parts by design).
+    """
+    rec = table_part(attrs)
+    if rec is not None and part != "accept":
+        if "missing" in rec:
+            what = (f"an incomplete merge: part(s) {', '.join(map(str, rec['missing']))} of "
+                    f"{rec.get('num_parts')} missing")
+        else:
+            what = f"part {rec.get('part_id')} of {rec.get('num_parts')} of a sharded run"
+        if part == "refuse":
+            raise RadlensError(f"{shown}: is {what}, not a whole cohort; `radlens merge` the parts first")
+        log.warn(f"{shown}: is {what}")
+    failed = table_failures(attrs)
+    if failed and part != "accept":
+        ids = sorted({str(f.get("case_id")) for f in failed})
+        more = f" (+{len(ids) - 5} more)" if len(ids) > 5 else ""
+        log.warn(f"{shown}: written with {len(ids)} failed case(s) left out: {', '.join(ids[:5])}{more}")
+
+
+def failed_cases(failures: list[dict]) -> list[str]:
+    return sorted({str(f["case_id"]) for f in failures if f.get("status", "failed") == "failed"})
+
+
+def refuse_failed_run(failures: list[dict], n_tried: int, output: str, keep_going: bool,
+                      failures_path: str | None, cached: bool) -> None:
+    """Without keep-going any failed case stops the run before its output is written."""
+    ids = failed_cases(failures)
+    if not ids or keep_going:
+        return
+    more = f" (+{len(ids) - 5} more)" if len(ids) > 5 else ""
+    where = f"listed in {failures_path}" if failures_path else "see the lines above"
+    keep = "; the finished cases are cached, a rerun does only the rest" if cached else ""
+    raise RadlensError(f"{len(ids)} of {n_tried} case(s) failed ({', '.join(ids[:5])}{more}; {where}); "
+                       f"{output} not written{keep} (--keep-going writes the others)")
+
+
+def warn_partial(failures: list[dict], n_written: int, output: str, failures_path: str | None) -> None:
+    """The warning line of a --keep-going run that left failed cases out."""
+    ids = failed_cases(failures)
+    if ids:
+        log.warn(f"{len(ids)} case(s) failed and are left out; {n_written} written to {output}"
+                 + (f"; failures listed in {failures_path}" if failures_path else ""))
+
+
+def describe_exit(exitcode: int | None) -> str:
+    """'killed by signal 9 (SIGKILL; out of memory?)' for a worker's exit code (ASCII: cluster logs)."""
+    if exitcode is None:
+        return "died"
+    if exitcode < 0:
+        sig = -exitcode
+        try:
+            name = signal.Signals(sig).name
+        except ValueError:
+            name = f"signal {sig}"
+        hint = {signal.SIGKILL: "; out of memory?", signal.SIGSEGV: "; a crash in a C extension?",
+                signal.SIGBUS: "; a crash in a C extension?"}.get(sig, "")
+        return f"killed by signal {sig} ({name}{hint})"
+    return f"exited with status {exitcode}"
