@@ -56,10 +56,16 @@ def test_same_input_same_output(cli, tmp_path):
 
 @pytest.mark.parametrize("args,code,needles", [
     (["{missing}"], 1, ["input file not found", "missing.h5"]),
-    (["{text}"], 1, ["notes.txt"]),
+    (["{onnx}"], 1, ["broken.onnx"]),
     (["{table}", "--nope"], 2, ["--nope"]),
 ])
 def test_bad_inputs(cli, tmp_path, args, code, needles):
-    files = {"table": inputs(tmp_path)["table"], "missing": tmp_path / "missing.h5", "text": tmp_path / "notes.txt"}
-    files["text"].write_text("not hdf5\n")
+    files = {"table": inputs(tmp_path)["table"], "missing": tmp_path / "missing.h5", "onnx": tmp_path / "broken.onnx"}
+    files["onnx"].write_text("not an onnx model\n")
     h.bad_input(cli, SPEC, tmp_path, [a.format(**files) for a in args], code, *needles)
+
+
+def test_a_text_file_that_is_no_radlens_file_is_described_as_such(cli, tmp_path):
+    (tmp_path / "notes.txt").write_text("not hdf5\n")
+    r = cli("info", tmp_path / "notes.txt")
+    assert r.exit_code == 0 and "not a radlens file" in r.stdout, r
