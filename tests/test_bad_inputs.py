@@ -170,6 +170,9 @@ def w(tmp_path_factory):
     f["plain"] = str(d / "plain.h5")
     (d / "targets.csv").write_text("case_id,pirads\n" + "".join(f"case{i:03d},{1 + i % 3}\n" for i in range(30)))
     f["targets"] = str(d / "targets.csv")
+    (d / "pyrad_t2.csv").write_text("ID,Image,Mask,diagnostics_Versions_PyRadiomics,original_firstorder_Mean\n"
+                                    + "".join(f"case{i:03d},c{i}.nii,m{i}.nii,3.1,{i * 1.5}\n" for i in range(30)))
+    f["pyrad"] = str(d / "pyrad_t2.csv")
     if "fit-share" in COMMANDS:
         fs = ["--epochs", "2", "--hidden", "4", "--batch-size", "0", "--device", "cpu"]
         _run("fit-share", f["emb"], f["rad"], "-o", d / "share.h5", *fs)
@@ -212,6 +215,7 @@ IMG = ["--modalities", "t2,adc", "--mask", "gland"]
 SPECS = {
     "synth": Spec(["-o", "{out}", "--cases", "1", "--size", "8,8,4"], out="phantom"),
     "extract-radiomics": Spec(["{manifest}", *IMG, "--params", "{params}", "-o", "{out}"], out="r.h5"),
+    "import-pyradiomics": Spec(["t2={pyrad}", "--id-column", "ID", "-o", "{out}"], out="r.h5"),
     "merge": Spec(["{part}", "-o", "{out}"], out="m.h5", tables=["part"], case_tables=["part"]),
     "init-encoder": Spec(["--arch", "atto", "--in-chans", "2", "-o", "{out}"], out="e.pt"),
     "layers": Spec(["{enc}", "--crop", "32,32,16"]),  # reads a checkpoint, writes only to stdout
