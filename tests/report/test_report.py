@@ -88,10 +88,16 @@ def test_full_report_in_a_path_with_spaces(cli, spaced_tmp):
     for needle in ("Table 1", "Largest gains", "Largest losses", "Stable features", "First order", "GLCM",
                    "Pre-train", "Fine-tune", "sha256", "extract-radiomics"):
         assert needle in text, needle
-    # stars of the stats table reach Table 1
+    # Table 1's stars come from q_bh, not from the raw p the older stats table starred
     stats = pd.read_csv(paths["stats"])
-    fam = stats[(stats["group_by"] == "family") & stats["stars"].notna()]
-    assert any(f"{row.mse_ft:.3f} {row.stars}" in text for row in fam.itertuples())
+    fam = stats[stats["group_by"] == "family"]
+    qstar = lambda q: "***" if q < 0.001 else "**" if q < 0.01 else "*" if q < 0.05 else ""
+    for row in fam.itertuples():
+        want = f"{row.mse_ft:.3f}" + (f" {qstar(row.q_bh)}" if qstar(row.q_bh) else "")
+        assert f" {want} " in f" {text} ", (want, row.q_bh, row.wilcoxon_p)
+    assert any(qstar(r.q_bh) != (r.stars if isinstance(r.stars, str) else "") for r in fam.itertuples())
+    n_q = int((stats["q_bh"] < 0.05).sum())
+    assert f"{n_q} of {len(stats)} Table-1 groups differ at q_bh < 0.05" in text
 
 
 def test_views_follow_the_delta_table(tmp_path):
@@ -100,16 +106,23 @@ def test_views_follow_the_delta_table(tmp_path):
 
     paths = make_inputs(tmp_path)
     delta = read_delta(paths["compare"])
-    gains, losses, stable = views(delta, 5, 0.5, "delta_importance")
     raw = pd.read_csv(paths["compare"])
-    assert list(gains["column"]) == list(raw.nlargest(5, "delta_importance")["column"])
-    assert list(losses["column"]) == list(raw.nsmallest(5, "delta_importance")["column"])
-    both = raw[(raw["importance_pre"] >= raw["importance_pre"].median())
-               & (raw["importance_ft"] >= raw["importance_ft"].median())]
+    dec = raw[(raw["r2_pre"] > 0) | (raw["r2_ft"] > 0)]  # the old table has no decodable column
+    assert 0 < len(dec) < len(raw)
+    gains, losses, stable, stat = views(delta, 5, 0.5, "delta_importance")
+    assert stat == "delta_importance"
+    assert list(gains["column"]) == list(dec.nlargest(5, "delta_importance")["column"])
+    assert list(losses["column"]) == list(dec.nsmallest(5, "delta_importance")["column"])
+    both = dec[(dec["importance_pre"] >= dec["importance_pre"].median())
+               & (dec["importance_ft"] >= dec["importance_ft"].median())]
     expect = both.assign(a=both["delta_importance"].abs()).nsmallest(5, "a")["column"]
     assert list(stable["column"]) == list(expect)
-    by_r2, _, _ = views(delta, 3, 0.5, "delta_r2")
-    assert list(by_r2["column"]) == list(raw.nlargest(3, "delta_r2")["column"])
+    by_r2, _, _, _ = views(delta, 3, 0.5, "delta_r2")
+    assert list(by_r2["column"]) == list(dec.nlargest(3, "delta_r2")["column"])
+    # default: compare's own ranks, whose statistic is read from the values
+    g, l_, _, stat = views(delta, 4, 0.5, None)
+    assert stat == "delta_importance"
+    assert list(g["column"]) == list(dec.sort_values("rank_gain")["column"][:4])
 
 
 def test_minimal_inputs_leave_optional_sections_out(cli, tmp_path):
@@ -171,15 +184,25 @@ def test_missing_or_bad_inputs_are_named(cli, tmp_path):
     assert r.exit_code == 1 and f"--compare file not found: {tmp_path / 'nope.csv'}" in r.stderr
     r = cli("report", "--radiomics", paths["radiomics"], "--compare", paths["compare"], "-o", out)
     assert r.exit_code == 2 and "--stats" in r.stderr and "Traceback" not in r.stderr
-    pd.read_csv(paths["compare"]).drop(columns="delta_importance").to_csv(tmp_path / "bad.csv", index=False)
+    pd.read_csv(paths["compare"]).drop(columns=["delta_importance", "delta_r2", "r2_ft"]).to_csv(
+        tmp_path / "bad.csv", index=False)
     r = cli("report", "--radiomics", paths["radiomics"], "--compare", tmp_path / "bad.csv",
             "--stats", paths["stats"], "-o", out)
-    assert r.exit_code == 1 and "bad.csv: missing column(s) delta_importance" in r.stderr
+    assert r.exit_code == 1 and "bad.csv: missing column(s) delta_importance or delta_r2" in r.stderr
+    # a table with Δr² only (no importance) is reported
+    pd.read_csv(paths["compare"]).drop(columns=["delta_importance"]).to_csv(tmp_path / "r2only.csv", index=False)
+    r = cli("report", "--radiomics", paths["radiomics"], "--compare", tmp_path / "r2only.csv",
+            "--stats", paths["stats"], "-o", tmp_path / "r2only.html")
+    assert r.exit_code == 0, r.stderr
     r = cli("report", "--radiomics", paths["compare"], "--compare", paths["compare"],
             "--stats", paths["stats"], "-o", out)
     assert r.exit_code == 1 and "not an HDF5 file" in r.stderr
     r = cli(*_args(paths, out, optional=False), "--rank-by", "nonsense")
     assert r.exit_code == 2 and "--rank-by" in r.stderr
+    r = cli(*_args(paths, out, optional=False), "--manifest", paths["stats"])
+    assert r.exit_code == 2 and "--manifest, --modalities and --mask together" in r.stderr
+    r = cli(*_args(paths, out, optional=False), "--checkpoint", "nope")
+    assert r.exit_code == 1 and "--checkpoint nope: not in the compare table (checkpoints: fine-tuned)" in r.stderr
     assert not out.exists()
     assert not [p for p in os.listdir(tmp_path) if p.endswith(".part.html")]
 
