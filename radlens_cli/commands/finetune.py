@@ -37,6 +37,9 @@ def finetune_cli(
     workers: Optional[int] = typer.Option(None, "--workers", min=0, help="DataLoader worker processes per rank [default: 0 on CPU, up to 8 per GPU]."),
     drop_path: float = typer.Option(0.0, "--drop-path", help="Stochastic depth rate of the encoder's last block (0 to this over the blocks)."),
     resume: bool = typer.Option(True, "--resume/--no-resume", help="Continue from OUTPUT.state left by an interrupted run."),
+    save_every: int = typer.Option(0, "--save-every", min=0, metavar="K",
+                                   help="Also write the encoder every K epochs as OUTPUT-epoch003.pt etc. (run, epoch "
+                                        "and val metrics recorded; each loads in `embed`); 0: off."),
     max_steps: Optional[int] = typer.Option(None, "--max-steps", min=1, help="Stop after this many optimiser steps and write nothing (timing)."),
     seed: int = seed_option(),
     device: str = device_option(),
@@ -57,6 +60,9 @@ def finetune_cli(
     Writes OUTPUT, a radlens checkpoint holding the fine-tuned encoder (architecture and
     preprocessing recorded) plus the head, task, classes, target scaling and metrics.
     An interrupted run resumes from OUTPUT.state. Multi-GPU: launch it with torchrun.
+    --save-every K also writes the encoder as it is after every K-th epoch (OUTPUT-epoch003.pt
+    for epoch 3; not the best-on-val weights), each written atomically, recording the run,
+    epoch and validation metrics: the checkpoints of a trajectory for embed/decode/compare.
 
     Examples:
 
@@ -65,6 +71,8 @@ def finetune_cli(
           --task classify --target pirads --metrics cls.csv -o ft_cls.pt
       radlens finetune cohort.csv --modalities t2 --mask gland --encoder profound.pt \\
           --task regress --target volume_ml --freeze-encoder -o pre_reg.pt
+      radlens finetune cohort.csv --modalities t2,dwi,adc --mask gland --encoder profound.pt \\
+          --task regress --target volume_ml --epochs 30 --save-every 10 -o ft.pt   # + ft-epoch010.pt ...
       torchrun --nproc_per_node=4 -m radlens_cli finetune cohort.csv --modalities t2,dwi,adc \\
           --mask gland --encoder profound.pt --task segment --seg-mask lesion -o ft_seg.pt
     """
@@ -79,5 +87,5 @@ def finetune_cli(
         spacing=parse_triple(spacing, "--spacing") if spacing else None,
         crop=parse_triple(crop, "--crop", int) if crop else None,
         norm=norm, cache_dir=cache_dir, workers=workers, resume=resume, force=force, max_steps=max_steps,
-        seg_channels=seg_channels, drop_path=drop_path,
+        seg_channels=seg_channels, drop_path=drop_path, save_every=save_every,
     )
