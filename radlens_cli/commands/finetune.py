@@ -72,7 +72,7 @@ def finetune_cli(
       radlens finetune cohort.csv --modalities t2 --mask gland --encoder profound.pt \\
           --task regress --target volume_ml --freeze-encoder -o pre_reg.pt
       radlens finetune cohort.csv --modalities t2,dwi,adc --mask gland --encoder profound.pt \\
-          --task regress --target volume_ml --epochs 30 --save-every 10 -o ft.pt   # + ft-epoch010.pt ...
+          --task regress --target volume_ml --epochs 30 --save-every 10 -o ft.pt
       torchrun --nproc_per_node=4 -m radlens_cli finetune cohort.csv --modalities t2,dwi,adc \\
           --mask gland --encoder profound.pt --task segment --seg-mask lesion -o ft_seg.pt
     """

@@ -135,7 +135,7 @@ def report_cli(
       radlens report --radiomics radiomics.h5 --compare delta.csv --stats table.csv \\
           --cka cka.csv --metrics ft_metrics.csv --encoder ft.pt --figures figs -o report.html
       radlens report --radiomics radiomics.h5 --compare delta.csv --stats table.csv \\
-          --manifest cohort.csv --modalities t2,dwi,adc --mask gland -o report.html
+          --manifest cohort.csv --modalities t2,dwi,adc --mask gland --figures figs -o report.html
     """
     names = report(radiomics, compare, stats, output, correlate_summary, cka, probe, metrics or [], figures,
                    title, top, stable_quantile, rank_by, force, encoders=encoders or [], checkpoint=checkpoint,
