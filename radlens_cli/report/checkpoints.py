@@ -39,7 +39,8 @@ def checkpoint_order(delta, enc_info, ordered: bool | None):
     by_stem = {os.path.splitext(os.path.basename(e["path"]))[0]: e for e in enc_info}
     epochs, runs = [], []
     for n in names:
-        e = by_stem.get(n)
+        # the checkpoint whose file stem the label holds (ft-epoch003 in dec-ft-epoch003.h5), longest first
+        e = next((by_stem[s] for s in sorted(by_stem, key=len, reverse=True) if s and s in n), None)
         if e is not None and e.get("epoch") is not None:
             epochs.append(int(e["epoch"]))
             runs.append(e.get("run") or "")
