@@ -421,6 +421,11 @@ def build(radiomics: str, compare: str, stats: str, correlate_summary: str | Non
     checkpoints are epochs of one run (None: decide from their records or labels);
     panels: report.images.PanelSpec or None (no image panels)."""
     rad = rd.radiomics_summary(radiomics)
+    images = None
+    if panels is not None:  # the manifest's columns are checked before any figure is drawn
+        from radlens_cli.report import images as ri
+
+        images = ri.CaseImages(panels)
     delta_all = rd.read_delta(compare)
     stats_all = rd.read_stats(stats)
     focus = rd.focus_checkpoint(delta_all, checkpoint)
@@ -454,11 +459,9 @@ def build(radiomics: str, compare: str, stats: str, correlate_summary: str | Non
         from radlens_cli.report import checkpoints as rc
 
         rc.checkpoints_section(rep, delta_all, enc_info, ordered)
-    if panels is not None:
-        from radlens_cli.report import images as ri
-
-        gains, losses, _, stat = views(delta, top, stable_quantile, rank_by)
-        ri.panels_section(rep, panels, radiomics, gains.head(5), losses.head(5), stat)
+    if images is not None:
+        gains, losses, _, _ = views(delta, top, stable_quantile, rank_by)
+        ri.panels_section(rep, images, radiomics, gains.head(5), losses.head(5))
     size_section(rep, delta, task_text)
     if "correlate_summary" in optional:
         generic_section(rep, "correlate", "Rad4XCNN correlation summary", optional["correlate_summary"],

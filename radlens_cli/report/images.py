@@ -261,10 +261,12 @@ def extremes(values: np.ndarray, case_ids, n: int = 2):
     return list(order[:k]), list(order[len(order) - k:])
 
 
-def panels_section(rep, spec: PanelSpec, radiomics: str, gains, losses, stat) -> None:
+def panels_section(rep, imgs: CaseImages, radiomics: str, gains, losses) -> None:
+    """Add the `panels` section: example cases, then the low/high test cases of each gained
+    and lost feature (the rows of `gains`/`losses`, in order)."""
     from radlens_cli.report.html import esc
 
-    imgs = CaseImages(spec)
+    spec = imgs.spec
     table = _feature_values(radiomics)
     ids = np.asarray(table.case_id, dtype=object)
     split = np.asarray(table.split, dtype=object) if table.split is not None else imgs.man.split[
