@@ -28,6 +28,7 @@ OUTLINE = "#ff3b30"
 THUMB_INCH = 1.55   # thumbnail size (the longer side) in inches at THUMB_DPI
 THUMB_DPI = 80
 PALETTE = 96        # colours of the quantised PNG
+PANEL_BUDGET = 1_000_000  # bytes of base64 the panels may add to the report before a warning
 
 
 @dataclass
@@ -328,4 +329,8 @@ def panels_section(rep, imgs: CaseImages, radiomics: str, gains, losses) -> None
                 f"with the highest values of the feature, on {modality}{note} — {'; '.join(listed)}."))
     if skipped:
         parts.append("<p class='muted'>Left out: " + esc("; ".join(skipped[:10])) + "</p>")
+    embedded = sum((len(p.png) + 2) // 3 * 4 for p in parts if isinstance(p, rf.Figure))
+    if embedded > PANEL_BUDGET:
+        log.warn(f"image panels take {embedded / 1e6:.1f} MB embedded (more than {PANEL_BUDGET / 1e6:g} MB); "
+                 f"fewer modalities or --panel-cases keep the report small")
     rep.add("panels", "What the features look like: image panels", parts)
