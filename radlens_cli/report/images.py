@@ -26,7 +26,7 @@ from radlens_cli.report import figures as rf
 
 OUTLINE = "#ff3b30"
 THUMB_INCH = 1.55   # thumbnail size (the longer side) in inches at THUMB_DPI
-THUMB_DPI = 80
+THUMB_DPI = 100
 PALETTE = 96        # colours of the quantised PNG
 PANEL_BUDGET = 1_000_000  # bytes of base64 the panels may add to the report before a warning
 
