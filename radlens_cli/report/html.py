@@ -257,7 +257,7 @@ def null_sentence(delta) -> str:
     if "test" in delta.columns:
         names = [t for t in dict.fromkeys(delta["test"]) if t]
         test = ", ".join(names)
-    how = f"test: {test}" if test else "test not recorded in the file (older radlens: a permutation test, pre/ft swapped per case)"
+    how = f"test: {test}" if test else "test not recorded in the file; older radlens: a permutation test swapping pre/ft per case"
     return (f"{n} of {tested} features changed beyond the null at q_bh &lt; 0.05 ({esc(how)}; BH-FDR over "
             f"the features of this checkpoint).")
 
