@@ -22,7 +22,9 @@ while [ $# -gt 0 ]; do
   case "$1" in
     -o|--metrics|--figures) flag=$1; out=$2; shift 2
       [ "$flag" = -o ] && model=$out
-      if [ "$cmd" = synth ] || [ "$flag" = --figures ]; then mkdir -p "$out"; [ "$cmd" = synth ] && touch "$out/cohort.csv"
+      # --metrics is an output of finetune only (report reads it)
+      if [ "$flag" = --metrics ] && [ "$cmd" != finetune ]; then :
+      elif [ "$cmd" = synth ] || [ "$flag" = --figures ]; then mkdir -p "$out"; [ "$cmd" = synth ] && touch "$out/cohort.csv"
       else touch "$out"; fi ;;
     --save-every) every=$2; shift 2 ;;
     --epochs) epochs=$2; shift 2 ;;
