@@ -283,7 +283,8 @@ def delta_section(rep: Report, delta, top: int, stable_quantile: float, rank_by:
     if stat in shown_stats:
         shown_stats = [stat] + [s for s in shown_stats if s != stat]
     cols = ["column"] + [c for c in ("r2_pre", "r2_ft", "delta_r2", "importance_pre", "importance_ft",
-                                     "delta_importance", "delta_r2_mean", "delta_r2_sd") if c in delta.columns]
+                                     "delta_importance", "delta_r2_mean", "delta_r2_sd", "delta_r2_direct")
+                         if c in delta.columns]
     for s_, (lo, hi) in ci.items():
         cols += [lo, hi]
     cols += [c for c in ("p_null", "q_bh", "p_perm", "q_perm") if c in delta.columns]
@@ -311,6 +312,9 @@ def delta_section(rep: Report, delta, top: int, stable_quantile: float, rank_by:
     if note:
         cls, lead = (' class="warn"', "<b>Warning:</b> most features are not decodable. ") if most else ("", "")
         parts.append(f"<p{cls}>{lead}{esc(note)}</p>")
+    if "delta_r2_direct" in delta.columns:
+        parts.append("<p class='muted'><code>delta_r2_direct</code>: the share-free control (ridge straight from "
+                     "the embeddings); a change the lens sees but the control does not deserves doubt.</p>")
     if None in ci:
         parts.append("<p class='muted'>The compare table's <code>ci_low/ci_high</code> do not say which "
                      "statistic they bound (older radlens wrote the interval of its --rank-by statistic there); "
