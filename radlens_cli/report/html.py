@@ -269,7 +269,7 @@ def decodable_sentence(delta) -> tuple[str, bool]:
     src = delta.attrs.get("decodable_source")
     if src == "unknown" or not bad:
         return "", False
-    how = ("as the compare table marks them (column decodable)" if src == "file"
+    how = ("as the compare table marks them in its decodable column" if src == "file"
            else "held-out R² ≤ 0 before and after; the compare table has no decodable column")
     text = (f"{bad} of {n} features are not decodable in either stage ({how}); they are left out of the gain, "
             f"loss and stable lists: a change in a feature the embedding never encoded is noise.")
