@@ -42,6 +42,9 @@ def finetune_cli(
     workers_alias: Optional[int] = typer.Option(None, "--workers", min=0, hidden=True, help="Old name of --jobs."),
     drop_path: float = typer.Option(0.0, "--drop-path", help="Stochastic depth rate of the encoder's last block (0 to this over the blocks)."),
     resume: bool = typer.Option(True, "--resume/--no-resume", help="Continue from OUTPUT.state left by an interrupted run."),
+    save_every: int = typer.Option(0, "--save-every", min=0, metavar="K",
+                                   help="Also write the encoder every K epochs as OUTPUT-epoch003.pt etc. (run, epoch "
+                                        "and val metrics recorded; each loads in `embed`); 0: off."),
     max_steps: Optional[int] = typer.Option(None, "--max-steps", min=1, help="Stop after this many optimiser steps and write nothing (timing)."),
     trust_checkpoint: bool = typer.Option(False, "--trust-checkpoint", help="Load an --encoder that needs full unpickling (runs code stored in the file) after a warning; only for files you trust. Recorded in the checkpoint's provenance."),
     seed: int = seed_option(),
@@ -64,6 +67,9 @@ def finetune_cli(
     Writes OUTPUT, a radlens checkpoint holding the fine-tuned encoder (architecture and
     preprocessing recorded) plus the head, task, classes, target scaling and metrics.
     An interrupted run resumes from OUTPUT.state. Multi-GPU: launch it with torchrun.
+    --save-every K also writes the encoder as it is after every K-th epoch (OUTPUT-epoch003.pt
+    for epoch 3; not the best-on-val weights), each written atomically, recording the run,
+    epoch and validation metrics: the checkpoints of a trajectory for embed/decode/compare.
 
     Examples:
 
@@ -72,6 +78,8 @@ def finetune_cli(
           --task classify --target pirads --metrics cls.csv -o ft_cls.pt
       radlens finetune cohort.csv --modalities t2 --mask gland --encoder profound.pt \\
           --task regress --target volume_ml --freeze-encoder -o pre_reg.pt
+      radlens finetune cohort.csv --modalities t2,dwi,adc --mask gland --encoder profound.pt \\
+          --task regress --target volume_ml --epochs 30 --save-every 10 -o ft.pt
       torchrun --nproc_per_node=4 -m radlens_cli finetune cohort.csv --modalities t2,dwi,adc \\
           --mask gland --encoder profound.pt --task segment --seg-mask lesion -o ft_seg.pt
     """
@@ -88,5 +96,5 @@ def finetune_cli(
         norm=norm, cache_dir=cache_dir, workers=workers if workers is not None else workers_alias, resume=resume,
         force=force, max_steps=max_steps, seg_channels=seg_channels, drop_path=drop_path,
         strict_geometry=strict_geometry, trust_checkpoint=trust_checkpoint,
-        conventions={"orient": orient, "layout": layout, "norm_region": norm_region},
+        conventions={"orient": orient, "layout": layout, "norm_region": norm_region}, save_every=save_every,
     )

@@ -16,7 +16,9 @@ from radlens_cli.io.files import atomic_output, check_output
 def report(radiomics: str, compare: str, stats: str, output: str, correlate_summary: str | None = None,
            cka: str | None = None, probe: str | None = None, metrics=(), figures_dir: str | None = None,
            title: str = "radlens report", top: int = 10, stable_quantile: float = 0.5,
-           rank_by: str = "delta_importance", force: bool = False) -> list[str]:
+           rank_by: str | None = None, force: bool = False, encoders=(), checkpoint: str | None = None,
+           ordered: bool | None = None, manifest: str | None = None, modalities: str | None = None,
+           mask: str | None = None, panel_cases: int = 3) -> list[str]:
     """Write the HTML report (and the figures as PNG under figures_dir); returns figure names."""
     from radlens_cli import provenance
     from radlens_cli.report import html
@@ -25,11 +27,22 @@ def report(radiomics: str, compare: str, stats: str, output: str, correlate_summ
         raise UsageError("--top must be at least 1")
     if not 0.0 <= stable_quantile <= 1.0:
         raise UsageError("--stable-quantile must be between 0 and 1")
-    if rank_by not in ("delta_importance", "delta_r2"):
-        raise UsageError(f"--rank-by {rank_by}: use delta_importance or delta_r2")
+    if rank_by is not None and not rank_by.startswith("delta_"):
+        raise UsageError(f"--rank-by {rank_by}: use delta_r2 or delta_importance (or another delta_* column)")
+    panels = None
+    if manifest is not None or modalities is not None or mask is not None:
+        if not (manifest and modalities and mask):
+            raise UsageError("image panels need --manifest, --modalities and --mask together")
+        if panel_cases < 0:
+            raise UsageError("--panel-cases must be 0 or more")
+        from radlens_cli.io.manifest import parse_list, parse_mask_spec
+        from radlens_cli.report.images import PanelSpec
+
+        panels = PanelSpec(manifest, parse_list(modalities, "--modalities"), parse_mask_spec(mask), panel_cases)
     for flag, path in (("--radiomics", radiomics), ("--compare", compare), ("--stats", stats),
                        ("--correlate-summary", correlate_summary), ("--cka", cka), ("--probe", probe),
-                       *(("--metrics", p) for p in metrics)):
+                       ("--manifest", manifest),
+                       *(("--metrics", p) for p in metrics), *(("--encoder", p) for p in encoders)):
         if path is not None and path == "-":
             raise UsageError(f"{flag}: give a file (the report hashes its inputs)")
         if path is not None and not os.path.isfile(path):
@@ -42,7 +55,8 @@ def report(radiomics: str, compare: str, stats: str, output: str, correlate_summ
     text, figures = html.build(radiomics, compare, stats, correlate_summary, cka, probe, list(metrics),
                                title=title, top=top, stable_quantile=stable_quantile, rank_by=rank_by,
                                command=provenance.command_line(), versions=versions,
-                               created=provenance.created_timestamp())
+                               created=provenance.created_timestamp(), encoders=list(encoders),
+                               checkpoint=checkpoint, ordered=ordered, panels=panels)
     if figures_dir:
         if os.path.exists(figures_dir) and not os.path.isdir(figures_dir):
             raise RadlensError(f"--figures is a file, not a folder: {figures_dir}")
@@ -60,7 +74,7 @@ def report(radiomics: str, compare: str, stats: str, output: str, correlate_summ
 @command("report")
 def report_cli(
     radiomics: str = typer.Option(..., "--radiomics", metavar="R.h5", help="Radiomics case table (HDF5, from extract-radiomics/merge)."),
-    compare: str = typer.Option(..., "--compare", metavar="DELTA.csv", help="Per-feature importance changes (DELTA.csv from compare)."),
+    compare: str = typer.Option(..., "--compare", metavar="DELTA.csv", help="Per-feature changes (DELTA.csv from compare; one or several checkpoints)."),
     stats: str = typer.Option(..., "--stats", metavar="TABLE.csv", help="Group table (TABLE.csv from stats): the paper's Table 1."),
     output: str = output_option("HTML report to write (`-` for stdout)."),
     correlate_summary: Optional[str] = typer.Option(None, "--correlate-summary", metavar="CSV",
@@ -69,13 +83,31 @@ def report_cli(
     probe: Optional[str] = typer.Option(None, "--probe", metavar="CSV", help="Probe CSV (probe -o); adds a section."),
     metrics: Optional[List[str]] = typer.Option(None, "--metrics", metavar="CSV",
                                                 help="Fine-tuning metrics CSV (finetune --metrics); repeat for several."),
+    encoders: Optional[List[str]] = typer.Option(None, "--encoder", metavar="FT.pt",
+                                                 help="Fine-tuned checkpoint (finetune -o): its task, target and epoch "
+                                                      "are named in the report; repeat for several."),
+    checkpoint: Optional[str] = typer.Option(None, "--checkpoint", metavar="NAME",
+                                             help="With several compared checkpoints: the one the views, Table 1 and "
+                                                  "image panels describe [default: the last]."),
+    ordered: Optional[bool] = typer.Option(None, "--ordered/--unordered",
+                                           help="The checkpoints are (are not) stages of one run: trajectory plot vs "
+                                                "dendrogram [default: ordered when each records an epoch]."),
+    manifest: Optional[str] = typer.Option(None, "--manifest", metavar="CSV",
+                                           help="Cohort manifest: adds image panels (needs --modalities and --mask)."),
+    modalities: Optional[str] = typer.Option(None, "--modalities", metavar="LIST",
+                                             help="Image columns to show in the panels, e.g. t2,dwi,adc."),
+    mask: Optional[str] = typer.Option(None, "--mask", metavar="COLUMN[:LABELS]",
+                                       help="ROI outlined in the panels (as for extract-radiomics)."),
+    panel_cases: int = typer.Option(3, "--panel-cases", metavar="N", help="Example cases shown with every modality."),
     figures: Optional[str] = typer.Option(None, "--figures", metavar="DIR", help="Also write every figure as PNG into this folder."),
     title: str = typer.Option("radlens report", "--title", metavar="TEXT", help="Title of the report."),
     top: int = typer.Option(10, "--top", metavar="K", help="Features per view (gains, losses, stable)."),
     stable_quantile: float = typer.Option(0.5, "--stable-quantile", metavar="Q",
-                                          help="Stable features: importance above this quantile before and after."),
-    rank_by: str = typer.Option("delta_importance", "--rank-by", metavar="STAT",
-                                help="Rank the views by delta_importance (the paper) or delta_r2 (decodability)."),
+                                          help="Stable features: importance (or R² when ranking by Δr²) above this "
+                                               "quantile before and after."),
+    rank_by: Optional[str] = typer.Option(None, "--rank-by", metavar="STAT",
+                                          help="Rank the views by delta_r2 or delta_importance [default: compare's "
+                                               "own ranks]."),
     force: bool = force_option(),
 ):
     """Write a self-contained HTML report of a run.
@@ -83,20 +115,30 @@ def report_cli(
     Reads the radiomics table (cohort summary, provenance), compare's DELTA.csv and stats'
     TABLE.csv, plus optional correlate-summary, CKA, probe and fine-tuning metrics CSVs.
     Writes one HTML file with every figure embedded (opens offline; no external assets):
-    Table 1 (MSE/R² by family, image type and modality, pre vs fine-tuned, with stars),
-    R² by modality x family (the paper's Fig. 2), the largest gains, losses and stable
-    features with ΔI, confidence intervals and Δr² (Fig. 3), size-related features,
-    optional sections, and provenance (inputs with sha256, versions, history). Missing
-    optional inputs leave their sections out. --figures DIR also writes the PNGs.
+    Table 1 (MSE/R² by family, image type and modality, pre vs fine-tuned; stars from the
+    BH q), R² by modality x family (the paper's Fig. 2), the largest gains, losses and
+    stable features among the decodable ones, with Δr², ΔI and their intervals (Fig. 3),
+    how many features changed beyond the null, size-related features, optional sections,
+    and provenance (inputs with sha256, versions, history). Every number is labelled with
+    the statistic its column holds. Missing optional inputs leave their sections out.
+
+    With several checkpoints in DELTA.csv: a heatmap of Δr² by family x checkpoint, a
+    trajectory when they are epochs of one run (--ordered), else a dendrogram of their
+    change profiles. With --manifest/--modalities/--mask: image panels (example cases, and
+    low/high test cases of the top gained and lost features, ROI outlined, axial,
+    anterior up, patient's right on the left, mm scale bar). --figures DIR writes the PNGs.
 
     Examples:
 
     \b
       radlens report --radiomics radiomics.h5 --compare delta.csv --stats table.csv -o report.html
       radlens report --radiomics radiomics.h5 --compare delta.csv --stats table.csv \\
-          --cka cka.csv --metrics ft_metrics.csv --figures figs -o report.html
+          --cka cka.csv --metrics ft_metrics.csv --encoder ft.pt --figures figs -o report.html
+      radlens report --radiomics radiomics.h5 --compare delta.csv --stats table.csv \\
+          --manifest cohort.csv --modalities t2,dwi,adc --mask gland --figures figs -o report.html
     """
     names = report(radiomics, compare, stats, output, correlate_summary, cka, probe, metrics or [], figures,
-                   title, top, stable_quantile, rank_by, force)
+                   title, top, stable_quantile, rank_by, force, encoders=encoders or [], checkpoint=checkpoint,
+                   ordered=ordered, manifest=manifest, modalities=modalities, mask=mask, panel_cases=panel_cases)
     if output != "-":
         log.info(f"wrote {output} ({len(names)} figures)")

@@ -296,7 +296,7 @@ def load_state(path: str, fingerprint: str) -> dict | None:
 def run_training(encoder, task: str, datasets: dict, cfg: TrainConfig, device: torch.device,
                  dist: ddp.DistInfo = ddp.DistInfo(), n_classes: int = 1, scale=(0.0, 1.0),
                  class_of_train=None, state_path: str | None = None, fingerprint: str = "",
-                 resume: bool = True, head=None) -> dict:
+                 resume: bool = True, head=None, on_epoch=None) -> dict:
     """Train `encoder` + the task head; returns the best weights and the metric history.
 
     datasets: {"train": ds, "val": ds, "test": ds}; items are dicts with `volume`
@@ -305,6 +305,8 @@ def run_training(encoder, task: str, datasets: dict, cfg: TrainConfig, device: t
     Result: encoder_state, head_state (best on val; last epoch without val cases),
     best_epoch, best_metric, history (rows for the metrics CSV, test row last),
     train_seconds, train_steps, train_volumes.
+    on_epoch(epoch, model, val_row or None, history): called by rank 0 after each finished
+    epoch, before the resume state is written (finetune --save-every).
     """
     cfg.check()
     metric = METRIC_NAME[task]
@@ -441,6 +443,8 @@ def run_training(encoder, task: str, datasets: dict, cfg: TrainConfig, device: t
             best, best_epoch = value, epoch + 1
             best_loss = vrow["loss"] if has_val else best_loss
             best_state = _cpu_state(model)
+        if dist.is_main and on_epoch is not None:
+            on_epoch(epoch + 1, model, vrow if has_val else None, history)
         if dist.is_main:
             shown = f"val {metric} {value:.4f}" if value is not None else "no val"
             log.info(f"epoch {epoch + 1}/{cfg.epochs}: train loss {row['loss']:.4f}, {shown}"
@@ -587,7 +591,7 @@ def finetune(manifest: str, modalities: list[str], mask: str, encoder: str, task
              resume: bool = True, force: bool = False, max_steps: int | None = None,
              amp: bool = True, seg_channels: int = 128, drop_path: float = 0.0,
              timing_warmup_steps: int = 0, strict_geometry: bool = False, trust_checkpoint: bool = False,
-             conventions: dict | None = None) -> dict:
+             conventions: dict | None = None, save_every: int = 0) -> dict:
     """Fine-tune `encoder` on a manifest task and write a radlens checkpoint to `output`.
 
     Returns a summary: best_epoch, best_metric, metric, test metrics, history, timing.
@@ -616,6 +620,11 @@ def finetune(manifest: str, modalities: list[str], mask: str, encoder: str, task
     if output == "-":
         raise UsageError("the fine-tuned checkpoint must be written to a file, not stdout")
     check_output(output, force)
+    if save_every < 0:
+        raise UsageError(f"--save-every must be 0 (off) or a number of epochs (got {save_every})")
+    if save_every and not (resume and os.path.exists(f"{output}.state")):  # a resumed run rewrites its own
+        for e in range(save_every, epochs + 1, save_every):
+            check_output(epoch_checkpoint_path(output, e), force)
     if metrics is not None:
         if metrics == "-":
             raise UsageError("--metrics must be a file (stdout is not used by finetune)")
@@ -635,7 +644,7 @@ def finetune(manifest: str, modalities: list[str], mask: str, encoder: str, task
 def _finetune(manifest, modalities, mask, encoder, task, output, target, seg_mask, metrics, epochs, lr,
               batch_size, weight_decay, warmup_epochs, freeze_encoder, balanced, augment, seed, device,
               spacing, crop, norm, cache_dir, workers, resume, force, max_steps, amp, seg_channels, drop_path,
-              cfg, dist, dev, trust_checkpoint=False, conventions=None,
+              cfg, dist, dev, trust_checkpoint=False, conventions=None, save_every=0,
               **_) -> dict:
     import tempfile
 
@@ -725,10 +734,31 @@ def _finetune(manifest, modalities, mask, encoder, task, output, target, seg_mas
         for s in ("train", "val", "test"):
             _prepass(datasets[s], dist, dev, task, s, seg_mask, workers)
         ddp.barrier(dist)
+        on_epoch = None
+        if save_every and not max_steps:
+            def on_epoch(epoch, model, vrow, hist):
+                if epoch % save_every:
+                    return
+                path = epoch_checkpoint_path(output, epoch)
+                head_config = {"type": type(model.head).__name__, "n_classes": n_classes,
+                               "in_dims": list(enc.dims), **cfg.head_kwargs}
+                extra = {"finetune": {
+                    "task": task, "target": target if task != "segment" else seg_mask, "classes": classes,
+                    "target_scaling": {"mean": scale[0], "std": scale[1]} if task == "regress" else None,
+                    "head_config": head_config, "head_state": _cpu_state(model.head),
+                    "metric": METRIC_NAME[task], "epoch": epoch, "run": fingerprint[:16],
+                    "val": _json_ready([vrow])[0] if vrow is not None else None,
+                    "metrics": _json_ready(list(hist)), "params": params, "intermediate": True,
+                    "encoder_source": {"spec": encoder, "arch": info["arch"], "source": info["source"]},
+                }, "provenance": provenance.build("finetune", inputs={"manifest": manifest, "encoder": encoder},
+                                                  params={**params, "epoch": epoch})}
+                save_radlens_checkpoint(path, model.encoder, info["arch"], int(info["in_chans"]), pcfg.to_dict(),
+                                        extra=extra, force=True)
+                log.info(f"wrote {path} (epoch {epoch})")
         result = run_training(enc, task, datasets, cfg, dev, dist, n_classes=n_classes, scale=scale,
                               class_of_train=class_of_train,
                               state_path=None if max_steps else f"{output}.state",
-                              fingerprint=fingerprint, resume=resume)
+                              fingerprint=fingerprint, resume=resume, on_epoch=on_epoch)
         history = _json_ready(result["history"])
         head = result["head"]
         head_config = {"type": type(head).__name__, "n_classes": n_classes,
@@ -763,6 +793,12 @@ def _finetune(manifest, modalities, mask, encoder, task, output, target, seg_mas
     finally:
         if tmp_cache is not None:
             tmp_cache.cleanup()
+
+
+def epoch_checkpoint_path(output: str, epoch: int) -> str:
+    """`ft.pt` -> `ft-epoch003.pt`: where finetune --save-every writes epoch 3's checkpoint."""
+    stem, ext = os.path.splitext(output)
+    return f"{stem}-epoch{epoch:03d}{ext or '.pt'}"
 
 
 def metric_columns(task: str) -> list[str]:

@@ -75,26 +75,113 @@ def _parse_column_name(name: str) -> dict:
     return {"modality": modality, "image_type": "", "family": "", "feature": rest}
 
 
+# Statistics of DELTA.csv whose bootstrap interval may travel as `<statistic>_ci_low/_ci_high`
+# and that the views may be ranked by, with what each one means (labels in the report).
+STATISTIC_LABEL = {"delta_r2": "Δr² (held-out decodability change)", "delta_importance": "ΔI (importance change)",
+                   "delta_r2_mean": "mean Δr² across share seeds", "delta_importance_mean": "mean ΔI across share seeds"}
+SINGLE_CHECKPOINT = "fine-tuned"
+
+
+def _as_bool(series):
+    """`decodable` as written by pandas (True/False), 1/0 or yes/no; anything else is False."""
+    return series.astype(str).str.strip().str.lower().isin(("true", "1", "1.0", "yes"))
+
+
 def read_delta(path: str):
-    """compare's DELTA.csv; modality/image_type/family/feature derived from `column` when absent."""
+    """compare's DELTA.csv, normalised for the report.
+
+    - modality/image_type/family/feature derived from `column` when absent;
+    - `checkpoint` added (one checkpoint, SINGLE_CHECKPOINT) when absent; attrs["checkpoints"]
+      lists them in file order;
+    - `decodable` read when present, else derived as R² > 0 in either stage (attrs says which);
+    - intervals: attrs["ci"] maps each statistic to its (low, high) columns, read from
+      `<statistic>_ci_low/_ci_high`; a bare `ci_low/ci_high` pair is recorded under None
+      (statistic unknown: never drawn or labelled as a particular statistic).
+    """
     import pandas as pd
 
     df = read_csv(path, "--compare")
-    _require(df, ["column", "delta_importance"], "--compare", path)
+    _require(df, ["column"], "--compare", path)
+    if not ({"delta_importance", "delta_r2"} & set(df.columns) or {"r2_pre", "r2_ft"} <= set(df.columns)):
+        raise RadlensError(f"--compare {path}: missing column(s) delta_importance or delta_r2 "
+                           f"(columns: {', '.join(map(str, df.columns[:12]))})")
     parsed = pd.DataFrame([_parse_column_name(c) for c in df["column"]])
     for col in ("modality", "image_type", "family", "feature"):
         if col not in df.columns:
             df[col] = parsed[col]
         df[col] = df[col].fillna("").astype(str)
-    for col in ("importance_pre", "importance_ft", "delta_importance", "r2_pre", "r2_ft", "delta_r2",
-                "ci_low", "ci_high", "p_perm", "q_bh"):
-        if col in df.columns:
+    text_cols = {"checkpoint", "column", "modality", "image_type", "family", "feature", "test", "decodable"}
+    for col in df.columns:
+        if col not in text_cols:
             df[col] = pd.to_numeric(df[col], errors="coerce")
     if "delta_r2" not in df.columns and {"r2_pre", "r2_ft"} <= set(df.columns):
         df["delta_r2"] = df["r2_ft"] - df["r2_pre"]
     if not len(df):
         raise RadlensError(f"--compare {path}: no rows")
+    if "checkpoint" in df.columns:
+        df["checkpoint"] = df["checkpoint"].fillna("").astype(str)
+        df.attrs["single"] = False
+    else:
+        df.insert(0, "checkpoint", SINGLE_CHECKPOINT)
+        df.attrs["single"] = True
+    df.attrs["checkpoints"] = list(dict.fromkeys(df["checkpoint"]))
+    dup = df.duplicated(["checkpoint", "column"])
+    if dup.any():
+        r = df[dup].iloc[0]
+        raise RadlensError(f"--compare {path}: column {r['column']} appears twice"
+                           + ("" if df.attrs["single"] else f" for checkpoint {r['checkpoint']}"))
+    if "decodable" in df.columns:
+        df["decodable"] = _as_bool(df["decodable"])
+        df.attrs["decodable_source"] = "file"
+    elif {"r2_pre", "r2_ft"} <= set(df.columns):
+        df["decodable"] = (df["r2_pre"] > 0) | (df["r2_ft"] > 0)
+        df.attrs["decodable_source"] = "derived"
+    else:
+        df["decodable"] = True
+        df.attrs["decodable_source"] = "unknown"
+    ci = {}
+    for col in df.columns:
+        if col.endswith("_ci_low") and col[:-len("_ci_low")] + "_ci_high" in df.columns:
+            ci[col[:-len("_ci_low")]] = (col, col[:-len("_ci_low")] + "_ci_high")
+    if {"ci_low", "ci_high"} <= set(df.columns):
+        ci[None] = ("ci_low", "ci_high")
+    df.attrs["ci"] = ci
+    if "test" in df.columns:
+        df["test"] = df["test"].fillna("").astype(str)
     return df
+
+
+def rank_statistic(delta) -> str | None:
+    """Which statistic compare's rank_gain ranks by, read from the values: the first candidate
+    column whose descending order (among rows that have a rank) reproduces rank_gain."""
+    if "rank_gain" not in delta.columns:
+        return None
+    for checkpoint, sub in delta.groupby("checkpoint", sort=False):
+        sub = sub[sub["rank_gain"].notna()]
+        if len(sub) < 2:
+            continue
+        order = sub.sort_values("rank_gain")
+        for stat in STATISTIC_LABEL:
+            if stat in order.columns:
+                v = order[stat].to_numpy(dtype=float)
+                if np.isfinite(v).all() and (np.diff(v) <= 1e-9 * max(1.0, float(np.abs(v).max()))).all():
+                    return stat
+        return None
+    return None
+
+
+def stat_label(stat: str | None) -> str:
+    return STATISTIC_LABEL.get(stat, stat) if stat else "a statistic the file does not name"
+
+
+def focus_checkpoint(delta, wanted: str | None) -> str:
+    """The compared checkpoint the single-checkpoint sections describe: the last one, or `wanted`."""
+    names = delta.attrs["checkpoints"]
+    if wanted is None:
+        return names[-1]
+    if wanted not in names:
+        raise RadlensError(f"--checkpoint {wanted}: not in the compare table (checkpoints: {', '.join(names)})")
+    return wanted
 
 
 def split_modality_family(group: str) -> tuple[str, str]:
@@ -103,8 +190,17 @@ def split_modality_family(group: str) -> tuple[str, str]:
     return (m[0], m[1]) if len(m) == 2 else ("", str(group))
 
 
+def stars_of(q) -> list[str]:
+    """* <0.05, ** <0.01, *** <0.001 of a q-value (or p-value) array; NaN gives no star."""
+    q = np.asarray(q, dtype=float)
+    return ["***" if v < 0.001 else "**" if v < 0.01 else "*" if v < 0.05 else "" for v in q]
+
+
 def read_stats(path: str):
-    """stats' TABLE.csv (one row per group and group_by)."""
+    """stats' TABLE.csv (one row per group and group_by; several blocks with `checkpoint`).
+
+    Stars are recomputed from q_bh when the table has it (older tables starred raw p);
+    attrs["stars_from"] says which column the stars come from."""
     import pandas as pd
 
     df = read_csv(path, "--stats")
@@ -114,11 +210,33 @@ def read_stats(path: str):
             df[col] = pd.to_numeric(df[col], errors="coerce")
     df["group_by"] = df["group_by"].astype(str).str.strip()
     df["group"] = df["group"].astype(str).str.strip()
-    if "stars" not in df.columns:
-        df["stars"] = ""
-    stars = df["stars"].astype(object)  # an all-empty column reads as float NaN
-    df["stars"] = stars.where(stars.notna(), "").astype(str).replace("nan", "")
+    if "checkpoint" in df.columns:
+        df["checkpoint"] = df["checkpoint"].fillna("").astype(str)
+    else:
+        df.insert(0, "checkpoint", SINGLE_CHECKPOINT)
+    if "q_bh" in df.columns:
+        df["stars"] = stars_of(df["q_bh"])
+        df.attrs["stars_from"] = "q_bh"
+    else:
+        if "stars" not in df.columns:
+            df["stars"] = ""
+        stars = df["stars"].astype(object)  # an all-empty column reads as float NaN
+        df["stars"] = stars.where(stars.notna(), "").astype(str).replace("nan", "")
+        df.attrs["stars_from"] = "wilcoxon_p" if "wilcoxon_p" in df.columns else "file"
     return df
+
+
+def stats_for(stats, checkpoint: str, single: bool):
+    """The Table-1 block of one checkpoint (a single-block table serves any checkpoint name)."""
+    names = list(dict.fromkeys(stats["checkpoint"]))
+    if len(names) == 1 and (single or names[0] == SINGLE_CHECKPOINT):
+        return stats
+    if checkpoint not in names:
+        raise RadlensError(f"--stats: no Table-1 block for checkpoint {checkpoint} "
+                           f"(the stats table has {', '.join(names)})")
+    out = stats[stats["checkpoint"] == checkpoint]
+    out.attrs = dict(stats.attrs)
+    return out
 
 
 def modality_family_r2(stats, delta):
@@ -201,3 +319,46 @@ def file_record(role: str, path: str) -> dict:
     from radlens_cli.provenance import sha256_file
 
     return {"role": role, "path": path, "bytes": os.path.getsize(path), "sha256": sha256_file(path)}
+
+
+TASK_OF_METRIC = {"qwk": "classify", "mse": "regress", "dice": "segment"}
+TASK_VERB = {"classify": "classify", "regress": "regress", "segment": "segment"}
+
+
+def task_from_metrics(df) -> str | None:
+    """The fine-tuning task kind of a finetune --metrics CSV, from its metric column."""
+    for col, kind in TASK_OF_METRIC.items():
+        if col in df.columns:
+            return kind
+    return None
+
+
+def checkpoint_info(path: str) -> dict:
+    """Task, target and epoch recorded in a radlens finetune checkpoint (no weights kept)."""
+    import torch
+
+    real = input_path(path, "--encoder")
+    try:
+        obj = torch.load(real, map_location="cpu", weights_only=True)
+    except Exception as e:  # torch raises many types on a non-checkpoint
+        raise RadlensError(f"--encoder {path}: cannot read as a torch checkpoint: {str(e).splitlines()[0][:200]}") from None
+    meta = obj.get("finetune") if isinstance(obj, dict) else None
+    if not isinstance(meta, dict) or "task" not in meta:
+        raise RadlensError(f"--encoder {path}: not a radlens finetune checkpoint (no task recorded)")
+    out = {"path": path, "task": meta.get("task"), "target": meta.get("target"),
+           "epoch": meta.get("epoch"), "run": meta.get("run"), "metric": meta.get("metric"),
+           "best_epoch": meta.get("best_epoch"), "freeze_encoder": (meta.get("params") or {}).get("freeze_encoder")}
+    return out
+
+
+def describe_task(task: str | None, target: str | None) -> str:
+    """`regress gland_volume_ml`, `classify risk`, `segment lesion:2`."""
+    if not task:
+        return ""
+    return f"{TASK_VERB.get(task, task)} {target}" if target else f"{task} (target not recorded)"
+
+
+def epoch_of_label(label: str):
+    """(run, epoch) from a checkpoint label like `ft-volume-epoch003` (None when it has none)."""
+    m = re.search(r"^(.*?)[-_.]?epoch[-_]?(\d+)", str(label))
+    return (m.group(1), int(m.group(2))) if m else None

@@ -85,7 +85,7 @@ def r2_by_modality_family(mf) -> Figure | None:
                        "pre-trained (grey) vs fine-tuned (blue); the paper's Fig. 2. Bars below R² = −1 are cut there.")
 
 
-def r2_by_group(stats, group_by: str, title: str) -> Figure | None:
+def r2_by_group(stats, group_by: str, title: str, stars_label: str = "Wilcoxon p") -> Figure | None:
     """Grouped bars of R² pre vs fine-tuned for one group_by of the stats table, with stars."""
     rows = stats[stats["group_by"] == group_by] if stats is not None else None
     if rows is None or not len(rows):
@@ -108,55 +108,64 @@ def r2_by_group(stats, group_by: str, title: str) -> Figure | None:
         ax.set_title(title)
         ax.legend(frameon=False, loc="upper left", bbox_to_anchor=(1.0, 1.0))
         return _render(fig, f"fig_r2_by_{group_by}", title,
-                       f"Group R² (mean of per-feature R²) by {group_by.replace('_', ' ')}, with the Wilcoxon "
-                       f"signed-rank stars of Table 1 (* p<0.05, ** p<0.01, *** p<0.001); bars below R² = −1 are cut there.")
+                       f"Group R² (mean of per-feature R²) by {group_by.replace('_', ' ')}, with the stars of Table 1 "
+                       f"({stars_label}); bars below R² = −1 are cut there.")
 
 
 def _label(row) -> str:
     return str(row["column"])
 
 
-def delta_view(rows, view: str, colour: str, has_ci: bool) -> Figure | None:
-    """Fig. 3's right side: horizontal ΔI bars (with CI) beside Δr² of the same features."""
-    if rows is None or not len(rows):
+AXIS_LABEL = {"delta_importance": "ΔI = I_ft − I_pre", "delta_r2": "Δr² = r²_ft − r²_pre (held out)",
+              "delta_r2_mean": "mean Δr² across share seeds", "delta_importance_mean": "mean ΔI across share seeds"}
+PANEL_TITLE = {"delta_importance": "importance change", "delta_r2": "decodability change",
+               "delta_r2_mean": "decodability change (seed mean)", "delta_importance_mean": "importance change (seed mean)"}
+
+
+def delta_view(rows, view: str, colour: str, stats, ci: dict) -> Figure | None:
+    """Fig. 3's right side: one panel of horizontal bars per statistic in `stats` (the ranking
+    statistic first), each with its own bootstrap interval when `ci` has one for it. An interval
+    whose statistic the compare table does not name is never drawn."""
+    stats = [s for s in stats if s in rows.columns and rows[s].notna().any()]
+    if rows is None or not len(rows) or not stats:
         return None
     matplotlib, plt = _plt()
     rows = rows.iloc[::-1]  # largest at the top
     y = np.arange(len(rows))
-    has_r2 = "delta_r2" in rows.columns and rows["delta_r2"].notna().any()
+    n = len(stats)
     with matplotlib.rc_context(RC):
-        fig, axes = plt.subplots(1, 2 if has_r2 else 1, figsize=(8.0 if has_r2 else 5.5, 0.9 + 0.26 * len(rows)),
-                                 sharey=True, squeeze=False, gridspec_kw={"width_ratios": [1.3, 1] if has_r2 else [1]})
-        ax = axes[0][0]
-        d = rows["delta_importance"].to_numpy(dtype=float)
-        xerr = None
-        if has_ci:
-            lo = rows["ci_low"].to_numpy(dtype=float)
-            hi = rows["ci_high"].to_numpy(dtype=float)
-            ok = np.isfinite(lo) & np.isfinite(hi)
-            xerr = np.where(ok, np.vstack([np.clip(d - lo, 0, None), np.clip(hi - d, 0, None)]), 0.0)
-        ax.barh(y, d, color=colour, xerr=xerr, ecolor="black", capsize=2, error_kw={"lw": 0.8})
-        ax.axvline(0, color="black", lw=0.6)
-        ax.set_yticks(y, [_label(r) for _, r in rows.iterrows()])
-        ax.set_xlabel("ΔI = I_ft − I_pre" + (" (bootstrap CI)" if has_ci else ""))
-        ax.set_title(f"{view}: importance change")
-        if has_r2:
-            ax2 = axes[0][1]
-            r = rows["delta_r2"].to_numpy(dtype=float)
-            ax2.barh(y, r, color=np.where(r >= 0, GAIN, LOSS))
-            ax2.axvline(0, color="black", lw=0.6)
-            ax2.set_xlabel("Δr² = r²_ft − r²_pre (held out)")
-            ax2.set_title("decodability change")
+        fig, axes = plt.subplots(1, n, figsize=(5.5 + 2.5 * (n - 1), 0.9 + 0.26 * len(rows)),
+                                 sharey=True, squeeze=False, gridspec_kw={"width_ratios": [1.3] + [1] * (n - 1)})
+        drawn = []
+        for k, (ax, stat) in enumerate(zip(axes[0], stats)):
+            d = rows[stat].to_numpy(dtype=float)
+            xerr = None
+            if stat in ci:
+                lo = rows[ci[stat][0]].to_numpy(dtype=float)
+                hi = rows[ci[stat][1]].to_numpy(dtype=float)
+                ok = np.isfinite(lo) & np.isfinite(hi)
+                xerr = np.where(ok, np.vstack([np.clip(d - lo, 0, None), np.clip(hi - d, 0, None)]), 0.0)
+                drawn.append(AXIS_LABEL.get(stat, stat).split(" =")[0])
+            kw = {"color": colour} if k == 0 else {"color": np.where(d >= 0, GAIN, LOSS)}
+            ax.barh(y, d, xerr=xerr, ecolor="black", capsize=2, error_kw={"lw": 0.8}, **kw)
+            ax.axvline(0, color="black", lw=0.6)
+            ax.set_xlabel(AXIS_LABEL.get(stat, stat) + (" (bootstrap CI)" if xerr is not None else ""))
+            ax.set_title(f"{view}: {PANEL_TITLE.get(stat, stat)}" if k == 0 else PANEL_TITLE.get(stat, stat))
+        axes[0][0].set_yticks(y, [_label(r) for _, r in rows.iterrows()])
         slug = view.lower().replace(" ", "_").replace("-", "_")
-        return _render(fig, f"fig3_{slug}", view,
-                       f"{view}: ΔI of each radiomic feature{' with its bootstrap confidence interval' if has_ci else ''}"
-                       + (", beside its held-out decodability change Δr² (green: more decodable after "
-                          "fine-tuning, red: less)" if has_r2 else "") + ".")
+        names = [AXIS_LABEL.get(s, s).split(" =")[0] for s in stats]
+        caption = f"{view}, ranked by {names[0]}: " + "; ".join(
+            f"{nm} of each radiomic feature" + (" with its bootstrap confidence interval" if nm in drawn else "")
+            for nm in names)
+        if "Δr²" in names:
+            caption += " (Δr²: green more decodable after fine-tuning, red less)"
+        return _render(fig, f"fig3_{slug}", view, caption + ".")
 
 
 def delta_scatter(delta) -> Figure | None:
     """ΔI against Δr² over all features, coloured by modality: where the two rankings agree."""
-    if delta is None or "delta_r2" not in delta.columns or not delta["delta_r2"].notna().any():
+    if (delta is None or not {"delta_r2", "delta_importance"} <= set(delta.columns)
+            or not delta["delta_r2"].notna().any()):
         return None
     matplotlib, plt = _plt()
     with matplotlib.rc_context(RC):

@@ -10,6 +10,7 @@ import os
 
 import numpy as np
 
+from radlens_cli.errors import RadlensError
 from radlens_cli.report import data as rd
 from radlens_cli.report import figures as rf
 
@@ -23,7 +24,7 @@ table.data th{background:#f0f2f5}table.data td.txt,table.data th.txt{text-align:
 tr.ft td{border-bottom:2px solid #999}figure{margin:1em 0}figure img{max-width:100%;height:auto}
 figcaption{font-size:.85em;color:#555}.muted{color:#666;font-size:.85em}code{font-size:.9em}
 .kpi{display:inline-block;border:1px solid #ddd;border-radius:6px;padding:.4em .8em;margin:.2em;
-background:#fafbfc}.kpi b{display:block;font-size:1.3em}.scroll{overflow-x:auto}
+background:#fafbfc}.kpi b{display:block;font-size:1.3em}.warn{background:#fff4e5;border-left:4px solid #e67e22;padding:.3em .6em}.scroll{overflow-x:auto}
 """
 
 
@@ -157,11 +158,18 @@ def cohort_section(rep: Report, rad: dict, delta) -> None:
         *extra])
 
 
-def table1_section(rep: Report, stats) -> None:
+STARS_TEXT = {"q_bh": "BH-FDR q of the Wilcoxon signed-rank test across the table",
+              "wilcoxon_p": "raw Wilcoxon p, not corrected for the table's many groups",
+              "file": "as given in the stats table"}
+
+
+def table1_section(rep: Report, stats, heading_note: str = "") -> None:
+    star_src = stats.attrs.get("stars_from", "file")
     parts = ["<p>MSE and R² of the radiomic features decoded from the embeddings on the evaluation "
-             "split, pre-trained vs fine-tuned. Group MSE is over the group's features and cases, group R² "
-             "the mean of per-feature R². Stars: Wilcoxon signed-rank test on each case's squared error "
-             "averaged over the group (* p<0.05, ** p<0.01, *** p<0.001); q: BH-FDR across the table.</p>"]
+             "split, pre-trained vs fine-tuned" + esc(heading_note) + ". Group MSE is over the group's features and "
+             "cases, group R² the mean of per-feature R². Wilcoxon signed-rank test on each case's squared error "
+             "averaged over the group; q: BH-FDR across the table. Stars (* &lt;0.05, ** &lt;0.01, *** &lt;0.001): "
+             f"{esc(STARS_TEXT[star_src])}.</p>"]
     has_mse = {"mse_pre", "mse_ft"} <= set(stats.columns)
     for gb in [g for g in rd.GROUP_BY_ORDER if g != "modality_family"] + sorted(
             set(stats["group_by"]) - set(rd.GROUP_BY_ORDER)):
@@ -182,8 +190,9 @@ def table1_section(rep: Report, stats) -> None:
         parts.append(f"<h3>By {esc(gb.replace('_', ' '))}</h3>")
         parts.append(table(["Group", "Stage", "n features", "MSE ↓", "R² ↑", "Wilcoxon p", "q (BH)"],
                            rows, txt_cols=(0, 1), row_classes=classes))
-    parts.append(rf.r2_by_group(stats, "family", "R² by radiomic family"))
-    parts.append(rf.r2_by_group(stats, "image_type", "R² by image type"))
+    label = {"q_bh": "BH q", "wilcoxon_p": "raw Wilcoxon p"}.get(star_src, "as in the stats table")
+    parts.append(rf.r2_by_group(stats, "family", "R² by radiomic family", label))
+    parts.append(rf.r2_by_group(stats, "image_type", "R² by image type", label))
     rep.add("table1", "Table 1: decoding error and R² by group", parts)
 
 
@@ -205,70 +214,145 @@ def fig2_section(rep: Report, stats, delta) -> None:
                                                       txt_cols=(0, 1)) + "</details>"])
 
 
-def views(delta, top: int, stable_quantile: float, rank_by: str):
-    """The paper's three views: largest gains, largest losses, least-changed among features
-    important in both (importance above the quantile before and after)."""
-    key = rank_by if rank_by in delta.columns else "delta_importance"
-    d = delta[delta[key].notna()]
-    gains = d.sort_values([key, "column"], ascending=[False, True]).head(top)
-    losses = d.sort_values([key, "column"], ascending=[True, True]).head(top)
+def views(delta, top: int, stable_quantile: float, rank_by: str | None = None):
+    """The paper's three views over the decodable features of one checkpoint: largest gains,
+    largest losses, and the least-changed among features high in both stages (importance, or
+    R² when ranking by a Δr² statistic, above the quantile before and after).
+
+    rank_by None follows compare's own ranking (rank_gain/rank_loss) when the table has it.
+    Returns (gains, losses, stable, statistic ranked by or None when compare's ranks were used
+    and the statistic could not be read from the values)."""
+    d = delta[delta["decodable"]] if "decodable" in delta.columns else delta
+    if rank_by is None and {"rank_gain", "rank_loss"} <= set(d.columns) and d["rank_gain"].notna().any():
+        stat = rd.rank_statistic(delta)
+        gains = d[d["rank_gain"].notna()].sort_values(["rank_gain", "column"]).head(top)
+        losses = d[d["rank_loss"].notna()].sort_values(["rank_loss", "column"]).head(top)
+    else:
+        stat = rank_by or ("delta_r2" if "delta_r2" in d.columns else "delta_importance")
+        if stat not in d.columns:
+            raise RadlensError(f"--rank-by {stat}: the compare table has no such column")
+        d = d[d[stat].notna()]
+        gains = d.sort_values([stat, "column"], ascending=[False, True]).head(top)
+        losses = d.sort_values([stat, "column"], ascending=[True, True]).head(top)
+    key = stat or ("delta_r2" if "delta_r2" in d.columns else "delta_importance")
+    a, b = (("r2_pre", "r2_ft") if key.startswith("delta_r2") else ("importance_pre", "importance_ft"))
     stable = None
-    if {"importance_pre", "importance_ft"} <= set(d.columns):
-        qp = np.nanquantile(d["importance_pre"], stable_quantile)
-        qf = np.nanquantile(d["importance_ft"], stable_quantile)
-        both = d[(d["importance_pre"] >= qp) & (d["importance_ft"] >= qf)]
-        stable = both.assign(_abs=both["delta_importance"].abs()).sort_values(["_abs", "column"]).head(top)
-        stable = stable.drop(columns="_abs")
-    return gains, losses, stable
+    if {a, b, key} <= set(d.columns) and len(d):
+        qa = np.nanquantile(d[a], stable_quantile)
+        qb = np.nanquantile(d[b], stable_quantile)
+        both = d[(d[a] >= qa) & (d[b] >= qb)]
+        stable = both.assign(_abs=both[key].abs()).sort_values(["_abs", "column"]).head(top).drop(columns="_abs")
+    return gains, losses, stable, stat
 
 
-def delta_section(rep: Report, delta, top: int, stable_quantile: float, rank_by: str) -> None:
-    has_ci = {"ci_low", "ci_high"} <= set(delta.columns) and delta["ci_low"].notna().any()
-    gains, losses, stable = views(delta, top, stable_quantile, rank_by)
-    cols = ["column", "importance_pre", "importance_ft", "delta_importance"] + (["ci_low", "ci_high"] if has_ci else []) + \
-        [c for c in ("r2_pre", "r2_ft", "delta_r2", "p_perm", "q_bh") if c in delta.columns]
+def null_sentence(delta) -> str:
+    """How many features changed beyond the null, at q_bh < 0.05, naming the test."""
+    if "q_bh" not in delta.columns or not delta["q_bh"].notna().any():
+        return ("No test of change per feature in the compare table (no q_bh column): the rankings below "
+                "say which features moved most, not which moved beyond chance.")
+    q = delta["q_bh"]
+    tested = int(q.notna().sum())
+    n = int((q < 0.05).sum())
+    test = ""
+    if "test" in delta.columns:
+        names = [t for t in dict.fromkeys(delta["test"]) if t]
+        test = ", ".join(names)
+    how = f"test: {test}" if test else "test not recorded in the file; older radlens: a permutation test swapping pre/ft per case"
+    return (f"{n} of {tested} features changed beyond the null at q_bh &lt; 0.05 ({esc(how)}; BH-FDR over "
+            f"the features of this checkpoint).")
+
+
+def decodable_sentence(delta) -> tuple[str, bool]:
+    """(note on features decodable in neither stage, whether most are)."""
+    n = len(delta)
+    bad = int((~delta["decodable"]).sum())
+    src = delta.attrs.get("decodable_source")
+    if src == "unknown" or not bad:
+        return "", False
+    how = ("as the compare table marks them in its decodable column" if src == "file"
+           else "held-out R² ≤ 0 before and after; the compare table has no decodable column")
+    text = (f"{bad} of {n} features are not decodable in either stage ({how}); they are left out of the gain, "
+            f"loss and stable lists: a change in a feature the embedding never encoded is noise.")
+    return text, bad > n / 2
+
+
+def delta_section(rep: Report, delta, top: int, stable_quantile: float, rank_by: str | None) -> None:
+    ci = delta.attrs.get("ci", {})
+    gains, losses, stable, stat = views(delta, top, stable_quantile, rank_by)
+    shown_stats = [s for s in ("delta_r2", "delta_importance") if s in delta.columns]
+    if stat in shown_stats:
+        shown_stats = [stat] + [s for s in shown_stats if s != stat]
+    cols = ["column"] + [c for c in ("r2_pre", "r2_ft", "delta_r2", "importance_pre", "importance_ft",
+                                     "delta_importance", "delta_r2_mean", "delta_r2_sd", "delta_r2_direct")
+                         if c in delta.columns]
+    for s_, (lo, hi) in ci.items():
+        cols += [lo, hi]
+    cols += [c for c in ("p_null", "q_bh", "p_perm", "q_perm") if c in delta.columns]
+    header = {c: c for c in cols}
+    if None in ci:
+        header["ci_low"], header["ci_high"] = "CI low (statistic not named)", "CI high (statistic not named)"
 
     def tab(rows):
         show = [c for c in cols if c in rows.columns]
-        return table(show, [[fmt(r[c]) for c in show] for _, r in rows.iterrows()], txt_cols=(0,))
+        return table([header[c] for c in show], [[fmt(r[c]) for c in show] for _, r in rows.iterrows()],
+                     txt_cols=(0,))
 
-    parts = [f"<p>Importance I = ‖θ‖₂ of each radiomic feature's decoder row; ΔI = I<sub>ft</sub> − "
-             f"I<sub>pre</sub>. Ranked by <code>{esc(rank_by)}</code>; stable features are the least-changed "
-             f"among those with importance above the {stable_quantile:g} quantile both before and after. "
-             f"Beside ΔI, the held-out decodability change Δr² of the same feature: a feature the embedding "
-             f"does not encode can still get a large weight, so trust a gain most when Δr² agrees.</p>"]
-    if "delta_r2" in delta.columns and delta["delta_r2"].notna().sum() > 2:
-        from scipy.stats import spearmanr
+    if rank_by is None and stat is None:
+        ranked = "compare's ranks (rank_gain/rank_loss; the statistic they rank by is not recorded)"
+    else:
+        ranked = f"<code>{esc(stat)}</code>, {esc(rd.stat_label(stat))}" + (
+            " (compare's ranks)" if rank_by is None else "")
+    parts = [f"<p>Held-out decodability r² of each radiomic feature and its change Δr² = r²<sub>ft</sub> − "
+             f"r²<sub>pre</sub>; importance I = ‖θ‖₂ of the feature's decoder row and ΔI = I<sub>ft</sub> − "
+             f"I<sub>pre</sub> (the paper's statistic: a feature the embedding does not encode can still get a "
+             f"large weight, so trust a change most when Δr² agrees). Ranked by {ranked}; stable features are "
+             f"the least-changed among those above the {stable_quantile:g} quantile both before and after.</p>",
+             f"<p><b>{null_sentence(delta)}</b></p>"]
+    note, most = decodable_sentence(delta)
+    if note:
+        cls, lead = (' class="warn"', "<b>Warning:</b> most features are not decodable. ") if most else ("", "")
+        parts.append(f"<p{cls}>{lead}{esc(note)}</p>")
+    if "delta_r2_direct" in delta.columns:
+        parts.append("<p class='muted'><code>delta_r2_direct</code>: the share-free control (ridge straight from "
+                     "the embeddings); a change the lens sees but the control does not deserves doubt.</p>")
+    if None in ci:
+        parts.append("<p class='muted'>The compare table's <code>ci_low/ci_high</code> do not say which "
+                     "statistic they bound (older radlens wrote the interval of its --rank-by statistic there); "
+                     "they are listed, not drawn.</p>")
+    if {"delta_r2", "delta_importance"} <= set(delta.columns):
+        d = delta[delta["decodable"]]
+        ok = d["delta_r2"].notna() & d["delta_importance"].notna()
+        if ok.sum() > 2:
+            from scipy.stats import spearmanr
 
-        ok = delta["delta_r2"].notna() & delta["delta_importance"].notna()
-        rho = spearmanr(delta.loc[ok, "delta_importance"], delta.loc[ok, "delta_r2"]).statistic
-        parts.append(f"<p>Spearman ρ between ΔI and Δr² over {int(ok.sum())} features: {fmt(rho)}.</p>")
-    if "q_bh" in delta.columns:
-        parts.append(f"<p>{int((delta['q_bh'] < 0.05).sum())} of {len(delta)} features change importance "
-                     f"at q &lt; 0.05 (permutation test, BH-FDR).</p>")
+            rho = spearmanr(d.loc[ok, "delta_importance"], d.loc[ok, "delta_r2"]).statistic
+            parts.append(f"<p>Spearman ρ between ΔI and Δr² over {int(ok.sum())} decodable features: {fmt(rho)}.</p>")
     for view, rows, colour in (("Largest gains", gains, rf.GAIN), ("Largest losses", losses, rf.LOSS),
                                ("Stable features", stable, rf.STABLE)):
         if rows is None or not len(rows):
             continue
         parts.append(f"<h3>{esc(view)}</h3>")
-        parts.append(rf.delta_view(rows, view, colour, has_ci))
+        parts.append(rf.delta_view(rows, view, colour, shown_stats if view != "Stable features" or stat else shown_stats,
+                                   {k: v for k, v in ci.items() if k is not None}))
         parts.append(tab(rows))
     parts.append(rf.delta_scatter(delta))
     rep.add("delta", "What fine-tuning changed: gains, losses, stable features (Fig. 3)", parts)
 
 
-def size_section(rep: Report, delta) -> None:
+def size_section(rep: Report, delta, task_text: str) -> None:
     rows = rd.size_related(delta)
     if rows is None or not len(rows):
         return
     rows = rows.sort_values("delta_r2" if "delta_r2" in rows.columns else "r2_ft", ascending=False)
     mean_pre, mean_ft = float(np.nanmean(rows["r2_pre"])), float(np.nanmean(rows["r2_ft"]))
     show = [c for c in ("column", "r2_pre", "r2_ft", "delta_r2", "delta_importance") if c in rows.columns]
+    task = (f" This encoder was fine-tuned to {esc(task_text)}." if task_text
+            else " The fine-tuning task is not recorded in the inputs (give --metrics or --encoder).")
     rep.add("size", "Size-related radiomic features", [
         f"<p>Features that grow with the ROI (shape family; original-image Energy, TotalEnergy and the "
         f"non-uniformity features): {len(rows)} columns, mean held-out R² {fmt(mean_pre)} pre-trained and "
-        f"{fmt(mean_ft)} fine-tuned: what an encoder fine-tuned to regress gland volume is expected to decode "
-        f"better.</p>",
+        f"{fmt(mean_ft)} fine-tuned. A fine-tune on a size-related target (e.g. gland volume) is expected to "
+        f"decode these better.{task}</p>",
         table(show, [[fmt(r[c]) for c in show] for _, r in rows.head(40).iterrows()])])
 
 
@@ -312,33 +396,77 @@ def provenance_section(rep: Report, records, rad: dict, command: str, versions: 
     rep.add("provenance", "Provenance", parts)
 
 
+def task_summary(metric_tables, encoders, focus: str) -> tuple[str, str]:
+    """(task text, where it was read) of the fine-tuning behind the focus checkpoint: a
+    checkpoint given with --encoder whose name matches the focus label, else the only/first
+    checkpoint, else the metrics CSV's metric column (kind only)."""
+    if encoders:
+        stem = lambda p: os.path.splitext(os.path.basename(p))[0]
+        match = [e for e in encoders if stem(e["path"]) == focus or stem(e["path"]) in focus] or encoders[-1:]
+        e = match[0]
+        return rd.describe_task(e["task"], e["target"]), f"checkpoint {os.path.basename(e['path'])}"
+    kinds = [(p, rd.task_from_metrics(df)) for p, df in metric_tables]
+    kinds = [(p, k) for p, k in kinds if k]
+    if kinds:
+        p, k = kinds[-1]
+        return f"{k} (target not recorded in the metrics CSV)", f"metrics {os.path.basename(p)}"
+    return "", ""
+
+
 def build(radiomics: str, compare: str, stats: str, correlate_summary: str | None = None,
           cka: str | None = None, probe: str | None = None, metrics=(), title: str = "radlens report",
-          top: int = 10, stable_quantile: float = 0.5, rank_by: str = "delta_importance",
-          command: str = "", versions: dict | None = None, created: str = ""):
-    """Read the inputs and return (html text, list of figures)."""
+          top: int = 10, stable_quantile: float = 0.5, rank_by: str | None = None,
+          command: str = "", versions: dict | None = None, created: str = "", encoders=(),
+          checkpoint: str | None = None, ordered: bool | None = None, panels=None):
+    """Read the inputs and return (html text, list of figures).
+
+    encoders: fine-tuned checkpoint paths (task, target, epochs); checkpoint: the compared
+    checkpoint the single-checkpoint sections describe (default: the last); ordered: the
+    checkpoints are epochs of one run (None: decide from their records or labels);
+    panels: report.images.PanelSpec or None (no image panels)."""
     rad = rd.radiomics_summary(radiomics)
-    delta = rd.read_delta(compare)
-    table1 = rd.read_stats(stats)
+    images = None
+    if panels is not None:  # the manifest's columns are checked before any figure is drawn
+        from radlens_cli.report import images as ri
+
+        images = ri.CaseImages(panels)
+    delta_all = rd.read_delta(compare)
+    stats_all = rd.read_stats(stats)
+    focus = rd.focus_checkpoint(delta_all, checkpoint)
+    delta = delta_all[delta_all["checkpoint"] == focus].reset_index(drop=True)
+    delta.attrs = dict(delta_all.attrs)
+    table1 = rd.stats_for(stats_all, focus, delta_all.attrs["single"])
     optional = {}
     for role, path, what in (("correlate_summary", correlate_summary, "--correlate-summary"),
                              ("cka", cka, "--cka"), ("probe", probe, "--probe")):
         if path:
             optional[role] = rd.read_csv(path, what)
     metric_tables = [(p, rd.read_csv(p, "--metrics")) for p in metrics]
+    enc_info = [rd.checkpoint_info(p) for p in encoders]
     records = [rd.file_record("radiomics", radiomics), rd.file_record("compare", compare),
                rd.file_record("stats", stats)]
     for role, path in (("correlate-summary", correlate_summary), ("cka", cka), ("probe", probe)):
         if path:
             records.append(rd.file_record(role, path))
     records += [rd.file_record("metrics", p) for p, _ in metric_tables]
+    records += [rd.file_record("encoder", e["path"]) for e in enc_info]
+    task_text, task_src = task_summary(metric_tables, enc_info, focus)
 
     rep = Report(title)
+    n_ck = len(delta_all.attrs["checkpoints"])
     cohort_section(rep, rad, delta)
-    table1_section(rep, table1)
+    note = "" if delta_all.attrs["single"] and n_ck == 1 else f" (checkpoint {focus} against the reference)"
+    table1_section(rep, table1, note)
     fig2_section(rep, table1, delta)
     delta_section(rep, delta, top, stable_quantile, rank_by)
-    size_section(rep, delta)
+    if n_ck > 1:
+        from radlens_cli.report import checkpoints as rc
+
+        rc.checkpoints_section(rep, delta_all, enc_info, ordered)
+    if images is not None:
+        gains, losses, _, _ = views(delta, top, stable_quantile, rank_by)
+        ri.panels_section(rep, images, radiomics, gains.head(5), losses.head(5))
+    size_section(rep, delta, task_text)
     if "correlate_summary" in optional:
         generic_section(rep, "correlate", "Rad4XCNN correlation summary", optional["correlate_summary"],
                         "Per radiomic family and modality: deep features with at least one correlated "
@@ -362,7 +490,7 @@ def build(radiomics: str, compare: str, stats: str, correlate_summary: str | Non
             parts.append(generic_table(df))
         rep.add("metrics", "Fine-tuning metrics", parts)
     csv_commands = []
-    for role, df in [("compare", delta), ("stats", table1), *optional.items(),
+    for role, df in [("compare", delta_all), ("stats", stats_all), *optional.items(),
                      *((f"metrics {os.path.basename(p)}", d) for p, d in metric_tables)]:
         for line in df.attrs.get("comments", []):
             csv_commands.append((role, line))
@@ -371,9 +499,20 @@ def build(radiomics: str, compare: str, stats: str, correlate_summary: str | Non
                 csv_commands.append((role.replace("_", "-"), c))
     provenance_section(rep, records, rad, command, versions or {}, created, csv_commands)
 
-    n_sig = int((table1.get("wilcoxon_p", np.nan) < 0.05).sum()) if "wilcoxon_p" in table1.columns else 0
+    if "q_bh" in table1.columns:
+        groups = f"{int((table1['q_bh'] < 0.05).sum())} of {len(table1)} Table-1 groups differ at q_bh &lt; 0.05 " \
+                 f"(Wilcoxon signed-rank, BH-FDR across the table)."
+    elif "wilcoxon_p" in table1.columns:
+        groups = (f"{int((table1['wilcoxon_p'] < 0.05).sum())} of {len(table1)} Table-1 groups have a raw Wilcoxon "
+                  f"p &lt; 0.05 (the stats table has no q_bh: not corrected for the table's many groups).")
+    else:
+        groups = ""
+    which = "" if delta_all.attrs["single"] and n_ck == 1 else f" Checkpoint {esc(focus)} against the reference" + (
+        f" ({n_ck} compared; the Checkpoints section shows all)." if n_ck > 1 else ".")
+    task = (f" The encoder was fine-tuned to <b>{esc(task_text)}</b> (read from {esc(task_src)})." if task_text
+            else " The fine-tuning task is not recorded in the inputs (give --metrics or --encoder).")
     intro = (f'<p class="muted">Radiomic lens on {rad["n_cases"]} cases and {len(delta)} radiomic features: '
              f"how well the encoder's embeddings decode radiomic features before and after fine-tuning, and "
-             f"which features gained or lost weight. {n_sig} of {len(table1)} groups differ at p &lt; 0.05 "
-             f"(Wilcoxon).</p>")
+             f"which features gained or lost.{which}{task}</p>"
+             f"<p>{null_sentence(delta)} {groups}</p>")
     return rep.render(intro), rep.figures

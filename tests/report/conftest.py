@@ -13,8 +13,13 @@ FAMILIES = ("firstorder", "glcm", "gldm", "glrlm", "glszm", "ngtdm", "shape")
 IMAGE_TYPES = ("original", "wavelet-LLH")
 
 
-def make_inputs(folder, seed=0, n_cases=30, ci=True, perm=True, sep="/"):
-    """Write the report's inputs into `folder`; returns a dict role -> path (str)."""
+def make_inputs(folder, seed=0, n_cases=30, ci=True, perm=True, sep="/", fmt="old", checkpoints=("ft",),
+                undecodable=0.2):
+    """Write the report's inputs into `folder`; returns a dict role -> path (str).
+
+    fmt "old": DELTA.csv as radlens wrote it before the calibrated lens (no checkpoint,
+    decodable, test columns; a bare ci_low/ci_high of the --rank-by statistic); "new": the
+    contract of the calibrated, multi-checkpoint compare (see write_delta)."""
     from radlens_cli import provenance
     from radlens_cli.io.tables import CaseTable, write_table
 
@@ -41,30 +46,17 @@ def make_inputs(folder, seed=0, n_cases=30, ci=True, perm=True, sep="/"):
     paths = {"radiomics": str(folder / "radiomics.h5")}
     write_table(table, paths["radiomics"], attrs=attrs)
 
-    ipre = rng.gamma(2.0, 0.5, p)
-    ift = ipre + rng.normal(0, 0.3, p)
-    r2pre = rng.uniform(-0.2, 0.9, p)
-    r2ft = np.clip(r2pre + rng.normal(0, 0.1, p), -1, 1)
-    delta = pd.DataFrame({"column": columns, **meta, "importance_pre": ipre, "importance_ft": ift,
-                          "delta_importance": ift - ipre, "r2_pre": r2pre, "r2_ft": r2ft, "delta_r2": r2ft - r2pre})
-    delta["rank_gain"] = (-delta["delta_importance"]).rank(method="first").astype(int)
-    delta["rank_loss"] = delta["delta_importance"].rank(method="first").astype(int)
-    if ci:
-        half = rng.uniform(0.05, 0.3, p)
-        delta["ci_low"], delta["ci_high"] = delta["delta_importance"] - half, delta["delta_importance"] + half
-    if perm:
-        delta["p_perm"] = rng.uniform(0, 1, p)
-        delta["q_bh"] = np.minimum(1, delta["p_perm"] * 2)
-    paths["compare"] = str(folder / "delta.csv")
-    delta.to_csv(paths["compare"], index=False)
+    paths = {**paths, **write_delta(folder, columns, meta, rng, ci=ci, perm=perm, fmt=fmt,
+                                    checkpoints=checkpoints, undecodable=undecodable)}
 
     rows = []
+    blocks = list(checkpoints) if fmt == "new" else [None]
     groups = [("family", f) for f in FAMILIES] + [("image_type", t) for t in IMAGE_TYPES] + \
         [("modality", m) for m in MODALITIES] + [("modality_family", f"{m}{sep}{f}") for m in MODALITIES for f in FAMILIES]
-    for gb, g in groups:
+    for ck, (gb, g) in ((ck, grp) for ck in blocks for grp in groups):
         pv = float(rng.uniform(0, 0.02) if rng.random() < 0.4 else rng.uniform(0, 1))
         stars = "***" if pv < 0.001 else "**" if pv < 0.01 else "*" if pv < 0.05 else ""
-        rows.append({"group_by": gb, "group": g, "n_features": int(rng.integers(3, 30)),
+        rows.append({**({"checkpoint": ck} if ck else {}), "group_by": gb, "group": g, "n_features": int(rng.integers(3, 30)),
                      "mse_pre": rng.uniform(0.1, 0.7), "r2_pre": rng.uniform(0.2, 0.9),
                      "mse_ft": rng.uniform(0.1, 0.7), "r2_ft": rng.uniform(0.2, 0.9),
                      "wilcoxon_p": pv, "stars": stars, "q_bh": min(1.0, pv * 3)})
@@ -92,6 +84,50 @@ def make_inputs(folder, seed=0, n_cases=30, ci=True, perm=True, sep="/"):
     rows.append({"epoch": 5, "split": "test", "n_cases": 6, "loss": 0.9, "qwk": 0.4, "lr": np.nan})
     pd.DataFrame(rows).to_csv(paths["metrics"], index=False)
     return paths
+
+
+def write_delta(folder, columns, meta, rng, ci=True, perm=True, fmt="old", checkpoints=("ft",),
+                undecodable=0.2, name="delta.csv"):
+    """DELTA.csv in the old or the new (contract) layout; `undecodable`: share of features with
+    R² ≤ 0 in both stages."""
+    p = len(columns)
+    frames = []
+    for ck in (checkpoints if fmt == "new" else checkpoints[:1]):
+        ipre = rng.gamma(2.0, 0.5, p)
+        ift = ipre + rng.normal(0, 0.3, p)
+        r2pre = rng.uniform(0.05, 0.9, p)
+        r2ft = np.clip(r2pre + rng.normal(0, 0.1, p), 0.01, 1)
+        bad = rng.random(p) < undecodable
+        r2pre[bad] = rng.uniform(-3, -0.01, bad.sum())
+        r2ft[bad] = rng.uniform(-3, -0.01, bad.sum())
+        delta = pd.DataFrame({"column": columns, **meta, "r2_pre": r2pre, "r2_ft": r2ft, "delta_r2": r2ft - r2pre,
+                              "importance_pre": ipre, "importance_ft": ift, "delta_importance": ift - ipre})
+        if fmt == "new":
+            delta.insert(0, "checkpoint", ck)
+            delta["decodable"] = ~bad
+            stat = delta["delta_r2"].where(~bad)
+            delta["rank_gain"] = (-stat).rank(method="first").astype("Int64")
+            delta["rank_loss"] = stat.rank(method="first").astype("Int64")
+            delta["p_null"] = rng.uniform(0, 1, p) ** 3
+            delta["q_bh"] = np.minimum(1, delta["p_null"] * 4)
+            delta["test"] = "rotation null of delta_r2"
+            if ci:
+                for s in ("delta_r2", "delta_importance"):
+                    half = rng.uniform(0.02, 0.2, p)
+                    delta[f"{s}_ci_low"], delta[f"{s}_ci_high"] = delta[s] - half, delta[s] + half
+        else:
+            delta["rank_gain"] = (-delta["delta_importance"]).rank(method="first").astype(int)
+            delta["rank_loss"] = delta["delta_importance"].rank(method="first").astype(int)
+            if ci:
+                half = rng.uniform(0.05, 0.3, p)
+                delta["ci_low"], delta["ci_high"] = delta["delta_importance"] - half, delta["delta_importance"] + half
+            if perm:
+                delta["p_perm"] = rng.uniform(0, 1, p)
+                delta["q_bh"] = np.minimum(1, delta["p_perm"] * 2)
+        frames.append(delta)
+    out = str(folder / name)
+    pd.concat(frames, ignore_index=True).to_csv(out, index=False)
+    return {"compare": out}
 
 
 @pytest.fixture

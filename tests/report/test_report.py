@@ -2,6 +2,7 @@
 
 import base64
 import os
+import re
 import shutil
 import subprocess
 import tempfile
@@ -84,14 +85,30 @@ def test_full_report_in_a_path_with_spaces(cli, spaced_tmp):
         assert png[:8] == b"\x89PNG\r\n\x1a\n"
         assert int.from_bytes(png[16:20], "big") == int(attrs["width"]) > 50
         assert png in written.values()  # --figures holds the same PNGs
-    text = " ".join(dom.text)
+    text = re.sub(r"\s+", " ", " ".join(dom.text))
     for needle in ("Table 1", "Largest gains", "Largest losses", "Stable features", "First order", "GLCM",
                    "Pre-train", "Fine-tune", "sha256", "extract-radiomics"):
         assert needle in text, needle
-    # stars of the stats table reach Table 1
+    # Table 1's stars come from q_bh, not from the raw p the older stats table starred
     stats = pd.read_csv(paths["stats"])
-    fam = stats[(stats["group_by"] == "family") & stats["stars"].notna()]
-    assert any(f"{row.mse_ft:.3f} {row.stars}" in text for row in fam.itertuples())
+    fam = stats[stats["group_by"] == "family"]
+    qstar = lambda q: "***" if q < 0.001 else "**" if q < 0.01 else "*" if q < 0.05 else ""
+    for row in fam.itertuples():
+        want = f"{row.mse_ft:.3f}" + (f" {qstar(row.q_bh)}" if qstar(row.q_bh) else "")
+        assert f" {want} " in f" {text} ", (want, row.q_bh, row.wilcoxon_p)
+    assert any(qstar(r.q_bh) != (r.stars if isinstance(r.stars, str) else "") for r in fam.itertuples())
+    n_q = int((stats["q_bh"] < 0.05).sum())
+    assert f"{n_q} of {len(stats)} Table-1 groups differ at q_bh < 0.05" in text
+    # this older DELTA.csv has a bare ci_low/ci_high: listed under a generic label, never drawn as ΔI's
+    html = open(out, encoding="utf-8").read()
+    assert "bootstrap confidence interval" not in " ".join(re.findall(r"<figcaption>([^<]*)</figcaption>", html))
+    assert "CI low (statistic not named)" in text and "change importance" not in text
+    raw = pd.read_csv(paths["compare"])
+    assert f"{int((raw['q_bh'] < 0.05).sum())} of {len(raw)} features changed beyond the null at q_bh" in text
+    assert "test not recorded in the file" in text
+    # the task comes from the metrics CSV (its qwk column), not from an assumption
+    assert "fine-tuned to classify (target not recorded in the metrics CSV)" in text
+    assert "gland volume" not in text.replace("(e.g. gland volume)", "")
 
 
 def test_views_follow_the_delta_table(tmp_path):
@@ -100,16 +117,23 @@ def test_views_follow_the_delta_table(tmp_path):
 
     paths = make_inputs(tmp_path)
     delta = read_delta(paths["compare"])
-    gains, losses, stable = views(delta, 5, 0.5, "delta_importance")
     raw = pd.read_csv(paths["compare"])
-    assert list(gains["column"]) == list(raw.nlargest(5, "delta_importance")["column"])
-    assert list(losses["column"]) == list(raw.nsmallest(5, "delta_importance")["column"])
-    both = raw[(raw["importance_pre"] >= raw["importance_pre"].median())
-               & (raw["importance_ft"] >= raw["importance_ft"].median())]
+    dec = raw[(raw["r2_pre"] > 0) | (raw["r2_ft"] > 0)]  # the old table has no decodable column
+    assert 0 < len(dec) < len(raw)
+    gains, losses, stable, stat = views(delta, 5, 0.5, "delta_importance")
+    assert stat == "delta_importance"
+    assert list(gains["column"]) == list(dec.nlargest(5, "delta_importance")["column"])
+    assert list(losses["column"]) == list(dec.nsmallest(5, "delta_importance")["column"])
+    both = dec[(dec["importance_pre"] >= dec["importance_pre"].median())
+               & (dec["importance_ft"] >= dec["importance_ft"].median())]
     expect = both.assign(a=both["delta_importance"].abs()).nsmallest(5, "a")["column"]
     assert list(stable["column"]) == list(expect)
-    by_r2, _, _ = views(delta, 3, 0.5, "delta_r2")
-    assert list(by_r2["column"]) == list(raw.nlargest(3, "delta_r2")["column"])
+    by_r2, _, _, _ = views(delta, 3, 0.5, "delta_r2")
+    assert list(by_r2["column"]) == list(dec.nlargest(3, "delta_r2")["column"])
+    # default: compare's own ranks, whose statistic is read from the values
+    g, l_, _, stat = views(delta, 4, 0.5, None)
+    assert stat == "delta_importance"
+    assert list(g["column"]) == list(dec.sort_values("rank_gain")["column"][:4])
 
 
 def test_minimal_inputs_leave_optional_sections_out(cli, tmp_path):
@@ -171,15 +195,25 @@ def test_missing_or_bad_inputs_are_named(cli, tmp_path):
     assert r.exit_code == 1 and f"--compare file not found: {tmp_path / 'nope.csv'}" in r.stderr
     r = cli("report", "--radiomics", paths["radiomics"], "--compare", paths["compare"], "-o", out)
     assert r.exit_code == 2 and "--stats" in r.stderr and "Traceback" not in r.stderr
-    pd.read_csv(paths["compare"]).drop(columns="delta_importance").to_csv(tmp_path / "bad.csv", index=False)
+    pd.read_csv(paths["compare"]).drop(columns=["delta_importance", "delta_r2", "r2_ft"]).to_csv(
+        tmp_path / "bad.csv", index=False)
     r = cli("report", "--radiomics", paths["radiomics"], "--compare", tmp_path / "bad.csv",
             "--stats", paths["stats"], "-o", out)
-    assert r.exit_code == 1 and "bad.csv: missing column(s) delta_importance" in r.stderr
+    assert r.exit_code == 1 and "bad.csv: missing column(s) delta_importance or delta_r2" in r.stderr
+    # a table with Δr² only (no importance) is reported
+    pd.read_csv(paths["compare"]).drop(columns=["delta_importance"]).to_csv(tmp_path / "r2only.csv", index=False)
+    r = cli("report", "--radiomics", paths["radiomics"], "--compare", tmp_path / "r2only.csv",
+            "--stats", paths["stats"], "-o", tmp_path / "r2only.html")
+    assert r.exit_code == 0, r.stderr
     r = cli("report", "--radiomics", paths["compare"], "--compare", paths["compare"],
             "--stats", paths["stats"], "-o", out)
     assert r.exit_code == 1 and "not an HDF5 file" in r.stderr
     r = cli(*_args(paths, out, optional=False), "--rank-by", "nonsense")
     assert r.exit_code == 2 and "--rank-by" in r.stderr
+    r = cli(*_args(paths, out, optional=False), "--manifest", paths["stats"])
+    assert r.exit_code == 2 and "--manifest, --modalities and --mask together" in r.stderr
+    r = cli(*_args(paths, out, optional=False), "--checkpoint", "nope")
+    assert r.exit_code == 1 and "--checkpoint nope: not in the compare table (checkpoints: fine-tuned)" in r.stderr
     assert not out.exists()
     assert not [p for p in os.listdir(tmp_path) if p.endswith(".part.html")]
 
@@ -199,17 +233,28 @@ CHECK = ('<script>window.addEventListener("load",function(){var i=Array.from(doc
 
 
 def test_renders_in_headless_chromium(cli, tmp_path):
+    """The full report (optional sections, several checkpoints, image panels) in a real browser:
+    every image decodes, every table is there; the panels stay under 1 MB."""
+    import re
+
     browser = _chromium()
     if browser is None:
         # a system tool, not hardware: .ci/run installs it, so its absence fails rather than skips
         pytest.fail("chromium not installed (apt-get install chromium; .ci/run does)")
-    paths = make_inputs(tmp_path)
+    r = cli("synth", "-o", tmp_path / "ph", "--cases", "20", "--seed", "1", "--size", "40,40,10")
+    assert r.exit_code == 0, r.stderr
+    paths = make_inputs(tmp_path, n_cases=20, fmt="new", checkpoints=("ft-epoch001", "ft-epoch002", "ft-epoch003"))
     out = tmp_path / "r.html"
-    assert cli(*_args(paths, out)).exit_code == 0
+    r = cli(*_args(paths, out), "--manifest", tmp_path / "ph" / "cohort.csv", "--modalities", "t2,dwi,adc",
+            "--mask", "gland")
+    assert r.exit_code == 0, r.stderr
     dom = parse(out)
+    html = out.read_text(encoding="utf-8")
+    panels = re.findall(r'<figure id="fig_panels_[a-z0-9_]+"><img src="data:image/png;base64,([^"]+)"', html)
+    assert len(panels) == 11 and sum(map(len, panels)) < 1_000_000
     # a copy with a check script: the report itself carries no script
     probe = tmp_path / "probe.html"
-    probe.write_text(out.read_text(encoding="utf-8").replace("</body>", CHECK + "</body>"), encoding="utf-8")
+    probe.write_text(html.replace("</body>", CHECK + "</body>"), encoding="utf-8")
     with tempfile.TemporaryDirectory() as profile:
         r = subprocess.run([browser, "--headless", "--no-sandbox", "--disable-gpu", "--disable-background-networking",
                             "--disable-component-update", "--disable-sync", "--no-first-run",
@@ -218,5 +263,5 @@ def test_renders_in_headless_chromium(cli, tmp_path):
     assert r.returncode == 0, r.stderr[-2000:]
     n = len(dom.images)
     assert f'id="render-check">images {n}/{n} tables {dom.tables}<' in r.stdout, r.stdout[-500:]
-    for sid in (*REQUIRED, *OPTIONAL):
-        assert f'<section id="{sid}">' in r.stdout
+    for sid in (*REQUIRED[:4], "checkpoints", "panels", "size", *OPTIONAL, "provenance"):
+        assert f'<section id="{sid}">' in r.stdout, sid

@@ -17,14 +17,24 @@ FAKE = r"""#!/bin/sh
 # stand-in radlens: log the subcommand, create every output it names
 echo "$1" >> "$FAKE_LOG"
 cmd=$1; shift
+every=; epochs=; model=
 while [ $# -gt 0 ]; do
   case "$1" in
     -o|--metrics|--figures) flag=$1; out=$2; shift 2
-      if [ "$cmd" = synth ] || [ "$flag" = --figures ]; then mkdir -p "$out"; [ "$cmd" = synth ] && touch "$out/cohort.csv"
+      [ "$flag" = -o ] && model=$out
+      # --metrics is an output of finetune only (report reads it)
+      if [ "$flag" = --metrics ] && [ "$cmd" != finetune ]; then :
+      elif [ "$cmd" = synth ] || [ "$flag" = --figures ]; then mkdir -p "$out"; [ "$cmd" = synth ] && touch "$out/cohort.csv"
       else touch "$out"; fi ;;
+    --save-every) every=$2; shift 2 ;;
+    --epochs) epochs=$2; shift 2 ;;
     *) shift ;;
   esac
 done
+# finetune --save-every K: NAME-epochNNN.pt every K epochs
+if [ "$cmd" = finetune ] && [ -n "$every" ]; then
+  e=$every; while [ "$e" -le "$epochs" ]; do touch "${model%.pt}-epoch$(printf %03d "$e").pt"; e=$((e + every)); done
+fi
 """
 
 STEPS = ["synth", "extract-radiomics", "init-encoder", "finetune", "embed", "fit-share", "decode", "compare",
@@ -56,10 +66,12 @@ def fake(tmp_path):
 def test_every_step_runs_once_then_nothing_is_stale(fake):
     r, log = _make(fake)
     assert set(log) == set(STEPS)
-    assert log.count("finetune") == 2 and log.count("embed") == 3 and log.count("decode") == 3
-    assert log.count("report") == 2 and log.count("correlate") == 3
+    # 3 epochs saved by the volume fine-tune make the trajectory: 3 more embeds and decodes
+    assert log.count("finetune") == 2 and log.count("embed") == 6 and log.count("decode") == 6
+    assert log.count("report") == 3 and log.count("correlate") == 3 and log.count("compare") == 3
     reports = [ln for ln in r.stdout.splitlines() if ln.startswith("/") and ln.endswith(".html")]
-    assert len(reports) == 2 and all(os.path.isabs(p) and os.path.exists(p) for p in reports)
+    assert len(reports) == 3 and all(os.path.isabs(p) and os.path.exists(p) for p in reports)
+    assert any(p.endswith("report-trajectory.html") for p in reports)
     lines = [ln for ln in r.stdout.splitlines() if not ln.startswith("make")]
     assert lines[-1].endswith(".html")  # the last line is a report's path
     _, log = _make(fake)
@@ -71,7 +83,7 @@ def test_an_edit_reruns_only_what_depends_on_it(fake):
     _, log = _make(fake, "EPOCHS=2")
     assert "synth" not in log and "extract-radiomics" not in log and "init-encoder" not in log
     assert log.count("finetune") == 2 and "report" in log
-    assert log.count("embed") == 2  # the fine-tuned ones; the pre-trained embedding stays
+    assert log.count("embed") == 4  # the fine-tuned ones (2 tasks, 2 saved epochs); the pre-trained one stays
     _, log = _make(fake, "EPOCHS=2", "BOOTSTRAP=7")
     assert sorted(set(log)) == ["compare", "report"]
     _, log = _make(fake, "EPOCHS=2", "BOOTSTRAP=7", "CASES=30")
