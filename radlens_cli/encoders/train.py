@@ -28,6 +28,7 @@ import hashlib
 import json
 import math
 import os
+import shutil
 import signal
 import time
 from dataclasses import asdict, dataclass, field
@@ -716,10 +717,10 @@ def _finetune(manifest, modalities, mask, encoder, task, output, target, seg_mas
     tmp_cache = None
     if cache_dir is None:
         # Preprocess once per run, not once per epoch; rank 0's folder is shared on one node.
-        tmp_cache = tempfile.TemporaryDirectory(prefix="radlens-finetune-cache-") if dist.is_main else None
+        tmp_cache = tempfile.TemporaryDirectory(prefix="radlens-finetune-cache-", ignore_cleanup_errors=True) if dist.is_main else None
         path = ddp.broadcast_object(tmp_cache.name if tmp_cache else None, dist)
         if not os.path.isdir(path):  # another node
-            tmp_cache = tempfile.TemporaryDirectory(prefix="radlens-finetune-cache-")
+            tmp_cache = tempfile.TemporaryDirectory(prefix="radlens-finetune-cache-", ignore_cleanup_errors=True)
             path = tmp_cache.name
         cache_dir = path
     try:
@@ -792,7 +793,10 @@ def _finetune(manifest, modalities, mask, encoder, task, output, target, seg_mas
         return summary
     finally:
         if tmp_cache is not None:
+            # A loader worker may still be writing a volume into it when a failed case stops
+            # the run: a racing rmtree must not replace the case's one-line error.
             tmp_cache.cleanup()
+            shutil.rmtree(tmp_cache.name, ignore_errors=True)
 
 
 def epoch_checkpoint_path(output: str, epoch: int) -> str:
