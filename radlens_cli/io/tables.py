@@ -1,4 +1,4 @@
-"""Case tables (HDF5 and CSV) and the generic radlens HDF5 container.
+"""Case tables (HDF5 and CSV); the generic radlens HDF5 container lives in io/formats.py.
 
 HDF5 case table, schema "case-table/1":
   case_id  (n,)   UTF-8 strings, unique
@@ -12,7 +12,6 @@ CSV form: header row, `case_id` first, optional `split`, the rest numeric.
 
 from __future__ import annotations
 
-import contextlib
 import json
 from dataclasses import dataclass, field
 
@@ -20,26 +19,10 @@ import numpy as np
 
 from radlens_cli.errors import RadlensError
 from radlens_cli.io.files import atomic_output, input_path
-
-HDF5_MAGIC = b"\x89HDF\r\n\x1a\n"
-CASE_TABLE = "case-table/1"
-STR = None  # h5py string dtype, created lazily (h5py import is slow-ish)
-
-
-def _str_dtype():
-    import h5py
-
-    return h5py.string_dtype("utf-8")
-
-
-def _decode(arr) -> np.ndarray:
-    out = [x.decode("utf-8") if isinstance(x, bytes) else str(x) for x in np.asarray(arr).ravel()]
-    return np.array(out, dtype=object)
-
-
-def is_hdf5(path: str) -> bool:
-    with open(path, "rb") as fh:
-        return fh.read(8) == HDF5_MAGIC
+# the container's names stay importable from here for callers written before io/formats.py existed
+from radlens_cli.io.formats import (CASE_TABLE, HDF5_MAGIC, _decode, _str_dtype,  # noqa: F401
+                                    _write_datasets, is_hdf5, open_h5, open_hdf5_file, read_h5_attrs,
+                                    write_h5)
 
 
 @dataclass
@@ -115,82 +98,6 @@ def _require_unique(arr: np.ndarray, msg: str) -> None:
         dup = uniq[counts > 1]
         more = f" (+{len(dup) - 3} more)" if len(dup) > 3 else ""
         raise RadlensError(f"{msg}: {', '.join(map(str, dup[:3]))}{more}")
-
-
-# ---------------------------------------------------------------- generic HDF5 container
-
-def read_h5_attrs(f) -> dict:
-    out = {}
-    for k, v in f.attrs.items():
-        out[k] = v.decode() if isinstance(v, bytes) else (v.item() if hasattr(v, "item") else v)
-    return out
-
-
-def open_hdf5_file(path: str, expected: str = "", what: str = "input"):
-    """An open h5py.File (read-only) for `path` (`-` = stdin); one-line errors otherwise."""
-    import h5py
-
-    real = input_path(path, what)
-    shown = "stdin" if path == "-" else path
-    if not is_hdf5(real):
-        raise RadlensError(f"{shown}: not an HDF5 file {expected}".rstrip())
-    try:
-        return h5py.File(real, "r")
-    except OSError as e:
-        raise RadlensError(f"{shown}: cannot read HDF5 file (truncated or corrupt?): {e}") from None
-
-
-@contextlib.contextmanager
-def open_h5(path: str, schema: str | tuple[str, ...], what: str = "input"):
-    """Open a radlens HDF5 file, checking its `radlens_schema` kind (e.g. "share-model/1").
-
-    `schema` may be a tuple of accepted kinds; the version after `/` must match.
-    """
-    shown = "stdin" if path == "-" else path
-    f = open_hdf5_file(path, f"(expected a radlens {what})", what)
-    try:
-        kinds = (schema,) if isinstance(schema, str) else tuple(schema)
-        got = f.attrs.get("radlens_schema")
-        got = got.decode() if isinstance(got, bytes) else got
-        if got not in kinds:
-            if got is None:
-                raise RadlensError(f"{shown}: not a radlens file (no radlens_schema attribute); "
-                                   f"expected {' or '.join(kinds)}")
-            raise RadlensError(f"{shown}: is a radlens {got}, expected {' or '.join(kinds)}")
-        yield f
-    finally:
-        f.close()
-
-
-def write_h5(path: str, schema: str, datasets: dict, attrs: dict | None = None,
-             force: bool = False, groups: dict | None = None) -> None:
-    """Write a radlens HDF5 file atomically. Strings become UTF-8 datasets.
-
-    datasets: name -> array-like; groups: group name -> {dataset name -> array}.
-    Timestamps are not tracked, so equal content gives equal bytes.
-    """
-    import h5py
-
-    with atomic_output(path, force, suffix=".h5") as tmp:
-        with h5py.File(tmp, "w", track_order=True) as f:
-            f.attrs["radlens_schema"] = schema
-            for k, v in (attrs or {}).items():
-                f.attrs[k] = v if not isinstance(v, (dict, list)) else json.dumps(v, default=str)
-            _write_datasets(f, datasets)
-            for gname, content in (groups or {}).items():
-                _write_datasets(f.create_group(gname, track_order=True), content)
-
-
-def _write_datasets(parent, datasets: dict) -> None:
-    for name, arr in datasets.items():
-        if arr is None:
-            continue
-        a = np.asarray(arr)
-        if a.dtype == object or a.dtype.kind in "US":
-            a = np.array([str(x) for x in a.ravel()], dtype=object).reshape(a.shape)
-            parent.create_dataset(name, data=a, dtype=_str_dtype(), track_times=False)
-        else:
-            parent.create_dataset(name, data=a, track_times=False)
 
 
 # ---------------------------------------------------------------- case tables
