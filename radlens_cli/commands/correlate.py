@@ -12,7 +12,8 @@ from radlens_cli import log, provenance
 from radlens_cli.commands._util import command, force_option, output_option
 from radlens_cli.errors import RadlensError, UsageError
 from radlens_cli.io.files import atomic_output, check_output
-from radlens_cli.io.tables import _decode, align_cases, open_h5, read_h5_attrs, read_table, write_h5
+from radlens_cli.io.formats import decode_strings, open_h5, read_h5_attrs, write_h5
+from radlens_cli.io.tables import align_cases, read_table
 
 SCHEMA = "correlation/1"
 
@@ -175,7 +176,7 @@ def _read_corr(path: str, what: str) -> dict:
         for k in f:
             if k in ("deep_features", "columns", "excluded_columns", "excluded_deep_features") or \
                     k.startswith(("column_", "excluded_column_")):
-                out[k] = _decode(f[k][()])
+                out[k] = decode_strings(f[k][()])
         out["attrs"] = read_h5_attrs(f)
     out["path"] = "stdin" if path == "-" else path
     return out

@@ -36,7 +36,8 @@ def _str_dtype():
     return h5py.string_dtype("utf-8")
 
 
-def _decode(arr) -> np.ndarray:
+def decode_strings(arr) -> np.ndarray:
+    """Strings read from HDF5 (bytes or str, any shape) as a flat object array of str."""
     out = [x.decode("utf-8") if isinstance(x, bytes) else str(x) for x in np.asarray(arr).ravel()]
     return np.array(out, dtype=object)
 

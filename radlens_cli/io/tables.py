@@ -20,9 +20,11 @@ import numpy as np
 from radlens_cli.errors import RadlensError
 from radlens_cli.io.files import atomic_output, input_path
 # the container's names stay importable from here for callers written before io/formats.py existed
-from radlens_cli.io.formats import (CASE_TABLE, HDF5_MAGIC, _decode, _str_dtype,  # noqa: F401
-                                    _write_datasets, is_hdf5, open_h5, open_hdf5_file, read_h5_attrs,
+from radlens_cli.io.formats import (CASE_TABLE, HDF5_MAGIC, _str_dtype, _write_datasets,  # noqa: F401
+                                    decode_strings, is_hdf5, open_h5, open_hdf5_file, read_h5_attrs,
                                     write_h5)
+
+_decode = decode_strings  # old private name, still imported by lens/ until it reads through io/formats
 
 
 @dataclass
@@ -54,8 +56,8 @@ class CaseTable:
         if self.values.ndim != 2 or self.values.shape != (n, len(self.columns)):
             raise RadlensError(f"{where}: values has shape {self.values.shape}, expected "
                                f"({n}, {len(self.columns)}) from case_id and columns")
-        _require_unique(self.case_id, f"{where}: duplicate case_id")
-        _require_unique(np.array(self.columns, dtype=object), f"{where}: duplicate column")
+        require_unique(self.case_id, f"{where}: duplicate case_id")
+        require_unique(np.array(self.columns, dtype=object), f"{where}: duplicate column")
         if self.split is not None and len(self.split) != n:
             raise RadlensError(f"{where}: split has {len(self.split)} entries for {n} cases")
         for key, arr in self.column_meta.items():
@@ -92,7 +94,8 @@ class CaseTable:
         return self.split == name
 
 
-def _require_unique(arr: np.ndarray, msg: str) -> None:
+def require_unique(arr: np.ndarray, msg: str) -> None:
+    """Error `msg: a, b, c (+n more)` naming the values that occur more than once."""
     uniq, counts = np.unique(np.asarray(arr, dtype=str), return_counts=True)
     if (counts > 1).any():
         dup = uniq[counts > 1]
@@ -147,11 +150,11 @@ def _read_table_h5(real: str, shown: str, what: str, schema: str) -> CaseTable:
             values = f["values"][()]
         except OSError as e:
             raise RadlensError(f"{shown}: cannot read `values` (truncated file?): {e}") from None
-        meta = {k[len("column_"):]: _decode(f[k][()]) for k in f if k.startswith("column_")}
+        meta = {k[len("column_"):]: decode_strings(f[k][()]) for k in f if k.startswith("column_")}
         return CaseTable(
-            case_id=_decode(f["case_id"][()]), values=values,
-            columns=list(_decode(f["columns"][()])),
-            split=_decode(f["split"][()]) if "split" in f else None,
+            case_id=decode_strings(f["case_id"][()]), values=values,
+            columns=list(decode_strings(f["columns"][()])),
+            split=decode_strings(f["split"][()]) if "split" in f else None,
             column_meta=meta, attrs=read_h5_attrs(f))
 
 

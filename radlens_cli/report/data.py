@@ -260,18 +260,19 @@ def modality_family_r2(stats, delta):
 
 def radiomics_summary(path: str) -> dict:
     """Cohort summary from the radiomics case table without loading its values."""
-    from radlens_cli.io.tables import _decode, _require_unique, open_h5, read_h5_attrs
+    from radlens_cli.io.formats import CASE_TABLE, decode_strings, open_h5, read_h5_attrs
+    from radlens_cli.io.tables import require_unique
 
-    with open_h5(path, "case-table/1", "--radiomics") as f:
+    with open_h5(path, CASE_TABLE, "--radiomics") as f:
         for name in ("case_id", "columns"):
             if name not in f:
                 raise RadlensError(f"--radiomics {path}: missing dataset `{name}` (not a valid case table)")
-        ids = _decode(f["case_id"][()])
-        columns = _decode(f["columns"][()])
-        _require_unique(ids, f"--radiomics {path}: duplicate case_id")
-        _require_unique(columns, f"--radiomics {path}: duplicate column")
-        meta = {k[len("column_"):]: _decode(f[k][()]) for k in f if k.startswith("column_")}
-        split = _decode(f["split"][()]) if "split" in f else None
+        ids = decode_strings(f["case_id"][()])
+        columns = decode_strings(f["columns"][()])
+        require_unique(ids, f"--radiomics {path}: duplicate case_id")
+        require_unique(columns, f"--radiomics {path}: duplicate column")
+        meta = {k[len("column_"):]: decode_strings(f[k][()]) for k in f if k.startswith("column_")}
+        split = decode_strings(f["split"][()]) if "split" in f else None
         shape = f["values"].shape if "values" in f else (len(ids), len(columns))
         attrs = read_h5_attrs(f)
     if "modality" not in meta or "family" not in meta:
