@@ -9,7 +9,7 @@ import pytest
 
 from radlens_cli.io.tables import CaseTable, write_table
 from radlens_cli.lens import cka as lk
-from tests.rad4xcnn.conftest import planted
+from tests.commands.conftest import planted, tables  # noqa: F401 (fixture)
 
 
 def test_cka_prints_one_number(cli, tables):

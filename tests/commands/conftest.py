@@ -1,4 +1,4 @@
-"""Fixtures for correlate / cka / probe: small synthetic tables with planted structure."""
+"""Fixtures for the per-command tests of correlate / cka / probe: small synthetic tables with planted structure."""
 
 from __future__ import annotations
 
