@@ -9,7 +9,7 @@ import numpy as np
 
 from radlens_cli.errors import RadlensError
 from radlens_cli.io.tables import CaseTable, read_table
-from radlens_cli.radiomics.names import column_meta
+from radlens_cli.radiomics.names import parse_column_names
 
 
 # Parameters that may differ between the parts of one run (where and how fast it ran).
@@ -163,7 +163,7 @@ def merge_parts(parts: list[Part], allow_incomplete: bool = False) -> tuple[Case
         diagnostics = np.concatenate([p.diagnostics for p in full])[order]
     meta = dict(ref.table.column_meta)
     if not meta and first.subcommand in (None, "extract-radiomics", "merge"):
-        meta = column_meta(ref.table.columns)
+        meta = parse_column_names(ref.table.columns)
     table = CaseTable(case_id=case_id[order], values=values, columns=list(ref.table.columns), split=split,
                       column_meta=meta)
     params = {k: v for k, v in first.params.items() if k not in ("part_id", "num_parts")}
