@@ -16,6 +16,17 @@ from __future__ import annotations
 import numpy as np
 
 META_KEYS = ("modality", "image_type", "family", "feature")
+# PyRadiomics feature classes in the order tables and figures show them, and their printed names
+FAMILY_ORDER = ("firstorder", "glcm", "gldm", "glrlm", "glszm", "ngtdm", "shape")
+FAMILY_LABELS = {"firstorder": "First order", "glcm": "GLCM", "gldm": "GLDM", "glrlm": "GLRLM",
+                 "glszm": "GLSZM", "ngtdm": "NGTDM", "shape": "Shape", "shape2D": "Shape 2D"}
+_FAMILY_LABELS_LOWER = {k.lower(): v for k, v in FAMILY_LABELS.items()}
+
+
+def family_label(family: str) -> str:
+    """Printed name of a feature class (`glcm` -> `GLCM`, any case); unknown names unchanged."""
+    f = str(family)
+    return FAMILY_LABELS.get(f) or _FAMILY_LABELS_LOWER.get(f.lower(), f)
 
 
 def parse_column(name: str) -> tuple[str, str, str, str]:

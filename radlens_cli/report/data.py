@@ -16,19 +16,13 @@ import numpy as np
 
 from radlens_cli.errors import RadlensError
 from radlens_cli.io.files import input_path
+from radlens_cli.radiomics.names import FAMILY_ORDER, META_KEYS, family_label, parse_column  # noqa: F401 (family_label: figures)
 
-FAMILY_ORDER = ("firstorder", "glcm", "gldm", "glrlm", "glszm", "ngtdm", "shape")
-FAMILY_LABEL = {"firstorder": "First order", "glcm": "GLCM", "gldm": "GLDM", "glrlm": "GLRLM",
-                "glszm": "GLSZM", "ngtdm": "NGTDM", "shape": "Shape"}
 GROUP_BY_ORDER = ("family", "image_type", "modality", "modality_family")
 # Radiomic features that grow with the ROI's size (besides the shape family): what a
 # volume-regression fine-tune should make more decodable.
 SIZE_FEATURES = ("Energy", "TotalEnergy", "GrayLevelNonUniformity", "RunLengthNonUniformity",
                  "SizeZoneNonUniformity", "DependenceNonUniformity", "Coarseness", "Busyness")
-
-
-def family_label(f: str) -> str:
-    return FAMILY_LABEL.get(str(f).lower(), str(f))
 
 
 def family_key(f: str):
@@ -67,12 +61,8 @@ def _require(df, cols, what, path):
 
 
 def _parse_column_name(name: str) -> dict:
-    """`t2/wavelet-LLH_glcm_Correlation` -> modality, image_type, family, feature."""
-    modality, _, rest = str(name).rpartition("/")
-    parts = rest.split("_", 2)
-    if len(parts) == 3:
-        return {"modality": modality, "image_type": parts[0], "family": parts[1], "feature": parts[2]}
-    return {"modality": modality, "image_type": "", "family": "", "feature": rest}
+    """`t2/wavelet-LLH_glcm_Correlation` -> modality, image_type, family, feature (radiomics.names)."""
+    return dict(zip(META_KEYS, parse_column(name)))
 
 
 # Statistics of DELTA.csv whose bootstrap interval may travel as `<statistic>_ci_low/_ci_high`

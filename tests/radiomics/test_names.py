@@ -29,3 +29,17 @@ def test_parse_column_names_arrays():
     assert list(meta["family"]) == ["firstorder", "gldm", ""]
     assert list(meta["feature"]) == ["Mean", "DependenceEntropy", "x"]
     assert len(parse_column_names([])["feature"]) == 0
+
+
+def test_family_label_one_table_for_lens_and_report():
+    from radlens_cli.radiomics.names import family_label
+    from radlens_cli.report import data as rd
+
+    assert family_label("glcm") == "GLCM" and family_label("GLCM") == "GLCM"
+    assert family_label("shape2D") == family_label("shape2d") == "Shape 2D"
+    assert family_label("custom") == "custom"
+    assert rd.family_label is family_label
+    # the report derives a column's metadata with the one parser (names without a family stay whole)
+    assert rd._parse_column_name("t2/wavelet-LLH_glcm_Correlation") == dict(
+        modality="t2", image_type="wavelet-LLH", family="glcm", feature="Correlation")
+    assert rd._parse_column_name("age")["feature"] == "age"
