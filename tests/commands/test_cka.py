@@ -3,6 +3,7 @@
 import dataclasses
 
 import numpy as np
+import pandas as pd
 import pytest
 
 from radlens_cli.io.tables import CaseTable, write_table
@@ -65,9 +66,22 @@ def test_same_seed_same_values_and_parameters(cli, tmp_path):
     (["{a}", "{b}", "--bootstrap", "5"], 2, ["--bootstrap needs -o/--output"]),
     (["{a}", "{b}", "--kernel", "cosine"], 2, ["--kernel cosine"]),
     (["{a}", "{missing}"], 1, ["missing.h5"]),
-    (["{a}", "{b}", "--level", "1.5", "-o", "{out}"], 2, ["--level 1.5"]),
+    (["{a}", "{b}", "--ci-level", "1.5", "-o", "{out}"], 2, ["--ci-level 1.5"]),
 ])
 def test_bad_inputs(cli, tmp_path, args, code, needles):
     files = inputs(tmp_path)
     files.update(missing=tmp_path / "missing.h5", out=tmp_path / "o.csv")
     h.bad_input(cli, SPEC, tmp_path, [a.format(**files) for a in args], code, *needles)
+
+
+def test_ci_level_as_in_compare_and_old_level_hidden_alias(cli, tmp_path):
+    files = noisy_inputs(tmp_path)
+    rows = {}
+    for flag in ("--ci-level", "--level"):
+        out = tmp_path / f"{flag.strip('-')}.csv"
+        r = cli("cka", files["a"], files["b"], "-o", out, "--bootstrap", "20", flag, "0.8")
+        assert r.exit_code == 0, r
+        rows[flag] = pd.read_csv(out).iloc[0]
+    assert rows["--level"].equals(rows["--ci-level"]) and rows["--ci-level"]["level"] == 0.8
+    help_text = cli("cka", "--help").stdout
+    assert "--ci-level" in help_text and "--level" not in help_text.replace("--ci-level", "")
