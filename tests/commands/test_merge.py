@@ -4,8 +4,11 @@ and scripts tests)."""
 import json
 import os
 
+import numpy as np
+
 from radlens_cli.io.tables import read_table
 from tests.commands.test_extract_radiomics import attrs, run
+from tests.commands import harness as h
 from tests.encoders.conftest import write_cohort
 from tests.radiomics.conftest import make_cohort, tiny_params  # noqa: F401 (fixture)
 
@@ -134,3 +137,64 @@ def test_merge_names_the_embedding_setting_that_differs(cli, tmp_path):
     params = json.loads(attrs(tmp_path / "m.h5")["params"])
     assert params["layer"] == "final" and params["preprocessing"]["spacing"] == [1.0, 1.0, 2.0]
     assert params["encoder_fingerprint"] and "part_id" not in params and params["merged_from"] == "embed"
+
+
+# ---------------------------------------------------------------- the STYLE conventions (harness)
+
+def part_tables(folder):
+    """Two parts of a `--parts i/2` run written directly (no extraction): cases split 3 + 2."""
+    from radlens_cli.io.tables import CaseTable, write_table
+
+    rng = np.random.default_rng(0)
+    ids = np.array([f"case{i:02d}" for i in range(5)], dtype=object)
+    values = rng.normal(size=(5, 3))
+    cols = ["t2/original_firstorder_Mean", "t2/original_glcm_Contrast", "adc/original_firstorder_Mean"]
+    out = {}
+    for i, rows in enumerate(([0, 2, 4], [1, 3])):
+        attrs = {"radlens_part": json.dumps({"part_id": i, "num_parts": 2}),
+                 "params": json.dumps({"binWidth": 25, "part_id": i, "num_parts": 2}),
+                 "history": json.dumps([{"subcommand": "extract-radiomics"}])}
+        path = folder / f"part{i}.h5"
+        write_table(CaseTable(ids[rows], values[rows], cols, np.array(["train"] * len(rows), dtype=object)),
+                    str(path), attrs=attrs)
+        out[f"p{i}"] = path
+    out["values"] = values
+    return out
+
+
+SPEC = h.Spec("merge", lambda folder: {k: v for k, v in part_tables(folder).items() if k != "values"},
+              lambda i, out, seed: [i["p1"], i["p0"], "-o", out], read=h.read_h5, out_name="merged.h5",
+              stdin_role="p1")
+
+
+def test_default_run_sorts_cases_and_records_the_parts(cli, tmp_path):
+    out = h.default_run(cli, SPEC, tmp_path)
+    (tmp_path / "again").mkdir()
+    want = part_tables(tmp_path / "again")["values"]
+    assert list(out.data["case_id"]) == [f"case{i:02d}" for i in range(5)]
+    np.testing.assert_array_equal(out.data["values"], want)  # rows back in case_id order, values untouched
+    assert out.params["parts"] == [1, 0] and out.params["merged_from"] == "extract-radiomics"
+    assert out.params["binWidth"] == 25 and "part_id" not in out.params
+    assert "radlens_part" not in out.attrs
+
+
+def test_pipe_out_and_a_part_from_stdin(cli, tmp_path):
+    h.pipe_out(cli, SPEC, tmp_path / "out")
+    h.pipe_in(cli, SPEC, tmp_path / "in")
+
+
+def test_path_with_spaces(cli, tmp_path):
+    h.spaces(cli, SPEC, tmp_path)
+
+
+def test_same_parts_same_values_and_parameters(cli, tmp_path):
+    a, b, _ = h.determinism(cli, SPEC, tmp_path)
+    assert a.params == b.params and a.params["allow_incomplete"] is False
+
+
+def test_bad_inputs(cli, tmp_path):
+    files = SPEC.inputs(tmp_path)
+    h.bad_input(cli, SPEC, tmp_path, [files["p0"], "-o", tmp_path / "m.h5"], 1, "part(s) 1 of 2 missing")
+    h.bad_input(cli, SPEC, tmp_path, [files["p0"], tmp_path / "nope.h5", "-o", tmp_path / "m.h5"], 1, "nope.h5")
+    h.bad_input(cli, SPEC, tmp_path, ["-", "-", "-o", tmp_path / "m.h5"], 2, "stdin")
+    h.bad_input(cli, SPEC, tmp_path, [files["p0"], files["p1"], "-o", tmp_path / "m.txt"], 2, "m.txt")
