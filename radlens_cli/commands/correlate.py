@@ -1,4 +1,4 @@
-"""`radlens correlate`: Rad4XCNN correlation maps (CORR.h5, schema correlation/1, see io/formats.py)."""
+"""`radlens correlate`: Rad4XCNN correlation maps (CORR.h5, schema correlation/1, see io/formats/correlation.py)."""
 
 from __future__ import annotations
 

@@ -11,7 +11,8 @@ from radlens_cli import log
 from radlens_cli.commands._util import command, force_option, output_option
 from radlens_cli.errors import RadlensError, UsageError
 from radlens_cli.io.files import check_output
-from radlens_cli.io.formats import read_correlation, write_csv
+from radlens_cli.io.formats import write_csv
+from radlens_cli.io.formats.correlation import read_correlation
 
 
 def _full_axis(c: dict) -> tuple[np.ndarray, dict]:

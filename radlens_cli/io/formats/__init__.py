@@ -5,7 +5,7 @@ Every radlens HDF5 file carries a root attribute `radlens_schema` naming its kin
   case-table/1     case tables (io/tables.py): case_id, values, columns, optional split and column_<meta>
   share-model/1    fit-share's SHARE.h5 (lens/share.py)
   decoder/1        decode's DEC.h5 (lens/data.py)
-  correlation/1    correlate's CORR.h5 (commands/correlate.py)
+  correlation/1    correlate's CORR.h5 (io/formats/correlation.py)
 
 plus provenance attributes (see provenance.py). Strings are stored UTF-8; `decode_strings` reads
 them back whatever h5py returns (bytes or str).
@@ -137,28 +137,9 @@ def _write_datasets(parent, datasets: dict) -> None:
             parent.create_dataset(name, data=a, track_times=False)
 
 
-# ---------------------------------------------------------------- CSV and correlation files
+# ---------------------------------------------------------------- CSV tables
 
 def write_csv(df, path: str, force: bool) -> None:
     """A pandas DataFrame as CSV, atomically, numbers with 10 significant digits."""
     with atomic_output(path, force, suffix=".csv") as tmp:
         df.to_csv(tmp, index=False, float_format="%.10g")
-
-
-def read_correlation(path: str, what: str) -> dict:
-    """A CORR.h5 (correlation/1): rho, q, string datasets decoded, `attrs` and the `path` shown."""
-    with open_h5(path, CORRELATION_SCHEMA, what) as f:
-        need = ("rho", "q", "deep_features", "columns")
-        missing = [k for k in need if k not in f]
-        if missing:
-            raise RadlensError(f"{'stdin' if path == '-' else path}: missing dataset(s) {', '.join(missing)} "
-                               f"(not a valid correlation file)")
-
-        out = {k: f[k][()] for k in ("rho", "q")}
-        for k in f:
-            if k in ("deep_features", "columns", "excluded_columns", "excluded_deep_features") or \
-                    k.startswith(("column_", "excluded_column_")):
-                out[k] = decode_strings(f[k][()])
-        out["attrs"] = read_h5_attrs(f)
-    out["path"] = "stdin" if path == "-" else path
-    return out
