@@ -107,12 +107,36 @@ def require_split(j: Joined, name: str, what: str, minimum: int = 1) -> np.ndarr
 
 # ---------------------------------------------------------------- fit-share
 
+def method_defaults(method: str) -> dict:
+    """What each method means: the calibrated lens (default) or the paper's exact method."""
+    from radlens_cli.lens.share import METHODS
+
+    if method not in METHODS:
+        raise ValueError(f"unknown method {method!r} (choose {', '.join(METHODS)})")
+    if method == "paper":
+        return {"scale": "minmax", "intercept": False, "align": False,
+                "rank_by": "delta_importance", "ridge": "none"}
+    return {"scale": "zscore", "intercept": True, "align": True, "rank_by": "delta_r2",
+            "ridge": "loo"}
+
+
 def fit_share_tables(emb: CaseTable, rad: CaseTable, hidden: int = 256, l1: float = 1e-6,
                      l2: float = 1e-5, grid=None, epochs: int = 200, lr: float = 1e-3,
-                     scale: str = "minmax", activation: str = "relu", batch_size: int = 256,
+                     scale: str | None = None, activation: str = "relu", batch_size: int = 256,
                      seed: int = 0, device: str = "cpu", allow_missing: bool = False,
-                     progress=None, warn=None) -> ShareModel:
-    """Train the share projection on the train split; with a grid, select on val L1."""
+                     progress=None, warn=None, method: str = "calibrated",
+                     reduction: str = "mean") -> ShareModel:
+    """Train the share projection on the train split; with a grid, select on val L1.
+
+    Also keeps what the decoders of every checkpoint need to be comparable: the
+    pre-trained train embeddings (the alignment target) and one ridge alpha for all
+    checkpoints (calibrated: leave-one-out on the pre-trained train cases; paper: none,
+    or the under-determined fallback computed once here)."""
+    from radlens_cli.lens.checks import embedding_params
+    from radlens_cli.lens.decoder import RIDGE_FALLBACK, choose_ridge
+
+    md = method_defaults(method)
+    scale = scale or md["scale"]
     j = join(emb, rad, allow_missing)
     _said_missing(j, warn)
     tr = require_split(j, "train", "fitting share", minimum=2)
@@ -135,17 +159,29 @@ def fit_share_tables(emb: CaseTable, rad: CaseTable, hidden: int = 256, l1: floa
     grid = list(grid) if grid is not None else [(l1, l2)]
     fit = train_share(j.X[tr], Rtr, Xv if len(Xv) else None, Rv if len(Xv) else None, grid=grid,
                       hidden=hidden, activation=activation, epochs=epochs, lr=lr,
-                      batch_size=batch_size, seed=seed, device=device, progress=progress)
+                      batch_size=batch_size, seed=seed, device=device, progress=progress,
+                      reduction=reduction)
     b = fit.best
     meta = {k: np.asarray(v, dtype=object)[keep] for k, v in j.meta.items()}
     sweep = {"l1": np.array([g[0] for g in grid]), "l2": np.array([g[1] for g in grid]),
              "val_l1": fit.val_l1, "train_l1": fit.train_l1, "train_loss": fit.train_loss,
              "selected": np.arange(len(grid)) == b}
-    return ShareModel(weight=fit.weight[b], bias=fit.bias[b], activation=activation,
-                      embedding_columns=list(emb.columns), scaler=scaler, column_meta=meta,
-                      params={"l1": grid[b][0], "l2": grid[b][1], "n_train": int(tr.sum()),
-                              "n_val": int(len(Xv))},
-                      sweep=sweep)
+    model = ShareModel(weight=fit.weight[b], bias=fit.bias[b], activation=activation,
+                       embedding_columns=list(emb.columns), scaler=scaler, column_meta=meta,
+                       params={"l1": grid[b][0], "l2": grid[b][1], "n_train": int(tr.sum()),
+                               "n_val": int(len(Xv))},
+                       sweep=sweep, method=method,
+                       embedding_params=embedding_params(emb.attrs))
+    Ztr = model.transform(j.X[tr])
+    if md["ridge"] == "loo":
+        model.ridge, _ = choose_ridge(Ztr, Rtr, intercept=md["intercept"])
+    elif model.hidden + int(md["intercept"]) >= int(tr.sum()):
+        Zc = Ztr - Ztr.mean(axis=0) if md["intercept"] else Ztr
+        model.ridge = RIDGE_FALLBACK * float((Zc * Zc).sum()) / model.hidden
+    if md["align"]:
+        model.reference_case_id = np.asarray(j.case_id[tr], dtype=object)
+        model.reference_X = np.asarray(j.X[tr], dtype=np.float64)
+    return model
 
 
 # ---------------------------------------------------------------- decode
@@ -168,6 +204,10 @@ class DecodeResult:
     mse: np.ndarray
     dropped_cases: list = field(default_factory=list)
     attrs: dict = field(default_factory=dict)
+    method: str = "paper"
+    alignment: object = None         # lens.align.Alignment or None
+    r2_direct: np.ndarray | None = None
+    embedding_params: dict = field(default_factory=dict)
 
     @property
     def squared_error(self) -> np.ndarray:
@@ -178,12 +218,34 @@ class DecodeResult:
         return self.decoder.importance
 
 
-def decode(share: ShareModel, emb: CaseTable, rad: CaseTable, ridge: float = 0.0,
-           intercept: bool = False, eval_split: str = "test", allow_missing: bool = False,
-           warn=None) -> DecodeResult:
-    """Z = share(X); theta fitted on train; predictions and errors on `eval_split`."""
+def decode(share: ShareModel, emb: CaseTable, rad: CaseTable, ridge: float | None = None,
+           intercept: bool | None = None, eval_split: str = "test", allow_missing: bool = False,
+           warn=None, align: bool | None = None, allow_different_preprocessing: bool = False,
+           control: bool = True) -> DecodeResult:
+    """Z = share(align(X)); theta fitted on train; predictions and errors on `eval_split`.
+
+    Defaults follow the share model's method: calibrated -> aligned to the pre-trained
+    train embeddings, intercept, the share's ridge alpha; paper -> none of these.
+    control: also fit the share-free control (ridge straight from the embeddings, alpha by
+    leave-one-out), whose held-out R^2 is `r2_direct`."""
+    from radlens_cli.lens.align import fit_alignment
+    from radlens_cli.lens.checks import embedding_params, require_same_preprocessing
+    from radlens_cli.lens.decoder import choose_ridge
+
     warn = warn or (lambda msg: None)
-    j = join(emb, rad, allow_missing, embedding_columns=share.embedding_columns)
+    md = method_defaults(share.method)
+    intercept = md["intercept"] if intercept is None else bool(intercept)
+    align = md["align"] if align is None else bool(align)
+    ridge = share.ridge if ridge is None else float(ridge)
+    if align and share.reference_X is None:
+        raise RadlensError("the share model holds no pre-trained reference embeddings to align "
+                           "to (fitted with the paper's method); decode without alignment")
+    emb_params = embedding_params(emb.attrs)
+    require_same_preprocessing(share.embedding_params, emb_params,
+                               "the share model's pre-trained embeddings", str(emb.path),
+                               allow_different_preprocessing, warn)
+    j = join(emb, rad, allow_missing,
+             embedding_columns=None if align else share.embedding_columns)
     _said_missing(j, warn)
     pos = {c: k for k, c in enumerate(j.columns)}
     missing = [c for c in share.columns if c not in pos]
@@ -215,14 +277,38 @@ def decode(share: ShareModel, emb: CaseTable, rad: CaseTable, ridge: float = 0.0
             raise RadlensError(f"fewer than 2 usable `{name}` cases for {what}")
         sets[name] = (idx, R)
     (itr, Rtr), (iev, Rev) = sets["train"], sets[eval_split]
-    Ztr = share.transform(j.X[itr])
-    Zev = share.transform(j.X[iev])
+    Xtr, Xev = j.X[itr], j.X[iev]
+    alignment = None
+    if align:
+        pos_ref = {c: k for k, c in enumerate(map(str, share.reference_case_id))}
+        ids = [str(c) for c in j.case_id[itr]]
+        both = np.array([k for k, c in enumerate(ids) if c in pos_ref], dtype=np.int64)
+        if len(both) < 2:
+            raise RadlensError(f"{emb.path}: fewer than 2 train cases in common with the share "
+                               f"model's pre-trained train cases; cannot align")
+        if len(both) < len(ids) or len(both) < len(pos_ref):
+            warn(f"aligning on the {len(both)} train case(s) common to {emb.path} and the share "
+                 f"model ({len(ids)} and {len(pos_ref)} train cases)")
+        ref = share.reference_X[[pos_ref[ids[k]] for k in both]]
+        alignment = fit_alignment(Xtr[both], ref)
+        Xtr, Xev = alignment.apply(Xtr), alignment.apply(Xev)
+    elif Xtr.shape[1] != share.embedding_dim:
+        raise RadlensError(f"{emb.path}: {Xtr.shape[1]} embedding dims, the share model takes "
+                           f"{share.embedding_dim}")
+    Ztr = share.transform(Xtr)
+    Zev = share.transform(Xev)
     dec = fit_decoder(Ztr, Rtr, ridge=ridge, intercept=intercept)
     for w in dec.warnings:
         warn(w)
     pred = dec.predict(Zev)
     r2 = r2_score(pred, Rev)
     mse = ((pred - Rev) ** 2).mean(axis=0)
+    r2_direct = None
+    if control:   # share-free control: ridge from the raw embeddings, intercept, LOO alpha
+        Xr_tr, Xr_ev = j.X[itr], j.X[iev]
+        a_dir, _ = choose_ridge(Xr_tr, Rtr, intercept=True)
+        direct = fit_decoder(Xr_tr, Rtr, ridge=a_dir, intercept=True)
+        r2_direct = r2_score(direct.predict(Xr_ev), Rev)
     meta = {k: np.asarray(v, dtype=object) for k, v in share.column_meta.items()}
     if not meta:
         meta = column_meta(share.columns)
@@ -230,7 +316,9 @@ def decode(share: ShareModel, emb: CaseTable, rad: CaseTable, ridge: float = 0.0
                         column_meta=meta, decoder=dec, eval_split=eval_split,
                         train_case_id=j.case_id[itr], Z_train=Ztr, R_train=Rtr,
                         eval_case_id=j.case_id[iev], Z_eval=Zev, R_eval=Rev, prediction=pred,
-                        r2=r2, mse=mse, dropped_cases=dropped)
+                        r2=r2, mse=mse, dropped_cases=dropped, method=share.method,
+                        alignment=alignment, r2_direct=r2_direct,
+                        embedding_params=emb_params)
 
 
 def save_decoder(res: DecodeResult, path: str, attrs: dict | None = None, force: bool = False) -> None:
@@ -261,7 +349,15 @@ def save_decoder(res: DecodeResult, path: str, attrs: dict | None = None, force:
     own = {"share_hash": res.share_hash, "intercept": int(dec.intercept), "ridge": float(dec.ridge),
            "eval_split": res.eval_split, "n_train": d["n_train"], "hidden": d["hidden"],
            "effective_rank": d["effective_rank"], "condition_number": d["condition_number"],
-           "diagnostics": json.dumps(d), "warnings": json.dumps(dec.warnings)}
+           "diagnostics": json.dumps(d), "warnings": json.dumps(dec.warnings),
+           "method": res.method,
+           "alignment": "procrustes-similarity" if res.alignment is not None else "none",
+           "embedding_preprocessing": json.dumps(res.embedding_params, sort_keys=True, default=str)}
+    if res.alignment is not None:
+        own["alignment_scale"] = float(res.alignment.scale)
+        own["alignment_identity"] = int(res.alignment.identity)
+    if res.r2_direct is not None:
+        datasets["r2_direct"] = res.r2_direct
     write_h5(path, DECODER_SCHEMA, datasets, {**(attrs or {}), **own}, force, groups=groups)
 
 
@@ -283,6 +379,7 @@ class DecoderFile:
     eval_case_id: np.ndarray
     train_case_id: np.ndarray
     bulk: dict = field(default_factory=dict)
+    r2_direct: np.ndarray | None = None
 
     @property
     def importance(self) -> np.ndarray:
@@ -309,6 +406,8 @@ def load_decoder(path: str, bulk: tuple[str, ...] = ()) -> DecoderFile:
                 intercept=bool(attrs["intercept"]), ridge=float(attrs["ridge"]),
                 eval_case_id=_decode(f["eval/case_id"][()]),
                 train_case_id=_decode(f["train/case_id"][()]))
+            if "r2_direct" in f:
+                out.r2_direct = f["r2_direct"][()]
             for name in bulk:
                 out.bulk[name] = np.asarray(f[name][()], dtype=np.float64)
         except KeyError as e:
