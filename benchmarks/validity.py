@@ -37,6 +37,8 @@ def run_cohort(n, d, seed, method, epochs, folder, permutations=0):
     pre = C.pre()
     tables = {"pre": pre, **null_transforms(pre, seed=seed + 100),
               "planted": C.embed({"A": 1.0, "down": 0.0, "up": 1.0}, "ft")}
+    if method == "paper":   # the paper's frozen share takes only the reference's d dims
+        tables.pop("duplicated")
     write_table(C.rad, f"{folder}/rad.h5", force=True)
     for k, t in tables.items():
         write_table(t, f"{folder}/{k}.h5", force=True)

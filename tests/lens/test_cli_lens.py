@@ -11,9 +11,10 @@ from typer.testing import CliRunner
 from radlens_cli.io.tables import CaseTable, write_table
 from tests.lens.conftest import planted_cohort
 
-DELTA_COLS = ["column", "modality", "image_type", "family", "feature", "importance_pre",
-              "importance_ft", "delta_importance", "r2_pre", "r2_ft", "delta_r2", "rank_gain",
-              "rank_loss"]
+DELTA_COLS = ["checkpoint", "column", "modality", "image_type", "family", "feature", "r2_pre",
+              "r2_ft", "delta_r2", "importance_pre", "importance_ft", "delta_importance",
+              "decodable", "p_null", "q_bh", "test", "rank_gain", "rank_loss", "r2_direct_pre",
+              "r2_direct_ft", "delta_r2_direct"]
 FIT = ("--hidden", "64", "--epochs", "3", "--seed", "0", "--device", "cpu")
 
 
@@ -63,10 +64,14 @@ def test_planted_stats_show_the_lost_group(pipeline):
     d, P = pipeline
     _run("stats", d / "dec_pre.h5", d / "dec_ft.h5", "-o", d / "table.csv")
     t = pd.read_csv(d / "table.csv", keep_default_na=False)
-    assert list(t.columns) == ["group_by", "group", "n_features", "mse_pre", "r2_pre", "mse_ft",
-                               "r2_ft", "wilcoxon_p", "stars", "q_bh"]
+    assert list(t.columns) == ["checkpoint", "group_by", "group", "n_features", "mse_pre", "r2_pre",
+                               "mse_ft", "r2_ft", "wilcoxon_p", "stars", "q_bh"]
+    assert (t.checkpoint == "dec_ft").all()
     lost = t[(t.group_by == "family") & (t.group == "glszm")].iloc[0]     # S_down's family
-    assert lost.r2_ft < lost.r2_pre - 0.3 and lost.wilcoxon_p < 0.001 and lost.stars == "***"
+    assert lost.r2_ft < lost.r2_pre - 0.3 and lost.q_bh < 0.001 and lost.stars == "***"
+    # stars follow q_bh, not the raw p
+    from radlens_cli.lens.fdr import stars
+    assert list(t.stars) == list(stars(t.q_bh.to_numpy()))
     gained = t[(t.group_by == "family") & (t.group == "ngtdm")].iloc[0]   # S_up's family
     assert gained.r2_ft > gained.r2_pre + 0.3
     assert set(t.group_by) == {"family", "image_type", "modality", "modality_family"}
@@ -81,9 +86,11 @@ def test_compare_bootstrap_permutations_summary(pipeline):
     _run("compare", d / "dec_pre.h5", d / "dec_ft.h5", "-o", d / "dp.csv", "--bootstrap", "4",
          "--permutations", "9", "--summary", d / "views.txt", "--top", "3", "--seed", "2")
     df = pd.read_csv(d / "dp.csv")
-    assert list(df.columns) == DELTA_COLS + ["ci_low", "ci_high", "p_perm", "q_bh"]
+    assert list(df.columns) == DELTA_COLS + ["delta_r2_ci_low", "delta_r2_ci_high", "p_perm",
+                                             "q_perm"]
     assert ((df.p_perm >= 0.1 - 1e-12) & (df.p_perm <= 1)).all()      # (1 + k) / 10
-    assert (df.ci_low <= df.ci_high).all()
+    assert (df.delta_r2_ci_low <= df.delta_r2_ci_high).all()
+    assert (df.test == "paired_t_sqerr").all()
     assert (d / "views.txt").read_text().count("\n  ") >= 9
     _run("compare", d / "dec_pre.h5", d / "dec_ft.h5", "-o", d / "dp2.csv", "--bootstrap", "4",
          "--permutations", "9", "--top", "0", "--seed", "2")
@@ -101,7 +108,8 @@ def test_pipe_decode_into_compare_and_stats(pipeline, tmp_path):
     if ref is not None:
         np.testing.assert_allclose(df.r2_ft, ref.r2_ft, rtol=1e-6)
     s = _run("stats", d / "dec_pre.h5", "-", "-o", "-", input=r.stdout_bytes)
-    assert s.stdout.startswith("group_by,group,n_features")
+    assert s.stdout.startswith("checkpoint,group_by,group,n_features")
+    assert pd.read_csv(io.StringIO(s.stdout)).checkpoint.eq("stdin").all()
 
 
 def test_paths_with_spaces_and_same_seed(spaced_tmp, planted_files):
@@ -164,13 +172,17 @@ def test_h_at_least_n_train_falls_back_to_ridge(tmp_path, cli):
     write_table(P.emb_pre, str(tmp_path / "e.h5"))
     write_table(P.rad, str(tmp_path / "r.h5"))
     r = cli("fit-share", tmp_path / "e.h5", tmp_path / "r.h5", "-o", tmp_path / "s.h5", "--hidden", "32",
-            "--epochs", "1", "--device", "cpu")
+            "--epochs", "1", "--device", "cpu", "--method", "paper")
     assert r.exit_code == 0, r
-    r = cli("decode", tmp_path / "s.h5", tmp_path / "e.h5", tmp_path / "r.h5", "-o", tmp_path / "d.h5")
-    assert r.exit_code == 0, r
-    assert "h=32 >= n_train=20" in r.stderr and "falling back to ridge" in r.stderr
-    with h5py.File(tmp_path / "d.h5") as f:
-        assert f.attrs["ridge"] > 0 and f.attrs["n_train"] == 20 and f.attrs["hidden"] == 32
+    write_table(P.emb_ft, str(tmp_path / "f.h5"))
+    for emb, out in (("e.h5", "d.h5"), ("f.h5", "d2.h5")):
+        r = cli("decode", tmp_path / "s.h5", tmp_path / emb, tmp_path / "r.h5", "-o", tmp_path / out)
+        assert r.exit_code == 0, r
+    # the fallback alpha is computed once, in fit-share, and every checkpoint uses it
+    with h5py.File(tmp_path / "s.h5") as s, h5py.File(tmp_path / "d.h5") as f, \
+            h5py.File(tmp_path / "d2.h5") as g:
+        assert s.attrs["ridge"] > 0 and f.attrs["ridge"] == g.attrs["ridge"] == s.attrs["ridge"]
+        assert f.attrs["n_train"] == 20 and f.attrs["hidden"] == 32
 
 
 # ---------------------------------------------------------------- bad inputs
