@@ -11,7 +11,7 @@ from radlens_cli.errors import UsageError
 
 def decode(share_path: str, emb_path: str, rad_path: str, output: str, ridge: float | None = None,
            intercept: bool | None = None, eval_split: str = "test", allow_missing: bool = False,
-           force: bool = False, align: bool | None = None,
+           force: bool = False, align: str | None = None,
            allow_different_preprocessing: bool = False):
     """Decode one embedding file through share; write DEC.h5; returns the DecodeResult."""
     import numpy as np
@@ -25,6 +25,10 @@ def decode(share_path: str, emb_path: str, rad_path: str, output: str, ridge: fl
 
     if [share_path, emb_path, rad_path].count("-") > 1:
         raise UsageError("only one input can be `-` (stdin)")
+    from radlens_cli.lens.align import ALIGNMENTS
+
+    if align is not None and align not in ALIGNMENTS:
+        raise UsageError(f"--align must be one of {', '.join(ALIGNMENTS)}, not {align!r}")
     if ridge is not None and ridge < 0:
         raise UsageError("--ridge must be >= 0")
     if eval_split == "train":
@@ -39,7 +43,7 @@ def decode(share_path: str, emb_path: str, rad_path: str, output: str, ridge: fl
     d = res.decoder.diagnostics
     params = {"ridge": ridge, "ridge_used": res.decoder.ridge, "intercept": res.decoder.intercept,
               "eval_split": eval_split, "allow_missing": allow_missing, "method": res.method,
-              "align": res.alignment is not None,
+              "align": res.alignment.kind if res.alignment is not None else "none",
               "allow_different_preprocessing": allow_different_preprocessing}
     attrs = provenance.build("decode", inputs={"share": share_path, "embeddings": emb_path,
                                                "radiomics": rad_path}, params=params,
@@ -61,7 +65,7 @@ def decode_cli(
     output: str = output_option("Output DEC.h5 (`-` for stdout)."),
     ridge: float = typer.Option(None, "--ridge", help="Ridge penalty alpha on theta (default: the alpha stored in SHARE, the same for every checkpoint; 0: plain least squares, the paper)."),
     intercept: bool = typer.Option(None, "--intercept/--no-intercept", help="Bias column, R ~ theta [Z; 1] (default with --method calibrated shares) or the paper's R = theta Z (default with --method paper shares)."),
-    align: bool = typer.Option(None, "--align/--no-align", help="Map the embeddings onto the pre-trained train embeddings by a similarity Procrustes fitted on train cases before share (default with calibrated shares; needs a calibrated SHARE)."),
+    align: str = typer.Option(None, "--align", help="Map the embeddings onto the pre-trained train embeddings before share, fitted on train cases: similarity (orthogonal Procrustes + one scale + shift; default with calibrated shares), whitened (Procrustes between whitened embeddings: also undoes per-dimension rescaling, but reads gained information as weaker; see docs/validity.md) or none (the paper; default with --method paper shares)."),
     allow_different_preprocessing: bool = typer.Option(False, "--allow-different-preprocessing", help="Decode embeddings whose recorded preprocessing (spacing, crop, normalisation, layer, pooling...) differs from the share model's pre-trained embeddings (e.g. another foundation model on purpose)."),
     eval_split: str = typer.Option("test", "--eval-split", help="Split on which predictions, errors and R^2 are reported."),
     allow_missing: bool = typer.Option(False, "--allow-missing", help="Use the cases present in both inputs instead of failing on a mismatch."),

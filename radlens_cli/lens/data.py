@@ -114,9 +114,9 @@ def method_defaults(method: str) -> dict:
     if method not in METHODS:
         raise ValueError(f"unknown method {method!r} (choose {', '.join(METHODS)})")
     if method == "paper":
-        return {"scale": "minmax", "intercept": False, "align": False,
+        return {"scale": "minmax", "intercept": False, "align": "none",
                 "rank_by": "delta_importance", "ridge": "none"}
-    return {"scale": "zscore", "intercept": True, "align": True, "rank_by": "delta_r2",
+    return {"scale": "zscore", "intercept": True, "align": "similarity", "rank_by": "delta_r2",
             "ridge": "loo"}
 
 
@@ -178,7 +178,7 @@ def fit_share_tables(emb: CaseTable, rad: CaseTable, hidden: int = 256, l1: floa
     elif model.hidden + int(md["intercept"]) >= int(tr.sum()):
         Zc = Ztr - Ztr.mean(axis=0) if md["intercept"] else Ztr
         model.ridge = RIDGE_FALLBACK * float((Zc * Zc).sum()) / model.hidden
-    if md["align"]:
+    if md["align"] != "none":
         model.reference_case_id = np.asarray(j.case_id[tr], dtype=object)
         model.reference_X = np.asarray(j.X[tr], dtype=np.float64)
     return model
@@ -220,7 +220,7 @@ class DecodeResult:
 
 def decode(share: ShareModel, emb: CaseTable, rad: CaseTable, ridge: float | None = None,
            intercept: bool | None = None, eval_split: str = "test", allow_missing: bool = False,
-           warn=None, align: bool | None = None, allow_different_preprocessing: bool = False,
+           warn=None, align: str | None = None, allow_different_preprocessing: bool = False,
            control: bool = True) -> DecodeResult:
     """Z = share(align(X)); theta fitted on train; predictions and errors on `eval_split`.
 
@@ -235,9 +235,13 @@ def decode(share: ShareModel, emb: CaseTable, rad: CaseTable, ridge: float | Non
     warn = warn or (lambda msg: None)
     md = method_defaults(share.method)
     intercept = md["intercept"] if intercept is None else bool(intercept)
-    align = md["align"] if align is None else bool(align)
+    from radlens_cli.lens.align import ALIGNMENTS
+
+    align = md["align"] if align is None else str(align)
+    if align not in ALIGNMENTS:
+        raise ValueError(f"unknown alignment {align!r} (choose {', '.join(ALIGNMENTS)})")
     ridge = share.ridge if ridge is None else float(ridge)
-    if align and share.reference_X is None:
+    if align != "none" and share.reference_X is None:
         raise RadlensError("the share model holds no pre-trained reference embeddings to align "
                            "to (fitted with the paper's method); decode without alignment")
     emb_params = embedding_params(emb.attrs)
@@ -245,7 +249,7 @@ def decode(share: ShareModel, emb: CaseTable, rad: CaseTable, ridge: float | Non
                                "the share model's pre-trained embeddings", str(emb.path),
                                allow_different_preprocessing, warn)
     j = join(emb, rad, allow_missing,
-             embedding_columns=None if align else share.embedding_columns)
+             embedding_columns=None if align != "none" else share.embedding_columns)
     _said_missing(j, warn)
     pos = {c: k for k, c in enumerate(j.columns)}
     missing = [c for c in share.columns if c not in pos]
@@ -279,7 +283,12 @@ def decode(share: ShareModel, emb: CaseTable, rad: CaseTable, ridge: float | Non
     (itr, Rtr), (iev, Rev) = sets["train"], sets[eval_split]
     Xtr, Xev = j.X[itr], j.X[iev]
     alignment = None
-    if align:
+    if align != "none":
+        keep = distinct_columns(j.X)
+        if len(keep) < j.X.shape[1]:
+            warn(f"{emb.path}: {j.X.shape[1] - len(keep)} embedding dim(s) repeat an earlier dim "
+                 f"exactly; left out before alignment")
+            Xtr, Xev = Xtr[:, keep], Xev[:, keep]
         pos_ref = {c: k for k, c in enumerate(map(str, share.reference_case_id))}
         ids = [str(c) for c in j.case_id[itr]]
         both = np.array([k for k, c in enumerate(ids) if c in pos_ref], dtype=np.int64)
@@ -290,7 +299,7 @@ def decode(share: ShareModel, emb: CaseTable, rad: CaseTable, ridge: float | Non
             warn(f"aligning on the {len(both)} train case(s) common to {emb.path} and the share "
                  f"model ({len(ids)} and {len(pos_ref)} train cases)")
         ref = share.reference_X[[pos_ref[ids[k]] for k in both]]
-        alignment = fit_alignment(Xtr[both], ref)
+        alignment = fit_alignment(Xtr[both], ref, align)
         Xtr, Xev = alignment.apply(Xtr), alignment.apply(Xev)
     elif Xtr.shape[1] != share.embedding_dim:
         raise RadlensError(f"{emb.path}: {Xtr.shape[1]} embedding dims, the share model takes "
@@ -319,6 +328,18 @@ def decode(share: ShareModel, emb: CaseTable, rad: CaseTable, ridge: float | Non
                         r2=r2, mse=mse, dropped_cases=dropped, method=share.method,
                         alignment=alignment, r2_direct=r2_direct,
                         embedding_params=emb_params)
+
+
+def distinct_columns(X: np.ndarray) -> np.ndarray:
+    """Indices of the columns of X that do not repeat an earlier column exactly."""
+    X = np.ascontiguousarray(np.asarray(X, dtype=np.float64).T)
+    seen, keep = {}, []
+    for j in range(X.shape[0]):
+        key = X[j].tobytes()
+        if key not in seen:
+            seen[key] = j
+            keep.append(j)
+    return np.asarray(keep, dtype=np.int64)
 
 
 def save_decoder(res: DecodeResult, path: str, attrs: dict | None = None, force: bool = False) -> None:
@@ -351,7 +372,7 @@ def save_decoder(res: DecodeResult, path: str, attrs: dict | None = None, force:
            "effective_rank": d["effective_rank"], "condition_number": d["condition_number"],
            "diagnostics": json.dumps(d), "warnings": json.dumps(dec.warnings),
            "method": res.method,
-           "alignment": "procrustes-similarity" if res.alignment is not None else "none",
+           "alignment": f"procrustes-{res.alignment.kind}" if res.alignment is not None else "none",
            "embedding_preprocessing": json.dumps(res.embedding_params, sort_keys=True, default=str)}
     if res.alignment is not None:
         own["alignment_scale"] = float(res.alignment.scale)

@@ -105,6 +105,7 @@ def null_transforms(X: CaseTable, seed: int = 0) -> dict[str, CaseTable]:
     k = max(1, d // 8)
     out = {"rotation": V @ Q, "permutation": V[:, perm], "scale": 1.3 * V, "shift": V + 0.2 + shift,
            "combined": 0.7 * (V @ Q)[:, perm] + shift,
+           "anisotropic": V * np.exp(rng.uniform(np.log(0.5), np.log(2.0), size=d)),
            "duplicated": np.concatenate([V, V[:, rng.choice(d, k, replace=False)]], axis=1)}
     return {name: CaseTable(X.case_id, v, [f"emb_{j:04d}" for j in range(v.shape[1])],
                             split=X.split) for name, v in out.items()}
