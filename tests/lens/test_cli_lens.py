@@ -316,3 +316,91 @@ def test_same_decoder_twice_warns(pipeline, tmp_path):
         assert "identical decoders" in r.stderr
     r = _run("stats", d / "dec_pre.h5", d / "dec_ft.h5", "-o", tmp_path / "ok.csv")
     assert "identical decoders" not in r.stderr
+
+
+# ---------------------------------------------------------------- checks of issue 10
+
+def test_stats_and_compare_refuse_decoders_decoded_differently(pipeline, tmp_path, cli):
+    d, _ = pipeline
+    for extra, what in ((("--ridge", "0.5"), "ridge"), (("--no-intercept",), "intercept"),
+                        (("--align", "whitened"), "alignment")):
+        out = tmp_path / f"d_{what}.h5"
+        r = cli("decode", d / "share.h5", d / "emb_ft.h5", d / "rad.h5", "-o", out, *extra)
+        assert r.exit_code == 0, r
+        for cmd in ("compare", "stats"):
+            r = cli(cmd, d / "dec_pre.h5", out, "-o", tmp_path / f"{cmd}.csv")
+            assert r.exit_code == 1 and f"differ in {what}" in r.stderr, (cmd, what, r.stderr)
+
+
+def test_different_preprocessing_refused_unless_allowed(tmp_path, cli):
+    import json
+
+    from tests.lens.generators import cohort
+
+    C = cohort(n=200, d=16, seed=3)
+    pre, ft = C.pre(), C.embed({"A": 1.0, "up": 1.0}, "ft")
+
+    def params(spacing, layer="last"):
+        return {"params": json.dumps({"preprocessing": {"spacing": spacing, "crop": [224, 224, 64],
+                                                        "norm": "zscore"}, "layer": layer,
+                                      "pool": "mean"})}
+
+    write_table(C.rad, str(tmp_path / "rad.h5"))
+    write_table(pre, str(tmp_path / "pre.h5"), attrs=params([1, 1, 2]))
+    write_table(ft, str(tmp_path / "ft.h5"), attrs=params([2, 2, 4]))
+    write_table(ft, str(tmp_path / "ft_layer.h5"), attrs=params([1, 1, 2], "stage3"))
+    _run("fit-share", tmp_path / "pre.h5", tmp_path / "rad.h5", "-o", tmp_path / "s.h5", *FIT)
+    r = cli("decode", tmp_path / "s.h5", tmp_path / "ft.h5", tmp_path / "rad.h5", "-o", tmp_path / "d.h5")
+    assert r.exit_code == 1 and "spacing (1,1,2 vs 2,2,4)" in r.stderr
+    r = cli("decode", tmp_path / "s.h5", tmp_path / "ft_layer.h5", tmp_path / "rad.h5", "-o",
+            tmp_path / "d.h5")
+    assert r.exit_code == 1 and "layer (last vs stage3)" in r.stderr
+    r = cli("decode", tmp_path / "s.h5", tmp_path / "ft.h5", tmp_path / "rad.h5", "-o", tmp_path / "d.h5",
+            "--allow-different-preprocessing")
+    assert r.exit_code == 0 and "spacing" in r.stderr
+    _run("decode", tmp_path / "s.h5", tmp_path / "pre.h5", tmp_path / "rad.h5", "-o", tmp_path / "p.h5")
+    r = cli("compare", tmp_path / "p.h5", tmp_path / "d.h5", "-o", tmp_path / "x.csv")
+    assert r.exit_code == 1 and "spacing (1,1,2 vs 2,2,4)" in r.stderr
+    r = cli("compare", tmp_path / "p.h5", tmp_path / "d.h5", "-o", tmp_path / "x.csv", "--top", "0",
+            "--allow-different-preprocessing")
+    assert r.exit_code == 0, r
+
+
+def test_labels_collisions_and_permutation_count_warning(pipeline, tmp_path, cli):
+    d, _ = pipeline
+    (tmp_path / "a").mkdir()
+    import shutil
+    shutil.copy(d / "dec_ft.h5", tmp_path / "a" / "dec_ft.h5")
+    r = cli("compare", d / "dec_pre.h5", d / "dec_ft.h5", tmp_path / "a" / "dec_ft.h5", "-o", "-")
+    assert r.exit_code == 2 and "'dec_ft' is given twice" in r.stderr and "--labels" in r.stderr
+    r = cli("compare", d / "dec_pre.h5", d / "dec_ft.h5", "-o", "-", "--labels", "a,b")
+    assert r.exit_code == 2 and "--labels has 2 name(s) for 1" in r.stderr
+    r = cli("compare", d / "dec_pre.h5", d / "dec_ft.h5", "-o", tmp_path / "p.csv", "--permutations",
+            "9", "--top", "0")
+    assert r.exit_code == 0, r
+    assert "with 9 permutations the smallest p_perm is 1/10" in r.stderr and "1799 permutations" in r.stderr
+    r = cli("compare", d / "dec_pre.h5", d / "dec_ft.h5", tmp_path / "a" / "dec_ft.h5", "-o", "-",
+            "--labels", "ft,copy", "--top", "0")
+    df = pd.read_csv(io.StringIO(r.stdout))
+    assert list(df.checkpoint.unique()) == ["ft", "copy"]
+    a, b = df[df.checkpoint == "ft"].reset_index(drop=True), df[df.checkpoint == "copy"].reset_index(drop=True)
+    pd.testing.assert_frame_equal(a.drop(columns="checkpoint"), b.drop(columns="checkpoint"))
+
+
+def test_method_paper_reproduces_the_paper(planted_files, tmp_path):
+    p = planted_files
+    _run("fit-share", p["emb_pre"], p["rad"], "-o", tmp_path / "s.h5", *FIT, "--method", "paper")
+    for k in ("emb_pre", "emb_ft"):
+        _run("decode", tmp_path / "s.h5", p[k], p["rad"], "-o", tmp_path / f"dec_{k}.h5")
+    with h5py.File(tmp_path / "s.h5") as s, h5py.File(tmp_path / "dec_emb_ft.h5") as f:
+        assert s.attrs["method"] == "paper" and s.attrs["scale"] == "minmax"
+        assert "reference_embeddings" not in s and s.attrs["ridge"] == 0
+        assert f.attrs["intercept"] == 0 and f.attrs["alignment"] == "none" and f.attrs["ridge"] == 0
+        assert not f["bias"][()].any()
+        tgt = f["train/target"][()]
+        assert tgt.min() == pytest.approx(0, abs=1e-6) and tgt.max() == pytest.approx(1, abs=1e-6)
+    r = _run("compare", tmp_path / "dec_emb_pre.h5", tmp_path / "dec_emb_ft.h5", "-o", tmp_path / "d.csv")
+    assert "ranked by delta_importance" in r.stderr           # the paper's statistic
+    df = pd.read_csv(tmp_path / "d.csv")
+    dec = df[df.decodable]
+    assert dec.loc[dec.delta_importance.idxmax(), "rank_gain"] == 1
