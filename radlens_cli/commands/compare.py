@@ -149,6 +149,7 @@ def compare_one(pre_path, ft_path, pre, name, rank_by, bootstrap, permutations, 
     if pre.r2_direct is not None and ft.r2_direct is not None and full_eval:
         df["r2_direct_pre"], df["r2_direct_ft"] = pre.r2_direct, ft.r2_direct
         df["delta_r2_direct"] = ft.r2_direct - pre.r2_direct
+    add_seed_columns(df, pre, ft, full_eval, name)
     n_dec = int(df["decodable"].sum())
     if n_dec < 0.5 * len(df):
         log.warn(f"{name}: {len(df) - n_dec} of {len(df)} features are not decodable in either "
@@ -183,6 +184,26 @@ def compare_one(pre_path, ft_path, pre, name, rank_by, bootstrap, permutations, 
     log.info(f"{name}: {n_flag} of {len(df)} features changed beyond the null "
              f"(q_bh < 0.05, {cmp.DEFAULT_TEST}); mean delta_r2 {float(df['delta_r2'].mean()):+.4f}")
     return df
+
+
+def add_seed_columns(df, pre, ft, full_eval: bool, name: str) -> None:
+    """delta_r2 across share seeds (fit-share --seeds): mean, sd, and the mean pairwise
+    Spearman correlation of delta_r2 between seeds over decodable features."""
+    import numpy as np
+    from scipy.stats import spearmanr
+
+    a, b = pre.r2_seeds, ft.r2_seeds
+    if a is None or b is None or a.shape != b.shape or not full_eval:
+        return
+    D = b - a                                               # (K, p)
+    df["delta_r2_mean"], df["delta_r2_sd"] = D.mean(axis=0), D.std(axis=0, ddof=1)
+    dec = df["decodable"].to_numpy(dtype=bool)
+    K = D.shape[0]
+    rhos = [spearmanr(D[i, dec], D[j, dec]).statistic for i in range(K) for j in range(i + 1, K)]
+    rho = float(np.mean(rhos)) if rhos and dec.sum() > 2 else float("nan")
+    df["delta_r2_seed_spearman"] = rho
+    log.info(f"{name}: delta_r2 across {K} share seeds: mean sd {float(D.std(axis=0, ddof=1).mean()):.4f}; "
+             f"rank stability (mean Spearman between seeds) {rho:.3f}")
 
 
 @command("compare")
@@ -220,14 +241,17 @@ def compare_cli(
     delta_r2_direct are a share-free control (ridge straight from the embeddings).
     --bootstrap adds percentile CIs of the rank statistic (<stat>_ci_low/_ci_high),
     --permutations the exchangeability permutation test p_perm and its q_perm (warns when
-    too few permutations can reach q_perm < 0.05). Decoders must share the share model,
+    too few permutations can reach q_perm < 0.05). With a share fitted with --seeds K,
+    delta_r2_mean/_sd are over the K share initialisations and delta_r2_seed_spearman is
+    the mean Spearman correlation of delta_r2 between seeds (rank stability). Decoders must share the share model,
     split, intercept, ridge, method and embedding preprocessing.
 
     \b
     DELTA.csv columns: checkpoint,column,modality,image_type,family,feature,r2_pre,r2_ft,
     delta_r2,importance_pre,importance_ft,delta_importance,decodable,p_null,q_bh,test,
     rank_gain,rank_loss[,r2_direct_pre,r2_direct_ft,delta_r2_direct]
-    [,<stat>_ci_low,<stat>_ci_high][,p_perm,q_perm].
+    [,delta_r2_mean,delta_r2_sd,delta_r2_seed_spearman][,<stat>_ci_low,<stat>_ci_high]
+    [,p_perm,q_perm].
 
     Examples:
 

@@ -14,7 +14,7 @@ def fit_share(emb_path: str, rad_path: str, output: str, hidden: int = 256, l1: 
               sweep_scores: str | None = None, scale: str | None = None, activation: str = "relu",
               batch_size: int = 256, seed: int = 0, device: str = "auto",
               allow_missing: bool = False, force: bool = False, method: str = "calibrated",
-              loss_reduction: str = "mean"):
+              loss_reduction: str = "mean", seeds: int = 1):
     """Fit share (and the temporary heads) and write SHARE.h5; returns the ShareModel."""
     import numpy as np
 
@@ -45,13 +45,15 @@ def fit_share(emb_path: str, rad_path: str, output: str, hidden: int = 256, l1: 
     emb = read_table(emb_path, "embeddings")
     rad = read_table(rad_path, "radiomics")
     grid = paper_grid() if sweep else None
-    n_epochs = epochs
+    if seeds < 1:
+        raise UsageError("--seeds must be at least 1")
+    n_epochs = epochs * seeds
     bar = log.progress(total=n_epochs, desc="fit-share", unit="epoch")
     model = fit_share_tables(emb, rad, hidden=hidden, l1=l1, l2=l2, grid=grid, epochs=epochs,
                              lr=lr, scale=scale, activation=activation, batch_size=batch_size,
                              seed=seed, device=device, allow_missing=allow_missing,
                              progress=lambda: bar.update(1), warn=log.warn, method=method,
-                             reduction=loss_reduction)
+                             reduction=loss_reduction, seeds=seeds)
     bar.close()
     for col, why in model.scaler.dropped:
         log.warn(f"dropped radiomic column {col}: {why}")
@@ -61,6 +63,7 @@ def fit_share(emb_path: str, rad_path: str, output: str, hidden: int = 256, l1: 
     params = {"hidden": hidden, "l1": model.params["l1"], "l2": model.params["l2"],
               "epochs": epochs, "lr": lr, "sweep": sweep, "scale": model.scaler.kind,
               "method": method, "loss_reduction": loss_reduction, "ridge": model.ridge,
+              "seeds": seeds,
               "activation": activation, "batch_size": batch_size, "seed": seed,
               "device": device, "allow_missing": allow_missing,
               "n_train": model.params["n_train"], "n_val": model.params["n_val"]}
@@ -103,6 +106,7 @@ def fit_share_cli(
     sweep_scores: str = typer.Option(None, "--sweep-scores", help="Also write the grid's scores to this CSV (with --sweep)."),
     scale: str = typer.Option(None, "--scale", help="Radiomics scaling with train statistics: zscore (default of --method calibrated) or minmax (the paper, [0,1]; default of --method paper)."),
     method: str = typer.Option("calibrated", "--method", help="calibrated (default: z-scored radiomics; decoders align each checkpoint to the pre-trained basis, use an intercept and one leave-one-out ridge alpha stored here) or paper (the paper exactly: min-max, no intercept, no alignment, no ridge)."),
+    seeds: int = typer.Option(1, "--seeds", help="Train K share initialisations (seeds --seed .. --seed+K-1, at the selected lambdas); decode decodes through each and compare reports delta_r2_mean/_sd across them and the rank stability between seeds."),
     loss_reduction: str = typer.Option("mean", "--loss-reduction", help="L1 data term: mean over cases and columns (default, PyTorch's L1Loss) or sum over columns averaged over cases. val_l1/train_l1 use the same reduction."),
     activation: str = typer.Option("relu", "--activation", help="Non-linearity of share: relu, gelu or tanh (the paper does not name it)."),
     batch_size: int = typer.Option(256, "--batch-size", help="Cases per Adam step; 0 for full batch."),
@@ -138,4 +142,4 @@ def fit_share_cli(
     fit_share(embeddings, radiomics, output, hidden=hidden, l1=l1, l2=l2, epochs=epochs, lr=lr,
               sweep=sweep, sweep_scores=sweep_scores, scale=scale, activation=activation,
               batch_size=batch_size, seed=seed, device=device, allow_missing=allow_missing,
-              force=force, method=method, loss_reduction=loss_reduction)
+              force=force, method=method, loss_reduction=loss_reduction, seeds=seeds)

@@ -125,7 +125,7 @@ def fit_share_tables(emb: CaseTable, rad: CaseTable, hidden: int = 256, l1: floa
                      scale: str | None = None, activation: str = "relu", batch_size: int = 256,
                      seed: int = 0, device: str = "cpu", allow_missing: bool = False,
                      progress=None, warn=None, method: str = "calibrated",
-                     reduction: str = "mean") -> ShareModel:
+                     reduction: str = "mean", seeds: int = 1) -> ShareModel:
     """Train the share projection on the train split; with a grid, select on val L1.
 
     Also keeps what the decoders of every checkpoint need to be comparable: the
@@ -169,15 +169,27 @@ def fit_share_tables(emb: CaseTable, rad: CaseTable, hidden: int = 256, l1: floa
     model = ShareModel(weight=fit.weight[b], bias=fit.bias[b], activation=activation,
                        embedding_columns=list(emb.columns), scaler=scaler, column_meta=meta,
                        params={"l1": grid[b][0], "l2": grid[b][1], "n_train": int(tr.sum()),
-                               "n_val": int(len(Xv))},
+                               "n_val": int(len(Xv)), "seed": int(seed)},
                        sweep=sweep, method=method,
                        embedding_params=embedding_params(emb.attrs))
-    Ztr = model.transform(j.X[tr])
-    if md["ridge"] == "loo":
-        model.ridge, _ = choose_ridge(Ztr, Rtr, intercept=md["intercept"])
-    elif model.hidden + int(md["intercept"]) >= int(tr.sum()):
-        Zc = Ztr - Ztr.mean(axis=0) if md["intercept"] else Ztr
-        model.ridge = RIDGE_FALLBACK * float((Zc * Zc).sum()) / model.hidden
+
+    def ridge_for(weight, bias):
+        Ztr = ShareModel(weight=weight, bias=bias, activation=activation, embedding_columns=[],
+                         scaler=scaler).transform(j.X[tr])
+        if md["ridge"] == "loo":
+            return choose_ridge(Ztr, Rtr, intercept=md["intercept"])[0]
+        if weight.shape[1] + int(md["intercept"]) >= int(tr.sum()):
+            Zc = Ztr - Ztr.mean(axis=0) if md["intercept"] else Ztr
+            return RIDGE_FALLBACK * float((Zc * Zc).sum()) / weight.shape[1]
+        return 0.0
+
+    model.ridge = ridge_for(model.weight, model.bias)
+    for k in range(1, int(seeds)):      # further initialisations at the selected lambdas
+        extra = train_share(j.X[tr], Rtr, grid=[grid[b]], hidden=hidden, activation=activation,
+                            epochs=epochs, lr=lr, batch_size=batch_size, seed=seed + k,
+                            device=device, progress=progress, reduction=reduction)
+        model.extra.append((seed + k, extra.weight[0], extra.bias[0],
+                            ridge_for(extra.weight[0], extra.bias[0])))
     if md["align"] != "none":
         model.reference_case_id = np.asarray(j.case_id[tr], dtype=object)
         model.reference_X = np.asarray(j.X[tr], dtype=np.float64)
@@ -208,6 +220,7 @@ class DecodeResult:
     alignment: object = None         # lens.align.Alignment or None
     r2_direct: np.ndarray | None = None
     embedding_params: dict = field(default_factory=dict)
+    r2_seeds: np.ndarray | None = None     # (K, p): R^2 through each share seed, main first
 
     @property
     def squared_error(self) -> np.ndarray:
@@ -240,6 +253,7 @@ def decode(share: ShareModel, emb: CaseTable, rad: CaseTable, ridge: float | Non
     align = md["align"] if align is None else str(align)
     if align not in ALIGNMENTS:
         raise ValueError(f"unknown alignment {align!r} (choose {', '.join(ALIGNMENTS)})")
+    ridge_given = ridge
     ridge = share.ridge if ridge is None else float(ridge)
     if align != "none" and share.reference_X is None:
         raise RadlensError("the share model holds no pre-trained reference embeddings to align "
@@ -312,6 +326,16 @@ def decode(share: ShareModel, emb: CaseTable, rad: CaseTable, ridge: float | Non
     pred = dec.predict(Zev)
     r2 = r2_score(pred, Rev)
     mse = ((pred - Rev) ** 2).mean(axis=0)
+    r2_seeds = None
+    if share.extra:
+        r2_seeds = [r2]
+        for _, w, b, a in share.extra:
+            act = ShareModel(weight=w, bias=b, activation=share.activation, embedding_columns=[],
+                             scaler=share.scaler)
+            dk = fit_decoder(act.transform(Xtr), Rtr, ridge=a if ridge_given is None else ridge_given,
+                             intercept=intercept)
+            r2_seeds.append(r2_score(dk.predict(act.transform(Xev)), Rev))
+        r2_seeds = np.stack(r2_seeds)
     r2_direct = None
     if control:   # share-free control: ridge from the raw embeddings, intercept, LOO alpha
         Xr_tr, Xr_ev = j.X[itr], j.X[iev]
@@ -327,7 +351,7 @@ def decode(share: ShareModel, emb: CaseTable, rad: CaseTable, ridge: float | Non
                         eval_case_id=j.case_id[iev], Z_eval=Zev, R_eval=Rev, prediction=pred,
                         r2=r2, mse=mse, dropped_cases=dropped, method=share.method,
                         alignment=alignment, r2_direct=r2_direct,
-                        embedding_params=emb_params)
+                        embedding_params=emb_params, r2_seeds=r2_seeds)
 
 
 def distinct_columns(X: np.ndarray) -> np.ndarray:
@@ -379,6 +403,8 @@ def save_decoder(res: DecodeResult, path: str, attrs: dict | None = None, force:
         own["alignment_identity"] = int(res.alignment.identity)
     if res.r2_direct is not None:
         datasets["r2_direct"] = res.r2_direct
+    if res.r2_seeds is not None:
+        datasets["r2_seeds"] = res.r2_seeds
     write_h5(path, DECODER_SCHEMA, datasets, {**(attrs or {}), **own}, force, groups=groups)
 
 
@@ -401,6 +427,7 @@ class DecoderFile:
     train_case_id: np.ndarray
     bulk: dict = field(default_factory=dict)
     r2_direct: np.ndarray | None = None
+    r2_seeds: np.ndarray | None = None
 
     @property
     def importance(self) -> np.ndarray:
@@ -429,6 +456,8 @@ def load_decoder(path: str, bulk: tuple[str, ...] = ()) -> DecoderFile:
                 train_case_id=_decode(f["train/case_id"][()]))
             if "r2_direct" in f:
                 out.r2_direct = f["r2_direct"][()]
+            if "r2_seeds" in f:
+                out.r2_seeds = f["r2_seeds"][()]
             for name in bulk:
                 out.bulk[name] = np.asarray(f[name][()], dtype=np.float64)
         except KeyError as e:

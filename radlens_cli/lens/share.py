@@ -80,6 +80,11 @@ class ShareModel:
     reference_case_id: np.ndarray | None = None   # pre-trained train cases, for alignment
     reference_X: np.ndarray | None = None         # their pre-trained embeddings (float64)
     embedding_params: dict = field(default_factory=dict)  # how EMB_PRE was made (embed)
+    extra: list = field(default_factory=list)  # further share seeds: (seed, weight, bias, ridge)
+
+    def seed_models(self) -> list[tuple[int, np.ndarray, np.ndarray, float]]:
+        """(seed, weight, bias, ridge) of every share initialisation, the main one first."""
+        return [(int(self.params.get("seed", 0)), self.weight, self.bias, self.ridge), *self.extra]
 
     @property
     def hidden(self) -> int:
@@ -113,6 +118,10 @@ class ShareModel:
         h.update(np.ascontiguousarray(self.scaler.offset, dtype="<f8").tobytes())
         h.update(np.ascontiguousarray(self.scaler.factor, dtype="<f8").tobytes())
         h.update(f"{self.method}|{self.ridge!r}".encode())
+        for sd, w, b, r in self.extra:
+            h.update(f"seed {sd} {r!r}".encode())
+            h.update(np.ascontiguousarray(w, dtype="<f4").tobytes())
+            h.update(np.ascontiguousarray(b, dtype="<f4").tobytes())
         if self.reference_X is not None:
             h.update("\n".join(map(str, self.reference_case_id)).encode())
             h.update(np.ascontiguousarray(self.reference_X, dtype="<f8").tobytes())
@@ -320,6 +329,11 @@ def save_share(model: ShareModel, path: str, attrs: dict | None = None, force: b
     groups = {}
     if model.sweep:
         groups["sweep"] = {k: np.asarray(v) for k, v in model.sweep.items()}
+    if model.extra:
+        groups["seeds"] = {"seed": np.array([e[0] for e in model.extra], dtype=np.int64),
+                           "weight": np.stack([np.asarray(e[1], np.float32) for e in model.extra]),
+                           "bias": np.stack([np.asarray(e[2], np.float32) for e in model.extra]),
+                           "ridge": np.array([e[3] for e in model.extra], dtype=np.float64)}
     own = {"activation": model.activation, "scale": sc.kind, "hidden": model.hidden,
            "embedding_dim": model.embedding_dim, "share_hash": model.share_hash,
            "method": model.method, "ridge": float(model.ridge),
@@ -354,6 +368,10 @@ def load_share(path: str) -> ShareModel:
                                method=str(attrs.get("method", "paper")),
                                ridge=float(attrs.get("ridge", 0.0)),
                                embedding_params=json.loads(attrs.get("embedding_params", "{}")))
+            if "seeds" in f:
+                g = f["seeds"]
+                model.extra = [(int(a), w, b, float(r)) for a, w, b, r in
+                               zip(g["seed"][()], g["weight"][()], g["bias"][()], g["ridge"][()])]
             if "reference_embeddings" in f:
                 model.reference_case_id = _decode(f["reference_case_id"][()])
                 model.reference_X = f["reference_embeddings"][()]

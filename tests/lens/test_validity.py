@@ -140,3 +140,30 @@ def test_lambda_grid_matters_with_the_mean_reduction(tmp_path):
     assert spread["sum"] < 0.2 * spread["mean"]
     with h5py.File(tmp_path / "mean.h5") as f:
         assert f["sweep/val_l1"][()].max() < 5      # a per-element mean, not a sum over columns
+
+
+def test_several_share_seeds_give_mean_sd_and_rank_stability(tmp_path):
+    C = cohort(n=300, d=24, seed=4)
+    write_table(C.rad, str(tmp_path / "rad.h5"))
+    write_table(C.pre(), str(tmp_path / "pre.h5"))
+    write_table(C.embed({"A": 1.0, "up": 1.0}, "ft"), str(tmp_path / "ft.h5"))
+    _run("fit-share", tmp_path / "pre.h5", tmp_path / "rad.h5", "-o", tmp_path / "s.h5", "--hidden",
+         "32", "--epochs", "20", "--device", "cpu", "--seeds", "3", "--seed", "7")
+    for k in ("pre", "ft"):
+        _run("decode", tmp_path / "s.h5", tmp_path / f"{k}.h5", tmp_path / "rad.h5", "-o",
+             tmp_path / f"{k}.dec.h5")
+    r = _run("compare", tmp_path / "pre.dec.h5", tmp_path / "ft.dec.h5", "-o", tmp_path / "d.csv",
+             "--top", "0")
+    assert "rank stability" in r.stderr
+    df = pd.read_csv(tmp_path / "d.csv")
+    with h5py.File(tmp_path / "s.h5") as s, h5py.File(tmp_path / "pre.dec.h5") as a, \
+            h5py.File(tmp_path / "ft.dec.h5") as b:
+        assert list(s["seeds/seed"][()]) == [8, 9]
+        D = b["r2_seeds"][()] - a["r2_seeds"][()]
+        np.testing.assert_allclose(b["r2_seeds"][0], b["r2"][()])      # seed 0 is the main share
+    assert D.shape == (3, len(df))
+    np.testing.assert_allclose(df.delta_r2_mean, D.mean(0), rtol=1e-6, atol=1e-9)
+    np.testing.assert_allclose(df.delta_r2_sd, D.std(0, ddof=1), rtol=1e-6, atol=1e-9)
+    assert (df.delta_r2_sd > 0).any()
+    rho = df.delta_r2_seed_spearman.iloc[0]
+    assert 0.8 < rho <= 1.0 and df.delta_r2_seed_spearman.nunique() == 1
