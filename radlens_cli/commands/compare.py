@@ -224,7 +224,7 @@ def compare_cli(
     seed: int = seed_option(),
     force: bool = force_option(),
 ):
-    """Decodability and importance change, reference vs each checkpoint.
+    """Decodability and importance change vs a reference.
 
     The first decoder is the reference (usually the pre-trained embeddings); every other
     decoder is compared with it and gets one row per radiomic column, named in the
@@ -258,7 +258,10 @@ def compare_cli(
     \b
       radlens compare dec_pre.h5 dec_ft.h5 -o delta.csv
       radlens compare dec_pre.h5 dec_ft.h5 -o delta.csv --permutations 200 --seed 1
-      radlens compare dec_pre.h5 dec_e10.h5 dec_e20.h5 dec_e30.h5 -o traj.csv --labels e10,e20,e30
+      radlens compare dec_pre.h5 dec_ft.h5 -o delta_named.csv --labels finetuned
+
+    Several checkpoints (e.g. epochs of one run): radlens compare dec_pre.h5
+    dec_e10.h5 dec_e20.h5 dec_e30.h5 -o traj.csv --labels e10,e20,e30
     """
     compare(pre, ft, output, top=top, stable_quantile=stable_quantile, bootstrap=bootstrap,
             permutations=permutations, rank_by=rank_by, summary=summary, ci_level=ci_level,

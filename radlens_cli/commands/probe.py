@@ -166,7 +166,7 @@ def probe_cli(
     \b
       radlens probe radiomics.h5 emb_pre.h5 emb_ft.h5 --manifest cohort.csv --target pirads -o probe.csv
       radlens probe emb_ft.h5 --manifest cohort.csv --target volume_ml --task regress -o - \
-          --protocol cv-test --folds 10
+          --protocol cv-test --folds 4
     """
     probe(features, manifest, target, output, task=task, folds=folds, seed=seed, names=names,
           models=models, trees=trees, jobs=jobs, force=force, protocol=protocol)

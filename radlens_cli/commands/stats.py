@@ -104,7 +104,10 @@ def stats_cli(
     \b
       radlens stats dec_pre.h5 dec_ft.h5 -o table.csv
       radlens stats dec_pre.h5 dec_ft.h5 -o - --format markdown --by family,image_type
-      radlens stats dec_pre.h5 dec_e10.h5 dec_e20.h5 -o table.csv --labels e10,e20
+      radlens stats dec_pre.h5 dec_ft.h5 -o table_named.csv --labels finetuned
+
+    Several checkpoints: radlens stats dec_pre.h5 dec_e10.h5 dec_e20.h5 -o traj_table.csv
+    --labels e10,e20
     """
     stats(pre, ft, output, by=by, fmt=fmt, allow_missing=allow_missing, force=force,
           labels=labels, allow_different_preprocessing=allow_different_preprocessing)
