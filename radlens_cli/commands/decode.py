@@ -83,7 +83,7 @@ def decode_cli(
     embeddings changes nothing; the decoder has an intercept and the SHARE's ridge alpha.
     With a --method paper SHARE: no alignment, no intercept (R = theta Z), no ridge.
     Importance never includes the intercept. Also fits a share-free control (ridge from
-    the embeddings, leave-one-out alpha) whose R^2 is stored as r2_direct. Refuses
+    the embeddings, alpha by generalised cross-validation) whose R^2 is stored as r2_direct. Refuses
     embeddings whose recorded preprocessing differs from the share model's.
     Warns when n_train < 5*h or Z_train is ill-conditioned.
     Writes DEC.h5 (schema decoder/1): theta, the share_hash, per-feature R^2 and MSE on

@@ -105,7 +105,7 @@ def fit_share_cli(
     sweep: bool = typer.Option(False, "--sweep", help="Train the paper's 6x4 (l1, l2) grid as one batched model and keep the one with the lowest validation L1; --l1/--l2 are then ignored."),
     sweep_scores: str = typer.Option(None, "--sweep-scores", help="Also write the grid's scores to this CSV (with --sweep)."),
     scale: str = typer.Option(None, "--scale", help="Radiomics scaling with train statistics: zscore (default of --method calibrated) or minmax (the paper, [0,1]; default of --method paper)."),
-    method: str = typer.Option("calibrated", "--method", help="calibrated (default: z-scored radiomics; decoders align each checkpoint to the pre-trained basis, use an intercept and one leave-one-out ridge alpha stored here) or paper (the paper exactly: min-max, no intercept, no alignment, no ridge)."),
+    method: str = typer.Option("calibrated", "--method", help="calibrated (default: z-scored radiomics; decoders align each checkpoint to the pre-trained basis, use an intercept and one ridge alpha (generalised cross-validation) stored here) or paper (the paper exactly: min-max, no intercept, no alignment, no ridge)."),
     seeds: int = typer.Option(1, "--seeds", help="Train K share initialisations (seeds --seed .. --seed+K-1, at the selected lambdas); decode decodes through each and compare reports delta_r2_mean/_sd across them and the rank stability between seeds."),
     loss_reduction: str = typer.Option("mean", "--loss-reduction", help="L1 data term: mean over cases and columns (default, PyTorch's L1Loss) or sum over columns averaged over cases. val_l1/train_l1 use the same reduction."),
     activation: str = typer.Option("relu", "--activation", help="Non-linearity of share: relu, gelu or tanh (the paper does not name it)."),
@@ -124,7 +124,7 @@ def fit_share_cli(
     split. Radiomics are z-scored (--method calibrated) or min-max scaled (--method paper)
     with train statistics; columns constant or non-finite on train are dropped and listed.
     --method calibrated (default) also stores the pre-trained train embeddings, which
-    decode aligns every checkpoint to, and one ridge alpha (leave-one-out on the
+    decode aligns every checkpoint to, and one ridge alpha (generalised cross-validation on the
     pre-trained train cases) that every decoder of this share uses; see docs/validity.md.
     --method paper reproduces the paper (min-max, no intercept, no alignment).
     With --sweep, the paper's grid l1 in {0,1e-7,3e-7,1e-6,3e-6,1e-5} x l2 in

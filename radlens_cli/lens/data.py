@@ -117,7 +117,7 @@ def method_defaults(method: str) -> dict:
         return {"scale": "minmax", "intercept": False, "align": "none",
                 "rank_by": "delta_importance", "ridge": "none"}
     return {"scale": "zscore", "intercept": True, "align": "similarity", "rank_by": "delta_r2",
-            "ridge": "loo"}
+            "ridge": "gcv"}
 
 
 def fit_share_tables(emb: CaseTable, rad: CaseTable, hidden: int = 256, l1: float = 1e-6,
@@ -130,7 +130,7 @@ def fit_share_tables(emb: CaseTable, rad: CaseTable, hidden: int = 256, l1: floa
 
     Also keeps what the decoders of every checkpoint need to be comparable: the
     pre-trained train embeddings (the alignment target) and one ridge alpha for all
-    checkpoints (calibrated: leave-one-out on the pre-trained train cases; paper: none,
+    checkpoints (calibrated: generalised cross-validation on the pre-trained train cases; paper: none,
     or the under-determined fallback computed once here)."""
     from radlens_cli.lens.checks import embedding_params
     from radlens_cli.lens.decoder import RIDGE_FALLBACK, choose_ridge
@@ -176,7 +176,7 @@ def fit_share_tables(emb: CaseTable, rad: CaseTable, hidden: int = 256, l1: floa
     def ridge_for(weight, bias):
         Ztr = ShareModel(weight=weight, bias=bias, activation=activation, embedding_columns=[],
                          scaler=scaler).transform(j.X[tr])
-        if md["ridge"] == "loo":
+        if md["ridge"] == "gcv":
             return choose_ridge(Ztr, Rtr, intercept=md["intercept"])[0]
         if weight.shape[1] + int(md["intercept"]) >= int(tr.sum()):
             Zc = Ztr - Ztr.mean(axis=0) if md["intercept"] else Ztr
@@ -240,7 +240,7 @@ def decode(share: ShareModel, emb: CaseTable, rad: CaseTable, ridge: float | Non
     Defaults follow the share model's method: calibrated -> aligned to the pre-trained
     train embeddings, intercept, the share's ridge alpha; paper -> none of these.
     control: also fit the share-free control (ridge straight from the embeddings, alpha by
-    leave-one-out), whose held-out R^2 is `r2_direct`."""
+    generalised cross-validation), whose held-out R^2 is `r2_direct`."""
     from radlens_cli.lens.align import fit_alignment
     from radlens_cli.lens.checks import embedding_params, require_same_preprocessing
     from radlens_cli.lens.decoder import choose_ridge
@@ -337,7 +337,7 @@ def decode(share: ShareModel, emb: CaseTable, rad: CaseTable, ridge: float | Non
             r2_seeds.append(r2_score(dk.predict(act.transform(Xev)), Rev))
         r2_seeds = np.stack(r2_seeds)
     r2_direct = None
-    if control:   # share-free control: ridge from the raw embeddings, intercept, LOO alpha
+    if control:   # share-free control: ridge from the raw embeddings, intercept, GCV alpha
         Xr_tr, Xr_ev = j.X[itr], j.X[iev]
         a_dir, _ = choose_ridge(Xr_tr, Rtr, intercept=True)
         direct = fit_decoder(Xr_tr, Rtr, ridge=a_dir, intercept=True)
