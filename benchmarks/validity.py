@@ -10,6 +10,7 @@ and for the planted checkpoint precision@10 of the gained and the lost sets.
 
     PYTHONPATH=$PWD python benchmarks/validity.py                 # calibrated default
     PYTHONPATH=$PWD python benchmarks/validity.py --method paper  # the paper's method
+    PYTHONPATH=$PWD python benchmarks/validity.py --align whitened
 """
 
 from __future__ import annotations
@@ -25,7 +26,7 @@ REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 sys.path.insert(0, REPO)
 
 
-def run_cohort(n, d, seed, method, epochs, folder, permutations=0):
+def run_cohort(n, d, seed, method, epochs, folder, permutations=0, align=None):
     from radlens_cli.commands.compare import compare
     from radlens_cli.commands.decode import decode
     from radlens_cli.commands.fit_share import fit_share
@@ -46,7 +47,7 @@ def run_cohort(n, d, seed, method, epochs, folder, permutations=0):
               device="cpu", force=True, method=method, seed=seed)
     for k in tables:
         decode(f"{folder}/share.h5", f"{folder}/{k}.h5", f"{folder}/rad.h5", f"{folder}/dec_{k}.h5",
-               force=True, allow_different_preprocessing=True)
+               force=True, allow_different_preprocessing=True, align=align)
     rows = []
     others = [k for k in tables if k != "pre"]
     df = compare(f"{folder}/dec_pre.h5", [f"{folder}/dec_{k}.h5" for k in others],
@@ -78,6 +79,7 @@ def main():
     ap.add_argument("--permutations", type=int, default=0)
     ap.add_argument("--sizes", default="300x32,600x64,1200x128")
     ap.add_argument("--csv", default=None)
+    ap.add_argument("--align", default=None, help="decode --align (default: the method's)")
     a = ap.parse_args()
     import pandas as pd
 
@@ -90,7 +92,7 @@ def main():
         for size in a.sizes.split(","):
             n, d = map(int, size.split("x"))
             for seed in range(a.seeds):
-                rows += run_cohort(n, d, seed, a.method, a.epochs, tmp, a.permutations)
+                rows += run_cohort(n, d, seed, a.method, a.epochs, tmp, a.permutations, a.align)
     df = pd.DataFrame(rows)
     pd.set_option("display.width", 200)
     print(df.to_string(index=False, float_format=lambda v: f"{v:.3f}"))
