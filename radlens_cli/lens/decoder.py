@@ -119,7 +119,8 @@ def fit_decoder(Z: np.ndarray, R: np.ndarray, ridge: float = 0.0,
     if n < 5 * n_params and ridge == 0:
         warnings.append(f"n_train={n} < 5*h={5 * n_params}: least-squares weights are "
                         f"noisy here; prefer delta_r2 over delta_importance")
-    if not np.isfinite(diag["condition_number"]) or diag["condition_number"] > COND_WARN:
+    if ridge == 0 and (not np.isfinite(diag["condition_number"])
+                       or diag["condition_number"] > COND_WARN):
         warnings.append(f"Z_train is ill-conditioned (condition number "
                         f"{diag['condition_number']:.3g}, effective rank "
                         f"{diag['effective_rank']}/{h}); consider --ridge")
