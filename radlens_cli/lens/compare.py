@@ -1,10 +1,12 @@
-"""Importance change between two decoders of the same share model (paper Sect. 3.6, 4.2).
+"""Decodability and importance change between decoders of the same share model
+(paper Sect. 3.6, 4.2).
 
-I_k = ||theta_k,:||_2 (intercept excluded), delta_importance = I_ft - I_pre, exactly as in
-the paper, from the decoders' stored theta. Beside it radlens reports held-out
-decodability r2_pre, r2_ft, delta_r2 (see docs/readme/lens.md: least-squares weight norms
-grow for features the embedding does NOT encode, so delta_importance alone can rank gains
-and losses backwards when n_train is not >> h).
+Per feature: held-out decodability r2_pre, r2_ft, delta_r2 (the calibrated lens's rank
+statistic) and the paper's I_k = ||theta_k,:||_2 (intercept excluded), delta_importance =
+I_ft - I_pre, from the decoders' stored theta (see docs/lens.md: least-squares weight
+norms grow for features the embedding does NOT encode, so delta_importance alone can rank
+gains and losses backwards when n_train is not >> h). The default test is `paired_test`
+(p_null, q_bh); the permutation test below gives p_perm, q_perm.
 
 Refits for the bootstrap and the permutation test work on the normal equations: the Gram
 matrices Z^T Z and cross products Z^T R are computed once and updated with the rows that a
