@@ -139,8 +139,8 @@ def embed(manifest: str, modalities: str, mask: str, encoder: str, output: str, 
 
         paths = sorted({p for i in range(n) for p in list(dataset.images[i]) + [dataset.masks[i]]
                         if p and os.path.exists(p)})
-        with ThreadPoolExecutor(max(1, min(jobs, 8))) as pool:
-            list(pool.map(provenance.sha256_file, paths))
+        with ThreadPoolExecutor(max(1, min(jobs, 8))) as hasher:   # not `pool`: that is --pool
+            list(hasher.map(provenance.sha256_file, paths))
 
     def batch_file(idx):
         h = hashlib.sha256("|".join(dataset.cache_key(i) for i in idx).encode()).hexdigest()[:32]

@@ -12,6 +12,7 @@
 from __future__ import annotations
 
 import json
+import re
 
 import numpy as np
 
@@ -19,6 +20,7 @@ from radlens_cli.errors import RadlensError
 
 # settings of embed's params outside "preprocessing" that change what an embedding is
 EMBED_KEYS = ("layer", "pool", "modalities", "in_chans")
+_OBJECT_REPR = re.compile(r"^<[\w.]+ object at 0x[0-9a-fA-F]+>$")
 
 
 def embedding_params(attrs: dict) -> dict:
@@ -39,7 +41,8 @@ def embedding_params(attrs: dict) -> dict:
     for k in EMBED_KEYS:
         if k in params:
             out[k] = params[k]
-    return out
+    # a Python object's repr is not a setting (embed once recorded an executor as `pool`)
+    return {k: v for k, v in out.items() if not _OBJECT_REPR.match(str(v))}
 
 
 def preprocessing_differences(a: dict, b: dict) -> list[str]:
