@@ -6,7 +6,9 @@ transforms (nulls) and a planted fine-tuned checkpoint (gains one latent set, lo
 another), then compare and stats against the reference -- the commands' own functions,
 with their default options unless --method paper. Prints one row per (cohort, condition):
 fraction of features with q_bh < 0.05, Table-1 groups with q_bh < 0.05, mean delta_r2,
-and for the planted checkpoint precision@10 of the gained and the lost sets.
+and for the planted checkpoint precision@10 of the gained and the lost sets. Besides the
+exact transforms, two noisy nulls carry the same latent information with a fresh draw of
+embedding noise: in the same basis (renoised) and in a new random basis (remixed).
 
     PYTHONPATH=$PWD python benchmarks/validity.py                 # calibrated default
     PYTHONPATH=$PWD python benchmarks/validity.py --method paper  # the paper's method
@@ -36,9 +38,12 @@ def run_cohort(n, d, seed, method, epochs, folder, permutations=0, align=None):
 
     C = cohort(n=n, d=d, seed=seed)
     pre = C.pre()
+    same = {"A": 1.0, "down": 1.0, "up": 0.0}
     tables = {"pre": pre, **null_transforms(pre, seed=seed + 100),
+              # the same information, fresh embedding noise (same basis / a new basis)
+              "renoised": C.embed(same, "pre"), "remixed": C.embed(same, "other"),
               "planted": C.embed({"A": 1.0, "down": 0.0, "up": 1.0}, "ft")}
-    if method == "paper":   # the paper's frozen share takes only the reference's d dims
+    if method == "paper" or align == "none":   # the frozen share takes only the reference's d
         tables.pop("duplicated")
     write_table(C.rad, f"{folder}/rad.h5", force=True)
     for k, t in tables.items():
