@@ -72,6 +72,13 @@ def run_cohort(n, d, seed, method, epochs, folder, permutations=0, align=None):
         if k == "planted":
             row["prec10_gain"] = precision_at(sub, C.columns_of["up"], 10, "rank_gain")
             row["prec10_loss"] = precision_at(sub, C.columns_of["down"], 10, "rank_loss")
+            planted = set(C.columns_of["up"]) | set(C.columns_of["down"])
+            hit = set(sub[sub.q_bh < 0.05].column)
+            row["q_precision"] = len(hit & planted) / max(1, len(hit))
+            row["q_recall"] = len(hit & planted) / len(planted)
+            unplanted = sub[~sub.column.isin(planted) & (sub.q_bh < 0.05)]
+            row["unplanted_hit_abs_dr2_direct"] = float(unplanted.delta_r2_direct.abs().mean()) \
+                if len(unplanted) else np.nan
         rows.append(row)
     return rows
 
@@ -107,6 +114,8 @@ def main():
                                       mean_dr2_max=("mean_delta_r2", "max"))
     print(agg.to_string(float_format=lambda v: f"{v:.3f}"))
     pl = df[df.condition == "planted"]
+    print(f"planted q_bh<0.05: precision {pl.q_precision.mean():.2f} (min {pl.q_precision.min():.2f}), "
+          f"recall {pl.q_recall.mean():.2f} (min {pl.q_recall.min():.2f})")
     print(f"planted precision@10: gain min {pl.prec10_gain.min():.2f} mean {pl.prec10_gain.mean():.2f}; "
           f"loss min {pl.prec10_loss.min():.2f} mean {pl.prec10_loss.mean():.2f}")
     if a.csv:

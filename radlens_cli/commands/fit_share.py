@@ -14,7 +14,7 @@ def fit_share(emb_path: str, rad_path: str, output: str, hidden: int = 256, l1: 
               sweep_scores: str | None = None, scale: str | None = None, activation: str = "relu",
               batch_size: int = 256, seed: int = 0, device: str = "auto",
               allow_missing: bool = False, force: bool = False, method: str = "calibrated",
-              loss_reduction: str = "mean", seeds: int = 1):
+              loss_reduction: str = "mean", seeds: int = 1, share_fraction: float | None = None):
     """Fit share (and the temporary heads) and write SHARE.h5; returns the ShareModel."""
     import numpy as np
 
@@ -45,6 +45,8 @@ def fit_share(emb_path: str, rad_path: str, output: str, hidden: int = 256, l1: 
     emb = read_table(emb_path, "embeddings")
     rad = read_table(rad_path, "radiomics")
     grid = paper_grid() if sweep else None
+    if share_fraction is not None and not 0.0 < share_fraction <= 1.0:
+        raise UsageError("--share-fraction must be in (0, 1]")
     if seeds < 1:
         raise UsageError("--seeds must be at least 1")
     n_epochs = epochs * seeds
@@ -53,7 +55,7 @@ def fit_share(emb_path: str, rad_path: str, output: str, hidden: int = 256, l1: 
                              lr=lr, scale=scale, activation=activation, batch_size=batch_size,
                              seed=seed, device=device, allow_missing=allow_missing,
                              progress=lambda: bar.update(1), warn=log.warn, method=method,
-                             reduction=loss_reduction, seeds=seeds)
+                             reduction=loss_reduction, seeds=seeds, share_fraction=share_fraction)
     bar.close()
     for col, why in model.scaler.dropped:
         log.warn(f"dropped radiomic column {col}: {why}")
@@ -63,7 +65,8 @@ def fit_share(emb_path: str, rad_path: str, output: str, hidden: int = 256, l1: 
     params = {"hidden": hidden, "l1": model.params["l1"], "l2": model.params["l2"],
               "epochs": epochs, "lr": lr, "sweep": sweep, "scale": model.scaler.kind,
               "method": method, "loss_reduction": loss_reduction, "ridge": model.ridge,
-              "seeds": seeds,
+              "seeds": seeds, "share_fraction": model.params["share_fraction"],
+              "n_decoder_train": model.params["n_decoder_train"],
               "activation": activation, "batch_size": batch_size, "seed": seed,
               "device": device, "allow_missing": allow_missing,
               "n_train": model.params["n_train"], "n_val": model.params["n_val"]}
@@ -106,6 +109,7 @@ def fit_share_cli(
     sweep_scores: str = typer.Option(None, "--sweep-scores", help="Also write the grid's scores to this CSV (with --sweep)."),
     scale: str = typer.Option(None, "--scale", help="Radiomics scaling with train statistics: zscore (default of --method calibrated) or minmax (the paper, [0,1]; default of --method paper)."),
     method: str = typer.Option("calibrated", "--method", help="calibrated (default: z-scored radiomics; decoders align each checkpoint to the pre-trained basis, use an intercept and one ridge alpha (generalised cross-validation) stored here) or paper (the paper exactly: min-max, no intercept, no alignment, no ridge)."),
+    share_fraction: float = typer.Option(None, "--share-fraction", help="Fraction of the train cases share is fitted on; decoders are fitted on the other train cases, so a decoder never reuses the cases share memorised (default 0.5 with --method calibrated, 1 with --method paper: the paper fits both on all train cases)."),
     seeds: int = typer.Option(1, "--seeds", help="Train K share initialisations (seeds --seed .. --seed+K-1, at the selected lambdas); decode decodes through each and compare reports delta_r2_mean/_sd across them and the rank stability between seeds."),
     loss_reduction: str = typer.Option("mean", "--loss-reduction", help="L1 data term: mean over cases and columns (default, PyTorch's L1Loss) or sum over columns averaged over cases. val_l1/train_l1 use the same reduction."),
     activation: str = typer.Option("relu", "--activation", help="Non-linearity of share: relu, gelu or tanh (the paper does not name it)."),
@@ -126,7 +130,11 @@ def fit_share_cli(
     --method calibrated (default) also stores the pre-trained train embeddings, which
     decode aligns every checkpoint to, and one ridge alpha (generalised cross-validation on the
     pre-trained train cases) that every decoder of this share uses; see docs/validity.md.
-    --method paper reproduces the paper (min-max, no intercept, no alignment).
+    Calibrated shares are fitted on half of the train cases (--share-fraction) and the
+    decoders on the other half: a decoder fitted on the cases share memorised favours the
+    pre-trained checkpoint (docs/validity.md).
+    --method paper reproduces the paper (min-max, no intercept, no alignment, share and
+    decoders on all train cases).
     With --sweep, the paper's grid l1 in {0,1e-7,3e-7,1e-6,3e-6,1e-5} x l2 in
     {0,1e-5,1e-4,1e-3} is trained at once and selected on `val` reconstruction.
     Writes SHARE.h5 (schema share-model/1): share's weights, scaling, kept and dropped
@@ -142,4 +150,5 @@ def fit_share_cli(
     fit_share(embeddings, radiomics, output, hidden=hidden, l1=l1, l2=l2, epochs=epochs, lr=lr,
               sweep=sweep, sweep_scores=sweep_scores, scale=scale, activation=activation,
               batch_size=batch_size, seed=seed, device=device, allow_missing=allow_missing,
-              force=force, method=method, loss_reduction=loss_reduction, seeds=seeds)
+              force=force, method=method, loss_reduction=loss_reduction, seeds=seeds,
+              share_fraction=share_fraction)

@@ -115,9 +115,9 @@ def method_defaults(method: str) -> dict:
         raise ValueError(f"unknown method {method!r} (choose {', '.join(METHODS)})")
     if method == "paper":
         return {"scale": "minmax", "intercept": False, "align": "none",
-                "rank_by": "delta_importance", "ridge": "none"}
+                "rank_by": "delta_importance", "ridge": "none", "share_fraction": 1.0}
     return {"scale": "zscore", "intercept": True, "align": "similarity", "rank_by": "delta_r2",
-            "ridge": "gcv"}
+            "ridge": "gcv", "share_fraction": 0.5}
 
 
 def fit_share_tables(emb: CaseTable, rad: CaseTable, hidden: int = 256, l1: float = 1e-6,
@@ -125,7 +125,8 @@ def fit_share_tables(emb: CaseTable, rad: CaseTable, hidden: int = 256, l1: floa
                      scale: str | None = None, activation: str = "relu", batch_size: int = 256,
                      seed: int = 0, device: str = "cpu", allow_missing: bool = False,
                      progress=None, warn=None, method: str = "calibrated",
-                     reduction: str = "mean", seeds: int = 1) -> ShareModel:
+                     reduction: str = "mean", seeds: int = 1,
+                     share_fraction: float | None = None) -> ShareModel:
     """Train the share projection on the train split; with a grid, select on val L1.
 
     Also keeps what the decoders of every checkpoint need to be comparable: the
@@ -137,9 +138,24 @@ def fit_share_tables(emb: CaseTable, rad: CaseTable, hidden: int = 256, l1: floa
 
     md = method_defaults(method)
     scale = scale or md["scale"]
+    frac = md["share_fraction"] if share_fraction is None else float(share_fraction)
+    if not 0.0 < frac <= 1.0:
+        raise ValueError("share_fraction must be in (0, 1]")
     j = join(emb, rad, allow_missing)
     _said_missing(j, warn)
     tr = require_split(j, "train", "fitting share", minimum=2)
+    # share on a seeded part S of the train cases, the decoders on the rest D (frac < 1)
+    tr_idx = np.flatnonzero(tr)
+    S = np.ones(len(tr_idx), dtype=bool)
+    if frac < 1.0:
+        n_s = int(round(frac * len(tr_idx)))
+        if n_s < 2 or len(tr_idx) - n_s < 2:
+            raise RadlensError(f"{len(tr_idx)} train case(s): too few to fit share on {frac:g} of "
+                               f"them and the decoders on the rest")
+        order = np.argsort(j.case_id[tr_idx].astype(str), kind="stable")
+        pick = order[np.random.default_rng(seed).permutation(len(order))[:n_s]]
+        S = np.zeros(len(tr_idx), dtype=bool)
+        S[pick] = True
     va = j.split == "val"
     if grid is not None and len(grid) > 1 and not va.any():
         raise RadlensError("--sweep selects on the `val` split, but there are no val cases")
@@ -157,7 +173,8 @@ def fit_share_tables(emb: CaseTable, rad: CaseTable, hidden: int = 256, l1: floa
              f"validation: {', '.join(map(str, j.case_id[va][~fin][:5]))}")
     Xv, Rv = Xv[fin], Rv[fin]
     grid = list(grid) if grid is not None else [(l1, l2)]
-    fit = train_share(j.X[tr], Rtr, Xv if len(Xv) else None, Rv if len(Xv) else None, grid=grid,
+    fit = train_share(j.X[tr_idx[S]], Rtr[S], Xv if len(Xv) else None, Rv if len(Xv) else None,
+                      grid=grid,
                       hidden=hidden, activation=activation, epochs=epochs, lr=lr,
                       batch_size=batch_size, seed=seed, device=device, progress=progress,
                       reduction=reduction)
@@ -168,24 +185,29 @@ def fit_share_tables(emb: CaseTable, rad: CaseTable, hidden: int = 256, l1: floa
              "selected": np.arange(len(grid)) == b}
     model = ShareModel(weight=fit.weight[b], bias=fit.bias[b], activation=activation,
                        embedding_columns=list(emb.columns), scaler=scaler, column_meta=meta,
-                       params={"l1": grid[b][0], "l2": grid[b][1], "n_train": int(tr.sum()),
-                               "n_val": int(len(Xv)), "seed": int(seed)},
+                       params={"l1": grid[b][0], "l2": grid[b][1], "n_train": int(S.sum()),
+                               "n_val": int(len(Xv)), "seed": int(seed),
+                               "share_fraction": frac, "n_decoder_train": int((~S).sum())},
                        sweep=sweep, method=method,
                        embedding_params=embedding_params(emb.attrs))
+    if frac < 1.0:
+        model.share_case_id = np.asarray(j.case_id[tr_idx[S]], dtype=object)
+    D = ~S if frac < 1.0 else S           # the cases the decoders are fitted on
 
     def ridge_for(weight, bias):
         Ztr = ShareModel(weight=weight, bias=bias, activation=activation, embedding_columns=[],
-                         scaler=scaler).transform(j.X[tr])
+                         scaler=scaler).transform(j.X[tr_idx[D]])
         if md["ridge"] == "gcv":
-            return choose_ridge(Ztr, Rtr, intercept=md["intercept"])[0]
-        if weight.shape[1] + int(md["intercept"]) >= int(tr.sum()):
+            return choose_ridge(Ztr, Rtr[D], intercept=md["intercept"])[0]
+        if weight.shape[1] + int(md["intercept"]) >= int(D.sum()):
             Zc = Ztr - Ztr.mean(axis=0) if md["intercept"] else Ztr
             return RIDGE_FALLBACK * float((Zc * Zc).sum()) / weight.shape[1]
         return 0.0
 
     model.ridge = ridge_for(model.weight, model.bias)
     for k in range(1, int(seeds)):      # further initialisations at the selected lambdas
-        extra = train_share(j.X[tr], Rtr, grid=[grid[b]], hidden=hidden, activation=activation,
+        extra = train_share(j.X[tr_idx[S]], Rtr[S], grid=[grid[b]], hidden=hidden,
+                            activation=activation,
                             epochs=epochs, lr=lr, batch_size=batch_size, seed=seed + k,
                             device=device, progress=progress, reduction=reduction)
         model.extra.append((seed + k, extra.weight[0], extra.bias[0],
@@ -318,6 +340,14 @@ def decode(share: ShareModel, emb: CaseTable, rad: CaseTable, ridge: float | Non
     elif Xtr.shape[1] != share.embedding_dim:
         raise RadlensError(f"{emb.path}: {Xtr.shape[1]} embedding dims, the share model takes "
                            f"{share.embedding_dim}")
+    Xall_tr, Rall_tr = Xtr, Rtr         # every train case (the share-free control uses them)
+    if share.share_case_id is not None:   # decoders never fit on the cases share was fitted on
+        seen = set(map(str, share.share_case_id))
+        dmask = np.array([str(c) not in seen for c in j.case_id[itr]])
+        if dmask.sum() < 2:
+            raise RadlensError(f"{emb.path}: fewer than 2 train cases outside the share model's own "
+                               f"fitting cases to fit the decoder on")
+        itr, Xtr, Rtr = itr[dmask], Xtr[dmask], Rtr[dmask]
     Ztr = share.transform(Xtr)
     Zev = share.transform(Xev)
     dec = fit_decoder(Ztr, Rtr, ridge=ridge, intercept=intercept)
@@ -338,9 +368,10 @@ def decode(share: ShareModel, emb: CaseTable, rad: CaseTable, ridge: float | Non
         r2_seeds = np.stack(r2_seeds)
     r2_direct = None
     if control:   # share-free control: ridge from the raw embeddings, intercept, GCV alpha
-        Xr_tr, Xr_ev = j.X[itr], j.X[iev]
-        a_dir, _ = choose_ridge(Xr_tr, Rtr, intercept=True)
-        direct = fit_decoder(Xr_tr, Rtr, ridge=a_dir, intercept=True)
+        Xr_ev = j.X[iev]
+        Xr_tr = j.X[sets["train"][0]]
+        a_dir, _ = choose_ridge(Xr_tr, Rall_tr, intercept=True)
+        direct = fit_decoder(Xr_tr, Rall_tr, ridge=a_dir, intercept=True)
         r2_direct = r2_score(direct.predict(Xr_ev), Rev)
     meta = {k: np.asarray(v, dtype=object) for k, v in share.column_meta.items()}
     if not meta:

@@ -81,6 +81,8 @@ class ShareModel:
     reference_X: np.ndarray | None = None         # their pre-trained embeddings (float64)
     embedding_params: dict = field(default_factory=dict)  # how EMB_PRE was made (embed)
     extra: list = field(default_factory=list)  # further share seeds: (seed, weight, bias, ridge)
+    share_case_id: np.ndarray | None = None  # the train cases share was fitted on (None: all);
+    # decoders are fitted on the other train cases, so no decoder sees the share's own fit
 
     def seed_models(self) -> list[tuple[int, np.ndarray, np.ndarray, float]]:
         """(seed, weight, bias, ridge) of every share initialisation, the main one first."""
@@ -122,6 +124,8 @@ class ShareModel:
             h.update(f"seed {sd} {r!r}".encode())
             h.update(np.ascontiguousarray(w, dtype="<f4").tobytes())
             h.update(np.ascontiguousarray(b, dtype="<f4").tobytes())
+        if self.share_case_id is not None:
+            h.update(("share cases\n" + "\n".join(map(str, self.share_case_id))).encode())
         if self.reference_X is not None:
             h.update("\n".join(map(str, self.reference_case_id)).encode())
             h.update(np.ascontiguousarray(self.reference_X, dtype="<f8").tobytes())
@@ -323,6 +327,8 @@ def save_share(model: ShareModel, path: str, attrs: dict | None = None, force: b
     }
     for k, v in model.column_meta.items():
         datasets[f"column_{k}"] = np.asarray(v, dtype=object)
+    if model.share_case_id is not None:
+        datasets["share_case_id"] = np.asarray(model.share_case_id, dtype=object)
     if model.reference_X is not None:
         datasets["reference_case_id"] = np.asarray(model.reference_case_id, dtype=object)
         datasets["reference_embeddings"] = np.asarray(model.reference_X, np.float64)
@@ -368,6 +374,8 @@ def load_share(path: str) -> ShareModel:
                                method=str(attrs.get("method", "paper")),
                                ridge=float(attrs.get("ridge", 0.0)),
                                embedding_params=json.loads(attrs.get("embedding_params", "{}")))
+            if "share_case_id" in f:
+                model.share_case_id = _decode(f["share_case_id"][()])
             if "seeds" in f:
                 g = f["seeds"]
                 model.extra = [(int(a), w, b, float(r)) for a, w, b, r in
