@@ -92,6 +92,7 @@ def main():
     ap.add_argument("--sizes", default="300x32,600x64,1200x128")
     ap.add_argument("--csv", default=None)
     ap.add_argument("--align", default=None, help="decode --align (default: the method's)")
+    ap.add_argument("--from-csv", default=None, help="summarise an earlier --csv instead of running")
     a = ap.parse_args()
     import pandas as pd
 
@@ -100,6 +101,10 @@ def main():
 
     log.VERBOSITY["level"] = 0
     rows = []
+    if a.from_csv:
+        df = pd.read_csv(a.from_csv)
+        print(markdown(df))
+        return
     with tempfile.TemporaryDirectory() as tmp:
         for size in a.sizes.split(","):
             n, d = map(int, size.split("x"))
@@ -118,8 +123,39 @@ def main():
           f"recall {pl.q_recall.mean():.2f} (min {pl.q_recall.min():.2f})")
     print(f"planted precision@10: gain min {pl.prec10_gain.min():.2f} mean {pl.prec10_gain.mean():.2f}; "
           f"loss min {pl.prec10_loss.min():.2f} mean {pl.prec10_loss.mean():.2f}")
+    print(markdown(df))
     if a.csv:
         df.to_csv(a.csv, index=False)
+
+
+def markdown(df) -> str:
+    """The docs/validity.md table: per condition, over all cohorts."""
+    order = ["rotation", "permutation", "scale", "shift", "combined", "duplicated", "renoised",
+             "remixed", "anisotropic", "planted"]
+    lines = ["| condition | cohorts | features q_bh<0.05: mean (max) | Table-1 groups q_bh<0.05: "
+             "cohorts with any (max) | mean Δr²: range | mean Δr² share-free: range |"
+             + (" features q_perm<0.05: max |" if "flagged_perm" in df else ""),
+             "|---|---:|---:|---:|---:|---:|" + ("---:|" if "flagged_perm" in df else "")]
+    for c in [c for c in order if c in set(df.condition)]:
+        s = df[df.condition == c]
+        line = (f"| {c} | {len(s)} | {100 * s.flagged.mean():.1f} % ({100 * s.flagged.max():.1f} %) | "
+                f"{int((s.groups_flagged > 0).sum())} ({int(s.groups_flagged.max())} of "
+                f"{int(s.groups.max())}) | {s.mean_delta_r2.min():+.3f} … {s.mean_delta_r2.max():+.3f} | "
+                f"{s.mean_delta_r2_direct.min():+.3f} … {s.mean_delta_r2_direct.max():+.3f} |")
+        if "flagged_perm" in df:
+            line += f" {100 * s.flagged_perm.max():.1f} % |"
+        lines.append(line)
+    pl = df[df.condition == "planted"]
+    if len(pl):
+        lines += ["", f"Planted recovery over {len(pl)} cohorts: precision@10 of the gained set "
+                  f"by rank_gain min {pl.prec10_gain.min():.2f} (mean {pl.prec10_gain.mean():.2f}), "
+                  f"of the lost set by rank_loss min {pl.prec10_loss.min():.2f} "
+                  f"(mean {pl.prec10_loss.mean():.2f})"
+                  + (f"; of the features at q_bh < 0.05, {100 * pl.q_precision.mean():.0f} % "
+                     f"(min {100 * pl.q_precision.min():.0f} %) are planted, and "
+                     f"{100 * pl.q_recall.mean():.0f} % (min {100 * pl.q_recall.min():.0f} %) of the "
+                     f"planted features are at q_bh < 0.05" if "q_precision" in pl else "") + "."]
+    return "\n".join(lines)
 
 
 if __name__ == "__main__":
