@@ -265,7 +265,7 @@ def decode(share: ShareModel, emb: CaseTable, rad: CaseTable, ridge: float | Non
     generalised cross-validation), whose held-out R^2 is `r2_direct`."""
     from radlens_cli.lens.align import fit_alignment
     from radlens_cli.lens.checks import embedding_params, require_same_preprocessing
-    from radlens_cli.lens.decoder import choose_ridge
+    from radlens_cli.lens.decoder import ridge_gcv
 
     warn = warn or (lambda msg: None)
     md = method_defaults(share.method)
@@ -370,8 +370,7 @@ def decode(share: ShareModel, emb: CaseTable, rad: CaseTable, ridge: float | Non
     if control:   # share-free control: ridge from the raw embeddings, intercept, GCV alpha
         Xr_ev = j.X[iev]
         Xr_tr = j.X[sets["train"][0]]
-        a_dir, _ = choose_ridge(Xr_tr, Rall_tr, intercept=True)
-        direct = fit_decoder(Xr_tr, Rall_tr, ridge=a_dir, intercept=True)
+        _, _, direct = ridge_gcv(Xr_tr, Rall_tr, intercept=True)
         r2_direct = r2_score(direct.predict(Xr_ev), Rev)
     meta = {k: np.asarray(v, dtype=object) for k, v in share.column_meta.items()}
     if not meta:

@@ -151,19 +151,33 @@ def choose_ridge(Z: np.ndarray, R: np.ndarray, intercept: bool = True,
     B = diag(w)^-1/2 V^T Z^T R, RSS_j(alpha) = ||r_j||^2 - ||B_j||^2
     + sum_k (alpha / (w_k + alpha))^2 B_kj^2: one n*h*p product for the whole grid.
     Returns (alpha, scores per grid point)."""
+    alpha, scores, _ = ridge_gcv(Z, R, intercept, grid)
+    return alpha, scores
+
+
+def ridge_gcv(Z: np.ndarray, R: np.ndarray, intercept: bool = True, grid=RIDGE_GRID):
+    """`choose_ridge` and the decoder at the chosen alpha from the same moments:
+    (alpha, scores, Decoder). The centred moments come from Z^T Z and Z^T R without
+    centred copies of the (possibly large) matrices."""
     Z = np.asarray(Z, dtype=np.float64)
     R = np.asarray(R, dtype=np.float64)
-    n = Z.shape[0]
-    if intercept:
-        Z = Z - Z.mean(axis=0)
-        R = R - R.mean(axis=0)
+    n, h = Z.shape
     with _small_blas():
-        w, V = np.linalg.eigh(Z.T @ Z)
+        G = Z.T @ Z
+    C = Z.T @ R
+    rr = np.einsum("ij,ij->j", R, R)
+    if intercept:
+        zm, rm = Z.mean(axis=0), R.mean(axis=0)
+        G = G - n * np.outer(zm, zm)
+        C = C - n * np.outer(zm, rm)
+        rr = rr - n * rm * rm
+    with _small_blas():
+        w, V = np.linalg.eigh(G)
     w = np.clip(w, 0.0, None)
     pos = w > max(float(w.max()), 0.0) * np.finfo(np.float64).eps * max(n, len(w))
     scale = float(w.mean()) if w.size and w.mean() > 0 else 1.0
-    B2 = ((V[:, pos].T @ (Z.T @ R)) ** 2) / w[pos, None]          # (k, p)
-    rr = (R * R).sum(axis=0)
+    VC = V.T @ C                                                    # (h, p)
+    B2 = (VC[pos] ** 2) / w[pos, None]
     base = rr - B2.sum(axis=0)
     var = rr / n
     var = np.where(var > 0, var, 1.0)
@@ -175,7 +189,13 @@ def choose_ridge(Z: np.ndarray, R: np.ndarray, intercept: bool = True,
         df = float((1.0 - shrink).sum()) + (1.0 if intercept else 0.0)
         denom = max(1.0 - df / n, 1e-12) ** 2
         scores[i] = float(np.mean(rss / n / denom / var))
-    return float(alphas[int(np.argmin(scores))]), scores
+    alpha = float(alphas[int(np.argmin(scores))])
+    theta = ((V / (w + alpha)) @ VC).T                              # (p, h)
+    bias = (rm - theta @ zm) if intercept else np.zeros(R.shape[1])
+    diag = conditioning(w, n, h)
+    diag["ridge_used"] = alpha
+    return alpha, scores, Decoder(theta=theta, bias=bias, intercept=intercept, ridge=alpha,
+                                  diagnostics=diag)
 
 
 def r2_score(pred: np.ndarray, target: np.ndarray) -> np.ndarray:

@@ -127,4 +127,11 @@ def test_choose_ridge_equals_brute_force_gcv():
         var = R.var(0)
         brute.append(np.mean(rss / n / (1 - df / n) ** 2 / var))
     np.testing.assert_allclose(scores, brute, rtol=1e-8)
-    assert alpha == RIDGE_GRID[int(np.argmin(brute))] * mean_eig
+    assert alpha == pytest.approx(RIDGE_GRID[int(np.argmin(brute))] * mean_eig, rel=1e-10)
+    from radlens_cli.lens.decoder import ridge_gcv
+
+    a2, _, dec = ridge_gcv(Z, R, intercept=True)       # the decoder from the same moments
+    ref = fit_decoder(Z, R, ridge=a2, intercept=True)
+    assert a2 == alpha
+    np.testing.assert_allclose(dec.theta, ref.theta, rtol=1e-7, atol=1e-10)
+    np.testing.assert_allclose(dec.bias, ref.bias, rtol=1e-7, atol=1e-10)
