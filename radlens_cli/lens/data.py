@@ -340,7 +340,6 @@ def decode(share: ShareModel, emb: CaseTable, rad: CaseTable, ridge: float | Non
     elif Xtr.shape[1] != share.embedding_dim:
         raise RadlensError(f"{emb.path}: {Xtr.shape[1]} embedding dims, the share model takes "
                            f"{share.embedding_dim}")
-    Xall_tr, Rall_tr = Xtr, Rtr         # every train case (the share-free control uses them)
     if share.share_case_id is not None:   # decoders never fit on the cases share was fitted on
         seen = set(map(str, share.share_case_id))
         dmask = np.array([str(c) not in seen for c in j.case_id[itr]])
@@ -368,9 +367,9 @@ def decode(share: ShareModel, emb: CaseTable, rad: CaseTable, ridge: float | Non
         r2_seeds = np.stack(r2_seeds)
     r2_direct = None
     if control:   # share-free control: ridge from the raw embeddings, intercept, GCV alpha
+        # on the same train cases as the share decoder, so the two differ only by the share
+        _, _, direct = ridge_gcv(j.X[itr], Rtr, intercept=True)
         Xr_ev = j.X[iev]
-        Xr_tr = j.X[sets["train"][0]]
-        _, _, direct = ridge_gcv(Xr_tr, Rall_tr, intercept=True)
         r2_direct = r2_score(direct.predict(Xr_ev), Rev)
     meta = {k: np.asarray(v, dtype=object) for k, v in share.column_meta.items()}
     if not meta:
