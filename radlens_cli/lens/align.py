@@ -60,6 +60,17 @@ class Alignment:
             return X
         return self.scale * ((X - self.mean) @ self.rotation) + self.ref_mean
 
+    def compose(self, weight: np.ndarray, bias: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        """(W', b') with X W' + b' == apply(X) W + b: the alignment folded into a linear
+        layer, so aligning costs a d x d x h product instead of an n x d x d one."""
+        W = np.asarray(weight, dtype=np.float64)
+        b = np.asarray(bias, dtype=np.float64)
+        if self.identity:
+            return W, b
+        W2 = self.scale * (self.rotation @ W)
+        b2 = b + (self.ref_mean - self.scale * (self.mean @ self.rotation)) @ W
+        return W2, b2
+
     @property
     def residual_note(self) -> str:
         if self.identity:

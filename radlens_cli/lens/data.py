@@ -336,7 +336,7 @@ def decode(share: ShareModel, emb: CaseTable, rad: CaseTable, ridge: float | Non
                  f"model ({len(ids)} and {len(pos_ref)} train cases)")
         ref = share.reference_X[[pos_ref[ids[k]] for k in both]]
         alignment = fit_alignment(Xtr[both], ref, align)
-        Xtr, Xev = alignment.apply(Xtr), alignment.apply(Xev)
+        # folded into share's first (linear) layer below: X W' + b' == align(X) W + b
     elif Xtr.shape[1] != share.embedding_dim:
         raise RadlensError(f"{emb.path}: {Xtr.shape[1]} embedding dims, the share model takes "
                            f"{share.embedding_dim}")
@@ -347,8 +347,18 @@ def decode(share: ShareModel, emb: CaseTable, rad: CaseTable, ridge: float | Non
             raise RadlensError(f"{emb.path}: fewer than 2 train cases outside the share model's own "
                                f"fitting cases to fit the decoder on")
         itr, Xtr, Rtr = itr[dmask], Xtr[dmask], Rtr[dmask]
-    Ztr = share.transform(Xtr)
-    Zev = share.transform(Xev)
+    def through(weight, bias):
+        """share(align(X)) as one linear layer and the non-linearity."""
+        if alignment is None:
+            return ShareModel(weight=weight, bias=bias, activation=share.activation,
+                              embedding_columns=[], scaler=share.scaler)
+        W2, b2 = alignment.compose(weight, bias)
+        return ShareModel(weight=W2, bias=b2, activation=share.activation, embedding_columns=[],
+                          scaler=share.scaler)
+
+    main = through(share.weight, share.bias)
+    Ztr = main.transform(Xtr)
+    Zev = main.transform(Xev)
     dec = fit_decoder(Ztr, Rtr, ridge=ridge, intercept=intercept)
     for w in dec.warnings:
         warn(w)
@@ -359,8 +369,7 @@ def decode(share: ShareModel, emb: CaseTable, rad: CaseTable, ridge: float | Non
     if share.extra:
         r2_seeds = [r2]
         for _, w, b, a in share.extra:
-            act = ShareModel(weight=w, bias=b, activation=share.activation, embedding_columns=[],
-                             scaler=share.scaler)
+            act = through(w, b)
             dk = fit_decoder(act.transform(Xtr), Rtr, ridge=a if ridge_given is None else ridge_given,
                              intercept=intercept)
             r2_seeds.append(r2_score(dk.predict(act.transform(Xev)), Rev))

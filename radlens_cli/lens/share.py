@@ -103,8 +103,8 @@ class ShareModel:
     def transform(self, X: np.ndarray) -> np.ndarray:
         """Z = act(X W + b), float64, (n, h)."""
         X = np.asarray(X, dtype=np.float64)
-        return activate(X @ self.weight.astype(np.float64) + self.bias.astype(np.float64),
-                        self.activation)
+        return activate(X @ np.asarray(self.weight, np.float64)
+                        + np.asarray(self.bias, np.float64), self.activation)
 
     @property
     def share_hash(self) -> str:
