@@ -74,9 +74,11 @@ def make_inputs(folder, n, d, h, p, seed=0):
     cols = [f"{mods[j % 3]}/{types[(j // 3) % 9]}_{fams[(j // 27) % 6]}_F{j:04d}" for j in range(p)]
     R = U @ rng.normal(size=(k, p)) + rng.normal(size=(n, p))
     write_table(CaseTable(ids, R, cols, split=split), os.path.join(folder, "rad.h5"), force=True)
+    E_pre = None
     for name, mix in (("emb_pre", 0.0), ("emb_ft", 0.5)):
         V = (1 - mix) * U + mix * rng.normal(size=(n, k))
         E = V @ rng.normal(size=(k, d)) / np.sqrt(k) + 0.1 * rng.normal(size=(n, d))
+        E_pre = E if E_pre is None else E_pre
         write_table(CaseTable(ids, E, [f"e{j}" for j in range(d)], split=split),
                     os.path.join(folder, f"{name}.h5"), force=True)
     scaler = fit_scaler(R[split == "train"], cols)
@@ -84,6 +86,12 @@ def make_inputs(folder, n, d, h, p, seed=0):
     share = ShareModel(weight=(rng.normal(size=(d, h)) / np.sqrt(d)).astype(np.float32),
                        bias=(0.1 * rng.normal(size=h)).astype(np.float32), activation="relu",
                        embedding_columns=[f"e{j}" for j in range(d)], scaler=scaler)
+    # what a calibrated fit-share stores: the pre-trained train embeddings (alignment
+    # target), the train cases share was fitted on (decoders use the others), one alpha
+    tr = np.flatnonzero(split == "train")
+    share.reference_case_id, share.reference_X = ids[tr], E_pre[tr]
+    share.share_case_id = ids[tr[::2]]
+    share.ridge = 1.0
     save_share(share, os.path.join(folder, "share.h5"), force=True)
 
 

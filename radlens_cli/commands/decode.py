@@ -9,9 +9,10 @@ from radlens_cli.commands._util import command, force_option, output_option
 from radlens_cli.errors import UsageError
 
 
-def decode(share_path: str, emb_path: str, rad_path: str, output: str, ridge: float = 0.0,
-           intercept: bool = False, eval_split: str = "test", allow_missing: bool = False,
-           force: bool = False):
+def decode(share_path: str, emb_path: str, rad_path: str, output: str, ridge: float | None = None,
+           intercept: bool | None = None, eval_split: str = "test", allow_missing: bool = False,
+           force: bool = False, align: str | None = None,
+           allow_different_preprocessing: bool = False):
     """Decode one embedding file through share; write DEC.h5; returns the DecodeResult."""
     import numpy as np
 
@@ -24,7 +25,11 @@ def decode(share_path: str, emb_path: str, rad_path: str, output: str, ridge: fl
 
     if [share_path, emb_path, rad_path].count("-") > 1:
         raise UsageError("only one input can be `-` (stdin)")
-    if ridge < 0:
+    from radlens_cli.lens.align import ALIGNMENTS
+
+    if align is not None and align not in ALIGNMENTS:
+        raise UsageError(f"--align must be one of {', '.join(ALIGNMENTS)}, not {align!r}")
+    if ridge is not None and ridge < 0:
         raise UsageError("--ridge must be >= 0")
     if eval_split == "train":
         raise UsageError("--eval-split train would evaluate on the cases the decoder was fitted on")
@@ -33,10 +38,13 @@ def decode(share_path: str, emb_path: str, rad_path: str, output: str, ridge: fl
     emb = read_table(emb_path, "embeddings", part="refuse")
     rad = read_table(rad_path, "radiomics", part="refuse")
     res = decode_tables(share, emb, rad, ridge=ridge, intercept=intercept, eval_split=eval_split,
-                        allow_missing=allow_missing, warn=log.warn)
+                        allow_missing=allow_missing, warn=log.warn, align=align,
+                        allow_different_preprocessing=allow_different_preprocessing)
     d = res.decoder.diagnostics
-    params = {"ridge": ridge, "ridge_used": res.decoder.ridge, "intercept": intercept,
-              "eval_split": eval_split, "allow_missing": allow_missing}
+    params = {"ridge": ridge, "ridge_used": res.decoder.ridge, "intercept": res.decoder.intercept,
+              "eval_split": eval_split, "allow_missing": allow_missing, "method": res.method,
+              "align": res.alignment.kind if res.alignment is not None else "none",
+              "allow_different_preprocessing": allow_different_preprocessing}
     attrs = provenance.build("decode", inputs={"share": share_path, "embeddings": emb_path,
                                                "radiomics": rad_path}, params=params,
                              history=provenance.merged_history(share.attrs, emb.attrs, rad.attrs))
@@ -44,7 +52,8 @@ def decode(share_path: str, emb_path: str, rad_path: str, output: str, ridge: fl
     log.info(f"decoder: {len(res.columns)} columns from h={d['hidden']} "
              f"(n_train={d['n_train']}, rank {d['effective_rank']}, cond {d['condition_number']:.3g}); "
              f"{eval_split}: {len(res.eval_case_id)} cases, mean R2 {float(np.mean(res.r2)):.3f}, "
-             f"MSE {float(np.mean(res.mse)):.4g}")
+             f"MSE {float(np.mean(res.mse)):.4g}; method {res.method}"
+             + (f", aligned ({res.alignment.residual_note})" if res.alignment is not None else ""))
     return res
 
 
@@ -54,8 +63,10 @@ def decode_cli(
     embeddings: str = typer.Argument(..., metavar="EMB", help="Embeddings to decode, pre or fine-tuned (case table; `-` for stdin)."),
     radiomics: str = typer.Argument(..., metavar="RADIOMICS", help="Radiomics case table holding the share model's columns (`-` for stdin)."),
     output: str = output_option("Output DEC.h5 (`-` for stdout)."),
-    ridge: float = typer.Option(0.0, "--ridge", help="Ridge penalty alpha on theta (0: plain least squares, the paper)."),
-    intercept: bool = typer.Option(False, "--intercept", help="Add a bias column, R ~ theta [Z; 1] (DESIGN.md); default is the paper's R = theta Z without intercept."),
+    ridge: float = typer.Option(None, "--ridge", help="Ridge penalty alpha on theta (default: the alpha stored in SHARE, the same for every checkpoint; 0: plain least squares, the paper)."),
+    intercept: bool = typer.Option(None, "--intercept/--no-intercept", help="Bias column, R ~ theta [Z; 1] (default with --method calibrated shares) or the paper's R = theta Z (default with --method paper shares)."),
+    align: str = typer.Option(None, "--align", help="Map the embeddings onto the pre-trained train embeddings before share, fitted on train cases: similarity (orthogonal Procrustes + one scale + shift; default with calibrated shares), whitened (Procrustes between whitened embeddings: also undoes per-dimension rescaling, but reads gained information as weaker; see docs/validity.md) or none (the paper; default with --method paper shares)."),
+    allow_different_preprocessing: bool = typer.Option(False, "--allow-different-preprocessing", help="Decode embeddings whose recorded preprocessing (spacing, crop, normalisation, layer, pooling...) differs from the share model's pre-trained embeddings (e.g. another foundation model on purpose)."),
     eval_split: str = typer.Option("test", "--eval-split", help="Split on which predictions, errors and R^2 are reported."),
     allow_missing: bool = typer.Option(False, "--allow-missing", help="Use the cases present in both inputs instead of failing on a mismatch."),
     force: bool = force_option(),
@@ -65,9 +76,16 @@ def decode_cli(
     Computes Z = share(X) for one embedding file, joins it with the radiomics on case_id,
     scales the radiomics with the share model's train statistics and solves the linear
     decoder on the `train` split in closed form (least squares or ridge on the normal
-    equations, solved by eigendecomposition of Z^T Z; never an explicit inverse). Following the paper (R = theta Z) there is no
-    intercept unless --intercept is given; importance never includes it. Warns when
-    n_train < 5*h or Z_train is ill-conditioned; h >= n_train falls back to ridge.
+    equations, solved by eigendecomposition of Z^T Z; never an explicit inverse).
+    With a calibrated SHARE (the default of fit-share) the embeddings are first aligned
+    to the pre-trained train embeddings (X -> s (X - mean) Q + mean_ref, Q orthogonal,
+    fitted on train cases), so a rotation, permutation, rescaling or shift of the
+    embeddings changes nothing; the decoder has an intercept and the SHARE's ridge alpha.
+    With a --method paper SHARE: no alignment, no intercept (R = theta Z), no ridge.
+    Importance never includes the intercept. Also fits a share-free control (ridge from
+    the embeddings, alpha by generalised cross-validation) whose R^2 is stored as r2_direct. Refuses
+    embeddings whose recorded preprocessing differs from the share model's.
+    Warns when n_train < 5*h or Z_train is ill-conditioned.
     Writes DEC.h5 (schema decoder/1): theta, the share_hash, per-feature R^2 and MSE on
     the evaluation split, per-case predictions, targets and squared errors (scaled units),
     conditioning diagnostics, and the train/eval Z and targets that compare refits from.
@@ -76,7 +94,8 @@ def decode_cli(
 
     \b
       radlens decode share.h5 emb_pre.h5 radiomics.h5 -o dec_pre.h5
-      radlens decode share.h5 emb_ft.h5 radiomics.h5 -o dec_ft.h5 --ridge 1e-3
+      radlens decode share.h5 emb_ft.h5 radiomics.h5 -o dec_ft.h5
     """
     decode(share, embeddings, radiomics, output, ridge=ridge, intercept=intercept,
-           eval_split=eval_split, allow_missing=allow_missing, force=force)
+           eval_split=eval_split, allow_missing=allow_missing, force=force, align=align,
+           allow_different_preprocessing=allow_different_preprocessing)

@@ -11,9 +11,10 @@ from radlens_cli.errors import UsageError
 
 def fit_share(emb_path: str, rad_path: str, output: str, hidden: int = 256, l1: float = 1e-6,
               l2: float = 1e-5, epochs: int = 200, lr: float = 1e-3, sweep: bool = False,
-              sweep_scores: str | None = None, scale: str = "minmax", activation: str = "relu",
+              sweep_scores: str | None = None, scale: str | None = None, activation: str = "relu",
               batch_size: int = 256, seed: int = 0, device: str = "auto",
-              allow_missing: bool = False, force: bool = False):
+              allow_missing: bool = False, force: bool = False, method: str = "calibrated",
+              loss_reduction: str = "mean", seeds: int = 1, share_fraction: float | None = None):
     """Fit share (and the temporary heads) and write SHARE.h5; returns the ShareModel."""
     import numpy as np
 
@@ -21,12 +22,16 @@ def fit_share(emb_path: str, rad_path: str, output: str, hidden: int = 256, l1: 
     from radlens_cli.io.files import check_output
     from radlens_cli.io.tables import read_table
     from radlens_cli.lens.data import fit_share_tables
-    from radlens_cli.lens.share import ACTIVATIONS, paper_grid, save_share
+    from radlens_cli.lens.share import ACTIVATIONS, METHODS, REDUCTIONS, paper_grid, save_share
     from radlens_cli.lens.scaling import SCALES
 
     if emb_path == "-" and rad_path == "-":
         raise UsageError("only one input can be `-` (stdin)")
-    if scale not in SCALES:
+    if method not in METHODS:
+        raise UsageError(f"--method must be one of {', '.join(METHODS)}, not {method!r}")
+    if loss_reduction not in REDUCTIONS:
+        raise UsageError(f"--loss-reduction must be one of {', '.join(REDUCTIONS)}, not {loss_reduction!r}")
+    if scale is not None and scale not in SCALES:
         raise UsageError(f"--scale must be one of {', '.join(SCALES)}, not {scale!r}")
     if activation not in ACTIVATIONS:
         raise UsageError(f"--activation must be one of {', '.join(ACTIVATIONS)}, not {activation!r}")
@@ -40,12 +45,17 @@ def fit_share(emb_path: str, rad_path: str, output: str, hidden: int = 256, l1: 
     emb = read_table(emb_path, "embeddings", part="refuse")
     rad = read_table(rad_path, "radiomics", part="refuse")
     grid = paper_grid() if sweep else None
-    n_epochs = epochs
+    if share_fraction is not None and not 0.0 < share_fraction <= 1.0:
+        raise UsageError("--share-fraction must be in (0, 1]")
+    if seeds < 1:
+        raise UsageError("--seeds must be at least 1")
+    n_epochs = epochs * seeds
     bar = log.progress(total=n_epochs, desc="fit-share", unit="epoch")
     model = fit_share_tables(emb, rad, hidden=hidden, l1=l1, l2=l2, grid=grid, epochs=epochs,
                              lr=lr, scale=scale, activation=activation, batch_size=batch_size,
                              seed=seed, device=device, allow_missing=allow_missing,
-                             progress=lambda: bar.update(1), warn=log.warn)
+                             progress=lambda: bar.update(1), warn=log.warn, method=method,
+                             reduction=loss_reduction, seeds=seeds, share_fraction=share_fraction)
     bar.close()
     for col, why in model.scaler.dropped:
         log.warn(f"dropped radiomic column {col}: {why}")
@@ -53,7 +63,10 @@ def fit_share(emb_path: str, rad_path: str, output: str, hidden: int = 256, l1: 
         log.warn(f"{len(model.scaler.dropped)} radiomic column(s) dropped (listed in "
                  f"{output}: dropped_columns)")
     params = {"hidden": hidden, "l1": model.params["l1"], "l2": model.params["l2"],
-              "epochs": epochs, "lr": lr, "sweep": sweep, "scale": scale,
+              "epochs": epochs, "lr": lr, "sweep": sweep, "scale": model.scaler.kind,
+              "method": method, "loss_reduction": loss_reduction, "ridge": model.ridge,
+              "seeds": seeds, "share_fraction": model.params["share_fraction"],
+              "n_decoder_train": model.params["n_decoder_train"],
               "activation": activation, "batch_size": batch_size, "seed": seed,
               "device": device, "allow_missing": allow_missing,
               "n_train": model.params["n_train"], "n_val": model.params["n_val"]}
@@ -78,7 +91,7 @@ def fit_share(emb_path: str, rad_path: str, output: str, hidden: int = 256, l1: 
     save_share(model, output, attrs=attrs, force=force)
     log.info(f"share: d={model.embedding_dim} -> h={model.hidden} ({activation}), "
              f"{len(model.columns)} radiomic columns kept, {len(model.scaler.dropped)} dropped; "
-             f"share_hash {model.share_hash[:12]}")
+             f"method {method}, decoder ridge {model.ridge:.4g}; share_hash {model.share_hash[:12]}")
     return model
 
 
@@ -94,7 +107,11 @@ def fit_share_cli(
     lr: float = typer.Option(1e-3, "--lr", min=0.0, help="Adam learning rate."),
     sweep: bool = typer.Option(False, "--sweep", help="Train the paper's 6x4 (l1, l2) grid as one batched model and keep the one with the lowest validation L1; --l1/--l2 are then ignored."),
     sweep_scores: str = typer.Option(None, "--sweep-scores", help="Also write the grid's scores to this CSV (with --sweep)."),
-    scale: str = typer.Option("minmax", "--scale", help="Radiomics scaling with train statistics: minmax (the paper, [0,1]) or zscore."),
+    scale: str = typer.Option(None, "--scale", help="Radiomics scaling with train statistics: zscore (default of --method calibrated) or minmax (the paper, [0,1]; default of --method paper)."),
+    method: str = typer.Option("calibrated", "--method", help="calibrated (default: z-scored radiomics; decoders align each checkpoint to the pre-trained basis, use an intercept and one ridge alpha (generalised cross-validation) stored here) or paper (the paper exactly: min-max, no intercept, no alignment, no ridge)."),
+    share_fraction: float = typer.Option(None, "--share-fraction", help="Fraction of the train cases share is fitted on; decoders are fitted on the other train cases, so a decoder never reuses the cases share memorised (default 0.5 with --method calibrated, 1 with --method paper: the paper fits both on all train cases)."),
+    seeds: int = typer.Option(1, "--seeds", help="Train K share initialisations (seeds --seed .. --seed+K-1, at the selected lambdas); decode decodes through each and compare reports delta_r2_mean/_sd across them and the rank stability between seeds."),
+    loss_reduction: str = typer.Option("mean", "--loss-reduction", help="L1 data term: mean over cases and columns (default, PyTorch's L1Loss) or sum over columns averaged over cases. val_l1/train_l1 use the same reduction."),
     activation: str = typer.Option("relu", "--activation", help="Non-linearity of share: relu, gelu or tanh (the paper does not name it)."),
     batch_size: int = typer.Option(256, "--batch-size", help="Cases per Adam step; 0 for full batch."),
     allow_missing: bool = typer.Option(False, "--allow-missing", help="Use the cases present in both inputs instead of failing on a mismatch."),
@@ -105,10 +122,19 @@ def fit_share_cli(
     """Train share on the pre-fine-tuning embeddings.
 
     Learns f(X) = head(share(X)) with share = Linear(d, h) + non-linearity and one linear
-    head over all modalities' radiomic columns, minimising the per-case L1 reconstruction
-    error (summed over columns, averaged over cases) plus l1*|w| + l2*w^2 over all weights
-    (the paper's eq. 5), with Adam on the `train` split. Radiomics are min-max scaled with
-    train statistics; columns constant or non-finite on train are dropped and listed.
+    head over all modalities' radiomic columns, minimising the L1 reconstruction error
+    (mean over cases and columns; --loss-reduction sum for the per-case sum over columns)
+    plus l1*|w| + l2*w^2 over all weights (the paper's eq. 5), with Adam on the `train`
+    split. Radiomics are z-scored (--method calibrated) or min-max scaled (--method paper)
+    with train statistics; columns constant or non-finite on train are dropped and listed.
+    --method calibrated (default) also stores the pre-trained train embeddings, which
+    decode aligns every checkpoint to, and one ridge alpha (generalised cross-validation on the
+    pre-trained train cases) that every decoder of this share uses; see docs/validity.md.
+    Calibrated shares are fitted on half of the train cases (--share-fraction) and the
+    decoders on the other half: a decoder fitted on the cases share memorised favours the
+    pre-trained checkpoint (docs/validity.md).
+    --method paper reproduces the paper (min-max, no intercept, no alignment, share and
+    decoders on all train cases).
     With --sweep, the paper's grid l1 in {0,1e-7,3e-7,1e-6,3e-6,1e-5} x l2 in
     {0,1e-5,1e-4,1e-3} is trained at once and selected on `val` reconstruction.
     Writes SHARE.h5 (schema share-model/1): share's weights, scaling, kept and dropped
@@ -119,8 +145,10 @@ def fit_share_cli(
     \b
       radlens fit-share emb_pre.h5 radiomics.h5 -o share.h5
       radlens fit-share emb_pre.h5 radiomics.h5 -o share.h5 --sweep --sweep-scores sweep.csv
+      radlens fit-share emb_pre.h5 radiomics.h5 -o share_paper.h5 --method paper
     """
     fit_share(embeddings, radiomics, output, hidden=hidden, l1=l1, l2=l2, epochs=epochs, lr=lr,
               sweep=sweep, sweep_scores=sweep_scores, scale=scale, activation=activation,
               batch_size=batch_size, seed=seed, device=device, allow_missing=allow_missing,
-              force=force)
+              force=force, method=method, loss_reduction=loss_reduction, seeds=seeds,
+              share_fraction=share_fraction)

@@ -42,7 +42,7 @@ def _targets(manifest, column: str, task: str) -> dict:
 
 def probe(features: list[str], manifest_path: str, target: str, output: str, task: str = "classify",
           folds: int = 5, seed: int = 0, names: str | None = None, models: str | None = None,
-          trees: int = 200, jobs: int = 1, force: bool = False):
+          trees: int = 200, jobs: int = 1, force: bool = False, protocol: str = "train-test"):
     """Score every feature table with the same folds; write one row per (table, model)."""
     from radlens_cli.lens import probe as lp
 
@@ -62,6 +62,8 @@ def probe(features: list[str], manifest_path: str, target: str, output: str, tas
     for m in model_list:
         if m not in lp.MODELS[task] + lp.EXTRA_MODELS:
             raise UsageError(f"--models {m}: for --task {task} use {', '.join(lp.MODELS[task] + lp.EXTRA_MODELS)}")
+    if protocol not in lp.PROTOCOLS:
+        raise UsageError(f"--protocol must be one of {', '.join(lp.PROTOCOLS)}, not {protocol!r}")
     if trees < 1:
         raise UsageError("--trees must be at least 1")
     check_output(output, force)
@@ -80,6 +82,17 @@ def probe(features: list[str], manifest_path: str, target: str, output: str, tas
                            f"{target} in {manifest_path}")
     log.info(f"probe: {len(cases)} cases in all {len(tables)} table(s) with target {target} "
              f"({len(n_union - common)} case(s) only in some tables or without a target)")
+    for label, t in zip(labels, tables):
+        ft = lp.finetuned_target(t.attrs)
+        if ft is not None and ft[1] == target:
+            log.warn(f"{t.path}: its encoder was fine-tuned on {target} ({ft[0]}); "
+                     + ("cv-all lets it score cases it saw with their labels, inflating "
+                        f"{label}'s accuracy; use --protocol train-test"
+                        if protocol == "cv-all" else
+                        f"only `test` cases are scored, but make sure they were `test` for "
+                        f"the fine-tuning too"))
+    split_of = dict(zip(manifest.case_ids, manifest.split))
+    split = np.array([split_of.get(c, "") for c in cases], dtype=object)
     y = np.array([y_of[c] for c in cases], dtype=np.float64 if task == "regress" else object)
     if task == "classify":
         y = np.array(y.tolist())  # uniform dtype (ints or strings) for scikit-learn
@@ -97,10 +110,12 @@ def probe(features: list[str], manifest_path: str, target: str, output: str, tas
         if x.shape[1] == 0:
             raise RadlensError(f"{t.path}: no column with finite values on the shared cases")
         mats[label] = x
-    df = lp.probe(mats, y, task, folds=folds, seed=seed, models=model_list, jobs=jobs, trees=trees)
+    df = lp.probe(mats, y, task, folds=folds, seed=seed, models=model_list, jobs=jobs, trees=trees,
+                  split=split, protocol=protocol)
     prov = provenance.build("probe", inputs={f"features{i}": f for i, f in enumerate(features)} |
                             {"manifest": manifest_path},
                             params={"task": task, "target": target, "folds": folds, "seed": seed,
+                                    "protocol": protocol,
                                     "models": model_list, "trees": trees, "names": labels},
                             history=provenance.merged_history(*(t.attrs for t in tables)))
     df["command"] = prov["command"]
@@ -117,7 +132,8 @@ def probe_cli(
     target: str = typer.Option(..., "--target", help="Manifest column to predict."),
     task: str = typer.Option("classify", "--task", help="classify (labels) or regress (numbers)."),
     output: str = output_option("Results CSV, one row per (table, model) (`-` for stdout)."),
-    folds: int = typer.Option(5, "--folds", help="Cross-validation folds (the same for every table)."),
+    folds: int = typer.Option(5, "--folds", help="Cross-validation folds (the same for every table; cv-test and cv-all)."),
+    protocol: str = typer.Option("train-test", "--protocol", help="train-test (fit on the manifest's train split, score on test), cv-test (cross-validate within the test cases) or cv-all (every case, ignoring the split: leaks labels for an encoder fine-tuned on the target)."),
     names: Optional[str] = typer.Option(None, "--names",
                                         help="Comma-separated table names (default: file stems)."),
     models: Optional[str] = typer.Option(None, "--models",
@@ -130,21 +146,27 @@ def probe_cli(
 ):
     """Cross-validated shallow models on each feature table.
 
-    Answers "does the interpretable representation lose accuracy?": the same folds
-    (StratifiedKFold for classify, KFold for regress, shuffled by --seed) score every
+    Answers "does the interpretable representation lose accuracy?". Split-aware by
+    default: models are fitted on the manifest's `train` cases and scored on its `test`
+    cases (--protocol train-test; cv-test cross-validates within the test cases; cv-all
+    over every case, the old behaviour). Warns when a table's encoder was fine-tuned on
+    the probed target (read from the radlens checkpoint its embeddings name). The same
+    folds (StratifiedKFold for classify, KFold for regress, shuffled by --seed) score every
     table with a standardised linear model (logistic regression, or ridge with its
     penalty chosen inside the training fold) and a random forest; --models adds an RBF
     SVM (svm) or gradient boosting (gb), as in Rad4XCNN. Cases are those in
     every table with a target in the manifest (the count is logged).
 
-    Writes one row per (table, model): mean and sd over folds of accuracy, balanced
-    accuracy and AUC (macro one-vs-rest for more than two classes), or MSE and R2.
+    Writes one row per (table, model): the protocol, case counts, and mean and sd over
+    folds (sd empty with train-test's single split) of accuracy, balanced accuracy and AUC
+    (macro one-vs-rest for more than two classes), or MSE and R2.
 
     Examples:
 
     \b
       radlens probe radiomics.h5 emb_pre.h5 emb_ft.h5 --manifest cohort.csv --target pirads -o probe.csv
-      radlens probe emb_ft.h5 --manifest cohort.csv --target volume_ml --task regress -o - --folds 10
+      radlens probe emb_ft.h5 --manifest cohort.csv --target volume_ml --task regress -o - \
+          --protocol cv-test --folds 4
     """
     probe(features, manifest, target, output, task=task, folds=folds, seed=seed, names=names,
-          models=models, trees=trees, jobs=jobs, force=force)
+          models=models, trees=trees, jobs=jobs, force=force, protocol=protocol)

@@ -1,10 +1,12 @@
-"""Importance change between two decoders of the same share model (paper Sect. 3.6, 4.2).
+"""Decodability and importance change between decoders of the same share model
+(paper Sect. 3.6, 4.2).
 
-I_k = ||theta_k,:||_2 (intercept excluded), delta_importance = I_ft - I_pre, exactly as in
-the paper, from the decoders' stored theta. Beside it radlens reports held-out
-decodability r2_pre, r2_ft, delta_r2 (see docs/lens.md: least-squares weight norms
-grow for features the embedding does NOT encode, so delta_importance alone can rank gains
-and losses backwards when n_train is not >> h).
+Per feature: held-out decodability r2_pre, r2_ft, delta_r2 (the calibrated lens's rank
+statistic) and the paper's I_k = ||theta_k,:||_2 (intercept excluded), delta_importance =
+I_ft - I_pre, from the decoders' stored theta (see docs/lens.md: least-squares weight
+norms grow for features the embedding does NOT encode, so delta_importance alone can rank
+gains and losses backwards when n_train is not >> h). The default test is `paired_test`
+(p_null, q_bh); the permutation test below gives p_perm, q_perm.
 
 Refits for the bootstrap and the permutation test work on the normal equations: the Gram
 matrices Z^T Z and cross products Z^T R are computed once and updated with the rows that a
@@ -26,9 +28,12 @@ from radlens_cli.lens.decoder import _r2, importance, solve_moments
 from radlens_cli.lens.fdr import bh_fdr
 
 RANK_BY = ("delta_importance", "delta_r2")
-DELTA_COLUMNS = ["column", "modality", "image_type", "family", "feature", "importance_pre",
-                 "importance_ft", "delta_importance", "r2_pre", "r2_ft", "delta_r2",
-                 "rank_gain", "rank_loss"]
+DECODABLE_R2 = 0.0     # a feature is decodable when R^2 > this in at least one stage
+DEFAULT_TEST = "paired_t_sqerr"
+DELTA_COLUMNS = ["checkpoint", "column", "modality", "image_type", "family", "feature",
+                 "r2_pre", "r2_ft", "delta_r2", "importance_pre", "importance_ft",
+                 "delta_importance", "decodable", "p_null", "q_bh", "test", "rank_gain",
+                 "rank_loss"]
 
 
 def require_same_share(pre, ft) -> None:
@@ -39,51 +44,103 @@ def require_same_share(pre, ft) -> None:
                            f"decode both embeddings with the same SHARE.h5")
     if list(pre.columns) != list(ft.columns):
         raise RadlensError(f"{pre.path} and {ft.path} decode different radiomic columns")
-    if np.array_equal(pre.theta, ft.theta) and np.array_equal(pre.r2, ft.r2, equal_nan=True):
-        from radlens_cli.log import warn
-
-        warn(f"{pre.path} and {ft.path} hold identical decoders (the same embeddings twice?); "
-             f"every change will be zero")
 
 
-def ranks(stat: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-    """(rank_gain, rank_loss): 1 = largest increase / largest decrease (stable on ties)."""
+def ranks(stat: np.ndarray, mask: np.ndarray | None = None):
+    """(rank_gain, rank_loss): 1 = largest increase / largest decrease (stable on ties).
+
+    With `mask`, only masked entries are ranked (among themselves); the others get NaN."""
     stat = np.asarray(stat, dtype=np.float64)
-    gain = np.empty(len(stat), dtype=np.int64)
-    gain[np.argsort(-stat, kind="stable")] = np.arange(1, len(stat) + 1)
-    loss = np.empty(len(stat), dtype=np.int64)
-    loss[np.argsort(stat, kind="stable")] = np.arange(1, len(stat) + 1)
+    if mask is None:
+        gain = np.empty(len(stat), dtype=np.int64)
+        gain[np.argsort(-stat, kind="stable")] = np.arange(1, len(stat) + 1)
+        loss = np.empty(len(stat), dtype=np.int64)
+        loss[np.argsort(stat, kind="stable")] = np.arange(1, len(stat) + 1)
+        return gain, loss
+    idx = np.flatnonzero(mask)
+    g, lo = ranks(stat[idx])
+    gain, loss = np.full(len(stat), np.nan), np.full(len(stat), np.nan)
+    gain[idx], loss[idx] = g, lo
     return gain, loss
 
 
+def paired_test(sq_pre: np.ndarray, sq_ft: np.ndarray) -> np.ndarray:
+    """The default per-feature test: two-sided paired t-test, over the evaluation cases, of
+    each case's squared error under the fine-tuned decoder minus under the reference one.
+
+    On the same cases R^2 = 1 - RSS/TSS with one TSS, so this tests delta_r2 = 0 given the
+    two fitted decoders. Features whose errors agree to float32 rounding in every case
+    (the same information in another basis, after alignment) get p = 1."""
+    from scipy.stats import t as tdist
+
+    a = np.asarray(sq_pre, dtype=np.float64)
+    b = np.asarray(sq_ft, dtype=np.float64)
+    D = b - a
+    n = D.shape[0]
+    tol = 1e-5 * (np.abs(a) + np.abs(b)) + 1e-12
+    same = (np.abs(D) <= tol).all(axis=0)
+    p = np.ones(D.shape[1])
+    if n < 3:
+        return np.full(D.shape[1], np.nan)
+    mean = D.mean(axis=0)
+    sd = D.std(axis=0, ddof=1)
+    ok = ~same & (sd > 0)
+    t = mean[ok] / (sd[ok] / np.sqrt(n))
+    p[ok] = 2.0 * tdist.sf(np.abs(t), n - 1)
+    p[~same & (sd == 0) & (mean != 0)] = 0.0
+    return p
+
+
 def delta_table(columns, meta: dict, theta_pre, theta_ft, r2_pre, r2_ft,
-                rank_by: str = "delta_importance"):
-    """The DELTA table (pandas DataFrame), one row per radiomic column, in column order."""
+                rank_by: str = "delta_r2", checkpoint: str = "ft", p_null=None,
+                test: str = DEFAULT_TEST):
+    """The DELTA table (pandas DataFrame) of one comparison, one row per radiomic column.
+
+    decodable: R^2 > DECODABLE_R2 in at least one stage; rank_gain/rank_loss rank the
+    decodable features by `rank_by` (empty for the others); q_bh is the BH q-value of
+    p_null (the `test` column) within this comparison."""
     import pandas as pd
 
     if rank_by not in RANK_BY:
         raise ValueError(f"rank_by must be one of {RANK_BY}")
     ip, ifd = importance(theta_pre), importance(theta_ft)
-    df = pd.DataFrame({"column": list(columns)})
+    df = pd.DataFrame({"checkpoint": [checkpoint] * len(columns), "column": list(columns)})
     for k in ("modality", "image_type", "family", "feature"):
         df[k] = np.asarray(meta.get(k, [""] * len(columns)), dtype=object)
-    df["importance_pre"], df["importance_ft"], df["delta_importance"] = ip, ifd, ifd - ip
     df["r2_pre"], df["r2_ft"] = np.asarray(r2_pre, float), np.asarray(r2_ft, float)
     df["delta_r2"] = df["r2_ft"] - df["r2_pre"]
-    df["rank_gain"], df["rank_loss"] = ranks(df[rank_by].to_numpy())
+    df["importance_pre"], df["importance_ft"], df["delta_importance"] = ip, ifd, ifd - ip
+    dec = (df["r2_pre"].to_numpy() > DECODABLE_R2) | (df["r2_ft"].to_numpy() > DECODABLE_R2)
+    df["decodable"] = dec
+    p = np.full(len(columns), np.nan) if p_null is None else np.asarray(p_null, float)
+    df["p_null"] = p
+    df["q_bh"] = bh_fdr(p)
+    df["test"] = test if p_null is not None else ""
+    g, lo = ranks(df[rank_by].to_numpy(), dec)
+    df["rank_gain"] = pd.array(np.where(np.isnan(g), pd.NA, g), dtype="Int64")
+    df["rank_loss"] = pd.array(np.where(np.isnan(lo), pd.NA, lo), dtype="Int64")
     return df[DELTA_COLUMNS]
 
 
-def three_views(df, k: int = 5, stable_quantile: float = 0.5, rank_by: str = "delta_importance"):
+def three_views(df, k: int = 5, stable_quantile: float = 0.5, rank_by: str = "delta_r2"):
     """The paper's views: largest gains, largest losses, and the least changed among
     features important in both stages (above `stable_quantile` of each stage's values;
-    importance for rank_by=delta_importance, R^2 for delta_r2)."""
+    importance for rank_by=delta_importance, R^2 for delta_r2). Features not decodable in
+    either stage (the `decodable` column, when there) are left out of all three; a gain
+    must be > 0 and a loss < 0 to be listed."""
+    if "decodable" in df:
+        df = df[df["decodable"].to_numpy(dtype=bool)]
     stat = df[rank_by].to_numpy()
-    gains = df.iloc[np.argsort(-stat, kind="stable")[:k]]
-    losses = df.iloc[np.argsort(stat, kind="stable")[:k]]
+    order = np.argsort(-stat, kind="stable")
+    gains = df.iloc[order[stat[order] > 0][:k]]
+    order = np.argsort(stat, kind="stable")
+    losses = df.iloc[order[stat[order] < 0][:k]]
     a, b = (("importance_pre", "importance_ft") if rank_by == "delta_importance"
             else ("r2_pre", "r2_ft"))
     va, vb = df[a].to_numpy(), df[b].to_numpy()
+    if not len(df):
+        return {"largest gains": gains, "largest losses": losses,
+                f"least changed (above the {stable_quantile:g} quantile in both)": df}
     both = (va >= np.quantile(va, stable_quantile)) & (vb >= np.quantile(vb, stable_quantile))
     idx = np.flatnonzero(both)
     stable = df.iloc[idx[np.argsort(np.abs(stat[idx]), kind="stable")[:k]]]
@@ -221,6 +278,26 @@ def bootstrap_ci(d: PairedData, n_boot: int, seed: int = 0, rank_by: str = "delt
 
 
 def add_permutations(df, p_perm: np.ndarray):
+    """The exchangeability permutation test's own columns (never q_bh, the default test's)."""
     df["p_perm"] = p_perm
-    df["q_bh"] = bh_fdr(p_perm)
+    df["q_perm"] = bh_fdr(p_perm)
     return df
+
+
+def permutation_resolution(n_perm: int, m: int, alpha: float = 0.05) -> str | None:
+    """A warning when n_perm permutations cannot give a single one of m features BH q < alpha.
+
+    The smallest permutation p is 1/(n_perm+1); BH gives the k features tied there
+    q = m / (k (n_perm+1)), so q < alpha needs k >= m / (alpha (n_perm+1)) of them; one
+    feature alone needs n_perm >= m/alpha - 1."""
+    if n_perm <= 0 or m <= 0:
+        return None
+    need_k = m / (alpha * (n_perm + 1))
+    if need_k <= 1:
+        return None
+    import math
+
+    need_n = math.ceil(m / alpha) - 1
+    return (f"with {n_perm} permutations the smallest p_perm is 1/{n_perm + 1}: q_perm < {alpha:g} "
+            f"over {m} features needs at least {math.ceil(need_k - 1e-9)} features at that p; "
+            f"{need_n} permutations let a single feature reach it")

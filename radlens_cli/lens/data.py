@@ -107,15 +107,55 @@ def require_split(j: Joined, name: str, what: str, minimum: int = 1) -> np.ndarr
 
 # ---------------------------------------------------------------- fit-share
 
+def method_defaults(method: str) -> dict:
+    """What each method means: the calibrated lens (default) or the paper's exact method."""
+    from radlens_cli.lens.share import METHODS
+
+    if method not in METHODS:
+        raise ValueError(f"unknown method {method!r} (choose {', '.join(METHODS)})")
+    if method == "paper":
+        return {"scale": "minmax", "intercept": False, "align": "none",
+                "rank_by": "delta_importance", "ridge": "none", "share_fraction": 1.0}
+    return {"scale": "zscore", "intercept": True, "align": "similarity", "rank_by": "delta_r2",
+            "ridge": "gcv", "share_fraction": 0.5}
+
+
 def fit_share_tables(emb: CaseTable, rad: CaseTable, hidden: int = 256, l1: float = 1e-6,
                      l2: float = 1e-5, grid=None, epochs: int = 200, lr: float = 1e-3,
-                     scale: str = "minmax", activation: str = "relu", batch_size: int = 256,
+                     scale: str | None = None, activation: str = "relu", batch_size: int = 256,
                      seed: int = 0, device: str = "cpu", allow_missing: bool = False,
-                     progress=None, warn=None) -> ShareModel:
-    """Train the share projection on the train split; with a grid, select on val L1."""
+                     progress=None, warn=None, method: str = "calibrated",
+                     reduction: str = "mean", seeds: int = 1,
+                     share_fraction: float | None = None) -> ShareModel:
+    """Train the share projection on the train split; with a grid, select on val L1.
+
+    Also keeps what the decoders of every checkpoint need to be comparable: the
+    pre-trained train embeddings (the alignment target) and one ridge alpha for all
+    checkpoints (calibrated: generalised cross-validation on the pre-trained train cases; paper: none,
+    or the under-determined fallback computed once here)."""
+    from radlens_cli.lens.checks import embedding_params
+    from radlens_cli.lens.decoder import RIDGE_FALLBACK, choose_ridge
+
+    md = method_defaults(method)
+    scale = scale or md["scale"]
+    frac = md["share_fraction"] if share_fraction is None else float(share_fraction)
+    if not 0.0 < frac <= 1.0:
+        raise ValueError("share_fraction must be in (0, 1]")
     j = join(emb, rad, allow_missing)
     _said_missing(j, warn)
     tr = require_split(j, "train", "fitting share", minimum=2)
+    # share on a seeded part S of the train cases, the decoders on the rest D (frac < 1)
+    tr_idx = np.flatnonzero(tr)
+    S = np.ones(len(tr_idx), dtype=bool)
+    if frac < 1.0:
+        n_s = int(round(frac * len(tr_idx)))
+        if n_s < 2 or len(tr_idx) - n_s < 2:
+            raise RadlensError(f"{len(tr_idx)} train case(s): too few to fit share on {frac:g} of "
+                               f"them and the decoders on the rest")
+        order = np.argsort(j.case_id[tr_idx].astype(str), kind="stable")
+        pick = order[np.random.default_rng(seed).permutation(len(order))[:n_s]]
+        S = np.zeros(len(tr_idx), dtype=bool)
+        S[pick] = True
     va = j.split == "val"
     if grid is not None and len(grid) > 1 and not va.any():
         raise RadlensError("--sweep selects on the `val` split, but there are no val cases")
@@ -133,19 +173,49 @@ def fit_share_tables(emb: CaseTable, rad: CaseTable, hidden: int = 256, l1: floa
              f"validation: {', '.join(map(str, j.case_id[va][~fin][:5]))}")
     Xv, Rv = Xv[fin], Rv[fin]
     grid = list(grid) if grid is not None else [(l1, l2)]
-    fit = train_share(j.X[tr], Rtr, Xv if len(Xv) else None, Rv if len(Xv) else None, grid=grid,
+    fit = train_share(j.X[tr_idx[S]], Rtr[S], Xv if len(Xv) else None, Rv if len(Xv) else None,
+                      grid=grid,
                       hidden=hidden, activation=activation, epochs=epochs, lr=lr,
-                      batch_size=batch_size, seed=seed, device=device, progress=progress)
+                      batch_size=batch_size, seed=seed, device=device, progress=progress,
+                      reduction=reduction)
     b = fit.best
     meta = {k: np.asarray(v, dtype=object)[keep] for k, v in j.meta.items()}
     sweep = {"l1": np.array([g[0] for g in grid]), "l2": np.array([g[1] for g in grid]),
              "val_l1": fit.val_l1, "train_l1": fit.train_l1, "train_loss": fit.train_loss,
              "selected": np.arange(len(grid)) == b}
-    return ShareModel(weight=fit.weight[b], bias=fit.bias[b], activation=activation,
-                      embedding_columns=list(emb.columns), scaler=scaler, column_meta=meta,
-                      params={"l1": grid[b][0], "l2": grid[b][1], "n_train": int(tr.sum()),
-                              "n_val": int(len(Xv))},
-                      sweep=sweep)
+    model = ShareModel(weight=fit.weight[b], bias=fit.bias[b], activation=activation,
+                       embedding_columns=list(emb.columns), scaler=scaler, column_meta=meta,
+                       params={"l1": grid[b][0], "l2": grid[b][1], "n_train": int(S.sum()),
+                               "n_val": int(len(Xv)), "seed": int(seed),
+                               "share_fraction": frac, "n_decoder_train": int((~S).sum())},
+                       sweep=sweep, method=method,
+                       embedding_params=embedding_params(emb.attrs))
+    if frac < 1.0:
+        model.share_case_id = np.asarray(j.case_id[tr_idx[S]], dtype=object)
+    D = ~S if frac < 1.0 else S           # the cases the decoders are fitted on
+
+    def ridge_for(weight, bias):
+        Ztr = ShareModel(weight=weight, bias=bias, activation=activation, embedding_columns=[],
+                         scaler=scaler).transform(j.X[tr_idx[D]])
+        if md["ridge"] == "gcv":
+            return choose_ridge(Ztr, Rtr[D], intercept=md["intercept"])[0]
+        if weight.shape[1] + int(md["intercept"]) >= int(D.sum()):
+            Zc = Ztr - Ztr.mean(axis=0) if md["intercept"] else Ztr
+            return RIDGE_FALLBACK * float((Zc * Zc).sum()) / weight.shape[1]
+        return 0.0
+
+    model.ridge = ridge_for(model.weight, model.bias)
+    for k in range(1, int(seeds)):      # further initialisations at the selected lambdas
+        extra = train_share(j.X[tr_idx[S]], Rtr[S], grid=[grid[b]], hidden=hidden,
+                            activation=activation,
+                            epochs=epochs, lr=lr, batch_size=batch_size, seed=seed + k,
+                            device=device, progress=progress, reduction=reduction)
+        model.extra.append((seed + k, extra.weight[0], extra.bias[0],
+                            ridge_for(extra.weight[0], extra.bias[0])))
+    if md["align"] != "none":
+        model.reference_case_id = np.asarray(j.case_id[tr], dtype=object)
+        model.reference_X = np.asarray(j.X[tr], dtype=np.float64)
+    return model
 
 
 # ---------------------------------------------------------------- decode
@@ -168,6 +238,11 @@ class DecodeResult:
     mse: np.ndarray
     dropped_cases: list = field(default_factory=list)
     attrs: dict = field(default_factory=dict)
+    method: str = "paper"
+    alignment: object = None         # lens.align.Alignment or None
+    r2_direct: np.ndarray | None = None
+    embedding_params: dict = field(default_factory=dict)
+    r2_seeds: np.ndarray | None = None     # (K, p): R^2 through each share seed, main first
 
     @property
     def squared_error(self) -> np.ndarray:
@@ -178,12 +253,39 @@ class DecodeResult:
         return self.decoder.importance
 
 
-def decode(share: ShareModel, emb: CaseTable, rad: CaseTable, ridge: float = 0.0,
-           intercept: bool = False, eval_split: str = "test", allow_missing: bool = False,
-           warn=None) -> DecodeResult:
-    """Z = share(X); theta fitted on train; predictions and errors on `eval_split`."""
+def decode(share: ShareModel, emb: CaseTable, rad: CaseTable, ridge: float | None = None,
+           intercept: bool | None = None, eval_split: str = "test", allow_missing: bool = False,
+           warn=None, align: str | None = None, allow_different_preprocessing: bool = False,
+           control: bool = True) -> DecodeResult:
+    """Z = share(align(X)); theta fitted on train; predictions and errors on `eval_split`.
+
+    Defaults follow the share model's method: calibrated -> aligned to the pre-trained
+    train embeddings, intercept, the share's ridge alpha; paper -> none of these.
+    control: also fit the share-free control (ridge straight from the embeddings, alpha by
+    generalised cross-validation), whose held-out R^2 is `r2_direct`."""
+    from radlens_cli.lens.align import fit_alignment
+    from radlens_cli.lens.checks import embedding_params, require_same_preprocessing
+    from radlens_cli.lens.decoder import ridge_gcv
+
     warn = warn or (lambda msg: None)
-    j = join(emb, rad, allow_missing, embedding_columns=share.embedding_columns)
+    md = method_defaults(share.method)
+    intercept = md["intercept"] if intercept is None else bool(intercept)
+    from radlens_cli.lens.align import ALIGNMENTS
+
+    align = md["align"] if align is None else str(align)
+    if align not in ALIGNMENTS:
+        raise ValueError(f"unknown alignment {align!r} (choose {', '.join(ALIGNMENTS)})")
+    ridge_given = ridge
+    ridge = share.ridge if ridge is None else float(ridge)
+    if align != "none" and share.reference_X is None:
+        raise RadlensError("the share model holds no pre-trained reference embeddings to align "
+                           "to (fitted with the paper's method); decode without alignment")
+    emb_params = embedding_params(emb.attrs)
+    require_same_preprocessing(share.embedding_params, emb_params,
+                               "the share model's pre-trained embeddings", str(emb.path),
+                               allow_different_preprocessing, warn)
+    j = join(emb, rad, allow_missing,
+             embedding_columns=None if align != "none" else share.embedding_columns)
     _said_missing(j, warn)
     pos = {c: k for k, c in enumerate(j.columns)}
     missing = [c for c in share.columns if c not in pos]
@@ -215,14 +317,69 @@ def decode(share: ShareModel, emb: CaseTable, rad: CaseTable, ridge: float = 0.0
             raise RadlensError(f"fewer than 2 usable `{name}` cases for {what}")
         sets[name] = (idx, R)
     (itr, Rtr), (iev, Rev) = sets["train"], sets[eval_split]
-    Ztr = share.transform(j.X[itr])
-    Zev = share.transform(j.X[iev])
+    Xtr, Xev = j.X[itr], j.X[iev]
+    alignment = None
+    if align != "none":
+        keep = distinct_columns(j.X)
+        if len(keep) < j.X.shape[1]:
+            warn(f"{emb.path}: {j.X.shape[1] - len(keep)} embedding dim(s) repeat an earlier dim "
+                 f"exactly; left out before alignment")
+            Xtr, Xev = Xtr[:, keep], Xev[:, keep]
+        pos_ref = {c: k for k, c in enumerate(map(str, share.reference_case_id))}
+        ids = [str(c) for c in j.case_id[itr]]
+        both = np.array([k for k, c in enumerate(ids) if c in pos_ref], dtype=np.int64)
+        if len(both) < 2:
+            raise RadlensError(f"{emb.path}: fewer than 2 train cases in common with the share "
+                               f"model's pre-trained train cases; cannot align")
+        if len(both) < len(ids) or len(both) < len(pos_ref):
+            warn(f"aligning on the {len(both)} train case(s) common to {emb.path} and the share "
+                 f"model ({len(ids)} and {len(pos_ref)} train cases)")
+        ref = share.reference_X[[pos_ref[ids[k]] for k in both]]
+        alignment = fit_alignment(Xtr[both], ref, align)
+        # folded into share's first (linear) layer below: X W' + b' == align(X) W + b
+    elif Xtr.shape[1] != share.embedding_dim:
+        raise RadlensError(f"{emb.path}: {Xtr.shape[1]} embedding dims, the share model takes "
+                           f"{share.embedding_dim}")
+    if share.share_case_id is not None:   # decoders never fit on the cases share was fitted on
+        seen = set(map(str, share.share_case_id))
+        dmask = np.array([str(c) not in seen for c in j.case_id[itr]])
+        if dmask.sum() < 2:
+            raise RadlensError(f"{emb.path}: fewer than 2 train cases outside the share model's own "
+                               f"fitting cases to fit the decoder on")
+        itr, Xtr, Rtr = itr[dmask], Xtr[dmask], Rtr[dmask]
+    def through(weight, bias):
+        """share(align(X)) as one linear layer and the non-linearity."""
+        if alignment is None:
+            return ShareModel(weight=weight, bias=bias, activation=share.activation,
+                              embedding_columns=[], scaler=share.scaler)
+        W2, b2 = alignment.compose(weight, bias)
+        return ShareModel(weight=W2, bias=b2, activation=share.activation, embedding_columns=[],
+                          scaler=share.scaler)
+
+    main = through(share.weight, share.bias)
+    Ztr = main.transform(Xtr)
+    Zev = main.transform(Xev)
     dec = fit_decoder(Ztr, Rtr, ridge=ridge, intercept=intercept)
     for w in dec.warnings:
         warn(w)
     pred = dec.predict(Zev)
     r2 = r2_score(pred, Rev)
     mse = ((pred - Rev) ** 2).mean(axis=0)
+    r2_seeds = None
+    if share.extra:
+        r2_seeds = [r2]
+        for _, w, b, a in share.extra:
+            act = through(w, b)
+            dk = fit_decoder(act.transform(Xtr), Rtr, ridge=a if ridge_given is None else ridge_given,
+                             intercept=intercept)
+            r2_seeds.append(r2_score(dk.predict(act.transform(Xev)), Rev))
+        r2_seeds = np.stack(r2_seeds)
+    r2_direct = None
+    if control:   # share-free control: ridge from the raw embeddings, intercept, GCV alpha
+        # on the same train cases as the share decoder, so the two differ only by the share
+        _, _, direct = ridge_gcv(j.X[itr], Rtr, intercept=True)
+        Xr_ev = j.X[iev]
+        r2_direct = r2_score(direct.predict(Xr_ev), Rev)
     meta = {k: np.asarray(v, dtype=object) for k, v in share.column_meta.items()}
     if not meta:
         meta = column_meta(share.columns)
@@ -230,7 +387,21 @@ def decode(share: ShareModel, emb: CaseTable, rad: CaseTable, ridge: float = 0.0
                         column_meta=meta, decoder=dec, eval_split=eval_split,
                         train_case_id=j.case_id[itr], Z_train=Ztr, R_train=Rtr,
                         eval_case_id=j.case_id[iev], Z_eval=Zev, R_eval=Rev, prediction=pred,
-                        r2=r2, mse=mse, dropped_cases=dropped)
+                        r2=r2, mse=mse, dropped_cases=dropped, method=share.method,
+                        alignment=alignment, r2_direct=r2_direct,
+                        embedding_params=emb_params, r2_seeds=r2_seeds)
+
+
+def distinct_columns(X: np.ndarray) -> np.ndarray:
+    """Indices of the columns of X that do not repeat an earlier column exactly."""
+    X = np.ascontiguousarray(np.asarray(X, dtype=np.float64).T)
+    seen, keep = {}, []
+    for j in range(X.shape[0]):
+        key = X[j].tobytes()
+        if key not in seen:
+            seen[key] = j
+            keep.append(j)
+    return np.asarray(keep, dtype=np.int64)
 
 
 def save_decoder(res: DecodeResult, path: str, attrs: dict | None = None, force: bool = False) -> None:
@@ -261,7 +432,17 @@ def save_decoder(res: DecodeResult, path: str, attrs: dict | None = None, force:
     own = {"share_hash": res.share_hash, "intercept": int(dec.intercept), "ridge": float(dec.ridge),
            "eval_split": res.eval_split, "n_train": d["n_train"], "hidden": d["hidden"],
            "effective_rank": d["effective_rank"], "condition_number": d["condition_number"],
-           "diagnostics": json.dumps(d), "warnings": json.dumps(dec.warnings)}
+           "diagnostics": json.dumps(d), "warnings": json.dumps(dec.warnings),
+           "method": res.method,
+           "alignment": f"procrustes-{res.alignment.kind}" if res.alignment is not None else "none",
+           "embedding_preprocessing": json.dumps(res.embedding_params, sort_keys=True, default=str)}
+    if res.alignment is not None:
+        own["alignment_scale"] = float(res.alignment.scale)
+        own["alignment_identity"] = int(res.alignment.identity)
+    if res.r2_direct is not None:
+        datasets["r2_direct"] = res.r2_direct
+    if res.r2_seeds is not None:
+        datasets["r2_seeds"] = res.r2_seeds
     write_h5(path, DECODER_SCHEMA, datasets, {**(attrs or {}), **own}, force, groups=groups)
 
 
@@ -283,6 +464,8 @@ class DecoderFile:
     eval_case_id: np.ndarray
     train_case_id: np.ndarray
     bulk: dict = field(default_factory=dict)
+    r2_direct: np.ndarray | None = None
+    r2_seeds: np.ndarray | None = None
 
     @property
     def importance(self) -> np.ndarray:
@@ -309,6 +492,10 @@ def load_decoder(path: str, bulk: tuple[str, ...] = ()) -> DecoderFile:
                 intercept=bool(attrs["intercept"]), ridge=float(attrs["ridge"]),
                 eval_case_id=_decode(f["eval/case_id"][()]),
                 train_case_id=_decode(f["train/case_id"][()]))
+            if "r2_direct" in f:
+                out.r2_direct = f["r2_direct"][()]
+            if "r2_seeds" in f:
+                out.r2_seeds = f["r2_seeds"][()]
             for name in bulk:
                 out.bulk[name] = np.asarray(f[name][()], dtype=np.float64)
         except KeyError as e:

@@ -116,10 +116,11 @@ def fit_decoder(Z: np.ndarray, R: np.ndarray, ridge: float = 0.0,
     diag = conditioning(w, n, h)
     warnings = []
     n_params = h + (1 if intercept else 0)
-    if n < 5 * n_params:
+    if n < 5 * n_params and ridge == 0:
         warnings.append(f"n_train={n} < 5*h={5 * n_params}: least-squares weights are "
                         f"noisy here; prefer delta_r2 over delta_importance")
-    if not np.isfinite(diag["condition_number"]) or diag["condition_number"] > COND_WARN:
+    if ridge == 0 and (not np.isfinite(diag["condition_number"])
+                       or diag["condition_number"] > COND_WARN):
         warnings.append(f"Z_train is ill-conditioned (condition number "
                         f"{diag['condition_number']:.3g}, effective rank "
                         f"{diag['effective_rank']}/{h}); consider --ridge")
@@ -134,6 +135,67 @@ def fit_decoder(Z: np.ndarray, R: np.ndarray, ridge: float = 0.0,
     diag["ridge_used"] = alpha
     return Decoder(theta=theta, bias=bias, intercept=intercept, ridge=alpha,
                    diagnostics=diag, warnings=warnings)
+
+
+RIDGE_GRID = tuple(10.0 ** np.arange(-6.0, 1.5, 0.5))   # x the mean eigenvalue of Z^T Z
+
+
+def choose_ridge(Z: np.ndarray, R: np.ndarray, intercept: bool = True,
+                 grid=RIDGE_GRID) -> tuple[float, np.ndarray]:
+    """Ridge alpha by generalised cross-validation (Golub, Heath & Wahba 1979) on train rows.
+
+    alpha = g * mean eigenvalue of the (centred) Gram matrix for g in `grid`; the score of
+    an alpha is the mean over columns of GCV_j / var_j (columns weigh equally whatever
+    their scale), GCV_j = (RSS_j / n) / (1 - df / n)^2 with df = sum_k w_k / (w_k + alpha)
+    (+1 for the intercept). In the eigenbasis of Z^T Z = V diag(w) V^T, with
+    B = diag(w)^-1/2 V^T Z^T R, RSS_j(alpha) = ||r_j||^2 - ||B_j||^2
+    + sum_k (alpha / (w_k + alpha))^2 B_kj^2: one n*h*p product for the whole grid.
+    Returns (alpha, scores per grid point)."""
+    alpha, scores, _ = ridge_gcv(Z, R, intercept, grid)
+    return alpha, scores
+
+
+def ridge_gcv(Z: np.ndarray, R: np.ndarray, intercept: bool = True, grid=RIDGE_GRID):
+    """`choose_ridge` and the decoder at the chosen alpha from the same moments:
+    (alpha, scores, Decoder). The centred moments come from Z^T Z and Z^T R without
+    centred copies of the (possibly large) matrices."""
+    Z = np.asarray(Z, dtype=np.float64)
+    R = np.asarray(R, dtype=np.float64)
+    n, h = Z.shape
+    with _small_blas():
+        G = Z.T @ Z
+    C = Z.T @ R
+    rr = np.einsum("ij,ij->j", R, R)
+    if intercept:
+        zm, rm = Z.mean(axis=0), R.mean(axis=0)
+        G = G - n * np.outer(zm, zm)
+        C = C - n * np.outer(zm, rm)
+        rr = rr - n * rm * rm
+    with _small_blas():
+        w, V = np.linalg.eigh(G)
+    w = np.clip(w, 0.0, None)
+    pos = w > max(float(w.max()), 0.0) * np.finfo(np.float64).eps * max(n, len(w))
+    scale = float(w.mean()) if w.size and w.mean() > 0 else 1.0
+    VC = V.T @ C                                                    # (h, p)
+    B2 = (VC[pos] ** 2) / w[pos, None]
+    base = rr - B2.sum(axis=0)
+    var = rr / n
+    var = np.where(var > 0, var, 1.0)
+    alphas = np.array([g * scale for g in grid])
+    scores = np.zeros(len(alphas))
+    for i, a in enumerate(alphas):
+        shrink = a / (w[pos] + a)
+        rss = np.clip(base + (shrink ** 2) @ B2, 0.0, None)
+        df = float((1.0 - shrink).sum()) + (1.0 if intercept else 0.0)
+        denom = max(1.0 - df / n, 1e-12) ** 2
+        scores[i] = float(np.mean(rss / n / denom / var))
+    alpha = float(alphas[int(np.argmin(scores))])
+    theta = ((V / (w + alpha)) @ VC).T                              # (p, h)
+    bias = (rm - theta @ zm) if intercept else np.zeros(R.shape[1])
+    diag = conditioning(w, n, h)
+    diag["ridge_used"] = alpha
+    return alpha, scores, Decoder(theta=theta, bias=bias, intercept=intercept, ridge=alpha,
+                                  diagnostics=diag)
 
 
 def r2_score(pred: np.ndarray, target: np.ndarray) -> np.ndarray:

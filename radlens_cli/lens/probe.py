@@ -1,5 +1,10 @@
-"""Rad4XCNN's accuracy side: cross-validated shallow models on each feature table.
+"""Rad4XCNN's accuracy side: shallow models on each feature table, split-aware.
 
+Protocols (`split_folds`): train-test (default; fit on the `train` split, score on
+`test`), cv-test (cross-validation within the `test` cases only) and cv-all
+(cross-validation over every case, ignoring the split -- the old behaviour; for an
+encoder fine-tuned on the probed target most cases of each fold were seen with their
+labels during fine-tuning, which inflates the fine-tuned table's score).
 Every table is scored with the same folds (StratifiedKFold for classification, KFold for
 regression, shuffled with one seed), so differences between tables are not differences
 between splits. Standardisation is fitted inside each training fold (a scikit-learn
@@ -42,6 +47,70 @@ def make_folds(y, task: str, folds: int = 5, seed: int = 0) -> list[tuple[np.nda
         return list(splitter.split(np.zeros((n, 1)), y))
     splitter = KFold(n_splits=folds, shuffle=True, random_state=seed)
     return list(splitter.split(np.zeros((n, 1))))
+
+
+PROTOCOLS = ("train-test", "cv-test", "cv-all")
+
+
+def split_folds(y, split, task: str, protocol: str = "train-test", folds: int = 5,
+                seed: int = 0) -> list[tuple[np.ndarray, np.ndarray]]:
+    """(train, test) index pairs over the cases of y for a protocol (see the module doc)."""
+    split = np.asarray(split, dtype=object)
+    if protocol == "cv-all":
+        return make_folds(y, task, folds, seed)
+    te = np.flatnonzero(split == "test")
+    if protocol == "cv-test":
+        if len(te) == 0:
+            raise RadlensError("no `test` cases to cross-validate within")
+        return [(te[a], te[b]) for a, b in make_folds(np.asarray(y)[te], task, folds, seed)]
+    if protocol != "train-test":
+        raise RadlensError(f"unknown protocol {protocol!r} (use {', '.join(PROTOCOLS)})")
+    tr = np.flatnonzero(split == "train")
+    if len(tr) == 0 or len(te) == 0:
+        raise RadlensError(f"train-test needs `train` and `test` cases (have {len(tr)} and {len(te)})")
+    if task == "classify":
+        missing = sorted(set(map(str, np.asarray(y)[te])) - set(map(str, np.asarray(y)[tr])))
+        if len(np.unique(np.asarray(y)[tr])) < 2:
+            raise RadlensError("the `train` cases hold one class; classification needs two")
+        if missing:
+            raise RadlensError(f"class(es) {', '.join(missing)} occur in `test` but not in `train`")
+    return [(tr, te)]
+
+
+def finetuned_target(attrs: dict) -> tuple[str, str] | None:
+    """(task, target) the encoder behind an embedding table was fine-tuned on, or None.
+
+    Read from the table's params (`finetune_task`/`finetune_target`, when recorded) or from
+    the radlens checkpoint the params name, when that file is still there; a checkpoint
+    trained with its encoder frozen did not see the labels and gives None."""
+    import json
+    import os
+
+    params = attrs.get("params", {}) if attrs else {}
+    if isinstance(params, (str, bytes)):
+        try:
+            params = json.loads(params)
+        except ValueError:
+            return None
+    if not isinstance(params, dict):
+        return None
+    if params.get("finetune_target"):
+        return str(params.get("finetune_task", "")), str(params["finetune_target"])
+    path = params.get("encoder")
+    if params.get("encoder_source") != "radlens" or not path or not os.path.isfile(str(path)):
+        return None
+    try:
+        import torch
+
+        obj = torch.load(str(path), map_location="cpu", weights_only=False)
+    except Exception:  # noqa: BLE001 - an unreadable checkpoint only means no warning
+        return None
+    ft = obj.get("finetune") if isinstance(obj, dict) else None
+    if not isinstance(ft, dict) or not ft.get("target"):
+        return None
+    if (ft.get("params") or {}).get("freeze_encoder"):
+        return None
+    return str(ft.get("task", "")), str(ft["target"])
 
 
 def make_model(name: str, task: str, seed: int = 0, jobs: int = 1, trees: int = 200):
@@ -142,23 +211,30 @@ def _cross_validate_one(name, x, y, task, folds_idx, seed, jobs, trees) -> dict[
 
 
 def probe(tables: dict[str, np.ndarray], y, task: str, folds: int = 5, seed: int = 0, models=None,
-          jobs: int = 1, trees: int = 200):
+          jobs: int = 1, trees: int = 200, split=None, protocol: str = "cv-all"):
     """One row per (table, model): mean and sd (ddof=1) over the shared folds of each metric.
 
-    tables: name -> (n, p) values, rows the same cases as y.
+    tables: name -> (n, p) values, rows the same cases as y; split: the cases' splits
+    (needed by the train-test and cv-test protocols). With train-test there is one fold:
+    the sd columns are empty and `folds` is 1.
     """
     import pandas as pd
 
     if task not in TASKS:
         raise RadlensError(f"unknown task {task!r} (use {' or '.join(TASKS)})")
     y = np.asarray(y)
-    folds_idx = make_folds(y, task, folds, seed)
+    if protocol != "cv-all" and split is None:
+        raise RadlensError(f"protocol {protocol} needs the cases' split")
+    folds_idx = split_folds(y, split, task, protocol, folds, seed)
     rows = []
     for tname, x in tables.items():
         res = cross_validate(x, y, task, folds_idx, models, seed, jobs, trees)
         for mname, per in res.items():
-            row = {"table": tname, "model": mname, "task": task, "n_cases": len(y),
-                   "n_features": int(np.asarray(x).shape[1]), "folds": folds, "seed": seed}
+            used = np.unique(np.concatenate([np.r_[a, b] for a, b in folds_idx]))
+            row = {"table": tname, "model": mname, "task": task, "protocol": protocol,
+                   "n_cases": len(used), "n_train": len(folds_idx[0][0]),
+                   "n_test": int(sum(len(b) for _, b in folds_idx)),
+                   "n_features": int(np.asarray(x).shape[1]), "folds": len(folds_idx), "seed": seed}
             for m, v in per.items():
                 row[f"{m}_mean"] = float(np.nanmean(v)) if np.isfinite(v).any() else float("nan")
                 row[f"{m}_sd"] = float(np.nanstd(v, ddof=1)) if np.isfinite(v).sum() > 1 else float("nan")

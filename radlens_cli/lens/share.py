@@ -3,15 +3,19 @@
 Training (paper eq. 5): f(X) = head(share(X)), one linear head over all modalities'
 kept radiomic columns (equivalent to one Linear(h, n) per modality), loss
 
-    L = mean_cases( sum_columns |head(share(x)) - r| ) + l1 * ||W||_1 + l2 * ||W||_2^2
+    L = data + l1 * ||W||_1 + l2 * ||W||_2^2,
+    data = mean over cases and columns of |head(share(x)) - r|      (reduction "mean")
+         = mean over cases of the sum over columns of |...|           (reduction "sum")
 
 where ||W|| runs over the weights of share AND head (the paper's ||phi, theta||) and the
 biases are not penalised (the usual convention; the paper does not say).
-Reduction, and why: the paper's loss is the sum over modalities of per-modality L1 norms,
-i.e. a sum over all radiomic columns, for one case; we average that over the cases of a
-batch so the data term does not grow with the batch size. A per-element mean instead would
-shrink the data term by the number of columns (~2,500) and make the paper's tiny
-lambdas (1e-7 .. 1e-3) relatively ~2,500x stronger than they were tuned for.
+Reduction, and why "mean" is the default: the paper's lambdas (1e-7 .. 1e-3) were tuned
+against some data term it does not spell out; PyTorch's L1Loss default is the per-element
+mean, the most likely choice. With the sum over ~2,500 columns the strongest grid corner's
+penalty is ~0.3 % of the data term and the sweep's 24 points ended within 1.4 % validation
+L1 of each other on a planted cohort (selection picks noise); with the mean the same grid
+spans ~0.02x to 7x of the data term. "sum" stays available. Validation and train scores
+(val_l1, train_l1) use the same reduction as the loss.
 
 The paper's lambda_1 grid lists 1e-6 twice (a typo); we use DESIGN's grid
 l1 in {0, 1e-7, 3e-7, 1e-6, 3e-6, 1e-5} x l2 in {0, 1e-5, 1e-4, 1e-3}.
@@ -37,6 +41,8 @@ L1_GRID = (0.0, 1e-7, 3e-7, 1e-6, 3e-6, 1e-5)
 L2_GRID = (0.0, 1e-5, 1e-4, 1e-3)
 DEFAULT_L1, DEFAULT_L2 = 1e-6, 1e-5
 SHARE_SCHEMA = "share-model/1"
+REDUCTIONS = ("mean", "sum")
+METHODS = ("calibrated", "paper")
 
 
 def paper_grid() -> list[tuple[float, float]]:
@@ -70,6 +76,18 @@ class ShareModel:
     params: dict = field(default_factory=dict)
     sweep: dict | None = None
     attrs: dict = field(default_factory=dict)              # root attributes when loaded
+    method: str = "calibrated"        # calibrated (aligned, intercept, shared ridge) or paper
+    ridge: float = 0.0                # the ridge alpha every decoder of this share uses
+    reference_case_id: np.ndarray | None = None   # pre-trained train cases, for alignment
+    reference_X: np.ndarray | None = None         # their pre-trained embeddings (float64)
+    embedding_params: dict = field(default_factory=dict)  # how EMB_PRE was made (embed)
+    extra: list = field(default_factory=list)  # further share seeds: (seed, weight, bias, ridge)
+    share_case_id: np.ndarray | None = None  # the train cases share was fitted on (None: all);
+    # decoders are fitted on the other train cases, so no decoder sees the share's own fit
+
+    def seed_models(self) -> list[tuple[int, np.ndarray, np.ndarray, float]]:
+        """(seed, weight, bias, ridge) of every share initialisation, the main one first."""
+        return [(int(self.params.get("seed", 0)), self.weight, self.bias, self.ridge), *self.extra]
 
     @property
     def hidden(self) -> int:
@@ -86,8 +104,8 @@ class ShareModel:
     def transform(self, X: np.ndarray) -> np.ndarray:
         """Z = act(X W + b), float64, (n, h)."""
         X = np.asarray(X, dtype=np.float64)
-        return activate(X @ self.weight.astype(np.float64) + self.bias.astype(np.float64),
-                        self.activation)
+        return activate(X @ np.asarray(self.weight, np.float64)
+                        + np.asarray(self.bias, np.float64), self.activation)
 
     @property
     def share_hash(self) -> str:
@@ -102,6 +120,16 @@ class ShareModel:
         h.update("\n".join(self.scaler.columns).encode())
         h.update(np.ascontiguousarray(self.scaler.offset, dtype="<f8").tobytes())
         h.update(np.ascontiguousarray(self.scaler.factor, dtype="<f8").tobytes())
+        h.update(f"{self.method}|{self.ridge!r}".encode())
+        for sd, w, b, r in self.extra:
+            h.update(f"seed {sd} {r!r}".encode())
+            h.update(np.ascontiguousarray(w, dtype="<f4").tobytes())
+            h.update(np.ascontiguousarray(b, dtype="<f4").tobytes())
+        if self.share_case_id is not None:
+            h.update(("share cases\n" + "\n".join(map(str, self.share_case_id))).encode())
+        if self.reference_X is not None:
+            h.update("\n".join(map(str, self.reference_case_id)).encode())
+            h.update(np.ascontiguousarray(self.reference_X, dtype="<f8").tobytes())
         return h.hexdigest()
 
 
@@ -133,7 +161,7 @@ def _torch_act(activation: str):
 def train_share(X_train, R_train, X_val=None, R_val=None, grid=None, hidden: int = 256,
                 activation: str = "relu", epochs: int = 200, lr: float = 1e-3,
                 batch_size: int = 256, seed: int = 0, device: str = "cpu",
-                progress=None) -> ShareFit:
+                progress=None, reduction: str = "mean") -> ShareFit:
     """Train share+head for every (l1, l2) in `grid` at once (Adam, L1 reconstruction).
 
     X: (n, d) embeddings; R: (n, p) scaled radiomics. batch_size <= 0 means full batch.
@@ -145,6 +173,8 @@ def train_share(X_train, R_train, X_val=None, R_val=None, grid=None, hidden: int
 
     if activation not in ACTIVATIONS:
         raise ValueError(f"unknown activation {activation!r}")
+    if reduction not in REDUCTIONS:
+        raise ValueError(f"unknown loss reduction {reduction!r}")
     grid = list(grid or [(DEFAULT_L1, DEFAULT_L2)])
     device = str(resolve_device(device))  # radlens_cli.devices: the one resolver
     prev_det = torch.are_deterministic_algorithms_enabled()
@@ -154,13 +184,14 @@ def train_share(X_train, R_train, X_val=None, R_val=None, grid=None, hidden: int
         return _train(torch, np.asarray(X_train, np.float32), np.asarray(R_train, np.float32),
                       None if X_val is None else np.asarray(X_val, np.float32),
                       None if R_val is None else np.asarray(R_val, np.float32),
-                      grid, hidden, activation, epochs, lr, batch_size, seed, device, progress)
+                      grid, hidden, activation, epochs, lr, batch_size, seed, device, progress,
+                      reduction)
     finally:
         torch.use_deterministic_algorithms(prev_det)
 
 
 def _train(torch, X, R, Xv, Rv, grid, hidden, activation, epochs, lr, batch_size, seed,
-           device, progress) -> ShareFit:
+           device, progress, reduction="mean") -> ShareFit:
     n, d = X.shape
     p = R.shape[1]
     G = len(grid)
@@ -199,7 +230,8 @@ def _train(torch, X, R, Xv, Rv, grid, hidden, activation, epochs, lr, batch_size
         for start in range(0, n, bs):
             idx = order[start:start + bs].to(device)
             with torch.no_grad():
-                grads = share_gradients(torch, Xt[idx], Rt[idx], *params, l1, l2, activation)
+                grads = share_gradients(torch, Xt[idx], Rt[idx], *params, l1, l2, activation,
+                                        reduction)
             for prm, g in zip(params, grads):
                 prm.grad = g
             opt.step()
@@ -212,7 +244,8 @@ def _train(torch, X, R, Xv, Rv, grid, hidden, activation, epochs, lr, batch_size
         for s in range(0, Xa.shape[0], chunk):
             err = (forward(Xa[s:s + chunk]) - Ra[s:s + chunk]).abs().sum(dim=2)
             total += err.sum(dim=1).double()
-        return (total / Xa.shape[0]).cpu().numpy()
+        per = Xa.shape[0] * (p if reduction == "mean" else 1)
+        return (total / per).cpu().numpy()
 
     with torch.no_grad():
         train_l1 = data_term(Xt, Rt)
@@ -225,9 +258,10 @@ def _train(torch, X, R, Xv, Rv, grid, hidden, activation, epochs, lr, batch_size
                     train_loss=train_l1 + pen, train_l1=train_l1, val_l1=val_l1)
 
 
-def share_gradients(torch, xb, rb, W1, b1, W2, b2, l1, l2, activation):
+def share_gradients(torch, xb, rb, W1, b1, W2, b2, l1, l2, activation, reduction="sum"):
     """Gradients of sum_g [mean_b sum_p |head(share(x)) - r| + l1_g |W|_1 + l2_g |W|_2^2]
-    w.r.t. (W1, b1, W2, b2), written out by hand.
+    w.r.t. (W1, b1, W2, b2), written out by hand (reduction "mean": the data term is
+    also divided by the number of columns p).
 
     Same values as autograd on that loss (tested), but the (G, batch, p) error tensor is
     turned into its sign in place and the penalties' gradients are added in place: the
@@ -235,12 +269,13 @@ def share_gradients(torch, xb, rb, W1, b1, W2, b2, l1, l2, activation):
     would allocate and traverse several such tensors per step.
     """
     B = xb.shape[0]
+    N = B * (rb.shape[1] if reduction == "mean" else 1)     # the data term's divisor
     A = torch.einsum("nd,gdh->gnh", xb, W1).add_(b1[:, None, :])       # (G, B, h)
     H = _torch_act(activation)(A)
     S = torch.baddbmm(b2[:, None, :], H, W2).sub_(rb).sign_()          # dL/dP * B
-    gW2 = torch.bmm(H.transpose(1, 2), S).div_(B)
-    gb2 = S.sum(dim=1).div_(B)
-    gH = torch.bmm(S, W2.transpose(1, 2)).div_(B)
+    gW2 = torch.bmm(H.transpose(1, 2), S).div_(N)
+    gb2 = S.sum(dim=1).div_(N)
+    gH = torch.bmm(S, W2.transpose(1, 2)).div_(N)
     del S
     if activation == "relu":
         gA = gH.mul_(A > 0)
@@ -264,6 +299,8 @@ def share_gradients(torch, xb, rb, W1, b1, W2, b2, l1, l2, activation):
 
 def save_share(model: ShareModel, path: str, attrs: dict | None = None, force: bool = False) -> None:
     """Write SHARE.h5 (schema share-model/1); the temporary heads are not kept."""
+    import json
+
     from radlens_cli.io.tables import write_h5
 
     sc = model.scaler
@@ -279,11 +316,23 @@ def save_share(model: ShareModel, path: str, attrs: dict | None = None, force: b
     }
     for k, v in model.column_meta.items():
         datasets[f"column_{k}"] = np.asarray(v, dtype=object)
+    if model.share_case_id is not None:
+        datasets["share_case_id"] = np.asarray(model.share_case_id, dtype=object)
+    if model.reference_X is not None:
+        datasets["reference_case_id"] = np.asarray(model.reference_case_id, dtype=object)
+        datasets["reference_embeddings"] = np.asarray(model.reference_X, np.float64)
     groups = {}
     if model.sweep:
         groups["sweep"] = {k: np.asarray(v) for k, v in model.sweep.items()}
+    if model.extra:
+        groups["seeds"] = {"seed": np.array([e[0] for e in model.extra], dtype=np.int64),
+                           "weight": np.stack([np.asarray(e[1], np.float32) for e in model.extra]),
+                           "bias": np.stack([np.asarray(e[2], np.float32) for e in model.extra]),
+                           "ridge": np.array([e[3] for e in model.extra], dtype=np.float64)}
     own = {"activation": model.activation, "scale": sc.kind, "hidden": model.hidden,
-           "embedding_dim": model.embedding_dim, "share_hash": model.share_hash}
+           "embedding_dim": model.embedding_dim, "share_hash": model.share_hash,
+           "method": model.method, "ridge": float(model.ridge),
+           "embedding_params": json.dumps(model.embedding_params, sort_keys=True)}
     write_h5(path, SHARE_SCHEMA, datasets, {**(attrs or {}), **own}, force, groups=groups)
 
 
@@ -300,7 +349,8 @@ def load_share(path: str) -> ShareModel:
             attrs = read_h5_attrs(f)
             strs = {k: list(_decode(f[k][()])) for k in
                     ("embedding_columns", "columns", "dropped_columns", "dropped_reasons")}
-            meta = {k[len("column_"):]: _decode(f[k][()]) for k in f if k.startswith("column_")}
+            meta = {k[len("column_"):]: _decode(f[k][()]) for k in f
+                    if k.startswith("column_") and k != "columns"}
             sweep = {k: f["sweep"][k][()] for k in f["sweep"]} if "sweep" in f else None
             scaler = Scaler(kind=str(attrs["scale"]), columns=strs["columns"],
                             offset=f["scale_offset"][()], factor=f["scale_factor"][()],
@@ -309,7 +359,19 @@ def load_share(path: str) -> ShareModel:
                                activation=str(attrs["activation"]),
                                embedding_columns=strs["embedding_columns"], scaler=scaler,
                                column_meta=meta, sweep=sweep,
-                               params=json.loads(attrs.get("params", "{}")))
+                               params=json.loads(attrs.get("params", "{}")),
+                               method=str(attrs.get("method", "paper")),
+                               ridge=float(attrs.get("ridge", 0.0)),
+                               embedding_params=json.loads(attrs.get("embedding_params", "{}")))
+            if "share_case_id" in f:
+                model.share_case_id = _decode(f["share_case_id"][()])
+            if "seeds" in f:
+                g = f["seeds"]
+                model.extra = [(int(a), w, b, float(r)) for a, w, b, r in
+                               zip(g["seed"][()], g["weight"][()], g["bias"][()], g["ridge"][()])]
+            if "reference_embeddings" in f:
+                model.reference_case_id = _decode(f["reference_case_id"][()])
+                model.reference_X = f["reference_embeddings"][()]
         except KeyError as e:
             raise RadlensError(f"{shown}: share model lacks {e} (not written by fit-share?)") from None
         stored = attrs.get("share_hash")

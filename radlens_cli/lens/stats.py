@@ -3,7 +3,9 @@
 Group MSE = mean squared error over the group's features and the evaluation cases;
 group R^2 = mean of the per-feature R^2; Wilcoxon signed-rank test (two-sided, scipy's
 defaults) on each case's squared error averaged over the group's features, pre vs ft;
-stars * <0.05 ** <0.01 *** <0.001; BH-FDR across the whole table. Image types are
+BH-FDR q-values across the whole table (one comparison), and stars from q_bh
+(* q<0.05 ** q<0.01 *** q<0.001; the paper starred raw p). A group whose per-case errors
+agree to float32 rounding in every case (the same information after alignment) gets p = 1. Image types are
 collapsed (wavelet-LLH -> wavelet) as in the paper's Original / Wavelet rows.
 """
 
@@ -15,7 +17,7 @@ from radlens_cli.lens.fdr import bh_fdr, stars
 from radlens_cli.lens.names import collapse_image_type
 
 GROUPINGS = ("family", "image_type", "modality", "modality_family")
-STATS_COLUMNS = ["group_by", "group", "n_features", "mse_pre", "r2_pre", "mse_ft", "r2_ft",
+STATS_COLUMNS = ["checkpoint", "group_by", "group", "n_features", "mse_pre", "r2_pre", "mse_ft", "r2_ft",
                  "wilcoxon_p", "stars", "q_bh"]
 FAMILY_NAMES = {"firstorder": "First order", "glcm": "GLCM", "gldm": "GLDM", "glrlm": "GLRLM",
                 "glszm": "GLSZM", "ngtdm": "NGTDM", "shape": "Shape", "shape2D": "Shape 2D"}
@@ -35,7 +37,7 @@ def group_labels(meta: dict, by: str) -> np.ndarray:
 
 
 def group_stats(sq_pre: np.ndarray, sq_ft: np.ndarray, r2_pre: np.ndarray, r2_ft: np.ndarray,
-                meta: dict, by=GROUPINGS):
+                meta: dict, by=GROUPINGS, checkpoint: str = "ft"):
     """One row per (grouping, group); sq_*: (n_cases, p) squared errors on the same cases."""
     import pandas as pd
     from scipy.stats import wilcoxon
@@ -55,15 +57,17 @@ def group_stats(sq_pre: np.ndarray, sq_ft: np.ndarray, r2_pre: np.ndarray, r2_ft
             with warnings.catch_warnings():
                 warnings.simplefilter("ignore")
                 p = np.atleast_1d(wilcoxon(e_pre, e_ft, axis=0).pvalue)
+        same = (np.abs(e_ft - e_pre) <= 1e-5 * (np.abs(e_pre) + np.abs(e_ft)) + 1e-12).all(axis=0)
+        p = np.where(same, 1.0, p)
         for g, name in enumerate(names):
-            rows.append({"group_by": grouping, "group": str(name) or "(none)",
+            rows.append({"checkpoint": checkpoint, "group_by": grouping, "group": str(name) or "(none)",
                          "n_features": int(counts[g]),
                          "mse_pre": float(e_pre[:, g].mean()), "r2_pre": float(r2_pre @ onehot[:, g] / counts[g]),
                          "mse_ft": float(e_ft[:, g].mean()), "r2_ft": float(r2_ft @ onehot[:, g] / counts[g]),
                          "wilcoxon_p": float(p[g])})
     df = pd.DataFrame(rows, columns=[c for c in STATS_COLUMNS if c not in ("stars", "q_bh")])
-    df["stars"] = stars(df["wilcoxon_p"].to_numpy())
     df["q_bh"] = bh_fdr(df["wilcoxon_p"].to_numpy())
+    df["stars"] = stars(df["q_bh"].to_numpy())
     return df[STATS_COLUMNS]
 
 
@@ -82,8 +86,11 @@ def markdown_table(df) -> str:
     """The paper's Table 1 layout: per group a Pre-train and a Fine-tune row, stars on the
     fine-tuned MSE."""
     lines = []
-    for grouping, sub in df.groupby("group_by", sort=False):
-        lines += [f"**By {grouping.replace('_', ' × ')}**", "",
+    multi = "checkpoint" in df and df["checkpoint"].nunique() > 1
+    for (ck, grouping), sub in df.groupby(["checkpoint", "group_by"], sort=False):
+        title = f"**{ck}: by {grouping.replace('_', ' × ')}**" if multi else \
+            f"**By {grouping.replace('_', ' × ')}**"
+        lines += [title, "",
                   "| Feature | Stage | MSE ↓ | R² ↑ |", "|---|---|---:|---:|"]
         for _, r in sub.iterrows():
             lines.append(f"| {_display(grouping, r['group'])} | Pre-train | {r['mse_pre']:.3f} | "
@@ -91,6 +98,6 @@ def markdown_table(df) -> str:
             st = f" {r['stars']}" if r["stars"] else ""
             lines.append(f"|  | Fine-tune | {r['mse_ft']:.3f}{st} | {r['r2_ft']:.3f} |")
         lines.append("")
-    lines.append("Stars: Wilcoxon signed-rank on per-case squared errors, * p<0.05, "
-                 "** p<0.01, *** p<0.001.")
+    lines.append("Stars: Wilcoxon signed-rank on per-case squared errors, BH-adjusted over "
+                 "the table: * q<0.05, ** q<0.01, *** q<0.001.")
     return "\n".join(lines) + "\n"

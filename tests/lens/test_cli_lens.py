@@ -11,9 +11,10 @@ from typer.testing import CliRunner
 from radlens_cli.io.tables import CaseTable, write_table
 from tests.lens.conftest import planted_cohort
 
-DELTA_COLS = ["column", "modality", "image_type", "family", "feature", "importance_pre",
-              "importance_ft", "delta_importance", "r2_pre", "r2_ft", "delta_r2", "rank_gain",
-              "rank_loss"]
+DELTA_COLS = ["checkpoint", "column", "modality", "image_type", "family", "feature", "r2_pre",
+              "r2_ft", "delta_r2", "importance_pre", "importance_ft", "delta_importance",
+              "decodable", "p_null", "q_bh", "test", "rank_gain", "rank_loss", "r2_direct_pre",
+              "r2_direct_ft", "delta_r2_direct"]
 FIT = ("--hidden", "64", "--epochs", "3", "--seed", "0", "--device", "cpu")
 
 
@@ -63,10 +64,14 @@ def test_planted_stats_show_the_lost_group(pipeline):
     d, P = pipeline
     _run("stats", d / "dec_pre.h5", d / "dec_ft.h5", "-o", d / "table.csv")
     t = pd.read_csv(d / "table.csv", keep_default_na=False)
-    assert list(t.columns) == ["group_by", "group", "n_features", "mse_pre", "r2_pre", "mse_ft",
-                               "r2_ft", "wilcoxon_p", "stars", "q_bh"]
+    assert list(t.columns) == ["checkpoint", "group_by", "group", "n_features", "mse_pre", "r2_pre",
+                               "mse_ft", "r2_ft", "wilcoxon_p", "stars", "q_bh"]
+    assert (t.checkpoint == "dec_ft").all()
     lost = t[(t.group_by == "family") & (t.group == "glszm")].iloc[0]     # S_down's family
-    assert lost.r2_ft < lost.r2_pre - 0.3 and lost.wilcoxon_p < 0.001 and lost.stars == "***"
+    assert lost.r2_ft < lost.r2_pre - 0.3 and lost.q_bh < 0.001 and lost.stars == "***"
+    # stars follow q_bh, not the raw p
+    from radlens_cli.lens.fdr import stars
+    assert list(t.stars) == list(stars(t.q_bh.to_numpy()))
     gained = t[(t.group_by == "family") & (t.group == "ngtdm")].iloc[0]   # S_up's family
     assert gained.r2_ft > gained.r2_pre + 0.3
     assert set(t.group_by) == {"family", "image_type", "modality", "modality_family"}
@@ -81,9 +86,11 @@ def test_compare_bootstrap_permutations_summary(pipeline):
     _run("compare", d / "dec_pre.h5", d / "dec_ft.h5", "-o", d / "dp.csv", "--bootstrap", "4",
          "--permutations", "9", "--summary", d / "views.txt", "--top", "3", "--seed", "2")
     df = pd.read_csv(d / "dp.csv")
-    assert list(df.columns) == DELTA_COLS + ["ci_low", "ci_high", "p_perm", "q_bh"]
+    assert list(df.columns) == DELTA_COLS + ["delta_r2_ci_low", "delta_r2_ci_high", "p_perm",
+                                             "q_perm"]
     assert ((df.p_perm >= 0.1 - 1e-12) & (df.p_perm <= 1)).all()      # (1 + k) / 10
-    assert (df.ci_low <= df.ci_high).all()
+    assert (df.delta_r2_ci_low <= df.delta_r2_ci_high).all()
+    assert (df.test == "paired_t_sqerr").all()
     assert (d / "views.txt").read_text().count("\n  ") >= 9
     _run("compare", d / "dec_pre.h5", d / "dec_ft.h5", "-o", d / "dp2.csv", "--bootstrap", "4",
          "--permutations", "9", "--top", "0", "--seed", "2")
@@ -101,7 +108,8 @@ def test_pipe_decode_into_compare_and_stats(pipeline, tmp_path):
     if ref is not None:
         np.testing.assert_allclose(df.r2_ft, ref.r2_ft, rtol=1e-6)
     s = _run("stats", d / "dec_pre.h5", "-", "-o", "-", input=r.stdout_bytes)
-    assert s.stdout.startswith("group_by,group,n_features")
+    assert s.stdout.startswith("checkpoint,group_by,group,n_features")
+    assert pd.read_csv(io.StringIO(s.stdout)).checkpoint.eq("stdin").all()
 
 
 def test_paths_with_spaces_and_same_seed(spaced_tmp, planted_files):
@@ -164,13 +172,17 @@ def test_h_at_least_n_train_falls_back_to_ridge(tmp_path, cli):
     write_table(P.emb_pre, str(tmp_path / "e.h5"))
     write_table(P.rad, str(tmp_path / "r.h5"))
     r = cli("fit-share", tmp_path / "e.h5", tmp_path / "r.h5", "-o", tmp_path / "s.h5", "--hidden", "32",
-            "--epochs", "1", "--device", "cpu")
+            "--epochs", "1", "--device", "cpu", "--method", "paper")
     assert r.exit_code == 0, r
-    r = cli("decode", tmp_path / "s.h5", tmp_path / "e.h5", tmp_path / "r.h5", "-o", tmp_path / "d.h5")
-    assert r.exit_code == 0, r
-    assert "h=32 >= n_train=20" in r.stderr and "falling back to ridge" in r.stderr
-    with h5py.File(tmp_path / "d.h5") as f:
-        assert f.attrs["ridge"] > 0 and f.attrs["n_train"] == 20 and f.attrs["hidden"] == 32
+    write_table(P.emb_ft, str(tmp_path / "f.h5"))
+    for emb, out in (("e.h5", "d.h5"), ("f.h5", "d2.h5")):
+        r = cli("decode", tmp_path / "s.h5", tmp_path / emb, tmp_path / "r.h5", "-o", tmp_path / out)
+        assert r.exit_code == 0, r
+    # the fallback alpha is computed once, in fit-share, and every checkpoint uses it
+    with h5py.File(tmp_path / "s.h5") as s, h5py.File(tmp_path / "d.h5") as f, \
+            h5py.File(tmp_path / "d2.h5") as g:
+        assert s.attrs["ridge"] > 0 and f.attrs["ridge"] == g.attrs["ridge"] == s.attrs["ridge"]
+        assert f.attrs["n_train"] == 20 and f.attrs["hidden"] == 32
 
 
 # ---------------------------------------------------------------- bad inputs
@@ -304,3 +316,91 @@ def test_same_decoder_twice_warns(pipeline, tmp_path):
         assert "identical decoders" in r.stderr
     r = _run("stats", d / "dec_pre.h5", d / "dec_ft.h5", "-o", tmp_path / "ok.csv")
     assert "identical decoders" not in r.stderr
+
+
+# ---------------------------------------------------------------- checks of issue 10
+
+def test_stats_and_compare_refuse_decoders_decoded_differently(pipeline, tmp_path, cli):
+    d, _ = pipeline
+    for extra, what in ((("--ridge", "0.5"), "ridge"), (("--no-intercept",), "intercept"),
+                        (("--align", "whitened"), "alignment")):
+        out = tmp_path / f"d_{what}.h5"
+        r = cli("decode", d / "share.h5", d / "emb_ft.h5", d / "rad.h5", "-o", out, *extra)
+        assert r.exit_code == 0, r
+        for cmd in ("compare", "stats"):
+            r = cli(cmd, d / "dec_pre.h5", out, "-o", tmp_path / f"{cmd}.csv")
+            assert r.exit_code == 1 and f"differ in {what}" in r.stderr, (cmd, what, r.stderr)
+
+
+def test_different_preprocessing_refused_unless_allowed(tmp_path, cli):
+    import json
+
+    from tests.lens.generators import cohort
+
+    C = cohort(n=200, d=16, seed=3)
+    pre, ft = C.pre(), C.embed({"A": 1.0, "up": 1.0}, "ft")
+
+    def params(spacing, layer="last"):
+        return {"params": json.dumps({"preprocessing": {"spacing": spacing, "crop": [224, 224, 64],
+                                                        "norm": "zscore"}, "layer": layer,
+                                      "pool": "mean"})}
+
+    write_table(C.rad, str(tmp_path / "rad.h5"))
+    write_table(pre, str(tmp_path / "pre.h5"), attrs=params([1, 1, 2]))
+    write_table(ft, str(tmp_path / "ft.h5"), attrs=params([2, 2, 4]))
+    write_table(ft, str(tmp_path / "ft_layer.h5"), attrs=params([1, 1, 2], "stage3"))
+    _run("fit-share", tmp_path / "pre.h5", tmp_path / "rad.h5", "-o", tmp_path / "s.h5", *FIT)
+    r = cli("decode", tmp_path / "s.h5", tmp_path / "ft.h5", tmp_path / "rad.h5", "-o", tmp_path / "d.h5")
+    assert r.exit_code == 1 and "spacing (1,1,2 vs 2,2,4)" in r.stderr
+    r = cli("decode", tmp_path / "s.h5", tmp_path / "ft_layer.h5", tmp_path / "rad.h5", "-o",
+            tmp_path / "d.h5")
+    assert r.exit_code == 1 and "layer (last vs stage3)" in r.stderr
+    r = cli("decode", tmp_path / "s.h5", tmp_path / "ft.h5", tmp_path / "rad.h5", "-o", tmp_path / "d.h5",
+            "--allow-different-preprocessing")
+    assert r.exit_code == 0 and "spacing" in r.stderr
+    _run("decode", tmp_path / "s.h5", tmp_path / "pre.h5", tmp_path / "rad.h5", "-o", tmp_path / "p.h5")
+    r = cli("compare", tmp_path / "p.h5", tmp_path / "d.h5", "-o", tmp_path / "x.csv")
+    assert r.exit_code == 1 and "spacing (1,1,2 vs 2,2,4)" in r.stderr
+    r = cli("compare", tmp_path / "p.h5", tmp_path / "d.h5", "-o", tmp_path / "x.csv", "--top", "0",
+            "--allow-different-preprocessing")
+    assert r.exit_code == 0, r
+
+
+def test_labels_collisions_and_permutation_count_warning(pipeline, tmp_path, cli):
+    d, _ = pipeline
+    (tmp_path / "a").mkdir()
+    import shutil
+    shutil.copy(d / "dec_ft.h5", tmp_path / "a" / "dec_ft.h5")
+    r = cli("compare", d / "dec_pre.h5", d / "dec_ft.h5", tmp_path / "a" / "dec_ft.h5", "-o", "-")
+    assert r.exit_code == 2 and "'dec_ft' is given twice" in r.stderr and "--labels" in r.stderr
+    r = cli("compare", d / "dec_pre.h5", d / "dec_ft.h5", "-o", "-", "--labels", "a,b")
+    assert r.exit_code == 2 and "--labels has 2 name(s) for 1" in r.stderr
+    r = cli("compare", d / "dec_pre.h5", d / "dec_ft.h5", "-o", tmp_path / "p.csv", "--permutations",
+            "9", "--top", "0")
+    assert r.exit_code == 0, r
+    assert "with 9 permutations the smallest p_perm is 1/10" in r.stderr and "1799 permutations" in r.stderr
+    r = cli("compare", d / "dec_pre.h5", d / "dec_ft.h5", tmp_path / "a" / "dec_ft.h5", "-o", "-",
+            "--labels", "ft,copy", "--top", "0")
+    df = pd.read_csv(io.StringIO(r.stdout))
+    assert list(df.checkpoint.unique()) == ["ft", "copy"]
+    a, b = df[df.checkpoint == "ft"].reset_index(drop=True), df[df.checkpoint == "copy"].reset_index(drop=True)
+    pd.testing.assert_frame_equal(a.drop(columns="checkpoint"), b.drop(columns="checkpoint"))
+
+
+def test_method_paper_reproduces_the_paper(planted_files, tmp_path):
+    p = planted_files
+    _run("fit-share", p["emb_pre"], p["rad"], "-o", tmp_path / "s.h5", *FIT, "--method", "paper")
+    for k in ("emb_pre", "emb_ft"):
+        _run("decode", tmp_path / "s.h5", p[k], p["rad"], "-o", tmp_path / f"dec_{k}.h5")
+    with h5py.File(tmp_path / "s.h5") as s, h5py.File(tmp_path / "dec_emb_ft.h5") as f:
+        assert s.attrs["method"] == "paper" and s.attrs["scale"] == "minmax"
+        assert "reference_embeddings" not in s and s.attrs["ridge"] == 0
+        assert f.attrs["intercept"] == 0 and f.attrs["alignment"] == "none" and f.attrs["ridge"] == 0
+        assert not f["bias"][()].any()
+        tgt = f["train/target"][()]
+        assert tgt.min() == pytest.approx(0, abs=1e-6) and tgt.max() == pytest.approx(1, abs=1e-6)
+    r = _run("compare", tmp_path / "dec_emb_pre.h5", tmp_path / "dec_emb_ft.h5", "-o", tmp_path / "d.csv")
+    assert "ranked by delta_importance" in r.stderr           # the paper's statistic
+    df = pd.read_csv(tmp_path / "d.csv")
+    dec = df[df.decodable]
+    assert dec.loc[dec.delta_importance.idxmax(), "rank_gain"] == 1

@@ -76,19 +76,62 @@ def test_delta_table_ranks_and_views():
     meta = {"modality": ["t2"] * 20, "image_type": ["original"] * 20, "family": ["glcm"] * 20,
             "feature": [f"F{k}" for k in range(20)]}
     r2p, r2f = rng.uniform(size=20), rng.uniform(size=20)
-    df = delta_table(cols, meta, tp, tf, r2p, r2f)
+    df = delta_table(cols, meta, tp, tf, r2p, r2f, rank_by="delta_importance")
     np.testing.assert_allclose(df.delta_importance, np.linalg.norm(tf, axis=1) - np.linalg.norm(tp, axis=1))
     np.testing.assert_allclose(df.delta_r2, r2f - r2p)
     assert df.loc[df.delta_importance.idxmax(), "rank_gain"] == 1
     assert df.loc[df.delta_importance.idxmin(), "rank_loss"] == 1
     assert sorted(df.rank_gain) == list(range(1, 21))
-    v = list(three_views(df, 3, 0.5).values())
+    assert df.decodable.all() and (df.checkpoint == "ft").all()
+    v = list(three_views(df, 3, 0.5, rank_by="delta_importance").values())
     assert list(v[0].column) == list(df.sort_values("delta_importance", ascending=False).column[:3])
     stable = v[2]
     qp, qf = np.quantile(df.importance_pre, 0.5), np.quantile(df.importance_ft, 0.5)
     both = df[(df.importance_pre >= qp) & (df.importance_ft >= qf)]
     expect = both.assign(a=both.delta_importance.abs()).sort_values("a").column[:3]
     assert list(stable.column) == list(expect)
+
+
+def test_undecodable_features_are_not_ranked_and_views_keep_signs():
+    rng = np.random.default_rng(3)
+    cols = [f"t2/original_glcm_F{k}" for k in range(10)]
+    meta = {"modality": ["t2"] * 10, "image_type": ["original"] * 10, "family": ["glcm"] * 10,
+            "feature": [f"F{k}" for k in range(10)]}
+    r2p = np.array([0.5, 0.6, 0.7, -0.2, -3.0, -1.0, 0.0, 0.3, 0.2, -0.5])
+    r2f = np.array([0.6, 0.4, 0.7, -0.1, -0.5, -5.0, 0.0, 0.35, -0.1, 0.1])
+    df = delta_table(cols, meta, rng.normal(size=(10, 3)), rng.normal(size=(10, 3)), r2p, r2f)
+    assert list(df.decodable) == [True, True, True, False, False, False, False, True, True, True]
+    assert df.rank_gain[~df.decodable].isna().all() and df.rank_loss[~df.decodable].isna().all()
+    assert sorted(df.rank_gain.dropna()) == list(range(1, 7))
+    # -0.5 -> 0.1 is the largest decodable gain; -3.0 -> -0.5 (+2.5) is not decodable
+    assert df.loc[df.rank_gain == 1, "column"].item() == cols[9]
+    v = list(three_views(df, 5, 0.5).values())
+    assert (v[0].delta_r2 > 0).all() and (v[1].delta_r2 < 0).all()
+    assert not set(v[0].column) & set(np.array(cols)[~df.decodable.to_numpy()])
+
+
+def test_paired_test_is_a_t_test_and_exact_nulls_get_one():
+    from radlens_cli.lens.compare import paired_test
+
+    rng = np.random.default_rng(4)
+    a = rng.exponential(size=(50, 4))
+    b = a.copy()
+    b[:, 1] *= 1.5
+    b[:, 2] += rng.normal(scale=0.1, size=50)
+    b[:, 3] = (a[:, 3].astype(np.float32) * np.float32(1 + 1e-7)).astype(np.float64)  # rounding
+    p = paired_test(a, b)
+    assert p[0] == 1.0 and p[3] == 1.0
+    for k in (1, 2):
+        assert p[k] == pytest.approx(ss.ttest_rel(b[:, k], a[:, k]).pvalue, rel=1e-10)
+
+
+def test_permutation_resolution_warning():
+    from radlens_cli.lens.compare import permutation_resolution
+
+    msg = permutation_resolution(200, 2511)
+    assert "needs at least 250 features" in msg and "50219 permutations" in msg
+    assert permutation_resolution(2000, 90) is None
+    assert permutation_resolution(1000, 90) is not None and "1799" in permutation_resolution(1000, 90)
 
 
 def test_bh_equals_scipy():
@@ -117,8 +160,8 @@ def test_group_stats_equal_direct_computation():
     mf = df[df.group_by == "modality_family"]
     assert set(mf.group) == {"t2/glcm", "adc/glcm", "t2/gldm", "t2/ngtdm", "adc/ngtdm"}
     np.testing.assert_allclose(df.q_bh, ss.false_discovery_control(df.wilcoxon_p, method="bh"))
-    assert list(df.columns) == ["group_by", "group", "n_features", "mse_pre", "r2_pre", "mse_ft",
-                                "r2_ft", "wilcoxon_p", "stars", "q_bh"]
-    exp = np.where(df.wilcoxon_p < 0.001, "***", np.where(df.wilcoxon_p < 0.01, "**",
-                   np.where(df.wilcoxon_p < 0.05, "*", "")))
+    assert list(df.columns) == ["checkpoint", "group_by", "group", "n_features", "mse_pre", "r2_pre",
+                                "mse_ft", "r2_ft", "wilcoxon_p", "stars", "q_bh"]
+    exp = np.where(df.q_bh < 0.001, "***", np.where(df.q_bh < 0.01, "**",
+                   np.where(df.q_bh < 0.05, "*", "")))
     assert list(df.stars) == list(exp)

@@ -104,3 +104,34 @@ def test_lens_imports_without_cli_or_torch():
             "group_stats; assert 'typer' not in sys.modules and 'torch' not in sys.modules")
     r = subprocess.run([sys.executable, "-c", code], cwd=REPO, capture_output=True, text=True, encoding="utf-8", errors="replace")
     assert r.returncode == 0, r.stderr
+
+
+def test_choose_ridge_equals_brute_force_gcv():
+    from radlens_cli.lens.decoder import RIDGE_GRID, choose_ridge, fit_decoder
+
+    rng = np.random.default_rng(2)
+    n, h, p = 60, 12, 5
+    Z = rng.normal(size=(n, h)) * rng.uniform(0.1, 3, size=h) + 1.0
+    R = Z[:, :3] @ rng.normal(size=(3, p)) + rng.normal(size=(n, p)) * np.array([0.1, 1, 3, 10, 0.5])
+    R += 4.0
+    alpha, scores = choose_ridge(Z, R, intercept=True)
+    Zc = Z - Z.mean(0)
+    mean_eig = np.linalg.eigvalsh(Zc.T @ Zc).mean()
+    brute = []
+    for g in RIDGE_GRID:
+        a = g * mean_eig
+        dec = fit_decoder(Z, R, ridge=a, intercept=True)
+        rss = ((R - dec.predict(Z)) ** 2).sum(0)
+        H = Zc @ np.linalg.solve(Zc.T @ Zc + a * np.eye(h), Zc.T)
+        df = np.trace(H) + 1
+        var = R.var(0)
+        brute.append(np.mean(rss / n / (1 - df / n) ** 2 / var))
+    np.testing.assert_allclose(scores, brute, rtol=1e-8)
+    assert alpha == pytest.approx(RIDGE_GRID[int(np.argmin(brute))] * mean_eig, rel=1e-10)
+    from radlens_cli.lens.decoder import ridge_gcv
+
+    a2, _, dec = ridge_gcv(Z, R, intercept=True)       # the decoder from the same moments
+    ref = fit_decoder(Z, R, ridge=a2, intercept=True)
+    assert a2 == alpha
+    np.testing.assert_allclose(dec.theta, ref.theta, rtol=1e-7, atol=1e-10)
+    np.testing.assert_allclose(dec.bias, ref.bias, rtol=1e-7, atol=1e-10)

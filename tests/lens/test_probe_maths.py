@@ -98,3 +98,24 @@ def test_svm_and_gradient_boosting_on_request(data, task):
     assert list(a.model) == ["svm", "gb"]
     score = "auc_mean" if task == "classify" else "r2_mean"
     assert (a[score] > 0.5).all()
+
+
+def test_split_folds_protocols():
+    import numpy as np
+    import pytest
+
+    from radlens_cli.errors import RadlensError
+    from radlens_cli.lens.probe import split_folds
+
+    split = np.array(["train", "test", "val", "train", "test"] * 8, dtype=object)
+    y = np.array([0, 1] * 20)
+    (tr, te), = split_folds(y, split, "classify", "train-test")
+    assert set(split[tr]) == {"train"} and set(split[te]) == {"test"} and len(tr) == 16
+    folds = split_folds(y, split, "classify", "cv-test", folds=4, seed=0)
+    used = np.concatenate([b for _, b in folds])
+    assert sorted(used) == sorted(np.flatnonzero(split == "test"))
+    assert all(set(split[a]) == {"test"} for a, _ in folds)
+    assert len(split_folds(y, split, "classify", "cv-all", folds=5)) == 5
+    y_bad = np.where(split == "test", 2, 0)                    # class 2 only in test
+    with pytest.raises(RadlensError, match="class"):
+        split_folds(y_bad, split, "classify", "train-test")

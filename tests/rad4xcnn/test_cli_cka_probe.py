@@ -145,3 +145,66 @@ def test_probe_bad_inputs(cli, cohort):
     r = cli("probe", cohort / "other.h5", *base, "--target", "size")
     assert r.exit_code == 1 and "no case is in every feature table" in r.stderr
     assert not (cohort / "x.csv").exists()
+
+
+def test_probe_is_split_aware_by_default(cli, cohort):
+    """train-test: fitted on the manifest's train cases only, scored on its test cases --
+    equal to a ridge fitted by hand on train and scored on test; cv-test stays in test."""
+    from sklearn.linear_model import RidgeCV
+    from sklearn.metrics import r2_score
+    from sklearn.pipeline import make_pipeline
+    from sklearn.preprocessing import StandardScaler
+
+    from radlens_cli.io.tables import read_table
+    from radlens_cli.lens.probe import RIDGE_ALPHAS
+
+    man = pd.read_csv(cohort / "cohort.csv")
+    man["split"] = np.array(["train", "train", "test", "val"] * 20)
+    man.to_csv(cohort / "split.csv", index=False)
+    base = ("--manifest", cohort / "split.csv", "--target", "size", "--task", "regress",
+            "--models", "ridge", "-o", "-")
+    r = cli("probe", cohort / "signal.h5", *base)
+    assert r.exit_code == 0, r
+    row = pd.read_csv(io.StringIO(r.stdout)).iloc[0]
+    assert row.protocol == "train-test" and row.folds == 1
+    assert (row.n_train, row.n_test) == (40, 20) and np.isnan(row.r2_sd)
+    t = read_table(str(cohort / "signal.h5"))
+    tr, te = (man.split == "train").to_numpy(), (man.split == "test").to_numpy()
+    m = make_pipeline(StandardScaler(), RidgeCV(alphas=RIDGE_ALPHAS)).fit(t.values[tr], man["size"][tr])
+    assert row.r2_mean == pytest.approx(r2_score(man["size"][te], m.predict(t.values[te])), rel=1e-9)
+    r = cli("probe", cohort / "signal.h5", *base, "--protocol", "cv-test", "--folds", "4")
+    row = pd.read_csv(io.StringIO(r.stdout)).iloc[0]
+    assert row.protocol == "cv-test" and row.folds == 4 and row.n_cases == 20
+    r = cli("probe", cohort / "signal.h5", *base, "--protocol", "nope")
+    assert r.exit_code == 2 and "--protocol must be one of" in r.stderr
+
+
+def test_probe_warns_when_the_encoder_was_fine_tuned_on_the_target(cli, cohort):
+    import json
+
+    import torch
+
+    ck = cohort / "ft.pt"
+    torch.save({"radlens_checkpoint": 1, "finetune": {"task": "regress", "target": "size",
+                                                      "params": {"freeze_encoder": False}}}, ck)
+    t = read_table_h5(cohort / "signal.h5")
+    attrs = {"params": json.dumps({"encoder": str(ck), "encoder_source": "radlens"})}
+    write_table(t, str(cohort / "emb_ft.h5"), attrs=attrs)
+    base = ("--manifest", cohort / "cohort.csv", "--target", "size", "--task", "regress",
+            "--models", "ridge", "-o", "-")
+    r = cli("probe", cohort / "emb_ft.h5", *base, "--protocol", "cv-all", "--folds", "3")
+    assert r.exit_code == 0, r
+    assert "encoder was fine-tuned on size (regress)" in r.stderr and "--protocol train-test" in r.stderr
+    r = cli("probe", cohort / "emb_ft.h5", *base, "--target", "label", "--task", "classify",
+            "--models", "logistic", "--protocol", "cv-all", "--folds", "3")
+    assert r.exit_code == 0 and "fine-tuned" not in r.stderr
+    torch.save({"radlens_checkpoint": 1, "finetune": {"task": "regress", "target": "size",
+                                                      "params": {"freeze_encoder": True}}}, ck)
+    r = cli("probe", cohort / "emb_ft.h5", *base, "--protocol", "cv-all", "--folds", "3")
+    assert r.exit_code == 0 and "fine-tuned" not in r.stderr     # a frozen encoder saw no labels
+
+
+def read_table_h5(path):
+    from radlens_cli.io.tables import read_table
+
+    return read_table(str(path))
