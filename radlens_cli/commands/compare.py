@@ -63,7 +63,7 @@ def compare(pre_path: str, ft_path, output: str, top: int = 5, stable_quantile: 
 
     from radlens_cli.io.files import atomic_output, check_output
     from radlens_cli.lens import compare as cmp
-    from radlens_cli.lens.data import load_decoder
+    from radlens_cli.io.formats.decoder import load_decoder
 
     others = [ft_path] if isinstance(ft_path, str) else list(ft_path)
     if not others:
@@ -123,7 +123,7 @@ def compare_one(pre_path, ft_path, pre, name, rank_by, bootstrap, permutations, 
 
     from radlens_cli.lens import compare as cmp
     from radlens_cli.lens.checks import require_compatible
-    from radlens_cli.lens.data import load_decoder
+    from radlens_cli.io.formats.decoder import load_decoder
     from radlens_cli.lens.decoder import r2_score
 
     ft = load_decoder(ft_path)

@@ -22,7 +22,8 @@ def fit_share(emb_path: str, rad_path: str, output: str, hidden: int = 256, l1: 
     from radlens_cli.io.files import check_output
     from radlens_cli.io.tables import read_table
     from radlens_cli.lens.data import fit_share_tables
-    from radlens_cli.lens.share import ACTIVATIONS, METHODS, REDUCTIONS, paper_grid, save_share
+    from radlens_cli.io.formats.share import save_share
+    from radlens_cli.lens.share import ACTIVATIONS, METHODS, REDUCTIONS, paper_grid
     from radlens_cli.lens.scaling import SCALES
 
     if emb_path == "-" and rad_path == "-":

@@ -22,7 +22,7 @@ def stats(pre_path: str, ft_path, output: str, by: str = "family,image_type,moda
     from radlens_cli.io.files import atomic_output, check_output
     from radlens_cli.io.manifest import parse_list
     from radlens_cli.lens.checks import require_compatible
-    from radlens_cli.lens.data import load_decoder
+    from radlens_cli.io.formats.decoder import load_decoder
     from radlens_cli.lens.decoder import r2_score
     from radlens_cli.lens.stats import GROUPINGS, group_stats, markdown_table
 
