@@ -24,8 +24,6 @@ from radlens_cli.io.formats import (CASE_TABLE, HDF5_MAGIC, _str_dtype, _write_d
                                     decode_strings, is_hdf5, open_h5, open_hdf5_file, read_h5_attrs,
                                     write_h5)
 
-_decode = decode_strings  # old private name, still imported by lens/ until it reads through io/formats
-
 
 @dataclass
 class CaseTable:

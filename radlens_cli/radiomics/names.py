@@ -56,11 +56,6 @@ def parse_column_names(columns: list[str]) -> dict[str, np.ndarray]:
     return {key: np.array([p[i] for p in parsed], dtype=object) for i, key in enumerate(META_KEYS)}
 
 
-def column_meta(columns: list[str]) -> dict[str, np.ndarray]:  # pragma: no cover - old name
-    """Old name of `parse_column_names` (lens/ still imports it; it goes once lens/ moves over)."""
-    return parse_column_names(columns)
-
-
 def table_column_meta(columns, table_meta: dict | None = None) -> dict[str, np.ndarray]:
     """Metadata for a table's columns: its own `column_*` datasets when complete, else parsed.
 
