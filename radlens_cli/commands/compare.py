@@ -8,48 +8,8 @@ from typing import List
 import typer
 
 from radlens_cli import log
-from radlens_cli.commands._util import command, force_option, output_option, seed_option
+from radlens_cli.commands._util import checkpoint_labels, command, force_option, output_option, seed_option
 from radlens_cli.errors import RadlensError, UsageError
-
-
-def _ids_table(ids, path):
-    import numpy as np
-
-    from radlens_cli.io.tables import CaseTable
-
-    t = CaseTable(case_id=ids, values=np.zeros((len(ids), 0)), columns=[])
-    t.path = path
-    return t
-
-
-def paired_cases(pre, ft, which: str, allow_missing: bool):
-    """Row indices (i_pre, i_ft) of the cases both decoders used for `which` (train/eval)."""
-    from radlens_cli.io.tables import align_cases
-
-    a = _ids_table(getattr(pre, f"{which}_case_id"), f"{pre.path} ({which} cases)")
-    b = _ids_table(getattr(ft, f"{which}_case_id"), f"{ft.path} ({which} cases)")
-    return align_cases(a, b, allow_missing, names=(pre.path, ft.path))
-
-
-def checkpoint_labels(paths: list[str], labels: str | list[str] | None) -> list[str]:
-    """One label per compared decoder: --labels, or each file's name without extension."""
-    import os
-
-    from radlens_cli.io.manifest import parse_list
-
-    if labels:
-        out = parse_list(labels, "--labels") if isinstance(labels, str) else list(labels)
-        if len(out) != len(paths):
-            raise UsageError(f"--labels has {len(out)} name(s) for {len(paths)} compared decoder(s)")
-    else:
-        out = ["stdin" if p == "-" else os.path.splitext(os.path.basename(p))[0] for p in paths]
-    seen = {}
-    for p, lab in zip(paths, out):
-        if lab in seen:
-            raise UsageError(f"checkpoint name {lab!r} is given twice ({seen[lab]} and {p}); "
-                             f"name them with --labels")
-        seen[lab] = p
-    return out
 
 
 def compare(pre_path: str, ft_path, output: str, top: int = 5, stable_quantile: float = 0.5,
@@ -123,6 +83,7 @@ def compare_one(pre_path, ft_path, pre, name, rank_by, bootstrap, permutations, 
 
     from radlens_cli.lens import compare as cmp
     from radlens_cli.lens.checks import require_compatible
+    from radlens_cli.lens.compare import paired_cases
     from radlens_cli.io.formats.decoder import load_decoder
     from radlens_cli.lens.decoder import r2_score
 

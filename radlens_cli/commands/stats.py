@@ -7,7 +7,7 @@ from typing import List
 import typer
 
 from radlens_cli import log
-from radlens_cli.commands._util import command, force_option, output_option
+from radlens_cli.commands._util import checkpoint_labels, command, force_option, output_option
 from radlens_cli.errors import UsageError
 
 
@@ -18,10 +18,10 @@ def stats(pre_path: str, ft_path, output: str, by: str = "family,image_type,moda
     a list); returns the DataFrame."""
     import pandas as pd
 
-    from radlens_cli.commands.compare import checkpoint_labels, paired_cases
     from radlens_cli.io.files import atomic_output, check_output
     from radlens_cli.io.manifest import parse_list
     from radlens_cli.lens.checks import require_compatible
+    from radlens_cli.lens.compare import paired_cases
     from radlens_cli.io.formats.decoder import load_decoder
     from radlens_cli.lens.decoder import r2_score
     from radlens_cli.lens.stats import GROUPINGS, group_stats, markdown_table

@@ -301,3 +301,22 @@ def permutation_resolution(n_perm: int, m: int, alpha: float = 0.05) -> str | No
     return (f"with {n_perm} permutations the smallest p_perm is 1/{n_perm + 1}: q_perm < {alpha:g} "
             f"over {m} features needs at least {math.ceil(need_k - 1e-9)} features at that p; "
             f"{need_n} permutations let a single feature reach it")
+
+
+# ---------------------------------------------------------------- pairing two decoders
+
+def _ids_table(ids, path):
+    from radlens_cli.io.tables import CaseTable
+
+    t = CaseTable(case_id=ids, values=np.zeros((len(ids), 0)), columns=[])
+    t.path = path
+    return t
+
+
+def paired_cases(pre, ft, which: str, allow_missing: bool):
+    """Row indices (i_pre, i_ft) of the cases both decoders used for `which` (train/eval)."""
+    from radlens_cli.io.tables import align_cases
+
+    a = _ids_table(getattr(pre, f"{which}_case_id"), f"{pre.path} ({which} cases)")
+    b = _ids_table(getattr(ft, f"{which}_case_id"), f"{ft.path} ({which} cases)")
+    return align_cases(a, b, allow_missing, names=(pre.path, ft.path))
