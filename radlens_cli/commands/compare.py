@@ -85,7 +85,6 @@ def compare_one(pre_path, ft_path, pre, name, rank_by, bootstrap, permutations, 
     from radlens_cli.lens.checks import require_compatible
     from radlens_cli.lens.compare import paired_cases
     from radlens_cli.io.formats.decoder import load_decoder
-    from radlens_cli.lens.decoder import r2_score
 
     ft = load_decoder(ft_path)
     require_compatible(pre, ft, warn=log.warn, allow_preprocessing=allow_different_preprocessing)
@@ -99,11 +98,9 @@ def compare_one(pre_path, ft_path, pre, name, rank_by, bootstrap, permutations, 
     ev = ("eval/squared_error",) + (() if full_eval else ("eval/prediction", "eval/target"))
     bp = load_decoder(pre_path, bulk=ev).bulk
     bf = load_decoder(ft_path, bulk=ev).bulk
-    r2_pre, r2_ft = pre.r2, ft.r2
     if not full_eval:
         log.warn(f"--allow-missing: R^2 recomputed on the {len(iev_p)} eval cases common to both")
-        r2_pre = r2_score(bp["eval/prediction"][iev_p], bp["eval/target"][iev_p])
-        r2_ft = r2_score(bf["eval/prediction"][iev_f], bf["eval/target"][iev_f])
+    r2_pre, r2_ft = cmp.shared_eval_r2(pre, ft, iev_p, iev_f, bp, bf)
     p_null = cmp.paired_test(bp["eval/squared_error"][iev_p], bf["eval/squared_error"][iev_f])
     df = cmp.delta_table(pre.columns, pre.column_meta, pre.theta, ft.theta, r2_pre, r2_ft,
                          rank_by=rank_by, checkpoint=name, p_null=p_null)

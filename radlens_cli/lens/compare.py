@@ -320,3 +320,17 @@ def paired_cases(pre, ft, which: str, allow_missing: bool):
     a = _ids_table(getattr(pre, f"{which}_case_id"), f"{pre.path} ({which} cases)")
     b = _ids_table(getattr(ft, f"{which}_case_id"), f"{ft.path} ({which} cases)")
     return align_cases(a, b, allow_missing, names=(pre.path, ft.path))
+
+
+def shared_eval_r2(pre, ft, i_pre, i_ft, bulk_pre: dict, bulk_ft: dict):
+    """Per-feature R^2 of two decoders on the eval cases both used (rows i_pre, i_ft).
+
+    When both used exactly the same cases these are the R^2 decode stored; otherwise they
+    are recomputed from `eval/prediction` and `eval/target` (which `bulk_*` must then hold)
+    on the shared cases only, so the two numbers compare like with like."""
+    from radlens_cli.lens.decoder import r2_score
+
+    if len(i_pre) == len(pre.eval_case_id) == len(ft.eval_case_id):
+        return pre.r2, ft.r2
+    return (r2_score(bulk_pre["eval/prediction"][i_pre], bulk_pre["eval/target"][i_pre]),
+            r2_score(bulk_ft["eval/prediction"][i_ft], bulk_ft["eval/target"][i_ft]))
