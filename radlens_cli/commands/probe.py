@@ -83,7 +83,7 @@ def probe(features: list[str], manifest_path: str, target: str, output: str, tas
     log.info(f"probe: {len(cases)} cases in all {len(tables)} table(s) with target {target} "
              f"({len(n_union - common)} case(s) only in some tables or without a target)")
     for label, t in zip(labels, tables):
-        ft = lp.finetuned_target(t.attrs)
+        ft = provenance.finetuned_target(t.attrs)
         if ft is not None and ft[1] == target:
             log.warn(f"{t.path}: its encoder was fine-tuned on {target} ({ft[0]}); "
                      + ("cv-all lets it score cases it saw with their labels, inflating "

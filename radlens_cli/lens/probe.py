@@ -77,42 +77,6 @@ def split_folds(y, split, task: str, protocol: str = "train-test", folds: int = 
     return [(tr, te)]
 
 
-def finetuned_target(attrs: dict) -> tuple[str, str] | None:
-    """(task, target) the encoder behind an embedding table was fine-tuned on, or None.
-
-    Read from the table's params (`finetune_task`/`finetune_target`, when recorded) or from
-    the radlens checkpoint the params name, when that file is still there; a checkpoint
-    trained with its encoder frozen did not see the labels and gives None."""
-    import json
-    import os
-
-    params = attrs.get("params", {}) if attrs else {}
-    if isinstance(params, (str, bytes)):
-        try:
-            params = json.loads(params)
-        except ValueError:
-            return None
-    if not isinstance(params, dict):
-        return None
-    if params.get("finetune_target"):
-        return str(params.get("finetune_task", "")), str(params["finetune_target"])
-    path = params.get("encoder")
-    if params.get("encoder_source") != "radlens" or not path or not os.path.isfile(str(path)):
-        return None
-    try:
-        import torch
-
-        obj = torch.load(str(path), map_location="cpu", weights_only=False)
-    except Exception:  # noqa: BLE001 - an unreadable checkpoint only means no warning
-        return None
-    ft = obj.get("finetune") if isinstance(obj, dict) else None
-    if not isinstance(ft, dict) or not ft.get("target"):
-        return None
-    if (ft.get("params") or {}).get("freeze_encoder"):
-        return None
-    return str(ft.get("task", "")), str(ft["target"])
-
-
 def make_model(name: str, task: str, seed: int = 0, jobs: int = 1, trees: int = 200):
     """A fresh scikit-learn estimator; linear models standardise inside the pipeline."""
     from sklearn.ensemble import RandomForestClassifier, RandomForestRegressor
