@@ -163,11 +163,11 @@ def finetuned_target(attrs: dict) -> tuple[str, str] | None:
     path = params.get("encoder")
     if params.get("encoder_source") != "radlens" or not path or not os.path.isfile(str(path)):
         return None
-    try:
-        import torch
+    try:  # weights-only: naming a file in a table's params must not make probe run its code
+        from radlens_cli.encoders.checkpoints import read_checkpoint
 
-        obj = torch.load(str(path), map_location="cpu", weights_only=False)
-    except Exception:  # noqa: BLE001 - an unreadable checkpoint only means no warning
+        obj = read_checkpoint(str(path))
+    except Exception:  # noqa: BLE001 - an unreadable or unsafe checkpoint only means no warning
         return None
     ft = obj.get("finetune") if isinstance(obj, dict) else None
     if not isinstance(ft, dict) or not ft.get("target"):

@@ -138,3 +138,32 @@ def read_table_h5(path):
     from radlens_cli.io.tables import read_table
 
     return read_table(str(path))
+
+
+class _Runs:
+    """A pickled object whose unpickling runs code: it creates the file `marker`."""
+
+    def __init__(self, marker):
+        self.marker = marker
+
+    def __reduce__(self):
+        return (open, (self.marker, "w"))
+
+
+def test_probe_reads_a_named_checkpoint_weights_only(cli, cohort):
+    """An embedding table's params name a checkpoint; probe looks into it for the fine-tuning
+    target without unpickling it fully (no code in the file runs; it only gives no warning)."""
+    import json
+
+    import torch
+
+    marker = cohort / "code ran"
+    ck = cohort / "evil.pt"
+    torch.save({"radlens_checkpoint": 1, "x": _Runs(str(marker)),
+                "finetune": {"task": "regress", "target": "size", "params": {}}}, ck)
+    write_table(read_table_h5(cohort / "signal.h5"), str(cohort / "emb_evil.h5"),
+                attrs={"params": json.dumps({"encoder": str(ck), "encoder_source": "radlens"})})
+    r = cli("probe", cohort / "emb_evil.h5", "--manifest", cohort / "cohort.csv", "--target", "size",
+            "--task", "regress", "--models", "ridge", "-o", "-", "--protocol", "cv-all", "--folds", "3")
+    assert r.exit_code == 0, r
+    assert not marker.exists() and "fine-tuned" not in r.stderr
