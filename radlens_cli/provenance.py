@@ -150,12 +150,9 @@ def finetuned_target(attrs: dict) -> tuple[str, str] | None:
     Read from the table's params (`finetune_task`/`finetune_target`, when recorded) or from
     the radlens checkpoint the params name, when that file is still there; a checkpoint
     trained with its encoder frozen did not see the labels and gives None."""
-    params = attrs.get("params", {}) if attrs else {}
-    if isinstance(params, (str, bytes)):
-        try:
-            params = json.loads(params)
-        except ValueError:
-            return None
+    from radlens_cli.io.formats import json_attr
+
+    params = json_attr(attrs, "params", {})
     if not isinstance(params, dict):
         return None
     if params.get("finetune_target"):
