@@ -6,7 +6,7 @@ import typer
 
 from radlens_cli import log
 from radlens_cli.commands._util import command, device_option, force_option, output_option, seed_option
-from radlens_cli.errors import UsageError
+from radlens_cli.errors import RadlensError, UsageError
 
 
 def fit_share(emb_path: str, rad_path: str, output: str, hidden: int = 256, l1: float = 1e-6,
@@ -46,6 +46,9 @@ def fit_share(emb_path: str, rad_path: str, output: str, hidden: int = 256, l1: 
     emb = read_table(emb_path, "embeddings", part="refuse")
     rad = read_table(rad_path, "radiomics", part="refuse")
     grid = paper_grid() if sweep else None
+    split = rad.split if rad.split is not None else emb.split
+    if sweep and (split is None or not (split == "val").any()):
+        raise RadlensError("--sweep selects on the `val` split, but there are no val cases")
     if share_fraction is not None and not 0.0 < share_fraction <= 1.0:
         raise UsageError("--share-fraction must be in (0, 1]")
     if seeds < 1:

@@ -48,6 +48,8 @@ def probe(features: list[str], manifest_path: str, target: str, output: str, tas
 
     if task not in lp.TASKS:
         raise UsageError(f"--task {task}: use {' or '.join(lp.TASKS)}")
+    if protocol in ("cv-test", "cv-all") and folds < 2:  # the library says "fold(s)"; name the option here
+        raise RadlensError(f"--folds {folds}: need at least 2")
     if not features:
         raise UsageError("give at least one feature table")
     if sum(f == "-" for f in features) > 1:

@@ -156,7 +156,7 @@ def fit_share_tables(emb: CaseTable, rad: CaseTable, hidden: int = 256, l1: floa
         S[pick] = True
     va = j.split == "val"
     if grid is not None and len(grid) > 1 and not va.any():
-        raise RadlensError("--sweep selects on the `val` split, but there are no val cases")
+        raise RadlensError("the (l1, l2) grid is selected on the `val` split, but there are no val cases")
     Rtr = j.radiomics(tr)
     scaler = fit_scaler(Rtr, j.columns, scale)
     if not scaler.columns:

@@ -33,7 +33,7 @@ def make_folds(y, task: str, folds: int = 5, seed: int = 0) -> list[tuple[np.nda
     y = np.asarray(y)
     n = len(y)
     if folds < 2:
-        raise RadlensError(f"--folds {folds}: need at least 2")
+        raise RadlensError(f"{folds} fold(s): cross-validation needs at least 2")
     if n < folds:
         raise RadlensError(f"{n} case(s) for {folds} folds; need at least one case per fold")
     if task == "classify":
@@ -42,7 +42,7 @@ def make_folds(y, task: str, folds: int = 5, seed: int = 0) -> list[tuple[np.nda
             raise RadlensError(f"the target has one class ({classes[0]!s}); classification needs two")
         if counts.min() < folds:
             small = ", ".join(f"{c!s} ({k})" for c, k in zip(classes, counts) if k < folds)
-            raise RadlensError(f"class(es) with fewer cases than --folds {folds}: {small}")
+            raise RadlensError(f"class(es) with fewer cases than the {folds} folds: {small}")
         splitter = StratifiedKFold(n_splits=folds, shuffle=True, random_state=seed)
         return list(splitter.split(np.zeros((n, 1)), y))
     splitter = KFold(n_splits=folds, shuffle=True, random_state=seed)

@@ -51,3 +51,15 @@ def test_bad_inputs(cli, tmp_path):
     h.bad_input(cli, SPEC, tmp_path, [files["emb"], tmp_path / "nope.h5", "-o", tmp_path / "s.h5"], 1, "nope.h5")
     h.bad_input(cli, SPEC, tmp_path, [files["emb"], files["rad"], "-o", tmp_path / "s.h5", "--activation", "elu"],
                 2, "--activation")
+
+
+def test_sweep_without_val_cases_names_the_option(cli, tmp_path):
+    from radlens_cli.io.tables import read_table
+
+    files = inputs(tmp_path)
+    for role in ("emb", "rad"):
+        t = read_table(str(files[role]))
+        t.split = np.where(t.split == "val", "train", t.split).astype(object)
+        write_table(t, str(files[role]), force=True)
+    h.bad_input(cli, SPEC, tmp_path, [files["emb"], files["rad"], "-o", tmp_path / "s.h5", *FIT, "--sweep"], 1,
+                "--sweep selects on the `val` split, but there are no val cases")

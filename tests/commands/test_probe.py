@@ -167,3 +167,16 @@ def test_probe_reads_a_named_checkpoint_weights_only(cli, cohort):
             "--task", "regress", "--models", "ridge", "-o", "-", "--protocol", "cv-all", "--folds", "3")
     assert r.exit_code == 0, r
     assert not marker.exists() and "fine-tuned" not in r.stderr
+
+
+def test_folds_below_two_named_by_the_option_the_library_by_value(cli, cohort):
+    from radlens_cli.errors import RadlensError
+    from radlens_cli.lens import probe as lp
+
+    r = cli("probe", cohort / "signal.h5", "--manifest", cohort / "cohort.csv", "--target", "size",
+            "--task", "regress", "--models", "ridge", "-o", "-", "--protocol", "cv-all", "--folds", "1")
+    assert r.exit_code == 1 and "--folds 1: need at least 2" in r.stderr
+    import pytest
+
+    with pytest.raises(RadlensError, match="^1 fold\\(s\\): cross-validation needs at least 2$"):
+        lp.make_folds(np.arange(10.0), "regress", folds=1)
