@@ -12,7 +12,8 @@ from radlens_cli import log, provenance
 from radlens_cli.commands._util import command, force_option, output_option
 from radlens_cli.errors import RadlensError, UsageError
 from radlens_cli.io.files import check_output
-from radlens_cli.io.formats import CORRELATION_SCHEMA, write_csv, write_h5
+from radlens_cli.io.formats import write_csv
+from radlens_cli.io.formats.correlation import write_correlation
 from radlens_cli.io.tables import align_cases, read_table
 
 def _select_split(emb, rad, split: str):
@@ -84,15 +85,6 @@ def correlate(emb_path: str, rad_path: str, output: str, method: str = "spearman
     attrs = provenance.build("correlate", inputs={"embeddings": emb_path, "radiomics": rad_path},
                              params=params, history=provenance.merged_history(emb.attrs, rad.attrs))
     attrs.update({"method": method, "threshold": threshold, "alpha": alpha, "n_cases": res.n_cases})
-    datasets = {
-        "rho": res.rho, "p": res.p, "q": res.q,
-        "deep_features": deep[kx], "columns": cols[ky],
-        **{f"column_{k}": meta[k][ky] for k in lc.META_KEYS},
-        "case_id": emb.case_id,
-        "excluded_deep_features": deep[~kx], "excluded_deep_reason": res.reason_x[~kx],
-        "excluded_columns": cols[~ky], "excluded_column_reason": res.reason_y[~ky],
-        **{f"excluded_column_{k}": meta[k][~ky] for k in lc.META_KEYS},
-    }
     kept_meta = {k: meta[k][ky] for k in lc.META_KEYS}
     # CSVs first: `-o -` streams the HDF5 last, after every other output is in place
     if pairs:
@@ -101,7 +93,8 @@ def correlate(emb_path: str, rad_path: str, output: str, method: str = "spearman
     if explain:
         write_csv(lc.explanation_table(res.rho, res.q, deep[kx], cols[ky], kept_meta, threshold, alpha,
                                         explain_top), explain, force)
-    write_h5(output, CORRELATION_SCHEMA, datasets, attrs, force)
+    write_correlation(output, res.rho, res.p, res.q, deep, cols, {k: meta[k] for k in lc.META_KEYS}, kx, ky,
+                      res.reason_x, res.reason_y, emb.case_id, attrs, force)
     return {"n_cases": res.n_cases, "n_pairs": n_sig, "n_deep_explained": n_deep}
 
 

@@ -11,8 +11,10 @@
 
 from __future__ import annotations
 
+import numpy as np
+
 from radlens_cli.errors import RadlensError
-from radlens_cli.io.formats import CORRELATION_SCHEMA, decode_strings, open_h5, read_h5_attrs
+from radlens_cli.io.formats import CORRELATION_SCHEMA, decode_strings, open_h5, read_h5_attrs, write_h5
 
 
 def read_correlation(path: str, what: str) -> dict:
@@ -32,3 +34,21 @@ def read_correlation(path: str, what: str) -> dict:
         out["attrs"] = read_h5_attrs(f)
     out["path"] = "stdin" if path == "-" else path
     return out
+
+
+def write_correlation(path: str, rho, p, q, deep_features, columns, column_meta: dict, keep_deep, keep_columns,
+                      deep_reason, column_reason, case_id, attrs: dict, force: bool = False) -> None:
+    """Write CORR.h5: the matrices over the kept axes (`keep_*` boolean masks over
+    `deep_features` / `columns`), and what was left out with its reason."""
+    kx, ky = np.asarray(keep_deep, dtype=bool), np.asarray(keep_columns, dtype=bool)
+    deep_features, columns = np.asarray(deep_features, dtype=object), np.asarray(columns, dtype=object)
+    datasets = {
+        "rho": rho, "p": p, "q": q,
+        "deep_features": deep_features[kx], "columns": columns[ky],
+        **{f"column_{k}": np.asarray(v, dtype=object)[ky] for k, v in column_meta.items()},
+        "case_id": case_id,
+        "excluded_deep_features": deep_features[~kx], "excluded_deep_reason": np.asarray(deep_reason)[~kx],
+        "excluded_columns": columns[~ky], "excluded_column_reason": np.asarray(column_reason)[~ky],
+        **{f"excluded_column_{k}": np.asarray(v, dtype=object)[~ky] for k, v in column_meta.items()},
+    }
+    write_h5(path, CORRELATION_SCHEMA, datasets, attrs, force)
