@@ -157,6 +157,19 @@ class Spec:
         return [self.name, *map(str, self.argv(inputs, str(out), seed if self.seeded else None))]
 
 
+def copied(source: Path, roles: dict) -> Callable[[Path], dict]:
+    """A Spec.inputs that copies prepared files ({role: file name in `source`}) into the
+    run's folder, e.g. the outputs of a session-wide fixture."""
+    import shutil
+
+    def inputs(folder: Path) -> dict:
+        for name in roles.values():
+            shutil.copy(Path(source) / name, Path(folder) / name)
+        return {role: Path(folder) / name for role, name in roles.items()}
+
+    return inputs
+
+
 def make_inputs(spec: Spec, folder: Path) -> dict:
     folder.mkdir(parents=True, exist_ok=True)
     return spec.inputs(folder)

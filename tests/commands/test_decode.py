@@ -1,20 +1,12 @@
 """`radlens decode` against the STYLE conventions (tests/commands/harness.py)."""
 
-import shutil
-
 import numpy as np
 
 from tests.commands import harness as h
 
 
 def spec(lens_run):
-    d, _ = lens_run
-
-    def inputs(folder):
-        for name in ("share.h5", "emb_ft.h5", "rad.h5"):
-            shutil.copy(d / name, folder / name)
-        return {"share": folder / "share.h5", "emb": folder / "emb_ft.h5", "rad": folder / "rad.h5"}
-
+    inputs = h.copied(lens_run[0], {"share": "share.h5", "emb": "emb_ft.h5", "rad": "rad.h5"})
     return h.Spec("decode", inputs, lambda i, out, seed: [i["share"], i["emb"], i["rad"], "-o", out],
                   read=h.read_h5, out_name="dec.h5", stdin_role="emb")
 

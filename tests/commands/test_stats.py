@@ -1,19 +1,11 @@
 """`radlens stats` against the STYLE conventions (tests/commands/harness.py); the planted
 Table 1 is checked in tests/lens/test_cli_lens.py."""
 
-import shutil
-
 from tests.commands import harness as h
 
 
 def spec(lens_run):
-    d, _ = lens_run
-
-    def inputs(folder):
-        for name in ("dec_pre.h5", "dec_ft.h5"):
-            shutil.copy(d / name, folder / name)
-        return {"pre": folder / "dec_pre.h5", "ft": folder / "dec_ft.h5"}
-
+    inputs = h.copied(lens_run[0], {"pre": "dec_pre.h5", "ft": "dec_ft.h5"})
     return h.Spec("stats", inputs, lambda i, out, seed: [i["pre"], i["ft"], "-o", out],
                   read=lambda p: h.read_csv(p, params_columns=("checkpoint",)), out_name="stats.csv",
                   stdin_role="pre")
