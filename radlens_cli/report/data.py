@@ -8,7 +8,6 @@ a required one is absent.
 from __future__ import annotations
 
 import io
-import json
 import os
 import re
 
@@ -16,6 +15,7 @@ import numpy as np
 
 from radlens_cli.errors import RadlensError
 from radlens_cli.io.files import input_path
+from radlens_cli.io.formats import json_attr  # noqa: F401 (html.py: rd.json_attr)
 from radlens_cli.radiomics.names import FAMILY_ORDER, META_KEYS, family_label, parse_column  # noqa: F401 (family_label: figures)
 
 GROUP_BY_ORDER = ("family", "image_type", "modality", "modality_family")
@@ -281,18 +281,6 @@ def radiomics_summary(path: str) -> dict:
             split_counts[s] = int((split == s).sum())
     return {"path": path, "n_cases": int(shape[0]), "n_columns": int(shape[1]), "counts": counts,
             "image_types": image_types, "split": split_counts, "attrs": attrs}
-
-
-def json_attr(attrs: dict, key: str, default=None):
-    raw = attrs.get(key)
-    if raw is None:
-        return default
-    if isinstance(raw, bytes):
-        raw = raw.decode()
-    try:
-        return json.loads(raw)
-    except (TypeError, ValueError):
-        return raw
 
 
 def size_related(delta):
