@@ -55,7 +55,7 @@ def test_every_reader_refuses_a_code_running_checkpoint(cli, cohort, ft_cohort, 
     c = {"manifest": ft_cohort["manifest"], "encoder": evil1}
     _refused(cli("finetune", *base_args(c, epochs=1), "-o", tmp_path / "f.pt"), marker, evil1)
     # library readers: the encoder loader and the finetune-checkpoint loader
-    from radlens_cli.encoders.train import load_finetuned
+    from radlens_cli.encoders.training.finetuned import load_finetuned
 
     for fn in (load_encoder, load_finetuned):
         with pytest.raises(RadlensError, match="refused.*--trust-checkpoint"):
