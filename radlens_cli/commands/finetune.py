@@ -1,39 +1,22 @@
-"""`radlens finetune`: fine-tune an encoder on a manifest task (the paper's Section 3.3)."""
+"""`radlens finetune`: fine-tune an encoder on a manifest task (the paper's Section 3.3).
+
+The training itself is radlens_cli/encoders/training/ (loop, metrics, augmentation, resume).
+"""
 
 from __future__ import annotations
 
 import hashlib
 import json
 import os
-import shutil
 from typing import Optional
 
-import numpy as np
-import torch
 import typer
 
 from radlens_cli import log
-
 from radlens_cli.commands._util import (command, device_option, force_option, output_option, seed_option,
                                         strict_geometry_option)
-from radlens_cli.encoders import ddp
-from radlens_cli.encoders.heads import METRIC_NAME
-from radlens_cli.encoders.training.config import TrainConfig
-from radlens_cli.encoders.training.data import _prepass
-from radlens_cli.encoders.training.finetuned import epoch_checkpoint_path
-from radlens_cli.encoders.training.loop import auto_workers, run_training, set_drop_path
-from radlens_cli.encoders.training.metrics import _json_ready, write_metrics_csv
-from radlens_cli.encoders.training.resume import _cpu_state
-from radlens_cli.errors import RadlensError, UsageError
+from radlens_cli.errors import UsageError
 from radlens_cli.io.manifest import parse_list
-
-
-
-def _class_list(values: np.ndarray) -> list:
-    classes = np.unique(values)
-    if np.all(np.equal(np.mod(classes, 1), 0)):
-        return [int(c) for c in classes]
-    return [float(c) for c in classes]
 
 
 def finetune(manifest: str, modalities: list[str], mask: str, encoder: str, task: str, output: str,
@@ -51,7 +34,20 @@ def finetune(manifest: str, modalities: list[str], mask: str, encoder: str, task
     Returns a summary: best_epoch, best_metric, metric, test metrics, history, timing.
     Only rank 0 writes files under torchrun.
     """
-    from radlens_cli.io.files import check_output
+    from radlens_cli import provenance
+    from radlens_cli.encoders import ddp
+    from radlens_cli.encoders.checkpoints import save_radlens_checkpoint
+    from radlens_cli.encoders.heads import METRIC_NAME
+    from radlens_cli.encoders.infer import preprocessing_config
+    from radlens_cli.encoders.preprocess import CaseDataset
+    from radlens_cli.encoders.training.config import TrainConfig
+    from radlens_cli.encoders.training.data import SPLITS, _prepass, split_datasets, training_cache
+    from radlens_cli.encoders.training.finetuned import epoch_checkpoint_path, finetune_record, head_config
+    from radlens_cli.encoders.training.loop import auto_workers, run_training
+    from radlens_cli.encoders.training.metrics import _json_ready, write_metrics_csv
+    from radlens_cli.encoders.training.resume import _cpu_state
+    from radlens_cli.encoders.training.targets import encode_targets
+    from radlens_cli.io.manifest import parse_mask_spec, read_manifest
 
     if task not in METRIC_NAME:
         raise UsageError(f"--task must be classify, regress or segment (got {task!r})")
@@ -61,6 +57,111 @@ def finetune(manifest: str, modalities: list[str], mask: str, encoder: str, task
                       timing_warmup_steps=timing_warmup_steps,
                       head_kwargs={"channels": int(seg_channels)} if task == "segment" else {})
     cfg.check()
+    _check_outputs(task, target, seg_mask, output, metrics, force, save_every, epochs, resume)
+
+    dist = ddp.env_info()
+    dev = ddp.resolve_device(device, dist)
+    if workers is None:
+        cfg.num_workers = workers = auto_workers(dev, dist)
+    ddp.init(dist, dev)
+    try:
+        # inputs: manifest columns, the encoder, preprocessing, targets
+        man = read_manifest(manifest)
+        seg_target = parse_mask_spec(seg_mask) if seg_mask else None
+        man.require_columns(modalities, "modality")
+        mask_spec = parse_mask_spec(mask)
+        man.require_columns([mask_spec.column], "mask")
+        if seg_target is not None:
+            man.require_columns([seg_target.column], "segmentation mask")
+        enc, info = _load_trainable_encoder(encoder, modalities, drop_path, trust_checkpoint)
+        pcfg = preprocessing_config(modalities, mask_spec, spacing, crop, norm, info.get("preprocessing") or {},
+                                    **(conventions or {}))
+        targets = encode_targets(man, task, target)
+        if targets.absent and dist.is_main:
+            log.warn(f"class(es) {', '.join(map(str, targets.absent))} of {target} have no training case")
+        params = {"task": task, "target": target, "seg_mask": seg_mask, "modalities": list(modalities),
+                  "mask": mask, "epochs": epochs, "lr": lr, "batch_size": batch_size, "weight_decay": weight_decay,
+                  "warmup_epochs": warmup_epochs, "freeze_encoder": freeze_encoder, "balanced": balanced,
+                  "augment": augment, "seed": seed, "preprocessing": pcfg.to_dict(), "world_size": dist.world_size,
+                  "amp": amp, "head_kwargs": cfg.head_kwargs, "drop_path": drop_path,
+                  "trust_checkpoint": trust_checkpoint, "checkpoint_fully_unpickled": info["trusted"]}
+        fingerprint = hashlib.sha256(json.dumps(
+            {**params, "manifest": provenance.sha256_file(manifest), "encoder": provenance.sha256_file(encoder)},
+            sort_keys=True, default=str).encode()).hexdigest()
+        inputs = {"manifest": manifest, "encoder": encoder}
+        encoder_source = {"spec": encoder, "arch": info["arch"], "source": info["source"]}
+        target_name = target if task != "segment" else seg_mask
+
+        def write_checkpoint(path, model_encoder, record, prov_params, force):
+            save_radlens_checkpoint(path, model_encoder, info["arch"], int(info["in_chans"]), pcfg.to_dict(),
+                                    extra={"finetune": record,
+                                           "provenance": provenance.build("finetune", inputs=inputs,
+                                                                          params=prov_params)},
+                                    force=force)
+
+        def save_epoch(epoch, model, vrow, hist):  # --save-every: the weights as they are after `epoch`
+            if epoch % save_every:
+                return
+            path = epoch_checkpoint_path(output, epoch)
+            record = finetune_record(
+                task, target_name, targets, head_config(model.head, targets.n_classes, enc.dims, cfg.head_kwargs),
+                _cpu_state(model.head), METRIC_NAME[task], _json_ready(list(hist)), params, encoder_source,
+                intermediate=True, epoch=epoch, run=fingerprint[:16],
+                val=_json_ready([vrow])[0] if vrow is not None else None)
+            write_checkpoint(path, model.encoder, record, {**params, "epoch": epoch}, force=True)
+            log.info(f"wrote {path} (epoch {epoch})")
+
+        on_epoch = save_epoch if save_every and not max_steps else None
+
+        # training
+        with training_cache(cache_dir, dist) as cache:
+            full = CaseDataset(man, pcfg, cache_dir=cache, targets=targets.encoded, seg_mask=seg_target,
+                               strict_geometry=strict_geometry)
+            datasets = split_datasets(full, man.split)
+            if dist.is_main:
+                counts = {s: len(d) for s, d in datasets.items()}
+                log.info(f"{task} on {counts['train']} train / {counts['val']} val / {counts['test']} test case(s); "
+                         f"{info['arch']} on {dev}{f' x{dist.world_size} ranks' if dist.enabled else ''}"
+                         f"{', encoder frozen' if freeze_encoder else ''}")
+            for s in SPLITS:
+                _prepass(datasets[s], dist, dev, task, s, seg_mask, workers)
+            ddp.barrier(dist)
+            result = run_training(enc, task, datasets, cfg, dev, dist, n_classes=targets.n_classes,
+                                  scale=targets.scale, class_of_train=targets.class_of_train,
+                                  state_path=None if max_steps else f"{output}.state",
+                                  fingerprint=fingerprint, resume=resume, on_epoch=on_epoch)
+            history = _json_ready(result["history"])
+
+            # outputs: the checkpoint (best weights), the metrics CSV
+            if dist.is_main and not result["stopped_early"]:
+                enc.load_state_dict(result["encoder_state"])
+                record = finetune_record(
+                    task, target_name, targets, head_config(result["head"], targets.n_classes, enc.dims, cfg.head_kwargs),
+                    result["head_state"], result["metric"], history, params, encoder_source,
+                    best_epoch=result["best_epoch"], best_metric=result["best_metric"])
+                write_checkpoint(output, enc, record, {**params, "case_inputs": full.case_inputs()},  # DICOM UIDs
+                                 force=force)
+                if metrics is not None:
+                    write_metrics_csv(metrics, history, task, force)
+                if os.path.exists(f"{output}.state"):
+                    os.unlink(f"{output}.state")
+                log.info(f"wrote {output} (best epoch {result['best_epoch']}, val {result['metric']} "
+                         f"{result['best_metric'] if result['best_metric'] is not None else 'n/a'})")
+            ddp.barrier(dist)
+        summary = {k: result[k] for k in ("best_epoch", "best_metric", "metric", "train_seconds",
+                                          "train_steps", "train_volumes", "stopped_early")}
+        summary["history"] = history
+        summary["test"] = next((r for r in history if r["split"] == "test"), None)
+        return summary
+    finally:
+        ddp.shutdown(dist)
+
+
+def _check_outputs(task, target, seg_mask, output, metrics, force, save_every, epochs, resume) -> None:
+    """Option combinations and outputs, checked before anything is read."""
+    from radlens_cli.encoders.training.finetuned import epoch_checkpoint_path
+    from radlens_cli.io.files import check_output
+
     if task == "segment":
         if not seg_mask:
             raise UsageError("--task segment needs --seg-mask COLUMN[:LABELS] (the target mask)")
@@ -84,38 +185,13 @@ def finetune(manifest: str, modalities: list[str], mask: str, encoder: str, task
             raise UsageError("--metrics must be a file (stdout is not used by finetune)")
         check_output(metrics, force)
 
-    dist = ddp.env_info()
-    dev = ddp.resolve_device(device, dist)
-    if workers is None:
-        cfg.num_workers = workers = auto_workers(dev, dist)
-    ddp.init(dist, dev)
-    try:
-        return _finetune(**locals())
-    finally:
-        ddp.shutdown(dist)
 
+def _load_trainable_encoder(encoder: str, modalities: list[str], drop_path: float, trust: bool):
+    """(model, info) of a built-in ConvNeXt-V2 checkpoint taking one channel per modality."""
+    from radlens_cli.encoders.checkpoints import load_encoder
+    from radlens_cli.encoders.training.loop import set_drop_path
 
-def _finetune(manifest, modalities, mask, encoder, task, output, target, seg_mask, metrics, epochs, lr,
-              batch_size, weight_decay, warmup_epochs, freeze_encoder, balanced, augment, seed, device,
-              spacing, crop, norm, cache_dir, workers, resume, force, max_steps, amp, seg_channels, drop_path,
-              cfg, dist, dev, trust_checkpoint=False, conventions=None, save_every=0,
-              **_) -> dict:
-    import tempfile
-
-    from radlens_cli import provenance
-    from radlens_cli.encoders.checkpoints import load_encoder, save_radlens_checkpoint
-    from radlens_cli.encoders.preprocess import CaseDataset
-    from radlens_cli.io.manifest import parse_mask_spec, read_manifest
-
-    man = read_manifest(manifest)
-    seg_spec = parse_mask_spec(seg_mask) if seg_mask else None
-    man.require_columns(modalities, "modality")
-    mask_spec = parse_mask_spec(mask)
-    man.require_columns([mask_spec.column], "mask")
-    if seg_spec is not None:
-        man.require_columns([seg_spec.column], "segmentation mask")
-
-    enc, info = load_encoder(encoder, trust=trust_checkpoint)
+    enc, info = load_encoder(encoder, trust=trust)
     if info.get("source") in ("torchscript", "factory") or not hasattr(enc, "forward_features"):
         raise UsageError(f"--encoder {encoder}: finetune needs a built-in ConvNeXt-V2 checkpoint "
                          f"(got {info.get('source')}); its output must load in `radlens embed`")
@@ -125,131 +201,7 @@ def _finetune(manifest, modalities, mask, encoder, task, output, target, seg_mas
     if not 0.0 <= drop_path < 1.0:
         raise UsageError(f"--drop-path must be in [0, 1) (got {drop_path})")
     set_drop_path(enc, drop_path)
-    rec = info.get("preprocessing") or {}
-    from radlens_cli.encoders.infer import preprocessing_config
-
-    pcfg = preprocessing_config(modalities, mask_spec, spacing, crop, norm, rec, **(conventions or {}))
-
-    split = man.split
-    classes, scale, encoded, class_of_train = None, (0.0, 1.0), None, None
-    n_classes = 1
-    if task == "classify":
-        y = man.target(target)
-        classes = _class_list(y)
-        if len(classes) < 2:
-            raise RadlensError(f"{manifest}: target column {target} has a single class ({classes[0]}); "
-                               f"classification needs at least two")
-        encoded = np.searchsorted(np.asarray(classes, dtype=np.float64), y).astype(np.float64)
-        n_classes = len(classes)
-        absent = [c for c, k in zip(classes, range(n_classes)) if not np.any(encoded[split == "train"] == k)]
-        if absent and dist.is_main:
-            log.warn(f"class(es) {', '.join(map(str, absent))} of {target} have no training case")
-        class_of_train = encoded[split == "train"].astype(np.int64)
-    elif task == "regress":
-        y = man.target(target)
-        tr = y[split == "train"]
-        if len(tr) == 0:
-            raise RadlensError(f"{manifest}: no training cases (split column has no 'train' rows)")
-        mean, std = float(tr.mean()), float(tr.std())
-        if not np.isfinite(std) or std <= 0:
-            raise RadlensError(f"{manifest}: target column {target} is constant on the train split; "
-                               f"nothing to regress")
-        scale = (mean, std)
-        encoded = (y - mean) / std
-
-    params = {"task": task, "target": target, "seg_mask": seg_mask, "modalities": list(modalities),
-              "mask": mask, "epochs": epochs, "lr": lr, "batch_size": batch_size, "weight_decay": weight_decay,
-              "warmup_epochs": warmup_epochs, "freeze_encoder": freeze_encoder, "balanced": balanced,
-              "augment": augment, "seed": seed, "preprocessing": pcfg.to_dict(), "world_size": dist.world_size,
-              "amp": amp, "head_kwargs": cfg.head_kwargs, "drop_path": drop_path,
-              "trust_checkpoint": trust_checkpoint, "checkpoint_fully_unpickled": info["trusted"]}
-    fingerprint = hashlib.sha256(json.dumps(
-        {**params, "manifest": provenance.sha256_file(manifest), "encoder": provenance.sha256_file(encoder)},
-        sort_keys=True, default=str).encode()).hexdigest()
-
-    tmp_cache = None
-    if cache_dir is None:
-        # Preprocess once per run, not once per epoch; rank 0's folder is shared on one node.
-        tmp_cache = tempfile.TemporaryDirectory(prefix="radlens-finetune-cache-", ignore_cleanup_errors=True) if dist.is_main else None
-        path = ddp.broadcast_object(tmp_cache.name if tmp_cache else None, dist)
-        if not os.path.isdir(path):  # another node
-            tmp_cache = tempfile.TemporaryDirectory(prefix="radlens-finetune-cache-", ignore_cleanup_errors=True)
-            path = tmp_cache.name
-        cache_dir = path
-    try:
-        full = CaseDataset(man, pcfg, cache_dir=cache_dir, targets=encoded, seg_mask=seg_spec,
-                           strict_geometry=_.get("strict_geometry", False))
-        datasets = {s: torch.utils.data.Subset(full, np.flatnonzero(split == s).tolist()) for s in ("train", "val", "test")}
-        counts = {s: len(d) for s, d in datasets.items()}
-        if dist.is_main:
-            log.info(f"{task} on {counts['train']} train / {counts['val']} val / {counts['test']} test case(s); "
-                     f"{info['arch']} on {dev}{f' x{dist.world_size} ranks' if dist.enabled else ''}"
-                     f"{', encoder frozen' if freeze_encoder else ''}")
-        for s in ("train", "val", "test"):
-            _prepass(datasets[s], dist, dev, task, s, seg_mask, workers)
-        ddp.barrier(dist)
-        on_epoch = None
-        if save_every and not max_steps:
-            def on_epoch(epoch, model, vrow, hist):
-                if epoch % save_every:
-                    return
-                path = epoch_checkpoint_path(output, epoch)
-                head_config = {"type": type(model.head).__name__, "n_classes": n_classes,
-                               "in_dims": list(enc.dims), **cfg.head_kwargs}
-                extra = {"finetune": {
-                    "task": task, "target": target if task != "segment" else seg_mask, "classes": classes,
-                    "target_scaling": {"mean": scale[0], "std": scale[1]} if task == "regress" else None,
-                    "head_config": head_config, "head_state": _cpu_state(model.head),
-                    "metric": METRIC_NAME[task], "epoch": epoch, "run": fingerprint[:16],
-                    "val": _json_ready([vrow])[0] if vrow is not None else None,
-                    "metrics": _json_ready(list(hist)), "params": params, "intermediate": True,
-                    "encoder_source": {"spec": encoder, "arch": info["arch"], "source": info["source"]},
-                }, "provenance": provenance.build("finetune", inputs={"manifest": manifest, "encoder": encoder},
-                                                  params={**params, "epoch": epoch})}
-                save_radlens_checkpoint(path, model.encoder, info["arch"], int(info["in_chans"]), pcfg.to_dict(),
-                                        extra=extra, force=True)
-                log.info(f"wrote {path} (epoch {epoch})")
-        result = run_training(enc, task, datasets, cfg, dev, dist, n_classes=n_classes, scale=scale,
-                              class_of_train=class_of_train,
-                              state_path=None if max_steps else f"{output}.state",
-                              fingerprint=fingerprint, resume=resume, on_epoch=on_epoch)
-        history = _json_ready(result["history"])
-        head = result["head"]
-        head_config = {"type": type(head).__name__, "n_classes": n_classes,
-                       "in_dims": list(enc.dims), **cfg.head_kwargs}
-        summary = {k: result[k] for k in ("best_epoch", "best_metric", "metric", "train_seconds",
-                                          "train_steps", "train_volumes", "stopped_early")}
-        summary["history"] = history
-        summary["test"] = next((r for r in history if r["split"] == "test"), None)
-        if dist.is_main and not result["stopped_early"]:
-            prov = provenance.build("finetune", inputs={"manifest": manifest, "encoder": encoder},
-                                    params={**params, "case_inputs": full.case_inputs()})  # DICOM UIDs, segments
-            enc.load_state_dict(result["encoder_state"])
-            extra = {"finetune": {
-                "task": task, "target": target if task != "segment" else seg_mask,
-                "classes": classes, "target_scaling": {"mean": scale[0], "std": scale[1]} if task == "regress" else None,
-                "head_config": head_config, "head_state": result["head_state"],
-                "metric": result["metric"], "best_epoch": result["best_epoch"],
-                "best_metric": result["best_metric"], "metrics": history, "params": params,
-                "encoder_source": {"spec": encoder, "arch": info["arch"], "source": info["source"]},
-            }, "provenance": prov}
-            save_radlens_checkpoint(output, enc, info["arch"], int(info["in_chans"]), pcfg.to_dict(),
-                                    extra=extra, force=force)
-            if metrics is not None:
-                write_metrics_csv(metrics, history, task, force)
-            state = f"{output}.state"
-            if os.path.exists(state):
-                os.unlink(state)
-            log.info(f"wrote {output} (best epoch {result['best_epoch']}, val {result['metric']} "
-                     f"{result['best_metric'] if result['best_metric'] is not None else 'n/a'})")
-        ddp.barrier(dist)
-        return summary
-    finally:
-        if tmp_cache is not None:
-            # A loader worker may still be writing a volume into it when a failed case stops
-            # the run: a racing rmtree must not replace the case's one-line error.
-            tmp_cache.cleanup()
-            shutil.rmtree(tmp_cache.name, ignore_errors=True)
+    return enc, info
 
 
 @command("finetune")

@@ -2,6 +2,12 @@
 
 from __future__ import annotations
 
+import contextlib
+import os
+import shutil
+import tempfile
+
+import numpy as np
 import torch
 
 from radlens_cli import log
@@ -90,3 +96,35 @@ def _prepass(ds, dist: ddp.DistInfo, device, task: str, where: str, column: str 
         if nonempty == 0:
             raise RadlensError(f"segmentation mask {column} is empty inside the crop box for every "
                                f"training case; nothing to learn (wrong column or labels?)")
+
+
+SPLITS = ("train", "val", "test")
+
+
+def split_datasets(full, split) -> dict:
+    """{"train": ds, "val": ds, "test": ds}: the manifest's split column over one dataset."""
+    return {s: torch.utils.data.Subset(full, np.flatnonzero(split == s).tolist()) for s in SPLITS}
+
+
+@contextlib.contextmanager
+def training_cache(cache_dir: str | None, dist: ddp.DistInfo):
+    """The folder of preprocessed volumes: `cache_dir`, else a temporary one removed at the end.
+
+    Preprocess once per run, not once per epoch; rank 0's folder is shared on one node.
+    """
+    if cache_dir is not None:
+        yield cache_dir
+        return
+    tmp_cache = tempfile.TemporaryDirectory(prefix="radlens-finetune-cache-", ignore_cleanup_errors=True) if dist.is_main else None
+    path = ddp.broadcast_object(tmp_cache.name if tmp_cache else None, dist)
+    if not os.path.isdir(path):  # another node
+        tmp_cache = tempfile.TemporaryDirectory(prefix="radlens-finetune-cache-", ignore_cleanup_errors=True)
+        path = tmp_cache.name
+    try:
+        yield path
+    finally:
+        if tmp_cache is not None:
+            # A loader worker may still be writing a volume into it when a failed case stops
+            # the run: a racing rmtree must not replace the case's one-line error.
+            tmp_cache.cleanup()
+            shutil.rmtree(tmp_cache.name, ignore_errors=True)

@@ -35,3 +35,24 @@ def load_finetuned(path: str, map_location="cpu"):
         head = UPerNetHead(in_dims, n_classes=1, **hc)
     head.load_state_dict(meta["head_state"])
     return enc, head.eval(), meta
+
+
+def head_config(head, n_classes: int, in_dims, head_kwargs: dict) -> dict:
+    """How to rebuild `head` (what load_finetuned reads back)."""
+    return {"type": type(head).__name__, "n_classes": n_classes, "in_dims": list(in_dims), **head_kwargs}
+
+
+def finetune_record(task: str, target: str, targets, head_config: dict, head_state: dict, metric: str,
+                    history: list, params: dict, encoder_source: dict, intermediate: bool = False,
+                    **fields) -> dict:
+    """The `finetune` entry of a checkpoint's extra: task, target, head, metrics, parameters.
+
+    fields: best_epoch/best_metric (the final checkpoint) or epoch/run/val (--save-every).
+    """
+    rec = {"task": task, "target": target, "classes": targets.classes,
+           "target_scaling": targets.scaling(task), "head_config": head_config, "head_state": head_state,
+           "metric": metric, **fields, "metrics": history, "params": params}
+    if intermediate:
+        rec["intermediate"] = True
+    rec["encoder_source"] = encoder_source
+    return rec
