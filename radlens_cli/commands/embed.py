@@ -41,7 +41,6 @@ def embed(manifest: str, modalities: str, mask: str, encoder: str, output: str, 
 
     from radlens_cli import provenance
     from radlens_cli.encoders.infer import load_embedder
-    from radlens_cli.commands.extract_radiomics import write_failures
     from radlens_cli.encoders.preprocess import (CaseDataset, collate_cases, save_npz_atomic, unwrap_worker_error,
                                                  worker_init)
     from radlens_cli.io.files import check_output, check_side_output
@@ -49,6 +48,7 @@ def embed(manifest: str, modalities: str, mask: str, encoder: str, output: str, 
     from radlens_cli.io.manifest import parse_list, parse_mask_spec, read_manifest
     from radlens_cli.io.tables import CaseTable, table_format, write_table
     from radlens_cli.pool import MarkedDataset, resilient_batches
+    from radlens_cli.radiomics.batch import write_failures
 
     if batch_size < 1:
         raise UsageError(f"--batch-size must be >= 1 (got {batch_size})")
