@@ -15,9 +15,6 @@ from radlens_cli import log
 from radlens_cli.devices import resolve_device  # noqa: F401  (re-exported for callers of this module)
 from radlens_cli.errors import RadlensError, UsageError
 
-DEFAULT_SPACING = (0.5, 0.5, 1.0)
-DEFAULT_CROP = (224, 224, 64)  # x, y, z voxels (ProFound's 64x224x224 D,H,W box)
-
 
 def model_fingerprint(model) -> str:
     """sha256 over the model's parameters and buffers (names, shapes, bytes)."""
@@ -40,20 +37,22 @@ def preprocessing_config(modalities, mask, spacing, crop, norm, recorded: dict |
     spacing and crop are "x,y,z" strings (or tuples); a record written before crops were
     x,y,z (preprocessing version 1, D,H,W) is read in its own order.
     """
-    from radlens_cli.encoders.preprocess import PreprocessConfig, crop_from_record, parse_triple
+    from radlens_cli.encoders.preprocess import (DEFAULT_LAYOUT, DEFAULT_NORM, DEFAULT_NORM_REGION, DEFAULT_ORIENT,
+                                                 DEFAULT_SPACING, PreprocessConfig, crop_from_record, parse_triple)
 
     rec = recorded or {}
     sp = (parse_triple(spacing, "--spacing") if isinstance(spacing, str) else tuple(spacing)) if spacing \
         else tuple(rec.get("spacing", DEFAULT_SPACING))
     cr = (parse_triple(crop, "--crop", int) if isinstance(crop, str) else tuple(crop)) if crop \
-        else crop_from_record(rec, DEFAULT_CROP)
-    nm = norm or rec.get("norm", "zscore")
+        else crop_from_record(rec)
+    nm = norm or rec.get("norm", DEFAULT_NORM)
     if rec.get("modalities") and list(rec["modalities"]) != list(modalities):
         log.warn(f"the encoder was trained on modalities {','.join(rec['modalities'])} "
                  f"(channel order matters); --modalities gives {','.join(modalities)}")
     return PreprocessConfig(modalities=list(modalities), mask=mask, spacing=sp, crop=cr, norm=nm,
-                            orient=orient or rec.get("orient", "native"), layout=layout or rec.get("layout", "zyx"),
-                            norm_region=norm_region or rec.get("norm_region", "box"))
+                            orient=orient or rec.get("orient", DEFAULT_ORIENT),
+                            layout=layout or rec.get("layout", DEFAULT_LAYOUT),
+                            norm_region=norm_region or rec.get("norm_region", DEFAULT_NORM_REGION))
 
 
 def pool_features(t, pool: str):
@@ -260,7 +259,7 @@ def list_layers(spec: str, arch: str | None = None, weights: str | None = None, 
     voxels in `layout`: {input_shape, rows: [{layer, kind, shape, dim}]}. shape is None where
     it cannot be known without running (a module the forward pass never calls, or an ONNX
     op shape inference cannot follow)."""
-    from radlens_cli.encoders.preprocess import LAYOUTS, crop_from_record, parse_triple
+    from radlens_cli.encoders.preprocess import DEFAULT_LAYOUT, LAYOUTS, crop_from_record, parse_triple
 
     if crop is None:
         box = None
@@ -270,8 +269,8 @@ def list_layers(spec: str, arch: str | None = None, weights: str | None = None, 
         raise UsageError(f"--layout must be one of {', '.join(LAYOUTS)}, got {layout!r}")
 
     def spatial(rec: dict) -> tuple:
-        x, y, z = box or crop_from_record(rec or {}, DEFAULT_CROP)
-        lay = layout or (rec or {}).get("layout", "zyx")
+        x, y, z = box or crop_from_record(rec or {})
+        lay = layout or (rec or {}).get("layout", DEFAULT_LAYOUT)
         return (z, y, x) if lay == "zyx" else (x, y, z)
 
     if is_onnx(spec):

@@ -50,7 +50,13 @@ LAYOUTS = ("zyx", "xyz")
 NORM_REGIONS = ("box", "volume")
 # 2: crop recorded as x,y,z (1 recorded it as D,H,W = z,y,x), orientation, layout, region
 PREPROCESS_VERSION = 2
-DEFAULT_CROP_XYZ = (224, 224, 64)
+# Defaults when neither the command line nor the encoder's record says (the one home of them)
+DEFAULT_SPACING = (0.5, 0.5, 1.0)  # x, y, z mm
+DEFAULT_CROP = (224, 224, 64)  # x, y, z voxels (ProFound's 64x224x224 D,H,W box)
+DEFAULT_NORM = "zscore"
+DEFAULT_ORIENT = "native"
+DEFAULT_LAYOUT = "zyx"
+DEFAULT_NORM_REGION = "box"
 INSIDE_TOL = 1e-3  # voxels: a box plane this close to a sequence's edge voxel centre is inside
 
 
@@ -70,7 +76,7 @@ def parse_norm(norm: str) -> tuple[str, float | None, float | None]:
     raise UsageError(f"--norm must be zscore, percentile, none or window:LO,HI, got {text!r}")
 
 
-def crop_from_record(rec: dict, default=DEFAULT_CROP_XYZ) -> tuple[int, int, int]:
+def crop_from_record(rec: dict, default=DEFAULT_CROP) -> tuple[int, int, int]:
     """The x,y,z box of a recorded preprocessing dict; records before version 2 hold D,H,W."""
     crop = rec.get("crop")
     if crop is None:
@@ -103,12 +109,12 @@ class PreprocessConfig:
 
     modalities: list[str]
     mask: MaskSpec
-    spacing: tuple[float, float, float] = (0.5, 0.5, 1.0)  # x, y, z in mm
-    crop: tuple[int, int, int] = DEFAULT_CROP_XYZ  # x, y, z voxels
-    norm: str = "zscore"
-    orient: str = "native"
-    layout: str = "zyx"
-    norm_region: str = "box"
+    spacing: tuple[float, float, float] = DEFAULT_SPACING  # x, y, z in mm
+    crop: tuple[int, int, int] = DEFAULT_CROP  # x, y, z voxels
+    norm: str = DEFAULT_NORM
+    orient: str = DEFAULT_ORIENT
+    layout: str = DEFAULT_LAYOUT
+    norm_region: str = DEFAULT_NORM_REGION
     extra: dict = field(default_factory=dict)
 
     def __post_init__(self):
@@ -148,9 +154,9 @@ class PreprocessConfig:
     @classmethod
     def from_dict(cls, d: dict) -> "PreprocessConfig":
         return cls(modalities=list(d["modalities"]), mask=parse_mask_spec(str(d["mask"])),
-                   spacing=tuple(d.get("spacing", (0.5, 0.5, 1.0))), crop=crop_from_record(d),
-                   norm=d.get("norm", "zscore"), orient=d.get("orient", "native"),
-                   layout=d.get("layout", "zyx"), norm_region=d.get("norm_region", "box"))
+                   spacing=tuple(d.get("spacing", DEFAULT_SPACING)), crop=crop_from_record(d),
+                   norm=d.get("norm", DEFAULT_NORM), orient=d.get("orient", DEFAULT_ORIENT),
+                   layout=d.get("layout", DEFAULT_LAYOUT), norm_region=d.get("norm_region", DEFAULT_NORM_REGION))
 
     def tensor_shape(self) -> tuple[int, ...]:
         """(C, *spatial) of the volume this config makes, in its layout."""
