@@ -221,3 +221,18 @@ def keep_going_option():
     return typer.Option(False, "--keep-going", help="When some cases fail, still write the others (the "
                         "failures recorded in the output and --failures), warn, and exit 0. Without it a "
                         "failed case means exit 1 and no output.")
+
+
+def parse_triple(text, what: str, cast=float, positive: bool = False) -> tuple:
+    """`x,y,z` (or `XxYxZ`) of an option such as --spacing, --crop, --size; `what` is the flag."""
+    from radlens_cli.errors import UsageError
+
+    try:
+        vals = tuple(cast(x) for x in str(text).replace("x", ",").split(",") if x.strip())
+    except ValueError:
+        raise UsageError(f"{what}: expected three comma-separated numbers, got {text!r}") from None
+    if len(vals) != 3:
+        raise UsageError(f"{what}: expected three comma-separated numbers, got {text!r}")
+    if positive and min(vals) <= 0:
+        raise UsageError(f"{what}: expected three positive numbers x,y,z, got {text!r}")
+    return vals

@@ -10,7 +10,7 @@ import typer
 
 from radlens_cli import log
 from radlens_cli.commands._util import (command, device_option, force_option, keep_going_option, num_parts_option,
-                                        output_option, part_id_option, parts_option, seed_option,
+                                        output_option, parse_triple, part_id_option, parts_option, seed_option,
                                         strict_geometry_option)
 from radlens_cli.devices import resolve_device
 from radlens_cli.encoders.infer import preprocessing_config
@@ -59,6 +59,10 @@ def embed(manifest: str, modalities: str, mask: str, encoder: str, output: str, 
     embedder = load_embedder(encoder, arch=arch, layer=layer, pool=pool, device=dev, trust=trust_checkpoint,
                              modalities=mods, weights=weights)
     enc = embedder.info
+    if isinstance(spacing, str):
+        spacing = parse_triple(spacing, "--spacing")
+    if isinstance(crop, str):
+        crop = parse_triple(crop, "--crop", int)
     cfg = preprocessing_config(mods, mask_spec, spacing, crop, norm, enc.get("preprocessing"), orient=orient,
                                layout=layout, norm_region=norm_region)
     embedder.check_config(cfg)

@@ -13,8 +13,8 @@ from typing import Optional
 import typer
 
 from radlens_cli import log
-from radlens_cli.commands._util import (command, device_option, force_option, output_option, seed_option,
-                                        strict_geometry_option)
+from radlens_cli.commands._util import (command, device_option, force_option, output_option, parse_triple,
+                                        seed_option, strict_geometry_option)
 from radlens_cli.errors import UsageError
 from radlens_cli.io.manifest import parse_list
 
@@ -276,7 +276,6 @@ def finetune_cli(
       torchrun --nproc_per_node=4 -m radlens_cli finetune cohort.csv --modalities t2,dwi,adc \\
           --mask gland --encoder profound.pt --task segment --seg-mask lesion -o ft_seg.pt
     """
-    from radlens_cli.encoders.preprocess import parse_triple
 
     finetune(
         manifest, parse_list(modalities, "--modalities"), mask, encoder, task, output,

@@ -38,13 +38,11 @@ def preprocessing_config(modalities, mask, spacing, crop, norm, recorded: dict |
     x,y,z (preprocessing version 1, D,H,W) is read in its own order.
     """
     from radlens_cli.encoders.preprocess import (DEFAULT_LAYOUT, DEFAULT_NORM, DEFAULT_NORM_REGION, DEFAULT_ORIENT,
-                                                 DEFAULT_SPACING, PreprocessConfig, crop_from_record, parse_triple)
+                                                 DEFAULT_SPACING, PreprocessConfig, crop_from_record)
 
     rec = recorded or {}
-    sp = (parse_triple(spacing, "--spacing") if isinstance(spacing, str) else tuple(spacing)) if spacing \
-        else tuple(rec.get("spacing", DEFAULT_SPACING))
-    cr = (parse_triple(crop, "--crop", int) if isinstance(crop, str) else tuple(crop)) if crop \
-        else crop_from_record(rec)
+    sp = tuple(spacing) if spacing else tuple(rec.get("spacing", DEFAULT_SPACING))
+    cr = tuple(crop) if crop else crop_from_record(rec)
     nm = norm or rec.get("norm", DEFAULT_NORM)
     if rec.get("modalities") and list(rec["modalities"]) != list(modalities):
         log.warn(f"the encoder was trained on modalities {','.join(rec['modalities'])} "
@@ -259,12 +257,9 @@ def list_layers(spec: str, arch: str | None = None, weights: str | None = None, 
     voxels in `layout`: {input_shape, rows: [{layer, kind, shape, dim}]}. shape is None where
     it cannot be known without running (a module the forward pass never calls, or an ONNX
     op shape inference cannot follow)."""
-    from radlens_cli.encoders.preprocess import DEFAULT_LAYOUT, LAYOUTS, crop_from_record, parse_triple
+    from radlens_cli.encoders.preprocess import DEFAULT_LAYOUT, LAYOUTS, crop_from_record
 
-    if crop is None:
-        box = None
-    else:
-        box = parse_triple(crop, "--crop", int) if isinstance(crop, str) else tuple(int(c) for c in crop)
+    box = None if crop is None else tuple(int(c) for c in crop)
     if layout is not None and layout not in LAYOUTS:
         raise UsageError(f"--layout must be one of {', '.join(LAYOUTS)}, got {layout!r}")
 

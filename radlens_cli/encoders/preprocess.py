@@ -169,16 +169,6 @@ class PreprocessConfig:
         return hashlib.sha256(json.dumps(d, sort_keys=True).encode()).hexdigest()
 
 
-def parse_triple(text: str, what: str, cast=float) -> tuple:
-    try:
-        vals = tuple(cast(x) for x in str(text).replace("x", ",").split(",") if x.strip())
-    except ValueError:
-        raise UsageError(f"{what}: expected three comma-separated numbers, got {text!r}") from None
-    if len(vals) != 3:
-        raise UsageError(f"{what}: expected three comma-separated numbers, got {text!r}")
-    return vals
-
-
 def _sitk():
     import SimpleITK as sitk
 
