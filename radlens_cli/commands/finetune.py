@@ -37,19 +37,19 @@ def finetune(manifest: str, modalities: list[str], mask: str, encoder: str, task
     from radlens_cli import provenance
     from radlens_cli.encoders import ddp
     from radlens_cli.encoders.checkpoints import save_radlens_checkpoint
-    from radlens_cli.encoders.heads import METRIC_NAME
     from radlens_cli.encoders.infer import preprocessing_config
     from radlens_cli.encoders.preprocess import CaseDataset
+    from radlens_cli.encoders.tasks import METRIC_NAME, TASKS, head_config
     from radlens_cli.encoders.training.config import TrainConfig
     from radlens_cli.encoders.training.data import SPLITS, _prepass, split_datasets, training_cache
-    from radlens_cli.encoders.training.finetuned import epoch_checkpoint_path, finetune_record, head_config
+    from radlens_cli.encoders.training.finetuned import epoch_checkpoint_path, finetune_record
     from radlens_cli.encoders.training.loop import auto_workers, run_training
     from radlens_cli.encoders.training.metrics import _json_ready, write_metrics_csv
     from radlens_cli.encoders.training.resume import _cpu_state
     from radlens_cli.encoders.training.targets import encode_targets
     from radlens_cli.io.manifest import parse_mask_spec, read_manifest
 
-    if task not in METRIC_NAME:
+    if task not in TASKS:
         raise UsageError(f"--task must be classify, regress or segment (got {task!r})")
     cfg = TrainConfig(task=task, epochs=epochs, lr=lr, batch_size=batch_size, weight_decay=weight_decay,
                       warmup_epochs=warmup_epochs, freeze_encoder=freeze_encoder, balanced=balanced,

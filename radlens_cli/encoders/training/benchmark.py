@@ -18,7 +18,8 @@ import time
 
 import torch
 
-from radlens_cli.encoders.heads import TaskModel, build_head, task_loss
+from radlens_cli.encoders.heads import TaskModel
+from radlens_cli.encoders.tasks import build_head, task_loss
 from radlens_cli.encoders.training.loop import _autocast
 
 
@@ -26,7 +27,7 @@ def train_step_throughput(model, head, batch: torch.Tensor, steps: int, device, 
                           task: str = "classify", warmup: int = 2) -> float:
     """Volumes/s of the model-only train step on a fixed batch (no data loading).
 
-    `model` is an encoder, `head` a head from `heads.build_head` (or None for the
+    `model` is an encoder, `head` a head from `tasks.build_head` (or None for the
     classify head); the loss uses random targets.
     """
     device = torch.device(device)

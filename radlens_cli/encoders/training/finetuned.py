@@ -16,30 +16,16 @@ def epoch_checkpoint_path(output: str, epoch: int) -> str:
 def load_finetuned(path: str, map_location="cpu"):
     """(encoder, head, meta) of a `radlens finetune` checkpoint; meta is its `finetune` dict."""
     from radlens_cli.encoders.checkpoints import load_encoder
-    from radlens_cli.encoders.heads import ClassifyHead, RegressHead, UPerNetHead
+    from radlens_cli.encoders.tasks import head_from_config
 
     # one weights-only read: the head and task live beside the encoder in the same file
     enc, info = load_encoder(path, map_location=map_location)
     meta = info["extra"].get("finetune")
     if not meta:
         raise RadlensError(f"{path}: not a radlens finetune checkpoint (no head recorded)")
-    hc = dict(meta["head_config"])
-    kind = hc.pop("type")
-    n_classes = hc.pop("n_classes")
-    in_dims = hc.pop("in_dims")
-    if kind == "ClassifyHead":
-        head = ClassifyHead(in_dims[-1], n_classes, **hc)
-    elif kind == "RegressHead":
-        head = RegressHead(in_dims[-1], **hc)
-    else:
-        head = UPerNetHead(in_dims, n_classes=1, **hc)
+    head = head_from_config(meta["head_config"])
     head.load_state_dict(meta["head_state"])
     return enc, head.eval(), meta
-
-
-def head_config(head, n_classes: int, in_dims, head_kwargs: dict) -> dict:
-    """How to rebuild `head` (what load_finetuned reads back)."""
-    return {"type": type(head).__name__, "n_classes": n_classes, "in_dims": list(in_dims), **head_kwargs}
 
 
 def finetune_record(task: str, target: str, targets, head_config: dict, head_state: dict, metric: str,

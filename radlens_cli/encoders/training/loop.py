@@ -13,7 +13,8 @@ import torch
 
 from radlens_cli import log
 from radlens_cli.encoders import ddp
-from radlens_cli.encoders.heads import HIGHER_IS_BETTER, METRIC_NAME, TaskModel, better, build_head, task_loss
+from radlens_cli.encoders.heads import TaskModel
+from radlens_cli.encoders.tasks import HIGHER_IS_BETTER, METRIC_NAME, better, build_head, task_loss
 from radlens_cli.encoders.training.augment import augment_batch
 from radlens_cli.encoders.training.config import TrainConfig, _mix, lr_factor
 from radlens_cli.encoders.training.data import _case_ids_of, _Indexed, _targets_of, collate
