@@ -11,7 +11,7 @@ import typer
 from typer.core import TyperGroup
 
 from radlens_cli import log
-from radlens_cli.errors import EXIT_INTERRUPTED, EXIT_TERMINATED, EXIT_USAGE, RadlensError, Terminated
+from radlens_cli.errors import EXIT_INTERRUPTED, EXIT_TERMINATED, EXIT_USAGE, ParameterError, RadlensError, Terminated
 
 try:  # typer >= 0.26 vendors click
     from typer._click import exceptions as click_exc
@@ -138,7 +138,8 @@ def command(name: str, **kwargs):
             except RadlensError as e:
                 if log.verbose():
                     traceback.print_exc()
-                print(f"radlens {name}: error: {e}", file=sys.stderr)
+                text = e.flagged() if isinstance(e, ParameterError) else e  # library errors name parameters
+                print(f"radlens {name}: error: {text}", file=sys.stderr)
                 raise typer.Exit(e.exit_code) from None
             except KeyboardInterrupt as e:
                 if isinstance(e, Terminated):

@@ -41,7 +41,7 @@ import numpy as np
 import torch
 from torch.utils.data import Dataset
 
-from radlens_cli.errors import RadlensError, UsageError
+from radlens_cli.errors import ParameterError, RadlensError
 from radlens_cli.io.manifest import MaskSpec, parse_mask_spec
 
 NORMS = ("zscore", "percentile", "none", "window:LO,HI")
@@ -71,9 +71,9 @@ def parse_norm(norm: str) -> tuple[str, float | None, float | None]:
         except ValueError:
             lo = hi = float("nan")
         if not (np.isfinite(lo) and np.isfinite(hi) and lo < hi):
-            raise UsageError(f"--norm window:LO,HI needs two numbers LO < HI, got {text!r}")
+            raise ParameterError(f"{{norm}} window:LO,HI needs two numbers LO < HI, got {text!r}", "norm")
         return "window", lo, hi
-    raise UsageError(f"--norm must be zscore, percentile, none or window:LO,HI, got {text!r}")
+    raise ParameterError(f"{{norm}} must be zscore, percentile, none or window:LO,HI, got {text!r}", "norm")
 
 
 def crop_from_record(rec: dict, default=DEFAULT_CROP) -> tuple[int, int, int]:
@@ -124,21 +124,22 @@ class PreprocessConfig:
         self.spacing = tuple(float(s) for s in self.spacing)
         self.crop = tuple(int(c) for c in self.crop)
         if len(self.spacing) != 3 or any(not np.isfinite(s) or s <= 0 for s in self.spacing):
-            raise UsageError(f"--spacing needs three positive numbers (x,y,z mm), got {self.spacing}")
+            raise ParameterError(f"{{spacing}} needs three positive numbers (x,y,z mm), got {self.spacing}", "spacing")
         if len(self.crop) != 3 or any(c < 1 for c in self.crop):
-            raise UsageError(f"--crop needs three positive integers (x,y,z voxels), got {self.crop}")
+            raise ParameterError(f"{{crop}} needs three positive integers (x,y,z voxels), got {self.crop}", "crop")
         self.norm = str(self.norm).strip()
         parse_norm(self.norm)
         orient = {o.lower(): o for o in ORIENTS}.get(str(self.orient).lower())
         if orient is None:
-            raise UsageError(f"--orient must be one of {', '.join(ORIENTS)}, got {self.orient!r}")
+            raise ParameterError(f"{{orient}} must be one of {', '.join(ORIENTS)}, got {self.orient!r}", "orient")
         self.orient = orient
         if self.layout not in LAYOUTS:
-            raise UsageError(f"--layout must be one of {', '.join(LAYOUTS)}, got {self.layout!r}")
+            raise ParameterError(f"{{layout}} must be one of {', '.join(LAYOUTS)}, got {self.layout!r}", "layout")
         if self.norm_region not in NORM_REGIONS:
-            raise UsageError(f"--norm-region must be one of {', '.join(NORM_REGIONS)}, got {self.norm_region!r}")
+            raise ParameterError(f"{{norm_region}} must be one of {', '.join(NORM_REGIONS)}, got {self.norm_region!r}",
+                                 "norm_region")
         if not self.modalities:
-            raise UsageError("--modalities: give at least one modality column")
+            raise ParameterError("{modalities}: give at least one modality column", "modalities")
 
     def to_dict(self) -> dict:
         region = ("box voxels inside each sequence's field of view, non-zero" if self.norm_region == "box"

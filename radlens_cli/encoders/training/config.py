@@ -6,7 +6,7 @@ import hashlib
 import math
 from dataclasses import dataclass, field
 
-from radlens_cli.errors import UsageError
+from radlens_cli.errors import ParameterError
 
 
 @dataclass
@@ -31,17 +31,17 @@ class TrainConfig:
 
     def check(self) -> None:
         if self.epochs < 1:
-            raise UsageError(f"--epochs must be at least 1 (got {self.epochs})")
+            raise ParameterError(f"{{epochs}} must be at least 1 (got {self.epochs})", "epochs")
         if self.lr <= 0:
-            raise UsageError(f"--lr must be positive (got {self.lr})")
+            raise ParameterError(f"{{lr}} must be positive (got {self.lr})", "lr")
         if self.batch_size < 1:
-            raise UsageError(f"--batch-size must be at least 1 (got {self.batch_size})")
+            raise ParameterError(f"{{batch_size}} must be at least 1 (got {self.batch_size})", "batch_size")
         if self.weight_decay < 0:
-            raise UsageError(f"--weight-decay must be >= 0 (got {self.weight_decay})")
+            raise ParameterError(f"{{weight_decay}} must be >= 0 (got {self.weight_decay})", "weight_decay")
         if self.warmup_epochs < 0:
-            raise UsageError(f"--warmup-epochs must be >= 0 (got {self.warmup_epochs})")
+            raise ParameterError(f"{{warmup_epochs}} must be >= 0 (got {self.warmup_epochs})", "warmup_epochs")
         if self.balanced and self.task != "classify":
-            raise UsageError("--balanced applies to --task classify only")
+            raise ParameterError("{balanced} applies to {task} classify only", "balanced", "task")
 
 
 def lr_factor(step: int, total: int, warmup: int) -> float:
