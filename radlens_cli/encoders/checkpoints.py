@@ -24,7 +24,7 @@ import re
 import zipfile
 
 from radlens_cli import log
-from radlens_cli.errors import RadlensError, UsageError
+from radlens_cli.errors import EXIT_DATA, ParameterError, RadlensError, UsageError
 
 RADLENS_KEY = "radlens_checkpoint"
 # Entries of FCMAE checkpoints that are not part of the encoder (ProFound drops the same).
@@ -465,7 +465,7 @@ def load_encoder(spec: str, arch: str | None = None, in_chans: int | None = None
         info["extra"] = {k: v for k, v in obj.items()
                          if k not in (RADLENS_KEY, "arch", "in_chans", "state_dict", "preprocessing")}
         if arch is not None and arch != rec_arch:
-            raise RadlensError(f"{spec}: checkpoint is {rec_arch}, not --arch {arch}")
+            raise ParameterError(f"{spec}: checkpoint is {rec_arch}, not {{arch}} {arch}", "arch", exit_code=EXIT_DATA)
         if in_chans is not None and int(in_chans) != rec_chans:
             raise RadlensError(f"{spec}: checkpoint has {rec_chans} input channel(s), not {in_chans}")
         arch, in_chans, kind = rec_arch, rec_chans, "radlens"
@@ -483,8 +483,8 @@ def load_encoder(spec: str, arch: str | None = None, in_chans: int | None = None
                                _empty_encoder(ref_arch, ref_chans, "meta").state_dict().items()})
     found_arch, found_chans = infer_arch(sd, spec)
     if arch is not None and arch != found_arch:
-        raise RadlensError(f"{spec}: checkpoint holds {found_arch} ({found_chans} input channel(s)), "
-                           f"not --arch {arch}")
+        raise ParameterError(f"{spec}: checkpoint holds {found_arch} ({found_chans} input channel(s)), "
+                             f"not {{arch}} {arch}", "arch", exit_code=EXIT_DATA)
     if in_chans is not None and int(in_chans) != found_chans:
         raise RadlensError(f"{spec}: checkpoint's encoder takes {found_chans} input channel(s), "
                            f"not {in_chans} (one per modality)")

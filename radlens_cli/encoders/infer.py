@@ -13,7 +13,7 @@ import numpy as np
 
 from radlens_cli import log
 from radlens_cli.devices import resolve_device  # noqa: F401  (re-exported for callers of this module)
-from radlens_cli.errors import RadlensError, UsageError
+from radlens_cli.errors import EXIT_DATA, ParameterError, RadlensError, UsageError
 
 
 def model_fingerprint(model) -> str:
@@ -85,8 +85,8 @@ def unknown_layer(layer: str, names: list[str], what: str) -> UsageError:
     close = difflib.get_close_matches(layer, names, n=6, cutoff=0.5)
     shown = close or names[:12]
     more = "" if close or len(names) <= 12 else f" (+{len(names) - 12} more)"
-    return UsageError(f"--layer {layer}: no such {what}; {'close' if close else 'candidates'}: "
-                      f"{', '.join(shown)}{more}; `radlens layers ENCODER` lists them with shapes")
+    return ParameterError(f"{{layer}} {layer}: no such {what}; {'close' if close else 'candidates'}: "
+                          f"{', '.join(shown)}{more}; `radlens layers ENCODER` lists them with shapes", "layer")
 
 
 _MARKER = "radlens-layer-marker"
@@ -117,7 +117,8 @@ def torchscript_layer(path: str, layer: str, map_location="cpu"):
         torch._C._jit_pass_inline(graph)
         marks = [n for n in graph.nodes() if n.kind() == "prim::Print" and n.inputsAt(0).toIValue() == _MARKER]
         if not marks:
-            raise RadlensError(f"{path}: --layer {layer} is not called by the model's forward")
+            raise ParameterError(f"{path}: {{layer}} {layer} is not called by the model's forward", "layer",
+                                 exit_code=EXIT_DATA)
         value = marks[0].inputsAt(1)
         for n in marks:
             n.destroy()
@@ -129,9 +130,10 @@ def torchscript_layer(path: str, layer: str, map_location="cpu"):
     except RadlensError:
         raise
     except Exception as e:  # noqa: BLE001 - private TorchScript API: say what to do instead
-        raise UsageError(f"--layer {layer}: cannot take a sub-module's output from TorchScript model {path} "
-                         f"({type(e).__name__}: {str(e).strip().splitlines()[0] if str(e).strip() else ''}); "
-                         f"export it to ONNX or load it as package.module:factory with --weights") from None
+        raise ParameterError(f"{{layer}} {layer}: cannot take a sub-module's output from TorchScript model {path} "
+                             f"({type(e).__name__}: {str(e).strip().splitlines()[0] if str(e).strip() else ''}); "
+                             f"export it to ONNX or load it as package.module:factory with {{weights}}",
+                             "layer", "weights") from None
     return lambda x: fn(ts._c, x)
 
 
@@ -165,7 +167,8 @@ class Embedder:
         except _Captured:
             pass
         if not self._out:
-            raise RadlensError(f"{self.spec}: --layer {self.layer} was not run by the model's forward pass")
+            raise ParameterError(f"{self.spec}: {{layer}} {self.layer} was not run by the model's forward pass",
+                                 "layer", exit_code=EXIT_DATA)
         return pool_features(self._out[0], self.pool)
 
     @property
@@ -179,8 +182,8 @@ class Embedder:
     def check_config(self, cfg) -> None:
         """Refuse preprocessing the model cannot take, before any case is read."""
         if hasattr(self.model, "dims") and hasattr(self.model, "stages") and min(cfg.crop) < 16:
-            raise UsageError(f"--crop {','.join(map(str, cfg.crop))}: the ConvNeXt-V2 downsamples 16-fold; "
-                             f"every side of the box needs at least 16 voxels")
+            raise ParameterError(f"{{crop}} {','.join(map(str, cfg.crop))}: the ConvNeXt-V2 downsamples 16-fold; "
+                                 f"every side of the box needs at least 16 voxels", "crop")
 
     def __call__(self, x, first_case: str = "") -> np.ndarray:
         import torch
@@ -221,9 +224,9 @@ def load_embedder(spec: str, arch: str | None = None, layer: str = "final", pool
     from radlens_cli.encoders.convnextv2 import LAYERS, POOLS
 
     if pool not in POOLS:
-        raise UsageError(f"--pool must be one of {', '.join(POOLS)} (got {pool!r})")
+        raise ParameterError(f"{{pool}} must be one of {', '.join(POOLS)} (got {pool!r})", "pool")
     if not layer or not str(layer).strip():
-        raise UsageError("--layer: give final, stage1..stage4 or a layer name")
+        raise ParameterError("{layer}: give final, stage1..stage4 or a layer name", "layer")
     device = device if device is not None else torch.device("cpu")
     if is_onnx(spec):
         from radlens_cli.encoders.onnx_encoder import OnnxEmbedder
@@ -233,15 +236,16 @@ def load_embedder(spec: str, arch: str | None = None, layer: str = "final", pool
         return OnnxEmbedder(spec, layer, pool, device, modalities=modalities)
     model, info = load_encoder(spec, arch=arch, map_location="cpu", trust=trust, weights=weights)
     if modalities is not None and info["in_chans"] is not None and int(info["in_chans"]) != len(modalities):
-        raise RadlensError(f"{spec}: the encoder takes {info['in_chans']} input channel(s) but "
-                           f"--modalities gives {len(modalities)} ({','.join(modalities)})")
+        raise ParameterError(f"{spec}: the encoder takes {info['in_chans']} input channel(s) but "
+                             f"{{modalities}} gives {len(modalities)} ({','.join(modalities)})", "modalities",
+                             exit_code=EXIT_DATA)
     module = layer_fn = None
     builtin = layer == "final" or (layer in LAYERS and hasattr(model, "forward_features"))
     if not builtin:
         if info["source"] == "torchscript":
             if weights:
-                raise UsageError(f"--layer {layer} of a TorchScript model: give the weights inside the file "
-                                 f"(no --weights)")
+                raise ParameterError(f"{{layer}} {layer} of a TorchScript model: give the weights inside the file "
+                                     f"(no {{weights}})", "layer", "weights")
             layer_fn = torchscript_layer(spec, layer, map_location=device)
         else:
             named = dict(model.named_modules())
@@ -261,7 +265,7 @@ def list_layers(spec: str, arch: str | None = None, weights: str | None = None, 
 
     box = None if crop is None else tuple(int(c) for c in crop)
     if layout is not None and layout not in LAYOUTS:
-        raise UsageError(f"--layout must be one of {', '.join(LAYOUTS)}, got {layout!r}")
+        raise ParameterError(f"{{layout}} must be one of {', '.join(LAYOUTS)}, got {layout!r}", "layout")
 
     def spatial(rec: dict) -> tuple:
         x, y, z = box or crop_from_record(rec or {})
@@ -311,8 +315,9 @@ def list_layers(spec: str, arch: str | None = None, weights: str | None = None, 
             feats = model.forward_features(x) if hasattr(model, "forward_features") else None
     except Exception as e:  # noqa: BLE001 - the user's model on our input
         first = str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__
-        raise RadlensError(f"{spec}: forward pass on an input of shape {shape} failed: {first}; "
-                           f"set --crop (x,y,z), --layout and --channels to what the model takes") from None
+        raise ParameterError(f"{spec}: forward pass on an input of shape {shape} failed: {first}; "
+                             f"set {{crop}} (x,y,z), {{layout}} and {{channels}} to what the model takes",
+                             "crop", "layout", "channels", exit_code=EXIT_DATA) from None
     finally:
         for h in handles:
             h.remove()

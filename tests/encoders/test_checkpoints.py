@@ -133,7 +133,7 @@ def test_missing_weight_is_an_error(tmp_path):
 def test_other_architecture_is_an_error(tmp_path, x):
     path = tmp_path / "atto.pt"
     torch.save(randomised().state_dict(), path)
-    with pytest.raises(RadlensError, match="convnextv2_atto.*not --arch convnextv2_femto"):
+    with pytest.raises(RadlensError, match="convnextv2_atto.*not arch convnextv2_femto"):
         load_encoder(str(path), arch="convnextv2_femto")
     with pytest.raises(RadlensError, match="3 input channel"):
         load_encoder(str(path), in_chans=2)
@@ -151,7 +151,7 @@ def test_radlens_checkpoint_records_arch_and_preprocessing(tmp_path, x, capsys):
     loaded, info = load_encoder(path)
     assert info["source"] == "radlens" and info["preprocessing"]["norm"] == "percentile"
     assert torch.equal(loaded(x), model(x))
-    with pytest.raises(RadlensError, match="not --arch convnextv2_tiny"):
+    with pytest.raises(RadlensError, match="not arch convnextv2_tiny"):
         load_encoder(path, arch="tiny")
     # a DDP-wrapped state dict with a stray entry: loads, and the stray entry is reported
     sd = {f"module.{k}": v for k, v in model.state_dict().items()}
