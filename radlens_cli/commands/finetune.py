@@ -115,7 +115,7 @@ def finetune(manifest: str, modalities: list[str], mask: str, encoder: str, task
 
         # training
         with training_cache(cache_dir, dist) as cache:
-            full = CaseDataset(man, pcfg, cache_dir=cache, targets=targets.encoded, seg_mask=seg_target,
+            full = CaseDataset(man, pcfg, cache_dir=cache, targets=targets.encoded, seg_target=seg_target,
                                strict_geometry=strict_geometry)
             datasets = split_datasets(full, man.split)
             if dist.is_main:

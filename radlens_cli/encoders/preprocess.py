@@ -57,6 +57,8 @@ DEFAULT_NORM = "zscore"
 DEFAULT_ORIENT = "native"
 DEFAULT_LAYOUT = "zyx"
 DEFAULT_NORM_REGION = "box"
+# The segmentation target's array in a cached case (.npz); its on-disk name predates `seg_target`
+SEG_TARGET_NPZ_KEY = "extra_mask"
 INSIDE_TOL = 1e-3  # voxels: a box plane this close to a sequence's edge voxel centre is inside
 
 
@@ -309,7 +311,7 @@ def to_layout(arr: np.ndarray, layout: str) -> np.ndarray:
     return np.ascontiguousarray(np.swapaxes(arr, -1, -3))
 
 
-def _read_extra_mask(path: str, spec: MaskSpec | None, what: str, images=(), loaded=None,
+def _read_seg_target(path: str, spec: MaskSpec | None, what: str, images=(), loaded=None,
                      strict_geometry: bool = False):
     """Segmentation target mask and its record; an empty one is allowed (a patient without
     a lesion)."""
@@ -329,9 +331,9 @@ def _tell(case_id: str, info: dict) -> None:
 
 
 def preprocess_case(image_paths: list[str], mask_path: str, cfg: PreprocessConfig,
-                    extra_mask_path: str | None = None, extra_mask_spec: MaskSpec | None = None,
+                    seg_target_path: str | None = None, seg_target_spec: MaskSpec | None = None,
                     case_id: str = "", strict_geometry: bool = False) -> dict:
-    """volume float32 (C, *box), mask uint8 (*box), extra_mask uint8 (*box) or None, where box is
+    """volume float32 (C, *box), mask uint8 (*box), seg_target uint8 (*box) or None, where box is
     (z, y, x) or (x, y, z) of the box's axes by cfg.layout; and inputs: a JSON record of the
     DICOM objects read and any geometry warning ("" if none).
 
@@ -386,18 +388,18 @@ def preprocess_case(image_paths: list[str], mask_path: str, cfg: PreprocessConfi
     roi = sitk.GetArrayFromImage(_resample(mask, origin, direction, size_xyz, cfg.spacing, "nearest", 0))
     roi = roi * inside(mask, *grid)
     extra = None
-    if extra_mask_path is not None:
+    if seg_target_path is not None:
         try:
-            em, em_info = _read_extra_mask(extra_mask_path, extra_mask_spec, f"{tag}segmentation mask",
+            em, em_info = _read_seg_target(seg_target_path, seg_target_spec, f"{tag}segmentation mask",
                                            case_images, loaded, strict_geometry)
         except RadlensError as e:
-            raise failed(e, "segmentation mask", extra_mask_path) from None
+            raise failed(e, "segmentation mask", seg_target_path) from None
         _tell(case_id, {k: v for k, v in em_info.items() if k in ("warning", "notes")})
         info.update({f"segmentation_{k}": v for k, v in em_info.items() if k in ("mask", "geometry", "warning")})
         extra = sitk.GetArrayFromImage(_resample(em, origin, direction, size_xyz, cfg.spacing, "nearest", 0))
         extra = to_layout((extra * inside(em, *grid)).astype(np.uint8), cfg.layout)
     return {"volume": to_layout(np.stack(channels, 0).astype(np.float32), cfg.layout),
-            "mask": to_layout(roi.astype(np.uint8), cfg.layout), "extra_mask": extra,
+            "mask": to_layout(roi.astype(np.uint8), cfg.layout), "seg_target": extra,
             "inputs": json.dumps(info, sort_keys=True) if info else ""}
 
 
@@ -447,9 +449,9 @@ def unwrap_worker_error(e: BaseException) -> str:
 class CaseDataset(Dataset):
     """Preprocessed cases of a manifest, with an optional on-disk float16 cache.
 
-    Items: dict(index, case_id, volume float32 tensor (C, *box), target, seg, inputs).
-    target: float tensor (NaN when no targets were given); seg: uint8 (*box) tensor of the
-    segmentation mask (empty tensor when seg_mask is None); inputs: the JSON record of the
+    Items: dict(index, case_id, volume float32 tensor (C, *box), target, seg_target, inputs).
+    target: float tensor (NaN when no targets were given); seg_target: uint8 (*box) tensor of the
+    segmentation mask (empty tensor when seg_target is None); inputs: the JSON record of the
     case's DICOM objects and geometry warning ("" for none; see io.images.load_mask).
     Volumes are rounded to float16 whether or not a cache is used, so a run that reads the
     cache gives exactly what a run that wrote it gave.
@@ -462,18 +464,19 @@ class CaseDataset(Dataset):
     """
 
     def __init__(self, manifest, cfg: PreprocessConfig, cache_dir: str | None = None,
-                 targets: np.ndarray | None = None, seg_mask: MaskSpec | None = None,
+                 targets: np.ndarray | None = None, seg_target: MaskSpec | None = None,
                  failures_as_records: bool = False, strict_geometry: bool = False):
         manifest.require_columns(cfg.modalities, "modality")
         manifest.require_columns([cfg.mask.column], "mask")
-        if seg_mask is not None:
-            manifest.require_columns([seg_mask.column], "segmentation mask")
+        if seg_target is not None:
+            manifest.require_columns([seg_target.column], "segmentation mask")
         self.cfg = cfg
         self.case_ids = [str(c) for c in manifest.case_ids]
         self.images = list(zip(*[manifest.paths(m) for m in cfg.modalities]))
         self.masks = manifest.paths(cfg.mask.column)
-        self.seg_mask = seg_mask
-        self.seg_paths = manifest.paths(seg_mask.column) if seg_mask is not None else [None] * len(self.case_ids)
+        self.seg_target = seg_target
+        self.seg_target_paths = (manifest.paths(seg_target.column) if seg_target is not None
+                                 else [None] * len(self.case_ids))
         self.targets = None if targets is None else np.asarray(targets)
         if self.targets is not None and len(self.targets) != len(self.case_ids):
             raise ValueError("one target per case")
@@ -494,9 +497,9 @@ class CaseDataset(Dataset):
         h.update(self.cfg.key().encode())
         for p in list(self.images[i]) + [self.masks[i]]:
             h.update(_file_hash(p).encode())
-        if self.seg_mask is not None:
-            h.update(str(self.seg_mask).encode())
-            h.update(_file_hash(self.seg_paths[i]).encode())
+        if self.seg_target is not None:
+            h.update(str(self.seg_target).encode())
+            h.update(_file_hash(self.seg_target_paths[i]).encode())
         if self.strict_geometry:  # a volume kept by a lenient run must not skip the strict check
             h.update(b"strict-geometry")
         return h.hexdigest()
@@ -507,13 +510,13 @@ class CaseDataset(Dataset):
         return os.path.join(self.cache_dir, f"{_safe_name(self.case_ids[i])}-{self.cache_key(i)[:24]}.npz")
 
     def load(self, i: int) -> dict:
-        """Preprocessed arrays of case i (volume float16, mask, extra_mask) via the cache."""
+        """Preprocessed arrays of case i (volume float16, mask, seg_target) via the cache."""
         path = self.cache_path(i)
         if path is not None and os.path.exists(path):
             try:
                 with np.load(path) as z:
                     out = {"volume": z["volume"], "mask": z["mask"],
-                           "extra_mask": z["extra_mask"] if "extra_mask" in z.files else None,
+                           "seg_target": z[SEG_TARGET_NPZ_KEY] if SEG_TARGET_NPZ_KEY in z.files else None,
                            "inputs": str(z["inputs"]) if "inputs" in z.files else ""}
                 return out
             except Exception:  # noqa: BLE001 - a damaged cache entry is recomputed
@@ -521,19 +524,19 @@ class CaseDataset(Dataset):
         cid = self.case_ids[i]
         try:
             res = preprocess_case(list(self.images[i]), self.masks[i], self.cfg,
-                                  self.seg_paths[i] if self.seg_mask is not None else None,
-                                  self.seg_mask, case_id=cid, strict_geometry=self.strict_geometry)
+                                  self.seg_target_paths[i] if self.seg_target is not None else None,
+                                  self.seg_target, case_id=cid, strict_geometry=self.strict_geometry)
         except RadlensError:
             raise
         except Exception as e:  # noqa: BLE001
             raise CaseFailure(f"case {cid}: preprocessing failed: {type(e).__name__}: {e}", cid, "preprocessing",
                               "", f"preprocessing failed: {type(e).__name__}: {e}") from None
-        out = {"volume": res["volume"].astype(np.float16), "mask": res["mask"], "extra_mask": res["extra_mask"],
+        out = {"volume": res["volume"].astype(np.float16), "mask": res["mask"], "seg_target": res["seg_target"],
                "inputs": res["inputs"]}
         if path is not None:
             arrays = {"volume": out["volume"], "mask": out["mask"], "inputs": np.array(res["inputs"])}
-            if out["extra_mask"] is not None:
-                arrays["extra_mask"] = out["extra_mask"]
+            if out["seg_target"] is not None:
+                arrays[SEG_TARGET_NPZ_KEY] = out["seg_target"]
             save_npz_atomic(path, **arrays)
         return out
 
@@ -572,11 +575,11 @@ class CaseDataset(Dataset):
         else:
             arrs = self.load(i)
         target = float("nan") if self.targets is None else self.targets[i]
-        seg = (torch.from_numpy(arrs["extra_mask"].astype(np.uint8)) if arrs["extra_mask"] is not None
+        seg_target = (torch.from_numpy(arrs["seg_target"].astype(np.uint8)) if arrs["seg_target"] is not None
                else torch.zeros(0, dtype=torch.uint8))
         return {"index": i, "case_id": self.case_ids[i],
                 "volume": torch.from_numpy(arrs["volume"].astype(np.float32)),
-                "target": torch.as_tensor(target), "seg": seg, "inputs": arrs.get("inputs", "")}
+                "target": torch.as_tensor(target), "seg_target": seg_target, "inputs": arrs.get("inputs", "")}
 
 
 def collate_cases(items: list[dict]) -> dict:

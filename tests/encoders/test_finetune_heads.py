@@ -196,7 +196,7 @@ class MemoryDataset(torch.utils.data.Dataset):
         return len(self.x)
 
     def __getitem__(self, i):
-        return {"case_id": f"m{i}", "volume": self.x[i], "target": float(self.cls[i]), "seg": self.seg[i]}
+        return {"case_id": f"m{i}", "volume": self.x[i], "target": float(self.cls[i]), "seg_target": self.seg[i]}
 
 
 def _train(task, **kw):

@@ -5,7 +5,7 @@ from __future__ import annotations
 import torch
 
 
-def augment_batch(x: torch.Tensor, seg: torch.Tensor | None, seed: int):
+def augment_batch(x: torch.Tensor, seg_target: torch.Tensor | None, seed: int):
     """Random flips along each spatial axis and per-channel intensity scale/shift.
 
     Per case: each of D, H, W flipped with probability 1/2 (the segmentation target with
@@ -23,9 +23,9 @@ def augment_batch(x: torch.Tensor, seg: torch.Tensor | None, seed: int):
     for i in range(b):
         dims = [d + 1 for d in range(3) if flips[i, d]]
         xs.append(x[i].flip(dims) if dims else x[i])
-        if seg is not None:
-            ss.append(seg[i].flip([d - 1 for d in dims]) if dims else seg[i])
+        if seg_target is not None:
+            ss.append(seg_target[i].flip([d - 1 for d in dims]) if dims else seg_target[i])
     x = torch.stack(xs)
-    if seg is not None:
-        seg = torch.stack(ss)
-    return x, seg
+    if seg_target is not None:
+        seg_target = torch.stack(ss)
+    return x, seg_target

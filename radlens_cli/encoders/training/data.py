@@ -23,8 +23,8 @@ def collate(items: list[dict]) -> dict:
            "volume": torch.stack([torch.as_tensor(it["volume"]).float() for it in items])}
     tgt = [it.get("target") for it in items]
     out["target"] = None if any(t is None for t in tgt) else torch.tensor([float(t) for t in tgt])
-    seg = [it.get("seg") for it in items]
-    out["seg"] = None if any(s is None for s in seg) else torch.stack([torch.as_tensor(s) for s in seg]).float()
+    seg = [it.get("seg_target") for it in items]
+    out["seg_target"] = None if any(s is None for s in seg) else torch.stack([torch.as_tensor(s) for s in seg]).float()
     return out
 
 
@@ -56,15 +56,15 @@ def _case_ids_of(ds) -> list | None:
 
 def _targets_of(batch: dict, task: str) -> torch.Tensor:
     if task == "segment":
-        if batch["seg"] is None:
+        if batch["seg_target"] is None:
             raise RadlensError("segmentation targets missing from the dataset items")
-        return batch["seg"]
+        return batch["seg_target"]
     if batch["target"] is None:
         raise RadlensError("targets missing from the dataset items")
     return batch["target"]
 
 
-class _SegFlag(torch.utils.data.Dataset):
+class _SegTargetFlag(torch.utils.data.Dataset):
     """Loads a case (filling the cache) and returns only whether its seg target is non-empty."""
 
     def __init__(self, ds, indices):
@@ -74,8 +74,8 @@ class _SegFlag(torch.utils.data.Dataset):
         return len(self.indices)
 
     def __getitem__(self, i):
-        seg = self.ds[self.indices[i]]["seg"]
-        return bool(seg.numel() and seg.any())
+        seg_target = self.ds[self.indices[i]]["seg_target"]
+        return bool(seg_target.numel() and seg_target.any())
 
 
 def _prepass(ds, dist: ddp.DistInfo, device, task: str, where: str, column: str | None,
@@ -84,7 +84,7 @@ def _prepass(ds, dist: ddp.DistInfo, device, task: str, where: str, column: str 
     from radlens_cli.encoders.preprocess import unwrap_worker_error
 
     mine = range(dist.rank, len(ds), dist.world_size)
-    loader = torch.utils.data.DataLoader(_SegFlag(ds, mine), batch_size=None, num_workers=workers)
+    loader = torch.utils.data.DataLoader(_SegTargetFlag(ds, mine), batch_size=None, num_workers=workers)
     nonempty = 0
     try:
         for flag in log.progress(loader, total=len(mine), desc=f"preprocess {where}", unit="case"):

@@ -69,7 +69,7 @@ def run_training(encoder, task: str, datasets: dict, cfg: TrainConfig, device: t
     """Train `encoder` + the task head; returns the best weights and the metric history.
 
     datasets: {"train": ds, "val": ds, "test": ds}; items are dicts with `volume`
-    (C,D,H,W) and `target` (class index / standardised value) or `seg` (D,H,W).
+    (C,D,H,W) and `target` (class index / standardised value) or `seg_target` (D,H,W).
     class_of_train: class index per training case (for --balanced).
     Result: encoder_state, head_state (best on val; last epoch without val cases),
     best_epoch, best_metric, history (rows for the metrics CSV, test row last),
@@ -152,9 +152,10 @@ def run_training(encoder, task: str, datasets: dict, cfg: TrainConfig, device: t
                 x = batch["volume"].to(device, non_blocking=True)
                 y = _targets_of(batch, task).to(device, non_blocking=True)
                 if cfg.augment:
-                    x, seg = augment_batch(x, y if task == "segment" else None, _mix(cfg.seed, epoch, i, dist.rank))
+                    x, seg_target = augment_batch(x, y if task == "segment" else None,
+                                                  _mix(cfg.seed, epoch, i, dist.rank))
                     if task == "segment":
-                        y = seg
+                        y = seg_target
                 with _autocast(device, cfg.amp):
                     out = wrapped(x)
                 loss = task_loss(task, out, y)
