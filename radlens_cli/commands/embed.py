@@ -58,12 +58,12 @@ def embed(manifest: str, modalities: str, mask: str, encoder: str, output: str, 
 
     embedder = load_embedder(encoder, arch=arch, layer=layer, pool=pool, device=dev, trust=trust_checkpoint,
                              modalities=mods, weights=weights)
-    enc = embedder.info
+    info = embedder.info
     if isinstance(spacing, str):
         spacing = parse_triple(spacing, "--spacing")
     if isinstance(crop, str):
         crop = parse_triple(crop, "--crop", int)
-    cfg = preprocessing_config(mods, mask_spec, spacing, crop, norm, enc.get("preprocessing"), orient=orient,
+    cfg = preprocessing_config(mods, mask_spec, spacing, crop, norm, info.preprocessing, orient=orient,
                                layout=layout, norm_region=norm_region)
     embedder.check_config(cfg)
     fingerprint = embedder.fingerprint
@@ -78,7 +78,7 @@ def embed(manifest: str, modalities: str, mask: str, encoder: str, output: str, 
         log.info(f"nothing to do: part {part_id} of {num_parts} holds no case; writing an empty part")
     dataset = CaseDataset(part, cfg, cache_dir=cache_dir, failures_as_records=True, strict_geometry=strict_geometry)
     batched = BatchedEmbedding(embedder, dataset, part.case_ids, cfg, batch_size, jobs, cache_dir)
-    log.info(f"embedding {n} case(s) of {manifest} with {enc['arch']} ({enc['source']}) on {dev}, "
+    log.info(f"embedding {n} case(s) of {manifest} with {info.arch} ({info.source}) on {dev}, "
              f"layer {layer}, crop {'x'.join(map(str, cfg.crop))} at {','.join(map(str, cfg.spacing))} mm")
     batched.run(encoder)
     results, failures, case_inputs = batched.results, batched.failures, batched.case_inputs
@@ -92,19 +92,19 @@ def embed(manifest: str, modalities: str, mask: str, encoder: str, output: str, 
     values = np.stack([results[i] for i in rows], 0) if rows else np.zeros((0, 0))
     d = values.shape[1]
     columns = [f"emb_{j:04d}" for j in range(d)]
-    params = {"modalities": mods, "mask": str(mask_spec), "encoder": encoder, "encoder_source": enc["source"],
-              "arch": enc["arch"], "in_chans": enc["in_chans"], "embed_dim": d, "layer": layer, "pool": pool,
+    params = {"modalities": mods, "mask": str(mask_spec), "encoder": encoder, "encoder_source": info.source,
+              "arch": info.arch, "in_chans": info.in_chans, "embed_dim": d, "layer": layer, "pool": pool,
               "encoder_fingerprint": fingerprint, "preprocessing": cfg.to_dict(), "batch_size": batch_size,
               "device": dev.type, "precision": "bf16-autocast" if embedder.use_amp else "fp32",
               "part_id": part_id, "num_parts": num_parts, "seed": seed,
               "split_derived": bool(man.split_derived), "cache_dir": cache_dir, "keep_going": keep_going,
               "case_inputs": dict(sorted({**dataset.case_inputs(), **case_inputs}.items())),
-              "trust_checkpoint": trust_checkpoint, "checkpoint_fully_unpickled": enc["trusted"]}
-    if enc.get("absent_optional"):
-        params["encoder_absent_weights"] = enc["absent_optional"]
+              "trust_checkpoint": trust_checkpoint, "checkpoint_fully_unpickled": info.trusted}
+    if info.absent_optional:
+        params["encoder_absent_weights"] = info.absent_optional
     for key in ("weights", "weights_prefix", "onnx_input", "onnx_input_shape", "onnx_output", "onnx_providers"):
-        if enc.get(key) is not None:
-            params[key] = enc[key]
+        if getattr(info, key) is not None:
+            params[key] = getattr(info, key)
     inputs = {"manifest": manifest}
     if os.path.isfile(encoder):
         inputs["encoder"] = encoder

@@ -73,8 +73,8 @@ def finetune(manifest: str, modalities: list[str], mask: str, encoder: str, task
         man.require_columns([mask_spec.column], "mask")
         if seg_target is not None:
             man.require_columns([seg_target.column], "segmentation mask")
-        enc, info = _load_trainable_encoder(encoder, modalities, drop_path, trust_checkpoint)
-        pcfg = preprocessing_config(modalities, mask_spec, spacing, crop, norm, info.get("preprocessing") or {},
+        backbone, info = _load_trainable_encoder(encoder, modalities, drop_path, trust_checkpoint)
+        pcfg = preprocessing_config(modalities, mask_spec, spacing, crop, norm, info.preprocessing or {},
                                     **(conventions or {}))
         targets = encode_targets(man, task, target)
         if targets.absent and dist.is_main:
@@ -84,16 +84,16 @@ def finetune(manifest: str, modalities: list[str], mask: str, encoder: str, task
                   "warmup_epochs": warmup_epochs, "freeze_encoder": freeze_encoder, "balanced": balanced,
                   "augment": augment, "seed": seed, "preprocessing": pcfg.to_dict(), "world_size": dist.world_size,
                   "amp": amp, "head_kwargs": cfg.head_kwargs, "drop_path": drop_path,
-                  "trust_checkpoint": trust_checkpoint, "checkpoint_fully_unpickled": info["trusted"]}
+                  "trust_checkpoint": trust_checkpoint, "checkpoint_fully_unpickled": info.trusted}
         fingerprint = hashlib.sha256(json.dumps(
             {**params, "manifest": provenance.sha256_file(manifest), "encoder": provenance.sha256_file(encoder)},
             sort_keys=True, default=str).encode()).hexdigest()
         inputs = {"manifest": manifest, "encoder": encoder}
-        encoder_source = {"spec": encoder, "arch": info["arch"], "source": info["source"]}
+        encoder_source = {"spec": encoder, "arch": info.arch, "source": info.source}
         target_name = target if task != "segment" else seg_mask
 
         def write_checkpoint(path, model_encoder, record, prov_params, force):
-            save_radlens_checkpoint(path, model_encoder, info["arch"], int(info["in_chans"]), pcfg.to_dict(),
+            save_radlens_checkpoint(path, model_encoder, info.arch, int(info.in_chans), pcfg.to_dict(),
                                     extra={"finetune": record,
                                            "provenance": provenance.build("finetune", inputs=inputs,
                                                                           params=prov_params)},
@@ -104,7 +104,8 @@ def finetune(manifest: str, modalities: list[str], mask: str, encoder: str, task
                 return
             path = epoch_checkpoint_path(output, epoch)
             record = finetune_record(
-                task, target_name, targets, head_config(model.head, targets.n_classes, enc.dims, cfg.head_kwargs),
+                task, target_name, targets,
+                head_config(model.head, targets.n_classes, backbone.dims, cfg.head_kwargs),
                 _cpu_state(model.head), METRIC_NAME[task], _json_ready(list(hist)), params, encoder_source,
                 intermediate=True, epoch=epoch, run=fingerprint[:16],
                 val=_json_ready([vrow])[0] if vrow is not None else None)
@@ -121,12 +122,12 @@ def finetune(manifest: str, modalities: list[str], mask: str, encoder: str, task
             if dist.is_main:
                 counts = {s: len(d) for s, d in datasets.items()}
                 log.info(f"{task} on {counts['train']} train / {counts['val']} val / {counts['test']} test case(s); "
-                         f"{info['arch']} on {dev}{f' x{dist.world_size} ranks' if dist.enabled else ''}"
+                         f"{info.arch} on {dev}{f' x{dist.world_size} ranks' if dist.enabled else ''}"
                          f"{', encoder frozen' if freeze_encoder else ''}")
             for s in SPLITS:
                 _prepass(datasets[s], dist, dev, task, s, seg_mask, workers)
             ddp.barrier(dist)
-            result = run_training(enc, task, datasets, cfg, dev, dist, n_classes=targets.n_classes,
+            result = run_training(backbone, task, datasets, cfg, dev, dist, n_classes=targets.n_classes,
                                   scale=targets.scale, class_of_train=targets.class_of_train,
                                   state_path=None if max_steps else f"{output}.state",
                                   fingerprint=fingerprint, resume=resume, on_epoch=on_epoch)
@@ -134,12 +135,13 @@ def finetune(manifest: str, modalities: list[str], mask: str, encoder: str, task
 
             # outputs: the checkpoint (best weights), the metrics CSV
             if dist.is_main and not result["stopped_early"]:
-                enc.load_state_dict(result["encoder_state"])
+                backbone.load_state_dict(result["encoder_state"])
                 record = finetune_record(
-                    task, target_name, targets, head_config(result["head"], targets.n_classes, enc.dims, cfg.head_kwargs),
+                    task, target_name, targets,
+                    head_config(result["head"], targets.n_classes, backbone.dims, cfg.head_kwargs),
                     result["head_state"], result["metric"], history, params, encoder_source,
                     best_epoch=result["best_epoch"], best_metric=result["best_metric"])
-                write_checkpoint(output, enc, record, {**params, "case_inputs": full.case_inputs()},  # DICOM UIDs
+                write_checkpoint(output, backbone, record, {**params, "case_inputs": full.case_inputs()},  # DICOM UIDs
                                  force=force)
                 if metrics is not None:
                     write_metrics_csv(metrics, history, task, force)
@@ -191,17 +193,17 @@ def _load_trainable_encoder(encoder: str, modalities: list[str], drop_path: floa
     from radlens_cli.encoders.checkpoints import load_encoder
     from radlens_cli.encoders.training.loop import set_drop_path
 
-    enc, info = load_encoder(encoder, trust=trust)
-    if info.get("source") in ("torchscript", "factory") or not hasattr(enc, "forward_features"):
+    backbone, info = load_encoder(encoder, trust=trust)
+    if info.source in ("torchscript", "factory") or not hasattr(backbone, "forward_features"):
         raise UsageError(f"--encoder {encoder}: finetune needs a built-in ConvNeXt-V2 checkpoint "
-                         f"(got {info.get('source')}); its output must load in `radlens embed`")
-    if int(info["in_chans"]) != len(modalities):
-        raise UsageError(f"--encoder {encoder} takes {info['in_chans']} input channel(s) but "
+                         f"(got {info.source}); its output must load in `radlens embed`")
+    if int(info.in_chans) != len(modalities):
+        raise UsageError(f"--encoder {encoder} takes {info.in_chans} input channel(s) but "
                          f"--modalities lists {len(modalities)}")
     if not 0.0 <= drop_path < 1.0:
         raise UsageError(f"--drop-path must be in [0, 1) (got {drop_path})")
-    set_drop_path(enc, drop_path)
-    return enc, info
+    set_drop_path(backbone, drop_path)
+    return backbone, info
 
 
 @command("finetune")

@@ -24,6 +24,7 @@ import re
 import zipfile
 
 from radlens_cli import log
+from radlens_cli.encoders.info import EncoderInfo
 from radlens_cli.errors import EXIT_DATA, ParameterError, RadlensError, UsageError
 
 RADLENS_KEY = "radlens_checkpoint"
@@ -423,13 +424,11 @@ def load_encoder(spec: str, arch: str | None = None, in_chans: int | None = None
 
     if arch is not None:
         arch = canonical_arch(arch)
-    info = {"spec": spec, "arch": arch, "in_chans": in_chans, "embed_dim": None, "preprocessing": None,
-            "source": None, "unexpected": [], "absent_optional": [], "dropped": [], "extra": {},
-            "trusted": False}
+    info = EncoderInfo(spec=spec, arch=arch, in_chans=in_chans)
     if not os.path.exists(spec) and _FACTORY_RE.match(spec):
         model = _load_factory(spec)
         info.update(source="factory", arch=arch or "custom")
-        info["embed_dim"] = _dims_of(model)
+        info.embed_dim = _dims_of(model)
         if weights:
             _weights_into(model, weights, trust, info)
         return model.eval(), info
@@ -453,7 +452,7 @@ def load_encoder(spec: str, arch: str | None = None, in_chans: int | None = None
     if is_safetensors(spec):
         obj = read_safetensors(spec)
     else:
-        obj, info["trusted"] = read_checkpoint_ex(spec, map_location, trust=trust)
+        obj, info.trusted = read_checkpoint_ex(spec, map_location, trust=trust)
     preprocessing = None
     if isinstance(obj, dict) and obj.get(RADLENS_KEY):
         try:
@@ -462,7 +461,7 @@ def load_encoder(spec: str, arch: str | None = None, in_chans: int | None = None
         except (KeyError, TypeError, ValueError) as e:
             raise RadlensError(f"{spec}: radlens checkpoint is incomplete (missing {e})") from None
         preprocessing = obj.get("preprocessing")
-        info["extra"] = {k: v for k, v in obj.items()
+        info.extra = {k: v for k, v in obj.items()
                          if k not in (RADLENS_KEY, "arch", "in_chans", "state_dict", "preprocessing")}
         if arch is not None and arch != rec_arch:
             raise ParameterError(f"{spec}: checkpoint is {rec_arch}, not {{arch}} {arch}", "arch", exit_code=EXIT_DATA)
@@ -501,11 +500,11 @@ def load_encoder(spec: str, arch: str | None = None, in_chans: int | None = None
     return model.eval(), info
 
 
-def _weights_into(model, weights: str, trust: bool, info: dict) -> None:
+def _weights_into(model, weights: str, trust: bool, info: EncoderInfo) -> None:
     sd, full = read_weights(weights, trust=trust)
     rep = load_weights_into(model, sd, weights)
     info.update(weights=weights, weights_prefix=rep["prefix"], unexpected=rep["unexpected"],
-                trusted=bool(info.get("trusted")) or full)
+                trusted=bool(info.trusted) or full)
 
 
 def _empty_encoder(arch: str, in_chans: int, device: str = "cpu"):

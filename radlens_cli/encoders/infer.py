@@ -173,11 +173,11 @@ class Embedder:
 
     @property
     def source(self) -> str:
-        return self.info["source"]
+        return self.info.source
 
     @property
     def arch(self) -> str:
-        return self.info["arch"]
+        return self.info.arch
 
     def check_config(self, cfg) -> None:
         """Refuse preprocessing the model cannot take, before any case is read."""
@@ -235,14 +235,14 @@ def load_embedder(spec: str, arch: str | None = None, layer: str = "final", pool
             raise UsageError(f"{spec}: an ONNX file holds its own weights; no separate weights file")
         return OnnxEmbedder(spec, layer, pool, device, modalities=modalities)
     model, info = load_encoder(spec, arch=arch, map_location="cpu", trust=trust, weights=weights)
-    if modalities is not None and info["in_chans"] is not None and int(info["in_chans"]) != len(modalities):
-        raise ParameterError(f"{spec}: the encoder takes {info['in_chans']} input channel(s) but "
+    if modalities is not None and info.in_chans is not None and int(info.in_chans) != len(modalities):
+        raise ParameterError(f"{spec}: the encoder takes {info.in_chans} input channel(s) but "
                              f"{{modalities}} gives {len(modalities)} ({','.join(modalities)})", "modalities",
                              exit_code=EXIT_DATA)
     module = layer_fn = None
     builtin = layer == "final" or (layer in LAYERS and hasattr(model, "forward_features"))
     if not builtin:
-        if info["source"] == "torchscript":
+        if info.source == "torchscript":
             if weights:
                 raise ParameterError(f"{{layer}} {layer} of a TorchScript model: give the weights inside the file "
                                      f"(no {{weights}})", "layer", "weights")
@@ -295,13 +295,13 @@ def list_layers(spec: str, arch: str | None = None, weights: str | None = None, 
     from radlens_cli.encoders.checkpoints import load_encoder
 
     model, info = load_encoder(spec, arch=arch, trust=trust, weights=weights)
-    rec = info.get("preprocessing") or {}
-    chans = channels or info.get("in_chans") or len(rec.get("modalities") or []) or 1
+    rec = info.preprocessing or {}
+    chans = channels or info.in_chans or len(rec.get("modalities") or []) or 1
     shape = (1, int(chans)) + spatial(rec)
     x = torch.zeros(shape)
     seen: dict[str, tuple] = {}
     handles = []
-    if info["source"] != "torchscript":
+    if info.source != "torchscript":
         for name, mod in model.named_modules():
             if name:
                 def hook(m, i, o, name=name):

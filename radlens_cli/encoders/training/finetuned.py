@@ -20,7 +20,7 @@ def load_finetuned(path: str, map_location="cpu"):
 
     # one weights-only read: the head and task live beside the encoder in the same file
     enc, info = load_encoder(path, map_location=map_location)
-    meta = info["extra"].get("finetune")
+    meta = info.extra.get("finetune")
     if not meta:
         raise RadlensError(f"{path}: not a radlens finetune checkpoint (no head recorded)")
     head = head_from_config(meta["head_config"])
