@@ -41,11 +41,11 @@ def finetune(manifest: str, modalities: list[str], mask: str, encoder: str, task
     from radlens_cli.encoders.preprocess import CaseDataset
     from radlens_cli.encoders.tasks import METRIC_NAME, TASKS, head_config
     from radlens_cli.encoders.training.config import TrainConfig
-    from radlens_cli.encoders.training.data import SPLITS, _prepass, split_datasets, training_cache
+    from radlens_cli.encoders.training.data import SPLITS, prepass, split_datasets, training_cache
     from radlens_cli.encoders.training.finetuned import epoch_checkpoint_path, finetune_record
     from radlens_cli.encoders.training.loop import auto_workers, run_training
-    from radlens_cli.encoders.training.metrics import _json_ready, write_metrics_csv
-    from radlens_cli.encoders.training.resume import _cpu_state
+    from radlens_cli.encoders.training.metrics import json_ready, write_metrics_csv
+    from radlens_cli.encoders.training.resume import cpu_state
     from radlens_cli.encoders.training.targets import encode_targets
     from radlens_cli.io.manifest import parse_mask_spec, read_manifest
 
@@ -106,9 +106,9 @@ def finetune(manifest: str, modalities: list[str], mask: str, encoder: str, task
             record = finetune_record(
                 task, target_name, targets,
                 head_config(model.head, targets.n_classes, backbone.dims, cfg.head_kwargs),
-                _cpu_state(model.head), METRIC_NAME[task], _json_ready(list(hist)), params, encoder_source,
+                cpu_state(model.head), METRIC_NAME[task], json_ready(list(hist)), params, encoder_source,
                 intermediate=True, epoch=epoch, run=fingerprint[:16],
-                val=_json_ready([vrow])[0] if vrow is not None else None)
+                val=json_ready([vrow])[0] if vrow is not None else None)
             write_checkpoint(path, model.encoder, record, {**params, "epoch": epoch}, force=True)
             log.info(f"wrote {path} (epoch {epoch})")
 
@@ -125,13 +125,13 @@ def finetune(manifest: str, modalities: list[str], mask: str, encoder: str, task
                          f"{info.arch} on {dev}{f' x{dist.world_size} ranks' if dist.enabled else ''}"
                          f"{', encoder frozen' if freeze_encoder else ''}")
             for s in SPLITS:
-                _prepass(datasets[s], dist, dev, task, s, seg_mask, workers)
+                prepass(datasets[s], dist, dev, task, s, seg_mask, workers)
             ddp.barrier(dist)
             result = run_training(backbone, task, datasets, cfg, dev, dist, n_classes=targets.n_classes,
                                   scale=targets.scale, class_of_train=targets.class_of_train,
                                   state_path=None if max_steps else f"{output}.state",
                                   fingerprint=fingerprint, resume=resume, on_epoch=on_epoch)
-            history = _json_ready(result["history"])
+            history = json_ready(result["history"])
 
             # outputs: the checkpoint (best weights), the metrics CSV
             if dist.is_main and not result["stopped_early"]:

@@ -20,7 +20,7 @@ import torch
 
 from radlens_cli.encoders.heads import TaskModel
 from radlens_cli.encoders.tasks import build_head, task_loss
-from radlens_cli.encoders.training.loop import _autocast
+from radlens_cli.encoders.training.loop import autocast
 
 
 def train_step_throughput(model, head, batch: torch.Tensor, steps: int, device, amp: bool = True,
@@ -45,7 +45,7 @@ def train_step_throughput(model, head, batch: torch.Tensor, steps: int, device, 
         y = (torch.rand(b, *x.shape[2:], device=device) > 0.5).float()
 
     def one():
-        with _autocast(device, amp):
+        with autocast(device, amp):
             out = tm(x)
         loss = task_loss(task, out, y)
         opt.zero_grad(set_to_none=True)

@@ -53,7 +53,7 @@ def lr_factor(step: int, total: int, warmup: int) -> float:
     return 0.5 * (1.0 + math.cos(math.pi * t))
 
 
-def _mix(*ints: int) -> int:
+def mix_seed(*ints: int) -> int:
     """A 63-bit seed from integers (stable across processes, unlike hash())."""
     h = hashlib.sha256(":".join(str(int(i)) for i in ints).encode()).digest()
     return int.from_bytes(h[:8], "big") & ((1 << 63) - 1)

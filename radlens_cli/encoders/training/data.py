@@ -28,7 +28,7 @@ def collate(items: list[dict]) -> dict:
     return out
 
 
-class _Indexed(torch.utils.data.Dataset):
+class IndexedSubset(torch.utils.data.Dataset):
     """A subset of a dataset by index, which adds each item's position in the subset."""
 
     def __init__(self, base, indices):
@@ -46,15 +46,15 @@ class _Indexed(torch.utils.data.Dataset):
         return item
 
 
-def _case_ids_of(ds) -> list | None:
+def case_ids_of(ds) -> list | None:
     """The case ids of a dataset or of a Subset of one (for messages)."""
     if hasattr(ds, "case_ids"):
         return list(ds.case_ids)
-    base = _case_ids_of(getattr(ds, "dataset", None)) if hasattr(ds, "dataset") else None
+    base = case_ids_of(getattr(ds, "dataset", None)) if hasattr(ds, "dataset") else None
     return [base[i] for i in ds.indices] if base is not None and hasattr(ds, "indices") else None
 
 
-def _targets_of(batch: dict, task: str) -> torch.Tensor:
+def targets_of(batch: dict, task: str) -> torch.Tensor:
     if task == "segment":
         if batch["seg_target"] is None:
             raise RadlensError("segmentation targets missing from the dataset items")
@@ -78,7 +78,7 @@ class _SegTargetFlag(torch.utils.data.Dataset):
         return bool(seg_target.numel() and seg_target.any())
 
 
-def _prepass(ds, dist: ddp.DistInfo, device, task: str, where: str, column: str | None,
+def prepass(ds, dist: ddp.DistInfo, device, task: str, where: str, column: str | None,
              workers: int = 0) -> None:
     """Preprocess every case once (fills the cache, surfaces bad cases before training)."""
     from radlens_cli.encoders.preprocess import unwrap_worker_error

@@ -16,16 +16,16 @@ from radlens_cli.encoders import ddp
 from radlens_cli.encoders.heads import TaskModel
 from radlens_cli.encoders.tasks import HIGHER_IS_BETTER, METRIC_NAME, better, build_head, task_loss
 from radlens_cli.encoders.training.augment import augment_batch
-from radlens_cli.encoders.training.config import TrainConfig, _mix, lr_factor
-from radlens_cli.encoders.training.data import _case_ids_of, _Indexed, _targets_of, collate
-from radlens_cli.encoders.training.metrics import _records, _to_numpy, compute_metrics
-from radlens_cli.encoders.training.resume import STATE_VERSION, _cpu_state, _rng_state, _save_atomic, \
-    _set_rng_state, load_state
+from radlens_cli.encoders.training.config import TrainConfig, mix_seed, lr_factor
+from radlens_cli.encoders.training.data import case_ids_of, IndexedSubset, targets_of, collate
+from radlens_cli.encoders.training.metrics import case_records, records_to_numpy, compute_metrics
+from radlens_cli.encoders.training.resume import STATE_VERSION, cpu_state, rng_state, save_atomic, \
+    set_rng_state, load_state
 from radlens_cli.errors import RadlensError
 from radlens_cli.pool import loader_death
 
 
-def _autocast(device: torch.device, amp: bool):
+def autocast(device: torch.device, amp: bool):
     # bf16 needs no loss scaling; CPU stays in float32 so tests are exact.
     return torch.autocast(device_type="cuda", dtype=torch.bfloat16, enabled=True) \
         if (amp and device.type == "cuda") else torch.autocast(device_type="cpu", enabled=False)
@@ -46,14 +46,14 @@ def evaluate(model, dataset, task: str, device, dist: ddp.DistInfo, batch_size: 
     with torch.no_grad():
         for batch in loader:
             x = batch["volume"].to(device, non_blocking=True)
-            y = _targets_of(batch, task).to(device, non_blocking=True)
-            with _autocast(device, amp):
+            y = targets_of(batch, task).to(device, non_blocking=True)
+            with autocast(device, amp):
                 out = model(x)
             loss_sum += task_loss(task, out, y).detach().double() * len(x)
             count += len(x)
-            recs.append(_records(task, out, y))
+            recs.append(case_records(task, out, y))
     loss_sum, count = ddp.all_reduce_sum([float(loss_sum), float(count)], dist, device)
-    gathered = [r for part in ddp.all_gather_objects(_to_numpy(recs), dist) for r in part]
+    gathered = [r for part in ddp.all_gather_objects(records_to_numpy(recs), dist) for r in part]
     metrics = compute_metrics(task, gathered, n_classes, scale)
     return {"loss": loss_sum / max(count, 1.0), "n_cases": int(count), **metrics}
 
@@ -79,7 +79,7 @@ def run_training(encoder, task: str, datasets: dict, cfg: TrainConfig, device: t
     """
     cfg.check()
     metric = METRIC_NAME[task]
-    torch.manual_seed(_mix(cfg.seed, -1))  # head initialisation
+    torch.manual_seed(mix_seed(cfg.seed, -1))  # head initialisation
     head = head if head is not None else build_head(task, encoder, n_classes=n_classes, **cfg.head_kwargs)
     model = TaskModel(encoder, head, task, frozen_encoder=cfg.freeze_encoder).to(device)
     params = [p for p in model.parameters() if p.requires_grad]
@@ -113,7 +113,7 @@ def run_training(encoder, task: str, datasets: dict, cfg: TrainConfig, device: t
         model.load_state_dict(state["model"])
         opt.load_state_dict(state["optimizer"])
         sched.load_state_dict(state["scheduler"])
-        _set_rng_state(state.get("rng", {}))
+        set_rng_state(state.get("rng", {}))
         start_epoch = int(state["epoch"])
         best = state["best_metric"]
         best_loss = float(state.get("best_loss", float("inf")))
@@ -125,7 +125,7 @@ def run_training(encoder, task: str, datasets: dict, cfg: TrainConfig, device: t
     del state
 
     wrapped = ddp.wrap(model, dist, device)
-    loader = torch.utils.data.DataLoader(_Indexed(train_ds, range(n_train)), batch_sampler=batches,
+    loader = torch.utils.data.DataLoader(IndexedSubset(train_ds, range(n_train)), batch_sampler=batches,
                                          collate_fn=collate, num_workers=cfg.num_workers,
                                          pin_memory=device.type == "cuda",
                                          persistent_workers=cfg.num_workers > 0)
@@ -138,7 +138,7 @@ def run_training(encoder, task: str, datasets: dict, cfg: TrainConfig, device: t
     step = start_epoch * steps_per_epoch
     stopped = False
     for epoch in range(start_epoch, cfg.epochs):
-        torch.manual_seed(_mix(cfg.seed, epoch, dist.rank))
+        torch.manual_seed(mix_seed(cfg.seed, epoch, dist.rank))
         batches.set_epoch(epoch)
         wrapped.train()
         loss_sum, count, recs = torch.zeros((), dtype=torch.float64, device=device), 0, []
@@ -150,13 +150,13 @@ def run_training(encoder, task: str, datasets: dict, cfg: TrainConfig, device: t
                 if kill_at and step + 1 == kill_at:
                     os.kill(os.getpid(), signal.SIGKILL)
                 x = batch["volume"].to(device, non_blocking=True)
-                y = _targets_of(batch, task).to(device, non_blocking=True)
+                y = targets_of(batch, task).to(device, non_blocking=True)
                 if cfg.augment:
                     x, seg_target = augment_batch(x, y if task == "segment" else None,
-                                                  _mix(cfg.seed, epoch, i, dist.rank))
+                                                  mix_seed(cfg.seed, epoch, i, dist.rank))
                     if task == "segment":
                         y = seg_target
-                with _autocast(device, cfg.amp):
+                with autocast(device, cfg.amp):
                     out = wrapped(x)
                 loss = task_loss(task, out, y)
                 opt.zero_grad(set_to_none=True)
@@ -166,7 +166,7 @@ def run_training(encoder, task: str, datasets: dict, cfg: TrainConfig, device: t
                 step += 1
                 loss_sum += loss.detach().double() * len(x)
                 count += len(x)
-                recs.append(_records(task, out, y))
+                recs.append(case_records(task, out, y))
                 train_steps += 1
                 train_volumes += len(x)
                 if train_steps == cfg.timing_warmup_steps:  # restart the clock after the warm-up
@@ -177,7 +177,7 @@ def run_training(encoder, task: str, datasets: dict, cfg: TrainConfig, device: t
                     stopped = True
                     break
         except RuntimeError as e:  # a loader worker killed (OOM, segfault): stop with the batch named
-            death = loader_death(e, loader, list(batches), delivered, _case_ids_of(train_ds))
+            death = loader_death(e, loader, list(batches), delivered, case_ids_of(train_ds))
             if death is None:
                 raise
             how, ids = death
@@ -193,7 +193,7 @@ def run_training(encoder, task: str, datasets: dict, cfg: TrainConfig, device: t
             break
         ddp.sync_buffers(model, dist)
         loss_sum, count = ddp.all_reduce_sum([float(loss_sum), float(count)], dist, device)
-        train_recs = [r for part in ddp.all_gather_objects(_to_numpy(recs), dist) for r in part]
+        train_recs = [r for part in ddp.all_gather_objects(records_to_numpy(recs), dist) for r in part]
         lr_now = opt.param_groups[0]["lr"]
         row = {"epoch": epoch + 1, "split": "train", "n_cases": int(count), "loss": loss_sum / max(count, 1.0),
                **compute_metrics(task, train_recs, n_classes, scale), "lr": lr_now}
@@ -212,7 +212,7 @@ def run_training(encoder, task: str, datasets: dict, cfg: TrainConfig, device: t
         if improved or best_state is None:
             best, best_epoch = value, epoch + 1
             best_loss = vrow["loss"] if has_val else best_loss
-            best_state = _cpu_state(model)
+            best_state = cpu_state(model)
         if dist.is_main and on_epoch is not None:
             on_epoch(epoch + 1, model, vrow if has_val else None, history)
         if dist.is_main:
@@ -220,16 +220,16 @@ def run_training(encoder, task: str, datasets: dict, cfg: TrainConfig, device: t
             log.info(f"epoch {epoch + 1}/{cfg.epochs}: train loss {row['loss']:.4f}, {shown}"
                      f"{' (best)' if best_epoch == epoch + 1 else ''}")
             if state_path:
-                _save_atomic({"version": STATE_VERSION, "fingerprint": fingerprint, "epoch": epoch + 1,
+                save_atomic({"version": STATE_VERSION, "fingerprint": fingerprint, "epoch": epoch + 1,
                               "model": model.state_dict(), "optimizer": opt.state_dict(),
-                              "scheduler": sched.state_dict(), "rng": _rng_state(),
+                              "scheduler": sched.state_dict(), "rng": rng_state(),
                               "best_metric": best, "best_epoch": best_epoch, "best_state": best_state,
                               "best_loss": best_loss,
                               "history": history, "config": json.dumps(asdict(cfg), default=str)},
                              state_path)
         ddp.barrier(dist)
     if best_state is None or stopped:  # max_steps benchmarks: the weights as they are
-        best_state, best_epoch = _cpu_state(model), best_epoch or 0
+        best_state, best_epoch = cpu_state(model), best_epoch or 0
     model.load_state_dict(best_state)
     if test_ds is not None and len(test_ds) > 0 and not stopped:
         trow = evaluate(model, test_ds, task, device, dist, cfg.batch_size, cfg.amp, n_classes, scale,

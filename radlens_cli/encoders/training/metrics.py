@@ -8,12 +8,12 @@ import torch
 from radlens_cli.encoders.tasks import TASKS
 
 
-def _records(task: str, out: torch.Tensor, target: torch.Tensor) -> dict:
+def case_records(task: str, out: torch.Tensor, target: torch.Tensor) -> dict:
     """Per-case numbers a metric needs, left on the device (no sync per step)."""
     return TASKS[task].records(out.detach(), target.detach())
 
 
-def _to_numpy(recs: list[dict]) -> list[dict]:
+def records_to_numpy(recs: list[dict]) -> list[dict]:
     """Records as small numpy arrays (what DDP ranks all-gather)."""
     return [{k: v.cpu().numpy() for k, v in r.items()} for r in recs]
 
@@ -46,6 +46,6 @@ def write_metrics_csv(path: str, history: list[dict], task: str, force: bool = F
         frame.to_csv(tmp, index=False, float_format="%.8g")
 
 
-def _json_ready(obj):
+def json_ready(obj):
     """History rows with plain floats (NaN kept) for the checkpoint and CSV."""
     return [{k: (float(v) if isinstance(v, (float, np.floating)) else v) for k, v in r.items()} for r in obj]

@@ -11,25 +11,25 @@ from radlens_cli.errors import RadlensError
 STATE_VERSION = 1
 
 
-def _save_atomic(obj, path: str) -> None:
+def save_atomic(obj, path: str) -> None:
     from radlens_cli.io.files import atomic_output
 
     with atomic_output(path, force=True, suffix=".pt") as tmp:
         torch.save(obj, tmp)
 
 
-def _cpu_state(module) -> dict:
+def cpu_state(module) -> dict:
     return {k: v.detach().cpu().clone() for k, v in module.state_dict().items()}
 
 
-def _rng_state() -> dict:
+def rng_state() -> dict:
     out = {"torch": torch.get_rng_state()}
     if torch.cuda.is_available():
         out["cuda"] = torch.cuda.get_rng_state_all()
     return out
 
 
-def _set_rng_state(state: dict) -> None:
+def set_rng_state(state: dict) -> None:
     if "torch" in state:
         torch.set_rng_state(state["torch"])
     if "cuda" in state and torch.cuda.is_available():
