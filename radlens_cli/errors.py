@@ -39,9 +39,10 @@ class ParameterError(UsageError):
     ("--epochs must be at least 1 (got 0)"), which is what the command wrapper prints.
     """
 
-    def __init__(self, template: str, *params: str, exit_code: int | None = None):
+    def __init__(self, template: str, *params: str, exit_code: int | None = None, plain: dict | None = None):
+        """plain: how str() shows a parameter where its name alone reads wrong ({"no_resume": "resume=False"})."""
         self.template, self.params = template, tuple(params)
-        super().__init__(self._render({p: p for p in self.params}), exit_code)
+        super().__init__(self._render({p: (plain or {}).get(p, p) for p in self.params}), exit_code)
 
     def _render(self, names: dict) -> str:
         text = self.template

@@ -6,7 +6,10 @@ import os
 
 import torch
 
-from radlens_cli.errors import RadlensError
+from radlens_cli.errors import EXIT_DATA, ParameterError
+
+# the hint of a state file that cannot be resumed: run_training(resume=False), finetune --no-resume
+_START_OVER = {"exit_code": EXIT_DATA, "plain": {"no_resume": "resume=False"}}
 
 STATE_VERSION = 1
 
@@ -46,11 +49,12 @@ def load_state(path: str, fingerprint: str) -> dict | None:
     try:
         state = torch.load(path, map_location="cpu", weights_only=True)
     except Exception as e:  # noqa: BLE001 - a torn or foreign file
-        raise RadlensError(f"cannot read resume state {path}: {str(e).splitlines()[0] if str(e) else e}; "
-                           f"remove it or pass --no-resume") from None
+        raise ParameterError(f"cannot read resume state {path}: {str(e).splitlines()[0] if str(e) else e}; "
+                             "remove it or pass {no_resume}", "no_resume", **_START_OVER) from None
     if not isinstance(state, dict) or state.get("version") != STATE_VERSION:
-        raise RadlensError(f"{path}: not a radlens finetune state file; remove it or pass --no-resume")
+        raise ParameterError(f"{path}: not a radlens finetune state file; remove it or pass {{no_resume}}",
+                             "no_resume", **_START_OVER)
     if state.get("fingerprint") != fingerprint:
-        raise RadlensError(f"{path}: resume state of a run with other inputs or settings; "
-                           f"remove it or pass --no-resume to start over")
+        raise ParameterError(f"{path}: resume state of a run with other inputs or settings; "
+                             "remove it or pass {no_resume} to start over", "no_resume", **_START_OVER)
     return state
