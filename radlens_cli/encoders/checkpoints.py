@@ -326,6 +326,24 @@ def remap_sparse(sd: dict, expected_shapes: dict) -> dict:
     return out
 
 
+def checkpoint_filter(sd: dict, spec: str, arch: str | None = None, in_chans: int | None = None):
+    """A checkpoint's state dict as ConvNeXtV23D weights (timm's checkpoint_filter_fn, for this family).
+
+    Wrapper prefixes (DDP, FCMAE, Lightning) stripped, decoder/head entries dropped, sparse
+    MinkowskiEngine kernels (FCMAE pre-training) remapped to dense ones. Returns
+    (state dict, dropped keys, whether it was sparse).
+    """
+    sd = _strip_prefixes(sd)
+    sd, dropped = _drop_non_encoder(sd)
+    sparse = any(k.endswith(".kernel") or ".ln." in k or ".linear." in k for k in sd)
+    if sparse or "downsample_layers.0.0.weight" not in sd:
+        # shapes of the model the stem says it is, for reshaping the sparse entries
+        ref_arch, ref_chans = _guess_from_sparse(sd, spec, arch, in_chans)
+        sd = remap_sparse(sd, {k: tuple(v.shape) for k, v in
+                               _empty_encoder(ref_arch, ref_chans, "meta").state_dict().items()})
+    return sd, dropped, sparse
+
+
 def _numel(shape) -> int:
     n = 1
     for s in shape:
@@ -470,16 +488,9 @@ def load_encoder(spec: str, arch: str | None = None, in_chans: int | None = None
         arch, in_chans, kind = rec_arch, rec_chans, "radlens"
     else:
         sd, kind = _unwrap(obj, spec)
-    sd = _strip_prefixes(sd)
-    sd, dropped = _drop_non_encoder(sd)
-    sparse = any(k.endswith(".kernel") or ".ln." in k or ".linear." in k for k in sd)
+    sd, dropped, sparse = checkpoint_filter(sd, spec, arch, in_chans)
     if sparse:
         kind = "fcmae" if kind in ("fcmae", "state_dict") else kind
-    if sparse or "downsample_layers.0.0.weight" not in sd:
-        # shapes of the model the stem says it is, for reshaping the sparse entries
-        ref_arch, ref_chans = _guess_from_sparse(sd, spec, arch, in_chans)
-        sd = remap_sparse(sd, {k: tuple(v.shape) for k, v in
-                               _empty_encoder(ref_arch, ref_chans, "meta").state_dict().items()})
     found_arch, found_chans = infer_arch(sd, spec)
     if arch is not None and arch != found_arch:
         raise ParameterError(f"{spec}: checkpoint holds {found_arch} ({found_chans} input channel(s)), "
