@@ -1,8 +1,8 @@
 """From a loaded encoder to (batch, d) embeddings: device, fingerprint, layer and pooling.
 
-`embed` reads and batches the cases; everything that depends on what kind of encoder it
-runs (built-in, TorchScript, factory) lives here behind one `Embedder` object, so the
-command's loop stays the same whatever the model is.
+Everything that depends on what kind of encoder runs (built-in, TorchScript, factory;
+ONNX in onnx_encoder.py) lives here behind one `Embedder` object, so the batch loop
+(embedding.py) stays the same whatever the model is.
 """
 
 from __future__ import annotations
@@ -12,7 +12,6 @@ import hashlib
 import numpy as np
 
 from radlens_cli import log
-from radlens_cli.devices import resolve_device  # noqa: F401  (re-exported for callers of this module)
 from radlens_cli.errors import EXIT_DATA, ParameterError, RadlensError, UsageError
 
 
