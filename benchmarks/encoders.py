@@ -10,7 +10,7 @@ Prints, side by side with their ratio:
   forward pass on a fixed batch already on the device (inference mode, bf16 autocast on CUDA);
 - finetune end to end (`finetune(..., max_steps=N)`: preprocessed-cache loader,
   augmentation, train steps) vs the model-only train step on a fixed batch
-  (`radlens_cli.encoders.train.train_step_throughput`: forward, loss, backward, AdamW).
+  (`radlens_cli.encoders.training.benchmark.train_step_throughput`: forward, loss, backward, AdamW).
 The issue's reference for the model alone (bf16, H100): ~112 volumes/s forward, ~23 training.
 """
 
@@ -26,7 +26,7 @@ sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
 import numpy as np  # noqa: E402
 import torch  # noqa: E402
-from radlens_cli.encoders.train import timed_throughput  # noqa: E402
+from radlens_cli.encoders.training.benchmark import timed_throughput  # noqa: E402
 
 os.environ.setdefault("TQDM_DISABLE", "1")
 
@@ -153,8 +153,9 @@ def main(argv=None) -> int:
             print("  finetune: skipped (--no-finetune)")
             return 0
         try:
-            from radlens_cli.encoders.train import finetune, train_step_throughput
-        except ImportError as e:  # the finetune half lives in radlens_cli/encoders/train.py
+            from radlens_cli.commands.finetune import finetune
+            from radlens_cli.encoders.training.benchmark import train_step_throughput
+        except ImportError as e:  # the finetune half: radlens_cli/commands/finetune.py, encoders/training/
             print(f"  finetune: not available ({e})")
             return 0
         res = finetune(manifest, ["t2", "dwi", "adc"], "gland", enc, "classify", os.path.join(tmp, "ft.pt"),

@@ -29,3 +29,28 @@ class UsageError(RadlensError):
 
 class Terminated(KeyboardInterrupt):
     """SIGTERM (scancel, a job's time limit): unwinds like Ctrl-C, so temporaries are removed."""
+
+
+class ParameterError(UsageError):
+    """A bad parameter value, raised by library code that does not know the command line.
+
+    The message names parameters as `{name}` fields: str(error) shows the plain names
+    ("epochs must be at least 1 (got 0)"); `flagged()` shows command-line flags
+    ("--epochs must be at least 1 (got 0)"), which is what the command wrapper prints.
+    """
+
+    def __init__(self, template: str, *params: str, exit_code: int | None = None, plain: dict | None = None):
+        """plain: how str() shows a parameter where its name alone reads wrong ({"no_resume": "resume=False"})."""
+        self.template, self.params = template, tuple(params)
+        super().__init__(self._render({p: (plain or {}).get(p, p) for p in self.params}), exit_code)
+
+    def _render(self, names: dict) -> str:
+        text = self.template
+        for p, shown in names.items():
+            text = text.replace("{" + p + "}", shown)
+        return text
+
+    def flagged(self, flags: dict | None = None) -> str:
+        """The message with each parameter as its flag (`--name-with-dashes` unless `flags` says)."""
+        flags = flags or {}
+        return self._render({p: flags.get(p, "--" + p.replace("_", "-")) for p in self.params})

@@ -58,7 +58,8 @@ def _duration(seconds: float) -> str:
 
 
 class PlainProgress:
-    """A plain progress line every `step` percent or `every` seconds, for logs that are not a tty:
+    """A plain progress line every `step` percent (at most one per 2 s) or `every` seconds,
+    for logs that are not a tty:
 
     radlens: extract 120/600 task (20%), 1.52 task/s, 5:15 left
     """
@@ -111,7 +112,11 @@ class PlainProgress:
         self.n += n
         now = time.monotonic()
         pct = 100.0 * self.n / self.total if self.total else 0.0
-        due = (self.total and pct >= self.last_pct + self.step) or now - self.last_t >= self.every
+        # a percent step prints only when some time has passed too: a fast loop over a few
+        # items gives its final line, not one line per item
+        gap = min(2.0, self.every / 60.0)
+        due = (self.total and pct >= self.last_pct + self.step and now - self.last_t >= gap) \
+            or now - self.last_t >= self.every
         if due and not (self.total and self.n >= self.total):  # the last line comes from close()
             self.last_pct = pct - (pct % self.step) if self.total else 0.0
             self.last_t = now

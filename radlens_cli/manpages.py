@@ -123,7 +123,8 @@ def _synopsis(name: str, cmd) -> str:
 ENVIRONMENT = [
     ("TQDM_DISABLE", "1: no progress bars nor plain progress lines (as -q, but warnings stay)."),
     ("RADLENS_PROGRESS_SECONDS", "When stderr is not a terminal: the longest time between plain progress "
-                                 "lines (default 120; a line also comes every 5 percent)."),
+                                 "lines (default 120; a line also comes every 5 percent, at most one per "
+                                 "min(2, this/60) seconds, so a fast loop prints only its final line)."),
     ("SOURCE_DATE_EPOCH", "Pins the creation time recorded in outputs, so same-seed runs give identical bytes."),
     ("SLURM_ARRAY_TASK_ID", "With --parts slurm: this array task; the part is (ID - MIN) / STEP."),
     ("SLURM_ARRAY_TASK_MIN", "With --parts slurm: the array's first task id (default 0)."),

@@ -142,6 +142,7 @@ def test_plain_progress_lines_off_a_terminal(cli, tmp_path, monkeypatch):
     (tmp_path / "tiny.yaml").write_text(TINY)
     args = ["extract-radiomics", manifest, "--modalities", "t2", "--mask", "zones", "--params", tmp_path / "tiny.yaml"]
     monkeypatch.delenv("TQDM_DISABLE", raising=False)
+    monkeypatch.setenv("RADLENS_PROGRESS_SECONDS", "0")  # no minimum gap between the 5 % lines
     r = cli(*args, "-o", tmp_path / "a.h5")
     lines = [ln for ln in r.stderr.splitlines() if ln.startswith("radlens: extract ")]
     # every 5 %: after each of the 4 tasks, the last with the total time
@@ -149,6 +150,10 @@ def test_plain_progress_lines_off_a_terminal(cli, tmp_path, monkeypatch):
     assert lines[0].startswith("radlens: extract 1/4 task (25%), ") and " left" in lines[0]
     assert "task/s" in lines[0] or "s/task" in lines[0]
     assert lines[-1].startswith("radlens: extract 4/4 task (100%)") and "done in" in lines[-1]
+    monkeypatch.delenv("RADLENS_PROGRESS_SECONDS")
+    r = cli(*args, "-o", tmp_path / "a2.h5")  # a fast run: the final line only
+    lines = [ln for ln in r.stderr.splitlines() if ln.startswith("radlens: extract ")]
+    assert r.exit_code == 0 and len(lines) == 1 and "done in" in lines[0], r
     r = cli(*args, "-o", tmp_path / "b.h5", "-q")  # -q after the subcommand
     assert r.exit_code == 0 and r.stderr == "", r
     monkeypatch.setenv("TQDM_DISABLE", "1")
@@ -229,7 +234,7 @@ def test_csv_provenance_sidecar_and_info_reads_every_kind(cli, tmp_path):
     assert "rows: 6" in r.stdout
     # any other CSV writer gets a sidecar through the io layer (here: --failures of a failed run)
     (tmp_path / "f.csv").write_text("case_id,a\nx,1\n")
-    from radlens_cli.commands.extract_radiomics import write_failures
+    from radlens_cli.radiomics.batch import write_failures
 
     write_failures(str(tmp_path / "fail.csv"), [{"case_id": "x", "modality": "t2"}], False)
     assert json.loads((tmp_path / "fail.csv.json").read_text())["radlens_schema"] == "csv-provenance/1"

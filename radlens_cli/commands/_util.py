@@ -11,7 +11,8 @@ import typer
 from typer.core import TyperGroup
 
 from radlens_cli import log
-from radlens_cli.errors import EXIT_INTERRUPTED, EXIT_TERMINATED, EXIT_USAGE, RadlensError, Terminated, UsageError
+from radlens_cli.errors import (EXIT_INTERRUPTED, EXIT_TERMINATED, EXIT_USAGE, ParameterError, RadlensError,
+                                Terminated, UsageError)
 
 try:  # typer >= 0.26 vendors click
     from typer._click import exceptions as click_exc
@@ -138,7 +139,8 @@ def command(name: str, **kwargs):
             except RadlensError as e:
                 if log.verbose():
                     traceback.print_exc()
-                print(f"radlens {name}: error: {e}", file=sys.stderr)
+                text = e.flagged() if isinstance(e, ParameterError) else e  # library errors name parameters
+                print(f"radlens {name}: error: {text}", file=sys.stderr)
                 raise typer.Exit(e.exit_code) from None
             except KeyboardInterrupt as e:
                 if isinstance(e, Terminated):
@@ -240,3 +242,18 @@ def checkpoint_labels(paths: list[str], labels: str | list[str] | None) -> list[
                              f"name them with --labels")
         seen[lab] = p
     return out
+
+
+def parse_triple(text, what: str, cast=float, positive: bool = False) -> tuple:
+    """`x,y,z` (or `XxYxZ`) of an option such as --spacing, --crop, --size; `what` is the flag."""
+    from radlens_cli.errors import UsageError
+
+    try:
+        vals = tuple(cast(x) for x in str(text).replace("x", ",").split(",") if x.strip())
+    except ValueError:
+        raise UsageError(f"{what}: expected three comma-separated numbers, got {text!r}") from None
+    if len(vals) != 3:
+        raise UsageError(f"{what}: expected three comma-separated numbers, got {text!r}")
+    if positive and min(vals) <= 0:
+        raise UsageError(f"{what}: expected three positive numbers x,y,z, got {text!r}")
+    return vals

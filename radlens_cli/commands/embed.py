@@ -2,24 +2,18 @@
 
 from __future__ import annotations
 
-import atexit
-import hashlib
 import json
 import os
-import shutil
-import sys
-import tempfile
 
 import numpy as np
 import typer
 
 from radlens_cli import log
 from radlens_cli.commands._util import (command, device_option, force_option, keep_going_option, num_parts_option,
-                                        output_option, part_id_option, parts_option, seed_option,
+                                        output_option, parse_triple, part_id_option, parts_option, seed_option,
                                         strict_geometry_option)
 from radlens_cli.devices import resolve_device
-from radlens_cli.encoders.infer import (DEFAULT_CROP, DEFAULT_SPACING, model_fingerprint,  # noqa: F401
-                                        preprocessing_config)
+from radlens_cli.encoders.infer import preprocessing_config
 from radlens_cli.errors import RadlensError, UsageError
 
 def embed(manifest: str, modalities: str, mask: str, encoder: str, output: str, arch: str | None = None,
@@ -37,18 +31,16 @@ def embed(manifest: str, modalities: str, mask: str, encoder: str, output: str, 
     finished batches); with it writes the others, records the failures, warns.
     """
     import torch
-    from torch.utils.data import DataLoader
 
     from radlens_cli import provenance
     from radlens_cli.encoders.infer import load_embedder
-    from radlens_cli.commands.extract_radiomics import write_failures
-    from radlens_cli.encoders.preprocess import (CaseDataset, collate_cases, save_npz_atomic, unwrap_worker_error,
-                                                 worker_init)
+    from radlens_cli.encoders.embedding import BatchedEmbedding
+    from radlens_cli.encoders.preprocess import CaseDataset
     from radlens_cli.io.files import check_output, check_side_output
     from radlens_cli.io.cases import PART_ATTR, part_record, refuse_failed_run, resolve_parts, warn_partial
     from radlens_cli.io.manifest import parse_list, parse_mask_spec, read_manifest
     from radlens_cli.io.tables import CaseTable, table_format, write_table
-    from radlens_cli.pool import MarkedDataset, resilient_batches
+    from radlens_cli.radiomics.batch import write_failures
 
     if batch_size < 1:
         raise UsageError(f"--batch-size must be >= 1 (got {batch_size})")
@@ -66,8 +58,12 @@ def embed(manifest: str, modalities: str, mask: str, encoder: str, output: str, 
 
     embedder = load_embedder(encoder, arch=arch, layer=layer, pool=pool, device=dev, trust=trust_checkpoint,
                              modalities=mods, weights=weights)
-    enc = embedder.info
-    cfg = preprocessing_config(mods, mask_spec, spacing, crop, norm, enc.get("preprocessing"), orient=orient,
+    info = embedder.info
+    if isinstance(spacing, str):
+        spacing = parse_triple(spacing, "--spacing")
+    if isinstance(crop, str):
+        crop = parse_triple(crop, "--crop", int)
+    cfg = preprocessing_config(mods, mask_spec, spacing, crop, norm, info.preprocessing, orient=orient,
                                layout=layout, norm_region=norm_region)
     embedder.check_config(cfg)
     fingerprint = embedder.fingerprint
@@ -81,107 +77,11 @@ def embed(manifest: str, modalities: str, mask: str, encoder: str, output: str, 
     if n == 0:
         log.info(f"nothing to do: part {part_id} of {num_parts} holds no case; writing an empty part")
     dataset = CaseDataset(part, cfg, cache_dir=cache_dir, failures_as_records=True, strict_geometry=strict_geometry)
-    # Fixed batches over the case order, so a rerun that reads some batches from the cache
-    # computes the others with exactly the same batch composition (bitwise-equal results).
-    # A batch with a failed case is never cached: a rerun retries that case.
-    batches = [list(range(s, min(n, s + batch_size))) for s in range(0, n, batch_size)]
-    emb_dir = None
-    if cache_dir:
-        run_key = hashlib.sha256(f"{fingerprint}|{layer}|{pool}|{cfg.key()}|{dev.type}".encode()).hexdigest()[:24]
-        emb_dir = os.path.join(cache_dir, "embeddings", run_key)
-        os.makedirs(emb_dir, exist_ok=True)
-
-    if cache_dir:
-        # Cache keys hash every input file; hash them once, in threads (hashlib releases the
-        # GIL), before DataLoader workers fork and inherit the hashes.
-        from concurrent.futures import ThreadPoolExecutor
-
-        paths = sorted({p for i in range(n) for p in list(dataset.images[i]) + [dataset.masks[i]]
-                        if p and os.path.exists(p)})
-        with ThreadPoolExecutor(max(1, min(jobs, 8))) as hasher:  # not `pool`: that is --pool
-            list(hasher.map(provenance.sha256_file, paths))
-
-    def batch_file(idx):
-        h = hashlib.sha256("|".join(dataset.cache_key(i) for i in idx).encode()).hexdigest()[:32]
-        return os.path.join(emb_dir, f"batch-{h}.npz")
-
-    results: dict[int, np.ndarray] = {}
-    todo = []
-    for b in batches:
-        f = batch_file(b) if emb_dir else None
-        if f and os.path.exists(f):
-            try:
-                with np.load(f) as z:
-                    results.update({i: z["emb"][k] for k, i in enumerate(b)})
-                continue
-            except Exception:  # noqa: BLE001 - damaged entry: recompute
-                pass
-        todo.append(b)
-    if len(todo) < len(batches):
-        log.info(f"{len(batches) - len(todo)} of {len(batches)} batch(es) read from {cache_dir}")
-
-    use_amp = embedder.use_amp
-    if use_amp:
-        torch.backends.cudnn.benchmark = True  # fixed input shape: pick the fastest conv kernels once
-    # -j workers: a worker that dies (OOM kill, segfault) fails only the case it was reading,
-    # after one retry in a fresh loader (radlens_cli/pool.py); the run goes on.
-    marker_dir = tempfile.mkdtemp(prefix="radlens-loader-")
-    atexit.register(shutil.rmtree, marker_dir, True)
-    source = MarkedDataset(dataset, marker_dir, dataset.case_ids) if jobs > 1 else dataset
-
-    def make_loader(batch_lists):
-        return DataLoader(source, batch_sampler=batch_lists, num_workers=0 if jobs <= 1 else jobs,
-                          collate_fn=collate_cases, pin_memory=use_amp,
-                          worker_init_fn=worker_init if jobs > 1 else None)
-    log.info(f"embedding {n} case(s) of {manifest} with {enc['arch']} ({enc['source']}) on {dev}, "
+    batched = BatchedEmbedding(embedder, dataset, part.case_ids, cfg, batch_size, jobs, cache_dir)
+    log.info(f"embedding {n} case(s) of {manifest} with {info.arch} ({info.source}) on {dev}, "
              f"layer {layer}, crop {'x'.join(map(str, cfg.crop))} at {','.join(map(str, cfg.spacing))} mm")
-    failures: list[dict] = []
-    case_inputs: dict = {}  # case -> DICOM objects read, geometry warning (cases not read from the cache)
-    bar = log.progress(total=len(todo), desc="embed", unit="batch")
-
-    def report(rec: dict) -> None:
-        failures.append(rec)
-        where = f"{rec['path']}: " if rec["path"] else ""
-        line = f"radlens embed: failed: case {rec['case_id']}, {rec['modality']}: {where}{rec['reason']}"
-        if bar.disable:
-            print(line, file=sys.stderr, flush=True)
-        else:
-            bar.write(line, file=sys.stderr)
-
-    def on_death(i, how, retry):
-        if retry:
-            log.warn(f"a loader worker {how}, reading case {dataset.case_ids[i]}; retrying it in a fresh worker")
-        else:
-            report({"case_id": dataset.case_ids[i], "modality": "preprocessing", "path": "",
-                    "reason": f"loader worker {how} (tried twice)", "status": "failed"})
-
-    stream = resilient_batches(make_loader, todo, marker_dir, retries=1, on_death=on_death)
-    with torch.inference_mode():
-        while True:
-            try:
-                b, item = next(stream)
-            except StopIteration:
-                break
-            except RadlensError as e:
-                raise RadlensError(unwrap_worker_error(e)) from None
-            except Exception as e:  # noqa: BLE001 - worker errors arrive wrapped
-                raise RadlensError(unwrap_worker_error(e)) from None
-            case_inputs.update(item["inputs"])
-            bar.update(1)
-            for rec in item["failures"]:
-                report(rec)
-            ok = item["index"]
-            if not ok:
-                continue
-            e = embedder(item["volume"], first_case=str(part.case_ids[ok[0]]))
-            finite = np.isfinite(e).all(1)
-            for k in np.flatnonzero(~finite):
-                report({"case_id": str(part.case_ids[ok[k]]), "modality": "embedding", "path": encoder,
-                        "reason": "non-finite embedding", "status": "failed"})
-            if emb_dir and len(ok) == len(b) and finite.all():
-                save_npz_atomic(batch_file(b), emb=e)
-            results.update({i: e[k] for k, i in enumerate(ok) if finite[k]})
-    bar.close()
+    batched.run(encoder)
+    results, failures, case_inputs = batched.results, batched.failures, batched.case_inputs
     if failures_path:
         write_failures(failures_path, failures, force)
     if not results and n and not (keep_going and num_parts > 1):  # a part stays a part (see extract)
@@ -192,19 +92,19 @@ def embed(manifest: str, modalities: str, mask: str, encoder: str, output: str, 
     values = np.stack([results[i] for i in rows], 0) if rows else np.zeros((0, 0))
     d = values.shape[1]
     columns = [f"emb_{j:04d}" for j in range(d)]
-    params = {"modalities": mods, "mask": str(mask_spec), "encoder": encoder, "encoder_source": enc["source"],
-              "arch": enc["arch"], "in_chans": enc["in_chans"], "embed_dim": d, "layer": layer, "pool": pool,
+    params = {"modalities": mods, "mask": str(mask_spec), "encoder": encoder, "encoder_source": info.source,
+              "arch": info.arch, "in_chans": info.in_chans, "embed_dim": d, "layer": layer, "pool": pool,
               "encoder_fingerprint": fingerprint, "preprocessing": cfg.to_dict(), "batch_size": batch_size,
-              "device": dev.type, "precision": "bf16-autocast" if use_amp else "fp32",
+              "device": dev.type, "precision": "bf16-autocast" if embedder.use_amp else "fp32",
               "part_id": part_id, "num_parts": num_parts, "seed": seed,
               "split_derived": bool(man.split_derived), "cache_dir": cache_dir, "keep_going": keep_going,
               "case_inputs": dict(sorted({**dataset.case_inputs(), **case_inputs}.items())),
-              "trust_checkpoint": trust_checkpoint, "checkpoint_fully_unpickled": enc["trusted"]}
-    if enc.get("absent_optional"):
-        params["encoder_absent_weights"] = enc["absent_optional"]
+              "trust_checkpoint": trust_checkpoint, "checkpoint_fully_unpickled": info.trusted}
+    if info.absent_optional:
+        params["encoder_absent_weights"] = info.absent_optional
     for key in ("weights", "weights_prefix", "onnx_input", "onnx_input_shape", "onnx_output", "onnx_providers"):
-        if enc.get(key) is not None:
-            params[key] = enc[key]
+        if getattr(info, key) is not None:
+            params[key] = getattr(info, key)
     inputs = {"manifest": manifest}
     if os.path.isfile(encoder):
         inputs["encoder"] = encoder

@@ -12,25 +12,12 @@ from radlens_cli import log
 from radlens_cli.commands._util import (command, force_option, jobs_option, keep_going_option, num_parts_option,
                                         output_option, part_id_option, parts_option, strict_geometry_option)
 from radlens_cli.errors import RadlensError, UsageError
-from radlens_cli.io.files import atomic_output, check_output, check_side_output
+from radlens_cli.io.files import check_output, check_side_output
 from radlens_cli.io.cases import refuse_failed_run, resolve_parts, warn_partial
 from radlens_cli.io.manifest import parse_list, parse_mask_spec, read_manifest
 from radlens_cli.io.tables import table_format
 
 NAME = "extract-radiomics"
-
-
-def write_failures(path: str, failures: list[dict], force: bool) -> None:
-    import csv
-
-    from radlens_cli.radiomics.batch import FAILURE_FIELDS
-
-    with atomic_output(path, force, suffix=".csv") as tmp:
-        with open(tmp, "w", newline="", encoding="utf-8") as fh:
-            w = csv.DictWriter(fh, fieldnames=list(FAILURE_FIELDS))
-            w.writeheader()
-            for rec in failures:
-                w.writerow({k: rec.get(k, "") for k in FAILURE_FIELDS})
 
 
 def extract_radiomics(manifest_path: str, modalities: list[str], mask: str, params_path: str, output: str,
@@ -52,7 +39,7 @@ def extract_radiomics(manifest_path: str, modalities: list[str], mask: str, para
 
     from radlens_cli.io.cases import PART_ATTR, part_record
     from radlens_cli.io.tables import CaseTable, write_table
-    from radlens_cli.radiomics.batch import extract_cohort
+    from radlens_cli.radiomics.batch import extract_cohort, write_failures
     from radlens_cli.radiomics.extract import Options, summarise_failure
     from radlens_cli.radiomics.params import load_params, params_hash, pyradiomics_version, resolve_params
 

@@ -6,7 +6,7 @@ import json
 
 import typer
 
-from radlens_cli.commands._util import command
+from radlens_cli.commands._util import command, parse_triple
 
 
 def layers(encoder: str, arch: str | None = None, weights: str | None = None, crop: str | None = None,
@@ -14,6 +14,8 @@ def layers(encoder: str, arch: str | None = None, weights: str | None = None, cr
     """{input_shape, rows} for ENCODER; see radlens_cli.encoders.infer.list_layers."""
     from radlens_cli.encoders.infer import list_layers
 
+    if isinstance(crop, str):
+        crop = parse_triple(crop, "--crop", int)
     return list_layers(encoder, arch=arch, weights=weights, crop=crop, layout=layout, channels=channels,
                        trust=trust_checkpoint)
 

@@ -8,19 +8,9 @@ import os
 import typer
 
 from radlens_cli import log
-from radlens_cli.commands._util import command, force_option, seed_option
+from radlens_cli.commands._util import command, force_option, parse_triple, seed_option
 from radlens_cli.errors import UsageError
 from radlens_cli.io.files import atomic_output
-
-
-def _triple(text: str, what: str, kind=float) -> tuple:
-    try:
-        vals = tuple(kind(v) for v in text.split(","))
-    except ValueError:
-        raise UsageError(f"{what} {text!r}: expected three comma-separated numbers x,y,z") from None
-    if len(vals) != 3 or min(vals) <= 0:
-        raise UsageError(f"{what} {text!r}: expected three positive numbers x,y,z")
-    return vals
 
 
 def synth(out_dir: str, cases: int = 120, seed: int = 0, size=None, spacing=None,
@@ -86,7 +76,8 @@ def synth_cli(
       radlens extract-radiomics scanner/cohort.csv --modalities t2,adc --mask seg:prostate \\
           --params quick -o seg.h5
     """
-    summary = synth(output, cases, seed, _triple(size, "--size", int), _triple(spacing, "--spacing"),
+    summary = synth(output, cases, seed, parse_triple(size, "--size", int, positive=True),
+                    parse_triple(spacing, "--spacing", positive=True),
                     scanner, force)
     log.info(f"wrote {summary['cases']} cases to {summary['manifest']} (split {summary['split']}, "
              f"risk groups {summary['risk_counts']}, gland {summary['gland_volume_ml'][0]:.2f}-"

@@ -24,7 +24,8 @@ import re
 import zipfile
 
 from radlens_cli import log
-from radlens_cli.errors import RadlensError, UsageError
+from radlens_cli.encoders.info import EncoderInfo
+from radlens_cli.errors import EXIT_DATA, ParameterError, RadlensError, UsageError
 
 RADLENS_KEY = "radlens_checkpoint"
 # Entries of FCMAE checkpoints that are not part of the encoder (ProFound drops the same).
@@ -325,6 +326,24 @@ def remap_sparse(sd: dict, expected_shapes: dict) -> dict:
     return out
 
 
+def checkpoint_filter(sd: dict, spec: str, arch: str | None = None, in_chans: int | None = None):
+    """A checkpoint's state dict as ConvNeXtV23D weights (timm's checkpoint_filter_fn, for this family).
+
+    Wrapper prefixes (DDP, FCMAE, Lightning) stripped, decoder/head entries dropped, sparse
+    MinkowskiEngine kernels (FCMAE pre-training) remapped to dense ones. Returns
+    (state dict, dropped keys, whether it was sparse).
+    """
+    sd = _strip_prefixes(sd)
+    sd, dropped = _drop_non_encoder(sd)
+    sparse = any(k.endswith(".kernel") or ".ln." in k or ".linear." in k for k in sd)
+    if sparse or "downsample_layers.0.0.weight" not in sd:
+        # shapes of the model the stem says it is, for reshaping the sparse entries
+        ref_arch, ref_chans = _guess_from_sparse(sd, spec, arch, in_chans)
+        sd = remap_sparse(sd, {k: tuple(v.shape) for k, v in
+                               _empty_encoder(ref_arch, ref_chans, "meta").state_dict().items()})
+    return sd, dropped, sparse
+
+
 def _numel(shape) -> int:
     n = 1
     for s in shape:
@@ -423,13 +442,11 @@ def load_encoder(spec: str, arch: str | None = None, in_chans: int | None = None
 
     if arch is not None:
         arch = canonical_arch(arch)
-    info = {"spec": spec, "arch": arch, "in_chans": in_chans, "embed_dim": None, "preprocessing": None,
-            "source": None, "unexpected": [], "absent_optional": [], "dropped": [], "extra": {},
-            "trusted": False}
+    info = EncoderInfo(spec=spec, arch=arch, in_chans=in_chans)
     if not os.path.exists(spec) and _FACTORY_RE.match(spec):
         model = _load_factory(spec)
         info.update(source="factory", arch=arch or "custom")
-        info["embed_dim"] = _dims_of(model)
+        info.embed_dim = _dims_of(model)
         if weights:
             _weights_into(model, weights, trust, info)
         return model.eval(), info
@@ -453,7 +470,7 @@ def load_encoder(spec: str, arch: str | None = None, in_chans: int | None = None
     if is_safetensors(spec):
         obj = read_safetensors(spec)
     else:
-        obj, info["trusted"] = read_checkpoint_ex(spec, map_location, trust=trust)
+        obj, info.trusted = read_checkpoint_ex(spec, map_location, trust=trust)
     preprocessing = None
     if isinstance(obj, dict) and obj.get(RADLENS_KEY):
         try:
@@ -462,29 +479,22 @@ def load_encoder(spec: str, arch: str | None = None, in_chans: int | None = None
         except (KeyError, TypeError, ValueError) as e:
             raise RadlensError(f"{spec}: radlens checkpoint is incomplete (missing {e})") from None
         preprocessing = obj.get("preprocessing")
-        info["extra"] = {k: v for k, v in obj.items()
+        info.extra = {k: v for k, v in obj.items()
                          if k not in (RADLENS_KEY, "arch", "in_chans", "state_dict", "preprocessing")}
         if arch is not None and arch != rec_arch:
-            raise RadlensError(f"{spec}: checkpoint is {rec_arch}, not --arch {arch}")
+            raise ParameterError(f"{spec}: checkpoint is {rec_arch}, not {{arch}} {arch}", "arch", exit_code=EXIT_DATA)
         if in_chans is not None and int(in_chans) != rec_chans:
             raise RadlensError(f"{spec}: checkpoint has {rec_chans} input channel(s), not {in_chans}")
         arch, in_chans, kind = rec_arch, rec_chans, "radlens"
     else:
         sd, kind = _unwrap(obj, spec)
-    sd = _strip_prefixes(sd)
-    sd, dropped = _drop_non_encoder(sd)
-    sparse = any(k.endswith(".kernel") or ".ln." in k or ".linear." in k for k in sd)
+    sd, dropped, sparse = checkpoint_filter(sd, spec, arch, in_chans)
     if sparse:
         kind = "fcmae" if kind in ("fcmae", "state_dict") else kind
-    if sparse or "downsample_layers.0.0.weight" not in sd:
-        # shapes of the model the stem says it is, for reshaping the sparse entries
-        ref_arch, ref_chans = _guess_from_sparse(sd, spec, arch, in_chans)
-        sd = remap_sparse(sd, {k: tuple(v.shape) for k, v in
-                               _empty_encoder(ref_arch, ref_chans, "meta").state_dict().items()})
     found_arch, found_chans = infer_arch(sd, spec)
     if arch is not None and arch != found_arch:
-        raise RadlensError(f"{spec}: checkpoint holds {found_arch} ({found_chans} input channel(s)), "
-                           f"not --arch {arch}")
+        raise ParameterError(f"{spec}: checkpoint holds {found_arch} ({found_chans} input channel(s)), "
+                             f"not {{arch}} {arch}", "arch", exit_code=EXIT_DATA)
     if in_chans is not None and int(in_chans) != found_chans:
         raise RadlensError(f"{spec}: checkpoint's encoder takes {found_chans} input channel(s), "
                            f"not {in_chans} (one per modality)")
@@ -501,11 +511,11 @@ def load_encoder(spec: str, arch: str | None = None, in_chans: int | None = None
     return model.eval(), info
 
 
-def _weights_into(model, weights: str, trust: bool, info: dict) -> None:
+def _weights_into(model, weights: str, trust: bool, info: EncoderInfo) -> None:
     sd, full = read_weights(weights, trust=trust)
     rep = load_weights_into(model, sd, weights)
     info.update(weights=weights, weights_prefix=rep["prefix"], unexpected=rep["unexpected"],
-                trusted=bool(info.get("trusted")) or full)
+                trusted=bool(info.trusted) or full)
 
 
 def _empty_encoder(arch: str, in_chans: int, device: str = "cpu"):

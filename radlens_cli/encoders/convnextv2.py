@@ -176,13 +176,13 @@ def arch_names() -> list[str]:
 
 def build_encoder(arch: str, in_chans: int, drop_path_rate: float = 0.0) -> ConvNeXtV23D:
     """A ConvNeXtV23D of a named family member (`convnextv2_tiny` or just `tiny`)."""
-    from radlens_cli.errors import UsageError
+    from radlens_cli.errors import ParameterError, UsageError
 
     name = arch if arch in ARCHS else f"convnextv2_{arch}"
     if name not in ARCHS:
         raise UsageError(f"unknown architecture {arch!r}; choose one of {', '.join(ARCHS)}")
     if int(in_chans) < 1:
-        raise UsageError(f"--in-chans must be >= 1 (got {in_chans})")
+        raise ParameterError(f"{{in_chans}} must be >= 1 (got {in_chans})", "in_chans")
     depths, dims = ARCHS[name]
     return ConvNeXtV23D(in_chans=int(in_chans), depths=depths, dims=dims, drop_path_rate=drop_path_rate)
 

@@ -9,7 +9,8 @@
   metric mean Dice over cases (binary foreground).
 
 Heads take the embedding (B, d) for classify/regress and the list of stage outputs for
-segment; `TaskModel` binds an encoder and a head so DDP sees one module.
+segment; `TaskModel` binds an encoder and a head so DDP sees one module. Which head,
+loss and metric each task uses is the registry in tasks.py.
 """
 
 from __future__ import annotations
@@ -18,12 +19,6 @@ import numpy as np
 import torch
 import torch.nn as nn
 import torch.nn.functional as F
-
-TASKS = ("classify", "regress", "segment")
-# Higher is better for these metrics; MSE is lower-better.
-METRIC_NAME = {"classify": "qwk", "regress": "mse", "segment": "dice"}
-HIGHER_IS_BETTER = {"qwk": True, "dice": True, "mse": False}
-
 
 class ClassifyHead(nn.Module):
     """Linear(d, hidden) - BatchNorm1d - ReLU - Linear(hidden, n_classes)."""
@@ -99,18 +94,6 @@ class UPerNetHead(nn.Module):
         return logits
 
 
-def build_head(task: str, encoder: nn.Module, n_classes: int = 1, **kw) -> nn.Module:
-    """The paper's head for `task` on top of `encoder` (which has `dims`)."""
-    dims = list(encoder.dims)
-    if task == "classify":
-        return ClassifyHead(dims[-1], n_classes, **kw)
-    if task == "regress":
-        return RegressHead(dims[-1], **kw)
-    if task == "segment":
-        return UPerNetHead(dims, n_classes=1, **kw)
-    raise ValueError(f"unknown task {task!r}")
-
-
 class TaskModel(nn.Module):
     """Encoder + head as one module (what DDP wraps).
 
@@ -166,15 +149,6 @@ def dice_loss(logits: torch.Tensor, target: torch.Tensor, eps: float = 1.0) -> t
     return (1.0 - (2.0 * inter + eps) / (denom + eps)).mean()
 
 
-def task_loss(task: str, out: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
-    out = out.float()
-    if task == "classify":
-        return F.cross_entropy(out, target.long())
-    if task == "regress":
-        return F.mse_loss(out, target.float())
-    return dice_loss(out, target)
-
-
 # ---- metrics --------------------------------------------------------------------------
 
 def quadratic_weighted_kappa(y_true, y_pred, labels=None) -> float:
@@ -209,6 +183,15 @@ def quadratic_weighted_kappa(y_true, y_pred, labels=None) -> float:
     return float(1.0 - (w * obs).sum() / den)
 
 
+def dice_scores_torch(logits: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
+    """Hard Dice per case (prediction: logit > 0, i.e. sigmoid > 1/2); 1 where both are empty."""
+    pred = (logits.reshape(target.shape) > 0).flatten(1)
+    t = (target > 0.5).flatten(1)
+    inter = (pred & t).sum(1).double()
+    denom = (pred.sum(1) + t.sum(1)).double()
+    return torch.where(denom > 0, 2.0 * inter / denom.clamp(min=1.0), torch.ones_like(denom))
+
+
 def dice_scores(pred: np.ndarray, target: np.ndarray) -> np.ndarray:
     """Hard Dice per case for binary masks (B, ...); 1 where both are empty."""
     pred = np.asarray(pred).reshape(len(pred), -1).astype(bool)
@@ -219,12 +202,3 @@ def dice_scores(pred: np.ndarray, target: np.ndarray) -> np.ndarray:
     nz = denom > 0
     out[nz] = 2.0 * inter[nz] / denom[nz]
     return out
-
-
-def better(metric: str, new: float, best: float | None) -> bool:
-    """Whether `new` improves on `best` (NaN never does; anything beats no best)."""
-    if new is None or not np.isfinite(new):
-        return False
-    if best is None or not np.isfinite(best):
-        return True
-    return new > best if HIGHER_IS_BETTER[metric] else new < best

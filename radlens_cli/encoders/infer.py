@@ -1,8 +1,8 @@
 """From a loaded encoder to (batch, d) embeddings: device, fingerprint, layer and pooling.
 
-`embed` reads and batches the cases; everything that depends on what kind of encoder it
-runs (built-in, TorchScript, factory) lives here behind one `Embedder` object, so the
-command's loop stays the same whatever the model is.
+Everything that depends on what kind of encoder runs (built-in, TorchScript, factory;
+ONNX in onnx_encoder.py) lives here behind one `Embedder` object, so the batch loop
+(embedding.py) stays the same whatever the model is.
 """
 
 from __future__ import annotations
@@ -12,11 +12,7 @@ import hashlib
 import numpy as np
 
 from radlens_cli import log
-from radlens_cli.devices import resolve_device  # noqa: F401  (re-exported for callers of this module)
-from radlens_cli.errors import RadlensError, UsageError
-
-DEFAULT_SPACING = (0.5, 0.5, 1.0)
-DEFAULT_CROP = (224, 224, 64)  # x, y, z voxels (ProFound's 64x224x224 D,H,W box)
+from radlens_cli.errors import EXIT_DATA, ParameterError, RadlensError, UsageError
 
 
 def model_fingerprint(model) -> str:
@@ -40,20 +36,20 @@ def preprocessing_config(modalities, mask, spacing, crop, norm, recorded: dict |
     spacing and crop are "x,y,z" strings (or tuples); a record written before crops were
     x,y,z (preprocessing version 1, D,H,W) is read in its own order.
     """
-    from radlens_cli.encoders.preprocess import PreprocessConfig, crop_from_record, parse_triple
+    from radlens_cli.encoders.preprocess import (DEFAULT_LAYOUT, DEFAULT_NORM, DEFAULT_NORM_REGION, DEFAULT_ORIENT,
+                                                 DEFAULT_SPACING, PreprocessConfig, crop_from_record)
 
     rec = recorded or {}
-    sp = (parse_triple(spacing, "--spacing") if isinstance(spacing, str) else tuple(spacing)) if spacing \
-        else tuple(rec.get("spacing", DEFAULT_SPACING))
-    cr = (parse_triple(crop, "--crop", int) if isinstance(crop, str) else tuple(crop)) if crop \
-        else crop_from_record(rec, DEFAULT_CROP)
-    nm = norm or rec.get("norm", "zscore")
+    sp = tuple(spacing) if spacing else tuple(rec.get("spacing", DEFAULT_SPACING))
+    cr = tuple(crop) if crop else crop_from_record(rec)
+    nm = norm or rec.get("norm", DEFAULT_NORM)
     if rec.get("modalities") and list(rec["modalities"]) != list(modalities):
         log.warn(f"the encoder was trained on modalities {','.join(rec['modalities'])} "
                  f"(channel order matters); --modalities gives {','.join(modalities)}")
     return PreprocessConfig(modalities=list(modalities), mask=mask, spacing=sp, crop=cr, norm=nm,
-                            orient=orient or rec.get("orient", "native"), layout=layout or rec.get("layout", "zyx"),
-                            norm_region=norm_region or rec.get("norm_region", "box"))
+                            orient=orient or rec.get("orient", DEFAULT_ORIENT),
+                            layout=layout or rec.get("layout", DEFAULT_LAYOUT),
+                            norm_region=norm_region or rec.get("norm_region", DEFAULT_NORM_REGION))
 
 
 def pool_features(t, pool: str):
@@ -88,8 +84,8 @@ def unknown_layer(layer: str, names: list[str], what: str) -> UsageError:
     close = difflib.get_close_matches(layer, names, n=6, cutoff=0.5)
     shown = close or names[:12]
     more = "" if close or len(names) <= 12 else f" (+{len(names) - 12} more)"
-    return UsageError(f"--layer {layer}: no such {what}; {'close' if close else 'candidates'}: "
-                      f"{', '.join(shown)}{more}; `radlens layers ENCODER` lists them with shapes")
+    return ParameterError(f"{{layer}} {layer}: no such {what}; {'close' if close else 'candidates'}: "
+                          f"{', '.join(shown)}{more}; `radlens layers ENCODER` lists them with shapes", "layer")
 
 
 _MARKER = "radlens-layer-marker"
@@ -120,7 +116,8 @@ def torchscript_layer(path: str, layer: str, map_location="cpu"):
         torch._C._jit_pass_inline(graph)
         marks = [n for n in graph.nodes() if n.kind() == "prim::Print" and n.inputsAt(0).toIValue() == _MARKER]
         if not marks:
-            raise RadlensError(f"{path}: --layer {layer} is not called by the model's forward")
+            raise ParameterError(f"{path}: {{layer}} {layer} is not called by the model's forward", "layer",
+                                 exit_code=EXIT_DATA)
         value = marks[0].inputsAt(1)
         for n in marks:
             n.destroy()
@@ -132,9 +129,10 @@ def torchscript_layer(path: str, layer: str, map_location="cpu"):
     except RadlensError:
         raise
     except Exception as e:  # noqa: BLE001 - private TorchScript API: say what to do instead
-        raise UsageError(f"--layer {layer}: cannot take a sub-module's output from TorchScript model {path} "
-                         f"({type(e).__name__}: {str(e).strip().splitlines()[0] if str(e).strip() else ''}); "
-                         f"export it to ONNX or load it as package.module:factory with --weights") from None
+        raise ParameterError(f"{{layer}} {layer}: cannot take a sub-module's output from TorchScript model {path} "
+                             f"({type(e).__name__}: {str(e).strip().splitlines()[0] if str(e).strip() else ''}); "
+                             f"export it to ONNX or load it as package.module:factory with {{weights}}",
+                             "layer", "weights") from None
     return lambda x: fn(ts._c, x)
 
 
@@ -168,22 +166,23 @@ class Embedder:
         except _Captured:
             pass
         if not self._out:
-            raise RadlensError(f"{self.spec}: --layer {self.layer} was not run by the model's forward pass")
+            raise ParameterError(f"{self.spec}: {{layer}} {self.layer} was not run by the model's forward pass",
+                                 "layer", exit_code=EXIT_DATA)
         return pool_features(self._out[0], self.pool)
 
     @property
     def source(self) -> str:
-        return self.info["source"]
+        return self.info.source
 
     @property
     def arch(self) -> str:
-        return self.info["arch"]
+        return self.info.arch
 
     def check_config(self, cfg) -> None:
         """Refuse preprocessing the model cannot take, before any case is read."""
         if hasattr(self.model, "dims") and hasattr(self.model, "stages") and min(cfg.crop) < 16:
-            raise UsageError(f"--crop {','.join(map(str, cfg.crop))}: the ConvNeXt-V2 downsamples 16-fold; "
-                             f"every side of the box needs at least 16 voxels")
+            raise ParameterError(f"{{crop}} {','.join(map(str, cfg.crop))}: the ConvNeXt-V2 downsamples 16-fold; "
+                                 f"every side of the box needs at least 16 voxels", "crop")
 
     def __call__(self, x, first_case: str = "") -> np.ndarray:
         import torch
@@ -224,9 +223,9 @@ def load_embedder(spec: str, arch: str | None = None, layer: str = "final", pool
     from radlens_cli.encoders.convnextv2 import LAYERS, POOLS
 
     if pool not in POOLS:
-        raise UsageError(f"--pool must be one of {', '.join(POOLS)} (got {pool!r})")
+        raise ParameterError(f"{{pool}} must be one of {', '.join(POOLS)} (got {pool!r})", "pool")
     if not layer or not str(layer).strip():
-        raise UsageError("--layer: give final, stage1..stage4 or a layer name")
+        raise ParameterError("{layer}: give final, stage1..stage4 or a layer name", "layer")
     device = device if device is not None else torch.device("cpu")
     if is_onnx(spec):
         from radlens_cli.encoders.onnx_encoder import OnnxEmbedder
@@ -235,16 +234,17 @@ def load_embedder(spec: str, arch: str | None = None, layer: str = "final", pool
             raise UsageError(f"{spec}: an ONNX file holds its own weights; no separate weights file")
         return OnnxEmbedder(spec, layer, pool, device, modalities=modalities)
     model, info = load_encoder(spec, arch=arch, map_location="cpu", trust=trust, weights=weights)
-    if modalities is not None and info["in_chans"] is not None and int(info["in_chans"]) != len(modalities):
-        raise RadlensError(f"{spec}: the encoder takes {info['in_chans']} input channel(s) but "
-                           f"--modalities gives {len(modalities)} ({','.join(modalities)})")
+    if modalities is not None and info.in_chans is not None and int(info.in_chans) != len(modalities):
+        raise ParameterError(f"{spec}: the encoder takes {info.in_chans} input channel(s) but "
+                             f"{{modalities}} gives {len(modalities)} ({','.join(modalities)})", "modalities",
+                             exit_code=EXIT_DATA)
     module = layer_fn = None
     builtin = layer == "final" or (layer in LAYERS and hasattr(model, "forward_features"))
     if not builtin:
-        if info["source"] == "torchscript":
+        if info.source == "torchscript":
             if weights:
-                raise UsageError(f"--layer {layer} of a TorchScript model: give the weights inside the file "
-                                 f"(no --weights)")
+                raise ParameterError(f"{{layer}} {layer} of a TorchScript model: give the weights inside the file "
+                                     f"(no {{weights}})", "layer", "weights")
             layer_fn = torchscript_layer(spec, layer, map_location=device)
         else:
             named = dict(model.named_modules())
@@ -260,18 +260,15 @@ def list_layers(spec: str, arch: str | None = None, weights: str | None = None, 
     voxels in `layout`: {input_shape, rows: [{layer, kind, shape, dim}]}. shape is None where
     it cannot be known without running (a module the forward pass never calls, or an ONNX
     op shape inference cannot follow)."""
-    from radlens_cli.encoders.preprocess import LAYOUTS, crop_from_record, parse_triple
+    from radlens_cli.encoders.preprocess import DEFAULT_LAYOUT, LAYOUTS, crop_from_record
 
-    if crop is None:
-        box = None
-    else:
-        box = parse_triple(crop, "--crop", int) if isinstance(crop, str) else tuple(int(c) for c in crop)
+    box = None if crop is None else tuple(int(c) for c in crop)
     if layout is not None and layout not in LAYOUTS:
-        raise UsageError(f"--layout must be one of {', '.join(LAYOUTS)}, got {layout!r}")
+        raise ParameterError(f"{{layout}} must be one of {', '.join(LAYOUTS)}, got {layout!r}", "layout")
 
     def spatial(rec: dict) -> tuple:
-        x, y, z = box or crop_from_record(rec or {}, DEFAULT_CROP)
-        lay = layout or (rec or {}).get("layout", "zyx")
+        x, y, z = box or crop_from_record(rec or {})
+        lay = layout or (rec or {}).get("layout", DEFAULT_LAYOUT)
         return (z, y, x) if lay == "zyx" else (x, y, z)
 
     if is_onnx(spec):
@@ -297,13 +294,13 @@ def list_layers(spec: str, arch: str | None = None, weights: str | None = None, 
     from radlens_cli.encoders.checkpoints import load_encoder
 
     model, info = load_encoder(spec, arch=arch, trust=trust, weights=weights)
-    rec = info.get("preprocessing") or {}
-    chans = channels or info.get("in_chans") or len(rec.get("modalities") or []) or 1
+    rec = info.preprocessing or {}
+    chans = channels or info.in_chans or len(rec.get("modalities") or []) or 1
     shape = (1, int(chans)) + spatial(rec)
     x = torch.zeros(shape)
     seen: dict[str, tuple] = {}
     handles = []
-    if info["source"] != "torchscript":
+    if info.source != "torchscript":
         for name, mod in model.named_modules():
             if name:
                 def hook(m, i, o, name=name):
@@ -317,8 +314,9 @@ def list_layers(spec: str, arch: str | None = None, weights: str | None = None, 
             feats = model.forward_features(x) if hasattr(model, "forward_features") else None
     except Exception as e:  # noqa: BLE001 - the user's model on our input
         first = str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__
-        raise RadlensError(f"{spec}: forward pass on an input of shape {shape} failed: {first}; "
-                           f"set --crop (x,y,z), --layout and --channels to what the model takes") from None
+        raise ParameterError(f"{spec}: forward pass on an input of shape {shape} failed: {first}; "
+                             f"set {{crop}} (x,y,z), {{layout}} and {{channels}} to what the model takes",
+                             "crop", "layout", "channels", exit_code=EXIT_DATA) from None
     finally:
         for h in handles:
             h.remove()

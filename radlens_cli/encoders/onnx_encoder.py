@@ -12,7 +12,8 @@ import os
 
 import numpy as np
 
-from radlens_cli.errors import RadlensError, UsageError
+from radlens_cli.encoders.info import EncoderInfo
+from radlens_cli.errors import EXIT_DATA, ParameterError, RadlensError, UsageError
 
 EXTRA_HINT = "install them with: pip install 'radlens[onnx]'"
 
@@ -137,13 +138,12 @@ class OnnxEmbedder:
         self.fingerprint = hashlib.sha256(f"{sha256_file(path)}|{self.output_name}".encode()).hexdigest()
         self.use_amp = False
         chans = self.input_dims[1] if len(self.input_dims) > 1 else None
-        self.info = {"spec": path, "source": "onnx", "arch": "onnx", "in_chans": chans, "embed_dim": None,
-                     "preprocessing": None, "trusted": False, "absent_optional": [], "unexpected": [],
-                     "onnx_input": self.input_name, "onnx_input_shape": _shape_text(self.input_dims),
-                     "onnx_output": self.output_name, "onnx_providers": self.providers}
+        self.info = EncoderInfo(spec=path, source="onnx", arch="onnx", in_chans=chans,
+                                onnx_input=self.input_name, onnx_input_shape=_shape_text(self.input_dims),
+                                onnx_output=self.output_name, onnx_providers=self.providers)
         if modalities is not None and chans is not None and chans != len(modalities):
-            raise RadlensError(f"{path}: the ONNX model takes {chans} input channel(s) but --modalities gives "
-                               f"{len(modalities)} ({','.join(modalities)})")
+            raise ParameterError(f"{path}: the ONNX model takes {chans} input channel(s) but {{modalities}} gives "
+                                 f"{len(modalities)} ({','.join(modalities)})", "modalities", exit_code=EXIT_DATA)
 
     @property
     def source(self) -> str:
@@ -163,9 +163,10 @@ class OnnxEmbedder:
         bad = [k for k, (d, w) in enumerate(zip(dims[1:], want)) if d is not None and d != w]
         if bad:
             x, y, z = cfg.crop
-            raise UsageError(f"{self.spec}: the ONNX model's input {self.input_name} is {_shape_text(dims)} but "
-                             f"--modalities/--crop {x},{y},{z}/--layout {cfg.layout} give (batch, "
-                             f"{', '.join(map(str, want))}); set --crop (x,y,z) and --layout to the model's")
+            raise ParameterError(f"{self.spec}: the ONNX model's input {self.input_name} is {_shape_text(dims)} but "
+                                 f"{{modalities}}/{{crop}} {x},{y},{z}/{{layout}} {cfg.layout} give (batch, "
+                                 f"{', '.join(map(str, want))}); set {{crop}} (x,y,z) and {{layout}} to the model's",
+                                 "modalities", "crop", "layout")
 
     def _run(self, a: np.ndarray) -> np.ndarray:
         return self.session.run([self.output_name], {self.input_name: a})[0]

@@ -41,7 +41,7 @@ import numpy as np
 import torch
 from torch.utils.data import Dataset
 
-from radlens_cli.errors import RadlensError, UsageError
+from radlens_cli.errors import ParameterError, RadlensError
 from radlens_cli.io.manifest import MaskSpec, parse_mask_spec
 
 NORMS = ("zscore", "percentile", "none", "window:LO,HI")
@@ -50,7 +50,15 @@ LAYOUTS = ("zyx", "xyz")
 NORM_REGIONS = ("box", "volume")
 # 2: crop recorded as x,y,z (1 recorded it as D,H,W = z,y,x), orientation, layout, region
 PREPROCESS_VERSION = 2
-DEFAULT_CROP_XYZ = (224, 224, 64)
+# Defaults when neither the command line nor the encoder's record says (the one home of them)
+DEFAULT_SPACING = (0.5, 0.5, 1.0)  # x, y, z mm
+DEFAULT_CROP = (224, 224, 64)  # x, y, z voxels (ProFound's 64x224x224 D,H,W box)
+DEFAULT_NORM = "zscore"
+DEFAULT_ORIENT = "native"
+DEFAULT_LAYOUT = "zyx"
+DEFAULT_NORM_REGION = "box"
+# The segmentation target's array in a cached case (.npz); its on-disk name predates `seg_target`
+SEG_TARGET_NPZ_KEY = "extra_mask"
 INSIDE_TOL = 1e-3  # voxels: a box plane this close to a sequence's edge voxel centre is inside
 
 
@@ -65,12 +73,12 @@ def parse_norm(norm: str) -> tuple[str, float | None, float | None]:
         except ValueError:
             lo = hi = float("nan")
         if not (np.isfinite(lo) and np.isfinite(hi) and lo < hi):
-            raise UsageError(f"--norm window:LO,HI needs two numbers LO < HI, got {text!r}")
+            raise ParameterError(f"{{norm}} window:LO,HI needs two numbers LO < HI, got {text!r}", "norm")
         return "window", lo, hi
-    raise UsageError(f"--norm must be zscore, percentile, none or window:LO,HI, got {text!r}")
+    raise ParameterError(f"{{norm}} must be zscore, percentile, none or window:LO,HI, got {text!r}", "norm")
 
 
-def crop_from_record(rec: dict, default=DEFAULT_CROP_XYZ) -> tuple[int, int, int]:
+def crop_from_record(rec: dict, default=DEFAULT_CROP) -> tuple[int, int, int]:
     """The x,y,z box of a recorded preprocessing dict; records before version 2 hold D,H,W."""
     crop = rec.get("crop")
     if crop is None:
@@ -103,12 +111,12 @@ class PreprocessConfig:
 
     modalities: list[str]
     mask: MaskSpec
-    spacing: tuple[float, float, float] = (0.5, 0.5, 1.0)  # x, y, z in mm
-    crop: tuple[int, int, int] = DEFAULT_CROP_XYZ  # x, y, z voxels
-    norm: str = "zscore"
-    orient: str = "native"
-    layout: str = "zyx"
-    norm_region: str = "box"
+    spacing: tuple[float, float, float] = DEFAULT_SPACING  # x, y, z in mm
+    crop: tuple[int, int, int] = DEFAULT_CROP  # x, y, z voxels
+    norm: str = DEFAULT_NORM
+    orient: str = DEFAULT_ORIENT
+    layout: str = DEFAULT_LAYOUT
+    norm_region: str = DEFAULT_NORM_REGION
     extra: dict = field(default_factory=dict)
 
     def __post_init__(self):
@@ -118,21 +126,22 @@ class PreprocessConfig:
         self.spacing = tuple(float(s) for s in self.spacing)
         self.crop = tuple(int(c) for c in self.crop)
         if len(self.spacing) != 3 or any(not np.isfinite(s) or s <= 0 for s in self.spacing):
-            raise UsageError(f"--spacing needs three positive numbers (x,y,z mm), got {self.spacing}")
+            raise ParameterError(f"{{spacing}} needs three positive numbers (x,y,z mm), got {self.spacing}", "spacing")
         if len(self.crop) != 3 or any(c < 1 for c in self.crop):
-            raise UsageError(f"--crop needs three positive integers (x,y,z voxels), got {self.crop}")
+            raise ParameterError(f"{{crop}} needs three positive integers (x,y,z voxels), got {self.crop}", "crop")
         self.norm = str(self.norm).strip()
         parse_norm(self.norm)
         orient = {o.lower(): o for o in ORIENTS}.get(str(self.orient).lower())
         if orient is None:
-            raise UsageError(f"--orient must be one of {', '.join(ORIENTS)}, got {self.orient!r}")
+            raise ParameterError(f"{{orient}} must be one of {', '.join(ORIENTS)}, got {self.orient!r}", "orient")
         self.orient = orient
         if self.layout not in LAYOUTS:
-            raise UsageError(f"--layout must be one of {', '.join(LAYOUTS)}, got {self.layout!r}")
+            raise ParameterError(f"{{layout}} must be one of {', '.join(LAYOUTS)}, got {self.layout!r}", "layout")
         if self.norm_region not in NORM_REGIONS:
-            raise UsageError(f"--norm-region must be one of {', '.join(NORM_REGIONS)}, got {self.norm_region!r}")
+            raise ParameterError(f"{{norm_region}} must be one of {', '.join(NORM_REGIONS)}, got {self.norm_region!r}",
+                                 "norm_region")
         if not self.modalities:
-            raise UsageError("--modalities: give at least one modality column")
+            raise ParameterError("{modalities}: give at least one modality column", "modalities")
 
     def to_dict(self) -> dict:
         region = ("box voxels inside each sequence's field of view, non-zero" if self.norm_region == "box"
@@ -148,9 +157,9 @@ class PreprocessConfig:
     @classmethod
     def from_dict(cls, d: dict) -> "PreprocessConfig":
         return cls(modalities=list(d["modalities"]), mask=parse_mask_spec(str(d["mask"])),
-                   spacing=tuple(d.get("spacing", (0.5, 0.5, 1.0))), crop=crop_from_record(d),
-                   norm=d.get("norm", "zscore"), orient=d.get("orient", "native"),
-                   layout=d.get("layout", "zyx"), norm_region=d.get("norm_region", "box"))
+                   spacing=tuple(d.get("spacing", DEFAULT_SPACING)), crop=crop_from_record(d),
+                   norm=d.get("norm", DEFAULT_NORM), orient=d.get("orient", DEFAULT_ORIENT),
+                   layout=d.get("layout", DEFAULT_LAYOUT), norm_region=d.get("norm_region", DEFAULT_NORM_REGION))
 
     def tensor_shape(self) -> tuple[int, ...]:
         """(C, *spatial) of the volume this config makes, in its layout."""
@@ -161,16 +170,6 @@ class PreprocessConfig:
         """Hash of everything that changes the preprocessed volume."""
         d = self.to_dict()
         return hashlib.sha256(json.dumps(d, sort_keys=True).encode()).hexdigest()
-
-
-def parse_triple(text: str, what: str, cast=float) -> tuple:
-    try:
-        vals = tuple(cast(x) for x in str(text).replace("x", ",").split(",") if x.strip())
-    except ValueError:
-        raise UsageError(f"{what}: expected three comma-separated numbers, got {text!r}") from None
-    if len(vals) != 3:
-        raise UsageError(f"{what}: expected three comma-separated numbers, got {text!r}")
-    return vals
 
 
 def _sitk():
@@ -312,7 +311,7 @@ def to_layout(arr: np.ndarray, layout: str) -> np.ndarray:
     return np.ascontiguousarray(np.swapaxes(arr, -1, -3))
 
 
-def _read_extra_mask(path: str, spec: MaskSpec | None, what: str, images=(), loaded=None,
+def _read_seg_target(path: str, spec: MaskSpec | None, what: str, images=(), loaded=None,
                      strict_geometry: bool = False):
     """Segmentation target mask and its record; an empty one is allowed (a patient without
     a lesion)."""
@@ -332,9 +331,9 @@ def _tell(case_id: str, info: dict) -> None:
 
 
 def preprocess_case(image_paths: list[str], mask_path: str, cfg: PreprocessConfig,
-                    extra_mask_path: str | None = None, extra_mask_spec: MaskSpec | None = None,
+                    seg_target_path: str | None = None, seg_target_spec: MaskSpec | None = None,
                     case_id: str = "", strict_geometry: bool = False) -> dict:
-    """volume float32 (C, *box), mask uint8 (*box), extra_mask uint8 (*box) or None, where box is
+    """volume float32 (C, *box), mask uint8 (*box), seg_target uint8 (*box) or None, where box is
     (z, y, x) or (x, y, z) of the box's axes by cfg.layout; and inputs: a JSON record of the
     DICOM objects read and any geometry warning ("" if none).
 
@@ -389,18 +388,18 @@ def preprocess_case(image_paths: list[str], mask_path: str, cfg: PreprocessConfi
     roi = sitk.GetArrayFromImage(_resample(mask, origin, direction, size_xyz, cfg.spacing, "nearest", 0))
     roi = roi * inside(mask, *grid)
     extra = None
-    if extra_mask_path is not None:
+    if seg_target_path is not None:
         try:
-            em, em_info = _read_extra_mask(extra_mask_path, extra_mask_spec, f"{tag}segmentation mask",
+            em, em_info = _read_seg_target(seg_target_path, seg_target_spec, f"{tag}segmentation mask",
                                            case_images, loaded, strict_geometry)
         except RadlensError as e:
-            raise failed(e, "segmentation mask", extra_mask_path) from None
+            raise failed(e, "segmentation mask", seg_target_path) from None
         _tell(case_id, {k: v for k, v in em_info.items() if k in ("warning", "notes")})
         info.update({f"segmentation_{k}": v for k, v in em_info.items() if k in ("mask", "geometry", "warning")})
         extra = sitk.GetArrayFromImage(_resample(em, origin, direction, size_xyz, cfg.spacing, "nearest", 0))
         extra = to_layout((extra * inside(em, *grid)).astype(np.uint8), cfg.layout)
     return {"volume": to_layout(np.stack(channels, 0).astype(np.float32), cfg.layout),
-            "mask": to_layout(roi.astype(np.uint8), cfg.layout), "extra_mask": extra,
+            "mask": to_layout(roi.astype(np.uint8), cfg.layout), "seg_target": extra,
             "inputs": json.dumps(info, sort_keys=True) if info else ""}
 
 
@@ -450,9 +449,9 @@ def unwrap_worker_error(e: BaseException) -> str:
 class CaseDataset(Dataset):
     """Preprocessed cases of a manifest, with an optional on-disk float16 cache.
 
-    Items: dict(index, case_id, volume float32 tensor (C, *box), target, seg, inputs).
-    target: float tensor (NaN when no targets were given); seg: uint8 (*box) tensor of the
-    segmentation mask (empty tensor when seg_mask is None); inputs: the JSON record of the
+    Items: dict(index, case_id, volume float32 tensor (C, *box), target, seg_target, inputs).
+    target: float tensor (NaN when no targets were given); seg_target: uint8 (*box) tensor of the
+    segmentation mask (empty tensor when seg_target is None); inputs: the JSON record of the
     case's DICOM objects and geometry warning ("" for none; see io.images.load_mask).
     Volumes are rounded to float16 whether or not a cache is used, so a run that reads the
     cache gives exactly what a run that wrote it gave.
@@ -465,18 +464,19 @@ class CaseDataset(Dataset):
     """
 
     def __init__(self, manifest, cfg: PreprocessConfig, cache_dir: str | None = None,
-                 targets: np.ndarray | None = None, seg_mask: MaskSpec | None = None,
+                 targets: np.ndarray | None = None, seg_target: MaskSpec | None = None,
                  failures_as_records: bool = False, strict_geometry: bool = False):
         manifest.require_columns(cfg.modalities, "modality")
         manifest.require_columns([cfg.mask.column], "mask")
-        if seg_mask is not None:
-            manifest.require_columns([seg_mask.column], "segmentation mask")
+        if seg_target is not None:
+            manifest.require_columns([seg_target.column], "segmentation mask")
         self.cfg = cfg
         self.case_ids = [str(c) for c in manifest.case_ids]
         self.images = list(zip(*[manifest.paths(m) for m in cfg.modalities]))
         self.masks = manifest.paths(cfg.mask.column)
-        self.seg_mask = seg_mask
-        self.seg_paths = manifest.paths(seg_mask.column) if seg_mask is not None else [None] * len(self.case_ids)
+        self.seg_target = seg_target
+        self.seg_target_paths = (manifest.paths(seg_target.column) if seg_target is not None
+                                 else [None] * len(self.case_ids))
         self.targets = None if targets is None else np.asarray(targets)
         if self.targets is not None and len(self.targets) != len(self.case_ids):
             raise ValueError("one target per case")
@@ -497,9 +497,9 @@ class CaseDataset(Dataset):
         h.update(self.cfg.key().encode())
         for p in list(self.images[i]) + [self.masks[i]]:
             h.update(_file_hash(p).encode())
-        if self.seg_mask is not None:
-            h.update(str(self.seg_mask).encode())
-            h.update(_file_hash(self.seg_paths[i]).encode())
+        if self.seg_target is not None:
+            h.update(str(self.seg_target).encode())
+            h.update(_file_hash(self.seg_target_paths[i]).encode())
         if self.strict_geometry:  # a volume kept by a lenient run must not skip the strict check
             h.update(b"strict-geometry")
         return h.hexdigest()
@@ -510,13 +510,13 @@ class CaseDataset(Dataset):
         return os.path.join(self.cache_dir, f"{_safe_name(self.case_ids[i])}-{self.cache_key(i)[:24]}.npz")
 
     def load(self, i: int) -> dict:
-        """Preprocessed arrays of case i (volume float16, mask, extra_mask) via the cache."""
+        """Preprocessed arrays of case i (volume float16, mask, seg_target) via the cache."""
         path = self.cache_path(i)
         if path is not None and os.path.exists(path):
             try:
                 with np.load(path) as z:
                     out = {"volume": z["volume"], "mask": z["mask"],
-                           "extra_mask": z["extra_mask"] if "extra_mask" in z.files else None,
+                           "seg_target": z[SEG_TARGET_NPZ_KEY] if SEG_TARGET_NPZ_KEY in z.files else None,
                            "inputs": str(z["inputs"]) if "inputs" in z.files else ""}
                 return out
             except Exception:  # noqa: BLE001 - a damaged cache entry is recomputed
@@ -524,19 +524,19 @@ class CaseDataset(Dataset):
         cid = self.case_ids[i]
         try:
             res = preprocess_case(list(self.images[i]), self.masks[i], self.cfg,
-                                  self.seg_paths[i] if self.seg_mask is not None else None,
-                                  self.seg_mask, case_id=cid, strict_geometry=self.strict_geometry)
+                                  self.seg_target_paths[i] if self.seg_target is not None else None,
+                                  self.seg_target, case_id=cid, strict_geometry=self.strict_geometry)
         except RadlensError:
             raise
         except Exception as e:  # noqa: BLE001
             raise CaseFailure(f"case {cid}: preprocessing failed: {type(e).__name__}: {e}", cid, "preprocessing",
                               "", f"preprocessing failed: {type(e).__name__}: {e}") from None
-        out = {"volume": res["volume"].astype(np.float16), "mask": res["mask"], "extra_mask": res["extra_mask"],
+        out = {"volume": res["volume"].astype(np.float16), "mask": res["mask"], "seg_target": res["seg_target"],
                "inputs": res["inputs"]}
         if path is not None:
             arrays = {"volume": out["volume"], "mask": out["mask"], "inputs": np.array(res["inputs"])}
-            if out["extra_mask"] is not None:
-                arrays["extra_mask"] = out["extra_mask"]
+            if out["seg_target"] is not None:
+                arrays[SEG_TARGET_NPZ_KEY] = out["seg_target"]
             save_npz_atomic(path, **arrays)
         return out
 
@@ -575,11 +575,11 @@ class CaseDataset(Dataset):
         else:
             arrs = self.load(i)
         target = float("nan") if self.targets is None else self.targets[i]
-        seg = (torch.from_numpy(arrs["extra_mask"].astype(np.uint8)) if arrs["extra_mask"] is not None
+        seg_target = (torch.from_numpy(arrs["seg_target"].astype(np.uint8)) if arrs["seg_target"] is not None
                else torch.zeros(0, dtype=torch.uint8))
         return {"index": i, "case_id": self.case_ids[i],
                 "volume": torch.from_numpy(arrs["volume"].astype(np.float32)),
-                "target": torch.as_tensor(target), "seg": seg, "inputs": arrs.get("inputs", "")}
+                "target": torch.as_tensor(target), "seg_target": seg_target, "inputs": arrs.get("inputs", "")}
 
 
 def collate_cases(items: list[dict]) -> dict:

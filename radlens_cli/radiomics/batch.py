@@ -19,6 +19,20 @@ from radlens_cli.radiomics.names import parse_column_names, column_name
 FAILURE_FIELDS = ("case_id", "modality", "path", "reason", "status")
 
 
+def write_failures(path: str, failures: list[dict], force: bool) -> None:
+    """The failures CSV (FAILURE_FIELDS) of extract-radiomics and embed."""
+    import csv
+
+    from radlens_cli.io.files import atomic_output
+
+    with atomic_output(path, force, suffix=".csv") as tmp:
+        with open(tmp, "w", newline="", encoding="utf-8") as fh:
+            w = csv.DictWriter(fh, fieldnames=list(FAILURE_FIELDS))
+            w.writeheader()
+            for rec in failures:
+                w.writerow({k: rec.get(k, "") for k in FAILURE_FIELDS})
+
+
 @dataclass
 class Extraction:
     table: CaseTable | None

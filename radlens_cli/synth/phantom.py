@@ -46,7 +46,7 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
-from radlens_cli.errors import RadlensError, UsageError
+from radlens_cli.errors import ParameterError, RadlensError
 from radlens_cli.io.files import atomic_folder, atomic_output
 
 DEFAULT_SIZE = (64, 64, 16)          # x, y, z voxels of the T2 grid
@@ -205,7 +205,8 @@ def generate_case(index: int, seed: int = 0, grid: Grid | None = None, scanner: 
     d_gland = np.sqrt((xr / a) ** 2 + (yr / b) ** 2 + (dz / c) ** 2) / wobble
     gland = d_gland < 1.0
     if not gland.any():  # only possible on absurd --size/--spacing choices
-        raise UsageError(f"case {index}: the gland misses every voxel; use a finer --spacing or larger --size")
+        raise ParameterError(f"case {index}: the gland misses every voxel; use a finer {{spacing}} or larger {{size}}",
+                             "spacing", "size")
 
     # transition zone: inner ellipsoid, shifted anteriorly (-y in LPS)
     s_tz = rng.uniform(0.45, 0.70)
@@ -568,12 +569,12 @@ def write_cohort(out_dir: str, cases: int = 120, seed: int = 0, size=DEFAULT_SIZ
     import pandas as pd
 
     if cases < 1:
-        raise UsageError("--cases must be at least 1")
+        raise ParameterError("{cases} must be at least 1", "cases")
     grid = Grid(size, spacing)
     if min(grid.size) < 4:
-        raise UsageError(f"--size {','.join(map(str, size))}: each axis needs at least 4 voxels")
+        raise ParameterError(f"{{size}} {','.join(map(str, size))}: each axis needs at least 4 voxels", "size")
     if min(grid.spacing) <= 0:
-        raise UsageError("--spacing must be positive")
+        raise ParameterError("{spacing} must be positive", "spacing")
     ids = case_ids(cases)
     split = split_cohort(cases, seed)
     rows = []

@@ -111,7 +111,7 @@ def test_classify_lowers_loss_and_embed_loads_it_without_arch(cli, cohort, space
     sd, meta = weights(out)
     assert meta["task"] == "classify" and meta["target"] == "grade" and meta["classes"] == [0, 1, 2, 3]
     assert meta["metric"] == "qwk" and 1 <= meta["best_epoch"] <= 8
-    from radlens_cli.encoders.train import load_finetuned
+    from radlens_cli.encoders.training.finetuned import load_finetuned
 
     enc, head, meta2 = load_finetuned(str(out))
     assert enc.dims[-1] == 320 and head.fc2.out_features == 4
@@ -276,7 +276,8 @@ def test_ddp_two_ranks_on_cpu_with_torchrun(cohort, tmp_path):
 
 def test_timing_hooks_for_the_benchmark(cohort, tmp_path):
     from radlens_cli.encoders.convnextv2 import build_encoder
-    from radlens_cli.encoders.train import finetune, train_step_throughput
+    from radlens_cli.commands.finetune import finetune
+    from radlens_cli.encoders.training.benchmark import train_step_throughput
 
     out = tmp_path / "never.pt"
     res = finetune(str(cohort["manifest"]), ["t2"], "gland", str(cohort["encoder"]), "classify", str(out),

@@ -55,7 +55,7 @@ def test_every_reader_refuses_a_code_running_checkpoint(cli, cohort, ft_cohort, 
     c = {"manifest": ft_cohort["manifest"], "encoder": evil1}
     _refused(cli("finetune", *base_args(c, epochs=1), "-o", tmp_path / "f.pt"), marker, evil1)
     # library readers: the encoder loader and the finetune-checkpoint loader
-    from radlens_cli.encoders.train import load_finetuned
+    from radlens_cli.encoders.training.finetuned import load_finetuned
 
     for fn in (load_encoder, load_finetuned):
         with pytest.raises(RadlensError, match="refused.*--trust-checkpoint"):
@@ -110,7 +110,7 @@ def _assert_weights_only(path):
     obj, full = read_checkpoint_ex(str(path))
     assert full is False
     model, info = load_encoder(str(path))
-    assert info["trusted"] is False
+    assert info.trusted is False
     return obj, model, info
 
 
@@ -138,7 +138,7 @@ def test_radlens_fcmae_and_lightning_checkpoints_load_weights_only(cli, tmp_path
     torch.save({"model": to_fcmae(ref), "optimizer": opt.state_dict(), "epoch": 799,
                 "scaler": {"scale": 65536.0, "growth_factor": 2.0, "_growth_tracker": 12}, "args": args}, fcmae)
     obj, model, info = _assert_weights_only(fcmae)
-    assert info["source"] == "fcmae" and obj["args"].mask_ratio == 0.6
+    assert info.source == "fcmae" and obj["args"].mask_ratio == 0.6
     ref_eval = ref.eval()
     with torch.no_grad():
         expect = ref_eval.forward_features(x)[-1]

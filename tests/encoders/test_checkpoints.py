@@ -98,10 +98,10 @@ def test_fcmae_checkpoint_gives_same_embedding(tmp_path, x, with_final_norm):
     torch.save({"model": to_fcmae(model, with_final_norm), "epoch": 799,
                 "args": argparse.Namespace(model="convnextv2_atto", mask_ratio=0.6)}, path)
     loaded, info = load_encoder(str(path))
-    assert info["arch"] == "convnextv2_atto" and info["in_chans"] == 3 and info["source"] == "fcmae"
-    assert info["embed_dim"] == 320
-    assert set(info["absent_optional"]) == (set() if with_final_norm else {"norm.weight", "norm.bias"})
-    assert any(k.startswith("decoder") for k in info["dropped"]) and "mask_token" in info["dropped"]
+    assert info.arch == "convnextv2_atto" and info.in_chans == 3 and info.source == "fcmae"
+    assert info.embed_dim == 320
+    assert set(info.absent_optional) == (set() if with_final_norm else {"norm.weight", "norm.bias"})
+    assert any(k.startswith("decoder") for k in info.dropped) and "mask_token" in info.dropped
     with torch.no_grad():
         ref, got = model(x), loaded(x)
         assert (ref - got).abs().max().item() < 1e-6
@@ -133,12 +133,12 @@ def test_missing_weight_is_an_error(tmp_path):
 def test_other_architecture_is_an_error(tmp_path, x):
     path = tmp_path / "atto.pt"
     torch.save(randomised().state_dict(), path)
-    with pytest.raises(RadlensError, match="convnextv2_atto.*not --arch convnextv2_femto"):
+    with pytest.raises(RadlensError, match="convnextv2_atto.*not arch convnextv2_femto"):
         load_encoder(str(path), arch="convnextv2_femto")
     with pytest.raises(RadlensError, match="3 input channel"):
         load_encoder(str(path), in_chans=2)
     ok, info = load_encoder(str(path), arch="atto")
-    assert info["source"] == "state_dict"
+    assert info.source == "state_dict"
 
 
 def test_radlens_checkpoint_records_arch_and_preprocessing(tmp_path, x, capsys):
@@ -149,9 +149,9 @@ def test_radlens_checkpoint_records_arch_and_preprocessing(tmp_path, x, capsys):
     with pytest.raises(RadlensError, match="exists"):
         save_radlens_checkpoint(path, model, "atto", 3, None)
     loaded, info = load_encoder(path)
-    assert info["source"] == "radlens" and info["preprocessing"]["norm"] == "percentile"
+    assert info.source == "radlens" and info.preprocessing["norm"] == "percentile"
     assert torch.equal(loaded(x), model(x))
-    with pytest.raises(RadlensError, match="not --arch convnextv2_tiny"):
+    with pytest.raises(RadlensError, match="not arch convnextv2_tiny"):
         load_encoder(path, arch="tiny")
     # a DDP-wrapped state dict with a stray entry: loads, and the stray entry is reported
     sd = {f"module.{k}": v for k, v in model.state_dict().items()}
@@ -159,7 +159,7 @@ def test_radlens_checkpoint_records_arch_and_preprocessing(tmp_path, x, capsys):
     torch.save(sd, tmp_path / "ddp.pt")
     capsys.readouterr()
     _, info = load_encoder(str(tmp_path / "ddp.pt"))
-    assert info["unexpected"] == ["extra.scale"] and "extra.scale" in capsys.readouterr().err
+    assert info.unexpected == ["extra.scale"] and "extra.scale" in capsys.readouterr().err
 
 
 def test_torchscript_and_factory(tmp_path, x):
@@ -167,13 +167,13 @@ def test_torchscript_and_factory(tmp_path, x):
     ts = tmp_path / "enc.ts"
     torch.jit.trace(model, x[:1]).save(str(ts))
     loaded, info = load_encoder(str(ts))
-    assert info["source"] == "torchscript"
+    assert info.source == "torchscript"
     assert torch.allclose(loaded(x), model(x), atol=1e-5)
 
     from tests.encoders.factories import atto3
 
     fac, info = load_encoder("tests.encoders.factories:atto3")
-    assert info["source"] == "factory" and info["embed_dim"] == 320
+    assert info.source == "factory" and info.embed_dim == 320
     assert torch.equal(fac(x), atto3().eval()(x))
     with pytest.raises(RadlensError, match="no callable nothing"):
         load_encoder("tests.encoders.factories:nothing")

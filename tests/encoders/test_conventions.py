@@ -136,8 +136,9 @@ def test_norms_window_none_and_volume_region(tmp_path):
     for bad in ("window:5,1", "window:a,b", "minmax"):
         with pytest.raises(UsageError):
             PreprocessConfig(["t2"], "mask", norm=bad)
-    with pytest.raises(UsageError, match="--orient"):
+    with pytest.raises(UsageError, match="^orient must be one of") as err:  # the library speaks of values
         PreprocessConfig(["t2"], "mask", orient="RAI")
+    assert err.value.flagged().startswith("--orient must be one of")  # what the command prints
 
 
 def test_conventions_through_the_cli_are_recorded(cli, tmp_path):

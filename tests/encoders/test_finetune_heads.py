@@ -9,10 +9,13 @@ import pytest
 import torch
 
 from radlens_cli.encoders import ddp
-from radlens_cli.encoders.heads import (ClassifyHead, RegressHead, UPerNetHead, better, build_head,
-                                        dice_loss, dice_scores, quadratic_weighted_kappa)
-from radlens_cli.encoders.train import (TrainConfig, augment_batch, compute_metrics, lr_factor,
-                                        run_training)
+from radlens_cli.encoders.heads import (ClassifyHead, RegressHead, UPerNetHead, dice_loss, dice_scores,
+                                        quadratic_weighted_kappa)
+from radlens_cli.encoders.tasks import better, build_head
+from radlens_cli.encoders.training.augment import augment_batch
+from radlens_cli.encoders.training.config import TrainConfig, lr_factor
+from radlens_cli.encoders.training.loop import run_training
+from radlens_cli.encoders.training.metrics import compute_metrics
 
 
 class TinyEncoder(torch.nn.Module):
@@ -87,7 +90,7 @@ def test_dice_scores_and_metric_helpers():
     a[0, :2] = b[0, 1:3] = True  # 1 shared of 2 + 2 -> 0.5
     a[1, :] = True  # no overlap with empty -> 0
     np.testing.assert_allclose(dice_scores(a, b), [0.5, 0.0, 1.0])
-    from radlens_cli.encoders.train import dice_scores_torch
+    from radlens_cli.encoders.heads import dice_scores_torch
 
     logits = torch.where(torch.tensor(a), 3.0, -3.0)
     np.testing.assert_allclose(dice_scores_torch(logits, torch.tensor(b).float()).numpy(), dice_scores(a, b))
@@ -193,7 +196,7 @@ class MemoryDataset(torch.utils.data.Dataset):
         return len(self.x)
 
     def __getitem__(self, i):
-        return {"case_id": f"m{i}", "volume": self.x[i], "target": float(self.cls[i]), "seg": self.seg[i]}
+        return {"case_id": f"m{i}", "volume": self.x[i], "target": float(self.cls[i]), "seg_target": self.seg[i]}
 
 
 def _train(task, **kw):

@@ -105,10 +105,10 @@ def test_zone_labels_percentile_and_lesion_mask(tmp_path):
     names = write_case(str(tmp_path), "c", seed=2, zones=True)
     p = {k: str(tmp_path / v) for k, v in names.items()}
     cfg = PreprocessConfig(["t2"], parse_mask_spec("gland:1+2"), norm="percentile", **CFG)
-    out = preprocess_case([p["t2"]], p["gland"], cfg, extra_mask_path=p["gland"],
-                          extra_mask_spec=parse_mask_spec("gland:1"))
+    out = preprocess_case([p["t2"]], p["gland"], cfg, seg_target_path=p["gland"],
+                          seg_target_spec=parse_mask_spec("gland:1"))
     assert out["volume"].min() >= 0 and out["volume"].max() <= 1
-    assert 0 < out["extra_mask"].sum() < out["mask"].sum()
+    assert 0 < out["seg_target"].sum() < out["mask"].sum()
     pz = preprocess_case([p["t2"]], p["gland"], PreprocessConfig(["t2"], parse_mask_spec("gland:1"), **CFG))
     assert pz["mask"].sum() < out["mask"].sum()
     with pytest.raises(RadlensError, match=r"label\(s\) 3 absent"):

@@ -283,8 +283,8 @@ def test_segmentation_target_and_dataset_record(cohort, tmp_path):
                         parse_mask_spec("zones:1"), case_id="p0")
     np.testing.assert_array_equal(a["volume"], b["volume"])
     np.testing.assert_array_equal(a["mask"], b["mask"])
-    np.testing.assert_array_equal(a["extra_mask"], b["extra_mask"])
-    assert a["extra_mask"].any()
+    np.testing.assert_array_equal(a["seg_target"], b["seg_target"])
+    assert a["seg_target"].any()
     rec = json.loads(a["inputs"])
     assert rec["mask"]["segments"] == ["Prostate"] and rec["segmentation_mask"]["segments"] == ["PZ"]
     assert rec["segmentation_mask"]["kind"] == "RTSTRUCT" and "mask" not in json.loads(b["inputs"])
