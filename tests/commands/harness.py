@@ -76,7 +76,8 @@ def read_csv(path, params_columns=(), provenance_columns=("command", "a", "b")) 
 
 
 def read_folder(path, provenance="provenance.json") -> Output:
-    """Every file below a folder by its sha256; params from its provenance JSON."""
+    """Every file below a folder by its sha256 (CSV provenance sidecars left out); params
+    from its provenance JSON."""
     data, attrs = {}, {}
     for root, dirs, files in os.walk(path):
         dirs.sort()
@@ -86,6 +87,8 @@ def read_folder(path, provenance="provenance.json") -> Output:
             if rel == provenance:
                 attrs = json.loads(Path(full).read_text(encoding="utf-8"))
                 continue
+            if rel.endswith((".csv.json", ".tsv.json", ".csv.gz.json")):
+                continue  # a text table's provenance sidecar (command line, time): not data
             data[rel] = hashlib.sha256(Path(full).read_bytes()).hexdigest()
     return Output(data, attrs.get("params"), attrs)
 
