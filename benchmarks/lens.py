@@ -62,7 +62,8 @@ def make_inputs(folder, n, d, h, p, seed=0):
     """Synthetic embeddings (pre, ft), radiomics and a share model (random weights)."""
     from radlens_cli.io.tables import CaseTable, write_table
     from radlens_cli.lens.scaling import fit_scaler
-    from radlens_cli.lens.share import ShareModel, save_share
+    from radlens_cli.io.formats.share import save_share
+    from radlens_cli.lens.share import ShareModel
 
     rng = np.random.default_rng(seed)
     ids = np.array([f"case{i:05d}" for i in range(n)], dtype=object)

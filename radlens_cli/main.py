@@ -25,6 +25,7 @@ COMMAND_MODULES = [
     "compare",
     "stats",
     "correlate",
+    "correlate_summary",
     "cka",
     "probe",
     "report",

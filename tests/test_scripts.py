@@ -297,46 +297,6 @@ def test_unnamed_index_column_dropped_or_refused(cli, tmp_path):
     assert r.exit_code == 1 and "odd.csv: column 1 has no name ('Unnamed: 0')" in r.stderr, r
 
 
-def test_import_pyradiomics_batch_output(cli, tmp_path):
-    """PyRadiomics' batch CSV (Image, Mask, ID, diagnostics_*, features without a modality)."""
-    import pandas as pd
-
-    def batch(seed, ids):
-        rng = np.random.default_rng(seed)
-        return pd.DataFrame({"ID": ids, "Image": [f"/data/{i}.nrrd" for i in ids],
-                             "Mask": [f"/data/{i}_m.nrrd" for i in ids],
-                             "diagnostics_Versions_PyRadiomics": "3.1.0",
-                             "diagnostics_Mask-original_VoxelNum": rng.integers(100, 900, len(ids)),
-                             "original_firstorder_Mean": rng.normal(size=len(ids)),
-                             "wavelet-LLH_glcm_Correlation": rng.normal(size=len(ids))})
-
-    t2, adc = batch(0, ["c1", "c2", "c3"]), batch(1, ["c3", "c1", "c2"])
-    t2.to_csv(tmp_path / "t2.csv", index=False)
-    adc.to_csv(tmp_path / "adc.csv")  # with a pandas index: dropped
-    r = cli("cka", tmp_path / "t2.csv", tmp_path / "t2.csv")
-    assert r.exit_code == 1 and "looks like PyRadiomics batch output" in r.stderr and "import-pyradiomics" in r.stderr
-    r = cli("import-pyradiomics", "t2=" + str(tmp_path / "t2.csv"), "adc=" + str(tmp_path / "adc.csv"),
-            "-o", tmp_path / "rad.h5")
-    assert r.exit_code == 0, r
-    t = read_table(str(tmp_path / "rad.h5"))
-    assert list(t.case_id) == ["c1", "c2", "c3"]
-    assert t.columns == ["t2/original_firstorder_Mean", "t2/wavelet-LLH_glcm_Correlation",
-                         "adc/original_firstorder_Mean", "adc/wavelet-LLH_glcm_Correlation"]
-    assert list(t.column_meta["family"]) == ["firstorder", "glcm"] * 2
-    np.testing.assert_array_equal(t.values[:, 0], t2["original_firstorder_Mean"].to_numpy())
-    np.testing.assert_array_equal(t.values[:, 3], adc.set_index("ID").loc[["c1", "c2", "c3"],
-                                                                          "wavelet-LLH_glcm_Correlation"])
-    with h5py.File(tmp_path / "rad.h5") as f:
-        diag = json.loads(f["diagnostics"][1])
-    assert diag["adc"]["Image"] == "/data/c2.nrrd" and diag["t2"]["diagnostics_Versions_PyRadiomics"] == "3.1.0"
-    assert set(t.split) <= {"train", "val", "test"}
-    # one file with a modality column; a case without every modality is an error naming it
-    both = pd.concat([t2.assign(Sequence="t2"), adc.assign(Sequence="adc").iloc[:2]])
-    both.to_csv(tmp_path / "both.csv", index=False)
-    r = cli("import-pyradiomics", tmp_path / "both.csv", "--modality-column", "Sequence", "-o", tmp_path / "b.h5")
-    assert r.exit_code == 1 and "case(s) c2 have no row for every modality" in r.stderr, r
-
-
 def test_environment_section_lists_every_variable_read():
     """Every os.environ key in the source is in the man pages' ENVIRONMENT section."""
     import re
@@ -370,35 +330,3 @@ def test_global_flags_after_the_subcommand_version_and_jobs_names(cli):
     assert "  pyradiomics-bhklab " in r.stdout and "  h5py " in r.stdout
     r = cli("finetune", "--help")
     assert "-j, --jobs" in r.stdout and "--workers" not in r.stdout  # the old name stays, hidden
-
-
-def test_merge_names_the_embedding_setting_that_differs(cli, tmp_path):
-    import torch
-
-    from radlens_cli.encoders.checkpoints import save_radlens_checkpoint
-    from radlens_cli.encoders.convnextv2 import build_encoder
-
-    manifest = write_cohort(str(tmp_path / "c"), n=2)
-    for seed in (0, 1):
-        torch.manual_seed(seed)
-        save_radlens_checkpoint(str(tmp_path / f"e{seed}.pt"), build_encoder("atto", 3), "convnextv2_atto", 3, None)
-
-    def part(name, i, enc="e0.pt", spacing="1,1,2", layer="final"):
-        r = cli("embed", manifest, "--modalities", "t2,dwi,adc", "--mask", "gland", "--encoder", tmp_path / enc,
-                "--crop", "16,32,32", "--spacing", spacing, "--layer", layer, "--parts", f"{i}/2",
-                "-o", tmp_path / name)
-        assert r.exit_code == 0, r
-        return tmp_path / name
-
-    p0, p1 = part("p0.h5", 0), part("p1.h5", 1)
-    for other, word in ((part("enc.h5", 1, enc="e1.pt"), "encoder_fingerprint"),
-                        (part("sp.h5", 1, spacing="2,2,4"), "preprocessing.spacing: [1.0, 1.0, 2.0] vs [2.0, 2.0, 4.0]"),
-                        (part("lay.h5", 1, layer="stage3"), "layer: \"final\" vs \"stage3\"")):
-        r = cli("merge", p0, other, "-o", tmp_path / "m.h5")
-        assert r.exit_code == 1 and "made with other parameters" in r.stderr and word in r.stderr, r
-        assert not (tmp_path / "m.h5").exists()
-    r = cli("merge", p0, p1, "-o", tmp_path / "m.h5")
-    assert r.exit_code == 0, r
-    params = json.loads(attrs(tmp_path / "m.h5")["params"])
-    assert params["layer"] == "final" and params["preprocessing"]["spacing"] == [1.0, 1.0, 2.0]
-    assert params["encoder_fingerprint"] and "part_id" not in params and params["merged_from"] == "embed"

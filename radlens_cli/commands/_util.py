@@ -11,7 +11,8 @@ import typer
 from typer.core import TyperGroup
 
 from radlens_cli import log
-from radlens_cli.errors import EXIT_INTERRUPTED, EXIT_TERMINATED, EXIT_USAGE, ParameterError, RadlensError, Terminated
+from radlens_cli.errors import (EXIT_INTERRUPTED, EXIT_TERMINATED, EXIT_USAGE, ParameterError, RadlensError,
+                                Terminated, UsageError)
 
 try:  # typer >= 0.26 vendors click
     from typer._click import exceptions as click_exc
@@ -222,6 +223,25 @@ def keep_going_option():
     return typer.Option(False, "--keep-going", help="When some cases fail, still write the others (the "
                         "failures recorded in the output and --failures), warn, and exit 0. Without it a "
                         "failed case means exit 1 and no output.")
+
+
+def checkpoint_labels(paths: list[str], labels: str | list[str] | None) -> list[str]:
+    """One label per compared decoder (compare, stats): --labels, or each file's name without extension."""
+    from radlens_cli.io.manifest import parse_list
+
+    if labels:
+        out = parse_list(labels, "--labels") if isinstance(labels, str) else list(labels)
+        if len(out) != len(paths):
+            raise UsageError(f"--labels has {len(out)} name(s) for {len(paths)} compared decoder(s)")
+    else:
+        out = ["stdin" if p == "-" else os.path.splitext(os.path.basename(p))[0] for p in paths]
+    seen = {}
+    for p, lab in zip(paths, out):
+        if lab in seen:
+            raise UsageError(f"checkpoint name {lab!r} is given twice ({seen[lab]} and {p}); "
+                             f"name them with --labels")
+        seen[lab] = p
+    return out
 
 
 def parse_triple(text, what: str, cast=float, positive: bool = False) -> tuple:

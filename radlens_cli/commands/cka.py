@@ -41,7 +41,7 @@ def cka(a_path: str, b_path: str, output: str | None = None, kernel: str = "line
     if bootstrap < 0:
         raise UsageError("--bootstrap must be 0 or more")
     if not 0 < level < 1:
-        raise UsageError(f"--level {level}: must lie in (0, 1)")
+        raise UsageError(f"--ci-level {level}: must lie in (0, 1)")
     if bootstrap and not output:
         raise UsageError("--bootstrap needs -o/--output (the interval is written to the CSV)")
     if output:
@@ -107,7 +107,8 @@ def cka_cli(
                                      help="z-score every column first (advised when a side is radiomics)."),
     split: Optional[str] = typer.Option(None, "--split", help="Only shared cases of this split."),
     bootstrap: int = typer.Option(0, "--bootstrap", help="Bootstrap replicates over cases for a CI (needs -o)."),
-    level: float = typer.Option(0.95, "--level", help="Confidence level of the bootstrap interval."),
+    ci_level: float = typer.Option(0.95, "--ci-level", help="Confidence level of the bootstrap interval."),
+    level_alias: Optional[float] = typer.Option(None, "--level", hidden=True, help="Old name of --ci-level."),
     seed: int = seed_option(),
     force: bool = force_option(),
 ):
@@ -127,10 +128,11 @@ def cka_cli(
 
     \b
       radlens cka emb_pre.h5 emb_ft.h5
-      radlens cka emb_pre.h5 emb_ft.h5 --debiased -o cka.csv --bootstrap 200 --seed 1
+      radlens cka emb_pre.h5 emb_ft.h5 --debiased -o cka.csv --bootstrap 200 --ci-level 0.9 --seed 1
       radlens cka emb_ft.h5 radiomics.h5 --standardize --kernel rbf
     """
     row = cka(a, b, output, kernel=kernel, debiased=debiased, sigma=sigma, standardize=standardize,
-              split=split, bootstrap=bootstrap, level=level, seed=seed, force=force)
+              split=split, bootstrap=bootstrap,
+              level=ci_level if level_alias is None else level_alias, seed=seed, force=force)
     if output != "-":
         typer.echo(f"{row['cka']:.6f}")

@@ -8,48 +8,8 @@ from typing import List
 import typer
 
 from radlens_cli import log
-from radlens_cli.commands._util import command, force_option, output_option, seed_option
+from radlens_cli.commands._util import checkpoint_labels, command, force_option, output_option, seed_option
 from radlens_cli.errors import RadlensError, UsageError
-
-
-def _ids_table(ids, path):
-    import numpy as np
-
-    from radlens_cli.io.tables import CaseTable
-
-    t = CaseTable(case_id=ids, values=np.zeros((len(ids), 0)), columns=[])
-    t.path = path
-    return t
-
-
-def paired_cases(pre, ft, which: str, allow_missing: bool):
-    """Row indices (i_pre, i_ft) of the cases both decoders used for `which` (train/eval)."""
-    from radlens_cli.io.tables import align_cases
-
-    a = _ids_table(getattr(pre, f"{which}_case_id"), f"{pre.path} ({which} cases)")
-    b = _ids_table(getattr(ft, f"{which}_case_id"), f"{ft.path} ({which} cases)")
-    return align_cases(a, b, allow_missing, names=(pre.path, ft.path))
-
-
-def checkpoint_labels(paths: list[str], labels: str | list[str] | None) -> list[str]:
-    """One label per compared decoder: --labels, or each file's name without extension."""
-    import os
-
-    from radlens_cli.io.manifest import parse_list
-
-    if labels:
-        out = parse_list(labels, "--labels") if isinstance(labels, str) else list(labels)
-        if len(out) != len(paths):
-            raise UsageError(f"--labels has {len(out)} name(s) for {len(paths)} compared decoder(s)")
-    else:
-        out = ["stdin" if p == "-" else os.path.splitext(os.path.basename(p))[0] for p in paths]
-    seen = {}
-    for p, lab in zip(paths, out):
-        if lab in seen:
-            raise UsageError(f"checkpoint name {lab!r} is given twice ({seen[lab]} and {p}); "
-                             f"name them with --labels")
-        seen[lab] = p
-    return out
 
 
 def compare(pre_path: str, ft_path, output: str, top: int = 5, stable_quantile: float = 0.5,
@@ -63,7 +23,7 @@ def compare(pre_path: str, ft_path, output: str, top: int = 5, stable_quantile: 
 
     from radlens_cli.io.files import atomic_output, check_output
     from radlens_cli.lens import compare as cmp
-    from radlens_cli.lens.data import load_decoder
+    from radlens_cli.io.formats.decoder import load_decoder
 
     others = [ft_path] if isinstance(ft_path, str) else list(ft_path)
     if not others:
@@ -123,8 +83,8 @@ def compare_one(pre_path, ft_path, pre, name, rank_by, bootstrap, permutations, 
 
     from radlens_cli.lens import compare as cmp
     from radlens_cli.lens.checks import require_compatible
-    from radlens_cli.lens.data import load_decoder
-    from radlens_cli.lens.decoder import r2_score
+    from radlens_cli.lens.compare import paired_cases
+    from radlens_cli.io.formats.decoder import load_decoder
 
     ft = load_decoder(ft_path)
     require_compatible(pre, ft, warn=log.warn, allow_preprocessing=allow_different_preprocessing)
@@ -138,11 +98,9 @@ def compare_one(pre_path, ft_path, pre, name, rank_by, bootstrap, permutations, 
     ev = ("eval/squared_error",) + (() if full_eval else ("eval/prediction", "eval/target"))
     bp = load_decoder(pre_path, bulk=ev).bulk
     bf = load_decoder(ft_path, bulk=ev).bulk
-    r2_pre, r2_ft = pre.r2, ft.r2
     if not full_eval:
         log.warn(f"--allow-missing: R^2 recomputed on the {len(iev_p)} eval cases common to both")
-        r2_pre = r2_score(bp["eval/prediction"][iev_p], bp["eval/target"][iev_p])
-        r2_ft = r2_score(bf["eval/prediction"][iev_f], bf["eval/target"][iev_f])
+    r2_pre, r2_ft = cmp.shared_eval_r2(pre, ft, iev_p, iev_f, bp, bf)
     p_null = cmp.paired_test(bp["eval/squared_error"][iev_p], bf["eval/squared_error"][iev_f])
     df = cmp.delta_table(pre.columns, pre.column_meta, pre.theta, ft.theta, r2_pre, r2_ft,
                          rank_by=rank_by, checkpoint=name, p_null=p_null)

@@ -1,4 +1,4 @@
-"""`radlens correlate` (Rad4XCNN correlation maps) and `radlens correlate-summary`."""
+"""`radlens correlate`: Rad4XCNN correlation maps (CORR.h5, schema correlation/1, see io/formats/correlation.py)."""
 
 from __future__ import annotations
 
@@ -11,11 +11,10 @@ import typer
 from radlens_cli import log, provenance
 from radlens_cli.commands._util import command, force_option, output_option
 from radlens_cli.errors import RadlensError, UsageError
-from radlens_cli.io.files import atomic_output, check_output
-from radlens_cli.io.tables import _decode, align_cases, open_h5, read_h5_attrs, read_table, write_h5
-
-SCHEMA = "correlation/1"
-
+from radlens_cli.io.files import check_output
+from radlens_cli.io.formats import write_csv
+from radlens_cli.io.formats.correlation import write_correlation
+from radlens_cli.io.tables import align_cases, read_table
 
 def _select_split(emb, rad, split: str):
     """Boolean mask over the aligned rows: the embedding table's split, else the radiomics'."""
@@ -34,11 +33,6 @@ def _check_outputs(paths: dict, force: bool) -> None:
         raise UsageError("two outputs name the same file")
     for v in given.values():
         check_output(v, force)
-
-
-def _write_csv(df, path: str, force: bool) -> None:
-    with atomic_output(path, force, suffix=".csv") as tmp:
-        df.to_csv(tmp, index=False, float_format="%.10g")
 
 
 def correlate(emb_path: str, rad_path: str, output: str, method: str = "spearman",
@@ -91,24 +85,16 @@ def correlate(emb_path: str, rad_path: str, output: str, method: str = "spearman
     attrs = provenance.build("correlate", inputs={"embeddings": emb_path, "radiomics": rad_path},
                              params=params, history=provenance.merged_history(emb.attrs, rad.attrs))
     attrs.update({"method": method, "threshold": threshold, "alpha": alpha, "n_cases": res.n_cases})
-    datasets = {
-        "rho": res.rho, "p": res.p, "q": res.q,
-        "deep_features": deep[kx], "columns": cols[ky],
-        **{f"column_{k}": meta[k][ky] for k in lc.META_KEYS},
-        "case_id": emb.case_id,
-        "excluded_deep_features": deep[~kx], "excluded_deep_reason": res.reason_x[~kx],
-        "excluded_columns": cols[~ky], "excluded_column_reason": res.reason_y[~ky],
-        **{f"excluded_column_{k}": meta[k][~ky] for k in lc.META_KEYS},
-    }
     kept_meta = {k: meta[k][ky] for k in lc.META_KEYS}
     # CSVs first: `-o -` streams the HDF5 last, after every other output is in place
     if pairs:
-        _write_csv(lc.pairs_table(res.rho, res.p, res.q, deep[kx], cols[ky], kept_meta, threshold, alpha),
+        write_csv(lc.pairs_table(res.rho, res.p, res.q, deep[kx], cols[ky], kept_meta, threshold, alpha),
                    pairs, force)
     if explain:
-        _write_csv(lc.explanation_table(res.rho, res.q, deep[kx], cols[ky], kept_meta, threshold, alpha,
+        write_csv(lc.explanation_table(res.rho, res.q, deep[kx], cols[ky], kept_meta, threshold, alpha,
                                         explain_top), explain, force)
-    write_h5(output, SCHEMA, datasets, attrs, force)
+    write_correlation(output, res.rho, res.p, res.q, deep, cols, {k: meta[k] for k in lc.META_KEYS}, kx, ky,
+                      res.reason_x, res.reason_y, emb.case_id, attrs, force)
     return {"n_cases": res.n_cases, "n_pairs": n_sig, "n_deep_explained": n_deep}
 
 
@@ -159,126 +145,3 @@ def correlate_cli(
     correlate(embeddings, radiomics, output, method=method, threshold=threshold, alpha=alpha,
               split=split, allow_missing=allow_missing, pairs=pairs, explain=explain,
               explain_top=explain_top, force=force)
-
-
-# ---------------------------------------------------------------- correlate-summary
-
-def _read_corr(path: str, what: str) -> dict:
-    with open_h5(path, SCHEMA, what) as f:
-        need = ("rho", "q", "deep_features", "columns")
-        missing = [k for k in need if k not in f]
-        if missing:
-            raise RadlensError(f"{'stdin' if path == '-' else path}: missing dataset(s) {', '.join(missing)} "
-                               f"(not a valid correlation file)")
-
-        out = {k: f[k][()] for k in ("rho", "q")}
-        for k in f:
-            if k in ("deep_features", "columns", "excluded_columns", "excluded_deep_features") or \
-                    k.startswith(("column_", "excluded_column_")):
-                out[k] = _decode(f[k][()])
-        out["attrs"] = read_h5_attrs(f)
-    out["path"] = "stdin" if path == "-" else path
-    return out
-
-
-def _full_axis(c: dict) -> tuple[np.ndarray, dict]:
-    """All radiomic columns of a correlation file (kept then excluded) and their metadata."""
-    from radlens_cli.lens import correlate as lc
-
-    kept = c["columns"]
-    excl = c.get("excluded_columns", np.array([], dtype=object))
-    cols = np.concatenate([kept, excl])
-    kept_meta = {k: c[f"column_{k}"] for k in lc.META_KEYS if f"column_{k}" in c}
-    if len(kept_meta) < len(lc.META_KEYS):
-        kept_meta = lc.radiomic_column_meta(kept)
-    excl_meta = {k: c[f"excluded_column_{k}"] for k in lc.META_KEYS if f"excluded_column_{k}" in c}
-    if len(excl_meta) < len(lc.META_KEYS):
-        excl_meta = lc.radiomic_column_meta(excl)
-    return cols, {k: np.concatenate([kept_meta[k], excl_meta[k]]) for k in lc.META_KEYS}
-
-
-def _setting(pre: dict, ft: dict, key: str, given: float | None, flag: str) -> float:
-    if given is not None:
-        return given
-    a, b = pre["attrs"].get(key), ft["attrs"].get(key)
-    if a is None or b is None:
-        raise UsageError(f"{pre['path'] if a is None else ft['path']} records no {key}; give {flag}")
-    if float(a) != float(b):
-        raise UsageError(f"{pre['path']} used {key} {a} but {ft['path']} used {b}; give {flag} to "
-                         f"compare both at one value")
-    return float(a)
-
-
-def correlate_summary(pre_path: str, ft_path: str, output: str, threshold: float | None = None,
-                      alpha: float | None = None, force: bool = False):
-    """Per modality x family: deep features with a correlated radiomic feature, pre vs ft."""
-    from radlens_cli.lens import correlate as lc
-
-    if pre_path == "-" and ft_path == "-":
-        raise UsageError("only one of the two correlation files can be `-` (stdin)")
-    check_output(output, force)
-    pre = _read_corr(pre_path, "correlation file (pre)")
-    ft = _read_corr(ft_path, "correlation file (fine-tuned)")
-    cols_pre, meta = _full_axis(pre)
-    cols_ft, _ = _full_axis(ft)
-    only_pre = sorted(set(cols_pre) - set(cols_ft))
-    only_ft = sorted(set(cols_ft) - set(cols_pre))
-    if only_pre or only_ft:
-        parts = []
-        for ids, p in ((only_pre, pre["path"]), (only_ft, ft["path"])):
-            if ids:
-                more = f" (+{len(ids) - 3} more)" if len(ids) > 3 else ""
-                parts.append(f"{len(ids)} only in {p}: {', '.join(ids[:3])}{more}")
-        raise RadlensError("different radiomic column sets: " + "; ".join(parts))
-    threshold = _setting(pre, ft, "threshold", threshold, "--threshold")
-    alpha = _setting(pre, ft, "alpha", alpha, "--alpha")
-
-    pos = {c: i for i, c in enumerate(cols_pre)}
-
-    def full_sig(c):
-        sig = np.zeros((c["rho"].shape[0], len(cols_pre)), dtype=bool)
-        idx = np.array([pos[x] for x in c["columns"]], dtype=np.int64)
-        sig[:, idx] = lc.significant(c["rho"], c["q"], threshold, alpha)
-        return sig
-
-    df = lc.summary_table(full_sig(pre), full_sig(ft), meta)
-    tot = df.iloc[-1]
-    log.info(f"correlate-summary: deep features explained {int(tot['deep_pre'])}/{pre['rho'].shape[0]} pre, "
-             f"{int(tot['deep_ft'])}/{ft['rho'].shape[0]} fine-tuned; pairs {int(tot['pairs_pre'])} -> "
-             f"{int(tot['pairs_ft'])} (|rho| >= {threshold}, q < {alpha})")
-    _write_csv(df, output, force)
-    return df
-
-
-@command("correlate-summary")
-def correlate_summary_cli(
-    pre: str = typer.Argument(..., help="Correlation file of the pre-trained encoder (`-` for stdin)."),
-    ft: str = typer.Argument(..., help="Correlation file of the fine-tuned encoder (`-` for stdin)."),
-    output: str = output_option("Summary CSV (`-` for stdout)."),
-    threshold: Optional[float] = typer.Option(None, "--threshold",
-                                              help="M (default: the one both files were made with)."),
-    alpha: Optional[float] = typer.Option(None, "--alpha",
-                                          help="FDR level (default: the one both files were made with)."),
-    force: bool = force_option(),
-):
-    """Rad4XCNN explanation before vs after fine-tuning.
-
-    Reads two correlation files made by `radlens correlate` over the same radiomic columns
-    (pre-trained and fine-tuned embeddings) and writes, per modality and radiomic family,
-    how many deep features have at least one correlated radiomic feature (|rho| >= M and
-    q < alpha) and how many correlated pairs there are, before and after fine-tuning.
-    Rows per modality x family, then per modality, per family and all/all:
-
-    \b
-      modality,family,n_columns,deep_pre,deep_ft,delta_deep,frac_pre,frac_ft,
-      pairs_pre,pairs_ft,delta_pairs
-
-    Files over different radiomic column sets are refused.
-
-    Examples:
-
-    \b
-      radlens correlate-summary corr_pre.h5 corr_ft.h5 -o summary.csv
-      radlens correlate emb_ft.h5 radiomics.h5 -o - | radlens correlate-summary corr_pre.h5 - -o -
-    """
-    correlate_summary(pre, ft, output, threshold=threshold, alpha=alpha, force=force)

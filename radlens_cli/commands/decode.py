@@ -20,8 +20,8 @@ def decode(share_path: str, emb_path: str, rad_path: str, output: str, ridge: fl
     from radlens_cli.io.files import check_output
     from radlens_cli.io.tables import read_table
     from radlens_cli.lens.data import decode as decode_tables
-    from radlens_cli.lens.data import save_decoder
-    from radlens_cli.lens.share import load_share
+    from radlens_cli.io.formats.decoder import save_decoder
+    from radlens_cli.io.formats.share import load_share
 
     if [share_path, emb_path, rad_path].count("-") > 1:
         raise UsageError("only one input can be `-` (stdin)")

@@ -6,7 +6,7 @@ import typer
 
 from radlens_cli import log
 from radlens_cli.commands._util import command, device_option, force_option, output_option, seed_option
-from radlens_cli.errors import UsageError
+from radlens_cli.errors import RadlensError, UsageError
 
 
 def fit_share(emb_path: str, rad_path: str, output: str, hidden: int = 256, l1: float = 1e-6,
@@ -22,7 +22,8 @@ def fit_share(emb_path: str, rad_path: str, output: str, hidden: int = 256, l1: 
     from radlens_cli.io.files import check_output
     from radlens_cli.io.tables import read_table
     from radlens_cli.lens.data import fit_share_tables
-    from radlens_cli.lens.share import ACTIVATIONS, METHODS, REDUCTIONS, paper_grid, save_share
+    from radlens_cli.io.formats.share import save_share
+    from radlens_cli.lens.share import ACTIVATIONS, METHODS, REDUCTIONS, paper_grid
     from radlens_cli.lens.scaling import SCALES
 
     if emb_path == "-" and rad_path == "-":
@@ -45,6 +46,9 @@ def fit_share(emb_path: str, rad_path: str, output: str, hidden: int = 256, l1: 
     emb = read_table(emb_path, "embeddings", part="refuse")
     rad = read_table(rad_path, "radiomics", part="refuse")
     grid = paper_grid() if sweep else None
+    split = rad.split if rad.split is not None else emb.split
+    if sweep and (split is None or not (split == "val").any()):
+        raise RadlensError("--sweep selects on the `val` split, but there are no val cases")
     if share_fraction is not None and not 0.0 < share_fraction <= 1.0:
         raise UsageError("--share-fraction must be in (0, 1]")
     if seeds < 1:

@@ -48,6 +48,8 @@ def probe(features: list[str], manifest_path: str, target: str, output: str, tas
 
     if task not in lp.TASKS:
         raise UsageError(f"--task {task}: use {' or '.join(lp.TASKS)}")
+    if protocol in ("cv-test", "cv-all") and folds < 2:  # the library says "fold(s)"; name the option here
+        raise RadlensError(f"--folds {folds}: need at least 2")
     if not features:
         raise UsageError("give at least one feature table")
     if sum(f == "-" for f in features) > 1:
@@ -83,7 +85,7 @@ def probe(features: list[str], manifest_path: str, target: str, output: str, tas
     log.info(f"probe: {len(cases)} cases in all {len(tables)} table(s) with target {target} "
              f"({len(n_union - common)} case(s) only in some tables or without a target)")
     for label, t in zip(labels, tables):
-        ft = lp.finetuned_target(t.attrs)
+        ft = provenance.finetuned_target(t.attrs)
         if ft is not None and ft[1] == target:
             log.warn(f"{t.path}: its encoder was fine-tuned on {target} ({ft[0]}); "
                      + ("cv-all lets it score cases it saw with their labels, inflating "

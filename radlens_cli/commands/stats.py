@@ -7,7 +7,7 @@ from typing import List
 import typer
 
 from radlens_cli import log
-from radlens_cli.commands._util import command, force_option, output_option
+from radlens_cli.commands._util import checkpoint_labels, command, force_option, output_option
 from radlens_cli.errors import UsageError
 
 
@@ -18,12 +18,11 @@ def stats(pre_path: str, ft_path, output: str, by: str = "family,image_type,moda
     a list); returns the DataFrame."""
     import pandas as pd
 
-    from radlens_cli.commands.compare import checkpoint_labels, paired_cases
     from radlens_cli.io.files import atomic_output, check_output
     from radlens_cli.io.manifest import parse_list
     from radlens_cli.lens.checks import require_compatible
-    from radlens_cli.lens.data import load_decoder
-    from radlens_cli.lens.decoder import r2_score
+    from radlens_cli.lens.compare import paired_cases, shared_eval_r2
+    from radlens_cli.io.formats.decoder import load_decoder
     from radlens_cli.lens.stats import GROUPINGS, group_stats, markdown_table
 
     others = [ft_path] if isinstance(ft_path, str) else list(ft_path)
@@ -51,12 +50,9 @@ def stats(pre_path: str, ft_path, output: str, by: str = "family,image_type,moda
                                                      "eval/target")
         bp, bf = load_decoder(pre_path, bulk=bulk).bulk, load_decoder(path, bulk=bulk).bulk
         sq_pre, sq_ft = bp["eval/squared_error"][ip], bf["eval/squared_error"][jf]
-        if full:                 # the per-feature R^2 decode computed on these same cases
-            r2_pre, r2_ft = pre.r2, ft.r2
-        else:
+        if not full:
             log.warn(f"--allow-missing: using the {len(ip)} eval cases common to both decoders")
-            r2_pre = r2_score(bp["eval/prediction"][ip], bp["eval/target"][ip])
-            r2_ft = r2_score(bf["eval/prediction"][jf], bf["eval/target"][jf])
+        r2_pre, r2_ft = shared_eval_r2(pre, ft, ip, jf, bp, bf)
         df = group_stats(sq_pre, sq_ft, r2_pre, r2_ft, pre.column_meta, by=groupings,
                          checkpoint=name)
         log.info(f"{name}: {int((df['q_bh'] < 0.05).sum())} of {len(df)} groups differ "

@@ -14,12 +14,12 @@ One rule for every command that processes cases (extract-radiomics, embed):
 
 from __future__ import annotations
 
-import json
 import os
 import signal
 
 from radlens_cli import log
 from radlens_cli.errors import RadlensError, UsageError
+from radlens_cli.io.formats import json_attr
 
 PART_ATTR = "radlens_part"
 SLURM_VARS = ("SLURM_ARRAY_TASK_ID", "SLURM_ARRAY_TASK_MIN", "SLURM_ARRAY_TASK_MAX",
@@ -89,26 +89,14 @@ def part_record(part_id: int, num_parts: int) -> dict | None:
     return {"part_id": int(part_id), "num_parts": int(num_parts)} if num_parts > 1 else None
 
 
-def _json(attrs: dict, key: str, default):
-    raw = (attrs or {}).get(key)
-    if raw is None:
-        return default
-    if isinstance(raw, (list, dict)):
-        return raw
-    try:
-        return json.loads(raw)
-    except (TypeError, ValueError):
-        return default
-
-
 def table_part(attrs: dict) -> dict | None:
     """The part record of a table's attributes (also of an incomplete merge), else None."""
-    rec = _json(attrs, PART_ATTR, None)
+    rec = json_attr(attrs, PART_ATTR, None)
     return rec if isinstance(rec, dict) and rec else None
 
 
 def table_failures(attrs: dict) -> list:
-    rec = _json(attrs, "failures", [])
+    rec = json_attr(attrs, "failures", [])
     return rec if isinstance(rec, list) else []
 
 

@@ -114,42 +114,86 @@ def check_side_output(path: str | None, output: str, option: str, force: bool = 
 
 
 @contextlib.contextmanager
-def atomic_output(path: str, force: bool = False, suffix: str = "", provenance: dict | None = None):
-    """Yield a temporary path beside `path`; on success rename it into place.
+def atomic_path(path: str, suffix: str = "", tmp: str | None = None, fsync: bool = False):
+    """The one rename-into-place every radlens file goes through.
 
-    On any error the temporary file is removed, so an interrupted command never leaves a
-    half-written file that looks complete. `-` streams the finished file to stdout.
-    A text table (.csv, .tsv, .csv.gz) gets its provenance in a sidecar `<path>.json`
-    (`provenance`, else the running command's line, versions and time).
+    Yield a temporary path beside `path` (or the given `tmp`, e.g. a name a sweeper can
+    recognise); when the block succeeds, the file is made world-readable (0644), flushed to
+    disk first with `fsync`, and renamed over `path`. On any error, Ctrl-C and SIGTERM
+    included, the temporary file is removed, so no half-written file ever looks complete.
     """
-    check_output(path, force)
-    _check_kind(path, suffix)
-    if path == "-":
-        fd, tmp = tempfile.mkstemp(prefix="radlens-stdout-", suffix=suffix)
-    else:
-        folder = os.path.dirname(os.path.abspath(path))
+    if tmp is None:
         fd, tmp = tempfile.mkstemp(prefix=f".{os.path.basename(path)}.", suffix=".part" + suffix,
-                                   dir=folder)
-    os.close(fd)
+                                   dir=os.path.dirname(os.path.abspath(path)))
+        os.close(fd)
     try:
         yield tmp
-        if path == "-":
-            out = getattr(sys.stdout, "buffer", None)
-            with open(tmp, "rb") as fh:
-                if out is None:
-                    sys.stdout.write(fh.read().decode())
-                else:
-                    shutil.copyfileobj(fh, out)
-                    out.flush()
-            os.unlink(tmp)
-        else:
-            os.chmod(tmp, 0o644)
-            os.replace(tmp, path)
-            if extension(path) in TEXT_TABLES:
-                write_sidecar(path, provenance)
+        if fsync:
+            fd = os.open(tmp, os.O_RDONLY)
+            try:
+                os.fsync(fd)
+            finally:
+                os.close(fd)
+        os.chmod(tmp, 0o644)
+        os.replace(tmp, path)
     except BaseException:
         _cleanup(tmp)
         raise
+
+
+@contextlib.contextmanager
+def atomic_output(path: str, force: bool = False, suffix: str = "", provenance: dict | None = None):
+    """Yield a temporary path for output `path`; on success it takes `path`'s place.
+
+    An existing `path` needs `force`. On any error the temporary file is removed, so an
+    interrupted command never leaves a half-written file that looks complete (atomic_path).
+    `-` streams the finished file to stdout. A text table (.csv, .tsv, .csv.gz) gets its
+    provenance in a sidecar `<path>.json` (`provenance`, else the running command's line,
+    versions and time).
+    """
+    check_output(path, force)
+    _check_kind(path, suffix)
+    if path != "-":
+        with atomic_path(path, suffix) as tmp:
+            yield tmp
+        if extension(path) in TEXT_TABLES:
+            write_sidecar(path, provenance)
+        return
+    fd, tmp = tempfile.mkstemp(prefix="radlens-stdout-", suffix=suffix)
+    os.close(fd)
+    try:
+        yield tmp
+        out = getattr(sys.stdout, "buffer", None)
+        with open(tmp, "rb") as fh:
+            if out is None:
+                sys.stdout.write(fh.read().decode())
+            else:
+                shutil.copyfileobj(fh, out)
+                out.flush()
+        os.unlink(tmp)
+    except BaseException:
+        _cleanup(tmp)
+        raise
+
+
+def save_npz(path: str, force: bool = True, **arrays) -> None:
+    """np.savez through atomic_output (a cache entry: overwritten unless force=False)."""
+    import numpy as np
+
+    with atomic_output(path, force, suffix=".npz") as tmp:
+        np.savez(tmp, **arrays)
+
+
+def save_torch(obj, path: str, force: bool = False) -> None:
+    """torch.save through atomic_output; a checkpoint is a file, never stdout."""
+    import torch
+
+    from radlens_cli.errors import UsageError
+
+    if path == "-":
+        raise UsageError("a checkpoint must be written to a file, not stdout")
+    with atomic_output(path, force, suffix=".pt") as tmp:
+        torch.save(obj, tmp)
 
 
 @contextlib.contextmanager
@@ -193,17 +237,9 @@ def write_sidecar(path: str, attrs: dict | None = None) -> str:
                 pass
         rec[k] = v
     side = sidecar_path(path)
-    fd, tmp = tempfile.mkstemp(prefix=f".{os.path.basename(side)}.", suffix=".part", dir=os.path.dirname(
-        os.path.abspath(side)))
-    try:
-        with os.fdopen(fd, "w", encoding="utf-8") as fh:
-            json.dump(rec, fh, indent=1, sort_keys=True, default=str)
-            fh.write("\n")
-        os.chmod(tmp, 0o644)
-        os.replace(tmp, side)
-    except BaseException:
-        _cleanup(tmp)
-        raise
+    with atomic_path(side) as tmp, open(tmp, "w", encoding="utf-8") as fh:
+        json.dump(rec, fh, indent=1, sort_keys=True, default=str)
+        fh.write("\n")
     return side
 
 

@@ -1,4 +1,4 @@
-"""Case tables (HDF5 and CSV) and the generic radlens HDF5 container.
+"""Case tables (HDF5 and CSV); the generic radlens HDF5 container lives in io/formats.py.
 
 HDF5 case table, schema "case-table/1":
   case_id  (n,)   UTF-8 strings, unique
@@ -12,7 +12,6 @@ CSV form: header row, `case_id` first, optional `split`, the rest numeric.
 
 from __future__ import annotations
 
-import contextlib
 import json
 from dataclasses import dataclass, field
 
@@ -20,26 +19,10 @@ import numpy as np
 
 from radlens_cli.errors import RadlensError
 from radlens_cli.io.files import atomic_output, input_path
-
-HDF5_MAGIC = b"\x89HDF\r\n\x1a\n"
-CASE_TABLE = "case-table/1"
-STR = None  # h5py string dtype, created lazily (h5py import is slow-ish)
-
-
-def _str_dtype():
-    import h5py
-
-    return h5py.string_dtype("utf-8")
-
-
-def _decode(arr) -> np.ndarray:
-    out = [x.decode("utf-8") if isinstance(x, bytes) else str(x) for x in np.asarray(arr).ravel()]
-    return np.array(out, dtype=object)
-
-
-def is_hdf5(path: str) -> bool:
-    with open(path, "rb") as fh:
-        return fh.read(8) == HDF5_MAGIC
+# the container's names stay importable from here for callers written before io/formats.py existed
+from radlens_cli.io.formats import (CASE_TABLE, HDF5_MAGIC, _str_dtype, _write_datasets,  # noqa: F401
+                                    decode_strings, is_hdf5, open_h5, open_hdf5_file, read_h5_attrs,
+                                    write_h5)
 
 
 @dataclass
@@ -71,8 +54,8 @@ class CaseTable:
         if self.values.ndim != 2 or self.values.shape != (n, len(self.columns)):
             raise RadlensError(f"{where}: values has shape {self.values.shape}, expected "
                                f"({n}, {len(self.columns)}) from case_id and columns")
-        _require_unique(self.case_id, f"{where}: duplicate case_id")
-        _require_unique(np.array(self.columns, dtype=object), f"{where}: duplicate column")
+        require_unique(self.case_id, f"{where}: duplicate case_id")
+        require_unique(np.array(self.columns, dtype=object), f"{where}: duplicate column")
         if self.split is not None and len(self.split) != n:
             raise RadlensError(f"{where}: split has {len(self.split)} entries for {n} cases")
         for key, arr in self.column_meta.items():
@@ -109,88 +92,13 @@ class CaseTable:
         return self.split == name
 
 
-def _require_unique(arr: np.ndarray, msg: str) -> None:
+def require_unique(arr: np.ndarray, msg: str) -> None:
+    """Error `msg: a, b, c (+n more)` naming the values that occur more than once."""
     uniq, counts = np.unique(np.asarray(arr, dtype=str), return_counts=True)
     if (counts > 1).any():
         dup = uniq[counts > 1]
         more = f" (+{len(dup) - 3} more)" if len(dup) > 3 else ""
         raise RadlensError(f"{msg}: {', '.join(map(str, dup[:3]))}{more}")
-
-
-# ---------------------------------------------------------------- generic HDF5 container
-
-def read_h5_attrs(f) -> dict:
-    out = {}
-    for k, v in f.attrs.items():
-        out[k] = v.decode() if isinstance(v, bytes) else (v.item() if hasattr(v, "item") else v)
-    return out
-
-
-def open_hdf5_file(path: str, expected: str = "", what: str = "input"):
-    """An open h5py.File (read-only) for `path` (`-` = stdin); one-line errors otherwise."""
-    import h5py
-
-    real = input_path(path, what)
-    shown = "stdin" if path == "-" else path
-    if not is_hdf5(real):
-        raise RadlensError(f"{shown}: not an HDF5 file {expected}".rstrip())
-    try:
-        return h5py.File(real, "r")
-    except OSError as e:
-        raise RadlensError(f"{shown}: cannot read HDF5 file (truncated or corrupt?): {e}") from None
-
-
-@contextlib.contextmanager
-def open_h5(path: str, schema: str | tuple[str, ...], what: str = "input"):
-    """Open a radlens HDF5 file, checking its `radlens_schema` kind (e.g. "share-model/1").
-
-    `schema` may be a tuple of accepted kinds; the version after `/` must match.
-    """
-    shown = "stdin" if path == "-" else path
-    f = open_hdf5_file(path, f"(expected a radlens {what})", what)
-    try:
-        kinds = (schema,) if isinstance(schema, str) else tuple(schema)
-        got = f.attrs.get("radlens_schema")
-        got = got.decode() if isinstance(got, bytes) else got
-        if got not in kinds:
-            if got is None:
-                raise RadlensError(f"{shown}: not a radlens file (no radlens_schema attribute); "
-                                   f"expected {' or '.join(kinds)}")
-            raise RadlensError(f"{shown}: is a radlens {got}, expected {' or '.join(kinds)}")
-        yield f
-    finally:
-        f.close()
-
-
-def write_h5(path: str, schema: str, datasets: dict, attrs: dict | None = None,
-             force: bool = False, groups: dict | None = None) -> None:
-    """Write a radlens HDF5 file atomically. Strings become UTF-8 datasets.
-
-    datasets: name -> array-like; groups: group name -> {dataset name -> array}.
-    Timestamps are not tracked, so equal content gives equal bytes.
-    """
-    import h5py
-
-    with atomic_output(path, force, suffix=".h5") as tmp:
-        with h5py.File(tmp, "w", track_order=True) as f:
-            f.attrs["radlens_schema"] = schema
-            for k, v in (attrs or {}).items():
-                f.attrs[k] = v if not isinstance(v, (dict, list)) else json.dumps(v, default=str)
-            _write_datasets(f, datasets)
-            for gname, content in (groups or {}).items():
-                _write_datasets(f.create_group(gname, track_order=True), content)
-
-
-def _write_datasets(parent, datasets: dict) -> None:
-    for name, arr in datasets.items():
-        if arr is None:
-            continue
-        a = np.asarray(arr)
-        if a.dtype == object or a.dtype.kind in "US":
-            a = np.array([str(x) for x in a.ravel()], dtype=object).reshape(a.shape)
-            parent.create_dataset(name, data=a, dtype=_str_dtype(), track_times=False)
-        else:
-            parent.create_dataset(name, data=a, track_times=False)
 
 
 # ---------------------------------------------------------------- case tables
@@ -240,11 +148,11 @@ def _read_table_h5(real: str, shown: str, what: str, schema: str) -> CaseTable:
             values = f["values"][()]
         except OSError as e:
             raise RadlensError(f"{shown}: cannot read `values` (truncated file?): {e}") from None
-        meta = {k[len("column_"):]: _decode(f[k][()]) for k in f if k.startswith("column_")}
+        meta = {k[len("column_"):]: decode_strings(f[k][()]) for k in f if k.startswith("column_")}
         return CaseTable(
-            case_id=_decode(f["case_id"][()]), values=values,
-            columns=list(_decode(f["columns"][()])),
-            split=_decode(f["split"][()]) if "split" in f else None,
+            case_id=decode_strings(f["case_id"][()]), values=values,
+            columns=list(decode_strings(f["columns"][()])),
+            split=decode_strings(f["split"][()]) if "split" in f else None,
             column_meta=meta, attrs=read_h5_attrs(f))
 
 

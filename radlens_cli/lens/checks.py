@@ -26,12 +26,9 @@ _OBJECT_REPR = re.compile(r"^<[\w.]+ object at 0x[0-9a-fA-F]+>$")
 def embedding_params(attrs: dict) -> dict:
     """The preprocessing-relevant settings recorded in an embedding table's attributes
     (flattened: 'spacing', 'crop', ..., 'layer', 'pool'); {} when none is recorded."""
-    params = attrs.get("params", {}) if attrs else {}
-    if isinstance(params, (str, bytes)):
-        try:
-            params = json.loads(params)
-        except ValueError:
-            return {}
+    from radlens_cli.io.formats import json_attr
+
+    params = json_attr(attrs, "params", {})
     if not isinstance(params, dict):
         return {}
     out = {}

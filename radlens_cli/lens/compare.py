@@ -301,3 +301,36 @@ def permutation_resolution(n_perm: int, m: int, alpha: float = 0.05) -> str | No
     return (f"with {n_perm} permutations the smallest p_perm is 1/{n_perm + 1}: q_perm < {alpha:g} "
             f"over {m} features needs at least {math.ceil(need_k - 1e-9)} features at that p; "
             f"{need_n} permutations let a single feature reach it")
+
+
+# ---------------------------------------------------------------- pairing two decoders
+
+def _ids_table(ids, path):
+    from radlens_cli.io.tables import CaseTable
+
+    t = CaseTable(case_id=ids, values=np.zeros((len(ids), 0)), columns=[])
+    t.path = path
+    return t
+
+
+def paired_cases(pre, ft, which: str, allow_missing: bool):
+    """Row indices (i_pre, i_ft) of the cases both decoders used for `which` (train/eval)."""
+    from radlens_cli.io.tables import align_cases
+
+    a = _ids_table(getattr(pre, f"{which}_case_id"), f"{pre.path} ({which} cases)")
+    b = _ids_table(getattr(ft, f"{which}_case_id"), f"{ft.path} ({which} cases)")
+    return align_cases(a, b, allow_missing, names=(pre.path, ft.path))
+
+
+def shared_eval_r2(pre, ft, i_pre, i_ft, bulk_pre: dict, bulk_ft: dict):
+    """Per-feature R^2 of two decoders on the eval cases both used (rows i_pre, i_ft).
+
+    When both used exactly the same cases these are the R^2 decode stored; otherwise they
+    are recomputed from `eval/prediction` and `eval/target` (which `bulk_*` must then hold)
+    on the shared cases only, so the two numbers compare like with like."""
+    from radlens_cli.lens.decoder import r2_score
+
+    if len(i_pre) == len(pre.eval_case_id) == len(ft.eval_case_id):
+        return pre.r2, ft.r2
+    return (r2_score(bulk_pre["eval/prediction"][i_pre], bulk_pre["eval/target"][i_pre]),
+            r2_score(bulk_ft["eval/prediction"][i_ft], bulk_ft["eval/target"][i_ft]))

@@ -33,7 +33,7 @@ def make_folds(y, task: str, folds: int = 5, seed: int = 0) -> list[tuple[np.nda
     y = np.asarray(y)
     n = len(y)
     if folds < 2:
-        raise RadlensError(f"--folds {folds}: need at least 2")
+        raise RadlensError(f"{folds} fold(s): cross-validation needs at least 2")
     if n < folds:
         raise RadlensError(f"{n} case(s) for {folds} folds; need at least one case per fold")
     if task == "classify":
@@ -42,7 +42,7 @@ def make_folds(y, task: str, folds: int = 5, seed: int = 0) -> list[tuple[np.nda
             raise RadlensError(f"the target has one class ({classes[0]!s}); classification needs two")
         if counts.min() < folds:
             small = ", ".join(f"{c!s} ({k})" for c, k in zip(classes, counts) if k < folds)
-            raise RadlensError(f"class(es) with fewer cases than --folds {folds}: {small}")
+            raise RadlensError(f"class(es) with fewer cases than the {folds} folds: {small}")
         splitter = StratifiedKFold(n_splits=folds, shuffle=True, random_state=seed)
         return list(splitter.split(np.zeros((n, 1)), y))
     splitter = KFold(n_splits=folds, shuffle=True, random_state=seed)
@@ -75,42 +75,6 @@ def split_folds(y, split, task: str, protocol: str = "train-test", folds: int = 
         if missing:
             raise RadlensError(f"class(es) {', '.join(missing)} occur in `test` but not in `train`")
     return [(tr, te)]
-
-
-def finetuned_target(attrs: dict) -> tuple[str, str] | None:
-    """(task, target) the encoder behind an embedding table was fine-tuned on, or None.
-
-    Read from the table's params (`finetune_task`/`finetune_target`, when recorded) or from
-    the radlens checkpoint the params name, when that file is still there; a checkpoint
-    trained with its encoder frozen did not see the labels and gives None."""
-    import json
-    import os
-
-    params = attrs.get("params", {}) if attrs else {}
-    if isinstance(params, (str, bytes)):
-        try:
-            params = json.loads(params)
-        except ValueError:
-            return None
-    if not isinstance(params, dict):
-        return None
-    if params.get("finetune_target"):
-        return str(params.get("finetune_task", "")), str(params["finetune_target"])
-    path = params.get("encoder")
-    if params.get("encoder_source") != "radlens" or not path or not os.path.isfile(str(path)):
-        return None
-    try:
-        import torch
-
-        obj = torch.load(str(path), map_location="cpu", weights_only=False)
-    except Exception:  # noqa: BLE001 - an unreadable checkpoint only means no warning
-        return None
-    ft = obj.get("finetune") if isinstance(obj, dict) else None
-    if not isinstance(ft, dict) or not ft.get("target"):
-        return None
-    if (ft.get("params") or {}).get("freeze_encoder"):
-        return None
-    return str(ft.get("task", "")), str(ft["target"])
 
 
 def make_model(name: str, task: str, seed: int = 0, jobs: int = 1, trees: int = 200):

@@ -40,7 +40,6 @@ ACTIVATIONS = ("relu", "gelu", "tanh")
 L1_GRID = (0.0, 1e-7, 3e-7, 1e-6, 3e-6, 1e-5)
 L2_GRID = (0.0, 1e-5, 1e-4, 1e-3)
 DEFAULT_L1, DEFAULT_L2 = 1e-6, 1e-5
-SHARE_SCHEMA = "share-model/1"
 REDUCTIONS = ("mean", "sum")
 METHODS = ("calibrated", "paper")
 
@@ -293,90 +292,3 @@ def share_gradients(torch, xb, rb, W1, b1, W2, b2, l1, l2, activation, reduction
         gW.add_(torch.sign(W).mul_(l1[:, None, None]))
         gW.addcmul_(W, (2 * l2)[:, None, None].expand_as(W))
     return gW1, gb1, gW2, gb2
-
-
-# ---------------------------------------------------------------- SHARE.h5
-
-def save_share(model: ShareModel, path: str, attrs: dict | None = None, force: bool = False) -> None:
-    """Write SHARE.h5 (schema share-model/1); the temporary heads are not kept."""
-    import json
-
-    from radlens_cli.io.tables import write_h5
-
-    sc = model.scaler
-    datasets = {
-        "weight": np.asarray(model.weight, np.float32),
-        "bias": np.asarray(model.bias, np.float32),
-        "embedding_columns": np.array(model.embedding_columns, dtype=object),
-        "columns": np.array(sc.columns, dtype=object),
-        "scale_offset": np.asarray(sc.offset, np.float64),
-        "scale_factor": np.asarray(sc.factor, np.float64),
-        "dropped_columns": np.array([c for c, _ in sc.dropped], dtype=object),
-        "dropped_reasons": np.array([r for _, r in sc.dropped], dtype=object),
-    }
-    for k, v in model.column_meta.items():
-        datasets[f"column_{k}"] = np.asarray(v, dtype=object)
-    if model.share_case_id is not None:
-        datasets["share_case_id"] = np.asarray(model.share_case_id, dtype=object)
-    if model.reference_X is not None:
-        datasets["reference_case_id"] = np.asarray(model.reference_case_id, dtype=object)
-        datasets["reference_embeddings"] = np.asarray(model.reference_X, np.float64)
-    groups = {}
-    if model.sweep:
-        groups["sweep"] = {k: np.asarray(v) for k, v in model.sweep.items()}
-    if model.extra:
-        groups["seeds"] = {"seed": np.array([e[0] for e in model.extra], dtype=np.int64),
-                           "weight": np.stack([np.asarray(e[1], np.float32) for e in model.extra]),
-                           "bias": np.stack([np.asarray(e[2], np.float32) for e in model.extra]),
-                           "ridge": np.array([e[3] for e in model.extra], dtype=np.float64)}
-    own = {"activation": model.activation, "scale": sc.kind, "hidden": model.hidden,
-           "embedding_dim": model.embedding_dim, "share_hash": model.share_hash,
-           "method": model.method, "ridge": float(model.ridge),
-           "embedding_params": json.dumps(model.embedding_params, sort_keys=True)}
-    write_h5(path, SHARE_SCHEMA, datasets, {**(attrs or {}), **own}, force, groups=groups)
-
-
-def load_share(path: str) -> ShareModel:
-    """Read SHARE.h5 and check its content hash."""
-    import json
-
-    from radlens_cli.errors import RadlensError
-    from radlens_cli.io.tables import _decode, open_h5, read_h5_attrs
-
-    shown = "stdin" if path == "-" else path
-    with open_h5(path, SHARE_SCHEMA, "share model") as f:
-        try:
-            attrs = read_h5_attrs(f)
-            strs = {k: list(_decode(f[k][()])) for k in
-                    ("embedding_columns", "columns", "dropped_columns", "dropped_reasons")}
-            meta = {k[len("column_"):]: _decode(f[k][()]) for k in f
-                    if k.startswith("column_") and k != "columns"}
-            sweep = {k: f["sweep"][k][()] for k in f["sweep"]} if "sweep" in f else None
-            scaler = Scaler(kind=str(attrs["scale"]), columns=strs["columns"],
-                            offset=f["scale_offset"][()], factor=f["scale_factor"][()],
-                            dropped=list(zip(strs["dropped_columns"], strs["dropped_reasons"])))
-            model = ShareModel(weight=f["weight"][()], bias=f["bias"][()],
-                               activation=str(attrs["activation"]),
-                               embedding_columns=strs["embedding_columns"], scaler=scaler,
-                               column_meta=meta, sweep=sweep,
-                               params=json.loads(attrs.get("params", "{}")),
-                               method=str(attrs.get("method", "paper")),
-                               ridge=float(attrs.get("ridge", 0.0)),
-                               embedding_params=json.loads(attrs.get("embedding_params", "{}")))
-            if "share_case_id" in f:
-                model.share_case_id = _decode(f["share_case_id"][()])
-            if "seeds" in f:
-                g = f["seeds"]
-                model.extra = [(int(a), w, b, float(r)) for a, w, b, r in
-                               zip(g["seed"][()], g["weight"][()], g["bias"][()], g["ridge"][()])]
-            if "reference_embeddings" in f:
-                model.reference_case_id = _decode(f["reference_case_id"][()])
-                model.reference_X = f["reference_embeddings"][()]
-        except KeyError as e:
-            raise RadlensError(f"{shown}: share model lacks {e} (not written by fit-share?)") from None
-        stored = attrs.get("share_hash")
-        model.attrs = attrs
-    if stored != model.share_hash:
-        raise RadlensError(f"{shown}: share_hash does not match the stored weights "
-                           f"(file modified or corrupt)")
-    return model

@@ -15,12 +15,11 @@ import numpy as np
 
 from radlens_cli.lens.fdr import bh_fdr, stars
 from radlens_cli.lens.names import collapse_image_type
+from radlens_cli.radiomics.names import family_label
 
 GROUPINGS = ("family", "image_type", "modality", "modality_family")
 STATS_COLUMNS = ["checkpoint", "group_by", "group", "n_features", "mse_pre", "r2_pre", "mse_ft", "r2_ft",
                  "wilcoxon_p", "stars", "q_bh"]
-FAMILY_NAMES = {"firstorder": "First order", "glcm": "GLCM", "gldm": "GLDM", "glrlm": "GLRLM",
-                "glszm": "GLSZM", "ngtdm": "NGTDM", "shape": "Shape", "shape2D": "Shape 2D"}
 
 
 def group_labels(meta: dict, by: str) -> np.ndarray:
@@ -73,12 +72,12 @@ def group_stats(sq_pre: np.ndarray, sq_ft: np.ndarray, r2_pre: np.ndarray, r2_ft
 
 def _display(group_by: str, group: str) -> str:
     if group_by == "family":
-        return FAMILY_NAMES.get(group, group)
+        return family_label(group)
     if group_by == "image_type":
         return group[:1].upper() + group[1:]
     if group_by == "modality_family":
         m, _, f = group.partition("/")
-        return f"{m} {FAMILY_NAMES.get(f, f)}"
+        return f"{m} {family_label(f)}"
     return group
 
 

@@ -14,7 +14,7 @@ import numpy as np
 from radlens_cli.io.manifest import Manifest
 from radlens_cli.io.tables import CaseTable
 from radlens_cli.radiomics.extract import Options, Result, Task, run_tasks
-from radlens_cli.radiomics.names import column_meta, column_name
+from radlens_cli.radiomics.names import parse_column_names, column_name
 
 FAILURE_FIELDS = ("case_id", "modality", "path", "reason", "status")
 
@@ -123,7 +123,7 @@ def assemble(manifest: Manifest, modalities: list[str], results: dict[tuple[str,
                             for res in row_results], dtype=object)
     sel = np.array(rows, dtype=np.int64)
     table = CaseTable(case_id=manifest.case_ids[sel], values=values, columns=columns,
-                      split=manifest.split[sel], column_meta=column_meta(columns))
+                      split=manifest.split[sel], column_meta=parse_column_names(columns))
     return Extraction(table, failures, diagnostics)
 
 

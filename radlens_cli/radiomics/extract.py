@@ -31,6 +31,7 @@ import numpy as np
 
 from radlens_cli import __version__
 from radlens_cli.errors import RadlensError
+from radlens_cli.io.files import atomic_path
 from radlens_cli.io.manifest import MaskSpec
 from radlens_cli.pool import in_worker, test_kill_hook
 from radlens_cli.radiomics.names import is_diagnostic
@@ -362,19 +363,9 @@ def cache_write(path: str, key: str, res: Result) -> None:
     """Written to a temporary name and renamed: a killed run leaves no half file."""
     rec = {"key": key, "status": "ok", "case_id": res.case_id, "modality": res.modality,
            "names": res.names, "values": res.values, "diagnostics": res.diagnostics}
-    tmp = f"{path}.{os.getpid()}.tmp"
-    try:
-        with open(tmp, "w", encoding="utf-8") as fh:
-            json.dump(rec, fh)
-            fh.flush()
-            os.fsync(fh.fileno())
-        os.replace(tmp, path)
-    except BaseException:  # interrupted (Ctrl-C, SIGTERM) or a full disk: no stray temporary
-        try:
-            os.unlink(tmp)
-        except OSError:
-            pass
-        raise
+    with atomic_path(path, tmp=f"{path}.{os.getpid()}.tmp", fsync=True) as tmp, \
+            open(tmp, "w", encoding="utf-8") as fh:
+        json.dump(rec, fh)
 
 
 def sweep_stale_temporaries(cache_dir: str) -> int:

@@ -12,7 +12,7 @@ import json
 import numpy as np
 
 from radlens_cli.errors import RadlensError
-from radlens_cli.radiomics.names import column_meta, column_name, parse_column
+from radlens_cli.radiomics.names import parse_column_names, column_name, parse_column
 
 FAMILIES = {"firstorder", "glcm", "glrlm", "glszm", "gldm", "ngtdm", "shape", "shape2D"}
 ID_COLUMNS = ("case_id", "ID", "Id", "id", "PatientID", "Patient", "patient_id", "Case", "case")
@@ -108,4 +108,4 @@ def read_batch(sources: list[tuple[str, str]], id_column: str | None = None,
             diags[cid][m] = row
     values = np.hstack(blocks)
     diagnostics = np.array([json.dumps(diags[c], sort_keys=True) for c in case_ids], dtype=object)
-    return case_ids, values, columns, diagnostics, column_meta(columns)
+    return case_ids, values, columns, diagnostics, parse_column_names(columns)

@@ -8,8 +8,9 @@ from dataclasses import dataclass, field
 import numpy as np
 
 from radlens_cli.errors import RadlensError
+from radlens_cli.io.formats import json_attr
 from radlens_cli.io.tables import CaseTable, read_table
-from radlens_cli.radiomics.names import column_meta
+from radlens_cli.radiomics.names import parse_column_names
 
 
 # Parameters that may differ between the parts of one run (where and how fast it ran).
@@ -39,18 +40,6 @@ class Part:
         return (self.part or {}).get("num_parts", self.params.get("num_parts"))
 
 
-def _json_attr(attrs: dict, key: str, default):
-    raw = attrs.get(key)
-    if raw is None:
-        return default
-    if isinstance(raw, (dict, list)):
-        return raw
-    try:
-        return json.loads(raw)
-    except (TypeError, ValueError):
-        return default
-
-
 def read_part(path: str) -> Part:
     """A case table written by extract-radiomics or embed (its parameters travel with it)."""
     from radlens_cli.io.cases import table_part
@@ -67,12 +56,12 @@ def read_part(path: str) -> Part:
             if "diagnostics" in f:
                 diagnostics = np.array([x.decode() if isinstance(x, bytes) else str(x)
                                         for x in f["diagnostics"][()]], dtype=object)
-    params = _json_attr(table.attrs, "params", {})
-    history = _json_attr(table.attrs, "history", [])
+    params = json_attr(table.attrs, "params", {})
+    history = json_attr(table.attrs, "history", [])
     sub = history[-1].get("subcommand") if history and isinstance(history[-1], dict) else None
-    manifest = _json_attr(table.attrs, "inputs", {}).get("manifest")
-    return Part(path, table, params, diagnostics, _json_attr(table.attrs, "failures", []),
-                _json_attr(table.attrs, "skipped", []), sub, manifest, table_part(table.attrs))
+    manifest = json_attr(table.attrs, "inputs", {}).get("manifest")
+    return Part(path, table, params, diagnostics, json_attr(table.attrs, "failures", []),
+                json_attr(table.attrs, "skipped", []), sub, manifest, table_part(table.attrs))
 
 
 # Parameters read off the results (unknown in a part where no case succeeded).
@@ -163,7 +152,7 @@ def merge_parts(parts: list[Part], allow_incomplete: bool = False) -> tuple[Case
         diagnostics = np.concatenate([p.diagnostics for p in full])[order]
     meta = dict(ref.table.column_meta)
     if not meta and first.subcommand in (None, "extract-radiomics", "merge"):
-        meta = column_meta(ref.table.columns)
+        meta = parse_column_names(ref.table.columns)
     table = CaseTable(case_id=case_id[order], values=values, columns=list(ref.table.columns), split=split,
                       column_meta=meta)
     params = {k: v for k, v in first.params.items() if k not in ("part_id", "num_parts")}

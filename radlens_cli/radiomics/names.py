@@ -5,7 +5,8 @@ PyRadiomics names a feature `<image type>_<feature class>_<feature>`, e.g.
 `-` but never `_`, feature classes and feature names have no `_`. radlens prefixes the
 modality: `t2/wavelet-LLH_glcm_Correlation`.
 
-Other commands call `column_meta` on tables that lack the metadata datasets (CSV tables).
+Other commands call `table_column_meta` (a table's own `column_*` datasets, else
+`parse_column_names`) on tables that lack the metadata datasets (CSV tables).
 Names that do not follow the pattern are kept whole as the feature, with empty modality,
 image type and family, so a generic table still works.
 """
@@ -15,6 +16,17 @@ from __future__ import annotations
 import numpy as np
 
 META_KEYS = ("modality", "image_type", "family", "feature")
+# PyRadiomics feature classes in the order tables and figures show them, and their printed names
+FAMILY_ORDER = ("firstorder", "glcm", "gldm", "glrlm", "glszm", "ngtdm", "shape")
+FAMILY_LABELS = {"firstorder": "First order", "glcm": "GLCM", "gldm": "GLDM", "glrlm": "GLRLM",
+                 "glszm": "GLSZM", "ngtdm": "NGTDM", "shape": "Shape", "shape2D": "Shape 2D"}
+_FAMILY_LABELS_LOWER = {k.lower(): v for k, v in FAMILY_LABELS.items()}
+
+
+def family_label(family: str) -> str:
+    """Printed name of a feature class (`glcm` -> `GLCM`, any case); unknown names unchanged."""
+    f = str(family)
+    return FAMILY_LABELS.get(f) or _FAMILY_LABELS_LOWER.get(f.lower(), f)
 
 
 def parse_column(name: str) -> tuple[str, str, str, str]:
@@ -38,7 +50,7 @@ def parse_column(name: str) -> tuple[str, str, str, str]:
     return modality, "", "", rest
 
 
-def column_meta(columns: list[str]) -> dict[str, np.ndarray]:
+def parse_column_names(columns: list[str]) -> dict[str, np.ndarray]:
     """Per-column metadata arrays (object dtype) keyed modality, image_type, family, feature."""
     parsed = [parse_column(c) for c in columns]
     return {key: np.array([p[i] for p in parsed], dtype=object) for i, key in enumerate(META_KEYS)}
@@ -53,7 +65,7 @@ def table_column_meta(columns, table_meta: dict | None = None) -> dict[str, np.n
     table_meta = table_meta or {}
     if all(k in table_meta for k in META_KEYS):
         return {k: np.asarray(table_meta[k], dtype=object) for k in META_KEYS}
-    parsed = column_meta(list(columns))
+    parsed = parse_column_names(list(columns))
     return {k: (np.asarray(table_meta[k], dtype=object) if k in table_meta else parsed[k])
             for k in META_KEYS}
 

@@ -8,7 +8,6 @@ a required one is absent.
 from __future__ import annotations
 
 import io
-import json
 import os
 import re
 
@@ -16,19 +15,14 @@ import numpy as np
 
 from radlens_cli.errors import RadlensError
 from radlens_cli.io.files import input_path
+from radlens_cli.io.formats import json_attr  # noqa: F401 (html.py: rd.json_attr)
+from radlens_cli.radiomics.names import FAMILY_ORDER, META_KEYS, family_label, parse_column  # noqa: F401 (family_label: figures)
 
-FAMILY_ORDER = ("firstorder", "glcm", "gldm", "glrlm", "glszm", "ngtdm", "shape")
-FAMILY_LABEL = {"firstorder": "First order", "glcm": "GLCM", "gldm": "GLDM", "glrlm": "GLRLM",
-                "glszm": "GLSZM", "ngtdm": "NGTDM", "shape": "Shape"}
 GROUP_BY_ORDER = ("family", "image_type", "modality", "modality_family")
 # Radiomic features that grow with the ROI's size (besides the shape family): what a
 # volume-regression fine-tune should make more decodable.
 SIZE_FEATURES = ("Energy", "TotalEnergy", "GrayLevelNonUniformity", "RunLengthNonUniformity",
                  "SizeZoneNonUniformity", "DependenceNonUniformity", "Coarseness", "Busyness")
-
-
-def family_label(f: str) -> str:
-    return FAMILY_LABEL.get(str(f).lower(), str(f))
 
 
 def family_key(f: str):
@@ -67,12 +61,8 @@ def _require(df, cols, what, path):
 
 
 def _parse_column_name(name: str) -> dict:
-    """`t2/wavelet-LLH_glcm_Correlation` -> modality, image_type, family, feature."""
-    modality, _, rest = str(name).rpartition("/")
-    parts = rest.split("_", 2)
-    if len(parts) == 3:
-        return {"modality": modality, "image_type": parts[0], "family": parts[1], "feature": parts[2]}
-    return {"modality": modality, "image_type": "", "family": "", "feature": rest}
+    """`t2/wavelet-LLH_glcm_Correlation` -> modality, image_type, family, feature (radiomics.names)."""
+    return dict(zip(META_KEYS, parse_column(name)))
 
 
 # Statistics of DELTA.csv whose bootstrap interval may travel as `<statistic>_ci_low/_ci_high`
@@ -260,18 +250,19 @@ def modality_family_r2(stats, delta):
 
 def radiomics_summary(path: str) -> dict:
     """Cohort summary from the radiomics case table without loading its values."""
-    from radlens_cli.io.tables import _decode, _require_unique, open_h5, read_h5_attrs
+    from radlens_cli.io.formats import CASE_TABLE, decode_strings, open_h5, read_h5_attrs
+    from radlens_cli.io.tables import require_unique
 
-    with open_h5(path, "case-table/1", "--radiomics") as f:
+    with open_h5(path, CASE_TABLE, "--radiomics") as f:
         for name in ("case_id", "columns"):
             if name not in f:
                 raise RadlensError(f"--radiomics {path}: missing dataset `{name}` (not a valid case table)")
-        ids = _decode(f["case_id"][()])
-        columns = _decode(f["columns"][()])
-        _require_unique(ids, f"--radiomics {path}: duplicate case_id")
-        _require_unique(columns, f"--radiomics {path}: duplicate column")
-        meta = {k[len("column_"):]: _decode(f[k][()]) for k in f if k.startswith("column_")}
-        split = _decode(f["split"][()]) if "split" in f else None
+        ids = decode_strings(f["case_id"][()])
+        columns = decode_strings(f["columns"][()])
+        require_unique(ids, f"--radiomics {path}: duplicate case_id")
+        require_unique(columns, f"--radiomics {path}: duplicate column")
+        meta = {k[len("column_"):]: decode_strings(f[k][()]) for k in f if k.startswith("column_")}
+        split = decode_strings(f["split"][()]) if "split" in f else None
         shape = f["values"].shape if "values" in f else (len(ids), len(columns))
         attrs = read_h5_attrs(f)
     if "modality" not in meta or "family" not in meta:
@@ -290,18 +281,6 @@ def radiomics_summary(path: str) -> dict:
             split_counts[s] = int((split == s).sum())
     return {"path": path, "n_cases": int(shape[0]), "n_columns": int(shape[1]), "counts": counts,
             "image_types": image_types, "split": split_counts, "attrs": attrs}
-
-
-def json_attr(attrs: dict, key: str, default=None):
-    raw = attrs.get(key)
-    if raw is None:
-        return default
-    if isinstance(raw, bytes):
-        raw = raw.decode()
-    try:
-        return json.loads(raw)
-    except (TypeError, ValueError):
-        return raw
 
 
 def size_related(delta):

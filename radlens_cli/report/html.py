@@ -215,13 +215,17 @@ def fig2_section(rep: Report, stats, delta) -> None:
 
 
 def views(delta, top: int, stable_quantile: float, rank_by: str | None = None):
-    """The paper's three views over the decodable features of one checkpoint: largest gains,
-    largest losses, and the least-changed among features high in both stages (importance, or
-    R² when ranking by a Δr² statistic, above the quantile before and after).
+    """The paper's three views of one checkpoint, as `radlens compare` prints them
+    (lens.compare.three_views): largest gains, largest losses, and the least-changed among
+    decodable features high in both stages (importance, or R² when ranking by a Δr²
+    statistic, above the quantile before and after).
 
-    rank_by None follows compare's own ranking (rank_gain/rank_loss) when the table has it.
-    Returns (gains, losses, stable, statistic ranked by or None when compare's ranks were used
-    and the statistic could not be read from the values)."""
+    rank_by None follows compare's own ranking (rank_gain/rank_loss) when the table has it,
+    and the stable view uses the statistic those ranks follow. Returns (gains, losses,
+    stable, statistic ranked by or None when compare's ranks were used and the statistic
+    could not be read from the values)."""
+    from radlens_cli.lens.compare import three_views
+
     d = delta[delta["decodable"]] if "decodable" in delta.columns else delta
     if rank_by is None and {"rank_gain", "rank_loss"} <= set(d.columns) and d["rank_gain"].notna().any():
         stat = rd.rank_statistic(delta)
@@ -231,18 +235,18 @@ def views(delta, top: int, stable_quantile: float, rank_by: str | None = None):
         stat = rank_by or ("delta_r2" if "delta_r2" in d.columns else "delta_importance")
         if stat not in d.columns:
             raise RadlensError(f"--rank-by {stat}: the compare table has no such column")
-        d = d[d[stat].notna()]
-        gains = d.sort_values([stat, "column"], ascending=[False, True]).head(top)
-        losses = d.sort_values([stat, "column"], ascending=[True, True]).head(top)
+        gains = losses = None
     key = stat or ("delta_r2" if "delta_r2" in d.columns else "delta_importance")
     a, b = (("r2_pre", "r2_ft") if key.startswith("delta_r2") else ("importance_pre", "importance_ft"))
-    stable = None
-    if {a, b, key} <= set(d.columns) and len(d):
-        qa = np.nanquantile(d[a], stable_quantile)
-        qb = np.nanquantile(d[b], stable_quantile)
-        both = d[(d[a] >= qa) & (d[b] >= qb)]
-        stable = both.assign(_abs=both[key].abs()).sort_values(["_abs", "column"]).head(top).drop(columns="_abs")
-    return gains, losses, stable, stat
+    if not {a, b, key} <= set(d.columns):  # a hand-made table without both stages' values: no stable view
+        if gains is None:
+            gains = d[d[stat] > 0].sort_values([stat, "column"], ascending=[False, True]).head(top)
+            losses = d[d[stat] < 0].sort_values([stat, "column"], ascending=[True, True]).head(top)
+        return gains, losses, None, stat
+    v_gains, v_losses, v_stable = three_views(d, k=top, stable_quantile=stable_quantile, rank_by=key).values()
+    if gains is None:
+        gains, losses = v_gains, v_losses
+    return gains, losses, (v_stable if len(d) else None), stat
 
 
 def null_sentence(delta) -> str:

@@ -76,7 +76,8 @@ def read_csv(path, params_columns=(), provenance_columns=("command", "a", "b")) 
 
 
 def read_folder(path, provenance="provenance.json") -> Output:
-    """Every file below a folder by its sha256; params from its provenance JSON."""
+    """Every file below a folder by its sha256 (CSV provenance sidecars left out); params
+    from its provenance JSON."""
     data, attrs = {}, {}
     for root, dirs, files in os.walk(path):
         dirs.sort()
@@ -86,6 +87,8 @@ def read_folder(path, provenance="provenance.json") -> Output:
             if rel == provenance:
                 attrs = json.loads(Path(full).read_text(encoding="utf-8"))
                 continue
+            if rel.endswith((".csv.json", ".tsv.json", ".csv.gz.json")):
+                continue  # a text table's provenance sidecar (command line, time): not data
             data[rel] = hashlib.sha256(Path(full).read_bytes()).hexdigest()
     return Output(data, attrs.get("params"), attrs)
 
@@ -155,6 +158,19 @@ class Spec:
 
     def args(self, inputs, out, seed=None):
         return [self.name, *map(str, self.argv(inputs, str(out), seed if self.seeded else None))]
+
+
+def copied(source: Path, roles: dict) -> Callable[[Path], dict]:
+    """A Spec.inputs that copies prepared files ({role: file name in `source`}) into the
+    run's folder, e.g. the outputs of a session-wide fixture."""
+    import shutil
+
+    def inputs(folder: Path) -> dict:
+        for name in roles.values():
+            shutil.copy(Path(source) / name, Path(folder) / name)
+        return {role: Path(folder) / name for role, name in roles.items()}
+
+    return inputs
 
 
 def make_inputs(spec: Spec, folder: Path) -> dict:

@@ -1,9 +1,13 @@
 """`radlens correlate-summary` against the STYLE conventions (tests/commands/harness.py)."""
 
+import numpy as np
+import pandas as pd
 import pytest
 
 from radlens_cli.commands.correlate import correlate
+from radlens_cli.io.tables import write_table
 from tests.commands import harness as h
+from tests.commands.conftest import planted
 from tests.commands.tables import emb_rad
 
 
@@ -55,3 +59,45 @@ def test_bad_inputs(cli, tmp_path, args, code, needles):
     files = inputs(tmp_path)
     files.update(missing=tmp_path / "missing.h5", out=tmp_path / "s.csv", emb=tmp_path / "pre" / "emb.h5")
     h.bad_input(cli, SPEC, tmp_path, [a.format(**files) for a in args], code, *needles, input=b"x")
+
+
+# ---------------------------------------------------------------- moved from tests/rad4xcnn/test_cli_correlate.py
+
+def test_summary_counts_change(cli, tmp_path):
+    emb, rad = planted()
+    write_table(rad, str(tmp_path / "rad.h5"))
+    write_table(emb, str(tmp_path / "pre.h5"))
+    ft = emb.take()
+    ft.values[:, 1] = rad.values[:, 10] + 0.1 * np.random.default_rng(0).normal(size=ft.n_cases)
+    write_table(ft, str(tmp_path / "ft.h5"))
+    for s in ("pre", "ft"):
+        assert cli("correlate", tmp_path / f"{s}.h5", tmp_path / "rad.h5", "-o", tmp_path / f"c_{s}.h5").exit_code == 0
+    r = cli("correlate-summary", tmp_path / "c_pre.h5", tmp_path / "c_ft.h5", "-o", tmp_path / "s.csv")
+    assert r.exit_code == 0, r
+    df = pd.read_csv(tmp_path / "s.csv").set_index(["modality", "family"])
+    assert df.loc[("adc", "glcm"), "deep_pre"] == 0 and df.loc[("adc", "glcm"), "deep_ft"] == 1
+    assert df.loc[("all", "all"), "delta_deep"] == 1
+
+
+def test_summary_refuses_different_column_sets(cli, tmp_path):
+    emb, rad = planted()
+    write_table(emb, str(tmp_path / "e.h5"))
+    write_table(rad, str(tmp_path / "r.h5"))
+    write_table(rad.take(cols=np.arange(12)), str(tmp_path / "r12.h5"))
+    assert cli("correlate", tmp_path / "e.h5", tmp_path / "r.h5", "-o", tmp_path / "a.h5").exit_code == 0
+    assert cli("correlate", tmp_path / "e.h5", tmp_path / "r12.h5", "-o", tmp_path / "b.h5").exit_code == 0
+    r = cli("correlate-summary", tmp_path / "a.h5", tmp_path / "b.h5", "-o", tmp_path / "s.csv")
+    assert r.exit_code == 1
+    assert "different radiomic column sets: 4 only in" in r.stderr and "adc/wavelet-LLH" in r.stderr
+    assert not (tmp_path / "s.csv").exists()
+
+
+def test_summary_refuses_different_thresholds_unless_given(cli, tables, tmp_path):
+    emb, rad = tables
+    assert cli("correlate", emb, rad, "-o", tmp_path / "a.h5").exit_code == 0
+    assert cli("correlate", emb, rad, "-o", tmp_path / "b.h5", "--threshold", "0.3").exit_code == 0
+    r = cli("correlate-summary", tmp_path / "a.h5", tmp_path / "b.h5", "-o", tmp_path / "s.csv")
+    assert r.exit_code == 2 and "give --threshold" in r.stderr
+    r = cli("correlate-summary", tmp_path / "a.h5", tmp_path / "b.h5", "-o", tmp_path / "s.csv",
+            "--threshold", "0.4")
+    assert r.exit_code == 0, r

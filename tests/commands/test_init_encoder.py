@@ -2,6 +2,7 @@
 
 import numpy as np
 import pytest
+import torch
 
 from tests.commands import harness as h
 
@@ -44,3 +45,20 @@ def test_bad_inputs(cli, tmp_path, args, code, needles):
     (tmp_path / "taken.pt").write_bytes(b"x")
     files = {"out": tmp_path / "e.pt", "missing": tmp_path / "nope" / "e.pt", "taken": tmp_path / "taken.pt"}
     h.bad_input(cli, SPEC, tmp_path, [a.format(**files) for a in args], code, *needles)
+
+
+def test_init_encoder_is_seeded(cli, tmp_path):
+    outs = []
+    for name, seed in (("a.pt", 0), ("b.pt", 0), ("c.pt", 1)):
+        r = cli("init-encoder", "--arch", "convnextv2_atto", "--in-chans", "3", "--seed", seed,
+                "-o", tmp_path / name)
+        assert r.exit_code == 0, r
+        outs.append(torch.load(tmp_path / name, weights_only=True))
+    assert outs[0]["arch"] == "convnextv2_atto" and outs[0]["in_chans"] == 3
+    assert all(torch.equal(outs[0]["state_dict"][k], outs[1]["state_dict"][k]) for k in outs[0]["state_dict"])
+    assert not torch.equal(outs[0]["state_dict"]["stages.0.0.dwconv.weight"],
+                           outs[2]["state_dict"]["stages.0.0.dwconv.weight"])
+    r = cli("init-encoder", "--arch", "atto", "-o", tmp_path / "a.pt")
+    assert r.exit_code == 1 and "output exists" in r.stderr and "--force" in r.stderr
+    r = cli("init-encoder", "--arch", "convnextv2_giant", "-o", tmp_path / "g.pt")
+    assert r.exit_code == 2 and "unknown architecture" in r.stderr and not (tmp_path / "g.pt").exists()

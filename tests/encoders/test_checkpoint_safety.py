@@ -16,7 +16,7 @@ from radlens_cli.encoders.convnextv2 import build_encoder
 from radlens_cli.errors import RadlensError
 from tests.encoders.conftest import SMALL
 from tests.encoders.factories import Marker, TrainRecipe
-from tests.encoders.test_finetune import base_args, build_cohort
+from tests.commands.test_finetune import base_args, build_cohort
 
 MODS = ["--modalities", "t2,dwi,adc", "--mask", "gland"]
 

@@ -191,7 +191,7 @@ def test_finetune_records_conventions_and_embed_reuses_them(cli, tmp_path):
 
     from radlens_cli.encoders.checkpoints import save_radlens_checkpoint
     from radlens_cli.encoders.convnextv2 import build_encoder
-    from tests.encoders.test_finetune import base_args, build_cohort
+    from tests.commands.test_finetune import base_args, build_cohort
 
     manifest = build_cohort(tmp_path / "cases", n=4)
     torch.manual_seed(0)

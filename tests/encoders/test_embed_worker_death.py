@@ -46,7 +46,7 @@ def test_killed_loader_worker_fails_its_case(cli, atto3, tmp_path, monkeypatch):
 def test_finetune_stops_naming_the_batch_of_a_killed_loader_worker(cli, tmp_path, monkeypatch):
     import csv
 
-    from tests.encoders.test_finetune import base_args, build_cohort
+    from tests.commands.test_finetune import base_args, build_cohort
 
     root = tmp_path / "ft"
     manifest = build_cohort(root / "cases")

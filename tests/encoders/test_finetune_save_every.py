@@ -8,7 +8,7 @@ import numpy as np
 import pytest
 import torch
 
-from tests.encoders.test_finetune import base_args, build_cohort
+from tests.commands.test_finetune import base_args, build_cohort
 
 
 @pytest.fixture(scope="module")

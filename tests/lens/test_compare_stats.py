@@ -165,3 +165,30 @@ def test_group_stats_equal_direct_computation():
     exp = np.where(df.q_bh < 0.001, "***", np.where(df.q_bh < 0.01, "**",
                    np.where(df.q_bh < 0.05, "*", "")))
     assert list(df.stars) == list(exp)
+
+
+def test_shared_eval_r2_is_the_stored_r2_or_recomputed_on_the_shared_cases():
+    from types import SimpleNamespace
+
+    from radlens_cli.lens.compare import shared_eval_r2
+
+    rng = np.random.default_rng(5)
+    tgt = rng.normal(size=(8, 2))
+    pred_p, pred_f = tgt + 0.3 * rng.normal(size=(8, 2)), tgt + 0.6 * rng.normal(size=(8, 2))
+    pre = SimpleNamespace(eval_case_id=np.arange(8), r2=np.array([0.1, 0.2]))
+    ft = SimpleNamespace(eval_case_id=np.arange(8), r2=np.array([0.3, 0.4]))
+    bp = {"eval/prediction": pred_p, "eval/target": tgt}
+    bf = {"eval/prediction": pred_f, "eval/target": tgt}
+    full = np.arange(8)
+    a, b = shared_eval_r2(pre, ft, full, full, bp, bf)
+    assert a is pre.r2 and b is ft.r2  # the same cases: what decode stored
+    ft.eval_case_id = np.arange(10)    # ft used two more cases: recompute on the 6 shared rows
+    rows_p, rows_f = np.array([0, 1, 2, 3, 5, 7]), np.array([1, 0, 2, 3, 5, 7])
+    a, b = shared_eval_r2(pre, ft, rows_p, rows_f, bp, bf)
+
+    def r2(p, t):  # 1 - RSS/TSS per column, written out
+        return np.array([1 - ((t[:, j] - p[:, j]) ** 2).sum() / ((t[:, j] - t[:, j].mean()) ** 2).sum()
+                         for j in range(t.shape[1])])
+
+    np.testing.assert_allclose(a, r2(pred_p[rows_p], tgt[rows_p]), rtol=1e-12)
+    np.testing.assert_allclose(b, r2(pred_f[rows_f], tgt[rows_f]), rtol=1e-12)

@@ -3,7 +3,8 @@
 import numpy as np
 import pytest
 
-from radlens_cli.lens import fit_scaler, load_share, save_share, train_share
+from radlens_cli.io.formats.share import load_share, save_share
+from radlens_cli.lens import fit_scaler, train_share
 from radlens_cli.lens.share import ShareModel, activate, paper_grid
 
 

@@ -2,7 +2,7 @@
 
 import numpy as np
 
-from radlens_cli.radiomics.names import column_meta, parse_column
+from radlens_cli.radiomics.names import parse_column_names, parse_column
 
 
 def test_parse_column_examples():
@@ -19,13 +19,27 @@ def test_parse_column_examples():
     assert parse_column("dwi/b1400/original_glcm_Idm") == ("dwi/b1400", "original", "glcm", "Idm")
 
 
-def test_column_meta_arrays():
+def test_parse_column_names_arrays():
     cols = ["t2/original_firstorder_Mean", "adc/wavelet-HHH_gldm_DependenceEntropy", "x"]
-    meta = column_meta(cols)
+    meta = parse_column_names(cols)
     assert set(meta) == {"modality", "image_type", "family", "feature"}
     assert all(isinstance(v, np.ndarray) and len(v) == 3 for v in meta.values())
     assert list(meta["modality"]) == ["t2", "adc", ""]
     assert list(meta["image_type"]) == ["original", "wavelet-HHH", ""]
     assert list(meta["family"]) == ["firstorder", "gldm", ""]
     assert list(meta["feature"]) == ["Mean", "DependenceEntropy", "x"]
-    assert len(column_meta([])["feature"]) == 0
+    assert len(parse_column_names([])["feature"]) == 0
+
+
+def test_family_label_one_table_for_lens_and_report():
+    from radlens_cli.radiomics.names import family_label
+    from radlens_cli.report import data as rd
+
+    assert family_label("glcm") == "GLCM" and family_label("GLCM") == "GLCM"
+    assert family_label("shape2D") == family_label("shape2d") == "Shape 2D"
+    assert family_label("custom") == "custom"
+    assert rd.family_label is family_label
+    # the report derives a column's metadata with the one parser (names without a family stay whole)
+    assert rd._parse_column_name("t2/wavelet-LLH_glcm_Correlation") == dict(
+        modality="t2", image_type="wavelet-LLH", family="glcm", feature="Correlation")
+    assert rd._parse_column_name("age")["feature"] == "age"

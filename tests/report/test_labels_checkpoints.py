@@ -9,7 +9,7 @@ import pandas as pd
 import pytest
 
 from tests.report.conftest import make_inputs
-from tests.report.test_report import parse
+from tests.commands.test_report import parse
 
 EPOCHS = ("ft-epoch001", "ft-epoch002", "ft-epoch004")
 TASKS = ("volume", "risk", "zones", "lesion")

@@ -6,7 +6,7 @@ import numpy as np
 import pytest
 
 from tests.report.conftest import make_inputs
-from tests.report.test_report import parse
+from tests.commands.test_report import parse
 
 SITK = pytest.importorskip("SimpleITK")
 

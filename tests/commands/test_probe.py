@@ -1,82 +1,12 @@
-"""`radlens cka` and `radlens probe` through the real app."""
+"""`radlens probe` through the real app."""
 
 import io
 
-import h5py
 import numpy as np
 import pandas as pd
 import pytest
 
 from radlens_cli.io.tables import CaseTable, write_table
-from radlens_cli.lens import cka as lk
-from tests.rad4xcnn.conftest import planted
-
-
-def test_cka_prints_one_number(cli, tables):
-    emb, rad = tables
-    r = cli("cka", emb, rad)
-    assert r.exit_code == 0, r
-    e, g = planted()
-    assert r.stdout.strip() == f"{lk.cka(e.values, g.values):.6f}"
-    r = cli("cka", emb, emb, "--debiased")
-    assert r.stdout.strip() == "1.000000"
-
-
-def test_cka_csv_bootstrap_deterministic(cli, tables, tmp_path):
-    emb, rad = tables
-    a, b = tmp_path / "a.csv", tmp_path / "b.csv"
-    for out in (a, b):
-        r = cli("cka", emb, rad, "-o", out, "--bootstrap", "30", "--seed", "3", "--kernel", "rbf", "--debiased")
-        assert r.exit_code == 0, r
-    assert a.read_text() == b.read_text()
-    row = pd.read_csv(a).iloc[0]
-    assert row.n_cases == 60 and row.dims_a == 8 and row.dims_b == 16 and row.n_bootstrap == 30
-    assert row.ci_low <= row.cka <= row.ci_high
-
-
-def test_cka_pipe_and_spaces(cli, spaced_tmp):
-    emb, rad = planted()
-    write_table(emb, str(spaced_tmp / "e 1.h5"))
-    write_table(rad, str(spaced_tmp / "r 1.h5"))
-    r = cli("cka", spaced_tmp / "e 1.h5", "-", "-o", "-", input=(spaced_tmp / "r 1.h5").read_bytes())
-    assert r.exit_code == 0, r
-    df = pd.read_csv(io.StringIO(r.stdout))
-    assert len(df) == 1 and df.loc[0, "cka"] == pytest.approx(lk.cka(emb.values, rad.values), rel=1e-9)
-
-
-def test_cka_drops_nonfinite_columns_and_uses_shared_cases(cli, tmp_path):
-    emb, rad = planted()
-    rad.values[4, 2] = np.nan
-    write_table(emb, str(tmp_path / "e.h5"))
-    write_table(rad.take(np.arange(40)), str(tmp_path / "r.h5"))
-    r = cli("cka", tmp_path / "e.h5", tmp_path / "r.h5", "--standardize")
-    assert r.exit_code == 0, r
-    assert "dropped 1 column(s) with non-finite values: t2/original_glcm_F0" in r.stderr
-    assert "40 shared cases" in r.stderr
-    keep = [j for j in range(16) if j != 2]
-    z = lambda v: (v - v.mean(0)) / np.where(v.std(0) > 0, v.std(0), 1)  # noqa: E731
-    ref = lk.cka(z(emb.values[:40]), z(rad.values[:40][:, keep]))
-    assert float(r.stdout) == pytest.approx(ref, abs=1e-6)
-
-
-def test_cka_bad_inputs(cli, tables, tmp_path):
-    emb, _ = tables
-    _, other = planted(prefix="zz")
-    write_table(other, str(tmp_path / "o.h5"))
-    r = cli("cka", emb, tmp_path / "o.h5")
-    assert r.exit_code == 1 and "share no case_id" in r.stderr
-    r = cli("cka", emb, emb, "--bootstrap", "5")
-    assert r.exit_code == 2 and "needs -o" in r.stderr
-    r = cli("cka", emb, emb, "--kernel", "poly")
-    assert r.exit_code == 2
-    plain = tmp_path / "plain.h5"
-    with h5py.File(plain, "w") as f:
-        f["x"] = np.zeros(2)
-    r = cli("cka", emb, plain)
-    assert r.exit_code == 1 and "not a radlens file" in r.stderr
-    (tmp_path / "exists.csv").write_text("x")
-    r = cli("cka", emb, emb, "-o", tmp_path / "exists.csv")
-    assert r.exit_code == 1 and "output exists" in r.stderr
 
 
 @pytest.fixture
@@ -208,3 +138,45 @@ def read_table_h5(path):
     from radlens_cli.io.tables import read_table
 
     return read_table(str(path))
+
+
+class _Runs:
+    """A pickled object whose unpickling runs code: it creates the file `marker`."""
+
+    def __init__(self, marker):
+        self.marker = marker
+
+    def __reduce__(self):
+        return (open, (self.marker, "w"))
+
+
+def test_probe_reads_a_named_checkpoint_weights_only(cli, cohort):
+    """An embedding table's params name a checkpoint; probe looks into it for the fine-tuning
+    target without unpickling it fully (no code in the file runs; it only gives no warning)."""
+    import json
+
+    import torch
+
+    marker = cohort / "code ran"
+    ck = cohort / "evil.pt"
+    torch.save({"radlens_checkpoint": 1, "x": _Runs(str(marker)),
+                "finetune": {"task": "regress", "target": "size", "params": {}}}, ck)
+    write_table(read_table_h5(cohort / "signal.h5"), str(cohort / "emb_evil.h5"),
+                attrs={"params": json.dumps({"encoder": str(ck), "encoder_source": "radlens"})})
+    r = cli("probe", cohort / "emb_evil.h5", "--manifest", cohort / "cohort.csv", "--target", "size",
+            "--task", "regress", "--models", "ridge", "-o", "-", "--protocol", "cv-all", "--folds", "3")
+    assert r.exit_code == 0, r
+    assert not marker.exists() and "fine-tuned" not in r.stderr
+
+
+def test_folds_below_two_named_by_the_option_the_library_by_value(cli, cohort):
+    from radlens_cli.errors import RadlensError
+    from radlens_cli.lens import probe as lp
+
+    r = cli("probe", cohort / "signal.h5", "--manifest", cohort / "cohort.csv", "--target", "size",
+            "--task", "regress", "--models", "ridge", "-o", "-", "--protocol", "cv-all", "--folds", "1")
+    assert r.exit_code == 1 and "--folds 1: need at least 2" in r.stderr
+    import pytest
+
+    with pytest.raises(RadlensError, match="^1 fold\\(s\\): cross-validation needs at least 2$"):
+        lp.make_folds(np.arange(10.0), "regress", folds=1)

@@ -108,3 +108,34 @@ def test_csv_non_numeric_named(tmp_path):
     (tmp_path / "a.csv").write_text("case_id,x,y\na,1,2\nb,3,oops\n")
     with pytest.raises(RadlensError, match="column y is not numeric \\(case b"):
         read_table(str(tmp_path / "a.csv"))
+
+
+def test_one_atomic_writer_for_files_npz_and_checkpoints(tmp_path):
+    """atomic_path renames into place only on success; save_npz/save_torch go through it."""
+    import os
+
+    import pytest
+    import torch
+
+    from radlens_cli.errors import RadlensError, UsageError
+    from radlens_cli.io.files import atomic_path, save_npz, save_torch
+
+    target = tmp_path / "f.json"
+    with pytest.raises(RuntimeError):
+        with atomic_path(str(target)) as tmp:
+            open(tmp, "w").write("half")
+            raise RuntimeError("interrupted")
+    assert os.listdir(tmp_path) == []  # neither the file nor a temporary
+    with atomic_path(str(target), tmp=str(tmp_path / "f.json.123.tmp"), fsync=True) as tmp:
+        open(tmp, "w").write("whole")
+    assert target.read_text() == "whole" and os.listdir(tmp_path) == ["f.json"]
+    assert (target.stat().st_mode & 0o777) == 0o644
+
+    save_npz(str(tmp_path / "a.npz"), x=np.arange(3))
+    assert np.load(tmp_path / "a.npz")["x"].tolist() == [0, 1, 2]
+    save_torch({"w": torch.ones(2)}, str(tmp_path / "m.pt"))
+    assert torch.load(tmp_path / "m.pt", weights_only=True)["w"].tolist() == [1.0, 1.0]
+    with pytest.raises(RadlensError, match="output exists"):
+        save_torch({}, str(tmp_path / "m.pt"))
+    with pytest.raises(UsageError, match="not stdout"):
+        save_torch({}, "-")

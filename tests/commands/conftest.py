@@ -1,4 +1,4 @@
-"""Fixtures for correlate / cka / probe: small synthetic tables with planted structure."""
+"""Fixtures for the per-command tests of correlate / cka / probe: small synthetic tables with planted structure."""
 
 from __future__ import annotations
 
@@ -37,3 +37,25 @@ def tables(tmp_path):
     write_table(emb, str(tmp_path / "emb.h5"))
     write_table(rad, str(tmp_path / "rad.h5"))
     return tmp_path / "emb.h5", tmp_path / "rad.h5"
+
+
+@pytest.fixture(scope="session")
+def lens_run(tmp_path_factory):
+    """A small planted cohort through fit-share and decode (pre, ft), once per session, for the
+    per-command tests of the lens commands (fit-share, decode, compare, stats, report)."""
+    from typer.testing import CliRunner
+
+    from radlens_cli.main import app
+    from tests.lens.conftest import planted_cohort
+
+    d = tmp_path_factory.mktemp("lens run")
+    P = planted_cohort(n=240, n_train=168, n_val=24, d=32, n_noise=10)
+    for name, t in (("emb_pre", P.emb_pre), ("emb_ft", P.emb_ft), ("rad", P.rad)):
+        write_table(t, str(d / f"{name}.h5"))
+    for args in (["fit-share", d / "emb_pre.h5", d / "rad.h5", "-o", d / "share.h5",
+                  "--hidden", "16", "--epochs", "3", "--seed", "0", "--device", "cpu"],
+                 ["decode", d / "share.h5", d / "emb_pre.h5", d / "rad.h5", "-o", d / "dec_pre.h5"],
+                 ["decode", d / "share.h5", d / "emb_ft.h5", d / "rad.h5", "-o", d / "dec_ft.h5"]):
+        r = CliRunner().invoke(app, [str(a) for a in args], catch_exceptions=False)
+        assert r.exit_code == 0, r.stderr
+    return d, P

@@ -83,7 +83,7 @@ def test_auc_ovr_equals_sklearn_on_probabilities():
 
 def test_small_class_is_an_error():
     y = np.array(["a"] * 10 + ["b"] * 2)
-    with pytest.raises(lp.RadlensError, match="fewer cases than --folds 5: b \\(2\\)"):
+    with pytest.raises(lp.RadlensError, match="fewer cases than the 5 folds: b \\(2\\)"):
         lp.make_folds(y, "classify", 5)
 
 

@@ -1,4 +1,4 @@
-"""`radlens init-encoder` and `radlens embed` through the CLI: runs, pipes, parts, bad inputs."""
+"""`radlens embed` through the CLI: runs, pipes, parts, bad inputs."""
 
 import json
 import os
@@ -6,34 +6,16 @@ import shutil
 
 import h5py
 import numpy as np
-import pytest
 import torch
 
 from radlens_cli.io.tables import read_table
-from tests.encoders.conftest import SMALL, write_cohort
+from tests.encoders.conftest import SMALL, atto3, cohort, write_cohort  # noqa: F401 (fixtures)
 
 MODS = ["--modalities", "t2,dwi,adc", "--mask", "gland"]
 
 
 def embed(cli, manifest, enc, out, *extra):
     return cli("embed", manifest, *MODS, "--encoder", enc, "-o", out, *SMALL, *extra)
-
-
-def test_init_encoder_is_seeded(cli, tmp_path):
-    outs = []
-    for name, seed in (("a.pt", 0), ("b.pt", 0), ("c.pt", 1)):
-        r = cli("init-encoder", "--arch", "convnextv2_atto", "--in-chans", "3", "--seed", seed,
-                "-o", tmp_path / name)
-        assert r.exit_code == 0, r
-        outs.append(torch.load(tmp_path / name, weights_only=True))
-    assert outs[0]["arch"] == "convnextv2_atto" and outs[0]["in_chans"] == 3
-    assert all(torch.equal(outs[0]["state_dict"][k], outs[1]["state_dict"][k]) for k in outs[0]["state_dict"])
-    assert not torch.equal(outs[0]["state_dict"]["stages.0.0.dwconv.weight"],
-                           outs[2]["state_dict"]["stages.0.0.dwconv.weight"])
-    r = cli("init-encoder", "--arch", "atto", "-o", tmp_path / "a.pt")
-    assert r.exit_code == 1 and "output exists" in r.stderr and "--force" in r.stderr
-    r = cli("init-encoder", "--arch", "convnextv2_giant", "-o", tmp_path / "g.pt")
-    assert r.exit_code == 2 and "unknown architecture" in r.stderr and not (tmp_path / "g.pt").exists()
 
 
 def test_embed_default_run(cli, cohort, atto3, tmp_path):

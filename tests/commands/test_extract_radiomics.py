@@ -13,7 +13,7 @@ import pytest
 import SimpleITK as sitk
 
 from radlens_cli.io.tables import read_table
-from tests.radiomics.conftest import PAPER, QUICK, make_cohort, write_volume
+from tests.radiomics.conftest import PAPER, QUICK, cohort, make_cohort, tiny_params, write_volume  # noqa: F401 (fixtures)
 
 MODS = "t2,adc"
 
@@ -202,45 +202,6 @@ def test_quick_params_valid(tmp_path):
     assert p["imageType"] == {"Original": {}} and p["setting"]["label"] == 1
 
 
-def test_sharding_and_merge_equal_full_run(cli, tmp_path, tiny_params):
-    manifest = make_cohort(tmp_path / "c", n_cases=5)
-    r = run(cli, manifest, tmp_path / "full.h5", tiny_params)
-    assert r.exit_code == 0, r
-    parts = []
-    for i in range(3):
-        p = tmp_path / f"part{i}.h5"
-        r = run(cli, manifest, p, tiny_params, "--part-id", str(i), "--num-parts", "3")
-        assert r.exit_code == 0, r
-        parts.append(p)
-    sizes = [read_table(str(p)).n_cases for p in parts]
-    assert sorted(sizes) == [1, 2, 2]
-    r = cli("merge", *parts[::-1], "-o", tmp_path / "merged.h5")
-    assert r.exit_code == 0, r
-    full, merged = read_table(str(tmp_path / "full.h5")), read_table(str(tmp_path / "merged.h5"))
-    assert list(merged.case_id) == sorted(full.case_id)
-    order = [list(full.case_id).index(c) for c in merged.case_id]
-    assert merged.values.tobytes() == full.values[order].tobytes()
-    assert list(merged.split) == list(full.split[order]) and merged.columns == full.columns
-    assert list(merged.column_meta["family"]) == list(full.column_meta["family"])
-
-    # refusals: a missing part, duplicates, other parameters, other columns
-    r = cli("merge", parts[0], parts[1], "-o", tmp_path / "x.h5")
-    assert r.exit_code == 1 and "missing" in r.stderr and "--allow-incomplete" in r.stderr
-    assert not (tmp_path / "x.h5").exists()
-    r = cli("merge", parts[0], parts[1], "--allow-incomplete", "-o", tmp_path / "x.h5")
-    assert r.exit_code == 0, r
-    r = cli("merge", parts[0], tmp_path / "full.h5", "-o", tmp_path / "y.h5")
-    assert r.exit_code == 1 and "duplicate case_id" in r.stderr
-    other = tmp_path / "other.yaml"
-    other.write_text(tiny_params.read_text().replace("binWidth: 5", "binWidth: 7"))
-    run(cli, manifest, tmp_path / "o1.h5", other, "--part-id", "1", "--num-parts", "3")
-    r = cli("merge", parts[0], tmp_path / "o1.h5", parts[2], "-o", tmp_path / "y.h5")
-    assert r.exit_code == 1 and "other parameters" in r.stderr and "binWidth" in r.stderr
-    run(cli, manifest, tmp_path / "t2only.h5", tiny_params, "--part-id", "1", "--num-parts", "3", mods="t2")
-    r = cli("merge", parts[0], tmp_path / "t2only.h5", parts[2], "-o", tmp_path / "y.h5")
-    assert r.exit_code == 1 and "y.h5" not in os.listdir(tmp_path)
-
-
 def test_sharding_is_explicit_and_follows_step_arrays(cli, tmp_path, tiny_params, monkeypatch):
     manifest = make_cohort(tmp_path / "c", n_cases=4)
     # task 3 of `--array=1-5:2` (tasks 1, 3, 5): part 1 of 3
@@ -263,49 +224,6 @@ def test_sharding_is_explicit_and_follows_step_arrays(cli, tmp_path, tiny_params
     assert r.exit_code == 2 and "array task 4" in r.stderr
 
 
-def test_empty_part_exits_0_and_merges(cli, tmp_path, tiny_params):
-    manifest = make_cohort(tmp_path / "c", n_cases=2)
-    assert run(cli, manifest, tmp_path / "full.h5", tiny_params, mods="t2").exit_code == 0
-    for i in range(3):
-        r = run(cli, manifest, tmp_path / f"p{i}.h5", tiny_params, "--parts", f"{i}/3", mods="t2")
-        assert r.exit_code == 0, r
-    assert "nothing to do" in r.stderr and read_table(str(tmp_path / "p2.h5")).n_cases == 0
-    r = cli("fit-share", tmp_path / "p0.h5", tmp_path / "full.h5", "-o", tmp_path / "s.h5")
-    assert r.exit_code == 1 and "p0.h5: is part 0 of 3 of a sharded run, not a whole cohort" in r.stderr
-    r = cli("merge", tmp_path / "p2.h5", tmp_path / "p0.h5", tmp_path / "p1.h5", "-o", tmp_path / "m.h5")
-    assert r.exit_code == 0, r
-    full, merged = read_table(str(tmp_path / "full.h5")), read_table(str(tmp_path / "m.h5"))
-    assert merged.values.tobytes() == full.values.tobytes() and merged.columns == full.columns
-    assert "radlens_part" not in attrs(tmp_path / "m.h5")
-    params = json.loads(attrs(tmp_path / "m.h5")["params"])
-    assert params["extraction"]["modalities"] == ["t2"] and params["parts"] == [2, 0, 1]
-    subs = [h["subcommand"] for h in json.loads(attrs(tmp_path / "m.h5")["history"])]
-    assert subs[0] == "extract-radiomics" and subs[-1] == "merge"
-    # every part exactly once
-    r = cli("merge", tmp_path / "p0.h5", tmp_path / "p1.h5", tmp_path / "p2.h5", tmp_path / "p2.h5",
-            "-o", tmp_path / "x.h5")
-    assert r.exit_code == 1 and "part 2 of 3 given twice" in r.stderr
-    # a part read alone says so; an incomplete merge too
-    r = cli("cka", tmp_path / "p0.h5", tmp_path / "p0.h5")
-    assert "p0.h5: is part 0 of 3 of a sharded run" in r.stderr
-    r = cli("merge", tmp_path / "p0.h5", "--allow-incomplete", "-o", tmp_path / "inc.h5")
-    assert r.exit_code == 0 and "missing" in r.stderr
-    r = cli("cka", tmp_path / "inc.h5", tmp_path / "inc.h5")
-    assert "incomplete merge: part(s) 1, 2 of 3 missing" in r.stderr
-
-
-def test_merge_refuses_another_manifest(cli, tmp_path, tiny_params):
-    manifest = make_cohort(tmp_path / "c", n_cases=2)
-    for i in range(2):
-        assert run(cli, manifest, tmp_path / f"p{i}.h5", tiny_params, "--parts", f"{i}/2",
-                   mods="t2").exit_code == 0
-    with open(manifest, "a") as fh:
-        fh.write(open(manifest).read().splitlines()[1].replace("case00", "case09") + "\n")
-    assert run(cli, manifest, tmp_path / "q1.h5", tiny_params, "--parts", "1/2", mods="t2").exit_code == 0
-    r = cli("merge", tmp_path / "p0.h5", tmp_path / "q1.h5", "-o", tmp_path / "m.h5")
-    assert r.exit_code == 1 and "another manifest" in r.stderr and not (tmp_path / "m.h5").exists()
-
-
 @pytest.mark.parametrize("policy,code", [("skip", 0), ("fail", 1)])
 def test_empty_mask_policy(cli, tmp_path, tiny_params, policy, code):
     manifest = make_cohort(tmp_path / "c", n_cases=3)
@@ -322,15 +240,3 @@ def test_empty_mask_policy(cli, tmp_path, tiny_params, policy, code):
     if policy == "skip":
         assert "skipped for an empty mask: case01" in r.stderr
         assert json.loads(attrs(tmp_path / "o.h5")["skipped"])[0]["case_id"] == "case01"
-
-
-def test_merge_csv_parts_gets_column_metadata(cli, tmp_path, tiny_params):
-    manifest = make_cohort(tmp_path / "c", n_cases=2)
-    for i in range(2):
-        r = run(cli, manifest, tmp_path / f"p{i}.csv", tiny_params, "--part-id", str(i), "--num-parts", "2")
-        assert r.exit_code == 0, r
-    r = cli("merge", tmp_path / "p0.csv", tmp_path / "p1.csv", "-o", tmp_path / "m.h5")
-    assert r.exit_code == 0, r
-    t = read_table(str(tmp_path / "m.h5"))
-    assert list(t.case_id) == ["case00", "case01"]
-    assert t.column_meta["modality"][0] == "t2" and t.column_meta["family"][0] == "firstorder"
