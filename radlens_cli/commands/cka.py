@@ -1,4 +1,7 @@
-"""`radlens cka`: centred kernel alignment between two representations of the same cases."""
+"""`radlens cka`: centred kernel alignment between two representations of the same cases.
+
+Library: lens/cka.py (linear and RBF CKA, bootstrap CI).
+"""
 
 from __future__ import annotations
 

@@ -1,4 +1,7 @@
-"""`radlens compare`: importance change (delta I) and decodability change per radiomic feature."""
+"""`radlens compare`: importance change (delta I) and decodability change per radiomic feature.
+
+Library: lens/compare.py (delta table, paired test, bootstrap, permutations, three views), lens/checks.py.
+"""
 
 from __future__ import annotations
 

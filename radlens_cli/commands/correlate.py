@@ -1,4 +1,7 @@
-"""`radlens correlate`: Rad4XCNN correlation maps (CORR.h5, schema correlation/1, see io/formats/correlation.py)."""
+"""`radlens correlate`: Rad4XCNN correlation maps (CORR.h5, schema correlation/1, see io/formats/correlation.py).
+
+Library: lens/correlate.py (Spearman maps, p and BH q), io/formats/correlation.py.
+"""
 
 from __future__ import annotations
 

@@ -1,4 +1,7 @@
-"""`radlens correlate-summary`: Rad4XCNN explanation before vs after fine-tuning, from two CORR.h5."""
+"""`radlens correlate-summary`: Rad4XCNN explanation before vs after fine-tuning, from two CORR.h5.
+
+Library: lens/correlate.py (summary of two maps), io/formats/correlation.py.
+"""
 
 from __future__ import annotations
 

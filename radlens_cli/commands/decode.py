@@ -1,4 +1,7 @@
-"""`radlens decode`: closed-form linear radiomic decoder on the frozen share space."""
+"""`radlens decode`: closed-form linear radiomic decoder on the frozen share space.
+
+Library: lens/decoder.py (closed-form solve), lens/align.py (alignment to the pre-trained basis), io/formats/decoder.py.
+"""
 
 from __future__ import annotations
 

@@ -1,4 +1,7 @@
-"""`radlens embed`: encoder embeddings for every case of a manifest."""
+"""`radlens embed`: encoder embeddings for every case of a manifest.
+
+Library: encoders/embedding.py (the batched loop, cache, worker deaths), encoders/infer.py (every kind of encoder).
+"""
 
 from __future__ import annotations
 

@@ -1,4 +1,7 @@
-"""`radlens extract-radiomics`: PyRadiomics features for every (case, modality) of a cohort."""
+"""`radlens extract-radiomics`: PyRadiomics features for every (case, modality) of a cohort.
+
+Library: radiomics/batch.py (the pool, cache, failures), radiomics/extract.py, radiomics/params.py.
+"""
 
 from __future__ import annotations
 

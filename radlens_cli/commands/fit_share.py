@@ -1,4 +1,7 @@
-"""`radlens fit-share`: train the shared non-linear projection on pre-fine-tuning embeddings."""
+"""`radlens fit-share`: train the shared non-linear projection on pre-fine-tuning embeddings.
+
+Library: lens/share.py (the share model and its lambda sweep), lens/scaling.py, io/formats/share.py.
+"""
 
 from __future__ import annotations
 

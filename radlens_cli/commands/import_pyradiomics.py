@@ -1,4 +1,7 @@
-"""`radlens import-pyradiomics`: PyRadiomics batch CSV output -> a radlens case table."""
+"""`radlens import-pyradiomics`: PyRadiomics batch CSV output -> a radlens case table.
+
+Library: radiomics/imported.py.
+"""
 
 from __future__ import annotations
 

@@ -1,4 +1,7 @@
-"""`radlens info`: what a radlens file holds and how it was made."""
+"""`radlens info`: what a radlens file holds and how it was made.
+
+Library: io/formats/ (HDF5), io/files.py (CSV sidecars), encoders/checkpoints.py (model files, weights-only).
+"""
 
 from __future__ import annotations
 

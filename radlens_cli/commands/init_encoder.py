@@ -1,4 +1,7 @@
-"""`radlens init-encoder`: a randomly initialised encoder (the null baseline)."""
+"""`radlens init-encoder`: a randomly initialised encoder (the null baseline).
+
+Library: encoders/convnextv2.py, encoders/checkpoints.py.
+"""
 
 from __future__ import annotations
 

@@ -1,4 +1,7 @@
-"""`radlens layers`: the layers of an encoder that `embed --layer` takes, with output shapes."""
+"""`radlens layers`: the layers of an encoder that `embed --layer` takes, with output shapes.
+
+Library: encoders/infer.py (layer listing for torch models), encoders/onnx_encoder.py (ONNX tensors).
+"""
 
 from __future__ import annotations
 

@@ -1,4 +1,7 @@
-"""`radlens merge`: join the parts of a sharded run (e.g. SLURM array tasks) by case_id."""
+"""`radlens merge`: join the parts of a sharded run (e.g. SLURM array tasks) by case_id.
+
+Library: radiomics/merge.py (parts that belong together), io/cases.py.
+"""
 
 from __future__ import annotations
 

@@ -1,4 +1,7 @@
-"""`radlens probe`: cross-validated shallow models on feature tables with shared folds."""
+"""`radlens probe`: cross-validated shallow models on feature tables with shared folds.
+
+Library: lens/probe.py (split-aware protocols, shared folds).
+"""
 
 from __future__ import annotations
 

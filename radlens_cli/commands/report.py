@@ -1,4 +1,7 @@
-"""`radlens report`: one self-contained HTML file with the paper's tables and figures."""
+"""`radlens report`: one self-contained HTML file with the paper's tables and figures.
+
+Library: report/ (data.py, html.py, figures.py, images.py).
+"""
 
 from __future__ import annotations
 

@@ -1,4 +1,7 @@
-"""`radlens stats`: the paper's Table 1 (MSE, R^2, Wilcoxon) per radiomic group."""
+"""`radlens stats`: the paper's Table 1 (MSE, R^2, Wilcoxon) per radiomic group.
+
+Library: lens/stats.py (Table 1 groups, Wilcoxon, BH), lens/compare.py, lens/checks.py.
+"""
 
 from __future__ import annotations
 

@@ -1,4 +1,7 @@
-"""`radlens synth`: a phantom mpMRI prostate cohort to try radlens without data."""
+"""`radlens synth`: a phantom mpMRI prostate cohort to try radlens without data.
+
+Library: synth/phantom.py.
+"""
 
 from __future__ import annotations
 
