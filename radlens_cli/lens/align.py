@@ -21,6 +21,15 @@ the pre-trained model did not use lands in some direction of the pre-trained spa
 stays visible to the decoder (unlike a least-squares map onto the pre-trained embeddings,
 which would project gains away).
 
+One exception, checked first: when the checkpoint's train embeddings are an EXACT invertible
+affine function of the reference's (least squares both ways leaves a relative residual
+under 1e-5, with more train cases than the embeddings' rank), the two carry identical
+information and that affine map is the alignment. Per-dimension rescaling (a fine-tuned
+LayerNorm's gamma alone), any invertible linear mix, shift and their combinations are then
+undone exactly too. Real fine-tuning never passes this check (any change of information
+leaves a residual), so everything else goes through the similarity transform above; the
+decoder records `alignment_exact_affine`.
+
 `whitened` (an option) runs the Procrustes between whitened embeddings and maps back to the
 reference's covariance: it undoes ANY invertible linear map (per-dimension rescaling, as a
 fine-tuned LayerNorm makes; duplicated dimensions) exactly, but it forces the reference's
@@ -53,6 +62,7 @@ class Alignment:
     identity: bool = False
     n_cases: int = 0
     kind: str = "similarity"
+    exact_affine: bool = False   # the checkpoint is an exact invertible affine map of the reference
 
     def apply(self, X: np.ndarray) -> np.ndarray:
         X = np.asarray(X, dtype=np.float64)
@@ -75,6 +85,8 @@ class Alignment:
     def residual_note(self) -> str:
         if self.identity:
             return f"{self.kind}, identity"
+        if self.exact_affine:
+            return f"{self.kind}, an exact affine map of the reference"
         return f"{self.kind}" + (f", scale {self.scale:.4g}" if self.kind == "similarity" else "")
 
 
@@ -112,11 +124,12 @@ def fit_alignment(X: np.ndarray, X_ref: np.ndarray, kind: str = "similarity") ->
     return fit_similarity_alignment(X, X_ref)
 
 
-def fit_similarity_alignment(X: np.ndarray, X_ref: np.ndarray) -> Alignment:
+def fit_similarity_alignment(X: np.ndarray, X_ref: np.ndarray, exact_check: bool = True) -> Alignment:
     """Similarity Procrustes from X (n, d_x) onto X_ref (n, d_ref), the same cases in order.
 
     When X equals X_ref exactly the identity is returned (the pre-trained checkpoint is
-    decoded through exactly the map it was fitted on)."""
+    decoded through exactly the map it was fitted on); when X is an exact invertible affine
+    map of X_ref (exact_check), that map (see the module's docstring)."""
     X = np.asarray(X, dtype=np.float64)
     X_ref = np.asarray(X_ref, dtype=np.float64)
     if X.shape[0] != X_ref.shape[0]:
@@ -129,9 +142,31 @@ def fit_similarity_alignment(X: np.ndarray, X_ref: np.ndarray) -> Alignment:
         return Alignment(np.zeros(d), np.eye(d), 1.0, np.zeros(d), identity=True, n_cases=n)
     mu, mu_ref = X.mean(axis=0), X_ref.mean(axis=0)
     Xc, Rc = X - mu, X_ref - mu_ref
+    T = exact_affine_map(Xc, Rc) if exact_check else None
+    if T is not None:
+        return Alignment(mu, T, 1.0, mu_ref, n_cases=n, exact_affine=True)
     U, S, Vt = np.linalg.svd(Xc.T @ Rc, full_matrices=False)
     Q = U @ Vt
     norm = float((Xc * Xc).sum())
     if norm <= 0:
         raise RadlensError("the embeddings are constant on the train cases; nothing to align")
     return Alignment(mu, Q, float(S.sum()) / norm, mu_ref, n_cases=n)
+
+
+def exact_affine_map(Xc: np.ndarray, Rc: np.ndarray, rel_tol: float = 1e-5):
+    """T with Xc T == Rc when the centred X and X_ref are exact invertible linear maps of
+    each other on these cases (identical information), else None.
+
+    Meaningful only with more cases than the embeddings' rank + 1: with fewer, any two
+    matrices are linear maps of each other on those cases, so None is returned."""
+    n = Xc.shape[0]
+    T, _, rank_x, _ = np.linalg.lstsq(Xc, Rc, rcond=None)
+    if n - 1 <= rank_x + 1:
+        return None
+    scale_r = float(np.linalg.norm(Rc))
+    if scale_r == 0 or float(np.linalg.norm(Xc @ T - Rc)) > rel_tol * scale_r:
+        return None
+    B, _, rank_r, _ = np.linalg.lstsq(Rc, Xc, rcond=None)
+    if rank_r != rank_x or float(np.linalg.norm(Rc @ B - Xc)) > rel_tol * float(np.linalg.norm(Xc)):
+        return None   # X holds information X_ref lacks (or the reverse): not the same information
+    return T

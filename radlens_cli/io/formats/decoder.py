@@ -49,6 +49,7 @@ def save_decoder(res: "DecodeResult", path: str, attrs: dict | None = None, forc
     if res.alignment is not None:
         own["alignment_scale"] = float(res.alignment.scale)
         own["alignment_identity"] = int(res.alignment.identity)
+        own["alignment_exact_affine"] = int(getattr(res.alignment, "exact_affine", False))
     if res.r2_direct is not None:
         datasets["r2_direct"] = res.r2_direct
     if res.r2_seeds is not None:
