@@ -141,3 +141,13 @@ def test_cka_rbf_limit_names_kernel(monkeypatch):
     assert "11 cases is over 10 (use kernel='linear', or pass fewer cases)" in str(e.value)
     _no_flag(str(e.value))
     assert "(use --kernel linear, or --split to compare a subset)" in e.value.flagged()
+
+
+def test_params_label_names_the_mask_spec():
+    from radlens_cli.radiomics.params import validate_params
+
+    with pytest.raises(ParameterError) as e:
+        validate_params({"setting": {"label": 2}}, "p.yaml")
+    assert "p.yaml: setting label: 2" in str(e.value) and "select labels with the mask spec COLUMN:2" in str(e.value)
+    _no_flag(str(e.value))
+    assert e.value.exit_code == EXIT_DATA and "select labels with --mask COLUMN:2 instead" in e.value.flagged()
