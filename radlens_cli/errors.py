@@ -39,18 +39,40 @@ class ParameterError(UsageError):
     ("--epochs must be at least 1 (got 0)"), which is what the command wrapper prints.
     """
 
-    def __init__(self, template: str, *params: str, exit_code: int | None = None, plain: dict | None = None):
-        """plain: how str() shows a parameter where its name alone reads wrong ({"no_resume": "resume=False"})."""
-        self.template, self.params = template, tuple(params)
-        super().__init__(self._render({p: (plain or {}).get(p, p) for p in self.params}), exit_code)
-
-    def _render(self, names: dict) -> str:
-        text = self.template
-        for p, shown in names.items():
-            text = text.replace("{" + p + "}", shown)
-        return text
+    def __init__(self, template: str, *params: str, exit_code: int | None = None, plain: dict | None = None,
+                 flags: dict | None = None):
+        """plain: how str() shows a parameter where its name alone reads wrong ({"no_resume": "resume=False"});
+        flags: how flagged() shows one that is more than its flag ({"kernel": "--kernel linear"})."""
+        self.template, self.params, self.flags = template, tuple(params), dict(flags or {})
+        super().__init__(_render(template, {p: (plain or {}).get(p, p) for p in self.params}), exit_code)
 
     def flagged(self, flags: dict | None = None) -> str:
         """The message with each parameter as its flag (`--name-with-dashes` unless `flags` says)."""
-        flags = flags or {}
-        return self._render({p: flags.get(p, "--" + p.replace("_", "-")) for p in self.params})
+        return _flagged(self.template, self.params, {**self.flags, **(flags or {})})
+
+
+class ParameterMessage(str):
+    """A warning naming parameters as `{name}` fields, the way ParameterError does for errors.
+
+    The string itself shows the plain names (what a Python caller's `warn` callback gets);
+    `flagged()` shows command-line flags, which is what `log.warn` prints.
+    """
+
+    def __new__(cls, template: str, *params: str, plain: dict | None = None):
+        obj = super().__new__(cls, _render(template, {p: (plain or {}).get(p, p) for p in params}))
+        obj.template, obj.params = template, tuple(params)
+        return obj
+
+    def flagged(self, flags: dict | None = None) -> str:
+        return _flagged(self.template, self.params, flags)
+
+
+def _render(template: str, names: dict) -> str:
+    for p, shown in names.items():
+        template = template.replace("{" + p + "}", shown)
+    return template
+
+
+def _flagged(template: str, params: tuple, flags: dict | None) -> str:
+    flags = flags or {}
+    return _render(template, {p: flags.get(p, "--" + p.replace("_", "-")) for p in params})

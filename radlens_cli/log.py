@@ -29,7 +29,9 @@ def debug(msg: str) -> None:
 
 
 def warn(msg: str) -> None:
-    """A warning on stderr (shown even with --quiet)."""
+    """A warning on stderr (shown even with --quiet); a library's ParameterMessage shows its flags."""
+    if hasattr(msg, "flagged"):
+        msg = msg.flagged()
     print(f"radlens: warning: {msg}", file=sys.stderr, flush=True)
 
 

@@ -67,7 +67,7 @@ def embed(manifest: str, modalities: str, mask: str, encoder: str, output: str, 
     if isinstance(crop, str):
         crop = parse_triple(crop, "--crop", int)
     cfg = preprocessing_config(mods, mask_spec, spacing, crop, norm, info.preprocessing, orient=orient,
-                               layout=layout, norm_region=norm_region)
+                               layout=layout, norm_region=norm_region, warn=log.warn)
     embedder.check_config(cfg)
     fingerprint = embedder.fingerprint
 

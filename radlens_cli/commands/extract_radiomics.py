@@ -14,7 +14,7 @@ import typer
 from radlens_cli import log
 from radlens_cli.commands._util import (command, force_option, jobs_option, keep_going_option, num_parts_option,
                                         output_option, part_id_option, parts_option, strict_geometry_option)
-from radlens_cli.errors import RadlensError, UsageError
+from radlens_cli.errors import ParameterError, RadlensError, UsageError
 from radlens_cli.io.files import check_output, check_side_output
 from radlens_cli.io.cases import refuse_failed_run, resolve_parts, warn_partial
 from radlens_cli.io.manifest import parse_list, parse_mask_spec, read_manifest
@@ -148,7 +148,8 @@ def _print_preset(value: Optional[str]):
         try:
             typer.echo(preset_text(value), nl=False)
         except RadlensError as e:
-            raise typer.BadParameter(str(e), param_hint="--print-params") from None
+            raise typer.BadParameter(e.flagged() if isinstance(e, ParameterError) else str(e),
+                                     param_hint="--print-params") from None
         raise typer.Exit()
 
 

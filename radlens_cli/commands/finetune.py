@@ -75,7 +75,7 @@ def finetune(manifest: str, modalities: list[str], mask: str, encoder: str, task
             man.require_columns([seg_target.column], "segmentation mask")
         backbone, info = _load_trainable_encoder(encoder, modalities, drop_path, trust_checkpoint)
         pcfg = preprocessing_config(modalities, mask_spec, spacing, crop, norm, info.preprocessing or {},
-                                    **(conventions or {}))
+                                    warn=log.warn, **(conventions or {}))
         targets = encode_targets(man, task, target)
         if targets.absent and dist.is_main:
             log.warn(f"class(es) {', '.join(map(str, targets.absent))} of {target} have no training case")

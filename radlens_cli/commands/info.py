@@ -76,7 +76,7 @@ def _checkpoint(real: str, shown: str) -> dict:
     read weights-only (no code runs; TorchScript is described, not loaded)."""
     from radlens_cli.encoders.checkpoints import describe_checkpoint
 
-    d = describe_checkpoint(real)
+    d = describe_checkpoint(real, hint="load it with embed, layers or finetune --trust-checkpoint (info never does)")
     kind = d.get("kind") or ""
     schema = {"radlens checkpoint": "radlens checkpoint/1"}.get(kind, kind)
     out = {"path": shown, "format": f"model file ({d['format']})", "schema": schema,

@@ -53,12 +53,19 @@ def is_torchscript(path: str) -> bool:
     return any(n.endswith("constants.pkl") for n in names) and any("/code/" in n for n in names)
 
 
-class UnsafeCheckpoint(RadlensError):
-    """A checkpoint that only full unpickling (which can run code stored in it) would read."""
+class UnsafeCheckpoint(ParameterError):
+    """A checkpoint that only full unpickling (which can run code stored in it) would read.
+
+    A data error (exit 1) whose hint names the opt-in as the parameter `{trust_checkpoint}`:
+    `trust=True` from Python, `--trust-checkpoint` where the command wrapper prints it.
+    """
+
+    def __init__(self, template: str):
+        super().__init__(template, "trust_checkpoint", exit_code=EXIT_DATA, plain={"trust_checkpoint": "trust=True"})
 
 
-# How the refusal tells users to opt in; the commands that read checkpoints offer this flag.
-TRUST_HINT = "pass --trust-checkpoint to load it anyway"
+# How the refusal tells users to opt in (a template: `{trust_checkpoint}` is the opt-in).
+TRUST_HINT = "pass {trust_checkpoint} to load it anyway"
 
 
 def _safe_globals() -> list:
@@ -104,7 +111,7 @@ def read_checkpoint(path: str, map_location="cpu", trust: bool = False):
     return read_checkpoint_ex(path, map_location, trust)[0]
 
 
-def read_checkpoint_ex(path: str, map_location="cpu", trust: bool = False, hint: str = TRUST_HINT):
+def read_checkpoint_ex(path: str, map_location="cpu", trust: bool = False, hint: str | None = None):
     """(object, fully_unpickled) of a `torch.save` file.
 
     The object a `torch.save` file holds, read weights-only: tensors, containers, numbers,
@@ -112,7 +119,8 @@ def read_checkpoint_ex(path: str, map_location="cpu", trust: bool = False, hint:
 
     A file that needs full unpickling raises UnsafeCheckpoint naming what it would import;
     with trust=True it is unpickled fully after a warning (that runs whatever the file says).
-    Full unpickling is never tried before the weights-only read has failed.
+    Full unpickling is never tried before the weights-only read has failed. `hint` ends the
+    refusal (default TRUST_HINT; `{trust_checkpoint}` in it names the opt-in, see UnsafeCheckpoint).
     """
     import pickle
 
@@ -131,7 +139,7 @@ def read_checkpoint_ex(path: str, map_location="cpu", trust: bool = False, hint:
             shown = ", ".join(names[:4]) + (f" (+{len(names) - 4} more)" if len(names) > 4 else "")
             raise UnsafeCheckpoint(f"{path}: refused: reading it needs full unpickling, which can run code "
                                    f"stored in the file (it refers to {shown}); if you trust its source, "
-                                   f"{hint}") from None
+                                   f"{hint or TRUST_HINT}") from None
         log.warn(f"{path}: trusted checkpoint: unpickling it fully (it refers to {', '.join(names[:4])}); "
                  f"code stored in the file runs now")
         try:
@@ -582,10 +590,13 @@ def save_radlens_checkpoint(path: str, model, arch: str, in_chans: int, preproce
         torch.save(payload, tmp)
 
 
-def describe_checkpoint(path: str) -> dict:
+def describe_checkpoint(path: str, hint: str | None = None) -> dict:
     """What a model file holds, read weights-only (TorchScript is not loaded: it is code):
     format, kind, architecture and input channels where known, tensor and parameter counts,
-    and what a radlens checkpoint records (preprocessing, provenance, fine-tuning)."""
+    and what a radlens checkpoint records (preprocessing, provenance, fine-tuning).
+
+    A file that needs full unpickling is refused (never unpickled here, whatever the caller
+    trusts); `hint` ends that refusal (see read_checkpoint_ex)."""
     out = {"path": path, "format": None, "kind": None, "arch": None, "in_chans": None}
     if is_torchscript(path):
         out.update(format="torchscript", kind="TorchScript archive (code by design; not loaded)")
@@ -595,8 +606,8 @@ def describe_checkpoint(path: str) -> dict:
         out.update(format="safetensors", kind="state dict")
         obj = None
     else:
-        obj, _ = read_checkpoint_ex(path, hint="load it with embed, layers or finetune --trust-checkpoint "
-                                               "(info never does)")
+        obj, _ = read_checkpoint_ex(path, hint=hint or "describe_checkpoint never unpickles it fully; load it "
+                                                       "with load_encoder(..., trust=True)")
         out["format"] = "torch"
         if isinstance(obj, dict) and obj.get(RADLENS_KEY):
             sd = dict(obj.get("state_dict") or {})

@@ -11,8 +11,7 @@ import hashlib
 
 import numpy as np
 
-from radlens_cli import log
-from radlens_cli.errors import EXIT_DATA, ParameterError, RadlensError, UsageError
+from radlens_cli.errors import EXIT_DATA, ParameterError, ParameterMessage, RadlensError, UsageError
 
 
 def model_fingerprint(model) -> str:
@@ -30,11 +29,12 @@ def model_fingerprint(model) -> str:
 
 
 def preprocessing_config(modalities, mask, spacing, crop, norm, recorded: dict | None, orient: str | None = None,
-                         layout: str | None = None, norm_region: str | None = None):
-    """The run's PreprocessConfig: command line first, then the checkpoint's record, then defaults.
+                         layout: str | None = None, norm_region: str | None = None, warn=None):
+    """The run's PreprocessConfig: the given values first, then the checkpoint's record, then defaults.
 
     spacing and crop are "x,y,z" strings (or tuples); a record written before crops were
-    x,y,z (preprocessing version 1, D,H,W) is read in its own order.
+    x,y,z (preprocessing version 1, D,H,W) is read in its own order. `warn(message)` hears
+    about modalities other than the recorded ones (a ParameterMessage naming `modalities`).
     """
     from radlens_cli.encoders.preprocess import (DEFAULT_LAYOUT, DEFAULT_NORM, DEFAULT_NORM_REGION, DEFAULT_ORIENT,
                                                  DEFAULT_SPACING, PreprocessConfig, crop_from_record)
@@ -43,9 +43,9 @@ def preprocessing_config(modalities, mask, spacing, crop, norm, recorded: dict |
     sp = tuple(spacing) if spacing else tuple(rec.get("spacing", DEFAULT_SPACING))
     cr = tuple(crop) if crop else crop_from_record(rec)
     nm = norm or rec.get("norm", DEFAULT_NORM)
-    if rec.get("modalities") and list(rec["modalities"]) != list(modalities):
-        log.warn(f"the encoder was trained on modalities {','.join(rec['modalities'])} "
-                 f"(channel order matters); --modalities gives {','.join(modalities)}")
+    if rec.get("modalities") and list(rec["modalities"]) != list(modalities) and warn:
+        warn(ParameterMessage(f"the encoder was trained on modalities {','.join(rec['modalities'])} "
+                              f"(channel order matters); {{modalities}} gives {','.join(modalities)}", "modalities"))
     return PreprocessConfig(modalities=list(modalities), mask=mask, spacing=sp, crop=cr, norm=nm,
                             orient=orient or rec.get("orient", DEFAULT_ORIENT),
                             layout=layout or rec.get("layout", DEFAULT_LAYOUT),

@@ -17,7 +17,7 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
-from radlens_cli.errors import RadlensError
+from radlens_cli.errors import EXIT_DATA, ParameterError, RadlensError
 from radlens_cli.io.files import atomic_output, input_path
 # the container's names stay importable from here for callers written before io/formats.py existed
 from radlens_cli.io.formats import (CASE_TABLE, HDF5_MAGIC, _str_dtype, _write_datasets,  # noqa: F401
@@ -268,7 +268,8 @@ def align_cases(a: CaseTable, b: CaseTable, allow_missing: bool = False,
             if ids:
                 more = f" (+{len(ids) - 5} more)" if len(ids) > 5 else ""
                 parts.append(f"{len(ids)} case(s) only in {t.path or nm}: {', '.join(ids[:5])}{more}")
-        raise RadlensError("; ".join(parts) + " (use --allow-missing to take the intersection)")
+        raise ParameterError("; ".join(parts) + " (use {allow_missing} to take the intersection)", "allow_missing",
+                             exit_code=EXIT_DATA, plain={"allow_missing": "allow_missing=True"})
     ia = np.array(ia, dtype=np.int64)
     ib = np.array([pos_b[cid] for cid in a.case_id[ia]], dtype=np.int64)
     return ia, ib

@@ -16,7 +16,7 @@ import re
 
 import numpy as np
 
-from radlens_cli.errors import RadlensError
+from radlens_cli.errors import EXIT_DATA, ParameterError, RadlensError
 
 # settings of embed's params outside "preprocessing" that change what an embedding is
 EMBED_KEYS = ("layer", "pool", "modalities", "in_chans")
@@ -61,13 +61,19 @@ def _show(v) -> str:
 
 
 def require_same_preprocessing(a: dict, b: dict, what_a: str, what_b: str, allow: bool,
-                               warn=None, option: str = "the allow-different-preprocessing option") -> None:
+                               warn=None, option: str = "allow_different_preprocessing=True") -> None:
+    """Named error when two embeddings' recorded preprocessing differs, unless `allow`.
+
+    option: how the caller's parameter that allows it reads from Python; the command
+    wrapper shows it as --allow-different-preprocessing (a ParameterError)."""
     diffs = preprocessing_differences(a, b)
     if not diffs:
         return
     msg = (f"{what_a} and {what_b} were embedded differently: {'; '.join(diffs)}")
     if not allow:
-        raise RadlensError(msg + f" (use {option} if this is intended)")
+        raise ParameterError(msg + " (use {allow_different_preprocessing} if this is intended)",
+                             "allow_different_preprocessing", exit_code=EXIT_DATA,
+                             plain={"allow_different_preprocessing": option})
     if warn:
         warn(msg + " (allowed)")
 
@@ -101,7 +107,7 @@ def require_compatible(ref, other, warn=None, allow_preprocessing: bool = False)
     pa = json.loads(ref.attrs.get("embedding_preprocessing", "{}"))
     pb = json.loads(other.attrs.get("embedding_preprocessing", "{}"))
     require_same_preprocessing(pa, pb, ref.path, other.path, allow_preprocessing, warn,
-                               option="--allow-different-preprocessing")
+                               option="allow_preprocessing=True")
     if np.array_equal(ref.theta, other.theta) and np.array_equal(ref.r2, other.r2, equal_nan=True):
         if warn:
             warn(f"{ref.path} and {other.path} hold identical decoders (the same embeddings "

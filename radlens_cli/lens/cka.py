@@ -17,7 +17,7 @@ from __future__ import annotations
 
 import numpy as np
 
-from radlens_cli.errors import RadlensError
+from radlens_cli.errors import EXIT_DATA, ParameterError, RadlensError
 
 KERNELS = ("linear", "rbf")
 GRAM_BOOTSTRAP_MAX = 4000  # bootstrap by indexing n x n Gram matrices up to this many cases
@@ -117,8 +117,10 @@ def cka(x, y, kernel: str = "linear", debiased: bool = False, sigma: float = 1.0
     if kernel == "linear":
         return linear_cka(x, y, debiased)
     if n > RBF_MAX_CASES:
-        raise RadlensError(f"cka: the rbf kernel needs n x n matrices; {n} cases is over {RBF_MAX_CASES} "
-                           f"(use --kernel linear, or --split to compare a subset)")
+        raise ParameterError(f"cka: the rbf kernel needs n x n matrices; {n} cases is over {RBF_MAX_CASES} "
+                             f"(use {{kernel}}, or {{split}})", "kernel", "split", exit_code=EXIT_DATA,
+                             plain={"kernel": "kernel='linear'", "split": "pass fewer cases"},
+                             flags={"kernel": "--kernel linear", "split": "--split to compare a subset"})
     return cka_from_grams(gram(x, kernel, sigma), gram(y, kernel, sigma), debiased)
 
 

@@ -10,7 +10,7 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
-from radlens_cli.errors import RadlensError
+from radlens_cli.errors import ParameterMessage, RadlensError
 from radlens_cli.io.tables import CaseTable, align_cases
 from radlens_cli.lens.decoder import Decoder, fit_decoder, r2_score
 from radlens_cli.lens.names import column_meta
@@ -91,8 +91,8 @@ def _split(emb: CaseTable, rad: CaseTable, ia, ib) -> np.ndarray:
 
 def _said_missing(j: Joined, warn) -> None:
     if j.n_missing and warn:
-        warn(f"--allow-missing: using the {len(j.case_id)} case(s) present in both inputs "
-             f"({j.n_missing} case row(s) present in only one left out)")
+        warn(ParameterMessage(f"{{allow_missing}}: using the {len(j.case_id)} case(s) present in both inputs "
+                              f"({j.n_missing} case row(s) present in only one left out)", "allow_missing"))
 
 
 def require_split(j: Joined, name: str, what: str, minimum: int = 1) -> np.ndarray:

@@ -7,7 +7,7 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
-from radlens_cli.errors import RadlensError
+from radlens_cli.errors import EXIT_DATA, ParameterError, RadlensError
 from radlens_cli.io.formats import json_attr
 from radlens_cli.io.tables import CaseTable, read_table
 from radlens_cli.radiomics.names import parse_column_names
@@ -125,8 +125,9 @@ def check_parts(parts: list[Part], allow_incomplete: bool = False) -> dict | Non
         by_id[i] = p.path
     missing = sorted(set(range(n)) - set(by_id))
     if missing and not allow_incomplete:
-        raise RadlensError(f"part(s) {', '.join(map(str, missing[:10]))}{' ...' if len(missing) > 10 else ''} "
-                           f"of {n} missing (use --allow-incomplete to merge the {len(by_id)} given)")
+        raise ParameterError(f"part(s) {', '.join(map(str, missing[:10]))}{' ...' if len(missing) > 10 else ''} "
+                             f"of {n} missing (use {{allow_incomplete}} to merge the {len(by_id)} given)",
+                             "allow_incomplete", exit_code=EXIT_DATA, plain={"allow_incomplete": "allow_incomplete=True"})
     return {"missing": missing, "num_parts": n} if missing else None
 
 

@@ -9,7 +9,7 @@ import logging
 import os
 import warnings
 
-from radlens_cli.errors import RadlensError
+from radlens_cli.errors import EXIT_DATA, ParameterError, RadlensError
 
 
 def quiet_pyradiomics() -> None:
@@ -44,8 +44,9 @@ def validate_params(params: dict, where: str) -> dict:
                            f"(imageType / featureClass / setting)")
     setting = params.get("setting") or {}
     if isinstance(setting, dict) and setting.get("label", 1) != 1:
-        raise RadlensError(f"{where}: setting label: {setting['label']} is not used by radlens; "
-                           f"select labels with --mask COLUMN:{setting['label']} instead")
+        raise ParameterError(f"{where}: setting label: {setting['label']} is not used by radlens; "
+                             f"select labels with {{mask}} COLUMN:{setting['label']} instead", "mask",
+                             exit_code=EXIT_DATA, plain={"mask": "the mask spec"})
     try:
         with warnings.catch_warnings():  # pykwalify loads PyRadiomics' schema hooks with load_module()
             warnings.simplefilter("ignore", DeprecationWarning)

@@ -46,7 +46,7 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
-from radlens_cli.errors import ParameterError, RadlensError
+from radlens_cli.errors import EXIT_DATA, ParameterError, RadlensError
 from radlens_cli.io.files import atomic_folder, atomic_output
 
 DEFAULT_SIZE = (64, 64, 16)          # x, y, z voxels of the T2 grid
@@ -614,11 +614,12 @@ def write_cohort(out_dir: str, cases: int = 120, seed: int = 0, size=DEFAULT_SIZ
 
 
 def check_out_dir(out_dir: str, force: bool) -> None:
-    """The output folder may be new or empty; a non-empty one needs --force."""
+    """The output folder may be new or empty; a non-empty one needs force=True."""
     if os.path.exists(out_dir) and not os.path.isdir(out_dir):
         raise RadlensError(f"output is a file, not a folder: {out_dir}")
     if os.path.isdir(out_dir) and os.listdir(out_dir) and not force:
-        raise RadlensError(f"output folder is not empty: {out_dir} (use --force to write into it)")
+        raise ParameterError(f"output folder is not empty: {out_dir} (use {{force}} to write into it)", "force",
+                             exit_code=EXIT_DATA, plain={"force": "force=True"})
     parent = os.path.dirname(os.path.abspath(out_dir))
     if not os.path.isdir(parent):
         raise RadlensError(f"output folder's parent does not exist: {parent}")

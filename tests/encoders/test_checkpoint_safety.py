@@ -54,11 +54,12 @@ def test_every_reader_refuses_a_code_running_checkpoint(cli, cohort, ft_cohort, 
     assert not (tmp_path / "e.h5").exists()
     c = {"manifest": ft_cohort["manifest"], "encoder": evil1}
     _refused(cli("finetune", *base_args(c, epochs=1), "-o", tmp_path / "f.pt"), marker, evil1)
-    # library readers: the encoder loader and the finetune-checkpoint loader
+    # library readers: the encoder loader and the finetune-checkpoint loader (they name the
+    # parameter; the command wrapper shows it as --trust-checkpoint, as checked above)
     from radlens_cli.encoders.training.finetuned import load_finetuned
 
     for fn in (load_encoder, load_finetuned):
-        with pytest.raises(RadlensError, match="refused.*--trust-checkpoint"):
+        with pytest.raises(RadlensError, match="refused.*pass trust=True to load it anyway"):
             fn(str(evil1))
     # a resume state planted beside the output is not unpickled either
     good = tmp_path / "good1.pt"
