@@ -24,7 +24,7 @@ from radlens_cli.io.tables import write_table
 from tests.lens.generators import cohort, null_transforms, precision_at
 
 FIT = ("--hidden", "64", "--epochs", "30", "--device", "cpu")
-NULLS = ("rotation", "permutation", "scale", "shift", "combined", "duplicated", "remixed")
+NULLS = ("rotation", "permutation", "scale", "shift", "combined", "duplicated", "anisotropic", "remixed")
 COHORTS = ((400, 24, 0), (500, 40, 1))
 
 
