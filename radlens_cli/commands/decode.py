@@ -68,7 +68,7 @@ def decode_cli(
     output: str = output_option("Output DEC.h5 (`-` for stdout)."),
     ridge: float = typer.Option(None, "--ridge", help="Ridge penalty alpha on theta (default: the alpha stored in SHARE, the same for every checkpoint; 0: plain least squares, the paper)."),
     intercept: bool = typer.Option(None, "--intercept/--no-intercept", help="Bias column, R ~ theta [Z; 1] (default with --method calibrated shares) or the paper's R = theta Z (default with --method paper shares)."),
-    align: str = typer.Option(None, "--align", help="Map the embeddings onto the pre-trained train embeddings before share, fitted on train cases: similarity (orthogonal Procrustes + one scale + shift; default with calibrated shares), whitened (Procrustes between whitened embeddings: also undoes per-dimension rescaling, but reads gained information as weaker; see docs/validity.md) or none (the paper; default with --method paper shares)."),
+    align: str = typer.Option(None, "--align", help="Map the embeddings onto the pre-trained embeddings before share, fitted on the embeddings (not the radiomics) of every case both hold: similarity (orthogonal Procrustes + one scale + shift; default with calibrated shares), whitened (Procrustes between whitened embeddings: also undoes per-dimension rescaling, but reads gained information as weaker; see docs/validity.md) or none (the paper; default with --method paper shares)."),
     allow_different_preprocessing: bool = typer.Option(False, "--allow-different-preprocessing", help="Decode embeddings whose recorded preprocessing (spacing, crop, normalisation, layer, pooling...) differs from the share model's pre-trained embeddings (e.g. another foundation model on purpose)."),
     eval_split: str = typer.Option("test", "--eval-split", help="Split on which predictions, errors and R^2 are reported."),
     allow_missing: bool = typer.Option(False, "--allow-missing", help="Use the cases present in both inputs instead of failing on a mismatch."),
@@ -81,8 +81,8 @@ def decode_cli(
     decoder on the `train` split in closed form (least squares or ridge on the normal
     equations, solved by eigendecomposition of Z^T Z; never an explicit inverse).
     With a calibrated SHARE (the default of fit-share) the embeddings are first aligned
-    to the pre-trained train embeddings (X -> s (X - mean) Q + mean_ref, Q orthogonal,
-    fitted on train cases), so a rotation, permutation, rescaling or shift of the
+    to the pre-trained embeddings (X -> s (X - mean) Q + mean_ref, Q orthogonal,
+    fitted on the embeddings of every case both hold: no radiomics are used), so a rotation, permutation, rescaling or shift of the
     embeddings changes nothing; the decoder has an intercept and the SHARE's ridge alpha.
     With a --method paper SHARE: no alignment, no intercept (R = theta Z), no ridge.
     Importance never includes the intercept. Also fits a share-free control (ridge from

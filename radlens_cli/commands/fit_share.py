@@ -134,8 +134,8 @@ def fit_share_cli(
     plus l1*|w| + l2*w^2 over all weights (the paper's eq. 5), with Adam on the `train`
     split. Radiomics are z-scored (--method calibrated) or min-max scaled (--method paper)
     with train statistics; columns constant or non-finite on train are dropped and listed.
-    --method calibrated (default) also stores the pre-trained train embeddings, which
-    decode aligns every checkpoint to, and one ridge alpha (generalised cross-validation on the
+    --method calibrated (default) also stores the pre-trained embeddings of every case,
+    which decode aligns every checkpoint to, and one ridge alpha (generalised cross-validation on the
     pre-trained train cases) that every decoder of this share uses; see docs/validity.md.
     Calibrated shares are fitted on half of the train cases (--share-fraction) and the
     decoders on the other half: a decoder fitted on the cases share memorised favours the

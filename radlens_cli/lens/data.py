@@ -211,8 +211,13 @@ def fit_share_tables(emb: CaseTable, rad: CaseTable, hidden: int = 256, l1: floa
         model.extra.append((seed + k, extra.weight[0], extra.bias[0],
                             ridge_for(extra.weight[0], extra.bias[0])))
     if md["align"] != "none":
-        model.reference_case_id = np.asarray(j.case_id[tr], dtype=object)
-        model.reference_X = np.asarray(j.X[tr], dtype=np.float64)
+        # every case's embeddings (no radiomics): the alignment is fitted on all cases both
+        # checkpoints share, so it is determined on every case decoded even when d >= the
+        # number of train cases (on train cases alone, Procrustes leaves the map on the
+        # directions the train cases do not span arbitrary, and a pure rotation of the
+        # embeddings read as lost decodability on test cases: docs/validity.md)
+        model.reference_case_id = np.asarray(j.case_id, dtype=object)
+        model.reference_X = np.asarray(j.X, dtype=np.float64)
     return model
 
 
@@ -324,16 +329,19 @@ def decode(share: ShareModel, emb: CaseTable, rad: CaseTable, ridge: float | Non
                  f"exactly; left out before alignment")
             Xtr, Xev = Xtr[:, keep], Xev[:, keep]
         pos_ref = {c: k for k, c in enumerate(map(str, share.reference_case_id))}
-        ids = [str(c) for c in j.case_id[itr]]
+        ids = [str(c) for c in j.case_id]
         both = np.array([k for k, c in enumerate(ids) if c in pos_ref], dtype=np.int64)
         if len(both) < 2:
-            raise RadlensError(f"{emb.path}: fewer than 2 train cases in common with the share "
-                               f"model's pre-trained train cases; cannot align")
+            raise RadlensError(f"{emb.path}: fewer than 2 cases in common with the share "
+                               f"model's pre-trained embeddings; cannot align")
         if len(both) < len(ids) or len(both) < len(pos_ref):
-            warn(f"aligning on the {len(both)} train case(s) common to {emb.path} and the share "
-                 f"model ({len(ids)} and {len(pos_ref)} train cases)")
+            warn(f"aligning on the {len(both)} case(s) common to {emb.path} and the share "
+                 f"model ({len(ids)} and {len(pos_ref)} cases)")
+        Xall = j.X[:, keep] if len(keep) < j.X.shape[1] else j.X
         ref = share.reference_X[[pos_ref[ids[k]] for k in both]]
-        alignment = fit_alignment(Xtr[both], ref, align)
+        # embeddings only (no radiomics) of every shared case, train, val and test: with
+        # train cases alone the map is arbitrary outside their span when d >= n_train
+        alignment = fit_alignment(Xall[both], ref, align)
         # folded into share's first (linear) layer below: X W' + b' == align(X) W + b
     elif Xtr.shape[1] != share.embedding_dim:
         raise RadlensError(f"{emb.path}: {Xtr.shape[1]} embedding dims, the share model takes "

@@ -77,7 +77,7 @@ class ShareModel:
     attrs: dict = field(default_factory=dict)              # root attributes when loaded
     method: str = "calibrated"        # calibrated (aligned, intercept, shared ridge) or paper
     ridge: float = 0.0                # the ridge alpha every decoder of this share uses
-    reference_case_id: np.ndarray | None = None   # pre-trained train cases, for alignment
+    reference_case_id: np.ndarray | None = None   # every case, for alignment
     reference_X: np.ndarray | None = None         # their pre-trained embeddings (float64)
     embedding_params: dict = field(default_factory=dict)  # how EMB_PRE was made (embed)
     extra: list = field(default_factory=list)  # further share seeds: (seed, weight, bias, ridge)
