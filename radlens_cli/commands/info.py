@@ -11,7 +11,7 @@ import typer
 
 from radlens_cli.commands._util import command
 from radlens_cli.errors import RadlensError
-from radlens_cli.io.tables import is_hdf5, open_hdf5_file, read_h5_attrs
+from radlens_cli.io.formats import is_hdf5, open_hdf5_file, read_h5_attrs
 
 JSON_ATTRS = ("params", "inputs", "history", "failures", "skipped", "versions", "radlens_part")
 

@@ -19,10 +19,7 @@ import numpy as np
 
 from radlens_cli.errors import EXIT_DATA, ParameterError, RadlensError
 from radlens_cli.io.files import atomic_output, input_path
-# the container's names stay importable from here for callers written before io/formats.py existed
-from radlens_cli.io.formats import (CASE_TABLE, HDF5_MAGIC, _str_dtype, _write_datasets,  # noqa: F401
-                                    decode_strings, is_hdf5, open_h5, open_hdf5_file, read_h5_attrs,
-                                    write_h5)
+from radlens_cli.io.formats import CASE_TABLE, decode_strings, is_hdf5, open_h5, read_h5_attrs, write_h5
 
 
 @dataclass

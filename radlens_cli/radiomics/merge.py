@@ -44,7 +44,7 @@ def read_part(path: str) -> Part:
     """A case table written by extract-radiomics or embed (its parameters travel with it)."""
     from radlens_cli.io.cases import table_part
     from radlens_cli.io.files import input_path
-    from radlens_cli.io.tables import is_hdf5
+    from radlens_cli.io.formats import is_hdf5
 
     table = read_table(path, "part", part="accept")
     diagnostics = None

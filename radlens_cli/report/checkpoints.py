@@ -8,6 +8,7 @@ import os
 
 import numpy as np
 
+from radlens_cli.radiomics.names import family_label
 from radlens_cli.report import data as rd
 from radlens_cli.report import figures as rf
 
@@ -68,7 +69,7 @@ def heatmap(fams, names, mat, stat: str) -> rf.Figure:
         im = ax.imshow(mat, cmap="RdBu_r", vmin=-lim, vmax=lim, aspect="auto")
         ax.set_xticks(range(len(names)), names, rotation=45 if len(names) > 3 else 0,
                       ha="right" if len(names) > 3 else "center")
-        ax.set_yticks(range(len(fams)), [rd.family_label(f) for f in fams])
+        ax.set_yticks(range(len(fams)), [family_label(f) for f in fams])
         for i in range(len(fams)):
             for j in range(len(names)):
                 if np.isfinite(mat[i, j]):
@@ -86,7 +87,7 @@ def trajectory(fams, names, pos, mat, stat: str, epochs: bool) -> rf.Figure:
     with matplotlib.rc_context(rf.RC):
         fig, ax = plt.subplots(figsize=(5.6, 3.2))
         for i, f in enumerate(fams):
-            ax.plot(pos, mat[i], marker="o", ms=3, lw=1.2, label=rd.family_label(f),
+            ax.plot(pos, mat[i], marker="o", ms=3, lw=1.2, label=family_label(f),
                     color=rf.MODALITY_COLOURS[i % len(rf.MODALITY_COLOURS)] if i < 6 else "black")
         ax.axhline(0, color="black", lw=0.6)
         ax.set_xticks(pos, [str(p) for p in pos] if epochs else names, rotation=0 if epochs else 45,

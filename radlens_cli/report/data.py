@@ -15,8 +15,7 @@ import numpy as np
 
 from radlens_cli.errors import RadlensError
 from radlens_cli.io.files import input_path
-from radlens_cli.io.formats import json_attr  # noqa: F401 (html.py: rd.json_attr)
-from radlens_cli.radiomics.names import FAMILY_ORDER, META_KEYS, family_label, parse_column  # noqa: F401 (family_label: figures)
+from radlens_cli.radiomics.names import FAMILY_ORDER, META_KEYS, parse_column
 
 GROUP_BY_ORDER = ("family", "image_type", "modality", "modality_family")
 # Radiomic features that grow with the ROI's size (besides the shape family): what a

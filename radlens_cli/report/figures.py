@@ -8,7 +8,8 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from radlens_cli.report.data import family_key, family_label
+from radlens_cli.radiomics.names import family_label
+from radlens_cli.report.data import family_key
 
 PRE, FT = "#8c9bb0", "#1f5fa8"
 GAIN, LOSS, STABLE = "#2e8b57", "#c0392b", "#7f7f7f"

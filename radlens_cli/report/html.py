@@ -11,6 +11,8 @@ import os
 import numpy as np
 
 from radlens_cli.errors import RadlensError
+from radlens_cli.io.formats import json_attr
+from radlens_cli.radiomics.names import family_label
 from radlens_cli.report import data as rd
 from radlens_cli.report import figures as rf
 
@@ -143,7 +145,7 @@ def cohort_section(rep: Report, rad: dict, delta) -> None:
     kpi = [("cases", rad["n_cases"]), ("radiomic columns", rad["n_columns"]), ("modalities", len(counts))]
     if delta is not None:
         kpi.append(("features compared", len(delta)))
-    params = rd.json_attr(rad["attrs"], "params", {}) or {}
+    params = json_attr(rad["attrs"], "params", {}) or {}
     extra = []
     if isinstance(params, dict) and params:
         shown = {k: params[k] for k in ("modalities", "mask", "params", "reference_modality") if k in params}
@@ -153,7 +155,7 @@ def cohort_section(rep: Report, rad: dict, delta) -> None:
         _kpis(kpi),
         f"<p>{rad['n_cases']} cases ({esc(split)}); image types: "
         f"{esc(', '.join(rad['image_types']) or 'not recorded')}.</p>",
-        table(["modality"] + [rd.family_label(f) for f in families] + ["total"], rows,
+        table(["modality"] + [family_label(f) for f in families] + ["total"], rows,
               row_classes=[""] * (len(rows) - 1) + ["ft"], caption="Radiomic features per modality and family"),
         *extra])
 
@@ -180,7 +182,7 @@ def table1_section(rep: Report, stats, heading_note: str = "") -> None:
             sub = sub.iloc[sorted(range(len(sub)), key=lambda i: rd.family_key(sub["group"].iloc[i]))]
         rows, classes = [], []
         for _, r in sub.iterrows():
-            name = rd.family_label(r["group"]) if gb == "family" else r["group"]
+            name = family_label(r["group"]) if gb == "family" else r["group"]
             n = fmt(r["n_features"]) if "n_features" in r else ""
             rows.append([name, "Pre-train", n, fmt(r.get("mse_pre")) if has_mse else "", fmt(r["r2_pre"]), "", ""])
             rows.append(["", "Fine-tune", "", (fmt(r.get("mse_ft")) + (" " + r["stars"] if r["stars"] else ""))
@@ -203,9 +205,9 @@ def fig2_section(rep: Report, stats, delta) -> None:
     src = ("stats' modality × family rows" if mf["source"].iloc[0] == "stats"
            else "per-feature R² of the compare table averaged per modality and family")
     best = mf.sort_values("r2_ft", ascending=False).head(3)
-    best_txt = "; ".join(f"{r.modality} {rd.family_label(r.family)} R² {fmt(r.r2_pre)} → {fmt(r.r2_ft)}"
+    best_txt = "; ".join(f"{r.modality} {family_label(r.family)} R² {fmt(r.r2_pre)} → {fmt(r.r2_ft)}"
                          for r in best.itertuples())
-    rows = [[r.modality, rd.family_label(r.family), fmt(r.r2_pre), fmt(r.r2_ft), fmt(r.r2_ft - r.r2_pre)]
+    rows = [[r.modality, family_label(r.family), fmt(r.r2_pre), fmt(r.r2_ft), fmt(r.r2_ft - r.r2_pre)]
             for r in mf.itertuples()]
     rep.add("fig2", "R² by modality and family (Fig. 2)", [
         f"<p>From {esc(src)}. Highest after fine-tuning: {esc(best_txt)}.</p>",
@@ -382,7 +384,7 @@ def provenance_section(rep: Report, records, rad: dict, command: str, versions: 
              table(["input", "path", "bytes", "sha256"], rows, txt_cols=(0, 1, 3), caption="Inputs"),
              table(["library", "version"], [[k, v] for k, v in sorted(versions.items())], txt_cols=(0, 1),
                    caption="Versions")]
-    history = rd.json_attr(rad["attrs"], "history", []) or []
+    history = json_attr(rad["attrs"], "history", []) or []
     if isinstance(history, list) and history:
         hrows = [[h.get("subcommand", ""), h.get("command", ""), h.get("created", ""), h.get("radlens_version", "")]
                  for h in history if isinstance(h, dict)]
@@ -391,7 +393,7 @@ def provenance_section(rep: Report, records, rad: dict, command: str, versions: 
     if csv_commands:
         parts.append(table(["input", "command"], [list(c) for c in csv_commands], txt_cols=(0, 1),
                            caption="Commands recorded in the CSV inputs"))
-    params = rd.json_attr(rad["attrs"], "params", None)
+    params = json_attr(rad["attrs"], "params", None)
     if params:
         import json
 

@@ -503,7 +503,6 @@ def write_rtstruct(masks: dict[str, np.ndarray], series_folder: str, path: str, 
     frame.RTReferencedStudySequence = Sequence([study])
     ds.ReferencedFrameOfReferenceSequence = Sequence([frame])
 
-    origin = np.array([float(v) for v in first.ImagePositionPatient])
     iop = np.array([float(v) for v in first.ImageOrientationPatient])
     row_dir, col_dir = iop[:3], iop[3:]
     dx, dy = (float(first.PixelSpacing[1]), float(first.PixelSpacing[0]))

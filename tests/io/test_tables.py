@@ -3,7 +3,8 @@ import numpy as np
 import pytest
 
 from radlens_cli.errors import RadlensError
-from radlens_cli.io.tables import align_cases, read_table, write_table, write_h5, open_h5
+from radlens_cli.io.formats import open_h5, write_h5
+from radlens_cli.io.tables import align_cases, read_table, write_table
 from tests.conftest import make_table
 
 
