@@ -89,6 +89,24 @@ def _solve_eigh(w, V, C, n, ridge):
     return ((V * inv) @ (V.T @ C)).T
 
 
+def _moments_eigh(Z, R, intercept: bool):
+    """(Z, R as float64, n, h, cross C, zm, rm, eigenvalues w, eigenvectors V) of the
+    (centred, with an intercept) Gram matrix: what fit_decoder and ridge_gcv both solve from,
+    without centred copies of the (possibly large) matrices. zm, rm are None without intercept."""
+    Z = np.asarray(Z, dtype=np.float64)
+    R = np.asarray(R, dtype=np.float64)
+    n, h = Z.shape
+    with _small_blas():
+        G = Z.T @ Z
+    C = Z.T @ R
+    zm = rm = None
+    if intercept:
+        G, C, zm, rm = _center(G, C, n, Z.sum(axis=0), R.sum(axis=0))
+    with _small_blas():
+        w, V = np.linalg.eigh(G)
+    return Z, R, n, h, C, zm, rm, w, V
+
+
 def solve_moments(G, C, n, zsum, rsum, intercept: bool, ridge: float):
     """theta (p, h) and bias (p,) from Gram G = sum z z^T and cross C = sum z r^T (h, p)."""
     if intercept:
@@ -103,16 +121,7 @@ def solve_moments(G, C, n, zsum, rsum, intercept: bool, ridge: float):
 def fit_decoder(Z: np.ndarray, R: np.ndarray, ridge: float = 0.0,
                 intercept: bool = False) -> Decoder:
     """Least-squares (ridge) decoder R ~ Z theta^T (+ bias), fitted on train rows."""
-    Z = np.asarray(Z, dtype=np.float64)
-    R = np.asarray(R, dtype=np.float64)
-    n, h = Z.shape
-    with _small_blas():
-        G = Z.T @ Z
-    C = Z.T @ R
-    if intercept:
-        G, C, zm, rm = _center(G, C, n, Z.sum(axis=0), R.sum(axis=0))
-    with _small_blas():
-        w, V = np.linalg.eigh(G)
+    Z, R, n, h, C, zm, rm, w, V = _moments_eigh(Z, R, intercept)
     diag = conditioning(w, n, h)
     warnings = []
     n_params = h + (1 if intercept else 0)
@@ -159,20 +168,10 @@ def ridge_gcv(Z: np.ndarray, R: np.ndarray, intercept: bool = True, grid=RIDGE_G
     """`choose_ridge` and the decoder at the chosen alpha from the same moments:
     (alpha, scores, Decoder). The centred moments come from Z^T Z and Z^T R without
     centred copies of the (possibly large) matrices."""
-    Z = np.asarray(Z, dtype=np.float64)
-    R = np.asarray(R, dtype=np.float64)
-    n, h = Z.shape
-    with _small_blas():
-        G = Z.T @ Z
-    C = Z.T @ R
+    Z, R, n, h, C, zm, rm, w, V = _moments_eigh(Z, R, intercept)
     rr = np.einsum("ij,ij->j", R, R)
     if intercept:
-        zm, rm = Z.mean(axis=0), R.mean(axis=0)
-        G = G - n * np.outer(zm, zm)
-        C = C - n * np.outer(zm, rm)
         rr = rr - n * rm * rm
-    with _small_blas():
-        w, V = np.linalg.eigh(G)
     w = np.clip(w, 0.0, None)
     pos = w > max(float(w.max()), 0.0) * np.finfo(np.float64).eps * max(n, len(w))
     scale = float(w.mean()) if w.size and w.mean() > 0 else 1.0
