@@ -43,11 +43,11 @@ def _text_table(real: str, shown: str, path: str) -> dict:
 
     from radlens_cli.io.files import read_sidecar, sidecar_path
 
-    with open(real, "rb") as fh:
-        gz = fh.read(2) == b"\x1f\x8b"
-    sep = "\t" if path.lower().endswith((".tsv", ".tsv.gz")) else ","
+    from radlens_cli.io.tables import text_format
+
+    sep, compression = text_format(real, path)
     try:
-        df = pd.read_csv(real, sep=sep, compression="gzip" if gz else None, dtype=str, keep_default_na=False)
+        df = pd.read_csv(real, sep=sep, compression=compression, dtype=str, keep_default_na=False)
     except Exception as e:  # noqa: BLE001 - pandas raises many types for malformed text
         raise RadlensError(f"{shown}: not a radlens file (HDF5, CSV, checkpoint, ONNX): {e}") from None
     out = {"path": shown, "format": "TSV" if sep == "\t" else "CSV", "rows": len(df),

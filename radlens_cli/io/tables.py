@@ -153,16 +153,23 @@ def _read_table_h5(real: str, shown: str, what: str, schema: str) -> CaseTable:
             column_meta=meta, attrs=read_h5_attrs(f))
 
 
+def text_format(real: str, path: str = "") -> tuple[str, str | None]:
+    """(separator, pandas compression) of a text table: gzip by its magic bytes, tab for a
+    .tsv/.tsv.gz name (`real` or the name it was given as, `path`), else comma."""
+    with open(real, "rb") as fh:
+        head = fh.read(2)
+    compression = "gzip" if head == b"\x1f\x8b" else None
+    sep = "\t" if real.lower().endswith((".tsv", ".tsv.gz")) or path.lower().endswith((".tsv", ".tsv.gz")) else ","
+    return sep, compression
+
+
 def _read_table_csv(real: str, shown: str, path: str = "") -> CaseTable:
     import pandas as pd
 
     from radlens_cli import log
     from radlens_cli.io.files import read_sidecar
 
-    with open(real, "rb") as fh:
-        head = fh.read(2)
-    compression = "gzip" if head == b"\x1f\x8b" else None
-    sep = "\t" if real.lower().endswith((".tsv", ".tsv.gz")) or path.lower().endswith((".tsv", ".tsv.gz")) else ","
+    sep, compression = text_format(real, path)
     try:
         df = pd.read_csv(real, dtype={"case_id": str, "split": str}, sep=sep, compression=compression)
     except Exception as e:  # pandas raises many types for malformed text
