@@ -38,7 +38,11 @@ def test_family_label_one_table_for_lens_and_report():
     assert family_label("glcm") == "GLCM" and family_label("GLCM") == "GLCM"
     assert family_label("shape2D") == family_label("shape2d") == "Shape 2D"
     assert family_label("custom") == "custom"
-    assert rd.family_label is family_label
+    from radlens_cli.report import checkpoints, figures, html
+
+    # every report module that labels families uses this one function
+    assert html.family_label is family_label and figures.family_label is family_label
+    assert checkpoints.family_label is family_label
     # the report derives a column's metadata with the one parser (names without a family stay whole)
     assert rd._parse_column_name("t2/wavelet-LLH_glcm_Correlation") == dict(
         modality="t2", image_type="wavelet-LLH", family="glcm", feature="Correlation")
