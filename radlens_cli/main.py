@@ -8,7 +8,7 @@ import signal
 import typer
 
 from radlens_cli import __version__, log
-from radlens_cli.commands._util import app
+from radlens_cli.commands.app import app
 
 # Subcommand modules, in pipeline order (each registers itself on `app` when imported).
 COMMAND_MODULES = [

@@ -25,7 +25,7 @@ import typer
 from typer.testing import CliRunner
 
 import radlens_cli.main  # noqa: F401  - registers the subcommands
-from radlens_cli.commands._util import app
+from radlens_cli.commands.app import app
 
 COMMANDS = set(typer.main.get_command(app).commands)
 QUICK = os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(__file__))), "radlens_cli", "radiomics",

@@ -22,7 +22,7 @@ import pytest
 import typer
 
 import radlens_cli.main  # noqa: F401  - registers the subcommands
-from radlens_cli.commands._util import PIPELINE, app
+from radlens_cli.commands.app import PIPELINE, app
 from tests.conftest import REPO
 
 GROUP = typer.main.get_command(app)

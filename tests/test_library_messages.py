@@ -1,6 +1,6 @@
 """Library code called from Python names its parameters, not the command line's flags.
 
-The command wrapper (commands/_util.py) and log.warn turn the `{name}` fields of a
+The command wrapper (commands/app.py) and log.warn turn the `{name}` fields of a
 ParameterError / ParameterMessage into flags; the CLI tests check that side. Here each
 library place that used to print a flag is called directly.
 """
@@ -81,7 +81,7 @@ def _tables(n_emb=40, n_rad=43, d=3, m=4, seed=0):
 
 
 def test_fit_share_warning_names_allow_missing():
-    from radlens_cli.lens.data import fit_share_tables
+    from radlens_cli.lens.steps import fit_share_tables
 
     emb, rad = _tables()
     heard = []

@@ -320,7 +320,7 @@ def test_environment_section_lists_every_variable_read():
 
 
 def test_global_flags_after_the_subcommand_version_and_jobs_names(cli):
-    from radlens_cli.commands._util import hoist_global_flags
+    from radlens_cli.commands.app import hoist_global_flags
 
     assert hoist_global_flags(["decode", "a", "-v", "--", "-q"]) == ["-v", "decode", "a", "--", "-q"]
     r = cli("info", "missing.h5", "--verbose")

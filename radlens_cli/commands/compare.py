@@ -11,7 +11,7 @@ from typing import List
 import typer
 
 from radlens_cli import log
-from radlens_cli.commands._util import checkpoint_labels, command, force_option, output_option, seed_option
+from radlens_cli.commands.app import checkpoint_labels, command, force_option, output_option, seed_option
 from radlens_cli.errors import RadlensError, UsageError
 
 

@@ -8,7 +8,7 @@ from __future__ import annotations
 import typer
 
 from radlens_cli import log
-from radlens_cli.commands._util import command, force_option, output_option
+from radlens_cli.commands.app import command, force_option, output_option
 from radlens_cli.errors import UsageError
 
 
@@ -22,7 +22,7 @@ def decode(share_path: str, emb_path: str, rad_path: str, output: str, ridge: fl
     from radlens_cli import provenance
     from radlens_cli.io.files import check_output
     from radlens_cli.io.tables import read_table
-    from radlens_cli.lens.data import decode as decode_tables
+    from radlens_cli.lens.steps import decode as decode_tables
     from radlens_cli.io.formats.decoder import save_decoder
     from radlens_cli.io.formats.share import load_share
 

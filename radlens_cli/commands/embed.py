@@ -12,7 +12,7 @@ import numpy as np
 import typer
 
 from radlens_cli import log
-from radlens_cli.commands._util import (command, device_option, force_option, keep_going_option, num_parts_option,
+from radlens_cli.commands.app import (command, device_option, force_option, keep_going_option, num_parts_option,
                                         output_option, parse_triple, part_id_option, parts_option, seed_option,
                                         strict_geometry_option)
 from radlens_cli.devices import resolve_device

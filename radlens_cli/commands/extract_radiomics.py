@@ -12,7 +12,7 @@ from typing import Optional
 import typer
 
 from radlens_cli import log
-from radlens_cli.commands._util import (command, force_option, jobs_option, keep_going_option, num_parts_option,
+from radlens_cli.commands.app import (command, force_option, jobs_option, keep_going_option, num_parts_option,
                                         output_option, part_id_option, parts_option, strict_geometry_option)
 from radlens_cli.errors import ParameterError, RadlensError, UsageError
 from radlens_cli.io.files import check_output, check_side_output

@@ -13,7 +13,7 @@ from typing import Optional
 import typer
 
 from radlens_cli import log
-from radlens_cli.commands._util import (command, device_option, force_option, output_option, parse_triple,
+from radlens_cli.commands.app import (command, device_option, force_option, output_option, parse_triple,
                                         seed_option, strict_geometry_option)
 from radlens_cli.errors import UsageError
 from radlens_cli.io.manifest import parse_list

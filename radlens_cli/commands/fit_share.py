@@ -8,7 +8,7 @@ from __future__ import annotations
 import typer
 
 from radlens_cli import log
-from radlens_cli.commands._util import command, device_option, force_option, output_option, seed_option
+from radlens_cli.commands.app import command, device_option, force_option, output_option, seed_option
 from radlens_cli.errors import RadlensError, UsageError
 
 
@@ -24,7 +24,7 @@ def fit_share(emb_path: str, rad_path: str, output: str, hidden: int = 256, l1: 
     from radlens_cli import provenance
     from radlens_cli.io.files import check_output
     from radlens_cli.io.tables import read_table
-    from radlens_cli.lens.data import fit_share_tables
+    from radlens_cli.lens.steps import fit_share_tables
     from radlens_cli.io.formats.share import save_share
     from radlens_cli.lens.share import ACTIVATIONS, METHODS, REDUCTIONS, paper_grid
     from radlens_cli.lens.scaling import SCALES

@@ -9,7 +9,7 @@ import json
 
 import typer
 
-from radlens_cli.commands._util import command
+from radlens_cli.commands.app import command
 from radlens_cli.errors import RadlensError
 from radlens_cli.io.formats import is_hdf5, open_hdf5_file, read_h5_attrs
 

@@ -9,7 +9,7 @@ import json
 
 import typer
 
-from radlens_cli.commands._util import command, parse_triple
+from radlens_cli.commands.app import command, parse_triple
 
 
 def layers(encoder: str, arch: str | None = None, weights: str | None = None, crop: str | None = None,

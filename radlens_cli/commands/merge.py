@@ -8,7 +8,7 @@ from __future__ import annotations
 import typer
 
 from radlens_cli import log
-from radlens_cli.commands._util import command, force_option, output_option
+from radlens_cli.commands.app import command, force_option, output_option
 from radlens_cli.errors import UsageError
 
 

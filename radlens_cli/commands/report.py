@@ -11,7 +11,7 @@ from typing import List, Optional
 import typer
 
 from radlens_cli import log
-from radlens_cli.commands._util import command, force_option, output_option
+from radlens_cli.commands.app import command, force_option, output_option
 from radlens_cli.errors import RadlensError, UsageError
 from radlens_cli.io.files import atomic_output, check_output
 

@@ -80,7 +80,7 @@ class BatchedEmbedding:
         from torch.utils.data import DataLoader
 
         from radlens_cli.encoders.preprocess import collate_cases, save_npz_atomic, unwrap_worker_error, worker_init
-        from radlens_cli.pool import MarkedDataset, resilient_batches
+        from radlens_cli.workers import MarkedDataset, resilient_batches
 
         embedder, dataset, jobs, case_ids = self.embedder, self.dataset, self.jobs, self.case_ids
         emb_dir, failures, case_inputs, results = self.emb_dir, self.failures, self.case_inputs, self.results
@@ -88,7 +88,7 @@ class BatchedEmbedding:
         if use_amp:
             torch.backends.cudnn.benchmark = True  # fixed input shape: pick the fastest conv kernels once
         # -j workers: a worker that dies (OOM kill, segfault) fails only the case it was reading,
-        # after one retry in a fresh loader (radlens_cli/pool.py); the run goes on.
+        # after one retry in a fresh loader (radlens_cli/workers.py); the run goes on.
         marker_dir = tempfile.mkdtemp(prefix="radlens-loader-")
         atexit.register(shutil.rmtree, marker_dir, True)
         source = MarkedDataset(dataset, marker_dir, dataset.case_ids) if jobs > 1 else dataset

@@ -16,7 +16,7 @@ radlens_cli.io.formats.decoder (save_decoder, load_decoder, DecoderFile).
 from radlens_cli.lens.align import Alignment, fit_alignment
 from radlens_cli.lens.compare import (bootstrap_ci, delta_table, paired_test, permutation_test,
                                       ranks, require_same_share, solve_moments, three_views)
-from radlens_cli.lens.data import DecodeResult, decode, fit_share_tables, join
+from radlens_cli.lens.steps import DecodeResult, decode, fit_share_tables, join
 from radlens_cli.lens.decoder import (Decoder, choose_ridge, conditioning, fit_decoder, importance,
                                       r2_score)
 from radlens_cli.lens.fdr import bh_fdr, stars

@@ -33,7 +33,7 @@ from radlens_cli import __version__
 from radlens_cli.errors import RadlensError
 from radlens_cli.io.files import atomic_path
 from radlens_cli.io.manifest import MaskSpec
-from radlens_cli.pool import in_worker, test_kill_hook
+from radlens_cli.workers import in_worker, test_kill_hook
 from radlens_cli.radiomics.names import is_diagnostic
 
 CACHE_SCHEMA = "radlens-radiomics-cache/1"
@@ -479,7 +479,7 @@ def run_tasks(tasks: list[Task], opts: Options, jobs: int = 1):
     import multiprocessing as mp
 
     from radlens_cli import log
-    from radlens_cli.pool import imap_resilient
+    from radlens_cli.workers import imap_resilient
 
     methods = mp.get_all_start_methods()
     ctx = mp.get_context("forkserver" if "forkserver" in methods else "spawn")

@@ -13,7 +13,7 @@ import torch
 from radlens_cli import log
 from radlens_cli.encoders import ddp
 from radlens_cli.errors import RadlensError
-from radlens_cli.pool import test_kill_hook
+from radlens_cli.workers import test_kill_hook
 
 
 def collate(items: list[dict]) -> dict:

@@ -22,7 +22,7 @@ from radlens_cli.encoders.training.metrics import case_records, records_to_numpy
 from radlens_cli.encoders.training.resume import STATE_VERSION, cpu_state, rng_state, save_atomic, \
     set_rng_state, load_state
 from radlens_cli.errors import RadlensError
-from radlens_cli.pool import loader_death
+from radlens_cli.workers import loader_death
 
 
 def autocast(device: torch.device, amp: bool):

@@ -4,7 +4,7 @@ Every radlens HDF5 file carries a root attribute `radlens_schema` naming its kin
 
   case-table/1     case tables (io/tables.py): case_id, values, columns, optional split and column_<meta>
   share-model/1    fit-share's SHARE.h5 (lens/share.py)
-  decoder/1        decode's DEC.h5 (lens/data.py)
+  decoder/1        decode's DEC.h5 (lens/steps.py)
   correlation/1    correlate's CORR.h5 (io/formats/correlation.py)
 
 plus provenance attributes (see provenance.py). Strings are stored UTF-8; `decode_strings` reads

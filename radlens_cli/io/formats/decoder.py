@@ -13,7 +13,7 @@ from radlens_cli.errors import RadlensError
 from radlens_cli.io.formats import DECODER_SCHEMA, decode_strings, open_h5, read_h5_attrs, write_h5
 
 if TYPE_CHECKING:
-    from radlens_cli.lens.data import DecodeResult
+    from radlens_cli.lens.steps import DecodeResult
 
 
 def save_decoder(res: "DecodeResult", path: str, attrs: dict | None = None, force: bool = False) -> None:
