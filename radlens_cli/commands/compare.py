@@ -19,7 +19,8 @@ def compare(pre_path: str, ft_path, output: str, top: int = 5, stable_quantile: 
             bootstrap: int = 0, permutations: int = 0, rank_by: str | None = None,
             summary: str | None = None, ci_level: float = 0.95, seed: int = 0,
             allow_missing: bool = False, force: bool = False, labels=None,
-            allow_different_preprocessing: bool = False):
+            allow_different_preprocessing: bool = False, null_panel: str | None = None,
+            null_delta: float | None = None):
     """Write DELTA.csv: the reference decoder `pre_path` against each of `ft_path` (a path
     or a list of paths), one block of rows per compared checkpoint; returns the DataFrame."""
     import pandas as pd
@@ -46,14 +47,28 @@ def compare(pre_path: str, ft_path, output: str, top: int = 5, stable_quantile: 
     if summary:
         check_output(summary, force)
     pre = load_decoder(pre_path)
-    if rank_by is None:   # the method's statistic: delta_r2 (calibrated) or delta_importance (paper)
-        rank_by = "delta_importance" if pre.attrs.get("method", "paper") == "paper" else "delta_r2"
+    symmetric = pre.attrs.get("method") == "symmetric"
+    null = symmetric_null(pre, others, null_panel, null_delta, allow_different_preprocessing)
+    if symmetric and (bootstrap or permutations):
+        raise UsageError("--bootstrap/--permutations apply to calibrated-0.2 and paper decoders; "
+                         "the symmetric lens's test is over its re-splits")
+    if rank_by is None:   # the method's statistic
+        rank_by = ("delta_r2_clipped" if symmetric else
+                   "delta_importance" if pre.attrs.get("method", "paper") == "paper" else "delta_r2")
     if permutations:
         msg = cmp.permutation_resolution(permutations, len(pre.columns))
         if msg:
             log.warn(msg)
     blocks, texts = [], []
     for path, name in zip(others, names):
+        if symmetric:
+            df = compare_resplit_one(pre, path, name, rank_by, null, allow_different_preprocessing)
+            blocks.append(df)
+            if top > 0:
+                head = f"== {name} vs {os.path.basename(str(pre_path))}\n" if len(others) > 1 else ""
+                texts.append(head + cmp.format_views(
+                    cmp.three_views(df, top, stable_quantile, rank_by), rank_by))
+            continue
         df = compare_one(pre_path, path, pre, name, rank_by=rank_by, bootstrap=bootstrap,
                          permutations=permutations, ci_level=ci_level, seed=seed,
                          allow_missing=allow_missing,
@@ -147,6 +162,78 @@ def compare_one(pre_path, ft_path, pre, name, rank_by, bootstrap, permutations, 
     return df
 
 
+def symmetric_null(pre, others, null_panel, null_delta, allow_different_preprocessing,
+                   by=()) -> dict | None:
+    """The interval null of the symmetric lens: {"delta", "group_delta", "source", "panel"}
+    from --null-panel (a second run of the first compared checkpoint's fine-tuning,
+    decoded with the same SHARE), --null-delta, or the documented default."""
+    from radlens_cli.io.formats.decoder import load_decoder
+    from radlens_cli.lens import interval
+    from radlens_cli.lens.checks import require_compatible
+
+    symmetric = pre.attrs.get("method") == "symmetric"
+    if not symmetric:
+        if null_panel or null_delta is not None:
+            raise UsageError("--null-panel/--null-delta apply to decoders of a --method "
+                             "symmetric share")
+        return None
+    if null_panel and null_delta is not None:
+        raise UsageError("give --null-panel or --null-delta, not both")
+    if null_delta is not None:
+        if null_delta < 0:
+            raise UsageError("--null-delta must be >= 0")
+        return {"delta": float(null_delta), "group_delta": float(null_delta),
+                "source": "given", "panel": None}
+    if not null_panel:
+        return {"delta": interval.NULL_DELTA, "group_delta": interval.NULL_DELTA,
+                "source": "default", "panel": None}
+    panel = load_decoder(null_panel)
+    first = load_decoder(others[0])
+    for d in (first, panel):
+        require_compatible(pre, d, warn=log.warn, allow_preprocessing=allow_different_preprocessing)
+    if panel.resplit is None or first.resplit is None:
+        raise RadlensError(f"{null_panel}: no re-split results (not decoded with a symmetric share)")
+    fd, gd = interval.panel_null_deltas(first.resplit["r2"], panel.resplit["r2"],
+                                        pre.column_meta, by)
+    src = f"panel {os.path.basename(str(null_panel))} vs {os.path.basename(str(others[0]))}"
+    log.info(f"null_delta {fd:.4f} (features) from the reference panel ({src}, the "
+             f"{interval.PANEL_QUANTILE:g} quantile of |delta_r2_clipped| between the two runs)"
+             + (f"; {gd:.4f} for groups" if gd is not None else ""))
+    return {"delta": fd, "group_delta": gd, "source": src, "panel": panel}
+
+
+def compare_resplit_one(pre, ft_path, name, rank_by, null, allow_different_preprocessing):
+    """The DELTA rows of one checkpoint against the reference, symmetric lens."""
+    from radlens_cli.io.formats.decoder import load_decoder
+    from radlens_cli.lens import interval
+    from radlens_cli.lens.checks import require_compatible
+
+    ft = load_decoder(ft_path)
+    require_compatible(pre, ft, warn=log.warn, allow_preprocessing=allow_different_preprocessing)
+    a = pre.attrs
+    df = interval.delta_resplit_table(
+        pre.columns, pre.column_meta, pre.resplit["r2"], ft.resplit["r2"],
+        pre.resplit["importance"], ft.resplit["importance"],
+        n_train=int(a["n_share"]) + int(a["n_decoder_train"]), n_test=int(a["n_test"]),
+        null_delta=null["delta"], null_delta_source=null["source"], checkpoint=name,
+        rank_by=rank_by)
+    if null["panel"] is not None:
+        pd_ = null["panel"].resplit["r2"]
+        dp = (interval.clipped(pd_) - interval.clipped(pre.resplit["r2"])).mean(axis=0)
+        rho = interval.rank_agreement(df["delta_r2_clipped"], dp, df["decodable"])
+        df["null_panel_spearman"] = rho
+        log.info(f"{name}: rank agreement of delta_r2_clipped with the panel run (Spearman over "
+                 f"decodable features) {rho:.3f}")
+    n_flag = int((df["q_bh"] < 0.05).sum())
+    dec = df["decodable"].to_numpy(dtype=bool)
+    mean = float(df["delta_r2_clipped"][dec].mean()) if dec.any() else float("nan")
+    log.info(f"{name}: {n_flag} of {len(df)} features changed by more than "
+             f"null_delta={null['delta']:.4g} ({null['source']}; q_bh < 0.05, {interval.TEST_NAME} "
+             f"over {int(a['n_resplits'])} re-splits); mean delta_r2_clipped over the "
+             f"{int(dec.sum())} decodable features {mean:+.4f}")
+    return df
+
+
 def add_seed_columns(df, pre, ft, full_eval: bool, name: str) -> None:
     """delta_r2 across share seeds (fit-share --seeds): mean, sd, and the mean pairwise
     Spearman correlation of delta_r2 between seeds over decodable features."""
@@ -175,13 +262,15 @@ def compare_cli(
     labels: str = typer.Option(None, "--labels", help="Comma-separated checkpoint names for the compared decoders, in order (default: their file names)."),
     top: int = typer.Option(5, "--top", min=0, help="Print the three views (gains, losses, least changed) with K features each; 0 to skip."),
     stable_quantile: float = typer.Option(0.5, "--stable-quantile", help="'Important in both' means above this quantile in both stages (least-changed view): of importance, or of R^2 with --rank-by delta_r2."),
-    rank_by: str = typer.Option(None, "--rank-by", help="Statistic for ranks, views, CIs and p_perm: delta_r2 (default for calibrated decoders) or delta_importance (the paper; default for --method paper decoders)."),
+    rank_by: str = typer.Option(None, "--rank-by", help="Statistic for ranks, views, CIs and p_perm: delta_r2_clipped (default for symmetric decoders), delta_r2 (default for calibrated-0.2 decoders) or delta_importance (the paper; default for --method paper decoders)."),
     bootstrap: int = typer.Option(0, "--bootstrap", min=0, help="Bootstrap resamples over cases for <rank-by>_ci_low/_ci_high (0: none)."),
     permutations: int = typer.Option(0, "--permutations", min=0, help="Permutations (swap reference/compared embeddings per case) for p_perm and q_perm (0: none)."),
     ci_level: float = typer.Option(0.95, "--ci-level", help="Confidence level of the bootstrap percentile interval."),
     summary: str = typer.Option(None, "--summary", help="Write the three views to this file instead of stderr."),
     allow_missing: bool = typer.Option(False, "--allow-missing", help="Use the cases common to both decoders instead of failing on a mismatch."),
     allow_different_preprocessing: bool = typer.Option(False, "--allow-different-preprocessing", help="Compare decoders whose embeddings were made with different recorded preprocessing (spacing, crop, layer, pooling...)."),
+    null_panel: str = typer.Option(None, "--null-panel", help="Decoder of a second fine-tuning run of the first compared checkpoint's task (another seed; same SHARE): null_delta is the 0.95 quantile of |delta_r2_clipped| between the two runs (symmetric lens)."),
+    null_delta: float = typer.Option(None, "--null-delta", help="Half-width of the interval null |delta_r2_clipped| <= null_delta (symmetric lens; default 0.05, or from --null-panel)."),
     seed: int = seed_option(),
     force: bool = force_option(),
 ):
@@ -189,28 +278,39 @@ def compare_cli(
 
     The first decoder is the reference (usually the pre-trained embeddings); every other
     decoder is compared with it and gets one row per radiomic column, named in the
-    `checkpoint` column (file name, or --labels). For every column: held-out R^2 on the
-    evaluation split r2_pre (reference), r2_ft, delta_r2; the paper's importance
-    I = ||theta_k,:||_2 (intercept excluded), delta_importance; `decodable` (R^2 > 0 in
-    at least one of the two); p_null, the default test's p-value (`test` column:
-    paired_t_sqerr, a paired t-test over evaluation cases of the squared errors, i.e. of
-    delta_r2 given the fitted decoders) and its BH q-value q_bh within that checkpoint;
-    rank_gain/rank_loss (1 = largest increase/decrease) by --rank-by among decodable
-    features only. With calibrated decoders (see fit-share --method) a rotation,
-    permutation, rescaling or shift of the embeddings changes nothing; docs/validity.md
-    gives the measured false-positive rates and recovery. r2_direct_pre/_ft and
-    delta_r2_direct are a share-free control (ridge straight from the embeddings).
-    --bootstrap adds percentile CIs of the rank statistic (<stat>_ci_low/_ci_high),
-    --permutations the exchangeability permutation test p_perm and its q_perm (warns when
-    too few permutations can reach q_perm < 0.05). With a share fitted with --seeds K,
-    delta_r2_mean/_sd are over the K share initialisations and delta_r2_seed_spearman is
-    the mean Spearman correlation of delta_r2 between seeds (rank stability). Decoders must share the share model,
-    split, intercept, ridge, method and embedding preprocessing.
+    `checkpoint` column (file name, or --labels).
+    Decoders of a --method symmetric share (the default): over the share's R re-splits,
+    r2_pre/r2_ft are the mean held-out R^2 and delta_r2 their difference;
+    r2_clipped_pre/_ft and delta_r2_clipped the same with R^2 clipped below at 0 (a
+    feature no decoder reads counts 0, so no column dominates a mean); delta_r2_clipped
+    is tested and ranked: delta_r2_clipped_se is its Nadeau-Bengio corrected resampled
+    standard error, p_null the p-value of the interval null |delta_r2_clipped| <=
+    null_delta (test nb_corrected_t_interval), q_bh its BH q-value within the checkpoint.
+    A feature at q_bh < 0.05 changed in decodability by more than re-encoding the same
+    information changes it (docs/validity.md). null_delta comes from --null-panel (a
+    second fine-tuning run of the same task, another seed; also gives
+    null_panel_spearman, the rank agreement of delta_r2_clipped between the two runs),
+    --null-delta, or the default 0.05; null_delta_source says which.
+    Decoders of calibrated-0.2 and paper shares: held-out R^2 on the evaluation split
+    r2_pre, r2_ft, delta_r2; the paper's importance I = ||theta_k,:||_2 (intercept
+    excluded), delta_importance; p_null of the paired t-test of squared errors given the
+    fitted decoders (test paired_t_sqerr) and q_bh; r2_direct_pre/_ft, delta_r2_direct a
+    share-free control; --bootstrap adds percentile CIs (<stat>_ci_low/_ci_high),
+    --permutations p_perm/q_perm; with a share fitted with --seeds K,
+    delta_r2_mean/_sd/_seed_spearman across share initialisations.
+    Every method: `decodable` (R^2 > 0 in at least one of the two), rank_gain/rank_loss
+    (1 = largest increase/decrease) by --rank-by among decodable features. Decoders must
+    share the share model, split, method and embedding preprocessing.
 
     \b
-    DELTA.csv columns: checkpoint,column,modality,image_type,family,feature,r2_pre,r2_ft,
-    delta_r2,importance_pre,importance_ft,delta_importance,decodable,p_null,q_bh,test,
-    rank_gain,rank_loss[,r2_direct_pre,r2_direct_ft,delta_r2_direct]
+    DELTA.csv columns (symmetric): checkpoint,column,modality,image_type,family,feature,
+    r2_pre,r2_ft,delta_r2,r2_clipped_pre,r2_clipped_ft,delta_r2_clipped,
+    delta_r2_clipped_se,importance_pre,importance_ft,delta_importance,decodable,
+    null_delta,null_delta_source,p_null,q_bh,test,n_resplits,rank_gain,rank_loss
+    [,null_panel_spearman].
+    (calibrated-0.2, paper): checkpoint,column,modality,image_type,family,feature,r2_pre,
+    r2_ft,delta_r2,importance_pre,importance_ft,delta_importance,decodable,p_null,q_bh,
+    test,rank_gain,rank_loss[,r2_direct_pre,r2_direct_ft,delta_r2_direct]
     [,delta_r2_mean,delta_r2_sd,delta_r2_seed_spearman][,<stat>_ci_low,<stat>_ci_high]
     [,p_perm,q_perm].
 
@@ -218,7 +318,7 @@ def compare_cli(
 
     \b
       radlens compare dec_pre.h5 dec_ft.h5 -o delta.csv
-      radlens compare dec_pre.h5 dec_ft.h5 -o delta.csv --permutations 200 --seed 1
+      radlens compare dec_pre.h5 dec_ft.h5 -o delta.csv --null-panel dec_ft_seed2.h5
       radlens compare dec_pre.h5 dec_ft.h5 -o delta_named.csv --labels finetuned
 
     Several checkpoints (e.g. epochs of one run): radlens compare dec_pre.h5
@@ -227,4 +327,5 @@ def compare_cli(
     compare(pre, ft, output, top=top, stable_quantile=stable_quantile, bootstrap=bootstrap,
             permutations=permutations, rank_by=rank_by, summary=summary, ci_level=ci_level,
             seed=seed, allow_missing=allow_missing, force=force, labels=labels,
-            allow_different_preprocessing=allow_different_preprocessing)
+            allow_different_preprocessing=allow_different_preprocessing, null_panel=null_panel,
+            null_delta=null_delta)

@@ -16,7 +16,8 @@ from radlens_cli.errors import UsageError
 
 def stats(pre_path: str, ft_path, output: str, by: str = "family,image_type,modality,modality_family",
           fmt: str = "csv", allow_missing: bool = False, force: bool = False, labels=None,
-          allow_different_preprocessing: bool = False):
+          allow_different_preprocessing: bool = False, null_panel: str | None = None,
+          null_delta: float | None = None):
     """Write the group table of the reference decoder against each of `ft_path` (a path or
     a list); returns the DataFrame."""
     import pandas as pd
@@ -43,10 +44,29 @@ def stats(pre_path: str, ft_path, output: str, by: str = "family,image_type,moda
     names = checkpoint_labels(others, labels)
     check_output(output, force)
     pre = load_decoder(pre_path)
+    from radlens_cli.commands.compare import symmetric_null
+
+    null = symmetric_null(pre, others, null_panel, null_delta, allow_different_preprocessing,
+                          by=groupings)
     blocks = []
     for path, name in zip(others, names):
         ft = load_decoder(path)
         require_compatible(pre, ft, warn=log.warn, allow_preprocessing=allow_different_preprocessing)
+        if null is not None:   # the symmetric lens: over the re-splits, interval null
+            from radlens_cli.lens.interval import TEST_NAME, group_resplit_stats
+
+            a = pre.attrs
+            df = group_resplit_stats(pre.resplit["r2"], ft.resplit["r2"], pre.resplit["mse"],
+                                     ft.resplit["mse"], pre.column_meta,
+                                     n_train=int(a["n_share"]) + int(a["n_decoder_train"]),
+                                     n_test=int(a["n_test"]), null_delta=null["group_delta"],
+                                     null_delta_source=null["source"], by=groupings,
+                                     checkpoint=name)
+            log.info(f"{name}: {int((df['q_bh'] < 0.05).sum())} of {len(df)} groups changed by "
+                     f"more than null_delta={null['group_delta']:.4g} ({null['source']}; group-mean "
+                     f"delta_r2_clipped, {TEST_NAME}, q_bh < 0.05)")
+            blocks.append(df)
+            continue
         ip, jf = paired_cases(pre, ft, "eval", allow_missing)
         full = len(ip) == len(pre.eval_case_id) == len(ft.eval_case_id)
         bulk = ("eval/squared_error",) if full else ("eval/squared_error", "eval/prediction",
@@ -81,22 +101,35 @@ def stats_cli(
     fmt: str = typer.Option("csv", "--format", help="csv, or markdown for the paper's Table 1 layout."),
     allow_missing: bool = typer.Option(False, "--allow-missing", help="Use the eval cases common to both decoders instead of failing on a mismatch."),
     allow_different_preprocessing: bool = typer.Option(False, "--allow-different-preprocessing", help="Compare decoders whose embeddings were made with different recorded preprocessing."),
+    null_panel: str = typer.Option(None, "--null-panel", help="Decoder of a second fine-tuning run of the first compared checkpoint's task (another seed; same SHARE): the groups' null_delta is the 0.95 quantile of |group-mean delta_r2_clipped| between the two runs (symmetric lens)."),
+    null_delta: float = typer.Option(None, "--null-delta", help="Half-width of the groups' interval null (symmetric lens; default 0.05, or from --null-panel)."),
     force: bool = force_option(),
 ):
-    """Table 1: MSE, R^2 and Wilcoxon test per group.
+    """Table 1: MSE, R^2 and a test of change per group.
 
-    On the decoders' evaluation split, one row per group and compared checkpoint (the
-    first decoder is the reference): group MSE over its features and cases, group R^2 =
-    mean of per-feature R^2, for the reference (_pre) and the checkpoint (_ft); a
-    two-sided Wilcoxon signed-rank test on each case's squared error averaged over the
-    group's features; q_bh, its BH-FDR q-value across that checkpoint's table, and stars
-    from q_bh (* q<0.05 ** q<0.01 *** q<0.001). Wavelet sub-bands are pooled into
-    `wavelet`. Refuses decoders that differ in share model, split, intercept, ridge,
-    method or embedding preprocessing, as compare does.
+    One row per group and compared checkpoint (the first decoder is the reference);
+    group MSE over its features and cases and group R^2 = mean of per-feature R^2, for
+    the reference (_pre) and the checkpoint (_ft). Wavelet sub-bands are pooled into
+    `wavelet`.
+    Decoders of a --method symmetric share (the default): every number is the mean over
+    the share's re-splits; r2_clipped_* and delta_r2_clipped use R^2 clipped below at 0;
+    the group-mean delta_r2_clipped is tested against the interval null
+    |delta| <= null_delta (Nadeau-Bengio corrected resampled t over the re-splits, test
+    nb_corrected_t_interval; delta_r2_clipped_se its standard error), null_delta from
+    --null-panel, --null-delta or the default 0.05 (null_delta_source).
+    Decoders of calibrated-0.2 and paper shares: on the evaluation split, a two-sided
+    Wilcoxon signed-rank test on each case's squared error averaged over the group's
+    features (wilcoxon_p), given the fitted decoders.
+    q_bh is the BH-FDR q-value across that checkpoint's table, stars from q_bh
+    (* q<0.05 ** q<0.01 *** q<0.001). Refuses decoders that differ in share model,
+    split, method or embedding preprocessing, as compare does.
 
     \b
-    Columns: checkpoint,group_by,group,n_features,mse_pre,r2_pre,mse_ft,r2_ft,wilcoxon_p,
-    stars,q_bh
+    Columns (symmetric): checkpoint,group_by,group,n_features,mse_pre,r2_pre,mse_ft,r2_ft,
+    r2_clipped_pre,r2_clipped_ft,delta_r2_clipped,delta_r2_clipped_se,null_delta,
+    null_delta_source,p_null,test,n_resplits,stars,q_bh
+    (calibrated-0.2, paper): checkpoint,group_by,group,n_features,mse_pre,r2_pre,mse_ft,
+    r2_ft,wilcoxon_p,stars,q_bh
 
     Examples:
 
@@ -109,4 +142,5 @@ def stats_cli(
     --labels e10,e20
     """
     stats(pre, ft, output, by=by, fmt=fmt, allow_missing=allow_missing, force=force,
-          labels=labels, allow_different_preprocessing=allow_different_preprocessing)
+          labels=labels, allow_different_preprocessing=allow_different_preprocessing,
+          null_panel=null_panel, null_delta=null_delta)

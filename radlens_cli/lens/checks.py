@@ -81,6 +81,9 @@ def require_same_preprocessing(a: dict, b: dict, what_a: str, what_b: str, allow
 def decoder_settings(dec) -> dict:
     """The settings two decoders must share to be compared."""
     a = dec.attrs
+    if str(a.get("method")) == "symmetric":   # own alpha per checkpoint and re-split
+        return {"share model (share_hash)": dec.share_hash, "method": "symmetric",
+                "re-split protocol": str(a.get("protocol_hash"))}
     return {"share model (share_hash)": dec.share_hash,
             "evaluation split": str(a.get("eval_split")),
             "intercept": bool(dec.intercept),

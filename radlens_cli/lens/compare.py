@@ -27,7 +27,7 @@ from radlens_cli.errors import RadlensError
 from radlens_cli.lens.decoder import _r2, importance, solve_moments
 from radlens_cli.lens.fdr import bh_fdr
 
-RANK_BY = ("delta_importance", "delta_r2")
+RANK_BY = ("delta_importance", "delta_r2", "delta_r2_clipped")
 DECODABLE_R2 = 0.0     # a feature is decodable when R^2 > this in at least one stage
 DEFAULT_TEST = "paired_t_sqerr"
 DELTA_COLUMNS = ["checkpoint", "column", "modality", "image_type", "family", "feature",
@@ -136,6 +136,7 @@ def three_views(df, k: int = 5, stable_quantile: float = 0.5, rank_by: str = "de
     order = np.argsort(stat, kind="stable")
     losses = df.iloc[order[stat[order] < 0][:k]]
     a, b = (("importance_pre", "importance_ft") if rank_by == "delta_importance"
+            else ("r2_clipped_pre", "r2_clipped_ft") if rank_by == "delta_r2_clipped"
             else ("r2_pre", "r2_ft"))
     va, vb = df[a].to_numpy(), df[b].to_numpy()
     if not len(df):
@@ -151,6 +152,9 @@ def three_views(df, k: int = 5, stable_quantile: float = 0.5, rank_by: str = "de
 def format_views(views: dict, rank_by: str) -> str:
     """A readable text table of the three views."""
     lines = [f"ranked by {rank_by}"]
+    clip = rank_by == "delta_r2_clipped"    # the symmetric lens: R^2 clipped below at 0
+    r2a, r2b, dr2 = (("r2_clipped_pre", "r2_clipped_ft", "delta_r2_clipped") if clip
+                     else ("r2_pre", "r2_ft", "delta_r2"))
     for title, sub in views.items():
         lines.append("")
         lines.append(f"{title}:")
@@ -159,11 +163,12 @@ def format_views(views: dict, rank_by: str) -> str:
             continue
         width = max(len(c) for c in sub["column"])
         lines.append(f"  {'column':<{width}}  {'I_pre':>9} {'I_ft':>9} {'dI':>10}  "
-                     f"{'R2_pre':>7} {'R2_ft':>7} {'dR2':>8}")
+                     + (f"{'R2c_pre':>7} {'R2c_ft':>7} {'dR2c':>8}" if clip else
+                        f"{'R2_pre':>7} {'R2_ft':>7} {'dR2':>8}"))
         for _, r in sub.iterrows():
             lines.append(f"  {r['column']:<{width}}  {r['importance_pre']:9.4g} "
                          f"{r['importance_ft']:9.4g} {r['delta_importance']:+10.4g}  "
-                         f"{r['r2_pre']:7.3f} {r['r2_ft']:7.3f} {r['delta_r2']:+8.3f}")
+                         f"{r[r2a]:7.3f} {r[r2b]:7.3f} {r[dr2]:+8.3f}")
     return "\n".join(lines) + "\n"
 
 

@@ -97,6 +97,13 @@ def markdown_table(df) -> str:
             st = f" {r['stars']}" if r["stars"] else ""
             lines.append(f"|  | Fine-tune | {r['mse_ft']:.3f}{st} | {r['r2_ft']:.3f} |")
         lines.append("")
-    lines.append("Stars: Wilcoxon signed-rank on per-case squared errors, BH-adjusted over "
-                 "the table: * q<0.05, ** q<0.01, *** q<0.001.")
+    if "null_delta" in df:
+        lines.append("Means over the re-splits. Stars: group-mean Δr² (R² clipped below at 0) "
+                     "beyond the interval null |Δ| ≤ null_delta "
+                     f"({float(df['null_delta'].iloc[0]):.3g}, {df['null_delta_source'].iloc[0]}), "
+                     "Nadeau-Bengio corrected resampled t, BH-adjusted over the table: "
+                     "* q<0.05, ** q<0.01, *** q<0.001.")
+    else:
+        lines.append("Stars: Wilcoxon signed-rank on per-case squared errors, BH-adjusted over "
+                     "the table: * q<0.05, ** q<0.01, *** q<0.001.")
     return "\n".join(lines) + "\n"

@@ -107,10 +107,12 @@ def require_split(j: Joined, name: str, what: str, minimum: int = 1) -> np.ndarr
 
 def method_defaults(method: str) -> dict:
     """What each method means: the calibrated lens (default) or the paper's exact method."""
-    from radlens_cli.lens.share import METHODS
+    from radlens_cli.lens.share import method_name
 
-    if method not in METHODS:
-        raise ValueError(f"unknown method {method!r} (choose {', '.join(METHODS)})")
+    method = method_name(method)
+    if method == "symmetric":   # lens/resplit.py: own shares per checkpoint, re-splits
+        return {"scale": "zscore", "intercept": True, "align": "none", "rank_by": "delta_r2_clipped",
+                "ridge": "gcv", "share_fraction": None}
     if method == "paper":
         return {"scale": "minmax", "intercept": False, "align": "none",
                 "rank_by": "delta_importance", "ridge": "none", "share_fraction": 1.0}
@@ -119,12 +121,14 @@ def method_defaults(method: str) -> dict:
 
 
 def fit_share_tables(emb: CaseTable, rad: CaseTable, hidden: int = 256, l1: float = 1e-6,
-                     l2: float = 1e-5, grid=None, epochs: int = 200, lr: float = 1e-3,
+                     l2: float = 1e-5, grid=None, epochs: int | None = None,
+                     lr: float | None = None,
                      scale: str | None = None, activation: str = "relu", batch_size: int = 256,
                      seed: int = 0, device: str = "cpu", allow_missing: bool = False,
-                     progress=None, warn=None, method: str = "calibrated",
+                     progress=None, warn=None, method: str = "symmetric",
                      reduction: str = "mean", seeds: int = 1,
-                     share_fraction: float | None = None) -> ShareModel:
+                     share_fraction: float | None = None, n_resplits: int | None = None,
+                     test_fraction: float | None = None) -> ShareModel:
     """Train the share projection on the train split; with a grid, select on val L1.
 
     Also keeps what the decoders of every checkpoint need to be comparable: the
@@ -134,8 +138,25 @@ def fit_share_tables(emb: CaseTable, rad: CaseTable, hidden: int = 256, l1: floa
     from radlens_cli.lens.checks import embedding_params
     from radlens_cli.lens.decoder import RIDGE_FALLBACK, choose_ridge
 
+    from radlens_cli.lens.share import method_name
+
     md = method_defaults(method)
+    method = method_name(method)
     scale = scale or md["scale"]
+    if method == "symmetric":
+        from radlens_cli.lens import resplit
+
+        if int(seeds) != 1:
+            raise ValueError("seeds applies to the calibrated-0.2 and paper methods; the "
+                             "symmetric lens repeats its fits over n_resplits re-splits")
+        return resplit.fit_share_symmetric(
+            emb, rad, hidden=hidden, l1=l1, l2=l2, grid=grid, epochs=epochs, lr=lr,
+            activation=activation, seed=seed, device=device, allow_missing=allow_missing,
+            progress=progress, warn=warn, reduction=reduction,
+            n_resplits=resplit.N_RESPLITS if n_resplits is None else int(n_resplits),
+            share_fraction=share_fraction, test_fraction=test_fraction, scale=scale)
+    epochs = 200 if epochs is None else epochs
+    lr = 1e-3 if lr is None else lr
     frac = md["share_fraction"] if share_fraction is None else float(share_fraction)
     if not 0.0 < frac <= 1.0:
         raise ValueError("share_fraction must be in (0, 1]")
@@ -259,13 +280,25 @@ class DecodeResult:
 def decode(share: ShareModel, emb: CaseTable, rad: CaseTable, ridge: float | None = None,
            intercept: bool | None = None, eval_split: str = "test", allow_missing: bool = False,
            warn=None, align: str | None = None, allow_different_preprocessing: bool = False,
-           control: bool = True) -> DecodeResult:
+           control: bool = True, device: str = "cpu", progress=None) -> DecodeResult:
     """Z = share(align(X)); theta fitted on train; predictions and errors on `eval_split`.
 
     Defaults follow the share model's method: calibrated -> aligned to the pre-trained
     train embeddings, intercept, the share's ridge alpha; paper -> none of these.
     control: also fit the share-free control (ridge straight from the embeddings, alpha by
-    generalised cross-validation), whose held-out R^2 is `r2_direct`."""
+    generalised cross-validation), whose held-out R^2 is `r2_direct`.
+    A symmetric share (the default) runs lens.resplit.decode_symmetric instead: this
+    checkpoint's own shares over the share model's re-splits (device: where they are fitted)."""
+    if share.method == "symmetric":
+        from radlens_cli.lens import resplit
+
+        if ridge is not None or intercept is not None or align is not None:
+            raise ValueError("ridge, intercept and align apply to calibrated-0.2 and paper "
+                             "shares; the symmetric lens chooses its own alpha per checkpoint "
+                             "and re-split")
+        return resplit.decode_symmetric(share, emb, rad, allow_missing=allow_missing, warn=warn,
+                                        allow_different_preprocessing=allow_different_preprocessing,
+                                        device=device, progress=progress, eval_split=eval_split)
     from radlens_cli.lens.align import fit_alignment
     from radlens_cli.lens.checks import embedding_params, require_same_preprocessing
     from radlens_cli.lens.decoder import ridge_gcv

@@ -54,6 +54,16 @@ def save_decoder(res: "DecodeResult", path: str, attrs: dict | None = None, forc
         datasets["r2_direct"] = res.r2_direct
     if res.r2_seeds is not None:
         datasets["r2_seeds"] = res.r2_seeds
+    rs = getattr(res, "resplit", None)
+    if rs:   # the symmetric lens: every re-split's R^2, MSE, importance, alpha, per-case errors
+        groups["resplit"] = {"r2": rs["r2"], "mse": rs["mse"], "importance": rs["importance"],
+                             "ridge": rs["ridge"], "squared_error": f32(rs["squared_error"]),
+                             "test_case_id": np.asarray(rs["test_case_id"], dtype=object)}
+        n_s, n_d, n_t = res.sizes
+        own.update({"n_resplits": int(rs["r2"].shape[0]), "n_share": n_s, "n_decoder_train": n_d,
+                    "n_test": n_t, "protocol_hash": res.protocol_hash,
+                    "embedding_scale": float(res.embedding_scale),
+                    "same_information": res.same_information})
     write_h5(path, DECODER_SCHEMA, datasets, {**(attrs or {}), **own}, force, groups=groups)
 
 
@@ -77,6 +87,7 @@ class DecoderFile:
     bulk: dict = field(default_factory=dict)
     r2_direct: np.ndarray | None = None
     r2_seeds: np.ndarray | None = None
+    resplit: dict | None = None   # the symmetric lens: r2, mse, importance (R, p), ridge (R,)
 
     @property
     def importance(self) -> np.ndarray:
@@ -87,7 +98,7 @@ class DecoderFile:
 
 def load_decoder(path: str, bulk: tuple[str, ...] = ()) -> DecoderFile:
     """Read DEC.h5. bulk: names among train/Z, train/target, eval/Z, eval/target,
-    eval/prediction, eval/squared_error to load as float64 arrays."""
+    eval/prediction, eval/squared_error (and resplit/squared_error) to load as float64 arrays."""
     shown = "stdin" if path == "-" else path
     with open_h5(path, DECODER_SCHEMA, "decoder") as f:
         try:
@@ -105,6 +116,8 @@ def load_decoder(path: str, bulk: tuple[str, ...] = ()) -> DecoderFile:
                 out.r2_direct = f["r2_direct"][()]
             if "r2_seeds" in f:
                 out.r2_seeds = f["r2_seeds"][()]
+            if "resplit" in f:
+                out.resplit = {k: f["resplit"][k][()] for k in ("r2", "mse", "importance", "ridge")}
             for name in bulk:
                 out.bulk[name] = np.asarray(f[name][()], dtype=np.float64)
         except KeyError as e:

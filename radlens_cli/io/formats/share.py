@@ -37,6 +37,9 @@ def save_share(model: ShareModel, path: str, attrs: dict | None = None, force: b
     groups = {}
     if model.sweep:
         groups["sweep"] = {k: np.asarray(v) for k, v in model.sweep.items()}
+    if model.resplit is not None:
+        groups["resplit"] = {k: (np.asarray(v, dtype=object) if k == "case_id" else np.asarray(v))
+                             for k, v in model.resplit.items()}
     if model.extra:
         groups["seeds"] = {"seed": np.array([e[0] for e in model.extra], dtype=np.int64),
                            "weight": np.stack([np.asarray(e[1], np.float32) for e in model.extra]),
@@ -77,6 +80,10 @@ def load_share(path: str) -> ShareModel:
                 g = f["seeds"]
                 model.extra = [(int(a), w, b, float(r)) for a, w, b, r in
                                zip(g["seed"][()], g["weight"][()], g["bias"][()], g["ridge"][()])]
+            if "resplit" in f:
+                g = f["resplit"]
+                model.resplit = {k: (decode_strings(g[k][()]) if k == "case_id" else g[k][()])
+                                 for k in g}
             if "reference_embeddings" in f:
                 model.reference_case_id = decode_strings(f["reference_case_id"][()])
                 model.reference_X = f["reference_embeddings"][()]
