@@ -167,8 +167,8 @@ def fit_share_cli(
     hidden: int = typer.Option(256, "--hidden", min=1, help="Hidden units h of share."),
     l1: float = typer.Option(1e-6, "--l1", min=0.0, help="L1 penalty on all weights of share and heads (biases excluded)."),
     l2: float = typer.Option(1e-5, "--l2", min=0.0, help="Squared-L2 penalty on all weights of share and heads (biases excluded)."),
-    epochs: int = typer.Option(None, "--epochs", min=1, help="Training epochs (Adam): default 300 full-batch steps per share with --method symmetric, 200 epochs of --batch-size with the others."),
-    lr: float = typer.Option(None, "--lr", min=0.0, help="Adam learning rate (default 3e-3 with --method symmetric, 1e-3 with the others)."),
+    epochs: int = typer.Option(None, "--epochs", min=1, help="Training epochs (Adam): default 150 full-batch steps per share with --method symmetric, 200 epochs of --batch-size with the others."),
+    lr: float = typer.Option(None, "--lr", min=0.0, help="Adam learning rate (default 6e-3 with --method symmetric, 1e-3 with the others)."),
     sweep: bool = typer.Option(False, "--sweep", help="Train the paper's 6x4 (l1, l2) grid as one batched model and keep the one with the lowest validation L1; --l1/--l2 are then ignored."),
     sweep_scores: str = typer.Option(None, "--sweep-scores", help="Also write the grid's scores to this CSV (with --sweep)."),
     scale: str = typer.Option(None, "--scale", help="Radiomics scaling with train statistics: zscore (default of --method calibrated) or minmax (the paper, [0,1]; default of --method paper)."),
@@ -197,7 +197,7 @@ def fit_share_cli(
     --method symmetric (default) records a protocol rather than one model: --resplits
     seeded random re-splits of the train and test cases into share (--share-fraction,
     0.4), decoder and test (--test-fraction, 0.3) parts, the share settings, and the
-    pre-trained checkpoint's own share on every re-split (300 full-batch Adam steps each,
+    pre-trained checkpoint's own share on every re-split (150 full-batch Adam steps each,
     all re-splits as one batched model; --device). decode repeats the same fits for every
     other checkpoint, so a flag of compare/stats means a change beyond what re-encoding
     the same information makes (docs/validity.md).

@@ -49,8 +49,8 @@ from radlens_cli.lens.steps import DecodeResult
 N_RESPLITS = 10
 SHARE_FRACTION = 0.4        # of the pooled cases: share is fitted on these
 TEST_FRACTION = 0.3         # R^2 is read on these; the decoder is fitted on the rest
-EPOCHS = 300                # full-batch Adam steps of each share fit
-LR = 3e-3
+EPOCHS = 150                # full-batch Adam steps of each share fit
+LR = 6e-3
 R2_CLIP = 0.0               # R^2 is clipped below at this value in every statistic
 
 
