@@ -103,11 +103,12 @@ FIELDS = ["method", "n", "seed", "condition", "features", "flagged_pct", "groups
           "precision10_gain", "precision10_loss"]
 
 
-def summarise(path):
-    """The markdown tables of docs/validity.md from a results CSV."""
+def summarise(paths):
+    """The markdown tables of docs/validity.md from results CSVs."""
     import pandas as pd
 
-    df = pd.read_csv(path)
+    paths = [paths] if isinstance(paths, str) else paths
+    df = pd.concat([pd.read_csv(p) for p in paths], ignore_index=True)
     out = []
     nulls = df[df.planted.isna()]
     if len(nulls):
@@ -147,13 +148,15 @@ def summarise(path):
 
 def main(argv=None):
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    ap.add_argument("--sizes", default="400:10,1000:10,2000:5", help="n:cohorts,...")
+    ap.add_argument("--sizes", default="400:10,1000:10,2000:5",
+                    help="n:cohorts[:first seed],... (cohort seeds first .. first+cohorts-1)")
     ap.add_argument("--methods", default="symmetric,calibrated-0.2")
     ap.add_argument("--conditions", default=None, help="comma-separated (default: all)")
     ap.add_argument("--d", type=int, default=64, help="embedding dims")
     ap.add_argument("--out", default="validity_reencode.csv")
     ap.add_argument("--threads", type=int, default=1, help="torch threads")
-    ap.add_argument("--summarise", default=None, help="print the tables of an existing CSV and exit")
+    ap.add_argument("--summarise", default=None, nargs="+",
+                    help="print the tables of existing CSVs (concatenated) and exit")
     a = ap.parse_args(argv)
     if a.summarise:
         sys.stdout.write(summarise(a.summarise))
@@ -167,12 +170,12 @@ def main(argv=None):
     os.environ.setdefault("TQDM_DISABLE", "1")
     methods = [method_name(m) for m in a.methods.split(",")]
     conditions = tuple(a.conditions.split(",")) if a.conditions else CONDITIONS
-    sizes = [(int(s.split(":")[0]), int(s.split(":")[1])) for s in a.sizes.split(",")]
+    sizes = [tuple(int(x) for x in s.split(":")) + (0,) for s in a.sizes.split(",")]
     with open(a.out, "w", newline="") as fh:
         w = csv.DictWriter(fh, fieldnames=FIELDS)
         w.writeheader()
-        for n, k in sizes:
-            for seed in range(k):
+        for n, k, first, *_ in sizes:
+            for seed in range(first, first + k):
                 run_cohort(n, seed, methods, a.d, conditions, w, fh)
     sys.stdout.write(summarise(a.out))
 
