@@ -11,6 +11,7 @@ import hashlib
 
 import numpy as np
 
+from radlens_cli.encoders.layers import unknown_layer
 from radlens_cli.errors import EXIT_DATA, ParameterError, ParameterMessage, RadlensError, UsageError
 
 
@@ -76,16 +77,6 @@ def module_candidates(model, limit: int | None = None) -> list[str]:
     """Dotted names of a torch model's sub-modules (the names --layer takes)."""
     names = [n for n, _ in model.named_modules() if n]
     return names if limit is None else names[:limit]
-
-
-def unknown_layer(layer: str, names: list[str], what: str) -> UsageError:
-    import difflib
-
-    close = difflib.get_close_matches(layer, names, n=6, cutoff=0.5)
-    shown = close or names[:12]
-    more = "" if close or len(names) <= 12 else f" (+{len(names) - 12} more)"
-    return ParameterError(f"{{layer}} {layer}: no such {what}; {'close' if close else 'candidates'}: "
-                          f"{', '.join(shown)}{more}; `radlens layers ENCODER` lists them with shapes", "layer")
 
 
 _MARKER = "radlens-layer-marker"

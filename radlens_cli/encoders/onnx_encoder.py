@@ -13,6 +13,7 @@ import os
 import numpy as np
 
 from radlens_cli.encoders.info import EncoderInfo
+from radlens_cli.encoders.layers import unknown_layer
 from radlens_cli.errors import EXIT_DATA, ParameterError, RadlensError, UsageError
 
 EXTRA_HINT = "install them with: pip install 'radlens[onnx]'"
@@ -89,7 +90,6 @@ class OnnxEmbedder:
     def __init__(self, path: str, layer: str, pool: str, device, modalities: list | None = None):
         import hashlib
 
-        from radlens_cli.encoders.infer import unknown_layer
         from radlens_cli.provenance import sha256_file
 
         onnx, ort = _imports()
