@@ -326,10 +326,24 @@ class TorchScriptCalls:
         return {n: [None if nested else _shape(next(got)) for _, nested in cs] for n, cs in self.calls.items()}
 
 
+def _fresh_copy(ts):
+    """A copy of TorchScript module `ts` with its own method graphs (saved and loaded again,
+    on the device its weights are on): marking edits method graphs, and a model that has run
+    keeps optimised graphs that inlining would use instead of the marked ones."""
+    import io
+
+    import torch
+
+    tensors = list(ts.parameters()) + list(ts.buffers())
+    buf = io.BytesIO()
+    torch.jit.save(ts, buf)
+    buf.seek(0)
+    return torch.jit.load(buf, map_location=tensors[0].device if tensors else "cpu").eval()
+
+
 def torchscript_calls(ts, names=None) -> TorchScriptCalls:
-    """Mark the forward methods of TorchScript module `ts`'s sub-modules (all, or `names`) and
-    find each call in its inlined forward graph. Edits the modules' method graphs: use a copy
-    of the model loaded for this only, never run it as a whole afterwards.
+    """Find each call of TorchScript module `ts`'s sub-modules (all, or `names`) in its inlined
+    forward graph. `ts` itself is left as it is: a copy of it gets marked and runs the calls.
 
     TorchScript modules take no forward hooks. Each sub-module's forward (and forward1,
     forward2, ...: tracing a module that runs k times gives it k methods) gets a marker on
@@ -339,6 +353,7 @@ def torchscript_calls(ts, names=None) -> TorchScriptCalls:
     """
     import torch
 
+    ts = _fresh_copy(ts)
     wanted = None if names is None else set(names)
     for name, mod in ts.named_modules():
         if not name or (wanted is not None and name not in wanted):
@@ -365,10 +380,11 @@ def torchscript_calls(ts, names=None) -> TorchScriptCalls:
 
 
 def resolve_torchscript_layer(ts, layer: str, example=None, spec: str = "") -> LayerChoice:
-    """resolve_layer for a TorchScript module `ts` (loaded for this only: its method graphs
-    get marked, see torchscript_calls). example: one input, run once to show each call's
-    shape in messages (None: shapes unknown). Calls inside a loop or branch of the scripted
-    forward cannot be told apart: a ParameterError says so. `spec` names the model in messages.
+    """resolve_layer for a TorchScript module `ts` (see torchscript_calls; `ts` itself is not
+    changed, the chosen call runs in a marked copy). example: one input, run once to show each call's
+    shape in messages (None: shapes unknown; a failing run raises the model's own error).
+    Calls inside a loop or branch of the scripted forward cannot be told apart: a
+    ParameterError says so. `spec` names the model in messages.
     """
     named = dict(ts.named_modules())
     name, call = (layer, None) if layer in named and layer else parse_layer(layer)
@@ -377,18 +393,25 @@ def resolve_torchscript_layer(ts, layer: str, example=None, spec: str = "") -> L
     where = f"{spec}: " if spec else ""
     try:
         found = torchscript_calls(ts, [name])
-        calls = found.calls.get(name, [])
-        if any(nested for _, nested in calls):
-            raise ParameterError(f"{where}{{layer}} {name} runs inside a loop or branch of the TorchScript forward, "
-                                 f"where its calls cannot be told apart; export the model to ONNX or load it as "
-                                 f"package.module:factory with {{weights}}", "layer", "weights")
-        shapes = found.shapes(example)[name] if example is not None and calls else [None] * len(calls)
-    except ParameterError:
-        raise
     except Exception as e:  # noqa: BLE001 - private TorchScript API: say what to do instead
         first = str(e).strip().splitlines()[0] if str(e).strip() else ""
         raise ParameterError(f"{where}{{layer}} {layer}: cannot take a sub-module's output from the TorchScript model "
                              f"({type(e).__name__}: {first}); export it to ONNX or load it as package.module:factory "
                              f"with {{weights}}", "layer", "weights") from None
+    calls = found.calls.get(name, [])
+    if any(nested for _, nested in calls):
+        raise ParameterError(f"{where}{{layer}} {name} runs inside a loop or branch of the TorchScript forward, "
+                             f"where its calls cannot be told apart; export the model to ONNX or load it as "
+                             f"package.module:factory with {{weights}}", "layer", "weights")
+    shapes = found.shapes(example)[name] if example is not None and calls else [None] * len(calls)
     k = choose_call(name, call, shapes, None if example is None else tuple(example.shape), spec)
     return LayerChoice(name, named[name], k, len(calls), shapes, torchscript=found, mark=calls[k - 1][0])
+
+
+def torchscript_call_shapes(ts, example) -> dict[str, list | None]:
+    """call_shapes for TorchScript module `ts` (see torchscript_calls): {dotted name: [output
+    shape of each call]}; None for a module called
+    inside a loop or branch of the scripted forward, whose calls the graph cannot count."""
+    found = torchscript_calls(ts)
+    shapes = found.shapes(example)
+    return {n: None if any(nested for _, nested in cs) else shapes[n] for n, cs in found.calls.items()}
