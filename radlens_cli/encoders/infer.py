@@ -119,7 +119,7 @@ class Embedder:
         if self.torchscript:
             self._layer_fn = choice.function()
         else:
-            self._capture = CallCapture(call=choice.call, stop=True)
+            self._capture = CallCapture(call=choice.call, stop=True, name=choice.name)
             choice.module.register_forward_hook(self._capture.hook)
         self.layer, self.layer_calls = choice.label, choice.calls
 

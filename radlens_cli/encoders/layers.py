@@ -111,11 +111,13 @@ class CallCapture:
 
     output: the chosen call's output as the module returned it (the tensor itself, part of
     the autograd graph when gradients are on; None until that call ran); count: how many
-    calls ran in the last forward pass; shapes: their output shapes.
+    calls ran in the last forward pass; shapes: their output shapes; name: the module's
+    name, for messages.
     """
 
     call: int | None = None
     stop: bool = False
+    name: str = ""
     output: object = None
     count: int = 0
     shapes: list = field(default_factory=list)
@@ -170,7 +172,7 @@ def run_to_call(model, capture: CallCapture, x):
     except _Captured:
         pass
     if capture.output is None:
-        raise ParameterError(f"{{layer}}: the chosen call #{capture.call} did not run on an input of shape "
+        raise ParameterError(f"{{layer}} {capture.name}#{capture.call}: that call did not run on an input of shape "
                              f"{shape_text(tuple(x.shape))} (the module ran {capture.count} time(s))", "layer",
                              exit_code=EXIT_DATA)
     return capture.output

@@ -84,7 +84,7 @@ def test_the_kth_call_equals_a_hand_written_hook():
 
 def test_run_to_call_with_a_kept_hook_and_a_call_that_never_comes():
     net = reused_act()
-    cap = CallCapture(call=2, stop=True)
+    cap = CallCapture(call=2, stop=True, name="act")
     h = net.act.register_forward_hook(cap.hook)
     with torch.no_grad():
         a = run_to_call(net, cap, X)
@@ -92,7 +92,8 @@ def test_run_to_call_with_a_kept_hook_and_a_call_that_never_comes():
     assert torch.equal(a, _hooked_calls(net.act, net, X)[1])
     assert torch.allclose(b, a[:1], atol=1e-6)  # batch 1 vs 2: other conv kernels
     cap.call = 4
-    with pytest.raises(ParameterError, match="#4 did not run.*3 time"):
+    with pytest.raises(ParameterError, match=r"act#4: that call did not run on an input of shape 2x1x16x32x32 "
+                                             r"\(the module ran 3 time"):
         run_to_call(net, cap, X)
     h.remove()
 
