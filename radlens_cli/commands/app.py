@@ -225,25 +225,6 @@ def keep_going_option():
                         "failed case means exit 1 and no output.")
 
 
-def checkpoint_labels(paths: list[str], labels: str | list[str] | None) -> list[str]:
-    """One label per compared decoder (compare, stats): --labels, or each file's name without extension."""
-    from radlens_cli.io.manifest import parse_list
-
-    if labels:
-        out = parse_list(labels, "--labels") if isinstance(labels, str) else list(labels)
-        if len(out) != len(paths):
-            raise UsageError(f"--labels has {len(out)} name(s) for {len(paths)} compared decoder(s)")
-    else:
-        out = ["stdin" if p == "-" else os.path.splitext(os.path.basename(p))[0] for p in paths]
-    seen = {}
-    for p, lab in zip(paths, out):
-        if lab in seen:
-            raise UsageError(f"checkpoint name {lab!r} is given twice ({seen[lab]} and {p}); "
-                             f"name them with --labels")
-        seen[lab] = p
-    return out
-
-
 def parse_triple(text, what: str, cast=float, positive: bool = False) -> tuple:
     """`x,y,z` (or `XxYxZ`) of an option such as --spacing, --crop, --size; `what` is the flag."""
     from radlens_cli.errors import UsageError

@@ -1,15 +1,21 @@
 """`radlens decode`: closed-form linear radiomic decoder on the frozen share space.
 
-Library: lens/decoder.py (closed-form solve), lens/align.py (alignment to the pre-trained basis), io/formats/decoder.py.
+Library: lens.decode (lens/steps.py; lens/decoder.py the closed-form solve, lens/align.py the
+alignment to the pre-trained basis), io/formats/decoder.py.
 """
 
 from __future__ import annotations
 
+import numpy as np
 import typer
 
-from radlens_cli import log
+from radlens_cli import lens, log, provenance
 from radlens_cli.commands.app import command, force_option, output_option
 from radlens_cli.errors import UsageError
+from radlens_cli.io.files import check_output
+from radlens_cli.io.formats.decoder import save_decoder
+from radlens_cli.io.formats.share import load_share
+from radlens_cli.io.tables import read_table
 
 
 def decode(share_path: str, emb_path: str, rad_path: str, output: str, ridge: float | None = None,
@@ -17,32 +23,15 @@ def decode(share_path: str, emb_path: str, rad_path: str, output: str, ridge: fl
            force: bool = False, align: str | None = None,
            allow_different_preprocessing: bool = False):
     """Decode one embedding file through share; write DEC.h5; returns the DecodeResult."""
-    import numpy as np
-
-    from radlens_cli import provenance
-    from radlens_cli.io.files import check_output
-    from radlens_cli.io.tables import read_table
-    from radlens_cli.lens.steps import decode as decode_tables
-    from radlens_cli.io.formats.decoder import save_decoder
-    from radlens_cli.io.formats.share import load_share
-
     if [share_path, emb_path, rad_path].count("-") > 1:
         raise UsageError("only one input can be `-` (stdin)")
-    from radlens_cli.lens.align import ALIGNMENTS
-
-    if align is not None and align not in ALIGNMENTS:
-        raise UsageError(f"--align must be one of {', '.join(ALIGNMENTS)}, not {align!r}")
-    if ridge is not None and ridge < 0:
-        raise UsageError("--ridge must be >= 0")
-    if eval_split == "train":
-        raise UsageError("--eval-split train would evaluate on the cases the decoder was fitted on")
     check_output(output, force)
     share = load_share(share_path)
     emb = read_table(emb_path, "embeddings", part="refuse")
     rad = read_table(rad_path, "radiomics", part="refuse")
-    res = decode_tables(share, emb, rad, ridge=ridge, intercept=intercept, eval_split=eval_split,
-                        allow_missing=allow_missing, warn=log.warn, align=align,
-                        allow_different_preprocessing=allow_different_preprocessing)
+    res = lens.decode(share, emb, rad, ridge=ridge, intercept=intercept, eval_split=eval_split,
+                      allow_missing=allow_missing, warn=log.warn, align=align,
+                      allow_different_preprocessing=allow_different_preprocessing)
     d = res.decoder.diagnostics
     params = {"ridge": ridge, "ridge_used": res.decoder.ridge, "intercept": res.decoder.intercept,
               "eval_split": eval_split, "allow_missing": allow_missing, "method": res.method,

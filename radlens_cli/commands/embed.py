@@ -41,7 +41,8 @@ def embed(manifest: str, modalities: str, mask: str, encoder: str, output: str, 
     from radlens_cli.encoders.preprocess import CaseDataset
     from radlens_cli.io.files import check_output, check_side_output
     from radlens_cli.io.cases import PART_ATTR, part_record, refuse_failed_run, resolve_parts, warn_partial
-    from radlens_cli.io.manifest import parse_list, parse_mask_spec, read_manifest
+    from radlens_cli.io.manifest import parse_mask_spec, read_manifest
+    from radlens_cli.names import parse_list
     from radlens_cli.io.tables import CaseTable, table_format, write_table
     from radlens_cli.radiomics.batch import write_failures
 
@@ -51,7 +52,7 @@ def embed(manifest: str, modalities: str, mask: str, encoder: str, output: str, 
     table_format(output)
     check_side_output(failures_path, output, "--failures", force)
     part_id, num_parts = resolve_parts(parts, part_id, num_parts)
-    mods = parse_list(modalities, "--modalities")
+    mods = parse_list(modalities, "modalities")
     mask_spec = parse_mask_spec(mask)
     man = read_manifest(manifest)
     man.require_columns(mods, "modality")

@@ -17,7 +17,8 @@ from radlens_cli.commands.app import (command, force_option, jobs_option, keep_g
 from radlens_cli.errors import ParameterError, RadlensError, UsageError
 from radlens_cli.io.files import check_output, check_side_output
 from radlens_cli.io.cases import refuse_failed_run, resolve_parts, warn_partial
-from radlens_cli.io.manifest import parse_list, parse_mask_spec, read_manifest
+from radlens_cli.io.manifest import parse_mask_spec, read_manifest
+from radlens_cli.names import parse_list
 from radlens_cli.io.tables import table_format
 
 NAME = "extract-radiomics"
@@ -226,7 +227,7 @@ def extract_radiomics_cli(
       radlens extract-radiomics cohort.csv --modalities t2,adc --mask zones:1+2 \\
           --reference-modality t2 --params quick -o quick.h5
     """
-    extract_radiomics(manifest, parse_list(modalities, "--modalities"), mask, params, output, force=force,
+    extract_radiomics(manifest, parse_list(modalities, "modalities"), mask, params, output, force=force,
                       jobs=jobs, part_id=part_id, num_parts=num_parts, parts=parts, cache_dir=cache_dir,
                       failures_path=failures, keep_going=keep_going, reference_modality=reference_modality,
                       resample_mask=resample_mask, empty_mask=empty_mask, max_outside=max_outside,

@@ -16,7 +16,7 @@ from radlens_cli import log
 from radlens_cli.commands.app import (command, device_option, force_option, output_option, parse_triple,
                                         seed_option, strict_geometry_option)
 from radlens_cli.errors import UsageError
-from radlens_cli.io.manifest import parse_list
+from radlens_cli.names import parse_list
 
 
 def finetune(manifest: str, modalities: list[str], mask: str, encoder: str, task: str, output: str,
@@ -280,7 +280,7 @@ def finetune_cli(
     """
 
     finetune(
-        manifest, parse_list(modalities, "--modalities"), mask, encoder, task, output,
+        manifest, parse_list(modalities, "modalities"), mask, encoder, task, output,
         target=target, seg_mask=seg_mask, metrics=metrics, epochs=epochs, lr=lr, batch_size=batch_size,
         weight_decay=weight_decay, warmup_epochs=warmup_epochs, freeze_encoder=freeze_encoder,
         balanced=balanced, augment=augment, seed=seed, device=device,

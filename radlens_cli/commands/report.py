@@ -38,10 +38,11 @@ def report(radiomics: str, compare: str, stats: str, output: str, correlate_summ
             raise UsageError("image panels need --manifest, --modalities and --mask together")
         if panel_cases < 0:
             raise UsageError("--panel-cases must be 0 or more")
-        from radlens_cli.io.manifest import parse_list, parse_mask_spec
+        from radlens_cli.io.manifest import parse_mask_spec
+        from radlens_cli.names import parse_list
         from radlens_cli.report.images import PanelSpec
 
-        panels = PanelSpec(manifest, parse_list(modalities, "--modalities"), parse_mask_spec(mask), panel_cases)
+        panels = PanelSpec(manifest, parse_list(modalities, "modalities"), parse_mask_spec(mask), panel_cases)
     for flag, path in (("--radiomics", radiomics), ("--compare", compare), ("--stats", stats),
                        ("--correlate-summary", correlate_summary), ("--cka", cka), ("--probe", probe),
                        ("--manifest", manifest),
