@@ -13,7 +13,9 @@ from typing import List
 import typer
 
 from radlens_cli import log
-from radlens_cli.commands.app import command, force_option, output_option, seed_option
+from radlens_cli.commands.app import command
+from radlens_cli.commands.options import (allow_different_preprocessing_option, allow_missing_option, force_option,
+                                          labels_option, output_option, seed_option)
 from radlens_cli.errors import UsageError
 from radlens_cli.io.files import atomic_output, check_output
 from radlens_cli.io.formats.decoder import load_decoder
@@ -62,7 +64,7 @@ def compare_cli(
     pre: str = typer.Argument(..., metavar="DEC_REF", help="Reference decoder, usually of the pre-fine-tuning embeddings (`-` for stdin)."),
     ft: List[str] = typer.Argument(..., metavar="DEC [DEC ...]", help="Decoders to compare with the reference, same share model (one `-` for stdin)."),
     output: str = output_option("Output DELTA.csv (`-` for stdout)."),
-    labels: str = typer.Option(None, "--labels", help="Comma-separated checkpoint names for the compared decoders, in order (default: their file names)."),
+    labels: str = labels_option(),
     top: int = typer.Option(5, "--top", min=0, help="Print the three views (gains, losses, least changed) with K features each; 0 to skip."),
     stable_quantile: float = typer.Option(0.5, "--stable-quantile", help="'Important in both' means above this quantile in both stages (least-changed view): of importance, or of R^2 with --rank-by delta_r2."),
     rank_by: str = typer.Option(None, "--rank-by", help="Statistic for ranks, views, CIs and p_perm: delta_r2 (default for calibrated decoders) or delta_importance (the paper; default for --method paper decoders)."),
@@ -70,8 +72,8 @@ def compare_cli(
     permutations: int = typer.Option(0, "--permutations", min=0, help="Permutations (swap reference/compared embeddings per case) for p_perm and q_perm (0: none)."),
     ci_level: float = typer.Option(0.95, "--ci-level", help="Confidence level of the bootstrap percentile interval."),
     summary: str = typer.Option(None, "--summary", help="Write the three views to this file instead of stderr."),
-    allow_missing: bool = typer.Option(False, "--allow-missing", help="Use the cases common to both decoders instead of failing on a mismatch."),
-    allow_different_preprocessing: bool = typer.Option(False, "--allow-different-preprocessing", help="Compare decoders whose embeddings were made with different recorded preprocessing (spacing, crop, layer, pooling...)."),
+    allow_missing: bool = allow_missing_option("Use the cases common to both decoders instead of failing on a mismatch."),
+    allow_different_preprocessing: bool = allow_different_preprocessing_option(),
     seed: int = seed_option(),
     force: bool = force_option(),
 ):

@@ -10,7 +10,9 @@ import numpy as np
 import typer
 
 from radlens_cli import lens, log, provenance
-from radlens_cli.commands.app import command, force_option, output_option
+from radlens_cli.commands.app import command
+from radlens_cli.commands.options import (allow_different_preprocessing_option, allow_missing_option, force_option,
+                                          output_option)
 from radlens_cli.errors import UsageError
 from radlens_cli.io.files import check_output
 from radlens_cli.io.formats.decoder import save_decoder
@@ -58,9 +60,9 @@ def decode_cli(
     ridge: float = typer.Option(None, "--ridge", help="Ridge penalty alpha on theta (default: the alpha stored in SHARE, the same for every checkpoint; 0: plain least squares, the paper)."),
     intercept: bool = typer.Option(None, "--intercept/--no-intercept", help="Bias column, R ~ theta [Z; 1] (default with --method calibrated shares) or the paper's R = theta Z (default with --method paper shares)."),
     align: str = typer.Option(None, "--align", help="Map the embeddings onto the pre-trained embeddings before share, fitted on the embeddings (not the radiomics) of every case both hold: similarity (orthogonal Procrustes + one scale + shift; default with calibrated shares), whitened (Procrustes between whitened embeddings: also undoes per-dimension rescaling, but reads gained information as weaker; see docs/validity.md) or none (the paper; default with --method paper shares)."),
-    allow_different_preprocessing: bool = typer.Option(False, "--allow-different-preprocessing", help="Decode embeddings whose recorded preprocessing (spacing, crop, normalisation, layer, pooling...) differs from the share model's pre-trained embeddings (e.g. another foundation model on purpose)."),
+    allow_different_preprocessing: bool = allow_different_preprocessing_option("Decode embeddings whose recorded preprocessing (spacing, crop, normalisation, layer, pooling...) differs from the share model's pre-trained embeddings (e.g. another foundation model on purpose)."),
     eval_split: str = typer.Option("test", "--eval-split", help="Split on which predictions, errors and R^2 are reported."),
-    allow_missing: bool = typer.Option(False, "--allow-missing", help="Use the cases present in both inputs instead of failing on a mismatch."),
+    allow_missing: bool = allow_missing_option(),
     force: bool = force_option(),
 ):
     """Fit the linear radiomic decoder on frozen share.

@@ -11,7 +11,8 @@ import pandas as pd
 import typer
 
 from radlens_cli import lens, log, provenance
-from radlens_cli.commands.app import command, device_option, force_option, output_option, seed_option
+from radlens_cli.commands.app import command
+from radlens_cli.commands.options import allow_missing_option, device_option, force_option, output_option, seed_option
 from radlens_cli.errors import UsageError
 from radlens_cli.io.files import atomic_output, check_output
 from radlens_cli.io.formats.share import save_share
@@ -96,7 +97,7 @@ def fit_share_cli(
     loss_reduction: str = typer.Option("mean", "--loss-reduction", help="L1 data term: mean over cases and columns (default, PyTorch's L1Loss) or sum over columns averaged over cases. val_l1/train_l1 use the same reduction."),
     activation: str = typer.Option("relu", "--activation", help="Non-linearity of share: relu, gelu or tanh (the paper does not name it)."),
     batch_size: int = typer.Option(256, "--batch-size", help="Cases per Adam step; 0 for full batch."),
-    allow_missing: bool = typer.Option(False, "--allow-missing", help="Use the cases present in both inputs instead of failing on a mismatch."),
+    allow_missing: bool = allow_missing_option(),
     seed: int = seed_option(),
     device: str = device_option(),
     force: bool = force_option(),

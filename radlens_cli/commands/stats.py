@@ -11,7 +11,9 @@ from typing import List
 import typer
 
 from radlens_cli import log
-from radlens_cli.commands.app import command, force_option, output_option
+from radlens_cli.commands.app import command
+from radlens_cli.commands.options import (allow_different_preprocessing_option, allow_missing_option, force_option,
+                                          labels_option, output_option)
 from radlens_cli.errors import UsageError
 from radlens_cli.io.files import atomic_output, check_output
 from radlens_cli.io.formats.decoder import load_decoder
@@ -51,11 +53,11 @@ def stats_cli(
     pre: str = typer.Argument(..., metavar="DEC_REF", help="Reference decoder, usually of the pre-fine-tuning embeddings (`-` for stdin)."),
     ft: List[str] = typer.Argument(..., metavar="DEC [DEC ...]", help="Decoders to compare with the reference, same share model (one `-` for stdin)."),
     output: str = output_option("Output table (`-` for stdout)."),
-    labels: str = typer.Option(None, "--labels", help="Comma-separated checkpoint names for the compared decoders, in order (default: their file names)."),
+    labels: str = labels_option(),
     by: str = typer.Option("family,image_type,modality,modality_family", "--by", help="Comma-separated groupings: family, image_type (original vs wavelet), modality, modality_family."),
     fmt: str = typer.Option("csv", "--format", help="csv, or markdown for the paper's Table 1 layout."),
-    allow_missing: bool = typer.Option(False, "--allow-missing", help="Use the eval cases common to both decoders instead of failing on a mismatch."),
-    allow_different_preprocessing: bool = typer.Option(False, "--allow-different-preprocessing", help="Compare decoders whose embeddings were made with different recorded preprocessing."),
+    allow_missing: bool = allow_missing_option("Use the eval cases common to both decoders instead of failing on a mismatch."),
+    allow_different_preprocessing: bool = allow_different_preprocessing_option(),
     force: bool = force_option(),
 ):
     """Table 1: MSE, R^2 and Wilcoxon test per group.
