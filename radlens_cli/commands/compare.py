@@ -1,18 +1,25 @@
 """`radlens compare`: importance change (delta I) and decodability change per radiomic feature.
 
-Library: lens/compare.py (delta table, paired test, bootstrap, permutations, three views), lens/checks.py.
+Library: lens.compare_decoders (lens/compare.py: pairing, delta table, paired test, bootstrap,
+permutations, three views; lens/checks.py), io/formats/decoder.py.
 """
 
 from __future__ import annotations
 
 import os
+import sys
 from typing import List
 
 import typer
 
 from radlens_cli import log
-from radlens_cli.commands.app import checkpoint_labels, command, force_option, output_option, seed_option
-from radlens_cli.errors import RadlensError, UsageError
+from radlens_cli.commands.app import command
+from radlens_cli.commands.options import (allow_different_preprocessing_option, allow_missing_option, force_option,
+                                          labels_option, output_option, seed_option)
+from radlens_cli.errors import UsageError
+from radlens_cli.io.files import atomic_output, check_output
+from radlens_cli.io.formats.decoder import load_decoder
+from radlens_cli.lens.compare import checkpoint_labels, compare_decoders
 
 
 def compare(pre_path: str, ft_path, output: str, top: int = 5, stable_quantile: float = 0.5,
@@ -23,235 +30,36 @@ def compare(pre_path: str, ft_path, output: str, top: int = 5, stable_quantile: 
             null_delta: float | None = None):
     """Write DELTA.csv: the reference decoder `pre_path` against each of `ft_path` (a path
     or a list of paths), one block of rows per compared checkpoint; returns the DataFrame."""
-    import pandas as pd
-
-    from radlens_cli.io.files import atomic_output, check_output
-    from radlens_cli.lens import compare as cmp
-    from radlens_cli.io.formats.decoder import load_decoder
-
     others = [ft_path] if isinstance(ft_path, str) else list(ft_path)
     if not others:
         raise UsageError("give the reference decoder and at least one decoder to compare with it")
     if [pre_path, *others].count("-") > 1:
         raise UsageError("only one input can be `-` (stdin)")
-    if rank_by is not None and rank_by not in cmp.RANK_BY:
-        raise UsageError(f"--rank-by must be one of {', '.join(cmp.RANK_BY)}, not {rank_by!r}")
-    if not 0.0 <= stable_quantile < 1.0:
-        raise UsageError("--stable-quantile must be in [0, 1)")
-    if not 0.0 < ci_level < 1.0:
-        raise UsageError("--ci-level must be in (0, 1)")
     if summary == "-" and output == "-":
         raise UsageError("--summary and --output cannot both be `-` (stdout)")
     names = checkpoint_labels(others, labels)
     check_output(output, force)
     if summary:
         check_output(summary, force)
-    pre = load_decoder(pre_path)
-    symmetric = pre.attrs.get("method") == "symmetric"
-    null = symmetric_null(pre, others, null_panel, null_delta, allow_different_preprocessing)
-    if symmetric and (bootstrap or permutations):
-        raise UsageError("--bootstrap/--permutations apply to calibrated-0.2 and paper decoders; "
-                         "the symmetric lens's test is over its re-splits")
-    if rank_by is None:   # the method's statistic
-        rank_by = ("delta_r2_clipped" if symmetric else
-                   "delta_importance" if pre.attrs.get("method", "paper") == "paper" else "delta_r2")
-    if permutations:
-        msg = cmp.permutation_resolution(permutations, len(pre.columns))
-        if msg:
-            log.warn(msg)
-    blocks, texts = [], []
-    for path, name in zip(others, names):
-        if symmetric:
-            df = compare_resplit_one(pre, path, name, rank_by, null, allow_different_preprocessing)
-            blocks.append(df)
-            if top > 0:
-                head = f"== {name} vs {os.path.basename(str(pre_path))}\n" if len(others) > 1 else ""
-                texts.append(head + cmp.format_views(
-                    cmp.three_views(df, top, stable_quantile, rank_by), rank_by))
-            continue
-        df = compare_one(pre_path, path, pre, name, rank_by=rank_by, bootstrap=bootstrap,
-                         permutations=permutations, ci_level=ci_level, seed=seed,
-                         allow_missing=allow_missing,
-                         allow_different_preprocessing=allow_different_preprocessing)
-        blocks.append(df)
-        if top > 0:
-            head = f"== {name} vs {os.path.basename(str(pre_path))}\n" if len(others) > 1 else ""
-            texts.append(head + cmp.format_views(cmp.three_views(df, top, stable_quantile, rank_by),
-                                                 rank_by))
-    out = pd.concat(blocks, ignore_index=True)
+    result = compare_decoders(load_decoder(pre_path), [load_decoder(p) for p in others], labels=names,
+                              rank_by=rank_by, bootstrap=bootstrap, permutations=permutations,
+                              ci_level=ci_level, seed=seed, allow_missing=allow_missing,
+                              allow_different_preprocessing=allow_different_preprocessing,
+                              top=top, stable_quantile=stable_quantile, warn=log.warn,
+                              info=log.info, progress=log.progress,
+                              null_panel=load_decoder(null_panel) if null_panel else None,
+                              null_delta=null_delta)
     with atomic_output(output, force, suffix=".csv") as tmp:
-        out.to_csv(tmp, index=False, float_format="%.10g")
-    if texts:
-        text = "\n".join(texts)
+        result.table.to_csv(tmp, index=False, float_format="%.10g")
+    text = result.views_text(ref_name=os.path.basename(str(pre_path)))
+    if text:
         if summary:
             with atomic_output(summary, force, suffix=".txt") as tmp:
                 with open(tmp, "w", encoding="utf-8") as fh:
                     fh.write(text)
         elif log.VERBOSITY["level"] >= 1:  # the views are information: --quiet hides them
-            import sys
-
             sys.stderr.write(text)
-    return out
-
-
-def compare_one(pre_path, ft_path, pre, name, rank_by, bootstrap, permutations, ci_level, seed,
-                allow_missing, allow_different_preprocessing):
-    """The DELTA rows of one checkpoint against the reference."""
-    import numpy as np
-
-    from radlens_cli.lens import compare as cmp
-    from radlens_cli.lens.checks import require_compatible
-    from radlens_cli.lens.compare import paired_cases
-    from radlens_cli.io.formats.decoder import load_decoder
-
-    ft = load_decoder(ft_path)
-    require_compatible(pre, ft, warn=log.warn, allow_preprocessing=allow_different_preprocessing)
-    itr_p, itr_f = paired_cases(pre, ft, "train", allow_missing)
-    iev_p, iev_f = paired_cases(pre, ft, "eval", allow_missing)
-    full_eval = len(iev_p) == len(pre.eval_case_id) == len(ft.eval_case_id)
-    full_train = len(itr_p) == len(pre.train_case_id) == len(ft.train_case_id)
-    if not full_train:
-        log.warn("--allow-missing: importances are those of each decoder's own train cases; "
-                 f"refits use the {len(itr_p)} train cases common to both")
-    ev = ("eval/squared_error",) + (() if full_eval else ("eval/prediction", "eval/target"))
-    bp = load_decoder(pre_path, bulk=ev).bulk
-    bf = load_decoder(ft_path, bulk=ev).bulk
-    if not full_eval:
-        log.warn(f"--allow-missing: R^2 recomputed on the {len(iev_p)} eval cases common to both")
-    r2_pre, r2_ft = cmp.shared_eval_r2(pre, ft, iev_p, iev_f, bp, bf)
-    p_null = cmp.paired_test(bp["eval/squared_error"][iev_p], bf["eval/squared_error"][iev_f])
-    df = cmp.delta_table(pre.columns, pre.column_meta, pre.theta, ft.theta, r2_pre, r2_ft,
-                         rank_by=rank_by, checkpoint=name, p_null=p_null)
-    if pre.r2_direct is not None and ft.r2_direct is not None and full_eval:
-        df["r2_direct_pre"], df["r2_direct_ft"] = pre.r2_direct, ft.r2_direct
-        df["delta_r2_direct"] = ft.r2_direct - pre.r2_direct
-    add_seed_columns(df, pre, ft, full_eval, name)
-    n_dec = int(df["decodable"].sum())
-    if n_dec < 0.5 * len(df):
-        log.warn(f"{name}: {len(df) - n_dec} of {len(df)} features are not decodable in either "
-                 f"stage (R^2 <= {cmp.DECODABLE_R2:g} in both); they are left out of the gain/loss "
-                 f"ranks, and the cohort may be too small for the lens")
-    if bootstrap or permutations:
-        names = ("train/Z", "train/target", "eval/Z", "eval/target")
-        bp = load_decoder(pre_path, bulk=names).bulk
-        bf = load_decoder(ft_path, bulk=names).bulk
-        R_tr, R_ev = bp["train/target"][itr_p], bp["eval/target"][iev_p]
-        if (np.abs(R_tr - bf["train/target"][itr_f]).max() > 1e-5
-                or np.abs(R_ev - bf["eval/target"][iev_f]).max() > 1e-5):
-            raise RadlensError(f"{pre.path} and {ft.path} were decoded against different "
-                               f"radiomic values for the same cases; use the same radiomics table")
-        data = cmp.PairedData(Zp_tr=bp["train/Z"][itr_p], Zf_tr=bf["train/Z"][itr_f], R_tr=R_tr,
-                              Zp_ev=bp["eval/Z"][iev_p], Zf_ev=bf["eval/Z"][iev_f], R_ev=R_ev,
-                              intercept=pre.intercept, ridge_pre=pre.ridge, ridge_ft=ft.ridge)
-        del bp, bf
-        if bootstrap:
-            bar = log.progress(total=bootstrap, desc="bootstrap", unit="resample")
-            lo, hi = cmp.bootstrap_ci(data, bootstrap, seed=seed, rank_by=rank_by, level=ci_level,
-                                      progress=lambda: bar.update(1))
-            bar.close()
-            df[f"{rank_by}_ci_low"], df[f"{rank_by}_ci_high"] = lo, hi
-        if permutations:
-            bar = log.progress(total=permutations, desc="permutations", unit="perm")
-            p, _ = cmp.permutation_test(data, permutations, seed=seed + 1, rank_by=rank_by,
-                                        progress=lambda: bar.update(1))
-            bar.close()
-            cmp.add_permutations(df, p)
-    n_flag = int((df["q_bh"] < 0.05).sum())
-    log.info(f"{name}: {n_flag} of {len(df)} features changed beyond the null "
-             f"(q_bh < 0.05, {cmp.DEFAULT_TEST}); mean delta_r2 {float(df['delta_r2'].mean()):+.4f}")
-    return df
-
-
-def symmetric_null(pre, others, null_panel, null_delta, allow_different_preprocessing,
-                   by=()) -> dict | None:
-    """The interval null of the symmetric lens: {"delta", "group_delta", "source", "panel"}
-    from --null-panel (a second run of the first compared checkpoint's fine-tuning,
-    decoded with the same SHARE), --null-delta, or the documented default."""
-    from radlens_cli.io.formats.decoder import load_decoder
-    from radlens_cli.lens import interval
-    from radlens_cli.lens.checks import require_compatible
-
-    symmetric = pre.attrs.get("method") == "symmetric"
-    if not symmetric:
-        if null_panel or null_delta is not None:
-            raise UsageError("--null-panel/--null-delta apply to decoders of a --method "
-                             "symmetric share")
-        return None
-    if null_panel and null_delta is not None:
-        raise UsageError("give --null-panel or --null-delta, not both")
-    if null_delta is not None:
-        if null_delta < 0:
-            raise UsageError("--null-delta must be >= 0")
-        return {"delta": float(null_delta), "group_delta": float(null_delta),
-                "source": "given", "panel": None}
-    if not null_panel:
-        return {"delta": interval.NULL_DELTA, "group_delta": interval.NULL_DELTA,
-                "source": "default", "panel": None}
-    panel = load_decoder(null_panel)
-    first = load_decoder(others[0])
-    for d in (first, panel):
-        require_compatible(pre, d, warn=log.warn, allow_preprocessing=allow_different_preprocessing)
-    if panel.resplit is None or first.resplit is None:
-        raise RadlensError(f"{null_panel}: no re-split results (not decoded with a symmetric share)")
-    fd, gd = interval.panel_null_deltas(first.resplit["r2"], panel.resplit["r2"],
-                                        pre.column_meta, by)
-    src = f"panel {os.path.basename(str(null_panel))} vs {os.path.basename(str(others[0]))}"
-    log.info(f"null_delta {fd:.4f} (features) from the reference panel ({src}, the "
-             f"{interval.PANEL_QUANTILE:g} quantile of |delta_r2_clipped| between the two runs)"
-             + (f"; {gd:.4f} for groups" if gd is not None else ""))
-    return {"delta": fd, "group_delta": gd, "source": src, "panel": panel}
-
-
-def compare_resplit_one(pre, ft_path, name, rank_by, null, allow_different_preprocessing):
-    """The DELTA rows of one checkpoint against the reference, symmetric lens."""
-    from radlens_cli.io.formats.decoder import load_decoder
-    from radlens_cli.lens import interval
-    from radlens_cli.lens.checks import require_compatible
-
-    ft = load_decoder(ft_path)
-    require_compatible(pre, ft, warn=log.warn, allow_preprocessing=allow_different_preprocessing)
-    a = pre.attrs
-    df = interval.delta_resplit_table(
-        pre.columns, pre.column_meta, pre.resplit["r2"], ft.resplit["r2"],
-        pre.resplit["importance"], ft.resplit["importance"],
-        n_train=int(a["n_share"]) + int(a["n_decoder_train"]), n_test=int(a["n_test"]),
-        null_delta=null["delta"], null_delta_source=null["source"], checkpoint=name,
-        rank_by=rank_by)
-    if null["panel"] is not None:
-        pd_ = null["panel"].resplit["r2"]
-        dp = (interval.clipped(pd_) - interval.clipped(pre.resplit["r2"])).mean(axis=0)
-        rho = interval.rank_agreement(df["delta_r2_clipped"], dp, df["decodable"])
-        df["null_panel_spearman"] = rho
-        log.info(f"{name}: rank agreement of delta_r2_clipped with the panel run (Spearman over "
-                 f"decodable features) {rho:.3f}")
-    n_flag = int((df["q_bh"] < 0.05).sum())
-    dec = df["decodable"].to_numpy(dtype=bool)
-    mean = float(df["delta_r2_clipped"][dec].mean()) if dec.any() else float("nan")
-    log.info(f"{name}: {n_flag} of {len(df)} features changed by more than "
-             f"null_delta={null['delta']:.4g} ({null['source']}; q_bh < 0.05, {interval.TEST_NAME} "
-             f"over {int(a['n_resplits'])} re-splits); mean delta_r2_clipped over the "
-             f"{int(dec.sum())} decodable features {mean:+.4f}")
-    return df
-
-
-def add_seed_columns(df, pre, ft, full_eval: bool, name: str) -> None:
-    """delta_r2 across share seeds (fit-share --seeds): mean, sd, and the mean pairwise
-    Spearman correlation of delta_r2 between seeds over decodable features."""
-    import numpy as np
-    from scipy.stats import spearmanr
-
-    a, b = pre.r2_seeds, ft.r2_seeds
-    if a is None or b is None or a.shape != b.shape or not full_eval:
-        return
-    D = b - a                                               # (K, p)
-    df["delta_r2_mean"], df["delta_r2_sd"] = D.mean(axis=0), D.std(axis=0, ddof=1)
-    dec = df["decodable"].to_numpy(dtype=bool)
-    K = D.shape[0]
-    rhos = [spearmanr(D[i, dec], D[j, dec]).statistic for i in range(K) for j in range(i + 1, K)]
-    rho = float(np.mean(rhos)) if rhos and dec.sum() > 2 else float("nan")
-    df["delta_r2_seed_spearman"] = rho
-    log.info(f"{name}: delta_r2 across {K} share seeds: mean sd {float(D.std(axis=0, ddof=1).mean()):.4f}; "
-             f"rank stability (mean Spearman between seeds) {rho:.3f}")
+    return result.table
 
 
 @command("compare")
@@ -259,7 +67,7 @@ def compare_cli(
     pre: str = typer.Argument(..., metavar="DEC_REF", help="Reference decoder, usually of the pre-fine-tuning embeddings (`-` for stdin)."),
     ft: List[str] = typer.Argument(..., metavar="DEC [DEC ...]", help="Decoders to compare with the reference, same share model (one `-` for stdin)."),
     output: str = output_option("Output DELTA.csv (`-` for stdout)."),
-    labels: str = typer.Option(None, "--labels", help="Comma-separated checkpoint names for the compared decoders, in order (default: their file names)."),
+    labels: str = labels_option(),
     top: int = typer.Option(5, "--top", min=0, help="Print the three views (gains, losses, least changed) with K features each; 0 to skip."),
     stable_quantile: float = typer.Option(0.5, "--stable-quantile", help="'Important in both' means above this quantile in both stages (least-changed view): of importance, or of R^2 with --rank-by delta_r2."),
     rank_by: str = typer.Option(None, "--rank-by", help="Statistic for ranks, views, CIs and p_perm: delta_r2_clipped (default for symmetric decoders), delta_r2 (default for calibrated-0.2 decoders) or delta_importance (the paper; default for --method paper decoders)."),
@@ -267,8 +75,8 @@ def compare_cli(
     permutations: int = typer.Option(0, "--permutations", min=0, help="Permutations (swap reference/compared embeddings per case) for p_perm and q_perm (0: none)."),
     ci_level: float = typer.Option(0.95, "--ci-level", help="Confidence level of the bootstrap percentile interval."),
     summary: str = typer.Option(None, "--summary", help="Write the three views to this file instead of stderr."),
-    allow_missing: bool = typer.Option(False, "--allow-missing", help="Use the cases common to both decoders instead of failing on a mismatch."),
-    allow_different_preprocessing: bool = typer.Option(False, "--allow-different-preprocessing", help="Compare decoders whose embeddings were made with different recorded preprocessing (spacing, crop, layer, pooling...)."),
+    allow_missing: bool = allow_missing_option("Use the cases common to both decoders instead of failing on a mismatch."),
+    allow_different_preprocessing: bool = allow_different_preprocessing_option(),
     null_panel: str = typer.Option(None, "--null-panel", help="Decoder of a second fine-tuning run of the first compared checkpoint's task (another seed; same SHARE): null_delta is the 0.95 quantile of |delta_r2_clipped| between the two runs (symmetric lens)."),
     null_delta: float = typer.Option(None, "--null-delta", help="Half-width of the interval null |delta_r2_clipped| <= null_delta (symmetric lens; default 0.05, or from --null-panel)."),
     seed: int = seed_option(),
@@ -296,8 +104,9 @@ def compare_cli(
     excluded), delta_importance; p_null of the paired t-test of squared errors given the
     fitted decoders (test paired_t_sqerr) and q_bh; r2_direct_pre/_ft, delta_r2_direct a
     share-free control; --bootstrap adds percentile CIs (<stat>_ci_low/_ci_high),
-    --permutations p_perm/q_perm; with a share fitted with --seeds K,
-    delta_r2_mean/_sd/_seed_spearman across share initialisations.
+    --permutations p_perm/q_perm (warns when too few can reach q_perm < 0.05); with a
+    share fitted with --seeds K, delta_r2_mean/_sd/_seed_spearman across share
+    initialisations.
     Every method: `decodable` (R^2 > 0 in at least one of the two), rank_gain/rank_loss
     (1 = largest increase/decrease) by --rank-by among decodable features. Decoders must
     share the share model, split, method and embedding preprocessing.

@@ -1,57 +1,35 @@
 """`radlens fit-share`: train the shared non-linear projection on pre-fine-tuning embeddings.
 
-Library: lens/share.py (the share model and its lambda sweep), lens/scaling.py, io/formats/share.py.
+Library: lens.fit_share (lens/steps.py; lens/share.py the share model and its lambda sweep,
+lens/scaling.py), io/formats/share.py.
 """
 
 from __future__ import annotations
 
+import numpy as np
+import pandas as pd
 import typer
 
-from radlens_cli import log
-from radlens_cli.commands.app import command, device_option, force_option, output_option, seed_option
-from radlens_cli.errors import RadlensError, UsageError
+from radlens_cli import lens, log, provenance
+from radlens_cli.commands.app import command
+from radlens_cli.commands.options import allow_missing_option, device_option, force_option, output_option, seed_option
+from radlens_cli.errors import UsageError
+from radlens_cli.io.files import atomic_output, check_output
+from radlens_cli.io.formats.share import save_share
+from radlens_cli.io.tables import read_table
 
 
 def fit_share(emb_path: str, rad_path: str, output: str, hidden: int = 256, l1: float = 1e-6,
-              l2: float = 1e-5, epochs: int | None = None, lr: float | None = None, sweep: bool = False,
+              l2: float = 1e-5, epochs: int | None = None, lr: float | None = None,
+              sweep: bool = False,
               sweep_scores: str | None = None, scale: str | None = None, activation: str = "relu",
               batch_size: int = 256, seed: int = 0, device: str = "auto",
               allow_missing: bool = False, force: bool = False, method: str = "symmetric",
               loss_reduction: str = "mean", seeds: int = 1, share_fraction: float | None = None,
               resplits: int | None = None, test_fraction: float | None = None):
     """Fit share (and the temporary heads) and write SHARE.h5; returns the ShareModel."""
-    import numpy as np
-
-    from radlens_cli import provenance
-    from radlens_cli.io.files import check_output
-    from radlens_cli.io.tables import read_table
-    from radlens_cli.lens.steps import fit_share_tables
-    from radlens_cli.io.formats.share import save_share
-    from radlens_cli.lens import resplit as rsp
-    from radlens_cli.lens.share import ACTIVATIONS, METHOD_ALIASES, METHODS, REDUCTIONS, paper_grid
-    from radlens_cli.lens.scaling import SCALES
-
     if emb_path == "-" and rad_path == "-":
         raise UsageError("only one input can be `-` (stdin)")
-    method = METHOD_ALIASES.get(method, method)
-    if method not in METHODS:
-        raise UsageError(f"--method must be one of symmetric, calibrated-0.2, paper, not {method!r}")
-    symmetric = method == "symmetric"
-    if not symmetric and (resplits is not None or test_fraction is not None):
-        raise UsageError("--resplits and --test-fraction apply to --method symmetric")
-    if symmetric and seeds != 1:
-        raise UsageError("--seeds applies to --method calibrated-0.2 and paper; the symmetric "
-                         "lens repeats its fits over --resplits re-splits")
-    if resplits is not None and resplits < 2:
-        raise UsageError("--resplits must be at least 2")
-    if test_fraction is not None and not 0.0 < test_fraction < 1.0:
-        raise UsageError("--test-fraction must be in (0, 1)")
-    if loss_reduction not in REDUCTIONS:
-        raise UsageError(f"--loss-reduction must be one of {', '.join(REDUCTIONS)}, not {loss_reduction!r}")
-    if scale is not None and scale not in SCALES:
-        raise UsageError(f"--scale must be one of {', '.join(SCALES)}, not {scale!r}")
-    if activation not in ACTIVATIONS:
-        raise UsageError(f"--activation must be one of {', '.join(ACTIVATIONS)}, not {activation!r}")
     if sweep_scores and not sweep:
         raise UsageError("--sweep-scores needs --sweep")
     if sweep_scores == "-" and output == "-":
@@ -59,30 +37,21 @@ def fit_share(emb_path: str, rad_path: str, output: str, hidden: int = 256, l1: 
     check_output(output, force)
     if sweep_scores:
         check_output(sweep_scores, force)
+    from radlens_cli.lens import resplit as rsp
+    from radlens_cli.lens.share import METHOD_ALIASES
+
+    symmetric = METHOD_ALIASES.get(method, method) == "symmetric"
     emb = read_table(emb_path, "embeddings", part="refuse")
     rad = read_table(rad_path, "radiomics", part="refuse")
-    grid = paper_grid() if sweep else None
-    split = rad.split if rad.split is not None else emb.split
-    if sweep and (split is None or not (split == "val").any()):
-        raise RadlensError("--sweep selects on the `val` split, but there are no val cases")
-    if share_fraction is not None and not 0.0 < share_fraction <= 1.0:
-        raise UsageError("--share-fraction must be in (0, 1]")
-    if seeds < 1:
-        raise UsageError("--seeds must be at least 1")
-    if symmetric:
-        n_epochs = rsp.EPOCHS if epochs is None else epochs
-    else:
-        epochs = 200 if epochs is None else epochs
-        lr = 1e-3 if lr is None else lr
-        n_epochs = epochs * seeds
-    bar = log.progress(total=n_epochs, desc="fit-share", unit="epoch")
-    model = fit_share_tables(emb, rad, hidden=hidden, l1=l1, l2=l2, grid=grid, epochs=epochs,
-                             lr=lr, scale=scale, activation=activation, batch_size=batch_size,
-                             seed=seed, device=device, allow_missing=allow_missing,
-                             progress=lambda: bar.update(1), warn=log.warn, method=method,
-                             reduction=loss_reduction, seeds=seeds, share_fraction=share_fraction,
-                             n_resplits=resplits, test_fraction=test_fraction)
-    bar.close()
+    n_epochs = (epochs or (rsp.EPOCHS if symmetric else 200)) * (1 if symmetric else max(seeds, 1))
+    with log.progress(total=n_epochs, desc="fit-share", unit="epoch") as bar:
+        model = lens.fit_share(emb, rad, hidden=hidden, l1=l1, l2=l2, sweep=sweep, epochs=epochs,
+                               lr=lr, scale=scale, activation=activation, batch_size=batch_size,
+                               seed=seed, device=device, allow_missing=allow_missing,
+                               progress=lambda: bar.update(1), warn=log.warn, method=method,
+                               loss_reduction=loss_reduction, seeds=seeds,
+                               share_fraction=share_fraction, n_resplits=resplits,
+                               test_fraction=test_fraction)
     for col, why in model.scaler.dropped:
         log.warn(f"dropped radiomic column {col}: {why}")
     if model.scaler.dropped:
@@ -90,6 +59,8 @@ def fit_share(emb_path: str, rad_path: str, output: str, hidden: int = 256, l1: 
                  f"{output}: dropped_columns)")
     if symmetric:
         epochs, lr = model.params["resplit_epochs"], model.params["resplit_lr"]
+    else:
+        epochs, lr = epochs or 200, 1e-3 if lr is None else lr
     params = {"hidden": hidden, "l1": model.params["l1"], "l2": model.params["l2"],
               "epochs": epochs, "lr": lr, "sweep": sweep, "scale": model.scaler.kind,
               "method": method, "loss_reduction": loss_reduction, "ridge": model.ridge,
@@ -114,10 +85,6 @@ def fit_share(emb_path: str, rad_path: str, output: str, hidden: int = 256, l1: 
         if msg is not None:
             log.warn(msg)
         if sweep_scores:
-            import pandas as pd
-
-            from radlens_cli.io.files import atomic_output
-
             df = pd.DataFrame({k: s[k] for k in ("l1", "l2", "val_l1", "train_l1", "train_loss",
                                                  "selected")})
             with atomic_output(sweep_scores, force, suffix=".csv") as tmp:
@@ -142,9 +109,8 @@ SWEEP_SPREAD_WARN = 0.05
 
 def sweep_spread_message(val_l1) -> str | None:
     """The sweep's spread between its best and worst grid points, relative to the best
-    validation L1; a warning when it is under SWEEP_SPREAD_WARN (the choice is then noise)."""
-    import numpy as np
-
+    validation L1 (logged); a warning to give when it is under SWEEP_SPREAD_WARN (the
+    choice is then noise), else None."""
     v = np.asarray(val_l1, dtype=np.float64)
     v = v[np.isfinite(v)]
     if len(v) < 2 or v.min() <= 0:
@@ -171,7 +137,7 @@ def fit_share_cli(
     lr: float = typer.Option(None, "--lr", min=0.0, help="Adam learning rate (default 6e-3 with --method symmetric, 1e-3 with the others)."),
     sweep: bool = typer.Option(False, "--sweep", help="Train the paper's 6x4 (l1, l2) grid as one batched model and keep the one with the lowest validation L1; --l1/--l2 are then ignored."),
     sweep_scores: str = typer.Option(None, "--sweep-scores", help="Also write the grid's scores to this CSV (with --sweep)."),
-    scale: str = typer.Option(None, "--scale", help="Radiomics scaling with train statistics: zscore (default of --method calibrated) or minmax (the paper, [0,1]; default of --method paper)."),
+    scale: str = typer.Option(None, "--scale", help="Radiomics scaling with train statistics: zscore (default of --method symmetric and calibrated-0.2) or minmax (the paper, [0,1]; default of --method paper)."),
     method: str = typer.Option("symmetric", "--method", help="symmetric (default: every checkpoint gets its own share per re-split, fitted on the same cases from the same seed, its own ridge alpha, and is read over --resplits random re-splits; a flag means a change beyond what re-encoding the same information makes, docs/validity.md), calibrated-0.2 (0.2.0's default: one share fitted on the pre-trained embeddings, every checkpoint aligned to them; reproduces published 0.2 results) or paper (the paper exactly: min-max, no intercept, no alignment, no ridge)."),
     resplits: int = typer.Option(None, "--resplits", help="--method symmetric: number of random re-splits of the train and test cases into share / decoder / test parts (default 10)."),
     share_fraction: float = typer.Option(None, "--share-fraction", help="Fraction of the cases share is fitted on: of the re-split cases with --method symmetric (default 0.4), of the train cases with calibrated-0.2 (default 0.5; decoders on the other train cases) and paper (default 1: the paper fits both on all train cases)."),
@@ -180,7 +146,7 @@ def fit_share_cli(
     loss_reduction: str = typer.Option("mean", "--loss-reduction", help="L1 data term: mean over cases and columns (default, PyTorch's L1Loss) or sum over columns averaged over cases. val_l1/train_l1 use the same reduction."),
     activation: str = typer.Option("relu", "--activation", help="Non-linearity of share: relu, gelu or tanh (the paper does not name it)."),
     batch_size: int = typer.Option(256, "--batch-size", help="Cases per Adam step; 0 for full batch (calibrated-0.2 and paper; the symmetric lens's fits, its --sweep's included, are full batch)."),
-    allow_missing: bool = typer.Option(False, "--allow-missing", help="Use the cases present in both inputs instead of failing on a mismatch."),
+    allow_missing: bool = allow_missing_option(),
     seed: int = seed_option(),
     device: str = device_option(),
     force: bool = force_option(),

@@ -1,6 +1,7 @@
 """`radlens stats`: the paper's Table 1 (MSE, R^2, Wilcoxon) per radiomic group.
 
-Library: lens/stats.py (Table 1 groups, Wilcoxon, BH), lens/compare.py, lens/checks.py.
+Library: lens.group_stats (lens/stats.py: Table 1 groups, Wilcoxon, BH; the pairing of
+lens/compare.py), io/formats/decoder.py.
 """
 
 from __future__ import annotations
@@ -10,8 +11,14 @@ from typing import List
 import typer
 
 from radlens_cli import log
-from radlens_cli.commands.app import checkpoint_labels, command, force_option, output_option
+from radlens_cli.commands.app import command
+from radlens_cli.commands.options import (allow_different_preprocessing_option, allow_missing_option, force_option,
+                                          labels_option, output_option)
 from radlens_cli.errors import UsageError
+from radlens_cli.io.files import atomic_output, check_output
+from radlens_cli.io.formats.decoder import load_decoder
+from radlens_cli.lens.compare import checkpoint_labels
+from radlens_cli.lens.stats import group_stats, markdown_table
 
 
 def stats(pre_path: str, ft_path, output: str, by: str = "family,image_type,modality,modality_family",
@@ -20,68 +27,21 @@ def stats(pre_path: str, ft_path, output: str, by: str = "family,image_type,moda
           null_delta: float | None = None):
     """Write the group table of the reference decoder against each of `ft_path` (a path or
     a list); returns the DataFrame."""
-    import pandas as pd
-
-    from radlens_cli.io.files import atomic_output, check_output
-    from radlens_cli.io.manifest import parse_list
-    from radlens_cli.lens.checks import require_compatible
-    from radlens_cli.lens.compare import paired_cases, shared_eval_r2
-    from radlens_cli.io.formats.decoder import load_decoder
-    from radlens_cli.lens.stats import GROUPINGS, group_stats, markdown_table
-
     others = [ft_path] if isinstance(ft_path, str) else list(ft_path)
     if not others:
         raise UsageError("give the reference decoder and at least one decoder to compare with it")
     if [pre_path, *others].count("-") > 1:
         raise UsageError("only one input can be `-` (stdin)")
-    groupings = parse_list(by, "--by")
-    bad = [g for g in groupings if g not in GROUPINGS]
-    if bad or not groupings:
-        raise UsageError(f"--by: unknown grouping {', '.join(bad) or '(empty)'} "
-                         f"(choose from {', '.join(GROUPINGS)})")
     if fmt not in ("csv", "markdown"):
         raise UsageError(f"--format must be csv or markdown, not {fmt!r}")
     names = checkpoint_labels(others, labels)
     check_output(output, force)
-    pre = load_decoder(pre_path)
-    from radlens_cli.commands.compare import symmetric_null
-
-    null = symmetric_null(pre, others, null_panel, null_delta, allow_different_preprocessing,
-                          by=groupings)
-    blocks = []
-    for path, name in zip(others, names):
-        ft = load_decoder(path)
-        require_compatible(pre, ft, warn=log.warn, allow_preprocessing=allow_different_preprocessing)
-        if null is not None:   # the symmetric lens: over the re-splits, interval null
-            from radlens_cli.lens.interval import TEST_NAME, group_resplit_stats
-
-            a = pre.attrs
-            df = group_resplit_stats(pre.resplit["r2"], ft.resplit["r2"], pre.resplit["mse"],
-                                     ft.resplit["mse"], pre.column_meta,
-                                     n_train=int(a["n_share"]) + int(a["n_decoder_train"]),
-                                     n_test=int(a["n_test"]), null_delta=null["group_delta"],
-                                     null_delta_source=null["source"], by=groupings,
-                                     checkpoint=name)
-            log.info(f"{name}: {int((df['q_bh'] < 0.05).sum())} of {len(df)} groups changed by "
-                     f"more than null_delta={null['group_delta']:.4g} ({null['source']}; group-mean "
-                     f"delta_r2_clipped, {TEST_NAME}, q_bh < 0.05)")
-            blocks.append(df)
-            continue
-        ip, jf = paired_cases(pre, ft, "eval", allow_missing)
-        full = len(ip) == len(pre.eval_case_id) == len(ft.eval_case_id)
-        bulk = ("eval/squared_error",) if full else ("eval/squared_error", "eval/prediction",
-                                                     "eval/target")
-        bp, bf = load_decoder(pre_path, bulk=bulk).bulk, load_decoder(path, bulk=bulk).bulk
-        sq_pre, sq_ft = bp["eval/squared_error"][ip], bf["eval/squared_error"][jf]
-        if not full:
-            log.warn(f"--allow-missing: using the {len(ip)} eval cases common to both decoders")
-        r2_pre, r2_ft = shared_eval_r2(pre, ft, ip, jf, bp, bf)
-        df = group_stats(sq_pre, sq_ft, r2_pre, r2_ft, pre.column_meta, by=groupings,
-                         checkpoint=name)
-        log.info(f"{name}: {int((df['q_bh'] < 0.05).sum())} of {len(df)} groups differ "
-                 f"(Wilcoxon, q_bh < 0.05)")
-        blocks.append(df)
-    out = pd.concat(blocks, ignore_index=True)
+    out = group_stats(load_decoder(pre_path), [load_decoder(p) for p in others], labels=names,
+                      by=by, allow_missing=allow_missing,
+                      allow_different_preprocessing=allow_different_preprocessing,
+                      warn=log.warn, info=log.info,
+                      null_panel=load_decoder(null_panel) if null_panel else None,
+                      null_delta=null_delta)
     with atomic_output(output, force, suffix=".md" if fmt == "markdown" else ".csv") as tmp:
         if fmt == "markdown":
             with open(tmp, "w", encoding="utf-8") as fh:
@@ -96,11 +56,11 @@ def stats_cli(
     pre: str = typer.Argument(..., metavar="DEC_REF", help="Reference decoder, usually of the pre-fine-tuning embeddings (`-` for stdin)."),
     ft: List[str] = typer.Argument(..., metavar="DEC [DEC ...]", help="Decoders to compare with the reference, same share model (one `-` for stdin)."),
     output: str = output_option("Output table (`-` for stdout)."),
-    labels: str = typer.Option(None, "--labels", help="Comma-separated checkpoint names for the compared decoders, in order (default: their file names)."),
+    labels: str = labels_option(),
     by: str = typer.Option("family,image_type,modality,modality_family", "--by", help="Comma-separated groupings: family, image_type (original vs wavelet), modality, modality_family."),
     fmt: str = typer.Option("csv", "--format", help="csv, or markdown for the paper's Table 1 layout."),
-    allow_missing: bool = typer.Option(False, "--allow-missing", help="Use the eval cases common to both decoders instead of failing on a mismatch."),
-    allow_different_preprocessing: bool = typer.Option(False, "--allow-different-preprocessing", help="Compare decoders whose embeddings were made with different recorded preprocessing."),
+    allow_missing: bool = allow_missing_option("Use the eval cases common to both decoders instead of failing on a mismatch."),
+    allow_different_preprocessing: bool = allow_different_preprocessing_option(),
     null_panel: str = typer.Option(None, "--null-panel", help="Decoder of a second fine-tuning run of the first compared checkpoint's task (another seed; same SHARE): the groups' null_delta is the 0.95 quantile of |group-mean delta_r2_clipped| between the two runs (symmetric lens)."),
     null_delta: float = typer.Option(None, "--null-delta", help="Half-width of the groups' interval null (symmetric lens; default 0.05, or from --null-panel)."),
     force: bool = force_option(),

@@ -214,3 +214,89 @@ def rank_agreement(delta_a, delta_b, mask=None) -> float:
     if len(a) < 3 or np.ptp(a) == 0 or np.ptp(b) == 0:
         return float("nan")
     return float(spearmanr(a, b).statistic)
+
+
+# ---------------------------------------------------------------- decoders in, tables out
+
+def is_symmetric(dec) -> bool:
+    """A decoder (DecodeResult or DEC.h5 read back) of a symmetric share."""
+    return str(dec.attrs.get("method")) == "symmetric"
+
+
+def resolve_null(ref, others, null_panel=None, null_delta: float | None = None, by=(),
+                 allow_different_preprocessing: bool = False, warn=None, info=None) -> dict:
+    """The interval null of a comparison: {"delta", "group_delta", "source", "panel"}.
+
+    null_panel: a decoder of a second fine-tuning run of the first of `others`' task
+    (another seed, the same SHARE): delta from panel_null_deltas; null_delta: given;
+    neither: NULL_DELTA ("default")."""
+    from radlens_cli.errors import ParameterError
+    from radlens_cli.lens.checks import require_compatible
+
+    if null_panel is not None and null_delta is not None:
+        raise ParameterError("give {null_panel} or {null_delta}, not both", "null_panel", "null_delta")
+    if null_delta is not None:
+        if null_delta < 0:
+            raise ParameterError("{null_delta} must be >= 0", "null_delta")
+        return {"delta": float(null_delta), "group_delta": float(null_delta), "source": "given",
+                "panel": None}
+    if null_panel is None:
+        return {"delta": NULL_DELTA, "group_delta": NULL_DELTA, "source": "default", "panel": None}
+    first = others[0]
+    for d in (first, null_panel):
+        require_compatible(ref, d, warn=warn, allow_preprocessing=allow_different_preprocessing)
+    fd, gd = panel_null_deltas(first.resplit["r2"], null_panel.resplit["r2"], ref.column_meta, by)
+    import os
+
+    src = f"panel {os.path.basename(str(null_panel.path))} vs {os.path.basename(str(first.path))}"
+    if info:
+        info(f"null_delta {fd:.4f} (features) from the reference panel ({src}: the "
+             f"{PANEL_QUANTILE:g} quantile of |delta_r2_clipped| between the two runs)"
+             + (f"; {gd:.4f} for groups" if gd is not None else ""))
+    return {"delta": fd, "group_delta": gd if gd is not None else fd, "source": src,
+            "panel": null_panel}
+
+
+def _sizes(ref) -> tuple[int, int]:
+    a = ref.attrs
+    return int(a["n_share"]) + int(a["n_decoder_train"]), int(a["n_test"])
+
+
+def compare_resplit(ref, other, name: str, rank_by: str, null: dict, info=None):
+    """The DELTA rows of one compared decoder against the reference, symmetric lens
+    (delta_resplit_table; with a panel, null_panel_spearman: the Spearman correlation over
+    decodable features of this checkpoint's and the panel run's delta_r2_clipped)."""
+    n_train, n_test = _sizes(ref)
+    df = delta_resplit_table(ref.columns, ref.column_meta, ref.resplit["r2"], other.resplit["r2"],
+                             ref.resplit["importance"], other.resplit["importance"],
+                             n_train=n_train, n_test=n_test, null_delta=null["delta"],
+                             null_delta_source=null["source"], checkpoint=name, rank_by=rank_by)
+    if null["panel"] is not None:
+        dp = (clipped(null["panel"].resplit["r2"]) - clipped(ref.resplit["r2"])).mean(axis=0)
+        rho = rank_agreement(df["delta_r2_clipped"], dp, df["decodable"])
+        df["null_panel_spearman"] = rho
+        if info:
+            info(f"{name}: rank agreement of delta_r2_clipped with the panel run (Spearman over "
+                 f"decodable features) {rho:.3f}")
+    if info:
+        dec = df["decodable"].to_numpy(dtype=bool)
+        mean = float(df["delta_r2_clipped"][dec].mean()) if dec.any() else float("nan")
+        info(f"{name}: {int((df['q_bh'] < 0.05).sum())} of {len(df)} features changed by more "
+             f"than null_delta={null['delta']:.4g} ({null['source']}; q_bh < 0.05, {TEST_NAME} "
+             f"over {int(df['n_resplits'].iloc[0])} re-splits); mean delta_r2_clipped over the "
+             f"{int(dec.sum())} decodable features {mean:+.4f}")
+    return df
+
+
+def group_resplit(ref, other, name: str, by, null: dict, info=None):
+    """Table 1 rows of one compared decoder against the reference, symmetric lens."""
+    n_train, n_test = _sizes(ref)
+    df = group_resplit_stats(ref.resplit["r2"], other.resplit["r2"], ref.resplit["mse"],
+                             other.resplit["mse"], ref.column_meta, n_train=n_train, n_test=n_test,
+                             null_delta=null["group_delta"], null_delta_source=null["source"],
+                             by=by, checkpoint=name)
+    if info:
+        info(f"{name}: {int((df['q_bh'] < 0.05).sum())} of {len(df)} groups changed by more than "
+             f"null_delta={null['group_delta']:.4g} ({null['source']}; group-mean "
+             f"delta_r2_clipped, {TEST_NAME}, q_bh < 0.05)")
+    return df

@@ -481,7 +481,7 @@ def decode_symmetric(share, emb, rad, allow_missing: bool = False, warn=None,
         decoder=dec, eval_split="test", train_case_id=proto.case_id[di], Z_train=Zd,
         R_train=R[di], eval_case_id=proto.case_id[ti], Z_eval=Zt, R_eval=R[ti],
         prediction=pred, r2=out["r2"][0], mse=out["mse"][0], method="symmetric",
-        embedding_params=emb_params)
+        embedding_params=emb_params, path=str(emb.path))
     res.resplit = {k: out[k] for k in ("r2", "mse", "importance", "ridge", "squared_error",
                                        "test_case_id")}
     res.same_information = info or "no"
@@ -500,3 +500,17 @@ class ResplitDecodeResult(DecodeResult):
     embedding_scale: float = 1.0
     protocol_hash: str = ""
     sizes: tuple = (0, 0, 0)
+
+    @property
+    def attrs(self) -> dict:
+        n_s, n_d, n_t = self.sizes
+        return {**super().attrs, "n_resplits": int(self.resplit["r2"].shape[0]), "n_share": n_s,
+                "n_decoder_train": n_d, "n_test": n_t, "protocol_hash": self.protocol_hash,
+                "embedding_scale": float(self.embedding_scale),
+                "same_information": self.same_information}
+
+    def arrays(self, names) -> dict:
+        names = tuple(names)
+        out = super().arrays([n for n in names if not n.startswith("resplit/")])
+        out.update({n: self.resplit[n.split("/", 1)[1]] for n in names if n.startswith("resplit/")})
+        return out
