@@ -127,7 +127,7 @@ def compare_cli(
 
     \b
       radlens compare dec_pre.h5 dec_ft.h5 -o delta.csv
-      radlens compare dec_pre.h5 dec_ft.h5 -o delta.csv --null-panel dec_ft_seed2.h5
+      radlens compare dec_pre.h5 dec_ft.h5 -o delta.csv --null-delta 0.08 --force
       radlens compare dec_pre.h5 dec_ft.h5 -o delta_named.csv --labels finetuned
 
     Several checkpoints (e.g. epochs of one run): radlens compare dec_pre.h5

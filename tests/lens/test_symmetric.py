@@ -218,3 +218,18 @@ def test_cli_same_seed_same_bytes_and_calibrated_02_reachable(cli_run, tmp_path)
          "--epochs", "3", "--device", "cpu", "--method", "calibrated-0.2")
     with h5py.File(tmp_path / "old.h5") as f:
         assert f.attrs["method"] == "calibrated" and "resplit" not in f
+
+
+def test_report_states_the_interval_null_and_the_panels_rank_agreement(cli_run, tmp_path):
+    d = cli_run
+    _run("compare", d / "dec_pre.h5", d / "dec_planted.h5", "-o", tmp_path / "delta.csv",
+         "--null-panel", d / "dec_second_run.h5", "--top", "0")
+    _run("stats", d / "dec_pre.h5", d / "dec_planted.h5", "-o", tmp_path / "table.csv",
+         "--null-panel", d / "dec_second_run.h5")
+    _run("report", "--radiomics", d / "rad.h5", "--compare", tmp_path / "delta.csv", "--stats",
+         tmp_path / "table.csv", "-o", tmp_path / "r.html")
+    html = (tmp_path / "r.html").read_text(encoding="utf-8")
+    delta = pd.read_csv(tmp_path / "delta.csv")
+    assert f"δ = {delta.null_delta.iloc[0]:.3g} (panel dec_second_run.h5 vs dec_planted.h5)" in html
+    assert f"Spearman ρ = {delta.null_panel_spearman.iloc[0]:.2f}" in html
+    assert "Nadeau–Bengio corrected resampled t" in html and "Wilcoxon p" not in html
