@@ -113,10 +113,9 @@ def summarise(paths):
     nulls = df[df.planted.isna()]
     if len(nulls):
         out += ["Nulls: % features flagged, mean (max) over cohorts; Table-1 groups flagged, "
-                "mean (max)", ""]
+                "mean (max); [cohorts]", ""]
         sizes = sorted(nulls.n.unique())
-        head = "| method | null | " + " | ".join(
-            f"n = {s} ({nulls[nulls.n == s].seed.nunique()})" for s in sizes) + " |"
+        head = "| method | null | " + " | ".join(f"n = {s}" for s in sizes) + " |"
         out += [head, "|---|---|" + "---|" * len(sizes)]
         for (m, c), sub in nulls.groupby(["method", "condition"], sort=False):
             cells = []
@@ -124,7 +123,7 @@ def summarise(paths):
                 x = sub[sub.n == s]
                 cells.append("" if not len(x) else
                              f"{x.flagged_pct.mean():.1f} % ({x.flagged_pct.max():.1f}), "
-                             f"{x.groups_flagged.mean():.1f} ({x.groups_flagged.max()})")
+                             f"{x.groups_flagged.mean():.1f} ({x.groups_flagged.max()}) [{len(x)}]")
             out.append(f"| {m} | {c} | " + " | ".join(cells) + " |")
         out.append("")
         ok = nulls.groupby("method").apply(

@@ -111,7 +111,9 @@ def require_compatible(ref, other, warn=None, allow_preprocessing: bool = False)
     pb = json.loads(other.attrs.get("embedding_preprocessing", "{}"))
     require_same_preprocessing(pa, pb, ref.path, other.path, allow_preprocessing, warn,
                                option="allow_preprocessing=True")
-    if np.array_equal(ref.theta, other.theta) and np.array_equal(ref.r2, other.r2, equal_nan=True):
+    exact_map = str(other.attrs.get("same_information", "no")) == "exact-affine"
+    if (np.array_equal(ref.theta, other.theta) and np.array_equal(ref.r2, other.r2, equal_nan=True)
+            and not exact_map):   # an exact map of the reference decodes identically by design
         if warn:
             warn(f"{ref.path} and {other.path} hold identical decoders (the same embeddings "
                  f"twice?); every change will be zero")

@@ -456,8 +456,13 @@ def decode_symmetric(share, emb, rad, allow_missing: bool = False, warn=None,
     rows = np.array([where[str(c)] for c in proto.case_id])
     R = share.scaler.transform(j.radiomics(rows, keep), out=True)
     if not np.isfinite(R).all():
-        raise RadlensError(f"{rad.path}: non-finite radiomics in the share model's re-split "
-                           f"cases; decode with the radiomics table fit-share used")
+        bad_cols = [share.columns[k] for k in np.flatnonzero(~np.isfinite(R).all(axis=0))]
+        bad_rows = proto.case_id[~np.isfinite(R).all(axis=1)]
+        raise RadlensError(f"{rad.path}: non-finite radiomics in the share model's re-split cases "
+                           f"({', '.join(map(str, bad_rows[:3]))}{' ...' if len(bad_rows) > 3 else ''}), "
+                           f"column(s) {', '.join(bad_cols[:3])}"
+                           + (f" (+{len(bad_cols) - 3} more)" if len(bad_cols) > 3 else "")
+                           + "; decode with the radiomics table fit-share used")
     X = np.asarray(j.X[rows], dtype=np.float64)
     ref_pos = {str(c): k for k, c in enumerate(share.reference_case_id)}
     Xref = share.reference_X[[ref_pos[str(c)] for c in proto.case_id]]
