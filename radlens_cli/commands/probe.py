@@ -14,6 +14,7 @@ import typer
 from radlens_cli import log, provenance
 from radlens_cli.commands.app import command
 from radlens_cli.commands.options import force_option, jobs_option, output_option, seed_option
+from radlens_cli.encoders.training.finetuned import finetuned_target
 from radlens_cli.errors import RadlensError, UsageError
 from radlens_cli.io.files import atomic_output, check_output
 from radlens_cli.io.manifest import read_manifest
@@ -90,7 +91,7 @@ def probe(features: list[str], manifest_path: str, target: str, output: str, tas
     log.info(f"probe: {len(cases)} cases in all {len(tables)} table(s) with target {target} "
              f"({len(n_union - common)} case(s) only in some tables or without a target)")
     for label, t in zip(labels, tables):
-        ft = provenance.finetuned_target(t.attrs)
+        ft = finetuned_target(t.attrs)
         if ft is not None and ft[1] == target:
             log.warn(f"{t.path}: its encoder was fine-tuned on {target} ({ft[0]}); "
                      + ("cv-all lets it score cases it saw with their labels, inflating "

@@ -13,6 +13,7 @@ import typer
 from radlens_cli import log
 from radlens_cli.commands.app import command
 from radlens_cli.commands.options import force_option, mask_option, modalities_option, output_option
+from radlens_cli.encoders.training.finetuned import read_finetune_record
 from radlens_cli.errors import RadlensError, UsageError
 from radlens_cli.io.files import atomic_output, check_output
 
@@ -60,7 +61,8 @@ def report(radiomics: str, compare: str, stats: str, output: str, correlate_summ
     text, figures = html.build(radiomics, compare, stats, correlate_summary, cka, probe, list(metrics),
                                title=title, top=top, stable_quantile=stable_quantile, rank_by=rank_by,
                                command=provenance.command_line(), versions=versions,
-                               created=provenance.created_timestamp(), encoders=list(encoders),
+                               created=provenance.created_timestamp(),
+                               encoders=[read_finetune_record(p) for p in encoders],
                                checkpoint=checkpoint, ordered=ordered, panels=panels)
     if figures_dir:
         if os.path.exists(figures_dir) and not os.path.isdir(figures_dir):

@@ -15,11 +15,10 @@ One rule for every command that processes cases (extract-radiomics, embed):
 from __future__ import annotations
 
 import os
-import signal
 
 from radlens_cli import log
 from radlens_cli.errors import RadlensError, UsageError
-from radlens_cli.io.formats import json_attr
+from radlens_cli.provenance import json_attr
 
 PART_ATTR = "radlens_part"
 SLURM_VARS = ("SLURM_ARRAY_TASK_ID", "SLURM_ARRAY_TASK_MIN", "SLURM_ARRAY_TASK_MAX",
@@ -146,19 +145,3 @@ def warn_partial(failures: list[dict], n_written: int, output: str, failures_pat
     if ids:
         log.warn(f"{len(ids)} case(s) failed and are left out; {n_written} written to {output}"
                  + (f"; failures listed in {failures_path}" if failures_path else ""))
-
-
-def describe_exit(exitcode: int | None) -> str:
-    """'killed by signal 9 (SIGKILL; out of memory?)' for a worker's exit code (ASCII: cluster logs)."""
-    if exitcode is None:
-        return "died"
-    if exitcode < 0:
-        sig = -exitcode
-        try:
-            name = signal.Signals(sig).name
-        except ValueError:
-            name = f"signal {sig}"
-        hint = {signal.SIGKILL: "; out of memory?", signal.SIGSEGV: "; a crash in a C extension?",
-                signal.SIGBUS: "; a crash in a C extension?"}.get(sig, "")
-        return f"killed by signal {sig} ({name}{hint})"
-    return f"exited with status {exitcode}"

@@ -16,9 +16,13 @@ compare:  compare_decoders, Comparison, pair_decoders, delta_table, paired_test,
           three_views, permutation_test, bootstrap_ci
 stats:    group_stats, group_table, markdown_table
 
-The lens takes and returns arrays and objects; it reads and writes no file. SHARE.h5 and
-DEC.h5 are read and written by radlens_cli.io.formats.share (save_share, load_share) and
-radlens_cli.io.formats.decoder (save_decoder, load_decoder, DecoderFile).
+The lens takes and returns arrays and objects; it reads and writes no file. Its objects
+serialise to plain data (ShareModel.to_record/from_record, DecodeResult.to_record) that
+radlens_cli.io.formats.share (save_share, load_share) and radlens_cli.io.formats.decoder
+(save_decoder, load_decoder -> DecoderFile, which compare_decoders takes as it takes a
+DecodeResult) write and read:
+
+    share = lens.ShareModel.from_record(load_share("share.h5"))
 """
 
 from radlens_cli.lens.align import Alignment, fit_alignment

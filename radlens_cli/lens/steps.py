@@ -308,6 +308,27 @@ class DecodeResult:
             own["alignment_exact_affine"] = int(getattr(self.alignment, "exact_affine", False))
         return own
 
+    def to_record(self) -> dict:
+        """The result as plain data for DEC.h5 (io.formats.decoder writes it): `datasets`
+        (theta, bias, importance, per-feature R^2/MSE, columns and their metadata, dropped
+        cases, the control and per-seed R^2), per-case `groups` train/eval, and `attrs`."""
+        dec = self.decoder
+        datasets = {"theta": dec.theta, "bias": dec.bias, "importance": dec.importance,
+                    "r2": self.r2, "mse": self.mse,
+                    "columns": np.array(self.columns, dtype=object),
+                    "dropped_case_id": np.array([c for c, _ in self.dropped_cases], dtype=object),
+                    "dropped_case_split": np.array([s for _, s in self.dropped_cases], dtype=object)}
+        for k, v in self.column_meta.items():
+            datasets[f"column_{k}"] = np.asarray(v, dtype=object)
+        if self.r2_direct is not None:
+            datasets["r2_direct"] = self.r2_direct
+        if self.r2_seeds is not None:
+            datasets["r2_seeds"] = self.r2_seeds
+        groups = {"train": {"case_id": self.train_case_id, "Z": self.Z_train, "target": self.R_train},
+                  "eval": {"case_id": self.eval_case_id, "Z": self.Z_eval, "target": self.R_eval,
+                           "prediction": self.prediction, "squared_error": self.squared_error}}
+        return {"datasets": datasets, "groups": groups, "attrs": self.attrs}
+
     def arrays(self, names) -> dict:
         """Per-case arrays by their DEC.h5 names (train/Z, train/target, eval/Z,
         eval/target, eval/prediction, eval/squared_error)."""

@@ -8,7 +8,7 @@ from dataclasses import dataclass, field
 import numpy as np
 
 from radlens_cli.errors import EXIT_DATA, ParameterError, RadlensError
-from radlens_cli.io.formats import json_attr
+from radlens_cli.provenance import json_attr
 from radlens_cli.io.tables import CaseTable, read_table
 from radlens_cli.radiomics.names import parse_column_names
 

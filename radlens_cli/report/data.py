@@ -311,24 +311,6 @@ def task_from_metrics(df) -> str | None:
     return None
 
 
-def checkpoint_info(path: str) -> dict:
-    """Task, target and epoch recorded in a radlens finetune checkpoint (no weights kept)."""
-    import torch
-
-    real = input_path(path, "--encoder")
-    try:
-        obj = torch.load(real, map_location="cpu", weights_only=True)
-    except Exception as e:  # torch raises many types on a non-checkpoint
-        raise RadlensError(f"--encoder {path}: cannot read as a torch checkpoint: {str(e).splitlines()[0][:200]}") from None
-    meta = obj.get("finetune") if isinstance(obj, dict) else None
-    if not isinstance(meta, dict) or "task" not in meta:
-        raise RadlensError(f"--encoder {path}: not a radlens finetune checkpoint (no task recorded)")
-    out = {"path": path, "task": meta.get("task"), "target": meta.get("target"),
-           "epoch": meta.get("epoch"), "run": meta.get("run"), "metric": meta.get("metric"),
-           "best_epoch": meta.get("best_epoch"), "freeze_encoder": (meta.get("params") or {}).get("freeze_encoder")}
-    return out
-
-
 def describe_task(task: str | None, target: str | None) -> str:
     """`regress gland_volume_ml`, `classify risk`, `segment lesion:2`."""
     if not task:

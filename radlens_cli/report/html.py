@@ -11,7 +11,7 @@ import os
 import numpy as np
 
 from radlens_cli.errors import RadlensError
-from radlens_cli.io.formats import json_attr
+from radlens_cli.provenance import json_attr
 from radlens_cli.radiomics.names import family_label
 from radlens_cli.report import data as rd
 from radlens_cli.report import figures as rf
@@ -426,7 +426,8 @@ def build(radiomics: str, compare: str, stats: str, correlate_summary: str | Non
           checkpoint: str | None = None, ordered: bool | None = None, panels=None):
     """Read the inputs and return (html text, list of figures).
 
-    encoders: fine-tuned checkpoint paths (task, target, epochs); checkpoint: the compared
+    encoders: the fine-tuned checkpoints' records (encoders.training.finetuned.
+    read_finetune_record: path, task, target, epoch, run...); checkpoint: the compared
     checkpoint the single-checkpoint sections describe (default: the last); ordered: the
     checkpoints are epochs of one run (None: decide from their records or labels);
     panels: report.images.PanelSpec or None (no image panels)."""
@@ -448,7 +449,7 @@ def build(radiomics: str, compare: str, stats: str, correlate_summary: str | Non
         if path:
             optional[role] = rd.read_csv(path, what)
     metric_tables = [(p, rd.read_csv(p, "--metrics")) for p in metrics]
-    enc_info = [rd.checkpoint_info(p) for p in encoders]
+    enc_info = list(encoders)
     records = [rd.file_record("radiomics", radiomics), rd.file_record("compare", compare),
                rd.file_record("stats", stats)]
     for role, path in (("correlate-summary", correlate_summary), ("cka", cka), ("probe", probe)):

@@ -56,20 +56,6 @@ def read_h5_attrs(f) -> dict:
     return out
 
 
-def json_attr(attrs: dict, key: str, default):
-    """A JSON-valued root attribute (`params`, `history`, `failures`, ...) parsed; `default` when
-    absent or not JSON. Values already parsed (lists, dicts) pass through."""
-    raw = (attrs or {}).get(key)
-    if raw is None:
-        return default
-    if isinstance(raw, (list, dict)):
-        return raw
-    try:
-        return json.loads(raw)
-    except (TypeError, ValueError):
-        return default
-
-
 def open_hdf5_file(path: str, expected: str = "", what: str = "input"):
     """An open h5py.File (read-only) for `path` (`-` = stdin); one-line errors otherwise."""
     import h5py
