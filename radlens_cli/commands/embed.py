@@ -53,7 +53,7 @@ def embed(manifest: str, modalities: str, mask: str, encoder: str, output: str, 
         raise UsageError(f"--batch-size must be >= 1 (got {batch_size})")
     check_output(output, force)
     table_format(output)
-    check_side_output(failures_path, output, "--failures", force)
+    check_side_output(failures_path, output, "failures", force)
     part_id, num_parts = resolve_parts(parts, part_id, num_parts)
     mods = parse_list(modalities, "modalities")
     mask_spec = parse_mask_spec(mask)

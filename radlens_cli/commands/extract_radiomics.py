@@ -57,7 +57,7 @@ def extract_radiomics(manifest_path: str, modalities: list[str], mask: str, para
     part_id, num_parts = resolve_parts(parts, part_id, num_parts)
     check_output(output, force)
     table_format(output)
-    check_side_output(failures_path, output, "--failures", force)
+    check_side_output(failures_path, output, "failures", force)
     man = read_manifest(manifest_path, split_seed)
     man.require_columns(modalities, "modality")
     man.require_columns([spec.column], "mask")

@@ -70,7 +70,7 @@ def finetune(manifest: str, modalities: list[str], mask: str, encoder: str, task
     try:
         # inputs: manifest columns, the encoder, preprocessing, targets
         man = read_manifest(manifest)
-        seg_target = parse_mask_spec(seg_mask) if seg_mask else None
+        seg_target = parse_mask_spec(seg_mask, "seg_mask") if seg_mask else None
         man.require_columns(modalities, "modality")
         mask_spec = parse_mask_spec(mask)
         man.require_columns([mask_spec.column], "mask")

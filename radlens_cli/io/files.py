@@ -9,7 +9,7 @@ import shutil
 import sys
 import tempfile
 
-from radlens_cli.errors import RadlensError, UsageError
+from radlens_cli.errors import EXIT_DATA, ParameterError, RadlensError, UsageError
 
 _SPOOLED: dict[str, str] = {}
 
@@ -93,24 +93,26 @@ def reset_stdin_spool() -> None:
 
 
 def check_output(path: str, force: bool = False) -> None:
-    """Refuse to overwrite without --force; the output's folder must exist."""
+    """Refuse to overwrite unless `force`; the output's folder must exist."""
     if path == "-":
         return
     folder = os.path.dirname(os.path.abspath(path))
     if not os.path.isdir(folder):
         raise RadlensError(f"output folder does not exist: {folder}")
     if os.path.exists(path) and not force:
-        raise RadlensError(f"output exists: {path} (use --force to overwrite)")
+        raise ParameterError(f"output exists: {path} (use {{force}} to overwrite)", "force",
+                             exit_code=EXIT_DATA, plain={"force": "force=True"})
 
 
-def check_side_output(path: str | None, output: str, option: str, force: bool = False) -> None:
-    """A second output (e.g. --failures) must be writable and must not be the main output."""
+def check_side_output(path: str | None, output: str, param: str, force: bool = False) -> None:
+    """A second output (param: its parameter, e.g. "failures") must be writable and must
+    not be the main output."""
     if not path:
         return
     check_output(path, force)
     if path == output or (path != "-" and output != "-"
                           and os.path.abspath(path) == os.path.abspath(output)):
-        raise UsageError(f"{option} and --output name the same file (or both stdout)")
+        raise ParameterError(f"{{{param}}} and {{output}} name the same file (or both stdout)", param, "output")
 
 
 @contextlib.contextmanager
@@ -187,8 +189,6 @@ def save_npz(path: str, force: bool = True, **arrays) -> None:
 def save_torch(obj, path: str, force: bool = False) -> None:
     """torch.save through atomic_output; a checkpoint is a file, never stdout."""
     import torch
-
-    from radlens_cli.errors import UsageError
 
     if path == "-":
         raise UsageError("a checkpoint must be written to a file, not stdout")

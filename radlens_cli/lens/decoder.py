@@ -21,6 +21,8 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
+from radlens_cli.errors import ParameterMessage
+
 def _small_blas():
     """One BLAS thread for h x h work (Gram, eigh): it gains nothing from threads, and
     multi-threaded OpenBLAS on a busy machine spins -- eigh of 256 x 256 measured 1.6 s
@@ -130,9 +132,9 @@ def fit_decoder(Z: np.ndarray, R: np.ndarray, ridge: float = 0.0,
                         f"noisy here; prefer delta_r2 over delta_importance")
     if ridge == 0 and (not np.isfinite(diag["condition_number"])
                        or diag["condition_number"] > COND_WARN):
-        warnings.append(f"Z_train is ill-conditioned (condition number "
-                        f"{diag['condition_number']:.3g}, effective rank "
-                        f"{diag['effective_rank']}/{h}); consider --ridge")
+        warnings.append(ParameterMessage(f"Z_train is ill-conditioned (condition number "
+                                         f"{diag['condition_number']:.3g}, effective rank "
+                                         f"{diag['effective_rank']}/{h}); consider {{ridge}}", "ridge"))
     alpha = float(ridge)
     if alpha == 0.0 and n_params >= n:
         alpha = RIDGE_FALLBACK * float(np.clip(w, 0, None).mean()) if w.size else 1.0

@@ -10,7 +10,7 @@ import os
 
 import numpy as np
 
-from radlens_cli.errors import RadlensError
+from radlens_cli.errors import EXIT_DATA, ParameterError, RadlensError
 from radlens_cli.provenance import json_attr
 from radlens_cli.radiomics.names import family_label
 from radlens_cli.report import data as rd
@@ -236,7 +236,8 @@ def views(delta, top: int, stable_quantile: float, rank_by: str | None = None):
     else:
         stat = rank_by or ("delta_r2" if "delta_r2" in d.columns else "delta_importance")
         if stat not in d.columns:
-            raise RadlensError(f"--rank-by {stat}: the compare table has no such column")
+            raise ParameterError(f"{{rank_by}} {stat}: the compare table has no such column", "rank_by",
+                                 exit_code=EXIT_DATA)
         gains = losses = None
     key = stat or ("delta_r2" if "delta_r2" in d.columns else "delta_importance")
     a, b = (("r2_pre", "r2_ft") if key.startswith("delta_r2") else ("importance_pre", "importance_ft"))
@@ -444,11 +445,10 @@ def build(radiomics: str, compare: str, stats: str, correlate_summary: str | Non
     delta.attrs = dict(delta_all.attrs)
     table1 = rd.stats_for(stats_all, focus, delta_all.attrs["single"])
     optional = {}
-    for role, path, what in (("correlate_summary", correlate_summary, "--correlate-summary"),
-                             ("cka", cka, "--cka"), ("probe", probe, "--probe")):
+    for role, path in (("correlate_summary", correlate_summary), ("cka", cka), ("probe", probe)):
         if path:
-            optional[role] = rd.read_csv(path, what)
-    metric_tables = [(p, rd.read_csv(p, "--metrics")) for p in metrics]
+            optional[role] = rd.read_csv(path, role)
+    metric_tables = [(p, rd.read_csv(p, "metrics")) for p in metrics]
     enc_info = list(encoders)
     records = [rd.file_record("radiomics", radiomics), rd.file_record("compare", compare),
                rd.file_record("stats", stats)]

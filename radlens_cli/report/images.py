@@ -20,7 +20,7 @@ from dataclasses import dataclass
 import numpy as np
 
 from radlens_cli import log
-from radlens_cli.errors import RadlensError
+from radlens_cli.errors import EXIT_DATA, ParameterError, ParameterMessage, RadlensError
 from radlens_cli.io.manifest import MaskSpec
 from radlens_cli.report import figures as rf
 
@@ -238,7 +238,7 @@ def grid_figure(cells, ncols: int, name: str, title: str, caption: str, row_labe
 def _feature_values(radiomics: str):
     from radlens_cli.io.tables import read_table
 
-    t = read_table(radiomics, "--radiomics")
+    t = read_table(radiomics, "radiomics table")
     return t
 
 
@@ -278,7 +278,8 @@ def panels_section(rep, imgs: CaseImages, radiomics: str, gains, losses) -> None
     if not len(test):
         test, where = np.flatnonzero(in_man), "all cases (no test split)"
     if not len(test):
-        raise RadlensError(f"--manifest {spec.manifest}: none of the radiomics table's cases is in it")
+        raise ParameterError(f"{{manifest}} {spec.manifest}: none of the radiomics table's cases is in it",
+                             "manifest", exit_code=EXIT_DATA)
     skipped: list = []
     parts = [f"<p>Axial slices through the ROI centre (<code>{esc(spec.mask)}</code>, outlined in red), in the "
              f"image's own voxel grid permuted and flipped to the nearest axial view: anterior (A) at the top, the "
@@ -331,6 +332,7 @@ def panels_section(rep, imgs: CaseImages, radiomics: str, gains, losses) -> None
         parts.append("<p class='muted'>Left out: " + esc("; ".join(skipped[:10])) + "</p>")
     embedded = sum((len(p.png) + 2) // 3 * 4 for p in parts if isinstance(p, rf.Figure))
     if embedded > PANEL_BUDGET:
-        log.warn(f"image panels take {embedded / 1e6:.1f} MB embedded (more than {PANEL_BUDGET / 1e6:g} MB); "
-                 f"fewer modalities or --panel-cases keep the report small")
+        log.warn(ParameterMessage(f"image panels take {embedded / 1e6:.1f} MB embedded (more than "
+                                  f"{PANEL_BUDGET / 1e6:g} MB); fewer modalities or {{panel_cases}} keep the "
+                                  f"report small", "panel_cases"))
     rep.add("panels", "What the features look like: image panels", parts)

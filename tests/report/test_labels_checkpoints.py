@@ -75,8 +75,9 @@ def test_focus_checkpoint_and_its_table1_block(tmp_path):
     paths = make_inputs(tmp_path, fmt="new", checkpoints=EPOCHS)
     delta, stats = read_delta(paths["compare"]), read_stats(paths["stats"])
     assert focus_checkpoint(delta, None) == "ft-epoch004" and focus_checkpoint(delta, "ft-epoch002") == "ft-epoch002"
-    with pytest.raises(RadlensError, match="--checkpoint nope: not in the compare table"):
+    with pytest.raises(RadlensError, match="^checkpoint nope: not in the compare table") as e:
         focus_checkpoint(delta, "nope")
+    assert e.value.flagged().startswith("--checkpoint nope: not in the compare table")
     blk = stats_for(stats, "ft-epoch002", False)
     assert set(blk["checkpoint"]) == {"ft-epoch002"} and len(blk) == len(stats) // 3
     raw = pd.read_csv(paths["stats"])
