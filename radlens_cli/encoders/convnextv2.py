@@ -15,6 +15,8 @@ import torch
 import torch.nn as nn
 import torch.nn.functional as F
 
+from radlens_cli.encoders.layers import pool_features
+
 ARCHS: dict[str, tuple[tuple[int, ...], tuple[int, ...]]] = {
     "convnextv2_atto": ((2, 2, 6, 2), (40, 80, 160, 320)),
     "convnextv2_femto": ((2, 2, 6, 2), (48, 96, 192, 384)),
@@ -206,13 +208,11 @@ def extract_embedding(model: nn.Module, x: torch.Tensor, layer: str = "final", p
         out = model(x)
         if isinstance(out, (tuple, list)):
             out = out[0]
-        if out.ndim > 2:
-            out = out.flatten(2).mean(-1) if pool == "mean" else out.flatten(2).amax(-1)
-        return out
+        return pool_features(out, pool)
     if layer not in LAYERS:
         raise ValueError(f"unknown layer {layer!r}")
     feats = model.forward_features(x)
     if isinstance(feats, tuple) and len(feats) == 2 and isinstance(feats[1], (list, tuple)):
         feats = feats[1]  # ProFound-style (pooled, hidden_states)
     f = feats[int(layer[-1]) - 1]
-    return f.flatten(2).mean(-1) if pool == "mean" else f.flatten(2).amax(-1)
+    return pool_features(f, pool)

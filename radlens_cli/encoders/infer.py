@@ -11,6 +11,7 @@ import hashlib
 
 import numpy as np
 
+from radlens_cli.encoders.layers import pool_features, unknown_layer
 from radlens_cli.errors import EXIT_DATA, ParameterError, ParameterMessage, RadlensError, UsageError
 
 
@@ -52,22 +53,6 @@ def preprocessing_config(modalities, mask, spacing, crop, norm, recorded: dict |
                             norm_region=norm_region or rec.get("norm_region", DEFAULT_NORM_REGION))
 
 
-def pool_features(t, pool: str):
-    """(B, d) from a layer's output: (B, d) as it is, (B, C, *spatial) pooled over space."""
-    if isinstance(t, (tuple, list)):
-        t = next((v for v in t if hasattr(v, "ndim")), None)
-        if t is None:
-            raise RadlensError("the layer returned no tensor")
-    if t.ndim < 2:
-        raise RadlensError(f"the layer's output has shape {tuple(t.shape)}; need (batch, channels, ...)")
-    if t.ndim == 2:
-        return t
-    flat = t.reshape(t.shape[0], t.shape[1], -1)
-    if isinstance(flat, np.ndarray):
-        return flat.mean(-1) if pool == "mean" else flat.max(-1)
-    return flat.mean(-1) if pool == "mean" else flat.amax(-1)
-
-
 class _Captured(Exception):
     """Raised by the layer hook: the rest of the forward pass is not needed."""
 
@@ -76,16 +61,6 @@ def module_candidates(model, limit: int | None = None) -> list[str]:
     """Dotted names of a torch model's sub-modules (the names --layer takes)."""
     names = [n for n, _ in model.named_modules() if n]
     return names if limit is None else names[:limit]
-
-
-def unknown_layer(layer: str, names: list[str], what: str) -> UsageError:
-    import difflib
-
-    close = difflib.get_close_matches(layer, names, n=6, cutoff=0.5)
-    shown = close or names[:12]
-    more = "" if close or len(names) <= 12 else f" (+{len(names) - 12} more)"
-    return ParameterError(f"{{layer}} {layer}: no such {what}; {'close' if close else 'candidates'}: "
-                          f"{', '.join(shown)}{more}; `radlens layers ENCODER` lists them with shapes", "layer")
 
 
 _MARKER = "radlens-layer-marker"

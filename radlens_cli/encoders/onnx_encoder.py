@@ -13,6 +13,7 @@ import os
 import numpy as np
 
 from radlens_cli.encoders.info import EncoderInfo
+from radlens_cli.encoders.layers import pool_features, unknown_layer
 from radlens_cli.errors import EXIT_DATA, ParameterError, RadlensError, UsageError
 
 EXTRA_HINT = "install them with: pip install 'radlens[onnx]'"
@@ -89,7 +90,6 @@ class OnnxEmbedder:
     def __init__(self, path: str, layer: str, pool: str, device, modalities: list | None = None):
         import hashlib
 
-        from radlens_cli.encoders.infer import unknown_layer
         from radlens_cli.provenance import sha256_file
 
         onnx, ort = _imports()
@@ -172,8 +172,6 @@ class OnnxEmbedder:
         return self.session.run([self.output_name], {self.input_name: a})[0]
 
     def __call__(self, x, first_case: str = "") -> np.ndarray:
-        from radlens_cli.encoders.infer import pool_features
-
         a = np.ascontiguousarray(x.detach().cpu().numpy().astype(self.input_dtype, copy=False))
         n = a.shape[0]
         fixed = self.input_dims[0] if self.input_dims else None

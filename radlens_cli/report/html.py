@@ -4,8 +4,6 @@ and no external assets, so it opens offline and can be mailed as is."""
 from __future__ import annotations
 
 import base64
-import html
-import math
 import os
 
 import numpy as np
@@ -14,6 +12,7 @@ from radlens_cli.errors import EXIT_DATA, ParameterError, RadlensError
 from radlens_cli.provenance import json_attr
 from radlens_cli.radiomics.names import family_label
 from radlens_cli.report import data as rd
+from radlens_cli.report.markup import esc, fmt, fmt_p, table
 from radlens_cli.report import figures as rf
 
 CSS = """
@@ -34,50 +33,6 @@ def _num(series) -> bool:
     import pandas as pd
 
     return bool(pd.api.types.is_numeric_dtype(series)) and not pd.api.types.is_bool_dtype(series)
-
-
-def esc(x) -> str:
-    return html.escape(str(x), quote=True)
-
-
-def fmt(v, digits: int = 3) -> str:
-    """Numbers as in the paper (3 decimals); p-values in scientific notation when small."""
-    if v is None:
-        return ""
-    if isinstance(v, (bool, np.bool_)):
-        return str(bool(v))
-    if isinstance(v, (int, np.integer)):
-        return str(int(v))
-    if isinstance(v, (float, np.floating)):
-        if math.isnan(v):
-            return "–"
-        if v != 0 and abs(v) < 10 ** (-digits):
-            return f"{v:.2e}"
-        if float(v).is_integer() and abs(v) >= 1:
-            return str(int(v))
-        return f"{v:.{digits}f}"
-    s = str(v)
-    return s if len(s) <= 80 else s[:77] + "…"
-
-
-def fmt_p(v) -> str:
-    if v is None or (isinstance(v, float) and math.isnan(v)):
-        return "–"
-    return f"{v:.3f}" if v >= 0.001 else f"{v:.1e}"
-
-
-def table(header, rows, txt_cols=(0,), row_classes=None, caption=None) -> str:
-    out = ['<div class="scroll"><table class="data">']
-    if caption:
-        out.append(f"<caption>{esc(caption)}</caption>")
-    out.append("<thead><tr>" + "".join(f'<th class="{"txt" if i in txt_cols else ""}">{esc(h)}</th>'
-                                       for i, h in enumerate(header)) + "</tr></thead><tbody>")
-    for k, row in enumerate(rows):
-        cls = f' class="{row_classes[k]}"' if row_classes and row_classes[k] else ""
-        out.append(f"<tr{cls}>" + "".join(f'<td class="{"txt" if i in txt_cols else ""}">{esc(c)}</td>'
-                                          for i, c in enumerate(row)) + "</tr>")
-    out.append("</tbody></table></div>")
-    return "\n".join(out)
 
 
 def generic_table(df, max_rows: int = 60) -> str:

@@ -23,6 +23,7 @@ from radlens_cli import log
 from radlens_cli.errors import EXIT_DATA, ParameterError, ParameterMessage, RadlensError
 from radlens_cli.io.manifest import MaskSpec
 from radlens_cli.report import figures as rf
+from radlens_cli.report.markup import esc
 
 OUTLINE = "#ff3b30"
 THUMB_INCH = 1.55   # thumbnail size (the longer side) in inches at THUMB_DPI
@@ -265,8 +266,6 @@ def extremes(values: np.ndarray, case_ids, n: int = 2):
 def panels_section(rep, imgs: CaseImages, radiomics: str, gains, losses) -> None:
     """Add the `panels` section: example cases, then the low/high test cases of each gained
     and lost feature (the rows of `gains`/`losses`, in order)."""
-    from radlens_cli.report.html import esc
-
     spec = imgs.spec
     table = _feature_values(radiomics)
     ids = np.asarray(table.case_id, dtype=object)
