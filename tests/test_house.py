@@ -151,3 +151,32 @@ def test_radlens_help_loads_no_heavy_library():
             f"print([m for m in {heavy!r} if m in sys.modules])")
     r = subprocess.run([sys.executable, "-c", code], cwd=REPO, capture_output=True, text=True, timeout=120)
     assert r.returncode == 0 and r.stdout.strip() == "[]", r.stdout + r.stderr
+
+
+def test_package_imports_sit_at_the_top_or_say_why_not():
+    """A function-local import of the package's own modules is for a heavy or optional
+    dependency (or one the module must not load at import) and says so in a comment."""
+    bare = []
+    for m, path in MODULES.items():
+        src = path.read_text(encoding="utf-8")
+        lines = src.splitlines()
+        for fn in ast.walk(ast.parse(src)):
+            if not isinstance(fn, (ast.FunctionDef, ast.AsyncFunctionDef)):
+                continue
+            for n in ast.walk(fn):
+                if isinstance(n, (ast.Import, ast.ImportFrom)) and any(
+                        imp.startswith("radlens_cli") for imp, _ in _imports_of(n, m, path)):
+                    said = "#" in lines[n.lineno - 1] or lines[n.lineno - 2].strip().startswith("#")
+                    if not said:
+                        bare.append(f"{path.relative_to(REPO)}:{n.lineno}")
+    assert sorted(set(bare)) == []
+
+
+def _imports_of(node, me: str, path: Path) -> list[tuple[str, int]]:
+    if isinstance(node, ast.Import):
+        return [(a.name, node.lineno) for a in node.names]
+    if node.level:
+        base = me.split(".")
+        base = base[: len(base) - node.level + (path.name == "__init__.py")]
+        return [(".".join(base + ([node.module] if node.module else [])), node.lineno)]
+    return [(node.module or "", node.lineno)]

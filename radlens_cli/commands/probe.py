@@ -18,8 +18,9 @@ from radlens_cli.encoders.training.finetuned import finetuned_target
 from radlens_cli.errors import RadlensError, UsageError
 from radlens_cli.io.files import atomic_output, check_output
 from radlens_cli.io.manifest import read_manifest
-from radlens_cli.names import parse_list
 from radlens_cli.io.tables import read_table
+from radlens_cli.lens import probe as lp
+from radlens_cli.names import parse_list
 
 
 def _targets(manifest, column: str, task: str) -> dict:
@@ -50,8 +51,6 @@ def probe(features: list[str], manifest_path: str, target: str, output: str, tas
           folds: int = 5, seed: int = 0, names: str | None = None, models: str | None = None,
           trees: int = 200, jobs: int = 1, force: bool = False, protocol: str = "train-test"):
     """Score every feature table with the same folds; write one row per (table, model)."""
-    from radlens_cli.lens import probe as lp
-
     if task not in lp.TASKS:
         raise UsageError(f"--task {task}: use {' or '.join(lp.TASKS)}")
     if protocol in ("cv-test", "cv-all") and folds < 2:  # the library says "fold(s)"; name the option here

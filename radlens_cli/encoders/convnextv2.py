@@ -16,6 +16,7 @@ import torch.nn as nn
 import torch.nn.functional as F
 
 from radlens_cli.encoders.layers import pool_features
+from radlens_cli.errors import ParameterError, UsageError
 
 ARCHS: dict[str, tuple[tuple[int, ...], tuple[int, ...]]] = {
     "convnextv2_atto": ((2, 2, 6, 2), (40, 80, 160, 320)),
@@ -178,8 +179,6 @@ def arch_names() -> list[str]:
 
 def build_encoder(arch: str, in_chans: int, drop_path_rate: float = 0.0) -> ConvNeXtV23D:
     """A ConvNeXtV23D of a named family member (`convnextv2_tiny` or just `tiny`)."""
-    from radlens_cli.errors import ParameterError, UsageError
-
     name = arch if arch in ARCHS else f"convnextv2_{arch}"
     if name not in ARCHS:
         raise UsageError(f"unknown architecture {arch!r}; choose one of {', '.join(ARCHS)}")

@@ -11,7 +11,9 @@ import hashlib
 
 import numpy as np
 
+from radlens_cli.encoders.checkpoints import load_encoder
 from radlens_cli.encoders.layers import pool_features, unknown_layer
+from radlens_cli.encoders.onnx_encoder import OnnxEmbedder, _dims, infer_shapes, read_graph
 from radlens_cli.errors import EXIT_DATA, ParameterError, ParameterMessage, RadlensError, UsageError
 
 
@@ -37,6 +39,7 @@ def preprocessing_config(modalities, mask, spacing, crop, norm, recorded: dict |
     x,y,z (preprocessing version 1, D,H,W) is read in its own order. `warn(message)` hears
     about modalities other than the recorded ones (a ParameterMessage naming `modalities`).
     """
+    # heavy: loads torch
     from radlens_cli.encoders.preprocess import (DEFAULT_LAYOUT, DEFAULT_NORM, DEFAULT_NORM_REGION, DEFAULT_ORIENT,
                                                  DEFAULT_SPACING, PreprocessConfig, crop_from_record)
 
@@ -129,6 +132,7 @@ class Embedder:
         raise _Captured()
 
     def _forward(self, x):
+        # heavy: loads torch
         from radlens_cli.encoders.convnextv2 import extract_embedding
 
         if self.layer_fn is not None:
@@ -194,7 +198,7 @@ def load_embedder(spec: str, arch: str | None = None, layer: str = "final", pool
     """
     import torch
 
-    from radlens_cli.encoders.checkpoints import load_encoder
+    # heavy: loads torch
     from radlens_cli.encoders.convnextv2 import LAYERS, POOLS
 
     if pool not in POOLS:
@@ -203,8 +207,6 @@ def load_embedder(spec: str, arch: str | None = None, layer: str = "final", pool
         raise ParameterError("{layer}: give final, stage1..stage4 or a layer name", "layer")
     device = device if device is not None else torch.device("cpu")
     if is_onnx(spec):
-        from radlens_cli.encoders.onnx_encoder import OnnxEmbedder
-
         if weights:
             raise UsageError(f"{spec}: an ONNX file holds its own weights; no separate weights file")
         return OnnxEmbedder(spec, layer, pool, device, modalities=modalities)
@@ -235,6 +237,7 @@ def list_layers(spec: str, arch: str | None = None, weights: str | None = None, 
     voxels in `layout`: {input_shape, rows: [{layer, kind, shape, dim}]}. shape is None where
     it cannot be known without running (a module the forward pass never calls, or an ONNX
     op shape inference cannot follow)."""
+    # heavy: loads torch
     from radlens_cli.encoders.preprocess import DEFAULT_LAYOUT, LAYOUTS, crop_from_record
 
     box = None if crop is None else tuple(int(c) for c in crop)
@@ -247,8 +250,6 @@ def list_layers(spec: str, arch: str | None = None, weights: str | None = None, 
         return (z, y, x) if lay == "zyx" else (x, y, z)
 
     if is_onnx(spec):
-        from radlens_cli.encoders.onnx_encoder import _dims, infer_shapes, read_graph
-
         onnx, model, inp = read_graph(spec)
         dims = _dims(inp)
         chans = channels or (dims[1] if len(dims) > 1 and dims[1] else 1)
@@ -265,8 +266,6 @@ def list_layers(spec: str, arch: str | None = None, weights: str | None = None, 
         return {"input_shape": shape, "rows": _with_dims(rows)}
 
     import torch
-
-    from radlens_cli.encoders.checkpoints import load_encoder
 
     model, info = load_encoder(spec, arch=arch, trust=trust, weights=weights)
     rec = info.preprocessing or {}

@@ -12,9 +12,11 @@ import os
 
 import numpy as np
 
+from radlens_cli import log
 from radlens_cli.encoders.info import EncoderInfo
 from radlens_cli.encoders.layers import pool_features, unknown_layer
 from radlens_cli.errors import EXIT_DATA, ParameterError, RadlensError, UsageError
+from radlens_cli.provenance import sha256_file
 
 EXTRA_HINT = "install them with: pip install 'radlens[onnx]'"
 
@@ -90,8 +92,6 @@ class OnnxEmbedder:
     def __init__(self, path: str, layer: str, pool: str, device, modalities: list | None = None):
         import hashlib
 
-        from radlens_cli.provenance import sha256_file
-
         onnx, ort = _imports()
         onnx_, model, inp = read_graph(path)
         self.spec, self.layer, self.pool, self.device = path, layer, pool, device
@@ -122,8 +122,6 @@ class OnnxEmbedder:
             if "CUDAExecutionProvider" in ort.get_available_providers():
                 providers = ["CUDAExecutionProvider"] + providers
             else:
-                from radlens_cli import log
-
                 log.warn(f"{path}: this onnxruntime has no CUDA provider (install onnxruntime-gpu); "
                          f"running the ONNX model on the CPU")
         opts = ort.SessionOptions()

@@ -9,6 +9,7 @@ import shutil
 import sys
 import tempfile
 
+from radlens_cli import log, provenance
 from radlens_cli.errors import EXIT_DATA, ParameterError, RadlensError, UsageError
 
 _SPOOLED: dict[str, str] = {}
@@ -223,8 +224,6 @@ def write_sidecar(path: str, attrs: dict | None = None) -> str:
     """
     import json
 
-    from radlens_cli import provenance
-
     if attrs is None:
         attrs = provenance.build(CURRENT["command"] or "radlens", hash_inputs=False)
     rec = {"radlens_schema": "csv-provenance/1", "file": os.path.basename(path),
@@ -246,8 +245,6 @@ def write_sidecar(path: str, attrs: dict | None = None) -> str:
 def read_sidecar(path: str) -> dict | None:
     """The provenance record beside a text table, or None (absent, unreadable, or stale)."""
     import json
-
-    from radlens_cli import log, provenance
 
     side = sidecar_path(path)
     if not os.path.isfile(side):

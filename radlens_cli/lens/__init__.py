@@ -26,17 +26,16 @@ DecodeResult) write and read:
 """
 
 from radlens_cli.lens.align import Alignment, fit_alignment
-from radlens_cli.lens.compare import (Comparison, bootstrap_ci, compare_decoders, delta_table,
-                                      pair_decoders, paired_test, permutation_test, ranks,
-                                      require_same_share, solve_moments, three_views)
-from radlens_cli.lens.steps import DecodeResult, decode, fit_share, fit_share_tables, join
-from radlens_cli.lens.decoder import (Decoder, choose_ridge, conditioning, fit_decoder, importance,
-                                      r2_score)
+from radlens_cli.lens.compare import (Comparison, bootstrap_ci, compare_decoders, delta_table, pair_decoders,
+                                      paired_test, permutation_test, ranks, require_same_share, solve_moments,
+                                      three_views)
+from radlens_cli.lens.decoder import Decoder, choose_ridge, conditioning, fit_decoder, importance, r2_score
 from radlens_cli.lens.fdr import bh_fdr, stars
 from radlens_cli.lens.names import column_meta, parse_column_names
 from radlens_cli.lens.scaling import Scaler, fit_scaler
 from radlens_cli.lens.share import ShareModel, paper_grid, train_share
 from radlens_cli.lens.stats import group_stats, group_table, markdown_table
+from radlens_cli.lens.steps import DecodeResult, decode, fit_share, fit_share_tables, join
 
 __all__ = [
     "Alignment", "Comparison", "choose_ridge", "compare_decoders", "fit_alignment", "fit_share",

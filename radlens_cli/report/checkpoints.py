@@ -9,8 +9,7 @@ import os
 import numpy as np
 
 from radlens_cli.radiomics.names import family_label
-from radlens_cli.report import data as rd
-from radlens_cli.report import figures as rf
+from radlens_cli.report import data as rd, figures as rf
 from radlens_cli.report.markup import esc, fmt, table
 
 

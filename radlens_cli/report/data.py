@@ -15,6 +15,9 @@ import numpy as np
 
 from radlens_cli.errors import EXIT_DATA, ParameterError, RadlensError
 from radlens_cli.io.files import input_path
+from radlens_cli.io.formats import CASE_TABLE, decode_strings, open_h5, read_h5_attrs
+from radlens_cli.io.tables import require_unique
+from radlens_cli.provenance import sha256_file
 from radlens_cli.radiomics.names import FAMILY_ORDER, META_KEYS, parse_column
 
 GROUP_BY_ORDER = ("family", "image_type", "modality", "modality_family")
@@ -256,9 +259,6 @@ def modality_family_r2(stats, delta):
 
 def radiomics_summary(path: str) -> dict:
     """Cohort summary from the radiomics case table without loading its values."""
-    from radlens_cli.io.formats import CASE_TABLE, decode_strings, open_h5, read_h5_attrs
-    from radlens_cli.io.tables import require_unique
-
     with open_h5(path, CASE_TABLE, "radiomics table") as f:
         for name in ("case_id", "columns"):
             if name not in f:
@@ -302,8 +302,6 @@ def size_related(delta):
 
 
 def file_record(role: str, path: str) -> dict:
-    from radlens_cli.provenance import sha256_file
-
     return {"role": role, "path": path, "bytes": os.path.getsize(path), "sha256": sha256_file(path)}
 
 

@@ -9,11 +9,11 @@ import os
 import numpy as np
 
 from radlens_cli.errors import EXIT_DATA, ParameterError, RadlensError
+from radlens_cli.lens.compare import three_views
 from radlens_cli.provenance import json_attr
 from radlens_cli.radiomics.names import family_label
-from radlens_cli.report import data as rd
+from radlens_cli.report import checkpoints as rc, data as rd, figures as rf, images as ri
 from radlens_cli.report.markup import esc, fmt, fmt_p, table
-from radlens_cli.report import figures as rf
 
 CSS = """
 body{font-family:-apple-system,'Segoe UI',Helvetica,Arial,sans-serif;max-width:1100px;margin:2em auto;
@@ -181,8 +181,6 @@ def views(delta, top: int, stable_quantile: float, rank_by: str | None = None):
     and the stable view uses the statistic those ranks follow. Returns (gains, losses,
     stable, statistic ranked by or None when compare's ranks were used and the statistic
     could not be read from the values)."""
-    from radlens_cli.lens.compare import three_views
-
     d = delta[delta["decodable"]] if "decodable" in delta.columns else delta
     if rank_by is None and {"rank_gain", "rank_loss"} <= set(d.columns) and d["rank_gain"].notna().any():
         stat = rd.rank_statistic(delta)
@@ -390,7 +388,6 @@ def build(radiomics: str, compare: str, stats: str, correlate_summary: str | Non
     rad = rd.radiomics_summary(radiomics)
     images = None
     if panels is not None:  # the manifest's columns are checked before any figure is drawn
-        from radlens_cli.report import images as ri
 
         images = ri.CaseImages(panels)
     delta_all = rd.read_delta(compare)
@@ -422,8 +419,6 @@ def build(radiomics: str, compare: str, stats: str, correlate_summary: str | Non
     fig2_section(rep, table1, delta)
     delta_section(rep, delta, top, stable_quantile, rank_by)
     if n_ck > 1:
-        from radlens_cli.report import checkpoints as rc
-
         rc.checkpoints_section(rep, delta_all, enc_info, ordered)
     if images is not None:
         gains, losses, _, _ = views(delta, top, stable_quantile, rank_by)

@@ -21,7 +21,9 @@ import numpy as np
 
 from radlens_cli import log
 from radlens_cli.errors import EXIT_DATA, ParameterError, ParameterMessage, RadlensError
-from radlens_cli.io.manifest import MaskSpec
+from radlens_cli.io.images import read_image, read_mask, resample_like, same_geometry
+from radlens_cli.io.manifest import MaskSpec, read_manifest
+from radlens_cli.io.tables import read_table
 from radlens_cli.report import figures as rf
 from radlens_cli.report.markup import esc
 
@@ -103,8 +105,6 @@ class CaseImages:
     """Images and masks of the manifest's cases, read on demand and kept for reuse."""
 
     def __init__(self, spec: PanelSpec):
-        from radlens_cli.io.manifest import read_manifest
-
         self.spec = spec
         self.man = read_manifest(spec.manifest)
         self.man.require_columns(list(spec.modalities) + [spec.mask.column], "image/mask")
@@ -116,8 +116,6 @@ class CaseImages:
 
     def mask(self, case_id):
         if case_id not in self._mask:
-            from radlens_cli.io.images import read_mask
-
             path = self.man.resolve(self.man.frame[self.spec.mask.column].iloc[self.row[case_id]])
             self._mask[case_id] = read_mask(path, self.spec.mask, what=f"case {case_id} mask {self.spec.mask}")
         return self._mask[case_id]
@@ -128,8 +126,6 @@ class CaseImages:
         if key in self._img:
             return self._img[key]
         import SimpleITK as sitk
-
-        from radlens_cli.io.images import read_image, resample_like, same_geometry
 
         path = self.man.resolve(self.man.frame[modality].iloc[self.row[case_id]])
         img = read_image(path, f"case {case_id} {modality}")
@@ -237,8 +233,6 @@ def grid_figure(cells, ncols: int, name: str, title: str, caption: str, row_labe
 # ------------------------------------------------------------------ the section
 
 def _feature_values(radiomics: str):
-    from radlens_cli.io.tables import read_table
-
     t = read_table(radiomics, "radiomics table")
     return t
 

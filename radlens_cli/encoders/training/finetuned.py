@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import os
 
-from radlens_cli.encoders.checkpoints import read_checkpoint
+from radlens_cli.encoders.checkpoints import load_encoder, read_checkpoint
 from radlens_cli.errors import EXIT_DATA, ParameterError, RadlensError
 from radlens_cli.provenance import json_attr
 
@@ -18,7 +18,7 @@ def epoch_checkpoint_path(output: str, epoch: int) -> str:
 
 def load_finetuned(path: str, map_location="cpu"):
     """(encoder, head, meta) of a `radlens finetune` checkpoint; meta is its `finetune` dict."""
-    from radlens_cli.encoders.checkpoints import load_encoder
+    # heavy: loads torch
     from radlens_cli.encoders.tasks import head_from_config
 
     # one weights-only read: the head and task live beside the encoder in the same file
