@@ -1,6 +1,6 @@
 """The 3D ConvNeXt-V2 family, laid out exactly as ProFound's encoder so its checkpoints load.
 
-Architecture facts (DESIGN.md "The built-in encoder"):
+Architecture facts (docs/encoders.md; the layout follows ProFound's code):
 - stem: Conv3d(in, dims[0], k=4, s=4) + channels-first LayerNorm(eps 1e-6);
   downsample i=0,1: LayerNorm + Conv3d(k=2, s=2); i=2: LayerNorm + Conv3d(k=1, s=1)
   (the last stage keeps the resolution of the third);
@@ -28,10 +28,6 @@ ARCHS: dict[str, tuple[tuple[int, ...], tuple[int, ...]]] = {
     "convnextv2_large": ((3, 3, 27, 3), (192, 384, 768, 1536)),
     "convnextv2_huge": ((3, 3, 27, 3), (352, 704, 1408, 2816)),
 }
-
-# Spatial downsampling per stage output relative to the input: 4, 8, 16, 16.
-STAGE_STRIDES = (4, 8, 16, 16)
-
 
 class LayerNorm(nn.Module):
     """LayerNorm over channels, for channels_last (B, ..., C) or channels_first (B, C, ...)."""
@@ -171,10 +167,6 @@ class ConvNeXtV23D(nn.Module):
             x = self.downsample_layers[i](x)
             x = self.stages[i](x)
         return self.pool(x)
-
-
-def arch_names() -> list[str]:
-    return list(ARCHS)
 
 
 def build_encoder(arch: str, in_chans: int, drop_path_rate: float = 0.0) -> ConvNeXtV23D:

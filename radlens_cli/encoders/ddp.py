@@ -129,10 +129,6 @@ def wrap(model: torch.nn.Module, dist: DistInfo, device: torch.device) -> torch.
     return DDP(model, device_ids=ids, output_device=ids[0] if ids else None)
 
 
-def unwrap(model: torch.nn.Module) -> torch.nn.Module:
-    return model.module if hasattr(model, "module") else model
-
-
 class EpochBatches:
     """Deterministic batches for one epoch, sharded over ranks like DistributedSampler.
 

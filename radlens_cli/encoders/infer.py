@@ -12,6 +12,7 @@ import hashlib
 import numpy as np
 
 from radlens_cli.encoders.checkpoints import load_encoder
+from radlens_cli.encoders.info import EncoderInfo
 from radlens_cli.encoders.layers import (CallCapture, call_shapes, named_module, parse_layer, pool_features,
                                          resolve_layer, resolve_torchscript_layer, run_to_call,
                                          torchscript_call_shapes, unknown_layer)
@@ -37,7 +38,8 @@ def preprocessing_config(modalities, mask, spacing, crop, norm, recorded: dict |
                          layout: str | None = None, norm_region: str | None = None, warn=None):
     """The run's PreprocessConfig: the given values first, then the checkpoint's record, then defaults.
 
-    spacing and crop are "x,y,z" strings (or tuples); a record written before crops were
+    spacing and crop are (x, y, z) tuples (parse a command line's "x,y,z" first, e.g.
+    commands.options.parse_triple), or None for the record's; a record written before crops were
     x,y,z (preprocessing version 1, D,H,W) is read in its own order. `warn(message)` hears
     about modalities other than the recorded ones (a ParameterMessage naming `modalities`).
     """
@@ -58,12 +60,6 @@ def preprocessing_config(modalities, mask, spacing, crop, norm, recorded: dict |
                             norm_region=norm_region or rec.get("norm_region", DEFAULT_NORM_REGION))
 
 
-def module_candidates(model, limit: int | None = None) -> list[str]:
-    """Dotted names of a torch model's sub-modules (the names --layer takes)."""
-    names = [n for n, _ in model.named_modules() if n]
-    return names if limit is None else names[:limit]
-
-
 class Embedder:
     """A torch encoder on a device with a layer and pooling: (B, C, ...) tensor -> (B, d) float64.
 
@@ -73,7 +69,7 @@ class Embedder:
     NAME for a module that runs once) and `layer_calls` how often the module runs.
     """
 
-    def __init__(self, model, info: dict, spec: str, layer: str, pool: str, device, module=None,
+    def __init__(self, model, info: EncoderInfo, spec: str, layer: str, pool: str, device, module=None,
                  torchscript: bool = False):
         self.model, self.info, self.spec, self.layer, self.pool, self.device = model, info, spec, layer, pool, device
         self.use_amp = device.type == "cuda"

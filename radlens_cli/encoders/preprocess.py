@@ -48,7 +48,6 @@ from radlens_cli.io.images import load_mask, read_image
 from radlens_cli.io.manifest import MaskSpec, parse_mask_spec
 from radlens_cli.provenance import sha256_file
 
-NORMS = ("zscore", "percentile", "none", "window:LO,HI")
 ORIENTS = ("native", "RAS", "LPS")
 LAYOUTS = ("zyx", "xyz")
 NORM_REGIONS = ("box", "volume")

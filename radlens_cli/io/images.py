@@ -355,15 +355,3 @@ def resample_like(img, reference, interpolator: str = "linear", default: float =
     interp = {"linear": sitk.sitkLinear, "bspline": sitk.sitkBSpline,
               "nearest": sitk.sitkNearestNeighbor}[interpolator]
     return sitk.Resample(img, reference, sitk.Transform(), interp, default, img.GetPixelID())
-
-
-def resample_to_spacing(img, spacing, interpolator: str = "linear", default: float = 0.0):
-    """Resample to a new voxel spacing (x, y, z in mm), keeping origin and direction."""
-    sitk = _sitk()
-    spacing = [float(s) for s in spacing]
-    old_sp, old_sz = img.GetSpacing(), img.GetSize()
-    size = [max(1, int(round(sz * osp / nsp))) for sz, osp, nsp in zip(old_sz, old_sp, spacing)]
-    interp = {"linear": sitk.sitkLinear, "bspline": sitk.sitkBSpline,
-              "nearest": sitk.sitkNearestNeighbor}[interpolator]
-    return sitk.Resample(img, size, sitk.Transform(), interp, img.GetOrigin(), spacing,
-                         img.GetDirection(), default, img.GetPixelID())

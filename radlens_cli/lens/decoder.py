@@ -2,7 +2,7 @@
 
 The paper solves R = theta Z, theta = R Z^T (Z Z^T)^-1: a linear map WITHOUT intercept.
 radlens follows the paper by default; `intercept=True` (CLI `--intercept`) adds a bias
-column as in DESIGN.md (R ~ theta [Z; 1]); importance never includes the bias.
+column (R ~ theta [Z; 1], docs/lens.md); importance never includes the bias.
 With rows as cases (Z: n x h, R: n x p) that is theta^T = (Z^T Z + a I)^-1 Z^T R: the
 paper's normal equations, solved through the symmetric eigendecomposition of the h x h
 Gram matrix -- never an explicit inverse -- with eigenvalues below

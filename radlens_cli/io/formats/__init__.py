@@ -27,7 +27,6 @@ DECODER_SCHEMA = "decoder/1"
 CORRELATION_SCHEMA = "correlation/1"
 
 HDF5_MAGIC = b"\x89HDF\r\n\x1a\n"
-STR = None  # h5py string dtype, created lazily (h5py import is slow-ish)
 
 
 def _str_dtype():
