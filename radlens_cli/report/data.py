@@ -14,6 +14,7 @@ import re
 import numpy as np
 
 from radlens_cli.errors import EXIT_DATA, ParameterError, RadlensError
+from radlens_cli.io.cases import check_table
 from radlens_cli.io.files import input_path
 from radlens_cli.io.formats import CASE_TABLE, decode_strings, open_h5, read_h5_attrs
 from radlens_cli.io.tables import require_unique
@@ -272,6 +273,9 @@ def radiomics_summary(path: str) -> dict:
         split = decode_strings(f["split"][()]) if "split" in f else None
         shape = f["values"].shape if "values" in f else (len(ids), len(columns))
         attrs = read_h5_attrs(f)
+    # a table written with --keep-going lacks its failed cases, a part lacks the others: say so,
+    # as every other command reading a case table does
+    check_table(attrs, path)
     if "modality" not in meta or "family" not in meta:
         parsed = [_parse_column_name(c) for c in columns]
         meta.setdefault("modality", np.array([p["modality"] for p in parsed], dtype=object))
