@@ -15,8 +15,8 @@ from radlens_cli import log
 from radlens_cli.io.formats import write_csv
 from radlens_cli.io.manifest import Manifest
 from radlens_cli.io.tables import CaseTable
+from radlens_cli.names import column_name, parse_column_names
 from radlens_cli.radiomics.extract import INPUTS_KEY, Options, Result, Task, run_tasks
-from radlens_cli.radiomics.names import column_name, parse_column_names
 
 FAILURE_FIELDS = ("case_id", "modality", "path", "reason", "status")
 

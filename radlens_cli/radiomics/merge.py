@@ -12,8 +12,8 @@ from radlens_cli.io.cases import table_part
 from radlens_cli.io.files import input_path
 from radlens_cli.io.formats import is_hdf5
 from radlens_cli.io.tables import CaseTable, read_table
+from radlens_cli.names import parse_column_names
 from radlens_cli.provenance import json_attr
-from radlens_cli.radiomics.names import parse_column_names
 
 
 # Parameters that may differ between the parts of one run (where and how fast it ran).

@@ -18,8 +18,8 @@ from radlens_cli.io.cases import check_table
 from radlens_cli.io.files import input_path
 from radlens_cli.io.formats import CASE_TABLE, decode_strings, open_h5, read_h5_attrs
 from radlens_cli.io.tables import require_unique
+from radlens_cli.names import FAMILY_ORDER, META_KEYS, parse_column
 from radlens_cli.provenance import sha256_file
-from radlens_cli.radiomics.names import FAMILY_ORDER, META_KEYS, parse_column
 
 GROUP_BY_ORDER = ("family", "image_type", "modality", "modality_family")
 # Radiomic features that grow with the ROI's size (besides the shape family): what a
@@ -70,7 +70,7 @@ def _require(df, cols, what, path):
 
 
 def _parse_column_name(name: str) -> dict:
-    """`t2/wavelet-LLH_glcm_Correlation` -> modality, image_type, family, feature (radiomics.names)."""
+    """`t2/wavelet-LLH_glcm_Correlation` -> modality, image_type, family, feature (radlens_cli.names)."""
     return dict(zip(META_KEYS, parse_column(name)))
 
 
