@@ -14,6 +14,7 @@ from typer.core import TyperGroup
 from radlens_cli import log
 from radlens_cli.errors import (EXIT_INTERRUPTED, EXIT_TERMINATED, EXIT_USAGE, ParameterError, RadlensError,
                                 Terminated, UsageError)
+from radlens_cli.io import files
 
 try:  # typer >= 0.26 vendors click
     from typer._click import exceptions as click_exc
@@ -53,6 +54,13 @@ Shell completion: radlens --install-completion (or --show-completion to print it
 """
 
 
+def pipeline_commands() -> list[str]:
+    """The commands, in the order PIPELINE lists them: the one list of commands. main.py
+    imports their modules from it and --help (and the man pages) show them in this order."""
+    block = PIPELINE.split("\b\n", 1)[1].split("\n\n", 1)[0]
+    return [line.split()[0] for line in block.splitlines() if line.strip()]
+
+
 GLOBAL_FLAGS = ("-q", "--quiet", "-v", "--verbose")
 
 
@@ -69,7 +77,12 @@ def hoist_global_flags(args) -> list[str]:
 
 
 class RadlensGroup(TyperGroup):
-    """Prints click usage errors as one line `radlens <cmd>: error: ...` (exit 2)."""
+    """Prints click usage errors as one line `radlens <cmd>: error: ...` (exit 2); lists the
+    commands in pipeline order (pipeline_commands), not in the order they were imported."""
+
+    def list_commands(self, ctx):
+        order = {name: i for i, name in enumerate(pipeline_commands())}
+        return sorted(super().list_commands(ctx), key=lambda n: (order.get(n, len(order)), n))
 
     def main(self, args=None, prog_name=None, complete_var=None, standalone_mode=True, **extra):
         args = hoist_global_flags(sys.argv[1:] if args is None else args)
@@ -131,8 +144,6 @@ def command(name: str, **kwargs):
     def deco(fn):
         @functools.wraps(fn)
         def wrapper(*args, **kw):
-            from radlens_cli.io import files
-
             files.reset_stdin_spool()  # each command reads its own stdin, also many in one process
             files.CURRENT["command"] = name
             try:

@@ -18,6 +18,7 @@ from radlens_cli.commands.options import (allow_different_preprocessing_option, 
                                           labels_option, output_option, seed_option)
 from radlens_cli.errors import UsageError
 from radlens_cli.io.files import atomic_output, check_output
+from radlens_cli.io.formats import write_csv
 from radlens_cli.io.formats.decoder import load_decoder
 from radlens_cli.lens.compare import checkpoint_labels, compare_decoders
 
@@ -49,8 +50,7 @@ def compare(pre_path: str, ft_path, output: str, top: int = 5, stable_quantile: 
                               info=log.info, progress=log.progress,
                               null_panel=load_decoder(null_panel) if null_panel else None,
                               null_delta=null_delta)
-    with atomic_output(output, force, suffix=".csv") as tmp:
-        result.table.to_csv(tmp, index=False, float_format="%.10g")
+    write_csv(result.table, output, force)
     text = result.views_text(ref_name=os.path.basename(str(pre_path)))
     if text:
         if summary:

@@ -7,14 +7,14 @@ lens/scaling.py), io/formats/share.py.
 from __future__ import annotations
 
 import numpy as np
-import pandas as pd
 import typer
 
 from radlens_cli import lens, log, provenance
 from radlens_cli.commands.app import command
 from radlens_cli.commands.options import allow_missing_option, device_option, force_option, output_option, seed_option
 from radlens_cli.errors import UsageError
-from radlens_cli.io.files import atomic_output, check_output
+from radlens_cli.io.files import check_output
+from radlens_cli.io.formats import write_csv
 from radlens_cli.io.formats.share import save_share
 from radlens_cli.io.tables import read_table
 
@@ -85,10 +85,11 @@ def fit_share(emb_path: str, rad_path: str, output: str, hidden: int = 256, l1: 
         if msg is not None:
             log.warn(msg)
         if sweep_scores:
+            import pandas as pd  # heavy: kept out of `radlens --help`
+
             df = pd.DataFrame({k: s[k] for k in ("l1", "l2", "val_l1", "train_l1", "train_loss",
                                                  "selected")})
-            with atomic_output(sweep_scores, force, suffix=".csv") as tmp:
-                df.to_csv(tmp, index=False, float_format="%.10g")
+            write_csv(df, sweep_scores, force)
     save_share(model, output, attrs=attrs, force=force)
     if symmetric:
         pp = model.params

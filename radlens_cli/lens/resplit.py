@@ -427,7 +427,7 @@ def decode_symmetric(share, emb, rad, allow_missing: bool = False, warn=None,
     its own GCV ridge alpha and decoder per re-split, R^2 on each test part.
     Returns a ResplitDecodeResult (re-split 0 as the main decoder, for the per-case views)."""
     from radlens_cli.lens.checks import embedding_params, require_same_preprocessing
-    from radlens_cli.lens.names import column_meta
+    from radlens_cli.names import table_column_meta as column_meta
     from radlens_cli.lens.steps import _said_missing, join
 
     warn = warn or (lambda m: None)
@@ -513,6 +513,17 @@ class ResplitDecodeResult(DecodeResult):
                 "n_decoder_train": n_d, "n_test": n_t, "protocol_hash": self.protocol_hash,
                 "embedding_scale": float(self.embedding_scale),
                 "same_information": self.same_information}
+
+    def to_record(self) -> dict:
+        """DecodeResult.to_record plus every re-split's R^2, MSE, importance and alpha
+        (float64) and per-case test errors (float32) under `resplit/`."""
+        rec = super().to_record()
+        rs = self.resplit
+        rec["datasets"].update({f"resplit/{k}": np.asarray(rs[k], np.float64)
+                                for k in ("r2", "mse", "importance", "ridge")})
+        rec["datasets"]["resplit/squared_error"] = np.asarray(rs["squared_error"], np.float32)
+        rec["datasets"]["resplit/test_case_id"] = np.asarray(rs["test_case_id"], dtype=object)
+        return rec
 
     def arrays(self, names) -> dict:
         names = tuple(names)
