@@ -18,11 +18,12 @@ from radlens_cli.commands.options import (force_option, jobs_option, keep_going_
                                           parts_option, strict_geometry_option)
 from radlens_cli.errors import ParameterError, RadlensError, UsageError
 from radlens_cli.io.manifest import parse_mask_spec, read_manifest
+from radlens_cli.io.files import sweep_stale_temporaries
 from radlens_cli.io.runs import CohortRun
 from radlens_cli.io.tables import CaseTable, write_table
 from radlens_cli.names import parse_list
 from radlens_cli.radiomics.batch import extract_cohort
-from radlens_cli.radiomics.extract import Options, summarise_failure, sweep_stale_temporaries
+from radlens_cli.radiomics.extract import Options, summarise_failure
 from radlens_cli.radiomics.params import load_params, params_hash, preset_text, pyradiomics_version, resolve_params
 
 NAME = "extract-radiomics"
