@@ -9,7 +9,7 @@ import pytest
 from typer.testing import CliRunner
 
 from radlens_cli.io.tables import CaseTable, write_table
-from tests.lens.conftest import planted_cohort
+from tests.lens.conftest import planted, planted_cohort, planted_files  # noqa: F401 (fixtures)
 
 DELTA_COLS = ["checkpoint", "column", "modality", "image_type", "family", "feature", "r2_pre",
               "r2_ft", "delta_r2", "importance_pre", "importance_ft", "delta_importance",
