@@ -10,7 +10,7 @@ import traceback
 import typer
 from typer.core import TyperGroup
 
-from radlens_cli import log
+from radlens_cli import log, provenance
 from radlens_cli.errors import (EXIT_INTERRUPTED, EXIT_TERMINATED, EXIT_USAGE, ParameterError, RadlensError,
                                 Terminated, UsageError)
 
@@ -134,6 +134,7 @@ def command(name: str, **kwargs):
 
             files.reset_stdin_spool()  # each command reads its own stdin, also many in one process
             files.CURRENT["command"] = name
+            provenance.reset_run()   # a CSV's sidecar holds only what this command declares
             try:
                 return fn(*args, **kw)
             except RadlensError as e:
@@ -242,6 +243,16 @@ def checkpoint_labels(paths: list[str], labels: str | list[str] | None) -> list[
                              f"name them with --labels")
         seen[lab] = p
     return out
+
+
+def recorded_label(attrs) -> str:
+    """The name of a decoder piped in (`-`): the embeddings it decoded, as it recorded them
+    (`emb_ft.h5` -> emb_ft), else `stdin`."""
+    emb = provenance.input_records(attrs).get("embeddings")
+    path = emb.get("path") if isinstance(emb, dict) else None
+    if not path or path == "-":
+        return "stdin"
+    return os.path.splitext(os.path.basename(str(path)))[0]
 
 
 def parse_triple(text, what: str, cast=float, positive: bool = False) -> tuple:

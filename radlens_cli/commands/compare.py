@@ -1,4 +1,4 @@
-"""`radlens compare`: importance change (delta I) and decodability change per radiomic feature.
+"""`radlens compare`: decodability change (delta r^2) and importance change per radiomic feature.
 
 Library: lens/compare.py (delta table, paired test, bootstrap, permutations, three views), lens/checks.py.
 """
@@ -10,8 +10,8 @@ from typing import List
 
 import typer
 
-from radlens_cli import log
-from radlens_cli.commands.app import checkpoint_labels, command, force_option, output_option, seed_option
+from radlens_cli import log, provenance
+from radlens_cli.commands.app import checkpoint_labels, command, recorded_label, force_option, output_option, seed_option
 from radlens_cli.errors import RadlensError, UsageError
 
 
@@ -42,9 +42,9 @@ def compare(pre_path: str, ft_path, output: str, top: int = 5, stable_quantile: 
     if summary == "-" and output == "-":
         raise UsageError("--summary and --output cannot both be `-` (stdout)")
     names = checkpoint_labels(others, labels)
-    check_output(output, force)
+    check_output(output, force, suffix=".csv")
     if summary:
-        check_output(summary, force)
+        check_output(summary, force, suffix=(".txt", ".md"))
     pre = load_decoder(pre_path)
     if rank_by is None:   # the method's statistic: delta_r2 (calibrated) or delta_importance (paper)
         rank_by = "delta_importance" if pre.attrs.get("method", "paper") == "paper" else "delta_r2"
@@ -52,7 +52,23 @@ def compare(pre_path: str, ft_path, output: str, top: int = 5, stable_quantile: 
         msg = cmp.permutation_resolution(permutations, len(pre.columns))
         if msg:
             log.warn(msg)
-    blocks, texts = [], []
+    blocks, texts, identity, loaded = [], [], {}, {}
+    if "-" in others and not labels:   # a piped decoder is named by its recorded source
+        loaded = {"-": load_decoder("-")}
+        names = [recorded_label(loaded["-"].attrs) if p == "-" else n for p, n in zip(others, names)]
+        checkpoint_labels(others, names)
+    for path, name in zip(others, names):
+        identity[name] = provenance.checkpoint_identity(path, (loaded.get(path) or load_decoder(path)).attrs)
+    provenance.declare("compare", inputs={"reference": pre_path, "compared": others},
+                       params={"labels": names, "rank_by": rank_by, "bootstrap": bootstrap,
+                               "permutations": permutations, "ci_level": ci_level, "seed": seed,
+                               "top": top, "stable_quantile": stable_quantile,
+                               "allow_missing": allow_missing,
+                               "allow_different_preprocessing": allow_different_preprocessing,
+                               "reference": provenance.checkpoint_identity(pre_path, pre.attrs),
+                               "checkpoints": identity},
+                       history=provenance.merged_history(pre.attrs, *(
+                           (loaded.get(p) or load_decoder(p)).attrs for p in others)))
     for path, name in zip(others, names):
         df = compare_one(pre_path, path, pre, name, rank_by=rank_by, bootstrap=bootstrap,
                          permutations=permutations, ci_level=ci_level, seed=seed,

@@ -36,7 +36,7 @@ def decode(share_path: str, emb_path: str, rad_path: str, output: str, ridge: fl
         raise UsageError("--ridge must be >= 0")
     if eval_split == "train":
         raise UsageError("--eval-split train would evaluate on the cases the decoder was fitted on")
-    check_output(output, force)
+    check_output(output, force, suffix=(".h5", ".hdf5"))
     share = load_share(share_path)
     emb = read_table(emb_path, "embeddings", part="refuse")
     rad = read_table(rad_path, "radiomics", part="refuse")
@@ -47,7 +47,9 @@ def decode(share_path: str, emb_path: str, rad_path: str, output: str, ridge: fl
     params = {"ridge": ridge, "ridge_used": res.decoder.ridge, "intercept": res.decoder.intercept,
               "eval_split": eval_split, "allow_missing": allow_missing, "method": res.method,
               "align": res.alignment.kind if res.alignment is not None else "none",
-              "allow_different_preprocessing": allow_different_preprocessing}
+              "allow_different_preprocessing": allow_different_preprocessing,
+              # the encoder behind the embeddings, so a report names a checkpoint's task by hash
+              "encoder": provenance.input_records(emb.attrs).get("encoder")}
     attrs = provenance.build("decode", inputs={"share": share_path, "embeddings": emb_path,
                                                "radiomics": rad_path}, params=params,
                              history=provenance.merged_history(share.attrs, emb.attrs, rad.attrs))

@@ -43,9 +43,9 @@ def fit_share(emb_path: str, rad_path: str, output: str, hidden: int = 256, l1: 
         raise UsageError("--sweep-scores needs --sweep")
     if sweep_scores == "-" and output == "-":
         raise UsageError("--sweep-scores and --output cannot both be `-` (stdout)")
-    check_output(output, force)
+    check_output(output, force, suffix=(".h5", ".hdf5"))
     if sweep_scores:
-        check_output(sweep_scores, force)
+        check_output(sweep_scores, force, suffix=".csv")
     emb = read_table(emb_path, "embeddings", part="refuse")
     rad = read_table(rad_path, "radiomics", part="refuse")
     grid = paper_grid() if sweep else None
@@ -81,6 +81,8 @@ def fit_share(emb_path: str, rad_path: str, output: str, hidden: int = 256, l1: 
     attrs = provenance.build("fit-share", inputs={"embeddings": emb_path, "radiomics": rad_path},
                              params=params,
                              history=provenance.merged_history(emb.attrs, rad.attrs))
+    provenance.declare("fit-share", inputs={"embeddings": emb_path, "radiomics": rad_path},
+                       params=params, history=provenance.merged_history(emb.attrs, rad.attrs))
     if sweep:
         s = model.sweep
         best = int(np.flatnonzero(s["selected"])[0])

@@ -71,7 +71,7 @@ def probe(features: list[str], manifest_path: str, target: str, output: str, tas
         raise UsageError(f"--protocol must be one of {', '.join(lp.PROTOCOLS)}, not {protocol!r}")
     if trees < 1:
         raise UsageError("--trees must be at least 1")
-    check_output(output, force)
+    check_output(output, force, suffix=".csv")
 
     manifest = read_manifest(manifest_path)
     y_of = _targets(manifest, target, task)
@@ -117,13 +117,13 @@ def probe(features: list[str], manifest_path: str, target: str, output: str, tas
         mats[label] = x
     df = lp.probe(mats, y, task, folds=folds, seed=seed, models=model_list, jobs=jobs, trees=trees,
                   split=split, protocol=protocol)
-    prov = provenance.build("probe", inputs={f"features{i}": f for i, f in enumerate(features)} |
-                            {"manifest": manifest_path},
-                            params={"task": task, "target": target, "folds": folds, "seed": seed,
-                                    "protocol": protocol,
-                                    "models": model_list, "trees": trees, "names": labels},
-                            history=provenance.merged_history(*(t.attrs for t in tables)))
-    df["command"] = prov["command"]
+    provenance.declare("probe", inputs={f"features{i}": f for i, f in enumerate(features)} |
+                       {"manifest": manifest_path},
+                       params={"task": task, "target": target, "folds": folds, "seed": seed,
+                               "protocol": protocol,
+                               "models": model_list, "trees": trees, "names": labels},
+                       history=provenance.merged_history(*(t.attrs for t in tables)))
+    df["command"] = provenance.command_line()
     with atomic_output(output, force, suffix=".csv") as tmp:
         df.to_csv(tmp, index=False, float_format="%.10g")
     return df

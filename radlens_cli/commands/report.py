@@ -50,7 +50,7 @@ def report(radiomics: str, compare: str, stats: str, output: str, correlate_summ
             raise UsageError(f"{flag}: give a file (the report hashes its inputs)")
         if path is not None and not os.path.isfile(path):
             raise RadlensError(f"{flag} file not found: {path}")
-    check_output(output, force)
+    check_output(output, force, suffix=(".html", ".htm"))
     versions = provenance.library_versions(("numpy", "scipy", "pandas", "h5py", "matplotlib", "typer"))
     from radlens_cli import __version__
 

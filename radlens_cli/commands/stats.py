@@ -9,8 +9,8 @@ from typing import List
 
 import typer
 
-from radlens_cli import log
-from radlens_cli.commands.app import checkpoint_labels, command, force_option, output_option
+from radlens_cli import log, provenance
+from radlens_cli.commands.app import checkpoint_labels, command, recorded_label, force_option, output_option
 from radlens_cli.errors import UsageError
 
 
@@ -41,11 +41,22 @@ def stats(pre_path: str, ft_path, output: str, by: str = "family,image_type,moda
     if fmt not in ("csv", "markdown"):
         raise UsageError(f"--format must be csv or markdown, not {fmt!r}")
     names = checkpoint_labels(others, labels)
-    check_output(output, force)
+    check_output(output, force, suffix=(".md", ".txt") if fmt == "markdown" else ".csv")
     pre = load_decoder(pre_path)
+    fts = [load_decoder(p) for p in others]
+    if "-" in others and not labels:   # a piped decoder is named by its recorded source
+        names = [recorded_label(f.attrs) if p == "-" else n for p, n, f in zip(others, names, fts)]
+        checkpoint_labels(others, names)
+    provenance.declare("stats", inputs={"reference": pre_path, "compared": others},
+                       params={"labels": names, "by": groupings, "format": fmt,
+                               "allow_missing": allow_missing,
+                               "allow_different_preprocessing": allow_different_preprocessing,
+                               "reference": provenance.checkpoint_identity(pre_path, pre.attrs),
+                               "checkpoints": {n: provenance.checkpoint_identity(p, f.attrs)
+                                               for p, n, f in zip(others, names, fts)}},
+                       history=provenance.merged_history(pre.attrs, *(f.attrs for f in fts)))
     blocks = []
-    for path, name in zip(others, names):
-        ft = load_decoder(path)
+    for path, name, ft in zip(others, names, fts):
         require_compatible(pre, ft, warn=log.warn, allow_preprocessing=allow_different_preprocessing)
         ip, jf = paired_cases(pre, ft, "eval", allow_missing)
         full = len(ip) == len(pre.eval_case_id) == len(ft.eval_case_id)

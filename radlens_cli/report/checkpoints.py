@@ -4,7 +4,6 @@ fine-tuning run, and a dendrogram of their change profiles when they are separat
 
 from __future__ import annotations
 
-import os
 
 import numpy as np
 
@@ -30,18 +29,18 @@ def family_matrix(delta, stat: str):
     return fams, list(names), mat
 
 
-def checkpoint_order(delta, enc_info, ordered: bool | None):
+def checkpoint_order(delta, enc_info, ordered: bool | None, identities: dict | None = None):
     """(ordered?, positions (epoch numbers or 1..n), how it was decided).
 
-    A checkpoint's epoch comes from a --encoder checkpoint whose file stem is its label (the
-    epoch `finetune --save-every` records), else from a label like `NAME-epoch003`. Without
+    A checkpoint's epoch comes from the --encoder checkpoint it was embedded with (matched by
+    recorded sha256, or a file stem equal to the label: rd.match_encoders; the epoch
+    `finetune --save-every` records), else from a label like `NAME-epoch003`. Without
     --ordered/--unordered the checkpoints count as ordered when each has an epoch from one run."""
     names = delta.attrs["checkpoints"]
-    by_stem = {os.path.splitext(os.path.basename(e["path"]))[0]: e for e in enc_info}
+    matched = rd.match_encoders(names, enc_info, identities or {})
     epochs, runs = [], []
     for n in names:
-        # the checkpoint whose file stem the label holds (ft-epoch003 in dec-ft-epoch003.h5), longest first
-        e = next((by_stem[s] for s in sorted(by_stem, key=len, reverse=True) if s and s in n), None)
+        e = matched[n][0] if n in matched else None
         if e is not None and e.get("epoch") is not None:
             epochs.append(int(e["epoch"]))
             runs.append(e.get("run") or "")
@@ -136,13 +135,13 @@ def dendrogram(names, prof, stat: str):
     return fig_, z, metric
 
 
-def checkpoints_section(rep, delta, enc_info, ordered: bool | None) -> None:
+def checkpoints_section(rep, delta, enc_info, ordered: bool | None, identities: dict | None = None) -> None:
     from radlens_cli.report.html import esc, fmt, table
 
     stat = change_statistic(delta)
     names = delta.attrs["checkpoints"]
     fams, _, mat = family_matrix(delta, stat)
-    is_ordered, pos, how, epochs = checkpoint_order(delta, enc_info, ordered)
+    is_ordered, pos, how, epochs = checkpoint_order(delta, enc_info, ordered, identities)
     rows = []
     for n in names:
         sub = delta[delta["checkpoint"] == n]

@@ -329,6 +329,51 @@ def checkpoint_info(path: str) -> dict:
     return out
 
 
+def checkpoint_identities(compare_path: str) -> dict:
+    """label -> what compare recorded of each checkpoint (decoder and encoder with sha256),
+    from DELTA.csv's provenance sidecar; {} for a table without one (older, or piped)."""
+    from radlens_cli.io.files import read_sidecar
+
+    if not compare_path or compare_path == "-" or not os.path.isfile(compare_path):
+        return {}
+    side = read_sidecar(compare_path) or {}
+    params = side.get("params") if isinstance(side.get("params"), dict) else {}
+    ids = params.get("checkpoints")
+    return ids if isinstance(ids, dict) else {}
+
+
+def match_encoders(labels, enc_info, identities: dict) -> dict:
+    """label -> (the --encoder record it was embedded with, how it was matched), by exact
+    identity only: the sha256 (else the path) of the encoder the checkpoint's decoder
+    recorded; without a record, a file stem equal to the label (or to it without a
+    `dec-`/`dec_` prefix). Never a substring: `ft` must not match `dec_ft_pirads`.
+    A label with no exact match is left out."""
+    from radlens_cli.provenance import sha256_file
+
+    hashes = {}
+    for e in enc_info:
+        try:
+            hashes[e["path"]] = sha256_file(e["path"])
+        except OSError:
+            hashes[e["path"]] = None
+    stem = lambda p: os.path.splitext(os.path.basename(str(p)))[0]
+    out = {}
+    for lab in labels:
+        rec = (identities.get(lab) or {}).get("encoder") or {}
+        hit = None
+        if rec.get("sha256"):
+            hit = next(((e, "sha256") for e in enc_info if hashes[e["path"]] == rec["sha256"]), None)
+        elif rec.get("path"):
+            hit = next(((e, "recorded path") for e in enc_info
+                        if os.path.abspath(e["path"]) == os.path.abspath(rec["path"])), None)
+        elif not rec:
+            bare = re.sub(r"^dec[-_]", "", str(lab))
+            hit = next(((e, "file name") for e in enc_info if stem(e["path"]) in (lab, bare)), None)
+        if hit is not None:
+            out[lab] = hit
+    return out
+
+
 def describe_task(task: str | None, target: str | None) -> str:
     """`regress gland_volume_ml`, `classify risk`, `segment lesion:2`."""
     if not task:

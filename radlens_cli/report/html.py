@@ -402,15 +402,30 @@ def provenance_section(rep: Report, records, rad: dict, command: str, versions: 
     rep.add("provenance", "Provenance", parts)
 
 
-def task_summary(metric_tables, encoders, focus: str) -> tuple[str, str]:
-    """(task text, where it was read) of the fine-tuning behind the focus checkpoint: a
-    checkpoint given with --encoder whose name matches the focus label, else the only/first
-    checkpoint, else the metrics CSV's metric column (kind only)."""
+def task_summary(metric_tables, encoders, focus: str, identities: dict | None = None) -> tuple[str, str]:
+    """(task text, where it was read) of the fine-tuning behind the focus checkpoint: the
+    --encoder checkpoint that IS the focus checkpoint's encoder (recorded sha256 or path;
+    a file stem equal to the label for tables that record none; never a substring), or the
+    only --encoder when the table records no identity; else the metrics CSV's metric
+    column (kind only)."""
+    identities = identities or {}
     if encoders:
-        stem = lambda p: os.path.splitext(os.path.basename(p))[0]
-        match = [e for e in encoders if stem(e["path"]) == focus or stem(e["path"]) in focus] or encoders[-1:]
-        e = match[0]
-        return rd.describe_task(e["task"], e["target"]), f"checkpoint {os.path.basename(e['path'])}"
+        hit = rd.match_encoders([focus], encoders, identities).get(focus)
+        if hit is not None:
+            e, how = hit
+            return (rd.describe_task(e["task"], e["target"]),
+                    f"checkpoint {os.path.basename(e['path'])}, matched by {how}")
+        recorded = (identities.get(focus) or {}).get("encoder")
+        if recorded:
+            return "", (f"none of the --encoder checkpoints is the encoder {focus} was embedded with "
+                        f"({os.path.basename(str(recorded.get('path', '')))})")
+        if len(encoders) == 1:
+            e = encoders[0]
+            return (rd.describe_task(e["task"], e["target"]),
+                    f"checkpoint {os.path.basename(e['path'])}, the only --encoder; the compare table "
+                    f"records no encoder to check it against")
+        return "", (f"none of the --encoder checkpoints is named {focus} and the compare table "
+                    f"records no encoder identity")
     kinds = [(p, rd.task_from_metrics(df)) for p, df in metric_tables]
     kinds = [(p, k) for p, k in kinds if k]
     if kinds:
@@ -456,7 +471,8 @@ def build(radiomics: str, compare: str, stats: str, correlate_summary: str | Non
             records.append(rd.file_record(role, path))
     records += [rd.file_record("metrics", p) for p, _ in metric_tables]
     records += [rd.file_record("encoder", e["path"]) for e in enc_info]
-    task_text, task_src = task_summary(metric_tables, enc_info, focus)
+    identities = rd.checkpoint_identities(compare)
+    task_text, task_src = task_summary(metric_tables, enc_info, focus, identities)
 
     rep = Report(title)
     n_ck = len(delta_all.attrs["checkpoints"])
@@ -468,7 +484,7 @@ def build(radiomics: str, compare: str, stats: str, correlate_summary: str | Non
     if n_ck > 1:
         from radlens_cli.report import checkpoints as rc
 
-        rc.checkpoints_section(rep, delta_all, enc_info, ordered)
+        rc.checkpoints_section(rep, delta_all, enc_info, ordered, identities)
     if images is not None:
         gains, losses, _, _ = views(delta, top, stable_quantile, rank_by)
         ri.panels_section(rep, images, radiomics, gains.head(5), losses.head(5))
@@ -516,6 +532,7 @@ def build(radiomics: str, compare: str, stats: str, correlate_summary: str | Non
     which = "" if delta_all.attrs["single"] and n_ck == 1 else f" Checkpoint {esc(focus)} against the reference" + (
         f" ({n_ck} compared; the Checkpoints section shows all)." if n_ck > 1 else ".")
     task = (f" The encoder was fine-tuned to <b>{esc(task_text)}</b> (read from {esc(task_src)})." if task_text
+            else f" The fine-tuning task is not known: {esc(task_src)}." if task_src
             else " The fine-tuning task is not recorded in the inputs (give --metrics or --encoder).")
     intro = (f'<p class="muted">Radiomic lens on {rad["n_cases"]} cases and {len(delta)} radiomic features: '
              f"how well the encoder's embeddings decode radiomic features before and after fine-tuning, and "
