@@ -194,6 +194,9 @@ def checkpoint_identity(path: str, attrs) -> dict:
     emb = input_records(attrs).get("embeddings")
     if isinstance(emb, dict):
         rec["embeddings"] = emb
+    power = params.get("power") if isinstance(params, dict) else None
+    if isinstance(power, dict):   # decode's small-sample verdict (lens/power.py), for the report
+        rec["power"] = power
     return rec
 
 

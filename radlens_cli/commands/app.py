@@ -35,7 +35,7 @@ Pipeline, in order (each step reads and writes files; `-` is stdin/stdout):
   layers             encoder -> the layers embed --layer takes, with shapes
   fit-share          emb_pre.h5 + radiomics.h5 -> share.h5
   decode             share.h5 + emb.h5 + radiomics.h5 -> dec_pre.h5 / dec_ft.h5
-  compare            dec_pre.h5 dec_ft.h5 -> delta.csv  (importance change)
+  compare            dec_pre.h5 dec_ft.h5 -> delta.csv  (decodability change, dr2)
   stats              dec_pre.h5 dec_ft.h5 -> table.csv  (the paper's Table 1)
   correlate          emb.h5 + radiomics.h5 -> corr.h5   (Rad4XCNN map)
   correlate-summary  corr_pre.h5 corr_ft.h5 -> summary.csv
@@ -45,8 +45,9 @@ Pipeline, in order (each step reads and writes files; `-` is stdin/stdout):
   info               what a radlens file holds and how it was made
 
 \b
-Exit codes: 0 ok, 1 data error, 2 usage error, 130 interrupted. A run with failed
-cases exits 1 and writes no output, unless --keep-going asked for the others.
+Exit codes: 0 ok, 1 data error, 2 usage error, 130 interrupted (Ctrl-C), 143
+terminated (SIGTERM). A run with failed cases exits 1 and writes no output, unless
+--keep-going asked for the others.
 SLURM array jobs: --parts slurm (sharding is never implied by the environment).
 Shell completion: radlens --install-completion (or --show-completion to print it).
 """

@@ -12,7 +12,7 @@ from radlens_cli.commands.app import command, device_option, force_option, outpu
 from radlens_cli.errors import RadlensError, UsageError
 
 
-def fit_share(emb_path: str, rad_path: str, output: str, hidden: int = 256, l1: float = 1e-6,
+def fit_share(emb_path: str, rad_path: str, output: str, hidden: int | None = None, l1: float = 1e-6,
               l2: float = 1e-5, epochs: int = 200, lr: float = 1e-3, sweep: bool = False,
               sweep_scores: str | None = None, scale: str | None = None, activation: str = "relu",
               batch_size: int = 256, seed: int = 0, device: str = "auto",
@@ -69,7 +69,19 @@ def fit_share(emb_path: str, rad_path: str, output: str, hidden: int = 256, l1: 
     if model.scaler.dropped:
         log.warn(f"{len(model.scaler.dropped)} radiomic column(s) dropped (listed in "
                  f"{output}: dropped_columns)")
-    params = {"hidden": hidden, "l1": model.params["l1"], "l2": model.params["l2"],
+    from radlens_cli.lens import power
+
+    n_dec = model.params["n_decoder_train"]
+    if model.params.get("hidden_from_rule"):
+        log.info(f"share: h = {model.hidden} for {n_dec} decoder train cases "
+                 f"(default: two decoder cases per hidden unit, at most {power.DEFAULT_HIDDEN}; --hidden to set)")
+    else:
+        verdict = power.assess(n_dec, model.hidden)
+        if verdict.underpowered:
+            log.warn(f"{verdict.headline()}; see docs/validity.md, small cohorts")
+    params = {"hidden": model.hidden, "hidden_from_rule": bool(model.params.get("hidden_from_rule")),
+              "hidden_rule": power.RULE, "ridge_at_edge": model.params.get("ridge_at_edge"),
+              "l1": model.params["l1"], "l2": model.params["l2"],
               "epochs": epochs, "lr": lr, "sweep": sweep, "scale": model.scaler.kind,
               "method": method, "loss_reduction": loss_reduction, "ridge": model.ridge,
               "seeds": seeds, "share_fraction": model.params["share_fraction"],
@@ -109,7 +121,7 @@ def fit_share_cli(
     embeddings: str = typer.Argument(..., metavar="EMB_PRE", help="Pre-fine-tuning embeddings (case table, HDF5 or CSV; `-` for stdin)."),
     radiomics: str = typer.Argument(..., metavar="RADIOMICS", help="Radiomics case table (HDF5 or CSV; `-` for stdin)."),
     output: str = output_option("Output SHARE.h5 (`-` for stdout)."),
-    hidden: int = typer.Option(256, "--hidden", min=1, help="Hidden units h of share."),
+    hidden: int = typer.Option(None, "--hidden", min=1, help="Hidden units h of share (default: from the cohort, min(256, max(8, decoder train cases // 2)): two decoder cases per hidden unit; recorded as hidden_from_rule). Fewer decoder cases than 2(h+1) is warned about as underpowered."),
     l1: float = typer.Option(1e-6, "--l1", min=0.0, help="L1 penalty on all weights of share and heads (biases excluded)."),
     l2: float = typer.Option(1e-5, "--l2", min=0.0, help="Squared-L2 penalty on all weights of share and heads (biases excluded)."),
     epochs: int = typer.Option(200, "--epochs", min=1, help="Training epochs (Adam)."),

@@ -62,6 +62,13 @@ def importance(theta: np.ndarray) -> np.ndarray:
     return np.sqrt(np.einsum("...kh,...kh->...k", theta, theta))
 
 
+def ridge_dof(eigvals, alpha: float, intercept: bool = False) -> float:
+    """Effective degrees of freedom sum_k w_k / (w_k + alpha) (+1 intercept); the rank at alpha 0."""
+    from radlens_cli.lens.power import ridge_dof as dof
+
+    return dof(eigvals, alpha, intercept)
+
+
 def conditioning(eigvals: np.ndarray, n: int, h: int) -> dict:
     """Diagnostics of the design Z_train from the eigenvalues of its Gram matrix."""
     w = np.clip(np.asarray(eigvals, dtype=np.float64), 0.0, None)
@@ -142,6 +149,7 @@ def fit_decoder(Z: np.ndarray, R: np.ndarray, ridge: float = 0.0,
     theta = _solve_eigh(w, V, C, n, alpha)            # (p, h)
     bias = (rm - theta @ zm) if intercept else np.zeros(R.shape[1])
     diag["ridge_used"] = alpha
+    diag["dof"] = ridge_dof(w, alpha, intercept)      # what lens.power weighs against n_train
     return Decoder(theta=theta, bias=bias, intercept=intercept, ridge=alpha,
                    diagnostics=diag, warnings=warnings)
 

@@ -338,8 +338,10 @@ def checkpoint_identities(compare_path: str) -> dict:
         return {}
     side = read_sidecar(compare_path) or {}
     params = side.get("params") if isinstance(side.get("params"), dict) else {}
-    ids = params.get("checkpoints")
-    return ids if isinstance(ids, dict) else {}
+    ids = dict(params.get("checkpoints")) if isinstance(params.get("checkpoints"), dict) else {}
+    if isinstance(params.get("reference"), dict):
+        ids["__reference__"] = params["reference"]
+    return ids
 
 
 def match_encoders(labels, enc_info, identities: dict) -> dict:

@@ -186,8 +186,13 @@ def delta_scatter(delta) -> Figure | None:
                        "embedding does not encode (least squares fits their noise), so read ΔI beside Δr².")
 
 
+PAIR_MEANING = {"deep": "deep features with a correlated radiomic feature",
+                "pairs": "correlated (deep, radiomic) pairs"}
+
+
 def pre_ft_bars(df, label_cols, pre: str, ft: str, title: str, name: str) -> Figure | None:
-    """Bars of a `<x>_pre` / `<x>_ft` column pair of a generic table (e.g. correlate-summary)."""
+    """Bars of a `<x>_pre` / `<x>_ft` column pair of a generic table (e.g. correlate-summary),
+    with the y axis named after what `<x>` counts and a caption saying it in words."""
     if df is None or not len(df):
         return None
     rows = df.head(40)
@@ -200,9 +205,14 @@ def pre_ft_bars(df, label_cols, pre: str, ft: str, title: str, name: str) -> Fig
         ax.bar(x - 0.2, rows[pre].astype(float), 0.4, color=PRE, label=pre)
         ax.bar(x + 0.2, rows[ft].astype(float), 0.4, color=FT, label=ft)
         ax.set_xticks(x, labels, rotation=60, ha="right")
+        stem = pre[:-4]
+        what = PAIR_MEANING.get(stem, stem.replace("_", " "))
+        ax.set_ylabel(what if len(what) <= 28 else stem.replace("_", " "))
         ax.set_title(title)
-        ax.legend(frameon=False)
-        return _render(fig, name, title, f"{pre} vs {ft}" + (" (first 40 rows)" if len(df) > 40 else "") + ".")
+        ax.legend(["pre-trained", "fine-tuned"], frameon=False)
+        by = " / ".join(label_cols) if label_cols else "row"
+        return _render(fig, name, title, f"Number of {what} per {by}: pre-trained ({pre}) vs fine-tuned "
+                       f"({ft})" + (" (first 40 rows)" if len(df) > 40 else "") + ".")
 
 
 def mean_sd_bars(df, title: str, name: str) -> Figure | None:
@@ -233,8 +243,16 @@ def mean_sd_bars(df, title: str, name: str) -> Figure | None:
         ax.axhline(0, color="black", lw=0.6)
         ax.set_title(title)
         ax.legend(frameon=False, loc="upper left", bbox_to_anchor=(1.0, 1.0))
-        return _render(fig, name, title, f"Cross-validated {metric[:-5].replace('_', ' ')} (mean ± sd over "
-                       f"folds) of each model on each feature table.")
+        what = metric[:-5].replace("_", " ")
+        protos = set(df["protocol"].astype(str)) if "protocol" in df.columns else set()
+        if protos == {"train-test"}:
+            how = (f"{what} on the test cases of each model fitted on the train cases (--protocol "
+                   f"train-test: one split, so no error bar)")
+        elif protos and "train-test" not in protos:
+            how = f"cross-validated {what} (mean ± sd over folds; --protocol {', '.join(sorted(protos))})"
+        else:
+            how = f"{what} (mean, ± sd over folds where the protocol has folds)"
+        return _render(fig, name, title, f"{how[:1].upper()}{how[1:]}, per model and feature table.")
 
 
 def metric_curves(df, title: str, name: str) -> Figure | None:

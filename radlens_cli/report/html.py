@@ -268,6 +268,54 @@ def null_sentence(delta) -> str:
             f"the features of this checkpoint).")
 
 
+def power_sentence(identities: dict, focus: str) -> str:
+    """`underpowered: 28 decoder cases for h = 32; ...` as decode judged the reference and the
+    focus checkpoint (lens/power.py, recorded through compare's sidecar); '' when neither was."""
+    said = []
+    for who in ("reference", focus):
+        rec = identities.get(who) if who != "reference" else identities.get("__reference__")
+        power = (rec or {}).get("power") or {}
+        for reason in power.get("reasons") or []:
+            if reason not in said:
+                said.append(reason)
+    if not said:
+        return ""
+    return ('<p class="warn"><b>underpowered:</b> ' + esc("; ".join(said))
+            + ". The numbers below rest on too few cases to say much; use more cases or a smaller "
+              "share (fit-share --hidden; rule in docs/validity.md, small cohorts).</p>")
+
+
+def decodability_sentence(delta) -> str:
+    """The pre-trained decodability the whole lens rests on: the median held-out R² over all
+    columns, unclipped (a negative median: most features are not decoded at all)."""
+    if "r2_pre" not in delta.columns or not delta["r2_pre"].notna().any():
+        return ""
+    r2 = delta["r2_pre"].astype(float)
+    med = float(r2.median())
+    pos = int((r2 > 0).sum())
+    text = (f"Pre-trained decodability: median held-out R² {med:+.3f} over all {len(r2)} columns "
+            f"(unclipped; {pos} above 0)")
+    if "r2_ft" in delta.columns and delta["r2_ft"].notna().any():
+        text += f"; fine-tuned median {float(delta['r2_ft'].astype(float).median()):+.3f}"
+    text += "."
+    if med <= 0:
+        text += (" Most features are not decodable from the pre-trained embeddings on these cases, so "
+                 "changes in them are noise.")
+        return f'<p class="warn">{esc(text)}</p>'
+    return f"<p>{esc(text)}</p>"
+
+
+def features_vs_groups(delta, table1) -> str:
+    """Why the feature count and the group count can disagree: two tests, two units."""
+    if "q_bh" not in delta.columns or table1 is None or "q_bh" not in getattr(table1, "columns", ()):
+        return ""
+    return (" Features and groups are different tests: a feature counts when its own paired "
+            "test beats the null after BH over all features; a Table-1 group counts when the "
+            "Wilcoxon test on each case's squared error averaged over the group's features does, "
+            "after BH over the groups. Many small changes in one direction can make a group differ "
+            "while no single feature does, and a few large feature changes can cancel in a group.")
+
+
 def decodable_sentence(delta) -> tuple[str, bool]:
     """(note on features decodable in neither stage, whether most are)."""
     n = len(delta)
@@ -360,6 +408,20 @@ def size_section(rep: Report, delta, task_text: str) -> None:
         f"{fmt(mean_ft)} fine-tuned. A fine-tune on a size-related target (e.g. gland volume) is expected to "
         f"decode these better.{task}</p>",
         table(show, [[fmt(r[c]) for c in show] for _, r in rows.head(40).iterrows()])])
+
+
+def probe_intro(df) -> str:
+    """What the probe table measured, from its protocol column (train-test by default: one
+    split, no folds), so the words match the numbers."""
+    protos = list(dict.fromkeys(df["protocol"].astype(str))) if "protocol" in df.columns else []
+    if protos == ["train-test"]:
+        how = ("Shallow models fitted on the manifest's train cases and scored on its test cases "
+               "(--protocol train-test: one split, no sd)")
+    elif protos:
+        how = f"Cross-validated shallow models (--protocol {esc(', '.join(protos))}; the same folds for every table)"
+    else:
+        how = "Shallow models on each feature table (protocol not recorded)"
+    return how + ": does the interpretable representation lose accuracy?"
 
 
 def generic_section(rep: Report, sid: str, heading: str, df, intro: str, chart_title: str) -> None:
@@ -502,8 +564,7 @@ def build(radiomics: str, compare: str, stats: str, correlate_summary: str | Non
         generic_section(rep, "cka", "Representation similarity (CKA)", df, intro, "CKA")
     if "probe" in optional:
         generic_section(rep, "probe", "Probes: accuracy of shallow models per representation", optional["probe"],
-                        "Cross-validated shallow models on each feature table (same folds): does the "
-                        "interpretable representation lose accuracy?", "Probe")
+                        probe_intro(optional["probe"]), "Probe")
     if metric_tables:
         parts = []
         for i, (p, df) in enumerate(metric_tables):
@@ -537,5 +598,6 @@ def build(radiomics: str, compare: str, stats: str, correlate_summary: str | Non
     intro = (f'<p class="muted">Radiomic lens on {rad["n_cases"]} cases and {len(delta)} radiomic features: '
              f"how well the encoder's embeddings decode radiomic features before and after fine-tuning, and "
              f"which features gained or lost.{which}{task}</p>"
-             f"<p>{null_sentence(delta)} {groups}</p>")
+             + power_sentence(identities, focus) + decodability_sentence(delta)
+             + f"<p>{null_sentence(delta)} {groups}{features_vs_groups(delta, table1)}</p>")
     return rep.render(intro), rep.figures
