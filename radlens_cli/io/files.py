@@ -108,6 +108,11 @@ def input_path(path: str, what: str = "input") -> str:
     return tmp
 
 
+def shown_name(path: str) -> str:
+    """`stdin` for the temporary file stdin was spooled to, else the path itself."""
+    return "stdin" if path in _SPOOLED.values() else path
+
+
 def reset_stdin_spool() -> None:
     """Forget stdin spooled by an earlier command in this process (one spool per command)."""
     _SPOOLED.clear()

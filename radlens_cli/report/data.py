@@ -296,7 +296,9 @@ def size_related(delta):
 def file_record(role: str, path: str) -> dict:
     from radlens_cli.provenance import sha256_file
 
-    return {"role": role, "path": path, "bytes": os.path.getsize(path), "sha256": sha256_file(path)}
+    from radlens_cli.io.files import shown_name
+
+    return {"role": role, "path": shown_name(path), "bytes": os.path.getsize(path), "sha256": sha256_file(path)}
 
 
 TASK_OF_METRIC = {"qwk": "classify", "mse": "regress", "dice": "segment"}

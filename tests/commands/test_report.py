@@ -265,3 +265,34 @@ def test_renders_in_headless_chromium(cli, tmp_path):
     assert f'id="render-check">images {n}/{n} tables {dom.tables}<' in r.stdout, r.stdout[-500:]
     for sid in (*REQUIRED[:4], "checkpoints", "panels", "size", *OPTIONAL, "provenance"):
         assert f'<section id="{sid}">' in r.stdout, sid
+
+
+def test_info_reads_the_reports_provenance_and_stats_from_stdin(cli, tmp_path):
+    """Issue 25: `info report.html` leaked a pandas tokenizer error; `report --stats -` was
+    refused though every file argument takes `-`."""
+    import json
+
+    from radlens_cli.provenance import sha256_file
+
+    paths = make_inputs(tmp_path)
+    out = tmp_path / "r.html"
+    args = [a if a != paths["stats"] else "-" for a in _args(paths, out, optional=False)]
+    r = cli(*args, "--top", "7", input=open(paths["stats"], "rb").read())
+    assert r.exit_code == 0, r
+    info = cli("info", "--json", out)
+    assert info.exit_code == 0 and "Error" not in info.stderr, info
+    d = json.loads(info.stdout)
+    assert d["format"] == "HTML" and d["schema"] == "report/1"
+    assert d["inputs"]["compare"]["sha256"] == sha256_file(paths["compare"])
+    assert d["inputs"]["stats"]["path"] == "stdin"
+    assert d["inputs"]["stats"]["sha256"] == sha256_file(paths["stats"])   # the piped bytes, hashed
+    assert d["params"]["top"] == 7
+    text = cli("info", out).stdout
+    assert "input compare:" in text and "sha256" in text
+    bad = cli(*[a if a not in (paths["stats"], paths["compare"]) else "-" for a in _args(paths, out, optional=False)],
+              "-f", input=b"x")
+    assert bad.exit_code == 2 and "only one input can be `-`" in bad.stderr
+    (tmp_path / "other.html").write_text("<!DOCTYPE html><html><head><title>x &amp; y</title></head></html>")
+    other = cli("info", tmp_path / "other.html")
+    assert other.exit_code == 0 and "(HTML)" in other.stdout and "title: x & y" in other.stdout
+    assert "tokeniz" not in other.stdout + other.stderr

@@ -109,7 +109,11 @@ def test_pipe_decode_into_compare_and_stats(pipeline, tmp_path):
         np.testing.assert_allclose(df.r2_ft, ref.r2_ft, rtol=1e-6)
     s = _run("stats", d / "dec_pre.h5", "-", "-o", "-", input=r.stdout_bytes)
     assert s.stdout.startswith("checkpoint,group_by,group,n_features")
-    assert pd.read_csv(io.StringIO(s.stdout)).checkpoint.eq("stdin").all()
+    # a piped decoder is named by the embeddings it recorded, not "stdin" (issue 25)
+    assert pd.read_csv(io.StringIO(s.stdout)).checkpoint.eq("emb_ft").all()
+    assert df.checkpoint.eq("emb_ft").all()
+    s = _run("stats", d / "dec_pre.h5", "-", "-o", "-", "--labels", "finetuned", input=r.stdout_bytes)
+    assert pd.read_csv(io.StringIO(s.stdout)).checkpoint.eq("finetuned").all()
 
 
 def test_paths_with_spaces_and_same_seed(spaced_tmp, planted_files):
