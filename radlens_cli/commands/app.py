@@ -68,8 +68,27 @@ def hoist_global_flags(args) -> list[str]:
     return front + rest
 
 
+def plain_arguments(cmd) -> None:
+    """Arguments shown as their metavar (MANIFEST, DEC [DEC ...], PARTS...) in usage and help,
+    not typer 0.29's `{manifest}` and `<list[str]>` placeholders."""
+    for p in getattr(cmd, "params", ()):
+        if p.param_type_name != "argument":
+            continue
+        meta = p.metavar or p.name.upper()
+        shown = meta + ("..." if p.nargs != 1 and not p.metavar else "")
+        usage = shown if p.required else f"[{shown}]"
+        p._usage_display_name = lambda usage=usage: usage
+        p._rich_display_name = lambda shown=shown: shown
+        p.display_type_rich = lambda ctx=None: None
+
+
 class RadlensGroup(TyperGroup):
     """Prints click usage errors as one line `radlens <cmd>: error: ...` (exit 2)."""
+
+    def __init__(self, *args, **kwargs):
+        super().__init__(*args, **kwargs)
+        for cmd in self.commands.values():
+            plain_arguments(cmd)
 
     def main(self, args=None, prog_name=None, complete_var=None, standalone_mode=True, **extra):
         args = hoist_global_flags(sys.argv[1:] if args is None else args)

@@ -66,8 +66,11 @@ def heatmap(fams, names, mat, stat: str) -> rf.Figure:
     with matplotlib.rc_context(rf.RC):
         fig, ax = plt.subplots(figsize=(1.8 + 0.75 * len(names), 0.9 + 0.35 * len(fams)))
         im = ax.imshow(mat, cmap="RdBu_r", vmin=-lim, vmax=lim, aspect="auto")
-        ax.set_xticks(range(len(names)), names, rotation=45 if len(names) > 3 else 0,
-                      ha="right" if len(names) > 3 else "center")
+        # full labels ran into each other: the shared prefix dropped, cut, and turned
+        shown = rf.short_labels(names)
+        turn = len(names) > 1 and max(len(n) for n in shown) * 0.075 > 0.75
+        ax.set_xticks(range(len(names)), shown, rotation=35 if turn else 0,
+                      ha="right" if turn else "center", rotation_mode="anchor")
         ax.set_yticks(range(len(fams)), [family_label(f) for f in fams])
         for i in range(len(fams)):
             for j in range(len(names)):
@@ -78,7 +81,8 @@ def heatmap(fams, names, mat, stat: str) -> rf.Figure:
         ax.set_title("Change by radiomic family and checkpoint")
         return rf._render(fig, "fig_checkpoints_heatmap", "Change by family and checkpoint",
                           f"Mean {rf.AXIS_LABEL.get(stat, stat)} of each family's decodable features, per compared "
-                          f"checkpoint against the reference (red: more decodable, blue: less).")
+                          f"checkpoint against the reference (red: more decodable, blue: less). Columns: "
+                          + ", ".join(names) + ".")
 
 
 def trajectory(fams, names, pos, mat, stat: str, epochs: bool) -> rf.Figure:
@@ -89,8 +93,8 @@ def trajectory(fams, names, pos, mat, stat: str, epochs: bool) -> rf.Figure:
             ax.plot(pos, mat[i], marker="o", ms=3, lw=1.2, label=family_label(f),
                     color=rf.MODALITY_COLOURS[i % len(rf.MODALITY_COLOURS)] if i < 6 else "black")
         ax.axhline(0, color="black", lw=0.6)
-        ax.set_xticks(pos, [str(p) for p in pos] if epochs else names, rotation=0 if epochs else 45,
-                      ha="center" if epochs else "right")
+        ax.set_xticks(pos, [str(p) for p in pos] if epochs else rf.short_labels(names),
+                      rotation=0 if epochs else 35, ha="center" if epochs else "right", rotation_mode="anchor")
         ax.set_xlabel("epoch" if epochs else "checkpoint (in the order given)")
         ax.set_ylabel(rf.AXIS_LABEL.get(stat, stat).split(" =")[0] + " (family mean)")
         ax.legend(frameon=False, loc="upper left", bbox_to_anchor=(1.0, 1.0))

@@ -6,6 +6,7 @@ from __future__ import annotations
 import base64
 import html
 import math
+import re
 import os
 
 import numpy as np
@@ -23,6 +24,7 @@ h1{font-size:1.6em;margin-bottom:.2em}h2{border-bottom:1px solid #ccc;padding-bo
 h3{margin-top:1.4em}nav ol{columns:2}table.data{border-collapse:collapse;font-size:.85em;margin:.6em 0}
 table.data th,table.data td{border:1px solid #ccc;padding:2px 7px;text-align:right}
 table.data th{background:#f0f2f5}table.data td.txt,table.data th.txt{text-align:left}
+table.data td.txt{max-width:26em;overflow-wrap:anywhere}
 tr.ft td{border-bottom:2px solid #999}figure{margin:1em 0}figure img{max-width:100%;height:auto}
 figcaption{font-size:.85em;color:#555}.muted{color:#666;font-size:.85em}code{font-size:.9em}
 .kpi{display:inline-block;border:1px solid #ddd;border-radius:6px;padding:.4em .8em;margin:.2em;
@@ -60,6 +62,33 @@ def fmt(v, digits: int = 3) -> str:
     return s if len(s) <= 80 else s[:77] + "…"
 
 
+P_COLUMNS = re.compile(r"^(p|q)(_|$)|_p$|^wilcoxon_p|^p_|^q_")
+
+
+def column_format(values, name: str = ""):
+    """One number format for a whole column (a table mixing `-8.57e-04` with `0.120` reads
+    badly): p- and q-values with 3 decimals and `< 0.001` below; a column of tiny numbers in
+    scientific notation throughout; otherwise `fmt` (3 decimals, integers as integers)."""
+    vals = []
+    for v in values:
+        if isinstance(v, (float, np.floating, int, np.integer)) and not isinstance(v, (bool, np.bool_)):
+            if np.isfinite(v):
+                vals.append(abs(float(v)))
+    if P_COLUMNS.search(str(name)):
+        return lambda v: fmt_p_fixed(v)
+    nonzero = [v for v in vals if v > 0]
+    if nonzero and float(np.median(nonzero)) < 1e-2:
+        return lambda v: (f"{v:.2e}" if isinstance(v, (float, np.floating)) and np.isfinite(v) else fmt(v))
+    return lambda v: (f"{v:.3f}" if isinstance(v, (float, np.floating)) and np.isfinite(v)
+                      and not float(v).is_integer() else fmt(v))
+
+
+def fmt_p_fixed(v) -> str:
+    if v is None or not isinstance(v, (float, np.floating, int, np.integer)) or not np.isfinite(v):
+        return fmt(v)
+    return "< 0.001" if 0 <= v < 0.001 else f"{v:.3f}"
+
+
 def fmt_p(v) -> str:
     if v is None or (isinstance(v, float) and math.isnan(v)):
         return "–"
@@ -91,7 +120,10 @@ def generic_table(df, max_rows: int = 60) -> str:
             return os.path.basename(v.rstrip("/")) or v
         return fmt(v)
 
-    rows = [[cell(v) for v in r] for r in df.head(max_rows).itertuples(index=False)]
+    head = df.head(max_rows)
+    forms = [column_format(head[c].tolist(), c) if _num(df[c]) else None for c in df.columns]
+    rows = [[cell(v) if f is None else f(v) for v, f in zip(r, forms)]
+            for r in head.itertuples(index=False)]
     more = (f'<p class="muted">First {max_rows} of {len(df)} rows.</p>' if len(df) > max_rows else "")
     return table(list(df.columns), rows, txt_cols=txt) + more
 
@@ -336,19 +368,29 @@ def delta_section(rep: Report, delta, top: int, stable_quantile: float, rank_by:
     shown_stats = [s for s in ("delta_r2", "delta_importance") if s in delta.columns]
     if stat in shown_stats:
         shown_stats = [stat] + [s for s in shown_stats if s != stat]
-    cols = ["column"] + [c for c in ("r2_pre", "r2_ft", "delta_r2", "importance_pre", "importance_ft",
-                                     "delta_importance", "delta_r2_mean", "delta_r2_sd", "delta_r2_direct")
-                         if c in delta.columns]
+    # the tests (q_bh, p_perm) next to the change they test, so no reader has to scroll to them
+    first = stat if stat in delta.columns else "delta_r2"
+    cols = ["column"] + [c for c in (first,) if c in delta.columns]
     for s_, (lo, hi) in ci.items():
-        cols += [lo, hi]
-    cols += [c for c in ("p_null", "q_bh", "p_perm", "q_perm") if c in delta.columns]
+        if s_ == first:
+            cols += [lo, hi]
+    cols += [c for c in ("q_bh", "p_perm", "q_perm", "p_null") if c in delta.columns]
+    cols += [c for c in ("r2_pre", "r2_ft", "delta_r2", "importance_pre", "importance_ft",
+                         "delta_importance", "delta_r2_mean", "delta_r2_sd", "delta_r2_direct")
+             if c in delta.columns and c not in cols]
+    for s_, (lo, hi) in ci.items():
+        if lo not in cols:
+            cols += [lo, hi]
     header = {c: c for c in cols}
     if None in ci:
         header["ci_low"], header["ci_high"] = "CI low (statistic not named)", "CI high (statistic not named)"
 
+    forms = {c: column_format(delta[c].tolist(), c) for c in cols if c != "column" and c in delta.columns}
+
     def tab(rows):
         show = [c for c in cols if c in rows.columns]
-        return table([header[c] for c in show], [[fmt(r[c]) for c in show] for _, r in rows.iterrows()],
+        return table([header[c] for c in show],
+                     [[forms[c](r[c]) if c in forms else fmt(r[c]) for c in show] for _, r in rows.iterrows()],
                      txt_cols=(0,))
 
     if rank_by is None and stat is None:
