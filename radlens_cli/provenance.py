@@ -173,6 +173,16 @@ def input_records(attrs) -> dict:
     return raw if isinstance(raw, dict) else {}
 
 
+def recorded_label(attrs) -> str:
+    """The name of a decoder piped in (`-`): the embeddings it decoded, as it recorded them
+    (`emb_ft.h5` -> emb_ft), else `stdin`."""
+    emb = input_records(attrs).get("embeddings")
+    path = emb.get("path") if isinstance(emb, dict) else None
+    if not path or path == "-":
+        return "stdin"
+    return os.path.splitext(os.path.basename(str(path)))[0]
+
+
 def checkpoint_identity(path: str, attrs) -> dict:
     """What identifies a compared checkpoint: its decoder file (path, sha256) and the encoder
     checkpoint its embeddings came from (path, sha256, as the decoder recorded them), so a

@@ -11,7 +11,8 @@ from typing import List, Optional
 import typer
 
 from radlens_cli import log
-from radlens_cli.commands.app import command, force_option, output_option
+from radlens_cli.commands.app import command
+from radlens_cli.commands.options import force_option, mask_option, modalities_option, output_option
 from radlens_cli.errors import RadlensError, UsageError
 from radlens_cli.io.files import atomic_output, check_output
 
@@ -38,10 +39,11 @@ def report(radiomics: str, compare: str, stats: str, output: str, correlate_summ
             raise UsageError("image panels need --manifest, --modalities and --mask together")
         if panel_cases < 0:
             raise UsageError("--panel-cases must be 0 or more")
-        from radlens_cli.io.manifest import parse_list, parse_mask_spec
+        from radlens_cli.io.manifest import parse_mask_spec
+        from radlens_cli.names import parse_list
         from radlens_cli.report.images import PanelSpec
 
-        panels = PanelSpec(manifest, parse_list(modalities, "--modalities"), parse_mask_spec(mask), panel_cases)
+        panels = PanelSpec(manifest, parse_list(modalities, "modalities"), parse_mask_spec(mask), panel_cases)
     given = (("--radiomics", radiomics), ("--compare", compare), ("--stats", stats),
              ("--correlate-summary", correlate_summary), ("--cka", cka), ("--probe", probe),
              ("--manifest", manifest),
@@ -145,10 +147,8 @@ def report_cli(
                                                 "dendrogram [default: ordered when each records an epoch]."),
     manifest: Optional[str] = typer.Option(None, "--manifest", metavar="CSV",
                                            help="Cohort manifest: adds image panels (needs --modalities and --mask)."),
-    modalities: Optional[str] = typer.Option(None, "--modalities", metavar="LIST",
-                                             help="Image columns to show in the panels, e.g. t2,dwi,adc."),
-    mask: Optional[str] = typer.Option(None, "--mask", metavar="COLUMN[:LABELS]",
-                                       help="ROI outlined in the panels (as for extract-radiomics)."),
+    modalities: Optional[str] = modalities_option("Image columns to show in the panels, e.g. t2,dwi,adc.", default=None, metavar="LIST"),
+    mask: Optional[str] = mask_option("ROI outlined in the panels (as for extract-radiomics).", default=None, metavar="COLUMN[:LABELS]"),
     panel_cases: int = typer.Option(3, "--panel-cases", metavar="N", help="Example cases shown with every modality."),
     figures: Optional[str] = typer.Option(None, "--figures", metavar="DIR", help="Also write every figure as PNG into this folder."),
     title: str = typer.Option("radlens report", "--title", metavar="TEXT", help="Title of the report."),
