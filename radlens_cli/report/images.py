@@ -233,8 +233,9 @@ def grid_figure(cells, ncols: int, name: str, title: str, caption: str, row_labe
     matplotlib, plt = rf._plt()
     nrows = (len(cells) + ncols - 1) // ncols
     with matplotlib.rc_context(rf.RC):
-        fig, axes = plt.subplots(nrows, ncols, figsize=(THUMB_INCH * ncols, (THUMB_INCH + 0.4) * nrows),
-                                 squeeze=False)
+        head, cap = (0.45 if title else 0.05), 0.42   # suptitle; two-line cell titles
+        height = nrows * (THUMB_INCH + cap) + head
+        fig, axes = plt.subplots(nrows, ncols, figsize=(THUMB_INCH * ncols, height), squeeze=False)
         for ax, (view, t) in itertools.zip_longest(axes.ravel(), cells, fillvalue=(None, "")):
             if view is None:
                 ax.axis("off")
@@ -247,7 +248,9 @@ def grid_figure(cells, ncols: int, name: str, title: str, caption: str, row_labe
                 axes[r][0].set_ylabel(lab, fontsize=7)
         if title:
             fig.suptitle(rf.wrap_title(title, 70), fontsize=9, y=1.0)
-        fig.subplots_adjust(wspace=0.05, hspace=0.3)
+        # the thumbnails fill their cells (the default margins left them ~160 px wide)
+        fig.subplots_adjust(left=0.01, right=0.99, bottom=0.01, top=1 - (head + cap) / height,
+                            wspace=0.05, hspace=cap / THUMB_INCH)
         return _render_small(fig, name, title, caption)
 
 
