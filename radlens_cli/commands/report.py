@@ -172,6 +172,11 @@ def report_cli(
     how many features changed beyond the null, size-related features, optional sections,
     and provenance (inputs with sha256, versions, history). Every number is labelled with
     the statistic its column holds. Missing optional inputs leave their sections out.
+    The headline gives the median pre-trained R² over all columns, says "underpowered: …"
+    when decode judged the cohort too small (docs/validity.md), and names the fine-tuning
+    task of the checkpoint from the --encoder whose sha256 decode recorded. One table
+    input may be `-` (stdin; hashed as piped); --manifest and --encoder are files. The
+    report embeds its own provenance, which `radlens info report.html` shows.
 
     With several checkpoints in DELTA.csv: a heatmap of Δr² by family x checkpoint, a
     trajectory when they are epochs of one run (--ordered), else a dendrogram of their
