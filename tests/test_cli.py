@@ -118,3 +118,11 @@ def test_info_lines_do_not_land_inside_a_progress_bar(monkeypatch):
         assert text[at + len(line)] == "\n"
     log.info("after the bar")   # no bar left: a plain line
     assert err.getvalue().endswith("radlens: after the bar\n")
+
+
+def test_top_help_names_compare_by_what_it_ranks_and_lists_143(cli):
+    """Issue 25: `radlens --help` called compare "(importance change)" though it ranks by Δr²,
+    and its exit codes left out 143 (SIGTERM), which the README lists."""
+    text = cli("--help").stdout
+    assert "(importance change)" not in text and "(decodability change" in text
+    assert "143" in text and "SIGTERM" in text
