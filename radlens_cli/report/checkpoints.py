@@ -140,7 +140,7 @@ def dendrogram(names, prof, stat: str):
 
 
 def checkpoints_section(rep, delta, enc_info, ordered: bool | None, identities: dict | None = None) -> None:
-    from radlens_cli.report.html import esc, fmt, table
+    from radlens_cli.report.html import column_format, esc, table
 
     stat = change_statistic(delta)
     names = delta.attrs["checkpoints"]
@@ -151,7 +151,9 @@ def checkpoints_section(rep, delta, enc_info, ordered: bool | None, identities: 
         sub = delta[delta["checkpoint"] == n]
         dec = sub[sub["decodable"]]
         nq = int((sub["q_bh"] < 0.05).sum()) if "q_bh" in sub.columns else "–"
-        rows.append([n, len(sub), len(dec), fmt(float(dec[stat].mean()) if len(dec) else float("nan")), nq])
+        rows.append([n, len(sub), len(dec), float(dec[stat].mean()) if len(dec) else float("nan"), nq])
+    form = column_format([r[3] for r in rows], stat)   # one number format for the column
+    rows = [r[:3] + [form(r[3])] + r[4:] for r in rows]
     parts = [f"<p>{len(names)} checkpoints, each compared with the reference (its own BH family). "
              f"Order: {esc(how)}.</p>",
              table(["checkpoint", "features", "decodable", f"mean {stat} (decodable)", "q_bh < 0.05"], rows,
