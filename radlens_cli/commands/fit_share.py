@@ -54,7 +54,7 @@ def fit_share(emb_path: str, rad_path: str, output: str, hidden: int | None = No
     n_dec = model.params["n_decoder_train"]
     if model.params.get("hidden_from_rule"):
         log.info(f"share: h = {model.hidden} for {n_dec} decoder train cases "
-                 f"(default: two decoder cases per hidden unit, at most {power.DEFAULT_HIDDEN}; --hidden to set)")
+                 f"(default: two decoder cases per coefficient, at most {power.DEFAULT_HIDDEN}; --hidden to set)")
     else:
         verdict = power.assess(n_dec, model.hidden)
         if verdict.underpowered:
