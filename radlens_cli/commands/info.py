@@ -55,7 +55,12 @@ def _text_table(real: str, shown: str, path: str) -> dict:
            "n_columns": len(df.columns)}
     side = read_sidecar(path) if path != "-" else None
     if side:
-        out["schema"] = side.get("radlens_schema")
+        hist = side.get("history") if isinstance(side.get("history"), list) else []
+        made_by = hist[-1].get("subcommand") if hist and isinstance(hist[-1], dict) else None
+        schema = side.get("radlens_schema")
+        # a plain sidecar's schema says only that it is one: name the command that wrote the table
+        out["schema"] = schema if schema != "csv-provenance/1" else (
+            (f"{made_by} output" if made_by else "radlens table") + f" ({schema}, provenance in its sidecar)")
         out["sidecar"] = sidecar_path(path)
         for key in ("radlens_version", "command", "created", *JSON_ATTRS):
             if key in side:

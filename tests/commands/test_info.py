@@ -82,6 +82,7 @@ def test_csv_and_json_sidecar_show_inputs_and_params(cli, tmp_path):
     d = json.loads(cli("info", "--json", tmp_path / "pairs.csv").stdout)
     assert d["inputs"]["embeddings"]["sha256"] == sha256_file(t["emb"])
     assert d["params"]["threshold"] == 0.3 and d["history"][-1]["subcommand"] == "correlate"
+    assert d["schema"] == "correlate output (csv-provenance/1, provenance in its sidecar)"
     text = cli("info", tmp_path / "pairs.csv").stdout
     assert f"input radiomics: {t['rad']}  sha256 {sha256_file(t['rad'])}" in text
     side = cli("info", tmp_path / "pairs.csv.json")
