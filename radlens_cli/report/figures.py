@@ -239,7 +239,7 @@ def pre_ft_bars(df, label_cols, pre: str, ft: str, title: str, name: str) -> Fig
         ax.set_xticks(x, labels, rotation=60, ha="right")
         stem = pre[:-4]
         what = PAIR_MEANING.get(stem, stem.replace("_", " "))
-        ax.set_ylabel(what if len(what) <= 28 else stem.replace("_", " "))
+        ax.set_ylabel(wrap_title(what, 26))   # what the bars count, on as many lines as it needs
         ax.set_title(title)
         ax.legend(["pre-trained", "fine-tuned"], frameon=False)
         by = " / ".join(label_cols) if label_cols else "row"

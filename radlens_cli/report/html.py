@@ -24,7 +24,7 @@ h1{font-size:1.6em;margin-bottom:.2em}h2{border-bottom:1px solid #ccc;padding-bo
 h3{margin-top:1.4em}nav ol{columns:2}table.data{border-collapse:collapse;font-size:.85em;margin:.6em 0}
 table.data th,table.data td{border:1px solid #ccc;padding:2px 7px;text-align:right}
 table.data th{background:#f0f2f5}table.data td.txt,table.data th.txt{text-align:left}
-table.data td.txt{min-width:16em;max-width:26em;overflow-wrap:anywhere}
+table.data td.long{min-width:16em;max-width:26em;overflow-wrap:anywhere}
 tr.ft td{border-bottom:2px solid #999}figure{margin:1em 0}figure img{max-width:100%;height:auto}
 figcaption{font-size:.85em;color:#555}.muted{color:#666;font-size:.85em}code{font-size:.9em}
 .kpi{display:inline-block;border:1px solid #ddd;border-radius:6px;padding:.4em .8em;margin:.2em;
@@ -103,8 +103,10 @@ def table(header, rows, txt_cols=(0,), row_classes=None, caption=None) -> str:
                                        for i, h in enumerate(header)) + "</tr></thead><tbody>")
     for k, row in enumerate(rows):
         cls = f' class="{row_classes[k]}"' if row_classes and row_classes[k] else ""
-        out.append(f"<tr{cls}>" + "".join(f'<td class="{"txt" if i in txt_cols else ""}">{esc(c)}</td>'
-                                          for i, c in enumerate(row)) + "</tr>")
+        # long names (t2/original_glrlm_GrayLevelNonUniformityNormalized) wrap at a readable width
+        out.append(f"<tr{cls}>" + "".join(
+            f'<td class="{("txt long" if len(str(c)) > 30 else "txt") if i in txt_cols else ""}">{esc(c)}</td>'
+            for i, c in enumerate(row)) + "</tr>")
     out.append("</tbody></table></div>")
     return "\n".join(out)
 

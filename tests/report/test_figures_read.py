@@ -75,7 +75,7 @@ def test_rad4xcnn_bars_have_a_y_label_and_a_sentence_caption(captured):
     df = pd.DataFrame({"modality": ["t2", "adc"], "family": ["glcm", "glszm"], "deep_pre": [3, 5],
                        "deep_ft": [4, 2]})
     fig = rf.pre_ft_bars(df, ["modality", "family"], "deep_pre", "deep_ft", "Deep features explained", "fig_c")
-    assert captured[0].axes[0].get_ylabel()
+    assert captured[0].axes[0].get_ylabel().replace("\n", " ") == "deep features with a correlated radiomic feature"
     assert fig.caption.startswith("Number of deep features with a correlated radiomic feature per modality / family")
     assert fig.caption != "deep_pre vs deep_ft."
 
