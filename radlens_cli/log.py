@@ -29,7 +29,9 @@ def _emit(line: str) -> None:
 
 
 def info(msg: str) -> None:
-    """A progress/log line on stderr (hidden with --quiet)."""
+    """A progress/log line on stderr (hidden with --quiet); a ParameterMessage shows its flags."""
+    if hasattr(msg, "flagged"):
+        msg = msg.flagged()
     if VERBOSITY["level"] >= 1:
         _emit(f"radlens: {msg}")
 

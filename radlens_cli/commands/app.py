@@ -14,6 +14,7 @@ from typer.core import TyperGroup
 from radlens_cli import log, provenance
 from radlens_cli.errors import (EXIT_INTERRUPTED, EXIT_TERMINATED, EXIT_USAGE, ParameterError, RadlensError,
                                 Terminated, UsageError)
+from radlens_cli.io import files
 
 try:  # typer >= 0.26 vendors click
     from typer._click import exceptions as click_exc
@@ -54,6 +55,13 @@ Shell completion: radlens --install-completion (or --show-completion to print it
 """
 
 
+def pipeline_commands() -> list[str]:
+    """The commands, in the order PIPELINE lists them: the one list of commands. main.py
+    imports their modules from it and --help (and the man pages) show them in this order."""
+    block = PIPELINE.split("\b\n", 1)[1].split("\n\n", 1)[0]
+    return [line.split()[0] for line in block.splitlines() if line.strip()]
+
+
 GLOBAL_FLAGS = ("-q", "--quiet", "-v", "--verbose")
 
 
@@ -84,7 +92,12 @@ def plain_arguments(cmd) -> None:
 
 
 class RadlensGroup(TyperGroup):
-    """Prints click usage errors as one line `radlens <cmd>: error: ...` (exit 2)."""
+    """Prints click usage errors as one line `radlens <cmd>: error: ...` (exit 2); lists the
+    commands in pipeline order (pipeline_commands), not in the order they were imported."""
+
+    def list_commands(self, ctx):
+        order = {name: i for i, name in enumerate(pipeline_commands())}
+        return sorted(super().list_commands(ctx), key=lambda n: (order.get(n, len(order)), n))
 
     def __init__(self, *args, **kwargs):
         super().__init__(*args, **kwargs)
@@ -151,8 +164,6 @@ def command(name: str, **kwargs):
     def deco(fn):
         @functools.wraps(fn)
         def wrapper(*args, **kw):
-            from radlens_cli.io import files
-
             files.reset_stdin_spool()  # each command reads its own stdin, also many in one process
             files.CURRENT["command"] = name
             provenance.reset_run()   # a CSV's sidecar holds only what this command declares

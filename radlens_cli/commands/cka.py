@@ -14,8 +14,10 @@ from radlens_cli import log, provenance
 from radlens_cli.commands.app import command
 from radlens_cli.commands.options import force_option, output_option, seed_option
 from radlens_cli.errors import RadlensError, UsageError
-from radlens_cli.io.files import atomic_output, check_output
+from radlens_cli.io.files import check_output
+from radlens_cli.io.formats import write_csv
 from radlens_cli.io.tables import CaseTable, align_cases, read_table
+from radlens_cli.lens import cka as lk
 
 
 def finite_columns(table: CaseTable, what: str) -> CaseTable:
@@ -36,8 +38,6 @@ def cka(a_path: str, b_path: str, output: str | None = None, kernel: str = "line
         debiased: bool = False, sigma: float = 1.0, standardize: bool = False, split: str | None = None,
         bootstrap: int = 0, level: float = 0.95, seed: int = 0, force: bool = False) -> dict:
     """CKA between two case tables on their shared cases (+ bootstrap CI); optional CSV."""
-    from radlens_cli.lens import cka as lk
-
     if kernel not in lk.KERNELS:
         raise UsageError(f"--kernel {kernel}: use {' or '.join(lk.KERNELS)}")
     if not sigma > 0:
@@ -82,14 +82,11 @@ def cka(a_path: str, b_path: str, output: str | None = None, kernel: str = "line
                            params={k: row[k] for k in ("kernel", "debiased", "sigma", "standardize",
                                                        "split", "n_bootstrap", "level", "seed")},
                            history=provenance.merged_history(ta.attrs, tb.attrs))
-        prov = provenance.current()
-        with atomic_output(output, force, suffix=".csv") as tmp:
-            df = pd.DataFrame([row])
-            with open(tmp, "w", encoding="utf-8") as fh:
-                # a CSV's provenance is its `command` column (as in probe's CSV), not a samtools-style
-                # '#' line, which would break plain CSV readers; the HDF5 outputs carry the full record
-                df["command"] = prov["command"]
-                df.to_csv(fh, index=False, float_format="%.10g")
+        df = pd.DataFrame([row])
+        # a CSV's provenance is its `command` column (as in probe's CSV) and its sidecar (inputs
+        # with sha256, params: provenance.declare), not a samtools-style "#" line
+        df["command"] = provenance.command_line()
+        write_csv(df, output, force)
     return row
 
 

@@ -18,6 +18,7 @@ from radlens_cli.commands.options import (allow_different_preprocessing_option, 
                                           labels_option, output_option, seed_option)
 from radlens_cli.errors import UsageError
 from radlens_cli.io.files import atomic_output, check_output
+from radlens_cli.io.formats import write_csv
 from radlens_cli.io.formats.decoder import load_decoder
 from radlens_cli.lens.compare import checkpoint_labels, compare_decoders
 
@@ -63,8 +64,7 @@ def compare(pre_path: str, ft_path, output: str, top: int = 5, stable_quantile: 
                                "checkpoints": {n: provenance.checkpoint_identity(p, d.attrs)
                                                for p, n, d in zip(others, names, decs)}},
                        history=provenance.merged_history(ref.attrs, *(d.attrs for d in decs)))
-    with atomic_output(output, force, suffix=".csv") as tmp:
-        result.table.to_csv(tmp, index=False, float_format="%.10g")
+    write_csv(result.table, output, force)
     text = result.views_text(ref_name=os.path.basename(str(pre_path)))
     if text:
         if summary:

@@ -17,21 +17,21 @@ from radlens_cli.errors import RadlensError, UsageError
 from radlens_cli.io.files import check_output
 from radlens_cli.io.formats import write_csv
 from radlens_cli.io.formats.correlation import read_correlation
+from radlens_cli.lens import correlate as lc
+from radlens_cli.names import table_column_meta
 
 
 def _full_axis(c: dict) -> tuple[np.ndarray, dict]:
     """All radiomic columns of a correlation file (kept then excluded) and their metadata."""
-    from radlens_cli.lens import correlate as lc
-
     kept = c["columns"]
     excl = c.get("excluded_columns", np.array([], dtype=object))
     cols = np.concatenate([kept, excl])
     kept_meta = {k: c[f"column_{k}"] for k in lc.META_KEYS if f"column_{k}" in c}
     if len(kept_meta) < len(lc.META_KEYS):
-        kept_meta = lc.radiomic_column_meta(kept)
+        kept_meta = table_column_meta(kept)
     excl_meta = {k: c[f"excluded_column_{k}"] for k in lc.META_KEYS if f"excluded_column_{k}" in c}
     if len(excl_meta) < len(lc.META_KEYS):
-        excl_meta = lc.radiomic_column_meta(excl)
+        excl_meta = table_column_meta(excl)
     return cols, {k: np.concatenate([kept_meta[k], excl_meta[k]]) for k in lc.META_KEYS}
 
 
@@ -50,8 +50,6 @@ def _setting(pre: dict, ft: dict, key: str, given: float | None, flag: str) -> f
 def correlate_summary(pre_path: str, ft_path: str, output: str, threshold: float | None = None,
                       alpha: float | None = None, force: bool = False):
     """Per modality x family: deep features with a correlated radiomic feature, pre vs ft."""
-    from radlens_cli.lens import correlate as lc
-
     if pre_path == "-" and ft_path == "-":
         raise UsageError("only one of the two correlation files can be `-` (stdin)")
     check_output(output, force, suffix=".csv")

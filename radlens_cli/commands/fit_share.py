@@ -7,16 +7,17 @@ lens/scaling.py), io/formats/share.py.
 from __future__ import annotations
 
 import numpy as np
-import pandas as pd
 import typer
 
 from radlens_cli import lens, log, provenance
 from radlens_cli.commands.app import command
 from radlens_cli.commands.options import allow_missing_option, device_option, force_option, output_option, seed_option
 from radlens_cli.errors import UsageError
-from radlens_cli.io.files import atomic_output, check_output
+from radlens_cli.io.files import check_output
+from radlens_cli.io.formats import write_csv
 from radlens_cli.io.formats.share import save_share
 from radlens_cli.io.tables import read_table
+from radlens_cli.lens import power
 
 
 def fit_share(emb_path: str, rad_path: str, output: str, hidden: int | None = None, l1: float = 1e-6,
@@ -49,8 +50,6 @@ def fit_share(emb_path: str, rad_path: str, output: str, hidden: int | None = No
     if model.scaler.dropped:
         log.warn(f"{len(model.scaler.dropped)} radiomic column(s) dropped (listed in "
                  f"{output}: dropped_columns)")
-    from radlens_cli.lens import power
-
     n_dec = model.params["n_decoder_train"]
     if model.params.get("hidden_from_rule"):
         log.info(f"share: h = {model.hidden} for {n_dec} decoder train cases "
@@ -81,10 +80,11 @@ def fit_share(emb_path: str, rad_path: str, output: str, hidden: int | None = No
         log.info(f"sweep: selected l1={s['l1'][best]:g} l2={s['l2'][best]:g} "
                  f"(val L1 {s['val_l1'][best]:.4g})")
         if sweep_scores:
+            import pandas as pd  # heavy: kept out of `radlens --help`
+
             df = pd.DataFrame({k: s[k] for k in ("l1", "l2", "val_l1", "train_l1", "train_loss",
                                                  "selected")})
-            with atomic_output(sweep_scores, force, suffix=".csv") as tmp:
-                df.to_csv(tmp, index=False, float_format="%.10g")
+            write_csv(df, sweep_scores, force)
     save_share(model, output, attrs=attrs, force=force)
     log.info(f"share: d={model.embedding_dim} -> h={model.hidden} ({activation}), "
              f"{len(model.columns)} radiomic columns kept, {len(model.scaler.dropped)} dropped; "

@@ -7,21 +7,19 @@ from __future__ import annotations
 
 import typer
 
-from radlens_cli import log
+from radlens_cli import log, provenance
 from radlens_cli.commands.app import command
 from radlens_cli.commands.options import force_option, output_option
 from radlens_cli.errors import UsageError
+from radlens_cli.io.cases import PART_ATTR, warn_partial
+from radlens_cli.io.files import check_output
+from radlens_cli.io.tables import table_format, write_table
+from radlens_cli.radiomics.merge import merge_parts, read_part
 
 
 def merge(paths: list[str], output: str, force: bool = False, allow_incomplete: bool = False):
     """Merge part tables into `output`; returns the merged CaseTable."""
     import json
-
-    from radlens_cli import provenance
-    from radlens_cli.io.cases import PART_ATTR, warn_partial
-    from radlens_cli.io.files import check_output
-    from radlens_cli.io.tables import table_format, write_table
-    from radlens_cli.radiomics.merge import merge_parts, read_part
 
     if not paths:
         raise UsageError("give at least one part")
@@ -32,6 +30,8 @@ def merge(paths: list[str], output: str, force: bool = False, allow_incomplete: 
     parts = [read_part(p) for p in paths]
     table, diagnostics, summary = merge_parts(parts, allow_incomplete)
     params = dict(summary["params"])
+    if "case_inputs" in params:  # embed records them in params: every part's cases, not the first's
+        params["case_inputs"] = summary["case_inputs"]
     params.update({"parts": summary["parts"], "merged_from": summary["subcommand"],
                    "allow_incomplete": allow_incomplete})
     attrs = provenance.build(
@@ -41,6 +41,8 @@ def merge(paths: list[str], output: str, force: bool = False, allow_incomplete: 
         inputs = json.loads(attrs["inputs"])
         inputs["manifest"] = summary["manifest"]
         attrs["inputs"] = json.dumps(inputs, sort_keys=True)
+    if summary["case_inputs"] and "case_inputs" not in params:  # extract-radiomics: an attribute
+        attrs["case_inputs"] = json.dumps(summary["case_inputs"], sort_keys=True)
     attrs["failures"] = json.dumps(summary["failures"])
     attrs["skipped"] = json.dumps(summary["skipped"])
     if summary["incomplete"]:

@@ -10,11 +10,16 @@ from typing import List, Optional
 
 import typer
 
-from radlens_cli import log
+from radlens_cli import __version__, log, provenance
 from radlens_cli.commands.app import command
 from radlens_cli.commands.options import force_option, mask_option, modalities_option, output_option
+from radlens_cli.encoders.training.finetuned import read_finetune_record
 from radlens_cli.errors import RadlensError, UsageError
-from radlens_cli.io.files import atomic_output, check_output
+from radlens_cli.io.files import atomic_output, check_output, input_path, shown_name
+from radlens_cli.io.manifest import parse_mask_spec
+from radlens_cli.names import parse_list
+from radlens_cli.report import html
+from radlens_cli.report.images import PanelSpec
 
 
 def report(radiomics: str, compare: str, stats: str, output: str, correlate_summary: str | None = None,
@@ -24,9 +29,6 @@ def report(radiomics: str, compare: str, stats: str, output: str, correlate_summ
            ordered: bool | None = None, manifest: str | None = None, modalities: str | None = None,
            mask: str | None = None, panel_cases: int = 3) -> list[str]:
     """Write the HTML report (and the figures as PNG under figures_dir); returns figure names."""
-    from radlens_cli import provenance
-    from radlens_cli.report import html
-
     if top < 1:
         raise UsageError("--top must be at least 1")
     if not 0.0 <= stable_quantile <= 1.0:
@@ -39,9 +41,6 @@ def report(radiomics: str, compare: str, stats: str, output: str, correlate_summ
             raise UsageError("image panels need --manifest, --modalities and --mask together")
         if panel_cases < 0:
             raise UsageError("--panel-cases must be 0 or more")
-        from radlens_cli.io.manifest import parse_mask_spec
-        from radlens_cli.names import parse_list
-        from radlens_cli.report.images import PanelSpec
 
         panels = PanelSpec(manifest, parse_list(modalities, "modalities"), parse_mask_spec(mask), panel_cases)
     given = (("--radiomics", radiomics), ("--compare", compare), ("--stats", stats),
@@ -58,21 +57,19 @@ def report(radiomics: str, compare: str, stats: str, output: str, correlate_summ
             raise RadlensError(f"{flag} file not found: {path}")
     check_output(output, force, suffix=(".html", ".htm"))
     if piped:   # spooled once; the report hashes the spooled bytes and shows the input as stdin
-        from radlens_cli.io.files import input_path
-
         real = input_path("-", piped[0])
         pick = lambda p: real if p == "-" else p
         radiomics, compare, stats = pick(radiomics), pick(compare), pick(stats)
         correlate_summary, cka, probe = pick(correlate_summary), pick(cka), pick(probe)
         metrics = [pick(p) for p in metrics]
     versions = provenance.library_versions(("numpy", "scipy", "pandas", "h5py", "matplotlib", "typer"))
-    from radlens_cli import __version__
 
     versions["radlens"] = __version__
     text, figures = html.build(radiomics, compare, stats, correlate_summary, cka, probe, list(metrics),
                                title=title, top=top, stable_quantile=stable_quantile, rank_by=rank_by,
                                command=provenance.command_line(), versions=versions,
-                               created=provenance.created_timestamp(), encoders=list(encoders),
+                               created=provenance.created_timestamp(),
+                               encoders=[read_finetune_record(p) for p in encoders],
                                checkpoint=checkpoint, ordered=ordered, panels=panels)
     if figures_dir:
         if os.path.exists(figures_dir) and not os.path.isdir(figures_dir):
@@ -103,8 +100,6 @@ def embed_provenance(text: str, attrs: dict) -> str:
     a <meta> of its <head> (no script: the report runs no code), which `radlens info
     report.html` reads; browsers do not show it."""
     import json
-
-    from radlens_cli.io.files import shown_name
 
     rec = {"radlens_schema": "report/1"}
     for k, v in attrs.items():

@@ -7,9 +7,9 @@ from __future__ import annotations
 
 import numpy as np
 
-from radlens_cli.radiomics.names import family_label
-from radlens_cli.report import data as rd
-from radlens_cli.report import figures as rf
+from radlens_cli.names import family_label
+from radlens_cli.report import data as rd, figures as rf
+from radlens_cli.report.markup import column_format, esc, table
 
 
 def change_statistic(delta) -> str:
@@ -140,8 +140,6 @@ def dendrogram(names, prof, stat: str):
 
 
 def checkpoints_section(rep, delta, enc_info, ordered: bool | None, identities: dict | None = None) -> None:
-    from radlens_cli.report.html import column_format, esc, table
-
     stat = change_statistic(delta)
     names = delta.attrs["checkpoints"]
     fams, _, mat = family_matrix(delta, stat)

@@ -13,9 +13,13 @@ import re
 
 import numpy as np
 
-from radlens_cli.errors import RadlensError
-from radlens_cli.io.files import input_path
-from radlens_cli.radiomics.names import FAMILY_ORDER, META_KEYS, parse_column
+from radlens_cli.errors import EXIT_DATA, ParameterError, RadlensError
+from radlens_cli.io.cases import check_table
+from radlens_cli.io.files import input_path, read_sidecar, shown_name
+from radlens_cli.io.formats import CASE_TABLE, decode_strings, open_h5, read_h5_attrs
+from radlens_cli.io.tables import require_unique
+from radlens_cli.names import FAMILY_ORDER, META_KEYS, parse_column
+from radlens_cli.provenance import sha256_file
 
 GROUP_BY_ORDER = ("family", "image_type", "modality", "modality_family")
 # Radiomic features that grow with the ROI's size (besides the shape family): what a
@@ -29,11 +33,17 @@ def family_key(f: str):
     return (FAMILY_ORDER.index(f) if f in FAMILY_ORDER else len(FAMILY_ORDER), f)
 
 
+def _error(template: str, *params: str) -> ParameterError:
+    """A data error naming the parameter (report.html.build's) that gave the file."""
+    return ParameterError(template, *params, exit_code=EXIT_DATA)
+
+
 def read_csv(path: str, what: str):
-    """A CSV as a DataFrame; leading `#` comment lines (provenance) are skipped."""
+    """A CSV as a DataFrame; leading `#` comment lines (provenance) are skipped. what: the
+    parameter that named the file (compare, stats, metrics...), shown in errors."""
     import pandas as pd
 
-    real = input_path(path, what)
+    real = input_path(path, what.replace("_", " ") + " table")
     with open(real, encoding="utf-8", errors="replace") as fh:
         text = fh.read()
     lines = text.splitlines(keepends=True)
@@ -42,11 +52,11 @@ def read_csv(path: str, what: str):
         comments.append(lines.pop(0).lstrip("#").strip())
     body = "".join(lines)
     if not body.strip():
-        raise RadlensError(f"{what} {path}: empty CSV")
+        raise _error(f"{{{what}}} {path}: empty CSV", what)
     try:
         df = pd.read_csv(io.StringIO(body))
     except Exception as e:  # pandas raises many types on malformed text
-        raise RadlensError(f"{what} {path}: cannot parse as CSV: {e}") from None
+        raise _error(f"{{{what}}} {path}: cannot parse as CSV: {e}", what) from None
     df.columns = [str(c).strip() for c in df.columns]
     df.attrs["comments"] = comments
     return df
@@ -55,12 +65,12 @@ def read_csv(path: str, what: str):
 def _require(df, cols, what, path):
     missing = [c for c in cols if c not in df.columns]
     if missing:
-        raise RadlensError(f"{what} {path}: missing column(s) {', '.join(missing)} "
-                           f"(columns: {', '.join(map(str, df.columns[:12]))})")
+        raise _error(f"{{{what}}} {path}: missing column(s) {', '.join(missing)} "
+                     f"(columns: {', '.join(map(str, df.columns[:12]))})", what)
 
 
 def _parse_column_name(name: str) -> dict:
-    """`t2/wavelet-LLH_glcm_Correlation` -> modality, image_type, family, feature (radiomics.names)."""
+    """`t2/wavelet-LLH_glcm_Correlation` -> modality, image_type, family, feature (radlens_cli.names)."""
     return dict(zip(META_KEYS, parse_column(name)))
 
 
@@ -89,11 +99,11 @@ def read_delta(path: str):
     """
     import pandas as pd
 
-    df = read_csv(path, "--compare")
-    _require(df, ["column"], "--compare", path)
+    df = read_csv(path, "compare")
+    _require(df, ["column"], "compare", path)
     if not ({"delta_importance", "delta_r2"} & set(df.columns) or {"r2_pre", "r2_ft"} <= set(df.columns)):
-        raise RadlensError(f"--compare {path}: missing column(s) delta_importance or delta_r2 "
-                           f"(columns: {', '.join(map(str, df.columns[:12]))})")
+        raise _error(f"{{compare}} {path}: missing column(s) delta_importance or delta_r2 "
+                     f"(columns: {', '.join(map(str, df.columns[:12]))})", "compare")
     parsed = pd.DataFrame([_parse_column_name(c) for c in df["column"]])
     for col in ("modality", "image_type", "family", "feature"):
         if col not in df.columns:
@@ -106,7 +116,7 @@ def read_delta(path: str):
     if "delta_r2" not in df.columns and {"r2_pre", "r2_ft"} <= set(df.columns):
         df["delta_r2"] = df["r2_ft"] - df["r2_pre"]
     if not len(df):
-        raise RadlensError(f"--compare {path}: no rows")
+        raise _error(f"{{compare}} {path}: no rows", "compare")
     if "checkpoint" in df.columns:
         df["checkpoint"] = df["checkpoint"].fillna("").astype(str)
         df.attrs["single"] = False
@@ -117,8 +127,8 @@ def read_delta(path: str):
     dup = df.duplicated(["checkpoint", "column"])
     if dup.any():
         r = df[dup].iloc[0]
-        raise RadlensError(f"--compare {path}: column {r['column']} appears twice"
-                           + ("" if df.attrs["single"] else f" for checkpoint {r['checkpoint']}"))
+        raise _error(f"{{compare}} {path}: column {r['column']} appears twice"
+                     + ("" if df.attrs["single"] else f" for checkpoint {r['checkpoint']}"), "compare")
     if "decodable" in df.columns:
         df["decodable"] = _as_bool(df["decodable"])
         df.attrs["decodable_source"] = "file"
@@ -169,7 +179,8 @@ def focus_checkpoint(delta, wanted: str | None) -> str:
     if wanted is None:
         return names[-1]
     if wanted not in names:
-        raise RadlensError(f"--checkpoint {wanted}: not in the compare table (checkpoints: {', '.join(names)})")
+        raise _error(f"{{checkpoint}} {wanted}: not in the compare table (checkpoints: {', '.join(names)})",
+                     "checkpoint")
     return wanted
 
 
@@ -192,8 +203,8 @@ def read_stats(path: str):
     attrs["stars_from"] says which column the stars come from."""
     import pandas as pd
 
-    df = read_csv(path, "--stats")
-    _require(df, ["group_by", "group", "r2_pre", "r2_ft"], "--stats", path)
+    df = read_csv(path, "stats")
+    _require(df, ["group_by", "group", "r2_pre", "r2_ft"], "stats", path)
     for col in ("n_features", "mse_pre", "r2_pre", "mse_ft", "r2_ft", "wilcoxon_p", "q_bh"):
         if col in df.columns:
             df[col] = pd.to_numeric(df[col], errors="coerce")
@@ -221,8 +232,8 @@ def stats_for(stats, checkpoint: str, single: bool):
     if len(names) == 1 and (single or names[0] == SINGLE_CHECKPOINT):
         return stats
     if checkpoint not in names:
-        raise RadlensError(f"--stats: no Table-1 block for checkpoint {checkpoint} "
-                           f"(the stats table has {', '.join(names)})")
+        raise _error(f"{{stats}}: no Table-1 block for checkpoint {checkpoint} "
+                     f"(the stats table has {', '.join(names)})", "stats")
     out = stats[stats["checkpoint"] == checkpoint]
     out.attrs = dict(stats.attrs)
     return out
@@ -249,21 +260,22 @@ def modality_family_r2(stats, delta):
 
 def radiomics_summary(path: str) -> dict:
     """Cohort summary from the radiomics case table without loading its values."""
-    from radlens_cli.io.formats import CASE_TABLE, decode_strings, open_h5, read_h5_attrs
-    from radlens_cli.io.tables import require_unique
-
-    with open_h5(path, CASE_TABLE, "--radiomics") as f:
+    with open_h5(path, CASE_TABLE, "radiomics table") as f:
         for name in ("case_id", "columns"):
             if name not in f:
-                raise RadlensError(f"--radiomics {path}: missing dataset `{name}` (not a valid case table)")
+                raise _error(f"{{radiomics}} {path}: missing dataset `{name}` (not a valid case table)",
+                             "radiomics")
         ids = decode_strings(f["case_id"][()])
         columns = decode_strings(f["columns"][()])
-        require_unique(ids, f"--radiomics {path}: duplicate case_id")
-        require_unique(columns, f"--radiomics {path}: duplicate column")
+        require_unique(ids, f"radiomics table {path}: duplicate case_id")
+        require_unique(columns, f"radiomics table {path}: duplicate column")
         meta = {k[len("column_"):]: decode_strings(f[k][()]) for k in f if k.startswith("column_")}
         split = decode_strings(f["split"][()]) if "split" in f else None
         shape = f["values"].shape if "values" in f else (len(ids), len(columns))
         attrs = read_h5_attrs(f)
+    # a table written with --keep-going lacks its failed cases, a part lacks the others: say so,
+    # as every other command reading a case table does
+    check_table(attrs, path)
     if "modality" not in meta or "family" not in meta:
         parsed = [_parse_column_name(c) for c in columns]
         meta.setdefault("modality", np.array([p["modality"] for p in parsed], dtype=object))
@@ -294,10 +306,6 @@ def size_related(delta):
 
 
 def file_record(role: str, path: str) -> dict:
-    from radlens_cli.provenance import sha256_file
-
-    from radlens_cli.io.files import shown_name
-
     return {"role": role, "path": shown_name(path), "bytes": os.path.getsize(path), "sha256": sha256_file(path)}
 
 
@@ -313,29 +321,9 @@ def task_from_metrics(df) -> str | None:
     return None
 
 
-def checkpoint_info(path: str) -> dict:
-    """Task, target and epoch recorded in a radlens finetune checkpoint (no weights kept)."""
-    import torch
-
-    real = input_path(path, "--encoder")
-    try:
-        obj = torch.load(real, map_location="cpu", weights_only=True)
-    except Exception as e:  # torch raises many types on a non-checkpoint
-        raise RadlensError(f"--encoder {path}: cannot read as a torch checkpoint: {str(e).splitlines()[0][:200]}") from None
-    meta = obj.get("finetune") if isinstance(obj, dict) else None
-    if not isinstance(meta, dict) or "task" not in meta:
-        raise RadlensError(f"--encoder {path}: not a radlens finetune checkpoint (no task recorded)")
-    out = {"path": path, "task": meta.get("task"), "target": meta.get("target"),
-           "epoch": meta.get("epoch"), "run": meta.get("run"), "metric": meta.get("metric"),
-           "best_epoch": meta.get("best_epoch"), "freeze_encoder": (meta.get("params") or {}).get("freeze_encoder")}
-    return out
-
-
 def checkpoint_identities(compare_path: str) -> dict:
     """label -> what compare recorded of each checkpoint (decoder and encoder with sha256),
     from DELTA.csv's provenance sidecar; {} for a table without one (older, or piped)."""
-    from radlens_cli.io.files import read_sidecar
-
     if not compare_path or compare_path == "-" or not os.path.isfile(compare_path):
         return {}
     side = read_sidecar(compare_path) or {}
@@ -352,8 +340,6 @@ def match_encoders(labels, enc_info, identities: dict) -> dict:
     recorded; without a record, a file stem equal to the label (or to it without a
     `dec-`/`dec_` prefix). Never a substring: `ft` must not match `dec_ft_pirads`.
     A label with no exact match is left out."""
-    from radlens_cli.provenance import sha256_file
-
     hashes = {}
     for e in enc_info:
         try:

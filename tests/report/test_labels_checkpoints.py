@@ -75,8 +75,9 @@ def test_focus_checkpoint_and_its_table1_block(tmp_path):
     paths = make_inputs(tmp_path, fmt="new", checkpoints=EPOCHS)
     delta, stats = read_delta(paths["compare"]), read_stats(paths["stats"])
     assert focus_checkpoint(delta, None) == "ft-epoch004" and focus_checkpoint(delta, "ft-epoch002") == "ft-epoch002"
-    with pytest.raises(RadlensError, match="--checkpoint nope: not in the compare table"):
+    with pytest.raises(RadlensError, match="^checkpoint nope: not in the compare table") as e:
         focus_checkpoint(delta, "nope")
+    assert e.value.flagged().startswith("--checkpoint nope: not in the compare table")
     blk = stats_for(stats, "ft-epoch002", False)
     assert set(blk["checkpoint"]) == {"ft-epoch002"} and len(blk) == len(stats) // 3
     raw = pd.read_csv(paths["stats"])
@@ -110,12 +111,13 @@ def test_task_named_from_the_checkpoint(cli, tmp_path):
     import torch
 
     from radlens_cli.report import html as rh
-    from radlens_cli.report.data import checkpoint_info, read_delta
+    from radlens_cli.encoders.training.finetuned import read_finetune_record
+    from radlens_cli.report.data import read_delta
 
     paths = make_inputs(tmp_path, fmt="old")
     torch.save({"radlens_checkpoint": 1, "finetune": {"task": "regress", "target": "psa_density", "epoch": 3,
                                                        "run": "abc"}}, tmp_path / "ft.pt")
-    info = checkpoint_info(str(tmp_path / "ft.pt"))
+    info = read_finetune_record(str(tmp_path / "ft.pt"))
     assert (info["task"], info["target"], info["epoch"], info["run"]) == ("regress", "psa_density", 3, "abc")
     assert rh.task_summary([], [info], "fine-tuned")[0] == "regress psa_density"
     assert "ft.pt, the only --encoder" in rh.task_summary([], [info], "fine-tuned")[1]
@@ -166,7 +168,7 @@ def test_task_by_exact_checkpoint_identity_never_a_substring(tmp_path):
 
     from radlens_cli.provenance import sha256_file
     from radlens_cli.report import html as rh
-    from radlens_cli.report.data import checkpoint_info
+    from radlens_cli.encoders.training.finetuned import read_finetune_record as checkpoint_info
 
     torch.save({"finetune": {"task": "regress", "target": "gland_volume_ml"}}, tmp_path / "ft.pt")
     torch.save({"finetune": {"task": "classify", "target": "pirads"}}, tmp_path / "ft_pirads.pt")
@@ -187,3 +189,20 @@ def test_task_by_exact_checkpoint_identity_never_a_substring(tmp_path):
     ids = {"dec_ft_pirads": {"encoder": {"path": "other.pt", "sha256": sha256_file(tmp_path / "other.pt")}}}
     text, src = rh.task_summary([], encs[:1], "dec_ft_pirads", ids)
     assert text == "" and "none of the --encoder checkpoints" in src
+def test_report_warns_when_the_radiomics_left_failed_cases_out(cli, tmp_path):
+    """A radiomics table written with --keep-going lacks its failed cases; the report says so,
+    as the lens commands do when they read it."""
+    import json
+
+    import h5py
+
+    paths = make_inputs(tmp_path, fmt="new")
+    args = ("report", "--radiomics", paths["radiomics"], "--compare", paths["compare"], "--stats", paths["stats"])
+    r = cli(*args, "-o", tmp_path / "a.html")
+    assert r.exit_code == 0 and "failed case" not in r.stderr
+    with h5py.File(paths["radiomics"], "r+") as f:
+        f.attrs["failures"] = json.dumps([{"case_id": "case900", "modality": "t2", "reason": "empty mask",
+                                           "status": "failed"}])
+    r = cli(*args, "-o", tmp_path / "b.html")
+    assert r.exit_code == 0, r.stderr
+    assert "written with 1 failed case(s) left out: case900" in r.stderr

@@ -27,7 +27,6 @@ DECODER_SCHEMA = "decoder/1"
 CORRELATION_SCHEMA = "correlation/1"
 
 HDF5_MAGIC = b"\x89HDF\r\n\x1a\n"
-STR = None  # h5py string dtype, created lazily (h5py import is slow-ish)
 
 
 def _str_dtype():
@@ -54,20 +53,6 @@ def read_h5_attrs(f) -> dict:
     for k, v in f.attrs.items():
         out[k] = v.decode() if isinstance(v, bytes) else (v.item() if hasattr(v, "item") else v)
     return out
-
-
-def json_attr(attrs: dict, key: str, default):
-    """A JSON-valued root attribute (`params`, `history`, `failures`, ...) parsed; `default` when
-    absent or not JSON. Values already parsed (lists, dicts) pass through."""
-    raw = (attrs or {}).get(key)
-    if raw is None:
-        return default
-    if isinstance(raw, (list, dict)):
-        return raw
-    try:
-        return json.loads(raw)
-    except (TypeError, ValueError):
-        return default
 
 
 def open_hdf5_file(path: str, expected: str = "", what: str = "input"):
@@ -139,7 +124,11 @@ def _write_datasets(parent, datasets: dict) -> None:
 
 # ---------------------------------------------------------------- CSV tables
 
-def write_csv(df, path: str, force: bool) -> None:
-    """A pandas DataFrame as CSV, atomically, numbers with 10 significant digits."""
-    with atomic_output(path, force, suffix=".csv") as tmp:
-        df.to_csv(tmp, index=False, float_format="%.10g")
+def write_csv(df, path: str, force: bool = False, provenance: dict | None = None,
+              float_format: str | None = "%.10g", **options) -> None:
+    """The one CSV writer: a pandas DataFrame as CSV (no index; numbers with 10 significant
+    digits unless `float_format` says), atomically, `-` for stdout, with its provenance
+    sidecar `<path>.json` (io.files.write_sidecar: `provenance`, the record of the inputs
+    and parameters, else the running command's). options: more DataFrame.to_csv arguments."""
+    with atomic_output(path, force, suffix=".csv", provenance=provenance) as tmp:
+        df.to_csv(tmp, index=False, float_format=float_format, **options)
