@@ -71,14 +71,26 @@ def extract_radiomics(manifest_path: str, modalities: list[str], mask: str, para
                    strict_geometry=strict_geometry)
     bar = log.progress(total=len(man) * len(modalities), desc="extract", unit="task")
 
+    shown_per_reason = 3   # a mask label missing in every case is one problem, not 180 lines
+    same: dict[str, list[str]] = {}
+
+    def say(line):
+        if bar.disable:
+            print(line, file=sys.stderr, flush=True)
+        else:
+            bar.write(line, file=sys.stderr)
+
     def on_result(res, done, total):
         bar.update(1)
         if res.status != "ok":
-            line = f"radlens {NAME}: {'skipped' if res.status == 'skipped' else 'failed'}: {summarise_failure(res)}"
-            if bar.disable:
-                print(line, file=sys.stderr, flush=True)
-            else:
-                bar.write(line, file=sys.stderr)
+            what = "skipped" if res.status == "skipped" else "failed"
+            key = what + ": " + failure_pattern(res)
+            cases = same.setdefault(key, [])
+            cases.append(f"{res.case_id}/{res.modality}")
+            if len(cases) <= shown_per_reason:
+                say(f"radlens {NAME}: {what}: {summarise_failure(res)}")
+            elif len(cases) == shown_per_reason + 1:
+                say(f"radlens {NAME}: more cases {key} (not listed one by one; summary at the end)")
 
     log.info(f"{len(man)} case(s) x {len(modalities)} modalit{'y' if len(modalities) == 1 else 'ies'} "
              f"with {jobs} job(s)" + (f", cache {cache_dir}" if cache_dir else ""))
@@ -86,6 +98,11 @@ def extract_radiomics(manifest_path: str, modalities: list[str], mask: str, para
         ext = extract_cohort(man, modalities, opts, jobs, on_result)
     finally:
         bar.close()
+    for key, cases in same.items():
+        if len(cases) > shown_per_reason:
+            log.warn(f"{len(cases)} (case, modality) task(s) {key}: {', '.join(cases[:5])}"
+                     + (f" (+{len(cases) - 5} more)" if len(cases) > 5 else "")
+                     + (f"; every task failed alike: check --mask and the cohort" if len(cases) == len(man) * len(modalities) else ""))
     if ext.n_cached:
         log.info(f"{ext.n_cached} of {ext.n_tasks} task(s) taken from the cache")
     skipped = [f for f in ext.failures if f["status"] == "skipped"]
@@ -125,6 +142,17 @@ def _print_preset(value: Optional[str]):
             raise typer.BadParameter(e.flagged() if isinstance(e, ParameterError) else str(e),
                                      param_hint="--print-params") from None
         raise typer.Exit()
+
+
+def failure_pattern(res) -> str:
+    """A failure's reason without what is particular to its case (id, paths), so the same
+    problem in many cases is recognised as one."""
+    import re
+
+    text = str(res.reason)
+    for part in filter(None, (res.path, str(res.case_id))):
+        text = text.replace(str(part), "<case>" if part == str(res.case_id) else "<path>")
+    return re.sub(r"(/[^\s:,()]+)+", "<path>", text)
 
 
 @command(NAME)
