@@ -13,6 +13,7 @@ from radlens_cli.commands.app import app
 # Subcommand modules, in pipeline order (each registers itself on `app` when imported).
 COMMAND_MODULES = [
     "synth",
+    "perturb",
     "extract_radiomics",
     "import_pyradiomics",
     "merge",
@@ -27,6 +28,7 @@ COMMAND_MODULES = [
     "correlate",
     "correlate_summary",
     "cka",
+    "stability",
     "probe",
     "report",
     "info",
