@@ -111,7 +111,8 @@ def stability_cli(
 
     \b
       radlens perturb cohort.csv --modalities t2,adc --mask gland -o pert --replicates 5
-      radlens extract-radiomics pert/cohort.csv --modalities t2,adc --mask gland -o rad_pert.h5
+      radlens extract-radiomics pert/cohort.csv --modalities t2,adc --mask gland --params quick \\
+          -o rad_pert.h5
       radlens stability rad_pert.h5 --manifest pert/cohort.csv -o icc.csv
       radlens stability features.csv --group patient -o - | sort -t, -k2 -g | head
     """

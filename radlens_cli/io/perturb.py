@@ -38,7 +38,7 @@ from dataclasses import asdict, dataclass
 
 import numpy as np
 
-from radlens_cli.errors import ParameterError, RadlensError
+from radlens_cli.errors import ParameterError, ParameterMessage, RadlensError
 from radlens_cli.io.images import load_mask, read_image, resample_like, select_labels
 from radlens_cli.io.manifest import Manifest, MaskSpec
 
@@ -279,7 +279,7 @@ def perturb_case(images: dict, masks: dict, roi_column: str, spec: MaskSpec, set
     if replicate == 0:
         return dict(images), dict(masks), record
     draw = Draw.make(settings, seed, case_id, replicate)
-    roi = select_labels(masks[roi_column], spec, roi_column, roi_column)
+    roi = select_labels(masks[roi_column], spec, f"the {roi_column} mask", roi_column)
     transform = rigid_transform(images[names[0]], roi_centroid(roi), draw.rotation_deg, draw.translation_voxels)
     out_images = {n: transform_image(img, transform) for n, img in images.items()}
     out_masks = {n: transform_labels(m, transform) for n, m in masks.items()}
@@ -340,9 +340,6 @@ def perturb_cohort(manifest: Manifest, out_dir: str, modalities, roi: MaskSpec, 
     written = set(modalities) | set(mask_columns)
     other = [c for c in manifest.frame.columns if c not in written and c not in ("case_id", "split")]
     path_like = [c for c in other if _all_paths(manifest, c)]
-    if path_like and warn:
-        warn(f"column(s) {', '.join(path_like)} hold file paths and are neither --modalities nor --mask/--masks: "
-             f"left out of the perturbed manifest")
     carried = [c for c in other if c not in path_like]
     ks = ([0] if include_original else []) + list(range(1, replicates + 1))
     rows = []
@@ -358,6 +355,7 @@ def perturb_cohort(manifest: Manifest, out_dir: str, modalities, roi: MaskSpec, 
             if p is None and c != roi.column:
                 continue  # an optional mask left empty stays empty
             masks[c] = _read_labels(p, f"case {cid}, {c}", img_paths)
+        select_labels(masks[roi.column], roi, manifest.resolve(r[roi.column]), f"case {cid}, {roi.column}")
         for k in ks:
             rid = f"{cid}_r{k}"
             out_images, out_masks, record = perturb_case(images, masks, roi.column, roi, settings, seed, cid, k)
@@ -375,6 +373,10 @@ def perturb_cohort(manifest: Manifest, out_dir: str, modalities, roi: MaskSpec, 
             rows.append(row)
     cols = ["case_id", "subject", "split", *modalities, *mask_columns, *carried, *rows[0].keys()]
     frame = pd.DataFrame(rows, columns=list(dict.fromkeys(cols)))
+    if path_like and warn:  # said once the copy is written (an error before it says what matters)
+        warn(ParameterMessage(f"column(s) {', '.join(path_like)} hold file paths and are in neither {{modalities}} "
+                              f"nor {{mask}}/{{masks}}: left out of the perturbed manifest", "modalities", "mask",
+                              "masks"))
     return frame
 
 

@@ -1,0 +1,118 @@
+"""`radlens stability` against the STYLE conventions (tests/commands/harness.py), and the ICC
+it writes against pingouin's intraclass_corr."""
+
+import json
+
+import numpy as np
+import pandas as pd
+import pytest
+
+from radlens_cli.io.tables import CaseTable, write_table
+from tests.commands import harness as h
+
+
+def replicate_table(n=12, k=4, seed=0):
+    """Subjects s0.. with k replicates each; column j has between/within variance ratio r_j."""
+    rng = np.random.default_rng(seed)
+    ratios = np.array([0.95, 0.6, 0.1])
+    subj = rng.normal(size=(n, 3)) * np.sqrt(ratios)
+    x = np.repeat(subj, k, axis=0) + rng.normal(size=(n * k, 3)) * np.sqrt(1 - ratios)
+    subjects = np.repeat([f"s{i:02d}" for i in range(n)], k)
+    ids = np.array([f"{s}_r{j + 1}" for s, j in zip(subjects, np.tile(np.arange(k), n))], dtype=object)
+    return ids, subjects, x, ["t2/original_firstorder_Mean", "t2/original_glcm_Imc2", "adc/original_gldm_DNUN"]
+
+
+def inputs(folder):
+    """An HDF5 table and the perturbed manifest naming each case's subject."""
+    ids, subjects, x, cols = replicate_table()
+    order = np.random.default_rng(1).permutation(len(ids))  # rows in any order: joined on case_id
+    write_table(CaseTable(ids[order], x[order], cols), str(folder / "rad.h5"))
+    pd.DataFrame({"case_id": ids, "subject": subjects, "t2": "x.nii.gz"}).to_csv(folder / "cohort.csv", index=False)
+    return {"table": folder / "rad.h5", "manifest": folder / "cohort.csv"}
+
+
+def read(path):
+    out = h.read_csv(path)
+    side = json.loads(open(str(path) + ".json").read()) if path != "-" and __import__("os").path.exists(
+        str(path) + ".json") else {}
+    return h.Output(out.data, side.get("params"), side)
+
+
+SPEC = h.Spec("stability", inputs, lambda i, out, seed: [i["table"], "--manifest", i["manifest"], "-o", out],
+              read=read, out_name="icc.csv", stdin_role="table")
+
+
+def _pingouin(x, subjects):
+    import pingouin as pg
+
+    old = pg.options.get("round.column.CI95")
+    pg.options["round.column.CI95"] = None
+    try:
+        rep = pd.Series(subjects).groupby(subjects).cumcount().to_numpy()
+        res = pg.intraclass_corr(pd.DataFrame({"s": subjects, "r": rep, "v": x}), targets="s", raters="r",
+                                 ratings="v").set_index("Type").loc["ICC(1,1)"]
+    finally:
+        pg.options["round.column.CI95"] = old
+    return float(res["ICC"]), float(res["CI95"][0]), float(res["CI95"][1])
+
+
+def test_default_run_equals_pingouin(cli, tmp_path):
+    out = h.default_run(cli, SPEC, tmp_path)
+    df = pd.read_csv(tmp_path / "icc.csv")
+    assert list(df.columns) == ["column", "icc", "ci_low", "ci_high", "n_subjects", "n_replicates"]
+    ids, subjects, x, cols = replicate_table()
+    assert df.column.tolist() == cols
+    for j in range(3):
+        icc, low, high = _pingouin(x[:, j], subjects)
+        assert abs(df.icc[j] - icc) < 1e-9
+        assert abs(df.ci_low[j] - low) < 1e-6 and abs(df.ci_high[j] - high) < 1e-6
+    assert (df.n_subjects == 12).all() and (df.n_replicates == 4).all()
+    assert df.icc[0] > 0.75 > df.icc[2]
+    assert out.params["form"] == "ICC(1,1)" and out.params["group"] == "subject" and out.params["ci_level"] == 0.95
+
+
+def test_group_from_a_csv_tables_own_column(cli, tmp_path):
+    ids, subjects, x, cols = replicate_table()
+    df = pd.DataFrame(x, columns=cols)
+    df.insert(0, "patient", subjects)
+    df.insert(0, "case_id", ids)
+    df.to_csv(tmp_path / "feat.csv", index=False)
+    r = cli("stability", tmp_path / "feat.csv", "--group", "patient", "-o", tmp_path / "a.csv")
+    assert r.exit_code == 0, r
+    files = inputs(tmp_path)
+    r = cli("stability", files["table"], "--manifest", files["manifest"], "-o", tmp_path / "b.csv")
+    assert r.exit_code == 0, r
+    assert pd.read_csv(tmp_path / "a.csv").equals(pd.read_csv(tmp_path / "b.csv"))
+    r = cli("stability", "-", "--group", "patient", "-o", "-", input=(tmp_path / "feat.csv").read_bytes())
+    assert r.exit_code == 0, r
+    assert r.stdout == (tmp_path / "a.csv").read_text()
+
+
+def test_pipe(cli, tmp_path):
+    h.pipe_out(cli, SPEC, tmp_path / "out")
+    h.pipe_in(cli, SPEC, tmp_path / "in")
+
+
+def test_path_with_spaces(cli, tmp_path):
+    h.spaces(cli, SPEC, tmp_path)
+
+
+def test_same_input_same_values_and_parameters(cli, tmp_path):
+    h.determinism(cli, SPEC, tmp_path)
+
+
+@pytest.mark.parametrize("args,code,needles", [
+    (["{t}", "-o", "{out}"], 2, ["no `subject` column", "--manifest"]),
+    (["{t}", "--manifest", "{m}", "--group", "patient", "-o", "{out}"], 2, ["patient"]),
+    (["{t}", "--manifest", "{short}", "-o", "{out}"], 1, ["have no subject", "s11_r4"]),
+    (["{t}", "--manifest", "{single}", "-o", "{out}"], 1, ["one case"]),
+    (["{t}", "--manifest", "{m}", "--ci-level", "1.5", "-o", "{out}"], 2, ["--ci-level 1.5"]),
+])
+def test_bad_inputs(cli, tmp_path, args, code, needles):
+    files = inputs(tmp_path)
+    man = pd.read_csv(files["manifest"])
+    man.iloc[:-1].to_csv(tmp_path / "short.csv", index=False)
+    man.assign(subject=man.case_id).to_csv(tmp_path / "single.csv", index=False)
+    names = {"t": files["table"], "m": files["manifest"], "out": tmp_path / "o.csv",
+             "short": tmp_path / "short.csv", "single": tmp_path / "single.csv"}
+    h.bad_input(cli, SPEC, tmp_path, [a.format(**names) for a in args], code, *needles)
