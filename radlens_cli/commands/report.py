@@ -21,7 +21,8 @@ def report(radiomics: str, compare: str, stats: str, output: str, correlate_summ
            title: str = "radlens report", top: int = 10, stable_quantile: float = 0.5,
            rank_by: str | None = None, force: bool = False, encoders=(), checkpoint: str | None = None,
            ordered: bool | None = None, manifest: str | None = None, modalities: str | None = None,
-           mask: str | None = None, panel_cases: int = 3) -> list[str]:
+           mask: str | None = None, panel_cases: int = 3, stability: str | None = None,
+           min_icc: float | None = None) -> list[str]:
     """Write the HTML report (and the figures as PNG under figures_dir); returns figure names."""
     from radlens_cli import provenance
     from radlens_cli.report import html
@@ -44,12 +45,16 @@ def report(radiomics: str, compare: str, stats: str, output: str, correlate_summ
         panels = PanelSpec(manifest, parse_list(modalities, "--modalities"), parse_mask_spec(mask), panel_cases)
     for flag, path in (("--radiomics", radiomics), ("--compare", compare), ("--stats", stats),
                        ("--correlate-summary", correlate_summary), ("--cka", cka), ("--probe", probe),
-                       ("--manifest", manifest),
+                       ("--manifest", manifest), ("--stability", stability),
                        *(("--metrics", p) for p in metrics), *(("--encoder", p) for p in encoders)):
         if path is not None and path == "-":
             raise UsageError(f"{flag}: give a file (the report hashes its inputs)")
         if path is not None and not os.path.isfile(path):
             raise RadlensError(f"{flag} file not found: {path}")
+    if min_icc is not None and not stability:
+        raise UsageError("--min-icc needs --stability (the icc.csv of `radlens stability`)")
+    if min_icc is not None and not -1.0 <= min_icc <= 1.0:
+        raise UsageError(f"--min-icc {min_icc}: must lie in [-1, 1]")
     check_output(output, force)
     versions = provenance.library_versions(("numpy", "scipy", "pandas", "h5py", "matplotlib", "typer"))
     from radlens_cli import __version__
@@ -59,7 +64,8 @@ def report(radiomics: str, compare: str, stats: str, output: str, correlate_summ
                                title=title, top=top, stable_quantile=stable_quantile, rank_by=rank_by,
                                command=provenance.command_line(), versions=versions,
                                created=provenance.created_timestamp(), encoders=list(encoders),
-                               checkpoint=checkpoint, ordered=ordered, panels=panels)
+                               checkpoint=checkpoint, ordered=ordered, panels=panels,
+                               stability=stability, min_icc=min_icc)
     if figures_dir:
         if os.path.exists(figures_dir) and not os.path.isdir(figures_dir):
             raise RadlensError(f"--figures is a file, not a folder: {figures_dir}")
@@ -102,6 +108,12 @@ def report_cli(
     mask: Optional[str] = typer.Option(None, "--mask", metavar="COLUMN[:LABELS]",
                                        help="ROI outlined in the panels (as for extract-radiomics)."),
     panel_cases: int = typer.Option(3, "--panel-cases", metavar="N", help="Example cases shown with every modality."),
+    stability: Optional[str] = typer.Option(None, "--stability", metavar="ICC.csv",
+                                            help="ICC per feature (radlens stability): each listed feature's ICC "
+                                                 "and a plot of the change against ICC with Spearman's rho."),
+    min_icc: Optional[float] = typer.Option(None, "--min-icc", metavar="ICC",
+                                            help="Leave features with a lower ICC (or none) out of the views "
+                                                 "(needs --stability), e.g. 0.75."),
     figures: Optional[str] = typer.Option(None, "--figures", metavar="DIR", help="Also write every figure as PNG into this folder."),
     title: str = typer.Option("radlens report", "--title", metavar="TEXT", help="Title of the report."),
     top: int = typer.Option(10, "--top", metavar="K", help="Features per view (gains, losses, stable)."),
@@ -130,6 +142,9 @@ def report_cli(
     change profiles. With --manifest/--modalities/--mask: image panels (example cases, and
     low/high test cases of the top gained and lost features, ROI outlined, axial,
     anterior up, patient's right on the left, mm scale bar). --figures DIR writes the PNGs.
+    With --stability ICC.csv (radlens stability): each listed feature's ICC, and the
+    change statistic against ICC with Spearman's rho and p; --min-icc leaves features
+    with a lower ICC out of the views.
 
     Examples:
 
@@ -142,6 +157,7 @@ def report_cli(
     """
     names = report(radiomics, compare, stats, output, correlate_summary, cka, probe, metrics or [], figures,
                    title, top, stable_quantile, rank_by, force, encoders=encoders or [], checkpoint=checkpoint,
-                   ordered=ordered, manifest=manifest, modalities=modalities, mask=mask, panel_cases=panel_cases)
+                   ordered=ordered, manifest=manifest, modalities=modalities, mask=mask, panel_cases=panel_cases,
+                   stability=stability, min_icc=min_icc)
     if output != "-":
         log.info(f"wrote {output} ({len(names)} figures)")

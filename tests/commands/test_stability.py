@@ -116,3 +116,52 @@ def test_bad_inputs(cli, tmp_path, args, code, needles):
     names = {"t": files["table"], "m": files["manifest"], "out": tmp_path / "o.csv",
              "short": tmp_path / "short.csv", "single": tmp_path / "single.csv"}
     h.bad_input(cli, SPEC, tmp_path, [a.format(**names) for a in args], code, *needles)
+
+
+# ------------------------------------------------------------------ the lens uses it: report
+
+@pytest.fixture(scope="module")
+def lens_outputs(lens_run, tmp_path_factory):
+    """compare and stats on the session's planted lens run, and an icc.csv that gives every
+    other feature a high ICC (decreasing with the Δr² rank) and the rest a low one."""
+    from typer.testing import CliRunner
+
+    from radlens_cli.main import app
+
+    d, _ = lens_run
+    out = tmp_path_factory.mktemp("stability lens")
+    for args in (["compare", d / "dec_pre.h5", d / "dec_ft.h5", "-o", out / "delta.csv"],
+                 ["stats", d / "dec_pre.h5", d / "dec_ft.h5", "-o", out / "table.csv"]):
+        r = CliRunner().invoke(app, [str(a) for a in args], catch_exceptions=False)
+        assert r.exit_code == 0, r.stderr
+    delta = pd.read_csv(out / "delta.csv")
+    order = delta["delta_r2"].rank(method="first").to_numpy()
+    icc = np.where(np.arange(len(delta)) % 2 == 0, 0.5 + 0.45 * order / len(delta), 0.1)
+    pd.DataFrame({"column": delta["column"], "icc": icc, "ci_low": icc - 0.05, "ci_high": icc + 0.05,
+                  "n_subjects": 20, "n_replicates": 5}).to_csv(out / "icc.csv", index=False)
+    return d, out
+
+
+def test_report_shows_icc_and_its_rank_correlation(cli, lens_outputs):
+    from scipy.stats import spearmanr
+
+    d, out = lens_outputs
+    base = ["report", "--radiomics", d / "rad.h5", "--compare", out / "delta.csv", "--stats", out / "table.csv"]
+    r = cli(*base, "--stability", out / "icc.csv", "-o", out / "r.html")
+    assert r.exit_code == 0, r
+    html = (out / "r.html").read_text()
+    assert 'id="stability"' in html and 'id="fig_stability"' in html
+    delta = pd.read_csv(out / "delta.csv")
+    icc = pd.read_csv(out / "icc.csv")
+    want = spearmanr(icc["icc"], delta["delta_r2"]).statistic
+    assert f"rho = {want:.3f}" in html
+    r = cli(*base, "--stability", out / "icc.csv", "--min-icc", "0.75", "-o", out / "stable.html")
+    assert r.exit_code == 0, r
+    stable_html = (out / "stable.html").read_text()
+    low = icc.loc[icc["icc"] < 0.75, "column"]
+    assert any(f">{c}<" in html.split('id="stability"')[0] for c in low)  # unfiltered: some are listed
+    gains_losses = stable_html.split('id="stability"')[0]
+    assert not any(f">{c}<" in gains_losses for c in low)  # filtered: no unstable feature in the views
+    assert f"{len(low)} feature(s) with a lower (or no) ICC are left out" in stable_html
+    one_line = cli(*base, "--min-icc", "0.75", "-o", out / "x.html")
+    h.one_line_error(one_line, "report", 2, "--min-icc needs --stability")
