@@ -132,3 +132,40 @@ def icc_lookup(icc) -> dict:
             raise ParameterError(f"{{stability}}: no {', '.join(missing)} column", "stability")
         return dict(zip(icc["column"].astype(str), icc["icc"].astype(float)))
     return {str(k): float(v) for k, v in dict(icc).items()}
+
+
+def stable_delta(delta, icc, min_icc: float | None = None, rank_by: str = "delta_r2"):
+    """compare's delta table with an `icc` column; with min_icc, the rows of columns whose
+    ICC is below it (or unknown) left out, and, within each checkpoint, the BH families
+    (q_bh from p_null, q_perm from p_perm) and the gain/loss ranks recomputed over the rows
+    kept, so unstable features neither take a rank nor dilute a q-value.
+
+    Returns (table, number of (checkpoint, column) rows left out)."""
+    import pandas as pd
+
+    from radlens_cli.lens.compare import ranks
+    from radlens_cli.lens.fdr import bh_fdr
+
+    lookup = icc_lookup(icc)
+    out = delta.copy()
+    out["icc"] = np.array([lookup.get(str(c), np.nan) for c in out["column"]], dtype=np.float64)
+    if min_icc is None:
+        return out, 0
+    keep = stable_columns(lookup, out["column"], min_icc)
+    n_out = int((~keep).sum())
+    out = out[keep].reset_index(drop=True)
+    blocks = []
+    groups = out.groupby("checkpoint", sort=False) if "checkpoint" in out.columns else [(None, out)]
+    for _, block in groups:
+        block = block.copy()
+        for p, q in (("p_null", "q_bh"), ("p_perm", "q_perm")):
+            if p in block.columns and q in block.columns:
+                block[q] = bh_fdr(block[p].to_numpy(dtype=np.float64))
+        if {"rank_gain", "rank_loss"} <= set(block.columns) and rank_by in block.columns:
+            mask = block["decodable"].to_numpy(dtype=bool) if "decodable" in block.columns else None
+            g, lo = ranks(block[rank_by].to_numpy(dtype=np.float64), mask)
+            block["rank_gain"] = pd.array(np.where(np.isnan(g), pd.NA, g), dtype="Int64")
+            block["rank_loss"] = pd.array(np.where(np.isnan(lo), pd.NA, lo), dtype="Int64")
+        blocks.append(block)
+    out = pd.concat(blocks, ignore_index=True) if blocks else out
+    return out, n_out

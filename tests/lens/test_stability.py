@@ -126,3 +126,34 @@ def test_table_and_filter():
     with pytest.raises(ParameterError) as e:
         ls.icc1(x, groups[:-1])
     assert "--group" in e.value.flagged()
+
+
+def test_stable_delta_recomputes_bh_families_and_ranks():
+    from radlens_cli.lens.fdr import bh_fdr
+
+    rng = np.random.default_rng(0)
+    cols = [f"t2/original_glcm_F{i}" for i in range(8)]
+    rows = []
+    for ck in ("a", "b"):
+        d = rng.normal(size=8)
+        rows.append(pd.DataFrame({"checkpoint": ck, "column": cols, "delta_r2": d, "decodable": True,
+                                  "p_null": rng.uniform(0, 0.1, 8), "p_perm": rng.uniform(0, 0.1, 8),
+                                  "rank_gain": 0, "rank_loss": 0}))
+    delta = pd.concat(rows, ignore_index=True)
+    delta["q_bh"], delta["q_perm"] = 0.0, 0.0
+    icc = pd.DataFrame({"column": cols[:-1], "icc": [0.9, 0.2, 0.8, 0.76, 0.1, 0.95, 0.5]})  # F7: no ICC
+    full, n0 = ls.stable_delta(delta, icc)
+    assert n0 == 0 and len(full) == 16 and np.isnan(full["icc"].iloc[7]) and full["icc"].iloc[1] == 0.2
+    out, n_out = ls.stable_delta(delta, icc, 0.75)
+    kept = ["t2/original_glcm_F0", "t2/original_glcm_F2", "t2/original_glcm_F3", "t2/original_glcm_F5"]
+    assert n_out == 8 and out["column"].tolist() == kept * 2
+    for ck in ("a", "b"):
+        blk = out[out.checkpoint == ck]
+        assert np.allclose(blk["q_bh"], bh_fdr(blk["p_null"].to_numpy()))
+        assert np.allclose(blk["q_perm"], bh_fdr(blk["p_perm"].to_numpy()))
+        assert sorted(blk["rank_gain"].tolist()) == [1, 2, 3, 4]
+        assert blk.loc[blk["delta_r2"].idxmax(), "rank_gain"] == 1
+        assert blk.loc[blk["delta_r2"].idxmin(), "rank_loss"] == 1
+        # the family is smaller: each q is at most the q over all 8 rows
+        allq = bh_fdr(delta[delta.checkpoint == ck]["p_null"].to_numpy())[[0, 2, 3, 5]]
+        assert (blk["q_bh"].to_numpy() <= allq + 1e-15).all()
