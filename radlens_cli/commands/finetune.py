@@ -13,10 +13,13 @@ from typing import Optional
 import typer
 
 from radlens_cli import log
-from radlens_cli.commands.app import (command, device_option, force_option, output_option, parse_triple,
-                                        seed_option, strict_geometry_option)
+from radlens_cli.commands.app import command
+from radlens_cli.commands.options import (crop_option, device_option, force_option, layout_option, mask_option,
+                                          modalities_option, norm_option, norm_region_option, orient_option,
+                                          output_option, parse_triple, seed_option, spacing_option,
+                                          strict_geometry_option, trust_checkpoint_option)
 from radlens_cli.errors import UsageError
-from radlens_cli.io.manifest import parse_list
+from radlens_cli.names import parse_list
 
 
 def finetune(manifest: str, modalities: list[str], mask: str, encoder: str, task: str, output: str,
@@ -209,8 +212,8 @@ def _load_trainable_encoder(encoder: str, modalities: list[str], drop_path: floa
 @command("finetune")
 def finetune_cli(
     manifest: str = typer.Argument(..., help="Cohort manifest CSV (case_id, image and mask columns, split, targets)."),
-    modalities: str = typer.Option(..., "--modalities", help="Image columns stacked as channels, in order, e.g. t2,dwi,adc."),
-    mask: str = typer.Option(..., "--mask", help="Mask column (COLUMN, COLUMN:LABEL[+LABEL], or COLUMN:NAME[+NAME] for DICOM-SEG/RTSTRUCT segments) the crop box centres on."),
+    modalities: str = modalities_option(),
+    mask: str = mask_option(),
     encoder: str = typer.Option(..., "--encoder", help="Pre-trained encoder: ProFound/FCMAE, state dict or radlens checkpoint (read weights-only)."),
     task: str = typer.Option(..., "--task", help="classify (cross-entropy, QWK), regress (MSE) or segment (Dice)."),
     target: Optional[str] = typer.Option(None, "--target", help="Numeric manifest column to classify or regress."),
@@ -226,12 +229,12 @@ def finetune_cli(
     balanced: bool = typer.Option(False, "--balanced", help="classify: class-balanced sampling (draws with replacement)."),
     augment: bool = typer.Option(True, "--augment/--no-augment", help="Random flips and intensity scale/shift on training volumes."),
     seg_channels: int = typer.Option(128, "--seg-channels", min=1, help="segment: UPerNet width (channels of its PPM/FPN convs)."),
-    spacing: Optional[str] = typer.Option(None, "--spacing", help="Voxel spacing x,y,z mm [default: the encoder's record, else 0.5,0.5,1.0]."),
-    crop: Optional[str] = typer.Option(None, "--crop", help="Box x,y,z voxels around the mask, same axis order as --spacing [default: the encoder's record, else 224,224,64]. Formerly D,H,W: 64,224,224 is now 224,224,64 (old records still read right)."),
-    norm: Optional[str] = typer.Option(None, "--norm", help="Per-channel normalisation zscore|percentile|none|window:LO,HI [default: the encoder's record, else zscore]."),
-    norm_region: Optional[str] = typer.Option(None, "--norm-region", help="zscore/percentile statistics over the box or the whole volume [default: the encoder's record, else box]."),
-    orient: Optional[str] = typer.Option(None, "--orient", help="Box axes: native, RAS or LPS (nearest permutation/flip of the image's axes) [default: the encoder's record, else native]."),
-    layout: Optional[str] = typer.Option(None, "--layout", help="Tensor axis order zyx or xyz [default: the encoder's record, else zyx]."),
+    spacing: Optional[str] = spacing_option(),
+    crop: Optional[str] = crop_option(),
+    norm: Optional[str] = norm_option(),
+    norm_region: Optional[str] = norm_region_option(),
+    orient: Optional[str] = orient_option(),
+    layout: Optional[str] = layout_option(),
     cache_dir: Optional[str] = typer.Option(None, "--cache-dir", help="Keep preprocessed volumes here across runs [default: a temporary folder]."),
     workers: Optional[int] = typer.Option(None, "--jobs", "-j", min=0, help="DataLoader worker processes per rank [default: 0 on CPU, up to 8 per GPU]."),
     workers_alias: Optional[int] = typer.Option(None, "--workers", min=0, hidden=True, help="Old name of --jobs."),
@@ -241,7 +244,7 @@ def finetune_cli(
                                    help="Also write the encoder every K epochs as OUTPUT-epoch003.pt etc. (run, epoch "
                                         "and val metrics recorded; each loads in `embed`); 0: off."),
     max_steps: Optional[int] = typer.Option(None, "--max-steps", min=1, help="Stop after this many optimiser steps and write nothing (timing)."),
-    trust_checkpoint: bool = typer.Option(False, "--trust-checkpoint", help="Load an --encoder that needs full unpickling (runs code stored in the file) after a warning; only for files you trust. Recorded in the checkpoint's provenance."),
+    trust_checkpoint: bool = trust_checkpoint_option(),
     seed: int = seed_option(),
     device: str = device_option(),
     force: bool = force_option(),
@@ -280,7 +283,7 @@ def finetune_cli(
     """
 
     finetune(
-        manifest, parse_list(modalities, "--modalities"), mask, encoder, task, output,
+        manifest, parse_list(modalities, "modalities"), mask, encoder, task, output,
         target=target, seg_mask=seg_mask, metrics=metrics, epochs=epochs, lr=lr, batch_size=batch_size,
         weight_decay=weight_decay, warmup_epochs=warmup_epochs, freeze_encoder=freeze_encoder,
         balanced=balanced, augment=augment, seed=seed, device=device,

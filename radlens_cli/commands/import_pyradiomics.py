@@ -10,7 +10,8 @@ from typing import Optional
 import typer
 
 from radlens_cli import log
-from radlens_cli.commands.app import command, force_option, output_option
+from radlens_cli.commands.app import command
+from radlens_cli.commands.options import force_option, output_option
 from radlens_cli.errors import UsageError
 
 NAME = "import-pyradiomics"

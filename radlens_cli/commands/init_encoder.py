@@ -7,7 +7,8 @@ from __future__ import annotations
 
 import typer
 
-from radlens_cli.commands.app import command, force_option, output_option, seed_option
+from radlens_cli.commands.app import command
+from radlens_cli.commands.options import force_option, output_option, seed_option
 from radlens_cli.log import info
 
 

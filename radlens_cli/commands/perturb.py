@@ -12,10 +12,12 @@ from typing import Optional
 import typer
 
 from radlens_cli import log
-from radlens_cli.commands.app import command, force_option, seed_option
+from radlens_cli.commands.app import command
+from radlens_cli.commands.options import force_option, mask_option, modalities_option, seed_option
 from radlens_cli.errors import RadlensError, UsageError
 from radlens_cli.io.files import atomic_folder, atomic_output
-from radlens_cli.io.manifest import parse_list, parse_mask_spec, read_manifest
+from radlens_cli.io.manifest import parse_mask_spec, read_manifest
+from radlens_cli.names import parse_list
 
 
 def perturb(manifest_path: str, out_dir: str, modalities: str, mask: str, masks: str | None = None,
@@ -42,7 +44,7 @@ def perturb(manifest_path: str, out_dir: str, modalities: str, mask: str, masks:
     elif perturbations.strip() == "none":
         chosen = []
     else:
-        chosen = parse_list(perturbations, "--perturbations")
+        chosen = parse_list(perturbations, "perturbations")
         bad = [p for p in chosen if p not in pt.PERTURBATIONS]
         if bad:
             raise UsageError(f"--perturbations {perturbations}: unknown {', '.join(bad)}; use "
@@ -58,8 +60,8 @@ def perturb(manifest_path: str, out_dir: str, modalities: str, mask: str, masks:
     if not chosen and not negative_control:
         raise UsageError("nothing to do: --perturbations none and no --negative-control")
     roi = parse_mask_spec(mask)
-    other = parse_list(masks, "--masks") if masks else []
-    mods = parse_list(modalities, "--modalities")
+    other = parse_list(masks, "masks") if masks else []
+    mods = parse_list(modalities, "modalities")
     man = read_manifest(manifest_path)
     with atomic_folder(out_dir) as tmp:
         frame = pt.perturb_cohort(man, tmp, mods, roi, other, settings, replicates, include_original, seed,
@@ -84,10 +86,9 @@ def perturb_cli(
     manifest: str = typer.Argument(..., help="Cohort manifest CSV."),
     output: str = typer.Option(..., "--output", "-o", metavar="DIR",
                                help="Output folder (created; an existing non-empty one is replaced with --force)."),
-    modalities: str = typer.Option(..., "--modalities", help="Image columns to perturb, comma-separated."),
-    mask: str = typer.Option(..., "--mask", help="The ROI: a mask column, optionally with labels (zones:1+2). "
-                             "Rotation turns about its centre, contour randomisation and the -roi negative "
-                             "controls act on it."),
+    modalities: str = modalities_option("Image columns to perturb, comma-separated."),
+    mask: str = mask_option("The ROI: a mask column, optionally with labels (zones:1+2). Rotation turns about "
+                            "its centre, contour randomisation and the -roi negative controls act on it."),
     masks: Optional[str] = typer.Option(None, "--masks", help="More mask columns to carry along (moved with the "
                                         "images, not randomised), comma-separated."),
     perturbations: Optional[str] = typer.Option(None, "--perturbations",

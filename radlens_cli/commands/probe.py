@@ -12,10 +12,12 @@ import numpy as np
 import typer
 
 from radlens_cli import log, provenance
-from radlens_cli.commands.app import command, force_option, jobs_option, output_option, seed_option
+from radlens_cli.commands.app import command
+from radlens_cli.commands.options import force_option, jobs_option, output_option, seed_option
 from radlens_cli.errors import RadlensError, UsageError
 from radlens_cli.io.files import atomic_output, check_output
-from radlens_cli.io.manifest import parse_list, read_manifest
+from radlens_cli.io.manifest import read_manifest
+from radlens_cli.names import parse_list
 from radlens_cli.io.tables import read_table
 
 
@@ -57,13 +59,13 @@ def probe(features: list[str], manifest_path: str, target: str, output: str, tas
         raise UsageError("give at least one feature table")
     if sum(f == "-" for f in features) > 1:
         raise UsageError("only one feature table can be `-` (stdin)")
-    labels = parse_list(names, "--names") if names else [
+    labels = parse_list(names, "names") if names else [
         "stdin" if f == "-" else os.path.splitext(os.path.basename(f))[0] for f in features]
     if len(labels) != len(features):
         raise UsageError(f"--names gives {len(labels)} name(s) for {len(features)} table(s)")
     if len(set(labels)) != len(labels):
         raise UsageError(f"table names repeat ({', '.join(labels)}); give distinct --names")
-    model_list = parse_list(models, "--models") if models else list(lp.MODELS[task])
+    model_list = parse_list(models, "models") if models else list(lp.MODELS[task])
     for m in model_list:
         if m not in lp.MODELS[task] + lp.EXTRA_MODELS:
             raise UsageError(f"--models {m}: for --task {task} use {', '.join(lp.MODELS[task] + lp.EXTRA_MODELS)}")

@@ -11,7 +11,9 @@ from typing import List, Optional
 import typer
 
 from radlens_cli import log
-from radlens_cli.commands.app import command, force_option, output_option
+from radlens_cli.commands.app import command
+from radlens_cli.commands.options import (force_option, mask_option, min_icc_option, modalities_option, output_option,
+                                          read_icc, stability_option)
 from radlens_cli.errors import RadlensError, UsageError
 from radlens_cli.io.files import atomic_output, check_output
 
@@ -39,10 +41,11 @@ def report(radiomics: str, compare: str, stats: str, output: str, correlate_summ
             raise UsageError("image panels need --manifest, --modalities and --mask together")
         if panel_cases < 0:
             raise UsageError("--panel-cases must be 0 or more")
-        from radlens_cli.io.manifest import parse_list, parse_mask_spec
+        from radlens_cli.io.manifest import parse_mask_spec
+        from radlens_cli.names import parse_list
         from radlens_cli.report.images import PanelSpec
 
-        panels = PanelSpec(manifest, parse_list(modalities, "--modalities"), parse_mask_spec(mask), panel_cases)
+        panels = PanelSpec(manifest, parse_list(modalities, "modalities"), parse_mask_spec(mask), panel_cases)
     for flag, path in (("--radiomics", radiomics), ("--compare", compare), ("--stats", stats),
                        ("--correlate-summary", correlate_summary), ("--cka", cka), ("--probe", probe),
                        ("--manifest", manifest), ("--stability", stability),
@@ -51,10 +54,7 @@ def report(radiomics: str, compare: str, stats: str, output: str, correlate_summ
             raise UsageError(f"{flag}: give a file (the report hashes its inputs)")
         if path is not None and not os.path.isfile(path):
             raise RadlensError(f"{flag} file not found: {path}")
-    if min_icc is not None and not stability:
-        raise UsageError("--min-icc needs --stability (the icc.csv of `radlens stability`)")
-    if min_icc is not None and not -1.0 <= min_icc <= 1.0:
-        raise UsageError(f"--min-icc {min_icc}: must lie in [-1, 1]")
+    read_icc(stability, min_icc)  # checked (and readable) before any figure is drawn
     check_output(output, force)
     versions = provenance.library_versions(("numpy", "scipy", "pandas", "h5py", "matplotlib", "typer"))
     from radlens_cli import __version__
@@ -103,17 +103,11 @@ def report_cli(
                                                 "dendrogram [default: ordered when each records an epoch]."),
     manifest: Optional[str] = typer.Option(None, "--manifest", metavar="CSV",
                                            help="Cohort manifest: adds image panels (needs --modalities and --mask)."),
-    modalities: Optional[str] = typer.Option(None, "--modalities", metavar="LIST",
-                                             help="Image columns to show in the panels, e.g. t2,dwi,adc."),
-    mask: Optional[str] = typer.Option(None, "--mask", metavar="COLUMN[:LABELS]",
-                                       help="ROI outlined in the panels (as for extract-radiomics)."),
+    modalities: Optional[str] = modalities_option("Image columns to show in the panels, e.g. t2,dwi,adc.", default=None, metavar="LIST"),
+    mask: Optional[str] = mask_option("ROI outlined in the panels (as for extract-radiomics).", default=None, metavar="COLUMN[:LABELS]"),
     panel_cases: int = typer.Option(3, "--panel-cases", metavar="N", help="Example cases shown with every modality."),
-    stability: Optional[str] = typer.Option(None, "--stability", metavar="ICC.csv",
-                                            help="ICC per feature (radlens stability): each listed feature's ICC "
-                                                 "and a plot of the change against ICC with Spearman's rho."),
-    min_icc: Optional[float] = typer.Option(None, "--min-icc", metavar="ICC",
-                                            help="Leave features with a lower ICC (or none) out of the views "
-                                                 "(needs --stability), e.g. 0.75."),
+    stability: Optional[str] = stability_option(),
+    min_icc: Optional[float] = min_icc_option(),
     figures: Optional[str] = typer.Option(None, "--figures", metavar="DIR", help="Also write every figure as PNG into this folder."),
     title: str = typer.Option("radlens report", "--title", metavar="TEXT", help="Title of the report."),
     top: int = typer.Option(10, "--top", metavar="K", help="Features per view (gains, losses, stable)."),

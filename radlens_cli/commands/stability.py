@@ -11,7 +11,8 @@ import numpy as np
 import typer
 
 from radlens_cli import log, provenance
-from radlens_cli.commands.app import command, force_option, output_option
+from radlens_cli.commands.app import command
+from radlens_cli.commands.options import force_option, output_option
 from radlens_cli.errors import RadlensError, UsageError
 from radlens_cli.io.files import atomic_output, check_output
 from radlens_cli.io.tables import read_table, text_column

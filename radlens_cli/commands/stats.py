@@ -1,6 +1,7 @@
 """`radlens stats`: the paper's Table 1 (MSE, R^2, Wilcoxon) per radiomic group.
 
-Library: lens/stats.py (Table 1 groups, Wilcoxon, BH), lens/compare.py, lens/checks.py.
+Library: lens.group_stats (lens/stats.py: Table 1 groups, Wilcoxon, BH; the pairing of
+lens/compare.py), io/formats/decoder.py.
 """
 
 from __future__ import annotations
@@ -10,58 +11,49 @@ from typing import List
 import typer
 
 from radlens_cli import log
-from radlens_cli.commands.app import checkpoint_labels, command, force_option, output_option
+from radlens_cli.commands.app import command
+from radlens_cli.commands.options import (allow_different_preprocessing_option, allow_missing_option, force_option,
+                                          labels_option, min_icc_option, output_option, read_icc, stability_option)
 from radlens_cli.errors import UsageError
+from radlens_cli.io.files import atomic_output, check_output
+from radlens_cli.io.formats.decoder import load_decoder
+from radlens_cli.lens.compare import checkpoint_labels
+from radlens_cli.lens.stats import group_stats, markdown_table
 
 
 def stats(pre_path: str, ft_path, output: str, by: str = "family,image_type,modality,modality_family",
           fmt: str = "csv", allow_missing: bool = False, force: bool = False, labels=None,
-          allow_different_preprocessing: bool = False):
+          allow_different_preprocessing: bool = False, stability: str | None = None,
+          min_icc: float | None = None):
     """Write the group table of the reference decoder against each of `ft_path` (a path or
     a list); returns the DataFrame."""
-    import pandas as pd
-
-    from radlens_cli.io.files import atomic_output, check_output
-    from radlens_cli.io.manifest import parse_list
-    from radlens_cli.lens.checks import require_compatible
-    from radlens_cli.lens.compare import paired_cases, shared_eval_r2
-    from radlens_cli.io.formats.decoder import load_decoder
-    from radlens_cli.lens.stats import GROUPINGS, group_stats, markdown_table
-
     others = [ft_path] if isinstance(ft_path, str) else list(ft_path)
     if not others:
         raise UsageError("give the reference decoder and at least one decoder to compare with it")
     if [pre_path, *others].count("-") > 1:
         raise UsageError("only one input can be `-` (stdin)")
-    groupings = parse_list(by, "--by")
-    bad = [g for g in groupings if g not in GROUPINGS]
-    if bad or not groupings:
-        raise UsageError(f"--by: unknown grouping {', '.join(bad) or '(empty)'} "
-                         f"(choose from {', '.join(GROUPINGS)})")
     if fmt not in ("csv", "markdown"):
         raise UsageError(f"--format must be csv or markdown, not {fmt!r}")
     names = checkpoint_labels(others, labels)
+    icc = read_icc(stability, min_icc)
     check_output(output, force)
-    pre = load_decoder(pre_path)
-    blocks = []
-    for path, name in zip(others, names):
-        ft = load_decoder(path)
-        require_compatible(pre, ft, warn=log.warn, allow_preprocessing=allow_different_preprocessing)
-        ip, jf = paired_cases(pre, ft, "eval", allow_missing)
-        full = len(ip) == len(pre.eval_case_id) == len(ft.eval_case_id)
-        bulk = ("eval/squared_error",) if full else ("eval/squared_error", "eval/prediction",
-                                                     "eval/target")
-        bp, bf = load_decoder(pre_path, bulk=bulk).bulk, load_decoder(path, bulk=bulk).bulk
-        sq_pre, sq_ft = bp["eval/squared_error"][ip], bf["eval/squared_error"][jf]
-        if not full:
-            log.warn(f"--allow-missing: using the {len(ip)} eval cases common to both decoders")
-        r2_pre, r2_ft = shared_eval_r2(pre, ft, ip, jf, bp, bf)
-        df = group_stats(sq_pre, sq_ft, r2_pre, r2_ft, pre.column_meta, by=groupings,
-                         checkpoint=name)
-        log.info(f"{name}: {int((df['q_bh'] < 0.05).sum())} of {len(df)} groups differ "
-                 f"(Wilcoxon, q_bh < 0.05)")
-        blocks.append(df)
-    out = pd.concat(blocks, ignore_index=True)
+    ref = load_decoder(pre_path)
+    keep = None
+    if min_icc is not None:
+        from radlens_cli.lens.stability import stable_columns
+
+        keep = [c for c, ok in zip(ref.columns, stable_columns(icc, ref.columns, min_icc)) if ok]
+        log.info(f"stats: --min-icc {min_icc:g}: Table 1 on {len(keep)} of {len(ref.columns)} features")
+        if not keep:
+            raise UsageError(f"--min-icc {min_icc:g}: no feature of {pre_path} has an ICC that high in {stability}")
+    out = group_stats(ref, [load_decoder(p) for p in others], labels=names,
+                      by=by, allow_missing=allow_missing,
+                      allow_different_preprocessing=allow_different_preprocessing,
+                      warn=log.warn, info=log.info, columns=keep)
+    if icc is not None:
+        from radlens_cli.lens.stability import group_median_icc
+
+        out = group_median_icc(out, ref.columns, ref.column_meta, icc, keep)
     with atomic_output(output, force, suffix=".md" if fmt == "markdown" else ".csv") as tmp:
         if fmt == "markdown":
             with open(tmp, "w", encoding="utf-8") as fh:
@@ -76,11 +68,13 @@ def stats_cli(
     pre: str = typer.Argument(..., metavar="DEC_REF", help="Reference decoder, usually of the pre-fine-tuning embeddings (`-` for stdin)."),
     ft: List[str] = typer.Argument(..., metavar="DEC [DEC ...]", help="Decoders to compare with the reference, same share model (one `-` for stdin)."),
     output: str = output_option("Output table (`-` for stdout)."),
-    labels: str = typer.Option(None, "--labels", help="Comma-separated checkpoint names for the compared decoders, in order (default: their file names)."),
+    labels: str = labels_option(),
     by: str = typer.Option("family,image_type,modality,modality_family", "--by", help="Comma-separated groupings: family, image_type (original vs wavelet), modality, modality_family."),
     fmt: str = typer.Option("csv", "--format", help="csv, or markdown for the paper's Table 1 layout."),
-    allow_missing: bool = typer.Option(False, "--allow-missing", help="Use the eval cases common to both decoders instead of failing on a mismatch."),
-    allow_different_preprocessing: bool = typer.Option(False, "--allow-different-preprocessing", help="Compare decoders whose embeddings were made with different recorded preprocessing."),
+    allow_missing: bool = allow_missing_option("Use the eval cases common to both decoders instead of failing on a mismatch."),
+    allow_different_preprocessing: bool = allow_different_preprocessing_option(),
+    stability: str = stability_option(),
+    min_icc: float = min_icc_option(),
     force: bool = force_option(),
 ):
     """Table 1: MSE, R^2 and Wilcoxon test per group.
@@ -96,7 +90,11 @@ def stats_cli(
 
     \b
     Columns: checkpoint,group_by,group,n_features,mse_pre,r2_pre,mse_ft,r2_ft,wilcoxon_p,
-    stars,q_bh
+    stars,q_bh[,median_icc]
+
+    --stability ICC.csv (radlens stability) adds median_icc, the median ICC of each
+    group's features; --min-icc builds the groups (and the BH family) from the features
+    with an ICC at least that high only.
 
     Examples:
 
@@ -109,4 +107,5 @@ def stats_cli(
     --labels e10,e20
     """
     stats(pre, ft, output, by=by, fmt=fmt, allow_missing=allow_missing, force=force,
-          labels=labels, allow_different_preprocessing=allow_different_preprocessing)
+          labels=labels, allow_different_preprocessing=allow_different_preprocessing, stability=stability,
+          min_icc=min_icc)

@@ -11,7 +11,8 @@ import os
 import typer
 
 from radlens_cli import log
-from radlens_cli.commands.app import command, parse_triple, seed_option
+from radlens_cli.commands.app import command
+from radlens_cli.commands.options import parse_triple, seed_option
 from radlens_cli.errors import UsageError
 from radlens_cli.io.files import atomic_output
 

@@ -57,16 +57,6 @@ def parse_mask_spec(spec: str) -> MaskSpec:
     return MaskSpec(column, tuple(dict.fromkeys(numbers)) or None, tuple(dict.fromkeys(names)) or None)
 
 
-def parse_list(text: str, what: str) -> list[str]:
-    """Split a comma-separated option, refusing empty items and repeats."""
-    items = [x.strip() for x in (text or "").split(",") if x.strip()]
-    if not items:
-        raise UsageError(f"{what}: give at least one name (comma-separated)")
-    if len(set(items)) != len(items):
-        raise UsageError(f"{what}: a name is repeated in {text!r}")
-    return items
-
-
 def derive_split(case_ids, seed: int = 0) -> np.ndarray:
     """Deterministic patient-level 7:1:2 split from a seeded hash of each case_id.
 

@@ -34,6 +34,7 @@ from dataclasses import dataclass, field
 import numpy as np
 
 from radlens_cli.devices import resolve_device
+from radlens_cli.errors import check_choice
 from radlens_cli.lens.scaling import Scaler
 
 ACTIVATIONS = ("relu", "gelu", "tanh")
@@ -170,10 +171,8 @@ def train_share(X_train, R_train, X_val=None, R_val=None, grid=None, hidden: int
     """
     import torch
 
-    if activation not in ACTIVATIONS:
-        raise ValueError(f"unknown activation {activation!r}")
-    if reduction not in REDUCTIONS:
-        raise ValueError(f"unknown loss reduction {reduction!r}")
+    check_choice(activation, ACTIVATIONS, "activation")
+    check_choice(reduction, REDUCTIONS, "loss_reduction")
     grid = list(grid or [(DEFAULT_L1, DEFAULT_L2)])
     device = str(resolve_device(device))  # radlens_cli.devices: the one resolver
     prev_det = torch.are_deterministic_algorithms_enabled()

@@ -169,3 +169,40 @@ def stable_delta(delta, icc, min_icc: float | None = None, rank_by: str = "delta
         blocks.append(block)
     out = pd.concat(blocks, ignore_index=True) if blocks else out
     return out, n_out
+
+
+def stable_comparison(result, icc, min_icc: float | None = None, top: int = 5, stable_quantile: float = 0.5):
+    """A lens.Comparison with `icc` in its table; with min_icc, unstable features left out of
+    the table, its BH families and ranks (stable_delta) and its three views.
+    Returns (Comparison, number of (checkpoint, column) rows left out)."""
+    from radlens_cli.lens.compare import Comparison, three_views
+
+    table, n_out = stable_delta(result.table, icc, min_icc, result.rank_by)
+    views = dict(result.views)
+    if min_icc is not None and top > 0:
+        views = {name: three_views(table[table["checkpoint"] == name].reset_index(drop=True), top,
+                                   stable_quantile, result.rank_by) for name in result.views}
+    return Comparison(table, result.rank_by, views), n_out
+
+
+def group_median_icc(table, columns, column_meta: dict, icc, keep=None):
+    """stats' group table with `median_icc`: the median ICC of each group's features
+    (those with an ICC; NaN when none has one); keep: the columns the groups were made of
+    (None: all)."""
+    from radlens_cli.lens.stats import group_labels
+
+    if keep is not None:
+        mask = np.isin(np.asarray(columns, dtype=str), np.asarray(list(keep), dtype=str))
+        columns = [c for c, m in zip(columns, mask) if m]
+        column_meta = {k: np.asarray(v)[mask] for k, v in column_meta.items()}
+    lookup = icc_lookup(icc)
+    vals = np.array([lookup.get(str(c), np.nan) for c in columns], dtype=np.float64)
+    med = {}
+    for grouping in dict.fromkeys(table["group_by"]):
+        labels = np.asarray(group_labels(column_meta, grouping)).astype(str)
+        for g in np.unique(labels):
+            v = vals[labels == g]
+            med[(grouping, g or "(none)")] = float(np.median(v[np.isfinite(v)])) if np.isfinite(v).any() else np.nan
+    out = table.copy()
+    out["median_icc"] = [med.get((a, b), np.nan) for a, b in zip(out["group_by"], out["group"])]
+    return out

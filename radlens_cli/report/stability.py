@@ -6,26 +6,16 @@ from __future__ import annotations
 
 import numpy as np
 
-from radlens_cli.errors import RadlensError
-from radlens_cli.lens.stability import ICC_COLUMNS, stable_columns
+from radlens_cli.lens.stability import stable_columns
 from radlens_cli.report import data as rd
 from radlens_cli.report import figures as rf
 
 
 def read_icc(path: str):
     """icc.csv of `radlens stability` (column, icc, ci_low, ci_high, ...)."""
-    import pandas as pd
+    from radlens_cli.io.stability import read_icc as read
 
-    df = rd.read_csv(path, "--stability")
-    missing = [c for c in ("column", "icc") if c not in df.columns]
-    if missing:
-        raise RadlensError(f"--stability {path}: missing column(s) {', '.join(missing)} (expected "
-                           f"{', '.join(ICC_COLUMNS)}, as `radlens stability` writes)")
-    df["column"] = df["column"].astype(str)
-    for c in df.columns:
-        if c != "column":
-            df[c] = pd.to_numeric(df[c], errors="coerce")
-    return df
+    return read(path)
 
 
 def attach_icc(delta, icc):

@@ -165,3 +165,52 @@ def test_report_shows_icc_and_its_rank_correlation(cli, lens_outputs):
     assert f"{len(low)} feature(s) with a lower (or no) ICC are left out" in stable_html
     one_line = cli(*base, "--min-icc", "0.75", "-o", out / "x.html")
     h.one_line_error(one_line, "report", 2, "--min-icc needs --stability")
+
+
+def test_compare_gains_icc_and_min_icc_leaves_unstable_out_of_bh_and_ranks(cli, lens_outputs):
+    from radlens_cli.lens.fdr import bh_fdr
+
+    d, out = lens_outputs
+    icc = pd.read_csv(out / "icc.csv").set_index("column")["icc"]
+    r = cli("compare", d / "dec_pre.h5", d / "dec_ft.h5", "--stability", out / "icc.csv", "-o", out / "d1.csv")
+    assert r.exit_code == 0, r
+    full = pd.read_csv(out / "d1.csv")
+    base = pd.read_csv(out / "delta.csv")
+    assert np.allclose(full["icc"], icc.loc[full["column"]].to_numpy())
+    assert full.drop(columns="icc").equals(base)  # nothing else changes without --min-icc
+    r = cli("compare", d / "dec_pre.h5", d / "dec_ft.h5", "--stability", out / "icc.csv", "--min-icc", "0.75",
+            "--top", "3", "-o", out / "d2.csv")
+    assert r.exit_code == 0, r
+    kept = pd.read_csv(out / "d2.csv")
+    assert set(kept["column"]) == set(icc[icc >= 0.75].index) and (kept["icc"] >= 0.75).all()
+    assert np.allclose(kept["q_bh"], bh_fdr(kept["p_null"].to_numpy()), equal_nan=True)
+    dec = kept[kept["decodable"]]
+    assert sorted(dec["rank_gain"].astype(int)) == list(range(1, len(dec) + 1))
+    unstable = set(icc[icc < 0.75].index)
+    views = r.stderr.split("radlens compare: --min-icc")[0]
+    assert not any(c in views for c in unstable)  # the printed views hold stable features only
+    assert "left" in r.stderr and f"{len(base) - len(kept)} (checkpoint, feature) row(s)" in r.stderr
+
+
+def test_stats_min_icc_table1_on_stable_features(cli, lens_outputs):
+    d, out = lens_outputs
+    icc = pd.read_csv(out / "icc.csv").set_index("column")["icc"]
+    r = cli("stats", d / "dec_pre.h5", d / "dec_ft.h5", "--stability", out / "icc.csv", "-o", out / "t1.csv")
+    assert r.exit_code == 0, r
+    t_all = pd.read_csv(out / "t1.csv")
+    r = cli("stats", d / "dec_pre.h5", d / "dec_ft.h5", "--stability", out / "icc.csv", "--min-icc", "0.75",
+            "-o", out / "t2.csv")
+    assert r.exit_code == 0, r
+    t_st = pd.read_csv(out / "t2.csv")
+    n_stable = int((icc >= 0.75).sum())
+    for t, n in ((t_all, len(icc)), (t_st, n_stable)):
+        assert t.groupby("group_by")["n_features"].sum().eq(n).all()
+    assert (t_st["median_icc"] >= 0.75).all() and (t_all["median_icc"] < t_st["median_icc"].max() + 1).all()
+    delta = pd.read_csv(out / "delta.csv")
+    fam = t_st[t_st.group_by == "modality"].iloc[0]
+    cols = [c for c in icc[icc >= 0.75].index if c.startswith(fam["group"] + "/")]
+    assert fam["n_features"] == len(cols)
+    assert fam["r2_pre"] == pytest.approx(delta.set_index("column").loc[cols, "r2_pre"].mean(), abs=1e-9)
+    assert fam["median_icc"] == pytest.approx(float(np.median(icc.loc[cols])), abs=1e-9)
+    h.bad_input(cli, h.Spec("stats", None, None, None), out, [d / "dec_pre.h5", d / "dec_ft.h5", "--min-icc", "0.5",
+                                                               "-o", out / "t3.csv"], 2, "--min-icc needs --stability")
