@@ -53,6 +53,9 @@ def compare(pre_path: str, ft_path, output: str, top: int = 5, stable_quantile: 
         from radlens_cli.lens.stability import stable_comparison
 
         result, n_out = stable_comparison(result, icc, min_icc, top, stable_quantile)
+        if min_icc is None and result.table["icc"].isna().any():
+            log.warn(f"compare: {int(result.table['icc'].isna().sum())} row(s) have no ICC in {stability} "
+                     f"(features it does not list, or constant ones)")
         if min_icc is not None:
             log.info(f"compare: --min-icc {min_icc:g} left {n_out} (checkpoint, feature) row(s) out of the table, "
                      f"its BH families, ranks and views")

@@ -152,6 +152,9 @@ def stable_delta(delta, icc, min_icc: float | None = None, rank_by: str = "delta
     if min_icc is None:
         return out, 0
     keep = stable_columns(lookup, out["column"], min_icc)
+    if not keep.any():
+        raise ParameterError(f"{{min_icc}} {min_icc:g}: no feature of the table has an ICC that high "
+                             f"({int(out['icc'].notna().sum())} of {len(out)} rows have an ICC at all)", "min_icc")
     n_out = int((~keep).sum())
     out = out[keep].reset_index(drop=True)
     blocks = []

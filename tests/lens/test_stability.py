@@ -157,3 +157,9 @@ def test_stable_delta_recomputes_bh_families_and_ranks():
         # the family is smaller: each q is at most the q over all 8 rows
         allq = bh_fdr(delta[delta.checkpoint == ck]["p_null"].to_numpy())[[0, 2, 3, 5]]
         assert (blk["q_bh"].to_numpy() <= allq + 1e-15).all()
+
+
+def test_stable_delta_refuses_to_leave_nothing():
+    delta = pd.DataFrame({"checkpoint": "a", "column": ["x", "y"], "delta_r2": [0.1, -0.1]})
+    with pytest.raises(ParameterError, match="no feature of the table has an ICC that high"):
+        ls.stable_delta(delta, {"x": 0.2, "other": 0.9}, 0.75)
