@@ -1,4 +1,5 @@
-"""The one user-facing exception type and the exit codes of DESIGN.md."""
+"""The one user-facing exception type and radlens's exit codes (0 ok, 1 data error, 2 usage, 130
+interrupted, 143 terminated; README "Exit codes")."""
 
 EXIT_OK = 0
 EXIT_DATA = 1

@@ -14,6 +14,7 @@ from typer.core import TyperGroup
 from radlens_cli import log
 from radlens_cli.errors import (EXIT_INTERRUPTED, EXIT_TERMINATED, EXIT_USAGE, ParameterError, RadlensError,
                                 Terminated, UsageError)
+from radlens_cli.io import files
 
 try:  # typer >= 0.26 vendors click
     from typer._click import exceptions as click_exc
@@ -133,8 +134,6 @@ def command(name: str, **kwargs):
     def deco(fn):
         @functools.wraps(fn)
         def wrapper(*args, **kw):
-            from radlens_cli.io import files
-
             files.reset_stdin_spool()  # each command reads its own stdin, also many in one process
             files.CURRENT["command"] = name
             try:

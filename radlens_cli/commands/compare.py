@@ -21,6 +21,7 @@ from radlens_cli.errors import UsageError
 from radlens_cli.io.files import atomic_output, check_output
 from radlens_cli.io.formats.decoder import load_decoder
 from radlens_cli.lens.compare import checkpoint_labels, compare_decoders
+from radlens_cli.lens.stability import stable_comparison
 
 
 def compare(pre_path: str, ft_path, output: str, top: int = 5, stable_quantile: float = 0.5,
@@ -50,8 +51,6 @@ def compare(pre_path: str, ft_path, output: str, top: int = 5, stable_quantile: 
                               top=top, stable_quantile=stable_quantile, warn=log.warn,
                               info=log.info, progress=log.progress)
     if icc is not None:
-        from radlens_cli.lens.stability import stable_comparison
-
         result, n_out = stable_comparison(result, icc, min_icc, top, stable_quantile)
         if min_icc is None and result.table["icc"].isna().any():
             log.warn(f"compare: {int(result.table['icc'].isna().sum())} row(s) have no ICC in {stability} "

@@ -19,6 +19,7 @@ from radlens_cli.io.files import check_output
 from radlens_cli.io.formats import write_csv
 from radlens_cli.io.formats.correlation import write_correlation
 from radlens_cli.io.tables import align_cases, read_table
+from radlens_cli.lens import correlate as lc
 
 def _select_split(emb, rad, split: str):
     """Boolean mask over the aligned rows: the embedding table's split, else the radiomics'."""
@@ -44,8 +45,6 @@ def correlate(emb_path: str, rad_path: str, output: str, method: str = "spearman
               allow_missing: bool = False, pairs: str | None = None, explain: str | None = None,
               explain_top: int = 5, force: bool = False) -> dict:
     """Correlate every embedding dimension with every radiomic column; write CORR.h5 (+ CSVs)."""
-    from radlens_cli.lens import correlate as lc
-
     if method not in lc.METHODS:
         raise UsageError(f"--method {method}: use {' or '.join(lc.METHODS)}")
     if not 0.0 <= threshold <= 1.0:

@@ -28,7 +28,7 @@ def decode(share_path: str, emb_path: str, rad_path: str, output: str, ridge: fl
     if [share_path, emb_path, rad_path].count("-") > 1:
         raise UsageError("only one input can be `-` (stdin)")
     check_output(output, force)
-    share = load_share(share_path)
+    share = lens.ShareModel.from_record(load_share(share_path))
     emb = read_table(emb_path, "embeddings", part="refuse")
     rad = read_table(rad_path, "radiomics", part="refuse")
     res = lens.decode(share, emb, rad, ridge=ridge, intercept=intercept, eval_split=eval_split,

@@ -11,7 +11,7 @@ import os
 import numpy as np
 import typer
 
-from radlens_cli import log
+from radlens_cli import log, provenance
 from radlens_cli.commands.app import command
 from radlens_cli.commands.options import (arch_option, crop_option, device_option, force_option, keep_going_option,
                                           layout_option, mask_option, modalities_option, norm_option,
@@ -19,8 +19,15 @@ from radlens_cli.commands.options import (arch_option, crop_option, device_optio
                                           parse_triple, part_id_option, parts_option, seed_option, spacing_option,
                                           strict_geometry_option, trust_checkpoint_option, weights_option)
 from radlens_cli.devices import resolve_device
-from radlens_cli.encoders.infer import preprocessing_config
+from radlens_cli.encoders.embedding import BatchedEmbedding
+from radlens_cli.encoders.infer import load_embedder, preprocessing_config
 from radlens_cli.errors import RadlensError, UsageError
+from radlens_cli.io.cases import PART_ATTR, part_record, refuse_failed_run, resolve_parts, warn_partial
+from radlens_cli.io.files import check_output, check_side_output
+from radlens_cli.io.manifest import parse_mask_spec, read_manifest
+from radlens_cli.io.tables import CaseTable, table_format, write_table
+from radlens_cli.names import parse_list
+from radlens_cli.radiomics.batch import write_failures
 
 def embed(manifest: str, modalities: str, mask: str, encoder: str, output: str, arch: str | None = None,
           layer: str = "final", pool: str = "mean", spacing: str | None = None, crop: str | None = None,
@@ -38,22 +45,14 @@ def embed(manifest: str, modalities: str, mask: str, encoder: str, output: str, 
     """
     import torch
 
-    from radlens_cli import provenance
-    from radlens_cli.encoders.infer import load_embedder
-    from radlens_cli.encoders.embedding import BatchedEmbedding
+    # heavy: loads torch (kept out of radlens --help)
     from radlens_cli.encoders.preprocess import CaseDataset
-    from radlens_cli.io.files import check_output, check_side_output
-    from radlens_cli.io.cases import PART_ATTR, part_record, refuse_failed_run, resolve_parts, warn_partial
-    from radlens_cli.io.manifest import parse_mask_spec, read_manifest
-    from radlens_cli.names import parse_list
-    from radlens_cli.io.tables import CaseTable, table_format, write_table
-    from radlens_cli.radiomics.batch import write_failures
 
     if batch_size < 1:
         raise UsageError(f"--batch-size must be >= 1 (got {batch_size})")
     check_output(output, force)
     table_format(output)
-    check_side_output(failures_path, output, "--failures", force)
+    check_side_output(failures_path, output, "failures", force)
     part_id, num_parts = resolve_parts(parts, part_id, num_parts)
     mods = parse_list(modalities, "modalities")
     mask_spec = parse_mask_spec(mask)

@@ -12,13 +12,20 @@ from typing import Optional
 
 import typer
 
-from radlens_cli import log
+from radlens_cli import log, provenance
 from radlens_cli.commands.app import command
 from radlens_cli.commands.options import (crop_option, device_option, force_option, layout_option, mask_option,
                                           modalities_option, norm_option, norm_region_option, orient_option,
                                           output_option, parse_triple, seed_option, spacing_option,
                                           strict_geometry_option, trust_checkpoint_option)
+from radlens_cli.encoders.checkpoints import load_encoder, save_radlens_checkpoint
+from radlens_cli.encoders.infer import preprocessing_config
+from radlens_cli.encoders.training.config import TrainConfig
+from radlens_cli.encoders.training.finetuned import epoch_checkpoint_path, finetune_record
+from radlens_cli.encoders.training.targets import encode_targets
 from radlens_cli.errors import UsageError
+from radlens_cli.io.files import check_output
+from radlens_cli.io.manifest import parse_mask_spec, read_manifest
 from radlens_cli.names import parse_list
 
 
@@ -37,20 +44,20 @@ def finetune(manifest: str, modalities: list[str], mask: str, encoder: str, task
     Returns a summary: best_epoch, best_metric, metric, test metrics, history, timing.
     Only rank 0 writes files under torchrun.
     """
-    from radlens_cli import provenance
+    # heavy: loads torch (kept out of radlens --help)
     from radlens_cli.encoders import ddp
-    from radlens_cli.encoders.checkpoints import save_radlens_checkpoint
-    from radlens_cli.encoders.infer import preprocessing_config
+    # heavy: loads torch (kept out of radlens --help)
     from radlens_cli.encoders.preprocess import CaseDataset
+    # heavy: loads torch (kept out of radlens --help)
     from radlens_cli.encoders.tasks import METRIC_NAME, TASKS, head_config
-    from radlens_cli.encoders.training.config import TrainConfig
+    # heavy: loads torch (kept out of radlens --help)
     from radlens_cli.encoders.training.data import SPLITS, prepass, split_datasets, training_cache
-    from radlens_cli.encoders.training.finetuned import epoch_checkpoint_path, finetune_record
+    # heavy: loads torch (kept out of radlens --help)
     from radlens_cli.encoders.training.loop import auto_workers, run_training
+    # heavy: loads torch (kept out of radlens --help)
     from radlens_cli.encoders.training.metrics import json_ready, write_metrics_csv
+    # heavy: loads torch (kept out of radlens --help)
     from radlens_cli.encoders.training.resume import cpu_state
-    from radlens_cli.encoders.training.targets import encode_targets
-    from radlens_cli.io.manifest import parse_mask_spec, read_manifest
 
     if task not in TASKS:
         raise UsageError(f"--task must be classify, regress or segment (got {task!r})")
@@ -70,7 +77,7 @@ def finetune(manifest: str, modalities: list[str], mask: str, encoder: str, task
     try:
         # inputs: manifest columns, the encoder, preprocessing, targets
         man = read_manifest(manifest)
-        seg_target = parse_mask_spec(seg_mask) if seg_mask else None
+        seg_target = parse_mask_spec(seg_mask, "seg_mask") if seg_mask else None
         man.require_columns(modalities, "modality")
         mask_spec = parse_mask_spec(mask)
         man.require_columns([mask_spec.column], "mask")
@@ -164,9 +171,6 @@ def finetune(manifest: str, modalities: list[str], mask: str, encoder: str, task
 
 def _check_outputs(task, target, seg_mask, output, metrics, force, save_every, epochs, resume) -> None:
     """Option combinations and outputs, checked before anything is read."""
-    from radlens_cli.encoders.training.finetuned import epoch_checkpoint_path
-    from radlens_cli.io.files import check_output
-
     if task == "segment":
         if not seg_mask:
             raise UsageError("--task segment needs --seg-mask COLUMN[:LABELS] (the target mask)")
@@ -193,7 +197,7 @@ def _check_outputs(task, target, seg_mask, output, metrics, force, save_every, e
 
 def _load_trainable_encoder(encoder: str, modalities: list[str], drop_path: float, trust: bool):
     """(model, info) of a built-in ConvNeXt-V2 checkpoint taking one channel per modality."""
-    from radlens_cli.encoders.checkpoints import load_encoder
+    # heavy: loads torch (kept out of radlens --help)
     from radlens_cli.encoders.training.loop import set_drop_path
 
     backbone, info = load_encoder(encoder, trust=trust)

@@ -7,7 +7,6 @@ lens/scaling.py), io/formats/share.py.
 from __future__ import annotations
 
 import numpy as np
-import pandas as pd
 import typer
 
 from radlens_cli import lens, log, provenance
@@ -67,6 +66,8 @@ def fit_share(emb_path: str, rad_path: str, output: str, hidden: int = 256, l1: 
         log.info(f"sweep: selected l1={s['l1'][best]:g} l2={s['l2'][best]:g} "
                  f"(val L1 {s['val_l1'][best]:.4g})")
         if sweep_scores:
+            import pandas as pd  # heavy: kept out of `radlens --help`
+
             df = pd.DataFrame({k: s[k] for k in ("l1", "l2", "val_l1", "train_l1", "train_loss",
                                                  "selected")})
             with atomic_output(sweep_scores, force, suffix=".csv") as tmp:

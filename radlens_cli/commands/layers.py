@@ -11,15 +11,14 @@ import json
 import typer
 
 from radlens_cli.commands.app import command
-from radlens_cli.commands.options import (arch_option, crop_option, layout_option, parse_triple, trust_checkpoint_option,
-                                          weights_option)
+from radlens_cli.commands.options import (arch_option, crop_option, layout_option, parse_triple,
+                                          trust_checkpoint_option, weights_option)
+from radlens_cli.encoders.infer import list_layers
 
 
 def layers(encoder: str, arch: str | None = None, weights: str | None = None, crop: str | None = None,
            layout: str | None = None, channels: int | None = None, trust_checkpoint: bool = False) -> dict:
     """{input_shape, rows} for ENCODER; see radlens_cli.encoders.infer.list_layers."""
-    from radlens_cli.encoders.infer import list_layers
-
     if isinstance(crop, str):
         crop = parse_triple(crop, "--crop", int)
     return list_layers(encoder, arch=arch, weights=weights, crop=crop, layout=layout, channels=channels,

@@ -13,6 +13,7 @@ from __future__ import annotations
 import typer
 
 from radlens_cli.errors import UsageError
+from radlens_cli.io.stability import read_icc as read_icc_table
 
 # ------------------------------------------------------------------ output and run control
 
@@ -191,6 +192,4 @@ def read_icc(stability: str | None, min_icc: float | None):
         raise UsageError(f"--min-icc {min_icc}: must lie in [-1, 1]")
     if not stability:
         return None
-    from radlens_cli.io.stability import read_icc as read
-
-    return read(stability)
+    return read_icc_table(stability)

@@ -11,10 +11,11 @@ from typing import Optional
 
 import typer
 
-from radlens_cli import log
+from radlens_cli import log, provenance
 from radlens_cli.commands.app import command
 from radlens_cli.commands.options import force_option, mask_option, modalities_option, seed_option
 from radlens_cli.errors import RadlensError, UsageError
+from radlens_cli.io import perturb as pt
 from radlens_cli.io.files import atomic_folder, atomic_output
 from radlens_cli.io.manifest import parse_mask_spec, read_manifest
 from radlens_cli.names import parse_list
@@ -25,9 +26,6 @@ def perturb(manifest_path: str, out_dir: str, modalities: str, mask: str, masks:
             noise: float | None = None, contour: int | None = None, negative_control: str | None = None,
             replicates: int = 5, include_original: bool = False, seed: int = 0, force: bool = False) -> dict:
     """Write the perturbed cohort (images, masks, cohort.csv, provenance.json) to out_dir."""
-    from radlens_cli import provenance
-    from radlens_cli.io import perturb as pt
-
     if out_dir == "-":
         raise UsageError("a cohort is a folder of images: give its path, not - (stdout)")
     if os.path.exists(out_dir) and not os.path.isdir(out_dir):

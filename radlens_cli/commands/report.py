@@ -10,12 +10,17 @@ from typing import List, Optional
 
 import typer
 
-from radlens_cli import log
+from radlens_cli import __version__, log, provenance
 from radlens_cli.commands.app import command
 from radlens_cli.commands.options import (force_option, mask_option, min_icc_option, modalities_option, output_option,
                                           read_icc, stability_option)
+from radlens_cli.encoders.training.finetuned import read_finetune_record
 from radlens_cli.errors import RadlensError, UsageError
 from radlens_cli.io.files import atomic_output, check_output
+from radlens_cli.io.manifest import parse_mask_spec
+from radlens_cli.names import parse_list
+from radlens_cli.report import html
+from radlens_cli.report.images import PanelSpec
 
 
 def report(radiomics: str, compare: str, stats: str, output: str, correlate_summary: str | None = None,
@@ -26,9 +31,6 @@ def report(radiomics: str, compare: str, stats: str, output: str, correlate_summ
            mask: str | None = None, panel_cases: int = 3, stability: str | None = None,
            min_icc: float | None = None) -> list[str]:
     """Write the HTML report (and the figures as PNG under figures_dir); returns figure names."""
-    from radlens_cli import provenance
-    from radlens_cli.report import html
-
     if top < 1:
         raise UsageError("--top must be at least 1")
     if not 0.0 <= stable_quantile <= 1.0:
@@ -41,9 +43,6 @@ def report(radiomics: str, compare: str, stats: str, output: str, correlate_summ
             raise UsageError("image panels need --manifest, --modalities and --mask together")
         if panel_cases < 0:
             raise UsageError("--panel-cases must be 0 or more")
-        from radlens_cli.io.manifest import parse_mask_spec
-        from radlens_cli.names import parse_list
-        from radlens_cli.report.images import PanelSpec
 
         panels = PanelSpec(manifest, parse_list(modalities, "modalities"), parse_mask_spec(mask), panel_cases)
     for flag, path in (("--radiomics", radiomics), ("--compare", compare), ("--stats", stats),
@@ -57,13 +56,13 @@ def report(radiomics: str, compare: str, stats: str, output: str, correlate_summ
     read_icc(stability, min_icc)  # checked (and readable) before any figure is drawn
     check_output(output, force)
     versions = provenance.library_versions(("numpy", "scipy", "pandas", "h5py", "matplotlib", "typer"))
-    from radlens_cli import __version__
 
     versions["radlens"] = __version__
     text, figures = html.build(radiomics, compare, stats, correlate_summary, cka, probe, list(metrics),
                                title=title, top=top, stable_quantile=stable_quantile, rank_by=rank_by,
                                command=provenance.command_line(), versions=versions,
-                               created=provenance.created_timestamp(), encoders=list(encoders),
+                               created=provenance.created_timestamp(),
+                               encoders=[read_finetune_record(p) for p in encoders],
                                checkpoint=checkpoint, ordered=ordered, panels=panels,
                                stability=stability, min_icc=min_icc)
     if figures_dir:

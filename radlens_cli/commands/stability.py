@@ -15,7 +15,9 @@ from radlens_cli.commands.app import command
 from radlens_cli.commands.options import force_option, output_option
 from radlens_cli.errors import RadlensError, UsageError
 from radlens_cli.io.files import atomic_output, check_output
+from radlens_cli.io.manifest import read_manifest
 from radlens_cli.io.tables import read_table, text_column
+from radlens_cli.lens import stability as ls
 
 
 def subject_groups(table_path: str, case_id, group: str, manifest: str | None = None) -> tuple[np.ndarray, str]:
@@ -29,8 +31,6 @@ def subject_groups(table_path: str, case_id, group: str, manifest: str | None = 
         if not manifest:
             raise UsageError(f"{'stdin' if table_path == '-' else table_path} has no `{group}` column; give "
                              f"--manifest (the perturbed cohort.csv) to join {group} on case_id")
-        from radlens_cli.io.manifest import read_manifest
-
         man = read_manifest(manifest)
         man.require_columns([group], "--group")
         lookup = dict(zip(man.frame["case_id"], man.frame[group].astype(str).str.strip()))
@@ -49,8 +49,6 @@ def subject_groups(table_path: str, case_id, group: str, manifest: str | None = 
 def stability(table_path: str, output: str, group: str = "subject", manifest: str | None = None,
               level: float = 0.95, force: bool = False):
     """Write ICC.csv (column, icc, ci_low, ci_high, n_subjects, n_replicates); returns the DataFrame."""
-    from radlens_cli.lens import stability as ls
-
     if not 0 < level < 1:
         raise UsageError(f"--ci-level {level}: must lie in (0, 1)")
     check_output(output, force)

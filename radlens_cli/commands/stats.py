@@ -18,6 +18,7 @@ from radlens_cli.errors import UsageError
 from radlens_cli.io.files import atomic_output, check_output
 from radlens_cli.io.formats.decoder import load_decoder
 from radlens_cli.lens.compare import checkpoint_labels
+from radlens_cli.lens.stability import group_median_icc, stable_columns
 from radlens_cli.lens.stats import group_stats, markdown_table
 
 
@@ -40,8 +41,6 @@ def stats(pre_path: str, ft_path, output: str, by: str = "family,image_type,moda
     ref = load_decoder(pre_path)
     keep = None
     if min_icc is not None:
-        from radlens_cli.lens.stability import stable_columns
-
         keep = [c for c, ok in zip(ref.columns, stable_columns(icc, ref.columns, min_icc)) if ok]
         log.info(f"stats: --min-icc {min_icc:g}: Table 1 on {len(keep)} of {len(ref.columns)} features")
         if not keep:
@@ -51,8 +50,6 @@ def stats(pre_path: str, ft_path, output: str, by: str = "family,image_type,moda
                       allow_different_preprocessing=allow_different_preprocessing,
                       warn=log.warn, info=log.info, columns=keep)
     if icc is not None:
-        from radlens_cli.lens.stability import group_median_icc
-
         out = group_median_icc(out, ref.columns, ref.column_meta, icc, keep)
     with atomic_output(output, force, suffix=".md" if fmt == "markdown" else ".csv") as tmp:
         if fmt == "markdown":

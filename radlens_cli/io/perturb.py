@@ -39,6 +39,7 @@ from dataclasses import asdict, dataclass
 import numpy as np
 
 from radlens_cli.errors import ParameterError, ParameterMessage, RadlensError
+from radlens_cli.io import dicom_masks as dm
 from radlens_cli.io.images import load_mask, read_image, resample_like, select_labels
 from radlens_cli.io.manifest import Manifest, MaskSpec
 
@@ -249,8 +250,6 @@ def negative_control(img, roi, kind: str, rng):
 
 def _read_labels(path: str, what: str, images):
     """A mask column as a label map: the file's labels, or a DICOM mask's binary selection."""
-    from radlens_cli.io import dicom_masks as dm
-
     sitk = _sitk()
     if dm.find_dicom_mask(path, what) is not None:
         return load_mask(path, MaskSpec(what), what, images=images, allow_empty=True)[0]

@@ -16,23 +16,26 @@ compare:  compare_decoders, Comparison, pair_decoders, delta_table, paired_test,
           three_views, permutation_test, bootstrap_ci
 stats:    group_stats, group_table, markdown_table
 
-The lens takes and returns arrays and objects; it reads and writes no file. SHARE.h5 and
-DEC.h5 are read and written by radlens_cli.io.formats.share (save_share, load_share) and
-radlens_cli.io.formats.decoder (save_decoder, load_decoder, DecoderFile).
+The lens takes and returns arrays and objects; it reads and writes no file. Its objects
+serialise to plain data (ShareModel.to_record/from_record, DecodeResult.to_record) that
+radlens_cli.io.formats.share (save_share, load_share) and radlens_cli.io.formats.decoder
+(save_decoder, load_decoder -> DecoderFile, which compare_decoders takes as it takes a
+DecodeResult) write and read:
+
+    share = lens.ShareModel.from_record(load_share("share.h5"))
 """
 
 from radlens_cli.lens.align import Alignment, fit_alignment
-from radlens_cli.lens.compare import (Comparison, bootstrap_ci, compare_decoders, delta_table,
-                                      pair_decoders, paired_test, permutation_test, ranks,
-                                      require_same_share, solve_moments, three_views)
-from radlens_cli.lens.steps import DecodeResult, decode, fit_share, fit_share_tables, join
-from radlens_cli.lens.decoder import (Decoder, choose_ridge, conditioning, fit_decoder, importance,
-                                      r2_score)
+from radlens_cli.lens.compare import (Comparison, bootstrap_ci, compare_decoders, delta_table, pair_decoders,
+                                      paired_test, permutation_test, ranks, require_same_share, solve_moments,
+                                      three_views)
+from radlens_cli.lens.decoder import Decoder, choose_ridge, conditioning, fit_decoder, importance, r2_score
 from radlens_cli.lens.fdr import bh_fdr, stars
 from radlens_cli.lens.names import column_meta, parse_column_names
 from radlens_cli.lens.scaling import Scaler, fit_scaler
 from radlens_cli.lens.share import ShareModel, paper_grid, train_share
 from radlens_cli.lens.stats import group_stats, group_table, markdown_table
+from radlens_cli.lens.steps import DecodeResult, decode, fit_share, fit_share_tables, join
 
 __all__ = [
     "Alignment", "Comparison", "choose_ridge", "compare_decoders", "fit_alignment", "fit_share",

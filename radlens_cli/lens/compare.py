@@ -25,9 +25,11 @@ from dataclasses import dataclass, field
 import numpy as np
 
 from radlens_cli.errors import ParameterError, ParameterMessage, RadlensError
-from radlens_cli.names import parse_list
-from radlens_cli.lens.decoder import _r2, importance, solve_moments
+from radlens_cli.io.tables import CaseTable, align_cases
+from radlens_cli.lens.checks import require_compatible
+from radlens_cli.lens.decoder import _r2, importance, r2_score, solve_moments
 from radlens_cli.lens.fdr import bh_fdr
+from radlens_cli.names import parse_list
 
 RANK_BY = ("delta_importance", "delta_r2")
 DECODABLE_R2 = 0.0     # a feature is decodable when R^2 > this in at least one stage
@@ -308,8 +310,6 @@ def permutation_resolution(n_perm: int, m: int, alpha: float = 0.05) -> str | No
 # ---------------------------------------------------------------- pairing two decoders
 
 def _ids_table(ids, path):
-    from radlens_cli.io.tables import CaseTable
-
     t = CaseTable(case_id=ids, values=np.zeros((len(ids), 0)), columns=[])
     t.path = path
     return t
@@ -317,8 +317,6 @@ def _ids_table(ids, path):
 
 def paired_cases(pre, ft, which: str, allow_missing: bool):
     """Row indices (i_pre, i_ft) of the cases both decoders used for `which` (train/eval)."""
-    from radlens_cli.io.tables import align_cases
-
     a = _ids_table(getattr(pre, f"{which}_case_id"), f"{pre.path} ({which} cases)")
     b = _ids_table(getattr(ft, f"{which}_case_id"), f"{ft.path} ({which} cases)")
     return align_cases(a, b, allow_missing, names=(pre.path, ft.path))
@@ -330,8 +328,6 @@ def shared_eval_r2(pre, ft, i_pre, i_ft, bulk_pre: dict, bulk_ft: dict):
     When both used exactly the same cases these are the R^2 decode stored; otherwise they
     are recomputed from `eval/prediction` and `eval/target` (which `bulk_*` must then hold)
     on the shared cases only, so the two numbers compare like with like."""
-    from radlens_cli.lens.decoder import r2_score
-
     if len(i_pre) == len(pre.eval_case_id) == len(ft.eval_case_id):
         return pre.r2, ft.r2
     return (r2_score(bulk_pre["eval/prediction"][i_pre], bulk_pre["eval/target"][i_pre]),
@@ -408,8 +404,6 @@ def pair_decoders(ref, other, allow_missing: bool = False, allow_different_prepr
                   warn=None, train: bool = True) -> DecoderPair:
     """Check that two decoders may be compared (lens.checks.require_compatible) and pair
     their cases (train, when `train`, then eval) on case_id."""
-    from radlens_cli.lens.checks import require_compatible
-
     require_compatible(ref, other, warn=warn, allow_preprocessing=allow_different_preprocessing)
     train_rows = paired_cases(ref, other, "train", allow_missing) if train else None
     eval_rows = paired_cases(ref, other, "eval", allow_missing)

@@ -23,6 +23,9 @@ from __future__ import annotations
 import numpy as np
 
 from radlens_cli.errors import ParameterError
+from radlens_cli.lens.compare import Comparison, ranks, three_views
+from radlens_cli.lens.fdr import bh_fdr
+from radlens_cli.lens.stats import group_labels
 
 ICC_COLUMNS = ("column", "icc", "ci_low", "ci_high", "n_subjects", "n_replicates")
 ICC_FORM = "ICC(1,1)"
@@ -143,9 +146,6 @@ def stable_delta(delta, icc, min_icc: float | None = None, rank_by: str = "delta
     Returns (table, number of (checkpoint, column) rows left out)."""
     import pandas as pd
 
-    from radlens_cli.lens.compare import ranks
-    from radlens_cli.lens.fdr import bh_fdr
-
     lookup = icc_lookup(icc)
     out = delta.copy()
     out["icc"] = np.array([lookup.get(str(c), np.nan) for c in out["column"]], dtype=np.float64)
@@ -178,8 +178,6 @@ def stable_comparison(result, icc, min_icc: float | None = None, top: int = 5, s
     """A lens.Comparison with `icc` in its table; with min_icc, unstable features left out of
     the table, its BH families and ranks (stable_delta) and its three views.
     Returns (Comparison, number of (checkpoint, column) rows left out)."""
-    from radlens_cli.lens.compare import Comparison, three_views
-
     table, n_out = stable_delta(result.table, icc, min_icc, result.rank_by)
     views = dict(result.views)
     if min_icc is not None and top > 0:
@@ -192,8 +190,6 @@ def group_median_icc(table, columns, column_meta: dict, icc, keep=None):
     """stats' group table with `median_icc`: the median ICC of each group's features
     (those with an ICC; NaN when none has one); keep: the columns the groups were made of
     (None: all)."""
-    from radlens_cli.lens.stats import group_labels
-
     if keep is not None:
         mask = np.isin(np.asarray(columns, dtype=str), np.asarray(list(keep), dtype=str))
         columns = [c for c, m in zip(columns, mask) if m]

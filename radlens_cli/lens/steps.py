@@ -13,10 +13,12 @@ import numpy as np
 
 from radlens_cli.errors import EXIT_DATA, ParameterError, ParameterMessage, RadlensError, check_choice
 from radlens_cli.io.tables import CaseTable, align_cases
-from radlens_cli.lens.decoder import Decoder, fit_decoder, r2_score
+from radlens_cli.lens.align import ALIGNMENTS, fit_alignment
+from radlens_cli.lens.checks import embedding_params, require_same_preprocessing
+from radlens_cli.lens.decoder import Decoder, RIDGE_FALLBACK, choose_ridge, fit_decoder, r2_score, ridge_gcv
 from radlens_cli.lens.names import column_meta
-from radlens_cli.lens.scaling import fit_scaler
-from radlens_cli.lens.share import ShareModel, train_share
+from radlens_cli.lens.scaling import SCALES, fit_scaler
+from radlens_cli.lens.share import ACTIVATIONS, METHODS, REDUCTIONS, ShareModel, paper_grid, train_share
 
 
 
@@ -108,8 +110,6 @@ def require_split(j: Joined, name: str, what: str, minimum: int = 1) -> np.ndarr
 
 def method_defaults(method: str) -> dict:
     """What each method means: the calibrated lens (default) or the paper's exact method."""
-    from radlens_cli.lens.share import METHODS
-
     check_choice(method, METHODS, "method")
     if method == "paper":
         return {"scale": "minmax", "intercept": False, "align": "none",
@@ -133,11 +133,6 @@ def fit_share(emb: CaseTable, rad: CaseTable, hidden: int = 256, l1: float = 1e-
     pre-trained train embeddings (the alignment target) and one ridge alpha for all
     checkpoints (calibrated: generalised cross-validation on the pre-trained train cases; paper: none,
     or the under-determined fallback computed once here)."""
-    from radlens_cli.lens.checks import embedding_params
-    from radlens_cli.lens.decoder import RIDGE_FALLBACK, choose_ridge
-    from radlens_cli.lens.scaling import SCALES
-    from radlens_cli.lens.share import ACTIVATIONS, METHODS, REDUCTIONS, paper_grid
-
     check_choice(method, METHODS, "method")
     check_choice(loss_reduction, REDUCTIONS, "loss_reduction")
     if scale is not None:
@@ -308,6 +303,27 @@ class DecodeResult:
             own["alignment_exact_affine"] = int(getattr(self.alignment, "exact_affine", False))
         return own
 
+    def to_record(self) -> dict:
+        """The result as plain data for DEC.h5 (io.formats.decoder writes it): `datasets`
+        (theta, bias, importance, per-feature R^2/MSE, columns and their metadata, dropped
+        cases, the control and per-seed R^2), per-case `groups` train/eval, and `attrs`."""
+        dec = self.decoder
+        datasets = {"theta": dec.theta, "bias": dec.bias, "importance": dec.importance,
+                    "r2": self.r2, "mse": self.mse,
+                    "columns": np.array(self.columns, dtype=object),
+                    "dropped_case_id": np.array([c for c, _ in self.dropped_cases], dtype=object),
+                    "dropped_case_split": np.array([s for _, s in self.dropped_cases], dtype=object)}
+        for k, v in self.column_meta.items():
+            datasets[f"column_{k}"] = np.asarray(v, dtype=object)
+        if self.r2_direct is not None:
+            datasets["r2_direct"] = self.r2_direct
+        if self.r2_seeds is not None:
+            datasets["r2_seeds"] = self.r2_seeds
+        groups = {"train": {"case_id": self.train_case_id, "Z": self.Z_train, "target": self.R_train},
+                  "eval": {"case_id": self.eval_case_id, "Z": self.Z_eval, "target": self.R_eval,
+                           "prediction": self.prediction, "squared_error": self.squared_error}}
+        return {"datasets": datasets, "groups": groups, "attrs": self.attrs}
+
     def arrays(self, names) -> dict:
         """Per-case arrays by their DEC.h5 names (train/Z, train/target, eval/Z,
         eval/target, eval/prediction, eval/squared_error)."""
@@ -326,12 +342,6 @@ def decode(share: ShareModel, emb: CaseTable, rad: CaseTable, ridge: float | Non
     train embeddings, intercept, the share's ridge alpha; paper -> none of these.
     control: also fit the share-free control (ridge straight from the embeddings, alpha by
     generalised cross-validation), whose held-out R^2 is `r2_direct`."""
-    from radlens_cli.lens.align import fit_alignment
-    from radlens_cli.lens.checks import embedding_params, require_same_preprocessing
-    from radlens_cli.lens.decoder import ridge_gcv
-
-    from radlens_cli.lens.align import ALIGNMENTS
-
     if align is not None:
         check_choice(align, ALIGNMENTS, "align")
     if ridge is not None and ridge < 0:

@@ -6,16 +6,16 @@ from __future__ import annotations
 
 import numpy as np
 
+from radlens_cli.io.stability import read_icc as read_icc_table
 from radlens_cli.lens.stability import stable_columns
+from radlens_cli.report.markup import esc, fmt, table
 from radlens_cli.report import data as rd
 from radlens_cli.report import figures as rf
 
 
 def read_icc(path: str):
     """icc.csv of `radlens stability` (column, icc, ci_low, ci_high, ...)."""
-    from radlens_cli.io.stability import read_icc as read
-
-    return read(path)
+    return read_icc_table(path)
 
 
 def attach_icc(delta, icc):
@@ -79,8 +79,6 @@ def icc_figure(delta, stat: str):
 def stability_section(rep, delta, gains, losses, stat: str, min_icc: float | None, n_left_out: int,
                       icc_path: str) -> None:
     """Each listed (gained, lost) feature's ICC and the change-vs-ICC plot."""
-    from radlens_cli.report.html import esc, fmt, table
-
     stat = stat or ("delta_r2" if "delta_r2" in delta.columns else "delta_importance")
     rho, p, n = rank_association(delta["icc"], delta[stat]) if stat in delta.columns else (np.nan, np.nan, 0)
     threshold = 0.75 if min_icc is None else min_icc

@@ -2,6 +2,7 @@
 it writes against pingouin's intraclass_corr."""
 
 import json
+from pathlib import Path
 
 import numpy as np
 import pandas as pd
@@ -32,10 +33,11 @@ def inputs(folder):
 
 
 def read(path):
+    """icc.csv's columns as data, its sidecar's params (the provenance a CSV output carries)."""
     out = h.read_csv(path)
-    side = json.loads(open(str(path) + ".json").read()) if path != "-" and __import__("os").path.exists(
-        str(path) + ".json") else {}
-    return h.Output(out.data, side.get("params"), side)
+    side = Path(str(path) + ".json")
+    attrs = json.loads(side.read_text(encoding="utf-8")) if side.exists() else {}
+    return h.Output(out.data, attrs.get("params"), attrs)
 
 
 SPEC = h.Spec("stability", inputs, lambda i, out, seed: [i["table"], "--manifest", i["manifest"], "-o", out],
@@ -149,7 +151,7 @@ def test_report_shows_icc_and_its_rank_correlation(cli, lens_outputs):
     base = ["report", "--radiomics", d / "rad.h5", "--compare", out / "delta.csv", "--stats", out / "table.csv"]
     r = cli(*base, "--stability", out / "icc.csv", "-o", out / "r.html")
     assert r.exit_code == 0, r
-    html = (out / "r.html").read_text()
+    html = (out / "r.html").read_text(encoding="utf-8")
     assert 'id="stability"' in html and 'id="fig_stability"' in html
     delta = pd.read_csv(out / "delta.csv")
     icc = pd.read_csv(out / "icc.csv")
@@ -157,7 +159,7 @@ def test_report_shows_icc_and_its_rank_correlation(cli, lens_outputs):
     assert f"rho = {want:.3f}" in html
     r = cli(*base, "--stability", out / "icc.csv", "--min-icc", "0.75", "-o", out / "stable.html")
     assert r.exit_code == 0, r
-    stable_html = (out / "stable.html").read_text()
+    stable_html = (out / "stable.html").read_text(encoding="utf-8")
     low = icc.loc[icc["icc"] < 0.75, "column"]
     assert any(f">{c}<" in html.split('id="stability"')[0] for c in low)  # unfiltered: some are listed
     gains_losses = stable_html.split('id="stability"')[0]

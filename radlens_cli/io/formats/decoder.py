@@ -1,5 +1,10 @@
 """DEC.h5, schema decoder/1, written by `radlens decode`: one decoder's theta, bias, per-feature
-R^2 and MSE, its settings, and the per-case train/eval arrays compare and stats read back."""
+R^2 and MSE, its settings, and the per-case train/eval arrays compare and stats read back.
+
+The lens's DecodeResult serialises itself to plain data (`to_record`); this module writes
+it, and reads a file back as a DecoderFile, which the lens compares as it does a
+DecodeResult. It never imports the lens.
+"""
 
 from __future__ import annotations
 
@@ -10,34 +15,20 @@ import numpy as np
 from radlens_cli.errors import RadlensError
 from radlens_cli.io.formats import DECODER_SCHEMA, decode_strings, open_h5, read_h5_attrs, write_h5
 
+
 def save_decoder(res, path: str, attrs: dict | None = None, force: bool = False) -> None:
-    """Write DEC.h5 (schema decoder/1) of a decode result (lens.DecodeResult: its arrays,
-    and its `attrs`, the decoder's settings).
+    """Write DEC.h5 (schema decoder/1) of a lens.DecodeResult (or its `to_record()`: plain
+    `datasets`, per-case `groups` train/eval, its own `attrs`).
 
     Bulk per-case arrays (Z, targets, predictions, squared errors) are float32: targets are
     min-max scaled to ~[0, 1], where float32 keeps ~7 digits, far below the noise of any
     R^2 or importance; it halves the file (19,000 x 2,511 -> ~0.3 GB) and the read time.
     theta, bias and the per-feature metrics are float64.
     """
-    f32 = lambda a: np.asarray(a, dtype=np.float32)  # noqa: E731
-    dec = res.decoder
-    datasets = {"theta": dec.theta, "bias": dec.bias, "importance": dec.importance,
-                "r2": res.r2, "mse": res.mse,
-                "columns": np.array(res.columns, dtype=object),
-                "dropped_case_id": np.array([c for c, _ in res.dropped_cases], dtype=object),
-                "dropped_case_split": np.array([s for _, s in res.dropped_cases], dtype=object)}
-    for k, v in res.column_meta.items():
-        datasets[f"column_{k}"] = np.asarray(v, dtype=object)
-    groups = {
-        "train": {"case_id": res.train_case_id, "Z": f32(res.Z_train), "target": f32(res.R_train)},
-        "eval": {"case_id": res.eval_case_id, "Z": f32(res.Z_eval), "target": f32(res.R_eval),
-                 "prediction": f32(res.prediction), "squared_error": f32(res.squared_error)},
-    }
-    if res.r2_direct is not None:
-        datasets["r2_direct"] = res.r2_direct
-    if res.r2_seeds is not None:
-        datasets["r2_seeds"] = res.r2_seeds
-    write_h5(path, DECODER_SCHEMA, datasets, {**(attrs or {}), **res.attrs}, force, groups=groups)
+    rec = res.to_record() if hasattr(res, "to_record") else res
+    groups = {g: {k: v if k == "case_id" else np.asarray(v, dtype=np.float32) for k, v in arrays.items()}
+              for g, arrays in rec["groups"].items()}
+    write_h5(path, DECODER_SCHEMA, rec["datasets"], {**(attrs or {}), **rec["attrs"]}, force, groups=groups)
 
 
 @dataclass
