@@ -73,7 +73,8 @@ def icc_figure(delta, stat: str):
         return rf._render(fig, "fig_stability", f"{rd.stat_label(stat)} vs ICC",
                           f"Each point is a radiomic feature with an ICC. Spearman rank correlation between ICC and "
                           f"{rd.stat_label(stat)}: rho = {rho:.3f}, two-sided p = {p:.3g}, over {n} features. A "
-                          f"negative rho: features that lost decodability are the less stable ones.")
+                          f"positive rho: features that lost decodability are the less stable ones (and gained "
+                          f"ones the more stable).")
 
 
 def stability_section(rep, delta, gains, losses, stat: str, min_icc: float | None, n_left_out: int,
