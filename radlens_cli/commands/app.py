@@ -56,6 +56,13 @@ Shell completion: radlens --install-completion (or --show-completion to print it
 """
 
 
+def pipeline_commands() -> list[str]:
+    """The commands, in the order PIPELINE lists them: the one list of commands. main.py
+    imports their modules from it and --help (and the man pages) show them in this order."""
+    block = PIPELINE.split("\b\n", 1)[1].split("\n\n", 1)[0]
+    return [line.split()[0] for line in block.splitlines() if line.strip()]
+
+
 GLOBAL_FLAGS = ("-q", "--quiet", "-v", "--verbose")
 
 
@@ -72,7 +79,12 @@ def hoist_global_flags(args) -> list[str]:
 
 
 class RadlensGroup(TyperGroup):
-    """Prints click usage errors as one line `radlens <cmd>: error: ...` (exit 2)."""
+    """Prints click usage errors as one line `radlens <cmd>: error: ...` (exit 2); lists the
+    commands in pipeline order (pipeline_commands), not in the order they were imported."""
+
+    def list_commands(self, ctx):
+        order = {name: i for i, name in enumerate(pipeline_commands())}
+        return sorted(super().list_commands(ctx), key=lambda n: (order.get(n, len(order)), n))
 
     def main(self, args=None, prog_name=None, complete_var=None, standalone_mode=True, **extra):
         args = hoist_global_flags(sys.argv[1:] if args is None else args)

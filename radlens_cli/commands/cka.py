@@ -14,7 +14,8 @@ from radlens_cli import log, provenance
 from radlens_cli.commands.app import command
 from radlens_cli.commands.options import force_option, output_option, seed_option
 from radlens_cli.errors import RadlensError, UsageError
-from radlens_cli.io.files import atomic_output, check_output
+from radlens_cli.io.files import check_output
+from radlens_cli.io.formats import write_csv
 from radlens_cli.io.tables import CaseTable, align_cases, read_table
 from radlens_cli.lens import cka as lk
 
@@ -77,17 +78,15 @@ def cka(a_path: str, b_path: str, output: str | None = None, kernel: str = "line
     if output:
         import pandas as pd
 
-        with atomic_output(output, force, suffix=".csv") as tmp:
-            df = pd.DataFrame([row])
-            prov = provenance.build("cka", inputs={"a": a_path, "b": b_path},
-                                    params={k: row[k] for k in ("kernel", "debiased", "sigma", "standardize",
-                                                                "split", "n_bootstrap", "level", "seed")},
-                                    history=provenance.merged_history(ta.attrs, tb.attrs))
-            with open(tmp, "w", encoding="utf-8") as fh:
-                # a CSV's provenance is its `command` column (as in probe's CSV), not a samtools-style
-                # '#' line, which would break plain CSV readers; the HDF5 outputs carry the full record
-                df["command"] = prov["command"]
-                df.to_csv(fh, index=False, float_format="%.10g")
+        df = pd.DataFrame([row])
+        prov = provenance.build("cka", inputs={"a": a_path, "b": b_path},
+                                params={k: row[k] for k in ("kernel", "debiased", "sigma", "standardize",
+                                                            "split", "n_bootstrap", "level", "seed")},
+                                history=provenance.merged_history(ta.attrs, tb.attrs))
+        # a CSV's provenance is its `command` column (as in probe's CSV), not a samtools-style
+        # '#' line, which would break plain CSV readers; the HDF5 outputs carry the full record
+        df["command"] = prov["command"]
+        write_csv(df, output, force)
     return row
 
 

@@ -19,6 +19,7 @@ from radlens_cli.commands.options import (allow_different_preprocessing_option, 
                                           stability_option)
 from radlens_cli.errors import UsageError
 from radlens_cli.io.files import atomic_output, check_output
+from radlens_cli.io.formats import write_csv
 from radlens_cli.io.formats.decoder import load_decoder
 from radlens_cli.lens.compare import checkpoint_labels, compare_decoders
 from radlens_cli.lens.stability import stable_comparison
@@ -58,8 +59,7 @@ def compare(pre_path: str, ft_path, output: str, top: int = 5, stable_quantile: 
         if min_icc is not None:
             log.info(f"compare: --min-icc {min_icc:g} left {n_out} (checkpoint, feature) row(s) out of the table, "
                      f"its BH families, ranks and views")
-    with atomic_output(output, force, suffix=".csv") as tmp:
-        result.table.to_csv(tmp, index=False, float_format="%.10g")
+    write_csv(result.table, output, force)
     text = result.views_text(ref_name=os.path.basename(str(pre_path)))
     if text:
         if summary:

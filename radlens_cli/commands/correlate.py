@@ -20,6 +20,7 @@ from radlens_cli.io.formats import write_csv
 from radlens_cli.io.formats.correlation import write_correlation
 from radlens_cli.io.tables import align_cases, read_table
 from radlens_cli.lens import correlate as lc
+from radlens_cli.names import table_column_meta
 
 def _select_split(emb, rad, split: str):
     """Boolean mask over the aligned rows: the embedding table's split, else the radiomics'."""
@@ -64,7 +65,7 @@ def correlate(emb_path: str, rad_path: str, output: str, method: str = "spearman
         if not mask.any():
             raise RadlensError(f"--split {split}: no shared case is in split {split!r}")
         emb, rad = emb.take(mask), rad.take(mask)
-    meta = lc.radiomic_column_meta(rad.columns, rad.column_meta)
+    meta = table_column_meta(rad.columns, rad.column_meta)
 
     res = lc.correlate(emb.values, rad.values, method=method)
     kx, ky = res.keep_x, res.keep_y

@@ -18,6 +18,7 @@ from radlens_cli.io.files import check_output
 from radlens_cli.io.formats import write_csv
 from radlens_cli.io.formats.correlation import read_correlation
 from radlens_cli.lens import correlate as lc
+from radlens_cli.names import table_column_meta
 
 
 def _full_axis(c: dict) -> tuple[np.ndarray, dict]:
@@ -27,10 +28,10 @@ def _full_axis(c: dict) -> tuple[np.ndarray, dict]:
     cols = np.concatenate([kept, excl])
     kept_meta = {k: c[f"column_{k}"] for k in lc.META_KEYS if f"column_{k}" in c}
     if len(kept_meta) < len(lc.META_KEYS):
-        kept_meta = lc.radiomic_column_meta(kept)
+        kept_meta = table_column_meta(kept)
     excl_meta = {k: c[f"excluded_column_{k}"] for k in lc.META_KEYS if f"excluded_column_{k}" in c}
     if len(excl_meta) < len(lc.META_KEYS):
-        excl_meta = lc.radiomic_column_meta(excl)
+        excl_meta = table_column_meta(excl)
     return cols, {k: np.concatenate([kept_meta[k], excl_meta[k]]) for k in lc.META_KEYS}
 
 

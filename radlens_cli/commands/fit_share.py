@@ -13,7 +13,8 @@ from radlens_cli import lens, log, provenance
 from radlens_cli.commands.app import command
 from radlens_cli.commands.options import allow_missing_option, device_option, force_option, output_option, seed_option
 from radlens_cli.errors import UsageError
-from radlens_cli.io.files import atomic_output, check_output
+from radlens_cli.io.files import check_output
+from radlens_cli.io.formats import write_csv
 from radlens_cli.io.formats.share import save_share
 from radlens_cli.io.tables import read_table
 
@@ -70,8 +71,7 @@ def fit_share(emb_path: str, rad_path: str, output: str, hidden: int = 256, l1: 
 
             df = pd.DataFrame({k: s[k] for k in ("l1", "l2", "val_l1", "train_l1", "train_loss",
                                                  "selected")})
-            with atomic_output(sweep_scores, force, suffix=".csv") as tmp:
-                df.to_csv(tmp, index=False, float_format="%.10g")
+            write_csv(df, sweep_scores, force)
     save_share(model, output, attrs=attrs, force=force)
     log.info(f"share: d={model.embedding_dim} -> h={model.hidden} ({activation}), "
              f"{len(model.columns)} radiomic columns kept, {len(model.scaler.dropped)} dropped; "

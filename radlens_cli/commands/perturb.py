@@ -17,6 +17,7 @@ from radlens_cli.commands.options import force_option, mask_option, modalities_o
 from radlens_cli.errors import RadlensError, UsageError
 from radlens_cli.io import perturb as pt
 from radlens_cli.io.files import atomic_folder, atomic_output
+from radlens_cli.io.formats import write_csv
 from radlens_cli.io.manifest import parse_mask_spec, read_manifest
 from radlens_cli.names import parse_list
 
@@ -65,11 +66,11 @@ def perturb(manifest_path: str, out_dir: str, modalities: str, mask: str, masks:
         frame = pt.perturb_cohort(man, tmp, mods, roi, other, settings, replicates, include_original, seed,
                                   progress=lambda it: log.progress(it, desc="perturb", unit="case"),
                                   warn=log.warn)
-        frame.to_csv(os.path.join(tmp, "cohort.csv"), index=False, lineterminator="\n", float_format="%.10g")
         params = {"modalities": mods, "mask": str(roi), "masks": other, "perturbations": chosen,
                   **pt.settings_record(settings), "replicates": replicates, "include_original": include_original,
                   "seed": seed, "split_derived": man.split_derived}
         attrs = provenance.build("perturb", inputs={"manifest": manifest_path}, params=params)
+        write_csv(frame, os.path.join(tmp, "cohort.csv"), force=True, provenance=attrs, lineterminator="\n")
         prov = {k: (json.loads(v) if k in ("inputs", "params", "versions", "history") else v)
                 for k, v in attrs.items()}
         with atomic_output(os.path.join(tmp, "provenance.json"), force=True, suffix=".json") as p:

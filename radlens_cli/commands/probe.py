@@ -16,7 +16,8 @@ from radlens_cli.commands.app import command
 from radlens_cli.commands.options import force_option, jobs_option, output_option, seed_option
 from radlens_cli.encoders.training.finetuned import finetuned_target
 from radlens_cli.errors import RadlensError, UsageError
-from radlens_cli.io.files import atomic_output, check_output
+from radlens_cli.io.files import check_output
+from radlens_cli.io.formats import write_csv
 from radlens_cli.io.manifest import read_manifest
 from radlens_cli.io.tables import read_table
 from radlens_cli.lens import probe as lp
@@ -126,8 +127,7 @@ def probe(features: list[str], manifest_path: str, target: str, output: str, tas
                                     "models": model_list, "trees": trees, "names": labels},
                             history=provenance.merged_history(*(t.attrs for t in tables)))
     df["command"] = prov["command"]
-    with atomic_output(output, force, suffix=".csv") as tmp:
-        df.to_csv(tmp, index=False, float_format="%.10g")
+    write_csv(df, output, force)
     return df
 
 

@@ -14,7 +14,8 @@ from radlens_cli import log, provenance
 from radlens_cli.commands.app import command
 from radlens_cli.commands.options import force_option, output_option
 from radlens_cli.errors import RadlensError, UsageError
-from radlens_cli.io.files import atomic_output, check_output
+from radlens_cli.io.files import check_output
+from radlens_cli.io.formats import write_csv
 from radlens_cli.io.manifest import read_manifest
 from radlens_cli.io.tables import read_table, text_column
 from radlens_cli.lens import stability as ls
@@ -74,8 +75,7 @@ def stability(table_path: str, output: str, group: str = "subject", manifest: st
               "n_subjects": int(len(sizes)), "n_cases": int(len(labels))}
     attrs = provenance.build("stability", inputs={"table": table_path, "manifest": manifest}, params=params,
                              history=provenance.merged_history(table.attrs))
-    with atomic_output(output, force, suffix=".csv", provenance=attrs) as tmp:
-        out.to_csv(tmp, index=False, float_format="%.12g")
+    write_csv(out, output, force, provenance=attrs, float_format="%.12g")
     return out
 
 

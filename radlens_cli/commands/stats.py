@@ -16,6 +16,7 @@ from radlens_cli.commands.options import (allow_different_preprocessing_option, 
                                           labels_option, min_icc_option, output_option, read_icc, stability_option)
 from radlens_cli.errors import UsageError
 from radlens_cli.io.files import atomic_output, check_output
+from radlens_cli.io.formats import write_csv
 from radlens_cli.io.formats.decoder import load_decoder
 from radlens_cli.lens.compare import checkpoint_labels
 from radlens_cli.lens.stability import group_median_icc, stable_columns
@@ -51,12 +52,12 @@ def stats(pre_path: str, ft_path, output: str, by: str = "family,image_type,moda
                       warn=log.warn, info=log.info, columns=keep)
     if icc is not None:
         out = group_median_icc(out, ref.columns, ref.column_meta, icc, keep)
-    with atomic_output(output, force, suffix=".md" if fmt == "markdown" else ".csv") as tmp:
-        if fmt == "markdown":
+    if fmt == "markdown":
+        with atomic_output(output, force, suffix=".md") as tmp:
             with open(tmp, "w", encoding="utf-8") as fh:
                 fh.write(markdown_table(out))
-        else:
-            out.to_csv(tmp, index=False, float_format="%.10g")
+    else:
+        write_csv(out, output, force)
     return out
 
 

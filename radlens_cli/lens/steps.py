@@ -16,9 +16,9 @@ from radlens_cli.io.tables import CaseTable, align_cases
 from radlens_cli.lens.align import ALIGNMENTS, fit_alignment
 from radlens_cli.lens.checks import embedding_params, require_same_preprocessing
 from radlens_cli.lens.decoder import Decoder, RIDGE_FALLBACK, choose_ridge, fit_decoder, r2_score, ridge_gcv
-from radlens_cli.lens.names import column_meta
 from radlens_cli.lens.scaling import SCALES, fit_scaler
 from radlens_cli.lens.share import ACTIVATIONS, METHODS, REDUCTIONS, ShareModel, paper_grid, train_share
+from radlens_cli.names import table_column_meta
 
 
 
@@ -72,7 +72,7 @@ def join(emb: CaseTable, rad: CaseTable, allow_missing: bool = False,
         raise RadlensError(f"{emb.path}: non-finite embedding value at case {emb.case_id[ia[i]]}, "
                            f"dim {j} (column {names[j]}; {int(bad.sum())} in all)")
     split = _split(emb, rad, ia, ib)
-    meta = column_meta(rad.columns, rad.column_meta)
+    meta = table_column_meta(rad.columns, rad.column_meta)
     return Joined(case_id=emb.case_id[ia], X=X, rad_values=rad.values, rad_rows=ib,
                   columns=list(rad.columns), split=split, meta=meta, n_missing=n_missing)
 
@@ -463,7 +463,7 @@ def decode(share: ShareModel, emb: CaseTable, rad: CaseTable, ridge: float | Non
         r2_direct = r2_score(direct.predict(Xr_ev), Rev)
     meta = {k: np.asarray(v, dtype=object) for k, v in share.column_meta.items()}
     if not meta:
-        meta = column_meta(share.columns)
+        meta = table_column_meta(share.columns)
     return DecodeResult(share_hash=share.share_hash, columns=list(share.columns),
                         column_meta=meta, decoder=dec, eval_split=eval_split,
                         train_case_id=j.case_id[itr], Z_train=Ztr, R_train=Rtr,

@@ -36,8 +36,8 @@ from radlens_cli.io.files import atomic_path
 from radlens_cli.io.images import (EmptyMaskError, geometry, load_mask, read_image, require_same_geometry,
                                    resample_like, same_geometry)
 from radlens_cli.io.manifest import MaskSpec
+from radlens_cli.names import is_diagnostic
 from radlens_cli.provenance import sha256_file
-from radlens_cli.radiomics.names import is_diagnostic
 from radlens_cli.radiomics.params import params_hash, pyradiomics_version, quiet_pyradiomics
 from radlens_cli.workers import imap_resilient, in_worker, test_kill_hook
 

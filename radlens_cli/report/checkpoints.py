@@ -8,7 +8,7 @@ import os
 
 import numpy as np
 
-from radlens_cli.radiomics.names import family_label
+from radlens_cli.names import family_label
 from radlens_cli.report import data as rd, figures as rf
 from radlens_cli.report.markup import esc, fmt, table
 

@@ -14,11 +14,12 @@ import re
 import numpy as np
 
 from radlens_cli.errors import EXIT_DATA, ParameterError, RadlensError
+from radlens_cli.io.cases import check_table
 from radlens_cli.io.files import input_path
 from radlens_cli.io.formats import CASE_TABLE, decode_strings, open_h5, read_h5_attrs
 from radlens_cli.io.tables import require_unique
+from radlens_cli.names import FAMILY_ORDER, META_KEYS, parse_column
 from radlens_cli.provenance import sha256_file
-from radlens_cli.radiomics.names import FAMILY_ORDER, META_KEYS, parse_column
 
 GROUP_BY_ORDER = ("family", "image_type", "modality", "modality_family")
 # Radiomic features that grow with the ROI's size (besides the shape family): what a
@@ -69,7 +70,7 @@ def _require(df, cols, what, path):
 
 
 def _parse_column_name(name: str) -> dict:
-    """`t2/wavelet-LLH_glcm_Correlation` -> modality, image_type, family, feature (radiomics.names)."""
+    """`t2/wavelet-LLH_glcm_Correlation` -> modality, image_type, family, feature (radlens_cli.names)."""
     return dict(zip(META_KEYS, parse_column(name)))
 
 
@@ -272,6 +273,9 @@ def radiomics_summary(path: str) -> dict:
         split = decode_strings(f["split"][()]) if "split" in f else None
         shape = f["values"].shape if "values" in f else (len(ids), len(columns))
         attrs = read_h5_attrs(f)
+    # a table written with --keep-going lacks its failed cases, a part lacks the others: say so,
+    # as every other command reading a case table does
+    check_table(attrs, path)
     if "modality" not in meta or "family" not in meta:
         parsed = [_parse_column_name(c) for c in columns]
         meta.setdefault("modality", np.array([p["modality"] for p in parsed], dtype=object))

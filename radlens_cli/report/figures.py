@@ -8,7 +8,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from radlens_cli.radiomics.names import family_label
+from radlens_cli.names import family_label
 from radlens_cli.report.data import family_key
 
 PRE, FT = "#8c9bb0", "#1f5fa8"

@@ -10,8 +10,8 @@ import numpy as np
 
 from radlens_cli.errors import EXIT_DATA, ParameterError, RadlensError
 from radlens_cli.lens.compare import three_views
+from radlens_cli.names import family_label
 from radlens_cli.provenance import json_attr
-from radlens_cli.radiomics.names import family_label
 from radlens_cli.report import checkpoints as rc, data as rd, figures as rf, images as ri, stability as rs
 from radlens_cli.report.markup import esc, fmt, fmt_p, table
 

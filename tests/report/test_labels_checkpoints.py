@@ -158,3 +158,22 @@ def test_separate_tasks_get_a_dendrogram_that_pairs_similar_changes(tmp_path):
     assert "the checkpoints do not record epochs of one run" in rep.sections[0][2]
     # --ordered with task names: a trajectory in the order given
     assert checkpoint_order(delta, [], True)[:3] == (True, [1, 2, 3, 4], "--ordered")
+
+
+def test_report_warns_when_the_radiomics_left_failed_cases_out(cli, tmp_path):
+    """A radiomics table written with --keep-going lacks its failed cases; the report says so,
+    as the lens commands do when they read it."""
+    import json
+
+    import h5py
+
+    paths = make_inputs(tmp_path, fmt="new")
+    args = ("report", "--radiomics", paths["radiomics"], "--compare", paths["compare"], "--stats", paths["stats"])
+    r = cli(*args, "-o", tmp_path / "a.html")
+    assert r.exit_code == 0 and "failed case" not in r.stderr
+    with h5py.File(paths["radiomics"], "r+") as f:
+        f.attrs["failures"] = json.dumps([{"case_id": "case900", "modality": "t2", "reason": "empty mask",
+                                           "status": "failed"}])
+    r = cli(*args, "-o", tmp_path / "b.html")
+    assert r.exit_code == 0, r.stderr
+    assert "written with 1 failed case(s) left out: case900" in r.stderr
