@@ -288,11 +288,15 @@ def compare_resplit(ref, other, name: str, rank_by: str, null: dict, info=None):
     return df
 
 
-def group_resplit(ref, other, name: str, by, null: dict, info=None):
-    """Table 1 rows of one compared decoder against the reference, symmetric lens."""
+def group_resplit(ref, other, name: str, by, null: dict, info=None, keep=None):
+    """Table 1 rows of one compared decoder against the reference, symmetric lens
+    (keep: a mask of the radiomic columns the groups are made of; None: all)."""
     n_train, n_test = _sizes(ref)
-    df = group_resplit_stats(ref.resplit["r2"], other.resplit["r2"], ref.resplit["mse"],
-                             other.resplit["mse"], ref.column_meta, n_train=n_train, n_test=n_test,
+    k = slice(None) if keep is None else np.asarray(keep, dtype=bool)
+    meta = {key: np.asarray(v)[k] for key, v in ref.column_meta.items()}
+    df = group_resplit_stats(ref.resplit["r2"][:, k], other.resplit["r2"][:, k],
+                             ref.resplit["mse"][:, k], other.resplit["mse"][:, k], meta,
+                             n_train=n_train, n_test=n_test,
                              null_delta=null["group_delta"], null_delta_source=null["source"],
                              by=by, checkpoint=name)
     if info:

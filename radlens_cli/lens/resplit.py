@@ -371,6 +371,11 @@ def fit_share_symmetric(emb, rad, hidden: int = 256, l1: float = 1e-6, l2: float
         warn(f"{len(bad)} case(s) with non-finite radiomics left out of the re-splits: "
              f"{', '.join(map(str, j.case_id[bad][:5]))}")
     ids, assignment = make_resplits(j.case_id[idx], n_resplits, seed, share_fraction, test_fraction)
+    hidden_rule = hidden is None
+    if hidden_rule:   # the small-sample rule (lens/power.py), on each re-split's decoder cases
+        from radlens_cli.lens.power import recommended_hidden
+
+        hidden = recommended_hidden(int((assignment[0] == 1).sum()))
     Xp = np.asarray(j.X[idx], dtype=np.float64)
     tv = total_variance(Xp)
     Xs, _ = standardise(Xp, tv)
@@ -407,7 +412,8 @@ def fit_share_symmetric(emb, rad, hidden: int = 256, l1: float = 1e-6, l2: float
                                "test_fraction": test_fraction, "n_share": n_s,
                                "n_decoder_train": n_d, "n_test": n_t,
                                "resplit_epochs": epochs, "resplit_lr": lr,
-                               "reduction": reduction, "pool_splits": list(POOL_SPLITS)},
+                               "reduction": reduction, "pool_splits": list(POOL_SPLITS),
+                               "hidden": int(hidden), "hidden_from_rule": bool(hidden_rule)},
                        sweep=sweep, method="symmetric",
                        embedding_params=embedding_params(emb.attrs))
     model.reference_case_id = np.asarray(j.case_id, dtype=object)
