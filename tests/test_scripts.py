@@ -234,7 +234,7 @@ def test_csv_provenance_sidecar_and_info_reads_every_kind(cli, tmp_path):
     assert "rows: 6" in r.stdout
     # any other CSV writer gets a sidecar through the io layer (here: --failures of a failed run)
     (tmp_path / "f.csv").write_text("case_id,a\nx,1\n")
-    from radlens_cli.radiomics.batch import write_failures
+    from radlens_cli.io.runs import write_failures
 
     write_failures(str(tmp_path / "fail.csv"), [{"case_id": "x", "modality": "t2"}], False)
     assert json.loads((tmp_path / "fail.csv.json").read_text())["radlens_schema"] == "csv-provenance/1"

@@ -15,19 +15,23 @@ import typer
 from radlens_cli import log, provenance
 from radlens_cli.commands.app import command
 from radlens_cli.commands.options import (allow_different_preprocessing_option, allow_missing_option, force_option,
-                                          labels_option, output_option, seed_option)
+                                          labels_option, min_icc_option, output_option, read_icc, seed_option,
+                                          stability_option)
 from radlens_cli.errors import UsageError
 from radlens_cli.io.files import atomic_output, check_output
 from radlens_cli.io.formats import write_csv
 from radlens_cli.io.formats.decoder import load_decoder
 from radlens_cli.lens.compare import checkpoint_labels, compare_decoders
+from radlens_cli.lens.stability import stable_comparison
 
 
 def compare(pre_path: str, ft_path, output: str, top: int = 5, stable_quantile: float = 0.5,
             bootstrap: int = 0, permutations: int = 0, rank_by: str | None = None,
             summary: str | None = None, ci_level: float = 0.95, seed: int = 0,
             allow_missing: bool = False, force: bool = False, labels=None,
-            allow_different_preprocessing: bool = False):
+            allow_different_preprocessing: bool = False, stability: str | None = None,
+            min_icc: float | None = None, null_panel: str | None = None,
+            null_delta: float | None = None):
     """Write DELTA.csv: the reference decoder `pre_path` against each of `ft_path` (a path
     or a list of paths), one block of rows per compared checkpoint; returns the DataFrame."""
     others = [ft_path] if isinstance(ft_path, str) else list(ft_path)
@@ -38,6 +42,7 @@ def compare(pre_path: str, ft_path, output: str, top: int = 5, stable_quantile: 
     if summary == "-" and output == "-":
         raise UsageError("--summary and --output cannot both be `-` (stdout)")
     names = checkpoint_labels(others, labels)
+    icc = read_icc(stability, min_icc)
     check_output(output, force, suffix=".csv")
     if summary:
         check_output(summary, force, suffix=(".txt", ".md"))
@@ -51,19 +56,33 @@ def compare(pre_path: str, ft_path, output: str, top: int = 5, stable_quantile: 
                               ci_level=ci_level, seed=seed, allow_missing=allow_missing,
                               allow_different_preprocessing=allow_different_preprocessing,
                               top=top, stable_quantile=stable_quantile, warn=log.warn,
-                              info=log.info, progress=log.progress)
+                              info=log.info, progress=log.progress,
+                              null_panel=load_decoder(null_panel) if null_panel else None,
+                              null_delta=null_delta)
     # the sidecar: inputs with sha256, params, and what identifies each checkpoint (its
     # decoder, the encoder it was embedded with, decode's small-sample verdict) for report
-    provenance.declare("compare", inputs={"reference": pre_path, "compared": others},
+    provenance.declare("compare", inputs={"reference": pre_path, "compared": others,
+                                               **({"stability": stability} if stability else {}),
+                                               **({"null_panel": null_panel} if null_panel else {})},
                        params={"labels": names, "rank_by": result.rank_by, "bootstrap": bootstrap,
                                "permutations": permutations, "ci_level": ci_level, "seed": seed,
                                "top": top, "stable_quantile": stable_quantile,
                                "allow_missing": allow_missing,
                                "allow_different_preprocessing": allow_different_preprocessing,
+                               "stability": stability, "min_icc": min_icc,
+                               "null_panel": null_panel, "null_delta": null_delta,
                                "reference": provenance.checkpoint_identity(pre_path, ref.attrs),
                                "checkpoints": {n: provenance.checkpoint_identity(p, d.attrs)
                                                for p, n, d in zip(others, names, decs)}},
                        history=provenance.merged_history(ref.attrs, *(d.attrs for d in decs)))
+    if icc is not None:
+        result, n_out = stable_comparison(result, icc, min_icc, top, stable_quantile)
+        if min_icc is None and result.table["icc"].isna().any():
+            log.warn(f"compare: {int(result.table['icc'].isna().sum())} row(s) have no ICC in {stability} "
+                     f"(features it does not list, or constant ones)")
+        if min_icc is not None:
+            log.info(f"compare: --min-icc {min_icc:g} left {n_out} (checkpoint, feature) row(s) out of the table, "
+                     f"its BH families, ranks and views")
     write_csv(result.table, output, force)
     text = result.views_text(ref_name=os.path.basename(str(pre_path)))
     if text:
@@ -84,13 +103,17 @@ def compare_cli(
     labels: str = labels_option(),
     top: int = typer.Option(5, "--top", min=0, help="Print the three views (gains, losses, least changed) with K features each; 0 to skip."),
     stable_quantile: float = typer.Option(0.5, "--stable-quantile", help="'Important in both' means above this quantile in both stages (least-changed view): of importance, or of R^2 with --rank-by delta_r2."),
-    rank_by: str = typer.Option(None, "--rank-by", help="Statistic for ranks, views, CIs and p_perm: delta_r2 (default for calibrated decoders) or delta_importance (the paper; default for --method paper decoders)."),
+    rank_by: str = typer.Option(None, "--rank-by", help="Statistic for ranks, views, CIs and p_perm: delta_r2_clipped (default for symmetric decoders), delta_r2 (default for calibrated-0.2 decoders) or delta_importance (the paper; default for --method paper decoders)."),
     bootstrap: int = typer.Option(0, "--bootstrap", min=0, help="Bootstrap resamples over cases for <rank-by>_ci_low/_ci_high (0: none)."),
     permutations: int = typer.Option(0, "--permutations", min=0, help="Permutations (swap reference/compared embeddings per case) for p_perm and q_perm (0: none)."),
     ci_level: float = typer.Option(0.95, "--ci-level", help="Confidence level of the bootstrap percentile interval."),
     summary: str = typer.Option(None, "--summary", help="Write the three views to this file instead of stderr."),
     allow_missing: bool = allow_missing_option("Use the cases common to both decoders instead of failing on a mismatch."),
     allow_different_preprocessing: bool = allow_different_preprocessing_option(),
+    stability: str = stability_option(),
+    min_icc: float = min_icc_option(),
+    null_panel: str = typer.Option(None, "--null-panel", help="Decoder of a second fine-tuning run of the first compared checkpoint's task (another seed; same SHARE): null_delta is the 0.95 quantile of |delta_r2_clipped| between the two runs (symmetric lens)."),
+    null_delta: float = typer.Option(None, "--null-delta", help="Half-width of the interval null |delta_r2_clipped| <= null_delta (symmetric lens; default 0.05, or from --null-panel)."),
     seed: int = seed_option(),
     force: bool = force_option(),
 ):
@@ -98,36 +121,52 @@ def compare_cli(
 
     The first decoder is the reference (usually the pre-trained embeddings); every other
     decoder is compared with it and gets one row per radiomic column, named in the
-    `checkpoint` column (file name, or --labels). For every column: held-out R^2 on the
-    evaluation split r2_pre (reference), r2_ft, delta_r2; the paper's importance
-    I = ||theta_k,:||_2 (intercept excluded), delta_importance; `decodable` (R^2 > 0 in
-    at least one of the two); p_null, the default test's p-value (`test` column:
-    paired_t_sqerr, a paired t-test over evaluation cases of the squared errors, i.e. of
-    delta_r2 given the fitted decoders) and its BH q-value q_bh within that checkpoint;
-    rank_gain/rank_loss (1 = largest increase/decrease) by --rank-by among decodable
-    features only. With calibrated decoders (see fit-share --method) a rotation,
-    permutation, rescaling or shift of the embeddings changes nothing; docs/validity.md
-    gives the measured false-positive rates and recovery. r2_direct_pre/_ft and
-    delta_r2_direct are a share-free control (ridge straight from the embeddings).
-    --bootstrap adds percentile CIs of the rank statistic (<stat>_ci_low/_ci_high),
-    --permutations the exchangeability permutation test p_perm and its q_perm (warns when
-    too few permutations can reach q_perm < 0.05). With a share fitted with --seeds K,
-    delta_r2_mean/_sd are over the K share initialisations and delta_r2_seed_spearman is
-    the mean Spearman correlation of delta_r2 between seeds (rank stability). Decoders must share the share model,
-    split, intercept, ridge, method and embedding preprocessing.
+    `checkpoint` column (file name, or --labels).
+    Decoders of a --method symmetric share (the default): over the share's R re-splits,
+    r2_pre/r2_ft are the mean held-out R^2 and delta_r2 their difference;
+    r2_clipped_pre/_ft and delta_r2_clipped the same with R^2 clipped below at 0 (a
+    feature no decoder reads counts 0, so no column dominates a mean); delta_r2_clipped
+    is tested and ranked: delta_r2_clipped_se is its Nadeau-Bengio corrected resampled
+    standard error, p_null the p-value of the interval null |delta_r2_clipped| <=
+    null_delta (test nb_corrected_t_interval), q_bh its BH q-value within the checkpoint.
+    A feature at q_bh < 0.05 changed in decodability by more than re-encoding the same
+    information changes it (docs/validity.md). null_delta comes from --null-panel (a
+    second fine-tuning run of the same task, another seed; also gives
+    null_panel_spearman, the rank agreement of delta_r2_clipped between the two runs),
+    --null-delta, or the default 0.05; null_delta_source says which.
+    Decoders of calibrated-0.2 and paper shares: held-out R^2 on the evaluation split
+    r2_pre, r2_ft, delta_r2; the paper's importance I = ||theta_k,:||_2 (intercept
+    excluded), delta_importance; p_null of the paired t-test of squared errors given the
+    fitted decoders (test paired_t_sqerr) and q_bh; r2_direct_pre/_ft, delta_r2_direct a
+    share-free control; --bootstrap adds percentile CIs (<stat>_ci_low/_ci_high),
+    --permutations p_perm/q_perm (warns when too few can reach q_perm < 0.05); with a
+    share fitted with --seeds K, delta_r2_mean/_sd/_seed_spearman across share
+    initialisations.
+    Every method: `decodable` (R^2 > 0 in at least one of the two), rank_gain/rank_loss
+    (1 = largest increase/decrease) by --rank-by among decodable features. Decoders must
+    share the share model, split, method and embedding preprocessing.
 
     \b
-    DELTA.csv columns: checkpoint,column,modality,image_type,family,feature,r2_pre,r2_ft,
-    delta_r2,importance_pre,importance_ft,delta_importance,decodable,p_null,q_bh,test,
-    rank_gain,rank_loss[,r2_direct_pre,r2_direct_ft,delta_r2_direct]
+    DELTA.csv columns (symmetric): checkpoint,column,modality,image_type,family,feature,
+    r2_pre,r2_ft,delta_r2,r2_clipped_pre,r2_clipped_ft,delta_r2_clipped,
+    delta_r2_clipped_se,importance_pre,importance_ft,delta_importance,decodable,
+    null_delta,null_delta_source,p_null,q_bh,test,n_resplits,rank_gain,rank_loss
+    [,null_panel_spearman].
+    (calibrated-0.2, paper): checkpoint,column,modality,image_type,family,feature,r2_pre,
+    r2_ft,delta_r2,importance_pre,importance_ft,delta_importance,decodable,p_null,q_bh,
+    test,rank_gain,rank_loss[,r2_direct_pre,r2_direct_ft,delta_r2_direct]
     [,delta_r2_mean,delta_r2_sd,delta_r2_seed_spearman][,<stat>_ci_low,<stat>_ci_high]
-    [,p_perm,q_perm].
+    [,p_perm,q_perm][,icc].
+
+    --stability ICC.csv (radlens stability) adds each feature's ICC over perturbed
+    replicates (`icc`); --min-icc leaves features with a lower (or no) ICC out of the
+    table, the BH families (q_bh, q_perm), the ranks and the views.
 
     Examples:
 
     \b
       radlens compare dec_pre.h5 dec_ft.h5 -o delta.csv
-      radlens compare dec_pre.h5 dec_ft.h5 -o delta.csv --permutations 200 --seed 1
+      radlens compare dec_pre.h5 dec_ft.h5 -o delta.csv --null-delta 0.08 --force
       radlens compare dec_pre.h5 dec_ft.h5 -o delta_named.csv --labels finetuned
 
     Several checkpoints (e.g. epochs of one run): radlens compare dec_pre.h5
@@ -136,4 +175,5 @@ def compare_cli(
     compare(pre, ft, output, top=top, stable_quantile=stable_quantile, bootstrap=bootstrap,
             permutations=permutations, rank_by=rank_by, summary=summary, ci_level=ci_level,
             seed=seed, allow_missing=allow_missing, force=force, labels=labels,
-            allow_different_preprocessing=allow_different_preprocessing)
+            allow_different_preprocessing=allow_different_preprocessing, stability=stability, min_icc=min_icc,
+            null_panel=null_panel, null_delta=null_delta)

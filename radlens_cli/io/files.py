@@ -290,3 +290,34 @@ def read_sidecar(path: str) -> dict | None:
         log.warn(f"{side}: provenance sidecar does not match {path} (edited since?), ignored")
         return None
     return rec
+
+
+def pid_temporary(path: str) -> str:
+    """`<path>.<pid>.tmp`: a temporary a cache writer names after its process, so that
+    sweep_stale_temporaries can tell one left by a killed process from one being written."""
+    return f"{path}.{os.getpid()}.tmp"
+
+
+def sweep_stale_temporaries(cache_dir: str) -> int:
+    """Remove `*.<pid>.tmp` left in the cache by a process killed with SIGKILL (pid gone)."""
+    removed = 0
+    try:
+        entries = list(os.scandir(cache_dir))
+    except OSError:
+        return 0
+    for e in entries:
+        parts = e.name.rsplit(".", 2)
+        if len(parts) == 3 and parts[2] == "tmp" and parts[1].isdigit():
+            try:
+                os.kill(int(parts[1]), 0)
+                continue  # its writer is alive (another run on this cache)
+            except ProcessLookupError:
+                pass
+            except OSError:
+                continue
+            try:
+                os.unlink(e.path)
+                removed += 1
+            except OSError:
+                pass
+    return removed
