@@ -37,8 +37,8 @@ def _check_outputs(paths: dict, force: bool) -> None:
     real = [os.path.abspath(v) for v in given.values() if v != "-"]
     if len(set(real)) != len(real):
         raise UsageError("two outputs name the same file")
-    for v in given.values():
-        check_output(v, force)
+    for k, v in given.items():
+        check_output(v, force, suffix=(".h5", ".hdf5") if k == "--output" else ".csv")
 
 
 def correlate(emb_path: str, rad_path: str, output: str, method: str = "spearman",
@@ -89,6 +89,8 @@ def correlate(emb_path: str, rad_path: str, output: str, method: str = "spearman
     attrs = provenance.build("correlate", inputs={"embeddings": emb_path, "radiomics": rad_path},
                              params=params, history=provenance.merged_history(emb.attrs, rad.attrs))
     attrs.update({"method": method, "threshold": threshold, "alpha": alpha, "n_cases": res.n_cases})
+    provenance.declare("correlate", inputs={"embeddings": emb_path, "radiomics": rad_path},
+                       params=params, history=provenance.merged_history(emb.attrs, rad.attrs))
     kept_meta = {k: meta[k][ky] for k in lc.META_KEYS}
     # CSVs first: `-o -` streams the HDF5 last, after every other output is in place
     if pairs:

@@ -10,7 +10,7 @@ from typing import Optional
 import numpy as np
 import typer
 
-from radlens_cli import log
+from radlens_cli import log, provenance
 from radlens_cli.commands.app import command
 from radlens_cli.commands.options import force_option, output_option
 from radlens_cli.errors import RadlensError, UsageError
@@ -52,7 +52,7 @@ def correlate_summary(pre_path: str, ft_path: str, output: str, threshold: float
     """Per modality x family: deep features with a correlated radiomic feature, pre vs ft."""
     if pre_path == "-" and ft_path == "-":
         raise UsageError("only one of the two correlation files can be `-` (stdin)")
-    check_output(output, force)
+    check_output(output, force, suffix=".csv")
     pre = read_correlation(pre_path, "correlation file (pre)")
     ft = read_correlation(ft_path, "correlation file (fine-tuned)")
     cols_pre, meta = _full_axis(pre)
@@ -78,6 +78,9 @@ def correlate_summary(pre_path: str, ft_path: str, output: str, threshold: float
         return sig
 
     df = lc.summary_table(full_sig(pre), full_sig(ft), meta)
+    provenance.declare("correlate-summary", inputs={"pre": pre_path, "ft": ft_path},
+                       params={"threshold": threshold, "alpha": alpha},
+                       history=provenance.merged_history(pre["attrs"], ft["attrs"]))
     tot = df.iloc[-1]
     log.info(f"correlate-summary: deep features explained {int(tot['deep_pre'])}/{pre['rho'].shape[0]} pre, "
              f"{int(tot['deep_ft'])}/{ft['rho'].shape[0]} fine-tuned; pairs {int(tot['pairs_pre'])} -> "

@@ -10,7 +10,7 @@ from typing import List
 
 import typer
 
-from radlens_cli import log
+from radlens_cli import log, provenance
 from radlens_cli.commands.app import command
 from radlens_cli.commands.options import (allow_different_preprocessing_option, allow_missing_option, force_option,
                                           labels_option, min_icc_option, output_option, read_icc, stability_option)
@@ -38,15 +38,28 @@ def stats(pre_path: str, ft_path, output: str, by: str = "family,image_type,moda
         raise UsageError(f"--format must be csv or markdown, not {fmt!r}")
     names = checkpoint_labels(others, labels)
     icc = read_icc(stability, min_icc)
-    check_output(output, force)
+    check_output(output, force, suffix=(".md", ".txt") if fmt == "markdown" else ".csv")
     ref = load_decoder(pre_path)
+    decs = [load_decoder(p) for p in others]
+    if "-" in others and not labels:   # a piped decoder is named by its recorded source
+        names = [provenance.recorded_label(d.attrs) if p == "-" else n for p, n, d in zip(others, names, decs)]
+        checkpoint_labels(others, names)
+    provenance.declare("stats", inputs={"reference": pre_path, "compared": others},
+                       params={"labels": names, "by": by, "format": fmt,
+                               "allow_missing": allow_missing,
+                               "allow_different_preprocessing": allow_different_preprocessing,
+                               "stability": stability, "min_icc": min_icc,
+                               "reference": provenance.checkpoint_identity(pre_path, ref.attrs),
+                               "checkpoints": {n: provenance.checkpoint_identity(p, d.attrs)
+                                               for p, n, d in zip(others, names, decs)}},
+                       history=provenance.merged_history(ref.attrs, *(d.attrs for d in decs)))
     keep = None
     if min_icc is not None:
         keep = [c for c, ok in zip(ref.columns, stable_columns(icc, ref.columns, min_icc)) if ok]
         log.info(f"stats: --min-icc {min_icc:g}: Table 1 on {len(keep)} of {len(ref.columns)} features")
         if not keep:
             raise UsageError(f"--min-icc {min_icc:g}: no feature of {pre_path} has an ICC that high in {stability}")
-    out = group_stats(ref, [load_decoder(p) for p in others], labels=names,
+    out = group_stats(ref, decs, labels=names,
                       by=by, allow_missing=allow_missing,
                       allow_different_preprocessing=allow_different_preprocessing,
                       warn=log.warn, info=log.info, columns=keep)

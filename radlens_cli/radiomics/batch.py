@@ -12,22 +12,11 @@ from dataclasses import dataclass, field
 import numpy as np
 
 from radlens_cli import log
-from radlens_cli.io.formats import write_csv
 from radlens_cli.io.manifest import Manifest
 from radlens_cli.io.tables import CaseTable
 from radlens_cli.names import column_name, parse_column_names
 from radlens_cli.radiomics.extract import INPUTS_KEY, Options, Result, Task, run_tasks
 
-FAILURE_FIELDS = ("case_id", "modality", "path", "reason", "status")
-
-
-def write_failures(path: str, failures: list[dict], force: bool) -> None:
-    """The failures CSV (FAILURE_FIELDS) of extract-radiomics and embed."""
-    import pandas as pd  # heavy: kept out of the module's import
-
-    rows = pd.DataFrame([{k: rec.get(k, "") for k in FAILURE_FIELDS} for rec in failures],
-                        columns=list(FAILURE_FIELDS), dtype=object)
-    write_csv(rows, path, force, float_format=None, lineterminator="\r\n")  # csv.writer's line ends, as before
 
 
 @dataclass
