@@ -56,17 +56,10 @@ def compare(pre_path: str, ft_path, output: str, top: int = 5, stable_quantile: 
                               allow_different_preprocessing=allow_different_preprocessing,
                               top=top, stable_quantile=stable_quantile, warn=log.warn,
                               info=log.info, progress=log.progress)
-    if icc is not None:
-        result, n_out = stable_comparison(result, icc, min_icc, top, stable_quantile)
-        if min_icc is None and result.table["icc"].isna().any():
-            log.warn(f"compare: {int(result.table['icc'].isna().sum())} row(s) have no ICC in {stability} "
-                     f"(features it does not list, or constant ones)")
-        if min_icc is not None:
-            log.info(f"compare: --min-icc {min_icc:g} left {n_out} (checkpoint, feature) row(s) out of the table, "
-                     f"its BH families, ranks and views")
     # the sidecar: inputs with sha256, params, and what identifies each checkpoint (its
     # decoder, the encoder it was embedded with, decode's small-sample verdict) for report
-    provenance.declare("compare", inputs={"reference": pre_path, "compared": others},
+    provenance.declare("compare", inputs={"reference": pre_path, "compared": others,
+                                               **({"stability": stability} if stability else {})},
                        params={"labels": names, "rank_by": result.rank_by, "bootstrap": bootstrap,
                                "permutations": permutations, "ci_level": ci_level, "seed": seed,
                                "top": top, "stable_quantile": stable_quantile,
@@ -77,6 +70,14 @@ def compare(pre_path: str, ft_path, output: str, top: int = 5, stable_quantile: 
                                "checkpoints": {n: provenance.checkpoint_identity(p, d.attrs)
                                                for p, n, d in zip(others, names, decs)}},
                        history=provenance.merged_history(ref.attrs, *(d.attrs for d in decs)))
+    if icc is not None:
+        result, n_out = stable_comparison(result, icc, min_icc, top, stable_quantile)
+        if min_icc is None and result.table["icc"].isna().any():
+            log.warn(f"compare: {int(result.table['icc'].isna().sum())} row(s) have no ICC in {stability} "
+                     f"(features it does not list, or constant ones)")
+        if min_icc is not None:
+            log.info(f"compare: --min-icc {min_icc:g} left {n_out} (checkpoint, feature) row(s) out of the table, "
+                     f"its BH families, ranks and views")
     write_csv(result.table, output, force)
     text = result.views_text(ref_name=os.path.basename(str(pre_path)))
     if text:

@@ -86,10 +86,10 @@ def report(radiomics: str, compare: str, stats: str, output: str, correlate_summ
                     fh.write(fig.png)
     prov = provenance.build("report", inputs={
         "radiomics": radiomics, "compare": compare, "stats": stats, "correlate_summary": correlate_summary,
-        "cka": cka, "probe": probe, "manifest": manifest, "metrics": list(metrics), "encoder": list(encoders)},
+        "cka": cka, "probe": probe, "manifest": manifest, "stability": stability, "metrics": list(metrics), "encoder": list(encoders)},
         params={"title": title, "top": top, "stable_quantile": stable_quantile, "rank_by": rank_by,
                 "checkpoint": checkpoint, "ordered": ordered, "modalities": modalities, "mask": mask,
-                "panel_cases": panel_cases, "figures": figures_dir})
+                "panel_cases": panel_cases, "figures": figures_dir, "min_icc": min_icc})
     text = embed_provenance(text, prov)
     with atomic_output(output, force, suffix=".html") as tmp:
         with open(tmp, "w", encoding="utf-8") as fh:

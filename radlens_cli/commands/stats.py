@@ -44,7 +44,8 @@ def stats(pre_path: str, ft_path, output: str, by: str = "family,image_type,moda
     if "-" in others and not labels:   # a piped decoder is named by its recorded source
         names = [provenance.recorded_label(d.attrs) if p == "-" else n for p, n, d in zip(others, names, decs)]
         checkpoint_labels(others, names)
-    provenance.declare("stats", inputs={"reference": pre_path, "compared": others},
+    provenance.declare("stats", inputs={"reference": pre_path, "compared": others,
+                                             **({"stability": stability} if stability else {})},
                        params={"labels": names, "by": by, "format": fmt,
                                "allow_missing": allow_missing,
                                "allow_different_preprocessing": allow_different_preprocessing,
