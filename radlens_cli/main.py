@@ -28,6 +28,7 @@ COMMAND_MODULES = [
     "correlate_summary",
     "cka",
     "probe",
+    "saliency",
     "report",
     "info",
 ]

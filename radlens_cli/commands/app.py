@@ -41,6 +41,7 @@ Pipeline, in order (each step reads and writes files; `-` is stdin/stdout):
   correlate-summary  corr_pre.h5 corr_ft.h5 -> summary.csv
   cka                emb_pre.h5 emb_ft.h5 -> CKA        (representation change)
   probe              tables + cohort.csv -> probe.csv   (accuracy kept?)
+  saliency           cohort.csv + ft.pt -> maps/, saliency.csv (where; concept maps)
   report             everything above -> report.html
   info               what a radlens file holds and how it was made
 

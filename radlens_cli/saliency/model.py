@@ -1,0 +1,270 @@
+"""The model a saliency map explains: which network, which output, which layer.
+
+`load_scored` reads a finetune checkpoint (its encoder and head, run as the training ran
+them), a `package.module:factory` or TorchScript model with a head, or an ONNX model
+(occlusion only). `Scorer` turns the network's output into the one number per case a map
+explains: the predicted class's logit (classify; `output_index` picks another class), the
+output (regress), the mean foreground logit inside the mask (segment). The class is fixed
+on the unperturbed input, so every perturbation (ScoreCAM, occlusion, deletion) asks about
+the same class.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+import numpy as np
+
+from radlens_cli.errors import EXIT_DATA, ParameterError, RadlensError
+
+TASK_KINDS = ("classify", "regress", "segment")
+
+
+@dataclass
+class ScoredModel:
+    """A network with a head on a device (torch) or an ONNX session (`onnx`)."""
+
+    spec: str
+    source: str
+    task: str | None            # classify / regress / segment when the checkpoint says; None: from the output
+    device: object
+    model: object = None        # torch module (None for ONNX)
+    onnx: object = None         # OnnxEmbedder at its final output
+    preprocessing: dict | None = None
+    fingerprint: str = ""
+    in_chans: int | None = None
+    extra: dict = field(default_factory=dict)
+
+    @property
+    def is_onnx(self) -> bool:
+        return self.onnx is not None
+
+
+def load_scored(spec: str, device=None, weights: str | None = None, trust: bool = False,
+                modalities: list | None = None) -> ScoredModel:
+    """The model of `spec`: a finetune checkpoint, factory/TorchScript (with `weights`), or .onnx."""
+    import torch
+
+    from radlens_cli.encoders.infer import is_onnx, model_fingerprint
+
+    device = device if device is not None else torch.device("cpu")
+    if is_onnx(spec):
+        from radlens_cli.encoders.onnx_encoder import OnnxEmbedder
+
+        emb = OnnxEmbedder(spec, "final", "mean", device, modalities=modalities)
+        return ScoredModel(spec, "onnx", None, device, onnx=emb, fingerprint=emb.fingerprint,
+                           in_chans=emb.info.in_chans)
+    from radlens_cli.encoders.checkpoints import load_encoder
+
+    model, info = load_encoder(spec, map_location="cpu", trust=trust, weights=weights)
+    task = None
+    meta = (info.extra or {}).get("finetune")
+    if meta:
+        from radlens_cli.encoders.heads import TaskModel
+        from radlens_cli.encoders.training.finetuned import load_finetuned
+
+        enc, head, meta = load_finetuned(spec)
+        task = str(meta["task"])
+        model = TaskModel(enc, head, task)
+    elif info.source not in ("factory", "torchscript"):
+        raise ParameterError(f"{spec}: an encoder without a head ({info.source} checkpoint) has no output to "
+                             f"explain; give a `radlens finetune` checkpoint or a model with a head "
+                             f"(package.module:factory, TorchScript), or ask only for concept maps "
+                             f"({{decoder}})", "encoder", "decoder", exit_code=EXIT_DATA)
+    if modalities is not None and info.in_chans is not None and int(info.in_chans) != len(modalities):
+        raise ParameterError(f"{spec}: the model takes {info.in_chans} input channel(s) but {{modalities}} "
+                             f"gives {len(modalities)}", "modalities", exit_code=EXIT_DATA)
+    model = model.to(device).eval()
+    return ScoredModel(spec, info.source, task, device, model=model, preprocessing=info.preprocessing,
+                       fingerprint=model_fingerprint(model), in_chans=info.in_chans,
+                       extra={"task": task} if task else {})
+
+
+class Scorer:
+    """(B, C, *sp) -> (B,) : the output a map explains, fixed per case by `prepare`."""
+
+    def __init__(self, run, task: str | None = None, output_index: int | None = None, numpy: bool = False):
+        self.run, self.task, self.output_index, self.numpy = run, task, output_index, numpy
+        self.kind = None
+        self.index = None
+        self.mask = None
+
+    def prepare(self, x, mask) -> dict:
+        """Run x once; fix the kind of output, the class/channel and (segment) the mask.
+        Returns {"output_index", "output"} for the table."""
+        out = self._raw(x)
+        shape = tuple(out.shape)
+        spatial = tuple(x.shape[2:])
+        if len(shape) == 2 and shape[1] > 1:
+            kind = "classify"
+        elif len(shape) == 1 or (len(shape) == 2 and shape[1] == 1):
+            kind = "regress"
+        elif len(shape) == len(x.shape) and shape[2:] == spatial:
+            kind = "segment"
+        else:
+            raise RadlensError(f"the model's output has shape {shape}; saliency needs (batch, classes), "
+                               f"(batch,) or a (batch, channels, {', '.join(map(str, spatial))}) segmentation")
+        if self.task and self.task != kind:
+            raise RadlensError(f"a {self.task} checkpoint gave an output of shape {shape}")
+        self.kind = kind
+        k = self.output_index
+        if kind == "classify":
+            if k is not None and not 0 <= k < shape[1]:
+                raise ParameterError(f"{{output_index}} {k}: the model has {shape[1]} classes (0..{shape[1] - 1})",
+                                     "output_index")
+            self.index = int(_np(out)[0].argmax()) if k is None else int(k)
+        elif kind == "regress":
+            if k not in (None, 0):
+                raise ParameterError(f"{{output_index}} {k}: a regression model has one output (0)", "output_index")
+            self.index = 0
+        else:
+            if k is not None and not 0 <= k < shape[1]:
+                raise ParameterError(f"{{output_index}} {k}: the segmentation has {shape[1]} channel(s)",
+                                     "output_index")
+            self.index = (0 if shape[1] == 1 else 1) if k is None else int(k)
+            m = np.asarray(mask, dtype=np.float64 if self.numpy else np.float32)[None]
+            if m.sum() == 0:
+                raise RadlensError("the mask is empty inside the box")
+            if self.numpy:
+                self.mask = m
+            else:
+                import torch
+
+                self.mask = torch.as_tensor(m, device=x.device)
+        value = float(_np(self._select(out)).reshape(-1)[0])
+        return {"output_index": self.index, "output": value}
+
+    def _raw(self, x):
+        out = self.run(x)
+        if isinstance(out, (tuple, list)):
+            out = out[0]
+        return out
+
+    def _select(self, out):
+        if self.kind == "classify":
+            return out[:, self.index]
+        if self.kind == "regress":
+            return out.reshape(out.shape[0])
+        ch = out[:, self.index]
+        axes = tuple(range(1, ch.ndim))
+        return (ch * self.mask).sum(axes) / self.mask.sum()
+
+    def __call__(self, x):
+        return self._select(self._raw(x))
+
+
+def _np(t) -> np.ndarray:
+    return t if isinstance(t, np.ndarray) else t.detach().double().cpu().numpy()
+
+
+# ------------------------------------------------------------------------------- layers
+
+class _Tap:
+    """Marker: the module whose output Captum hooks (an identity after the chosen call)."""
+
+
+def parse_layer(name: str) -> tuple[str, int | str | None]:
+    """`NAME` -> (NAME, None); `NAME#k` -> (NAME, k) 1-based; `NAME#last` -> (NAME, "last")."""
+    base, sep, call = str(name).partition("#")
+    if not sep:
+        return base, None
+    if call == "last":
+        return base, "last"
+    try:
+        k = int(call)
+    except ValueError:
+        k = 0
+    if k < 1:
+        raise ParameterError(f"{{layer}} {name}: a call index is #1, #2, ... or #last", "layer")
+    return base, k
+
+
+def default_layer(model) -> str | None:
+    """The last stage: `stages.<last>` of a ConvNeXt (also as a TaskModel's encoder), else the
+    last sub-module, in the order calls finish, with a (B, C, z, y, x) output larger than one
+    voxel (found by the probe in `LayerSite`)."""
+    import torch
+
+    for prefix, m in (("encoder.", getattr(model, "encoder", None)), ("", model)):
+        stages = getattr(m, "stages", None)
+        if isinstance(stages, torch.nn.ModuleList) and len(stages):
+            return f"{prefix}stages.{len(stages) - 1}"
+    return None
+
+
+class LayerSite:
+    """The module Captum hooks for `layer` (`NAME`, `NAME#k`, `NAME#last`; None: the default).
+
+    A module called more than once per forward pass needs a call index; the chosen call's
+    output passes through an identity module (`tap`), which is what Captum hooks, so the
+    k-th call is captured and nothing else changes. `reset()` before each forward pass.
+    """
+
+    def __init__(self, model, layer: str | None, probe_input):
+        import torch
+
+        self.model = model
+        named = dict(model.named_modules())
+        calls: dict[str, list] = {}
+        handles = []
+        for n, m in named.items():
+            if n:
+                handles.append(m.register_forward_hook(
+                    lambda mod, i, o, n=n: calls.setdefault(n, []).append(
+                        tuple(o.shape) if hasattr(o, "shape") else None)))
+        try:
+            with torch.no_grad():
+                model(probe_input)
+        finally:
+            for h in handles:
+                h.remove()
+        if layer is None:
+            layer = default_layer(model)
+            if layer is None:
+                nd = probe_input.ndim
+                found = [n for n, shapes in calls.items()
+                         if shapes and shapes[-1] is not None and len(shapes[-1]) == nd
+                         and int(np.prod(shapes[-1][2:])) > 1]
+                if not found:
+                    raise ParameterError(f"no sub-module of the model outputs a ({nd}-D) feature map; name one "
+                                         f"with {{layer}}", "layer", exit_code=EXIT_DATA)
+                layer = found[-1]  # dict order = first-call completion order
+        base, call = parse_layer(layer)
+        if base not in named or not base:
+            from radlens_cli.encoders.infer import unknown_layer
+
+            raise unknown_layer(base, [n for n in named if n], "sub-module of the model")
+        n_calls = len(calls.get(base, []))
+        if n_calls == 0:
+            raise ParameterError(f"{{layer}} {base} is not run by the model's forward pass", "layer",
+                                 exit_code=EXIT_DATA)
+        if call is None and n_calls > 1:
+            shown = ", ".join(f"{base}#{k + 1} {'x'.join(map(str, s or ()))}" for k, s in enumerate(calls[base]))
+            raise ParameterError(f"{{layer}} {base} runs {n_calls} times per forward pass; choose a call: {shown}",
+                                 "layer")
+        k = n_calls if call == "last" else (call or 1)
+        if k > n_calls:
+            raise ParameterError(f"{{layer}} {layer}: {base} runs {n_calls} time(s) per forward pass", "layer")
+        self.name = base if n_calls == 1 else f"{base}#{k}"
+        self.shape = calls[base][k - 1]
+        if n_calls == 1:
+            self.module = named[base]
+            self._handle = None
+        else:
+            self.module = torch.nn.Identity()
+            self._count = 0
+
+            def hook(mod, i, o):
+                self._count += 1
+                if self._count == k:
+                    return self.module(o)
+                return None
+
+            self._handle = named[base].register_forward_hook(hook)
+
+    def reset(self) -> None:
+        self._count = 0
+
+    def close(self) -> None:
+        if self._handle is not None:
+            self._handle.remove()
