@@ -44,7 +44,8 @@ def saliency(manifest: str, modalities: str, mask: str, encoder: str, output: st
     from radlens_cli.io.manifest import parse_list, parse_mask_spec, read_manifest
     from radlens_cli.radiomics.batch import write_failures
     from radlens_cli.saliency.methods import CAM_METHODS, captum, parse_methods
-    from radlens_cli.saliency.run import SALIENCY_SCHEMA, Explainer, case_folder, explain_cases, table_columns
+    from radlens_cli.saliency.run import Explainer, case_folder, explain_cases, table_columns
+    from radlens_cli.saliency.tables import SALIENCY_SCHEMA
 
     check_output(output, force)
     if output != "-" and not output.lower().endswith((".csv", ".tsv")):
@@ -129,6 +130,7 @@ def saliency(manifest: str, modalities: str, mask: str, encoder: str, output: st
     dataset = CaseDataset(part, cfg, failures_as_records=True, strict_geometry=strict_geometry)
     explainer = Explainer(scored, method_list, layer=layer, output_index=output_index, concept=concept,
                           batch_size=batch_size)
+    explainer.prepare((1,) + cfg.tensor_shape())
     log.info(f"saliency of {n} case(s) of {manifest}: {', '.join(method_list) or 'no CAM method'}"
              + (f"; concept maps of {len(concept.readout.columns)} feature(s)" if concept else ""))
     rows, failures = explain_cases(explainer, dataset, maps)

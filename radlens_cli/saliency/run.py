@@ -16,11 +16,11 @@ from dataclasses import dataclass, field
 import numpy as np
 
 from radlens_cli import log
-from radlens_cli.errors import RadlensError
+from radlens_cli.errors import ParameterError, RadlensError
 from radlens_cli.saliency import metrics
 from radlens_cli.saliency.methods import saliency_map
 
-SALIENCY_SCHEMA = "saliency/1"
+from radlens_cli.saliency.tables import SALIENCY_SCHEMA  # noqa: F401 - the table it writes
 
 
 def case_folder(case_id: str) -> str:
@@ -75,6 +75,17 @@ class Explainer:
     deletion: bool = True
     site: object = None
     info: dict = field(default_factory=dict)
+
+    def prepare(self, shape) -> None:
+        """Resolve the layer on a zero input of `shape` (1, C, *box), before any case is read."""
+        import torch
+
+        from radlens_cli.saliency.model import LayerSite
+
+        sm = self.scored
+        if sm is not None and not sm.is_onnx and any(m != "occlusion" for m in self.methods):
+            self.site = LayerSite(sm.model, self.layer, torch.zeros(shape, device=sm.device))
+            self.info["layer"] = self.site.name
 
     def _scorer(self, x):
         from radlens_cli.saliency.model import LayerSite, Scorer
@@ -204,6 +215,8 @@ def explain_cases(explainer: Explainer, dataset, maps_dir: str | None = None) ->
             if maps_dir:
                 first = dataset.images[i][0]
                 write_case_maps(maps_dir, cid, res.maps, arrs["grid"], layout, read_image(first, "image"))
+        except ParameterError:
+            raise  # a setting, not this case: every case would fail the same way
         except RadlensError as e:
             report({"case_id": cid, "modality": "saliency", "path": "", "reason": str(e), "status": "failed"})
             bar.update(1)
