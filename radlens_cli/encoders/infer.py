@@ -91,8 +91,9 @@ def unknown_layer(layer: str, names: list[str], what: str) -> UsageError:
 _MARKER = "radlens-layer-marker"
 
 
-def torchscript_layer(path: str, layer: str, map_location="cpu"):
-    """A callable x -> the output of sub-module `layer` of the TorchScript model at `path`.
+def torchscript_layer(path: str, layer: str, map_location="cpu", with_output: bool = False):
+    """A callable x -> the output of sub-module `layer` of the TorchScript model at `path`
+    (with_output: x -> (that output, the model's output), for gradients at the layer).
 
     TorchScript modules take no forward hooks. Instead the sub-module's graph gets a marker
     on its return value, the model's forward graph is inlined, the marked value becomes the
@@ -121,8 +122,14 @@ def torchscript_layer(path: str, layer: str, map_location="cpu"):
         value = marks[0].inputsAt(1)
         for n in marks:
             n.destroy()
+        final = list(graph.outputs())[0]
         while len(list(graph.outputs())):
             graph.eraseOutput(0)
+        if with_output:
+            pair = graph.create("prim::TupleConstruct", [value, final], 1)
+            pair.output().setType(torch._C.TupleType([value.type(), final.type()]))
+            pair.insertBefore(graph.return_node())
+            value = pair.output()
         graph.registerOutput(value)
         torch._C._jit_pass_dce(graph)
         fn = torch._C._create_function_from_graph("radlens_layer", graph)

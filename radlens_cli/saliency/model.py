@@ -34,6 +34,7 @@ class ScoredModel:
     fingerprint: str = ""
     in_chans: int | None = None
     extra: dict = field(default_factory=dict)
+    tapped_layer: str | None = None  # TorchScript: the layer whose output the wrapper's `tap` passes on
 
     @property
     def is_onnx(self) -> bool:
@@ -41,8 +42,11 @@ class ScoredModel:
 
 
 def load_scored(spec: str, device=None, weights: str | None = None, trust: bool = False,
-                modalities: list | None = None) -> ScoredModel:
-    """The model of `spec`: a finetune checkpoint, factory/TorchScript (with `weights`), or .onnx."""
+                modalities: list | None = None, layer: str | None = None) -> ScoredModel:
+    """The model of `spec`: a finetune checkpoint, factory/TorchScript (with `weights`), or .onnx.
+
+    A TorchScript model takes no hooks: its graph is cut so one call gives the output of
+    `layer` and the model's output (`ScriptTapped`); `layer` defaults to its last stage."""
     import torch
 
     from radlens_cli.encoders.infer import is_onnx, model_fingerprint
@@ -74,10 +78,47 @@ def load_scored(spec: str, device=None, weights: str | None = None, trust: bool 
     if modalities is not None and info.in_chans is not None and int(info.in_chans) != len(modalities):
         raise ParameterError(f"{spec}: the model takes {info.in_chans} input channel(s) but {{modalities}} "
                              f"gives {len(modalities)}", "modalities", exit_code=EXIT_DATA)
+    fingerprint = model_fingerprint(model)
+    tapped = None
+    if info.source == "torchscript":
+        from radlens_cli.encoders.infer import torchscript_layer
+
+        tapped = layer or default_layer(model)
+        if tapped is None:
+            raise ParameterError(f"{spec}: name the layer of this TorchScript model with {{layer}} (`radlens "
+                                 f"layers` lists them)", "layer")
+        if weights:
+            raise ParameterError(f"{{layer}} {tapped} of a TorchScript model: give the weights inside the file "
+                                 f"(no {{weights}})", "layer", "weights")
+        model = ScriptTapped(model, torchscript_layer(spec, tapped, map_location=device, with_output=True))
     model = model.to(device).eval()
     return ScoredModel(spec, info.source, task, device, model=model, preprocessing=info.preprocessing,
-                       fingerprint=model_fingerprint(model), in_chans=info.in_chans,
-                       extra={"task": task} if task else {})
+                       fingerprint=fingerprint, in_chans=info.in_chans,
+                       extra={"task": task} if task else {}, tapped_layer=tapped)
+
+
+def _script_tapped_class():
+    import torch
+
+    class ScriptTapped(torch.nn.Module):
+        """A TorchScript model as a module whose `tap` (an identity) sees the layer's output."""
+
+        def __init__(self, script, fn):
+            super().__init__()
+            self.script = script
+            self.tap = torch.nn.Identity()
+            self._fn = fn
+
+        def forward(self, x):
+            act, out = self._fn(x)
+            self.tap(act)  # the same tensor: gradients of `out` reach it
+            return out
+
+    return ScriptTapped
+
+
+def ScriptTapped(script, fn):  # noqa: N802 - a class built lazily (torch is imported on use)
+    return _script_tapped_class()(script, fn)
 
 
 class Scorer:
@@ -208,7 +249,7 @@ class LayerSite:
         calls: dict[str, list] = {}
         handles = []
         for n, m in named.items():
-            if n:
+            if n and not isinstance(m, torch.jit.ScriptModule):  # script modules take no hooks
                 handles.append(m.register_forward_hook(
                     lambda mod, i, o, n=n: calls.setdefault(n, []).append(
                         tuple(o.shape) if hasattr(o, "shape") else None)))

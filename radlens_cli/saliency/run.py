@@ -84,11 +84,12 @@ class Explainer:
 
         sm = self.scored
         if sm is not None and not sm.is_onnx and any(m != "occlusion" for m in self.methods):
-            self.site = LayerSite(sm.model, self.layer, torch.zeros(shape, device=sm.device))
-            self.info["layer"] = self.site.name
+            tapped = sm.tapped_layer
+            self.site = LayerSite(sm.model, "tap" if tapped else self.layer, torch.zeros(shape, device=sm.device))
+            self.info["layer"] = tapped or self.site.name
 
     def _scorer(self, x):
-        from radlens_cli.saliency.model import LayerSite, Scorer
+        from radlens_cli.saliency.model import Scorer
 
         sm = self.scored
         if sm.is_onnx:
@@ -96,8 +97,7 @@ class Explainer:
                 return sm.onnx._run(np.ascontiguousarray(np.asarray(a, dtype=sm.onnx.input_dtype)))
             return Scorer(run_np, None, self.output_index, numpy=True)
         if self.site is None and any(m != "occlusion" for m in self.methods):
-            self.site = LayerSite(sm.model, self.layer, x)
-            self.info["layer"] = self.site.name
+            self.prepare(tuple(x.shape))
         site = self.site
 
         def run(t):

@@ -72,3 +72,23 @@ class Bright(nn.Module):
 
 def bright():
     return Bright().eval()
+
+
+def write_finetuned(path, task: str, n_classes: int = 3, in_chans: int = 3):
+    """A `radlens finetune`-style checkpoint (atto encoder + the task's head), seeded."""
+    from radlens_cli.encoders.checkpoints import save_radlens_checkpoint
+    from radlens_cli.encoders.convnextv2 import build_encoder
+    from radlens_cli.encoders.tasks import build_head, head_config
+
+    g = torch.random.fork_rng()
+    with g:
+        torch.manual_seed(11)
+        enc = build_encoder("atto", in_chans)
+        n = n_classes if task == "classify" else 1
+        head = build_head(task, enc, n).eval()
+    meta = {"task": task, "head_config": head_config(head, n, list(enc.dims), {}),
+            "head_state": {k: v.clone() for k, v in head.state_dict().items()}}
+    save_radlens_checkpoint(str(path), enc, "convnextv2_atto", in_chans,
+                            {"spacing": [1.0, 1.0, 2.0], "crop": [32, 32, 16], "crop_order": "x,y,z"},
+                            extra={"finetune": meta})
+    return enc, head
