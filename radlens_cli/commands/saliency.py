@@ -214,7 +214,7 @@ def saliency_cli(
                                 "most gained and most lost features."),
     top: int = typer.Option(3, "--top", min=1, help="With --compare: how many gained and lost features."),
     concept_method: str = typer.Option("integrated-gradients", "--concept-method", help="integrated-gradients "
-                                       "(16 steps from a zero input) or gradient."),
+                                       "(16 steps from a zero input) or gradient (gradient x input)."),
     min_r2: float = typer.Option(0.3, "--min-r2", help="Warn about features decoded with a held-out R2 below "
                                  "this (their maps are not meaningful; docs/saliency.md)."),
     weights: str = typer.Option(None, "--weights", help="State dict for a factory or TorchScript model."),

@@ -8,8 +8,13 @@ decoder, the embeddings decode was given, to refit its alignment); it is the one
 change when the lens pipeline changes. The refit is checked against the Z that DEC.h5
 stores, so a map is never drawn through a lens other than the one that decoded.
 
-A concept map is |attribution| summed over channels: integrated gradients (Sundararajan
-et al. 2017, Captum, baseline 0 = the normalised mean) or the plain input gradient.
+A concept map is the signed attribution summed over channels: integrated gradients
+(Sundararajan et al. 2017, Captum; baseline 0, the normalised mean) or gradient x input
+(Captum's InputXGradient, its first-order version). Positive values are voxels that raise
+the decoded feature; the mass measures (mass_in_mask, the planted test) count the positive
+part, as the CAMs' ReLU does. Absolute values spread: a decoder that is accurate on the
+cohort is invariant to the other regions only along the directions the cohort varies in,
+not voxel by voxel (docs/saliency.md gives the numbers).
 """
 
 from __future__ import annotations
@@ -128,7 +133,7 @@ class ConceptMaps:
     def maps(self, volume: np.ndarray) -> dict:
         """{column: (map (*sp), decoded value, numpy scorer for deletion)} for one case."""
         import torch
-        from captum.attr import IntegratedGradients, Saliency
+        from captum.attr import InputXGradient, IntegratedGradients
 
         from radlens_cli.saliency.methods import captum
 
@@ -141,10 +146,10 @@ class ConceptMaps:
             def f(t, j=j):
                 return self.decoded(t)[:, j]
             if self.method == "gradient":
-                attr = Saliency(f).attribute(x, abs=True)
+                attr = InputXGradient(f).attribute(x.clone().requires_grad_(True))
             else:
                 attr = IntegratedGradients(f).attribute(x, baselines=0.0, n_steps=self.steps,
-                                                        internal_batch_size=self.steps).abs()
+                                                        internal_batch_size=self.steps)
             cmap = attr[0].detach().double().sum(0).cpu().numpy()
 
             def scores(batch, f=f):
