@@ -68,8 +68,8 @@ def embed(manifest: str, modalities: str, mask: str, encoder: str, output: str, 
         crop = parse_triple(crop, "--crop", int)
     cfg = preprocessing_config(mods, mask_spec, spacing, crop, norm, info.preprocessing, orient=orient,
                                layout=layout, norm_region=norm_region, warn=log.warn)
-    embedder.check_config(cfg)
-    fingerprint = embedder.fingerprint
+    embedder.check_config(cfg)  # also picks a reused module's call: layer NAME#k, or NAME for one call
+    fingerprint, layer = embedder.fingerprint, embedder.layer
 
     part = man.shard(part_id, num_parts) if num_parts > 1 else man
     n = len(part)
@@ -103,6 +103,8 @@ def embed(manifest: str, modalities: str, mask: str, encoder: str, output: str, 
               "split_derived": bool(man.split_derived), "cache_dir": cache_dir, "keep_going": keep_going,
               "case_inputs": dict(sorted({**dataset.case_inputs(), **case_inputs}.items())),
               "trust_checkpoint": trust_checkpoint, "checkpoint_fully_unpickled": info.trusted}
+    if embedder.layer_calls and embedder.layer_calls > 1:
+        params["layer_calls"] = embedder.layer_calls  # the module runs that often per forward pass
     if info.absent_optional:
         params["encoder_absent_weights"] = info.absent_optional
     for key in ("weights", "weights_prefix", "onnx_input", "onnx_input_shape", "onnx_output", "onnx_providers"):
@@ -151,8 +153,10 @@ def embed_cli(
     layer: str = typer.Option("final", "--layer",
                               help="final: the model's own output (built-in: the pooled, normalised embedding); "
                                    "stage1..stage4: the built-in encoder's stage; otherwise a sub-module's "
-                                   "dotted name (torch, e.g. encoder.layers.2) or a tensor name (ONNX). A "
-                                   "(B, C, z, y, x) output is pooled over space. `radlens layers` lists them."),
+                                   "dotted name (torch, e.g. encoder.layers.2) or a tensor name (ONNX). A module "
+                                   "that runs k > 1 times per forward pass needs its call: NAME#k (1-based) or "
+                                   "NAME#last. A (B, C, z, y, x) output is pooled over space. `radlens layers` "
+                                   "lists them."),
     pool: str = typer.Option("mean", "--pool", help="Pooling over space of a layer's output: mean or max."),
     spacing: str = typer.Option(None, "--spacing",
                                 help="Voxel spacing x,y,z in mm, along the box's axes [default: the "

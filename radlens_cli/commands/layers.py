@@ -1,6 +1,7 @@
 """`radlens layers`: the layers of an encoder that `embed --layer` takes, with output shapes.
 
-Library: encoders/infer.py (layer listing for torch models), encoders/onnx_encoder.py (ONNX tensors).
+Library: encoders/infer.py (layer listing for torch models), encoders/layers.py (the calls of a module
+run more than once per forward pass), encoders/onnx_encoder.py (ONNX tensors).
 """
 
 from __future__ import annotations
@@ -47,10 +48,13 @@ def layers_cli(
     (ONNX: static shape inference, nothing is run) and prints, tab-separated on
     stdout, every candidate: `final` (the model's own output), `stage1..stage4` for
     the built-in encoder, each torch sub-module's dotted name or each ONNX tensor
-    name, its kind, its output shape, and `dim`, the embedding size after pooling
-    over space (the channel count). `?` marks a shape that is not known (a module
-    the forward pass did not run; TorchScript sub-modules, which take no hooks, are
-    listed by name only). Factories and TorchScript files run code by design.
+    name, its kind, its output shape, `dim`, the embedding size after pooling over
+    space (the channel count), and `calls`, how many times it runs per forward pass.
+    A module that runs k > 1 times (a shared activation, a ResNet block's one ReLU)
+    gets one row per call, NAME#1..NAME#k, each with its own shape: --layer needs
+    one of these (or NAME#last). `?` marks what is not known (a module the forward
+    pass did not run has calls 0; a TorchScript module called inside a loop or
+    branch). Factories and TorchScript files run code by design.
 
     Examples:
 
@@ -58,6 +62,7 @@ def layers_cli(
       radlens layers random.pt --crop 224,224,64
       radlens layers segresnet.onnx --crop 128,128,64 --layout xyz | grep Add
       radlens layers mynets:segresnet --weights model.ckpt --layout xyz --channels 1
+      radlens layers mynets:resnet3d --crop 112,112,112 | grep 'layer4.2.relu#'
     """
     result = layers(encoder, arch=arch, weights=weights, crop=crop, layout=layout, channels=channels,
                     trust_checkpoint=trust_checkpoint)
@@ -66,7 +71,8 @@ def layers_cli(
                                "layers": [{**r, "shape": None if r["shape"] is None else list(r["shape"])}
                                           for r in result["rows"]]}, indent=2))
         return
-    typer.echo("layer\tkind\toutput_shape\tdim")
+    typer.echo("layer\tkind\toutput_shape\tdim\tcalls")
     for r in result["rows"]:
         shape = "?" if r["shape"] is None else "x".join(map(str, r["shape"]))
-        typer.echo(f"{r['layer']}\t{r['kind']}\t{shape}\t{'?' if r['dim'] is None else r['dim']}")
+        typer.echo(f"{r['layer']}\t{r['kind']}\t{shape}\t{'?' if r['dim'] is None else r['dim']}\t"
+                   f"{'?' if r['calls'] is None else r['calls']}")

@@ -75,8 +75,9 @@ def saliency(manifest: str, modalities: str, mask: str, encoder: str, output: st
     if method_list:
         from radlens_cli.saliency.model import load_scored
 
-        scored = load_scored(encoder, device=dev, weights=weights, trust=trust_checkpoint, modalities=mods,
-                             layer=layer if any(m in CAM_METHODS for m in method_list) else None)
+        scored = load_scored(encoder, device=dev, weights=weights, trust=trust_checkpoint, modalities=mods)
+        if scored.source == "torchscript" and weights and any(m in CAM_METHODS for m in method_list):
+            raise UsageError("the CAM methods of a TorchScript model read the weights inside the file (no --weights)")
         if scored.is_onnx:
             other = [m for m in method_list if m != "occlusion"]
             if other:

@@ -11,6 +11,9 @@ import hashlib
 
 import numpy as np
 
+from radlens_cli.encoders.layers import (CallCapture, call_shapes, named_module, parse_layer, resolve_layer,
+                                         resolve_torchscript_layer, run_to_call, torchscript_call_shapes,
+                                         unknown_layer)
 from radlens_cli.errors import EXIT_DATA, ParameterError, ParameterMessage, RadlensError, UsageError
 
 
@@ -68,114 +71,68 @@ def pool_features(t, pool: str):
     return flat.mean(-1) if pool == "mean" else flat.amax(-1)
 
 
-class _Captured(Exception):
-    """Raised by the layer hook: the rest of the forward pass is not needed."""
-
-
 def module_candidates(model, limit: int | None = None) -> list[str]:
     """Dotted names of a torch model's sub-modules (the names --layer takes)."""
     names = [n for n, _ in model.named_modules() if n]
     return names if limit is None else names[:limit]
 
 
-def unknown_layer(layer: str, names: list[str], what: str) -> UsageError:
-    import difflib
-
-    close = difflib.get_close_matches(layer, names, n=6, cutoff=0.5)
-    shown = close or names[:12]
-    more = "" if close or len(names) <= 12 else f" (+{len(names) - 12} more)"
-    return ParameterError(f"{{layer}} {layer}: no such {what}; {'close' if close else 'candidates'}: "
-                          f"{', '.join(shown)}{more}; `radlens layers ENCODER` lists them with shapes", "layer")
-
-
-_MARKER = "radlens-layer-marker"
-
-
-def torchscript_layer(path: str, layer: str, map_location="cpu", with_output: bool = False):
-    """A callable x -> the output of sub-module `layer` of the TorchScript model at `path`
-    (with_output: x -> (that output, the model's output), for gradients at the layer).
-
-    TorchScript modules take no forward hooks. Instead the sub-module's graph gets a marker
-    on its return value, the model's forward graph is inlined, the marked value becomes the
-    graph's only output and what does not lead to it is removed. The model is loaded afresh
-    for this (its marked copy is never run as a whole). The first call of the sub-module
-    counts, as with a hook.
-    """
-    import torch
-
-    ts = torch.jit.load(path, map_location=map_location).eval()
-    named = dict(ts.named_modules())
-    if layer not in named or not layer:
-        raise unknown_layer(layer, [n for n in named if n], "sub-module of the TorchScript model")
-    try:
-        sub_graph = named[layer].forward.graph
-        ret = sub_graph.return_node()
-        marker = sub_graph.insertConstant(_MARKER)
-        marker.node().moveBefore(ret)
-        sub_graph.create("prim::Print", [marker, ret.input()], 0).insertBefore(ret)
-        graph = ts.forward.graph.copy()
-        torch._C._jit_pass_inline(graph)
-        marks = [n for n in graph.nodes() if n.kind() == "prim::Print" and n.inputsAt(0).toIValue() == _MARKER]
-        if not marks:
-            raise ParameterError(f"{path}: {{layer}} {layer} is not called by the model's forward", "layer",
-                                 exit_code=EXIT_DATA)
-        value = marks[0].inputsAt(1)
-        for n in marks:
-            n.destroy()
-        final = list(graph.outputs())[0]
-        while len(list(graph.outputs())):
-            graph.eraseOutput(0)
-        if with_output:
-            pair = graph.create("prim::TupleConstruct", [value, final], 1)
-            pair.output().setType(torch._C.TupleType([value.type(), final.type()]))
-            pair.insertBefore(graph.return_node())
-            value = pair.output()
-        graph.registerOutput(value)
-        torch._C._jit_pass_dce(graph)
-        fn = torch._C._create_function_from_graph("radlens_layer", graph)
-    except RadlensError:
-        raise
-    except Exception as e:  # noqa: BLE001 - private TorchScript API: say what to do instead
-        raise ParameterError(f"{{layer}} {layer}: cannot take a sub-module's output from TorchScript model {path} "
-                             f"({type(e).__name__}: {str(e).strip().splitlines()[0] if str(e).strip() else ''}); "
-                             f"export it to ONNX or load it as package.module:factory with {{weights}}",
-                             "layer", "weights") from None
-    return lambda x: fn(ts._c, x)
-
-
 class Embedder:
-    """A torch encoder on a device with a layer and pooling: (B, C, ...) tensor -> (B, d) float64."""
+    """A torch encoder on a device with a layer and pooling: (B, C, ...) tensor -> (B, d) float64.
 
-    def __init__(self, model, info: dict, spec: str, layer: str, pool: str, device, module=None, layer_fn=None):
+    A sub-module layer (NAME, NAME#k, NAME#last; see encoders/layers.py) is resolved on one
+    input before the first batch (check_config does it on a zero input of the configured
+    shape, else the first batch does): `layer` then holds the label outputs record (plain
+    NAME for a module that runs once) and `layer_calls` how often the module runs.
+    """
+
+    def __init__(self, model, info: dict, spec: str, layer: str, pool: str, device, module=None,
+                 torchscript: bool = False):
         self.model, self.info, self.spec, self.layer, self.pool, self.device = model, info, spec, layer, pool, device
         self.use_amp = device.type == "cuda"
         self.fingerprint = model_fingerprint(model)
         self.module = module  # the hooked sub-module for a dotted --layer, else None
-        self.layer_fn = layer_fn  # TorchScript: x -> the layer's output
-        self._out = []
-        if module is not None:
-            module.register_forward_hook(self._hook)
+        self.torchscript = torchscript  # a TorchScript sub-module: its calls are marked in a copy
+        self.layer_calls = None  # how often the layer's module runs per forward pass, once resolved
+        self._capture = self._layer_fn = None
 
-    def _hook(self, mod, inputs, output):
-        self._out.append(output)
-        raise _Captured()
+    @property
+    def resolved(self) -> bool:
+        return self.module is None and not self.torchscript or self.layer_calls is not None
+
+    def resolve(self, example) -> None:
+        """Pick the layer's call on `example` (one input): errors for a reused module named
+        without a call list the calls and their shapes. Done once."""
+        import torch
+
+        if self.resolved:
+            return
+        try:
+            with torch.no_grad():
+                if self.torchscript:
+                    choice = resolve_torchscript_layer(self.model, self.layer, example, spec=self.spec)
+                else:
+                    choice = resolve_layer(self.model, self.layer, example, spec=self.spec)
+        except (RuntimeError, ValueError, TypeError) as err:
+            first = str(err).strip().splitlines()[0] if str(err).strip() else type(err).__name__
+            raise RadlensError(f"{self.spec}: forward pass failed on input {tuple(example.shape)}: {first}") from None
+        if self.torchscript:
+            self._layer_fn = choice.function()
+        else:
+            self._capture = CallCapture(call=choice.call, stop=True, name=choice.name)
+            choice.module.register_forward_hook(self._capture.hook)
+        self.layer, self.layer_calls = choice.label, choice.calls
 
     def _forward(self, x):
         from radlens_cli.encoders.convnextv2 import extract_embedding
 
-        if self.layer_fn is not None:
-            return pool_features(self.layer_fn(x), self.pool)
-        if self.module is None:
+        if not self.resolved:
+            self.resolve(x[:1])
+        if self._layer_fn is not None:
+            return pool_features(self._layer_fn(x), self.pool)
+        if self._capture is None:
             return extract_embedding(self.model, x, self.layer, self.pool)
-        self._out.clear()
-        try:
-            self.model(x)
-        except _Captured:
-            pass
-        if not self._out:
-            raise ParameterError(f"{self.spec}: {{layer}} {self.layer} was not run by the model's forward pass",
-                                 "layer", exit_code=EXIT_DATA)
-        return pool_features(self._out[0], self.pool)
+        return pool_features(run_to_call(self.model, self._capture, x), self.pool)
 
     @property
     def source(self) -> str:
@@ -187,9 +144,13 @@ class Embedder:
 
     def check_config(self, cfg) -> None:
         """Refuse preprocessing the model cannot take, before any case is read."""
+        import torch
+
         if hasattr(self.model, "dims") and hasattr(self.model, "stages") and min(cfg.crop) < 16:
             raise ParameterError(f"{{crop}} {','.join(map(str, cfg.crop))}: the ConvNeXt-V2 downsamples 16-fold; "
                                  f"every side of the box needs at least 16 voxels", "crop")
+        if not self.resolved:
+            self.resolve(torch.zeros((1,) + tuple(cfg.tensor_shape()), device=self.device))
 
     def __call__(self, x, first_case: str = "") -> np.ndarray:
         import torch
@@ -245,28 +206,33 @@ def load_embedder(spec: str, arch: str | None = None, layer: str = "final", pool
         raise ParameterError(f"{spec}: the encoder takes {info.in_chans} input channel(s) but "
                              f"{{modalities}} gives {len(modalities)} ({','.join(modalities)})", "modalities",
                              exit_code=EXIT_DATA)
-    module = layer_fn = None
+    module, torchscript = None, False
     builtin = layer == "final" or (layer in LAYERS and hasattr(model, "forward_features"))
     if not builtin:
         if info.source == "torchscript":
             if weights:
                 raise ParameterError(f"{{layer}} {layer} of a TorchScript model: give the weights inside the file "
                                      f"(no {{weights}})", "layer", "weights")
-            layer_fn = torchscript_layer(spec, layer, map_location=device)
+            torchscript = True  # its calls are found in its graph (encoders/layers.py), it takes no hooks
+            named = dict(model.named_modules())
+            name = layer if layer in named else parse_layer(layer)[0]
+            if not name or name not in named:
+                raise unknown_layer(name, [n for n in named if n], "sub-module of the TorchScript model")
         else:
             named = dict(model.named_modules())
-            if layer not in named or not layer:
-                raise unknown_layer(layer, [n for n in named if n], "sub-module of the model")
-            module = named[layer]
-    return Embedder(model.to(device).eval(), info, spec, layer, pool, device, module=module, layer_fn=layer_fn)
+            module = named_module(model, layer if layer in named else parse_layer(layer)[0])
+    return Embedder(model.to(device).eval(), info, spec, layer, pool, device, module=module, torchscript=torchscript)
 
 
 def list_layers(spec: str, arch: str | None = None, weights: str | None = None, crop=None,
                 layout: str | None = None, channels: int | None = None, trust: bool = False) -> dict:
     """The layers --layer takes, with their output shapes for one input of `crop` (x, y, z)
-    voxels in `layout`: {input_shape, rows: [{layer, kind, shape, dim}]}. shape is None where
-    it cannot be known without running (a module the forward pass never calls, or an ONNX
-    op shape inference cannot follow)."""
+    voxels in `layout`: {input_shape, rows: [{layer, kind, shape, dim, calls}]}. A module that
+    runs k > 1 times per forward pass gets k rows NAME#1..NAME#k (the names --layer takes);
+    calls is k (1 for a layer that runs once, 0 for a module the forward pass never runs,
+    None where unknown: a TorchScript call inside a loop or branch; ONNX tensors: 1). shape
+    is None where it cannot be known (a module not run, an ONNX op shape inference cannot
+    follow, a TorchScript call inside a loop or branch)."""
     from radlens_cli.encoders.preprocess import DEFAULT_LAYOUT, LAYOUTS, crop_from_record
 
     box = None if crop is None else tuple(int(c) for c in crop)
@@ -286,12 +252,13 @@ def list_layers(spec: str, arch: str | None = None, weights: str | None = None, 
         chans = channels or (dims[1] if len(dims) > 1 and dims[1] else 1)
         shape = ((dims[0] or 1) if dims else 1, chans) + spatial({})
         shapes = infer_shapes(onnx, model, list(shape))
+        # every tensor name has one producing node and is computed once per run: calls 1
         rows = [{"layer": "final", "kind": f"output {model.graph.output[0].name}",
-                 "shape": shapes.get(model.graph.output[0].name)}]
+                 "shape": shapes.get(model.graph.output[0].name), "calls": 1}]
         for node in model.graph.node:
             for out in node.output:
                 if out:
-                    rows.append({"layer": out, "kind": node.op_type, "shape": shapes.get(out)})
+                    rows.append({"layer": out, "kind": node.op_type, "shape": shapes.get(out), "calls": 1})
         for r in rows:
             r["shape"] = None if not r["shape"] or any(d is None for d in r["shape"]) else tuple(r["shape"])
         return {"input_shape": shape, "rows": _with_dims(rows)}
@@ -305,37 +272,45 @@ def list_layers(spec: str, arch: str | None = None, weights: str | None = None, 
     chans = channels or info.in_chans or len(rec.get("modalities") or []) or 1
     shape = (1, int(chans)) + spatial(rec)
     x = torch.zeros(shape)
-    seen: dict[str, tuple] = {}
-    handles = []
-    if info.source != "torchscript":
-        for name, mod in model.named_modules():
-            if name:
-                def hook(m, i, o, name=name):
-                    t = o[0] if isinstance(o, (tuple, list)) and o and hasattr(o[0], "shape") else o
-                    if hasattr(t, "shape") and name not in seen:
-                        seen[name] = tuple(t.shape)
-                handles.append(mod.register_forward_hook(hook))
     try:
+        if info.source == "torchscript":  # no hooks: the calls are found in its graph below
+            with torch.no_grad():
+                out = model(x)
+            seen = {}
+        else:
+            seen, out = call_shapes(model, x)
         with torch.no_grad():
-            out = model(x)
             feats = model.forward_features(x) if hasattr(model, "forward_features") else None
     except Exception as e:  # noqa: BLE001 - the user's model on our input
         first = str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__
         raise ParameterError(f"{spec}: forward pass on an input of shape {shape} failed: {first}; "
                              f"set {{crop}} (x,y,z), {{layout}} and {{channels}} to what the model takes",
                              "crop", "layout", "channels", exit_code=EXIT_DATA) from None
-    finally:
-        for h in handles:
-            h.remove()
+    unknown = False
+    if info.source == "torchscript":
+        try:
+            seen = torchscript_call_shapes(model, x)
+        except Exception:  # noqa: BLE001 - private TorchScript API: list the names without shapes
+            unknown = True
     out = out[0] if isinstance(out, (tuple, list)) else out
-    rows = [{"layer": "final", "kind": "model output", "shape": tuple(out.shape)}]
+    rows = [{"layer": "final", "kind": "model output", "shape": tuple(out.shape), "calls": 1}]
     if feats is not None:
         if isinstance(feats, tuple) and len(feats) == 2 and isinstance(feats[1], (list, tuple)):
             feats = feats[1]
-        rows += [{"layer": f"stage{k + 1}", "kind": "built-in stage", "shape": tuple(f.shape)}
+        rows += [{"layer": f"stage{k + 1}", "kind": "built-in stage", "shape": tuple(f.shape), "calls": 1}
                  for k, f in enumerate(feats[:4])]
-    rows += [{"layer": name, "kind": getattr(mod, "original_name", type(mod).__name__), "shape": seen.get(name)}
-             for name, mod in model.named_modules() if name]
+    for name, mod in model.named_modules():
+        if not name:
+            continue
+        kind = getattr(mod, "original_name", type(mod).__name__)
+        calls = seen.get(name, [])
+        if unknown or calls is None:  # a TorchScript model whose calls its graph does not tell
+            rows.append({"layer": name, "kind": kind, "shape": None, "calls": None})
+        elif len(calls) <= 1:
+            rows.append({"layer": name, "kind": kind, "shape": calls[0] if calls else None, "calls": len(calls)})
+        else:  # a module run k times: one row per call, each named as --layer takes it
+            rows += [{"layer": f"{name}#{k}", "kind": kind, "shape": s, "calls": len(calls)}
+                     for k, s in enumerate(calls, 1)]
     return {"input_shape": shape, "rows": _with_dims(rows)}
 
 

@@ -13,6 +13,7 @@ import os
 import numpy as np
 
 from radlens_cli.encoders.info import EncoderInfo
+from radlens_cli.encoders.layers import unknown_layer
 from radlens_cli.errors import EXIT_DATA, ParameterError, RadlensError, UsageError
 
 EXTRA_HINT = "install them with: pip install 'radlens[onnx]'"
@@ -89,7 +90,6 @@ class OnnxEmbedder:
     def __init__(self, path: str, layer: str, pool: str, device, modalities: list | None = None):
         import hashlib
 
-        from radlens_cli.encoders.infer import unknown_layer
         from radlens_cli.provenance import sha256_file
 
         onnx, ort = _imports()
@@ -105,6 +105,12 @@ class OnnxEmbedder:
             self.output_name = layer
         else:
             names = tensor_names(model)
+            base = layer.rsplit("#", 1)[0]
+            if layer not in names and base != layer and base in names + outputs:
+                raise ParameterError(f"{path}: {{layer}} {layer}: an ONNX tensor is computed once per run (each name "
+                                     f"has one producing node), so it takes no call index; give {base}. A torch "
+                                     f"module run k times exports as k nodes with k tensor names: `radlens layers` "
+                                     f"lists them", "layer")
             if layer not in names:
                 raise unknown_layer(layer, names, "tensor in the ONNX graph")
             known = {}
@@ -137,6 +143,7 @@ class OnnxEmbedder:
         self.providers = self.session.get_providers()
         self.fingerprint = hashlib.sha256(f"{sha256_file(path)}|{self.output_name}".encode()).hexdigest()
         self.use_amp = False
+        self.layer_calls = None  # call indices are for torch modules; a tensor name is one value
         chans = self.input_dims[1] if len(self.input_dims) > 1 else None
         self.info = EncoderInfo(spec=path, source="onnx", arch="onnx", in_chans=chans,
                                 onnx_input=self.input_name, onnx_input_shape=_shape_text(self.input_dims),

@@ -42,7 +42,7 @@ class ScoredModel:
 
 
 def load_scored(spec: str, device=None, weights: str | None = None, trust: bool = False,
-                modalities: list | None = None, layer: str | None = None) -> ScoredModel:
+                modalities: list | None = None) -> ScoredModel:
     """The model of `spec`: a finetune checkpoint, factory/TorchScript (with `weights`), or .onnx.
 
     A TorchScript model takes no hooks: its graph is cut so one call gives the output of
@@ -79,22 +79,25 @@ def load_scored(spec: str, device=None, weights: str | None = None, trust: bool 
         raise ParameterError(f"{spec}: the model takes {info.in_chans} input channel(s) but {{modalities}} "
                              f"gives {len(modalities)}", "modalities", exit_code=EXIT_DATA)
     fingerprint = model_fingerprint(model)
-    tapped = None
-    if info.source == "torchscript":
-        from radlens_cli.encoders.infer import torchscript_layer
-
-        tapped = layer or default_layer(model)
-        if tapped is None:
-            raise ParameterError(f"{spec}: name the layer of this TorchScript model with {{layer}} (`radlens "
-                                 f"layers` lists them)", "layer")
-        if weights:
-            raise ParameterError(f"{{layer}} {tapped} of a TorchScript model: give the weights inside the file "
-                                 f"(no {{weights}})", "layer", "weights")
-        model = ScriptTapped(model, torchscript_layer(spec, tapped, map_location=device, with_output=True))
     model = model.to(device).eval()
     return ScoredModel(spec, info.source, task, device, model=model, preprocessing=info.preprocessing,
-                       fingerprint=fingerprint, in_chans=info.in_chans,
-                       extra={"task": task} if task else {}, tapped_layer=tapped)
+                       fingerprint=fingerprint, in_chans=info.in_chans, extra={"task": task} if task else {})
+
+
+def tap_torchscript(sm: ScoredModel, layer: str | None, example) -> str:
+    """Wrap a TorchScript model so its `tap` sees `layer`'s output (see ScriptTapped); returns
+    the layer's recorded label. TorchScript takes no hooks: the call is marked in its graph
+    (encoders.layers.resolve_torchscript_layer)."""
+    from radlens_cli.encoders.layers import resolve_torchscript_layer
+
+    name = layer or default_layer(sm.model)
+    if name is None:
+        raise ParameterError(f"{sm.spec}: name the layer of this TorchScript model with {{layer}} (`radlens layers` "
+                             f"lists them)", "layer")
+    choice = resolve_torchscript_layer(sm.model, name, example, spec=sm.spec)
+    sm.model = ScriptTapped(sm.model, choice.function(with_output=True)).to(sm.device).eval()
+    sm.tapped_layer = choice.label
+    return choice.label
 
 
 def _script_tapped_class():
@@ -110,7 +113,7 @@ def _script_tapped_class():
             self._fn = fn
 
         def forward(self, x):
-            act, out = self._fn(x)
+            act, out = self._fn(x)[:2]
             self.tap(act)  # the same tensor: gradients of `out` reach it
             return out
 
@@ -200,108 +203,60 @@ def _np(t) -> np.ndarray:
 
 # ------------------------------------------------------------------------------- layers
 
-class _Tap:
-    """Marker: the module whose output Captum hooks (an identity after the chosen call)."""
-
-
-def parse_layer(name: str) -> tuple[str, int | str | None]:
-    """`NAME` -> (NAME, None); `NAME#k` -> (NAME, k) 1-based; `NAME#last` -> (NAME, "last")."""
-    base, sep, call = str(name).partition("#")
-    if not sep:
-        return base, None
-    if call == "last":
-        return base, "last"
-    try:
-        k = int(call)
-    except ValueError:
-        k = 0
-    if k < 1:
-        raise ParameterError(f"{{layer}} {name}: a call index is #1, #2, ... or #last", "layer")
-    return base, k
-
-
 def default_layer(model) -> str | None:
-    """The last stage: `stages.<last>` of a ConvNeXt (also as a TaskModel's encoder), else the
-    last sub-module, in the order calls finish, with a (B, C, z, y, x) output larger than one
-    voxel (found by the probe in `LayerSite`)."""
+    """The last stage: `stages.<last>` of a ConvNeXt (also as a TaskModel's encoder); None
+    for other models (LayerSite then probes for the last feature map)."""
     import torch
 
     for prefix, m in (("encoder.", getattr(model, "encoder", None)), ("", model)):
         stages = getattr(m, "stages", None)
-        if isinstance(stages, torch.nn.ModuleList) and len(stages):
-            return f"{prefix}stages.{len(stages) - 1}"
+        if isinstance(stages, (torch.nn.ModuleList, torch.jit.ScriptModule)) and len(list(stages.children())):
+            return f"{prefix}stages.{len(list(stages.children())) - 1}"
     return None
 
 
 class LayerSite:
     """The module Captum hooks for `layer` (`NAME`, `NAME#k`, `NAME#last`; None: the default).
 
-    A module called more than once per forward pass needs a call index; the chosen call's
-    output passes through an identity module (`tap`), which is what Captum hooks, so the
-    k-th call is captured and nothing else changes. `reset()` before each forward pass.
+    Resolved by encoders.layers (call counting, the errors listing a module's calls). A
+    module that runs once is hooked as it is; for the k-th call of a module that runs more
+    often, that call's output passes through an identity module (`module`), which is what
+    Captum hooks, so nothing else changes. `reset()` before each forward pass.
     """
 
     def __init__(self, model, layer: str | None, probe_input):
         import torch
 
+        from radlens_cli.encoders.layers import call_shapes, resolve_layer
+
         self.model = model
-        named = dict(model.named_modules())
-        calls: dict[str, list] = {}
-        handles = []
-        for n, m in named.items():
-            if n and not isinstance(m, torch.jit.ScriptModule):  # script modules take no hooks
-                handles.append(m.register_forward_hook(
-                    lambda mod, i, o, n=n: calls.setdefault(n, []).append(
-                        tuple(o.shape) if hasattr(o, "shape") else None)))
-        try:
-            with torch.no_grad():
-                model(probe_input)
-        finally:
-            for h in handles:
-                h.remove()
         if layer is None:
             layer = default_layer(model)
-            if layer is None:
-                nd = probe_input.ndim
-                found = [n for n, shapes in calls.items()
-                         if shapes and shapes[-1] is not None and len(shapes[-1]) == nd
-                         and int(np.prod(shapes[-1][2:])) > 1]
-                if not found:
-                    raise ParameterError(f"no sub-module of the model outputs a ({nd}-D) feature map; name one "
-                                         f"with {{layer}}", "layer", exit_code=EXIT_DATA)
-                layer = found[-1]  # dict order = first-call completion order
-        base, call = parse_layer(layer)
-        if base not in named or not base:
-            from radlens_cli.encoders.infer import unknown_layer
-
-            raise unknown_layer(base, [n for n in named if n], "sub-module of the model")
-        n_calls = len(calls.get(base, []))
-        if n_calls == 0:
-            raise ParameterError(f"{{layer}} {base} is not run by the model's forward pass", "layer",
-                                 exit_code=EXIT_DATA)
-        if call is None and n_calls > 1:
-            shown = ", ".join(f"{base}#{k + 1} {'x'.join(map(str, s or ()))}" for k, s in enumerate(calls[base]))
-            raise ParameterError(f"{{layer}} {base} runs {n_calls} times per forward pass; choose a call: {shown}",
-                                 "layer")
-        k = n_calls if call == "last" else (call or 1)
-        if k > n_calls:
-            raise ParameterError(f"{{layer}} {layer}: {base} runs {n_calls} time(s) per forward pass", "layer")
-        self.name = base if n_calls == 1 else f"{base}#{k}"
-        self.shape = calls[base][k - 1]
-        if n_calls == 1:
-            self.module = named[base]
-            self._handle = None
+        if layer is None:
+            shapes, _ = call_shapes(model, probe_input)
+            nd = probe_input.ndim
+            found = [n for n, ss in shapes.items() if ss and ss[-1] is not None and len(ss[-1]) == nd
+                     and int(np.prod(ss[-1][2:])) > 1]
+            if not found:
+                raise ParameterError(f"no sub-module of the model outputs a ({nd}-D) feature map; name one "
+                                     f"with {{layer}}", "layer", exit_code=EXIT_DATA)
+            layer = found[-1]  # in the order calls finish: the last feature map
+            if len(shapes[layer]) > 1:
+                layer = f"{layer}#last"
+        choice = resolve_layer(model, layer, probe_input)
+        self.name, self.shape = choice.label, choice.shapes[choice.call - 1]
+        self._handle, self._count = None, 0
+        if choice.calls == 1:
+            self.module = choice.module
         else:
             self.module = torch.nn.Identity()
-            self._count = 0
+            k = choice.call
 
             def hook(mod, i, o):
                 self._count += 1
-                if self._count == k:
-                    return self.module(o)
-                return None
+                return self.module(o) if self._count == k else None
 
-            self._handle = named[base].register_forward_hook(hook)
+            self._handle = choice.module.register_forward_hook(hook)
 
     def reset(self) -> None:
         self._count = 0

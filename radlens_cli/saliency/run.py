@@ -80,10 +80,12 @@ class Explainer:
         """Resolve the layer on a zero input of `shape` (1, C, *box), before any case is read."""
         import torch
 
-        from radlens_cli.saliency.model import LayerSite
+        from radlens_cli.saliency.model import LayerSite, tap_torchscript
 
         sm = self.scored
         if sm is not None and not sm.is_onnx and any(m != "occlusion" for m in self.methods):
+            if sm.source == "torchscript" and sm.tapped_layer is None:
+                tap_torchscript(sm, self.layer, torch.zeros(shape, device=sm.device))
             tapped = sm.tapped_layer
             self.site = LayerSite(sm.model, "tap" if tapped else self.layer, torch.zeros(shape, device=sm.device))
             self.info["layer"] = tapped or self.site.name

@@ -38,8 +38,8 @@ def test_table_on_stdout_is_tab_separated(cli, tmp_path):
     r = cli("layers", files["enc"], "--crop", "32,32,16")
     assert r.exit_code == 0, r
     lines = r.stdout.splitlines()
-    assert lines[0].split("\t") == ["layer", "kind", "output_shape", "dim"]
-    assert lines[1].split("\t") == ["final", "model output", "1x320", "320"]
+    assert lines[0].split("\t") == ["layer", "kind", "output_shape", "dim", "calls"]
+    assert lines[1].split("\t") == ["final", "model output", "1x320", "320", "1"]
 
 
 def test_path_with_spaces(cli, tmp_path):
@@ -59,3 +59,29 @@ def test_bad_inputs(cli, tmp_path, args, code, needles):
     files = encoder(tmp_path)
     files["missing"] = tmp_path / "missing.pt"
     h.bad_input(cli, SPEC, tmp_path, [a.format(**files) for a in args], code, *needles)
+
+
+def test_a_module_run_three_times_gets_one_row_per_call(cli):
+    r = cli("layers", "tests.encoders.factories:reused_act", "--crop", "32,32,16", "--channels", "1")
+    assert r.exit_code == 0, r
+    rows = [line.split("\t") for line in r.stdout.splitlines()]
+    assert [x for x in rows if x[0].startswith("act")] == [
+        ["act#1", "GELU", "1x4x16x32x32", "4", "3"],
+        ["act#2", "GELU", "1x8x8x16x16", "8", "3"],
+        ["act#3", "GELU", "1x16x4x8x8", "16", "3"]]
+    assert ["conv2", "Conv3d", "1x8x8x16x16", "8", "1"] in rows
+
+
+def test_resnet_bottleneck_shared_relu(cli):
+    """A torchvision-style ResNet in 3D: each bottleneck's one `relu` runs after conv1, after
+    the strided conv2 and after the residual add; the stem's relu runs once."""
+    r = cli("layers", "tests.encoders.factories:tiny_resnet3d", "--crop", "32,32,16", "--channels", "1", "--json")
+    assert r.exit_code == 0, r
+    rows = {x["layer"]: x for x in json.loads(r.stdout)["layers"]}
+    assert rows["relu"]["shape"] == [1, 8, 8, 16, 16] and rows["relu"]["calls"] == 1
+    assert "layer2.0.relu" not in rows
+    assert [rows[f"layer2.0.relu#{k}"]["shape"] for k in (1, 2, 3)] == [
+        [1, 8, 8, 16, 16], [1, 8, 4, 8, 8], [1, 32, 4, 8, 8]]
+    assert [rows[f"layer2.0.relu#{k}"]["dim"] for k in (1, 2, 3)] == [8, 8, 32]
+    assert {rows[f"layer1.0.relu#{k}"]["calls"] for k in (1, 2, 3)} == {3}
+    assert rows["fc"]["calls"] == 1 and rows["layer2.0.downsample.0"]["calls"] == 1

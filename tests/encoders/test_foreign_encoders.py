@@ -178,5 +178,99 @@ def test_torchscript_sub_module_output(cli, cohort, trained, tmp_path):
     assert np.allclose(read_table(str(tmp_path / "t.h5")).values, _reference(cohort, net.encoder), atol=1e-5)
     r = cli("embed", cohort, *ONE, "--encoder", ts, "--layer", "encoder.act", *BOX, "-o", tmp_path / "u.h5")
     assert r.exit_code == 2 and "encoder.act2" in r.stderr, r
+    # shapes come from the marked graph, run once (TorchScript takes no hooks)
     r = cli("layers", ts, "--crop", "32,32,16")
-    assert r.exit_code == 0 and "\nencoder.act2\tReLU\t?\t?" in r.stdout, r
+    assert r.exit_code == 0 and "\nencoder.act2\tReLU\t1x8x8x16x16\t8\t1\n" in r.stdout, r
+
+
+REUSED = "tests.encoders.factories:reused_act"  # one GELU `act` run three times, three shapes
+CALL_SHAPES = ["1x4x16x32x32", "1x8x8x16x16", "1x16x4x8x8"]
+
+
+def _hooked_reference(cohort, net, module, call):
+    """The pooled output of `module`'s `call`-th call (1-based) in net's forward pass on
+    radlens's preprocessed volumes, taken by a hand-written forward hook."""
+    seen = []
+    h = module.register_forward_hook(lambda m, i, o: seen.append(o.detach().clone()))
+    _reference(cohort, net)
+    h.remove()
+    return seen[call - 1].flatten(2).mean(-1).double().numpy()
+
+
+def _params(path):
+    with h5py.File(path) as f:
+        return json.loads(f.attrs["params"])
+
+
+def test_a_module_run_three_times_needs_its_call(cli, cohort, tmp_path):
+    from radlens_cli.lens.checks import embedding_params, preprocessing_differences
+    from tests.encoders.factories import reused_act
+
+    net = reused_act()
+    r = cli("embed", cohort, *ONE, "--encoder", REUSED, "--layer", "act", *BOX, "-o", tmp_path / "a.h5")
+    assert r.exit_code == 2 and not (tmp_path / "a.h5").exists(), r
+    assert "--layer act: the module runs 3 times" in r.stderr and "act#last" in r.stderr, r
+    assert all(f"act#{k} {s}" in r.stderr for k, s in enumerate(CALL_SHAPES, 1)), r
+    for layer, k in (("act#3", 3), ("act#last", 3), ("act#2", 2)):
+        out = tmp_path / f"{layer}.h5"
+        r = cli("embed", cohort, *ONE, "--encoder", REUSED, "--layer", layer, *BOX, "-o", out)
+        assert r.exit_code == 0, r
+        t = read_table(str(out))
+        assert np.allclose(t.values, _hooked_reference(cohort, net, net.act, k), atol=1e-6)
+        params = _params(out)
+        # the choice is recorded as the call it is (#last -> #3), with the module's call count
+        assert (params["layer"], params["layer_calls"]) == (f"act#{k}", 3)
+        assert set(t.column_meta["layer"]) == {f"act#{k}"}
+    assert np.array_equal(read_table(str(tmp_path / "act#3.h5")).values,
+                          read_table(str(tmp_path / "act#last.h5")).values)
+    # later commands read the choice back: the lens's check sees act#2 and act#3 as different layers
+    attrs = [dict(h5py.File(tmp_path / f"act#{k}.h5").attrs) for k in (2, 3)]
+    assert "layer (act#2 vs act#3)" in preprocessing_differences(*map(embedding_params, attrs))
+    assert preprocessing_differences(*map(embedding_params, [attrs[1], dict(h5py.File(
+        tmp_path / "act#last.h5").attrs)])) == []
+    # a module that runs once is recorded as plain NAME (as files before call indices), however named
+    r = cli("embed", cohort, *ONE, "--encoder", REUSED, "--layer", "conv2#1", *BOX, "-o", tmp_path / "c.h5")
+    assert r.exit_code == 0, r
+    assert _params(tmp_path / "c.h5")["layer"] == "conv2" and "layer_calls" not in _params(tmp_path / "c.h5")
+    r = cli("embed", cohort, *ONE, "--encoder", REUSED, "--layer", "act#4", *BOX, "-o", tmp_path / "x.h5")
+    assert r.exit_code == 2 and "--layer act#4: the module runs 3 time(s)" in r.stderr, r
+    r = cli("embed", cohort, *ONE, "--encoder", REUSED, "--layer", "act#0", *BOX, "-o", tmp_path / "x.h5")
+    assert r.exit_code == 2 and "1-based" in r.stderr, r
+
+
+def test_torchscript_module_run_three_times(cli, cohort, tmp_path):
+    from tests.encoders.factories import reused_act
+
+    net = reused_act()
+    for how in ("trace", "script"):
+        ts = tmp_path / f"{how}.ts"
+        (torch.jit.trace(net, torch.zeros(1, 1, 16, 32, 32)) if how == "trace" else torch.jit.script(net)).save(
+            str(ts))
+        r = cli("embed", cohort, *ONE, "--encoder", ts, "--layer", "act", *BOX, "-o", tmp_path / "a.h5")
+        assert r.exit_code == 2 and all(f"act#{k} {s}" in r.stderr for k, s in enumerate(CALL_SHAPES, 1)), r
+        out = tmp_path / f"{how}2.h5"
+        r = cli("embed", cohort, *ONE, "--encoder", ts, "--layer", "act#2", *BOX, "-o", out)
+        assert r.exit_code == 0, r
+        assert np.allclose(read_table(str(out)).values, _hooked_reference(cohort, net, net.act, 2), atol=1e-6)
+        assert _params(out)["layer"] == "act#2"
+        r = cli("layers", ts, "--crop", "32,32,16", "--json")
+        assert r.exit_code == 0, r
+        rows = {x["layer"]: x for x in json.loads(r.stdout)["layers"]}
+        assert "act" not in rows and [rows[f"act#{k}"]["shape"] for k in (1, 2, 3)] == [
+            [int(d) for d in s.split("x")] for s in CALL_SHAPES]
+        assert rows["act#3"]["calls"] == 3 and rows["conv1"]["calls"] == 1
+
+
+def test_onnx_tensor_names_take_no_call_index(cli, cohort, tmp_path):
+    """torch.onnx.export gives each call of a reused module its own node and tensor name."""
+    from tests.encoders.factories import reused_act
+
+    path = _export(reused_act(), tmp_path / "r.onnx")
+    r = cli("layers", path, "--crop", "32,32,16", "--json")
+    assert r.exit_code == 0, r
+    rows = {x["layer"]: x for x in json.loads(r.stdout)["layers"]}
+    assert rows["/act/Gelu_output_0"]["shape"] == [1, 4, 16, 32, 32]
+    assert rows["/act_1/Gelu_output_0"]["shape"] == [1, 8, 8, 16, 16]
+    assert all(x["calls"] == 1 for x in rows.values())
+    r = cli("embed", cohort, *ONE, "--encoder", path, "--layer", "/act/Gelu_output_0#2", *BOX, "-o", tmp_path / "o.h5")
+    assert r.exit_code == 2 and "takes no call index; give /act/Gelu_output_0" in r.stderr, r

@@ -128,7 +128,7 @@ def test_occlusion_by_explicit_masking(setup):
 def test_call_index_takes_the_kth_call():
     model = shared_act().double()
     x = torch.randn(1, 3, 8, 8, 8, generator=torch.Generator().manual_seed(1), dtype=torch.float64)
-    with pytest.raises(Exception, match="act#1.*act#2"):
+    with pytest.raises(Exception, match="act#1 .*act#2 "):
         LayerSite(model, "act", x)
     site = LayerSite(model, "act#2", x)
     assert site.name == "act#2" and site.shape == (1, 6, 4, 4, 4)

@@ -45,8 +45,10 @@ def test_torchscript_gradcam_equals_the_eager_model(tmp_path):
     model = tiny_classifier()
     torch.jit.script(model).save(str(tmp_path / "m.ts"))
     x, mask = x_and_mask(1)
-    sm = load_scored(str(tmp_path / "m.ts"), layer="conv2")
-    assert sm.tapped_layer == "conv2"
+    from radlens_cli.saliency.model import tap_torchscript
+
+    sm = load_scored(str(tmp_path / "m.ts"))
+    assert tap_torchscript(sm, "conv2", x) == "conv2"
     site = LayerSite(sm.model, "tap", x)
     ts_scorer = Scorer(sm.model)
     ts_scorer.prepare(x, mask)
