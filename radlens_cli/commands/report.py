@@ -21,7 +21,7 @@ def report(radiomics: str, compare: str, stats: str, output: str, correlate_summ
            title: str = "radlens report", top: int = 10, stable_quantile: float = 0.5,
            rank_by: str | None = None, force: bool = False, encoders=(), checkpoint: str | None = None,
            ordered: bool | None = None, manifest: str | None = None, modalities: str | None = None,
-           mask: str | None = None, panel_cases: int = 3) -> list[str]:
+           mask: str | None = None, panel_cases: int = 3, saliency=(), saliency_maps=()) -> list[str]:
     """Write the HTML report (and the figures as PNG under figures_dir); returns figure names."""
     from radlens_cli import provenance
     from radlens_cli.report import html
@@ -45,11 +45,17 @@ def report(radiomics: str, compare: str, stats: str, output: str, correlate_summ
     for flag, path in (("--radiomics", radiomics), ("--compare", compare), ("--stats", stats),
                        ("--correlate-summary", correlate_summary), ("--cka", cka), ("--probe", probe),
                        ("--manifest", manifest),
-                       *(("--metrics", p) for p in metrics), *(("--encoder", p) for p in encoders)):
+                       *(("--metrics", p) for p in metrics), *(("--encoder", p) for p in encoders),
+                       *(("--saliency", p) for p in saliency)):
         if path is not None and path == "-":
             raise UsageError(f"{flag}: give a file (the report hashes its inputs)")
         if path is not None and not os.path.isfile(path):
             raise RadlensError(f"{flag} file not found: {path}")
+    for d in saliency_maps:
+        if not os.path.isdir(d):
+            raise RadlensError(f"--saliency-maps folder not found: {d}")
+    if saliency_maps and panels is None:
+        raise UsageError("--saliency-maps draws on the example cases: give --manifest, --modalities and --mask")
     check_output(output, force)
     versions = provenance.library_versions(("numpy", "scipy", "pandas", "h5py", "matplotlib", "typer"))
     from radlens_cli import __version__
@@ -59,7 +65,8 @@ def report(radiomics: str, compare: str, stats: str, output: str, correlate_summ
                                title=title, top=top, stable_quantile=stable_quantile, rank_by=rank_by,
                                command=provenance.command_line(), versions=versions,
                                created=provenance.created_timestamp(), encoders=list(encoders),
-                               checkpoint=checkpoint, ordered=ordered, panels=panels)
+                               checkpoint=checkpoint, ordered=ordered, panels=panels,
+                               saliency=(list(saliency), list(saliency_maps)) if saliency or saliency_maps else None)
     if figures_dir:
         if os.path.exists(figures_dir) and not os.path.isdir(figures_dir):
             raise RadlensError(f"--figures is a file, not a folder: {figures_dir}")
@@ -102,6 +109,12 @@ def report_cli(
     mask: Optional[str] = typer.Option(None, "--mask", metavar="COLUMN[:LABELS]",
                                        help="ROI outlined in the panels (as for extract-radiomics)."),
     panel_cases: int = typer.Option(3, "--panel-cases", metavar="N", help="Example cases shown with every modality."),
+    saliency: Optional[List[str]] = typer.Option(None, "--saliency", metavar="CSV",
+                                                 help="Saliency table (saliency -o): its agreement table; repeat "
+                                                      "for several."),
+    saliency_maps: Optional[List[str]] = typer.Option(None, "--saliency-maps", metavar="DIR",
+                                                      help="Maps folder (saliency --maps): the example cases' maps "
+                                                           "overlaid (needs --manifest); repeat for several."),
     figures: Optional[str] = typer.Option(None, "--figures", metavar="DIR", help="Also write every figure as PNG into this folder."),
     title: str = typer.Option("radlens report", "--title", metavar="TEXT", help="Title of the report."),
     top: int = typer.Option(10, "--top", metavar="K", help="Features per view (gains, losses, stable)."),
@@ -129,7 +142,9 @@ def report_cli(
     trajectory when they are epochs of one run (--ordered), else a dendrogram of their
     change profiles. With --manifest/--modalities/--mask: image panels (example cases, and
     low/high test cases of the top gained and lost features, ROI outlined, axial,
-    anterior up, patient's right on the left, mm scale bar). --figures DIR writes the PNGs.
+    anterior up, patient's right on the left, mm scale bar). With --saliency/--saliency-maps
+    (from `radlens saliency`): the methods' agreement table and their maps (and concept
+    maps) overlaid on the example cases. --figures DIR writes the PNGs.
 
     Examples:
 
@@ -142,6 +157,7 @@ def report_cli(
     """
     names = report(radiomics, compare, stats, output, correlate_summary, cka, probe, metrics or [], figures,
                    title, top, stable_quantile, rank_by, force, encoders=encoders or [], checkpoint=checkpoint,
-                   ordered=ordered, manifest=manifest, modalities=modalities, mask=mask, panel_cases=panel_cases)
+                   ordered=ordered, manifest=manifest, modalities=modalities, mask=mask, panel_cases=panel_cases,
+                   saliency=saliency or [], saliency_maps=saliency_maps or [])
     if output != "-":
         log.info(f"wrote {output} ({len(names)} figures)")

@@ -44,8 +44,8 @@ def saliency(manifest: str, modalities: str, mask: str, encoder: str, output: st
     from radlens_cli.io.manifest import parse_list, parse_mask_spec, read_manifest
     from radlens_cli.radiomics.batch import write_failures
     from radlens_cli.saliency.methods import CAM_METHODS, captum, parse_methods
-    from radlens_cli.saliency.run import Explainer, case_folder, explain_cases, table_columns
-    from radlens_cli.saliency.tables import SALIENCY_SCHEMA
+    from radlens_cli.saliency.run import Explainer, explain_cases, table_columns
+    from radlens_cli.saliency.tables import SALIENCY_SCHEMA, case_folder
 
     check_output(output, force)
     if output != "-" and not output.lower().endswith((".csv", ".tsv")):

@@ -423,13 +423,14 @@ def build(radiomics: str, compare: str, stats: str, correlate_summary: str | Non
           cka: str | None = None, probe: str | None = None, metrics=(), title: str = "radlens report",
           top: int = 10, stable_quantile: float = 0.5, rank_by: str | None = None,
           command: str = "", versions: dict | None = None, created: str = "", encoders=(),
-          checkpoint: str | None = None, ordered: bool | None = None, panels=None):
+          checkpoint: str | None = None, ordered: bool | None = None, panels=None, saliency=None):
     """Read the inputs and return (html text, list of figures).
 
     encoders: fine-tuned checkpoint paths (task, target, epochs); checkpoint: the compared
     checkpoint the single-checkpoint sections describe (default: the last); ordered: the
     checkpoints are epochs of one run (None: decide from their records or labels);
-    panels: report.images.PanelSpec or None (no image panels)."""
+    panels: report.images.PanelSpec or None (no image panels); saliency: (saliency tables,
+    maps folders) from `radlens saliency`, or None."""
     rad = rd.radiomics_summary(radiomics)
     images = None
     if panels is not None:  # the manifest's columns are checked before any figure is drawn
@@ -469,9 +470,15 @@ def build(radiomics: str, compare: str, stats: str, correlate_summary: str | Non
         from radlens_cli.report import checkpoints as rc
 
         rc.checkpoints_section(rep, delta_all, enc_info, ordered)
+    shown = []
     if images is not None:
         gains, losses, _, _ = views(delta, top, stable_quantile, rank_by)
-        ri.panels_section(rep, images, radiomics, gains.head(5), losses.head(5))
+        shown = ri.panels_section(rep, images, radiomics, gains.head(5), losses.head(5))
+    if saliency:
+        from radlens_cli.report.saliency import saliency_section
+
+        saliency_section(rep, images, list(saliency[0]), list(saliency[1]), shown)
+        records += [rd.file_record("saliency", p) for p in saliency[0]]
     size_section(rep, delta, task_text)
     if "correlate_summary" in optional:
         generic_section(rep, "correlate", "Rad4XCNN correlation summary", optional["correlate_summary"],

@@ -262,9 +262,9 @@ def extremes(values: np.ndarray, case_ids, n: int = 2):
     return list(order[:k]), list(order[len(order) - k:])
 
 
-def panels_section(rep, imgs: CaseImages, radiomics: str, gains, losses) -> None:
+def panels_section(rep, imgs: CaseImages, radiomics: str, gains, losses) -> list:
     """Add the `panels` section: example cases, then the low/high test cases of each gained
-    and lost feature (the rows of `gains`/`losses`, in order)."""
+    and lost feature (the rows of `gains`/`losses`, in order). Returns the example cases."""
     from radlens_cli.report.html import esc
 
     spec = imgs.spec
@@ -334,3 +334,4 @@ def panels_section(rep, imgs: CaseImages, radiomics: str, gains, losses) -> None
         log.warn(f"image panels take {embedded / 1e6:.1f} MB embedded (more than {PANEL_BUDGET / 1e6:g} MB); "
                  f"fewer modalities or --panel-cases keep the report small")
     rep.add("panels", "What the features look like: image panels", parts)
+    return list(example)

@@ -20,13 +20,7 @@ from radlens_cli.errors import ParameterError, RadlensError
 from radlens_cli.saliency import metrics
 from radlens_cli.saliency.methods import saliency_map
 
-from radlens_cli.saliency.tables import SALIENCY_SCHEMA  # noqa: F401 - the table it writes
-
-
-def case_folder(case_id: str) -> str:
-    """A case's folder name under --maps: the case_id, other characters than [A-Za-z0-9_.+-] as `_`."""
-    name = re.sub(r"[^A-Za-z0-9_.+-]", "_", str(case_id))
-    return name if name not in ("", ".", "..") else "case"
+from radlens_cli.saliency.tables import SALIENCY_SCHEMA, case_folder  # noqa: F401 - the table it writes
 
 
 def map_name(name: str) -> str:

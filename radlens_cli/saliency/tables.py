@@ -10,6 +10,14 @@ from radlens_cli.errors import EXIT_DATA, ParameterError, RadlensError
 SALIENCY_SCHEMA = "saliency/1"
 
 
+def case_folder(case_id: str) -> str:
+    """A case's folder name under --maps: the case_id, other characters than [A-Za-z0-9_.+-] as `_`."""
+    import re
+
+    name = re.sub(r"[^A-Za-z0-9_.+-]", "_", str(case_id))
+    return name if name not in ("", ".", "..") else "case"
+
+
 def is_saliency_table(path: str) -> bool:
     """Whether `path` is a saliency table (its sidecar names the schema)."""
     from radlens_cli.io.files import read_sidecar
