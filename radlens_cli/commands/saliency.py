@@ -29,9 +29,8 @@ def saliency(manifest: str, modalities: str, mask: str, encoder: str, output: st
              orient: str | None = None, layout: str | None = None, batch_size: int = 8, device: str = "auto",
              part_id: int | None = None, num_parts: int | None = None, parts: str | None = None,
              failures_path: str | None = None, keep_going: bool = False, trust_checkpoint: bool = False,
-             seed: int = 0, force: bool = False, strict_geometry: bool = False) -> dict:
+             seed: int = 0, force: bool = False, strict_geometry: bool = False, deletion: bool = True) -> dict:
     """Maps and numbers for every case (of this part); see the command's help."""
-    import numpy as np
     import pandas as pd
     import torch
 
@@ -131,7 +130,7 @@ def saliency(manifest: str, modalities: str, mask: str, encoder: str, output: st
         os.makedirs(maps, exist_ok=True)
     dataset = CaseDataset(part, cfg, failures_as_records=True, strict_geometry=strict_geometry)
     explainer = Explainer(scored, method_list, layer=layer, output_index=output_index, concept=concept,
-                          batch_size=batch_size)
+                          batch_size=batch_size, deletion=deletion)
     explainer.prepare((1,) + cfg.tensor_shape())
     log.info(f"saliency of {n} case(s) of {manifest}: {', '.join(method_list) or 'no CAM method'}"
              + (f"; concept maps of {len(concept.readout.columns)} feature(s)" if concept else ""))
@@ -156,7 +155,8 @@ def saliency(manifest: str, modalities: str, mask: str, encoder: str, output: st
               "output_index": output_index, "task": scored.task if scored else None,
               "encoder_fingerprint": scored.fingerprint if scored else concept.embedder.fingerprint,
               "preprocessing": cfg.to_dict(), "occlusion": "window 1/4 of each side, stride 1/2 window, baseline 0",
-              "deletion": "top k% of box voxels (k=0..100 step 10) replaced by a Gaussian blur (sigma 3 voxels)",
+              "deletion": ("top k% of box voxels (k=0..100 step 10) replaced by a Gaussian blur (sigma 3 voxels)"
+                           if deletion else None),
               "agreement_region": "the mask's bounding box on the model's box grid",
               "maps": "on the first modality's grid" if maps else None,
               "concept": concept_params, "batch_size": batch_size, "device": dev.type,
@@ -179,8 +179,7 @@ def saliency(manifest: str, modalities: str, mask: str, encoder: str, output: st
     log.info(f"wrote {output}: {n_cases} case(s) x {df['method'].nunique() if len(df) else 0} map(s)"
              + (f"; maps under {maps}" if maps else ""))
     warn_partial(failures, n_cases, output, failures_path)
-    return {"n_cases": n_cases, "rows": len(df), "layer": params["layer"], "table": df,
-            "np": np.__name__}
+    return {"n_cases": n_cases, "rows": len(df), "layer": params["layer"], "table": df}
 
 
 @command("saliency")
@@ -238,8 +237,10 @@ def saliency_cli(
     seed: int = seed_option(),
     force: bool = force_option(),
     strict_geometry: bool = strict_geometry_option(),
+    deletion: bool = typer.Option(True, "--deletion/--no-deletion", help="Compute deletion_auc (11 more "
+                                  "forward passes per map; --no-deletion leaves the column empty)."),
 ):
-    """Saliency and radiomic concept maps per case, on its grid.
+    """Saliency and radiomic concept maps per case.
 
     For a model with a head (a finetune checkpoint, a factory or TorchScript model),
     maps of one output per case -- the predicted class's logit, the regression output,
@@ -275,4 +276,4 @@ def saliency_cli(
              spacing=spacing, crop=crop, norm=norm, norm_region=norm_region, orient=orient, layout=layout,
              batch_size=batch_size, device=device, part_id=part_id, num_parts=num_parts, parts=parts,
              failures_path=failures, keep_going=keep_going, trust_checkpoint=trust_checkpoint, seed=seed,
-             force=force, strict_geometry=strict_geometry)
+             force=force, strict_geometry=strict_geometry, deletion=deletion)
