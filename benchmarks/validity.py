@@ -3,8 +3,9 @@
 For each cohort (size n, embedding dim d, seed) from tests/lens/generators.py:
 fit-share on the reference embeddings, decode the reference, its information-preserving
 transforms (nulls) and a planted fine-tuned checkpoint (gains one latent set, loses
-another), then compare and stats against the reference -- the commands' own functions,
-with their default options unless --method paper. Prints one row per (cohort, condition):
+another), then compare and stats against the reference -- the library calls the commands make
+(lens.fit_share, lens.decode, lens.compare_decoders, lens.group_stats), in memory, with
+their default options unless --method paper. Prints one row per (cohort, condition):
 fraction of features with q_bh < 0.05, Table-1 groups with q_bh < 0.05, mean delta_r2,
 and for the planted checkpoint precision@10 of the gained and the lost sets. Besides the
 exact transforms, two noisy nulls carry the same latent information with a fresh draw of
@@ -29,11 +30,8 @@ sys.path.insert(0, REPO)
 
 
 def run_cohort(n, d, seed, method, epochs, folder, permutations=0, align=None):
-    from radlens_cli.commands.compare import compare
-    from radlens_cli.commands.decode import decode
-    from radlens_cli.commands.fit_share import fit_share
-    from radlens_cli.commands.stats import stats
-    from radlens_cli.io.tables import write_table
+    """folder: unused since the steps run in memory (kept for callers)."""
+    from radlens_cli import lens
     from tests.lens.generators import cohort, null_transforms, precision_at
 
     C = cohort(n=n, d=d, seed=seed)
@@ -45,21 +43,15 @@ def run_cohort(n, d, seed, method, epochs, folder, permutations=0, align=None):
               "planted": C.embed({"A": 1.0, "down": 0.0, "up": 1.0}, "ft")}
     if method == "paper" or align == "none":   # the frozen share takes only the reference's d
         tables.pop("duplicated")
-    write_table(C.rad, f"{folder}/rad.h5", force=True)
-    for k, t in tables.items():
-        write_table(t, f"{folder}/{k}.h5", force=True)
-    fit_share(f"{folder}/pre.h5", f"{folder}/rad.h5", f"{folder}/share.h5", epochs=epochs,
-              device="cpu", force=True, method=method, seed=seed)
-    for k in tables:
-        decode(f"{folder}/share.h5", f"{folder}/{k}.h5", f"{folder}/rad.h5", f"{folder}/dec_{k}.h5",
-               force=True, allow_different_preprocessing=True, align=align)
+    share = lens.fit_share(pre, C.rad, epochs=epochs, device="cpu", method=method, seed=seed)
+    decoders = {k: lens.decode(share, t, C.rad, allow_different_preprocessing=True, align=align)
+                for k, t in tables.items()}
     rows = []
     others = [k for k in tables if k != "pre"]
-    df = compare(f"{folder}/dec_pre.h5", [f"{folder}/dec_{k}.h5" for k in others],
-                 f"{folder}/delta.csv", top=0, force=True, labels=others,
-                 permutations=permutations, seed=seed, rank_by="delta_r2")
-    st = stats(f"{folder}/dec_pre.h5", [f"{folder}/dec_{k}.h5" for k in others],
-               f"{folder}/table.csv", force=True, labels=others)
+    df = lens.compare_decoders(decoders["pre"], [decoders[k] for k in others], labels=others,
+                               top=0, permutations=permutations, seed=seed,
+                               rank_by="delta_r2").table
+    st = lens.group_stats(decoders["pre"], [decoders[k] for k in others], labels=others)
     for k in others:
         sub, sg = df[df.checkpoint == k], st[st.checkpoint == k]
         row = {"n": n, "d": d, "seed": seed, "condition": k,

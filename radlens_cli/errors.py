@@ -1,4 +1,5 @@
-"""The one user-facing exception type and the exit codes of DESIGN.md."""
+"""The one user-facing exception type and radlens's exit codes (0 ok, 1 data error, 2 usage, 130
+interrupted, 143 terminated; README "Exit codes")."""
 
 EXIT_OK = 0
 EXIT_DATA = 1
@@ -76,3 +77,9 @@ def _render(template: str, names: dict) -> str:
 def _flagged(template: str, params: tuple, flags: dict | None) -> str:
     flags = flags or {}
     return _render(template, {p: flags.get(p, "--" + p.replace("_", "-")) for p in params})
+
+
+def check_choice(value, choices, param: str) -> None:
+    """ParameterError unless `value` is one of `choices` (the one enum check of the library)."""
+    if value not in choices:
+        raise ParameterError(f"{{{param}}} must be one of {', '.join(choices)}, not {value!r}", param)

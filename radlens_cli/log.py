@@ -18,7 +18,9 @@ def verbose() -> bool:
 
 
 def info(msg: str) -> None:
-    """A progress/log line on stderr (hidden with --quiet)."""
+    """A progress/log line on stderr (hidden with --quiet); a ParameterMessage shows its flags."""
+    if hasattr(msg, "flagged"):
+        msg = msg.flagged()
     if VERBOSITY["level"] >= 1:
         print(f"radlens: {msg}", file=sys.stderr, flush=True)
 

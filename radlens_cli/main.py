@@ -9,6 +9,8 @@ import typer
 
 from radlens_cli import __version__, log
 from radlens_cli.commands.app import app
+from radlens_cli.errors import Terminated
+from radlens_cli.provenance import library_versions
 
 # Subcommand modules, in pipeline order (each registers itself on `app` when imported).
 COMMAND_MODULES = [
@@ -36,8 +38,6 @@ COMMAND_MODULES = [
 
 def _version(value: bool):
     if value:
-        from radlens_cli.provenance import library_versions
-
         typer.echo(f"radlens {__version__}")
         names = ("numpy", "scipy", "pandas", "h5py", "torch", "SimpleITK", "pyradiomics-bhklab", "pydicom",
                  "highdicom", "onnx", "onnxruntime", "typer", "tqdm")
@@ -70,7 +70,5 @@ def run() -> None:
 
 
 def _terminated(signum, frame):
-    from radlens_cli.errors import Terminated
-
     signal.signal(signal.SIGTERM, signal.SIG_DFL)  # a second SIGTERM ends it at once
     raise Terminated()

@@ -11,6 +11,7 @@ import os
 import sys
 
 from radlens_cli import __version__
+from radlens_cli.main import app
 
 DATE = "2026"
 
@@ -176,8 +177,6 @@ def page(name: str, cmd, summary: str, body: str, see_also: list[str]) -> str:
 def generate() -> dict[str, str]:
     """File name -> roff text for `radlens.1` and one page per subcommand."""
     import typer.main
-
-    from radlens_cli.main import app
 
     group = typer.main.get_command(app)
     names = list(group.commands)

@@ -144,31 +144,15 @@ def merged_history(*attr_sets) -> list:
     return out
 
 
-def finetuned_target(attrs: dict) -> tuple[str, str] | None:
-    """(task, target) the encoder behind an embedding table was fine-tuned on, or None.
-
-    Read from the table's params (`finetune_task`/`finetune_target`, when recorded) or from
-    the radlens checkpoint the params name, when that file is still there; a checkpoint
-    trained with its encoder frozen did not see the labels and gives None."""
-    from radlens_cli.io.formats import json_attr
-
-    params = json_attr(attrs, "params", {})
-    if not isinstance(params, dict):
-        return None
-    if params.get("finetune_target"):
-        return str(params.get("finetune_task", "")), str(params["finetune_target"])
-    path = params.get("encoder")
-    if params.get("encoder_source") != "radlens" or not path or not os.path.isfile(str(path)):
-        return None
-    try:  # weights-only: naming a file in a table's params must not make probe run its code
-        from radlens_cli.encoders.checkpoints import read_checkpoint
-
-        obj = read_checkpoint(str(path))
-    except Exception:  # noqa: BLE001 - an unreadable or unsafe checkpoint only means no warning
-        return None
-    ft = obj.get("finetune") if isinstance(obj, dict) else None
-    if not isinstance(ft, dict) or not ft.get("target"):
-        return None
-    if (ft.get("params") or {}).get("freeze_encoder"):
-        return None
-    return str(ft.get("task", "")), str(ft["target"])
+def json_attr(attrs: dict, key: str, default):
+    """A JSON-valued root attribute (`params`, `history`, `failures`, ...) parsed; `default` when
+    absent or not JSON. Values already parsed (lists, dicts) pass through."""
+    raw = (attrs or {}).get(key)
+    if raw is None:
+        return default
+    if isinstance(raw, (list, dict)):
+        return raw
+    try:
+        return json.loads(raw)
+    except (TypeError, ValueError):
+        return default

@@ -16,12 +16,26 @@ import re
 import signal
 import traceback
 
-from radlens_cli.io.cases import describe_exit
-
 # Test hook (documented in the man pages' ENVIRONMENT): the worker that takes this item
 # kills itself with SIGKILL, once per RADLENS_TEST_KILL_ONCE file when that is set.
 KILL_VAR, KILL_ONCE_VAR = "RADLENS_TEST_KILL_WORKER", "RADLENS_TEST_KILL_ONCE"
 _IN_WORKER = {"yes": False}
+
+
+def describe_exit(exitcode: int | None) -> str:
+    """'killed by signal 9 (SIGKILL; out of memory?)' for a worker's exit code (ASCII: cluster logs)."""
+    if exitcode is None:
+        return "died"
+    if exitcode < 0:
+        sig = -exitcode
+        try:
+            name = signal.Signals(sig).name
+        except ValueError:
+            name = f"signal {sig}"
+        hint = {signal.SIGKILL: "; out of memory?", signal.SIGSEGV: "; a crash in a C extension?",
+                signal.SIGBUS: "; a crash in a C extension?"}.get(sig, "")
+        return f"killed by signal {sig} ({name}{hint})"
+    return f"exited with status {exitcode}"
 
 
 def in_worker() -> bool:

@@ -151,3 +151,34 @@ def test_params_label_names_the_mask_spec():
     assert "p.yaml: setting label: 2" in str(e.value) and "select labels with the mask spec COLUMN:2" in str(e.value)
     _no_flag(str(e.value))
     assert e.value.exit_code == EXIT_DATA and "select labels with --mask COLUMN:2 instead" in e.value.flagged()
+
+
+def test_no_library_message_names_a_flag():
+    """Every error and warning text written in the library (raised, warned, logged) names
+    parameters as `{name}` fields, never `--flags`; the report's HTML, which describes a
+    command-line run, may name its flags. A ParameterError's `flags=` (how the command line
+    shows a parameter) is where flags belong."""
+    import ast
+    import re
+
+    from tests.conftest import REPO
+
+    flag = re.compile(r"(?<![\w-])--[a-z][a-z0-9-]*")
+    messages = ("warn", "info", "debug", "warning", "ParameterMessage", "ParameterError", "RadlensError",
+                "UsageError")
+    files = [p for d in ("lens", "io", "encoders", "radiomics", "report", "synth") for p in (REPO / "radlens_cli" / d).rglob("*.py")]
+    files += [REPO / "radlens_cli" / f for f in ("errors.py", "log.py", "workers.py", "devices.py", "provenance.py",
+                                                 "names.py")]
+    found = []
+    for path in files:
+        tree = ast.parse(path.read_text(encoding="utf-8"))
+        exempt = {id(c) for n in ast.walk(tree) if isinstance(n, ast.keyword) and n.arg == "flags"
+                  for c in ast.walk(n.value)}
+        roots = [n for n in ast.walk(tree) if isinstance(n, ast.Raise) and n.exc is not None]
+        roots += [n for n in ast.walk(tree) if isinstance(n, ast.Call) and (
+            ast.unparse(n.func).split(".")[-1] in messages or ast.unparse(n.func) == "warnings.append")]
+        for root in roots:
+            for c in ast.walk(root):
+                if isinstance(c, ast.Constant) and isinstance(c.value, str) and id(c) not in exempt:
+                    found += [f"{path.relative_to(REPO)}:{c.lineno}: {m}" for m in flag.findall(c.value)]
+    assert sorted(set(found)) == []

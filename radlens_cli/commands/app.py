@@ -1,4 +1,5 @@
-"""The one typer `app`, the command decorator that maps errors to exit codes, shared options."""
+"""The one typer `app` and the command decorator that maps errors to exit codes (the shared
+options are declared in commands/options.py)."""
 
 from __future__ import annotations
 
@@ -13,6 +14,7 @@ from typer.core import TyperGroup
 from radlens_cli import log
 from radlens_cli.errors import (EXIT_INTERRUPTED, EXIT_TERMINATED, EXIT_USAGE, ParameterError, RadlensError,
                                 Terminated, UsageError)
+from radlens_cli.io import files
 
 try:  # typer >= 0.26 vendors click
     from typer._click import exceptions as click_exc
@@ -131,8 +133,6 @@ def command(name: str, **kwargs):
     def deco(fn):
         @functools.wraps(fn)
         def wrapper(*args, **kw):
-            from radlens_cli.io import files
-
             files.reset_stdin_spool()  # each command reads its own stdin, also many in one process
             files.CURRENT["command"] = name
             try:
@@ -178,83 +178,3 @@ def command(name: str, **kwargs):
         return app.command(name, **kwargs)(wrapper)
 
     return deco
-
-
-# Shared options (spaCy-style aliases). Use as defaults in command signatures.
-def output_option(help: str = "Output file (`-` for stdout).", default=...):
-    return typer.Option(default, "--output", "-o", help=help, show_default=default is not ...)
-
-
-def force_option():
-    return typer.Option(False, "--force", "-f", help="Overwrite the output if it exists.")
-
-
-def seed_option(default: int = 0):
-    return typer.Option(default, "--seed", help="Random seed; the same seed gives the same output on CPU.")
-
-
-def jobs_option(default: int = 1):
-    return typer.Option(default, "--jobs", "-j", min=1, help="Worker processes.")
-
-
-def device_option(default: str = "auto"):
-    return typer.Option(default, "--device", help="Torch device: auto (cuda when available), cpu, cuda or cuda:N.")
-
-
-def strict_geometry_option():
-    return typer.Option(False, "--strict-geometry", help="A mask whose origin lies on none of its case's image "
-                        "voxel lattices (another patient's mask, or one shifted) fails that case instead of "
-                        "a warning.")
-def parts_option():
-    return typer.Option(None, "--parts", help="Do one part of the cases: `slurm` takes it from the SLURM "
-                        "array task (SLURM_ARRAY_TASK_ID/MIN/STEP/COUNT; step and offset arrays work), "
-                        "`I/N` is part I of N. An array job does not shard unless asked.")
-
-
-def part_id_option():
-    return typer.Option(None, "--part-id", min=0, help="This part's index, 0..num-parts-1 (with --num-parts).")
-
-
-def num_parts_option():
-    return typer.Option(None, "--num-parts", min=1, help="Split the cases (sorted by case_id) into this many "
-                        "parts, taking every num-parts-th; join the parts with `radlens merge`.")
-
-
-def keep_going_option():
-    return typer.Option(False, "--keep-going", help="When some cases fail, still write the others (the "
-                        "failures recorded in the output and --failures), warn, and exit 0. Without it a "
-                        "failed case means exit 1 and no output.")
-
-
-def checkpoint_labels(paths: list[str], labels: str | list[str] | None) -> list[str]:
-    """One label per compared decoder (compare, stats): --labels, or each file's name without extension."""
-    from radlens_cli.io.manifest import parse_list
-
-    if labels:
-        out = parse_list(labels, "--labels") if isinstance(labels, str) else list(labels)
-        if len(out) != len(paths):
-            raise UsageError(f"--labels has {len(out)} name(s) for {len(paths)} compared decoder(s)")
-    else:
-        out = ["stdin" if p == "-" else os.path.splitext(os.path.basename(p))[0] for p in paths]
-    seen = {}
-    for p, lab in zip(paths, out):
-        if lab in seen:
-            raise UsageError(f"checkpoint name {lab!r} is given twice ({seen[lab]} and {p}); "
-                             f"name them with --labels")
-        seen[lab] = p
-    return out
-
-
-def parse_triple(text, what: str, cast=float, positive: bool = False) -> tuple:
-    """`x,y,z` (or `XxYxZ`) of an option such as --spacing, --crop, --size; `what` is the flag."""
-    from radlens_cli.errors import UsageError
-
-    try:
-        vals = tuple(cast(x) for x in str(text).replace("x", ",").split(",") if x.strip())
-    except ValueError:
-        raise UsageError(f"{what}: expected three comma-separated numbers, got {text!r}") from None
-    if len(vals) != 3:
-        raise UsageError(f"{what}: expected three comma-separated numbers, got {text!r}")
-    if positive and min(vals) <= 0:
-        raise UsageError(f"{what}: expected three positive numbers x,y,z, got {text!r}")
-    return vals

@@ -11,10 +11,12 @@ import numpy as np
 import typer
 
 from radlens_cli import log, provenance
-from radlens_cli.commands.app import command, force_option, output_option, seed_option
+from radlens_cli.commands.app import command
+from radlens_cli.commands.options import force_option, output_option, seed_option
 from radlens_cli.errors import RadlensError, UsageError
 from radlens_cli.io.files import atomic_output, check_output
 from radlens_cli.io.tables import CaseTable, align_cases, read_table
+from radlens_cli.lens import cka as lk
 
 
 def finite_columns(table: CaseTable, what: str) -> CaseTable:
@@ -35,8 +37,6 @@ def cka(a_path: str, b_path: str, output: str | None = None, kernel: str = "line
         debiased: bool = False, sigma: float = 1.0, standardize: bool = False, split: str | None = None,
         bootstrap: int = 0, level: float = 0.95, seed: int = 0, force: bool = False) -> dict:
     """CKA between two case tables on their shared cases (+ bootstrap CI); optional CSV."""
-    from radlens_cli.lens import cka as lk
-
     if kernel not in lk.KERNELS:
         raise UsageError(f"--kernel {kernel}: use {' or '.join(lk.KERNELS)}")
     if not sigma > 0:

@@ -12,12 +12,14 @@ import numpy as np
 import typer
 
 from radlens_cli import log, provenance
-from radlens_cli.commands.app import command, force_option, output_option
+from radlens_cli.commands.app import command
+from radlens_cli.commands.options import allow_missing_option, force_option, output_option
 from radlens_cli.errors import RadlensError, UsageError
 from radlens_cli.io.files import check_output
 from radlens_cli.io.formats import write_csv
 from radlens_cli.io.formats.correlation import write_correlation
 from radlens_cli.io.tables import align_cases, read_table
+from radlens_cli.lens import correlate as lc
 
 def _select_split(emb, rad, split: str):
     """Boolean mask over the aligned rows: the embedding table's split, else the radiomics'."""
@@ -43,8 +45,6 @@ def correlate(emb_path: str, rad_path: str, output: str, method: str = "spearman
               allow_missing: bool = False, pairs: str | None = None, explain: str | None = None,
               explain_top: int = 5, force: bool = False) -> dict:
     """Correlate every embedding dimension with every radiomic column; write CORR.h5 (+ CSVs)."""
-    from radlens_cli.lens import correlate as lc
-
     if method not in lc.METHODS:
         raise UsageError(f"--method {method}: use {' or '.join(lc.METHODS)}")
     if not 0.0 <= threshold <= 1.0:
@@ -110,8 +110,7 @@ def correlate_cli(
     threshold: float = typer.Option(0.5, "--threshold", help="M: a pair is correlated when |rho| >= M."),
     alpha: float = typer.Option(0.05, "--alpha", help="... and its BH-FDR q-value is below alpha."),
     split: Optional[str] = typer.Option(None, "--split", help="Only cases of this split (train, val or test)."),
-    allow_missing: bool = typer.Option(False, "--allow-missing",
-                                       help="Use the cases in both tables instead of refusing a mismatch."),
+    allow_missing: bool = allow_missing_option("Use the cases in both tables instead of refusing a mismatch."),
     pairs: Optional[str] = typer.Option(None, "--pairs",
                                         help="Also write the correlated pairs as a long CSV table."),
     explain: Optional[str] = typer.Option(None, "--explain",

@@ -11,17 +11,17 @@ import numpy as np
 import typer
 
 from radlens_cli import log
-from radlens_cli.commands.app import command, force_option, output_option
+from radlens_cli.commands.app import command
+from radlens_cli.commands.options import force_option, output_option
 from radlens_cli.errors import RadlensError, UsageError
 from radlens_cli.io.files import check_output
 from radlens_cli.io.formats import write_csv
 from radlens_cli.io.formats.correlation import read_correlation
+from radlens_cli.lens import correlate as lc
 
 
 def _full_axis(c: dict) -> tuple[np.ndarray, dict]:
     """All radiomic columns of a correlation file (kept then excluded) and their metadata."""
-    from radlens_cli.lens import correlate as lc
-
     kept = c["columns"]
     excl = c.get("excluded_columns", np.array([], dtype=object))
     cols = np.concatenate([kept, excl])
@@ -49,8 +49,6 @@ def _setting(pre: dict, ft: dict, key: str, given: float | None, flag: str) -> f
 def correlate_summary(pre_path: str, ft_path: str, output: str, threshold: float | None = None,
                       alpha: float | None = None, force: bool = False):
     """Per modality x family: deep features with a correlated radiomic feature, pre vs ft."""
-    from radlens_cli.lens import correlate as lc
-
     if pre_path == "-" and ft_path == "-":
         raise UsageError("only one of the two correlation files can be `-` (stdin)")
     check_output(output, force)

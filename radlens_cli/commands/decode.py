@@ -1,15 +1,23 @@
 """`radlens decode`: closed-form linear radiomic decoder on the frozen share space.
 
-Library: lens/decoder.py (closed-form solve), lens/align.py (alignment to the pre-trained basis), io/formats/decoder.py.
+Library: lens.decode (lens/steps.py; lens/decoder.py the closed-form solve, lens/align.py the
+alignment to the pre-trained basis), io/formats/decoder.py.
 """
 
 from __future__ import annotations
 
+import numpy as np
 import typer
 
-from radlens_cli import log
-from radlens_cli.commands.app import command, force_option, output_option
+from radlens_cli import lens, log, provenance
+from radlens_cli.commands.app import command
+from radlens_cli.commands.options import (allow_different_preprocessing_option, allow_missing_option, force_option,
+                                          output_option)
 from radlens_cli.errors import UsageError
+from radlens_cli.io.files import check_output
+from radlens_cli.io.formats.decoder import save_decoder
+from radlens_cli.io.formats.share import load_share
+from radlens_cli.io.tables import read_table
 
 
 def decode(share_path: str, emb_path: str, rad_path: str, output: str, ridge: float | None = None,
@@ -17,32 +25,15 @@ def decode(share_path: str, emb_path: str, rad_path: str, output: str, ridge: fl
            force: bool = False, align: str | None = None,
            allow_different_preprocessing: bool = False):
     """Decode one embedding file through share; write DEC.h5; returns the DecodeResult."""
-    import numpy as np
-
-    from radlens_cli import provenance
-    from radlens_cli.io.files import check_output
-    from radlens_cli.io.tables import read_table
-    from radlens_cli.lens.steps import decode as decode_tables
-    from radlens_cli.io.formats.decoder import save_decoder
-    from radlens_cli.io.formats.share import load_share
-
     if [share_path, emb_path, rad_path].count("-") > 1:
         raise UsageError("only one input can be `-` (stdin)")
-    from radlens_cli.lens.align import ALIGNMENTS
-
-    if align is not None and align not in ALIGNMENTS:
-        raise UsageError(f"--align must be one of {', '.join(ALIGNMENTS)}, not {align!r}")
-    if ridge is not None and ridge < 0:
-        raise UsageError("--ridge must be >= 0")
-    if eval_split == "train":
-        raise UsageError("--eval-split train would evaluate on the cases the decoder was fitted on")
     check_output(output, force)
-    share = load_share(share_path)
+    share = lens.ShareModel.from_record(load_share(share_path))
     emb = read_table(emb_path, "embeddings", part="refuse")
     rad = read_table(rad_path, "radiomics", part="refuse")
-    res = decode_tables(share, emb, rad, ridge=ridge, intercept=intercept, eval_split=eval_split,
-                        allow_missing=allow_missing, warn=log.warn, align=align,
-                        allow_different_preprocessing=allow_different_preprocessing)
+    res = lens.decode(share, emb, rad, ridge=ridge, intercept=intercept, eval_split=eval_split,
+                      allow_missing=allow_missing, warn=log.warn, align=align,
+                      allow_different_preprocessing=allow_different_preprocessing)
     d = res.decoder.diagnostics
     params = {"ridge": ridge, "ridge_used": res.decoder.ridge, "intercept": res.decoder.intercept,
               "eval_split": eval_split, "allow_missing": allow_missing, "method": res.method,
@@ -69,9 +60,9 @@ def decode_cli(
     ridge: float = typer.Option(None, "--ridge", help="Ridge penalty alpha on theta (default: the alpha stored in SHARE, the same for every checkpoint; 0: plain least squares, the paper)."),
     intercept: bool = typer.Option(None, "--intercept/--no-intercept", help="Bias column, R ~ theta [Z; 1] (default with --method calibrated shares) or the paper's R = theta Z (default with --method paper shares)."),
     align: str = typer.Option(None, "--align", help="Map the embeddings onto the pre-trained embeddings before share, fitted on the embeddings (not the radiomics) of every case both hold: similarity (orthogonal Procrustes + one scale + shift; default with calibrated shares), whitened (Procrustes between whitened embeddings: also undoes per-dimension rescaling, but reads gained information as weaker; see docs/validity.md) or none (the paper; default with --method paper shares)."),
-    allow_different_preprocessing: bool = typer.Option(False, "--allow-different-preprocessing", help="Decode embeddings whose recorded preprocessing (spacing, crop, normalisation, layer, pooling...) differs from the share model's pre-trained embeddings (e.g. another foundation model on purpose)."),
+    allow_different_preprocessing: bool = allow_different_preprocessing_option("Decode embeddings whose recorded preprocessing (spacing, crop, normalisation, layer, pooling...) differs from the share model's pre-trained embeddings (e.g. another foundation model on purpose)."),
     eval_split: str = typer.Option("test", "--eval-split", help="Split on which predictions, errors and R^2 are reported."),
-    allow_missing: bool = typer.Option(False, "--allow-missing", help="Use the cases present in both inputs instead of failing on a mismatch."),
+    allow_missing: bool = allow_missing_option(),
     force: bool = force_option(),
 ):
     """Fit the linear radiomic decoder on frozen share.

@@ -11,13 +11,23 @@ import os
 import numpy as np
 import typer
 
-from radlens_cli import log
-from radlens_cli.commands.app import (command, device_option, force_option, keep_going_option, num_parts_option,
-                                        output_option, parse_triple, part_id_option, parts_option, seed_option,
-                                        strict_geometry_option)
+from radlens_cli import log, provenance
+from radlens_cli.commands.app import command
+from radlens_cli.commands.options import (arch_option, crop_option, device_option, force_option, keep_going_option,
+                                          layout_option, mask_option, modalities_option, norm_option,
+                                          norm_region_option, num_parts_option, orient_option, output_option,
+                                          parse_triple, part_id_option, parts_option, seed_option, spacing_option,
+                                          strict_geometry_option, trust_checkpoint_option, weights_option)
 from radlens_cli.devices import resolve_device
-from radlens_cli.encoders.infer import preprocessing_config
+from radlens_cli.encoders.embedding import BatchedEmbedding
+from radlens_cli.encoders.infer import load_embedder, preprocessing_config
 from radlens_cli.errors import RadlensError, UsageError
+from radlens_cli.io.cases import PART_ATTR, part_record, refuse_failed_run, resolve_parts, warn_partial
+from radlens_cli.io.files import check_output, check_side_output
+from radlens_cli.io.manifest import parse_mask_spec, read_manifest
+from radlens_cli.io.tables import CaseTable, table_format, write_table
+from radlens_cli.names import parse_list
+from radlens_cli.radiomics.batch import write_failures
 
 def embed(manifest: str, modalities: str, mask: str, encoder: str, output: str, arch: str | None = None,
           layer: str = "final", pool: str = "mean", spacing: str | None = None, crop: str | None = None,
@@ -35,23 +45,16 @@ def embed(manifest: str, modalities: str, mask: str, encoder: str, output: str, 
     """
     import torch
 
-    from radlens_cli import provenance
-    from radlens_cli.encoders.infer import load_embedder
-    from radlens_cli.encoders.embedding import BatchedEmbedding
+    # heavy: loads torch (kept out of radlens --help)
     from radlens_cli.encoders.preprocess import CaseDataset
-    from radlens_cli.io.files import check_output, check_side_output
-    from radlens_cli.io.cases import PART_ATTR, part_record, refuse_failed_run, resolve_parts, warn_partial
-    from radlens_cli.io.manifest import parse_list, parse_mask_spec, read_manifest
-    from radlens_cli.io.tables import CaseTable, table_format, write_table
-    from radlens_cli.radiomics.batch import write_failures
 
     if batch_size < 1:
         raise UsageError(f"--batch-size must be >= 1 (got {batch_size})")
     check_output(output, force)
     table_format(output)
-    check_side_output(failures_path, output, "--failures", force)
+    check_side_output(failures_path, output, "failures", force)
     part_id, num_parts = resolve_parts(parts, part_id, num_parts)
-    mods = parse_list(modalities, "--modalities")
+    mods = parse_list(modalities, "modalities")
     mask_spec = parse_mask_spec(mask)
     man = read_manifest(manifest)
     man.require_columns(mods, "modality")
@@ -132,24 +135,16 @@ def embed(manifest: str, modalities: str, mask: str, encoder: str, output: str, 
 @command("embed")
 def embed_cli(
     manifest: str = typer.Argument(..., help="Cohort manifest CSV (case_id, image and mask path columns)."),
-    modalities: str = typer.Option(..., "--modalities",
-                                   help="Image columns stacked as channels, in this order (e.g. t2,dwi,adc)."),
-    mask: str = typer.Option(..., "--mask",
-                             help="Mask column the box is centred on; `zones:1` one label, `zones:1+2` a union; "
-                                  "DICOM-SEG/RTSTRUCT segments by name: `seg:prostate`, `rt:PZ+TZ`, `seg:#2`."),
+    modalities: str = modalities_option(),
+    mask: str = mask_option(),
     encoder: str = typer.Option(..., "--encoder",
                                 help="Checkpoint (radlens, ProFound/FCMAE, state dict, Lightning, safetensors; "
                                      "read weights-only), ONNX model (.onnx; needs radlens[onnx]), TorchScript "
                                      "file, or package.module:factory. TorchScript files and factories run code "
                                      "by design: use only those you would run as scripts."),
-    weights: str = typer.Option(None, "--weights",
-                                help="State dict for a package.module:factory (or TorchScript) model: a torch "
-                                     "checkpoint (plain, Lightning `state_dict`, `model.`/`module.` prefixes "
-                                     "found automatically; read weights-only) or a .safetensors file."),
+    weights: str = weights_option(),
     output: str = output_option("Embedding case table (.h5, or .csv; `-` for stdout)."),
-    arch: str = typer.Option(None, "--arch",
-                             help="Architecture of a plain or FCMAE checkpoint (default: inferred from its "
-                                  "weights; radlens checkpoints record it). A mismatch is an error."),
+    arch: str = arch_option(),
     layer: str = typer.Option("final", "--layer",
                               help="final: the model's own output (built-in: the pooled, normalised embedding); "
                                    "stage1..stage4: the built-in encoder's stage; otherwise a sub-module's "
@@ -158,30 +153,12 @@ def embed_cli(
                                    "NAME#last. A (B, C, z, y, x) output is pooled over space. `radlens layers` "
                                    "lists them."),
     pool: str = typer.Option("mean", "--pool", help="Pooling over space of a layer's output: mean or max."),
-    spacing: str = typer.Option(None, "--spacing",
-                                help="Voxel spacing x,y,z in mm, along the box's axes [default: the "
-                                     "checkpoint's, else 0.5,0.5,1.0]."),
-    crop: str = typer.Option(None, "--crop",
-                             help="Box x,y,z in voxels around the mask, same axis order as --spacing "
-                                  "[default: the checkpoint's, else 224,224,64 (ProFound's)]. Formerly "
-                                  "D,H,W: 64,224,224 is now 224,224,64 (old records still read right)."),
-    norm: str = typer.Option(None, "--norm",
-                             help="Per-channel normalisation: zscore (over non-zero voxels), percentile "
-                                  "(0.5-99.5 to 0-1), none, or window:LO,HI (fixed, e.g. CT window:-1000,400) "
-                                  "[default: the checkpoint's, else zscore]."),
-    norm_region: str = typer.Option(None, "--norm-region",
-                                    help="Where zscore/percentile statistics come from: box (non-zero box voxels "
-                                         "inside the sequence) or volume (the whole scan's non-zero voxels, like "
-                                         "MONAI NormalizeIntensity(nonzero=True)) [default: the checkpoint's, "
-                                         "else box]."),
-    orient: str = typer.Option(None, "--orient",
-                               help="Box axes: native (the first modality's own voxel axes), RAS or LPS (the "
-                                    "nearest permutation/flip of those axes, like MONAI Orientationd; the scan's "
-                                    "tilt is kept) [default: the checkpoint's, else native]."),
-    layout: str = typer.Option(None, "--layout",
-                               help="Tensor axis order: zyx gives (C, z, y, x) (built-in encoder), xyz gives "
-                                    "(C, x, y, z) (MONAI/NIfTI-trained models) [default: the checkpoint's, "
-                                    "else zyx]."),
+    spacing: str = spacing_option(),
+    crop: str = crop_option(),
+    norm: str = norm_option(),
+    norm_region: str = norm_region_option(),
+    orient: str = orient_option(),
+    layout: str = layout_option(),
     batch_size: int = typer.Option(2, "--batch-size", min=1, help="Volumes per forward pass."),
     device: str = device_option(),
     jobs: int = typer.Option(1, "--jobs", "-j", min=1,
@@ -197,10 +174,7 @@ def embed_cli(
                                  help="Also write the failed cases as CSV: case_id, modality (the input at "
                                       "fault, or `mask <spec>`), path, reason, status."),
     keep_going: bool = keep_going_option(),
-    trust_checkpoint: bool = typer.Option(False, "--trust-checkpoint",
-                                          help="Load a checkpoint that needs full unpickling (which runs code "
-                                               "stored in the file) after a warning; only for files from a "
-                                               "source you trust. Recorded in the output's provenance."),
+    trust_checkpoint: bool = trust_checkpoint_option(),
     seed: int = seed_option(),
     force: bool = force_option(),
     strict_geometry: bool = strict_geometry_option(),

@@ -11,14 +11,20 @@ from typing import Optional
 
 import typer
 
-from radlens_cli import log
-from radlens_cli.commands.app import (command, force_option, jobs_option, keep_going_option, num_parts_option,
-                                        output_option, part_id_option, parts_option, strict_geometry_option)
+from radlens_cli import log, provenance
+from radlens_cli.commands.app import command
+from radlens_cli.commands.options import (force_option, jobs_option, keep_going_option, mask_option,
+                                          modalities_option, num_parts_option, output_option, part_id_option,
+                                          parts_option, strict_geometry_option)
 from radlens_cli.errors import ParameterError, RadlensError, UsageError
+from radlens_cli.io.cases import PART_ATTR, part_record, refuse_failed_run, resolve_parts, warn_partial
 from radlens_cli.io.files import check_output, check_side_output
-from radlens_cli.io.cases import refuse_failed_run, resolve_parts, warn_partial
-from radlens_cli.io.manifest import parse_list, parse_mask_spec, read_manifest
-from radlens_cli.io.tables import table_format
+from radlens_cli.io.manifest import parse_mask_spec, read_manifest
+from radlens_cli.io.tables import CaseTable, table_format, write_table
+from radlens_cli.names import parse_list
+from radlens_cli.radiomics.batch import extract_cohort, write_failures
+from radlens_cli.radiomics.extract import Options, summarise_failure, sweep_stale_temporaries
+from radlens_cli.radiomics.params import load_params, params_hash, preset_text, pyradiomics_version, resolve_params
 
 NAME = "extract-radiomics"
 
@@ -37,14 +43,7 @@ def extract_radiomics(manifest_path: str, modalities: list[str], mask: str, para
     """
     import json
 
-    from radlens_cli import provenance
     import numpy as np
-
-    from radlens_cli.io.cases import PART_ATTR, part_record
-    from radlens_cli.io.tables import CaseTable, write_table
-    from radlens_cli.radiomics.batch import extract_cohort, write_failures
-    from radlens_cli.radiomics.extract import Options, summarise_failure
-    from radlens_cli.radiomics.params import load_params, params_hash, pyradiomics_version, resolve_params
 
     if empty_mask not in ("skip", "fail"):
         raise UsageError(f"--empty-mask must be skip or fail (got {empty_mask!r})")
@@ -54,7 +53,7 @@ def extract_radiomics(manifest_path: str, modalities: list[str], mask: str, para
     part_id, num_parts = resolve_parts(parts, part_id, num_parts)
     check_output(output, force)
     table_format(output)
-    check_side_output(failures_path, output, "--failures", force)
+    check_side_output(failures_path, output, "failures", force)
     man = read_manifest(manifest_path, split_seed)
     man.require_columns(modalities, "modality")
     man.require_columns([spec.column], "mask")
@@ -66,7 +65,6 @@ def extract_radiomics(manifest_path: str, modalities: list[str], mask: str, para
         if os.path.exists(cache_dir) and not os.path.isdir(cache_dir):
             raise RadlensError(f"--cache-dir is a file, not a folder: {cache_dir}")
         os.makedirs(cache_dir, exist_ok=True)
-        from radlens_cli.radiomics.extract import sweep_stale_temporaries
 
         if sweep_stale_temporaries(cache_dir):
             log.debug(f"removed temporary files left in {cache_dir} by a killed run")
@@ -143,8 +141,6 @@ def extract_radiomics(manifest_path: str, modalities: list[str], mask: str, para
 
 def _print_preset(value: Optional[str]):
     if value is not None:
-        from radlens_cli.radiomics.params import preset_text
-
         try:
             typer.echo(preset_text(value), nl=False)
         except RadlensError as e:
@@ -157,11 +153,10 @@ def _print_preset(value: Optional[str]):
 def extract_radiomics_cli(
     manifest: str = typer.Argument(..., help="Cohort manifest CSV (case_id, image and mask path columns, "
                                              "optional split); relative paths resolve against its folder."),
-    modalities: str = typer.Option(..., "--modalities", help="Comma-separated image columns to extract, "
-                                                             "e.g. t2,adc,dwi (column order of the output)."),
-    mask: str = typer.Option(..., "--mask", help="Mask column, optionally with labels: gland (every non-zero "
-                                                 "voxel), zones:1 (one label), zones:1+2 (a union); DICOM-SEG/"
-                                                 "RTSTRUCT segments by name: seg:prostate, rt:PZ+TZ, seg:#2."),
+    modalities: str = modalities_option("Comma-separated image columns to extract, e.g. t2,adc,dwi (column order of the output)."),
+    mask: str = mask_option("Mask column, optionally with labels: gland (every non-zero voxel), zones:1 (one label), "
+                            "zones:1+2 (a union); DICOM-SEG/RTSTRUCT segments by name: seg:prostate, rt:PZ+TZ, "
+                            "seg:#2."),
     params: str = typer.Option(..., "--params", help="PyRadiomics parameters: a preset, `paper` (the Radiomic "
                                "Lens configuration, 837 features per modality) or `quick` (93), or a YAML file; "
                                "a value naming an existing file is that file."),
@@ -226,7 +221,7 @@ def extract_radiomics_cli(
       radlens extract-radiomics cohort.csv --modalities t2,adc --mask zones:1+2 \\
           --reference-modality t2 --params quick -o quick.h5
     """
-    extract_radiomics(manifest, parse_list(modalities, "--modalities"), mask, params, output, force=force,
+    extract_radiomics(manifest, parse_list(modalities, "modalities"), mask, params, output, force=force,
                       jobs=jobs, part_id=part_id, num_parts=num_parts, parts=parts, cache_dir=cache_dir,
                       failures_path=failures, keep_going=keep_going, reference_modality=reference_modality,
                       resample_mask=resample_mask, empty_mask=empty_mask, max_outside=max_outside,

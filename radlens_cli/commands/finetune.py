@@ -12,11 +12,21 @@ from typing import Optional
 
 import typer
 
-from radlens_cli import log
-from radlens_cli.commands.app import (command, device_option, force_option, output_option, parse_triple,
-                                        seed_option, strict_geometry_option)
+from radlens_cli import log, provenance
+from radlens_cli.commands.app import command
+from radlens_cli.commands.options import (crop_option, device_option, force_option, layout_option, mask_option,
+                                          modalities_option, norm_option, norm_region_option, orient_option,
+                                          output_option, parse_triple, seed_option, spacing_option,
+                                          strict_geometry_option, trust_checkpoint_option)
+from radlens_cli.encoders.checkpoints import load_encoder, save_radlens_checkpoint
+from radlens_cli.encoders.infer import preprocessing_config
+from radlens_cli.encoders.training.config import TrainConfig
+from radlens_cli.encoders.training.finetuned import epoch_checkpoint_path, finetune_record
+from radlens_cli.encoders.training.targets import encode_targets
 from radlens_cli.errors import UsageError
-from radlens_cli.io.manifest import parse_list
+from radlens_cli.io.files import check_output
+from radlens_cli.io.manifest import parse_mask_spec, read_manifest
+from radlens_cli.names import parse_list
 
 
 def finetune(manifest: str, modalities: list[str], mask: str, encoder: str, task: str, output: str,
@@ -34,20 +44,20 @@ def finetune(manifest: str, modalities: list[str], mask: str, encoder: str, task
     Returns a summary: best_epoch, best_metric, metric, test metrics, history, timing.
     Only rank 0 writes files under torchrun.
     """
-    from radlens_cli import provenance
+    # heavy: loads torch (kept out of radlens --help)
     from radlens_cli.encoders import ddp
-    from radlens_cli.encoders.checkpoints import save_radlens_checkpoint
-    from radlens_cli.encoders.infer import preprocessing_config
+    # heavy: loads torch (kept out of radlens --help)
     from radlens_cli.encoders.preprocess import CaseDataset
+    # heavy: loads torch (kept out of radlens --help)
     from radlens_cli.encoders.tasks import METRIC_NAME, TASKS, head_config
-    from radlens_cli.encoders.training.config import TrainConfig
+    # heavy: loads torch (kept out of radlens --help)
     from radlens_cli.encoders.training.data import SPLITS, prepass, split_datasets, training_cache
-    from radlens_cli.encoders.training.finetuned import epoch_checkpoint_path, finetune_record
+    # heavy: loads torch (kept out of radlens --help)
     from radlens_cli.encoders.training.loop import auto_workers, run_training
+    # heavy: loads torch (kept out of radlens --help)
     from radlens_cli.encoders.training.metrics import json_ready, write_metrics_csv
+    # heavy: loads torch (kept out of radlens --help)
     from radlens_cli.encoders.training.resume import cpu_state
-    from radlens_cli.encoders.training.targets import encode_targets
-    from radlens_cli.io.manifest import parse_mask_spec, read_manifest
 
     if task not in TASKS:
         raise UsageError(f"--task must be classify, regress or segment (got {task!r})")
@@ -67,7 +77,7 @@ def finetune(manifest: str, modalities: list[str], mask: str, encoder: str, task
     try:
         # inputs: manifest columns, the encoder, preprocessing, targets
         man = read_manifest(manifest)
-        seg_target = parse_mask_spec(seg_mask) if seg_mask else None
+        seg_target = parse_mask_spec(seg_mask, "seg_mask") if seg_mask else None
         man.require_columns(modalities, "modality")
         mask_spec = parse_mask_spec(mask)
         man.require_columns([mask_spec.column], "mask")
@@ -161,9 +171,6 @@ def finetune(manifest: str, modalities: list[str], mask: str, encoder: str, task
 
 def _check_outputs(task, target, seg_mask, output, metrics, force, save_every, epochs, resume) -> None:
     """Option combinations and outputs, checked before anything is read."""
-    from radlens_cli.encoders.training.finetuned import epoch_checkpoint_path
-    from radlens_cli.io.files import check_output
-
     if task == "segment":
         if not seg_mask:
             raise UsageError("--task segment needs --seg-mask COLUMN[:LABELS] (the target mask)")
@@ -190,7 +197,7 @@ def _check_outputs(task, target, seg_mask, output, metrics, force, save_every, e
 
 def _load_trainable_encoder(encoder: str, modalities: list[str], drop_path: float, trust: bool):
     """(model, info) of a built-in ConvNeXt-V2 checkpoint taking one channel per modality."""
-    from radlens_cli.encoders.checkpoints import load_encoder
+    # heavy: loads torch (kept out of radlens --help)
     from radlens_cli.encoders.training.loop import set_drop_path
 
     backbone, info = load_encoder(encoder, trust=trust)
@@ -209,8 +216,8 @@ def _load_trainable_encoder(encoder: str, modalities: list[str], drop_path: floa
 @command("finetune")
 def finetune_cli(
     manifest: str = typer.Argument(..., help="Cohort manifest CSV (case_id, image and mask columns, split, targets)."),
-    modalities: str = typer.Option(..., "--modalities", help="Image columns stacked as channels, in order, e.g. t2,dwi,adc."),
-    mask: str = typer.Option(..., "--mask", help="Mask column (COLUMN, COLUMN:LABEL[+LABEL], or COLUMN:NAME[+NAME] for DICOM-SEG/RTSTRUCT segments) the crop box centres on."),
+    modalities: str = modalities_option(),
+    mask: str = mask_option(),
     encoder: str = typer.Option(..., "--encoder", help="Pre-trained encoder: ProFound/FCMAE, state dict or radlens checkpoint (read weights-only)."),
     task: str = typer.Option(..., "--task", help="classify (cross-entropy, QWK), regress (MSE) or segment (Dice)."),
     target: Optional[str] = typer.Option(None, "--target", help="Numeric manifest column to classify or regress."),
@@ -226,12 +233,12 @@ def finetune_cli(
     balanced: bool = typer.Option(False, "--balanced", help="classify: class-balanced sampling (draws with replacement)."),
     augment: bool = typer.Option(True, "--augment/--no-augment", help="Random flips and intensity scale/shift on training volumes."),
     seg_channels: int = typer.Option(128, "--seg-channels", min=1, help="segment: UPerNet width (channels of its PPM/FPN convs)."),
-    spacing: Optional[str] = typer.Option(None, "--spacing", help="Voxel spacing x,y,z mm [default: the encoder's record, else 0.5,0.5,1.0]."),
-    crop: Optional[str] = typer.Option(None, "--crop", help="Box x,y,z voxels around the mask, same axis order as --spacing [default: the encoder's record, else 224,224,64]. Formerly D,H,W: 64,224,224 is now 224,224,64 (old records still read right)."),
-    norm: Optional[str] = typer.Option(None, "--norm", help="Per-channel normalisation zscore|percentile|none|window:LO,HI [default: the encoder's record, else zscore]."),
-    norm_region: Optional[str] = typer.Option(None, "--norm-region", help="zscore/percentile statistics over the box or the whole volume [default: the encoder's record, else box]."),
-    orient: Optional[str] = typer.Option(None, "--orient", help="Box axes: native, RAS or LPS (nearest permutation/flip of the image's axes) [default: the encoder's record, else native]."),
-    layout: Optional[str] = typer.Option(None, "--layout", help="Tensor axis order zyx or xyz [default: the encoder's record, else zyx]."),
+    spacing: Optional[str] = spacing_option(),
+    crop: Optional[str] = crop_option(),
+    norm: Optional[str] = norm_option(),
+    norm_region: Optional[str] = norm_region_option(),
+    orient: Optional[str] = orient_option(),
+    layout: Optional[str] = layout_option(),
     cache_dir: Optional[str] = typer.Option(None, "--cache-dir", help="Keep preprocessed volumes here across runs [default: a temporary folder]."),
     workers: Optional[int] = typer.Option(None, "--jobs", "-j", min=0, help="DataLoader worker processes per rank [default: 0 on CPU, up to 8 per GPU]."),
     workers_alias: Optional[int] = typer.Option(None, "--workers", min=0, hidden=True, help="Old name of --jobs."),
@@ -241,7 +248,7 @@ def finetune_cli(
                                    help="Also write the encoder every K epochs as OUTPUT-epoch003.pt etc. (run, epoch "
                                         "and val metrics recorded; each loads in `embed`); 0: off."),
     max_steps: Optional[int] = typer.Option(None, "--max-steps", min=1, help="Stop after this many optimiser steps and write nothing (timing)."),
-    trust_checkpoint: bool = typer.Option(False, "--trust-checkpoint", help="Load an --encoder that needs full unpickling (runs code stored in the file) after a warning; only for files you trust. Recorded in the checkpoint's provenance."),
+    trust_checkpoint: bool = trust_checkpoint_option(),
     seed: int = seed_option(),
     device: str = device_option(),
     force: bool = force_option(),
@@ -280,7 +287,7 @@ def finetune_cli(
     """
 
     finetune(
-        manifest, parse_list(modalities, "--modalities"), mask, encoder, task, output,
+        manifest, parse_list(modalities, "modalities"), mask, encoder, task, output,
         target=target, seg_mask=seg_mask, metrics=metrics, epochs=epochs, lr=lr, batch_size=batch_size,
         weight_decay=weight_decay, warmup_epochs=warmup_epochs, freeze_encoder=freeze_encoder,
         balanced=balanced, augment=augment, seed=seed, device=device,

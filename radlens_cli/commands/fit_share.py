@@ -1,15 +1,21 @@
 """`radlens fit-share`: train the shared non-linear projection on pre-fine-tuning embeddings.
 
-Library: lens/share.py (the share model and its lambda sweep), lens/scaling.py, io/formats/share.py.
+Library: lens.fit_share (lens/steps.py; lens/share.py the share model and its lambda sweep,
+lens/scaling.py), io/formats/share.py.
 """
 
 from __future__ import annotations
 
+import numpy as np
 import typer
 
-from radlens_cli import log
-from radlens_cli.commands.app import command, device_option, force_option, output_option, seed_option
-from radlens_cli.errors import RadlensError, UsageError
+from radlens_cli import lens, log, provenance
+from radlens_cli.commands.app import command
+from radlens_cli.commands.options import allow_missing_option, device_option, force_option, output_option, seed_option
+from radlens_cli.errors import UsageError
+from radlens_cli.io.files import atomic_output, check_output
+from radlens_cli.io.formats.share import save_share
+from radlens_cli.io.tables import read_table
 
 
 def fit_share(emb_path: str, rad_path: str, output: str, hidden: int = 256, l1: float = 1e-6,
@@ -19,26 +25,8 @@ def fit_share(emb_path: str, rad_path: str, output: str, hidden: int = 256, l1: 
               allow_missing: bool = False, force: bool = False, method: str = "calibrated",
               loss_reduction: str = "mean", seeds: int = 1, share_fraction: float | None = None):
     """Fit share (and the temporary heads) and write SHARE.h5; returns the ShareModel."""
-    import numpy as np
-
-    from radlens_cli import provenance
-    from radlens_cli.io.files import check_output
-    from radlens_cli.io.tables import read_table
-    from radlens_cli.lens.steps import fit_share_tables
-    from radlens_cli.io.formats.share import save_share
-    from radlens_cli.lens.share import ACTIVATIONS, METHODS, REDUCTIONS, paper_grid
-    from radlens_cli.lens.scaling import SCALES
-
     if emb_path == "-" and rad_path == "-":
         raise UsageError("only one input can be `-` (stdin)")
-    if method not in METHODS:
-        raise UsageError(f"--method must be one of {', '.join(METHODS)}, not {method!r}")
-    if loss_reduction not in REDUCTIONS:
-        raise UsageError(f"--loss-reduction must be one of {', '.join(REDUCTIONS)}, not {loss_reduction!r}")
-    if scale is not None and scale not in SCALES:
-        raise UsageError(f"--scale must be one of {', '.join(SCALES)}, not {scale!r}")
-    if activation not in ACTIVATIONS:
-        raise UsageError(f"--activation must be one of {', '.join(ACTIVATIONS)}, not {activation!r}")
     if sweep_scores and not sweep:
         raise UsageError("--sweep-scores needs --sweep")
     if sweep_scores == "-" and output == "-":
@@ -48,22 +36,13 @@ def fit_share(emb_path: str, rad_path: str, output: str, hidden: int = 256, l1: 
         check_output(sweep_scores, force)
     emb = read_table(emb_path, "embeddings", part="refuse")
     rad = read_table(rad_path, "radiomics", part="refuse")
-    grid = paper_grid() if sweep else None
-    split = rad.split if rad.split is not None else emb.split
-    if sweep and (split is None or not (split == "val").any()):
-        raise RadlensError("--sweep selects on the `val` split, but there are no val cases")
-    if share_fraction is not None and not 0.0 < share_fraction <= 1.0:
-        raise UsageError("--share-fraction must be in (0, 1]")
-    if seeds < 1:
-        raise UsageError("--seeds must be at least 1")
-    n_epochs = epochs * seeds
-    bar = log.progress(total=n_epochs, desc="fit-share", unit="epoch")
-    model = fit_share_tables(emb, rad, hidden=hidden, l1=l1, l2=l2, grid=grid, epochs=epochs,
-                             lr=lr, scale=scale, activation=activation, batch_size=batch_size,
-                             seed=seed, device=device, allow_missing=allow_missing,
-                             progress=lambda: bar.update(1), warn=log.warn, method=method,
-                             reduction=loss_reduction, seeds=seeds, share_fraction=share_fraction)
-    bar.close()
+    with log.progress(total=epochs * max(seeds, 1), desc="fit-share", unit="epoch") as bar:
+        model = lens.fit_share(emb, rad, hidden=hidden, l1=l1, l2=l2, sweep=sweep, epochs=epochs,
+                               lr=lr, scale=scale, activation=activation, batch_size=batch_size,
+                               seed=seed, device=device, allow_missing=allow_missing,
+                               progress=lambda: bar.update(1), warn=log.warn, method=method,
+                               loss_reduction=loss_reduction, seeds=seeds,
+                               share_fraction=share_fraction)
     for col, why in model.scaler.dropped:
         log.warn(f"dropped radiomic column {col}: {why}")
     if model.scaler.dropped:
@@ -87,9 +66,7 @@ def fit_share(emb_path: str, rad_path: str, output: str, hidden: int = 256, l1: 
         log.info(f"sweep: selected l1={s['l1'][best]:g} l2={s['l2'][best]:g} "
                  f"(val L1 {s['val_l1'][best]:.4g})")
         if sweep_scores:
-            import pandas as pd
-
-            from radlens_cli.io.files import atomic_output
+            import pandas as pd  # heavy: kept out of `radlens --help`
 
             df = pd.DataFrame({k: s[k] for k in ("l1", "l2", "val_l1", "train_l1", "train_loss",
                                                  "selected")})
@@ -121,7 +98,7 @@ def fit_share_cli(
     loss_reduction: str = typer.Option("mean", "--loss-reduction", help="L1 data term: mean over cases and columns (default, PyTorch's L1Loss) or sum over columns averaged over cases. val_l1/train_l1 use the same reduction."),
     activation: str = typer.Option("relu", "--activation", help="Non-linearity of share: relu, gelu or tanh (the paper does not name it)."),
     batch_size: int = typer.Option(256, "--batch-size", help="Cases per Adam step; 0 for full batch."),
-    allow_missing: bool = typer.Option(False, "--allow-missing", help="Use the cases present in both inputs instead of failing on a mismatch."),
+    allow_missing: bool = allow_missing_option(),
     seed: int = seed_option(),
     device: str = device_option(),
     force: bool = force_option(),

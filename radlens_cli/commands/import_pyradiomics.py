@@ -9,9 +9,14 @@ from typing import Optional
 
 import typer
 
-from radlens_cli import log
-from radlens_cli.commands.app import command, force_option, output_option
+from radlens_cli import log, provenance
+from radlens_cli.commands.app import command
+from radlens_cli.commands.options import force_option, output_option
 from radlens_cli.errors import UsageError
+from radlens_cli.io.files import check_output
+from radlens_cli.io.manifest import derive_split, read_manifest
+from radlens_cli.io.tables import CaseTable, table_format, write_table
+from radlens_cli.radiomics.imported import read_batch
 
 NAME = "import-pyradiomics"
 
@@ -40,12 +45,6 @@ def import_pyradiomics(sources: list[tuple[str, str]], output: str, force: bool 
     import json
 
     import numpy as np
-
-    from radlens_cli import provenance
-    from radlens_cli.io.files import check_output
-    from radlens_cli.io.manifest import derive_split, read_manifest
-    from radlens_cli.io.tables import CaseTable, table_format, write_table
-    from radlens_cli.radiomics.imported import read_batch
 
     check_output(output, force)
     table_format(output)

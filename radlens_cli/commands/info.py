@@ -10,8 +10,11 @@ import json
 import typer
 
 from radlens_cli.commands.app import command
+from radlens_cli.encoders.checkpoints import describe_checkpoint
 from radlens_cli.errors import RadlensError
+from radlens_cli.io.files import input_path, read_sidecar, sidecar_path
 from radlens_cli.io.formats import is_hdf5, open_hdf5_file, read_h5_attrs
+from radlens_cli.io.tables import text_format
 
 JSON_ATTRS = ("params", "inputs", "history", "failures", "skipped", "versions", "radlens_part")
 
@@ -40,10 +43,6 @@ def _hdf5(real: str, shown: str) -> dict:
 def _text_table(real: str, shown: str, path: str) -> dict:
     """A CSV/TSV output (its provenance from the sidecar), or a cohort manifest."""
     import pandas as pd
-
-    from radlens_cli.io.files import read_sidecar, sidecar_path
-
-    from radlens_cli.io.tables import text_format
 
     sep, compression = text_format(real, path)
     try:
@@ -74,8 +73,6 @@ def _text_table(real: str, shown: str, path: str) -> dict:
 def _checkpoint(real: str, shown: str) -> dict:
     """A radlens / ProFound / FCMAE / Lightning checkpoint, state dict or safetensors file,
     read weights-only (no code runs; TorchScript is described, not loaded)."""
-    from radlens_cli.encoders.checkpoints import describe_checkpoint
-
     d = describe_checkpoint(real, hint="load it with embed, layers or finetune --trust-checkpoint (info never does)")
     kind = d.get("kind") or ""
     schema = {"radlens checkpoint": "radlens checkpoint/1"}.get(kind, kind)
@@ -114,8 +111,6 @@ def _onnx(real: str, shown: str) -> dict:
 def info(path: str) -> dict:
     """What a file radlens reads or writes holds: HDF5 outputs, CSV outputs (with their
     provenance sidecar), manifests, checkpoints (weights-only) and ONNX models."""
-    from radlens_cli.io.files import input_path
-
     real = input_path(path)
     shown = "stdin" if path == "-" else path
     with open(real, "rb") as fh:

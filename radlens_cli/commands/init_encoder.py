@@ -7,7 +7,10 @@ from __future__ import annotations
 
 import typer
 
-from radlens_cli.commands.app import command, force_option, output_option, seed_option
+from radlens_cli.commands.app import command
+from radlens_cli.commands.options import force_option, output_option, seed_option
+from radlens_cli.encoders.checkpoints import save_radlens_checkpoint
+from radlens_cli.io.files import check_output
 from radlens_cli.log import info
 
 
@@ -16,9 +19,8 @@ def init_encoder(arch: str, in_chans: int, output: str, seed: int = 0, force: bo
     """Build `arch` with weights drawn from `seed` and write it as a radlens checkpoint."""
     import torch
 
-    from radlens_cli.encoders.checkpoints import save_radlens_checkpoint
+    # heavy: loads torch (kept out of radlens --help)
     from radlens_cli.encoders.convnextv2 import build_encoder, canonical_arch
-    from radlens_cli.io.files import check_output
 
     check_output(output, force)
     torch.manual_seed(seed)

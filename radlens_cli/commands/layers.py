@@ -10,14 +10,15 @@ import json
 
 import typer
 
-from radlens_cli.commands.app import command, parse_triple
+from radlens_cli.commands.app import command
+from radlens_cli.commands.options import (arch_option, crop_option, layout_option, parse_triple,
+                                          trust_checkpoint_option, weights_option)
+from radlens_cli.encoders.infer import list_layers
 
 
 def layers(encoder: str, arch: str | None = None, weights: str | None = None, crop: str | None = None,
            layout: str | None = None, channels: int | None = None, trust_checkpoint: bool = False) -> dict:
     """{input_shape, rows} for ENCODER; see radlens_cli.encoders.infer.list_layers."""
-    from radlens_cli.encoders.infer import list_layers
-
     if isinstance(crop, str):
         crop = parse_triple(crop, "--crop", int)
     return list_layers(encoder, arch=arch, weights=weights, crop=crop, layout=layout, channels=channels,
@@ -28,19 +29,16 @@ def layers(encoder: str, arch: str | None = None, weights: str | None = None, cr
 def layers_cli(
     encoder: str = typer.Argument(..., help="Encoder as `embed --encoder` takes it: checkpoint, .onnx, TorchScript "
                                             "or package.module:factory."),
-    weights: str = typer.Option(None, "--weights", help="State dict for a factory/TorchScript model (as in embed)."),
-    arch: str = typer.Option(None, "--arch", help="Architecture of a plain/FCMAE checkpoint (as in embed)."),
-    crop: str = typer.Option(None, "--crop",
-                             help="Input box x,y,z in voxels, the same order as embed's --crop [default: the "
-                                  "checkpoint's, else 224,224,64]."),
-    layout: str = typer.Option(None, "--layout", help="Tensor axis order zyx or xyz, as in embed [default: "
-                                                      "the checkpoint's, else zyx]."),
+    weights: str = weights_option(),
+    arch: str = arch_option(),
+    crop: str = crop_option("Input box x,y,z in voxels, the same order as embed's --crop [default: the "
+                            "encoder's record, else 224,224,64]."),
+    layout: str = layout_option(),
     channels: int = typer.Option(None, "--channels", min=1,
                                  help="Input channels [default: what the encoder records or declares, else 1]."),
     as_json: bool = typer.Option(False, "--json", help="Print JSON instead of a table."),
-    trust_checkpoint: bool = typer.Option(False, "--trust-checkpoint",
-                                          help="Load a checkpoint that needs full unpickling (runs code stored "
-                                               "in the file); only for files you trust."),
+    trust_checkpoint: bool = trust_checkpoint_option("Load a checkpoint that needs full unpickling (runs code "
+                                                     "stored in the file); only for files you trust."),
 ):
     """List the layers embed --layer takes, with their shapes.
 

@@ -7,20 +7,19 @@ from __future__ import annotations
 
 import typer
 
-from radlens_cli import log
-from radlens_cli.commands.app import command, force_option, output_option
+from radlens_cli import log, provenance
+from radlens_cli.commands.app import command
+from radlens_cli.commands.options import force_option, output_option
 from radlens_cli.errors import UsageError
+from radlens_cli.io.cases import PART_ATTR, warn_partial
+from radlens_cli.io.files import check_output
+from radlens_cli.io.tables import table_format, write_table
+from radlens_cli.radiomics.merge import merge_parts, read_part
 
 
 def merge(paths: list[str], output: str, force: bool = False, allow_incomplete: bool = False):
     """Merge part tables into `output`; returns the merged CaseTable."""
     import json
-
-    from radlens_cli import provenance
-    from radlens_cli.io.cases import PART_ATTR, warn_partial
-    from radlens_cli.io.files import check_output
-    from radlens_cli.io.tables import table_format, write_table
-    from radlens_cli.radiomics.merge import merge_parts, read_part
 
     if not paths:
         raise UsageError("give at least one part")

@@ -12,11 +12,15 @@ import numpy as np
 import typer
 
 from radlens_cli import log, provenance
-from radlens_cli.commands.app import command, force_option, jobs_option, output_option, seed_option
+from radlens_cli.commands.app import command
+from radlens_cli.commands.options import force_option, jobs_option, output_option, seed_option
+from radlens_cli.encoders.training.finetuned import finetuned_target
 from radlens_cli.errors import RadlensError, UsageError
 from radlens_cli.io.files import atomic_output, check_output
-from radlens_cli.io.manifest import parse_list, read_manifest
+from radlens_cli.io.manifest import read_manifest
 from radlens_cli.io.tables import read_table
+from radlens_cli.lens import probe as lp
+from radlens_cli.names import parse_list
 
 
 def _targets(manifest, column: str, task: str) -> dict:
@@ -47,8 +51,6 @@ def probe(features: list[str], manifest_path: str, target: str, output: str, tas
           folds: int = 5, seed: int = 0, names: str | None = None, models: str | None = None,
           trees: int = 200, jobs: int = 1, force: bool = False, protocol: str = "train-test"):
     """Score every feature table with the same folds; write one row per (table, model)."""
-    from radlens_cli.lens import probe as lp
-
     if task not in lp.TASKS:
         raise UsageError(f"--task {task}: use {' or '.join(lp.TASKS)}")
     if protocol in ("cv-test", "cv-all") and folds < 2:  # the library says "fold(s)"; name the option here
@@ -57,13 +59,13 @@ def probe(features: list[str], manifest_path: str, target: str, output: str, tas
         raise UsageError("give at least one feature table")
     if sum(f == "-" for f in features) > 1:
         raise UsageError("only one feature table can be `-` (stdin)")
-    labels = parse_list(names, "--names") if names else [
+    labels = parse_list(names, "names") if names else [
         "stdin" if f == "-" else os.path.splitext(os.path.basename(f))[0] for f in features]
     if len(labels) != len(features):
         raise UsageError(f"--names gives {len(labels)} name(s) for {len(features)} table(s)")
     if len(set(labels)) != len(labels):
         raise UsageError(f"table names repeat ({', '.join(labels)}); give distinct --names")
-    model_list = parse_list(models, "--models") if models else list(lp.MODELS[task])
+    model_list = parse_list(models, "models") if models else list(lp.MODELS[task])
     for m in model_list:
         if m not in lp.MODELS[task] + lp.EXTRA_MODELS:
             raise UsageError(f"--models {m}: for --task {task} use {', '.join(lp.MODELS[task] + lp.EXTRA_MODELS)}")
@@ -88,7 +90,7 @@ def probe(features: list[str], manifest_path: str, target: str, output: str, tas
     log.info(f"probe: {len(cases)} cases in all {len(tables)} table(s) with target {target} "
              f"({len(n_union - common)} case(s) only in some tables or without a target)")
     for label, t in zip(labels, tables):
-        ft = provenance.finetuned_target(t.attrs)
+        ft = finetuned_target(t.attrs)
         if ft is not None and ft[1] == target:
             log.warn(f"{t.path}: its encoder was fine-tuned on {target} ({ft[0]}); "
                      + ("cv-all lets it score cases it saw with their labels, inflating "

@@ -10,10 +10,16 @@ from typing import List, Optional
 
 import typer
 
-from radlens_cli import log
-from radlens_cli.commands.app import command, force_option, output_option
+from radlens_cli import __version__, log, provenance
+from radlens_cli.commands.app import command
+from radlens_cli.commands.options import force_option, mask_option, modalities_option, output_option
+from radlens_cli.encoders.training.finetuned import read_finetune_record
 from radlens_cli.errors import RadlensError, UsageError
 from radlens_cli.io.files import atomic_output, check_output
+from radlens_cli.io.manifest import parse_mask_spec
+from radlens_cli.names import parse_list
+from radlens_cli.report import html
+from radlens_cli.report.images import PanelSpec
 
 
 def report(radiomics: str, compare: str, stats: str, output: str, correlate_summary: str | None = None,
@@ -23,9 +29,6 @@ def report(radiomics: str, compare: str, stats: str, output: str, correlate_summ
            ordered: bool | None = None, manifest: str | None = None, modalities: str | None = None,
            mask: str | None = None, panel_cases: int = 3, saliency=(), saliency_maps=()) -> list[str]:
     """Write the HTML report (and the figures as PNG under figures_dir); returns figure names."""
-    from radlens_cli import provenance
-    from radlens_cli.report import html
-
     if top < 1:
         raise UsageError("--top must be at least 1")
     if not 0.0 <= stable_quantile <= 1.0:
@@ -38,10 +41,8 @@ def report(radiomics: str, compare: str, stats: str, output: str, correlate_summ
             raise UsageError("image panels need --manifest, --modalities and --mask together")
         if panel_cases < 0:
             raise UsageError("--panel-cases must be 0 or more")
-        from radlens_cli.io.manifest import parse_list, parse_mask_spec
-        from radlens_cli.report.images import PanelSpec
 
-        panels = PanelSpec(manifest, parse_list(modalities, "--modalities"), parse_mask_spec(mask), panel_cases)
+        panels = PanelSpec(manifest, parse_list(modalities, "modalities"), parse_mask_spec(mask), panel_cases)
     for flag, path in (("--radiomics", radiomics), ("--compare", compare), ("--stats", stats),
                        ("--correlate-summary", correlate_summary), ("--cka", cka), ("--probe", probe),
                        ("--manifest", manifest),
@@ -58,13 +59,13 @@ def report(radiomics: str, compare: str, stats: str, output: str, correlate_summ
         raise UsageError("--saliency-maps draws on the example cases: give --manifest, --modalities and --mask")
     check_output(output, force)
     versions = provenance.library_versions(("numpy", "scipy", "pandas", "h5py", "matplotlib", "typer"))
-    from radlens_cli import __version__
 
     versions["radlens"] = __version__
     text, figures = html.build(radiomics, compare, stats, correlate_summary, cka, probe, list(metrics),
                                title=title, top=top, stable_quantile=stable_quantile, rank_by=rank_by,
                                command=provenance.command_line(), versions=versions,
-                               created=provenance.created_timestamp(), encoders=list(encoders),
+                               created=provenance.created_timestamp(),
+                               encoders=[read_finetune_record(p) for p in encoders],
                                checkpoint=checkpoint, ordered=ordered, panels=panels,
                                saliency=(list(saliency), list(saliency_maps)) if saliency or saliency_maps else None)
     if figures_dir:
@@ -104,10 +105,8 @@ def report_cli(
                                                 "dendrogram [default: ordered when each records an epoch]."),
     manifest: Optional[str] = typer.Option(None, "--manifest", metavar="CSV",
                                            help="Cohort manifest: adds image panels (needs --modalities and --mask)."),
-    modalities: Optional[str] = typer.Option(None, "--modalities", metavar="LIST",
-                                             help="Image columns to show in the panels, e.g. t2,dwi,adc."),
-    mask: Optional[str] = typer.Option(None, "--mask", metavar="COLUMN[:LABELS]",
-                                       help="ROI outlined in the panels (as for extract-radiomics)."),
+    modalities: Optional[str] = modalities_option("Image columns to show in the panels, e.g. t2,dwi,adc.", default=None, metavar="LIST"),
+    mask: Optional[str] = mask_option("ROI outlined in the panels (as for extract-radiomics).", default=None, metavar="COLUMN[:LABELS]"),
     panel_cases: int = typer.Option(3, "--panel-cases", metavar="N", help="Example cases shown with every modality."),
     saliency: Optional[List[str]] = typer.Option(None, "--saliency", metavar="CSV",
                                                  help="Saliency table (saliency -o): its agreement table; repeat "

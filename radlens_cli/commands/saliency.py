@@ -12,9 +12,12 @@ import os
 import typer
 
 from radlens_cli import log
-from radlens_cli.commands.app import (command, device_option, force_option, keep_going_option, num_parts_option,
-                                        output_option, parse_triple, part_id_option, parts_option, seed_option,
-                                        strict_geometry_option)
+from radlens_cli.commands.app import command
+from radlens_cli.commands.options import (crop_option, device_option, force_option, keep_going_option, layout_option,
+                                          mask_option, modalities_option, norm_option, norm_region_option,
+                                          num_parts_option, orient_option, output_option, parse_triple,
+                                          part_id_option, parts_option, seed_option, spacing_option,
+                                          strict_geometry_option, trust_checkpoint_option, weights_option)
 from radlens_cli.errors import RadlensError, UsageError
 
 DEFAULT_METHODS = "gradcam,gradcampp,eigencam,scorecam,occlusion"
@@ -40,7 +43,8 @@ def saliency(manifest: str, modalities: str, mask: str, encoder: str, output: st
     from radlens_cli.encoders.preprocess import CaseDataset
     from radlens_cli.io.cases import PART_ATTR, part_record, refuse_failed_run, resolve_parts, warn_partial
     from radlens_cli.io.files import atomic_output, check_output, check_side_output
-    from radlens_cli.io.manifest import parse_list, parse_mask_spec, read_manifest
+    from radlens_cli.io.manifest import parse_mask_spec, read_manifest
+    from radlens_cli.names import parse_list
     from radlens_cli.radiomics.batch import write_failures
     from radlens_cli.saliency.methods import CAM_METHODS, captum, parse_methods
     from radlens_cli.saliency.run import Explainer, explain_cases, table_columns
@@ -62,7 +66,7 @@ def saliency(manifest: str, modalities: str, mask: str, encoder: str, output: st
     if not method_list and not concept_wanted:
         raise UsageError("nothing to map: give --methods or --decoder with --feature")
     captum()
-    mods = parse_list(modalities, "--modalities")
+    mods = parse_list(modalities, "modalities")
     mask_spec = parse_mask_spec(mask)
     man = read_manifest(manifest)
     man.require_columns(mods, "modality")
@@ -185,10 +189,9 @@ def saliency(manifest: str, modalities: str, mask: str, encoder: str, output: st
 @command("saliency")
 def saliency_cli(
     manifest: str = typer.Argument(..., help="Cohort manifest CSV (case_id, image and mask path columns)."),
-    modalities: str = typer.Option(..., "--modalities", help="Image columns stacked as channels, in the "
-                                   "model's order (e.g. t2,dwi,adc); maps go on the first one's grid."),
-    mask: str = typer.Option(..., "--mask", help="Mask column the box is centred on (as embed's --mask); "
-                             "mass_in_mask is measured in it."),
+    modalities: str = modalities_option("Image columns stacked as channels, in the model's order (e.g. "
+                                        "t2,dwi,adc); maps go on the first one's grid."),
+    mask: str = mask_option(),
     encoder: str = typer.Option(..., "--encoder", help="A `radlens finetune` checkpoint (encoder + head), a "
                                 "package.module:factory or TorchScript model with a head, or an ONNX model "
                                 "(occlusion only). For concept maps: the encoder the decoder's embeddings came "
@@ -217,13 +220,13 @@ def saliency_cli(
                                        "(16 steps from a zero input) or gradient (gradient x input)."),
     min_r2: float = typer.Option(0.3, "--min-r2", help="Warn about features decoded with a held-out R2 below "
                                  "this (their maps are not meaningful; docs/saliency.md)."),
-    weights: str = typer.Option(None, "--weights", help="State dict for a factory or TorchScript model."),
-    spacing: str = typer.Option(None, "--spacing", help="Voxel spacing x,y,z mm [default: the checkpoint's]."),
-    crop: str = typer.Option(None, "--crop", help="Box x,y,z voxels [default: the checkpoint's]."),
-    norm: str = typer.Option(None, "--norm", help="Normalisation as embed's --norm [default: the checkpoint's]."),
-    norm_region: str = typer.Option(None, "--norm-region", help="box or volume, as embed's."),
-    orient: str = typer.Option(None, "--orient", help="native, RAS or LPS, as embed's."),
-    layout: str = typer.Option(None, "--layout", help="zyx or xyz, as embed's."),
+    weights: str = weights_option(),
+    spacing: str = spacing_option(),
+    crop: str = crop_option(),
+    norm: str = norm_option(),
+    norm_region: str = norm_region_option(),
+    orient: str = orient_option(),
+    layout: str = layout_option(),
     batch_size: int = typer.Option(8, "--batch-size", min=1, help="Perturbed inputs per forward pass "
                                    "(ScoreCAM, occlusion, deletion)."),
     device: str = device_option(),
@@ -232,8 +235,7 @@ def saliency_cli(
     num_parts: int = num_parts_option(),
     failures: str = typer.Option(None, "--failures", help="Also write the failed cases as CSV."),
     keep_going: bool = keep_going_option(),
-    trust_checkpoint: bool = typer.Option(False, "--trust-checkpoint", help="Load a checkpoint that needs "
-                                          "full unpickling (runs code stored in the file)."),
+    trust_checkpoint: bool = trust_checkpoint_option(),
     seed: int = seed_option(),
     force: bool = force_option(),
     strict_geometry: bool = strict_geometry_option(),

@@ -1,6 +1,7 @@
 """`radlens stats`: the paper's Table 1 (MSE, R^2, Wilcoxon) per radiomic group.
 
-Library: lens/stats.py (Table 1 groups, Wilcoxon, BH), lens/compare.py, lens/checks.py.
+Library: lens.group_stats (lens/stats.py: Table 1 groups, Wilcoxon, BH; the pairing of
+lens/compare.py), io/formats/decoder.py.
 """
 
 from __future__ import annotations
@@ -10,8 +11,14 @@ from typing import List
 import typer
 
 from radlens_cli import log
-from radlens_cli.commands.app import checkpoint_labels, command, force_option, output_option
+from radlens_cli.commands.app import command
+from radlens_cli.commands.options import (allow_different_preprocessing_option, allow_missing_option, force_option,
+                                          labels_option, output_option)
 from radlens_cli.errors import UsageError
+from radlens_cli.io.files import atomic_output, check_output
+from radlens_cli.io.formats.decoder import load_decoder
+from radlens_cli.lens.compare import checkpoint_labels
+from radlens_cli.lens.stats import group_stats, markdown_table
 
 
 def stats(pre_path: str, ft_path, output: str, by: str = "family,image_type,modality,modality_family",
@@ -19,49 +26,19 @@ def stats(pre_path: str, ft_path, output: str, by: str = "family,image_type,moda
           allow_different_preprocessing: bool = False):
     """Write the group table of the reference decoder against each of `ft_path` (a path or
     a list); returns the DataFrame."""
-    import pandas as pd
-
-    from radlens_cli.io.files import atomic_output, check_output
-    from radlens_cli.io.manifest import parse_list
-    from radlens_cli.lens.checks import require_compatible
-    from radlens_cli.lens.compare import paired_cases, shared_eval_r2
-    from radlens_cli.io.formats.decoder import load_decoder
-    from radlens_cli.lens.stats import GROUPINGS, group_stats, markdown_table
-
     others = [ft_path] if isinstance(ft_path, str) else list(ft_path)
     if not others:
         raise UsageError("give the reference decoder and at least one decoder to compare with it")
     if [pre_path, *others].count("-") > 1:
         raise UsageError("only one input can be `-` (stdin)")
-    groupings = parse_list(by, "--by")
-    bad = [g for g in groupings if g not in GROUPINGS]
-    if bad or not groupings:
-        raise UsageError(f"--by: unknown grouping {', '.join(bad) or '(empty)'} "
-                         f"(choose from {', '.join(GROUPINGS)})")
     if fmt not in ("csv", "markdown"):
         raise UsageError(f"--format must be csv or markdown, not {fmt!r}")
     names = checkpoint_labels(others, labels)
     check_output(output, force)
-    pre = load_decoder(pre_path)
-    blocks = []
-    for path, name in zip(others, names):
-        ft = load_decoder(path)
-        require_compatible(pre, ft, warn=log.warn, allow_preprocessing=allow_different_preprocessing)
-        ip, jf = paired_cases(pre, ft, "eval", allow_missing)
-        full = len(ip) == len(pre.eval_case_id) == len(ft.eval_case_id)
-        bulk = ("eval/squared_error",) if full else ("eval/squared_error", "eval/prediction",
-                                                     "eval/target")
-        bp, bf = load_decoder(pre_path, bulk=bulk).bulk, load_decoder(path, bulk=bulk).bulk
-        sq_pre, sq_ft = bp["eval/squared_error"][ip], bf["eval/squared_error"][jf]
-        if not full:
-            log.warn(f"--allow-missing: using the {len(ip)} eval cases common to both decoders")
-        r2_pre, r2_ft = shared_eval_r2(pre, ft, ip, jf, bp, bf)
-        df = group_stats(sq_pre, sq_ft, r2_pre, r2_ft, pre.column_meta, by=groupings,
-                         checkpoint=name)
-        log.info(f"{name}: {int((df['q_bh'] < 0.05).sum())} of {len(df)} groups differ "
-                 f"(Wilcoxon, q_bh < 0.05)")
-        blocks.append(df)
-    out = pd.concat(blocks, ignore_index=True)
+    out = group_stats(load_decoder(pre_path), [load_decoder(p) for p in others], labels=names,
+                      by=by, allow_missing=allow_missing,
+                      allow_different_preprocessing=allow_different_preprocessing,
+                      warn=log.warn, info=log.info)
     with atomic_output(output, force, suffix=".md" if fmt == "markdown" else ".csv") as tmp:
         if fmt == "markdown":
             with open(tmp, "w", encoding="utf-8") as fh:
@@ -76,11 +53,11 @@ def stats_cli(
     pre: str = typer.Argument(..., metavar="DEC_REF", help="Reference decoder, usually of the pre-fine-tuning embeddings (`-` for stdin)."),
     ft: List[str] = typer.Argument(..., metavar="DEC [DEC ...]", help="Decoders to compare with the reference, same share model (one `-` for stdin)."),
     output: str = output_option("Output table (`-` for stdout)."),
-    labels: str = typer.Option(None, "--labels", help="Comma-separated checkpoint names for the compared decoders, in order (default: their file names)."),
+    labels: str = labels_option(),
     by: str = typer.Option("family,image_type,modality,modality_family", "--by", help="Comma-separated groupings: family, image_type (original vs wavelet), modality, modality_family."),
     fmt: str = typer.Option("csv", "--format", help="csv, or markdown for the paper's Table 1 layout."),
-    allow_missing: bool = typer.Option(False, "--allow-missing", help="Use the eval cases common to both decoders instead of failing on a mismatch."),
-    allow_different_preprocessing: bool = typer.Option(False, "--allow-different-preprocessing", help="Compare decoders whose embeddings were made with different recorded preprocessing."),
+    allow_missing: bool = allow_missing_option("Use the eval cases common to both decoders instead of failing on a mismatch."),
+    allow_different_preprocessing: bool = allow_different_preprocessing_option(),
     force: bool = force_option(),
 ):
     """Table 1: MSE, R^2 and Wilcoxon test per group.

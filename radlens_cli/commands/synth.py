@@ -10,18 +10,17 @@ import os
 
 import typer
 
-from radlens_cli import log
-from radlens_cli.commands.app import command, parse_triple, seed_option
+from radlens_cli import log, provenance
+from radlens_cli.commands.app import command
+from radlens_cli.commands.options import parse_triple, seed_option
 from radlens_cli.errors import UsageError
 from radlens_cli.io.files import atomic_output
+from radlens_cli.synth import phantom
 
 
 def synth(out_dir: str, cases: int = 120, seed: int = 0, size=None, spacing=None,
           scanner: bool = False, force: bool = False) -> dict:
     """Write the phantom cohort and a provenance.json beside its manifest; returns a summary."""
-    from radlens_cli import provenance
-    from radlens_cli.synth import phantom
-
     size = tuple(size or phantom.DEFAULT_SIZE)
     spacing = tuple(spacing or phantom.DEFAULT_SPACING)
     if out_dir == "-":  # `-` means stdout everywhere else; a cohort is a folder, not a stream

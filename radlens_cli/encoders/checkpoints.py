@@ -26,6 +26,7 @@ import zipfile
 from radlens_cli import log
 from radlens_cli.encoders.info import EncoderInfo
 from radlens_cli.errors import EXIT_DATA, ParameterError, RadlensError, UsageError
+from radlens_cli.io.files import atomic_output
 
 RADLENS_KEY = "radlens_checkpoint"
 # Entries of FCMAE checkpoints that are not part of the encoder (ProFound drops the same).
@@ -361,6 +362,7 @@ def _numel(shape) -> int:
 
 def infer_arch(sd: dict, path: str = "checkpoint") -> tuple[str, int]:
     """(arch, in_chans) from the stem weight's shape and the number of blocks per stage."""
+    # heavy: loads torch
     from radlens_cli.encoders.convnextv2 import ARCHS
 
     stem = sd.get("downsample_layers.0.0.weight")
@@ -446,6 +448,7 @@ def load_encoder(spec: str, arch: str | None = None, in_chans: int | None = None
     factories run code by design. `weights` (a state dict, Lightning or safetensors file) is
     loaded into a factory's or TorchScript model.
     """
+    # heavy: loads torch
     from radlens_cli.encoders.convnextv2 import canonical_arch
 
     if arch is not None:
@@ -529,6 +532,7 @@ def _weights_into(model, weights: str, trust: bool, info: EncoderInfo) -> None:
 def _empty_encoder(arch: str, in_chans: int, device: str = "cpu"):
     """The architecture without running its random initialisation (every weight is loaded)."""
     torch = _torch()
+    # heavy: loads torch
     from radlens_cli.encoders.convnextv2 import build_encoder
 
     with torch.device("meta"):
@@ -538,6 +542,7 @@ def _empty_encoder(arch: str, in_chans: int, device: str = "cpu"):
 
 def _guess_from_sparse(sd: dict, spec: str, arch, in_chans) -> tuple[str, int]:
     """Architecture of a sparse (FCMAE) state dict before remapping, from its stem and blocks."""
+    # heavy: loads torch
     from radlens_cli.encoders.convnextv2 import ARCHS
 
     stem = sd.get("downsample_layers.0.0.weight")
@@ -574,8 +579,8 @@ def save_radlens_checkpoint(path: str, model, arch: str, in_chans: int, preproce
                             extra: dict | None = None, force: bool = False) -> None:
     """Write {"radlens_checkpoint": 1, arch, in_chans, state_dict, preprocessing, **extra} atomically."""
     torch = _torch()
+    # heavy: loads torch
     from radlens_cli.encoders.convnextv2 import canonical_arch
-    from radlens_cli.io.files import atomic_output
 
     if path == "-":
         raise UsageError("a checkpoint must be written to a file, not stdout")

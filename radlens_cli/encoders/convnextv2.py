@@ -1,6 +1,6 @@
 """The 3D ConvNeXt-V2 family, laid out exactly as ProFound's encoder so its checkpoints load.
 
-Architecture facts (DESIGN.md "The built-in encoder"):
+Architecture facts (docs/encoders.md; the layout follows ProFound's code):
 - stem: Conv3d(in, dims[0], k=4, s=4) + channels-first LayerNorm(eps 1e-6);
   downsample i=0,1: LayerNorm + Conv3d(k=2, s=2); i=2: LayerNorm + Conv3d(k=1, s=1)
   (the last stage keeps the resolution of the third);
@@ -15,6 +15,9 @@ import torch
 import torch.nn as nn
 import torch.nn.functional as F
 
+from radlens_cli.encoders.layers import pool_features
+from radlens_cli.errors import ParameterError, UsageError
+
 ARCHS: dict[str, tuple[tuple[int, ...], tuple[int, ...]]] = {
     "convnextv2_atto": ((2, 2, 6, 2), (40, 80, 160, 320)),
     "convnextv2_femto": ((2, 2, 6, 2), (48, 96, 192, 384)),
@@ -25,10 +28,6 @@ ARCHS: dict[str, tuple[tuple[int, ...], tuple[int, ...]]] = {
     "convnextv2_large": ((3, 3, 27, 3), (192, 384, 768, 1536)),
     "convnextv2_huge": ((3, 3, 27, 3), (352, 704, 1408, 2816)),
 }
-
-# Spatial downsampling per stage output relative to the input: 4, 8, 16, 16.
-STAGE_STRIDES = (4, 8, 16, 16)
-
 
 class LayerNorm(nn.Module):
     """LayerNorm over channels, for channels_last (B, ..., C) or channels_first (B, C, ...)."""
@@ -170,14 +169,8 @@ class ConvNeXtV23D(nn.Module):
         return self.pool(x)
 
 
-def arch_names() -> list[str]:
-    return list(ARCHS)
-
-
 def build_encoder(arch: str, in_chans: int, drop_path_rate: float = 0.0) -> ConvNeXtV23D:
     """A ConvNeXtV23D of a named family member (`convnextv2_tiny` or just `tiny`)."""
-    from radlens_cli.errors import ParameterError, UsageError
-
     name = arch if arch in ARCHS else f"convnextv2_{arch}"
     if name not in ARCHS:
         raise UsageError(f"unknown architecture {arch!r}; choose one of {', '.join(ARCHS)}")
@@ -206,13 +199,11 @@ def extract_embedding(model: nn.Module, x: torch.Tensor, layer: str = "final", p
         out = model(x)
         if isinstance(out, (tuple, list)):
             out = out[0]
-        if out.ndim > 2:
-            out = out.flatten(2).mean(-1) if pool == "mean" else out.flatten(2).amax(-1)
-        return out
+        return pool_features(out, pool)
     if layer not in LAYERS:
         raise ValueError(f"unknown layer {layer!r}")
     feats = model.forward_features(x)
     if isinstance(feats, tuple) and len(feats) == 2 and isinstance(feats[1], (list, tuple)):
         feats = feats[1]  # ProFound-style (pooled, hidden_states)
     f = feats[int(layer[-1]) - 1]
-    return f.flatten(2).mean(-1) if pool == "mean" else f.flatten(2).amax(-1)
+    return pool_features(f, pool)

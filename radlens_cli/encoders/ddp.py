@@ -11,6 +11,7 @@ import os
 from dataclasses import dataclass
 
 import torch
+from radlens_cli.devices import resolve_device as resolve
 
 
 @dataclass(frozen=True)
@@ -38,8 +39,6 @@ def env_info() -> DistInfo:
 
 def resolve_device(spec: str, dist: DistInfo) -> torch.device:
     """radlens_cli.devices.resolve_device with this process's rank: `cuda` is its own GPU."""
-    from radlens_cli.devices import resolve_device as resolve
-
     return resolve(spec, dist.local_rank if dist.enabled else None)
 
 
@@ -128,10 +127,6 @@ def wrap(model: torch.nn.Module, dist: DistInfo, device: torch.device) -> torch.
 
     ids = [device.index] if device.type == "cuda" else None
     return DDP(model, device_ids=ids, output_device=ids[0] if ids else None)
-
-
-def unwrap(model: torch.nn.Module) -> torch.nn.Module:
-    return model.module if hasattr(model, "module") else model
 
 
 class EpochBatches:

@@ -16,8 +16,9 @@ import tempfile
 
 import numpy as np
 
-from radlens_cli import log
+from radlens_cli import log, provenance
 from radlens_cli.errors import RadlensError
+from radlens_cli.workers import MarkedDataset, resilient_batches
 
 
 class BatchedEmbedding:
@@ -30,8 +31,6 @@ class BatchedEmbedding:
 
     def __init__(self, embedder, dataset, case_ids, cfg, batch_size: int, jobs: int = 1,
                  cache_dir: str | None = None):
-        from radlens_cli import provenance
-
         self.embedder, self.dataset, self.case_ids = embedder, dataset, case_ids
         self.jobs, self.cache_dir = jobs, cache_dir
         n = self.n = len(dataset)
@@ -79,8 +78,8 @@ class BatchedEmbedding:
         import torch
         from torch.utils.data import DataLoader
 
+        # heavy: loads torch
         from radlens_cli.encoders.preprocess import collate_cases, save_npz_atomic, unwrap_worker_error, worker_init
-        from radlens_cli.workers import MarkedDataset, resilient_batches
 
         embedder, dataset, jobs, case_ids = self.embedder, self.dataset, self.jobs, self.case_ids
         emb_dir, failures, case_inputs, results = self.emb_dir, self.failures, self.case_inputs, self.results

@@ -11,9 +11,12 @@ import hashlib
 
 import numpy as np
 
-from radlens_cli.encoders.layers import (CallCapture, call_shapes, named_module, parse_layer, resolve_layer,
-                                         resolve_torchscript_layer, run_to_call, torchscript_call_shapes,
-                                         unknown_layer)
+from radlens_cli.encoders.checkpoints import load_encoder
+from radlens_cli.encoders.info import EncoderInfo
+from radlens_cli.encoders.layers import (CallCapture, call_shapes, named_module, parse_layer, pool_features,
+                                         resolve_layer, resolve_torchscript_layer, run_to_call,
+                                         torchscript_call_shapes, unknown_layer)
+from radlens_cli.encoders.onnx_encoder import OnnxEmbedder, _dims, infer_shapes, read_graph
 from radlens_cli.errors import EXIT_DATA, ParameterError, ParameterMessage, RadlensError, UsageError
 
 
@@ -35,10 +38,12 @@ def preprocessing_config(modalities, mask, spacing, crop, norm, recorded: dict |
                          layout: str | None = None, norm_region: str | None = None, warn=None):
     """The run's PreprocessConfig: the given values first, then the checkpoint's record, then defaults.
 
-    spacing and crop are "x,y,z" strings (or tuples); a record written before crops were
+    spacing and crop are (x, y, z) tuples (parse a command line's "x,y,z" first, e.g.
+    commands.options.parse_triple), or None for the record's; a record written before crops were
     x,y,z (preprocessing version 1, D,H,W) is read in its own order. `warn(message)` hears
     about modalities other than the recorded ones (a ParameterMessage naming `modalities`).
     """
+    # heavy: loads torch
     from radlens_cli.encoders.preprocess import (DEFAULT_LAYOUT, DEFAULT_NORM, DEFAULT_NORM_REGION, DEFAULT_ORIENT,
                                                  DEFAULT_SPACING, PreprocessConfig, crop_from_record)
 
@@ -55,28 +60,6 @@ def preprocessing_config(modalities, mask, spacing, crop, norm, recorded: dict |
                             norm_region=norm_region or rec.get("norm_region", DEFAULT_NORM_REGION))
 
 
-def pool_features(t, pool: str):
-    """(B, d) from a layer's output: (B, d) as it is, (B, C, *spatial) pooled over space."""
-    if isinstance(t, (tuple, list)):
-        t = next((v for v in t if hasattr(v, "ndim")), None)
-        if t is None:
-            raise RadlensError("the layer returned no tensor")
-    if t.ndim < 2:
-        raise RadlensError(f"the layer's output has shape {tuple(t.shape)}; need (batch, channels, ...)")
-    if t.ndim == 2:
-        return t
-    flat = t.reshape(t.shape[0], t.shape[1], -1)
-    if isinstance(flat, np.ndarray):
-        return flat.mean(-1) if pool == "mean" else flat.max(-1)
-    return flat.mean(-1) if pool == "mean" else flat.amax(-1)
-
-
-def module_candidates(model, limit: int | None = None) -> list[str]:
-    """Dotted names of a torch model's sub-modules (the names --layer takes)."""
-    names = [n for n, _ in model.named_modules() if n]
-    return names if limit is None else names[:limit]
-
-
 class Embedder:
     """A torch encoder on a device with a layer and pooling: (B, C, ...) tensor -> (B, d) float64.
 
@@ -86,7 +69,7 @@ class Embedder:
     NAME for a module that runs once) and `layer_calls` how often the module runs.
     """
 
-    def __init__(self, model, info: dict, spec: str, layer: str, pool: str, device, module=None,
+    def __init__(self, model, info: EncoderInfo, spec: str, layer: str, pool: str, device, module=None,
                  torchscript: bool = False):
         self.model, self.info, self.spec, self.layer, self.pool, self.device = model, info, spec, layer, pool, device
         self.use_amp = device.type == "cuda"
@@ -124,6 +107,7 @@ class Embedder:
         self.layer, self.layer_calls = choice.label, choice.calls
 
     def _forward(self, x):
+        # heavy: loads torch
         from radlens_cli.encoders.convnextv2 import extract_embedding
 
         if not self.resolved:
@@ -187,7 +171,7 @@ def load_embedder(spec: str, arch: str | None = None, layer: str = "final", pool
     """
     import torch
 
-    from radlens_cli.encoders.checkpoints import load_encoder
+    # heavy: loads torch
     from radlens_cli.encoders.convnextv2 import LAYERS, POOLS
 
     if pool not in POOLS:
@@ -196,8 +180,6 @@ def load_embedder(spec: str, arch: str | None = None, layer: str = "final", pool
         raise ParameterError("{layer}: give final, stage1..stage4 or a layer name", "layer")
     device = device if device is not None else torch.device("cpu")
     if is_onnx(spec):
-        from radlens_cli.encoders.onnx_encoder import OnnxEmbedder
-
         if weights:
             raise UsageError(f"{spec}: an ONNX file holds its own weights; no separate weights file")
         return OnnxEmbedder(spec, layer, pool, device, modalities=modalities)
@@ -233,6 +215,7 @@ def list_layers(spec: str, arch: str | None = None, weights: str | None = None, 
     None where unknown: a TorchScript call inside a loop or branch; ONNX tensors: 1). shape
     is None where it cannot be known (a module not run, an ONNX op shape inference cannot
     follow, a TorchScript call inside a loop or branch)."""
+    # heavy: loads torch
     from radlens_cli.encoders.preprocess import DEFAULT_LAYOUT, LAYOUTS, crop_from_record
 
     box = None if crop is None else tuple(int(c) for c in crop)
@@ -245,8 +228,6 @@ def list_layers(spec: str, arch: str | None = None, weights: str | None = None, 
         return (z, y, x) if lay == "zyx" else (x, y, z)
 
     if is_onnx(spec):
-        from radlens_cli.encoders.onnx_encoder import _dims, infer_shapes, read_graph
-
         onnx, model, inp = read_graph(spec)
         dims = _dims(inp)
         chans = channels or (dims[1] if len(dims) > 1 and dims[1] else 1)
@@ -264,8 +245,6 @@ def list_layers(spec: str, arch: str | None = None, weights: str | None = None, 
         return {"input_shape": shape, "rows": _with_dims(rows)}
 
     import torch
-
-    from radlens_cli.encoders.checkpoints import load_encoder
 
     model, info = load_encoder(spec, arch=arch, trust=trust, weights=weights)
     rec = info.preprocessing or {}

@@ -14,6 +14,9 @@ the chosen call's output with a forward hook (with or without gradients). TorchS
 models take no hooks: `torchscript_calls` marks every call in the inlined forward graph
 instead (a traced model's reused module has one method per call: forward, forward1, ...).
 ONNX graphs need none of this: each tensor name is produced by exactly one node.
+
+`pool_features` pools a chosen layer's output over space for every kind of encoder (the
+one home of embed's `pool`; the built-in encoder's final/stage outputs use it too).
 """
 
 from __future__ import annotations
@@ -22,10 +25,28 @@ import difflib
 import re
 from dataclasses import dataclass, field
 
-from radlens_cli.errors import EXIT_DATA, ParameterError, UsageError
+import numpy as np
+
+from radlens_cli.errors import EXIT_DATA, ParameterError, RadlensError, UsageError
 
 LAST = "last"
 _CALL = re.compile(r"^(?P<name>.+)#(?P<call>[^#]*)$")
+
+
+def pool_features(t, pool: str):
+    """(B, d) from a layer's output: (B, d) as it is, (B, C, *spatial) pooled over space."""
+    if isinstance(t, (tuple, list)):
+        t = next((v for v in t if hasattr(v, "ndim")), None)
+        if t is None:
+            raise RadlensError("the layer returned no tensor")
+    if t.ndim < 2:
+        raise RadlensError(f"the layer's output has shape {tuple(t.shape)}; need (batch, channels, ...)")
+    if t.ndim == 2:
+        return t
+    flat = t.reshape(t.shape[0], t.shape[1], -1)
+    if isinstance(flat, np.ndarray):
+        return flat.mean(-1) if pool == "mean" else flat.max(-1)
+    return flat.mean(-1) if pool == "mean" else flat.amax(-1)
 
 
 def unknown_layer(layer: str, names: list[str], what: str) -> UsageError:

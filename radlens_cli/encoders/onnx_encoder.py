@@ -12,9 +12,11 @@ import os
 
 import numpy as np
 
+from radlens_cli import log
 from radlens_cli.encoders.info import EncoderInfo
-from radlens_cli.encoders.layers import unknown_layer
+from radlens_cli.encoders.layers import pool_features, unknown_layer
 from radlens_cli.errors import EXIT_DATA, ParameterError, RadlensError, UsageError
+from radlens_cli.provenance import sha256_file
 
 EXTRA_HINT = "install them with: pip install 'radlens[onnx]'"
 
@@ -90,8 +92,6 @@ class OnnxEmbedder:
     def __init__(self, path: str, layer: str, pool: str, device, modalities: list | None = None):
         import hashlib
 
-        from radlens_cli.provenance import sha256_file
-
         onnx, ort = _imports()
         onnx_, model, inp = read_graph(path)
         self.spec, self.layer, self.pool, self.device = path, layer, pool, device
@@ -128,8 +128,6 @@ class OnnxEmbedder:
             if "CUDAExecutionProvider" in ort.get_available_providers():
                 providers = ["CUDAExecutionProvider"] + providers
             else:
-                from radlens_cli import log
-
                 log.warn(f"{path}: this onnxruntime has no CUDA provider (install onnxruntime-gpu); "
                          f"running the ONNX model on the CPU")
         opts = ort.SessionOptions()
@@ -179,8 +177,6 @@ class OnnxEmbedder:
         return self.session.run([self.output_name], {self.input_name: a})[0]
 
     def __call__(self, x, first_case: str = "") -> np.ndarray:
-        from radlens_cli.encoders.infer import pool_features
-
         a = np.ascontiguousarray(x.detach().cpu().numpy().astype(self.input_dtype, copy=False))
         n = a.shape[0]
         fixed = self.input_dims[0] if self.input_dims else None

@@ -41,10 +41,13 @@ import numpy as np
 import torch
 from torch.utils.data import Dataset
 
+from radlens_cli import log
 from radlens_cli.errors import ParameterError, RadlensError
+from radlens_cli.io.files import atomic_output
+from radlens_cli.io.images import load_mask, read_image
 from radlens_cli.io.manifest import MaskSpec, parse_mask_spec
+from radlens_cli.provenance import sha256_file
 
-NORMS = ("zscore", "percentile", "none", "window:LO,HI")
 ORIENTS = ("native", "RAS", "LPS")
 LAYOUTS = ("zyx", "xyz")
 NORM_REGIONS = ("box", "volume")
@@ -315,15 +318,11 @@ def _read_seg_target(path: str, spec: MaskSpec | None, what: str, images=(), loa
                      strict_geometry: bool = False):
     """Segmentation target mask and its record; an empty one is allowed (a patient without
     a lesion)."""
-    from radlens_cli.io.images import load_mask
-
     return load_mask(path, spec if spec is not None else MaskSpec(""), what, images=images, loaded=loaded,
                      allow_empty=True, strict_geometry=strict_geometry)
 
 
 def _tell(case_id: str, info: dict) -> None:
-    from radlens_cli import log
-
     if info.get("warning"):
         log.warn(f"case {case_id}: {info['warning']}")
     for note in info.get("notes", []):
@@ -341,8 +340,6 @@ def preprocess_case(image_paths: list[str], mask_path: str, cfg: PreprocessConfi
 
     A mask whose origin lies on none of the images' voxel lattices is a warning (an error
     with strict_geometry)."""
-    from radlens_cli.io.images import load_mask, read_image
-
     sitk = _sitk()
     tag = f"case {case_id}: " if case_id else ""
     if len(image_paths) != len(cfg.modalities):
@@ -408,8 +405,6 @@ def preprocess_case(image_paths: list[str], mask_path: str, cfg: PreprocessConfi
 
 
 def _file_hash(path: str | None) -> str:
-    from radlens_cli.provenance import sha256_file
-
     if path is None or not os.path.exists(path):
         return "missing"
     return sha256_file(path)
@@ -421,8 +416,6 @@ def _safe_name(case_id: str) -> str:
 
 
 def save_npz_atomic(path: str, **arrays) -> None:
-    from radlens_cli.io.files import atomic_output
-
     with atomic_output(path, force=True, suffix=".npz") as tmp:
         np.savez(tmp, **arrays)
 

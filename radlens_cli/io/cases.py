@@ -15,13 +15,13 @@ One rule for every command that processes cases (extract-radiomics, embed):
 from __future__ import annotations
 
 import os
-import signal
 
 from radlens_cli import log
-from radlens_cli.errors import RadlensError, UsageError
-from radlens_cli.io.formats import json_attr
+from radlens_cli.errors import EXIT_DATA, ParameterError, ParameterMessage, RadlensError
+from radlens_cli.provenance import json_attr
 
 PART_ATTR = "radlens_part"
+PART_PARAMS = ("parts", "part_id", "num_parts")
 SLURM_VARS = ("SLURM_ARRAY_TASK_ID", "SLURM_ARRAY_TASK_MIN", "SLURM_ARRAY_TASK_MAX",
               "SLURM_ARRAY_TASK_STEP", "SLURM_ARRAY_TASK_COUNT")
 
@@ -31,8 +31,8 @@ def slurm_part(env=None) -> tuple[int, int]:
     env = os.environ if env is None else env
     tid = env.get("SLURM_ARRAY_TASK_ID")
     if tid is None:
-        raise UsageError("--parts slurm: SLURM_ARRAY_TASK_ID is not set (not inside an array job); "
-                         "give --part-id and --num-parts")
+        raise ParameterError("{parts} slurm: SLURM_ARRAY_TASK_ID is not set (not inside an array job); "
+                             "give {part_id} and {num_parts}", *PART_PARAMS)
     try:
         tid = int(tid)
         lo = int(env.get("SLURM_ARRAY_TASK_MIN", "0"))
@@ -41,22 +41,24 @@ def slurm_part(env=None) -> tuple[int, int]:
         hi = int(env["SLURM_ARRAY_TASK_MAX"]) if "SLURM_ARRAY_TASK_MAX" in env else None
     except (ValueError, KeyError):
         shown = ", ".join(f"{k}={env.get(k)!r}" for k in SLURM_VARS if k in env)
-        raise UsageError(f"--parts slurm: cannot read the array task from {shown}; "
-                         f"give --part-id and --num-parts") from None
+        raise ParameterError(f"{{parts}} slurm: cannot read the array task from {shown}; "
+                             f"give {{part_id}} and {{num_parts}}", *PART_PARAMS) from None
     if count is None:
         if hi is None:
-            raise UsageError("--parts slurm: SLURM_ARRAY_TASK_COUNT is not set; give --part-id and --num-parts")
+            raise ParameterError("{parts} slurm: SLURM_ARRAY_TASK_COUNT is not set; give {part_id} and "
+                                 "{num_parts}", *PART_PARAMS)
         count = (hi - lo) // step + 1
     if step < 1 or (tid - lo) % step or not 0 <= (tid - lo) // step < count:
-        raise UsageError(f"--parts slurm: array task {tid} is not on the range {lo}..{hi}:{step} of "
-                         f"{count} task(s) (a list-style --array?); give --part-id and --num-parts")
+        raise ParameterError(f"{{parts}} slurm: array task {tid} is not on the range {lo}..{hi}:{step} of "
+                             f"{count} task(s) (a list-style sbatch array?); give {{part_id}} and {{num_parts}}",
+                             *PART_PARAMS)
     return (tid - lo) // step, count
 
 
 def resolve_parts(parts: str | None, part_id: int | None, num_parts: int | None) -> tuple[int, int]:
-    """--parts slurm | I/N, or --part-id/--num-parts; the whole cohort when none is given."""
+    """parts: "slurm" | "I/N", or part_id/num_parts; the whole cohort (0, 1) when none is given."""
     if parts is not None and (part_id is not None or num_parts is not None):
-        raise UsageError("give --parts or --part-id/--num-parts, not both")
+        raise ParameterError("give {parts} or {part_id}/{num_parts}, not both", *PART_PARAMS)
     if parts is not None:
         p = parts.strip().lower()
         if p == "slurm":
@@ -66,21 +68,21 @@ def resolve_parts(parts: str | None, part_id: int | None, num_parts: int | None)
             try:
                 part_id, num_parts = int(a), int(b)
             except ValueError:
-                raise UsageError(f"--parts {parts}: expected slurm or I/N, e.g. 0/8") from None
+                raise ParameterError(f"{{parts}} {parts}: expected slurm or I/N, e.g. 0/8", "parts") from None
         else:
-            raise UsageError(f"--parts {parts}: expected slurm or I/N, e.g. 0/8")
+            raise ParameterError(f"{{parts}} {parts}: expected slurm or I/N, e.g. 0/8", "parts")
     elif part_id is None and num_parts is None:
         if os.environ.get("SLURM_ARRAY_TASK_ID") is not None:
-            log.info("in a SLURM array task but not sharding: every case is done here "
-                     "(--parts slurm splits the cases over the array)")
+            log.info(ParameterMessage("in a SLURM array task but not sharding: every case is done here "
+                                      "({parts} slurm splits the cases over the array)", "parts"))
         return 0, 1
     elif part_id is None or num_parts is None:
-        raise UsageError("give --part-id and --num-parts together")
+        raise ParameterError("give {part_id} and {num_parts} together", "part_id", "num_parts")
     if num_parts < 1:
-        raise UsageError(f"--num-parts must be at least 1 (got {num_parts})")
+        raise ParameterError(f"{{num_parts}} must be at least 1 (got {num_parts})", "num_parts")
     if not 0 <= part_id < num_parts:
-        raise UsageError(f"--part-id {part_id} is out of range for --num-parts {num_parts} "
-                         f"(expected 0..{num_parts - 1})")
+        raise ParameterError(f"{{part_id}} {part_id} is out of range for {{num_parts}} {num_parts} "
+                             f"(expected 0..{num_parts - 1})", "part_id", "num_parts")
     return part_id, num_parts
 
 
@@ -136,8 +138,9 @@ def refuse_failed_run(failures: list[dict], n_tried: int, output: str, keep_goin
     more = f" (+{len(ids) - 5} more)" if len(ids) > 5 else ""
     where = f"listed in {failures_path}" if failures_path else "see the lines above"
     keep = "; the finished cases are cached, a rerun does only the rest" if cached else ""
-    raise RadlensError(f"{len(ids)} of {n_tried} case(s) failed ({', '.join(ids[:5])}{more}; {where}); "
-                       f"{output} not written{keep} (--keep-going writes the others)")
+    raise ParameterError(f"{len(ids)} of {n_tried} case(s) failed ({', '.join(ids[:5])}{more}; {where}); "
+                         f"{output} not written{keep} ({{keep_going}} writes the others)", "keep_going",
+                         exit_code=EXIT_DATA, plain={"keep_going": "keep_going=True"})
 
 
 def warn_partial(failures: list[dict], n_written: int, output: str, failures_path: str | None) -> None:
@@ -146,19 +149,3 @@ def warn_partial(failures: list[dict], n_written: int, output: str, failures_pat
     if ids:
         log.warn(f"{len(ids)} case(s) failed and are left out; {n_written} written to {output}"
                  + (f"; failures listed in {failures_path}" if failures_path else ""))
-
-
-def describe_exit(exitcode: int | None) -> str:
-    """'killed by signal 9 (SIGKILL; out of memory?)' for a worker's exit code (ASCII: cluster logs)."""
-    if exitcode is None:
-        return "died"
-    if exitcode < 0:
-        sig = -exitcode
-        try:
-            name = signal.Signals(sig).name
-        except ValueError:
-            name = f"signal {sig}"
-        hint = {signal.SIGKILL: "; out of memory?", signal.SIGSEGV: "; a crash in a C extension?",
-                signal.SIGBUS: "; a crash in a C extension?"}.get(sig, "")
-        return f"killed by signal {sig} ({name}{hint})"
-    return f"exited with status {exitcode}"

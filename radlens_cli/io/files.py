@@ -9,7 +9,8 @@ import shutil
 import sys
 import tempfile
 
-from radlens_cli.errors import RadlensError, UsageError
+from radlens_cli import log, provenance
+from radlens_cli.errors import EXIT_DATA, ParameterError, RadlensError, UsageError
 
 _SPOOLED: dict[str, str] = {}
 
@@ -93,24 +94,26 @@ def reset_stdin_spool() -> None:
 
 
 def check_output(path: str, force: bool = False) -> None:
-    """Refuse to overwrite without --force; the output's folder must exist."""
+    """Refuse to overwrite unless `force`; the output's folder must exist."""
     if path == "-":
         return
     folder = os.path.dirname(os.path.abspath(path))
     if not os.path.isdir(folder):
         raise RadlensError(f"output folder does not exist: {folder}")
     if os.path.exists(path) and not force:
-        raise RadlensError(f"output exists: {path} (use --force to overwrite)")
+        raise ParameterError(f"output exists: {path} (use {{force}} to overwrite)", "force",
+                             exit_code=EXIT_DATA, plain={"force": "force=True"})
 
 
-def check_side_output(path: str | None, output: str, option: str, force: bool = False) -> None:
-    """A second output (e.g. --failures) must be writable and must not be the main output."""
+def check_side_output(path: str | None, output: str, param: str, force: bool = False) -> None:
+    """A second output (param: its parameter, e.g. "failures") must be writable and must
+    not be the main output."""
     if not path:
         return
     check_output(path, force)
     if path == output or (path != "-" and output != "-"
                           and os.path.abspath(path) == os.path.abspath(output)):
-        raise UsageError(f"{option} and --output name the same file (or both stdout)")
+        raise ParameterError(f"{{{param}}} and {{output}} name the same file (or both stdout)", param, "output")
 
 
 @contextlib.contextmanager
@@ -188,8 +191,6 @@ def save_torch(obj, path: str, force: bool = False) -> None:
     """torch.save through atomic_output; a checkpoint is a file, never stdout."""
     import torch
 
-    from radlens_cli.errors import UsageError
-
     if path == "-":
         raise UsageError("a checkpoint must be written to a file, not stdout")
     with atomic_output(path, force, suffix=".pt") as tmp:
@@ -223,8 +224,6 @@ def write_sidecar(path: str, attrs: dict | None = None) -> str:
     """
     import json
 
-    from radlens_cli import provenance
-
     if attrs is None:
         attrs = provenance.build(CURRENT["command"] or "radlens", hash_inputs=False)
     rec = {"radlens_schema": "csv-provenance/1", "file": os.path.basename(path),
@@ -246,8 +245,6 @@ def write_sidecar(path: str, attrs: dict | None = None) -> str:
 def read_sidecar(path: str) -> dict | None:
     """The provenance record beside a text table, or None (absent, unreadable, or stale)."""
     import json
-
-    from radlens_cli import log, provenance
 
     side = sidecar_path(path)
     if not os.path.isfile(side):

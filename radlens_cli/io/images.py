@@ -12,6 +12,8 @@ import os
 import numpy as np
 
 from radlens_cli.errors import RadlensError
+from radlens_cli.io import dicom_masks as dm
+from radlens_cli.io.dicom_masks import find_dicom_mask, is_dicom_file
 from radlens_cli.io.manifest import MaskSpec
 
 
@@ -122,8 +124,6 @@ def load_mask(path: str | None, spec: MaskSpec, what: str = "mask", images=(), l
     {"geometry": ...} plus a "warning" when the mask's origin lies on none of the images'
     voxel lattices (an error with strict_geometry).
     """
-    from radlens_cli.io import dicom_masks as dm
-
     sitk = _sitk()
     loaded = {} if loaded is None else loaded  # filled with the images read here
     images = [(str(n), p) for n, p in images if p]
@@ -220,8 +220,6 @@ _UID_CACHE: dict[tuple, str | None] = {}
 
 def series_uid(path: str | None) -> str | None:
     """SeriesInstanceUID of a DICOM image (series folder or file); None for other formats."""
-    from radlens_cli.io.dicom_masks import is_dicom_file
-
     if not path or not os.path.exists(path):
         return None
     st = os.stat(path)
@@ -251,8 +249,6 @@ IMAGE_SUFFIXES = (".nii", ".nii.gz", ".nrrd", ".nhdr", ".mha", ".mhd", ".dcm")
 def looks_like_image(path: str | None) -> bool:
     """A path to an existing image: a folder (DICOM series) or file with a known image
     suffix or the DICOM preamble, not a DICOM-SEG or RTSTRUCT."""
-    from radlens_cli.io.dicom_masks import find_dicom_mask, is_dicom_file
-
     if not path or not os.path.exists(path):
         return False
     if not (os.path.isdir(path) or path.lower().endswith(IMAGE_SUFFIXES) or is_dicom_file(path)):
@@ -359,15 +355,3 @@ def resample_like(img, reference, interpolator: str = "linear", default: float =
     interp = {"linear": sitk.sitkLinear, "bspline": sitk.sitkBSpline,
               "nearest": sitk.sitkNearestNeighbor}[interpolator]
     return sitk.Resample(img, reference, sitk.Transform(), interp, default, img.GetPixelID())
-
-
-def resample_to_spacing(img, spacing, interpolator: str = "linear", default: float = 0.0):
-    """Resample to a new voxel spacing (x, y, z in mm), keeping origin and direction."""
-    sitk = _sitk()
-    spacing = [float(s) for s in spacing]
-    old_sp, old_sz = img.GetSpacing(), img.GetSize()
-    size = [max(1, int(round(sz * osp / nsp))) for sz, osp, nsp in zip(old_sz, old_sp, spacing)]
-    interp = {"linear": sitk.sitkLinear, "bspline": sitk.sitkBSpline,
-              "nearest": sitk.sitkNearestNeighbor}[interpolator]
-    return sitk.Resample(img, size, sitk.Transform(), interp, img.GetOrigin(), spacing,
-                         img.GetDirection(), default, img.GetPixelID())

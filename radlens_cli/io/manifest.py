@@ -8,7 +8,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from radlens_cli.errors import RadlensError, UsageError
+from radlens_cli.errors import ParameterError, RadlensError, UsageError
 
 SPLITS = ("train", "val", "test")
 
@@ -27,13 +27,14 @@ class MaskSpec:
         return f"{self.column}:{'+'.join(items)}" if items else self.column
 
 
-def parse_mask_spec(spec: str) -> MaskSpec:
+def parse_mask_spec(spec: str, param: str = "mask") -> MaskSpec:
     """`gland` (non-zero), `zones:1` (one label), `zones:1+2` (a union of labels),
     `seg:prostate`, `rt:Prostate+Lesion` (DICOM segments by name, case-insensitive),
-    `seg:#2` (SEG segment number 2; the same as `seg:2`)."""
+    `seg:#2` (SEG segment number 2; the same as `seg:2`). param: the parameter the spec
+    came from, named in errors."""
     spec = spec.strip()
     if not spec:
-        raise UsageError("empty --mask")
+        raise ParameterError(f"empty {{{param}}}", param)
     if ":" not in spec:
         return MaskSpec(spec)
     column, _, selector = spec.partition(":")
@@ -45,26 +46,17 @@ def parse_mask_spec(spec: str) -> MaskSpec:
         if text.lstrip("-").isdigit():
             value = int(text)
             if value <= 0:
-                raise UsageError(f"--mask {spec}: labels and segment numbers must be > 0 (got {item})")
+                raise ParameterError(f"{{{param}}} {spec}: labels and segment numbers must be > 0 (got {item})",
+                                     param)
             numbers.append(value)
         elif item.startswith("#") or not item:
-            raise UsageError(f"--mask {spec}: expected COLUMN, COLUMN:LABEL[+LABEL...], COLUMN:NAME[+NAME...] "
-                             f"or COLUMN:#N (got {item!r})")
+            raise ParameterError(f"{{{param}}} {spec}: expected COLUMN, COLUMN:LABEL[+LABEL...], "
+                                 f"COLUMN:NAME[+NAME...] or COLUMN:#N (got {item!r})", param)
         else:
             names.append(item)
     if not column:
-        raise UsageError(f"--mask {spec}: no column before ':'")
+        raise ParameterError(f"{{{param}}} {spec}: no column before ':'", param)
     return MaskSpec(column, tuple(dict.fromkeys(numbers)) or None, tuple(dict.fromkeys(names)) or None)
-
-
-def parse_list(text: str, what: str) -> list[str]:
-    """Split a comma-separated option, refusing empty items and repeats."""
-    items = [x.strip() for x in (text or "").split(",") if x.strip()]
-    if not items:
-        raise UsageError(f"{what}: give at least one name (comma-separated)")
-    if len(set(items)) != len(items):
-        raise UsageError(f"{what}: a name is repeated in {text!r}")
-    return items
 
 
 def derive_split(case_ids, seed: int = 0) -> np.ndarray:

@@ -17,8 +17,10 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
-from radlens_cli.errors import EXIT_DATA, ParameterError, RadlensError
-from radlens_cli.io.files import atomic_output, input_path
+from radlens_cli import log
+from radlens_cli.errors import EXIT_DATA, ParameterError, RadlensError, UsageError
+from radlens_cli.io.cases import check_table
+from radlens_cli.io.files import atomic_output, extension, input_path, read_sidecar
 from radlens_cli.io.formats import CASE_TABLE, decode_strings, is_hdf5, open_h5, read_h5_attrs, write_h5
 
 
@@ -102,9 +104,6 @@ def require_unique(arr: np.ndarray, msg: str) -> None:
 
 def table_format(path: str) -> str:
     """"hdf5", "csv" or "tsv" from an output name (`-` is HDF5); an unknown extension is an error."""
-    from radlens_cli.errors import UsageError
-    from radlens_cli.io.files import extension
-
     if path == "-":
         return "hdf5"
     ext = extension(path)
@@ -122,8 +121,6 @@ def read_table(path: str, what: str = "case table", schema: str = CASE_TABLE, pa
     recording failed cases, or one part of a sharded run, is said so on stderr;
     part="refuse" makes a part an error, part="accept" (merge) says nothing.
     """
-    from radlens_cli.io.cases import check_table
-
     real = input_path(path, what)
     shown = "stdin" if path == "-" else path
     if is_hdf5(real):
@@ -165,9 +162,6 @@ def text_format(real: str, path: str = "") -> tuple[str, str | None]:
 
 def _read_table_csv(real: str, shown: str, path: str = "") -> CaseTable:
     import pandas as pd
-
-    from radlens_cli import log
-    from radlens_cli.io.files import read_sidecar
 
     sep, compression = text_format(real, path)
     try:
@@ -218,8 +212,6 @@ def write_table(table: CaseTable, path: str, force: bool = False, attrs: dict | 
     fmt = table_format(path)
     if fmt != "hdf5":
         import pandas as pd
-
-        from radlens_cli.io.files import extension
 
         df = pd.DataFrame(table.values, columns=table.columns)
         if table.split is not None:

@@ -1,32 +1,45 @@
-"""The Radiomic Lens method, usable without the CLI (e.g. in a notebook).
+"""The Radiomic Lens method, usable without the CLI (e.g. in a notebook; docs/python.md).
 
-    from radlens_cli.lens import fit_share_tables, decode, delta_table
+One function per step, on in-memory data (case tables, arrays, small objects):
 
-share:    fit_scaler, train_share, fit_share_tables, ShareModel
-decode:   fit_decoder, decode, importance, r2_score, choose_ridge,
+    from radlens_cli import lens
+    share = lens.fit_share(emb_pre, rad)              # fit-share
+    dec_pre = lens.decode(share, emb_pre, rad)        # decode
+    dec_ft = lens.decode(share, emb_ft, rad)
+    lens.compare_decoders(dec_pre, [dec_ft]).table    # compare: DELTA.csv's rows
+    lens.group_stats(dec_pre, [dec_ft])               # stats: Table 1
+
+share:    fit_share, fit_scaler, train_share, ShareModel (fit_share_tables: fit_share's 0.2 name)
+decode:   decode, DecodeResult, fit_decoder, importance, r2_score, choose_ridge,
           fit_alignment (the calibrated lens's Procrustes onto the pre-trained basis)
-compare:  delta_table, paired_test, three_views, permutation_test, bootstrap_ci
-stats:    group_stats, markdown_table
+compare:  compare_decoders, Comparison, pair_decoders, delta_table, paired_test,
+          three_views, permutation_test, bootstrap_ci
+stats:    group_stats, group_table, markdown_table
 
-The lens takes and returns arrays and objects; it reads and writes no file. SHARE.h5 and
-DEC.h5 are read and written by radlens_cli.io.formats.share (save_share, load_share) and
-radlens_cli.io.formats.decoder (save_decoder, load_decoder, DecoderFile).
+The lens takes and returns arrays and objects; it reads and writes no file. Its objects
+serialise to plain data (ShareModel.to_record/from_record, DecodeResult.to_record) that
+radlens_cli.io.formats.share (save_share, load_share) and radlens_cli.io.formats.decoder
+(save_decoder, load_decoder -> DecoderFile, which compare_decoders takes as it takes a
+DecodeResult) write and read:
+
+    share = lens.ShareModel.from_record(load_share("share.h5"))
 """
 
 from radlens_cli.lens.align import Alignment, fit_alignment
-from radlens_cli.lens.compare import (bootstrap_ci, delta_table, paired_test, permutation_test,
-                                      ranks, require_same_share, solve_moments, three_views)
-from radlens_cli.lens.steps import DecodeResult, decode, fit_share_tables, join
-from radlens_cli.lens.decoder import (Decoder, choose_ridge, conditioning, fit_decoder, importance,
-                                      r2_score)
+from radlens_cli.lens.compare import (Comparison, bootstrap_ci, compare_decoders, delta_table, pair_decoders,
+                                      paired_test, permutation_test, ranks, require_same_share, solve_moments,
+                                      three_views)
+from radlens_cli.lens.decoder import Decoder, choose_ridge, conditioning, fit_decoder, importance, r2_score
 from radlens_cli.lens.fdr import bh_fdr, stars
 from radlens_cli.lens.names import column_meta, parse_column_names
 from radlens_cli.lens.scaling import Scaler, fit_scaler
 from radlens_cli.lens.share import ShareModel, paper_grid, train_share
-from radlens_cli.lens.stats import group_stats, markdown_table
+from radlens_cli.lens.stats import group_stats, group_table, markdown_table
+from radlens_cli.lens.steps import DecodeResult, decode, fit_share, fit_share_tables, join
 
 __all__ = [
-    "Alignment", "choose_ridge", "fit_alignment", "paired_test",
+    "Alignment", "Comparison", "choose_ridge", "compare_decoders", "fit_alignment", "fit_share",
+    "group_table", "pair_decoders", "paired_test",
     "Decoder", "DecodeResult", "Scaler", "ShareModel", "bh_fdr", "bootstrap_ci",
     "column_meta", "conditioning", "decode", "delta_table", "fit_decoder", "fit_scaler",
     "fit_share_tables", "group_stats", "importance", "join",

@@ -17,6 +17,7 @@ import re
 import numpy as np
 
 from radlens_cli.errors import EXIT_DATA, ParameterError, RadlensError
+from radlens_cli.provenance import json_attr
 
 # settings of embed's params outside "preprocessing" that change what an embedding is
 EMBED_KEYS = ("layer", "pool", "modalities", "in_chans")
@@ -26,8 +27,6 @@ _OBJECT_REPR = re.compile(r"^<[\w.]+ object at 0x[0-9a-fA-F]+>$")
 def embedding_params(attrs: dict) -> dict:
     """The preprocessing-relevant settings recorded in an embedding table's attributes
     (flattened: 'spacing', 'crop', ..., 'layer', 'pool'); {} when none is recorded."""
-    from radlens_cli.io.formats import json_attr
-
     params = json_attr(attrs, "params", {})
     if not isinstance(params, dict):
         return {}

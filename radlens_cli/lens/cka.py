@@ -18,6 +18,7 @@ from __future__ import annotations
 import numpy as np
 
 from radlens_cli.errors import EXIT_DATA, ParameterError, RadlensError
+from radlens_cli.log import progress
 
 KERNELS = ("linear", "rbf")
 GRAM_BOOTSTRAP_MAX = 4000  # bootstrap by indexing n x n Gram matrices up to this many cases
@@ -145,7 +146,6 @@ def bootstrap_cka(x, y, n_boot: int, seed: int = 0, kernel: str = "linear", debi
     use_gram = kernel == "rbf" or n <= GRAM_BOOTSTRAP_MAX
     if use_gram:
         k, l = gram(x, kernel, sigma), gram(y, kernel, sigma)
-    from radlens_cli.log import progress
 
     for b in progress(range(n_boot), desc="cka bootstrap", unit="rep"):
         idx = rng.integers(0, n, size=n)

@@ -19,13 +19,17 @@ like; the reported importances stay the paper's numbers.
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+import os
+from dataclasses import dataclass, field
 
 import numpy as np
 
-from radlens_cli.errors import RadlensError
-from radlens_cli.lens.decoder import _r2, importance, solve_moments
+from radlens_cli.errors import ParameterError, ParameterMessage, RadlensError
+from radlens_cli.io.tables import CaseTable, align_cases
+from radlens_cli.lens.checks import require_compatible
+from radlens_cli.lens.decoder import _r2, importance, r2_score, solve_moments
 from radlens_cli.lens.fdr import bh_fdr
+from radlens_cli.names import parse_list
 
 RANK_BY = ("delta_importance", "delta_r2")
 DECODABLE_R2 = 0.0     # a feature is decodable when R^2 > this in at least one stage
@@ -306,8 +310,6 @@ def permutation_resolution(n_perm: int, m: int, alpha: float = 0.05) -> str | No
 # ---------------------------------------------------------------- pairing two decoders
 
 def _ids_table(ids, path):
-    from radlens_cli.io.tables import CaseTable
-
     t = CaseTable(case_id=ids, values=np.zeros((len(ids), 0)), columns=[])
     t.path = path
     return t
@@ -315,8 +317,6 @@ def _ids_table(ids, path):
 
 def paired_cases(pre, ft, which: str, allow_missing: bool):
     """Row indices (i_pre, i_ft) of the cases both decoders used for `which` (train/eval)."""
-    from radlens_cli.io.tables import align_cases
-
     a = _ids_table(getattr(pre, f"{which}_case_id"), f"{pre.path} ({which} cases)")
     b = _ids_table(getattr(ft, f"{which}_case_id"), f"{ft.path} ({which} cases)")
     return align_cases(a, b, allow_missing, names=(pre.path, ft.path))
@@ -328,9 +328,232 @@ def shared_eval_r2(pre, ft, i_pre, i_ft, bulk_pre: dict, bulk_ft: dict):
     When both used exactly the same cases these are the R^2 decode stored; otherwise they
     are recomputed from `eval/prediction` and `eval/target` (which `bulk_*` must then hold)
     on the shared cases only, so the two numbers compare like with like."""
-    from radlens_cli.lens.decoder import r2_score
-
     if len(i_pre) == len(pre.eval_case_id) == len(ft.eval_case_id):
         return pre.r2, ft.r2
     return (r2_score(bulk_pre["eval/prediction"][i_pre], bulk_pre["eval/target"][i_pre]),
             r2_score(bulk_ft["eval/prediction"][i_ft], bulk_ft["eval/target"][i_ft]))
+
+
+# ---------------------------------------------------------------- decoders compared
+#
+# A decoder the steps below compare is a lens.DecodeResult (in memory) or a DEC.h5 read
+# back (io.formats.decoder.DecoderFile): both have path, attrs, share_hash, columns,
+# column_meta, theta, r2, intercept, ridge, train_case_id, eval_case_id, r2_direct,
+# r2_seeds, and arrays(names) for the per-case arrays (read only when asked for).
+
+def _quiet(*args, **kwargs) -> None:
+    return None
+
+
+class _NoBar:
+    def update(self, n: int = 1) -> None:
+        pass
+
+    def close(self) -> None:
+        pass
+
+
+def _no_progress(total=None, desc=None, unit="it"):
+    return _NoBar()
+
+
+def checkpoint_labels(paths: list[str], labels: str | list[str] | None = None) -> list[str]:
+    """One label per compared decoder: `labels` (a list or comma-separated), or each file's
+    name without extension (`-` reads as "stdin")."""
+    if labels:
+        out = parse_list(labels, "labels") if isinstance(labels, str) else list(labels)
+        if len(out) != len(paths):
+            raise ParameterError(f"{{labels}} has {len(out)} name(s) for {len(paths)} compared decoder(s)",
+                                 "labels")
+    else:
+        out = ["stdin" if p == "-" else os.path.splitext(os.path.basename(str(p)))[0] for p in paths]
+    seen = {}
+    for p, lab in zip(paths, out):
+        if lab in seen:
+            raise ParameterError(f"checkpoint name {lab!r} is given twice ({seen[lab]} and {p}); "
+                                 f"name them with {{labels}}", "labels")
+        seen[lab] = p
+    return out
+
+
+@dataclass
+class DecoderPair:
+    """A compared decoder beside the reference, with the rows of the cases both used."""
+
+    ref: object
+    other: object
+    eval_rows: tuple            # (rows in ref, rows in other) of the shared evaluation cases
+    train_rows: tuple | None    # the same for the train cases (when asked for)
+
+    @property
+    def full_eval(self) -> bool:
+        return len(self.eval_rows[0]) == len(self.ref.eval_case_id) == len(self.other.eval_case_id)
+
+    @property
+    def full_train(self) -> bool:
+        return len(self.train_rows[0]) == len(self.ref.train_case_id) == len(self.other.train_case_id)
+
+    def eval_arrays(self, names=("eval/squared_error",)) -> tuple[dict, dict]:
+        """Per-case eval arrays of both decoders, plus the predictions and targets that
+        shared_eval_r2 needs when the two did not use the same cases."""
+        names = tuple(names) + (() if self.full_eval else ("eval/prediction", "eval/target"))
+        return self.ref.arrays(names), self.other.arrays(names)
+
+
+def pair_decoders(ref, other, allow_missing: bool = False, allow_different_preprocessing: bool = False,
+                  warn=None, train: bool = True) -> DecoderPair:
+    """Check that two decoders may be compared (lens.checks.require_compatible) and pair
+    their cases (train, when `train`, then eval) on case_id."""
+    require_compatible(ref, other, warn=warn, allow_preprocessing=allow_different_preprocessing)
+    train_rows = paired_cases(ref, other, "train", allow_missing) if train else None
+    eval_rows = paired_cases(ref, other, "eval", allow_missing)
+    return DecoderPair(ref=ref, other=other, eval_rows=eval_rows, train_rows=train_rows)
+
+
+@dataclass
+class Comparison:
+    """What compare_decoders returns: the DELTA table (one block of rows per compared
+    decoder, named in `checkpoint`), the statistic it ranks by, and each block's three
+    views (largest gains, largest losses, least changed)."""
+
+    table: object                       # pandas DataFrame, DELTA.csv's rows
+    rank_by: str
+    views: dict = field(default_factory=dict)   # checkpoint -> three_views(...)
+
+    def views_text(self, ref_name: str | None = None) -> str:
+        """The views as text; with several compared decoders each block is headed
+        `== <checkpoint> vs <ref_name>`."""
+        texts = []
+        for name, v in self.views.items():
+            head = f"== {name} vs {ref_name}\n" if len(self.views) > 1 else ""
+            texts.append(head + format_views(v, self.rank_by))
+        return "\n".join(texts)
+
+
+def check_compare_params(rank_by: str | None = None, stable_quantile: float = 0.5,
+                         ci_level: float = 0.95) -> None:
+    """ParameterError for a value compare_decoders cannot use."""
+    if rank_by is not None and rank_by not in RANK_BY:
+        raise ParameterError(f"{{rank_by}} must be one of {', '.join(RANK_BY)}, not {rank_by!r}", "rank_by")
+    if not 0.0 <= stable_quantile < 1.0:
+        raise ParameterError("{stable_quantile} must be in [0, 1)", "stable_quantile")
+    if not 0.0 < ci_level < 1.0:
+        raise ParameterError("{ci_level} must be in (0, 1)", "ci_level")
+
+
+def compare_decoders(ref, others, labels=None, rank_by: str | None = None, bootstrap: int = 0,
+                     permutations: int = 0, ci_level: float = 0.95, seed: int = 0,
+                     allow_missing: bool = False, allow_different_preprocessing: bool = False,
+                     top: int = 5, stable_quantile: float = 0.5, warn=None, info=None,
+                     progress=None) -> Comparison:
+    """Compare each of `others` (a decoder or a list) with the reference decoder `ref`.
+
+    Decoders are lens.DecodeResult objects or DEC.h5 files read back. rank_by: the
+    statistic of ranks, views, CIs and p_perm (default: delta_r2, or delta_importance for
+    --method paper decoders). bootstrap/permutations: resamples for percentile CIs and
+    the permutation test (0: none). top: features per view (0: no views).
+    warn/info(message), progress(total=, desc=, unit=) -> bar with update()/close():
+    where messages and progress go (default: nowhere)."""
+    import pandas as pd
+
+    warn, info, progress = warn or _quiet, info or _quiet, progress or _no_progress
+    others = list(others) if isinstance(others, (list, tuple)) else [others]
+    if not others:
+        raise ParameterError("give {others}: at least one decoder to compare with the reference", "others")
+    check_compare_params(rank_by, stable_quantile, ci_level)
+    names = checkpoint_labels([d.path for d in others], labels)
+    if rank_by is None:   # the method's statistic: delta_r2 (calibrated) or delta_importance (paper)
+        rank_by = "delta_importance" if ref.attrs.get("method", "paper") == "paper" else "delta_r2"
+    if permutations:
+        msg = permutation_resolution(permutations, len(ref.columns))
+        if msg:
+            warn(msg)
+    blocks, views = [], {}
+    for other, name in zip(others, names):
+        pair = pair_decoders(ref, other, allow_missing, allow_different_preprocessing, warn)
+        df = compare_pair(pair, name, rank_by=rank_by, bootstrap=bootstrap,
+                          permutations=permutations, ci_level=ci_level, seed=seed, warn=warn,
+                          info=info, progress=progress)
+        blocks.append(df)
+        if top > 0:
+            views[name] = three_views(df, top, stable_quantile, rank_by)
+    return Comparison(table=pd.concat(blocks, ignore_index=True), rank_by=rank_by, views=views)
+
+
+def compare_pair(pair: DecoderPair, name: str, rank_by: str, bootstrap: int = 0, permutations: int = 0,
+                 ci_level: float = 0.95, seed: int = 0, warn=None, info=None, progress=None):
+    """The DELTA rows of one compared decoder against the reference (see compare_decoders)."""
+    warn, info, progress = warn or _quiet, info or _quiet, progress or _no_progress
+    pre, ft = pair.ref, pair.other
+    (itr_p, itr_f), (iev_p, iev_f) = pair.train_rows, pair.eval_rows
+    full_eval, full_train = pair.full_eval, pair.full_train
+    if not full_train:
+        warn(ParameterMessage("{allow_missing}: importances are those of each decoder's own train "
+                              f"cases; refits use the {len(itr_p)} train cases common to both",
+                              "allow_missing"))
+    bp, bf = pair.eval_arrays()
+    if not full_eval:
+        warn(ParameterMessage(f"{{allow_missing}}: R^2 recomputed on the {len(iev_p)} eval cases "
+                              f"common to both", "allow_missing"))
+    r2_pre, r2_ft = shared_eval_r2(pre, ft, iev_p, iev_f, bp, bf)
+    p_null = paired_test(bp["eval/squared_error"][iev_p], bf["eval/squared_error"][iev_f])
+    df = delta_table(pre.columns, pre.column_meta, pre.theta, ft.theta, r2_pre, r2_ft,
+                     rank_by=rank_by, checkpoint=name, p_null=p_null)
+    if pre.r2_direct is not None and ft.r2_direct is not None and full_eval:
+        df["r2_direct_pre"], df["r2_direct_ft"] = pre.r2_direct, ft.r2_direct
+        df["delta_r2_direct"] = ft.r2_direct - pre.r2_direct
+    add_seed_columns(df, pre, ft, full_eval, name, info=info)
+    n_dec = int(df["decodable"].sum())
+    if n_dec < 0.5 * len(df):
+        warn(f"{name}: {len(df) - n_dec} of {len(df)} features are not decodable in either "
+             f"stage (R^2 <= {DECODABLE_R2:g} in both); they are left out of the gain/loss "
+             f"ranks, and the cohort may be too small for the lens")
+    if bootstrap or permutations:
+        names = ("train/Z", "train/target", "eval/Z", "eval/target")
+        bp, bf = pre.arrays(names), ft.arrays(names)
+        R_tr, R_ev = bp["train/target"][itr_p], bp["eval/target"][iev_p]
+        if (np.abs(R_tr - bf["train/target"][itr_f]).max() > 1e-5
+                or np.abs(R_ev - bf["eval/target"][iev_f]).max() > 1e-5):
+            raise RadlensError(f"{pre.path} and {ft.path} were decoded against different "
+                               f"radiomic values for the same cases; use the same radiomics table")
+        data = PairedData(Zp_tr=bp["train/Z"][itr_p], Zf_tr=bf["train/Z"][itr_f], R_tr=R_tr,
+                          Zp_ev=bp["eval/Z"][iev_p], Zf_ev=bf["eval/Z"][iev_f], R_ev=R_ev,
+                          intercept=pre.intercept, ridge_pre=pre.ridge, ridge_ft=ft.ridge)
+        del bp, bf
+        if bootstrap:
+            bar = progress(total=bootstrap, desc="bootstrap", unit="resample")
+            lo, hi = bootstrap_ci(data, bootstrap, seed=seed, rank_by=rank_by, level=ci_level,
+                                  progress=lambda: bar.update(1))
+            bar.close()
+            df[f"{rank_by}_ci_low"], df[f"{rank_by}_ci_high"] = lo, hi
+        if permutations:
+            bar = progress(total=permutations, desc="permutations", unit="perm")
+            p, _ = permutation_test(data, permutations, seed=seed + 1, rank_by=rank_by,
+                                    progress=lambda: bar.update(1))
+            bar.close()
+            add_permutations(df, p)
+    n_flag = int((df["q_bh"] < 0.05).sum())
+    info(f"{name}: {n_flag} of {len(df)} features changed beyond the null "
+         f"(q_bh < 0.05, {DEFAULT_TEST}); mean delta_r2 {float(df['delta_r2'].mean()):+.4f}")
+    return df
+
+
+def add_seed_columns(df, pre, ft, full_eval: bool, name: str, info=None) -> None:
+    """delta_r2 across share seeds (fit-share seeds=K): mean, sd, and the mean pairwise
+    Spearman correlation of delta_r2 between seeds over decodable features."""
+    from scipy.stats import spearmanr
+
+    a, b = pre.r2_seeds, ft.r2_seeds
+    if a is None or b is None or a.shape != b.shape or not full_eval:
+        return
+    D = b - a                                               # (K, p)
+    df["delta_r2_mean"], df["delta_r2_sd"] = D.mean(axis=0), D.std(axis=0, ddof=1)
+    dec = df["decodable"].to_numpy(dtype=bool)
+    K = D.shape[0]
+    rhos = [spearmanr(D[i, dec], D[j, dec]).statistic for i in range(K) for j in range(i + 1, K)]
+    rho = float(np.mean(rhos)) if rhos and dec.sum() > 2 else float("nan")
+    df["delta_r2_seed_spearman"] = rho
+    if info:
+        info(f"{name}: delta_r2 across {K} share seeds: mean sd {float(D.std(axis=0, ddof=1).mean()):.4f}; "
+             f"rank stability (mean Spearman between seeds) {rho:.3f}")
+

@@ -20,9 +20,8 @@ import numpy as np
 
 from radlens_cli.errors import RadlensError
 from radlens_cli.lens.fdr import bh_fdr
-from radlens_cli.radiomics.names import META_KEYS
-from radlens_cli.radiomics.names import parse_column_names as _parse_column_names
-from radlens_cli.radiomics.names import table_column_meta as _table_column_meta
+from radlens_cli.radiomics.names import (META_KEYS, parse_column_names as _parse_column_names, table_column_meta as
+                                         _table_column_meta)
 
 METHODS = ("spearman", "pearson")
 CONSTANT = "constant"

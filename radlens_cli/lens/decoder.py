@@ -2,7 +2,7 @@
 
 The paper solves R = theta Z, theta = R Z^T (Z Z^T)^-1: a linear map WITHOUT intercept.
 radlens follows the paper by default; `intercept=True` (CLI `--intercept`) adds a bias
-column as in DESIGN.md (R ~ theta [Z; 1]); importance never includes the bias.
+column (R ~ theta [Z; 1], docs/lens.md); importance never includes the bias.
 With rows as cases (Z: n x h, R: n x p) that is theta^T = (Z^T Z + a I)^-1 Z^T R: the
 paper's normal equations, solved through the symmetric eigendecomposition of the h x h
 Gram matrix -- never an explicit inverse -- with eigenvalues below
@@ -20,6 +20,8 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 
 import numpy as np
+
+from radlens_cli.errors import ParameterMessage
 
 def _small_blas():
     """One BLAS thread for h x h work (Gram, eigh): it gains nothing from threads, and
@@ -130,9 +132,9 @@ def fit_decoder(Z: np.ndarray, R: np.ndarray, ridge: float = 0.0,
                         f"noisy here; prefer delta_r2 over delta_importance")
     if ridge == 0 and (not np.isfinite(diag["condition_number"])
                        or diag["condition_number"] > COND_WARN):
-        warnings.append(f"Z_train is ill-conditioned (condition number "
-                        f"{diag['condition_number']:.3g}, effective rank "
-                        f"{diag['effective_rank']}/{h}); consider --ridge")
+        warnings.append(ParameterMessage(f"Z_train is ill-conditioned (condition number "
+                                         f"{diag['condition_number']:.3g}, effective rank "
+                                         f"{diag['effective_rank']}/{h}); consider {{ridge}}", "ridge"))
     alpha = float(ridge)
     if alpha == 0.0 and n_params >= n:
         alpha = RIDGE_FALLBACK * float(np.clip(w, 0, None).mean()) if w.size else 1.0

@@ -9,9 +9,7 @@ from __future__ import annotations
 
 import numpy as np
 
-from radlens_cli.radiomics.names import META_KEYS
-from radlens_cli.radiomics.names import parse_column_names
-from radlens_cli.radiomics.names import table_column_meta as column_meta
+from radlens_cli.radiomics.names import META_KEYS, parse_column_names, table_column_meta as column_meta
 
 __all__ = ["META_KEYS", "parse_column_names", "column_meta", "collapse_image_type"]
 

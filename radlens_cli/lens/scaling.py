@@ -11,6 +11,8 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
+from radlens_cli.errors import check_choice
+
 SCALES = ("minmax", "zscore")
 
 
@@ -36,8 +38,7 @@ class Scaler:
 
 def fit_scaler(train_values: np.ndarray, columns, kind: str = "minmax") -> Scaler:
     """Fit `kind` scaling on train rows; constant / non-finite columns are dropped."""
-    if kind not in SCALES:
-        raise ValueError(f"unknown scale {kind!r} (choose {', '.join(SCALES)})")
+    check_choice(kind, SCALES, "scale")
     v = np.asarray(train_values, dtype=np.float64)
     columns = [str(c) for c in columns]
     finite = np.isfinite(v).all(axis=0)

@@ -29,11 +29,13 @@ it equals 24 separate fits from the same initialisation, in one batched model.
 from __future__ import annotations
 
 import hashlib
+import json
 from dataclasses import dataclass, field
 
 import numpy as np
 
 from radlens_cli.devices import resolve_device
+from radlens_cli.errors import RadlensError, check_choice
 from radlens_cli.lens.scaling import Scaler
 
 ACTIVATIONS = ("relu", "gelu", "tanh")
@@ -106,6 +108,79 @@ class ShareModel:
         return activate(X @ np.asarray(self.weight, np.float64)
                         + np.asarray(self.bias, np.float64), self.activation)
 
+    def to_record(self) -> dict:
+        """The model as plain data for SHARE.h5 (io.formats.share writes it): `datasets`,
+        `groups` (sweep, seeds) and `attrs` (its own attributes, share_hash among them).
+        The temporary heads are not kept."""
+        sc = self.scaler
+        datasets = {
+            "weight": np.asarray(self.weight, np.float32),
+            "bias": np.asarray(self.bias, np.float32),
+            "embedding_columns": np.array(self.embedding_columns, dtype=object),
+            "columns": np.array(sc.columns, dtype=object),
+            "scale_offset": np.asarray(sc.offset, np.float64),
+            "scale_factor": np.asarray(sc.factor, np.float64),
+            "dropped_columns": np.array([c for c, _ in sc.dropped], dtype=object),
+            "dropped_reasons": np.array([r for _, r in sc.dropped], dtype=object),
+        }
+        for k, v in self.column_meta.items():
+            datasets[f"column_{k}"] = np.asarray(v, dtype=object)
+        if self.share_case_id is not None:
+            datasets["share_case_id"] = np.asarray(self.share_case_id, dtype=object)
+        if self.reference_X is not None:
+            datasets["reference_case_id"] = np.asarray(self.reference_case_id, dtype=object)
+            datasets["reference_embeddings"] = np.asarray(self.reference_X, np.float64)
+        groups = {}
+        if self.sweep:
+            groups["sweep"] = {k: np.asarray(v) for k, v in self.sweep.items()}
+        if self.extra:
+            groups["seeds"] = {"seed": np.array([e[0] for e in self.extra], dtype=np.int64),
+                               "weight": np.stack([np.asarray(e[1], np.float32) for e in self.extra]),
+                               "bias": np.stack([np.asarray(e[2], np.float32) for e in self.extra]),
+                               "ridge": np.array([e[3] for e in self.extra], dtype=np.float64)}
+        attrs = {"activation": self.activation, "scale": sc.kind, "hidden": self.hidden,
+                 "embedding_dim": self.embedding_dim, "share_hash": self.share_hash,
+                 "method": self.method, "ridge": float(self.ridge),
+                 "embedding_params": json.dumps(self.embedding_params, sort_keys=True)}
+        return {"datasets": datasets, "groups": groups, "attrs": attrs}
+
+    @classmethod
+    def from_record(cls, record) -> "ShareModel":
+        """The model of a SHARE.h5 read back (io.formats.share.load_share: `datasets` with
+        strings decoded, `groups`, `attrs`, `path`); the stored share_hash must match."""
+        f, attrs, shown = record["datasets"], record["attrs"], record.get("path", "share model")
+        try:
+            strs = {k: [str(x) for x in f[k]] for k in
+                    ("embedding_columns", "columns", "dropped_columns", "dropped_reasons")}
+            meta = {k[len("column_"):]: v for k, v in f.items()
+                    if k.startswith("column_") and k != "columns"}
+            scaler = Scaler(kind=str(attrs["scale"]), columns=strs["columns"],
+                            offset=f["scale_offset"], factor=f["scale_factor"],
+                            dropped=list(zip(strs["dropped_columns"], strs["dropped_reasons"])))
+            model = cls(weight=f["weight"], bias=f["bias"], activation=str(attrs["activation"]),
+                        embedding_columns=strs["embedding_columns"], scaler=scaler,
+                        column_meta=meta, sweep=record["groups"].get("sweep"),
+                        params=json.loads(attrs.get("params", "{}")),
+                        method=str(attrs.get("method", "paper")),
+                        ridge=float(attrs.get("ridge", 0.0)),
+                        embedding_params=json.loads(attrs.get("embedding_params", "{}")))
+            if "share_case_id" in f:
+                model.share_case_id = f["share_case_id"]
+            g = record["groups"].get("seeds")
+            if g is not None:
+                model.extra = [(int(a), w, b, float(r)) for a, w, b, r in
+                               zip(g["seed"], g["weight"], g["bias"], g["ridge"])]
+            if "reference_embeddings" in f:
+                model.reference_case_id = f["reference_case_id"]
+                model.reference_X = f["reference_embeddings"]
+        except KeyError as e:
+            raise RadlensError(f"{shown}: share model lacks {e} (not written by fit-share?)") from None
+        model.attrs = attrs
+        if attrs.get("share_hash") != model.share_hash:
+            raise RadlensError(f"{shown}: share_hash does not match the stored weights "
+                               f"(file modified or corrupt)")
+        return model
+
     @property
     def share_hash(self) -> str:
         """sha256 over the weights, activation, embedding columns and scaling: the identity
@@ -170,10 +245,8 @@ def train_share(X_train, R_train, X_val=None, R_val=None, grid=None, hidden: int
     """
     import torch
 
-    if activation not in ACTIVATIONS:
-        raise ValueError(f"unknown activation {activation!r}")
-    if reduction not in REDUCTIONS:
-        raise ValueError(f"unknown loss reduction {reduction!r}")
+    check_choice(activation, ACTIVATIONS, "activation")
+    check_choice(reduction, REDUCTIONS, "loss_reduction")
     grid = list(grid or [(DEFAULT_L1, DEFAULT_L2)])
     device = str(resolve_device(device))  # radlens_cli.devices: the one resolver
     prev_det = torch.are_deterministic_algorithms_enabled()

@@ -13,8 +13,11 @@ from __future__ import annotations
 
 import numpy as np
 
+from radlens_cli.errors import ParameterError, ParameterMessage
+from radlens_cli.lens.compare import checkpoint_labels, pair_decoders, shared_eval_r2
 from radlens_cli.lens.fdr import bh_fdr, stars
 from radlens_cli.lens.names import collapse_image_type
+from radlens_cli.names import parse_list
 from radlens_cli.radiomics.names import family_label
 
 GROUPINGS = ("family", "image_type", "modality", "modality_family")
@@ -35,7 +38,7 @@ def group_labels(meta: dict, by: str) -> np.ndarray:
     raise ValueError(f"unknown grouping {by!r} (choose {', '.join(GROUPINGS)})")
 
 
-def group_stats(sq_pre: np.ndarray, sq_ft: np.ndarray, r2_pre: np.ndarray, r2_ft: np.ndarray,
+def group_table(sq_pre: np.ndarray, sq_ft: np.ndarray, r2_pre: np.ndarray, r2_ft: np.ndarray,
                 meta: dict, by=GROUPINGS, checkpoint: str = "ft"):
     """One row per (grouping, group); sq_*: (n_cases, p) squared errors on the same cases."""
     import pandas as pd
@@ -68,6 +71,48 @@ def group_stats(sq_pre: np.ndarray, sq_ft: np.ndarray, r2_pre: np.ndarray, r2_ft
     df["q_bh"] = bh_fdr(df["wilcoxon_p"].to_numpy())
     df["stars"] = stars(df["q_bh"].to_numpy())
     return df[STATS_COLUMNS]
+
+
+
+def check_groupings(by) -> list[str]:
+    """The groupings of `by` (a list, or comma-separated); ParameterError for an unknown one."""
+    groupings = parse_list(by, "by") if isinstance(by, str) else list(by)
+    bad = [g for g in groupings if g not in GROUPINGS]
+    if bad or not groupings:
+        raise ParameterError(f"{{by}}: unknown grouping {', '.join(bad) or '(empty)'} "
+                             f"(choose from {', '.join(GROUPINGS)})", "by")
+    return groupings
+
+
+def group_stats(ref, others, labels=None, by=GROUPINGS, allow_missing: bool = False,
+                allow_different_preprocessing: bool = False, warn=None, info=None):
+    """Table 1 of the reference decoder `ref` against each of `others` (a decoder or a list;
+    lens.DecodeResult objects or DEC.h5 files read back): one block of group_table rows
+    per compared decoder, on the evaluation cases both used. by: groupings (a list or
+    comma-separated) among GROUPINGS. warn/info(message): where messages go."""
+    import pandas as pd
+
+    groupings = check_groupings(by)
+    others = list(others) if isinstance(others, (list, tuple)) else [others]
+    if not others:
+        raise ParameterError("give {others}: at least one decoder to compare with the reference", "others")
+    names = checkpoint_labels([d.path for d in others], labels)
+    blocks = []
+    for other, name in zip(others, names):
+        pair = pair_decoders(ref, other, allow_missing, allow_different_preprocessing, warn, train=False)
+        (ip, jf), full = pair.eval_rows, pair.full_eval
+        bp, bf = pair.eval_arrays()
+        sq_pre, sq_ft = bp["eval/squared_error"][ip], bf["eval/squared_error"][jf]
+        if not full and warn:
+            warn(ParameterMessage(f"{{allow_missing}}: using the {len(ip)} eval cases common to both "
+                                  f"decoders", "allow_missing"))
+        r2_pre, r2_ft = shared_eval_r2(ref, other, ip, jf, bp, bf)
+        df = group_table(sq_pre, sq_ft, r2_pre, r2_ft, ref.column_meta, by=groupings, checkpoint=name)
+        if info:
+            info(f"{name}: {int((df['q_bh'] < 0.05).sum())} of {len(df)} groups differ "
+                 f"(Wilcoxon, q_bh < 0.05)")
+        blocks.append(df)
+    return pd.concat(blocks, ignore_index=True)
 
 
 def _display(group_by: str, group: str) -> str:

@@ -6,16 +6,19 @@ can run the method without the CLI; the commands only add file handling and mess
 
 from __future__ import annotations
 
+import json
 from dataclasses import dataclass, field
 
 import numpy as np
 
-from radlens_cli.errors import ParameterMessage, RadlensError
+from radlens_cli.errors import EXIT_DATA, ParameterError, ParameterMessage, RadlensError, check_choice
 from radlens_cli.io.tables import CaseTable, align_cases
-from radlens_cli.lens.decoder import Decoder, fit_decoder, r2_score
+from radlens_cli.lens.align import ALIGNMENTS, fit_alignment
+from radlens_cli.lens.checks import embedding_params, require_same_preprocessing
+from radlens_cli.lens.decoder import Decoder, RIDGE_FALLBACK, choose_ridge, fit_decoder, r2_score, ridge_gcv
 from radlens_cli.lens.names import column_meta
-from radlens_cli.lens.scaling import fit_scaler
-from radlens_cli.lens.share import ShareModel, train_share
+from radlens_cli.lens.scaling import SCALES, fit_scaler
+from radlens_cli.lens.share import ACTIVATIONS, METHODS, REDUCTIONS, ShareModel, paper_grid, train_share
 
 
 
@@ -107,10 +110,7 @@ def require_split(j: Joined, name: str, what: str, minimum: int = 1) -> np.ndarr
 
 def method_defaults(method: str) -> dict:
     """What each method means: the calibrated lens (default) or the paper's exact method."""
-    from radlens_cli.lens.share import METHODS
-
-    if method not in METHODS:
-        raise ValueError(f"unknown method {method!r} (choose {', '.join(METHODS)})")
+    check_choice(method, METHODS, "method")
     if method == "paper":
         return {"scale": "minmax", "intercept": False, "align": "none",
                 "rank_by": "delta_importance", "ridge": "none", "share_fraction": 1.0}
@@ -118,27 +118,40 @@ def method_defaults(method: str) -> dict:
             "ridge": "gcv", "share_fraction": 0.5}
 
 
-def fit_share_tables(emb: CaseTable, rad: CaseTable, hidden: int = 256, l1: float = 1e-6,
-                     l2: float = 1e-5, grid=None, epochs: int = 200, lr: float = 1e-3,
-                     scale: str | None = None, activation: str = "relu", batch_size: int = 256,
-                     seed: int = 0, device: str = "cpu", allow_missing: bool = False,
-                     progress=None, warn=None, method: str = "calibrated",
-                     reduction: str = "mean", seeds: int = 1,
-                     share_fraction: float | None = None) -> ShareModel:
-    """Train the share projection on the train split; with a grid, select on val L1.
+def fit_share(emb: CaseTable, rad: CaseTable, hidden: int = 256, l1: float = 1e-6,
+              l2: float = 1e-5, sweep: bool = False, epochs: int = 200, lr: float = 1e-3,
+              scale: str | None = None, activation: str = "relu", batch_size: int = 256,
+              seed: int = 0, device: str = "cpu", allow_missing: bool = False,
+              progress=None, warn=None, method: str = "calibrated",
+              loss_reduction: str = "mean", seeds: int = 1,
+              share_fraction: float | None = None, grid=None) -> ShareModel:
+    """Train the share projection on the train split of embeddings `emb` joined with
+    radiomics `rad` (case tables); with `sweep` (the paper's (l1, l2) grid) or a `grid`,
+    select on val L1. progress(): one call per epoch; warn(message): where warnings go.
 
     Also keeps what the decoders of every checkpoint need to be comparable: the
     pre-trained train embeddings (the alignment target) and one ridge alpha for all
     checkpoints (calibrated: generalised cross-validation on the pre-trained train cases; paper: none,
     or the under-determined fallback computed once here)."""
-    from radlens_cli.lens.checks import embedding_params
-    from radlens_cli.lens.decoder import RIDGE_FALLBACK, choose_ridge
-
+    check_choice(method, METHODS, "method")
+    check_choice(loss_reduction, REDUCTIONS, "loss_reduction")
+    if scale is not None:
+        check_choice(scale, SCALES, "scale")
+    check_choice(activation, ACTIVATIONS, "activation")
+    if sweep:
+        split = rad.split if rad.split is not None else emb.split
+        if split is None or not (split == "val").any():
+            raise ParameterError("{sweep} selects on the `val` split, but there are no val cases",
+                                 "sweep", exit_code=EXIT_DATA)
+        grid = paper_grid()
+    if share_fraction is not None and not 0.0 < share_fraction <= 1.0:
+        raise ParameterError("{share_fraction} must be in (0, 1]", "share_fraction")
+    if seeds < 1:
+        raise ParameterError("{seeds} must be at least 1", "seeds")
+    reduction = loss_reduction
     md = method_defaults(method)
     scale = scale or md["scale"]
     frac = md["share_fraction"] if share_fraction is None else float(share_fraction)
-    if not 0.0 < frac <= 1.0:
-        raise ValueError("share_fraction must be in (0, 1]")
     j = join(emb, rad, allow_missing)
     _said_missing(j, warn)
     tr = require_split(j, "train", "fitting share", minimum=2)
@@ -221,6 +234,9 @@ def fit_share_tables(emb: CaseTable, rad: CaseTable, hidden: int = 256, l1: floa
     return model
 
 
+fit_share_tables = fit_share   # the 0.2 name (README's Python example); kept for one release
+
+
 # ---------------------------------------------------------------- decode
 
 @dataclass
@@ -240,12 +256,12 @@ class DecodeResult:
     r2: np.ndarray
     mse: np.ndarray
     dropped_cases: list = field(default_factory=list)
-    attrs: dict = field(default_factory=dict)
     method: str = "paper"
     alignment: object = None         # lens.align.Alignment or None
     r2_direct: np.ndarray | None = None
     embedding_params: dict = field(default_factory=dict)
     r2_seeds: np.ndarray | None = None     # (K, p): R^2 through each share seed, main first
+    path: str = "decoder"        # what messages call it: the embeddings it decoded
 
     @property
     def squared_error(self) -> np.ndarray:
@@ -254,6 +270,66 @@ class DecodeResult:
     @property
     def importance(self) -> np.ndarray:
         return self.decoder.importance
+
+    # what compare and stats read, under the names a DEC.h5 read back has them
+    # (io.formats.decoder.DecoderFile), so both compare alike
+
+    @property
+    def theta(self) -> np.ndarray:
+        return self.decoder.theta
+
+    @property
+    def intercept(self) -> bool:
+        return bool(self.decoder.intercept)
+
+    @property
+    def ridge(self) -> float:
+        return float(self.decoder.ridge)
+
+    @property
+    def attrs(self) -> dict:
+        """The decoder's settings and diagnostics, as plain values (DEC.h5's own attributes)."""
+        dec, d = self.decoder, self.decoder.diagnostics
+        own = {"share_hash": self.share_hash, "intercept": int(dec.intercept), "ridge": float(dec.ridge),
+               "eval_split": self.eval_split, "n_train": d["n_train"], "hidden": d["hidden"],
+               "effective_rank": d["effective_rank"], "condition_number": d["condition_number"],
+               "diagnostics": json.dumps(d), "warnings": json.dumps(dec.warnings),
+               "method": self.method,
+               "alignment": f"procrustes-{self.alignment.kind}" if self.alignment is not None else "none",
+               "embedding_preprocessing": json.dumps(self.embedding_params, sort_keys=True, default=str)}
+        if self.alignment is not None:
+            own["alignment_scale"] = float(self.alignment.scale)
+            own["alignment_identity"] = int(self.alignment.identity)
+            own["alignment_exact_affine"] = int(getattr(self.alignment, "exact_affine", False))
+        return own
+
+    def to_record(self) -> dict:
+        """The result as plain data for DEC.h5 (io.formats.decoder writes it): `datasets`
+        (theta, bias, importance, per-feature R^2/MSE, columns and their metadata, dropped
+        cases, the control and per-seed R^2), per-case `groups` train/eval, and `attrs`."""
+        dec = self.decoder
+        datasets = {"theta": dec.theta, "bias": dec.bias, "importance": dec.importance,
+                    "r2": self.r2, "mse": self.mse,
+                    "columns": np.array(self.columns, dtype=object),
+                    "dropped_case_id": np.array([c for c, _ in self.dropped_cases], dtype=object),
+                    "dropped_case_split": np.array([s for _, s in self.dropped_cases], dtype=object)}
+        for k, v in self.column_meta.items():
+            datasets[f"column_{k}"] = np.asarray(v, dtype=object)
+        if self.r2_direct is not None:
+            datasets["r2_direct"] = self.r2_direct
+        if self.r2_seeds is not None:
+            datasets["r2_seeds"] = self.r2_seeds
+        groups = {"train": {"case_id": self.train_case_id, "Z": self.Z_train, "target": self.R_train},
+                  "eval": {"case_id": self.eval_case_id, "Z": self.Z_eval, "target": self.R_eval,
+                           "prediction": self.prediction, "squared_error": self.squared_error}}
+        return {"datasets": datasets, "groups": groups, "attrs": self.attrs}
+
+    def arrays(self, names) -> dict:
+        """Per-case arrays by their DEC.h5 names (train/Z, train/target, eval/Z,
+        eval/target, eval/prediction, eval/squared_error)."""
+        have = {"train/Z": self.Z_train, "train/target": self.R_train, "eval/Z": self.Z_eval,
+                "eval/target": self.R_eval, "eval/prediction": self.prediction}
+        return {n: self.squared_error if n == "eval/squared_error" else have[n] for n in names}
 
 
 def decode(share: ShareModel, emb: CaseTable, rad: CaseTable, ridge: float | None = None,
@@ -266,18 +342,17 @@ def decode(share: ShareModel, emb: CaseTable, rad: CaseTable, ridge: float | Non
     train embeddings, intercept, the share's ridge alpha; paper -> none of these.
     control: also fit the share-free control (ridge straight from the embeddings, alpha by
     generalised cross-validation), whose held-out R^2 is `r2_direct`."""
-    from radlens_cli.lens.align import fit_alignment
-    from radlens_cli.lens.checks import embedding_params, require_same_preprocessing
-    from radlens_cli.lens.decoder import ridge_gcv
-
+    if align is not None:
+        check_choice(align, ALIGNMENTS, "align")
+    if ridge is not None and ridge < 0:
+        raise ParameterError("{ridge} must be >= 0", "ridge")
+    if eval_split == "train":
+        raise ParameterError("{eval_split} train would evaluate on the cases the decoder was fitted on",
+                             "eval_split")
     warn = warn or (lambda msg: None)
     md = method_defaults(share.method)
     intercept = md["intercept"] if intercept is None else bool(intercept)
-    from radlens_cli.lens.align import ALIGNMENTS
-
     align = md["align"] if align is None else str(align)
-    if align not in ALIGNMENTS:
-        raise ValueError(f"unknown alignment {align!r} (choose {', '.join(ALIGNMENTS)})")
     ridge_given = ridge
     ridge = share.ridge if ridge is None else float(ridge)
     if align != "none" and share.reference_X is None:
@@ -395,7 +470,7 @@ def decode(share: ShareModel, emb: CaseTable, rad: CaseTable, ridge: float | Non
                         eval_case_id=j.case_id[iev], Z_eval=Zev, R_eval=Rev, prediction=pred,
                         r2=r2, mse=mse, dropped_cases=dropped, method=share.method,
                         alignment=alignment, r2_direct=r2_direct,
-                        embedding_params=emb_params, r2_seeds=r2_seeds)
+                        embedding_params=emb_params, r2_seeds=r2_seeds, path=str(emb.path))
 
 
 def distinct_columns(X: np.ndarray) -> np.ndarray:

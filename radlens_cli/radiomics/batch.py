@@ -11,10 +11,12 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
+from radlens_cli import log
+from radlens_cli.io.files import atomic_output
 from radlens_cli.io.manifest import Manifest
 from radlens_cli.io.tables import CaseTable
-from radlens_cli.radiomics.extract import Options, Result, Task, run_tasks
-from radlens_cli.radiomics.names import parse_column_names, column_name
+from radlens_cli.radiomics.extract import INPUTS_KEY, Options, Result, Task, run_tasks
+from radlens_cli.radiomics.names import column_name, parse_column_names
 
 FAILURE_FIELDS = ("case_id", "modality", "path", "reason", "status")
 
@@ -22,8 +24,6 @@ FAILURE_FIELDS = ("case_id", "modality", "path", "reason", "status")
 def write_failures(path: str, failures: list[dict], force: bool) -> None:
     """The failures CSV (FAILURE_FIELDS) of extract-radiomics and embed."""
     import csv
-
-    from radlens_cli.io.files import atomic_output
 
     with atomic_output(path, force, suffix=".csv") as tmp:
         with open(tmp, "w", newline="", encoding="utf-8") as fh:
@@ -131,9 +131,6 @@ def _tell_inputs(res: Result, told: dict) -> None:
     """Once per case: the warning of a mask on none of its images' lattices, and notes on
     where a DICOM mask was placed (the same for every modality of the case); `told` keeps
     each case's record, with the DICOM series of all its modalities."""
-    from radlens_cli import log
-    from radlens_cli.radiomics.extract import INPUTS_KEY
-
     raw = res.diagnostics.get(INPUTS_KEY) if res.diagnostics else None
     if not raw:
         return

@@ -29,12 +29,17 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
-from radlens_cli import __version__
+from radlens_cli import __version__, log
 from radlens_cli.errors import RadlensError
+from radlens_cli.io.dicom_masks import find_dicom_mask
 from radlens_cli.io.files import atomic_path
+from radlens_cli.io.images import (EmptyMaskError, geometry, load_mask, read_image, require_same_geometry,
+                                   resample_like, same_geometry)
 from radlens_cli.io.manifest import MaskSpec
-from radlens_cli.workers import in_worker, test_kill_hook
+from radlens_cli.provenance import sha256_file
 from radlens_cli.radiomics.names import is_diagnostic
+from radlens_cli.radiomics.params import params_hash, pyradiomics_version, quiet_pyradiomics
+from radlens_cli.workers import imap_resilient, in_worker, test_kill_hook
 
 CACHE_SCHEMA = "radlens-radiomics-cache/1"
 
@@ -121,8 +126,6 @@ def init_worker(driver_pid: int | None = None):
     run can restore the caller's settings."""
     import SimpleITK as sitk
 
-    from radlens_cli.radiomics.params import quiet_pyradiomics
-
     if driver_pid is not None:
         threading.Thread(target=_exit_with, args=(driver_pid,), daemon=True, name="driver-watch").start()
     sitk.ProcessObject.SetGlobalDefaultNumberOfThreads(1)
@@ -139,8 +142,6 @@ def _extractor(params: dict):
     if key not in _EXTRACTORS:
         from radiomics import featureextractor
 
-        from radlens_cli.radiomics.params import quiet_pyradiomics
-
         quiet_pyradiomics()
         with warnings.catch_warnings():  # pykwalify's load_module() of PyRadiomics' schema hooks
             warnings.simplefilter("ignore", DeprecationWarning)
@@ -154,8 +155,6 @@ def _clean(msg: str) -> str:
 
 
 def _read(path: str | None, what: str, float_pixels: bool = False):
-    from radlens_cli.io.images import read_image
-
     if not path:
         raise TaskFailure("", f"no {what} path (empty manifest cell)")
     if not os.path.exists(path):
@@ -182,15 +181,11 @@ def _outside_fraction(mask, image) -> float:
 
 
 def _fov(img) -> str:
-    from radlens_cli.io.images import geometry
-
     g = geometry(img)
     return f"size {g['size']}, spacing {g['spacing']}, origin {g['origin']}"
 
 
 def _check_coverage(mask, image, what: str, mask_path: str, max_outside: float) -> None:
-    from radlens_cli.io.images import same_geometry
-
     if same_geometry(mask, image):
         return  # the usual case: nothing can lie outside, skip the resampling
     frac = _outside_fraction(mask, image)
@@ -204,8 +199,6 @@ def _check_coverage(mask, image, what: str, mask_path: str, max_outside: float) 
 
 def _mask_on_grid(mask, grid, task: Task, opts: Options, what: str):
     import SimpleITK as sitk
-
-    from radlens_cli.io.images import require_same_geometry, resample_like, same_geometry
 
     if same_geometry(mask, grid):
         mask = sitk.Image(mask)
@@ -229,8 +222,6 @@ INPUTS_KEY = "diagnostics_radlens_Inputs"  # JSON: DICOM UIDs, segments, placeme
 def read_task_mask(task: Task, opts: Options, loaded: dict | None = None):
     """The task's binary mask (label map, DICOM-SEG or RTSTRUCT) and its record; raises
     TaskFailure / EmptyMask."""
-    from radlens_cli.io.images import EmptyMaskError, load_mask
-
     if not task.mask:
         raise TaskFailure("", "no mask path (empty manifest cell)")
     if not os.path.exists(task.mask):
@@ -250,8 +241,6 @@ def prepare(task: Task, opts: Options):
     """(image, mask, record) with image and mask on one grid for PyRadiomics; raises
     TaskFailure / EmptyMask. The record says what DICOM objects were read (see load_mask)."""
     import SimpleITK as sitk
-
-    from radlens_cli.io.images import resample_like
 
     image = _read(task.image, "image")
     mask, info = read_task_mask(task, opts, {task.image: image})
@@ -312,9 +301,6 @@ def extract_features(image, mask, params: dict) -> tuple[list[str], list[float],
 
 
 def cache_key(task: Task, opts: Options) -> str:
-    from radlens_cli.provenance import sha256_file
-    from radlens_cli.radiomics.params import params_hash, pyradiomics_version
-
     hashes = {}
     for role, path in (("image", task.image), ("mask", task.mask), ("reference", task.reference)):
         if path:
@@ -323,7 +309,6 @@ def cache_key(task: Task, opts: Options) -> str:
             hashes[role] = sha256_file(path)
         elif role != "reference":
             raise TaskFailure("", f"no {role} path (empty manifest cell)")
-    from radlens_cli.io.dicom_masks import find_dicom_mask
 
     try:
         dicom_mask = find_dicom_mask(task.mask) is not None
@@ -477,9 +462,6 @@ def run_tasks(tasks: list[Task], opts: Options, jobs: int = 1):
 
     import functools
     import multiprocessing as mp
-
-    from radlens_cli import log
-    from radlens_cli.workers import imap_resilient
 
     methods = mp.get_all_start_methods()
     ctx = mp.get_context("forkserver" if "forkserver" in methods else "spawn")

@@ -12,7 +12,8 @@ import json
 import numpy as np
 
 from radlens_cli.errors import RadlensError
-from radlens_cli.radiomics.names import parse_column_names, column_name, parse_column
+from radlens_cli.io.files import input_path
+from radlens_cli.radiomics.names import column_name, parse_column, parse_column_names
 
 FAMILIES = {"firstorder", "glcm", "glrlm", "glszm", "gldm", "ngtdm", "shape", "shape2D"}
 ID_COLUMNS = ("case_id", "ID", "Id", "id", "PatientID", "Patient", "patient_id", "Case", "case")
@@ -25,8 +26,6 @@ def is_feature(name: str) -> bool:
 
 def _read(path: str):
     import pandas as pd
-
-    from radlens_cli.io.files import input_path
 
     real = input_path(path, "PyRadiomics CSV")
     try:

@@ -8,8 +8,11 @@ from dataclasses import dataclass, field
 import numpy as np
 
 from radlens_cli.errors import EXIT_DATA, ParameterError, RadlensError
-from radlens_cli.io.formats import json_attr
+from radlens_cli.io.cases import table_part
+from radlens_cli.io.files import input_path
+from radlens_cli.io.formats import is_hdf5
 from radlens_cli.io.tables import CaseTable, read_table
+from radlens_cli.provenance import json_attr
 from radlens_cli.radiomics.names import parse_column_names
 
 
@@ -42,10 +45,6 @@ class Part:
 
 def read_part(path: str) -> Part:
     """A case table written by extract-radiomics or embed (its parameters travel with it)."""
-    from radlens_cli.io.cases import table_part
-    from radlens_cli.io.files import input_path
-    from radlens_cli.io.formats import is_hdf5
-
     table = read_table(path, "part", part="accept")
     diagnostics = None
     real = input_path(path, "part")  # `-`: the spooled copy read_table used

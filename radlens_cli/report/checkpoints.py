@@ -9,8 +9,8 @@ import os
 import numpy as np
 
 from radlens_cli.radiomics.names import family_label
-from radlens_cli.report import data as rd
-from radlens_cli.report import figures as rf
+from radlens_cli.report import data as rd, figures as rf
+from radlens_cli.report.markup import esc, fmt, table
 
 
 def change_statistic(delta) -> str:
@@ -137,8 +137,6 @@ def dendrogram(names, prof, stat: str):
 
 
 def checkpoints_section(rep, delta, enc_info, ordered: bool | None) -> None:
-    from radlens_cli.report.html import esc, fmt, table
-
     stat = change_statistic(delta)
     names = delta.attrs["checkpoints"]
     fams, _, mat = family_matrix(delta, stat)

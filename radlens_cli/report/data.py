@@ -13,8 +13,11 @@ import re
 
 import numpy as np
 
-from radlens_cli.errors import RadlensError
+from radlens_cli.errors import EXIT_DATA, ParameterError, RadlensError
 from radlens_cli.io.files import input_path
+from radlens_cli.io.formats import CASE_TABLE, decode_strings, open_h5, read_h5_attrs
+from radlens_cli.io.tables import require_unique
+from radlens_cli.provenance import sha256_file
 from radlens_cli.radiomics.names import FAMILY_ORDER, META_KEYS, parse_column
 
 GROUP_BY_ORDER = ("family", "image_type", "modality", "modality_family")
@@ -29,11 +32,17 @@ def family_key(f: str):
     return (FAMILY_ORDER.index(f) if f in FAMILY_ORDER else len(FAMILY_ORDER), f)
 
 
+def _error(template: str, *params: str) -> ParameterError:
+    """A data error naming the parameter (report.html.build's) that gave the file."""
+    return ParameterError(template, *params, exit_code=EXIT_DATA)
+
+
 def read_csv(path: str, what: str):
-    """A CSV as a DataFrame; leading `#` comment lines (provenance) are skipped."""
+    """A CSV as a DataFrame; leading `#` comment lines (provenance) are skipped. what: the
+    parameter that named the file (compare, stats, metrics...), shown in errors."""
     import pandas as pd
 
-    real = input_path(path, what)
+    real = input_path(path, what.replace("_", " ") + " table")
     with open(real, encoding="utf-8", errors="replace") as fh:
         text = fh.read()
     lines = text.splitlines(keepends=True)
@@ -42,11 +51,11 @@ def read_csv(path: str, what: str):
         comments.append(lines.pop(0).lstrip("#").strip())
     body = "".join(lines)
     if not body.strip():
-        raise RadlensError(f"{what} {path}: empty CSV")
+        raise _error(f"{{{what}}} {path}: empty CSV", what)
     try:
         df = pd.read_csv(io.StringIO(body))
     except Exception as e:  # pandas raises many types on malformed text
-        raise RadlensError(f"{what} {path}: cannot parse as CSV: {e}") from None
+        raise _error(f"{{{what}}} {path}: cannot parse as CSV: {e}", what) from None
     df.columns = [str(c).strip() for c in df.columns]
     df.attrs["comments"] = comments
     return df
@@ -55,8 +64,8 @@ def read_csv(path: str, what: str):
 def _require(df, cols, what, path):
     missing = [c for c in cols if c not in df.columns]
     if missing:
-        raise RadlensError(f"{what} {path}: missing column(s) {', '.join(missing)} "
-                           f"(columns: {', '.join(map(str, df.columns[:12]))})")
+        raise _error(f"{{{what}}} {path}: missing column(s) {', '.join(missing)} "
+                     f"(columns: {', '.join(map(str, df.columns[:12]))})", what)
 
 
 def _parse_column_name(name: str) -> dict:
@@ -89,11 +98,11 @@ def read_delta(path: str):
     """
     import pandas as pd
 
-    df = read_csv(path, "--compare")
-    _require(df, ["column"], "--compare", path)
+    df = read_csv(path, "compare")
+    _require(df, ["column"], "compare", path)
     if not ({"delta_importance", "delta_r2"} & set(df.columns) or {"r2_pre", "r2_ft"} <= set(df.columns)):
-        raise RadlensError(f"--compare {path}: missing column(s) delta_importance or delta_r2 "
-                           f"(columns: {', '.join(map(str, df.columns[:12]))})")
+        raise _error(f"{{compare}} {path}: missing column(s) delta_importance or delta_r2 "
+                     f"(columns: {', '.join(map(str, df.columns[:12]))})", "compare")
     parsed = pd.DataFrame([_parse_column_name(c) for c in df["column"]])
     for col in ("modality", "image_type", "family", "feature"):
         if col not in df.columns:
@@ -106,7 +115,7 @@ def read_delta(path: str):
     if "delta_r2" not in df.columns and {"r2_pre", "r2_ft"} <= set(df.columns):
         df["delta_r2"] = df["r2_ft"] - df["r2_pre"]
     if not len(df):
-        raise RadlensError(f"--compare {path}: no rows")
+        raise _error(f"{{compare}} {path}: no rows", "compare")
     if "checkpoint" in df.columns:
         df["checkpoint"] = df["checkpoint"].fillna("").astype(str)
         df.attrs["single"] = False
@@ -117,8 +126,8 @@ def read_delta(path: str):
     dup = df.duplicated(["checkpoint", "column"])
     if dup.any():
         r = df[dup].iloc[0]
-        raise RadlensError(f"--compare {path}: column {r['column']} appears twice"
-                           + ("" if df.attrs["single"] else f" for checkpoint {r['checkpoint']}"))
+        raise _error(f"{{compare}} {path}: column {r['column']} appears twice"
+                     + ("" if df.attrs["single"] else f" for checkpoint {r['checkpoint']}"), "compare")
     if "decodable" in df.columns:
         df["decodable"] = _as_bool(df["decodable"])
         df.attrs["decodable_source"] = "file"
@@ -169,7 +178,8 @@ def focus_checkpoint(delta, wanted: str | None) -> str:
     if wanted is None:
         return names[-1]
     if wanted not in names:
-        raise RadlensError(f"--checkpoint {wanted}: not in the compare table (checkpoints: {', '.join(names)})")
+        raise _error(f"{{checkpoint}} {wanted}: not in the compare table (checkpoints: {', '.join(names)})",
+                     "checkpoint")
     return wanted
 
 
@@ -192,8 +202,8 @@ def read_stats(path: str):
     attrs["stars_from"] says which column the stars come from."""
     import pandas as pd
 
-    df = read_csv(path, "--stats")
-    _require(df, ["group_by", "group", "r2_pre", "r2_ft"], "--stats", path)
+    df = read_csv(path, "stats")
+    _require(df, ["group_by", "group", "r2_pre", "r2_ft"], "stats", path)
     for col in ("n_features", "mse_pre", "r2_pre", "mse_ft", "r2_ft", "wilcoxon_p", "q_bh"):
         if col in df.columns:
             df[col] = pd.to_numeric(df[col], errors="coerce")
@@ -221,8 +231,8 @@ def stats_for(stats, checkpoint: str, single: bool):
     if len(names) == 1 and (single or names[0] == SINGLE_CHECKPOINT):
         return stats
     if checkpoint not in names:
-        raise RadlensError(f"--stats: no Table-1 block for checkpoint {checkpoint} "
-                           f"(the stats table has {', '.join(names)})")
+        raise _error(f"{{stats}}: no Table-1 block for checkpoint {checkpoint} "
+                     f"(the stats table has {', '.join(names)})", "stats")
     out = stats[stats["checkpoint"] == checkpoint]
     out.attrs = dict(stats.attrs)
     return out
@@ -249,17 +259,15 @@ def modality_family_r2(stats, delta):
 
 def radiomics_summary(path: str) -> dict:
     """Cohort summary from the radiomics case table without loading its values."""
-    from radlens_cli.io.formats import CASE_TABLE, decode_strings, open_h5, read_h5_attrs
-    from radlens_cli.io.tables import require_unique
-
-    with open_h5(path, CASE_TABLE, "--radiomics") as f:
+    with open_h5(path, CASE_TABLE, "radiomics table") as f:
         for name in ("case_id", "columns"):
             if name not in f:
-                raise RadlensError(f"--radiomics {path}: missing dataset `{name}` (not a valid case table)")
+                raise _error(f"{{radiomics}} {path}: missing dataset `{name}` (not a valid case table)",
+                             "radiomics")
         ids = decode_strings(f["case_id"][()])
         columns = decode_strings(f["columns"][()])
-        require_unique(ids, f"--radiomics {path}: duplicate case_id")
-        require_unique(columns, f"--radiomics {path}: duplicate column")
+        require_unique(ids, f"radiomics table {path}: duplicate case_id")
+        require_unique(columns, f"radiomics table {path}: duplicate column")
         meta = {k[len("column_"):]: decode_strings(f[k][()]) for k in f if k.startswith("column_")}
         split = decode_strings(f["split"][()]) if "split" in f else None
         shape = f["values"].shape if "values" in f else (len(ids), len(columns))
@@ -294,8 +302,6 @@ def size_related(delta):
 
 
 def file_record(role: str, path: str) -> dict:
-    from radlens_cli.provenance import sha256_file
-
     return {"role": role, "path": path, "bytes": os.path.getsize(path), "sha256": sha256_file(path)}
 
 
@@ -309,24 +315,6 @@ def task_from_metrics(df) -> str | None:
         if col in df.columns:
             return kind
     return None
-
-
-def checkpoint_info(path: str) -> dict:
-    """Task, target and epoch recorded in a radlens finetune checkpoint (no weights kept)."""
-    import torch
-
-    real = input_path(path, "--encoder")
-    try:
-        obj = torch.load(real, map_location="cpu", weights_only=True)
-    except Exception as e:  # torch raises many types on a non-checkpoint
-        raise RadlensError(f"--encoder {path}: cannot read as a torch checkpoint: {str(e).splitlines()[0][:200]}") from None
-    meta = obj.get("finetune") if isinstance(obj, dict) else None
-    if not isinstance(meta, dict) or "task" not in meta:
-        raise RadlensError(f"--encoder {path}: not a radlens finetune checkpoint (no task recorded)")
-    out = {"path": path, "task": meta.get("task"), "target": meta.get("target"),
-           "epoch": meta.get("epoch"), "run": meta.get("run"), "metric": meta.get("metric"),
-           "best_epoch": meta.get("best_epoch"), "freeze_encoder": (meta.get("params") or {}).get("freeze_encoder")}
-    return out
 
 
 def describe_task(task: str | None, target: str | None) -> str:

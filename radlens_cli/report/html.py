@@ -4,17 +4,16 @@ and no external assets, so it opens offline and can be mailed as is."""
 from __future__ import annotations
 
 import base64
-import html
-import math
 import os
 
 import numpy as np
 
-from radlens_cli.errors import RadlensError
-from radlens_cli.io.formats import json_attr
+from radlens_cli.errors import EXIT_DATA, ParameterError, RadlensError
+from radlens_cli.lens.compare import three_views
+from radlens_cli.provenance import json_attr
 from radlens_cli.radiomics.names import family_label
-from radlens_cli.report import data as rd
-from radlens_cli.report import figures as rf
+from radlens_cli.report import checkpoints as rc, data as rd, figures as rf, images as ri
+from radlens_cli.report.markup import esc, fmt, fmt_p, table
 
 CSS = """
 body{font-family:-apple-system,'Segoe UI',Helvetica,Arial,sans-serif;max-width:1100px;margin:2em auto;
@@ -34,50 +33,6 @@ def _num(series) -> bool:
     import pandas as pd
 
     return bool(pd.api.types.is_numeric_dtype(series)) and not pd.api.types.is_bool_dtype(series)
-
-
-def esc(x) -> str:
-    return html.escape(str(x), quote=True)
-
-
-def fmt(v, digits: int = 3) -> str:
-    """Numbers as in the paper (3 decimals); p-values in scientific notation when small."""
-    if v is None:
-        return ""
-    if isinstance(v, (bool, np.bool_)):
-        return str(bool(v))
-    if isinstance(v, (int, np.integer)):
-        return str(int(v))
-    if isinstance(v, (float, np.floating)):
-        if math.isnan(v):
-            return "–"
-        if v != 0 and abs(v) < 10 ** (-digits):
-            return f"{v:.2e}"
-        if float(v).is_integer() and abs(v) >= 1:
-            return str(int(v))
-        return f"{v:.{digits}f}"
-    s = str(v)
-    return s if len(s) <= 80 else s[:77] + "…"
-
-
-def fmt_p(v) -> str:
-    if v is None or (isinstance(v, float) and math.isnan(v)):
-        return "–"
-    return f"{v:.3f}" if v >= 0.001 else f"{v:.1e}"
-
-
-def table(header, rows, txt_cols=(0,), row_classes=None, caption=None) -> str:
-    out = ['<div class="scroll"><table class="data">']
-    if caption:
-        out.append(f"<caption>{esc(caption)}</caption>")
-    out.append("<thead><tr>" + "".join(f'<th class="{"txt" if i in txt_cols else ""}">{esc(h)}</th>'
-                                       for i, h in enumerate(header)) + "</tr></thead><tbody>")
-    for k, row in enumerate(rows):
-        cls = f' class="{row_classes[k]}"' if row_classes and row_classes[k] else ""
-        out.append(f"<tr{cls}>" + "".join(f'<td class="{"txt" if i in txt_cols else ""}">{esc(c)}</td>'
-                                          for i, c in enumerate(row)) + "</tr>")
-    out.append("</tbody></table></div>")
-    return "\n".join(out)
 
 
 def generic_table(df, max_rows: int = 60) -> str:
@@ -226,8 +181,6 @@ def views(delta, top: int, stable_quantile: float, rank_by: str | None = None):
     and the stable view uses the statistic those ranks follow. Returns (gains, losses,
     stable, statistic ranked by or None when compare's ranks were used and the statistic
     could not be read from the values)."""
-    from radlens_cli.lens.compare import three_views
-
     d = delta[delta["decodable"]] if "decodable" in delta.columns else delta
     if rank_by is None and {"rank_gain", "rank_loss"} <= set(d.columns) and d["rank_gain"].notna().any():
         stat = rd.rank_statistic(delta)
@@ -236,7 +189,8 @@ def views(delta, top: int, stable_quantile: float, rank_by: str | None = None):
     else:
         stat = rank_by or ("delta_r2" if "delta_r2" in d.columns else "delta_importance")
         if stat not in d.columns:
-            raise RadlensError(f"--rank-by {stat}: the compare table has no such column")
+            raise ParameterError(f"{{rank_by}} {stat}: the compare table has no such column", "rank_by",
+                                 exit_code=EXIT_DATA)
         gains = losses = None
     key = stat or ("delta_r2" if "delta_r2" in d.columns else "delta_importance")
     a, b = (("r2_pre", "r2_ft") if key.startswith("delta_r2") else ("importance_pre", "importance_ft"))
@@ -426,7 +380,8 @@ def build(radiomics: str, compare: str, stats: str, correlate_summary: str | Non
           checkpoint: str | None = None, ordered: bool | None = None, panels=None, saliency=None):
     """Read the inputs and return (html text, list of figures).
 
-    encoders: fine-tuned checkpoint paths (task, target, epochs); checkpoint: the compared
+    encoders: the fine-tuned checkpoints' records (encoders.training.finetuned.
+    read_finetune_record: path, task, target, epoch, run...); checkpoint: the compared
     checkpoint the single-checkpoint sections describe (default: the last); ordered: the
     checkpoints are epochs of one run (None: decide from their records or labels);
     panels: report.images.PanelSpec or None (no image panels); saliency: (saliency tables,
@@ -434,7 +389,6 @@ def build(radiomics: str, compare: str, stats: str, correlate_summary: str | Non
     rad = rd.radiomics_summary(radiomics)
     images = None
     if panels is not None:  # the manifest's columns are checked before any figure is drawn
-        from radlens_cli.report import images as ri
 
         images = ri.CaseImages(panels)
     delta_all = rd.read_delta(compare)
@@ -444,12 +398,11 @@ def build(radiomics: str, compare: str, stats: str, correlate_summary: str | Non
     delta.attrs = dict(delta_all.attrs)
     table1 = rd.stats_for(stats_all, focus, delta_all.attrs["single"])
     optional = {}
-    for role, path, what in (("correlate_summary", correlate_summary, "--correlate-summary"),
-                             ("cka", cka, "--cka"), ("probe", probe, "--probe")):
+    for role, path in (("correlate_summary", correlate_summary), ("cka", cka), ("probe", probe)):
         if path:
-            optional[role] = rd.read_csv(path, what)
-    metric_tables = [(p, rd.read_csv(p, "--metrics")) for p in metrics]
-    enc_info = [rd.checkpoint_info(p) for p in encoders]
+            optional[role] = rd.read_csv(path, role)
+    metric_tables = [(p, rd.read_csv(p, "metrics")) for p in metrics]
+    enc_info = list(encoders)
     records = [rd.file_record("radiomics", radiomics), rd.file_record("compare", compare),
                rd.file_record("stats", stats)]
     for role, path in (("correlate-summary", correlate_summary), ("cka", cka), ("probe", probe)):
@@ -467,8 +420,6 @@ def build(radiomics: str, compare: str, stats: str, correlate_summary: str | Non
     fig2_section(rep, table1, delta)
     delta_section(rep, delta, top, stable_quantile, rank_by)
     if n_ck > 1:
-        from radlens_cli.report import checkpoints as rc
-
         rc.checkpoints_section(rep, delta_all, enc_info, ordered)
     shown = []
     if images is not None:

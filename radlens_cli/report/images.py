@@ -20,9 +20,12 @@ from dataclasses import dataclass
 import numpy as np
 
 from radlens_cli import log
-from radlens_cli.errors import RadlensError
-from radlens_cli.io.manifest import MaskSpec
+from radlens_cli.errors import EXIT_DATA, ParameterError, ParameterMessage, RadlensError
+from radlens_cli.io.images import read_image, read_mask, resample_like, same_geometry
+from radlens_cli.io.manifest import MaskSpec, read_manifest
+from radlens_cli.io.tables import read_table
 from radlens_cli.report import figures as rf
+from radlens_cli.report.markup import esc
 
 OUTLINE = "#ff3b30"
 THUMB_INCH = 1.55   # thumbnail size (the longer side) in inches at THUMB_DPI
@@ -102,8 +105,6 @@ class CaseImages:
     """Images and masks of the manifest's cases, read on demand and kept for reuse."""
 
     def __init__(self, spec: PanelSpec):
-        from radlens_cli.io.manifest import read_manifest
-
         self.spec = spec
         self.man = read_manifest(spec.manifest)
         self.man.require_columns(list(spec.modalities) + [spec.mask.column], "image/mask")
@@ -115,8 +116,6 @@ class CaseImages:
 
     def mask(self, case_id):
         if case_id not in self._mask:
-            from radlens_cli.io.images import read_mask
-
             path = self.man.resolve(self.man.frame[self.spec.mask.column].iloc[self.row[case_id]])
             self._mask[case_id] = read_mask(path, self.spec.mask, what=f"case {case_id} mask {self.spec.mask}")
         return self._mask[case_id]
@@ -127,8 +126,6 @@ class CaseImages:
         if key in self._img:
             return self._img[key]
         import SimpleITK as sitk
-
-        from radlens_cli.io.images import read_image, resample_like, same_geometry
 
         path = self.man.resolve(self.man.frame[modality].iloc[self.row[case_id]])
         img = read_image(path, f"case {case_id} {modality}")
@@ -236,9 +233,7 @@ def grid_figure(cells, ncols: int, name: str, title: str, caption: str, row_labe
 # ------------------------------------------------------------------ the section
 
 def _feature_values(radiomics: str):
-    from radlens_cli.io.tables import read_table
-
-    t = read_table(radiomics, "--radiomics")
+    t = read_table(radiomics, "radiomics table")
     return t
 
 
@@ -265,8 +260,6 @@ def extremes(values: np.ndarray, case_ids, n: int = 2):
 def panels_section(rep, imgs: CaseImages, radiomics: str, gains, losses) -> list:
     """Add the `panels` section: example cases, then the low/high test cases of each gained
     and lost feature (the rows of `gains`/`losses`, in order). Returns the example cases."""
-    from radlens_cli.report.html import esc
-
     spec = imgs.spec
     table = _feature_values(radiomics)
     ids = np.asarray(table.case_id, dtype=object)
@@ -278,7 +271,8 @@ def panels_section(rep, imgs: CaseImages, radiomics: str, gains, losses) -> list
     if not len(test):
         test, where = np.flatnonzero(in_man), "all cases (no test split)"
     if not len(test):
-        raise RadlensError(f"--manifest {spec.manifest}: none of the radiomics table's cases is in it")
+        raise ParameterError(f"{{manifest}} {spec.manifest}: none of the radiomics table's cases is in it",
+                             "manifest", exit_code=EXIT_DATA)
     skipped: list = []
     parts = [f"<p>Axial slices through the ROI centre (<code>{esc(spec.mask)}</code>, outlined in red), in the "
              f"image's own voxel grid permuted and flipped to the nearest axial view: anterior (A) at the top, the "
@@ -331,7 +325,8 @@ def panels_section(rep, imgs: CaseImages, radiomics: str, gains, losses) -> list
         parts.append("<p class='muted'>Left out: " + esc("; ".join(skipped[:10])) + "</p>")
     embedded = sum((len(p.png) + 2) // 3 * 4 for p in parts if isinstance(p, rf.Figure))
     if embedded > PANEL_BUDGET:
-        log.warn(f"image panels take {embedded / 1e6:.1f} MB embedded (more than {PANEL_BUDGET / 1e6:g} MB); "
-                 f"fewer modalities or --panel-cases keep the report small")
+        log.warn(ParameterMessage(f"image panels take {embedded / 1e6:.1f} MB embedded (more than "
+                                  f"{PANEL_BUDGET / 1e6:g} MB); fewer modalities or {{panel_cases}} keep the "
+                                  f"report small", "panel_cases"))
     rep.add("panels", "What the features look like: image panels", parts)
     return list(example)

@@ -108,7 +108,7 @@ def saliency_section(rep, imgs: ri.CaseImages | None, tables: list[str], maps_di
     maps folder, the maps of `cases` over the first modality."""
     import pandas as pd
 
-    from radlens_cli.report.html import esc
+    from radlens_cli.report.markup import esc
     from radlens_cli.saliency.tables import read_saliency
 
     parts = ["<p>Where in the image: saliency maps of the fine-tuned model's output and radiomic concept "

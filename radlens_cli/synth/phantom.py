@@ -47,6 +47,7 @@ from dataclasses import dataclass, field
 import numpy as np
 
 from radlens_cli.errors import EXIT_DATA, ParameterError, RadlensError
+from radlens_cli.io.dicom_masks import RTSTRUCT_SOP_CLASS
 from radlens_cli.io.files import atomic_folder, atomic_output
 
 DEFAULT_SIZE = (64, 64, 16)          # x, y, z voxels of the T2 grid
@@ -463,8 +464,6 @@ def write_rtstruct(masks: dict[str, np.ndarray], series_folder: str, path: str, 
     from pydicom.dataset import Dataset, FileMetaDataset
     from pydicom.sequence import Sequence
     from pydicom.uid import ExplicitVRLittleEndian
-
-    from radlens_cli.io.dicom_masks import RTSTRUCT_SOP_CLASS
 
     source = _series_datasets(series_folder)
     first = source[0]

@@ -164,6 +164,11 @@ def test_keep_going_without_failures_exits_0(cli, tmp_path, tiny_params):
     manifest = make_cohort(tmp_path / "c", n_cases=2)
     r = run(cli, manifest, tmp_path / "o.h5", tiny_params, "--keep-going")
     assert r.exit_code == 0, r
+    # nothing failed: a whole table, no failures recorded, no warning about left-out cases
+    t = read_table(str(tmp_path / "o.h5"))
+    assert list(t.case_id) == ["case00", "case01"] and np.isfinite(t.values).all()
+    assert json.loads(attrs(tmp_path / "o.h5").get("failures", "[]")) == []
+    assert "failed" not in r.stderr
 
 
 def test_label_selection_and_voxel_counts(cli, tmp_path, tiny_params):

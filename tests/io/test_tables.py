@@ -40,8 +40,9 @@ def test_refuses_overwrite_without_force_and_leaves_no_temp(tmp_path):
     t = make_table()
     out = tmp_path / "a.h5"
     write_table(t, str(out))
-    with pytest.raises(RadlensError, match="--force"):
+    with pytest.raises(RadlensError, match=r"use force=True to overwrite") as e:  # the library names the parameter
         write_table(t, str(out))
+    assert "use --force to overwrite" in e.value.flagged()  # what the command line prints
     write_table(t, str(out), force=True)
     assert sorted(p.name for p in tmp_path.iterdir()) == ["a.h5"]
 

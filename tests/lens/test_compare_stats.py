@@ -5,7 +5,7 @@ import pandas as pd
 import pytest
 from scipy import stats as ss
 
-from radlens_cli.lens import bh_fdr, fit_decoder, group_stats, importance, r2_score
+from radlens_cli.lens import bh_fdr, fit_decoder, group_table, importance, r2_score
 from radlens_cli.lens.compare import (PairedData, bootstrap_ci, delta_table, permutation_test,
                                       solve_moments, three_views)
 
@@ -148,7 +148,7 @@ def test_group_stats_equal_direct_computation():
             "feature": np.array(list("abcdef"), dtype=object)}
     sp, sf = rng.exponential(size=(n, 6)), rng.exponential(size=(n, 6)) * 1.3
     r2p, r2f = rng.uniform(size=6), rng.uniform(size=6)
-    df = group_stats(sp, sf, r2p, r2f, meta)
+    df = group_table(sp, sf, r2p, r2f, meta)
     row = df[(df.group_by == "family") & (df.group == "ngtdm")].iloc[0]
     k = [3, 4, 5]
     assert row.n_features == 3

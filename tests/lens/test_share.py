@@ -3,6 +3,7 @@
 import numpy as np
 import pytest
 
+from radlens_cli.errors import RadlensError
 from radlens_cli.io.formats.share import load_share, save_share
 from radlens_cli.lens import fit_scaler, train_share
 from radlens_cli.lens.share import ShareModel, activate, paper_grid
@@ -81,12 +82,19 @@ def test_share_file_roundtrip_and_hash(tmp_path):
                    embedding_columns=list("wxyz"), scaler=sc, sweep={"l1": np.zeros(1)})
     path = tmp_path / "s.h5"
     save_share(m, str(path))
-    back = load_share(str(path))
+    back = ShareModel.from_record(load_share(str(path)))
     assert back.share_hash == m.share_hash and back.columns == ["a", "b", "c"]
     np.testing.assert_array_equal(back.transform(np.ones((1, 4))), m.transform(np.ones((1, 4))))
     m2 = ShareModel(weight=np.full((4, 2), 2, np.float32), bias=m.bias, activation="relu",
                     embedding_columns=m.embedding_columns, scaler=sc)
     assert m2.share_hash != m.share_hash
+    # a file whose weights were changed after writing is refused (its stored hash no longer fits)
+    import h5py
+
+    with h5py.File(path, "r+") as f:
+        f["weight"][0, 0] = 5.0
+    with pytest.raises(RadlensError, match="share_hash does not match"):
+        ShareModel.from_record(load_share(str(path)))
 
 
 @pytest.mark.parametrize("act", ["relu", "gelu", "tanh"])

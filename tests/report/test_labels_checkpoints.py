@@ -75,8 +75,9 @@ def test_focus_checkpoint_and_its_table1_block(tmp_path):
     paths = make_inputs(tmp_path, fmt="new", checkpoints=EPOCHS)
     delta, stats = read_delta(paths["compare"]), read_stats(paths["stats"])
     assert focus_checkpoint(delta, None) == "ft-epoch004" and focus_checkpoint(delta, "ft-epoch002") == "ft-epoch002"
-    with pytest.raises(RadlensError, match="--checkpoint nope: not in the compare table"):
+    with pytest.raises(RadlensError, match="^checkpoint nope: not in the compare table") as e:
         focus_checkpoint(delta, "nope")
+    assert e.value.flagged().startswith("--checkpoint nope: not in the compare table")
     blk = stats_for(stats, "ft-epoch002", False)
     assert set(blk["checkpoint"]) == {"ft-epoch002"} and len(blk) == len(stats) // 3
     raw = pd.read_csv(paths["stats"])
@@ -110,12 +111,13 @@ def test_task_named_from_the_checkpoint(cli, tmp_path):
     import torch
 
     from radlens_cli.report import html as rh
-    from radlens_cli.report.data import checkpoint_info, read_delta
+    from radlens_cli.encoders.training.finetuned import read_finetune_record
+    from radlens_cli.report.data import read_delta
 
     paths = make_inputs(tmp_path, fmt="old")
     torch.save({"radlens_checkpoint": 1, "finetune": {"task": "regress", "target": "psa_density", "epoch": 3,
                                                        "run": "abc"}}, tmp_path / "ft.pt")
-    info = checkpoint_info(str(tmp_path / "ft.pt"))
+    info = read_finetune_record(str(tmp_path / "ft.pt"))
     assert (info["task"], info["target"], info["epoch"], info["run"]) == ("regress", "psa_density", 3, "abc")
     assert rh.task_summary([], [info], "fine-tuned") == ("regress psa_density", "checkpoint ft.pt")
     assert rh.task_summary([], [], "fine-tuned") == ("", "")

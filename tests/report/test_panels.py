@@ -4,11 +4,10 @@ import re
 
 import numpy as np
 import pytest
+import SimpleITK as SITK  # a hard dependency (pyproject): the panels are never skipped
 
 from tests.report.conftest import make_inputs
 from tests.commands.test_report import parse
-
-SITK = pytest.importorskip("SimpleITK")
 
 
 def _rot_z(deg):

@@ -12,6 +12,7 @@ import torch
 
 from radlens_cli import log
 from radlens_cli.encoders import ddp
+from radlens_cli.encoders.preprocess import unwrap_worker_error
 from radlens_cli.errors import RadlensError
 from radlens_cli.workers import test_kill_hook
 
@@ -81,8 +82,6 @@ class _SegTargetFlag(torch.utils.data.Dataset):
 def prepass(ds, dist: ddp.DistInfo, device, task: str, where: str, column: str | None,
              workers: int = 0) -> None:
     """Preprocess every case once (fills the cache, surfaces bad cases before training)."""
-    from radlens_cli.encoders.preprocess import unwrap_worker_error
-
     mine = range(dist.rank, len(ds), dist.world_size)
     loader = torch.utils.data.DataLoader(_SegTargetFlag(ds, mine), batch_size=None, num_workers=workers)
     nonempty = 0

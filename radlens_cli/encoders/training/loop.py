@@ -16,11 +16,11 @@ from radlens_cli.encoders import ddp
 from radlens_cli.encoders.heads import TaskModel
 from radlens_cli.encoders.tasks import HIGHER_IS_BETTER, METRIC_NAME, better, build_head, task_loss
 from radlens_cli.encoders.training.augment import augment_batch
-from radlens_cli.encoders.training.config import TrainConfig, mix_seed, lr_factor
-from radlens_cli.encoders.training.data import case_ids_of, IndexedSubset, targets_of, collate
-from radlens_cli.encoders.training.metrics import case_records, records_to_numpy, compute_metrics
-from radlens_cli.encoders.training.resume import STATE_VERSION, cpu_state, rng_state, save_atomic, \
-    set_rng_state, load_state
+from radlens_cli.encoders.training.config import TrainConfig, lr_factor, mix_seed
+from radlens_cli.encoders.training.data import IndexedSubset, case_ids_of, collate, targets_of
+from radlens_cli.encoders.training.metrics import case_records, compute_metrics, records_to_numpy
+from radlens_cli.encoders.training.resume import (STATE_VERSION, cpu_state, load_state, rng_state, save_atomic,
+                                                  set_rng_state)
 from radlens_cli.errors import RadlensError
 from radlens_cli.workers import loader_death
 

@@ -6,6 +6,7 @@ import numpy as np
 import torch
 
 from radlens_cli.encoders.tasks import TASKS
+from radlens_cli.io.files import atomic_output
 
 
 def case_records(task: str, out: torch.Tensor, target: torch.Tensor) -> dict:
@@ -37,8 +38,6 @@ def metric_columns(task: str) -> list[str]:
 def write_metrics_csv(path: str, history: list[dict], task: str, force: bool = False) -> None:
     """One row per (epoch, split): epoch, split, n_cases, loss, the task's metrics, lr."""
     import pandas as pd
-
-    from radlens_cli.io.files import atomic_output
 
     cols = ["epoch", "split", "n_cases", "loss"] + metric_columns(task) + ["lr"]
     frame = pd.DataFrame([{c: r.get(c, float("nan")) for c in cols} for r in history], columns=cols)

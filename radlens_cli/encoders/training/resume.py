@@ -7,6 +7,7 @@ import os
 import torch
 
 from radlens_cli.errors import EXIT_DATA, ParameterError
+from radlens_cli.io.files import atomic_output
 
 # the hint of a state file that cannot be resumed: run_training(resume=False), finetune --no-resume
 _START_OVER = {"exit_code": EXIT_DATA, "plain": {"no_resume": "resume=False"}}
@@ -15,8 +16,6 @@ STATE_VERSION = 1
 
 
 def save_atomic(obj, path: str) -> None:
-    from radlens_cli.io.files import atomic_output
-
     with atomic_output(path, force=True, suffix=".pt") as tmp:
         torch.save(obj, tmp)
 

@@ -27,7 +27,6 @@ DECODER_SCHEMA = "decoder/1"
 CORRELATION_SCHEMA = "correlation/1"
 
 HDF5_MAGIC = b"\x89HDF\r\n\x1a\n"
-STR = None  # h5py string dtype, created lazily (h5py import is slow-ish)
 
 
 def _str_dtype():
@@ -54,20 +53,6 @@ def read_h5_attrs(f) -> dict:
     for k, v in f.attrs.items():
         out[k] = v.decode() if isinstance(v, bytes) else (v.item() if hasattr(v, "item") else v)
     return out
-
-
-def json_attr(attrs: dict, key: str, default):
-    """A JSON-valued root attribute (`params`, `history`, `failures`, ...) parsed; `default` when
-    absent or not JSON. Values already parsed (lists, dicts) pass through."""
-    raw = (attrs or {}).get(key)
-    if raw is None:
-        return default
-    if isinstance(raw, (list, dict)):
-        return raw
-    try:
-        return json.loads(raw)
-    except (TypeError, ValueError):
-        return default
 
 
 def open_hdf5_file(path: str, expected: str = "", what: str = "input"):

@@ -1,67 +1,42 @@
 """DEC.h5, schema decoder/1, written by `radlens decode`: one decoder's theta, bias, per-feature
-R^2 and MSE, its settings, and the per-case train/eval arrays compare and stats read back."""
+R^2 and MSE, its settings, and the per-case train/eval arrays compare and stats read back.
+
+The lens's DecodeResult serialises itself to plain data (`to_record`); this module writes
+it, and reads a file back as a DecoderFile, which the lens compares as it does a
+DecodeResult. It never imports the lens.
+"""
 
 from __future__ import annotations
 
-import json
 from dataclasses import dataclass, field
-from typing import TYPE_CHECKING
 
 import numpy as np
 
 from radlens_cli.errors import RadlensError
 from radlens_cli.io.formats import DECODER_SCHEMA, decode_strings, open_h5, read_h5_attrs, write_h5
 
-if TYPE_CHECKING:
-    from radlens_cli.lens.steps import DecodeResult
 
-
-def save_decoder(res: "DecodeResult", path: str, attrs: dict | None = None, force: bool = False) -> None:
-    """Write DEC.h5 (schema decoder/1).
+def save_decoder(res, path: str, attrs: dict | None = None, force: bool = False) -> None:
+    """Write DEC.h5 (schema decoder/1) of a lens.DecodeResult (or its `to_record()`: plain
+    `datasets`, per-case `groups` train/eval, its own `attrs`).
 
     Bulk per-case arrays (Z, targets, predictions, squared errors) are float32: targets are
     min-max scaled to ~[0, 1], where float32 keeps ~7 digits, far below the noise of any
     R^2 or importance; it halves the file (19,000 x 2,511 -> ~0.3 GB) and the read time.
     theta, bias and the per-feature metrics are float64.
     """
-    f32 = lambda a: np.asarray(a, dtype=np.float32)  # noqa: E731
-    dec = res.decoder
-    datasets = {"theta": dec.theta, "bias": dec.bias, "importance": dec.importance,
-                "r2": res.r2, "mse": res.mse,
-                "columns": np.array(res.columns, dtype=object),
-                "dropped_case_id": np.array([c for c, _ in res.dropped_cases], dtype=object),
-                "dropped_case_split": np.array([s for _, s in res.dropped_cases], dtype=object)}
-    for k, v in res.column_meta.items():
-        datasets[f"column_{k}"] = np.asarray(v, dtype=object)
-    groups = {
-        "train": {"case_id": res.train_case_id, "Z": f32(res.Z_train), "target": f32(res.R_train)},
-        "eval": {"case_id": res.eval_case_id, "Z": f32(res.Z_eval), "target": f32(res.R_eval),
-                 "prediction": f32(res.prediction), "squared_error": f32(res.squared_error)},
-    }
-    d = dec.diagnostics
-    own = {"share_hash": res.share_hash, "intercept": int(dec.intercept), "ridge": float(dec.ridge),
-           "eval_split": res.eval_split, "n_train": d["n_train"], "hidden": d["hidden"],
-           "effective_rank": d["effective_rank"], "condition_number": d["condition_number"],
-           "diagnostics": json.dumps(d), "warnings": json.dumps(dec.warnings),
-           "method": res.method,
-           "alignment": f"procrustes-{res.alignment.kind}" if res.alignment is not None else "none",
-           "embedding_preprocessing": json.dumps(res.embedding_params, sort_keys=True, default=str)}
-    if res.alignment is not None:
-        own["alignment_scale"] = float(res.alignment.scale)
-        own["alignment_identity"] = int(res.alignment.identity)
-        own["alignment_exact_affine"] = int(getattr(res.alignment, "exact_affine", False))
-    if res.r2_direct is not None:
-        datasets["r2_direct"] = res.r2_direct
-    if res.r2_seeds is not None:
-        datasets["r2_seeds"] = res.r2_seeds
-    write_h5(path, DECODER_SCHEMA, datasets, {**(attrs or {}), **own}, force, groups=groups)
+    rec = res.to_record() if hasattr(res, "to_record") else res
+    groups = {g: {k: v if k == "case_id" else np.asarray(v, dtype=np.float32) for k, v in arrays.items()}
+              for g, arrays in rec["groups"].items()}
+    write_h5(path, DECODER_SCHEMA, rec["datasets"], {**(attrs or {}), **rec["attrs"]}, force, groups=groups)
 
 
 @dataclass
 class DecoderFile:
-    """A DEC.h5 read back; bulk arrays are loaded only when asked for (`bulk=True`)."""
+    """A DEC.h5 read back; the per-case arrays are read only when asked for (`bulk`, or
+    `arrays(names)` later), so a compare of large decoders holds only what it uses."""
 
-    path: str
+    path: str                # as shown in messages: the path, or "stdin"
     attrs: dict
     share_hash: str
     columns: list[str]
@@ -77,12 +52,15 @@ class DecoderFile:
     bulk: dict = field(default_factory=dict)
     r2_direct: np.ndarray | None = None
     r2_seeds: np.ndarray | None = None
+    source: str = ""         # what to reopen for `arrays` (`-`: the spooled stdin)
 
-    @property
-    def importance(self) -> np.ndarray:
-        from radlens_cli.lens.decoder import importance
-
-        return importance(self.theta)
+    def arrays(self, names) -> dict:
+        """The per-case arrays `names` (see `load_decoder`) as float64, read from the file
+        unless already loaded."""
+        names = tuple(names)
+        todo = tuple(n for n in names if n not in self.bulk)
+        got = load_decoder(self.source, bulk=todo).bulk if todo else {}
+        return {n: self.bulk[n] if n in self.bulk else got[n] for n in names}
 
 
 def load_decoder(path: str, bulk: tuple[str, ...] = ()) -> DecoderFile:
@@ -93,7 +71,7 @@ def load_decoder(path: str, bulk: tuple[str, ...] = ()) -> DecoderFile:
         try:
             attrs = read_h5_attrs(f)
             out = DecoderFile(
-                path=shown, attrs=attrs, share_hash=str(attrs["share_hash"]),
+                path=shown, source=path, attrs=attrs, share_hash=str(attrs["share_hash"]),
                 columns=list(decode_strings(f["columns"][()])),
                 column_meta={k[len("column_"):]: decode_strings(f[k][()]) for k in f
                              if k.startswith("column_")},
