@@ -12,9 +12,10 @@ from radlens_cli.commands.app import command
 from radlens_cli.commands.options import force_option, output_option
 from radlens_cli.errors import UsageError
 from radlens_cli.io.cases import PART_ATTR, warn_partial
-from radlens_cli.io.files import check_output
+from radlens_cli.io.files import atomic_output, check_output
 from radlens_cli.io.tables import table_format, write_table
 from radlens_cli.radiomics.merge import merge_parts, read_part
+from radlens_cli.saliency.tables import SALIENCY_SCHEMA, is_saliency_table, merge_saliency
 
 
 def merge(paths: list[str], output: str, force: bool = False, allow_incomplete: bool = False):
@@ -26,8 +27,6 @@ def merge(paths: list[str], output: str, force: bool = False, allow_incomplete: 
     if paths.count("-") > 1:
         raise UsageError("stdin (`-`) can be only one of the parts")
     check_output(output, force)
-    from radlens_cli.saliency.tables import is_saliency_table
-
     if any(is_saliency_table(p) for p in paths):  # saliency.csv parts: rows per case and map
         return _merge_saliency(paths, output, force, allow_incomplete)
     table_format(output)
@@ -59,11 +58,6 @@ def merge(paths: list[str], output: str, force: bool = False, allow_incomplete: 
 
 def _merge_saliency(paths: list[str], output: str, force: bool, allow_incomplete: bool):
     import json
-
-    from radlens_cli import provenance
-    from radlens_cli.io.cases import PART_ATTR
-    from radlens_cli.io.files import atomic_output
-    from radlens_cli.saliency.tables import SALIENCY_SCHEMA, is_saliency_table, merge_saliency
 
     if not all(is_saliency_table(p) for p in paths):
         raise UsageError("merge saliency tables only with saliency tables (each with its .json sidecar)")

@@ -11,14 +11,30 @@ import os
 
 import typer
 
-from radlens_cli import log
+from radlens_cli import log, provenance
 from radlens_cli.commands.app import command
 from radlens_cli.commands.options import (crop_option, device_option, force_option, keep_going_option, layout_option,
                                           mask_option, modalities_option, norm_option, norm_region_option,
                                           num_parts_option, orient_option, output_option, parse_triple,
                                           part_id_option, parts_option, seed_option, spacing_option,
                                           strict_geometry_option, trust_checkpoint_option, weights_option)
+from radlens_cli.devices import resolve_device
+from radlens_cli.encoders.infer import load_embedder, preprocessing_config
 from radlens_cli.errors import RadlensError, UsageError
+from radlens_cli.io.cases import PART_ATTR, part_record, refuse_failed_run, resolve_parts, warn_partial
+from radlens_cli.io.files import atomic_output, check_output, check_side_output
+from radlens_cli.io.formats.decoder import load_decoder
+from radlens_cli.io.formats.share import load_share
+from radlens_cli.io.manifest import parse_mask_spec, read_manifest
+from radlens_cli.io.tables import read_table
+from radlens_cli.lens.share import ShareModel
+from radlens_cli.names import parse_list
+from radlens_cli.radiomics.batch import write_failures
+from radlens_cli.saliency.concept import ConceptMaps, readout_layers, top_changed
+from radlens_cli.saliency.methods import CAM_METHODS, captum, parse_methods
+from radlens_cli.saliency.model import load_scored
+from radlens_cli.saliency.run import Explainer, explain_cases, table_columns
+from radlens_cli.saliency.tables import SALIENCY_SCHEMA, case_folder
 
 DEFAULT_METHODS = "gradcam,gradcampp,eigencam,scorecam,occlusion"
 
@@ -37,18 +53,8 @@ def saliency(manifest: str, modalities: str, mask: str, encoder: str, output: st
     import pandas as pd
     import torch
 
-    from radlens_cli import provenance
-    from radlens_cli.devices import resolve_device
-    from radlens_cli.encoders.infer import preprocessing_config
+    # heavy: loads torch (kept out of radlens --help)
     from radlens_cli.encoders.preprocess import CaseDataset
-    from radlens_cli.io.cases import PART_ATTR, part_record, refuse_failed_run, resolve_parts, warn_partial
-    from radlens_cli.io.files import atomic_output, check_output, check_side_output
-    from radlens_cli.io.manifest import parse_mask_spec, read_manifest
-    from radlens_cli.names import parse_list
-    from radlens_cli.radiomics.batch import write_failures
-    from radlens_cli.saliency.methods import CAM_METHODS, captum, parse_methods
-    from radlens_cli.saliency.run import Explainer, explain_cases, table_columns
-    from radlens_cli.saliency.tables import SALIENCY_SCHEMA, case_folder
 
     check_output(output, force)
     if output != "-" and not output.lower().endswith((".csv", ".tsv")):
@@ -76,8 +82,6 @@ def saliency(manifest: str, modalities: str, mask: str, encoder: str, output: st
 
     scored = None
     if method_list:
-        from radlens_cli.saliency.model import load_scored
-
         scored = load_scored(encoder, device=dev, weights=weights, trust=trust_checkpoint, modalities=mods)
         if scored.source == "torchscript" and weights and any(m in CAM_METHODS for m in method_list):
             raise UsageError("the CAM methods of a TorchScript model read the weights inside the file (no --weights)")
@@ -89,14 +93,8 @@ def saliency(manifest: str, modalities: str, mask: str, encoder: str, output: st
     concept = None
     concept_params = None
     if concept_wanted:
-        from radlens_cli.encoders.infer import load_embedder
-        from radlens_cli.io.formats.decoder import load_decoder
-        from radlens_cli.io.formats.share import load_share
-        from radlens_cli.io.tables import read_table
-        from radlens_cli.saliency.concept import ConceptMaps, readout_layers, top_changed
-
         dec = load_decoder(decoder, bulk=("train/Z",))
-        sh = load_share(share)
+        sh = ShareModel.from_record(load_share(share))
         emb = read_table(embeddings, "embeddings", part="refuse") if embeddings else None
         cols = list(dict.fromkeys(list(features or []) + (top_changed(compare, top) if compare else [])))
         rec = json.loads(dec.attrs.get("embedding_preprocessing", "{}") or "{}")

@@ -14,6 +14,7 @@ from radlens_cli.provenance import json_attr
 from radlens_cli.radiomics.names import family_label
 from radlens_cli.report import checkpoints as rc, data as rd, figures as rf, images as ri
 from radlens_cli.report.markup import esc, fmt, fmt_p, table
+from radlens_cli.report.saliency import saliency_section
 
 CSS = """
 body{font-family:-apple-system,'Segoe UI',Helvetica,Arial,sans-serif;max-width:1100px;margin:2em auto;
@@ -426,8 +427,6 @@ def build(radiomics: str, compare: str, stats: str, correlate_summary: str | Non
         gains, losses, _, _ = views(delta, top, stable_quantile, rank_by)
         shown = ri.panels_section(rep, images, radiomics, gains.head(5), losses.head(5))
     if saliency:
-        from radlens_cli.report.saliency import saliency_section
-
         saliency_section(rep, images, list(saliency[0]), list(saliency[1]), shown)
         records += [rd.file_record("saliency", p) for p in saliency[0]]
     size_section(rep, delta, task_text)

@@ -12,8 +12,11 @@ import os
 import numpy as np
 
 from radlens_cli.errors import RadlensError
+from radlens_cli.io.images import read_image, same_geometry
 from radlens_cli.report import figures as rf
 from radlens_cli.report import images as ri
+from radlens_cli.report.markup import esc
+from radlens_cli.saliency.tables import case_folder, read_saliency
 
 LABELS = {"gradcam": "Grad-CAM", "gradcampp": "Grad-CAM++", "eigencam": "EigenCAM", "scorecam": "ScoreCAM",
           "occlusion": "occlusion"}
@@ -23,8 +26,6 @@ MAP_CMAP = "inferno"
 def map_view(imgs: ri.CaseImages, case_id: str, modality: str, path: str):
     """The slice of the map at `path` that imgs.view(case_id, modality) shows (same k, same crop)."""
     import SimpleITK as sitk
-
-    from radlens_cli.io.images import read_image, same_geometry
 
     img_path = imgs.man.resolve(imgs.man.frame[modality].iloc[imgs.row[case_id]])
     img = read_image(img_path, f"case {case_id} {modality}")
@@ -81,8 +82,6 @@ def overlay_figure(imgs, cases, modality, maps_dir: str, names: list, fig_name: 
 
 
 def _folder(case_id: str) -> str:
-    from radlens_cli.saliency.tables import case_folder
-
     return case_folder(case_id)
 
 
@@ -106,11 +105,6 @@ def agreement_table(df) -> "object":
 def saliency_section(rep, imgs: ri.CaseImages | None, tables: list[str], maps_dirs: list[str], cases: list) -> None:
     """Add the `saliency` section: the agreement table of every saliency table, and for each
     maps folder, the maps of `cases` over the first modality."""
-    import pandas as pd
-
-    from radlens_cli.report.markup import esc
-    from radlens_cli.saliency.tables import read_saliency
-
     parts = ["<p>Where in the image: saliency maps of the fine-tuned model's output and radiomic concept "
              "maps (where the encoder's decoded feature is read), from <code>radlens saliency</code>. "
              "docs/saliency.md says what each map shows and when a concept map is meaningful.</p>"]

@@ -24,6 +24,11 @@ from dataclasses import dataclass
 import numpy as np
 
 from radlens_cli.errors import EXIT_DATA, ParameterError, RadlensError
+from radlens_cli.io.files import input_path
+from radlens_cli.lens.align import fit_alignment
+from radlens_cli.lens.share import activate
+from radlens_cli.lens.steps import distinct_columns
+from radlens_cli.saliency.methods import captum
 
 CONCEPT_METHODS = ("integrated-gradients", "gradient")
 
@@ -42,8 +47,6 @@ class Readout:
     alignment: str = "none"
 
     def numpy(self, E: np.ndarray) -> np.ndarray:
-        from radlens_cli.lens.share import activate
-
         E = np.asarray(E, dtype=np.float64)
         if self.keep is not None:
             E = E[:, self.keep]
@@ -66,9 +69,6 @@ def readout_layers(share, decoder, columns: list, embeddings=None) -> Readout:
     """The decoded features `columns` as a function of the embedding, from SHARE.h5 (`share`, a
     ShareModel), DEC.h5 (`decoder`, a DecoderFile with bulk train/Z loaded) and, for an
     aligned decoder, `embeddings` (the CaseTable decode was given)."""
-    from radlens_cli.lens.align import fit_alignment
-    from radlens_cli.lens.steps import distinct_columns
-
     if decoder.share_hash != share.share_hash:
         raise ParameterError("{decoder} was not decoded through {share} (share_hash differs)", "decoder", "share",
                              exit_code=EXIT_DATA)
@@ -133,11 +133,9 @@ class ConceptMaps:
     def maps(self, volume: np.ndarray) -> dict:
         """{column: (map (*sp), decoded value, numpy scorer for deletion)} for one case."""
         import torch
+        captum()
         from captum.attr import InputXGradient, IntegratedGradients
 
-        from radlens_cli.saliency.methods import captum
-
-        captum()
         x = torch.from_numpy(np.ascontiguousarray(volume, dtype=np.float32))[None].to(self.device)
         with torch.no_grad():
             values = self.decoded(x)[0].cpu().numpy()
@@ -162,8 +160,6 @@ class ConceptMaps:
 def top_changed(delta_path: str, n: int) -> list[str]:
     """The n most gained and n most lost columns of a compare table (DELTA.csv, by delta_r2)."""
     import pandas as pd
-
-    from radlens_cli.io.files import input_path
 
     df = pd.read_csv(input_path(delta_path, "compare table"))
     if "column" not in df.columns or "delta_r2" not in df.columns:

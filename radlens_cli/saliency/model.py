@@ -15,6 +15,11 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
+from radlens_cli.encoders.checkpoints import load_encoder
+from radlens_cli.encoders.infer import is_onnx, model_fingerprint
+from radlens_cli.encoders.layers import call_shapes, resolve_layer, resolve_torchscript_layer
+from radlens_cli.encoders.onnx_encoder import OnnxEmbedder
+from radlens_cli.encoders.training.finetuned import load_finetuned
 from radlens_cli.errors import EXIT_DATA, ParameterError, RadlensError
 
 TASK_KINDS = ("classify", "regress", "segment")
@@ -49,23 +54,17 @@ def load_scored(spec: str, device=None, weights: str | None = None, trust: bool 
     `layer` and the model's output (`ScriptTapped`); `layer` defaults to its last stage."""
     import torch
 
-    from radlens_cli.encoders.infer import is_onnx, model_fingerprint
-
     device = device if device is not None else torch.device("cpu")
     if is_onnx(spec):
-        from radlens_cli.encoders.onnx_encoder import OnnxEmbedder
-
         emb = OnnxEmbedder(spec, "final", "mean", device, modalities=modalities)
         return ScoredModel(spec, "onnx", None, device, onnx=emb, fingerprint=emb.fingerprint,
                            in_chans=emb.info.in_chans)
-    from radlens_cli.encoders.checkpoints import load_encoder
-
     model, info = load_encoder(spec, map_location="cpu", trust=trust, weights=weights)
     task = None
     meta = (info.extra or {}).get("finetune")
     if meta:
+        # heavy: the heads module loads torch at import
         from radlens_cli.encoders.heads import TaskModel
-        from radlens_cli.encoders.training.finetuned import load_finetuned
 
         enc, head, meta = load_finetuned(spec)
         task = str(meta["task"])
@@ -88,8 +87,6 @@ def tap_torchscript(sm: ScoredModel, layer: str | None, example) -> str:
     """Wrap a TorchScript model so its `tap` sees `layer`'s output (see ScriptTapped); returns
     the layer's recorded label. TorchScript takes no hooks: the call is marked in its graph
     (encoders.layers.resolve_torchscript_layer)."""
-    from radlens_cli.encoders.layers import resolve_torchscript_layer
-
     name = layer or default_layer(sm.model)
     if name is None:
         raise ParameterError(f"{sm.spec}: name the layer of this TorchScript model with {{layer}} (`radlens layers` "
@@ -226,8 +223,6 @@ class LayerSite:
 
     def __init__(self, model, layer: str | None, probe_input):
         import torch
-
-        from radlens_cli.encoders.layers import call_shapes, resolve_layer
 
         self.model = model
         if layer is None:

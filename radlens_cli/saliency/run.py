@@ -17,8 +17,11 @@ import numpy as np
 
 from radlens_cli import log
 from radlens_cli.errors import ParameterError, RadlensError
+from radlens_cli.io.files import atomic_folder
+from radlens_cli.io.images import read_image
 from radlens_cli.saliency import metrics
-from radlens_cli.saliency.methods import saliency_map
+from radlens_cli.saliency.methods import occlusion_numpy, saliency_map
+from radlens_cli.saliency.model import LayerSite, Scorer, tap_torchscript
 
 from radlens_cli.saliency.tables import SALIENCY_SCHEMA, case_folder  # noqa: F401 - the table it writes
 
@@ -31,6 +34,7 @@ def box_image(arr: np.ndarray, grid: dict, layout: str):
     """A map on the box (in `layout` order) as a SimpleITK image with the box's geometry."""
     import SimpleITK as sitk
 
+    # heavy: the preprocessing module loads torch at import
     from radlens_cli.encoders.preprocess import to_layout
 
     zyx = to_layout(np.asarray(arr, dtype=np.float32), layout)  # xyz <-> zyx is its own inverse
@@ -74,8 +78,6 @@ class Explainer:
         """Resolve the layer on a zero input of `shape` (1, C, *box), before any case is read."""
         import torch
 
-        from radlens_cli.saliency.model import LayerSite, tap_torchscript
-
         sm = self.scored
         if sm is not None and not sm.is_onnx and any(m != "occlusion" for m in self.methods):
             if sm.source == "torchscript" and sm.tapped_layer is None:
@@ -85,8 +87,6 @@ class Explainer:
             self.info["layer"] = tapped or self.site.name
 
     def _scorer(self, x):
-        from radlens_cli.saliency.model import Scorer
-
         sm = self.scored
         if sm.is_onnx:
             def run_np(a):
@@ -113,8 +113,6 @@ class Explainer:
                 x = volume[None].astype(np.float32)
                 scorer = self._scorer(x)
                 rec = scorer.prepare(x, mask)
-                from radlens_cli.saliency.methods import occlusion_numpy
-
                 fixed = sm.onnx.input_dims[0] if sm.onnx.input_dims else None
                 maps["occlusion"] = occlusion_numpy(scorer, x, batch_size=1 if fixed else self.batch_size)
                 scores_of["occlusion"] = lambda batch: np.asarray(scorer(batch), dtype=np.float64)
@@ -163,8 +161,6 @@ def write_case_maps(maps_dir: str, case_id: str, maps: dict, grid: dict, layout:
     is written beside and renamed into place. Returns {name: path}."""
     import SimpleITK as sitk
 
-    from radlens_cli.io.files import atomic_folder
-
     folder = os.path.join(maps_dir, case_folder(case_id))
     out = {}
     with atomic_folder(folder) as tmp:
@@ -177,8 +173,6 @@ def write_case_maps(maps_dir: str, case_id: str, maps: dict, grid: dict, layout:
 
 def explain_cases(explainer: Explainer, dataset, maps_dir: str | None = None) -> tuple[list, list]:
     """Every case of `dataset` (a CaseDataset): (rows of the finished cases, failure records)."""
-    from radlens_cli.io.images import read_image
-
     rows, failures = [], []
     bar = log.progress(total=len(dataset), desc="saliency", unit="case")
 

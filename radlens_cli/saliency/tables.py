@@ -6,6 +6,8 @@ from __future__ import annotations
 import json
 
 from radlens_cli.errors import EXIT_DATA, ParameterError, RadlensError
+from radlens_cli.io.files import read_sidecar
+from radlens_cli.radiomics.merge import RUN_LOCAL, _first_difference
 
 SALIENCY_SCHEMA = "saliency/1"
 
@@ -20,8 +22,6 @@ def case_folder(case_id: str) -> str:
 
 def is_saliency_table(path: str) -> bool:
     """Whether `path` is a saliency table (its sidecar names the schema)."""
-    from radlens_cli.io.files import read_sidecar
-
     if path == "-" or not str(path).lower().endswith((".csv", ".tsv")):
         return False
     side = read_sidecar(path)
@@ -31,8 +31,6 @@ def is_saliency_table(path: str) -> bool:
 def read_saliency(path: str):
     """(DataFrame, sidecar dict) of a saliency table."""
     import pandas as pd
-
-    from radlens_cli.io.files import read_sidecar
 
     sep = "\t" if path.lower().endswith(".tsv") else ","
     try:
@@ -47,8 +45,6 @@ def merge_saliency(paths: list[str], allow_incomplete: bool = False):
     the parts are one run's (parameters, manifest, every part once, no case twice).
     Returns (DataFrame, merged params, failures, part record of an incomplete merge)."""
     import pandas as pd
-
-    from radlens_cli.radiomics.merge import RUN_LOCAL, _first_difference
 
     parts = [(p, *read_saliency(p)) for p in paths]
     def params(side):

@@ -52,6 +52,7 @@ def lens(tmp_path_factory):
     from radlens_cli.encoders.info import EncoderInfo
     from radlens_cli.io.formats.decoder import load_decoder, save_decoder
     from radlens_cli.io.formats.share import load_share, save_share
+    from radlens_cli.lens.share import ShareModel
     from radlens_cli.lens.steps import decode, fit_share_tables
 
     folder = tmp_path_factory.mktemp("concept")
@@ -73,7 +74,7 @@ def lens(tmp_path_factory):
     save_decoder(res, str(folder / "dec.h5"))
     embedder = Embedder(enc, EncoderInfo(spec="local", source="factory", arch="custom"), "local", "final", "mean",
                         torch.device("cpu"))
-    return {"share": load_share(str(folder / "share.h5")), "dec": load_decoder(str(folder / "dec.h5"),
+    return {"share": ShareModel.from_record(load_share(str(folder / "share.h5"))), "dec": load_decoder(str(folder / "dec.h5"),
                                                                                bulk=("train/Z",)),
             "emb": emb, "embedder": embedder, "vols": vols, "enc": enc}
 
