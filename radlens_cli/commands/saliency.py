@@ -156,7 +156,7 @@ def saliency(manifest: str, modalities: str, mask: str, encoder: str, output: st
               "layer": explainer.info.get("layer", layer if any(m in CAM_METHODS for m in method_list) else None),
               "output_index": output_index, "task": scored.task if scored else None,
               "encoder_fingerprint": scored.fingerprint if scored else concept.embedder.fingerprint,
-              "preprocessing": cfg.to_dict(), "occlusion": "window 1/4 of each side, stride 1/2 window, baseline 0",
+              "preprocessing": cfg.to_dict(), "occlusion": "windows of 1/4 of each side, side by side, baseline 0",
               "deletion": ("top k% of box voxels (k=0..100 step 10) replaced by a Gaussian blur (sigma 3 voxels)"
                            if deletion else None),
               "agreement_region": "the mask's bounding box on the model's box grid",
