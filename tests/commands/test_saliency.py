@@ -76,7 +76,10 @@ def test_maps_on_the_case_grid_and_maximum_in_the_mask(cli, tmp_path):
             assert arr.max() > 0
             assert gland.ravel()[int(np.argmax(arr))] > 0, (row["case_id"], m)
     table = pd.read_csv(tmp_path / "s.csv")
-    assert (table["mass_in_mask"] > 0.5).all()
+    # the gland is 5 % of the box: both maps put many times that inside it
+    # (occlusion's 4x4x4 blocks straddle the outline, so less than Grad-CAM)
+    assert (table.loc[table["method"] == "gradcam", "mass_in_mask"] > 0.6).all()
+    assert (table.loc[table["method"] == "occlusion", "mass_in_mask"] > 0.3).all()
     # a rerun into the same folder needs --force
     r = cli("saliency", man, *MODS, "--encoder", "tests.saliency.models:bright", "--methods", "occlusion",
             *SMALL, "--maps", tmp_path / "maps", "-o", tmp_path / "s2.csv")
