@@ -45,11 +45,18 @@ class ParameterError(UsageError):
         """plain: how str() shows a parameter where its name alone reads wrong ({"no_resume": "resume=False"});
         flags: how flagged() shows one that is more than its flag ({"kernel": "--kernel linear"})."""
         self.template, self.params, self.flags = template, tuple(params), dict(flags or {})
-        super().__init__(_render(template, {p: (plain or {}).get(p, p) for p in self.params}), exit_code)
+        self.plain = dict(plain or {})
+        super().__init__(_render(template, {p: self.plain.get(p, p) for p in self.params}), exit_code)
 
     def flagged(self, flags: dict | None = None) -> str:
         """The message with each parameter as its flag (`--name-with-dashes` unless `flags` says)."""
         return _flagged(self.template, self.params, {**self.flags, **(flags or {})})
+
+    def message(self, prefix: str = "") -> "ParameterMessage":
+        """The error's first line as a ParameterMessage (a str that keeps its parameters, also
+        when pickled to another process): what a worker reports for a failed item."""
+        return ParameterMessage(prefix + self.template.strip().splitlines()[0], *self.params, plain=self.plain,
+                                flags=self.flags)
 
 
 class ParameterMessage(str):
@@ -59,13 +66,13 @@ class ParameterMessage(str):
     `flagged()` shows command-line flags, which is what `log.warn` prints.
     """
 
-    def __new__(cls, template: str, *params: str, plain: dict | None = None):
+    def __new__(cls, template: str, *params: str, plain: dict | None = None, flags: dict | None = None):
         obj = super().__new__(cls, _render(template, {p: (plain or {}).get(p, p) for p in params}))
-        obj.template, obj.params = template, tuple(params)
+        obj.template, obj.params, obj.flags = template, tuple(params), dict(flags or {})
         return obj
 
     def flagged(self, flags: dict | None = None) -> str:
-        return _flagged(self.template, self.params, flags)
+        return _flagged(self.template, self.params, {**getattr(self, "flags", {}), **(flags or {})})
 
 
 def _render(template: str, names: dict) -> str:

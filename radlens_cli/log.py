@@ -17,24 +17,35 @@ def verbose() -> bool:
     return VERBOSITY["level"] >= 2
 
 
+def _emit(line: str) -> None:
+    """One line on stderr; while a tqdm bar is drawn on the terminal, through tqdm.write,
+    which clears the bar, prints the line and redraws the bar below it (a plain print would
+    land in the middle of the bar's line)."""
+    tq = sys.modules.get("tqdm.std")
+    if tq is not None and any(not getattr(b, "disable", True) for b in list(getattr(tq.tqdm, "_instances", ()))):
+        tq.tqdm.write(line, file=sys.stderr)
+        return
+    print(line, file=sys.stderr, flush=True)
+
+
 def info(msg: str) -> None:
     """A progress/log line on stderr (hidden with --quiet); a ParameterMessage shows its flags."""
     if hasattr(msg, "flagged"):
         msg = msg.flagged()
     if VERBOSITY["level"] >= 1:
-        print(f"radlens: {msg}", file=sys.stderr, flush=True)
+        _emit(f"radlens: {msg}")
 
 
 def debug(msg: str) -> None:
     if VERBOSITY["level"] >= 2:
-        print(f"radlens: {msg}", file=sys.stderr, flush=True)
+        _emit(f"radlens: {msg}")
 
 
 def warn(msg: str) -> None:
     """A warning on stderr (shown even with --quiet); a library's ParameterMessage shows its flags."""
     if hasattr(msg, "flagged"):
         msg = msg.flagged()
-    print(f"radlens: warning: {msg}", file=sys.stderr, flush=True)
+    _emit(f"radlens: warning: {msg}")
 
 
 def progress_disabled() -> bool:

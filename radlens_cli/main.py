@@ -8,32 +8,13 @@ import signal
 import typer
 
 from radlens_cli import __version__, log
-from radlens_cli.commands.app import app
+from radlens_cli.commands.app import app, pipeline_commands
 from radlens_cli.errors import Terminated
 from radlens_cli.provenance import library_versions
 
-# Subcommand modules, in pipeline order (each registers itself on `app` when imported).
-COMMAND_MODULES = [
-    "synth",
-    "extract_radiomics",
-    "import_pyradiomics",
-    "merge",
-    "init_encoder",
-    "embed",
-    "layers",
-    "finetune",
-    "fit_share",
-    "decode",
-    "compare",
-    "stats",
-    "correlate",
-    "correlate_summary",
-    "cka",
-    "probe",
-    "saliency",
-    "report",
-    "info",
-]
+# Subcommand modules, in pipeline order (each registers itself on `app` when imported); the
+# list is PIPELINE's, the `radlens --help` text, so a command is listed where it is registered.
+COMMAND_MODULES = [name.replace("-", "_") for name in pipeline_commands()]
 
 
 def _version(value: bool):

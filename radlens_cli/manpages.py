@@ -21,8 +21,15 @@ def _esc(text: str) -> str:
     for line in text.replace("\\", "\\e").split("\n"):
         if line.startswith((".", "'")):
             line = "\\&" + line
-        out.append(line.replace("-", "\\-"))
+        out.append(_breakable(line.replace("-", "\\-")))
     return "\n".join(out)
+
+
+def _breakable(line: str) -> str:
+    """Long words (a column list `a,b,c,...`) get break points after their commas, so troff
+    can fill the line instead of warning `cannot adjust line`."""
+    words = line.split(" ")
+    return " ".join(w.replace(",", ",\\:") if len(w) > 40 else w for w in words)
 
 
 def _paragraphs(text: str) -> str:
@@ -120,35 +127,83 @@ def _synopsis(name: str, cmd) -> str:
     return f"\\fB{_esc(name)}\\fR [OPTIONS] {_esc(' '.join(args))}".rstrip()
 
 
-# Every environment variable radlens reads (a test checks the source against this list).
+# Every environment variable radlens reads (a test checks the source against this list), and
+# which pages list it: "all", "progress" (commands with a progress bar), "outputs" (commands
+# that record provenance), "parts" (commands with --parts), a command name, or "top".
 ENVIRONMENT = [
-    ("TQDM_DISABLE", "1: no progress bars nor plain progress lines (as -q, but warnings stay)."),
+    ("TQDM_DISABLE", "1: no progress bars nor plain progress lines (as -q, but warnings stay).", "progress"),
     ("RADLENS_PROGRESS_SECONDS", "When stderr is not a terminal: the longest time between plain progress "
                                  "lines (default 120; a line also comes every 5 percent, at most one per "
-                                 "min(2, this/60) seconds, so a fast loop prints only its final line)."),
-    ("SOURCE_DATE_EPOCH", "Pins the creation time recorded in outputs, so same-seed runs give identical bytes."),
-    ("SLURM_ARRAY_TASK_ID", "With --parts slurm: this array task; the part is (ID - MIN) / STEP."),
-    ("SLURM_ARRAY_TASK_MIN", "With --parts slurm: the array's first task id (default 0)."),
-    ("SLURM_ARRAY_TASK_MAX", "With --parts slurm: the array's last task id (checks the range)."),
-    ("SLURM_ARRAY_TASK_STEP", "With --parts slurm: the array's step, e.g. 2 for --array=0-8:2 (default 1)."),
+                                 "min(2, this/60) seconds, so a fast loop prints only its final line).", "progress"),
+    ("SOURCE_DATE_EPOCH", "Pins the creation time recorded in outputs, so same-seed runs give identical bytes.",
+     "outputs"),
+    ("SLURM_ARRAY_TASK_ID", "With --parts slurm: this array task; the part is (ID - MIN) / STEP.", "parts"),
+    ("SLURM_ARRAY_TASK_MIN", "With --parts slurm: the array's first task id (default 0).", "parts"),
+    ("SLURM_ARRAY_TASK_MAX", "With --parts slurm: the array's last task id (checks the range).", "parts"),
+    ("SLURM_ARRAY_TASK_STEP", "With --parts slurm: the array's step, e.g. 2 for --array=0-8:2 (default 1).", "parts"),
     ("SLURM_ARRAY_TASK_COUNT", "With --parts slurm: the number of parts. Without --parts nothing is read "
-                               "from SLURM: an array task is not a shard unless asked."),
-    ("WORLD_SIZE, RANK, LOCAL_RANK", "Set by torchrun: finetune trains with DDP over the ranks."),
-    ("_RADLENS_COMPLETE", "Shell completion (radlens --install-completion sets it up)."),
+                               "from SLURM: an array task is not a shard unless asked.", "parts"),
+    ("WORLD_SIZE, RANK, LOCAL_RANK", "Set by torchrun: finetune trains with DDP over the ranks.", "finetune"),
+    ("_RADLENS_COMPLETE", "Shell completion (radlens --install-completion sets it up).", "top"),
     ("RADLENS_TEST_KILL_WORKER", "Test only: CASE[:MODALITY] makes the worker that takes this case kill "
                                  "itself with SIGKILL (once per RADLENS_TEST_KILL_ONCE file), to test "
-                                 "recovery from a dead worker."),
+                                 "recovery from a dead worker.", "extract-radiomics"),
     ("RADLENS_TEST_KILL_ONCE", "Test only: a file created on the first kill; while it exists the hook "
-                               "does nothing, so the retry succeeds."),
+                               "does nothing, so the retry succeeds.", "extract-radiomics"),
     ("RADLENS_FINETUNE_KILL_AT_STEP", "Test only: finetune kills itself at this optimiser step "
-                                      "(to test resuming)."),
+                                      "(to test resuming).", "finetune"),
 ]
+
+# commands that write no file, hence record no provenance
+NO_OUTPUT = {"info", "layers"}
+
+
+def _module_text(cmd) -> str:
+    """The source of the module a command's callback lives in ('' when unavailable)."""
+    import inspect
+
+    fn = getattr(cmd, "callback", None)
+    fn = getattr(fn, "__wrapped__", fn)
+    try:
+        return inspect.getsource(inspect.getmodule(fn))
+    except (TypeError, OSError):
+        return ""
+
+
+def _applies(scope: str, name: str, cmd) -> bool:
+    """Whether an ENVIRONMENT entry belongs on the page of command `name` ("radlens": the top page)."""
+    if name == "radlens":
+        return True
+    sub = name.split(" ", 1)[-1]
+    opts = {o for p in getattr(cmd, "params", ()) for o in getattr(p, "opts", ())}
+    if scope == "all":
+        return True
+    if scope == "progress":
+        return "progress(" in _module_text(cmd)
+    if scope == "outputs":
+        return sub not in NO_OUTPUT
+    if scope == "parts":
+        return "--parts" in opts
+    if scope == "top":
+        return False
+    return scope == sub
+
+
+def exit_status(name: str, cmd) -> str:
+    """The exit codes this command can give; the --keep-going sentence only where it applies."""
+    opts = {o for p in getattr(cmd, "params", ()) for o in getattr(p, "opts", ())}
+    keep = "--keep-going" in opts or name == "radlens"
+    return ("0 success" + (" (also a --keep-going run that left failed cases out, with a warning)" if keep else "")
+            + "; 1 data error" + (", or failed cases without --keep-going (no output written)" if keep else "")
+            + "; 2 usage error; 130 interrupted (Ctrl-C); 143 terminated (SIGTERM, e.g. scancel or a job's "
+              "time limit; temporary files are removed).")
 
 
 def page(name: str, cmd, summary: str, body: str, see_also: list[str]) -> str:
     title = name.upper().replace(" ", "-")
     parts = [
         f'.TH "{title}" "1" "{DATE}" "radlens {__version__}" "radlens manual"',
+        ".ad l",   # ragged right: column lists and flags hold no spaces to stretch
         ".SH NAME",
         f"{_esc(name.replace(' ', '-'))} \\- {_esc(summary)}",
         ".SH SYNOPSIS",
@@ -162,12 +217,11 @@ def page(name: str, cmd, summary: str, body: str, see_also: list[str]) -> str:
     opts = _params(cmd)
     if opts:
         parts += [".SH OPTIONS", *opts]
-    parts += [".SH EXIT STATUS",
-              "0 success (also a --keep-going run that left failed cases out, with a warning); "
-              "1 data error, or failed cases without --keep-going (no output written); "
-              "2 usage error; 130 interrupted."]
-    parts += [".SH ENVIRONMENT"]
-    for var, text in ENVIRONMENT:
+    parts += [".SH EXIT STATUS", _esc(exit_status(name, cmd))]
+    env = [(var, text) for var, text, scope in ENVIRONMENT if _applies(scope, name, cmd)]
+    if env:
+        parts += [".SH ENVIRONMENT"]
+    for var, text in env:
         parts += [".TP", f"\\fB{_esc(var)}\\fR", _esc(text)]
     if see_also:
         parts += [".SH SEE ALSO", ", ".join(f"\\fB{_esc(s)}\\fR(1)" for s in see_also)]

@@ -92,6 +92,13 @@ def build(command: str, inputs: dict[str, str] | None = None, params: dict | Non
     for role, path in inputs.items():
         if path is None:
             continue
+        if isinstance(path, (list, tuple)):   # several inputs in one role: role_1, role_2, ...
+            for k, one in enumerate(path, 1):
+                rec = {"path": os.fspath(one)}
+                if hash_inputs and one != "-" and os.path.isfile(one):
+                    rec["sha256"] = sha256_file(one)
+                in_records[f"{role}_{k}"] = rec
+            continue
         rec = {"path": os.fspath(path)}
         if hash_inputs and path != "-" and os.path.exists(path):
             rec["sha256"] = sha256_file(path)
@@ -117,6 +124,90 @@ def build(command: str, inputs: dict[str, str] | None = None, params: dict | Non
         "history": json.dumps(hist, default=str),
         "cite": CITE,
     }
+
+
+# What the running command declared it read and how (`declare`): the provenance of every
+# text table it writes, whichever writer writes it (a CSV has no attributes of its own; its
+# `<file>.json` sidecar holds this record).
+_RUN: dict = {}
+
+
+def declare(command: str, inputs: dict | None = None, params: dict | None = None,
+            history: list | None = None) -> None:
+    """Record the running command's inputs (role -> path), parameters (seed included) and
+    the inputs' history; a CSV it then writes gets them in its sidecar (`current`)."""
+    _RUN.clear()
+    _RUN.update(command=command, inputs=dict(inputs or {}), params=dict(params or {}),
+                history=list(history or []))
+
+
+def reset_run() -> None:
+    """Forget what an earlier command declared (each command declares its own)."""
+    _RUN.clear()
+
+
+def declared() -> dict:
+    """What the running command declared ({} when nothing)."""
+    return dict(_RUN)
+
+
+def current(command: str | None = None) -> dict:
+    """Root attributes for an output of the running command: its declared inputs (hashed),
+    parameters and history; without a declaration, the command line, versions and time."""
+    if _RUN:
+        return build(_RUN["command"], inputs=_RUN["inputs"], params=_RUN["params"],
+                     history=_RUN["history"])
+    return build(command or "radlens", hash_inputs=False)
+
+
+def input_records(attrs) -> dict:
+    """role -> {path, sha256} of the inputs recorded in an output's attributes ({} if none)."""
+    raw = attrs.get("inputs") if attrs is not None else None
+    if isinstance(raw, bytes):
+        raw = raw.decode()
+    if isinstance(raw, str):
+        try:
+            raw = json.loads(raw)
+        except ValueError:
+            return {}
+    return raw if isinstance(raw, dict) else {}
+
+
+def recorded_label(attrs) -> str:
+    """The name of a decoder piped in (`-`): the embeddings it decoded, as it recorded them
+    (`emb_ft.h5` -> emb_ft), else `stdin`."""
+    emb = input_records(attrs).get("embeddings")
+    path = emb.get("path") if isinstance(emb, dict) else None
+    if not path or path == "-":
+        return "stdin"
+    return os.path.splitext(os.path.basename(str(path)))[0]
+
+
+def checkpoint_identity(path: str, attrs) -> dict:
+    """What identifies a compared checkpoint: its decoder file (path, sha256) and the encoder
+    checkpoint its embeddings came from (path, sha256, as the decoder recorded them), so a
+    report matches an --encoder file to a checkpoint by its hash, never by its name."""
+    rec = {"decoder": {"path": os.fspath(path)}}
+    if path != "-" and os.path.isfile(path):
+        rec["decoder"]["sha256"] = sha256_file(path)
+    params = attrs.get("params") if attrs is not None else None
+    if isinstance(params, bytes):
+        params = params.decode()
+    if isinstance(params, str):
+        try:
+            params = json.loads(params)
+        except ValueError:
+            params = {}
+    enc = params.get("encoder") if isinstance(params, dict) else None
+    if isinstance(enc, dict) and enc.get("path"):
+        rec["encoder"] = {k: enc[k] for k in ("path", "sha256") if k in enc}
+    emb = input_records(attrs).get("embeddings")
+    if isinstance(emb, dict):
+        rec["embeddings"] = emb
+    power = params.get("power") if isinstance(params, dict) else None
+    if isinstance(power, dict):   # decode's small-sample verdict (lens/power.py), for the report
+        rec["power"] = power
+    return rec
 
 
 def history_of(attrs) -> list:

@@ -85,8 +85,11 @@ def _worker_main(conn, initializer, initargs):
             return
         except BaseException as e:  # noqa: BLE001 - reported against the item by the driver
             first = str(e).strip().splitlines()[0] if str(e).strip() else ""
-            out = ("error", f"{type(e).__name__}: {first}" if first else type(e).__name__,
-                   traceback.format_exc())
+            if hasattr(e, "message") and hasattr(e, "params"):  # a ParameterError keeps its parameters
+                text = e.message(f"{type(e).__name__}: ")
+            else:
+                text = f"{type(e).__name__}: {first}" if first else type(e).__name__
+            out = ("error", text, traceback.format_exc())
         try:
             conn.send(out)
         except (BrokenPipeError, OSError):

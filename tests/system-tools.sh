@@ -1,12 +1,13 @@
 #!/usr/bin/env bash
 # The system tools the test suite uses, installed when missing: Chromium (the report's
-# render test) and GNU make (the example-pipeline tests). Debian/Ubuntu's apt-get, as root
+# render test), GNU make (the example-pipeline tests) and groff (the man pages' troff check). Debian/Ubuntu's apt-get, as root
 # or through sudo; elsewhere it says what to install and fails (a missing tool fails its
 # tests: only absent hardware is skipped).
 set -euo pipefail
 missing=""
 command -v chromium >/dev/null 2>&1 || command -v chromium-browser >/dev/null 2>&1 || missing="$missing chromium"
 command -v make >/dev/null 2>&1 || missing="$missing make"
+command -v groff >/dev/null 2>&1 || missing="$missing groff"
 [ -z "$missing" ] && exit 0
 if command -v apt-get >/dev/null 2>&1; then
   sudo=""

@@ -91,3 +91,38 @@ def test_unexpected_exception_is_one_line_without_traceback(cli, monkeypatch):
         "radlens info: error: ZeroDivisionError: planted (rerun with --verbose for the traceback)"]
     r = cli("--verbose", "info", "x.h5")
     assert r.exit_code == 1 and "Traceback" in r.stderr
+
+
+def test_info_lines_do_not_land_inside_a_progress_bar(monkeypatch):
+    """Issue 25: on a terminal, info and warning lines interleaved with the tqdm bar."""
+    import io
+    import sys
+
+    from tqdm import tqdm
+
+    from radlens_cli import log
+
+    err = io.StringIO()
+    monkeypatch.setattr(sys, "stderr", err)
+    monkeypatch.setattr(log, "VERBOSITY", {"level": 1})
+    bar = tqdm(total=3, file=err, disable=False, mininterval=0)
+    bar.update(1)
+    log.info("halfway note")
+    log.warn("careful")
+    bar.update(2)
+    bar.close()
+    text = err.getvalue()
+    for line in ("radlens: halfway note", "radlens: warning: careful"):
+        at = text.index(line)
+        assert text[at - 1] in "\r\n", repr(text[max(0, at - 40):at + 30])   # on a line of its own
+        assert text[at + len(line)] == "\n"
+    log.info("after the bar")   # no bar left: a plain line
+    assert err.getvalue().endswith("radlens: after the bar\n")
+
+
+def test_top_help_names_compare_by_what_it_ranks_and_lists_143(cli):
+    """Issue 25: `radlens --help` called compare "(importance change)" though it ranks by Δr²,
+    and its exit codes left out 143 (SIGTERM), which the README lists."""
+    text = cli("--help").stdout
+    assert "(importance change)" not in text and "(decodability change" in text
+    assert "143" in text and "SIGTERM" in text

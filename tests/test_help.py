@@ -287,3 +287,23 @@ def test_completion_completes_commands_and_options():
 
 def test_pipeline_constant_is_the_top_level_help():
     assert app.info.help == PIPELINE
+
+
+def test_commands_are_listed_in_pipeline_order_and_every_one_is_in_the_pipeline():
+    """PIPELINE (the top-level --help text) is the one list of commands: main.py imports
+    what it lists, and --help shows the commands in its order, not in import order."""
+    import typer.main
+
+    from radlens_cli.commands.app import pipeline_commands
+    from radlens_cli.main import COMMAND_MODULES
+
+    group = typer.main.get_command(app)
+    listed = group.list_commands(None)
+    assert set(listed) == set(pipeline_commands()) == set(group.commands)
+    assert listed == pipeline_commands()
+    assert COMMAND_MODULES == [n.replace("-", "_") for n in pipeline_commands()]
+    from typer.testing import CliRunner
+
+    text = CliRunner().invoke(app, ["--help"]).output.split("Commands:")[1]
+    shown = [line.split()[0] for line in text.splitlines() if line.startswith("  ") and line.split()]
+    assert shown == pipeline_commands()

@@ -180,3 +180,14 @@ def _imports_of(node, me: str, path: Path) -> list[tuple[str, int]]:
         base = base[: len(base) - node.level + (path.name == "__init__.py")]
         return [(".".join(base + ([node.module] if node.module else [])), node.lineno)]
     return [(node.module or "", node.lineno)]
+
+
+def test_every_csv_goes_through_io_s_one_writer():
+    """io.formats.write_csv writes every CSV (with its provenance sidecar); the case-table
+    writer io.tables.write_table is the one other place a DataFrame becomes text."""
+    writers = [f"{MODULES[m].relative_to(REPO)}:{n.lineno}" for m in MODULES
+               if m not in ("radlens_cli.io.formats", "radlens_cli.io.tables")
+               for n in ast.walk(ast.parse(MODULES[m].read_text(encoding="utf-8")))
+               if isinstance(n, ast.Call) and (ast.unparse(n.func).endswith((".to_csv", "csv.writer", "csv.DictWriter"))
+                                               or ast.unparse(n.func) in ("DictWriter", "writer"))]
+    assert writers == []

@@ -1,7 +1,7 @@
 """Issue 7: interrupted runs lose nothing -- finetune killed (-9) at several points.
 
 extract-radiomics and embed are killed at two points each in tests/radiomics/test_interrupt.py
-and tests/encoders/test_embed_interrupt.py; tests/commands/test_finetune.py kills finetune
+and tests/commands/test_embed_interrupt.py; tests/commands/test_finetune.py kills finetune
 once. Here finetune is killed twice in a row -- first inside epoch 1 (before any resume
 state exists), then in the rerun inside epoch 3 (resuming from the state of epoch 2) -- and
 the third run of the same command ends with the bytes-equal weights and metrics of an

@@ -29,3 +29,17 @@ def test_every_command_has_a_summary_and_example():
         assert "radlens " + name in (cmd.help or ""), f"{name}: help has no example using it"
         for p in cmd.params:
             assert getattr(p, "help", None), f"{name}: parameter {p.name} has no help"
+
+
+def test_man_pages_format_without_troff_warnings():
+    """Issue 25: `man -l man/radlens-compare.1` printed `cannot adjust line` warnings."""
+    import shutil
+    import subprocess
+
+    groff = shutil.which("groff")
+    assert groff, "groff is needed (tests/system-tools.sh installs it)"
+    for name, text in generate().items():
+        r = subprocess.run([groff, "-k", "-man", "-Tutf8", "-ww", "-rLL=80n"], input=text.encode(),
+                           capture_output=True)
+        assert r.returncode == 0, name
+        assert not r.stderr.strip(), f"{name}: {r.stderr.decode()[:300]}"

@@ -234,7 +234,7 @@ def test_csv_provenance_sidecar_and_info_reads_every_kind(cli, tmp_path):
     assert "rows: 6" in r.stdout
     # any other CSV writer gets a sidecar through the io layer (here: --failures of a failed run)
     (tmp_path / "f.csv").write_text("case_id,a\nx,1\n")
-    from radlens_cli.radiomics.batch import write_failures
+    from radlens_cli.io.runs import write_failures
 
     write_failures(str(tmp_path / "fail.csv"), [{"case_id": "x", "modality": "t2"}], False)
     assert json.loads((tmp_path / "fail.csv.json").read_text())["radlens_schema"] == "csv-provenance/1"
@@ -303,7 +303,7 @@ def test_environment_section_lists_every_variable_read():
 
     from radlens_cli.manpages import ENVIRONMENT, generate
 
-    listed = {v.strip() for names, _ in ENVIRONMENT for v in names.split(",")}
+    listed = {v.strip() for names, _, _ in ENVIRONMENT for v in names.split(",")}
     used = set()
     for root, _, files in os.walk(REPO / "radlens_cli"):
         for f in files:
@@ -315,8 +315,18 @@ def test_environment_section_lists_every_variable_read():
                     used |= set(re.findall(r"\"((?:SLURM|RADLENS|TQDM)_[A-Z_]+)\"", text))
     assert used and used <= listed, used - listed
     assert "SLURM_ARRAY_TASK_STEP" in used and "RADLENS_TEST_KILL_WORKER" in used
-    page = generate()["radlens-embed.1"]
+    pages = generate()
+    page = pages["radlens-embed.1"]
     assert ".SH ENVIRONMENT" in page and "SLURM_ARRAY_TASK_STEP" in page
+    # each page lists what applies to its command (issue 25: SLURM for stats, --keep-going for compare)
+    stats, compare = pages["radlens-stats.1"], pages["radlens-compare.1"]
+    assert "SLURM" not in stats and "WORLD_SIZE" not in stats and "SOURCE_DATE_EPOCH" in stats
+    assert "keep\\-going" not in compare.split(".SH EXIT STATUS")[1]
+    assert "keep\\-going" in pages["radlens-extract-radiomics.1"].split(".SH EXIT STATUS")[1]
+    assert "WORLD_SIZE" in pages["radlens-finetune.1"] and "WORLD_SIZE" not in page
+    for name, text in pages.items():
+        assert "143 terminated (SIGTERM" in text, name
+        assert "{manifest}" not in text and "<list[str]>" not in text, name
 
 
 def test_global_flags_after_the_subcommand_version_and_jobs_names(cli):

@@ -11,7 +11,7 @@ import traceback
 import typer
 from typer.core import TyperGroup
 
-from radlens_cli import log
+from radlens_cli import log, provenance
 from radlens_cli.errors import (EXIT_INTERRUPTED, EXIT_TERMINATED, EXIT_USAGE, ParameterError, RadlensError,
                                 Terminated, UsageError)
 from radlens_cli.io import files
@@ -37,7 +37,7 @@ Pipeline, in order (each step reads and writes files; `-` is stdin/stdout):
   layers             encoder -> the layers embed --layer takes, with shapes
   fit-share          emb_pre.h5 + radiomics.h5 -> share.h5
   decode             share.h5 + emb.h5 + radiomics.h5 -> dec_pre.h5 / dec_ft.h5
-  compare            dec_pre.h5 dec_ft.h5 -> delta.csv  (importance change)
+  compare            dec_pre.h5 dec_ft.h5 -> delta.csv  (decodability change, dr2)
   stats              dec_pre.h5 dec_ft.h5 -> table.csv  (the paper's Table 1)
   correlate          emb.h5 + radiomics.h5 -> corr.h5   (Rad4XCNN map)
   correlate-summary  corr_pre.h5 corr_ft.h5 -> summary.csv
@@ -48,11 +48,19 @@ Pipeline, in order (each step reads and writes files; `-` is stdin/stdout):
   info               what a radlens file holds and how it was made
 
 \b
-Exit codes: 0 ok, 1 data error, 2 usage error, 130 interrupted. A run with failed
-cases exits 1 and writes no output, unless --keep-going asked for the others.
+Exit codes: 0 ok, 1 data error, 2 usage error, 130 interrupted (Ctrl-C), 143
+terminated (SIGTERM). A run with failed cases exits 1 and writes no output, unless
+--keep-going asked for the others.
 SLURM array jobs: --parts slurm (sharding is never implied by the environment).
 Shell completion: radlens --install-completion (or --show-completion to print it).
 """
+
+
+def pipeline_commands() -> list[str]:
+    """The commands, in the order PIPELINE lists them: the one list of commands. main.py
+    imports their modules from it and --help (and the man pages) show them in this order."""
+    block = PIPELINE.split("\b\n", 1)[1].split("\n\n", 1)[0]
+    return [line.split()[0] for line in block.splitlines() if line.strip()]
 
 
 GLOBAL_FLAGS = ("-q", "--quiet", "-v", "--verbose")
@@ -70,8 +78,32 @@ def hoist_global_flags(args) -> list[str]:
     return front + rest
 
 
+def plain_arguments(cmd) -> None:
+    """Arguments shown as their metavar (MANIFEST, DEC [DEC ...], PARTS...) in usage and help,
+    not typer 0.29's `{manifest}` and `<list[str]>` placeholders."""
+    for p in getattr(cmd, "params", ()):
+        if p.param_type_name != "argument":
+            continue
+        meta = p.metavar or p.name.upper()
+        shown = meta + ("..." if p.nargs != 1 and not p.metavar else "")
+        usage = shown if p.required else f"[{shown}]"
+        p._usage_display_name = lambda usage=usage: usage
+        p._rich_display_name = lambda shown=shown: shown
+        p.display_type_rich = lambda ctx=None: None
+
+
 class RadlensGroup(TyperGroup):
-    """Prints click usage errors as one line `radlens <cmd>: error: ...` (exit 2)."""
+    """Prints click usage errors as one line `radlens <cmd>: error: ...` (exit 2); lists the
+    commands in pipeline order (pipeline_commands), not in the order they were imported."""
+
+    def list_commands(self, ctx):
+        order = {name: i for i, name in enumerate(pipeline_commands())}
+        return sorted(super().list_commands(ctx), key=lambda n: (order.get(n, len(order)), n))
+
+    def __init__(self, *args, **kwargs):
+        super().__init__(*args, **kwargs)
+        for cmd in self.commands.values():
+            plain_arguments(cmd)
 
     def main(self, args=None, prog_name=None, complete_var=None, standalone_mode=True, **extra):
         args = hoist_global_flags(sys.argv[1:] if args is None else args)
@@ -135,6 +167,7 @@ def command(name: str, **kwargs):
         def wrapper(*args, **kw):
             files.reset_stdin_spool()  # each command reads its own stdin, also many in one process
             files.CURRENT["command"] = name
+            provenance.reset_run()   # a CSV's sidecar holds only what this command declares
             try:
                 return fn(*args, **kw)
             except RadlensError as e:

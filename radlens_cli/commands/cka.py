@@ -14,7 +14,8 @@ from radlens_cli import log, provenance
 from radlens_cli.commands.app import command
 from radlens_cli.commands.options import force_option, output_option, seed_option
 from radlens_cli.errors import RadlensError, UsageError
-from radlens_cli.io.files import atomic_output, check_output
+from radlens_cli.io.files import check_output
+from radlens_cli.io.formats import write_csv
 from radlens_cli.io.tables import CaseTable, align_cases, read_table
 from radlens_cli.lens import cka as lk
 
@@ -48,7 +49,7 @@ def cka(a_path: str, b_path: str, output: str | None = None, kernel: str = "line
     if bootstrap and not output:
         raise UsageError("--bootstrap needs -o/--output (the interval is written to the CSV)")
     if output:
-        check_output(output, force)
+        check_output(output, force, suffix=".csv")
     ta = read_table(a_path, "first table")
     tb = read_table(b_path, "second table")
     ia, ib = align_cases(ta, tb, allow_missing=True, names=("first table", "second table"))
@@ -77,17 +78,15 @@ def cka(a_path: str, b_path: str, output: str | None = None, kernel: str = "line
     if output:
         import pandas as pd
 
-        with atomic_output(output, force, suffix=".csv") as tmp:
-            df = pd.DataFrame([row])
-            prov = provenance.build("cka", inputs={"a": a_path, "b": b_path},
-                                    params={k: row[k] for k in ("kernel", "debiased", "sigma", "standardize",
-                                                                "split", "n_bootstrap", "level", "seed")},
-                                    history=provenance.merged_history(ta.attrs, tb.attrs))
-            with open(tmp, "w", encoding="utf-8") as fh:
-                # a CSV's provenance is its `command` column (as in probe's CSV), not a samtools-style
-                # '#' line, which would break plain CSV readers; the HDF5 outputs carry the full record
-                df["command"] = prov["command"]
-                df.to_csv(fh, index=False, float_format="%.10g")
+        provenance.declare("cka", inputs={"a": a_path, "b": b_path},
+                           params={k: row[k] for k in ("kernel", "debiased", "sigma", "standardize",
+                                                       "split", "n_bootstrap", "level", "seed")},
+                           history=provenance.merged_history(ta.attrs, tb.attrs))
+        df = pd.DataFrame([row])
+        # a CSV's provenance is its `command` column (as in probe's CSV) and its sidecar (inputs
+        # with sha256, params: provenance.declare), not a samtools-style "#" line
+        df["command"] = provenance.command_line()
+        write_csv(df, output, force)
     return row
 
 
@@ -118,11 +117,12 @@ def cka_cli(
     """Centred kernel alignment between two tables.
 
     Compares two representations of the same cases (two checkpoints' embeddings, or
-    embeddings and radiomics) on the cases both tables hold (joined on case_id). Prints
-    the CKA as one number on stdout; 1 means the same geometry up to rotation and
-    isotropic scaling. Columns with NaN/inf over the shared cases are dropped with a
-    warning. -o writes a one-row CSV with the number of cases and, with --bootstrap N, a
-    percentile confidence interval over resampled cases.
+    embeddings and radiomics) on the cases both tables hold (joined on case_id). Without
+    -o it prints the CKA as one number on stdout (the data); 1 means the same geometry up
+    to rotation and isotropic scaling. Columns with NaN/inf over the shared cases are
+    dropped with a warning. -o writes a one-row CSV with the number of cases and, with
+    --bootstrap N, a percentile confidence interval over resampled cases; stdout then
+    stays empty and the value is logged to stderr (hidden by -q).
 
     The linear kernel runs in feature space (memory linear in cases); rbf builds n x n
     Gram matrices.
@@ -137,5 +137,8 @@ def cka_cli(
     row = cka(a, b, output, kernel=kernel, debiased=debiased, sigma=sigma, standardize=standardize,
               split=split, bootstrap=bootstrap,
               level=ci_level if level_alias is None else level_alias, seed=seed, force=force)
-    if output != "-":
+    if not output:   # stdout carries data: the number, unless -o took the data elsewhere
         typer.echo(f"{row['cka']:.6f}")
+    elif output != "-":
+        log.info(f"cka {row['cka']:.6f} ({row['kernel']}{', debiased' if row['debiased'] else ''}, "
+                 f"{row['n_cases']} cases) -> {output}")

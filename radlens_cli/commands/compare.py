@@ -1,4 +1,4 @@
-"""`radlens compare`: importance change (delta I) and decodability change per radiomic feature.
+"""`radlens compare`: decodability change (delta r^2) and importance change per radiomic feature.
 
 Library: lens.compare_decoders (lens/compare.py: pairing, delta table, paired test, bootstrap,
 permutations, three views; lens/checks.py), io/formats/decoder.py.
@@ -12,12 +12,13 @@ from typing import List
 
 import typer
 
-from radlens_cli import log
+from radlens_cli import log, provenance
 from radlens_cli.commands.app import command
 from radlens_cli.commands.options import (allow_different_preprocessing_option, allow_missing_option, force_option,
                                           labels_option, output_option, seed_option)
 from radlens_cli.errors import UsageError
 from radlens_cli.io.files import atomic_output, check_output
+from radlens_cli.io.formats import write_csv
 from radlens_cli.io.formats.decoder import load_decoder
 from radlens_cli.lens.compare import checkpoint_labels, compare_decoders
 
@@ -37,17 +38,33 @@ def compare(pre_path: str, ft_path, output: str, top: int = 5, stable_quantile: 
     if summary == "-" and output == "-":
         raise UsageError("--summary and --output cannot both be `-` (stdout)")
     names = checkpoint_labels(others, labels)
-    check_output(output, force)
+    check_output(output, force, suffix=".csv")
     if summary:
-        check_output(summary, force)
-    result = compare_decoders(load_decoder(pre_path), [load_decoder(p) for p in others], labels=names,
+        check_output(summary, force, suffix=(".txt", ".md"))
+    ref = load_decoder(pre_path)
+    decs = [load_decoder(p) for p in others]
+    if "-" in others and not labels:   # a piped decoder is named by its recorded source
+        names = [provenance.recorded_label(d.attrs) if p == "-" else n for p, n, d in zip(others, names, decs)]
+        checkpoint_labels(others, names)
+    result = compare_decoders(ref, decs, labels=names,
                               rank_by=rank_by, bootstrap=bootstrap, permutations=permutations,
                               ci_level=ci_level, seed=seed, allow_missing=allow_missing,
                               allow_different_preprocessing=allow_different_preprocessing,
                               top=top, stable_quantile=stable_quantile, warn=log.warn,
                               info=log.info, progress=log.progress)
-    with atomic_output(output, force, suffix=".csv") as tmp:
-        result.table.to_csv(tmp, index=False, float_format="%.10g")
+    # the sidecar: inputs with sha256, params, and what identifies each checkpoint (its
+    # decoder, the encoder it was embedded with, decode's small-sample verdict) for report
+    provenance.declare("compare", inputs={"reference": pre_path, "compared": others},
+                       params={"labels": names, "rank_by": result.rank_by, "bootstrap": bootstrap,
+                               "permutations": permutations, "ci_level": ci_level, "seed": seed,
+                               "top": top, "stable_quantile": stable_quantile,
+                               "allow_missing": allow_missing,
+                               "allow_different_preprocessing": allow_different_preprocessing,
+                               "reference": provenance.checkpoint_identity(pre_path, ref.attrs),
+                               "checkpoints": {n: provenance.checkpoint_identity(p, d.attrs)
+                                               for p, n, d in zip(others, names, decs)}},
+                       history=provenance.merged_history(ref.attrs, *(d.attrs for d in decs)))
+    write_csv(result.table, output, force)
     text = result.views_text(ref_name=os.path.basename(str(pre_path)))
     if text:
         if summary:

@@ -20,6 +20,7 @@ from radlens_cli.io.formats import write_csv
 from radlens_cli.io.formats.correlation import write_correlation
 from radlens_cli.io.tables import align_cases, read_table
 from radlens_cli.lens import correlate as lc
+from radlens_cli.names import table_column_meta
 
 def _select_split(emb, rad, split: str):
     """Boolean mask over the aligned rows: the embedding table's split, else the radiomics'."""
@@ -36,8 +37,8 @@ def _check_outputs(paths: dict, force: bool) -> None:
     real = [os.path.abspath(v) for v in given.values() if v != "-"]
     if len(set(real)) != len(real):
         raise UsageError("two outputs name the same file")
-    for v in given.values():
-        check_output(v, force)
+    for k, v in given.items():
+        check_output(v, force, suffix=(".h5", ".hdf5") if k == "--output" else ".csv")
 
 
 def correlate(emb_path: str, rad_path: str, output: str, method: str = "spearman",
@@ -64,7 +65,7 @@ def correlate(emb_path: str, rad_path: str, output: str, method: str = "spearman
         if not mask.any():
             raise RadlensError(f"--split {split}: no shared case is in split {split!r}")
         emb, rad = emb.take(mask), rad.take(mask)
-    meta = lc.radiomic_column_meta(rad.columns, rad.column_meta)
+    meta = table_column_meta(rad.columns, rad.column_meta)
 
     res = lc.correlate(emb.values, rad.values, method=method)
     kx, ky = res.keep_x, res.keep_y
@@ -88,6 +89,8 @@ def correlate(emb_path: str, rad_path: str, output: str, method: str = "spearman
     attrs = provenance.build("correlate", inputs={"embeddings": emb_path, "radiomics": rad_path},
                              params=params, history=provenance.merged_history(emb.attrs, rad.attrs))
     attrs.update({"method": method, "threshold": threshold, "alpha": alpha, "n_cases": res.n_cases})
+    provenance.declare("correlate", inputs={"embeddings": emb_path, "radiomics": rad_path},
+                       params=params, history=provenance.merged_history(emb.attrs, rad.attrs))
     kept_meta = {k: meta[k][ky] for k in lc.META_KEYS}
     # CSVs first: `-o -` streams the HDF5 last, after every other output is in place
     if pairs:

@@ -10,7 +10,7 @@ from typing import Optional
 import numpy as np
 import typer
 
-from radlens_cli import log
+from radlens_cli import log, provenance
 from radlens_cli.commands.app import command
 from radlens_cli.commands.options import force_option, output_option
 from radlens_cli.errors import RadlensError, UsageError
@@ -18,6 +18,7 @@ from radlens_cli.io.files import check_output
 from radlens_cli.io.formats import write_csv
 from radlens_cli.io.formats.correlation import read_correlation
 from radlens_cli.lens import correlate as lc
+from radlens_cli.names import table_column_meta
 
 
 def _full_axis(c: dict) -> tuple[np.ndarray, dict]:
@@ -27,10 +28,10 @@ def _full_axis(c: dict) -> tuple[np.ndarray, dict]:
     cols = np.concatenate([kept, excl])
     kept_meta = {k: c[f"column_{k}"] for k in lc.META_KEYS if f"column_{k}" in c}
     if len(kept_meta) < len(lc.META_KEYS):
-        kept_meta = lc.radiomic_column_meta(kept)
+        kept_meta = table_column_meta(kept)
     excl_meta = {k: c[f"excluded_column_{k}"] for k in lc.META_KEYS if f"excluded_column_{k}" in c}
     if len(excl_meta) < len(lc.META_KEYS):
-        excl_meta = lc.radiomic_column_meta(excl)
+        excl_meta = table_column_meta(excl)
     return cols, {k: np.concatenate([kept_meta[k], excl_meta[k]]) for k in lc.META_KEYS}
 
 
@@ -51,7 +52,7 @@ def correlate_summary(pre_path: str, ft_path: str, output: str, threshold: float
     """Per modality x family: deep features with a correlated radiomic feature, pre vs ft."""
     if pre_path == "-" and ft_path == "-":
         raise UsageError("only one of the two correlation files can be `-` (stdin)")
-    check_output(output, force)
+    check_output(output, force, suffix=".csv")
     pre = read_correlation(pre_path, "correlation file (pre)")
     ft = read_correlation(ft_path, "correlation file (fine-tuned)")
     cols_pre, meta = _full_axis(pre)
@@ -77,6 +78,9 @@ def correlate_summary(pre_path: str, ft_path: str, output: str, threshold: float
         return sig
 
     df = lc.summary_table(full_sig(pre), full_sig(ft), meta)
+    provenance.declare("correlate-summary", inputs={"pre": pre_path, "ft": ft_path},
+                       params={"threshold": threshold, "alpha": alpha},
+                       history=provenance.merged_history(pre["attrs"], ft["attrs"]))
     tot = df.iloc[-1]
     log.info(f"correlate-summary: deep features explained {int(tot['deep_pre'])}/{pre['rho'].shape[0]} pre, "
              f"{int(tot['deep_ft'])}/{ft['rho'].shape[0]} fine-tuned; pairs {int(tot['pairs_pre'])} -> "

@@ -27,7 +27,7 @@ def decode(share_path: str, emb_path: str, rad_path: str, output: str, ridge: fl
     """Decode one embedding file through share; write DEC.h5; returns the DecodeResult."""
     if [share_path, emb_path, rad_path].count("-") > 1:
         raise UsageError("only one input can be `-` (stdin)")
-    check_output(output, force)
+    check_output(output, force, suffix=(".h5", ".hdf5"))
     share = lens.ShareModel.from_record(load_share(share_path))
     emb = read_table(emb_path, "embeddings", part="refuse")
     rad = read_table(rad_path, "radiomics", part="refuse")
@@ -38,13 +38,24 @@ def decode(share_path: str, emb_path: str, rad_path: str, output: str, ridge: fl
     params = {"ridge": ridge, "ridge_used": res.decoder.ridge, "intercept": res.decoder.intercept,
               "eval_split": eval_split, "allow_missing": allow_missing, "method": res.method,
               "align": res.alignment.kind if res.alignment is not None else "none",
-              "allow_different_preprocessing": allow_different_preprocessing}
+              "allow_different_preprocessing": allow_different_preprocessing,
+              # the encoder behind the embeddings, so a report names a checkpoint's task by hash
+              "encoder": provenance.input_records(emb.attrs).get("encoder"),
+              # what the cohort can support (lens/power.py); compare and report carry it on
+              "power": res.power.to_dict() if res.power is not None else None}
     attrs = provenance.build("decode", inputs={"share": share_path, "embeddings": emb_path,
                                                "radiomics": rad_path}, params=params,
                              history=provenance.merged_history(share.attrs, emb.attrs, rad.attrs))
     save_decoder(res, output, attrs=attrs, force=force)
+    nconst = int(d.get("constant_units", 0))
+    if np.isfinite(d["condition_number"]):
+        cond = f"cond {d['condition_number']:.3g}"
+    elif nconst and d["effective_rank"] >= min(d["hidden"] - nconst, d["n_train"] - 1):
+        cond = f"{nconst} hidden unit(s) constant on these cases (weight 0), the rest full rank"
+    else:   # said in the underpowered warning above
+        cond = f"rank-deficient (see the warning), ridge {res.decoder.ridge:.3g}"
     log.info(f"decoder: {len(res.columns)} columns from h={d['hidden']} "
-             f"(n_train={d['n_train']}, rank {d['effective_rank']}, cond {d['condition_number']:.3g}); "
+             f"(n_train={d['n_train']}, rank {d['effective_rank']}, {cond}); "
              f"{eval_split}: {len(res.eval_case_id)} cases, mean R2 {float(np.mean(res.r2)):.3f}, "
              f"MSE {float(np.mean(res.mse)):.4g}; method {res.method}"
              + (f", aligned ({res.alignment.residual_note})" if res.alignment is not None else ""))
@@ -79,7 +90,11 @@ def decode_cli(
     Importance never includes the intercept. Also fits a share-free control (ridge from
     the embeddings, alpha by generalised cross-validation) whose R^2 is stored as r2_direct. Refuses
     embeddings whose recorded preprocessing differs from the share model's.
-    Warns when n_train < 5*h or Z_train is ill-conditioned.
+    Warns when n_train < 5*h (plain least squares) or Z_train is ill-conditioned, and in
+    one line when the cohort cannot support the lens (fewer than 2(h+1) decoder cases,
+    rank-deficient Z_train, effective degrees of freedom above half the cases, alpha at an
+    end of the GCV grid, fewer than 20 evaluation cases: docs/validity.md); the verdict is
+    recorded (params.power) and the report's headline repeats it.
     Writes DEC.h5 (schema decoder/1): theta, the share_hash, per-feature R^2 and MSE on
     the evaluation split, per-case predictions, targets and squared errors (scaled units),
     conditioning diagnostics, and the train/eval Z and targets that compare refits from.

@@ -5,7 +5,6 @@ Library: encoders/embedding.py (the batched loop, cache, worker deaths), encoder
 
 from __future__ import annotations
 
-import json
 import os
 
 import numpy as np
@@ -22,12 +21,10 @@ from radlens_cli.devices import resolve_device
 from radlens_cli.encoders.embedding import BatchedEmbedding
 from radlens_cli.encoders.infer import load_embedder, preprocessing_config
 from radlens_cli.errors import RadlensError, UsageError
-from radlens_cli.io.cases import PART_ATTR, part_record, refuse_failed_run, resolve_parts, warn_partial
-from radlens_cli.io.files import check_output, check_side_output
 from radlens_cli.io.manifest import parse_mask_spec, read_manifest
-from radlens_cli.io.tables import CaseTable, table_format, write_table
+from radlens_cli.io.runs import CohortRun
+from radlens_cli.io.tables import CaseTable, write_table
 from radlens_cli.names import parse_list
-from radlens_cli.radiomics.batch import write_failures
 
 def embed(manifest: str, modalities: str, mask: str, encoder: str, output: str, arch: str | None = None,
           layer: str = "final", pool: str = "mean", spacing: str | None = None, crop: str | None = None,
@@ -50,10 +47,7 @@ def embed(manifest: str, modalities: str, mask: str, encoder: str, output: str, 
 
     if batch_size < 1:
         raise UsageError(f"--batch-size must be >= 1 (got {batch_size})")
-    check_output(output, force)
-    table_format(output)
-    check_side_output(failures_path, output, "failures", force)
-    part_id, num_parts = resolve_parts(parts, part_id, num_parts)
+    run = CohortRun.start(output, parts, part_id, num_parts, failures_path, keep_going, force, bool(cache_dir))
     mods = parse_list(modalities, "modalities")
     mask_spec = parse_mask_spec(mask)
     man = read_manifest(manifest)
@@ -74,26 +68,17 @@ def embed(manifest: str, modalities: str, mask: str, encoder: str, output: str, 
     embedder.check_config(cfg)  # also picks a reused module's call: layer NAME#k, or NAME for one call
     fingerprint, layer = embedder.fingerprint, embedder.layer
 
-    part = man.shard(part_id, num_parts) if num_parts > 1 else man
+    part = run.cases(man, manifest, "embed")
     n = len(part)
-    if num_parts > 1:
-        log.info(f"part {part_id} of {num_parts}: {n} case(s)")
-    if n == 0 and num_parts == 1:
-        raise RadlensError(f"{manifest}: no case to embed")
     if n == 0:
-        log.info(f"nothing to do: part {part_id} of {num_parts} holds no case; writing an empty part")
+        log.info(f"nothing to do: part {run.part_id} of {run.num_parts} holds no case; writing an empty part")
     dataset = CaseDataset(part, cfg, cache_dir=cache_dir, failures_as_records=True, strict_geometry=strict_geometry)
     batched = BatchedEmbedding(embedder, dataset, part.case_ids, cfg, batch_size, jobs, cache_dir)
     log.info(f"embedding {n} case(s) of {manifest} with {info.arch} ({info.source}) on {dev}, "
              f"layer {layer}, crop {'x'.join(map(str, cfg.crop))} at {','.join(map(str, cfg.spacing))} mm")
     batched.run(encoder)
     results, failures, case_inputs = batched.results, batched.failures, batched.case_inputs
-    if failures_path:
-        write_failures(failures_path, failures, force)
-    if not results and n and not (keep_going and num_parts > 1):  # a part stays a part (see extract)
-        raise RadlensError(f"no case succeeded ({n} tried); {output} not written"
-                           + (f"; failures listed in {failures_path}" if failures_path else ""))
-    refuse_failed_run(failures, n, output, keep_going, failures_path, bool(cache_dir))
+    run.finish(failures, n, len(results))
     rows = sorted(results)
     values = np.stack([results[i] for i in rows], 0) if rows else np.zeros((0, 0))
     d = values.shape[1]
@@ -102,7 +87,7 @@ def embed(manifest: str, modalities: str, mask: str, encoder: str, output: str, 
               "arch": info.arch, "in_chans": info.in_chans, "embed_dim": d, "layer": layer, "pool": pool,
               "encoder_fingerprint": fingerprint, "preprocessing": cfg.to_dict(), "batch_size": batch_size,
               "device": dev.type, "precision": "bf16-autocast" if embedder.use_amp else "fp32",
-              "part_id": part_id, "num_parts": num_parts, "seed": seed,
+              "part_id": run.part_id, "num_parts": run.num_parts, "seed": seed,
               "split_derived": bool(man.split_derived), "cache_dir": cache_dir, "keep_going": keep_going,
               "case_inputs": dict(sorted({**dataset.case_inputs(), **case_inputs}.items())),
               "trust_checkpoint": trust_checkpoint, "checkpoint_fully_unpickled": info.trusted}
@@ -118,17 +103,14 @@ def embed(manifest: str, modalities: str, mask: str, encoder: str, output: str, 
         inputs["encoder"] = encoder
     if weights:
         inputs["weights"] = weights
-    attrs = provenance.build("embed", inputs=inputs, params=params)
-    attrs["failures"] = json.dumps(failures)
-    if part_record(part_id, num_parts):
-        attrs[PART_ATTR] = json.dumps(part_record(part_id, num_parts))
+    attrs = run.record(provenance.build("embed", inputs=inputs, params=params), failures)
     sel = np.asarray(rows, dtype=np.int64)
     table = CaseTable(case_id=np.asarray(part.case_ids)[sel], values=values, columns=columns,
                       split=None if part.split is None else np.asarray(part.split)[sel],
                       column_meta={"layer": np.array([layer] * d, dtype=object)})
     write_table(table, output, force=force, attrs=attrs)
     log.info(f"wrote {output}: {len(rows)} case(s) x {d} embedding dimension(s)")
-    warn_partial(failures, len(rows), output, failures_path)
+    run.done(failures, len(rows))
     return {"n_cases": len(rows), "dim": d}
 
 

@@ -17,13 +17,13 @@ from radlens_cli.commands.options import (force_option, jobs_option, keep_going_
                                           modalities_option, num_parts_option, output_option, part_id_option,
                                           parts_option, strict_geometry_option)
 from radlens_cli.errors import ParameterError, RadlensError, UsageError
-from radlens_cli.io.cases import PART_ATTR, part_record, refuse_failed_run, resolve_parts, warn_partial
-from radlens_cli.io.files import check_output, check_side_output
 from radlens_cli.io.manifest import parse_mask_spec, read_manifest
-from radlens_cli.io.tables import CaseTable, table_format, write_table
+from radlens_cli.io.files import sweep_stale_temporaries
+from radlens_cli.io.runs import CohortRun
+from radlens_cli.io.tables import CaseTable, write_table
 from radlens_cli.names import parse_list
-from radlens_cli.radiomics.batch import extract_cohort, write_failures
-from radlens_cli.radiomics.extract import Options, summarise_failure, sweep_stale_temporaries
+from radlens_cli.radiomics.batch import extract_cohort
+from radlens_cli.radiomics.extract import Options, summarise_failure
 from radlens_cli.radiomics.params import load_params, params_hash, preset_text, pyradiomics_version, resolve_params
 
 NAME = "extract-radiomics"
@@ -50,10 +50,7 @@ def extract_radiomics(manifest_path: str, modalities: list[str], mask: str, para
     if not 0.0 <= max_outside < 1.0:
         raise UsageError(f"--max-outside must be in [0, 1) (got {max_outside})")
     spec = parse_mask_spec(mask)
-    part_id, num_parts = resolve_parts(parts, part_id, num_parts)
-    check_output(output, force)
-    table_format(output)
-    check_side_output(failures_path, output, "failures", force)
+    run = CohortRun.start(output, parts, part_id, num_parts, failures_path, keep_going, force, bool(cache_dir))
     man = read_manifest(manifest_path, split_seed)
     man.require_columns(modalities, "modality")
     man.require_columns([spec.column], "mask")
@@ -65,29 +62,35 @@ def extract_radiomics(manifest_path: str, modalities: list[str], mask: str, para
         if os.path.exists(cache_dir) and not os.path.isdir(cache_dir):
             raise RadlensError(f"--cache-dir is a file, not a folder: {cache_dir}")
         os.makedirs(cache_dir, exist_ok=True)
-
         if sweep_stale_temporaries(cache_dir):
             log.debug(f"removed temporary files left in {cache_dir} by a killed run")
-    if num_parts > 1:
-        man = man.shard(part_id, num_parts)
-        log.info(f"part {part_id} of {num_parts}: {len(man)} case(s)")
-    if len(man) == 0 and num_parts == 1:
-        raise RadlensError(f"{manifest_path}: no case to extract")
-
+    man = run.cases(man, manifest_path, "extract")
     opts = Options(params=params, mask_spec=spec, reference_modality=reference_modality,
                    resample_mask=resample_mask, empty_mask=empty_mask,
                    cache_dir=os.path.abspath(cache_dir) if cache_dir else None, max_outside=max_outside,
                    strict_geometry=strict_geometry)
     bar = log.progress(total=len(man) * len(modalities), desc="extract", unit="task")
 
+    shown_per_reason = 3   # a mask label missing in every case is one problem, not 180 lines
+    same: dict[str, list[str]] = {}
+
+    def say(line):
+        if bar.disable:
+            print(line, file=sys.stderr, flush=True)
+        else:
+            bar.write(line, file=sys.stderr)
+
     def on_result(res, done, total):
         bar.update(1)
         if res.status != "ok":
-            line = f"radlens {NAME}: {'skipped' if res.status == 'skipped' else 'failed'}: {summarise_failure(res)}"
-            if bar.disable:
-                print(line, file=sys.stderr, flush=True)
-            else:
-                bar.write(line, file=sys.stderr)
+            what = "skipped" if res.status == "skipped" else "failed"
+            key = what + ": " + failure_pattern(res)
+            cases = same.setdefault(key, [])
+            cases.append(f"{res.case_id}/{res.modality}")
+            if len(cases) <= shown_per_reason:
+                say(f"radlens {NAME}: {what}: {summarise_failure(res)}")
+            elif len(cases) == shown_per_reason + 1:
+                say(f"radlens {NAME}: more cases {key} (not listed one by one; summary at the end)")
 
     log.info(f"{len(man)} case(s) x {len(modalities)} modalit{'y' if len(modalities) == 1 else 'ies'} "
              f"with {jobs} job(s)" + (f", cache {cache_dir}" if cache_dir else ""))
@@ -95,26 +98,22 @@ def extract_radiomics(manifest_path: str, modalities: list[str], mask: str, para
         ext = extract_cohort(man, modalities, opts, jobs, on_result)
     finally:
         bar.close()
+    for key, cases in same.items():
+        if len(cases) > shown_per_reason:
+            log.warn(f"{len(cases)} (case, modality) task(s) {key}: {', '.join(cases[:5])}"
+                     + (f" (+{len(cases) - 5} more)" if len(cases) > 5 else "")
+                     + (f"; every task failed alike: check --mask and the cohort" if len(cases) == len(man) * len(modalities) else ""))
     if ext.n_cached:
         log.info(f"{ext.n_cached} of {ext.n_tasks} task(s) taken from the cache")
-
-    failed = [f for f in ext.failures if f["status"] == "failed"]
     skipped = [f for f in ext.failures if f["status"] == "skipped"]
-    if failures_path:
-        write_failures(failures_path, ext.failures, force)
     if skipped:
         ids = sorted({f["case_id"] for f in skipped})
         log.info(f"{len(ids)} case(s) skipped for an empty mask: {', '.join(ids[:10])}"
                  + (" ..." if len(ids) > 10 else ""))
-    # with --keep-going a part whose every case failed is still a part (empty, failures
-    # recorded), so the merge of the other parts runs; a whole run with none is an error
-    if ext.table is None and len(man) and not (keep_going and num_parts > 1):
-        raise RadlensError(f"no case succeeded ({len(man)} tried); {output} not written"
-                           + (f"; failures listed in {failures_path}" if failures_path else ""))
-    refuse_failed_run(failed, len(man), output, keep_going, failures_path, bool(cache_dir))
+    run.finish(ext.failures, len(man), 0 if ext.table is None else ext.table.n_cases)
     if ext.table is None:  # an empty part of an array: nothing to do, an empty part for merge
         if not len(man):
-            log.info(f"nothing to do: part {part_id} of {num_parts} holds no case; writing an empty part")
+            log.info(f"nothing to do: part {run.part_id} of {run.num_parts} holds no case; writing an empty part")
         ext.table = CaseTable(case_id=np.array([], dtype=object), values=np.zeros((0, 0)), columns=[],
                               split=np.array([], dtype=object))
         ext.diagnostics = np.array([], dtype=object)
@@ -124,18 +123,14 @@ def extract_radiomics(manifest_path: str, modalities: list[str], mask: str, para
                   "resampling": opts.resampling(), "empty_mask": empty_mask}
     attrs = provenance.build(
         NAME, inputs={"manifest": manifest_path, "params": params_path},
-        params={"extraction": extraction, "part_id": part_id, "num_parts": num_parts,
+        params={"extraction": extraction, "part_id": run.part_id, "num_parts": run.num_parts,
                 "split": "derived 7:1:2 from case_id hash" if man.split_derived else "manifest",
                 "split_seed": split_seed, "jobs": jobs, "cache_dir": cache_dir, "keep_going": keep_going})
-    attrs["failures"] = json.dumps(failed)
-    attrs["skipped"] = json.dumps(skipped)
-    attrs["case_inputs"] = json.dumps(ext.inputs, sort_keys=True)  # DICOM UIDs, segments, geometry warnings
-    if part_record(part_id, num_parts):
-        attrs[PART_ATTR] = json.dumps(part_record(part_id, num_parts))
+    run.record(attrs, ext.failures, skipped=json.dumps(skipped),
+               case_inputs=json.dumps(ext.inputs, sort_keys=True))  # DICOM UIDs, segments, geometry warnings
     write_table(ext.table, output, force, attrs=attrs, extra={"diagnostics": ext.diagnostics})
-    n_ok = ext.table.n_cases
-    log.info(f"wrote {n_ok} case(s) x {len(ext.table.columns)} feature(s) to {output}")
-    warn_partial(failed, n_ok, output, failures_path)
+    log.info(f"wrote {ext.table.n_cases} case(s) x {len(ext.table.columns)} feature(s) to {output}")
+    run.done(ext.failures, ext.table.n_cases)
     return ext
 
 
@@ -147,6 +142,17 @@ def _print_preset(value: Optional[str]):
             raise typer.BadParameter(e.flagged() if isinstance(e, ParameterError) else str(e),
                                      param_hint="--print-params") from None
         raise typer.Exit()
+
+
+def failure_pattern(res) -> str:
+    """A failure's reason without what is particular to its case (id, paths), so the same
+    problem in many cases is recognised as one."""
+    import re
+
+    text = str(res.reason)
+    for part in filter(None, (res.path, str(res.case_id))):
+        text = text.replace(str(part), "<case>" if part == str(res.case_id) else "<path>")
+    return re.sub(r"(/[^\s:,()]+)+", "<path>", text)
 
 
 @command(NAME)

@@ -99,6 +99,7 @@ def finetune(manifest: str, modalities: list[str], mask: str, encoder: str, task
             {**params, "manifest": provenance.sha256_file(manifest), "encoder": provenance.sha256_file(encoder)},
             sort_keys=True, default=str).encode()).hexdigest()
         inputs = {"manifest": manifest, "encoder": encoder}
+        provenance.declare("finetune", inputs=inputs, params=params)   # the --metrics CSV's sidecar
         encoder_source = {"spec": encoder, "arch": info.arch, "source": info.source}
         target_name = target if task != "segment" else seg_mask
 
@@ -183,7 +184,7 @@ def _check_outputs(task, target, seg_mask, output, metrics, force, save_every, e
             raise UsageError("--seg-mask applies to --task segment only")
     if output == "-":
         raise UsageError("the fine-tuned checkpoint must be written to a file, not stdout")
-    check_output(output, force)
+    check_output(output, force, suffix=(".pt", ".pth"))
     if save_every < 0:
         raise UsageError(f"--save-every must be 0 (off) or a number of epochs (got {save_every})")
     if save_every and not (resume and os.path.exists(f"{output}.state")):  # a resumed run rewrites its own
@@ -192,7 +193,7 @@ def _check_outputs(task, target, seg_mask, output, metrics, force, save_every, e
     if metrics is not None:
         if metrics == "-":
             raise UsageError("--metrics must be a file (stdout is not used by finetune)")
-        check_output(metrics, force)
+        check_output(metrics, force, suffix=".csv")
 
 
 def _load_trainable_encoder(encoder: str, modalities: list[str], drop_path: float, trust: bool):

@@ -13,12 +13,14 @@ from radlens_cli import lens, log, provenance
 from radlens_cli.commands.app import command
 from radlens_cli.commands.options import allow_missing_option, device_option, force_option, output_option, seed_option
 from radlens_cli.errors import UsageError
-from radlens_cli.io.files import atomic_output, check_output
+from radlens_cli.io.files import check_output
+from radlens_cli.io.formats import write_csv
 from radlens_cli.io.formats.share import save_share
 from radlens_cli.io.tables import read_table
+from radlens_cli.lens import power
 
 
-def fit_share(emb_path: str, rad_path: str, output: str, hidden: int = 256, l1: float = 1e-6,
+def fit_share(emb_path: str, rad_path: str, output: str, hidden: int | None = None, l1: float = 1e-6,
               l2: float = 1e-5, epochs: int = 200, lr: float = 1e-3, sweep: bool = False,
               sweep_scores: str | None = None, scale: str | None = None, activation: str = "relu",
               batch_size: int = 256, seed: int = 0, device: str = "auto",
@@ -31,9 +33,9 @@ def fit_share(emb_path: str, rad_path: str, output: str, hidden: int = 256, l1: 
         raise UsageError("--sweep-scores needs --sweep")
     if sweep_scores == "-" and output == "-":
         raise UsageError("--sweep-scores and --output cannot both be `-` (stdout)")
-    check_output(output, force)
+    check_output(output, force, suffix=(".h5", ".hdf5"))
     if sweep_scores:
-        check_output(sweep_scores, force)
+        check_output(sweep_scores, force, suffix=".csv")
     emb = read_table(emb_path, "embeddings", part="refuse")
     rad = read_table(rad_path, "radiomics", part="refuse")
     with log.progress(total=epochs * max(seeds, 1), desc="fit-share", unit="epoch") as bar:
@@ -48,7 +50,17 @@ def fit_share(emb_path: str, rad_path: str, output: str, hidden: int = 256, l1: 
     if model.scaler.dropped:
         log.warn(f"{len(model.scaler.dropped)} radiomic column(s) dropped (listed in "
                  f"{output}: dropped_columns)")
-    params = {"hidden": hidden, "l1": model.params["l1"], "l2": model.params["l2"],
+    n_dec = model.params["n_decoder_train"]
+    if model.params.get("hidden_from_rule"):
+        log.info(f"share: h = {model.hidden} for {n_dec} decoder train cases "
+                 f"(default: two decoder cases per coefficient, at most {power.DEFAULT_HIDDEN}; --hidden to set)")
+    else:
+        verdict = power.assess(n_dec, model.hidden)
+        if verdict.underpowered:
+            log.warn(f"{verdict.headline()}; see docs/validity.md, small cohorts")
+    params = {"hidden": model.hidden, "hidden_from_rule": bool(model.params.get("hidden_from_rule")),
+              "hidden_rule": power.RULE, "ridge_at_edge": model.params.get("ridge_at_edge"),
+              "l1": model.params["l1"], "l2": model.params["l2"],
               "epochs": epochs, "lr": lr, "sweep": sweep, "scale": model.scaler.kind,
               "method": method, "loss_reduction": loss_reduction, "ridge": model.ridge,
               "seeds": seeds, "share_fraction": model.params["share_fraction"],
@@ -60,6 +72,8 @@ def fit_share(emb_path: str, rad_path: str, output: str, hidden: int = 256, l1: 
     attrs = provenance.build("fit-share", inputs={"embeddings": emb_path, "radiomics": rad_path},
                              params=params,
                              history=provenance.merged_history(emb.attrs, rad.attrs))
+    provenance.declare("fit-share", inputs={"embeddings": emb_path, "radiomics": rad_path},
+                       params=params, history=provenance.merged_history(emb.attrs, rad.attrs))
     if sweep:
         s = model.sweep
         best = int(np.flatnonzero(s["selected"])[0])
@@ -70,8 +84,7 @@ def fit_share(emb_path: str, rad_path: str, output: str, hidden: int = 256, l1: 
 
             df = pd.DataFrame({k: s[k] for k in ("l1", "l2", "val_l1", "train_l1", "train_loss",
                                                  "selected")})
-            with atomic_output(sweep_scores, force, suffix=".csv") as tmp:
-                df.to_csv(tmp, index=False, float_format="%.10g")
+            write_csv(df, sweep_scores, force)
     save_share(model, output, attrs=attrs, force=force)
     log.info(f"share: d={model.embedding_dim} -> h={model.hidden} ({activation}), "
              f"{len(model.columns)} radiomic columns kept, {len(model.scaler.dropped)} dropped; "
@@ -84,7 +97,7 @@ def fit_share_cli(
     embeddings: str = typer.Argument(..., metavar="EMB_PRE", help="Pre-fine-tuning embeddings (case table, HDF5 or CSV; `-` for stdin)."),
     radiomics: str = typer.Argument(..., metavar="RADIOMICS", help="Radiomics case table (HDF5 or CSV; `-` for stdin)."),
     output: str = output_option("Output SHARE.h5 (`-` for stdout)."),
-    hidden: int = typer.Option(256, "--hidden", min=1, help="Hidden units h of share."),
+    hidden: int = typer.Option(None, "--hidden", min=1, help="Hidden units h of share (default: from the cohort, min(256, max(8, decoder train cases // 2 - 1)): two decoder cases per coefficient; recorded as hidden_from_rule). Fewer decoder cases than 2(h+1) is warned about as underpowered."),
     l1: float = typer.Option(1e-6, "--l1", min=0.0, help="L1 penalty on all weights of share and heads (biases excluded)."),
     l2: float = typer.Option(1e-5, "--l2", min=0.0, help="Squared-L2 penalty on all weights of share and heads (biases excluded)."),
     epochs: int = typer.Option(200, "--epochs", min=1, help="Training epochs (Adam)."),

@@ -54,7 +54,12 @@ def _text_table(real: str, shown: str, path: str) -> dict:
            "n_columns": len(df.columns)}
     side = read_sidecar(path) if path != "-" else None
     if side:
-        out["schema"] = side.get("radlens_schema")
+        hist = side.get("history") if isinstance(side.get("history"), list) else []
+        made_by = hist[-1].get("subcommand") if hist and isinstance(hist[-1], dict) else None
+        schema = side.get("radlens_schema")
+        # a plain sidecar's schema says only that it is one: name the command that wrote the table
+        out["schema"] = schema if schema != "csv-provenance/1" else (
+            (f"{made_by} output" if made_by else "radlens table") + f" ({schema}, provenance in its sidecar)")
         out["sidecar"] = sidecar_path(path)
         for key in ("radlens_version", "command", "created", *JSON_ATTRS):
             if key in side:
@@ -68,6 +73,101 @@ def _text_table(real: str, shown: str, path: str) -> dict:
         else:
             out["schema"] = "case table (CSV, no provenance sidecar)"
     return out
+
+
+def _html(real: str, shown: str) -> dict:
+    """An HTML file: a radlens report shows the provenance block it embeds (inputs with
+    sha256, params, command, versions); any other HTML is said to be one."""
+    import re
+
+    with open(real, encoding="utf-8", errors="replace") as fh:
+        text = fh.read()
+    title = re.search(r"<title>(.*?)</title>", text, re.S)
+    out = {"path": shown, "format": "HTML", "bytes": len(text.encode("utf-8"))}
+    if title:
+        out["title"] = _unescape(title.group(1).strip())
+    m = re.search(r'<meta name="radlens-provenance" content="([^"]*)">', text)
+    if m is None:
+        gen = re.search(r'<meta name="generator" content="([^"]*)"', text)
+        out["schema"] = ("radlens report (written before reports embedded their provenance)"
+                         if gen and "radlens" in gen.group(1) else None)
+        return out
+    try:
+        rec = json.loads(_unescape(m.group(1)))
+    except ValueError:
+        raise RadlensError(f"{shown}: the report's provenance block is not valid JSON") from None
+    out["schema"] = rec.get("radlens_schema", "report/1")
+    out["figures"] = len(re.findall(r"<img ", text))
+    for key in ("radlens_version", "command", "created", "cite", *JSON_ATTRS):
+        if key in rec:
+            out[key] = rec[key]
+    return out
+
+
+def _unescape(text: str) -> str:
+    import html
+
+    return html.unescape(text)
+
+
+def _json(real: str, shown: str, path: str) -> dict:
+    """A JSON file: a CSV's provenance sidecar (which table it describes), synth's
+    provenance.json, or any JSON (its top-level keys)."""
+    try:
+        with open(real, encoding="utf-8") as fh:
+            rec = json.load(fh)
+    except ValueError as e:
+        raise RadlensError(f"{shown}: looks like JSON but does not parse: {e}") from None
+    out = {"path": shown, "format": "JSON"}
+    if not isinstance(rec, dict):
+        out["schema"] = f"JSON {type(rec).__name__} of {len(rec) if hasattr(rec, '__len__') else 1} item(s)"
+        return out
+    schema = rec.get("radlens_schema")
+    if schema == "csv-provenance/1":
+        out["schema"] = f"provenance sidecar of {rec.get('file', 'a CSV')}"
+        out["describes"] = rec.get("file")
+    elif schema:
+        out["schema"] = schema
+    elif {"command", "radlens_version"} & set(rec):
+        out["schema"] = "radlens provenance record"
+    else:
+        out["schema"] = None
+        out["keys"] = list(rec)[:12]
+    for key in ("radlens_version", "command", "created", *JSON_ATTRS):
+        if key in rec:
+            out[key] = rec[key]
+    return out
+
+
+def _png(real: str, shown: str) -> dict:
+    with open(real, "rb") as fh:
+        head = fh.read(24)
+    w, h = int.from_bytes(head[16:20], "big"), int.from_bytes(head[20:24], "big")
+    return {"path": shown, "format": "PNG image", "schema": "image (a report figure when under --figures)",
+            "size": f"{w} x {h} px"}
+
+
+def _npz(real: str, shown: str) -> dict:
+    import numpy as np
+
+    with np.load(real, allow_pickle=False) as z:
+        arrays = {k: list(z[k].shape) for k in z.files}
+    return {"path": shown, "format": "NumPy archive (.npz)",
+            "schema": "radlens cache entry (a per-case cache file; safe to delete)", "datasets": arrays}
+
+
+def _image(real: str, shown: str) -> dict:
+    import SimpleITK as sitk  # heavy: only for an image file
+
+    r = sitk.ImageFileReader()
+    r.SetFileName(real)
+    try:
+        r.ReadImageInformation()
+    except RuntimeError as e:
+        raise RadlensError(f"{shown}: cannot read as an image: {str(e).splitlines()[0][:200]}") from None
+    return {"path": shown, "format": "medical image", "schema": "image (cohort data, not a radlens output)",
+            "size": "x".join(map(str, r.GetSize())), "spacing": [round(v, 4) for v in r.GetSpacing()],
+            "pixel_type": sitk.GetPixelIDValueAsString(r.GetPixelID())}
 
 
 def _checkpoint(real: str, shown: str) -> dict:
@@ -110,16 +210,28 @@ def _onnx(real: str, shown: str) -> dict:
 
 def info(path: str) -> dict:
     """What a file radlens reads or writes holds: HDF5 outputs, CSV outputs (with their
-    provenance sidecar), manifests, checkpoints (weights-only) and ONNX models."""
+    provenance sidecar), reports (HTML, with their embedded provenance), JSON sidecars,
+    figures, manifests, images, checkpoints (weights-only) and ONNX models."""
     real = input_path(path)
     shown = "stdin" if path == "-" else path
     with open(real, "rb") as fh:
-        head = fh.read(8)
+        head = fh.read(512)
     low = path.lower()
+    lead = head.lstrip(b"\xef\xbb\xbf \t\r\n").lower()
     if is_hdf5(real):
         return _hdf5(real, shown)
     if low.endswith(".onnx"):
         return _onnx(real, shown)
+    if lead.startswith((b"<!doctype html", b"<html")) or low.endswith((".html", ".htm")):
+        return _html(real, shown)
+    if lead[:1] in (b"{", b"[") or low.endswith(".json"):
+        return _json(real, shown, path)
+    if head[:8] == b"\x89PNG\r\n\x1a\n":
+        return _png(real, shown)
+    if low.endswith(".npz"):
+        return _npz(real, shown)
+    if low.endswith((".nii", ".nii.gz", ".nrrd", ".mha", ".mhd")):
+        return _image(real, shown)
     if head[:2] == b"PK" or head[:1] == b"\x80" or \
             low.endswith((".pt", ".pth", ".ckpt", ".bin", ".tar", ".safetensors", ".ts")):
         return _checkpoint(real, shown)
@@ -129,8 +241,9 @@ def info(path: str) -> dict:
 @command("info")
 def info_cli(
     path: str = typer.Argument(..., help="A file radlens reads or writes: HDF5, CSV/TSV (with its .json "
-                                         "sidecar), manifest, model file (.pt, .pth, .ckpt, .safetensors; read "
-                                         "weights-only, never unpickled fully), ONNX (`-` for stdin)."),
+                                         "sidecar), report HTML, JSON sidecar, PNG figure, manifest, image, model "
+                                         "file (.pt, .pth, .ckpt, .safetensors; read weights-only, never unpickled "
+                                         "fully), ONNX (`-` for stdin)."),
     as_json: bool = typer.Option(False, "--json", help="Print JSON instead of text."),
 ):
     """Show what a radlens file holds and how it was made.
@@ -138,7 +251,8 @@ def info_cli(
     HDF5 outputs: the schema (case-table/1, share-model/1, ...), the datasets with their
     shapes, the parameters of the command that wrote it, the history of commands that
     led to it, failed cases and the part of a sharded run. CSV outputs: rows, columns
-    and the provenance in their sidecar `<file>.json`. Cohort manifests, checkpoints
+    and the provenance in their sidecar `<file>.json` (inputs with sha256, params, seed).
+    Reports: the provenance they embed. JSON sidecars: which table they describe. Cohort manifests, checkpoints
     (radlens, ProFound/FCMAE, state dicts; loaded weights-only, so no code in the file
     runs) and ONNX models are described too. Output goes to stdout.
 
@@ -161,6 +275,10 @@ def info_cli(
     for key, val in result.items():
         if key not in skip and val not in (None, [], {}):
             typer.echo(f"{key}: {val if isinstance(val, (str, int, float)) else json.dumps(val, default=str)}")
+    for role, rec in (result.get("inputs") or {}).items():
+        if isinstance(rec, dict):   # an ONNX model's inputs are tensor shapes, shown above
+            typer.echo(f"input {role}: {rec.get('path', '')}"
+                       + (f"  sha256 {rec['sha256']}" if rec.get("sha256") else ""))
     if "params" in result:
         typer.echo(f"params: {json.dumps(result['params'], sort_keys=True, default=str)}")
     for rec in result.get("history", []):

@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import typer
 
+from radlens_cli import provenance
 from radlens_cli.commands.app import command
 from radlens_cli.commands.options import force_option, output_option, seed_option
 from radlens_cli.encoders.checkpoints import save_radlens_checkpoint
@@ -26,8 +27,11 @@ def init_encoder(arch: str, in_chans: int, output: str, seed: int = 0, force: bo
     torch.manual_seed(seed)
     model = build_encoder(arch, in_chans)
     n_params = sum(p.numel() for p in model.parameters())
+    params = {"arch": canonical_arch(arch), "in_chans": int(in_chans), "seed": int(seed)}
     save_radlens_checkpoint(output, model, canonical_arch(arch), in_chans, preprocessing,
-                            extra={"init": {"kind": "random", "seed": int(seed)}}, force=force)
+                            extra={"init": {"kind": "random", "seed": int(seed)},
+                                   "provenance": provenance.build("init-encoder", params=params)},
+                            force=force)
     info(f"wrote {output}: {canonical_arch(arch)}, {in_chans} input channel(s), "
          f"{n_params / 1e6:.2f}M parameters, seed {seed}")
     return {"arch": canonical_arch(arch), "in_chans": in_chans, "parameters": n_params}

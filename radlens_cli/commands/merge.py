@@ -33,6 +33,8 @@ def merge(paths: list[str], output: str, force: bool = False, allow_incomplete: 
     parts = [read_part(p) for p in paths]
     table, diagnostics, summary = merge_parts(parts, allow_incomplete)
     params = dict(summary["params"])
+    if "case_inputs" in params:  # embed records them in params: every part's cases, not the first's
+        params["case_inputs"] = summary["case_inputs"]
     params.update({"parts": summary["parts"], "merged_from": summary["subcommand"],
                    "allow_incomplete": allow_incomplete})
     attrs = provenance.build(
@@ -42,6 +44,8 @@ def merge(paths: list[str], output: str, force: bool = False, allow_incomplete: 
         inputs = json.loads(attrs["inputs"])
         inputs["manifest"] = summary["manifest"]
         attrs["inputs"] = json.dumps(inputs, sort_keys=True)
+    if summary["case_inputs"] and "case_inputs" not in params:  # extract-radiomics: an attribute
+        attrs["case_inputs"] = json.dumps(summary["case_inputs"], sort_keys=True)
     attrs["failures"] = json.dumps(summary["failures"])
     attrs["skipped"] = json.dumps(summary["skipped"])
     if summary["incomplete"]:

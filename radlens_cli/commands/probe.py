@@ -16,7 +16,8 @@ from radlens_cli.commands.app import command
 from radlens_cli.commands.options import force_option, jobs_option, output_option, seed_option
 from radlens_cli.encoders.training.finetuned import finetuned_target
 from radlens_cli.errors import RadlensError, UsageError
-from radlens_cli.io.files import atomic_output, check_output
+from radlens_cli.io.files import check_output
+from radlens_cli.io.formats import write_csv
 from radlens_cli.io.manifest import read_manifest
 from radlens_cli.io.tables import read_table
 from radlens_cli.lens import probe as lp
@@ -73,7 +74,7 @@ def probe(features: list[str], manifest_path: str, target: str, output: str, tas
         raise UsageError(f"--protocol must be one of {', '.join(lp.PROTOCOLS)}, not {protocol!r}")
     if trees < 1:
         raise UsageError("--trees must be at least 1")
-    check_output(output, force)
+    check_output(output, force, suffix=".csv")
 
     manifest = read_manifest(manifest_path)
     y_of = _targets(manifest, target, task)
@@ -119,15 +120,14 @@ def probe(features: list[str], manifest_path: str, target: str, output: str, tas
         mats[label] = x
     df = lp.probe(mats, y, task, folds=folds, seed=seed, models=model_list, jobs=jobs, trees=trees,
                   split=split, protocol=protocol)
-    prov = provenance.build("probe", inputs={f"features{i}": f for i, f in enumerate(features)} |
-                            {"manifest": manifest_path},
-                            params={"task": task, "target": target, "folds": folds, "seed": seed,
-                                    "protocol": protocol,
-                                    "models": model_list, "trees": trees, "names": labels},
-                            history=provenance.merged_history(*(t.attrs for t in tables)))
-    df["command"] = prov["command"]
-    with atomic_output(output, force, suffix=".csv") as tmp:
-        df.to_csv(tmp, index=False, float_format="%.10g")
+    provenance.declare("probe", inputs={f"features{i}": f for i, f in enumerate(features)} |
+                       {"manifest": manifest_path},
+                       params={"task": task, "target": target, "folds": folds, "seed": seed,
+                               "protocol": protocol,
+                               "models": model_list, "trees": trees, "names": labels},
+                       history=provenance.merged_history(*(t.attrs for t in tables)))
+    df["command"] = provenance.command_line()
+    write_csv(df, output, force)
     return df
 
 
@@ -139,7 +139,7 @@ def probe_cli(
     target: str = typer.Option(..., "--target", help="Manifest column to predict."),
     task: str = typer.Option("classify", "--task", help="classify (labels) or regress (numbers)."),
     output: str = output_option("Results CSV, one row per (table, model) (`-` for stdout)."),
-    folds: int = typer.Option(5, "--folds", help="Cross-validation folds (the same for every table; cv-test and cv-all)."),
+    folds: int = typer.Option(None, "--folds", help="Cross-validation folds for --protocol cv-test and cv-all (default 5; the same for every table). train-test has no folds: --folds is then ignored, with a warning."),
     protocol: str = typer.Option("train-test", "--protocol", help="train-test (fit on the manifest's train split, score on test), cv-test (cross-validate within the test cases) or cv-all (every case, ignoring the split: leaks labels for an encoder fine-tuned on the target)."),
     names: Optional[str] = typer.Option(None, "--names",
                                         help="Comma-separated table names (default: file stems)."),
@@ -151,14 +151,14 @@ def probe_cli(
     jobs: int = jobs_option(),
     force: bool = force_option(),
 ):
-    """Cross-validated shallow models on each feature table.
+    """Shallow models on each feature table: accuracy kept?
 
     Answers "does the interpretable representation lose accuracy?". Split-aware by
     default: models are fitted on the manifest's `train` cases and scored on its `test`
-    cases (--protocol train-test; cv-test cross-validates within the test cases; cv-all
-    over every case, the old behaviour). Warns when a table's encoder was fine-tuned on
+    cases (--protocol train-test: one split, no folds, no sd); cv-test cross-validates
+    within the test cases and cv-all over every case (the old behaviour), with --folds. Warns when a table's encoder was fine-tuned on
     the probed target (read from the radlens checkpoint its embeddings name). The same
-    folds (StratifiedKFold for classify, KFold for regress, shuffled by --seed) score every
+    split or folds (StratifiedKFold for classify, KFold for regress, shuffled by --seed) score every
     table with a standardised linear model (logistic regression, or ridge with its
     penalty chosen inside the training fold) and a random forest; --models adds an RBF
     SVM (svm) or gradient boosting (gb), as in Rad4XCNN. Cases are those in
@@ -172,8 +172,10 @@ def probe_cli(
 
     \b
       radlens probe radiomics.h5 emb_pre.h5 emb_ft.h5 --manifest cohort.csv --target pirads -o probe.csv
-      radlens probe emb_ft.h5 --manifest cohort.csv --target volume_ml --task regress -o - \
-          --protocol cv-test --folds 4
+      radlens probe emb_ft.h5 --manifest cohort.csv --target volume_ml --task regress --protocol cv-test --folds 4 -o -
     """
-    probe(features, manifest, target, output, task=task, folds=folds, seed=seed, names=names,
+    if folds is not None and protocol == "train-test":
+        log.warn(f"--folds {folds} is ignored: --protocol train-test fits on the train cases and scores "
+                 f"the test cases once (no folds); use --protocol cv-test or cv-all for folds")
+    probe(features, manifest, target, output, task=task, folds=5 if folds is None else folds, seed=seed, names=names,
           models=models, trees=trees, jobs=jobs, force=force, protocol=protocol)

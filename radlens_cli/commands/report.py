@@ -15,7 +15,7 @@ from radlens_cli.commands.app import command
 from radlens_cli.commands.options import force_option, mask_option, modalities_option, output_option
 from radlens_cli.encoders.training.finetuned import read_finetune_record
 from radlens_cli.errors import RadlensError, UsageError
-from radlens_cli.io.files import atomic_output, check_output
+from radlens_cli.io.files import atomic_output, check_output, input_path, shown_name
 from radlens_cli.io.manifest import parse_mask_spec
 from radlens_cli.names import parse_list
 from radlens_cli.report import html
@@ -43,21 +43,33 @@ def report(radiomics: str, compare: str, stats: str, output: str, correlate_summ
             raise UsageError("--panel-cases must be 0 or more")
 
         panels = PanelSpec(manifest, parse_list(modalities, "modalities"), parse_mask_spec(mask), panel_cases)
-    for flag, path in (("--radiomics", radiomics), ("--compare", compare), ("--stats", stats),
-                       ("--correlate-summary", correlate_summary), ("--cka", cka), ("--probe", probe),
-                       ("--manifest", manifest),
-                       *(("--metrics", p) for p in metrics), *(("--encoder", p) for p in encoders),
-                       *(("--saliency", p) for p in saliency)):
-        if path is not None and path == "-":
-            raise UsageError(f"{flag}: give a file (the report hashes its inputs)")
-        if path is not None and not os.path.isfile(path):
+    given = (("--radiomics", radiomics), ("--compare", compare), ("--stats", stats),
+             ("--correlate-summary", correlate_summary), ("--cka", cka), ("--probe", probe),
+             ("--manifest", manifest),
+             *(("--metrics", p) for p in metrics), *(("--encoder", p) for p in encoders))
+    piped = [flag for flag, path in given if path == "-"]
+    if len(piped) > 1:
+        raise UsageError(f"only one input can be `-` (stdin); {', '.join(piped)} all are")
+    for flag, path in given:
+        if path == "-" and flag in ("--manifest", "--encoder"):
+            raise UsageError(f"{flag}: give a file ({'its relative image paths resolve against its folder' if flag == '--manifest' else 'a checkpoint is read from a file'})")
+        if path is not None and path != "-" and not os.path.isfile(path):
             raise RadlensError(f"{flag} file not found: {path}")
+    for path in saliency:
+        if path == "-" or not os.path.isfile(path):
+            raise RadlensError(f"--saliency file not found: {path} (a saliency table is read with its sidecar)")
     for d in saliency_maps:
         if not os.path.isdir(d):
             raise RadlensError(f"--saliency-maps folder not found: {d}")
     if saliency_maps and panels is None:
         raise UsageError("--saliency-maps draws on the example cases: give --manifest, --modalities and --mask")
-    check_output(output, force)
+    check_output(output, force, suffix=(".html", ".htm"))
+    if piped:   # spooled once; the report hashes the spooled bytes and shows the input as stdin
+        real = input_path("-", piped[0])
+        pick = lambda p: real if p == "-" else p
+        radiomics, compare, stats = pick(radiomics), pick(compare), pick(stats)
+        correlate_summary, cka, probe = pick(correlate_summary), pick(cka), pick(probe)
+        metrics = [pick(p) for p in metrics]
     versions = provenance.library_versions(("numpy", "scipy", "pandas", "h5py", "matplotlib", "typer"))
 
     versions["radlens"] = __version__
@@ -76,10 +88,44 @@ def report(radiomics: str, compare: str, stats: str, output: str, correlate_summ
             with atomic_output(os.path.join(figures_dir, fig.name + ".png"), force, suffix=".png") as tmp:
                 with open(tmp, "wb") as fh:
                     fh.write(fig.png)
+    prov = provenance.build("report", inputs={
+        "radiomics": radiomics, "compare": compare, "stats": stats, "correlate_summary": correlate_summary,
+        "cka": cka, "probe": probe, "manifest": manifest, "metrics": list(metrics), "encoder": list(encoders)},
+        params={"title": title, "top": top, "stable_quantile": stable_quantile, "rank_by": rank_by,
+                "checkpoint": checkpoint, "ordered": ordered, "modalities": modalities, "mask": mask,
+                "panel_cases": panel_cases, "figures": figures_dir})
+    text = embed_provenance(text, prov)
     with atomic_output(output, force, suffix=".html") as tmp:
         with open(tmp, "w", encoding="utf-8") as fh:
             fh.write(text)
     return [f.name for f in figures]
+
+
+PROVENANCE_ID = "radlens-provenance"
+
+
+def embed_provenance(text: str, attrs: dict) -> str:
+    """The report's own provenance (inputs with sha256, params, command, versions) as JSON in
+    a <meta> of its <head> (no script: the report runs no code), which `radlens info
+    report.html` reads; browsers do not show it."""
+    import json
+
+    rec = {"radlens_schema": "report/1"}
+    for k, v in attrs.items():
+        if isinstance(v, str) and v[:1] in "[{":
+            try:
+                v = json.loads(v)
+            except ValueError:
+                pass
+        rec[k] = v
+    for r in (rec.get("inputs") or {}).values():
+        if isinstance(r, dict) and "path" in r:
+            r["path"] = shown_name(r["path"])
+    import html as _html
+
+    blob = _html.escape(json.dumps(rec, sort_keys=True, default=str), quote=True)
+    block = f'<meta name="{PROVENANCE_ID}" content="{blob}">\n'
+    return text.replace("</head>", block + "</head>", 1)
 
 
 @command("report")
@@ -136,6 +182,11 @@ def report_cli(
     how many features changed beyond the null, size-related features, optional sections,
     and provenance (inputs with sha256, versions, history). Every number is labelled with
     the statistic its column holds. Missing optional inputs leave their sections out.
+    The headline gives the median pre-trained R² over all columns, says "underpowered: …"
+    when decode judged the cohort too small (docs/validity.md), and names the fine-tuning
+    task of the checkpoint from the --encoder whose sha256 decode recorded. One table
+    input may be `-` (stdin; hashed as piped); --manifest and --encoder are files. The
+    report embeds its own provenance, which `radlens info report.html` shows.
 
     With several checkpoints in DELTA.csv: a heatmap of Δr² by family x checkpoint, a
     trajectory when they are epochs of one run (--ordered), else a dendrogram of their

@@ -29,7 +29,7 @@ from radlens_cli.io.manifest import parse_mask_spec, read_manifest
 from radlens_cli.io.tables import read_table
 from radlens_cli.lens.share import ShareModel
 from radlens_cli.names import parse_list
-from radlens_cli.radiomics.batch import write_failures
+from radlens_cli.io.runs import write_failures
 from radlens_cli.saliency.concept import ConceptMaps, readout_layers, top_changed
 from radlens_cli.saliency.methods import CAM_METHODS, captum, parse_methods
 from radlens_cli.saliency.model import load_scored

@@ -10,12 +10,13 @@ from typing import List
 
 import typer
 
-from radlens_cli import log
+from radlens_cli import log, provenance
 from radlens_cli.commands.app import command
 from radlens_cli.commands.options import (allow_different_preprocessing_option, allow_missing_option, force_option,
                                           labels_option, output_option)
 from radlens_cli.errors import UsageError
 from radlens_cli.io.files import atomic_output, check_output
+from radlens_cli.io.formats import write_csv
 from radlens_cli.io.formats.decoder import load_decoder
 from radlens_cli.lens.compare import checkpoint_labels
 from radlens_cli.lens.stats import group_stats, markdown_table
@@ -34,17 +35,30 @@ def stats(pre_path: str, ft_path, output: str, by: str = "family,image_type,moda
     if fmt not in ("csv", "markdown"):
         raise UsageError(f"--format must be csv or markdown, not {fmt!r}")
     names = checkpoint_labels(others, labels)
-    check_output(output, force)
-    out = group_stats(load_decoder(pre_path), [load_decoder(p) for p in others], labels=names,
+    check_output(output, force, suffix=(".md", ".txt") if fmt == "markdown" else ".csv")
+    ref = load_decoder(pre_path)
+    decs = [load_decoder(p) for p in others]
+    if "-" in others and not labels:   # a piped decoder is named by its recorded source
+        names = [provenance.recorded_label(d.attrs) if p == "-" else n for p, n, d in zip(others, names, decs)]
+        checkpoint_labels(others, names)
+    provenance.declare("stats", inputs={"reference": pre_path, "compared": others},
+                       params={"labels": names, "by": by, "format": fmt,
+                               "allow_missing": allow_missing,
+                               "allow_different_preprocessing": allow_different_preprocessing,
+                               "reference": provenance.checkpoint_identity(pre_path, ref.attrs),
+                               "checkpoints": {n: provenance.checkpoint_identity(p, d.attrs)
+                                               for p, n, d in zip(others, names, decs)}},
+                       history=provenance.merged_history(ref.attrs, *(d.attrs for d in decs)))
+    out = group_stats(ref, decs, labels=names,
                       by=by, allow_missing=allow_missing,
                       allow_different_preprocessing=allow_different_preprocessing,
                       warn=log.warn, info=log.info)
-    with atomic_output(output, force, suffix=".md" if fmt == "markdown" else ".csv") as tmp:
-        if fmt == "markdown":
+    if fmt == "markdown":
+        with atomic_output(output, force, suffix=".md") as tmp:
             with open(tmp, "w", encoding="utf-8") as fh:
                 fh.write(markdown_table(out))
-        else:
-            out.to_csv(tmp, index=False, float_format="%.10g")
+    else:
+        write_csv(out, output, force)
     return out
 
 

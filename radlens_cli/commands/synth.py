@@ -27,6 +27,9 @@ def synth(out_dir: str, cases: int = 120, seed: int = 0, size=None, spacing=None
         raise UsageError("a cohort is a folder of images: give its path, not - (stdout)")
     phantom.check_out_dir(out_dir, force)
     os.makedirs(out_dir, exist_ok=True)
+    # the manifest CSV's sidecar records how the cohort was made
+    provenance.declare("synth", params={"cases": cases, "seed": seed, "size": list(size),
+                                        "spacing": list(spacing), "scanner": scanner})
     summary = phantom.write_cohort(out_dir, cases, seed, size, spacing, scanner,
                                    progress=lambda it: log.progress(it, desc="synth", unit="case"))
     attrs = provenance.build("synth", params={"cases": cases, "seed": seed, "size": list(size),

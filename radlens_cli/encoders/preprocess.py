@@ -43,7 +43,7 @@ from torch.utils.data import Dataset
 
 from radlens_cli import log
 from radlens_cli.errors import ParameterError, RadlensError
-from radlens_cli.io.files import atomic_output
+from radlens_cli.io.files import atomic_path, pid_temporary, sweep_stale_temporaries
 from radlens_cli.io.images import load_mask, read_image
 from radlens_cli.io.manifest import MaskSpec, parse_mask_spec
 from radlens_cli.provenance import sha256_file
@@ -416,8 +416,10 @@ def _safe_name(case_id: str) -> str:
 
 
 def save_npz_atomic(path: str, **arrays) -> None:
-    with atomic_output(path, force=True, suffix=".npz") as tmp:
-        np.savez(tmp, **arrays)
+    """A volume-cache entry, written under a temporary named after this process (a worker
+    killed mid-write leaves `<path>.<pid>.tmp`, which the next run's CaseDataset sweeps)."""
+    with atomic_path(path, tmp=pid_temporary(path)) as tmp, open(tmp, "wb") as fh:
+        np.savez(fh, **arrays)
 
 
 def worker_init(worker_id: int) -> None:
@@ -485,6 +487,7 @@ class CaseDataset(Dataset):
                 os.makedirs(cache_dir, exist_ok=True)
             except OSError as e:
                 raise RadlensError(f"cannot create cache folder {cache_dir}: {e}") from None
+            sweep_stale_temporaries(cache_dir)  # left by a worker killed while writing an entry
 
     def __len__(self) -> int:
         return len(self.case_ids)

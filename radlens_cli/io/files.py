@@ -47,10 +47,31 @@ def _check_kind(path: str, suffix: str) -> None:
         if kind in BINARY and getattr(sys.stdout, "isatty", lambda: False)():
             raise UsageError(f"refusing to write {kind} to a terminal; redirect stdout or give -o FILE")
         return
-    got = KINDS.get(extension(path))
+    ext = extension(path)
+    got = KINDS.get(ext)
+    if kind == "text table" and ext and not got:   # -o delta.xlsx: CSV text in a spreadsheet's name
+        raise UsageError(f"{path}: this output is a text table ({suffix}), but {ext} is not a "
+                         f"format it writes; name it *{suffix}")
     if kind and got and got != kind and {kind, got} != {"text table", "text"}:
         raise UsageError(f"{path}: this output is {kind} ({suffix}), but the name says {got}; "
                          f"name it *{suffix}")
+
+
+def check_output_name(path: str, suffix: str | tuple[str, ...]) -> None:
+    """Refuse an output name whose extension is not one the output is written as (a CSV
+    named *.xlsx would open as a broken spreadsheet). A name without extension passes."""
+    suffixes = (suffix,) if isinstance(suffix, str) else tuple(suffix)
+    if path == "-" or not suffixes:
+        _check_kind(path, suffixes[0] if suffixes else "")
+        return
+    ext = extension(path)
+    if not ext or ext in suffixes:
+        return
+    kind = KINDS.get(suffixes[0], suffixes[0].lstrip(".").upper())
+    got = KINDS.get(ext)
+    said = f"the name says {got}" if got else f"{ext} is not a format it writes"
+    raise UsageError(f"{path}: this output is {kind} ({', '.join(suffixes)}), but {said}; "
+                     f"name it *{suffixes[0]}")
 
 
 def _cleanup(path: str) -> None:
@@ -88,13 +109,23 @@ def input_path(path: str, what: str = "input") -> str:
     return tmp
 
 
+def shown_name(path: str) -> str:
+    """`stdin` for the temporary file stdin was spooled to, else the path itself."""
+    return "stdin" if path in _SPOOLED.values() else path
+
+
 def reset_stdin_spool() -> None:
     """Forget stdin spooled by an earlier command in this process (one spool per command)."""
     _SPOOLED.clear()
 
 
-def check_output(path: str, force: bool = False) -> None:
-    """Refuse to overwrite unless `force`; the output's folder must exist."""
+def check_output(path: str, force: bool = False, suffix: str | tuple[str, ...] | None = None) -> None:
+    """Refuse to overwrite without --force; the output's folder must exist.
+
+    suffix: the extension(s) the output is written with (e.g. ".csv"): a name with another
+    extension (`-o delta.xlsx`, `-o delta.h5` for a CSV) is refused here, before the work."""
+    if suffix:
+        check_output_name(path, suffix)
     if path == "-":
         return
     folder = os.path.dirname(os.path.abspath(path))
@@ -224,8 +255,8 @@ def write_sidecar(path: str, attrs: dict | None = None) -> str:
     """
     import json
 
-    if attrs is None:
-        attrs = provenance.build(CURRENT["command"] or "radlens", hash_inputs=False)
+    if attrs is None:   # what the running command declared: inputs with sha256, params, seed
+        attrs = provenance.current(CURRENT["command"])
     rec = {"radlens_schema": "csv-provenance/1", "file": os.path.basename(path),
            "sha256": provenance.sha256_file(path)}
     for k, v in attrs.items():
@@ -259,3 +290,34 @@ def read_sidecar(path: str) -> dict | None:
         log.warn(f"{side}: provenance sidecar does not match {path} (edited since?), ignored")
         return None
     return rec
+
+
+def pid_temporary(path: str) -> str:
+    """`<path>.<pid>.tmp`: a temporary a cache writer names after its process, so that
+    sweep_stale_temporaries can tell one left by a killed process from one being written."""
+    return f"{path}.{os.getpid()}.tmp"
+
+
+def sweep_stale_temporaries(cache_dir: str) -> int:
+    """Remove `*.<pid>.tmp` left in the cache by a process killed with SIGKILL (pid gone)."""
+    removed = 0
+    try:
+        entries = list(os.scandir(cache_dir))
+    except OSError:
+        return 0
+    for e in entries:
+        parts = e.name.rsplit(".", 2)
+        if len(parts) == 3 and parts[2] == "tmp" and parts[1].isdigit():
+            try:
+                os.kill(int(parts[1]), 0)
+                continue  # its writer is alive (another run on this cache)
+            except ProcessLookupError:
+                pass
+            except OSError:
+                continue
+            try:
+                os.unlink(e.path)
+                removed += 1
+            except OSError:
+                pass
+    return removed

@@ -31,17 +31,17 @@ from radlens_cli.lens.compare import (Comparison, bootstrap_ci, compare_decoders
                                       three_views)
 from radlens_cli.lens.decoder import Decoder, choose_ridge, conditioning, fit_decoder, importance, r2_score
 from radlens_cli.lens.fdr import bh_fdr, stars
-from radlens_cli.lens.names import column_meta, parse_column_names
 from radlens_cli.lens.scaling import Scaler, fit_scaler
 from radlens_cli.lens.share import ShareModel, paper_grid, train_share
 from radlens_cli.lens.stats import group_stats, group_table, markdown_table
 from radlens_cli.lens.steps import DecodeResult, decode, fit_share, fit_share_tables, join
+from radlens_cli.names import parse_column_names
 
 __all__ = [
     "Alignment", "Comparison", "choose_ridge", "compare_decoders", "fit_alignment", "fit_share",
     "group_table", "pair_decoders", "paired_test",
     "Decoder", "DecodeResult", "Scaler", "ShareModel", "bh_fdr", "bootstrap_ci",
-    "column_meta", "conditioning", "decode", "delta_table", "fit_decoder", "fit_scaler",
+    "conditioning", "decode", "delta_table", "fit_decoder", "fit_scaler",
     "fit_share_tables", "group_stats", "importance", "join",
     "markdown_table", "paper_grid", "parse_column_names", "permutation_test", "r2_score",
     "ranks", "require_same_share", "solve_moments", "stars",

@@ -20,8 +20,7 @@ import numpy as np
 
 from radlens_cli.errors import RadlensError
 from radlens_cli.lens.fdr import bh_fdr
-from radlens_cli.radiomics.names import (META_KEYS, parse_column_names as _parse_column_names, table_column_meta as
-                                         _table_column_meta)
+from radlens_cli.names import META_KEYS
 
 METHODS = ("spearman", "pearson")
 CONSTANT = "constant"
@@ -137,12 +136,6 @@ def correlate(x: np.ndarray, y: np.ndarray, method: str = "spearman", chunk: int
 def significant(rho: np.ndarray, q: np.ndarray, threshold: float, alpha: float) -> np.ndarray:
     """Boolean mask of correlated pairs: |rho| >= threshold and q < alpha."""
     return (np.abs(rho) >= threshold) & (q < alpha)
-
-
-# ---------------------------------------------------------------- radiomic column metadata
-# the project's one parser; names kept for callers of this module
-parse_column_names = _parse_column_names
-radiomic_column_meta = _table_column_meta
 
 
 # ---------------------------------------------------------------- tables of results

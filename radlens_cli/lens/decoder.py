@@ -21,6 +21,8 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
+from radlens_cli.lens.power import ridge_dof as power_ridge_dof
+
 from radlens_cli.errors import ParameterMessage
 
 def _small_blas():
@@ -62,6 +64,11 @@ class Decoder:
 def importance(theta: np.ndarray) -> np.ndarray:
     """I_k = ||theta_k,:||_2 over hidden units (paper Sect. 3.6); theta has no bias column."""
     return np.sqrt(np.einsum("...kh,...kh->...k", theta, theta))
+
+
+def ridge_dof(eigvals, alpha: float, intercept: bool = False) -> float:
+    """Effective degrees of freedom sum_k w_k / (w_k + alpha) (+1 intercept); the rank at alpha 0."""
+    return power_ridge_dof(eigvals, alpha, intercept)
 
 
 def conditioning(eigvals: np.ndarray, n: int, h: int) -> dict:
@@ -144,6 +151,7 @@ def fit_decoder(Z: np.ndarray, R: np.ndarray, ridge: float = 0.0,
     theta = _solve_eigh(w, V, C, n, alpha)            # (p, h)
     bias = (rm - theta @ zm) if intercept else np.zeros(R.shape[1])
     diag["ridge_used"] = alpha
+    diag["dof"] = ridge_dof(w, alpha, intercept)      # what lens.power weighs against n_train
     return Decoder(theta=theta, bias=bias, intercept=intercept, ridge=alpha,
                    diagnostics=diag, warnings=warnings)
 

@@ -17,8 +17,7 @@ from radlens_cli.errors import ParameterError, ParameterMessage
 from radlens_cli.lens.compare import checkpoint_labels, pair_decoders, shared_eval_r2
 from radlens_cli.lens.fdr import bh_fdr, stars
 from radlens_cli.lens.names import collapse_image_type
-from radlens_cli.names import parse_list
-from radlens_cli.radiomics.names import family_label
+from radlens_cli.names import family_label, parse_list
 
 GROUPINGS = ("family", "image_type", "modality", "modality_family")
 STATS_COLUMNS = ["checkpoint", "group_by", "group", "n_features", "mse_pre", "r2_pre", "mse_ft", "r2_ft",

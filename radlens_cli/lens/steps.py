@@ -16,9 +16,10 @@ from radlens_cli.io.tables import CaseTable, align_cases
 from radlens_cli.lens.align import ALIGNMENTS, fit_alignment
 from radlens_cli.lens.checks import embedding_params, require_same_preprocessing
 from radlens_cli.lens.decoder import Decoder, RIDGE_FALLBACK, choose_ridge, fit_decoder, r2_score, ridge_gcv
-from radlens_cli.lens.names import column_meta
+from radlens_cli.lens.power import assess, recommended_hidden
 from radlens_cli.lens.scaling import SCALES, fit_scaler
 from radlens_cli.lens.share import ACTIVATIONS, METHODS, REDUCTIONS, ShareModel, paper_grid, train_share
+from radlens_cli.names import table_column_meta
 
 
 
@@ -72,7 +73,7 @@ def join(emb: CaseTable, rad: CaseTable, allow_missing: bool = False,
         raise RadlensError(f"{emb.path}: non-finite embedding value at case {emb.case_id[ia[i]]}, "
                            f"dim {j} (column {names[j]}; {int(bad.sum())} in all)")
     split = _split(emb, rad, ia, ib)
-    meta = column_meta(rad.columns, rad.column_meta)
+    meta = table_column_meta(rad.columns, rad.column_meta)
     return Joined(case_id=emb.case_id[ia], X=X, rad_values=rad.values, rad_rows=ib,
                   columns=list(rad.columns), split=split, meta=meta, n_missing=n_missing)
 
@@ -118,7 +119,7 @@ def method_defaults(method: str) -> dict:
             "ridge": "gcv", "share_fraction": 0.5}
 
 
-def fit_share(emb: CaseTable, rad: CaseTable, hidden: int = 256, l1: float = 1e-6,
+def fit_share(emb: CaseTable, rad: CaseTable, hidden: int | None = 256, l1: float = 1e-6,
               l2: float = 1e-5, sweep: bool = False, epochs: int = 200, lr: float = 1e-3,
               scale: str | None = None, activation: str = "relu", batch_size: int = 256,
               seed: int = 0, device: str = "cpu", allow_missing: bool = False,
@@ -132,7 +133,8 @@ def fit_share(emb: CaseTable, rad: CaseTable, hidden: int = 256, l1: float = 1e-
     Also keeps what the decoders of every checkpoint need to be comparable: the
     pre-trained train embeddings (the alignment target) and one ridge alpha for all
     checkpoints (calibrated: generalised cross-validation on the pre-trained train cases; paper: none,
-    or the under-determined fallback computed once here)."""
+    or the under-determined fallback computed once here).
+    hidden=None: h from the cohort, lens.power.recommended_hidden(decoder train cases)."""
     check_choice(method, METHODS, "method")
     check_choice(loss_reduction, REDUCTIONS, "loss_reduction")
     if scale is not None:
@@ -167,6 +169,10 @@ def fit_share(emb: CaseTable, rad: CaseTable, hidden: int = 256, l1: float = 1e-
         pick = order[np.random.default_rng(seed).permutation(len(order))[:n_s]]
         S = np.zeros(len(tr_idx), dtype=bool)
         S[pick] = True
+    n_decoder = int((~S).sum()) if frac < 1.0 else int(S.sum())
+    hidden_rule = hidden is None
+    if hidden_rule:   # the small-sample rule (lens/power.py): two decoder cases per hidden unit
+        hidden = recommended_hidden(n_decoder)
     va = j.split == "val"
     if grid is not None and len(grid) > 1 and not va.any():
         raise RadlensError("the (l1, l2) grid is selected on the `val` split, but there are no val cases")
@@ -198,7 +204,8 @@ def fit_share(emb: CaseTable, rad: CaseTable, hidden: int = 256, l1: float = 1e-
                        embedding_columns=list(emb.columns), scaler=scaler, column_meta=meta,
                        params={"l1": grid[b][0], "l2": grid[b][1], "n_train": int(S.sum()),
                                "n_val": int(len(Xv)), "seed": int(seed),
-                               "share_fraction": frac, "n_decoder_train": int((~S).sum())},
+                               "share_fraction": frac, "n_decoder_train": int((~S).sum()),
+                               "hidden": int(hidden), "hidden_from_rule": bool(hidden_rule)},
                        sweep=sweep, method=method,
                        embedding_params=embedding_params(emb.attrs))
     if frac < 1.0:
@@ -209,7 +216,10 @@ def fit_share(emb: CaseTable, rad: CaseTable, hidden: int = 256, l1: float = 1e-
         Ztr = ShareModel(weight=weight, bias=bias, activation=activation, embedding_columns=[],
                          scaler=scaler).transform(j.X[tr_idx[D]])
         if md["ridge"] == "gcv":
-            return choose_ridge(Ztr, Rtr[D], intercept=md["intercept"])[0]
+            alpha, scores = choose_ridge(Ztr, Rtr[D], intercept=md["intercept"])
+            edge = int(np.argmin(scores)) in (0, len(scores) - 1)
+            model.params.setdefault("ridge_at_edge", []).append(bool(edge))
+            return alpha
         if weight.shape[1] + int(md["intercept"]) >= int(D.sum()):
             Zc = Ztr - Ztr.mean(axis=0) if md["intercept"] else Ztr
             return RIDGE_FALLBACK * float((Zc * Zc).sum()) / weight.shape[1]
@@ -261,6 +271,7 @@ class DecodeResult:
     r2_direct: np.ndarray | None = None
     embedding_params: dict = field(default_factory=dict)
     r2_seeds: np.ndarray | None = None     # (K, p): R^2 through each share seed, main first
+    power: object = None                   # lens.power.Power: what these counts can support
     path: str = "decoder"        # what messages call it: the embeddings it decoded
 
     @property
@@ -443,6 +454,15 @@ def decode(share: ShareModel, emb: CaseTable, rad: CaseTable, ridge: float | Non
     dec = fit_decoder(Ztr, Rtr, ridge=ridge, intercept=intercept)
     for w in dec.warnings:
         warn(w)
+    dg = dec.diagnostics
+    edge = share.params.get("ridge_at_edge") if ridge_given is None else None
+    constant = int((np.ptp(Ztr, axis=0) == 0).sum()) if len(Ztr) else 0   # dead units: harmless
+    dg["constant_units"] = constant
+    power = assess(len(itr), Ztr.shape[1], n_eval=len(iev), rank=dg["effective_rank"], dof=dg["dof"],
+                   alpha=dec.ridge, alpha_at_edge=bool(edge[0]) if isinstance(edge, list) and edge else False,
+                   constant=constant)
+    if power.underpowered:
+        warn(f"{power.headline()} (the rule: docs/validity.md, small cohorts)")
     pred = dec.predict(Zev)
     r2 = r2_score(pred, Rev)
     mse = ((pred - Rev) ** 2).mean(axis=0)
@@ -463,14 +483,15 @@ def decode(share: ShareModel, emb: CaseTable, rad: CaseTable, ridge: float | Non
         r2_direct = r2_score(direct.predict(Xr_ev), Rev)
     meta = {k: np.asarray(v, dtype=object) for k, v in share.column_meta.items()}
     if not meta:
-        meta = column_meta(share.columns)
+        meta = table_column_meta(share.columns)
     return DecodeResult(share_hash=share.share_hash, columns=list(share.columns),
                         column_meta=meta, decoder=dec, eval_split=eval_split,
                         train_case_id=j.case_id[itr], Z_train=Ztr, R_train=Rtr,
                         eval_case_id=j.case_id[iev], Z_eval=Zev, R_eval=Rev, prediction=pred,
                         r2=r2, mse=mse, dropped_cases=dropped, method=share.method,
                         alignment=alignment, r2_direct=r2_direct,
-                        embedding_params=emb_params, r2_seeds=r2_seeds, path=str(emb.path))
+                        embedding_params=emb_params, r2_seeds=r2_seeds, path=str(emb.path),
+                        power=power)
 
 
 def distinct_columns(X: np.ndarray) -> np.ndarray:

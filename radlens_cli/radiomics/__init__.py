@@ -4,6 +4,6 @@ space, the process pool and cache, and merging of sharded runs.
 `names` is light (numpy only); the other modules import SimpleITK/PyRadiomics lazily.
 """
 
-from radlens_cli.radiomics.names import parse_column, parse_column_names
+from radlens_cli.names import parse_column, parse_column_names
 
 __all__ = ["parse_column_names", "parse_column"]

@@ -12,25 +12,11 @@ from dataclasses import dataclass, field
 import numpy as np
 
 from radlens_cli import log
-from radlens_cli.io.files import atomic_output
 from radlens_cli.io.manifest import Manifest
 from radlens_cli.io.tables import CaseTable
+from radlens_cli.names import column_name, parse_column_names
 from radlens_cli.radiomics.extract import INPUTS_KEY, Options, Result, Task, run_tasks
-from radlens_cli.radiomics.names import column_name, parse_column_names
 
-FAILURE_FIELDS = ("case_id", "modality", "path", "reason", "status")
-
-
-def write_failures(path: str, failures: list[dict], force: bool) -> None:
-    """The failures CSV (FAILURE_FIELDS) of extract-radiomics and embed."""
-    import csv
-
-    with atomic_output(path, force, suffix=".csv") as tmp:
-        with open(tmp, "w", newline="", encoding="utf-8") as fh:
-            w = csv.DictWriter(fh, fieldnames=list(FAILURE_FIELDS))
-            w.writeheader()
-            for rec in failures:
-                w.writerow({k: rec.get(k, "") for k in FAILURE_FIELDS})
 
 
 @dataclass

@@ -32,12 +32,12 @@ import numpy as np
 from radlens_cli import __version__, log
 from radlens_cli.errors import RadlensError
 from radlens_cli.io.dicom_masks import find_dicom_mask
-from radlens_cli.io.files import atomic_path
+from radlens_cli.io.files import atomic_path, pid_temporary
 from radlens_cli.io.images import (EmptyMaskError, geometry, load_mask, read_image, require_same_geometry,
                                    resample_like, same_geometry)
 from radlens_cli.io.manifest import MaskSpec
+from radlens_cli.names import is_diagnostic
 from radlens_cli.provenance import sha256_file
-from radlens_cli.radiomics.names import is_diagnostic
 from radlens_cli.radiomics.params import params_hash, pyradiomics_version, quiet_pyradiomics
 from radlens_cli.workers import imap_resilient, in_worker, test_kill_hook
 
@@ -348,34 +348,9 @@ def cache_write(path: str, key: str, res: Result) -> None:
     """Written to a temporary name and renamed: a killed run leaves no half file."""
     rec = {"key": key, "status": "ok", "case_id": res.case_id, "modality": res.modality,
            "names": res.names, "values": res.values, "diagnostics": res.diagnostics}
-    with atomic_path(path, tmp=f"{path}.{os.getpid()}.tmp", fsync=True) as tmp, \
+    with atomic_path(path, tmp=pid_temporary(path), fsync=True) as tmp, \
             open(tmp, "w", encoding="utf-8") as fh:
         json.dump(rec, fh)
-
-
-def sweep_stale_temporaries(cache_dir: str) -> int:
-    """Remove `*.<pid>.tmp` left in the cache by a process killed with SIGKILL (pid gone)."""
-    removed = 0
-    try:
-        entries = list(os.scandir(cache_dir))
-    except OSError:
-        return 0
-    for e in entries:
-        parts = e.name.rsplit(".", 2)
-        if len(parts) == 3 and parts[2] == "tmp" and parts[1].isdigit():
-            try:
-                os.kill(int(parts[1]), 0)
-                continue  # its writer is alive (another run on this cache)
-            except ProcessLookupError:
-                pass
-            except OSError:
-                continue
-            try:
-                os.unlink(e.path)
-                removed += 1
-            except OSError:
-                pass
-    return removed
 
 
 def run_task(task: Task, opts: Options) -> Result:

@@ -13,7 +13,7 @@ import numpy as np
 
 from radlens_cli.errors import RadlensError
 from radlens_cli.io.files import input_path
-from radlens_cli.radiomics.names import column_name, parse_column, parse_column_names
+from radlens_cli.names import column_name, parse_column, parse_column_names
 
 FAMILIES = {"firstorder", "glcm", "glrlm", "glszm", "gldm", "ngtdm", "shape", "shape2D"}
 ID_COLUMNS = ("case_id", "ID", "Id", "id", "PatientID", "Patient", "patient_id", "Case", "case")

@@ -12,8 +12,8 @@ from radlens_cli.io.cases import table_part
 from radlens_cli.io.files import input_path
 from radlens_cli.io.formats import is_hdf5
 from radlens_cli.io.tables import CaseTable, read_table
+from radlens_cli.names import parse_column_names
 from radlens_cli.provenance import json_attr
-from radlens_cli.radiomics.names import parse_column_names
 
 
 # Parameters that may differ between the parts of one run (where and how fast it ran).
@@ -31,6 +31,7 @@ class Part:
     subcommand: str | None = None
     manifest: dict | None = None  # the manifest's input record: path and sha256
     part: dict | None = None  # {"part_id", "num_parts"} of a sharded run
+    case_inputs: dict = field(default_factory=dict)  # case -> DICOM objects read, geometry warnings
 
     @property
     def empty(self) -> bool:
@@ -59,8 +60,10 @@ def read_part(path: str) -> Part:
     history = json_attr(table.attrs, "history", [])
     sub = history[-1].get("subcommand") if history and isinstance(history[-1], dict) else None
     manifest = json_attr(table.attrs, "inputs", {}).get("manifest")
+    # what each case was read from: extract-radiomics records it as an attribute, embed in params
+    case_inputs = {**(json_attr(table.attrs, "case_inputs", {}) or {}), **(params.get("case_inputs") or {})}
     return Part(path, table, params, diagnostics, json_attr(table.attrs, "failures", []),
-                json_attr(table.attrs, "skipped", []), sub, manifest, table_part(table.attrs))
+                json_attr(table.attrs, "skipped", []), sub, manifest, table_part(table.attrs), case_inputs)
 
 
 # Parameters read off the results (unknown in a part where no case succeeded).
@@ -68,7 +71,7 @@ DERIVED = ("embed_dim",)
 
 
 def _comparable(params: dict, drop_derived: bool = False) -> dict:
-    skip = RUN_LOCAL + (DERIVED if drop_derived else ())
+    skip = RUN_LOCAL + ("case_inputs",) + (DERIVED if drop_derived else ())  # case_inputs: per case, not a setting
     return {k: v for k, v in (params or {}).items() if k not in skip}
 
 
@@ -160,7 +163,8 @@ def merge_parts(parts: list[Part], allow_incomplete: bool = False) -> tuple[Case
                "parts": [p.part_id() for p in parts], "incomplete": incomplete,
                "subcommand": first.subcommand, "manifest": first.manifest,
                "failures": [f for p in parts for f in p.failures],
-               "skipped": [f for p in parts for f in p.skipped]}
+               "skipped": [f for p in parts for f in p.skipped],
+               "case_inputs": dict(sorted({k: v for p in parts for k, v in p.case_inputs.items()}.items()))}
     return table, diagnostics, summary
 
 

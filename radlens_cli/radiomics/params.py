@@ -94,6 +94,14 @@ def load_params(path: str) -> dict:
 
     path = resolve_params(path)
     if not os.path.exists(path):
+        if os.sep not in path and "/" not in path and not os.path.splitext(path)[1]:
+            # a bare word is a preset name mistyped, not a missing file: a usage error (exit 2)
+            import difflib
+
+            near = difflib.get_close_matches(path, PRESETS, n=1)
+            raise ParameterError(f"{{params}} {path}: no such preset or file"
+                                 + (f"; did you mean {near[0]}?" if near else "")
+                                 + f" (presets: {', '.join(PRESETS)}; or a YAML/JSON file)", "params")
         raise RadlensError(f"params file not found: {path} (nor a preset: {', '.join(PRESETS)})")
     if os.path.isdir(path):
         raise RadlensError(f"params is a folder, not a file: {path}")

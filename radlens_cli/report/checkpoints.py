@@ -4,13 +4,12 @@ fine-tuning run, and a dendrogram of their change profiles when they are separat
 
 from __future__ import annotations
 
-import os
 
 import numpy as np
 
-from radlens_cli.radiomics.names import family_label
+from radlens_cli.names import family_label
 from radlens_cli.report import data as rd, figures as rf
-from radlens_cli.report.markup import esc, fmt, table
+from radlens_cli.report.markup import column_format, esc, table
 
 
 def change_statistic(delta) -> str:
@@ -30,18 +29,18 @@ def family_matrix(delta, stat: str):
     return fams, list(names), mat
 
 
-def checkpoint_order(delta, enc_info, ordered: bool | None):
+def checkpoint_order(delta, enc_info, ordered: bool | None, identities: dict | None = None):
     """(ordered?, positions (epoch numbers or 1..n), how it was decided).
 
-    A checkpoint's epoch comes from a --encoder checkpoint whose file stem is its label (the
-    epoch `finetune --save-every` records), else from a label like `NAME-epoch003`. Without
+    A checkpoint's epoch comes from the --encoder checkpoint it was embedded with (matched by
+    recorded sha256, or a file stem equal to the label: rd.match_encoders; the epoch
+    `finetune --save-every` records), else from a label like `NAME-epoch003`. Without
     --ordered/--unordered the checkpoints count as ordered when each has an epoch from one run."""
     names = delta.attrs["checkpoints"]
-    by_stem = {os.path.splitext(os.path.basename(e["path"]))[0]: e for e in enc_info}
+    matched = rd.match_encoders(names, enc_info, identities or {})
     epochs, runs = [], []
     for n in names:
-        # the checkpoint whose file stem the label holds (ft-epoch003 in dec-ft-epoch003.h5), longest first
-        e = next((by_stem[s] for s in sorted(by_stem, key=len, reverse=True) if s and s in n), None)
+        e = matched[n][0] if n in matched else None
         if e is not None and e.get("epoch") is not None:
             epochs.append(int(e["epoch"]))
             runs.append(e.get("run") or "")
@@ -67,8 +66,11 @@ def heatmap(fams, names, mat, stat: str) -> rf.Figure:
     with matplotlib.rc_context(rf.RC):
         fig, ax = plt.subplots(figsize=(1.8 + 0.75 * len(names), 0.9 + 0.35 * len(fams)))
         im = ax.imshow(mat, cmap="RdBu_r", vmin=-lim, vmax=lim, aspect="auto")
-        ax.set_xticks(range(len(names)), names, rotation=45 if len(names) > 3 else 0,
-                      ha="right" if len(names) > 3 else "center")
+        # full labels ran into each other: the shared prefix dropped, cut, and turned
+        shown = rf.short_labels(names)
+        turn = len(names) > 1 and max(len(n) for n in shown) * 0.075 > 0.75
+        ax.set_xticks(range(len(names)), shown, rotation=35 if turn else 0,
+                      ha="right" if turn else "center", rotation_mode="anchor")
         ax.set_yticks(range(len(fams)), [family_label(f) for f in fams])
         for i in range(len(fams)):
             for j in range(len(names)):
@@ -79,7 +81,8 @@ def heatmap(fams, names, mat, stat: str) -> rf.Figure:
         ax.set_title("Change by radiomic family and checkpoint")
         return rf._render(fig, "fig_checkpoints_heatmap", "Change by family and checkpoint",
                           f"Mean {rf.AXIS_LABEL.get(stat, stat)} of each family's decodable features, per compared "
-                          f"checkpoint against the reference (red: more decodable, blue: less).")
+                          f"checkpoint against the reference (red: more decodable, blue: less). Columns: "
+                          + ", ".join(names) + ".")
 
 
 def trajectory(fams, names, pos, mat, stat: str, epochs: bool) -> rf.Figure:
@@ -90,8 +93,8 @@ def trajectory(fams, names, pos, mat, stat: str, epochs: bool) -> rf.Figure:
             ax.plot(pos, mat[i], marker="o", ms=3, lw=1.2, label=family_label(f),
                     color=rf.MODALITY_COLOURS[i % len(rf.MODALITY_COLOURS)] if i < 6 else "black")
         ax.axhline(0, color="black", lw=0.6)
-        ax.set_xticks(pos, [str(p) for p in pos] if epochs else names, rotation=0 if epochs else 45,
-                      ha="center" if epochs else "right")
+        ax.set_xticks(pos, [str(p) for p in pos] if epochs else rf.short_labels(names),
+                      rotation=0 if epochs else 35, ha="center" if epochs else "right", rotation_mode="anchor")
         ax.set_xlabel("epoch" if epochs else "checkpoint (in the order given)")
         ax.set_ylabel(rf.AXIS_LABEL.get(stat, stat).split(" =")[0] + " (family mean)")
         ax.legend(frameon=False, loc="upper left", bbox_to_anchor=(1.0, 1.0))
@@ -136,17 +139,19 @@ def dendrogram(names, prof, stat: str):
     return fig_, z, metric
 
 
-def checkpoints_section(rep, delta, enc_info, ordered: bool | None) -> None:
+def checkpoints_section(rep, delta, enc_info, ordered: bool | None, identities: dict | None = None) -> None:
     stat = change_statistic(delta)
     names = delta.attrs["checkpoints"]
     fams, _, mat = family_matrix(delta, stat)
-    is_ordered, pos, how, epochs = checkpoint_order(delta, enc_info, ordered)
+    is_ordered, pos, how, epochs = checkpoint_order(delta, enc_info, ordered, identities)
     rows = []
     for n in names:
         sub = delta[delta["checkpoint"] == n]
         dec = sub[sub["decodable"]]
         nq = int((sub["q_bh"] < 0.05).sum()) if "q_bh" in sub.columns else "–"
-        rows.append([n, len(sub), len(dec), fmt(float(dec[stat].mean()) if len(dec) else float("nan")), nq])
+        rows.append([n, len(sub), len(dec), float(dec[stat].mean()) if len(dec) else float("nan"), nq])
+    form = column_format([r[3] for r in rows], stat)   # one number format for the column
+    rows = [r[:3] + [form(r[3])] + r[4:] for r in rows]
     parts = [f"<p>{len(names)} checkpoints, each compared with the reference (its own BH family). "
              f"Order: {esc(how)}.</p>",
              table(["checkpoint", "features", "decodable", f"mean {stat} (decodable)", "q_bh < 0.05"], rows,

@@ -14,11 +14,12 @@ import re
 import numpy as np
 
 from radlens_cli.errors import EXIT_DATA, ParameterError, RadlensError
-from radlens_cli.io.files import input_path
+from radlens_cli.io.cases import check_table
+from radlens_cli.io.files import input_path, read_sidecar, shown_name
 from radlens_cli.io.formats import CASE_TABLE, decode_strings, open_h5, read_h5_attrs
 from radlens_cli.io.tables import require_unique
+from radlens_cli.names import FAMILY_ORDER, META_KEYS, parse_column
 from radlens_cli.provenance import sha256_file
-from radlens_cli.radiomics.names import FAMILY_ORDER, META_KEYS, parse_column
 
 GROUP_BY_ORDER = ("family", "image_type", "modality", "modality_family")
 # Radiomic features that grow with the ROI's size (besides the shape family): what a
@@ -69,7 +70,7 @@ def _require(df, cols, what, path):
 
 
 def _parse_column_name(name: str) -> dict:
-    """`t2/wavelet-LLH_glcm_Correlation` -> modality, image_type, family, feature (radiomics.names)."""
+    """`t2/wavelet-LLH_glcm_Correlation` -> modality, image_type, family, feature (radlens_cli.names)."""
     return dict(zip(META_KEYS, parse_column(name)))
 
 
@@ -272,6 +273,9 @@ def radiomics_summary(path: str) -> dict:
         split = decode_strings(f["split"][()]) if "split" in f else None
         shape = f["values"].shape if "values" in f else (len(ids), len(columns))
         attrs = read_h5_attrs(f)
+    # a table written with --keep-going lacks its failed cases, a part lacks the others: say so,
+    # as every other command reading a case table does
+    check_table(attrs, path)
     if "modality" not in meta or "family" not in meta:
         parsed = [_parse_column_name(c) for c in columns]
         meta.setdefault("modality", np.array([p["modality"] for p in parsed], dtype=object))
@@ -302,7 +306,7 @@ def size_related(delta):
 
 
 def file_record(role: str, path: str) -> dict:
-    return {"role": role, "path": path, "bytes": os.path.getsize(path), "sha256": sha256_file(path)}
+    return {"role": role, "path": shown_name(path), "bytes": os.path.getsize(path), "sha256": sha256_file(path)}
 
 
 TASK_OF_METRIC = {"qwk": "classify", "mse": "regress", "dice": "segment"}
@@ -315,6 +319,49 @@ def task_from_metrics(df) -> str | None:
         if col in df.columns:
             return kind
     return None
+
+
+def checkpoint_identities(compare_path: str) -> dict:
+    """label -> what compare recorded of each checkpoint (decoder and encoder with sha256),
+    from DELTA.csv's provenance sidecar; {} for a table without one (older, or piped)."""
+    if not compare_path or compare_path == "-" or not os.path.isfile(compare_path):
+        return {}
+    side = read_sidecar(compare_path) or {}
+    params = side.get("params") if isinstance(side.get("params"), dict) else {}
+    ids = dict(params.get("checkpoints")) if isinstance(params.get("checkpoints"), dict) else {}
+    if isinstance(params.get("reference"), dict):
+        ids["__reference__"] = params["reference"]
+    return ids
+
+
+def match_encoders(labels, enc_info, identities: dict) -> dict:
+    """label -> (the --encoder record it was embedded with, how it was matched), by exact
+    identity only: the sha256 (else the path) of the encoder the checkpoint's decoder
+    recorded; without a record, a file stem equal to the label (or to it without a
+    `dec-`/`dec_` prefix). Never a substring: `ft` must not match `dec_ft_pirads`.
+    A label with no exact match is left out."""
+    hashes = {}
+    for e in enc_info:
+        try:
+            hashes[e["path"]] = sha256_file(e["path"])
+        except OSError:
+            hashes[e["path"]] = None
+    stem = lambda p: os.path.splitext(os.path.basename(str(p)))[0]
+    out = {}
+    for lab in labels:
+        rec = (identities.get(lab) or {}).get("encoder") or {}
+        hit = None
+        if rec.get("sha256"):
+            hit = next(((e, "sha256") for e in enc_info if hashes[e["path"]] == rec["sha256"]), None)
+        elif rec.get("path"):
+            hit = next(((e, "recorded path") for e in enc_info
+                        if os.path.abspath(e["path"]) == os.path.abspath(rec["path"])), None)
+        elif not rec:
+            bare = re.sub(r"^dec[-_]", "", str(lab))
+            hit = next(((e, "file name") for e in enc_info if stem(e["path"]) in (lab, bare)), None)
+        if hit is not None:
+            out[lab] = hit
+    return out
 
 
 def describe_task(task: str | None, target: str | None) -> str:

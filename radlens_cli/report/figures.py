@@ -8,7 +8,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from radlens_cli.radiomics.names import family_label
+from radlens_cli.names import family_label
 from radlens_cli.report.data import family_key
 
 PRE, FT = "#8c9bb0", "#1f5fa8"
@@ -32,6 +32,35 @@ class Figure:
     png: bytes
     width: int
     height: int
+
+
+def short_labels(names, width: int = 18) -> list[str]:
+    """Checkpoint labels that fit under a heatmap column: the part they all share (a common
+    prefix such as `dec-ft-volume-`) dropped, then cut to `width` with an ellipsis; the
+    caption and tables keep the full names."""
+    names = [str(n) for n in names]
+    if len(names) > 1:
+        import os
+
+        common = os.path.commonprefix(names)
+        cut = max(common.rfind(c) for c in "-_.") + 1 if any(c in common for c in "-_.") else 0
+        if 0 < cut and all(len(n) > cut for n in names):
+            names = ["…" + n[cut:] for n in names]
+    return [n if len(n) <= width else n[: width - 1] + "…" for n in names]
+
+
+def wrap_title(text: str, width: int = 60) -> str:
+    """A title on as many lines as it needs, so long names never run into a neighbour."""
+    import textwrap
+
+    return "\n".join(textwrap.wrap(str(text), width, break_long_words=True, break_on_hyphens=False)) or str(text)
+
+
+def integer_ticks(axis) -> None:
+    """Whole-number ticks (epochs): no 1.5 or 2.5."""
+    from matplotlib.ticker import MaxNLocator
+
+    axis.set_major_locator(MaxNLocator(integer=True))
 
 
 def _render(fig, name, title, caption) -> Figure:
@@ -150,6 +179,9 @@ def delta_view(rows, view: str, colour: str, stats, ci: dict) -> Figure | None:
             kw = {"color": colour} if k == 0 else {"color": np.where(d >= 0, GAIN, LOSS)}
             ax.barh(y, d, xerr=xerr, ecolor="black", capsize=2, error_kw={"lw": 0.8}, **kw)
             ax.axvline(0, color="black", lw=0.6)
+            from matplotlib.ticker import MaxNLocator
+
+            ax.xaxis.set_major_locator(MaxNLocator(nbins=4))   # ΔI ticks like -0.125 ran together
             ax.set_xlabel(AXIS_LABEL.get(stat, stat) + (" (bootstrap CI)" if xerr is not None else ""))
             ax.set_title(f"{view}: {PANEL_TITLE.get(stat, stat)}" if k == 0 else PANEL_TITLE.get(stat, stat))
         axes[0][0].set_yticks(y, [_label(r) for _, r in rows.iterrows()])
@@ -186,8 +218,13 @@ def delta_scatter(delta) -> Figure | None:
                        "embedding does not encode (least squares fits their noise), so read ΔI beside Δr².")
 
 
+PAIR_MEANING = {"deep": "deep features with a correlated radiomic feature",
+                "pairs": "correlated (deep, radiomic) pairs"}
+
+
 def pre_ft_bars(df, label_cols, pre: str, ft: str, title: str, name: str) -> Figure | None:
-    """Bars of a `<x>_pre` / `<x>_ft` column pair of a generic table (e.g. correlate-summary)."""
+    """Bars of a `<x>_pre` / `<x>_ft` column pair of a generic table (e.g. correlate-summary),
+    with the y axis named after what `<x>` counts and a caption saying it in words."""
     if df is None or not len(df):
         return None
     rows = df.head(40)
@@ -200,9 +237,14 @@ def pre_ft_bars(df, label_cols, pre: str, ft: str, title: str, name: str) -> Fig
         ax.bar(x - 0.2, rows[pre].astype(float), 0.4, color=PRE, label=pre)
         ax.bar(x + 0.2, rows[ft].astype(float), 0.4, color=FT, label=ft)
         ax.set_xticks(x, labels, rotation=60, ha="right")
+        stem = pre[:-4]
+        what = PAIR_MEANING.get(stem, stem.replace("_", " "))
+        ax.set_ylabel(wrap_title(what, 26))   # what the bars count, on as many lines as it needs
         ax.set_title(title)
-        ax.legend(frameon=False)
-        return _render(fig, name, title, f"{pre} vs {ft}" + (" (first 40 rows)" if len(df) > 40 else "") + ".")
+        ax.legend(["pre-trained", "fine-tuned"], frameon=False)
+        by = " / ".join(label_cols) if label_cols else "row"
+        return _render(fig, name, title, f"Number of {what} per {by}: pre-trained ({pre}) vs fine-tuned "
+                       f"({ft})" + (" (first 40 rows)" if len(df) > 40 else "") + ".")
 
 
 def mean_sd_bars(df, title: str, name: str) -> Figure | None:
@@ -233,8 +275,16 @@ def mean_sd_bars(df, title: str, name: str) -> Figure | None:
         ax.axhline(0, color="black", lw=0.6)
         ax.set_title(title)
         ax.legend(frameon=False, loc="upper left", bbox_to_anchor=(1.0, 1.0))
-        return _render(fig, name, title, f"Cross-validated {metric[:-5].replace('_', ' ')} (mean ± sd over "
-                       f"folds) of each model on each feature table.")
+        what = metric[:-5].replace("_", " ")
+        protos = set(df["protocol"].astype(str)) if "protocol" in df.columns else set()
+        if protos == {"train-test"}:
+            how = (f"{what} on the test cases of each model fitted on the train cases (--protocol "
+                   f"train-test: one split, so no error bar)")
+        elif protos and "train-test" not in protos:
+            how = f"cross-validated {what} (mean ± sd over folds; --protocol {', '.join(sorted(protos))})"
+        else:
+            how = f"{what} (mean, ± sd over folds where the protocol has folds)"
+        return _render(fig, name, title, f"{how[:1].upper()}{how[1:]}, per model and feature table.")
 
 
 def metric_curves(df, title: str, name: str) -> Figure | None:
@@ -263,6 +313,7 @@ def metric_curves(df, title: str, name: str) -> Figure | None:
                          "color": MODALITY_COLOURS[k % len(MODALITY_COLOURS)]}
                 ax.plot(sub["epoch"], sub[c], label=sp or c, **style)
             ax.set_xlabel("epoch")
+            integer_ticks(ax.xaxis)
             ax.set_title(c)
         axes[0][-1].legend(frameon=False, loc="upper left", bbox_to_anchor=(1.0, 1.0))
         fig.suptitle(title, y=1.03)

@@ -10,10 +10,10 @@ import numpy as np
 
 from radlens_cli.errors import EXIT_DATA, ParameterError, RadlensError
 from radlens_cli.lens.compare import three_views
+from radlens_cli.names import family_label
 from radlens_cli.provenance import json_attr
-from radlens_cli.radiomics.names import family_label
 from radlens_cli.report import checkpoints as rc, data as rd, figures as rf, images as ri
-from radlens_cli.report.markup import esc, fmt, fmt_p, table
+from radlens_cli.report.markup import column_format, esc, fmt, fmt_p, table
 from radlens_cli.report.saliency import saliency_section
 
 CSS = """
@@ -23,6 +23,7 @@ h1{font-size:1.6em;margin-bottom:.2em}h2{border-bottom:1px solid #ccc;padding-bo
 h3{margin-top:1.4em}nav ol{columns:2}table.data{border-collapse:collapse;font-size:.85em;margin:.6em 0}
 table.data th,table.data td{border:1px solid #ccc;padding:2px 7px;text-align:right}
 table.data th{background:#f0f2f5}table.data td.txt,table.data th.txt{text-align:left}
+table.data td.long{min-width:16em;max-width:26em;overflow-wrap:anywhere}
 tr.ft td{border-bottom:2px solid #999}figure{margin:1em 0}figure img{max-width:100%;height:auto}
 figcaption{font-size:.85em;color:#555}.muted{color:#666;font-size:.85em}code{font-size:.9em}
 .kpi{display:inline-block;border:1px solid #ddd;border-radius:6px;padding:.4em .8em;margin:.2em;
@@ -47,7 +48,10 @@ def generic_table(df, max_rows: int = 60) -> str:
             return os.path.basename(v.rstrip("/")) or v
         return fmt(v)
 
-    rows = [[cell(v) for v in r] for r in df.head(max_rows).itertuples(index=False)]
+    head = df.head(max_rows)
+    forms = [column_format(head[c].tolist(), c) if _num(df[c]) else None for c in df.columns]
+    rows = [[cell(v) if f is None else f(v) for v, f in zip(r, forms)]
+            for r in head.itertuples(index=False)]
     more = (f'<p class="muted">First {max_rows} of {len(df)} rows.</p>' if len(df) > max_rows else "")
     return table(list(df.columns), rows, txt_cols=txt) + more
 
@@ -223,6 +227,54 @@ def null_sentence(delta) -> str:
             f"the features of this checkpoint).")
 
 
+def power_sentence(identities: dict, focus: str) -> str:
+    """`underpowered: 28 decoder cases for h = 32; ...` as decode judged the reference and the
+    focus checkpoint (lens/power.py, recorded through compare's sidecar); '' when neither was."""
+    said = []
+    for who in ("reference", focus):
+        rec = identities.get(who) if who != "reference" else identities.get("__reference__")
+        power = (rec or {}).get("power") or {}
+        for reason in power.get("reasons") or []:
+            if reason not in said:
+                said.append(reason)
+    if not said:
+        return ""
+    return ('<p class="warn"><b>underpowered:</b> ' + esc("; ".join(said))
+            + ". The numbers below rest on too few cases to say much; use more cases or a smaller "
+              "share (fit-share --hidden; rule in docs/validity.md, small cohorts).</p>")
+
+
+def decodability_sentence(delta) -> str:
+    """The pre-trained decodability the whole lens rests on: the median held-out R² over all
+    columns, unclipped (a negative median: most features are not decoded at all)."""
+    if "r2_pre" not in delta.columns or not delta["r2_pre"].notna().any():
+        return ""
+    r2 = delta["r2_pre"].astype(float)
+    med = float(r2.median())
+    pos = int((r2 > 0).sum())
+    text = (f"Pre-trained decodability: median held-out R² {med:+.3f} over all {len(r2)} columns "
+            f"(unclipped; {pos} above 0)")
+    if "r2_ft" in delta.columns and delta["r2_ft"].notna().any():
+        text += f"; fine-tuned median {float(delta['r2_ft'].astype(float).median()):+.3f}"
+    text += "."
+    if med <= 0:
+        text += (" Most features are not decodable from the pre-trained embeddings on these cases, so "
+                 "changes in them are noise.")
+        return f'<p class="warn">{esc(text)}</p>'
+    return f"<p>{esc(text)}</p>"
+
+
+def features_vs_groups(delta, table1) -> str:
+    """Why the feature count and the group count can disagree: two tests, two units."""
+    if "q_bh" not in delta.columns or table1 is None or "q_bh" not in getattr(table1, "columns", ()):
+        return ""
+    return (" Features and groups are different tests: a feature counts when its own paired "
+            "test beats the null after BH over all features; a Table-1 group counts when the "
+            "Wilcoxon test on each case's squared error averaged over the group's features does, "
+            "after BH over the groups. Many small changes in one direction can make a group differ "
+            "while no single feature does, and a few large feature changes can cancel in a group.")
+
+
 def decodable_sentence(delta) -> tuple[str, bool]:
     """(note on features decodable in neither stage, whether most are)."""
     n = len(delta)
@@ -243,19 +295,29 @@ def delta_section(rep: Report, delta, top: int, stable_quantile: float, rank_by:
     shown_stats = [s for s in ("delta_r2", "delta_importance") if s in delta.columns]
     if stat in shown_stats:
         shown_stats = [stat] + [s for s in shown_stats if s != stat]
-    cols = ["column"] + [c for c in ("r2_pre", "r2_ft", "delta_r2", "importance_pre", "importance_ft",
-                                     "delta_importance", "delta_r2_mean", "delta_r2_sd", "delta_r2_direct")
-                         if c in delta.columns]
+    # the tests (q_bh, p_perm) next to the change they test, so no reader has to scroll to them
+    first = stat if stat in delta.columns else "delta_r2"
+    cols = ["column"] + [c for c in (first,) if c in delta.columns]
     for s_, (lo, hi) in ci.items():
-        cols += [lo, hi]
-    cols += [c for c in ("p_null", "q_bh", "p_perm", "q_perm") if c in delta.columns]
+        if s_ == first:
+            cols += [lo, hi]
+    cols += [c for c in ("q_bh", "p_perm", "q_perm", "p_null") if c in delta.columns]
+    cols += [c for c in ("r2_pre", "r2_ft", "delta_r2", "importance_pre", "importance_ft",
+                         "delta_importance", "delta_r2_mean", "delta_r2_sd", "delta_r2_direct")
+             if c in delta.columns and c not in cols]
+    for s_, (lo, hi) in ci.items():
+        if lo not in cols:
+            cols += [lo, hi]
     header = {c: c for c in cols}
     if None in ci:
         header["ci_low"], header["ci_high"] = "CI low (statistic not named)", "CI high (statistic not named)"
 
+    forms = {c: column_format(delta[c].tolist(), c) for c in cols if c != "column" and c in delta.columns}
+
     def tab(rows):
         show = [c for c in cols if c in rows.columns]
-        return table([header[c] for c in show], [[fmt(r[c]) for c in show] for _, r in rows.iterrows()],
+        return table([header[c] for c in show],
+                     [[forms[c](r[c]) if c in forms else fmt(r[c]) for c in show] for _, r in rows.iterrows()],
                      txt_cols=(0,))
 
     if rank_by is None and stat is None:
@@ -317,6 +379,20 @@ def size_section(rep: Report, delta, task_text: str) -> None:
         table(show, [[fmt(r[c]) for c in show] for _, r in rows.head(40).iterrows()])])
 
 
+def probe_intro(df) -> str:
+    """What the probe table measured, from its protocol column (train-test by default: one
+    split, no folds), so the words match the numbers."""
+    protos = list(dict.fromkeys(df["protocol"].astype(str))) if "protocol" in df.columns else []
+    if protos == ["train-test"]:
+        how = ("Shallow models fitted on the manifest's train cases and scored on its test cases "
+               "(--protocol train-test: one split, no sd)")
+    elif protos:
+        how = f"Cross-validated shallow models (--protocol {esc(', '.join(protos))}; the same folds for every table)"
+    else:
+        how = "Shallow models on each feature table (protocol not recorded)"
+    return how + ": does the interpretable representation lose accuracy?"
+
+
 def generic_section(rep: Report, sid: str, heading: str, df, intro: str, chart_title: str) -> None:
     parts = [f"<p>{intro}</p>"]
     if sid == "probe":
@@ -357,15 +433,30 @@ def provenance_section(rep: Report, records, rad: dict, command: str, versions: 
     rep.add("provenance", "Provenance", parts)
 
 
-def task_summary(metric_tables, encoders, focus: str) -> tuple[str, str]:
-    """(task text, where it was read) of the fine-tuning behind the focus checkpoint: a
-    checkpoint given with --encoder whose name matches the focus label, else the only/first
-    checkpoint, else the metrics CSV's metric column (kind only)."""
+def task_summary(metric_tables, encoders, focus: str, identities: dict | None = None) -> tuple[str, str]:
+    """(task text, where it was read) of the fine-tuning behind the focus checkpoint: the
+    --encoder checkpoint that IS the focus checkpoint's encoder (recorded sha256 or path;
+    a file stem equal to the label for tables that record none; never a substring), or the
+    only --encoder when the table records no identity; else the metrics CSV's metric
+    column (kind only)."""
+    identities = identities or {}
     if encoders:
-        stem = lambda p: os.path.splitext(os.path.basename(p))[0]
-        match = [e for e in encoders if stem(e["path"]) == focus or stem(e["path"]) in focus] or encoders[-1:]
-        e = match[0]
-        return rd.describe_task(e["task"], e["target"]), f"checkpoint {os.path.basename(e['path'])}"
+        hit = rd.match_encoders([focus], encoders, identities).get(focus)
+        if hit is not None:
+            e, how = hit
+            return (rd.describe_task(e["task"], e["target"]),
+                    f"checkpoint {os.path.basename(e['path'])}, matched by {how}")
+        recorded = (identities.get(focus) or {}).get("encoder")
+        if recorded:
+            return "", (f"none of the --encoder checkpoints is the encoder {focus} was embedded with "
+                        f"({os.path.basename(str(recorded.get('path', '')))})")
+        if len(encoders) == 1:
+            e = encoders[0]
+            return (rd.describe_task(e["task"], e["target"]),
+                    f"checkpoint {os.path.basename(e['path'])}, the only --encoder; the compare table "
+                    f"records no encoder to check it against")
+        return "", (f"none of the --encoder checkpoints is named {focus} and the compare table "
+                    f"records no encoder identity")
     kinds = [(p, rd.task_from_metrics(df)) for p, df in metric_tables]
     kinds = [(p, k) for p, k in kinds if k]
     if kinds:
@@ -411,7 +502,8 @@ def build(radiomics: str, compare: str, stats: str, correlate_summary: str | Non
             records.append(rd.file_record(role, path))
     records += [rd.file_record("metrics", p) for p, _ in metric_tables]
     records += [rd.file_record("encoder", e["path"]) for e in enc_info]
-    task_text, task_src = task_summary(metric_tables, enc_info, focus)
+    identities = rd.checkpoint_identities(compare)
+    task_text, task_src = task_summary(metric_tables, enc_info, focus, identities)
 
     rep = Report(title)
     n_ck = len(delta_all.attrs["checkpoints"])
@@ -421,7 +513,7 @@ def build(radiomics: str, compare: str, stats: str, correlate_summary: str | Non
     fig2_section(rep, table1, delta)
     delta_section(rep, delta, top, stable_quantile, rank_by)
     if n_ck > 1:
-        rc.checkpoints_section(rep, delta_all, enc_info, ordered)
+        rc.checkpoints_section(rep, delta_all, enc_info, ordered, identities)
     shown = []
     if images is not None:
         gains, losses, _, _ = views(delta, top, stable_quantile, rank_by)
@@ -443,8 +535,7 @@ def build(radiomics: str, compare: str, stats: str, correlate_summary: str | Non
         generic_section(rep, "cka", "Representation similarity (CKA)", df, intro, "CKA")
     if "probe" in optional:
         generic_section(rep, "probe", "Probes: accuracy of shallow models per representation", optional["probe"],
-                        "Cross-validated shallow models on each feature table (same folds): does the "
-                        "interpretable representation lose accuracy?", "Probe")
+                        probe_intro(optional["probe"]), "Probe")
     if metric_tables:
         parts = []
         for i, (p, df) in enumerate(metric_tables):
@@ -473,9 +564,11 @@ def build(radiomics: str, compare: str, stats: str, correlate_summary: str | Non
     which = "" if delta_all.attrs["single"] and n_ck == 1 else f" Checkpoint {esc(focus)} against the reference" + (
         f" ({n_ck} compared; the Checkpoints section shows all)." if n_ck > 1 else ".")
     task = (f" The encoder was fine-tuned to <b>{esc(task_text)}</b> (read from {esc(task_src)})." if task_text
+            else f" The fine-tuning task is not known: {esc(task_src)}." if task_src
             else " The fine-tuning task is not recorded in the inputs (give --metrics or --encoder).")
     intro = (f'<p class="muted">Radiomic lens on {rad["n_cases"]} cases and {len(delta)} radiomic features: '
              f"how well the encoder's embeddings decode radiomic features before and after fine-tuning, and "
              f"which features gained or lost.{which}{task}</p>"
-             f"<p>{null_sentence(delta)} {groups}</p>")
+             + power_sentence(identities, focus) + decodability_sentence(delta)
+             + f"<p>{null_sentence(delta)} {groups}{features_vs_groups(delta, table1)}</p>")
     return rep.render(intro), rep.figures

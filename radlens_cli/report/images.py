@@ -28,7 +28,7 @@ from radlens_cli.report import figures as rf
 from radlens_cli.report.markup import esc
 
 OUTLINE = "#ff3b30"
-THUMB_INCH = 1.55   # thumbnail size (the longer side) in inches at THUMB_DPI
+THUMB_INCH = 2.1    # thumbnail size (the longer side) in inches at THUMB_DPI: >= 200 px on screen
 THUMB_DPI = 100
 PALETTE = 96        # colours of the quantised PNG
 PANEL_BUDGET = 1_000_000  # bytes of base64 the panels may add to the report before a warning
@@ -167,6 +167,18 @@ def _crop_box(roi: np.ndarray, mm, shape):
 
 # ------------------------------------------------------------------ drawing
 
+def panel_value(v: float) -> str:
+    """A feature value short enough for a thumbnail title (3 significant digits; scientific
+    only when it must be, with a short exponent)."""
+    if not np.isfinite(v):
+        return "–"
+    a = abs(v)
+    if a != 0 and (a < 1e-2 or a >= 1e5):
+        m, e = f"{v:.2e}".split("e")
+        return f"{m}e{int(e)}"
+    return f"{v:.3g}"
+
+
 def _draw(ax, view, title: str) -> None:
     sl, ms, (rmm, cmm), (lo, hi), (r0, r1, c0, c1) = view
     sl, ms = sl[r0:r1, c0:c1], ms[r0:r1, c0:c1]
@@ -178,12 +190,18 @@ def _draw(ax, view, title: str) -> None:
     bar = nice_bar(w)
     x0, y0 = 0.06 * w, 0.93 * h
     ax.plot([x0, x0 + bar], [y0, y0], color="white", lw=2.2, solid_capstyle="butt")
-    ax.text(x0 + bar / 2, y0 - 0.03 * h, f"{bar:g} mm", color="white", ha="center", va="bottom", fontsize=6)
-    ax.text(0.5 * w, 0.02 * h, "A", color="#ffd400", ha="center", va="top", fontsize=6)
-    ax.text(0.02 * w, 0.5 * h, "R", color="#ffd400", ha="left", va="center", fontsize=6)
+    import matplotlib.patheffects as pe
+
+    halo = [pe.withStroke(linewidth=2, foreground="black")]   # legible on bright tissue too
+    ax.text(x0 + bar / 2, y0 - 0.03 * h, f"{bar:g} mm", color="white", ha="center", va="bottom", fontsize=8,
+            path_effects=halo)
+    ax.text(0.5 * w, 0.02 * h, "A", color="#ffd400", ha="center", va="top", fontsize=10, fontweight="bold",
+            path_effects=halo)
+    ax.text(0.02 * w, 0.5 * h, "R", color="#ffd400", ha="left", va="center", fontsize=10, fontweight="bold",
+            path_effects=halo)
     ax.set_xlim(0, w)
     ax.set_ylim(h, 0)
-    ax.set_title(title, fontsize=7, pad=2)
+    ax.set_title(title, fontsize=8, pad=2)
     ax.set_xticks([])
     ax.set_yticks([])
     for s in ax.spines.values():
@@ -212,8 +230,9 @@ def grid_figure(cells, ncols: int, name: str, title: str, caption: str, row_labe
     matplotlib, plt = rf._plt()
     nrows = (len(cells) + ncols - 1) // ncols
     with matplotlib.rc_context(rf.RC):
-        fig, axes = plt.subplots(nrows, ncols, figsize=(THUMB_INCH * ncols, (THUMB_INCH + 0.25) * nrows),
-                                 squeeze=False)
+        head, cap = (0.45 if title else 0.05), 0.42   # suptitle; two-line cell titles
+        height = nrows * (THUMB_INCH + cap) + head
+        fig, axes = plt.subplots(nrows, ncols, figsize=(THUMB_INCH * ncols, height), squeeze=False)
         for ax, (view, t) in itertools.zip_longest(axes.ravel(), cells, fillvalue=(None, "")):
             if view is None:
                 ax.axis("off")
@@ -225,8 +244,10 @@ def grid_figure(cells, ncols: int, name: str, title: str, caption: str, row_labe
             for r, lab in enumerate(row_labels):
                 axes[r][0].set_ylabel(lab, fontsize=7)
         if title:
-            fig.suptitle(title, fontsize=8, y=1.0)
-        fig.subplots_adjust(wspace=0.04, hspace=0.22)
+            fig.suptitle(rf.wrap_title(title, 70), fontsize=9, y=1.0)
+        # the thumbnails fill their cells (the default margins left them ~160 px wide)
+        fig.subplots_adjust(left=0.01, right=0.99, bottom=0.01, top=1 - (head + cap) / height,
+                            wspace=0.05, hspace=cap / THUMB_INCH)
         return _render_small(fig, name, title, caption)
 
 
@@ -311,7 +332,7 @@ def panels_section(rep, imgs: CaseImages, radiomics: str, gains, losses) -> list
                 for i in sel:
                     cid = ids[test][i]
                     v = _safe(lambda: imgs.view(cid, modality), skipped, f"case {cid} {modality}")
-                    cells.append((v, f"{tag}: {vals[i]:.4g} ({cid})"))
+                    cells.append((v, f"{tag}: {panel_value(vals[i])}\n{cid}"))
                 listed.append(f"{tag}: " + ", ".join(f"{vals[i]:.4g} ({ids[test][i]})" for i in sel))
             it = str(r.get("image_type", ""))
             note = "" if it in ("original", "") else f" — a {it} feature: the original image is shown"

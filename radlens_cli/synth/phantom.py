@@ -49,6 +49,7 @@ import numpy as np
 from radlens_cli.errors import EXIT_DATA, ParameterError, RadlensError
 from radlens_cli.io.dicom_masks import RTSTRUCT_SOP_CLASS
 from radlens_cli.io.files import atomic_folder, atomic_output
+from radlens_cli.io.formats import write_csv
 
 DEFAULT_SIZE = (64, 64, 16)          # x, y, z voxels of the T2 grid
 DEFAULT_SPACING = (0.5, 0.5, 3.0)    # x, y, z mm (T2: 0.5 x 0.5 mm in-plane, 3 mm slices)
@@ -604,8 +605,7 @@ def write_cohort(out_dir: str, cases: int = 120, seed: int = 0, size=DEFAULT_SIZ
     frame = pd.DataFrame(rows, columns=["case_id", *MODALITIES, *MASKS, "split", "gland_volume_ml",
                                         "pirads", "risk", "n_lesions", *(("seg", "rtstruct") if scanner else ())])
     manifest = os.path.join(out_dir, "cohort.csv")
-    with atomic_output(manifest, force=True, suffix=".csv") as tmp:
-        frame.to_csv(tmp, index=False, lineterminator="\n", float_format="%.4f")
+    write_csv(frame, manifest, force=True, float_format="%.4f", lineterminator="\n")
     return {"manifest": manifest, "cases": cases, "split": {s: int((split == s).sum()) for s in ("train", "val", "test")},
             "risk_counts": {int(k): int(v) for k, v in frame["risk"].value_counts().sort_index().items()},
             "gland_volume_ml": [float(frame["gland_volume_ml"].min()), float(frame["gland_volume_ml"].max())]}

@@ -29,16 +29,37 @@ def inputs(folder):
 
 SPEC = h.Spec("cka", inputs, lambda i, out, seed: [i["a"], i["b"], "-o", out, "--bootstrap", "20",
                                                      "--seed", seed],
-              read=lambda p: h.read_csv(p, PARAMS), out_name="cka.csv", stdin_role="a", seeded=True,
-              stdout_data=True)
+              read=lambda p: h.read_csv(p, PARAMS), out_name="cka.csv", stdin_role="a", seeded=True)
 
 
 def test_default_run(cli, tmp_path):
     r, out = h.run_to(cli, SPEC, tmp_path)
-    assert abs(float(r.stdout) - 1.0) < 1e-6  # printed with 6 decimals
+    assert r.stdout == ""   # -o took the data: no bare number beside it (issue 25)
+    assert "cka 1.000000" in r.stderr
     assert abs(out.data["cka"][0] - 1.0) < 1e-12  # rotation + isotropic scale: the same geometry
     assert out.data["n_cases"][0] == 30  # joined on case_id, not on row order (b is reversed)
     assert out.data["ci_low"][0] <= 1.0 + 1e-12 and out.data["ci_high"][0] >= 1.0 - 1e-9
+
+
+def test_number_on_stdout_only_without_output(cli, tmp_path):
+    files = inputs(tmp_path)
+    r = cli("cka", files["a"], files["b"])
+    assert r.exit_code == 0, r
+    assert abs(float(r.stdout) - 1.0) < 1e-6  # the data, printed with 6 decimals
+    q = cli("-q", "cka", files["a"], files["b"], "-o", tmp_path / "c.csv")
+    assert q.exit_code == 0, q
+    assert q.stdout == "" and q.stderr == ""   # -o and -q: nothing on either stream
+
+
+def test_csv_sidecar_records_inputs_and_params(cli, tmp_path):
+    import json
+
+    files = inputs(tmp_path)
+    r = cli("cka", files["a"], files["b"], "-o", tmp_path / "c.csv", "--bootstrap", "5", "--seed", "3")
+    assert r.exit_code == 0, r
+    side = json.loads((tmp_path / "c.csv.json").read_text())
+    assert side["inputs"]["a"]["sha256"] and side["inputs"]["b"]["path"].endswith("b.h5")
+    assert side["params"]["seed"] == 3 and side["params"]["n_bootstrap"] == 5
 
 
 def test_pipe(cli, tmp_path):

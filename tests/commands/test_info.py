@@ -69,3 +69,25 @@ def test_a_text_file_that_is_no_radlens_file_is_described_as_such(cli, tmp_path)
     (tmp_path / "notes.txt").write_text("not hdf5\n")
     r = cli("info", tmp_path / "notes.txt")
     assert r.exit_code == 0 and "not a radlens file" in r.stdout, r
+
+
+def test_csv_and_json_sidecar_show_inputs_and_params(cli, tmp_path):
+    """Issue 25: CSV sidecars were empty and `info x.csv.json` showed the JSON as a CSV."""
+    from radlens_cli.provenance import sha256_file
+
+    t = emb_rad(tmp_path)
+    r = cli("correlate", t["emb"], t["rad"], "-o", tmp_path / "c.h5", "--pairs", tmp_path / "pairs.csv",
+            "--threshold", "0.3")
+    assert r.exit_code == 0, r
+    d = json.loads(cli("info", "--json", tmp_path / "pairs.csv").stdout)
+    assert d["inputs"]["embeddings"]["sha256"] == sha256_file(t["emb"])
+    assert d["params"]["threshold"] == 0.3 and d["history"][-1]["subcommand"] == "correlate"
+    assert d["schema"] == "correlate output (csv-provenance/1, provenance in its sidecar)"
+    text = cli("info", tmp_path / "pairs.csv").stdout
+    assert f"input radiomics: {t['rad']}  sha256 {sha256_file(t['rad'])}" in text
+    side = cli("info", tmp_path / "pairs.csv.json")
+    assert side.exit_code == 0, side
+    assert "provenance sidecar of pairs.csv (JSON)" in side.stdout and "threshold" in side.stdout
+    (tmp_path / "plain.json").write_text('{"a": 1, "b": [2]}')
+    plain = cli("info", tmp_path / "plain.json")
+    assert plain.exit_code == 0 and "(JSON)" in plain.stdout and "CSV" not in plain.stdout

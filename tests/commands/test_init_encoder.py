@@ -15,6 +15,12 @@ def test_default_run(cli, tmp_path):
     out = h.default_run(cli, SPEC, tmp_path)
     assert out.params["arch"] == "convnextv2_atto" and out.params["in_chans"] == 2
     assert out.params["init"] == {"kind": "random", "seed": 0}
+    # the checkpoint says how it was made, as a fine-tuned one does (radlens info shows it)
+    import json
+
+    prov = out.attrs["provenance"]
+    assert json.loads(prov["history"])[-1]["subcommand"] == "init-encoder"
+    assert json.loads(prov["params"]) == {"arch": "convnextv2_atto", "in_chans": 2, "seed": 0}
     stem = [k for k in out.data if k.endswith("weight") and out.data[k].ndim == 5][0]
     assert out.data[stem].shape[1] == 2  # the first convolution takes the two input channels
     # ProFound's initialisation: trunc_normal_(std=0.02) (cut at +-2, i.e. a plain normal here)

@@ -198,3 +198,37 @@ def test_bad_inputs(cli, tmp_path):
     h.bad_input(cli, SPEC, tmp_path, [files["p0"], tmp_path / "nope.h5", "-o", tmp_path / "m.h5"], 1, "nope.h5")
     h.bad_input(cli, SPEC, tmp_path, ["-", "-", "-o", tmp_path / "m.h5"], 2, "stdin")
     h.bad_input(cli, SPEC, tmp_path, [files["p0"], files["p1"], "-o", tmp_path / "m.txt"], 2, "m.txt")
+
+
+def test_merge_keeps_every_part_s_case_inputs(cli, tmp_path):
+    """What each case was read from (DICOM UIDs, segments, geometry warnings: `case_inputs`)
+    travels with extract-radiomics parts as an attribute and with embed parts in params;
+    the merged table keeps every part's, and parts whose cases differ still merge."""
+    import h5py
+
+    from radlens_cli.io.tables import CaseTable, write_table
+
+    ids = np.array([f"case{i:02d}" for i in range(4)], dtype=object)
+    values = np.arange(8.0).reshape(4, 2)
+    for kind in ("extract-radiomics", "embed"):
+        paths = []
+        for i, rows in enumerate(([0, 2], [1, 3])):
+            inputs = {str(ids[r]): {"t2": f"uid-{r}"} for r in rows}
+            params = {"binWidth": 25, "part_id": i, "num_parts": 2}
+            attrs = {"radlens_part": json.dumps({"part_id": i, "num_parts": 2}),
+                     "history": json.dumps([{"subcommand": kind}])}
+            if kind == "embed":
+                params["case_inputs"] = inputs
+            else:
+                attrs["case_inputs"] = json.dumps(inputs)
+            attrs["params"] = json.dumps(params)
+            paths.append(tmp_path / f"{kind}{i}.h5")
+            write_table(CaseTable(ids[rows], values[rows], ["a", "b"], np.array(["train"] * 2, dtype=object)),
+                        str(paths[-1]), attrs=attrs)
+        out = tmp_path / f"{kind}.h5"
+        r = cli("merge", *paths, "-o", out)
+        assert r.exit_code == 0, r.stderr
+        with h5py.File(out) as f:
+            params = json.loads(f.attrs["params"])
+            got = params["case_inputs"] if kind == "embed" else json.loads(f.attrs["case_inputs"])
+        assert got == {f"case{r:02d}": {"t2": f"uid-{r}"} for r in range(4)}

@@ -31,6 +31,8 @@ def test_probe_default_run(cli, cohort):
             "--target", "label", "-o", out, "--folds", "3", "--trees", "20")
     assert r.exit_code == 0, r
     assert "75 cases in all 2 table(s)" in r.stderr
+    # issue 25: the default protocol has no folds; --folds was silently ignored
+    assert "--folds 3 is ignored: --protocol train-test" in r.stderr
     df = pd.read_csv(out).set_index(["table", "model"])
     assert set(df.index) == {("signal", "logistic"), ("signal", "rf"), ("noise", "logistic"), ("noise", "rf")}
     assert df.loc[("signal", "logistic"), "auc_mean"] > 0.9
@@ -180,3 +182,16 @@ def test_folds_below_two_named_by_the_option_the_library_by_value(cli, cohort):
 
     with pytest.raises(RadlensError, match="^1 fold\\(s\\): cross-validation needs at least 2$"):
         lp.make_folds(np.arange(10.0), "regress", folds=1)
+
+
+def test_help_and_report_say_what_the_default_protocol_measures(cli):
+    """Issue 25: `probe --help` and the report said "cross-validated ... mean ± sd over folds"
+    while the default protocol is one train/test split."""
+    from radlens_cli.report.html import probe_intro
+
+    text = " ".join(cli("probe", "--help").stdout.split())
+    assert "one split, no folds, no sd" in text
+    assert "--protocol cv-test --folds 4 -o -" in text           # the example reads as one command
+    intro = probe_intro(pd.DataFrame({"protocol": ["train-test"]}))
+    assert "train cases and scored on its test cases" in intro and "ross-validated" not in intro
+    assert "ross-validated" in probe_intro(pd.DataFrame({"protocol": ["cv-all"]}))

@@ -229,7 +229,15 @@ def _chromium():
 CHECK = ('<script>window.addEventListener("load",function(){var i=Array.from(document.images);'
          'var ok=i.filter(function(x){return x.complete&&x.naturalWidth>0;}).length;'
          'var m=document.createElement("div");m.id="render-check";m.textContent="images "+ok+"/"+i.length+'
-         '" tables "+document.querySelectorAll("table").length;document.body.appendChild(m);});</script>')
+         '" tables "+document.querySelectorAll("table").length;'
+         # issue 25: q_bh/p_perm sat off-screen in a horizontal scroller; thumbnails were ~117 px
+         'var w=document.documentElement.clientWidth;var th=Array.from(document.querySelectorAll("th"))'
+         '.filter(function(x){return x.textContent=="q_bh"||x.textContent=="p_perm";});'
+         'var vis=th.filter(function(x){var r=x.getBoundingClientRect();return r.right<=w+1;}).length;'
+         'var pan=i.filter(function(x){return /fig_panels_(gains|losses)/.test(x.parentNode.id);})'
+         '.map(function(x){return Math.floor(x.getBoundingClientRect().width/4);});'
+         'm.textContent+=" qvisible "+vis+"/"+th.length+" thumb "+Math.min.apply(null,pan);'
+         'document.body.appendChild(m);});</script>')
 
 
 def test_renders_in_headless_chromium(cli, tmp_path):
@@ -258,11 +266,15 @@ def test_renders_in_headless_chromium(cli, tmp_path):
     with tempfile.TemporaryDirectory() as profile:
         r = subprocess.run([browser, "--headless", "--no-sandbox", "--disable-gpu", "--disable-background-networking",
                             "--disable-component-update", "--disable-sync", "--no-first-run",
-                            f"--user-data-dir={profile}", "--virtual-time-budget=10000", "--dump-dom",
+                            f"--user-data-dir={profile}", "--virtual-time-budget=10000", "--window-size=1200,900",
+                            "--dump-dom",
                             probe.as_uri()], capture_output=True, text=True, encoding="utf-8", errors="replace", timeout=120)
     assert r.returncode == 0, r.stderr[-2000:]
     n = len(dom.images)
-    assert f'id="render-check">images {n}/{n} tables {dom.tables}<' in r.stdout, r.stdout[-500:]
+    assert f'id="render-check">images {n}/{n} tables {dom.tables} ' in r.stdout, r.stdout[-500:]
+    m = re.search(r"qvisible (\d+)/(\d+) thumb (\d+)<", r.stdout)
+    assert m and int(m.group(2)) > 0 and m.group(1) == m.group(2), m and m.group(0)   # no scrolling to q_bh
+    assert int(m.group(3)) >= 200, m.group(0)       # every thumbnail at least 200 px wide on screen
     for sid in (*REQUIRED[:4], "checkpoints", "panels", "size", *OPTIONAL, "provenance"):
         assert f'<section id="{sid}">' in r.stdout, sid
 
@@ -306,3 +318,34 @@ def test_saliency_section_renders_in_headless_chromium(cli, tmp_path):
     # --saliency-maps without the example cases to draw them on is a usage error
     r = cli(*_args(paths, tmp_path / "x.html"), "--saliency-maps", tmp_path / "maps")
     assert r.exit_code == 2 and "--manifest" in r.stderr
+
+
+def test_info_reads_the_reports_provenance_and_stats_from_stdin(cli, tmp_path):
+    """Issue 25: `info report.html` leaked a pandas tokenizer error; `report --stats -` was
+    refused though every file argument takes `-`."""
+    import json
+
+    from radlens_cli.provenance import sha256_file
+
+    paths = make_inputs(tmp_path)
+    out = tmp_path / "r.html"
+    args = [a if a != paths["stats"] else "-" for a in _args(paths, out, optional=False)]
+    r = cli(*args, "--top", "7", input=open(paths["stats"], "rb").read())
+    assert r.exit_code == 0, r
+    info = cli("info", "--json", out)
+    assert info.exit_code == 0 and "Error" not in info.stderr, info
+    d = json.loads(info.stdout)
+    assert d["format"] == "HTML" and d["schema"] == "report/1"
+    assert d["inputs"]["compare"]["sha256"] == sha256_file(paths["compare"])
+    assert d["inputs"]["stats"]["path"] == "stdin"
+    assert d["inputs"]["stats"]["sha256"] == sha256_file(paths["stats"])   # the piped bytes, hashed
+    assert d["params"]["top"] == 7
+    text = cli("info", out).stdout
+    assert "input compare:" in text and "sha256" in text
+    bad = cli(*[a if a not in (paths["stats"], paths["compare"]) else "-" for a in _args(paths, out, optional=False)],
+              "-f", input=b"x")
+    assert bad.exit_code == 2 and "only one input can be `-`" in bad.stderr
+    (tmp_path / "other.html").write_text("<!DOCTYPE html><html><head><title>x &amp; y</title></head></html>")
+    other = cli("info", tmp_path / "other.html")
+    assert other.exit_code == 0 and "(HTML)" in other.stdout and "title: x & y" in other.stdout
+    assert "tokeniz" not in other.stdout + other.stderr

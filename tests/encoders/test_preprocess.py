@@ -156,3 +156,27 @@ def test_dataset_cache_is_exact_and_keyed_by_inputs(tmp_path):
     im = sitk.ReadImage(str(img))
     sitk.WriteImage(im * 2, str(img))
     assert CaseDataset(man, cfg, cache_dir=cache).cache_key(1) != key
+
+
+def test_a_cache_entry_left_half_written_by_a_killed_worker_is_swept(tmp_path):
+    """A worker killed (SIGKILL, out of memory) while writing a volume-cache entry leaves its
+    temporary `<entry>.<pid>.tmp`; the next CaseDataset on that cache removes it, and leaves
+    a temporary whose writer is still alive."""
+    import subprocess
+    import sys
+
+    cache = tmp_path / "cache"
+    cache.mkdir()
+    code = ("import os, signal, numpy as np\n"
+            "import radlens_cli.encoders.preprocess as pp\n"
+            "np.savez = lambda fh, **a: (fh.write(b'half'), fh.flush(), os.kill(os.getpid(), signal.SIGKILL))\n"
+            f"pp.save_npz_atomic({str(cache / 'p00-abc.npz')!r}, volume=np.zeros(3))\n")
+    r = subprocess.run([sys.executable, "-c", code], capture_output=True)
+    assert r.returncode == -9
+    left = os.listdir(cache)
+    assert len(left) == 1 and left[0].startswith("p00-abc.npz.") and left[0].endswith(".tmp")
+    alive = cache / f"p01-abc.npz.{os.getpid()}.tmp"  # this process: a writer still at work
+    alive.write_bytes(b"x")
+    path = write_cohort(str(tmp_path / "c"), n=1)
+    CaseDataset(read_manifest(path), PreprocessConfig(["t2"], MaskSpec("gland"), **CFG), cache_dir=str(cache))
+    assert os.listdir(cache) == [alive.name]

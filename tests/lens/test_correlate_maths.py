@@ -3,6 +3,8 @@
 import warnings
 
 import numpy as np
+
+from radlens_cli.names import META_KEYS, parse_column_names, table_column_meta
 import pandas as pd
 import pytest
 from scipy import stats
@@ -87,18 +89,9 @@ def test_too_few_cases_is_an_error():
         lc.correlate(np.ones((2, 2)) * [[1], [2]], np.ones((2, 1)) * [[1], [3]])
 
 
-def test_parse_column_names():
-    meta = lc.parse_column_names(["t2/wavelet-LLH_glcm_Correlation", "adc/original_firstorder_Mean",
-                                  "original_shape_Elongation", "weird"])
-    assert list(meta["modality"]) == ["t2", "adc", "", ""]
-    assert list(meta["image_type"]) == ["wavelet-LLH", "original", "original", ""]
-    assert list(meta["family"]) == ["glcm", "firstorder", "shape", ""]
-    assert list(meta["feature"]) == ["Correlation", "Mean", "Elongation", "weird"]
-
-
 def test_table_meta_preferred_over_parsing():
-    given = {k: np.array(["x", "y"], dtype=object) for k in lc.META_KEYS}
-    meta = lc.radiomic_column_meta(["t2/original_glcm_A", "t2/original_glcm_B"], given)
+    given = {k: np.array(["x", "y"], dtype=object) for k in META_KEYS}
+    meta = table_column_meta(["t2/original_glcm_A", "t2/original_glcm_B"], given)
     assert list(meta["family"]) == ["x", "y"]
 
 
@@ -110,7 +103,7 @@ def _random_result(seed=8, d=5, r=6):
     cols = [f"{m}/original_{f}_F{k}" for m, f, k in
             [("t2", "glcm", 0), ("t2", "glcm", 1), ("t2", "firstorder", 0), ("adc", "glcm", 0),
              ("adc", "firstorder", 0), ("adc", "firstorder", 1)]][:r]
-    return rho, p, q, [f"e{i}" for i in range(d)], cols, lc.parse_column_names(cols)
+    return rho, p, q, [f"e{i}" for i in range(d)], cols, parse_column_names(cols)
 
 
 def test_pairs_table_matches_a_loop():

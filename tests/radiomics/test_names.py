@@ -2,7 +2,7 @@
 
 import numpy as np
 
-from radlens_cli.radiomics.names import parse_column_names, parse_column
+from radlens_cli.names import parse_column_names, parse_column
 
 
 def test_parse_column_examples():
@@ -32,7 +32,7 @@ def test_parse_column_names_arrays():
 
 
 def test_family_label_one_table_for_lens_and_report():
-    from radlens_cli.radiomics.names import family_label
+    from radlens_cli.names import family_label
     from radlens_cli.report import data as rd
 
     assert family_label("glcm") == "GLCM" and family_label("GLCM") == "GLCM"

@@ -40,9 +40,12 @@ def test_unknown_preset_and_missing_file_are_one_line_errors(cli, tmp_path):
     manifest = make_cohort(tmp_path / "c", n_cases=1, shape=(6, 12, 12), modalities=("t2",))
     r = cli("extract-radiomics", manifest, "--modalities", "t2", "--mask", "zones", "--params", "papr",
             "-o", tmp_path / "o.h5")
-    assert r.exit_code == 1, r
-    assert "params file not found: papr (nor a preset: paper, quick)" in r.stderr
+    assert r.exit_code == 2, r   # a mistyped preset is a usage error (issue 25), before any work
+    assert "--params papr: no such preset or file; did you mean paper? (presets: paper, quick" in r.stderr
     assert not (tmp_path / "o.h5").exists()
+    r = cli("extract-radiomics", manifest, "--modalities", "t2", "--mask", "zones", "--params",
+            tmp_path / "nope.yaml", "-o", tmp_path / "o.h5")
+    assert r.exit_code == 1 and "params file not found" in r.stderr, r   # a missing file: data
 
 
 def test_preset_run_records_the_preset_file_with_its_hash(cli, tmp_path):
@@ -64,3 +67,16 @@ def test_examples_makefile_uses_the_preset_names():
     text = (REPO / "examples" / "Makefile").read_text()
     assert "PARAMS        ?= paper" in text and "PARAMS        ?= quick" in text
     assert not list((REPO / "examples").glob("params/*.yaml"))  # one copy: the package data
+
+
+def test_a_mask_label_missing_in_every_case_is_summarised(cli, tmp_path):
+    """Issue 25: one problem in every case printed one near-identical line per case."""
+    manifest = make_cohort(tmp_path / "c", n_cases=6, shape=(6, 12, 12), modalities=("t2",))
+    r = cli("extract-radiomics", manifest, "--modalities", "t2", "--mask", "zones:9", "--params", "quick",
+            "-o", tmp_path / "o.h5")
+    assert r.exit_code == 1, r
+    per_case = [line for line in r.stderr.splitlines() if ": failed: case " in line]
+    assert len(per_case) == 3                       # the first few, in full
+    summary = [line for line in r.stderr.splitlines() if "6 (case, modality) task(s) failed" in line]
+    assert len(summary) == 1 and "every task failed alike" in summary[0], r.stderr
+    assert len(r.stderr.splitlines()) < 12

@@ -119,7 +119,8 @@ def test_task_named_from_the_checkpoint(cli, tmp_path):
                                                        "run": "abc"}}, tmp_path / "ft.pt")
     info = read_finetune_record(str(tmp_path / "ft.pt"))
     assert (info["task"], info["target"], info["epoch"], info["run"]) == ("regress", "psa_density", 3, "abc")
-    assert rh.task_summary([], [info], "fine-tuned") == ("regress psa_density", "checkpoint ft.pt")
+    assert rh.task_summary([], [info], "fine-tuned")[0] == "regress psa_density"
+    assert "ft.pt, the only --encoder" in rh.task_summary([], [info], "fine-tuned")[1]
     assert rh.task_summary([], [], "fine-tuned") == ("", "")
     rep = rh.Report("t")
     rh.size_section(rep, read_delta(paths["compare"]), "regress psa_density")
@@ -158,3 +159,50 @@ def test_separate_tasks_get_a_dendrogram_that_pairs_similar_changes(tmp_path):
     assert "the checkpoints do not record epochs of one run" in rep.sections[0][2]
     # --ordered with task names: a trajectory in the order given
     assert checkpoint_order(delta, [], True)[:3] == (True, [1, 2, 3, 4], "--ordered")
+
+
+def test_task_by_exact_checkpoint_identity_never_a_substring(tmp_path):
+    """Issue 25: with encoders ft.pt (volume) and ft_pirads.pt, the report on dec_ft_pirads
+    said "regress gland_volume_ml (ft.pt)": `ft` is a substring of the label."""
+    import torch
+
+    from radlens_cli.provenance import sha256_file
+    from radlens_cli.report import html as rh
+    from radlens_cli.encoders.training.finetuned import read_finetune_record as checkpoint_info
+
+    torch.save({"finetune": {"task": "regress", "target": "gland_volume_ml"}}, tmp_path / "ft.pt")
+    torch.save({"finetune": {"task": "classify", "target": "pirads"}}, tmp_path / "ft_pirads.pt")
+    torch.save({"finetune": {"task": "classify", "target": "risk"}}, tmp_path / "other.pt")
+    encs = [checkpoint_info(str(tmp_path / n)) for n in ("ft.pt", "ft_pirads.pt")]
+    # no identity recorded: only a file stem equal to the label (or to it without dec_)
+    text, src = rh.task_summary([], encs, "dec_ft_pirads")
+    assert text == "classify pirads" and "ft_pirads.pt, matched by file name" in src
+    assert rh.task_summary([], encs, "pirads_run")[0] == ""      # no exact name: not described
+    # the recorded encoder hash decides, whatever the names say
+    ids = {"dec_ft_pirads": {"encoder": {"path": "elsewhere/ft.pt",
+                                         "sha256": sha256_file(tmp_path / "ft_pirads.pt")}}}
+    assert rh.task_summary([], encs, "dec_ft_pirads", ids)[0] == "classify pirads"
+    ids = {"dec_ft_pirads": {"encoder": {"path": "x/ft.pt", "sha256": sha256_file(tmp_path / "ft.pt")}}}
+    assert rh.task_summary([], encs, "dec_ft_pirads", ids) == (
+        "regress gland_volume_ml", "checkpoint ft.pt, matched by sha256")
+    # a recorded encoder none of the --encoder files is: said, not guessed
+    ids = {"dec_ft_pirads": {"encoder": {"path": "other.pt", "sha256": sha256_file(tmp_path / "other.pt")}}}
+    text, src = rh.task_summary([], encs[:1], "dec_ft_pirads", ids)
+    assert text == "" and "none of the --encoder checkpoints" in src
+def test_report_warns_when_the_radiomics_left_failed_cases_out(cli, tmp_path):
+    """A radiomics table written with --keep-going lacks its failed cases; the report says so,
+    as the lens commands do when they read it."""
+    import json
+
+    import h5py
+
+    paths = make_inputs(tmp_path, fmt="new")
+    args = ("report", "--radiomics", paths["radiomics"], "--compare", paths["compare"], "--stats", paths["stats"])
+    r = cli(*args, "-o", tmp_path / "a.html")
+    assert r.exit_code == 0 and "failed case" not in r.stderr
+    with h5py.File(paths["radiomics"], "r+") as f:
+        f.attrs["failures"] = json.dumps([{"case_id": "case900", "modality": "t2", "reason": "empty mask",
+                                           "status": "failed"}])
+    r = cli(*args, "-o", tmp_path / "b.html")
+    assert r.exit_code == 0, r.stderr
+    assert "written with 1 failed case(s) left out: case900" in r.stderr

@@ -6,7 +6,7 @@ import numpy as np
 import torch
 
 from radlens_cli.encoders.tasks import TASKS
-from radlens_cli.io.files import atomic_output
+from radlens_cli.io.formats import write_csv
 
 
 def case_records(task: str, out: torch.Tensor, target: torch.Tensor) -> dict:
@@ -41,8 +41,7 @@ def write_metrics_csv(path: str, history: list[dict], task: str, force: bool = F
 
     cols = ["epoch", "split", "n_cases", "loss"] + metric_columns(task) + ["lr"]
     frame = pd.DataFrame([{c: r.get(c, float("nan")) for c in cols} for r in history], columns=cols)
-    with atomic_output(path, force, suffix=".csv") as tmp:
-        frame.to_csv(tmp, index=False, float_format="%.8g")
+    write_csv(frame, path, force, float_format="%.8g")
 
 
 def json_ready(obj):

@@ -124,7 +124,11 @@ def _write_datasets(parent, datasets: dict) -> None:
 
 # ---------------------------------------------------------------- CSV tables
 
-def write_csv(df, path: str, force: bool) -> None:
-    """A pandas DataFrame as CSV, atomically, numbers with 10 significant digits."""
-    with atomic_output(path, force, suffix=".csv") as tmp:
-        df.to_csv(tmp, index=False, float_format="%.10g")
+def write_csv(df, path: str, force: bool = False, provenance: dict | None = None,
+              float_format: str | None = "%.10g", **options) -> None:
+    """The one CSV writer: a pandas DataFrame as CSV (no index; numbers with 10 significant
+    digits unless `float_format` says), atomically, `-` for stdout, with its provenance
+    sidecar `<path>.json` (io.files.write_sidecar: `provenance`, the record of the inputs
+    and parameters, else the running command's). options: more DataFrame.to_csv arguments."""
+    with atomic_output(path, force, suffix=".csv", provenance=provenance) as tmp:
+        df.to_csv(tmp, index=False, float_format=float_format, **options)

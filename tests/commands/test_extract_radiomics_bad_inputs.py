@@ -7,7 +7,7 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from tests.radiomics.conftest import make_cohort, write_volume
+from tests.radiomics.conftest import make_cohort, tiny_params, write_volume  # noqa: F401 (fixtures)
 
 
 @pytest.fixture

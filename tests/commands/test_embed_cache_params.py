@@ -6,7 +6,7 @@ import h5py
 import numpy as np
 
 from radlens_cli.io.tables import read_table
-from tests.encoders.conftest import SMALL
+from tests.encoders.conftest import SMALL, atto3, cohort  # noqa: F401 (fixtures)
 
 MODS = ["--modalities", "t2,dwi,adc", "--mask", "gland"]
 

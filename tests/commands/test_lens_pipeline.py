@@ -9,7 +9,7 @@ import pytest
 from typer.testing import CliRunner
 
 from radlens_cli.io.tables import CaseTable, write_table
-from tests.lens.conftest import planted_cohort
+from tests.lens.conftest import planted, planted_cohort, planted_files  # noqa: F401 (fixtures)
 
 DELTA_COLS = ["checkpoint", "column", "modality", "image_type", "family", "feature", "r2_pre",
               "r2_ft", "delta_r2", "importance_pre", "importance_ft", "delta_importance",
@@ -111,7 +111,11 @@ def test_pipe_decode_into_compare_and_stats(pipeline, tmp_path):
         np.testing.assert_allclose(df[col], ref[col], rtol=1e-9, err_msg=col)
     s = _run("stats", d / "dec_pre.h5", "-", "-o", "-", input=r.stdout_bytes)
     assert s.stdout.startswith("checkpoint,group_by,group,n_features")
-    assert pd.read_csv(io.StringIO(s.stdout)).checkpoint.eq("stdin").all()
+    # a piped decoder is named by the embeddings it recorded, not "stdin" (issue 25)
+    assert pd.read_csv(io.StringIO(s.stdout)).checkpoint.eq("emb_ft").all()
+    assert df.checkpoint.eq("emb_ft").all()
+    s = _run("stats", d / "dec_pre.h5", "-", "-o", "-", "--labels", "finetuned", input=r.stdout_bytes)
+    assert pd.read_csv(io.StringIO(s.stdout)).checkpoint.eq("finetuned").all()
 
 
 def test_paths_with_spaces_and_same_seed(spaced_tmp, planted_files):
@@ -260,14 +264,31 @@ def test_missing_split(pipeline, planted, tmp_path, cli):
     assert r.exit_code == 1 and "no `holdout` cases for evaluation" in r.stderr
 
 
-def test_output_exists_without_force(pipeline, cli):
+def test_output_exists_without_force(pipeline, cli, tmp_path):
     d, _ = pipeline
+    (tmp_path / "old.csv").write_text("x\n")
     for args in (("decode", d / "share.h5", d / "emb_ft.h5", d / "rad.h5", "-o", d / "dec_ft.h5"),
-                 ("compare", d / "dec_pre.h5", d / "dec_ft.h5", "-o", d / "dec_ft.h5"),
-                 ("stats", d / "dec_pre.h5", d / "dec_ft.h5", "-o", d / "dec_ft.h5"),
+                 ("compare", d / "dec_pre.h5", d / "dec_ft.h5", "-o", tmp_path / "old.csv"),
+                 ("stats", d / "dec_pre.h5", d / "dec_ft.h5", "-o", tmp_path / "old.csv"),
                  ("fit-share", d / "emb_pre.h5", d / "rad.h5", "-o", d / "share.h5")):
         r = cli(*args)
-        assert r.exit_code == 1 and f"output exists: {d / args[-1].name}" in r.stderr, r
+        assert r.exit_code == 1 and f"output exists: {args[-1]}" in r.stderr, r
+
+
+def test_output_names_of_another_format_are_refused_before_the_work(pipeline, cli, tmp_path):
+    """Issue 25: `compare -o delta.xlsx` wrote CSV text into a spreadsheet's name and exited 0;
+    `-o delta.h5` was refused only after computing."""
+    d, _ = pipeline
+    for cmd, name, needle in (("compare", "delta.xlsx", ".xlsx is not a format it writes"),
+                              ("compare", "dec_ft.h5", "the name says HDF5"),
+                              ("stats", "table.xlsx", "name it *.csv"),
+                              ("cka", "cka.h5", "name it *.csv")):
+        ins = (d / "emb_pre.h5", d / "emb_ft.h5") if cmd == "cka" else (d / "dec_pre.h5", d / "dec_ft.h5")
+        # --bootstrap/--permutations make the work long: a refusal after it would time out the test
+        extra = ("--permutations", "100000") if cmd == "compare" else ()
+        r = cli(cmd, *ins, "-o", tmp_path / name, "-f", *extra)
+        assert r.exit_code == 2 and needle in r.stderr, r
+        assert not (tmp_path / name).exists()
 
 
 def test_usage_errors(pipeline, cli):

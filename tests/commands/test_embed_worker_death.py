@@ -6,7 +6,7 @@ RADLENS_TEST_KILL_WORKER hook. A dead loader worker is seen within torch's 5 s s
 import numpy as np
 
 from radlens_cli.io.tables import read_table
-from tests.encoders.conftest import SMALL, write_cohort
+from tests.encoders.conftest import SMALL, atto3, write_cohort  # noqa: F401 (fixtures)
 
 MODS = ["--modalities", "t2,dwi,adc", "--mask", "gland"]
 

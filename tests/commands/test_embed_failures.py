@@ -12,7 +12,7 @@ import pandas as pd
 import pytest
 
 from radlens_cli.io.tables import read_table
-from tests.encoders.conftest import SMALL, write_cohort
+from tests.encoders.conftest import SMALL, atto3, write_cohort  # noqa: F401 (fixtures)
 
 MODS = ["--modalities", "t2,dwi,adc", "--mask", "gland"]
 GOOD = ["p00", "p02", "p04"]
