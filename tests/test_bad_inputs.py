@@ -170,6 +170,8 @@ def w(tmp_path_factory):
     f["plain"] = str(d / "plain.h5")
     (d / "targets.csv").write_text("case_id,pirads\n" + "".join(f"case{i:03d},{1 + i % 3}\n" for i in range(30)))
     f["targets"] = str(d / "targets.csv")
+    (d / "subjects.csv").write_text("case_id,subject\n" + "".join(f"case{i:03d},s{i // 3}\n" for i in range(30)))
+    f["subjects"] = str(d / "subjects.csv")
     (d / "pyrad_t2.csv").write_text("ID,Image,Mask,diagnostics_Versions_PyRadiomics,original_firstorder_Mean\n"
                                     + "".join(f"case{i:03d},c{i}.nii,m{i}.nii,3.1,{i * 1.5}\n" for i in range(30)))
     f["pyrad"] = str(d / "pyrad_t2.csv")
@@ -202,6 +204,9 @@ def w(tmp_path_factory):
 
 # --------------------------------------------------------------------------- the commands
 
+FOLDER_OUTPUTS = ("synth", "perturb")  # commands whose output is a folder
+
+
 @dataclass
 class Spec:
     argv: list            # with {placeholders}: files of `w`, {out}
@@ -214,6 +219,7 @@ class Spec:
 IMG = ["--modalities", "t2,adc", "--mask", "gland"]
 SPECS = {
     "synth": Spec(["-o", "{out}", "--cases", "1", "--size", "8,8,4"], out="phantom"),
+    "perturb": Spec(["{manifest}", *IMG, "--replicates", "1", "-o", "{out}"], out="pert"),
     "extract-radiomics": Spec(["{manifest}", *IMG, "--params", "{params}", "-o", "{out}"], out="r.h5"),
     "import-pyradiomics": Spec(["t2={pyrad}", "--id-column", "ID", "-o", "{out}"], out="r.h5"),
     "merge": Spec(["{part}", "-o", "{out}"], out="m.h5", tables=["part"], case_tables=["part"]),
@@ -232,7 +238,9 @@ SPECS = {
                       case_tables=["emb", "rad"]),
     "correlate-summary": Spec(["{corr}", "{corr2}", "-o", "{out}"], out="summary.csv", tables=["corr"]),
     "cka": Spec(["{emb}", "{emb2}", "-o", "{out}"], out="cka.csv", tables=["emb"], case_tables=["emb"]),
-    "probe": Spec(["{emb}", "--manifest", "{targets}", "--target", "pirads", "--folds", "2", "--trees", "5",
+    "stability": Spec(["{rad}", "--manifest", "{subjects}", "-o", "{out}"], out="icc.csv", tables=["rad"],
+                      case_tables=["rad"]),
+    "probe": Spec(["{emb}", "--manifest", "{targets}", "--target", "pirads", "--trees", "5",
                    "-o", "{out}"], out="probe.csv", tables=["emb"], case_tables=["emb"]),
     "report": Spec(["--radiomics", "{rad}", "--compare", "{delta}", "--stats", "{table}", "-o", "{out}"],
                    out="report.html", tables=["rad"], case_tables=["rad"], needs="delta"),
@@ -335,14 +343,13 @@ def test_stdin_is_a_terminal(cli, w, tmp_path, monkeypatch, name, role):
 
     monkeypatch.setattr(typer.testing, "make_input_stream", lambda input, charset: _Terminal(b""))
     r = cli("-q", *_argv(w, name, tmp_path, {role: "-"}))
-    # report takes no `-` (it hashes its inputs): a usage error naming the option
-    clear_error(r, 2, _out(tmp_path, name), "--radiomics: give a file" if name == "report" else "stdin is a terminal")
+    clear_error(r, 2, _out(tmp_path, name), "stdin is a terminal")
 
 
 @pytest.mark.parametrize("name,role", _cases("out"))
 def test_output_exists(cli, w, tmp_path, name, role):
     out = tmp_path / SPECS[name].out
-    if name == "synth":
+    if name in FOLDER_OUTPUTS:
         out.mkdir()
         (out / "keep.txt").write_text("keep")
     else:
@@ -350,7 +357,7 @@ def test_output_exists(cli, w, tmp_path, name, role):
     r = cli("-q", *_argv(w, name, tmp_path))
     assert r.exit_code == 1, r
     clear_error(r, 1, None, str(out), "--force")
-    assert (out / "keep.txt" if name == "synth" else out).read_text() == "keep"
+    assert (out / "keep.txt" if name in FOLDER_OUTPUTS else out).read_text() == "keep"
     assert not [f for f in os.listdir(tmp_path) if ".part" in f]
 
 
@@ -400,7 +407,17 @@ def _case(name, subst=None, extra=(), code=1, needles=(), cmd=None, id=None):
 
 
 IMAGE_CMDS = ("extract-radiomics", "embed", "finetune")
-SPECIFIC = []
+SPECIFIC = [
+    _case("perturb", {"manifest": "m_missing_image"}, (), 1, ["case000", "nowhere_adc.nii.gz"],
+          id="perturb-missing-image"),
+    _case("perturb", {"manifest": "m_corrupt_image"}, (), 1, ["case000", "corrupt_t2.nii.gz"],
+          id="perturb-corrupt-image"),
+    _case("perturb", {"manifest": "m_empty_mask"}, (), 1, ["case000", "empty_gland.nii.gz", "empty"],
+          id="perturb-empty-mask"),
+    _case("perturb", {}, ("--mask", "zones:3"), 1, ["zones.nii.gz", "3", "absent"], id="perturb-absent-label"),
+    _case("perturb", {}, ("--modalities", "t2,flair"), 2, ["flair"], id="perturb-unknown-column"),
+    _case("stability", {"subjects": "targets"}, (), 2, ["targets.csv", "subject"], id="stability-no-group"),
+]
 for _c in IMAGE_CMDS:
     _m = "M_" if _c == "finetune" else "m_"  # extract, embed: case000 alone; finetune: 4 cases
     SPECIFIC += [

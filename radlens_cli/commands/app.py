@@ -28,6 +28,7 @@ Pipeline, in order (each step reads and writes files; `-` is stdin/stdout):
 
 \b
   synth              phantom mpMRI cohort -> cohort.csv (try radlens without data)
+  perturb            cohort.csv -> perturbed / negative-control copy (stability)
   extract-radiomics  cohort.csv -> radiomics.h5
   import-pyradiomics PyRadiomics batch CSVs -> radiomics.h5
   merge              parts of a SLURM array run -> radiomics.h5 / emb.h5
@@ -42,6 +43,7 @@ Pipeline, in order (each step reads and writes files; `-` is stdin/stdout):
   correlate          emb.h5 + radiomics.h5 -> corr.h5   (Rad4XCNN map)
   correlate-summary  corr_pre.h5 corr_ft.h5 -> summary.csv
   cka                emb_pre.h5 emb_ft.h5 -> CKA        (representation change)
+  stability          radiomics of replicates -> icc.csv (ICC per feature)
   probe              tables + cohort.csv -> probe.csv   (accuracy kept?)
   saliency           cohort.csv + ft.pt -> maps/, saliency.csv (where; concept maps)
   report             everything above -> report.html

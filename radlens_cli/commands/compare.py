@@ -15,19 +15,22 @@ import typer
 from radlens_cli import log, provenance
 from radlens_cli.commands.app import command
 from radlens_cli.commands.options import (allow_different_preprocessing_option, allow_missing_option, force_option,
-                                          labels_option, output_option, seed_option)
+                                          labels_option, min_icc_option, output_option, read_icc, seed_option,
+                                          stability_option)
 from radlens_cli.errors import UsageError
 from radlens_cli.io.files import atomic_output, check_output
 from radlens_cli.io.formats import write_csv
 from radlens_cli.io.formats.decoder import load_decoder
 from radlens_cli.lens.compare import checkpoint_labels, compare_decoders
+from radlens_cli.lens.stability import stable_comparison
 
 
 def compare(pre_path: str, ft_path, output: str, top: int = 5, stable_quantile: float = 0.5,
             bootstrap: int = 0, permutations: int = 0, rank_by: str | None = None,
             summary: str | None = None, ci_level: float = 0.95, seed: int = 0,
             allow_missing: bool = False, force: bool = False, labels=None,
-            allow_different_preprocessing: bool = False):
+            allow_different_preprocessing: bool = False, stability: str | None = None,
+            min_icc: float | None = None):
     """Write DELTA.csv: the reference decoder `pre_path` against each of `ft_path` (a path
     or a list of paths), one block of rows per compared checkpoint; returns the DataFrame."""
     others = [ft_path] if isinstance(ft_path, str) else list(ft_path)
@@ -38,6 +41,7 @@ def compare(pre_path: str, ft_path, output: str, top: int = 5, stable_quantile: 
     if summary == "-" and output == "-":
         raise UsageError("--summary and --output cannot both be `-` (stdout)")
     names = checkpoint_labels(others, labels)
+    icc = read_icc(stability, min_icc)
     check_output(output, force, suffix=".csv")
     if summary:
         check_output(summary, force, suffix=(".txt", ".md"))
@@ -54,16 +58,26 @@ def compare(pre_path: str, ft_path, output: str, top: int = 5, stable_quantile: 
                               info=log.info, progress=log.progress)
     # the sidecar: inputs with sha256, params, and what identifies each checkpoint (its
     # decoder, the encoder it was embedded with, decode's small-sample verdict) for report
-    provenance.declare("compare", inputs={"reference": pre_path, "compared": others},
+    provenance.declare("compare", inputs={"reference": pre_path, "compared": others,
+                                               **({"stability": stability} if stability else {})},
                        params={"labels": names, "rank_by": result.rank_by, "bootstrap": bootstrap,
                                "permutations": permutations, "ci_level": ci_level, "seed": seed,
                                "top": top, "stable_quantile": stable_quantile,
                                "allow_missing": allow_missing,
                                "allow_different_preprocessing": allow_different_preprocessing,
+                               "stability": stability, "min_icc": min_icc,
                                "reference": provenance.checkpoint_identity(pre_path, ref.attrs),
                                "checkpoints": {n: provenance.checkpoint_identity(p, d.attrs)
                                                for p, n, d in zip(others, names, decs)}},
                        history=provenance.merged_history(ref.attrs, *(d.attrs for d in decs)))
+    if icc is not None:
+        result, n_out = stable_comparison(result, icc, min_icc, top, stable_quantile)
+        if min_icc is None and result.table["icc"].isna().any():
+            log.warn(f"compare: {int(result.table['icc'].isna().sum())} row(s) have no ICC in {stability} "
+                     f"(features it does not list, or constant ones)")
+        if min_icc is not None:
+            log.info(f"compare: --min-icc {min_icc:g} left {n_out} (checkpoint, feature) row(s) out of the table, "
+                     f"its BH families, ranks and views")
     write_csv(result.table, output, force)
     text = result.views_text(ref_name=os.path.basename(str(pre_path)))
     if text:
@@ -91,6 +105,8 @@ def compare_cli(
     summary: str = typer.Option(None, "--summary", help="Write the three views to this file instead of stderr."),
     allow_missing: bool = allow_missing_option("Use the cases common to both decoders instead of failing on a mismatch."),
     allow_different_preprocessing: bool = allow_different_preprocessing_option(),
+    stability: str = stability_option(),
+    min_icc: float = min_icc_option(),
     seed: int = seed_option(),
     force: bool = force_option(),
 ):
@@ -121,7 +137,11 @@ def compare_cli(
     delta_r2,importance_pre,importance_ft,delta_importance,decodable,p_null,q_bh,test,
     rank_gain,rank_loss[,r2_direct_pre,r2_direct_ft,delta_r2_direct]
     [,delta_r2_mean,delta_r2_sd,delta_r2_seed_spearman][,<stat>_ci_low,<stat>_ci_high]
-    [,p_perm,q_perm].
+    [,p_perm,q_perm][,icc].
+
+    --stability ICC.csv (radlens stability) adds each feature's ICC over perturbed
+    replicates (`icc`); --min-icc leaves features with a lower (or no) ICC out of the
+    table, the BH families (q_bh, q_perm), the ranks and the views.
 
     Examples:
 
@@ -136,4 +156,4 @@ def compare_cli(
     compare(pre, ft, output, top=top, stable_quantile=stable_quantile, bootstrap=bootstrap,
             permutations=permutations, rank_by=rank_by, summary=summary, ci_level=ci_level,
             seed=seed, allow_missing=allow_missing, force=force, labels=labels,
-            allow_different_preprocessing=allow_different_preprocessing)
+            allow_different_preprocessing=allow_different_preprocessing, stability=stability, min_icc=min_icc)

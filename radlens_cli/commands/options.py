@@ -13,6 +13,7 @@ from __future__ import annotations
 import typer
 
 from radlens_cli.errors import UsageError
+from radlens_cli.io.stability import read_icc as read_icc_table
 
 # ------------------------------------------------------------------ output and run control
 
@@ -169,3 +170,26 @@ def parse_triple(text, what: str, cast=float, positive: bool = False) -> tuple:
     if positive and min(vals) <= 0:
         raise UsageError(f"{what}: expected three positive numbers x,y,z, got {text!r}")
     return vals
+
+
+# ------------------------------------------------------------------ stability (compare, stats, report)
+
+def stability_option():
+    return typer.Option(None, "--stability", metavar="ICC.csv",
+                        help="ICC per feature over perturbed replicates (radlens stability).")
+
+
+def min_icc_option():
+    return typer.Option(None, "--min-icc", metavar="ICC",
+                        help="Leave features with a lower ICC (or none in --stability) out, e.g. 0.75.")
+
+
+def read_icc(stability: str | None, min_icc: float | None):
+    """--stability's table (None without it); --min-icc needs it and lies in [-1, 1]."""
+    if min_icc is not None and not stability:
+        raise UsageError("--min-icc needs --stability (the icc.csv of `radlens stability`)")
+    if min_icc is not None and not -1.0 <= min_icc <= 1.0:
+        raise UsageError(f"--min-icc {min_icc}: must lie in [-1, 1]")
+    if not stability:
+        return None
+    return read_icc_table(stability)

@@ -12,7 +12,8 @@ import typer
 
 from radlens_cli import __version__, log, provenance
 from radlens_cli.commands.app import command
-from radlens_cli.commands.options import force_option, mask_option, modalities_option, output_option
+from radlens_cli.commands.options import (force_option, mask_option, min_icc_option, modalities_option, output_option,
+                                          read_icc, stability_option)
 from radlens_cli.encoders.training.finetuned import read_finetune_record
 from radlens_cli.errors import RadlensError, UsageError
 from radlens_cli.io.files import atomic_output, check_output, input_path, shown_name
@@ -27,7 +28,8 @@ def report(radiomics: str, compare: str, stats: str, output: str, correlate_summ
            title: str = "radlens report", top: int = 10, stable_quantile: float = 0.5,
            rank_by: str | None = None, force: bool = False, encoders=(), checkpoint: str | None = None,
            ordered: bool | None = None, manifest: str | None = None, modalities: str | None = None,
-           mask: str | None = None, panel_cases: int = 3, saliency=(), saliency_maps=()) -> list[str]:
+           mask: str | None = None, panel_cases: int = 3, stability: str | None = None,
+           min_icc: float | None = None, saliency=(), saliency_maps=()) -> list[str]:
     """Write the HTML report (and the figures as PNG under figures_dir); returns figure names."""
     if top < 1:
         raise UsageError("--top must be at least 1")
@@ -45,7 +47,7 @@ def report(radiomics: str, compare: str, stats: str, output: str, correlate_summ
         panels = PanelSpec(manifest, parse_list(modalities, "modalities"), parse_mask_spec(mask), panel_cases)
     given = (("--radiomics", radiomics), ("--compare", compare), ("--stats", stats),
              ("--correlate-summary", correlate_summary), ("--cka", cka), ("--probe", probe),
-             ("--manifest", manifest),
+             ("--manifest", manifest), ("--stability", stability),
              *(("--metrics", p) for p in metrics), *(("--encoder", p) for p in encoders))
     piped = [flag for flag, path in given if path == "-"]
     if len(piped) > 1:
@@ -70,6 +72,8 @@ def report(radiomics: str, compare: str, stats: str, output: str, correlate_summ
         radiomics, compare, stats = pick(radiomics), pick(compare), pick(stats)
         correlate_summary, cka, probe = pick(correlate_summary), pick(cka), pick(probe)
         metrics = [pick(p) for p in metrics]
+        stability = pick(stability)
+    read_icc(stability, min_icc)  # checked (and readable) before any figure is drawn
     versions = provenance.library_versions(("numpy", "scipy", "pandas", "h5py", "matplotlib", "typer"))
 
     versions["radlens"] = __version__
@@ -79,6 +83,7 @@ def report(radiomics: str, compare: str, stats: str, output: str, correlate_summ
                                created=provenance.created_timestamp(),
                                encoders=[read_finetune_record(p) for p in encoders],
                                checkpoint=checkpoint, ordered=ordered, panels=panels,
+                               stability=stability, min_icc=min_icc,
                                saliency=(list(saliency), list(saliency_maps)) if saliency or saliency_maps else None)
     if figures_dir:
         if os.path.exists(figures_dir) and not os.path.isdir(figures_dir):
@@ -90,10 +95,10 @@ def report(radiomics: str, compare: str, stats: str, output: str, correlate_summ
                     fh.write(fig.png)
     prov = provenance.build("report", inputs={
         "radiomics": radiomics, "compare": compare, "stats": stats, "correlate_summary": correlate_summary,
-        "cka": cka, "probe": probe, "manifest": manifest, "metrics": list(metrics), "encoder": list(encoders)},
+        "cka": cka, "probe": probe, "manifest": manifest, "stability": stability, "metrics": list(metrics), "encoder": list(encoders)},
         params={"title": title, "top": top, "stable_quantile": stable_quantile, "rank_by": rank_by,
                 "checkpoint": checkpoint, "ordered": ordered, "modalities": modalities, "mask": mask,
-                "panel_cases": panel_cases, "figures": figures_dir})
+                "panel_cases": panel_cases, "figures": figures_dir, "min_icc": min_icc})
     text = embed_provenance(text, prov)
     with atomic_output(output, force, suffix=".html") as tmp:
         with open(tmp, "w", encoding="utf-8") as fh:
@@ -154,6 +159,8 @@ def report_cli(
     modalities: Optional[str] = modalities_option("Image columns to show in the panels, e.g. t2,dwi,adc.", default=None, metavar="LIST"),
     mask: Optional[str] = mask_option("ROI outlined in the panels (as for extract-radiomics).", default=None, metavar="COLUMN[:LABELS]"),
     panel_cases: int = typer.Option(3, "--panel-cases", metavar="N", help="Example cases shown with every modality."),
+    stability: Optional[str] = stability_option(),
+    min_icc: Optional[float] = min_icc_option(),
     saliency: Optional[List[str]] = typer.Option(None, "--saliency", metavar="CSV",
                                                  help="Saliency table (saliency -o): its agreement table; repeat "
                                                       "for several."),
@@ -192,9 +199,12 @@ def report_cli(
     trajectory when they are epochs of one run (--ordered), else a dendrogram of their
     change profiles. With --manifest/--modalities/--mask: image panels (example cases, and
     low/high test cases of the top gained and lost features, ROI outlined, axial,
-    anterior up, patient's right on the left, mm scale bar). With --saliency/--saliency-maps
-    (from `radlens saliency`): the methods' agreement table and their maps (and concept
-    maps) overlaid on the example cases. --figures DIR writes the PNGs.
+    anterior up, patient's right on the left, mm scale bar). --figures DIR writes the PNGs.
+    With --stability ICC.csv (radlens stability): each listed feature's ICC, and the
+    change statistic against ICC with Spearman's rho and p; --min-icc leaves features
+    with a lower ICC out of the views.
+    With --saliency/--saliency-maps (from `radlens saliency`): the methods' agreement
+    table and their maps (and concept maps) overlaid on the example cases.
 
     Examples:
 
@@ -208,6 +218,7 @@ def report_cli(
     names = report(radiomics, compare, stats, output, correlate_summary, cka, probe, metrics or [], figures,
                    title, top, stable_quantile, rank_by, force, encoders=encoders or [], checkpoint=checkpoint,
                    ordered=ordered, manifest=manifest, modalities=modalities, mask=mask, panel_cases=panel_cases,
+                   stability=stability, min_icc=min_icc,
                    saliency=saliency or [], saliency_maps=saliency_maps or [])
     if output != "-":
         log.info(f"wrote {output} ({len(names)} figures)")

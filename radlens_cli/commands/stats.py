@@ -13,18 +13,20 @@ import typer
 from radlens_cli import log, provenance
 from radlens_cli.commands.app import command
 from radlens_cli.commands.options import (allow_different_preprocessing_option, allow_missing_option, force_option,
-                                          labels_option, output_option)
+                                          labels_option, min_icc_option, output_option, read_icc, stability_option)
 from radlens_cli.errors import UsageError
 from radlens_cli.io.files import atomic_output, check_output
 from radlens_cli.io.formats import write_csv
 from radlens_cli.io.formats.decoder import load_decoder
 from radlens_cli.lens.compare import checkpoint_labels
+from radlens_cli.lens.stability import group_median_icc, stable_columns
 from radlens_cli.lens.stats import group_stats, markdown_table
 
 
 def stats(pre_path: str, ft_path, output: str, by: str = "family,image_type,modality,modality_family",
           fmt: str = "csv", allow_missing: bool = False, force: bool = False, labels=None,
-          allow_different_preprocessing: bool = False):
+          allow_different_preprocessing: bool = False, stability: str | None = None,
+          min_icc: float | None = None):
     """Write the group table of the reference decoder against each of `ft_path` (a path or
     a list); returns the DataFrame."""
     others = [ft_path] if isinstance(ft_path, str) else list(ft_path)
@@ -35,24 +37,35 @@ def stats(pre_path: str, ft_path, output: str, by: str = "family,image_type,moda
     if fmt not in ("csv", "markdown"):
         raise UsageError(f"--format must be csv or markdown, not {fmt!r}")
     names = checkpoint_labels(others, labels)
+    icc = read_icc(stability, min_icc)
     check_output(output, force, suffix=(".md", ".txt") if fmt == "markdown" else ".csv")
     ref = load_decoder(pre_path)
     decs = [load_decoder(p) for p in others]
     if "-" in others and not labels:   # a piped decoder is named by its recorded source
         names = [provenance.recorded_label(d.attrs) if p == "-" else n for p, n, d in zip(others, names, decs)]
         checkpoint_labels(others, names)
-    provenance.declare("stats", inputs={"reference": pre_path, "compared": others},
+    provenance.declare("stats", inputs={"reference": pre_path, "compared": others,
+                                             **({"stability": stability} if stability else {})},
                        params={"labels": names, "by": by, "format": fmt,
                                "allow_missing": allow_missing,
                                "allow_different_preprocessing": allow_different_preprocessing,
+                               "stability": stability, "min_icc": min_icc,
                                "reference": provenance.checkpoint_identity(pre_path, ref.attrs),
                                "checkpoints": {n: provenance.checkpoint_identity(p, d.attrs)
                                                for p, n, d in zip(others, names, decs)}},
                        history=provenance.merged_history(ref.attrs, *(d.attrs for d in decs)))
+    keep = None
+    if min_icc is not None:
+        keep = [c for c, ok in zip(ref.columns, stable_columns(icc, ref.columns, min_icc)) if ok]
+        log.info(f"stats: --min-icc {min_icc:g}: Table 1 on {len(keep)} of {len(ref.columns)} features")
+        if not keep:
+            raise UsageError(f"--min-icc {min_icc:g}: no feature of {pre_path} has an ICC that high in {stability}")
     out = group_stats(ref, decs, labels=names,
                       by=by, allow_missing=allow_missing,
                       allow_different_preprocessing=allow_different_preprocessing,
-                      warn=log.warn, info=log.info)
+                      warn=log.warn, info=log.info, columns=keep)
+    if icc is not None:
+        out = group_median_icc(out, ref.columns, ref.column_meta, icc, keep)
     if fmt == "markdown":
         with atomic_output(output, force, suffix=".md") as tmp:
             with open(tmp, "w", encoding="utf-8") as fh:
@@ -72,6 +85,8 @@ def stats_cli(
     fmt: str = typer.Option("csv", "--format", help="csv, or markdown for the paper's Table 1 layout."),
     allow_missing: bool = allow_missing_option("Use the eval cases common to both decoders instead of failing on a mismatch."),
     allow_different_preprocessing: bool = allow_different_preprocessing_option(),
+    stability: str = stability_option(),
+    min_icc: float = min_icc_option(),
     force: bool = force_option(),
 ):
     """Table 1: MSE, R^2 and Wilcoxon test per group.
@@ -87,7 +102,11 @@ def stats_cli(
 
     \b
     Columns: checkpoint,group_by,group,n_features,mse_pre,r2_pre,mse_ft,r2_ft,wilcoxon_p,
-    stars,q_bh
+    stars,q_bh[,median_icc]
+
+    --stability ICC.csv (radlens stability) adds median_icc, the median ICC of each
+    group's features; --min-icc builds the groups (and the BH family) from the features
+    with an ICC at least that high only.
 
     Examples:
 
@@ -100,4 +119,5 @@ def stats_cli(
     --labels e10,e20
     """
     stats(pre, ft, output, by=by, fmt=fmt, allow_missing=allow_missing, force=force,
-          labels=labels, allow_different_preprocessing=allow_different_preprocessing)
+          labels=labels, allow_different_preprocessing=allow_different_preprocessing, stability=stability,
+          min_icc=min_icc)

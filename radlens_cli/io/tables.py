@@ -114,19 +114,21 @@ def table_format(path: str) -> str:
     return fmt
 
 
-def read_table(path: str, what: str = "case table", schema: str = CASE_TABLE, part: str = "warn") -> CaseTable:
+def read_table(path: str, what: str = "case table", schema: str = CASE_TABLE, part: str = "warn",
+               drop: tuple = ()) -> CaseTable:
     """Read a case table from HDF5 or CSV (`-` reads stdin, format sniffed).
 
     A CSV's provenance comes from its sidecar `<file>.json` when there is one. A table
     recording failed cases, or one part of a sharded run, is said so on stderr;
-    part="refuse" makes a part an error, part="accept" (merge) says nothing.
+    part="refuse" makes a part an error, part="accept" (merge) says nothing. drop: text
+    columns of a CSV to leave out (e.g. a `subject` column read by `text_column`).
     """
     real = input_path(path, what)
     shown = "stdin" if path == "-" else path
     if is_hdf5(real):
         table = _read_table_h5(real, shown, what, schema)
     else:
-        table = _read_table_csv(real, shown, path)
+        table = _read_table_csv(real, shown, path, drop)
     table.path = shown
     table.validate(what)
     check_table(table.attrs, shown, part)
@@ -160,7 +162,27 @@ def text_format(real: str, path: str = "") -> tuple[str, str | None]:
     return sep, compression
 
 
-def _read_table_csv(real: str, shown: str, path: str = "") -> CaseTable:
+def text_column(path: str, column: str, what: str = "case table"):
+    """(case_id, values) of a text column of a CSV/TSV case table (`-` reads stdin), or None
+    when the table is HDF5 or has no such column."""
+    import pandas as pd
+
+    real = input_path(path, what)
+    if is_hdf5(real):
+        return None
+    sep, compression = text_format(real, path)
+    try:
+        head = pd.read_csv(real, sep=sep, compression=compression, nrows=0)
+        if column not in head.columns or "case_id" not in head.columns:
+            return None
+        df = pd.read_csv(real, sep=sep, compression=compression, usecols=["case_id", column],
+                         dtype=str, keep_default_na=False)
+    except Exception as e:  # pandas raises many types for malformed text
+        raise RadlensError(f"{'stdin' if path == '-' else path}: cannot parse as CSV or HDF5: {e}") from None
+    return df["case_id"].to_numpy(dtype=object), df[column].str.strip().to_numpy(dtype=object)
+
+
+def _read_table_csv(real: str, shown: str, path: str = "", drop: tuple = ()) -> CaseTable:
     import pandas as pd
 
     sep, compression = text_format(real, path)
@@ -170,6 +192,7 @@ def _read_table_csv(real: str, shown: str, path: str = "") -> CaseTable:
         raise RadlensError(f"{shown}: cannot parse as CSV or HDF5: {e}") from None
     if len(df.columns) == 1 and sep == "," and "\t" in str(df.columns[0]):
         df = pd.read_csv(real, dtype={"case_id": str, "split": str}, sep="\t", compression=compression)
+    df = df.drop(columns=[c for c in drop if c in df.columns])
     unnamed = [c for c in df.columns if str(c).startswith("Unnamed: ") or str(c).strip() == ""]
     if unnamed and unnamed[0] == df.columns[0]:
         col = df[df.columns[0]]

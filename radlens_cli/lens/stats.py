@@ -84,11 +84,12 @@ def check_groupings(by) -> list[str]:
 
 
 def group_stats(ref, others, labels=None, by=GROUPINGS, allow_missing: bool = False,
-                allow_different_preprocessing: bool = False, warn=None, info=None):
+                allow_different_preprocessing: bool = False, warn=None, info=None, columns=None):
     """Table 1 of the reference decoder `ref` against each of `others` (a decoder or a list;
     lens.DecodeResult objects or DEC.h5 files read back): one block of group_table rows
     per compared decoder, on the evaluation cases both used. by: groupings (a list or
-    comma-separated) among GROUPINGS. warn/info(message): where messages go."""
+    comma-separated) among GROUPINGS. warn/info(message): where messages go. columns: the
+    radiomic columns the groups are made of (e.g. the stable ones); None: all."""
     import pandas as pd
 
     groupings = check_groupings(by)
@@ -96,6 +97,10 @@ def group_stats(ref, others, labels=None, by=GROUPINGS, allow_missing: bool = Fa
     if not others:
         raise ParameterError("give {others}: at least one decoder to compare with the reference", "others")
     names = checkpoint_labels([d.path for d in others], labels)
+    keep = None if columns is None else np.isin(np.asarray(ref.columns, dtype=str), np.asarray(list(columns), dtype=str))
+    if keep is not None and not keep.any():
+        raise ParameterError("{columns}: none of the decoders' radiomic columns is among them", "columns")
+    meta = ref.column_meta if keep is None else {k: np.asarray(v)[keep] for k, v in ref.column_meta.items()}
     blocks = []
     for other, name in zip(others, names):
         pair = pair_decoders(ref, other, allow_missing, allow_different_preprocessing, warn, train=False)
@@ -106,7 +111,9 @@ def group_stats(ref, others, labels=None, by=GROUPINGS, allow_missing: bool = Fa
             warn(ParameterMessage(f"{{allow_missing}}: using the {len(ip)} eval cases common to both "
                                   f"decoders", "allow_missing"))
         r2_pre, r2_ft = shared_eval_r2(ref, other, ip, jf, bp, bf)
-        df = group_table(sq_pre, sq_ft, r2_pre, r2_ft, ref.column_meta, by=groupings, checkpoint=name)
+        if keep is not None:
+            sq_pre, sq_ft, r2_pre, r2_ft = sq_pre[:, keep], sq_ft[:, keep], r2_pre[keep], r2_ft[keep]
+        df = group_table(sq_pre, sq_ft, r2_pre, r2_ft, meta, by=groupings, checkpoint=name)
         if info:
             info(f"{name}: {int((df['q_bh'] < 0.05).sum())} of {len(df)} groups differ "
                  f"(Wilcoxon, q_bh < 0.05)")

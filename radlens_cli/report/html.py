@@ -12,7 +12,7 @@ from radlens_cli.errors import EXIT_DATA, ParameterError, RadlensError
 from radlens_cli.lens.compare import three_views
 from radlens_cli.names import family_label
 from radlens_cli.provenance import json_attr
-from radlens_cli.report import checkpoints as rc, data as rd, figures as rf, images as ri
+from radlens_cli.report import checkpoints as rc, data as rd, figures as rf, images as ri, stability as rs
 from radlens_cli.report.markup import column_format, esc, fmt, fmt_p, table
 from radlens_cli.report.saliency import saliency_section
 
@@ -469,15 +469,18 @@ def build(radiomics: str, compare: str, stats: str, correlate_summary: str | Non
           cka: str | None = None, probe: str | None = None, metrics=(), title: str = "radlens report",
           top: int = 10, stable_quantile: float = 0.5, rank_by: str | None = None,
           command: str = "", versions: dict | None = None, created: str = "", encoders=(),
-          checkpoint: str | None = None, ordered: bool | None = None, panels=None, saliency=None):
+          checkpoint: str | None = None, ordered: bool | None = None, panels=None,
+          stability: str | None = None, min_icc: float | None = None, saliency=None):
     """Read the inputs and return (html text, list of figures).
 
     encoders: the fine-tuned checkpoints' records (encoders.training.finetuned.
     read_finetune_record: path, task, target, epoch, run...); checkpoint: the compared
     checkpoint the single-checkpoint sections describe (default: the last); ordered: the
     checkpoints are epochs of one run (None: decide from their records or labels);
-    panels: report.images.PanelSpec or None (no image panels); saliency: (saliency tables,
-    maps folders) from `radlens saliency`, or None."""
+    panels: report.images.PanelSpec or None (no image panels); stability: icc.csv of
+    `radlens stability` (each listed feature's ICC, change vs ICC); min_icc: leave features
+    with a lower ICC out of the views; saliency: (saliency tables, maps folders) from
+    `radlens saliency`, or None."""
     rad = rd.radiomics_summary(radiomics)
     images = None
     if panels is not None:  # the manifest's columns are checked before any figure is drawn
@@ -489,6 +492,12 @@ def build(radiomics: str, compare: str, stats: str, correlate_summary: str | Non
     delta = delta_all[delta_all["checkpoint"] == focus].reset_index(drop=True)
     delta.attrs = dict(delta_all.attrs)
     table1 = rd.stats_for(stats_all, focus, delta_all.attrs["single"])
+    n_unstable = 0
+    if stability:
+        delta = rs.attach_icc(delta, rs.read_icc(stability))
+        if min_icc is not None:
+            kept = rs.keep_stable(delta, min_icc)
+            n_unstable, delta = len(delta) - len(kept), kept
     optional = {}
     for role, path in (("correlate_summary", correlate_summary), ("cka", cka), ("probe", probe)):
         if path:
@@ -497,6 +506,8 @@ def build(radiomics: str, compare: str, stats: str, correlate_summary: str | Non
     enc_info = list(encoders)
     records = [rd.file_record("radiomics", radiomics), rd.file_record("compare", compare),
                rd.file_record("stats", stats)]
+    if stability:
+        records.append(rd.file_record("stability", stability))
     for role, path in (("correlate-summary", correlate_summary), ("cka", cka), ("probe", probe)):
         if path:
             records.append(rd.file_record(role, path))
@@ -521,6 +532,9 @@ def build(radiomics: str, compare: str, stats: str, correlate_summary: str | Non
     if saliency:
         saliency_section(rep, images, list(saliency[0]), list(saliency[1]), shown)
         records += [rd.file_record("saliency", p) for p in saliency[0]]
+    if stability:
+        gains, losses, _, stat = views(delta, top, stable_quantile, rank_by)
+        rs.stability_section(rep, delta, gains, losses, stat, min_icc, n_unstable, stability)
     size_section(rep, delta, task_text)
     if "correlate_summary" in optional:
         generic_section(rep, "correlate", "Rad4XCNN correlation summary", optional["correlate_summary"],
