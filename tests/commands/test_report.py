@@ -314,7 +314,7 @@ def test_saliency_section_renders_in_headless_chromium(cli, tmp_path):
                            timeout=120)
     assert r.returncode == 0, r.stderr[-2000:]
     n = len(dom.images)
-    assert f'id="render-check">images {n}/{n} tables {dom.tables}<' in r.stdout, r.stdout[-500:]
+    assert f'id="render-check">images {n}/{n} tables {dom.tables}' in r.stdout, r.stdout[-500:]
     # --saliency-maps without the example cases to draw them on is a usage error
     r = cli(*_args(paths, tmp_path / "x.html"), "--saliency-maps", tmp_path / "maps")
     assert r.exit_code == 2 and "--manifest" in r.stderr
