@@ -13,7 +13,8 @@ Unlike tests/lens/generators.py (linear mixes of latents + isotropic noise), her
   projection), keeping set A, losing `down`, gaining `up`;
 - an extra null: per-dimension positive rescaling (as a fine-tuned LayerNorm gamma).
 
-Runs the real CLI with default options (fit-share, decode, compare --permutations 200,
+Runs the real CLI with 0.2.0's default options (fit-share --method calibrated-0.2, decode,
+compare --permutations 200,
 stats) and prints one row per condition.
 
     PYTHONPATH=$PWD python benchmarks/validity_independent.py              # the table
@@ -131,7 +132,7 @@ def run_cohort(n, d, seed, workdir: Path, permutations=200, extra_fit=()):
     for k, t in tables.items():
         write_table(t, str(f / f"{k}.h5"))
     cli("fit-share", f / "pre.h5", f / "rad.h5", "-o", f / "share.h5", "--seed", seed,
-        "--device", "cpu", "--quiet", *extra_fit)
+        "--device", "cpu", "--quiet", "--method", "calibrated-0.2", *extra_fit)
     for k in tables:
         cli("decode", f / "share.h5", f / f"{k}.h5", f / "rad.h5", "-o", f / f"dec_{k}.h5",
             "--quiet")

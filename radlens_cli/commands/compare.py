@@ -30,7 +30,8 @@ def compare(pre_path: str, ft_path, output: str, top: int = 5, stable_quantile: 
             summary: str | None = None, ci_level: float = 0.95, seed: int = 0,
             allow_missing: bool = False, force: bool = False, labels=None,
             allow_different_preprocessing: bool = False, stability: str | None = None,
-            min_icc: float | None = None):
+            min_icc: float | None = None, null_panel: str | None = None,
+            null_delta: float | None = None):
     """Write DELTA.csv: the reference decoder `pre_path` against each of `ft_path` (a path
     or a list of paths), one block of rows per compared checkpoint; returns the DataFrame."""
     others = [ft_path] if isinstance(ft_path, str) else list(ft_path)
@@ -55,17 +56,21 @@ def compare(pre_path: str, ft_path, output: str, top: int = 5, stable_quantile: 
                               ci_level=ci_level, seed=seed, allow_missing=allow_missing,
                               allow_different_preprocessing=allow_different_preprocessing,
                               top=top, stable_quantile=stable_quantile, warn=log.warn,
-                              info=log.info, progress=log.progress)
+                              info=log.info, progress=log.progress,
+                              null_panel=load_decoder(null_panel) if null_panel else None,
+                              null_delta=null_delta)
     # the sidecar: inputs with sha256, params, and what identifies each checkpoint (its
     # decoder, the encoder it was embedded with, decode's small-sample verdict) for report
     provenance.declare("compare", inputs={"reference": pre_path, "compared": others,
-                                               **({"stability": stability} if stability else {})},
+                                               **({"stability": stability} if stability else {}),
+                                               **({"null_panel": null_panel} if null_panel else {})},
                        params={"labels": names, "rank_by": result.rank_by, "bootstrap": bootstrap,
                                "permutations": permutations, "ci_level": ci_level, "seed": seed,
                                "top": top, "stable_quantile": stable_quantile,
                                "allow_missing": allow_missing,
                                "allow_different_preprocessing": allow_different_preprocessing,
                                "stability": stability, "min_icc": min_icc,
+                               "null_panel": null_panel, "null_delta": null_delta,
                                "reference": provenance.checkpoint_identity(pre_path, ref.attrs),
                                "checkpoints": {n: provenance.checkpoint_identity(p, d.attrs)
                                                for p, n, d in zip(others, names, decs)}},
@@ -98,7 +103,7 @@ def compare_cli(
     labels: str = labels_option(),
     top: int = typer.Option(5, "--top", min=0, help="Print the three views (gains, losses, least changed) with K features each; 0 to skip."),
     stable_quantile: float = typer.Option(0.5, "--stable-quantile", help="'Important in both' means above this quantile in both stages (least-changed view): of importance, or of R^2 with --rank-by delta_r2."),
-    rank_by: str = typer.Option(None, "--rank-by", help="Statistic for ranks, views, CIs and p_perm: delta_r2 (default for calibrated decoders) or delta_importance (the paper; default for --method paper decoders)."),
+    rank_by: str = typer.Option(None, "--rank-by", help="Statistic for ranks, views, CIs and p_perm: delta_r2_clipped (default for symmetric decoders), delta_r2 (default for calibrated-0.2 decoders) or delta_importance (the paper; default for --method paper decoders)."),
     bootstrap: int = typer.Option(0, "--bootstrap", min=0, help="Bootstrap resamples over cases for <rank-by>_ci_low/_ci_high (0: none)."),
     permutations: int = typer.Option(0, "--permutations", min=0, help="Permutations (swap reference/compared embeddings per case) for p_perm and q_perm (0: none)."),
     ci_level: float = typer.Option(0.95, "--ci-level", help="Confidence level of the bootstrap percentile interval."),
@@ -107,6 +112,8 @@ def compare_cli(
     allow_different_preprocessing: bool = allow_different_preprocessing_option(),
     stability: str = stability_option(),
     min_icc: float = min_icc_option(),
+    null_panel: str = typer.Option(None, "--null-panel", help="Decoder of a second fine-tuning run of the first compared checkpoint's task (another seed; same SHARE): null_delta is the 0.95 quantile of |delta_r2_clipped| between the two runs (symmetric lens)."),
+    null_delta: float = typer.Option(None, "--null-delta", help="Half-width of the interval null |delta_r2_clipped| <= null_delta (symmetric lens; default 0.05, or from --null-panel)."),
     seed: int = seed_option(),
     force: bool = force_option(),
 ):
@@ -114,28 +121,40 @@ def compare_cli(
 
     The first decoder is the reference (usually the pre-trained embeddings); every other
     decoder is compared with it and gets one row per radiomic column, named in the
-    `checkpoint` column (file name, or --labels). For every column: held-out R^2 on the
-    evaluation split r2_pre (reference), r2_ft, delta_r2; the paper's importance
-    I = ||theta_k,:||_2 (intercept excluded), delta_importance; `decodable` (R^2 > 0 in
-    at least one of the two); p_null, the default test's p-value (`test` column:
-    paired_t_sqerr, a paired t-test over evaluation cases of the squared errors, i.e. of
-    delta_r2 given the fitted decoders) and its BH q-value q_bh within that checkpoint;
-    rank_gain/rank_loss (1 = largest increase/decrease) by --rank-by among decodable
-    features only. With calibrated decoders (see fit-share --method) a rotation,
-    permutation, rescaling or shift of the embeddings changes nothing; docs/validity.md
-    gives the measured false-positive rates and recovery. r2_direct_pre/_ft and
-    delta_r2_direct are a share-free control (ridge straight from the embeddings).
-    --bootstrap adds percentile CIs of the rank statistic (<stat>_ci_low/_ci_high),
-    --permutations the exchangeability permutation test p_perm and its q_perm (warns when
-    too few permutations can reach q_perm < 0.05). With a share fitted with --seeds K,
-    delta_r2_mean/_sd are over the K share initialisations and delta_r2_seed_spearman is
-    the mean Spearman correlation of delta_r2 between seeds (rank stability). Decoders must share the share model,
-    split, intercept, ridge, method and embedding preprocessing.
+    `checkpoint` column (file name, or --labels).
+    Decoders of a --method symmetric share (the default): over the share's R re-splits,
+    r2_pre/r2_ft are the mean held-out R^2 and delta_r2 their difference;
+    r2_clipped_pre/_ft and delta_r2_clipped the same with R^2 clipped below at 0 (a
+    feature no decoder reads counts 0, so no column dominates a mean); delta_r2_clipped
+    is tested and ranked: delta_r2_clipped_se is its Nadeau-Bengio corrected resampled
+    standard error, p_null the p-value of the interval null |delta_r2_clipped| <=
+    null_delta (test nb_corrected_t_interval), q_bh its BH q-value within the checkpoint.
+    A feature at q_bh < 0.05 changed in decodability by more than re-encoding the same
+    information changes it (docs/validity.md). null_delta comes from --null-panel (a
+    second fine-tuning run of the same task, another seed; also gives
+    null_panel_spearman, the rank agreement of delta_r2_clipped between the two runs),
+    --null-delta, or the default 0.05; null_delta_source says which.
+    Decoders of calibrated-0.2 and paper shares: held-out R^2 on the evaluation split
+    r2_pre, r2_ft, delta_r2; the paper's importance I = ||theta_k,:||_2 (intercept
+    excluded), delta_importance; p_null of the paired t-test of squared errors given the
+    fitted decoders (test paired_t_sqerr) and q_bh; r2_direct_pre/_ft, delta_r2_direct a
+    share-free control; --bootstrap adds percentile CIs (<stat>_ci_low/_ci_high),
+    --permutations p_perm/q_perm (warns when too few can reach q_perm < 0.05); with a
+    share fitted with --seeds K, delta_r2_mean/_sd/_seed_spearman across share
+    initialisations.
+    Every method: `decodable` (R^2 > 0 in at least one of the two), rank_gain/rank_loss
+    (1 = largest increase/decrease) by --rank-by among decodable features. Decoders must
+    share the share model, split, method and embedding preprocessing.
 
     \b
-    DELTA.csv columns: checkpoint,column,modality,image_type,family,feature,r2_pre,r2_ft,
-    delta_r2,importance_pre,importance_ft,delta_importance,decodable,p_null,q_bh,test,
-    rank_gain,rank_loss[,r2_direct_pre,r2_direct_ft,delta_r2_direct]
+    DELTA.csv columns (symmetric): checkpoint,column,modality,image_type,family,feature,
+    r2_pre,r2_ft,delta_r2,r2_clipped_pre,r2_clipped_ft,delta_r2_clipped,
+    delta_r2_clipped_se,importance_pre,importance_ft,delta_importance,decodable,
+    null_delta,null_delta_source,p_null,q_bh,test,n_resplits,rank_gain,rank_loss
+    [,null_panel_spearman].
+    (calibrated-0.2, paper): checkpoint,column,modality,image_type,family,feature,r2_pre,
+    r2_ft,delta_r2,importance_pre,importance_ft,delta_importance,decodable,p_null,q_bh,
+    test,rank_gain,rank_loss[,r2_direct_pre,r2_direct_ft,delta_r2_direct]
     [,delta_r2_mean,delta_r2_sd,delta_r2_seed_spearman][,<stat>_ci_low,<stat>_ci_high]
     [,p_perm,q_perm][,icc].
 
@@ -147,7 +166,7 @@ def compare_cli(
 
     \b
       radlens compare dec_pre.h5 dec_ft.h5 -o delta.csv
-      radlens compare dec_pre.h5 dec_ft.h5 -o delta.csv --permutations 200 --seed 1
+      radlens compare dec_pre.h5 dec_ft.h5 -o delta.csv --null-delta 0.08 --force
       radlens compare dec_pre.h5 dec_ft.h5 -o delta_named.csv --labels finetuned
 
     Several checkpoints (e.g. epochs of one run): radlens compare dec_pre.h5
@@ -156,4 +175,5 @@ def compare_cli(
     compare(pre, ft, output, top=top, stable_quantile=stable_quantile, bootstrap=bootstrap,
             permutations=permutations, rank_by=rank_by, summary=summary, ci_level=ci_level,
             seed=seed, allow_missing=allow_missing, force=force, labels=labels,
-            allow_different_preprocessing=allow_different_preprocessing, stability=stability, min_icc=min_icc)
+            allow_different_preprocessing=allow_different_preprocessing, stability=stability, min_icc=min_icc,
+            null_panel=null_panel, null_delta=null_delta)

@@ -21,11 +21,13 @@ from radlens_cli.lens import power
 
 
 def fit_share(emb_path: str, rad_path: str, output: str, hidden: int | None = None, l1: float = 1e-6,
-              l2: float = 1e-5, epochs: int = 200, lr: float = 1e-3, sweep: bool = False,
+              l2: float = 1e-5, epochs: int | None = None, lr: float | None = None,
+              sweep: bool = False,
               sweep_scores: str | None = None, scale: str | None = None, activation: str = "relu",
               batch_size: int = 256, seed: int = 0, device: str = "auto",
-              allow_missing: bool = False, force: bool = False, method: str = "calibrated",
-              loss_reduction: str = "mean", seeds: int = 1, share_fraction: float | None = None):
+              allow_missing: bool = False, force: bool = False, method: str = "symmetric",
+              loss_reduction: str = "mean", seeds: int = 1, share_fraction: float | None = None,
+              resplits: int | None = None, test_fraction: float | None = None):
     """Fit share (and the temporary heads) and write SHARE.h5; returns the ShareModel."""
     if emb_path == "-" and rad_path == "-":
         raise UsageError("only one input can be `-` (stdin)")
@@ -36,20 +38,30 @@ def fit_share(emb_path: str, rad_path: str, output: str, hidden: int | None = No
     check_output(output, force, suffix=(".h5", ".hdf5"))
     if sweep_scores:
         check_output(sweep_scores, force, suffix=".csv")
+    from radlens_cli.lens import resplit as rsp
+    from radlens_cli.lens.share import METHOD_ALIASES
+
+    symmetric = METHOD_ALIASES.get(method, method) == "symmetric"
     emb = read_table(emb_path, "embeddings", part="refuse")
     rad = read_table(rad_path, "radiomics", part="refuse")
-    with log.progress(total=epochs * max(seeds, 1), desc="fit-share", unit="epoch") as bar:
+    n_epochs = (epochs or (rsp.EPOCHS if symmetric else 200)) * (1 if symmetric else max(seeds, 1))
+    with log.progress(total=n_epochs, desc="fit-share", unit="epoch") as bar:
         model = lens.fit_share(emb, rad, hidden=hidden, l1=l1, l2=l2, sweep=sweep, epochs=epochs,
                                lr=lr, scale=scale, activation=activation, batch_size=batch_size,
                                seed=seed, device=device, allow_missing=allow_missing,
                                progress=lambda: bar.update(1), warn=log.warn, method=method,
                                loss_reduction=loss_reduction, seeds=seeds,
-                               share_fraction=share_fraction)
+                               share_fraction=share_fraction, n_resplits=resplits,
+                               test_fraction=test_fraction)
     for col, why in model.scaler.dropped:
         log.warn(f"dropped radiomic column {col}: {why}")
     if model.scaler.dropped:
         log.warn(f"{len(model.scaler.dropped)} radiomic column(s) dropped (listed in "
                  f"{output}: dropped_columns)")
+    if symmetric:
+        epochs, lr = model.params["resplit_epochs"], model.params["resplit_lr"]
+    else:
+        epochs, lr = epochs or 200, 1e-3 if lr is None else lr
     n_dec = model.params["n_decoder_train"]
     if model.params.get("hidden_from_rule"):
         log.info(f"share: h = {model.hidden} for {n_dec} decoder train cases "
@@ -68,6 +80,9 @@ def fit_share(emb_path: str, rad_path: str, output: str, hidden: int | None = No
               "activation": activation, "batch_size": batch_size, "seed": seed,
               "device": device, "allow_missing": allow_missing,
               "n_train": model.params["n_train"], "n_val": model.params["n_val"]}
+    if symmetric:
+        params.update({k: model.params[k] for k in ("n_resplits", "test_fraction", "n_share",
+                                                     "n_test", "pool_splits")})
     model.params.update(params)
     attrs = provenance.build("fit-share", inputs={"embeddings": emb_path, "radiomics": rad_path},
                              params=params,
@@ -79,6 +94,9 @@ def fit_share(emb_path: str, rad_path: str, output: str, hidden: int | None = No
         best = int(np.flatnonzero(s["selected"])[0])
         log.info(f"sweep: selected l1={s['l1'][best]:g} l2={s['l2'][best]:g} "
                  f"(val L1 {s['val_l1'][best]:.4g})")
+        msg = sweep_spread_message(s["val_l1"])
+        if msg is not None:
+            log.warn(msg)
         if sweep_scores:
             import pandas as pd  # heavy: kept out of `radlens --help`
 
@@ -86,10 +104,39 @@ def fit_share(emb_path: str, rad_path: str, output: str, hidden: int | None = No
                                                  "selected")})
             write_csv(df, sweep_scores, force)
     save_share(model, output, attrs=attrs, force=force)
+    if symmetric:
+        pp = model.params
+        log.info(f"share: d={model.embedding_dim} -> h={model.hidden} ({activation}), "
+                 f"{len(model.columns)} radiomic columns kept, {len(model.scaler.dropped)} dropped; "
+                 f"method symmetric: {pp['n_resplits']} re-splits of {pp['n_share']} share / "
+                 f"{pp['n_decoder_train']} decoder / {pp['n_test']} test cases, the reference's "
+                 f"shares fitted; share_hash {model.share_hash[:12]}")
+        return model
     log.info(f"share: d={model.embedding_dim} -> h={model.hidden} ({activation}), "
              f"{len(model.columns)} radiomic columns kept, {len(model.scaler.dropped)} dropped; "
              f"method {method}, decoder ridge {model.ridge:.4g}; share_hash {model.share_hash[:12]}")
     return model
+
+
+SWEEP_SPREAD_WARN = 0.05
+
+
+def sweep_spread_message(val_l1) -> str | None:
+    """The sweep's spread between its best and worst grid points, relative to the best
+    validation L1 (logged); a warning to give when it is under SWEEP_SPREAD_WARN (the
+    choice is then noise), else None."""
+    v = np.asarray(val_l1, dtype=np.float64)
+    v = v[np.isfinite(v)]
+    if len(v) < 2 or v.min() <= 0:
+        return None
+    spread = (v.max() - v.min()) / v.min()
+    text = (f"sweep: best and worst grid points are {100 * spread:.1f} % of the best validation "
+            f"L1 apart")
+    if spread < SWEEP_SPREAD_WARN:
+        return (text + f" (under {100 * SWEEP_SPREAD_WARN:g} %): the selection is within noise; "
+                f"the default l1, l2 serve as well")
+    log.info(text)
+    return None
 
 
 @command("fit-share")
@@ -100,17 +147,19 @@ def fit_share_cli(
     hidden: int = typer.Option(None, "--hidden", min=1, help="Hidden units h of share (default: from the cohort, min(256, max(8, decoder train cases // 2 - 1)): two decoder cases per coefficient; recorded as hidden_from_rule). Fewer decoder cases than 2(h+1) is warned about as underpowered."),
     l1: float = typer.Option(1e-6, "--l1", min=0.0, help="L1 penalty on all weights of share and heads (biases excluded)."),
     l2: float = typer.Option(1e-5, "--l2", min=0.0, help="Squared-L2 penalty on all weights of share and heads (biases excluded)."),
-    epochs: int = typer.Option(200, "--epochs", min=1, help="Training epochs (Adam)."),
-    lr: float = typer.Option(1e-3, "--lr", min=0.0, help="Adam learning rate."),
+    epochs: int = typer.Option(None, "--epochs", min=1, help="Training epochs (Adam): default 150 full-batch steps per share with --method symmetric, 200 epochs of --batch-size with the others."),
+    lr: float = typer.Option(None, "--lr", min=0.0, help="Adam learning rate (default 6e-3 with --method symmetric, 1e-3 with the others)."),
     sweep: bool = typer.Option(False, "--sweep", help="Train the paper's 6x4 (l1, l2) grid as one batched model and keep the one with the lowest validation L1; --l1/--l2 are then ignored."),
     sweep_scores: str = typer.Option(None, "--sweep-scores", help="Also write the grid's scores to this CSV (with --sweep)."),
-    scale: str = typer.Option(None, "--scale", help="Radiomics scaling with train statistics: zscore (default of --method calibrated) or minmax (the paper, [0,1]; default of --method paper)."),
-    method: str = typer.Option("calibrated", "--method", help="calibrated (default: z-scored radiomics; decoders align each checkpoint to the pre-trained basis, use an intercept and one ridge alpha (generalised cross-validation) stored here) or paper (the paper exactly: min-max, no intercept, no alignment, no ridge)."),
-    share_fraction: float = typer.Option(None, "--share-fraction", help="Fraction of the train cases share is fitted on; decoders are fitted on the other train cases, so a decoder never reuses the cases share memorised (default 0.5 with --method calibrated, 1 with --method paper: the paper fits both on all train cases)."),
-    seeds: int = typer.Option(1, "--seeds", help="Train K share initialisations (seeds --seed .. --seed+K-1, at the selected lambdas); decode decodes through each and compare reports delta_r2_mean/_sd across them and the rank stability between seeds."),
+    scale: str = typer.Option(None, "--scale", help="Radiomics scaling with train statistics: zscore (default of --method symmetric and calibrated-0.2) or minmax (the paper, [0,1]; default of --method paper)."),
+    method: str = typer.Option("symmetric", "--method", help="symmetric (default: every checkpoint gets its own share per re-split, fitted on the same cases from the same seed, its own ridge alpha, and is read over --resplits random re-splits; a flag means a change beyond what re-encoding the same information makes, docs/validity.md), calibrated-0.2 (0.2.0's default: one share fitted on the pre-trained embeddings, every checkpoint aligned to them; reproduces published 0.2 results) or paper (the paper exactly: min-max, no intercept, no alignment, no ridge)."),
+    resplits: int = typer.Option(None, "--resplits", help="--method symmetric: number of random re-splits of the train and test cases into share / decoder / test parts (default 10)."),
+    share_fraction: float = typer.Option(None, "--share-fraction", help="Fraction of the cases share is fitted on: of the re-split cases with --method symmetric (default 0.4), of the train cases with calibrated-0.2 (default 0.5; decoders on the other train cases) and paper (default 1: the paper fits both on all train cases)."),
+    test_fraction: float = typer.Option(None, "--test-fraction", help="--method symmetric: fraction of the re-split cases R^2 is read on (default 0.3); the decoders are fitted on the rest."),
+    seeds: int = typer.Option(1, "--seeds", help="(calibrated-0.2 and paper) Train K share initialisations (seeds --seed .. --seed+K-1, at the selected lambdas); decode decodes through each and compare reports delta_r2_mean/_sd across them and the rank stability between seeds."),
     loss_reduction: str = typer.Option("mean", "--loss-reduction", help="L1 data term: mean over cases and columns (default, PyTorch's L1Loss) or sum over columns averaged over cases. val_l1/train_l1 use the same reduction."),
     activation: str = typer.Option("relu", "--activation", help="Non-linearity of share: relu, gelu or tanh (the paper does not name it)."),
-    batch_size: int = typer.Option(256, "--batch-size", help="Cases per Adam step; 0 for full batch."),
+    batch_size: int = typer.Option(256, "--batch-size", help="Cases per Adam step; 0 for full batch (calibrated-0.2 and paper; the symmetric lens's fits, its --sweep's included, are full batch)."),
     allow_missing: bool = allow_missing_option(),
     seed: int = seed_option(),
     device: str = device_option(),
@@ -122,19 +171,27 @@ def fit_share_cli(
     head over all modalities' radiomic columns, minimising the L1 reconstruction error
     (mean over cases and columns; --loss-reduction sum for the per-case sum over columns)
     plus l1*|w| + l2*w^2 over all weights (the paper's eq. 5), with Adam on the `train`
-    split. Radiomics are z-scored (--method calibrated) or min-max scaled (--method paper)
-    with train statistics; columns constant or non-finite on train are dropped and listed.
-    --method calibrated (default) also stores the pre-trained embeddings of every case,
-    which decode aligns every checkpoint to, and one ridge alpha (generalised cross-validation on the
-    pre-trained train cases) that every decoder of this share uses; see docs/validity.md.
-    Calibrated shares are fitted on half of the train cases (--share-fraction) and the
-    decoders on the other half: a decoder fitted on the cases share memorised favours the
-    pre-trained checkpoint (docs/validity.md).
+    split. Radiomics are z-scored (--method symmetric, calibrated-0.2) or min-max scaled
+    (--method paper) with train statistics; columns constant or non-finite on train are
+    dropped and listed.
+    --method symmetric (default) records a protocol rather than one model: --resplits
+    seeded random re-splits of the train and test cases into share (--share-fraction,
+    0.4), decoder and test (--test-fraction, 0.3) parts, the share settings, and the
+    pre-trained checkpoint's own share on every re-split (150 full-batch Adam steps each,
+    all re-splits as one batched model; --device). decode repeats the same fits for every
+    other checkpoint, so a flag of compare/stats means a change beyond what re-encoding
+    the same information makes (docs/validity.md).
+    --method calibrated-0.2 is 0.2.0's default: one share on half of the train cases,
+    the pre-trained embeddings of every case (decode aligns every checkpoint to them) and
+    one ridge alpha (generalised cross-validation) for every decoder.
     --method paper reproduces the paper (min-max, no intercept, no alignment, share and
     decoders on all train cases).
     With --sweep, the paper's grid l1 in {0,1e-7,3e-7,1e-6,3e-6,1e-5} x l2 in
-    {0,1e-5,1e-4,1e-3} is trained at once and selected on `val` reconstruction.
-    Writes SHARE.h5 (schema share-model/1): share's weights, scaling, kept and dropped
+    {0,1e-5,1e-4,1e-3} is trained at once and selected on `val` reconstruction; the
+    spread between the best and worst grid points is reported, with a warning when it
+    is under 5 % of the best validation L1 (the choice is then noise).
+    Writes SHARE.h5 (schema share-model/1): share's weights (with --method symmetric,
+    every re-split's, the re-splits and the settings), scaling, kept and dropped
     columns, grid scores and a share_hash; the heads are discarded.
 
     Examples:
@@ -143,9 +200,10 @@ def fit_share_cli(
       radlens fit-share emb_pre.h5 radiomics.h5 -o share.h5
       radlens fit-share emb_pre.h5 radiomics.h5 -o share.h5 --sweep --sweep-scores sweep.csv
       radlens fit-share emb_pre.h5 radiomics.h5 -o share_paper.h5 --method paper
+      radlens fit-share emb_pre.h5 radiomics.h5 -o share_02.h5 --method calibrated-0.2
     """
     fit_share(embeddings, radiomics, output, hidden=hidden, l1=l1, l2=l2, epochs=epochs, lr=lr,
               sweep=sweep, sweep_scores=sweep_scores, scale=scale, activation=activation,
               batch_size=batch_size, seed=seed, device=device, allow_missing=allow_missing,
               force=force, method=method, loss_reduction=loss_reduction, seeds=seeds,
-              share_fraction=share_fraction)
+              share_fraction=share_fraction, resplits=resplits, test_fraction=test_fraction)

@@ -26,7 +26,8 @@ from radlens_cli.lens.stats import group_stats, markdown_table
 def stats(pre_path: str, ft_path, output: str, by: str = "family,image_type,modality,modality_family",
           fmt: str = "csv", allow_missing: bool = False, force: bool = False, labels=None,
           allow_different_preprocessing: bool = False, stability: str | None = None,
-          min_icc: float | None = None):
+          min_icc: float | None = None, null_panel: str | None = None,
+          null_delta: float | None = None):
     """Write the group table of the reference decoder against each of `ft_path` (a path or
     a list); returns the DataFrame."""
     others = [ft_path] if isinstance(ft_path, str) else list(ft_path)
@@ -63,7 +64,9 @@ def stats(pre_path: str, ft_path, output: str, by: str = "family,image_type,moda
     out = group_stats(ref, decs, labels=names,
                       by=by, allow_missing=allow_missing,
                       allow_different_preprocessing=allow_different_preprocessing,
-                      warn=log.warn, info=log.info, columns=keep)
+                      warn=log.warn, info=log.info, columns=keep,
+                      null_panel=load_decoder(null_panel) if null_panel else None,
+                      null_delta=null_delta)
     if icc is not None:
         out = group_median_icc(out, ref.columns, ref.column_meta, icc, keep)
     if fmt == "markdown":
@@ -87,22 +90,35 @@ def stats_cli(
     allow_different_preprocessing: bool = allow_different_preprocessing_option(),
     stability: str = stability_option(),
     min_icc: float = min_icc_option(),
+    null_panel: str = typer.Option(None, "--null-panel", help="Decoder of a second fine-tuning run of the first compared checkpoint's task (another seed; same SHARE): the groups' null_delta is the 0.95 quantile of |group-mean delta_r2_clipped| between the two runs (symmetric lens)."),
+    null_delta: float = typer.Option(None, "--null-delta", help="Half-width of the groups' interval null (symmetric lens; default 0.05, or from --null-panel)."),
     force: bool = force_option(),
 ):
-    """Table 1: MSE, R^2 and Wilcoxon test per group.
+    """Table 1: MSE, R^2 and a test of change per group.
 
-    On the decoders' evaluation split, one row per group and compared checkpoint (the
-    first decoder is the reference): group MSE over its features and cases, group R^2 =
-    mean of per-feature R^2, for the reference (_pre) and the checkpoint (_ft); a
-    two-sided Wilcoxon signed-rank test on each case's squared error averaged over the
-    group's features; q_bh, its BH-FDR q-value across that checkpoint's table, and stars
-    from q_bh (* q<0.05 ** q<0.01 *** q<0.001). Wavelet sub-bands are pooled into
-    `wavelet`. Refuses decoders that differ in share model, split, intercept, ridge,
-    method or embedding preprocessing, as compare does.
+    One row per group and compared checkpoint (the first decoder is the reference);
+    group MSE over its features and cases and group R^2 = mean of per-feature R^2, for
+    the reference (_pre) and the checkpoint (_ft). Wavelet sub-bands are pooled into
+    `wavelet`.
+    Decoders of a --method symmetric share (the default): every number is the mean over
+    the share's re-splits; r2_clipped_* and delta_r2_clipped use R^2 clipped below at 0;
+    the group-mean delta_r2_clipped is tested against the interval null
+    |delta| <= null_delta (Nadeau-Bengio corrected resampled t over the re-splits, test
+    nb_corrected_t_interval; delta_r2_clipped_se its standard error), null_delta from
+    --null-panel, --null-delta or the default 0.05 (null_delta_source).
+    Decoders of calibrated-0.2 and paper shares: on the evaluation split, a two-sided
+    Wilcoxon signed-rank test on each case's squared error averaged over the group's
+    features (wilcoxon_p), given the fitted decoders.
+    q_bh is the BH-FDR q-value across that checkpoint's table, stars from q_bh
+    (* q<0.05 ** q<0.01 *** q<0.001). Refuses decoders that differ in share model,
+    split, method or embedding preprocessing, as compare does.
 
     \b
-    Columns: checkpoint,group_by,group,n_features,mse_pre,r2_pre,mse_ft,r2_ft,wilcoxon_p,
-    stars,q_bh[,median_icc]
+    Columns (symmetric): checkpoint,group_by,group,n_features,mse_pre,r2_pre,mse_ft,r2_ft,
+    r2_clipped_pre,r2_clipped_ft,delta_r2_clipped,delta_r2_clipped_se,null_delta,
+    null_delta_source,p_null,test,n_resplits,stars,q_bh
+    (calibrated-0.2, paper): checkpoint,group_by,group,n_features,mse_pre,r2_pre,mse_ft,
+    r2_ft,wilcoxon_p,stars,q_bh (both: [,median_icc])
 
     --stability ICC.csv (radlens stability) adds median_icc, the median ICC of each
     group's features; --min-icc builds the groups (and the BH family) from the features
@@ -120,4 +136,4 @@ def stats_cli(
     """
     stats(pre, ft, output, by=by, fmt=fmt, allow_missing=allow_missing, force=force,
           labels=labels, allow_different_preprocessing=allow_different_preprocessing, stability=stability,
-          min_icc=min_icc)
+          min_icc=min_icc, null_panel=null_panel, null_delta=null_delta)

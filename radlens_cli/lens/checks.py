@@ -80,6 +80,9 @@ def require_same_preprocessing(a: dict, b: dict, what_a: str, what_b: str, allow
 def decoder_settings(dec) -> dict:
     """The settings two decoders must share to be compared."""
     a = dec.attrs
+    if str(a.get("method")) == "symmetric":   # own alpha per checkpoint and re-split
+        return {"share model (share_hash)": dec.share_hash, "method": "symmetric",
+                "re-split protocol": str(a.get("protocol_hash"))}
     return {"share model (share_hash)": dec.share_hash,
             "evaluation split": str(a.get("eval_split")),
             "intercept": bool(dec.intercept),
@@ -107,7 +110,9 @@ def require_compatible(ref, other, warn=None, allow_preprocessing: bool = False)
     pb = json.loads(other.attrs.get("embedding_preprocessing", "{}"))
     require_same_preprocessing(pa, pb, ref.path, other.path, allow_preprocessing, warn,
                                option="allow_preprocessing=True")
-    if np.array_equal(ref.theta, other.theta) and np.array_equal(ref.r2, other.r2, equal_nan=True):
+    exact_map = str(other.attrs.get("same_information", "no")) == "exact-affine"
+    if (np.array_equal(ref.theta, other.theta) and np.array_equal(ref.r2, other.r2, equal_nan=True)
+            and not exact_map):   # an exact map of the reference decodes identically by design
         if warn:
             warn(f"{ref.path} and {other.path} hold identical decoders (the same embeddings "
                  f"twice?); every change will be zero")

@@ -31,7 +31,7 @@ from radlens_cli.lens.decoder import _r2, importance, r2_score, solve_moments
 from radlens_cli.lens.fdr import bh_fdr
 from radlens_cli.names import parse_list
 
-RANK_BY = ("delta_importance", "delta_r2")
+RANK_BY = ("delta_importance", "delta_r2", "delta_r2_clipped")
 DECODABLE_R2 = 0.0     # a feature is decodable when R^2 > this in at least one stage
 DEFAULT_TEST = "paired_t_sqerr"
 DELTA_COLUMNS = ["checkpoint", "column", "modality", "image_type", "family", "feature",
@@ -140,6 +140,7 @@ def three_views(df, k: int = 5, stable_quantile: float = 0.5, rank_by: str = "de
     order = np.argsort(stat, kind="stable")
     losses = df.iloc[order[stat[order] < 0][:k]]
     a, b = (("importance_pre", "importance_ft") if rank_by == "delta_importance"
+            else ("r2_clipped_pre", "r2_clipped_ft") if rank_by == "delta_r2_clipped"
             else ("r2_pre", "r2_ft"))
     va, vb = df[a].to_numpy(), df[b].to_numpy()
     if not len(df):
@@ -155,6 +156,9 @@ def three_views(df, k: int = 5, stable_quantile: float = 0.5, rank_by: str = "de
 def format_views(views: dict, rank_by: str) -> str:
     """A readable text table of the three views."""
     lines = [f"ranked by {rank_by}"]
+    clip = rank_by == "delta_r2_clipped"    # the symmetric lens: R^2 clipped below at 0
+    r2a, r2b, dr2 = (("r2_clipped_pre", "r2_clipped_ft", "delta_r2_clipped") if clip
+                     else ("r2_pre", "r2_ft", "delta_r2"))
     for title, sub in views.items():
         lines.append("")
         lines.append(f"{title}:")
@@ -163,11 +167,12 @@ def format_views(views: dict, rank_by: str) -> str:
             continue
         width = max(len(c) for c in sub["column"])
         lines.append(f"  {'column':<{width}}  {'I_pre':>9} {'I_ft':>9} {'dI':>10}  "
-                     f"{'R2_pre':>7} {'R2_ft':>7} {'dR2':>8}")
+                     + (f"{'R2c_pre':>7} {'R2c_ft':>7} {'dR2c':>8}" if clip else
+                        f"{'R2_pre':>7} {'R2_ft':>7} {'dR2':>8}"))
         for _, r in sub.iterrows():
             lines.append(f"  {r['column']:<{width}}  {r['importance_pre']:9.4g} "
                          f"{r['importance_ft']:9.4g} {r['delta_importance']:+10.4g}  "
-                         f"{r['r2_pre']:7.3f} {r['r2_ft']:7.3f} {r['delta_r2']:+8.3f}")
+                         f"{r[r2a]:7.3f} {r[r2b]:7.3f} {r[dr2]:+8.3f}")
     return "\n".join(lines) + "\n"
 
 
@@ -445,7 +450,7 @@ def compare_decoders(ref, others, labels=None, rank_by: str | None = None, boots
                      permutations: int = 0, ci_level: float = 0.95, seed: int = 0,
                      allow_missing: bool = False, allow_different_preprocessing: bool = False,
                      top: int = 5, stable_quantile: float = 0.5, warn=None, info=None,
-                     progress=None) -> Comparison:
+                     progress=None, null_panel=None, null_delta: float | None = None) -> Comparison:
     """Compare each of `others` (a decoder or a list) with the reference decoder `ref`.
 
     Decoders are lens.DecodeResult objects or DEC.h5 files read back. rank_by: the
@@ -453,7 +458,11 @@ def compare_decoders(ref, others, labels=None, rank_by: str | None = None, boots
     --method paper decoders). bootstrap/permutations: resamples for percentile CIs and
     the permutation test (0: none). top: features per view (0: no views).
     warn/info(message), progress(total=, desc=, unit=) -> bar with update()/close():
-    where messages and progress go (default: nowhere)."""
+    where messages and progress go (default: nowhere).
+    Decoders of a symmetric share (0.3.0's default) are compared over their re-splits
+    against the interval null |delta_r2_clipped| <= null_delta (lens.interval): null_panel,
+    a decoder of a second fine-tuning run of the first compared checkpoint's task, sets
+    null_delta; else null_delta, else lens.interval.NULL_DELTA."""
     import pandas as pd
 
     warn, info, progress = warn or _quiet, info or _quiet, progress or _no_progress
@@ -462,8 +471,31 @@ def compare_decoders(ref, others, labels=None, rank_by: str | None = None, boots
         raise ParameterError("give {others}: at least one decoder to compare with the reference", "others")
     check_compare_params(rank_by, stable_quantile, ci_level)
     names = checkpoint_labels([d.path for d in others], labels)
-    if rank_by is None:   # the method's statistic: delta_r2 (calibrated) or delta_importance (paper)
-        rank_by = "delta_importance" if ref.attrs.get("method", "paper") == "paper" else "delta_r2"
+    from radlens_cli.lens import interval
+
+    symmetric = interval.is_symmetric(ref)
+    if rank_by is None:   # the method's statistic
+        rank_by = ("delta_r2_clipped" if symmetric else
+                   "delta_importance" if ref.attrs.get("method", "paper") == "paper" else "delta_r2")
+    if symmetric:
+        if bootstrap or permutations:
+            raise ParameterError("{bootstrap}/{permutations} apply to calibrated-0.2 and paper "
+                                 "decoders; the symmetric lens's test is over its re-splits",
+                                 "bootstrap", "permutations")
+        null = interval.resolve_null(ref, others, null_panel, null_delta,
+                                     allow_different_preprocessing=allow_different_preprocessing,
+                                     warn=warn, info=info)
+        blocks, views = [], {}
+        for other, name in zip(others, names):
+            pair_decoders(ref, other, allow_missing, allow_different_preprocessing, warn)
+            df = interval.compare_resplit(ref, other, name, rank_by, null, info=info)
+            blocks.append(df)
+            if top > 0:
+                views[name] = three_views(df, top, stable_quantile, rank_by)
+        return Comparison(table=pd.concat(blocks, ignore_index=True), rank_by=rank_by, views=views)
+    if null_panel is not None or null_delta is not None:
+        raise ParameterError("{null_panel}/{null_delta} apply to decoders of a symmetric share",
+                             "null_panel", "null_delta")
     if permutations:
         msg = permutation_resolution(permutations, len(ref.columns))
         if msg:

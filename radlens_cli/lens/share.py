@@ -43,7 +43,19 @@ L1_GRID = (0.0, 1e-7, 3e-7, 1e-6, 3e-6, 1e-5)
 L2_GRID = (0.0, 1e-5, 1e-4, 1e-3)
 DEFAULT_L1, DEFAULT_L2 = 1e-6, 1e-5
 REDUCTIONS = ("mean", "sum")
-METHODS = ("calibrated", "paper")
+METHODS = ("symmetric", "calibrated", "paper")
+# "calibrated" is 0.2.0's calibrated lens (files record that name); users name it
+# "calibrated-0.2" since 0.3.0, whose default is "symmetric" (lens/resplit.py)
+METHOD_ALIASES = {"calibrated-0.2": "calibrated"}
+DEFAULT_METHOD = "symmetric"
+
+
+def method_name(method: str) -> str:
+    """The method a user's name stands for (calibrated-0.2 -> calibrated); ValueError if none."""
+    m = METHOD_ALIASES.get(method, method)
+    if m not in METHODS:
+        raise ValueError(f"unknown method {method!r} (choose symmetric, calibrated-0.2 or paper)")
+    return m
 
 
 def paper_grid() -> list[tuple[float, float]]:
@@ -85,6 +97,9 @@ class ShareModel:
     extra: list = field(default_factory=list)  # further share seeds: (seed, weight, bias, ridge)
     share_case_id: np.ndarray | None = None  # the train cases share was fitted on (None: all);
     # decoders are fitted on the other train cases, so no decoder sees the share's own fit
+    resplit: dict | None = None   # method "symmetric": the re-split protocol and the
+    # reference's own shares (lens/resplit.py): case_id, assignment, weight, bias, total_variance,
+    # settings ([epochs, lr, l1, l2, seed, mean-reduction])
 
     def seed_models(self) -> list[tuple[int, np.ndarray, np.ndarray, float]]:
         """(seed, weight, bias, ridge) of every share initialisation, the main one first."""
@@ -138,6 +153,9 @@ class ShareModel:
                                "weight": np.stack([np.asarray(e[1], np.float32) for e in self.extra]),
                                "bias": np.stack([np.asarray(e[2], np.float32) for e in self.extra]),
                                "ridge": np.array([e[3] for e in self.extra], dtype=np.float64)}
+        if self.resplit is not None:   # the symmetric lens's protocol and reference shares
+            groups["resplit"] = {k: (np.asarray(v, dtype=object) if k == "case_id" else np.asarray(v))
+                                 for k, v in self.resplit.items()}
         attrs = {"activation": self.activation, "scale": sc.kind, "hidden": self.hidden,
                  "embedding_dim": self.embedding_dim, "share_hash": self.share_hash,
                  "method": self.method, "ridge": float(self.ridge),
@@ -170,6 +188,8 @@ class ShareModel:
             if g is not None:
                 model.extra = [(int(a), w, b, float(r)) for a, w, b, r in
                                zip(g["seed"], g["weight"], g["bias"], g["ridge"])]
+            if record["groups"].get("resplit") is not None:
+                model.resplit = dict(record["groups"]["resplit"])
             if "reference_embeddings" in f:
                 model.reference_case_id = f["reference_case_id"]
                 model.reference_X = f["reference_embeddings"]
@@ -201,6 +221,14 @@ class ShareModel:
             h.update(np.ascontiguousarray(b, dtype="<f4").tobytes())
         if self.share_case_id is not None:
             h.update(("share cases\n" + "\n".join(map(str, self.share_case_id))).encode())
+        if self.resplit is not None:
+            rs = self.resplit
+            h.update(("resplit\n" + "\n".join(map(str, rs["case_id"]))).encode())
+            h.update(np.ascontiguousarray(rs["assignment"], dtype=np.int8).tobytes())
+            h.update(np.ascontiguousarray(rs["weight"], dtype="<f4").tobytes())
+            h.update(np.ascontiguousarray(rs["bias"], dtype="<f4").tobytes())
+            h.update(np.ascontiguousarray(rs["total_variance"], dtype="<f8").tobytes())
+            h.update(np.ascontiguousarray(rs["settings"], dtype="<f8").tobytes())
         if self.reference_X is not None:
             h.update("\n".join(map(str, self.reference_case_id)).encode())
             h.update(np.ascontiguousarray(self.reference_X, dtype="<f8").tobytes())

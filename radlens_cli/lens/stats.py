@@ -84,12 +84,16 @@ def check_groupings(by) -> list[str]:
 
 
 def group_stats(ref, others, labels=None, by=GROUPINGS, allow_missing: bool = False,
-                allow_different_preprocessing: bool = False, warn=None, info=None, columns=None):
+                allow_different_preprocessing: bool = False, warn=None, info=None, columns=None,
+                null_panel=None, null_delta: float | None = None):
     """Table 1 of the reference decoder `ref` against each of `others` (a decoder or a list;
     lens.DecodeResult objects or DEC.h5 files read back): one block of group_table rows
     per compared decoder, on the evaluation cases both used. by: groupings (a list or
     comma-separated) among GROUPINGS. warn/info(message): where messages go. columns: the
-    radiomic columns the groups are made of (e.g. the stable ones); None: all."""
+    radiomic columns the groups are made of (e.g. the stable ones); None: all.
+    Decoders of a symmetric share: lens.interval.group_resplit_stats over the re-splits,
+    against the interval null (null_panel / null_delta as in compare_decoders)."""
+    from radlens_cli.lens import interval
     import pandas as pd
 
     groupings = check_groupings(by)
@@ -102,6 +106,18 @@ def group_stats(ref, others, labels=None, by=GROUPINGS, allow_missing: bool = Fa
         raise ParameterError("{columns}: none of the decoders' radiomic columns is among them", "columns")
     meta = ref.column_meta if keep is None else {k: np.asarray(v)[keep] for k, v in ref.column_meta.items()}
     blocks = []
+    if interval.is_symmetric(ref):
+        null = interval.resolve_null(ref, others, null_panel, null_delta, by=groupings,
+                                     allow_different_preprocessing=allow_different_preprocessing,
+                                     warn=warn, info=info)
+        for other, name in zip(others, names):
+            pair_decoders(ref, other, allow_missing, allow_different_preprocessing, warn, train=False)
+            blocks.append(interval.group_resplit(ref, other, name, groupings, null, info=info,
+                                                 keep=keep))
+        return pd.concat(blocks, ignore_index=True)
+    if null_panel is not None or null_delta is not None:
+        raise ParameterError("{null_panel}/{null_delta} apply to decoders of a symmetric share",
+                             "null_panel", "null_delta")
     for other, name in zip(others, names):
         pair = pair_decoders(ref, other, allow_missing, allow_different_preprocessing, warn, train=False)
         (ip, jf), full = pair.eval_rows, pair.full_eval
@@ -148,6 +164,13 @@ def markdown_table(df) -> str:
             st = f" {r['stars']}" if r["stars"] else ""
             lines.append(f"|  | Fine-tune | {r['mse_ft']:.3f}{st} | {r['r2_ft']:.3f} |")
         lines.append("")
-    lines.append("Stars: Wilcoxon signed-rank on per-case squared errors, BH-adjusted over "
-                 "the table: * q<0.05, ** q<0.01, *** q<0.001.")
+    if "null_delta" in df:
+        lines.append("Means over the re-splits. Stars: group-mean Δr² (R² clipped below at 0) "
+                     "beyond the interval null |Δ| ≤ null_delta "
+                     f"({float(df['null_delta'].iloc[0]):.3g}, {df['null_delta_source'].iloc[0]}), "
+                     "Nadeau-Bengio corrected resampled t, BH-adjusted over the table: "
+                     "* q<0.05, ** q<0.01, *** q<0.001.")
+    else:
+        lines.append("Stars: Wilcoxon signed-rank on per-case squared errors, BH-adjusted over "
+                     "the table: * q<0.05, ** q<0.01, *** q<0.001.")
     return "\n".join(lines) + "\n"

@@ -18,7 +18,8 @@ from radlens_cli.lens.checks import embedding_params, require_same_preprocessing
 from radlens_cli.lens.decoder import Decoder, RIDGE_FALLBACK, choose_ridge, fit_decoder, r2_score, ridge_gcv
 from radlens_cli.lens.power import assess, recommended_hidden
 from radlens_cli.lens.scaling import SCALES, fit_scaler
-from radlens_cli.lens.share import ACTIVATIONS, METHODS, REDUCTIONS, ShareModel, paper_grid, train_share
+from radlens_cli.lens.share import (ACTIVATIONS, METHOD_ALIASES, METHODS, REDUCTIONS, ShareModel, paper_grid,
+                                    train_share)
 from radlens_cli.names import table_column_meta
 
 
@@ -111,7 +112,11 @@ def require_split(j: Joined, name: str, what: str, minimum: int = 1) -> np.ndarr
 
 def method_defaults(method: str) -> dict:
     """What each method means: the calibrated lens (default) or the paper's exact method."""
+    method = METHOD_ALIASES.get(method, method)
     check_choice(method, METHODS, "method")
+    if method == "symmetric":   # lens/resplit.py: own shares per checkpoint, re-splits
+        return {"scale": "zscore", "intercept": True, "align": "none", "rank_by": "delta_r2_clipped",
+                "ridge": "gcv", "share_fraction": None}
     if method == "paper":
         return {"scale": "minmax", "intercept": False, "align": "none",
                 "rank_by": "delta_importance", "ridge": "none", "share_fraction": 1.0}
@@ -120,21 +125,30 @@ def method_defaults(method: str) -> dict:
 
 
 def fit_share(emb: CaseTable, rad: CaseTable, hidden: int | None = 256, l1: float = 1e-6,
-              l2: float = 1e-5, sweep: bool = False, epochs: int = 200, lr: float = 1e-3,
+              l2: float = 1e-5, sweep: bool = False, epochs: int | None = None,
+              lr: float | None = None,
               scale: str | None = None, activation: str = "relu", batch_size: int = 256,
               seed: int = 0, device: str = "cpu", allow_missing: bool = False,
-              progress=None, warn=None, method: str = "calibrated",
+              progress=None, warn=None, method: str = "symmetric",
               loss_reduction: str = "mean", seeds: int = 1,
-              share_fraction: float | None = None, grid=None) -> ShareModel:
+              share_fraction: float | None = None, grid=None, n_resplits: int | None = None,
+              test_fraction: float | None = None) -> ShareModel:
     """Train the share projection on the train split of embeddings `emb` joined with
     radiomics `rad` (case tables); with `sweep` (the paper's (l1, l2) grid) or a `grid`,
     select on val L1. progress(): one call per epoch; warn(message): where warnings go.
+
+    method "symmetric" (the default, lens/resplit.py) records the re-split protocol
+    (n_resplits, share_fraction 0.4, test_fraction 0.3 of the train and test cases) and
+    fits the reference's own share on every re-split (epochs 150, lr 6e-3, full batch);
+    "calibrated-0.2" (stored as "calibrated") and "paper" fit one share (epochs 200,
+    lr 1e-3, batch_size).
 
     Also keeps what the decoders of every checkpoint need to be comparable: the
     pre-trained train embeddings (the alignment target) and one ridge alpha for all
     checkpoints (calibrated: generalised cross-validation on the pre-trained train cases; paper: none,
     or the under-determined fallback computed once here).
     hidden=None: h from the cohort, lens.power.recommended_hidden(decoder train cases)."""
+    method = METHOD_ALIASES.get(method, method)
     check_choice(method, METHODS, "method")
     check_choice(loss_reduction, REDUCTIONS, "loss_reduction")
     if scale is not None:
@@ -152,6 +166,29 @@ def fit_share(emb: CaseTable, rad: CaseTable, hidden: int | None = 256, l1: floa
         raise ParameterError("{seeds} must be at least 1", "seeds")
     reduction = loss_reduction
     md = method_defaults(method)
+    if method == "symmetric":
+        from radlens_cli.lens import resplit
+
+        if int(seeds) != 1:
+            raise ParameterError("{seeds} applies to the calibrated-0.2 and paper methods; the "
+                                 "symmetric lens repeats its fits over {n_resplits} re-splits",
+                                 "seeds", "n_resplits")
+        if n_resplits is not None and n_resplits < 2:
+            raise ParameterError("{n_resplits} must be at least 2", "n_resplits")
+        if test_fraction is not None and not 0.0 < test_fraction < 1.0:
+            raise ParameterError("{test_fraction} must be in (0, 1)", "test_fraction")
+        return resplit.fit_share_symmetric(
+            emb, rad, hidden=hidden, l1=l1, l2=l2, grid=grid, epochs=epochs, lr=lr,
+            activation=activation, seed=seed, device=device, allow_missing=allow_missing,
+            progress=progress, warn=warn, reduction=reduction,
+            n_resplits=resplit.N_RESPLITS if n_resplits is None else int(n_resplits),
+            share_fraction=share_fraction, test_fraction=test_fraction,
+            scale=scale or md["scale"])
+    if n_resplits is not None or test_fraction is not None:
+        raise ParameterError("{n_resplits} and {test_fraction} apply to the symmetric method",
+                             "n_resplits", "test_fraction")
+    epochs = 200 if epochs is None else epochs
+    lr = 1e-3 if lr is None else lr
     scale = scale or md["scale"]
     frac = md["share_fraction"] if share_fraction is None else float(share_fraction)
     j = join(emb, rad, allow_missing)
@@ -346,13 +383,31 @@ class DecodeResult:
 def decode(share: ShareModel, emb: CaseTable, rad: CaseTable, ridge: float | None = None,
            intercept: bool | None = None, eval_split: str = "test", allow_missing: bool = False,
            warn=None, align: str | None = None, allow_different_preprocessing: bool = False,
-           control: bool = True) -> DecodeResult:
+           control: bool = True, device: str = "cpu", progress=None) -> DecodeResult:
     """Z = share(align(X)); theta fitted on train; predictions and errors on `eval_split`.
 
     Defaults follow the share model's method: calibrated -> aligned to the pre-trained
     train embeddings, intercept, the share's ridge alpha; paper -> none of these.
     control: also fit the share-free control (ridge straight from the embeddings, alpha by
-    generalised cross-validation), whose held-out R^2 is `r2_direct`."""
+    generalised cross-validation), whose held-out R^2 is `r2_direct`.
+    A symmetric share (the default) runs lens.resplit.decode_symmetric instead: this
+    checkpoint's own shares over the share model's re-splits (fitted on `device`;
+    progress(): one call per epoch)."""
+    if share.method == "symmetric":
+        from radlens_cli.lens import resplit
+
+        given = [k for k, v in (("ridge", ridge), ("intercept", intercept), ("align", align))
+                 if v is not None]
+        if given:
+            raise ParameterError(", ".join("{%s}" % k for k in given) + ": not for a symmetric "
+                                 "share (every checkpoint gets its own ridge alpha, with an "
+                                 "intercept, per re-split)", *given)
+        if eval_split != "test":
+            raise ParameterError("{eval_split}: a symmetric share re-splits the train and test "
+                                 "cases itself", "eval_split")
+        return resplit.decode_symmetric(share, emb, rad, allow_missing=allow_missing, warn=warn,
+                                        allow_different_preprocessing=allow_different_preprocessing,
+                                        device=device, progress=progress)
     if align is not None:
         check_choice(align, ALIGNMENTS, "align")
     if ridge is not None and ridge < 0:

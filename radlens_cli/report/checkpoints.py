@@ -13,7 +13,9 @@ from radlens_cli.report.markup import column_format, esc, table
 
 
 def change_statistic(delta) -> str:
-    """Δr² when the table has it (the calibrated statistic), else ΔI."""
+    """Δr² clipped at 0 (the symmetric lens's statistic) or Δr² when the table has it, else ΔI."""
+    if "delta_r2_clipped" in delta.columns and delta["delta_r2_clipped"].notna().any():
+        return "delta_r2_clipped"
     return "delta_r2" if "delta_r2" in delta.columns and delta["delta_r2"].notna().any() else "delta_importance"
 
 

@@ -76,7 +76,8 @@ def _parse_column_name(name: str) -> dict:
 
 # Statistics of DELTA.csv whose bootstrap interval may travel as `<statistic>_ci_low/_ci_high`
 # and that the views may be ranked by, with what each one means (labels in the report).
-STATISTIC_LABEL = {"delta_r2": "Δr² (held-out decodability change)", "delta_importance": "ΔI (importance change)",
+STATISTIC_LABEL = {"delta_r2_clipped": "Δr² (R² clipped at 0, mean over re-splits)",
+                   "delta_r2": "Δr² (held-out decodability change)", "delta_importance": "ΔI (importance change)",
                    "delta_r2_mean": "mean Δr² across share seeds", "delta_importance_mean": "mean ΔI across share seeds"}
 SINGLE_CHECKPOINT = "fine-tuned"
 
@@ -109,7 +110,8 @@ def read_delta(path: str):
         if col not in df.columns:
             df[col] = parsed[col]
         df[col] = df[col].fillna("").astype(str)
-    text_cols = {"checkpoint", "column", "modality", "image_type", "family", "feature", "test", "decodable"}
+    text_cols = {"checkpoint", "column", "modality", "image_type", "family", "feature", "test", "decodable",
+                 "null_delta_source"}
     for col in df.columns:
         if col not in text_cols:
             df[col] = pd.to_numeric(df[col], errors="coerce")
@@ -205,7 +207,7 @@ def read_stats(path: str):
 
     df = read_csv(path, "stats")
     _require(df, ["group_by", "group", "r2_pre", "r2_ft"], "stats", path)
-    for col in ("n_features", "mse_pre", "r2_pre", "mse_ft", "r2_ft", "wilcoxon_p", "q_bh"):
+    for col in ("n_features", "mse_pre", "r2_pre", "mse_ft", "r2_ft", "wilcoxon_p", "p_null", "null_delta", "q_bh"):
         if col in df.columns:
             df[col] = pd.to_numeric(df[col], errors="coerce")
     df["group_by"] = df["group_by"].astype(str).str.strip()

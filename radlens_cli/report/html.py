@@ -125,13 +125,31 @@ STARS_TEXT = {"q_bh": "BH-FDR q of the Wilcoxon signed-rank test across the tabl
               "file": "as given in the stats table"}
 
 
+def pd_first(series):
+    """The first non-missing value of a column (NaN when none)."""
+    v = series.dropna()
+    return v.iloc[0] if len(v) else float("nan")
+
+
 def table1_section(rep: Report, stats, heading_note: str = "") -> None:
     star_src = stats.attrs.get("stars_from", "file")
-    parts = ["<p>MSE and R² of the radiomic features decoded from the embeddings on the evaluation "
-             "split, pre-trained vs fine-tuned" + esc(heading_note) + ". Group MSE is over the group's features and "
-             "cases, group R² the mean of per-feature R². Wilcoxon signed-rank test on each case's squared error "
-             "averaged over the group; q: BH-FDR across the table. Stars (* &lt;0.05, ** &lt;0.01, *** &lt;0.001): "
-             f"{esc(STARS_TEXT[star_src])}.</p>"]
+    interval = "null_delta" in stats.columns and "p_null" in stats.columns   # the symmetric lens
+    if interval:
+        nd = float(pd_first(stats["null_delta"]))
+        src = pd_first(stats["null_delta_source"]) if "null_delta_source" in stats.columns else float("nan")
+        src = src if isinstance(src, str) else "source not recorded"
+        parts = ["<p>MSE and R² of the radiomic features decoded from the embeddings, means over the lens's "
+                 "re-splits (each checkpoint its own share per re-split), pre-trained vs fine-tuned"
+                 + esc(heading_note) + ". Group MSE is over the group's features and cases, group R² the mean "
+                 "of per-feature R². Test: the group-mean Δr² (R² clipped at 0) against the interval null "
+                 f"|Δr²| ≤ δ = {nd:.3g} ({esc(src)}), Nadeau–Bengio corrected resampled t over the re-splits; "
+                 "q: BH-FDR across the table. Stars (* &lt;0.05, ** &lt;0.01, *** &lt;0.001) from q.</p>"]
+    else:
+        parts = ["<p>MSE and R² of the radiomic features decoded from the embeddings on the evaluation "
+                 "split, pre-trained vs fine-tuned" + esc(heading_note) + ". Group MSE is over the group's features and "
+                 "cases, group R² the mean of per-feature R². Wilcoxon signed-rank test on each case's squared error "
+                 "averaged over the group; q: BH-FDR across the table. Stars (* &lt;0.05, ** &lt;0.01, *** &lt;0.001): "
+                 f"{esc(STARS_TEXT[star_src])}.</p>"]
     has_mse = {"mse_pre", "mse_ft"} <= set(stats.columns)
     for gb in [g for g in rd.GROUP_BY_ORDER if g != "modality_family"] + sorted(
             set(stats["group_by"]) - set(rd.GROUP_BY_ORDER)):
@@ -147,10 +165,12 @@ def table1_section(rep: Report, stats, heading_note: str = "") -> None:
             rows.append([name, "Pre-train", n, fmt(r.get("mse_pre")) if has_mse else "", fmt(r["r2_pre"]), "", ""])
             rows.append(["", "Fine-tune", "", (fmt(r.get("mse_ft")) + (" " + r["stars"] if r["stars"] else ""))
                          if has_mse else r["stars"], fmt(r["r2_ft"]),
-                         fmt_p(r.get("wilcoxon_p", float("nan"))), fmt_p(r.get("q_bh", float("nan")))])
+                         fmt_p(r.get("p_null" if interval else "wilcoxon_p", float("nan"))),
+                         fmt_p(r.get("q_bh", float("nan")))])
             classes += ["", "ft"]
         parts.append(f"<h3>By {esc(gb.replace('_', ' '))}</h3>")
-        parts.append(table(["Group", "Stage", "n features", "MSE ↓", "R² ↑", "Wilcoxon p", "q (BH)"],
+        parts.append(table(["Group", "Stage", "n features", "MSE ↓", "R² ↑",
+                            "p (|Δr²| ≤ δ)" if interval else "Wilcoxon p", "q (BH)"],
                            rows, txt_cols=(0, 1), row_classes=classes))
     label = {"q_bh": "BH q", "wilcoxon_p": "raw Wilcoxon p"}.get(star_src, "as in the stats table")
     parts.append(rf.r2_by_group(stats, "family", "R² by radiomic family", label))
@@ -223,8 +243,19 @@ def null_sentence(delta) -> str:
         names = [t for t in dict.fromkeys(delta["test"]) if t]
         test = ", ".join(names)
     how = f"test: {test}" if test else "test not recorded in the file; older radlens: a permutation test swapping pre/ft per case"
-    return (f"{n} of {tested} features changed beyond the null at q_bh &lt; 0.05 ({esc(how)}; BH-FDR over "
+    text = (f"{n} of {tested} features changed beyond the null at q_bh &lt; 0.05 ({esc(how)}; BH-FDR over "
             f"the features of this checkpoint).")
+    if "null_delta" in delta.columns and delta["null_delta"].notna().any():
+        nd = float(pd_first(delta["null_delta"]))
+        src = pd_first(delta["null_delta_source"]) if "null_delta_source" in delta.columns else float("nan")
+        src = src if isinstance(src, str) else "source not recorded"
+        text += (f" The null is an interval: a flag means |Δr²| &gt; δ = {nd:.3g} ({esc(src)}), a change larger than "
+                 f"re-encoding the same information makes.")
+    if "null_panel_spearman" in delta.columns and delta["null_panel_spearman"].notna().any():
+        rho = float(pd_first(delta["null_panel_spearman"]))
+        text += (f" A second run of the same fine-tuning (the null panel) agrees with this checkpoint's Δr² ranks "
+                 f"at Spearman ρ = {rho:.2f} over decodable features.")
+    return text
 
 
 def power_sentence(identities: dict, focus: str) -> str:
@@ -568,8 +599,10 @@ def build(radiomics: str, compare: str, stats: str, correlate_summary: str | Non
     provenance_section(rep, records, rad, command, versions or {}, created, csv_commands)
 
     if "q_bh" in table1.columns:
+        how = ("group-mean Δr² beyond the interval null, Nadeau–Bengio corrected resampled t"
+               if "null_delta" in table1.columns else "Wilcoxon signed-rank")
         groups = f"{int((table1['q_bh'] < 0.05).sum())} of {len(table1)} Table-1 groups differ at q_bh &lt; 0.05 " \
-                 f"(Wilcoxon signed-rank, BH-FDR across the table)."
+                 f"({how}, BH-FDR across the table)."
     elif "wilcoxon_p" in table1.columns:
         groups = (f"{int((table1['wilcoxon_p'] < 0.05).sum())} of {len(table1)} Table-1 groups have a raw Wilcoxon "
                   f"p &lt; 0.05 (the stats table has no q_bh: not corrected for the table's many groups).")

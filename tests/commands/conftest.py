@@ -53,7 +53,8 @@ def lens_run(tmp_path_factory):
     for name, t in (("emb_pre", P.emb_pre), ("emb_ft", P.emb_ft), ("rad", P.rad)):
         write_table(t, str(d / f"{name}.h5"))
     for args in (["fit-share", d / "emb_pre.h5", d / "rad.h5", "-o", d / "share.h5",
-                  "--hidden", "16", "--epochs", "3", "--seed", "0", "--device", "cpu"],
+                  "--hidden", "16", "--epochs", "3", "--seed", "0", "--device", "cpu",
+                  "--method", "calibrated-0.2"],   # 0.2's lens; tests/lens/test_symmetric.py the default
                  ["decode", d / "share.h5", d / "emb_pre.h5", d / "rad.h5", "-o", d / "dec_pre.h5"],
                  ["decode", d / "share.h5", d / "emb_ft.h5", d / "rad.h5", "-o", d / "dec_ft.h5"]):
         r = CliRunner().invoke(app, [str(a) for a in args], catch_exceptions=False)

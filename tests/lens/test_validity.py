@@ -23,7 +23,7 @@ from typer.testing import CliRunner
 from radlens_cli.io.tables import write_table
 from tests.lens.generators import cohort, null_transforms, precision_at
 
-FIT = ("--hidden", "64", "--epochs", "30", "--device", "cpu")
+FIT = ("--hidden", "64", "--epochs", "30", "--device", "cpu", "--method", "calibrated-0.2")
 NULLS = ("rotation", "permutation", "scale", "shift", "combined", "duplicated", "anisotropic", "remixed")
 COHORTS = ((400, 24, 0), (500, 40, 1))
 
@@ -143,7 +143,8 @@ def test_lambda_grid_matters_with_the_mean_reduction(tmp_path):
     for red in ("mean", "sum"):
         _run("fit-share", tmp_path / "pre.h5", tmp_path / "rad.h5", "-o", tmp_path / f"{red}.h5",
              "--sweep", "--sweep-scores", tmp_path / f"{red}.csv", "--hidden", "32", "--epochs",
-             "30", "--lr", "1e-2", "--device", "cpu", "--loss-reduction", red)
+             "30", "--lr", "1e-2", "--device", "cpu", "--loss-reduction", red,
+             "--method", "calibrated-0.2")
         sw = pd.read_csv(tmp_path / f"{red}.csv")
         spread[red] = sw.val_l1.max() / sw.val_l1.min() - 1
     assert spread["mean"] >= 0.05            # best and worst grid point differ by >= 5 %
@@ -158,7 +159,8 @@ def test_several_share_seeds_give_mean_sd_and_rank_stability(tmp_path):
     write_table(C.pre(), str(tmp_path / "pre.h5"))
     write_table(C.embed({"A": 1.0, "up": 1.0}, "ft"), str(tmp_path / "ft.h5"))
     _run("fit-share", tmp_path / "pre.h5", tmp_path / "rad.h5", "-o", tmp_path / "s.h5", "--hidden",
-         "32", "--epochs", "20", "--device", "cpu", "--seeds", "3", "--seed", "7")
+         "32", "--epochs", "20", "--device", "cpu", "--seeds", "3", "--seed", "7",
+         "--method", "calibrated-0.2")
     for k in ("pre", "ft"):
         _run("decode", tmp_path / "s.h5", tmp_path / f"{k}.h5", tmp_path / "rad.h5", "-o",
              tmp_path / f"{k}.dec.h5")

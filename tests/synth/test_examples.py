@@ -66,8 +66,9 @@ def fake(tmp_path):
 def test_every_step_runs_once_then_nothing_is_stale(fake):
     r, log = _make(fake)
     assert set(log) == set(STEPS)
-    # 3 epochs saved by the volume fine-tune make the trajectory: 3 more embeds and decodes
-    assert log.count("finetune") == 2 and log.count("embed") == 6 and log.count("decode") == 6
+    # 3 epochs saved by the volume fine-tune make the trajectory: 3 more embeds and decodes;
+    # risk is fine-tuned twice (the second seed is its null panel)
+    assert log.count("finetune") == 3 and log.count("embed") == 7 and log.count("decode") == 7
     assert log.count("report") == 3 and log.count("correlate") == 3 and log.count("compare") == 3
     reports = [ln for ln in r.stdout.splitlines() if ln.startswith("/") and ln.endswith(".html")]
     assert len(reports) == 3 and all(os.path.isabs(p) and os.path.exists(p) for p in reports)
@@ -82,9 +83,9 @@ def test_an_edit_reruns_only_what_depends_on_it(fake):
     _make(fake)
     _, log = _make(fake, "EPOCHS=2")
     assert "synth" not in log and "extract-radiomics" not in log and "init-encoder" not in log
-    assert log.count("finetune") == 2 and "report" in log
-    assert log.count("embed") == 4  # the fine-tuned ones (2 tasks, 2 saved epochs); the pre-trained one stays
-    _, log = _make(fake, "EPOCHS=2", "BOOTSTRAP=7")
-    assert sorted(set(log)) == ["compare", "report"]
-    _, log = _make(fake, "EPOCHS=2", "BOOTSTRAP=7", "CASES=30")
+    assert log.count("finetune") == 3 and "report" in log
+    assert log.count("embed") == 5  # the fine-tuned ones (3 runs, 2 saved epochs); the pre-trained one stays
+    _, log = _make(fake, "EPOCHS=2", "NULL_DELTA=0.07")
+    assert sorted(set(log)) == ["compare", "report", "stats"]
+    _, log = _make(fake, "EPOCHS=2", "NULL_DELTA=0.07", "CASES=30")
     assert set(log) == set(STEPS) - {"init-encoder"}  # a new cohort, the same random encoder

@@ -52,6 +52,7 @@ class DecoderFile:
     bulk: dict = field(default_factory=dict)
     r2_direct: np.ndarray | None = None
     r2_seeds: np.ndarray | None = None
+    resplit: dict | None = None   # the symmetric lens: r2, mse, importance (R, p), ridge (R,)
     source: str = ""         # what to reopen for `arrays` (`-`: the spooled stdin)
 
     def arrays(self, names) -> dict:
@@ -83,6 +84,8 @@ def load_decoder(path: str, bulk: tuple[str, ...] = ()) -> DecoderFile:
                 out.r2_direct = f["r2_direct"][()]
             if "r2_seeds" in f:
                 out.r2_seeds = f["r2_seeds"][()]
+            if "resplit" in f:
+                out.resplit = {k: f["resplit"][k][()] for k in ("r2", "mse", "importance", "ridge")}
             for name in bulk:
                 out.bulk[name] = np.asarray(f[name][()], dtype=np.float64)
         except KeyError as e:

@@ -27,7 +27,8 @@ def load_share(path: str) -> dict:
         if "weight" not in f:
             raise RadlensError(f"{shown}: share model lacks 'weight' (not written by fit-share?)")
         datasets = {k: _value(f[k][()]) for k in f if not hasattr(f[k], "keys")}
-        groups = {g: {k: _value(f[g][k][()]) for k in f[g]} for g in ("sweep", "seeds") if g in f}
+        groups = {g: {k: _value(f[g][k][()]) for k in f[g]} for g in ("sweep", "seeds", "resplit")
+                  if g in f}
         attrs = read_h5_attrs(f)
     return {"datasets": datasets, "groups": groups, "attrs": attrs, "path": shown}
 
