@@ -72,6 +72,13 @@ def readout_layers(share, decoder, columns: list, embeddings=None) -> Readout:
     if decoder.share_hash != share.share_hash:
         raise ParameterError("{decoder} was not decoded through {share} (share_hash differs)", "decoder", "share",
                              exit_code=EXIT_DATA)
+    method = str(decoder.attrs.get("method", "calibrated"))
+    if method == "symmetric":
+        # the symmetric lens (0.3.0's default) decodes through per-checkpoint shares and re-splits
+        # that this readout does not rebuild yet; refusing beats drawing another lens's feature
+        raise ParameterError(f"{decoder.path} was decoded by the symmetric lens, whose concept maps are not "
+                             f"supported yet; decode with the calibrated-0.2 or paper method (fit-share "
+                             f"--method) for concept maps", "decoder", exit_code=EXIT_DATA)
     pos = {c: k for k, c in enumerate(decoder.columns)}
     missing = [c for c in columns if c not in pos]
     if missing:

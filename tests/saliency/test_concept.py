@@ -68,7 +68,7 @@ def lens(tmp_path_factory):
     rad_t = CaseTable(ids, rad, ["original_firstorder_S_mean", "original_firstorder_T_mean",
                                  "original_firstorder_noise"], split=split)
     rad_t.path = "rad"
-    share = fit_share_tables(emb, rad_t, seed=0)
+    share = fit_share_tables(emb, rad_t, seed=0, method="calibrated")
     save_share(share, str(folder / "share.h5"))
     res = decode(share, emb, rad_t)
     save_decoder(res, str(folder / "dec.h5"))
