@@ -12,7 +12,8 @@ from radlens_cli.commands.app import command
 from radlens_cli.commands.options import force_option, output_option
 from radlens_cli.errors import UsageError
 from radlens_cli.io.cases import PART_ATTR, warn_partial
-from radlens_cli.io.files import atomic_output, check_output
+from radlens_cli.io.files import check_output
+from radlens_cli.io.formats import write_csv
 from radlens_cli.io.tables import table_format, write_table
 from radlens_cli.radiomics.merge import merge_parts, read_part
 from radlens_cli.saliency.tables import SALIENCY_SCHEMA, is_saliency_table, merge_saliency
@@ -74,9 +75,8 @@ def _merge_saliency(paths: list[str], output: str, force: bool, allow_incomplete
     attrs["failures"] = json.dumps(failures)
     if incomplete:
         attrs[PART_ATTR] = json.dumps(incomplete)
-    sep = "\t" if output.lower().endswith(".tsv") else ","
-    with atomic_output(output, force, suffix=".tsv" if sep != "," else ".csv", provenance=attrs) as tmp:
-        df.to_csv(tmp, index=False, sep=sep, float_format="%.8g")
+    write_csv(df, output, force, provenance=attrs, float_format="%.8g",
+              sep="\t" if output.lower().endswith(".tsv") else ",")
     log.info(f"merged {len(paths)} saliency part(s): {df['case_id'].nunique()} case(s), {len(df)} row(s)")
     return df
 

@@ -22,7 +22,8 @@ from radlens_cli.devices import resolve_device
 from radlens_cli.encoders.infer import load_embedder, preprocessing_config
 from radlens_cli.errors import RadlensError, UsageError
 from radlens_cli.io.cases import PART_ATTR, part_record, refuse_failed_run, resolve_parts, warn_partial
-from radlens_cli.io.files import atomic_output, check_output, check_side_output
+from radlens_cli.io.files import check_output, check_side_output
+from radlens_cli.io.formats import write_csv
 from radlens_cli.io.formats.decoder import load_decoder
 from radlens_cli.io.formats.share import load_share
 from radlens_cli.io.manifest import parse_mask_spec, read_manifest
@@ -174,9 +175,8 @@ def saliency(manifest: str, modalities: str, mask: str, encoder: str, output: st
     attrs["failures"] = json.dumps(failures)
     if part_record(part_id, num_parts):
         attrs[PART_ATTR] = json.dumps(part_record(part_id, num_parts))
-    sep = "\t" if output.lower().endswith(".tsv") else ","
-    with atomic_output(output, force, suffix=".csv" if sep == "," else ".tsv", provenance=attrs) as tmp:
-        df.to_csv(tmp, index=False, sep=sep, float_format="%.8g")
+    write_csv(df, output, force, provenance=attrs, float_format="%.8g",
+              sep="\t" if output.lower().endswith(".tsv") else ",")
     n_cases = int(df["case_id"].nunique()) if len(df) else 0
     log.info(f"wrote {output}: {n_cases} case(s) x {df['method'].nunique() if len(df) else 0} map(s)"
              + (f"; maps under {maps}" if maps else ""))
