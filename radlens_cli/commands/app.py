@@ -45,6 +45,7 @@ Pipeline, in order (each step reads and writes files; `-` is stdin/stdout):
   cka                emb_pre.h5 emb_ft.h5 -> CKA        (representation change)
   stability          radiomics of replicates -> icc.csv (ICC per feature)
   probe              tables + cohort.csv -> probe.csv   (accuracy kept?)
+  saliency           cohort.csv + ft.pt -> maps/, saliency.csv (where; concept maps)
   report             everything above -> report.html
   info               what a radlens file holds and how it was made
 

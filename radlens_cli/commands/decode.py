@@ -17,6 +17,8 @@ from radlens_cli.errors import UsageError
 from radlens_cli.io.files import check_output
 from radlens_cli.io.formats.decoder import save_decoder
 from radlens_cli.io.formats.share import load_share
+from radlens_cli.lens.interval import clipped
+from radlens_cli.lens.resplit import protocol_of
 from radlens_cli.io.tables import read_table
 
 
@@ -34,8 +36,6 @@ def decode(share_path: str, emb_path: str, rad_path: str, output: str, ridge: fl
     symmetric = share.method == "symmetric"
     total = 0
     if symmetric:
-        from radlens_cli.lens.resplit import protocol_of
-
         total = protocol_of(share).epochs
     with log.progress(total=total, desc="decode", unit="epoch") as bar:
         res = lens.decode(share, emb, rad, ridge=ridge, intercept=intercept, eval_split=eval_split,
@@ -59,8 +59,6 @@ def decode(share_path: str, emb_path: str, rad_path: str, output: str, ridge: fl
                              history=provenance.merged_history(share.attrs, emb.attrs, rad.attrs))
     save_decoder(res, output, attrs=attrs, force=force)
     if symmetric:
-        from radlens_cli.lens.interval import clipped
-
         rs = res.resplit
         log.info(f"decoders: {len(res.columns)} columns over {rs['r2'].shape[0]} re-splits "
                  f"({res.sizes[0]} share / {res.sizes[1]} decoder / {res.sizes[2]} test cases); "

@@ -13,8 +13,10 @@ from radlens_cli.commands.options import force_option, output_option
 from radlens_cli.errors import UsageError
 from radlens_cli.io.cases import PART_ATTR, warn_partial
 from radlens_cli.io.files import check_output
+from radlens_cli.io.formats import write_csv
 from radlens_cli.io.tables import table_format, write_table
 from radlens_cli.radiomics.merge import merge_parts, read_part
+from radlens_cli.saliency.tables import SALIENCY_SCHEMA, is_saliency_table, merge_saliency
 
 
 def merge(paths: list[str], output: str, force: bool = False, allow_incomplete: bool = False):
@@ -26,6 +28,8 @@ def merge(paths: list[str], output: str, force: bool = False, allow_incomplete: 
     if paths.count("-") > 1:
         raise UsageError("stdin (`-`) can be only one of the parts")
     check_output(output, force)
+    if any(is_saliency_table(p) for p in paths):  # saliency.csv parts: rows per case and map
+        return _merge_saliency(paths, output, force, allow_incomplete)
     table_format(output)
     parts = [read_part(p) for p in paths]
     table, diagnostics, summary = merge_parts(parts, allow_incomplete)
@@ -57,10 +61,30 @@ def merge(paths: list[str], output: str, force: bool = False, allow_incomplete: 
     return table
 
 
+def _merge_saliency(paths: list[str], output: str, force: bool, allow_incomplete: bool):
+    import json
+
+    if not all(is_saliency_table(p) for p in paths):
+        raise UsageError("merge saliency tables only with saliency tables (each with its .json sidecar)")
+    if not output.lower().endswith((".csv", ".tsv")) and output != "-":
+        raise UsageError(f"{output}: merged saliency tables are .csv or .tsv")
+    df, params, failures, incomplete = merge_saliency(paths, allow_incomplete)
+    params.update({"merged_from": "saliency", "allow_incomplete": allow_incomplete})
+    attrs = provenance.build("merge", inputs={f"part{i}": p for i, p in enumerate(paths)}, params=params)
+    attrs["radlens_schema"] = SALIENCY_SCHEMA
+    attrs["failures"] = json.dumps(failures)
+    if incomplete:
+        attrs[PART_ATTR] = json.dumps(incomplete)
+    write_csv(df, output, force, provenance=attrs, float_format="%.8g",
+              sep="\t" if output.lower().endswith(".tsv") else ",")
+    log.info(f"merged {len(paths)} saliency part(s): {df['case_id'].nunique()} case(s), {len(df)} row(s)")
+    return df
+
+
 @command("merge")
 def merge_cli(
-    parts: list[str] = typer.Argument(..., help="Part tables written by extract-radiomics or embed (HDF5, or CSV "
-                                      "with its .json sidecar; one may be `-`)."),
+    parts: list[str] = typer.Argument(..., help="Part tables written by extract-radiomics, embed or saliency "
+                                      "(HDF5, or CSV with its .json sidecar; one may be `-`)."),
     output: str = output_option("Merged case table (.h5, .csv, or `-` for HDF5 on stdout)."),
     force: bool = force_option(),
     allow_incomplete: bool = typer.Option(False, "--allow-incomplete", help="Merge even when some parts of "

@@ -29,7 +29,7 @@ def report(radiomics: str, compare: str, stats: str, output: str, correlate_summ
            rank_by: str | None = None, force: bool = False, encoders=(), checkpoint: str | None = None,
            ordered: bool | None = None, manifest: str | None = None, modalities: str | None = None,
            mask: str | None = None, panel_cases: int = 3, stability: str | None = None,
-           min_icc: float | None = None) -> list[str]:
+           min_icc: float | None = None, saliency=(), saliency_maps=()) -> list[str]:
     """Write the HTML report (and the figures as PNG under figures_dir); returns figure names."""
     if top < 1:
         raise UsageError("--top must be at least 1")
@@ -57,6 +57,14 @@ def report(radiomics: str, compare: str, stats: str, output: str, correlate_summ
             raise UsageError(f"{flag}: give a file ({'its relative image paths resolve against its folder' if flag == '--manifest' else 'a checkpoint is read from a file'})")
         if path is not None and path != "-" and not os.path.isfile(path):
             raise RadlensError(f"{flag} file not found: {path}")
+    for path in saliency:
+        if path == "-" or not os.path.isfile(path):
+            raise RadlensError(f"--saliency file not found: {path} (a saliency table is read with its sidecar)")
+    for d in saliency_maps:
+        if not os.path.isdir(d):
+            raise RadlensError(f"--saliency-maps folder not found: {d}")
+    if saliency_maps and panels is None:
+        raise UsageError("--saliency-maps draws on the example cases: give --manifest, --modalities and --mask")
     check_output(output, force, suffix=(".html", ".htm"))
     if piped:   # spooled once; the report hashes the spooled bytes and shows the input as stdin
         real = input_path("-", piped[0])
@@ -75,7 +83,8 @@ def report(radiomics: str, compare: str, stats: str, output: str, correlate_summ
                                created=provenance.created_timestamp(),
                                encoders=[read_finetune_record(p) for p in encoders],
                                checkpoint=checkpoint, ordered=ordered, panels=panels,
-                               stability=stability, min_icc=min_icc)
+                               stability=stability, min_icc=min_icc,
+                               saliency=(list(saliency), list(saliency_maps)) if saliency or saliency_maps else None)
     if figures_dir:
         if os.path.exists(figures_dir) and not os.path.isdir(figures_dir):
             raise RadlensError(f"--figures is a file, not a folder: {figures_dir}")
@@ -152,6 +161,12 @@ def report_cli(
     panel_cases: int = typer.Option(3, "--panel-cases", metavar="N", help="Example cases shown with every modality."),
     stability: Optional[str] = stability_option(),
     min_icc: Optional[float] = min_icc_option(),
+    saliency: Optional[List[str]] = typer.Option(None, "--saliency", metavar="CSV",
+                                                 help="Saliency table (saliency -o): its agreement table; repeat "
+                                                      "for several."),
+    saliency_maps: Optional[List[str]] = typer.Option(None, "--saliency-maps", metavar="DIR",
+                                                      help="Maps folder (saliency --maps): the example cases' maps "
+                                                           "overlaid (needs --manifest); repeat for several."),
     figures: Optional[str] = typer.Option(None, "--figures", metavar="DIR", help="Also write every figure as PNG into this folder."),
     title: str = typer.Option("radlens report", "--title", metavar="TEXT", help="Title of the report."),
     top: int = typer.Option(10, "--top", metavar="K", help="Features per view (gains, losses, stable)."),
@@ -188,6 +203,8 @@ def report_cli(
     With --stability ICC.csv (radlens stability): each listed feature's ICC, and the
     change statistic against ICC with Spearman's rho and p; --min-icc leaves features
     with a lower ICC out of the views.
+    With --saliency/--saliency-maps (from `radlens saliency`): the methods' agreement
+    table and their maps (and concept maps) overlaid on the example cases.
 
     Examples:
 
@@ -201,6 +218,7 @@ def report_cli(
     names = report(radiomics, compare, stats, output, correlate_summary, cka, probe, metrics or [], figures,
                    title, top, stable_quantile, rank_by, force, encoders=encoders or [], checkpoint=checkpoint,
                    ordered=ordered, manifest=manifest, modalities=modalities, mask=mask, panel_cases=panel_cases,
-                   stability=stability, min_icc=min_icc)
+                   stability=stability, min_icc=min_icc,
+                   saliency=saliency or [], saliency_maps=saliency_maps or [])
     if output != "-":
         log.info(f"wrote {output} ({len(names)} figures)")

@@ -334,7 +334,9 @@ def preprocess_case(image_paths: list[str], mask_path: str, cfg: PreprocessConfi
                     case_id: str = "", strict_geometry: bool = False) -> dict:
     """volume float32 (C, *box), mask uint8 (*box), seg_target uint8 (*box) or None, where box is
     (z, y, x) or (x, y, z) of the box's axes by cfg.layout; and inputs: a JSON record of the
-    DICOM objects read and any geometry warning ("" if none).
+    DICOM objects read and any geometry warning ("" if none); grid: the box in physical space
+    (origin, direction cosines row-major, size x,y,z, spacing), which maps results on the box
+    back onto an image.
 
     A mask whose origin lies on none of the images' voxel lattices is a warning (an error
     with strict_geometry)."""
@@ -397,7 +399,9 @@ def preprocess_case(image_paths: list[str], mask_path: str, cfg: PreprocessConfi
         extra = to_layout((extra * inside(em, *grid)).astype(np.uint8), cfg.layout)
     return {"volume": to_layout(np.stack(channels, 0).astype(np.float32), cfg.layout),
             "mask": to_layout(roi.astype(np.uint8), cfg.layout), "seg_target": extra,
-            "inputs": json.dumps(info, sort_keys=True) if info else ""}
+            "inputs": json.dumps(info, sort_keys=True) if info else "",
+            "grid": {"origin": [float(v) for v in origin], "direction": [float(v) for v in direction.ravel()],
+                     "size": [int(v) for v in size_xyz], "spacing": [float(v) for v in cfg.spacing]}}
 
 
 def _file_hash(path: str | None) -> str:
@@ -528,7 +532,7 @@ class CaseDataset(Dataset):
             raise CaseFailure(f"case {cid}: preprocessing failed: {type(e).__name__}: {e}", cid, "preprocessing",
                               "", f"preprocessing failed: {type(e).__name__}: {e}") from None
         out = {"volume": res["volume"].astype(np.float16), "mask": res["mask"], "seg_target": res["seg_target"],
-               "inputs": res["inputs"]}
+               "inputs": res["inputs"], "grid": res["grid"]}  # grid: the box (saliency maps go back through it)
         if path is not None:
             arrays = {"volume": out["volume"], "mask": out["mask"], "inputs": np.array(res["inputs"])}
             if out["seg_target"] is not None:

@@ -203,6 +203,7 @@ def ridge_gcv(Z: np.ndarray, R: np.ndarray, intercept: bool = True, grid=RIDGE_G
     bias = (rm - theta @ zm) if intercept else np.zeros(R.shape[1])
     diag = conditioning(w, n, h)
     diag["ridge_used"] = alpha
+    diag["dof"] = ridge_dof(w, alpha, intercept)      # what lens.power weighs against n_train
     return alpha, scores, Decoder(theta=theta, bias=bias, intercept=intercept, ridge=alpha,
                                   diagnostics=diag)
 

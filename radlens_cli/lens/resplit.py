@@ -42,6 +42,8 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
+from radlens_cli.lens.power import assess
+
 from radlens_cli.errors import RadlensError
 from radlens_cli.lens.steps import DecodeResult
 
@@ -499,6 +501,12 @@ def decode_symmetric(share, emb, rad, allow_missing: bool = False, warn=None,
     res.embedding_scale = scale
     res.protocol_hash = proto.digest()
     res.sizes = proto.sizes
+    # the small-sample verdict (lens/power.py) on re-split 0's decoder, as decode gives it
+    dg = dec.diagnostics
+    res.power = assess(len(di), Zd.shape[1], n_eval=len(ti), rank=dg["effective_rank"], dof=dg.get("dof"),
+                       alpha=dec.ridge, constant=int((np.ptp(Zd, axis=0) == 0).sum()) if len(Zd) else 0)
+    if res.power.underpowered:
+        warn(f"{res.power.headline()} (the rule: docs/validity.md, small cohorts)")
     return res
 
 

@@ -14,6 +14,7 @@ from radlens_cli.names import family_label
 from radlens_cli.provenance import json_attr
 from radlens_cli.report import checkpoints as rc, data as rd, figures as rf, images as ri, stability as rs
 from radlens_cli.report.markup import column_format, esc, fmt, fmt_p, table
+from radlens_cli.report.saliency import saliency_section
 
 CSS = """
 body{font-family:-apple-system,'Segoe UI',Helvetica,Arial,sans-serif;max-width:1100px;margin:2em auto;
@@ -500,7 +501,7 @@ def build(radiomics: str, compare: str, stats: str, correlate_summary: str | Non
           top: int = 10, stable_quantile: float = 0.5, rank_by: str | None = None,
           command: str = "", versions: dict | None = None, created: str = "", encoders=(),
           checkpoint: str | None = None, ordered: bool | None = None, panels=None,
-          stability: str | None = None, min_icc: float | None = None):
+          stability: str | None = None, min_icc: float | None = None, saliency=None):
     """Read the inputs and return (html text, list of figures).
 
     encoders: the fine-tuned checkpoints' records (encoders.training.finetuned.
@@ -509,7 +510,8 @@ def build(radiomics: str, compare: str, stats: str, correlate_summary: str | Non
     checkpoints are epochs of one run (None: decide from their records or labels);
     panels: report.images.PanelSpec or None (no image panels); stability: icc.csv of
     `radlens stability` (each listed feature's ICC, change vs ICC); min_icc: leave features
-    with a lower ICC out of the views."""
+    with a lower ICC out of the views; saliency: (saliency tables, maps folders) from
+    `radlens saliency`, or None."""
     rad = rd.radiomics_summary(radiomics)
     images = None
     if panels is not None:  # the manifest's columns are checked before any figure is drawn
@@ -554,9 +556,13 @@ def build(radiomics: str, compare: str, stats: str, correlate_summary: str | Non
     delta_section(rep, delta, top, stable_quantile, rank_by)
     if n_ck > 1:
         rc.checkpoints_section(rep, delta_all, enc_info, ordered, identities)
+    shown = []
     if images is not None:
         gains, losses, _, _ = views(delta, top, stable_quantile, rank_by)
-        ri.panels_section(rep, images, radiomics, gains.head(5), losses.head(5))
+        shown = ri.panels_section(rep, images, radiomics, gains.head(5), losses.head(5))
+    if saliency:
+        saliency_section(rep, images, list(saliency[0]), list(saliency[1]), shown)
+        records += [rd.file_record("saliency", p) for p in saliency[0]]
     if stability:
         gains, losses, _, stat = views(delta, top, stable_quantile, rank_by)
         rs.stability_section(rep, delta, gains, losses, stat, min_icc, n_unstable, stability)

@@ -278,9 +278,9 @@ def extremes(values: np.ndarray, case_ids, n: int = 2):
     return list(order[:k]), list(order[len(order) - k:])
 
 
-def panels_section(rep, imgs: CaseImages, radiomics: str, gains, losses) -> None:
+def panels_section(rep, imgs: CaseImages, radiomics: str, gains, losses) -> list:
     """Add the `panels` section: example cases, then the low/high test cases of each gained
-    and lost feature (the rows of `gains`/`losses`, in order)."""
+    and lost feature (the rows of `gains`/`losses`, in order). Returns the example cases."""
     spec = imgs.spec
     table = _feature_values(radiomics)
     ids = np.asarray(table.case_id, dtype=object)
@@ -350,3 +350,4 @@ def panels_section(rep, imgs: CaseImages, radiomics: str, gains, losses) -> None
                                   f"{PANEL_BUDGET / 1e6:g} MB); fewer modalities or {{panel_cases}} keep the "
                                   f"report small", "panel_cases"))
     rep.add("panels", "What the features look like: image panels", parts)
+    return list(example)

@@ -279,6 +279,47 @@ def test_renders_in_headless_chromium(cli, tmp_path):
         assert f'<section id="{sid}">' in r.stdout, sid
 
 
+def test_saliency_section_renders_in_headless_chromium(cli, tmp_path):
+    """--saliency and --saliency-maps: the agreement table and the example cases' maps overlaid;
+    every image decodes in a real browser, the report stays offline and small."""
+    browser = _chromium()
+    if browser is None:
+        pytest.fail("chromium not installed (apt-get install chromium; .ci/run does)")
+    r = cli("synth", "-o", tmp_path / "ph", "--cases", "20", "--seed", "1", "--size", "40,40,10")
+    assert r.exit_code == 0, r.stderr
+    man = tmp_path / "ph" / "cohort.csv"
+    r = cli("saliency", man, "--modalities", "t2,dwi,adc", "--mask", "gland", "--encoder",
+            "tests.saliency.models:tiny_classifier", "--layer", "conv2", "--methods", "gradcam,eigencam,occlusion",
+            "--crop", "32,32,16", "--spacing", "1,1,2", "--no-deletion", "--maps", tmp_path / "maps",
+            "-o", tmp_path / "sal.csv")
+    assert r.exit_code == 0, r.stderr
+    paths = make_inputs(tmp_path, n_cases=20, fmt="new")
+    out = tmp_path / "r.html"
+    r = cli(*_args(paths, out), "--manifest", man, "--modalities", "t2,dwi,adc", "--mask", "gland",
+            "--saliency", tmp_path / "sal.csv", "--saliency-maps", tmp_path / "maps")
+    assert r.exit_code == 0, r.stderr
+    html = out.read_text(encoding="utf-8")
+    assert '<section id="saliency">' in html and "Grad-CAM" in html and "EigenCAM" in html
+    assert re.search(r'<figure id="fig_saliency_0"><img src="data:image/png;base64,', html)
+    assert out.stat().st_size < 5_000_000
+    dom = parse(out)
+    assert not dom.external
+    probe = tmp_path / "probe.html"
+    probe.write_text(html.replace("</body>", CHECK + "</body>"), encoding="utf-8")
+    with tempfile.TemporaryDirectory() as profile:
+        r = subprocess.run([browser, "--headless", "--no-sandbox", "--disable-gpu", "--disable-background-networking",
+                            "--disable-component-update", "--disable-sync", "--no-first-run",
+                            f"--user-data-dir={profile}", "--virtual-time-budget=10000", "--dump-dom",
+                            probe.as_uri()], capture_output=True, text=True, encoding="utf-8", errors="replace",
+                           timeout=120)
+    assert r.returncode == 0, r.stderr[-2000:]
+    n = len(dom.images)
+    assert f'id="render-check">images {n}/{n} tables {dom.tables}' in r.stdout, r.stdout[-500:]
+    # --saliency-maps without the example cases to draw them on is a usage error
+    r = cli(*_args(paths, tmp_path / "x.html"), "--saliency-maps", tmp_path / "maps")
+    assert r.exit_code == 2 and "--manifest" in r.stderr
+
+
 def test_info_reads_the_reports_provenance_and_stats_from_stdin(cli, tmp_path):
     """Issue 25: `info report.html` leaked a pandas tokenizer error; `report --stats -` was
     refused though every file argument takes `-`."""

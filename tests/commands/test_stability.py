@@ -184,6 +184,8 @@ def test_compare_gains_icc_and_min_icc_leaves_unstable_out_of_bh_and_ranks(cli, 
             "--top", "3", "-o", out / "d2.csv")
     assert r.exit_code == 0, r
     kept = pd.read_csv(out / "d2.csv")
+    recorded = json.loads(Path(str(out / "d2.csv") + ".json").read_text(encoding="utf-8"))["params"]
+    assert recorded["min_icc"] == 0.75 and recorded["stability"] == str(out / "icc.csv")
     assert set(kept["column"]) == set(icc[icc >= 0.75].index) and (kept["icc"] >= 0.75).all()
     assert np.allclose(kept["q_bh"], bh_fdr(kept["p_null"].to_numpy()), equal_nan=True)
     dec = kept[kept["decodable"]]

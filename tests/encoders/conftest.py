@@ -85,13 +85,14 @@ def write_dicom_series(img, folder: str) -> None:
         writer.Execute(sl)
 
 
-def write_cohort(folder, n: int = 4, zones: bool = False, dicom_first: bool = False, split: bool = True):
+def write_cohort(folder, n: int = 4, zones: bool = False, dicom_first: bool = False, split: bool = True,
+                 direction=None):
     os.makedirs(folder, exist_ok=True)
     rows = ["case_id,t2,dwi,adc,gland" + (",split" if split else "")]
     splits = ["train", "val", "test", "train", "train", "test", "train", "val"]
     for i in range(n):
         cid = f"p{i:02d}"
-        names = write_case(folder, cid, seed=i, zones=zones, dicom_t2=dicom_first and i == 0)
+        names = write_case(folder, cid, seed=i, direction=direction, zones=zones, dicom_t2=dicom_first and i == 0)
         row = f"{cid},{names['t2']},{names['dwi']},{names['adc']},{names['gland']}"
         rows.append(row + (f",{splits[i % len(splits)]}" if split else ""))
     path = os.path.join(folder, "cohort.csv")

@@ -75,7 +75,7 @@ def test_fit_share_default_h_follows_the_cohort_and_decode_warns(cli, tmp_path):
     with h5py.File(tmp_path / "d.h5") as f:
         rec = json.loads(f.attrs["params"])["power"]
     assert rec["n_decoder"] == n_dec and rec["hidden"] == params["hidden"]
-    assert rec["n_eval"] == 12 and "12 evaluation cases" in " ".join(rec["reasons"])
+    assert rec["n_eval"] < 20 and f"{rec['n_eval']} evaluation cases" in " ".join(rec["reasons"])
     assert sum("underpowered:" in line for line in r.stderr.splitlines()) == 1   # one line
     r = cli("fit-share", tmp_path / "emb.h5", tmp_path / "rad.h5", "--epochs", "5", "--hidden", "64",
             "-o", tmp_path / "s64.h5")
