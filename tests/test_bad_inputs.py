@@ -226,6 +226,9 @@ SPECS = {
     "init-encoder": Spec(["--arch", "atto", "--in-chans", "2", "-o", "{out}"], out="e.pt"),
     "layers": Spec(["{enc}", "--crop", "32,32,16"]),  # reads a checkpoint, writes only to stdout
     "embed": Spec(["{manifest}", *IMG, "--encoder", "{enc}", *SMALL, "-o", "{out}"], out="emb.h5"),
+    "saliency": Spec(["{manifest}", "--modalities", "t2,dwi,adc", "--mask", "gland", "--encoder",
+                      "tests.saliency.models:tiny_classifier", "--methods", "gradcam", *SMALL, "-o", "{out}"],
+                     out="sal.csv"),
     "finetune": Spec(["{manifest}", *IMG, "--encoder", "{enc}", *SMALL, "--task", "classify",
                       "--target", "pirads", "--epochs", "1", "--warmup-epochs", "0", "-o", "{out}"], out="ft.pt"),
     "fit-share": Spec(["{emb}", "{rad}", "--epochs", "2", "--hidden", "4", "--device", "cpu", "-o", "{out}"],
@@ -407,7 +410,7 @@ def _case(name, subst=None, extra=(), code=1, needles=(), cmd=None, id=None):
     return pytest.param(cmd or name, subst or {}, list(extra), code, list(needles), id=id)
 
 
-IMAGE_CMDS = ("extract-radiomics", "embed", "finetune")
+IMAGE_CMDS = ("extract-radiomics", "embed", "finetune", "saliency")
 SPECIFIC = [
     _case("perturb", {"manifest": "m_missing_image"}, (), 1, ["case000", "nowhere_adc.nii.gz"],
           id="perturb-missing-image"),

@@ -18,6 +18,8 @@ from radlens_cli.io.formats import write_csv
 from radlens_cli.io.formats.share import save_share
 from radlens_cli.io.tables import read_table
 from radlens_cli.lens import power
+from radlens_cli.lens import resplit as rsp
+from radlens_cli.lens.share import METHOD_ALIASES
 
 
 def fit_share(emb_path: str, rad_path: str, output: str, hidden: int | None = None, l1: float = 1e-6,
@@ -38,8 +40,6 @@ def fit_share(emb_path: str, rad_path: str, output: str, hidden: int | None = No
     check_output(output, force, suffix=(".h5", ".hdf5"))
     if sweep_scores:
         check_output(sweep_scores, force, suffix=".csv")
-    from radlens_cli.lens import resplit as rsp
-    from radlens_cli.lens.share import METHOD_ALIASES
 
     symmetric = METHOD_ALIASES.get(method, method) == "symmetric"
     emb = read_table(emb_path, "embeddings", part="refuse")

@@ -26,6 +26,7 @@ import numpy as np
 
 from radlens_cli.errors import ParameterError, ParameterMessage, RadlensError
 from radlens_cli.io.tables import CaseTable, align_cases
+from radlens_cli.lens import interval
 from radlens_cli.lens.checks import require_compatible
 from radlens_cli.lens.decoder import _r2, importance, r2_score, solve_moments
 from radlens_cli.lens.fdr import bh_fdr
@@ -471,7 +472,6 @@ def compare_decoders(ref, others, labels=None, rank_by: str | None = None, boots
         raise ParameterError("give {others}: at least one decoder to compare with the reference", "others")
     check_compare_params(rank_by, stable_quantile, ci_level)
     names = checkpoint_labels([d.path for d in others], labels)
-    from radlens_cli.lens import interval
 
     symmetric = interval.is_symmetric(ref)
     if rank_by is None:   # the method's statistic

@@ -31,7 +31,10 @@ from __future__ import annotations
 
 import numpy as np
 
-from radlens_cli.lens.fdr import bh_fdr
+from radlens_cli.errors import ParameterError
+from radlens_cli.lens.checks import require_compatible
+from radlens_cli.lens.fdr import bh_fdr, stars
+from radlens_cli.lens.resplit import R2_CLIP
 
 NULL_DELTA = 0.05            # default interval half-width, R^2 units (docs/validity.md)
 PANEL_QUANTILE = 0.95
@@ -39,8 +42,6 @@ TEST_NAME = "nb_corrected_t_interval"
 
 
 def clipped(r2: np.ndarray, clip: float | None = None) -> np.ndarray:
-    from radlens_cli.lens.resplit import R2_CLIP
-
     return np.maximum(np.asarray(r2, dtype=np.float64), R2_CLIP if clip is None else clip)
 
 
@@ -102,8 +103,7 @@ def delta_resplit_table(columns, meta: dict, r2_pre, r2_ft, imp_pre, imp_ft, n_t
     of each decoder's ||theta_k|| (each in its own share space)."""
     import pandas as pd
 
-    from radlens_cli.lens.compare import DECODABLE_R2, ranks
-    from radlens_cli.lens.resplit import R2_CLIP
+    from radlens_cli.lens.compare import DECODABLE_R2, ranks  # compare and stats import this module at their top (a cycle otherwise)
 
     r2_pre, r2_ft = np.asarray(r2_pre, float), np.asarray(r2_ft, float)
     D = clipped(r2_ft) - clipped(r2_pre)
@@ -160,8 +160,7 @@ def group_resplit_stats(r2_pre, r2_ft, mse_pre, mse_ft, meta: dict, n_train: int
     clipped-R^2 change against |delta| <= null_delta; q_bh over the whole table."""
     import pandas as pd
 
-    from radlens_cli.lens.fdr import stars
-    from radlens_cli.lens.stats import group_labels
+    from radlens_cli.lens.stats import group_labels  # compare and stats import this module at their top (a cycle otherwise)
 
     rows = []
     for grouping in by:
@@ -191,7 +190,7 @@ def panel_null_deltas(r2_run, r2_panel, meta: dict | None = None, by=()) -> tupl
     (another seed), decoded with the same SHARE. Features: the PANEL_QUANTILE of
     |mean_r D_r| over the features decodable in either run; groups: of the group-mean
     |mean_r D_r| over every group of the groupings `by` (None without groupings)."""
-    from radlens_cli.lens.stats import group_labels
+    from radlens_cli.lens.stats import group_labels  # compare and stats import this module at their top (a cycle otherwise)
 
     D = clipped(r2_panel) - clipped(r2_run)
     dec = (clipped(r2_run).mean(axis=0) > 0) | (clipped(r2_panel).mean(axis=0) > 0)
@@ -230,8 +229,6 @@ def resolve_null(ref, others, null_panel=None, null_delta: float | None = None, 
     null_panel: a decoder of a second fine-tuning run of the first of `others`' task
     (another seed, the same SHARE): delta from panel_null_deltas; null_delta: given;
     neither: NULL_DELTA ("default")."""
-    from radlens_cli.errors import ParameterError
-    from radlens_cli.lens.checks import require_compatible
 
     if null_panel is not None and null_delta is not None:
         raise ParameterError("give {null_panel} or {null_delta}, not both", "null_panel", "null_delta")

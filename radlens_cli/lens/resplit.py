@@ -42,10 +42,16 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
-from radlens_cli.lens.power import assess
-
+from radlens_cli.devices import resolve_device
 from radlens_cli.errors import RadlensError
-from radlens_cli.lens.steps import DecodeResult
+from radlens_cli.lens.align import exact_affine_map
+from radlens_cli.lens.checks import embedding_params, require_same_preprocessing
+from radlens_cli.lens.decoder import importance, r2_score, ridge_gcv
+from radlens_cli.lens.power import assess, recommended_hidden
+from radlens_cli.lens.scaling import fit_scaler
+from radlens_cli.lens.share import ACTIVATIONS, REDUCTIONS, ShareModel, _torch_act, activate, train_share
+from radlens_cli.lens.steps import DecodeResult, _said_missing, join, require_split
+from radlens_cli.names import table_column_meta as column_meta
 
 # The protocol's defaults, in one place (fit-share's options fall back to these).
 N_RESPLITS = 10
@@ -152,9 +158,6 @@ def train_shares(X: np.ndarray, R: np.ndarray, hidden: int, activation: str = "r
     Deterministic on CPU. Returns (weights (G, d, h), biases (G, h)), float32."""
     import torch
 
-    from radlens_cli.devices import resolve_device
-    from radlens_cli.lens.share import ACTIVATIONS, REDUCTIONS
-
     if activation not in ACTIVATIONS:
         raise ValueError(f"unknown activation {activation!r}")
     if reduction not in REDUCTIONS:
@@ -205,7 +208,6 @@ def resplit_gradients(torch, X, XT, R, W1, b1, W2, b2, l1: float, l2: float, act
     + l2 |W_g|^2] w.r.t. (W1, b1, W2, b2), every model g on its own cases X[g] (XT: X
     transposed on its last two axes), written out by hand as lens.share.share_gradients
     is (tested against autograd)."""
-    from radlens_cli.lens.share import _torch_act
 
     A = torch.baddbmm(b1[:, None, :], X, W1)                       # (G, n, h)
     H = _torch_act(activation)(A)
@@ -264,8 +266,6 @@ def decode_protocol(proto: Protocol, Xs: np.ndarray, R: np.ndarray, weights: np.
                     biases: np.ndarray, keep_decoders: bool = True) -> dict:
     """Decoders of every re-split given the shares: Z = act(Xs W_r + b_r), ridge alpha by
     GCV on the decoder cases, R^2 on the test cases. Xs, R in proto.case_id order."""
-    from radlens_cli.lens.decoder import importance, r2_score, ridge_gcv
-    from radlens_cli.lens.share import activate
 
     Rn = proto.n_resplits
     p = R.shape[1]
@@ -295,7 +295,6 @@ def decode_protocol(proto: Protocol, Xs: np.ndarray, R: np.ndarray, weights: np.
 def same_information(X: np.ndarray, X_ref: np.ndarray) -> str | None:
     """'identity' when X equals X_ref, 'exact-affine' when it is an exact invertible affine
     map of it on these cases (lens.align.exact_affine_map), else None."""
-    from radlens_cli.lens.align import exact_affine_map
 
     X = np.asarray(X, dtype=np.float64)
     X_ref = np.asarray(X_ref, dtype=np.float64)
@@ -350,10 +349,6 @@ def fit_share_symmetric(emb, rad, hidden: int = 256, l1: float = 1e-6, l2: float
     and for exact affine maps of it). With a grid, (l1, l2) is selected on the `val`
     reconstruction of shares fitted as every re-split's are (full batch, `epochs`, `lr`) on
     re-split 0's share cases, all grid points as one batched model (the paper's sweep)."""
-    from radlens_cli.lens.checks import embedding_params
-    from radlens_cli.lens.scaling import fit_scaler
-    from radlens_cli.lens.share import ShareModel, train_share
-    from radlens_cli.lens.steps import _said_missing, join, require_split
 
     warn = warn or (lambda m: None)
     epochs = EPOCHS if epochs is None else int(epochs)
@@ -375,7 +370,6 @@ def fit_share_symmetric(emb, rad, hidden: int = 256, l1: float = 1e-6, l2: float
     ids, assignment = make_resplits(j.case_id[idx], n_resplits, seed, share_fraction, test_fraction)
     hidden_rule = hidden is None
     if hidden_rule:   # the small-sample rule (lens/power.py), on each re-split's decoder cases
-        from radlens_cli.lens.power import recommended_hidden
 
         hidden = recommended_hidden(int((assignment[0] == 1).sum()))
     Xp = np.asarray(j.X[idx], dtype=np.float64)
@@ -434,9 +428,6 @@ def decode_symmetric(share, emb, rad, allow_missing: bool = False, warn=None,
     re-splits (or the reference's, when the embeddings carry exactly its information),
     its own GCV ridge alpha and decoder per re-split, R^2 on each test part.
     Returns a ResplitDecodeResult (re-split 0 as the main decoder, for the per-case views)."""
-    from radlens_cli.lens.checks import embedding_params, require_same_preprocessing
-    from radlens_cli.names import table_column_meta as column_meta
-    from radlens_cli.lens.steps import _said_missing, join
 
     warn = warn or (lambda m: None)
     if eval_split != "test":

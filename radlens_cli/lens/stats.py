@@ -14,6 +14,7 @@ from __future__ import annotations
 import numpy as np
 
 from radlens_cli.errors import ParameterError, ParameterMessage
+from radlens_cli.lens import interval
 from radlens_cli.lens.compare import checkpoint_labels, pair_decoders, shared_eval_r2
 from radlens_cli.lens.fdr import bh_fdr, stars
 from radlens_cli.lens.names import collapse_image_type
@@ -93,7 +94,6 @@ def group_stats(ref, others, labels=None, by=GROUPINGS, allow_missing: bool = Fa
     radiomic columns the groups are made of (e.g. the stable ones); None: all.
     Decoders of a symmetric share: lens.interval.group_resplit_stats over the re-splits,
     against the interval null (null_panel / null_delta as in compare_decoders)."""
-    from radlens_cli.lens import interval
     import pandas as pd
 
     groupings = check_groupings(by)

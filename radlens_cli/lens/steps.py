@@ -167,7 +167,7 @@ def fit_share(emb: CaseTable, rad: CaseTable, hidden: int | None = 256, l1: floa
     reduction = loss_reduction
     md = method_defaults(method)
     if method == "symmetric":
-        from radlens_cli.lens import resplit
+        from radlens_cli.lens import resplit  # resplit builds on this module (DecodeResult, join): loaded when a symmetric share is fitted
 
         if int(seeds) != 1:
             raise ParameterError("{seeds} applies to the calibrated-0.2 and paper methods; the "
@@ -394,7 +394,7 @@ def decode(share: ShareModel, emb: CaseTable, rad: CaseTable, ridge: float | Non
     checkpoint's own shares over the share model's re-splits (fitted on `device`;
     progress(): one call per epoch)."""
     if share.method == "symmetric":
-        from radlens_cli.lens import resplit
+        from radlens_cli.lens import resplit  # resplit builds on this module (DecodeResult, join): loaded when a symmetric share is read
 
         given = [k for k, v in (("ridge", ridge), ("intercept", intercept), ("align", align))
                  if v is not None]

@@ -29,6 +29,8 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
+from radlens_cli.io.tables import CaseTable
+
 MODALITIES = ("t2", "adc", "dwi")
 FAMILIES = {
     "shape": ("Sphericity", "Elongation", "SurfaceVolumeRatio"),
@@ -180,7 +182,6 @@ def make_cohort(n: int, d: int = 64, seed: int = 0, conditions=CONDITIONS, n_sha
 
 def tables(coh: Cohort, condition: str | None = None):
     """(embeddings CaseTable of the pre-trained checkpoint or of `condition`, radiomics CaseTable)."""
-    from radlens_cli.io.tables import CaseTable
 
     Y = coh.emb_pre if condition is None else coh.emb[condition]
     emb = CaseTable(case_id=coh.case_id, values=np.asarray(Y, np.float64),
