@@ -49,7 +49,8 @@ from radlens_cli.lens.checks import embedding_params, require_same_preprocessing
 from radlens_cli.lens.decoder import importance, r2_score, ridge_gcv
 from radlens_cli.lens.power import assess, recommended_hidden
 from radlens_cli.lens.scaling import fit_scaler
-from radlens_cli.lens.share import ACTIVATIONS, REDUCTIONS, ShareModel, _torch_act, activate, train_share
+from radlens_cli.lens.share import (ACTIVATIONS, REDUCTIONS, ShareModel, _torch_act, activate, batched_init,
+                                   train_share)
 from radlens_cli.lens.steps import DecodeResult, _said_missing, join, require_split
 from radlens_cli.names import table_column_meta as column_meta
 
@@ -169,16 +170,7 @@ def train_shares(X: np.ndarray, R: np.ndarray, hidden: int, activation: str = "r
     try:
         G, n, d = X.shape
         p = R.shape[2]
-        gen = torch.Generator().manual_seed(int(seed))
-
-        def uniform(shape, fan_in):
-            bound = 1.0 / np.sqrt(fan_in)
-            return (torch.rand(shape, generator=gen, dtype=torch.float32) * 2 - 1) * bound
-
-        init = [uniform((d, hidden), d), uniform((hidden,), d),
-                uniform((hidden, p), hidden), uniform((p,), hidden)]
-        params = [t.unsqueeze(0).repeat(G, *([1] * t.dim())).to(dev).requires_grad_()
-                  for t in init]
+        params = batched_init(torch, torch.Generator().manual_seed(int(seed)), G, d, hidden, p, dev)
         W1, b1, W2, b2 = params
         Xt = torch.from_numpy(np.ascontiguousarray(X, dtype=np.float32)).to(dev)
         Rt = torch.from_numpy(np.ascontiguousarray(R, dtype=np.float32)).to(dev)

@@ -290,21 +290,26 @@ def train_share(X_train, R_train, X_val=None, R_val=None, grid=None, hidden: int
         torch.use_deterministic_algorithms(prev_det)
 
 
-def _train(torch, X, R, Xv, Rv, grid, hidden, activation, epochs, lr, batch_size, seed,
-           device, progress, reduction="mean") -> ShareFit:
-    n, d = X.shape
-    p = R.shape[1]
-    G = len(grid)
-    gen = torch.Generator().manual_seed(int(seed))
-
+def batched_init(torch, gen, G: int, d: int, hidden: int, p: int, device):
+    """(W1, b1, W2, b2) of G share models started alike, each layer uniform in
+    +-1/sqrt(fan_in) as torch.nn.Linear, drawn from `gen`; shapes (G, d, h), (G, h),
+    (G, h, p), (G, p), on `device`, requiring gradients."""
     def uniform(shape, fan_in):
         bound = 1.0 / np.sqrt(fan_in)
         return (torch.rand(shape, generator=gen, dtype=torch.float32) * 2 - 1) * bound
 
     init = [uniform((d, hidden), d), uniform((hidden,), d),
             uniform((hidden, p), hidden), uniform((p,), hidden)]
-    W1, b1, W2, b2 = (t.unsqueeze(0).repeat(G, *([1] * t.dim())).to(device).requires_grad_()
-                      for t in init)
+    return [t.unsqueeze(0).repeat(G, *([1] * t.dim())).to(device).requires_grad_() for t in init]
+
+
+def _train(torch, X, R, Xv, Rv, grid, hidden, activation, epochs, lr, batch_size, seed,
+           device, progress, reduction="mean") -> ShareFit:
+    n, d = X.shape
+    p = R.shape[1]
+    G = len(grid)
+    gen = torch.Generator().manual_seed(int(seed))
+    W1, b1, W2, b2 = batched_init(torch, gen, G, d, hidden, p, device)
     l1 = torch.tensor([g[0] for g in grid], dtype=torch.float32, device=device)
     l2 = torch.tensor([g[1] for g in grid], dtype=torch.float32, device=device)
     act = _torch_act(activation)
