@@ -52,8 +52,7 @@ def extract_radiomics(manifest_path: str, modalities: list[str], mask: str, para
     spec = parse_mask_spec(mask)
     run = CohortRun.start(output, parts, part_id, num_parts, failures_path, keep_going, force, bool(cache_dir))
     man = read_manifest(manifest_path, split_seed)
-    man.require_columns(modalities, "modality")
-    man.require_columns([spec.column], "mask")
+    man.require_images(modalities, spec)
     if reference_modality:
         man.require_columns([reference_modality], "reference modality")
     params_path = resolve_params(params_path)  # a preset name: provenance records (and hashes) its file

@@ -78,9 +78,8 @@ def finetune(manifest: str, modalities: list[str], mask: str, encoder: str, task
         # inputs: manifest columns, the encoder, preprocessing, targets
         man = read_manifest(manifest)
         seg_target = parse_mask_spec(seg_mask, "seg_mask") if seg_mask else None
-        man.require_columns(modalities, "modality")
         mask_spec = parse_mask_spec(mask)
-        man.require_columns([mask_spec.column], "mask")
+        man.require_images(modalities, mask_spec)
         if seg_target is not None:
             man.require_columns([seg_target.column], "segmentation mask")
         backbone, info = _load_trainable_encoder(encoder, modalities, drop_path, trust_checkpoint)

@@ -76,8 +76,7 @@ def saliency(manifest: str, modalities: str, mask: str, encoder: str, output: st
     mods = parse_list(modalities, "modalities")
     mask_spec = parse_mask_spec(mask)
     man = read_manifest(manifest)
-    man.require_columns(mods, "modality")
-    man.require_columns([mask_spec.column], "mask")
+    man.require_images(mods, mask_spec)
     dev = resolve_device(device)
     torch.manual_seed(seed)
 

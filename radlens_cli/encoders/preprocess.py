@@ -465,8 +465,7 @@ class CaseDataset(Dataset):
     def __init__(self, manifest, cfg: PreprocessConfig, cache_dir: str | None = None,
                  targets: np.ndarray | None = None, seg_target: MaskSpec | None = None,
                  failures_as_records: bool = False, strict_geometry: bool = False):
-        manifest.require_columns(cfg.modalities, "modality")
-        manifest.require_columns([cfg.mask.column], "mask")
+        manifest.require_images(cfg.modalities, cfg.mask)
         if seg_target is not None:
             manifest.require_columns([seg_target.column], "segmentation mask")
         self.cfg = cfg

@@ -111,6 +111,12 @@ class Manifest:
             raise UsageError(f"{self.path}: unknown {role} column(s) {', '.join(missing)}; "
                              f"manifest columns are {', '.join(map(str, self.frame.columns))}")
 
+    def require_images(self, modalities, mask) -> None:
+        """The image columns of every command that reads the cohort's images: each
+        modality and the mask spec's column (a MaskSpec)."""
+        self.require_columns(modalities, "modality")
+        self.require_columns([mask.column], "mask")
+
     def target(self, column: str) -> np.ndarray:
         """A numeric target column; error naming the cases where it is missing."""
         import pandas as pd
