@@ -299,6 +299,12 @@ def features_vs_groups(delta, table1) -> str:
     """Why the feature count and the group count can disagree: two tests, two units."""
     if "q_bh" not in delta.columns or table1 is None or "q_bh" not in getattr(table1, "columns", ()):
         return ""
+    if "null_delta" in getattr(table1, "columns", ()):   # the symmetric lens: one test, two units
+        return (" Features and groups are different units of the same test: a feature counts when "
+                "its own clipped Δr² beats the interval null after BH over all features; a Table-1 "
+                "group counts when its group-mean Δr² does, after BH over the groups. Many small "
+                "changes in one direction can make a group differ while no single feature does, "
+                "and a few large feature changes can cancel in a group.")
     return (" Features and groups are different tests: a feature counts when its own paired "
             "test beats the null after BH over all features; a Table-1 group counts when the "
             "Wilcoxon test on each case's squared error averaged over the group's features does, "
