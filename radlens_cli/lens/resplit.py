@@ -49,8 +49,8 @@ from radlens_cli.lens.checks import embedding_params, require_same_preprocessing
 from radlens_cli.lens.decoder import importance, r2_score, ridge_gcv
 from radlens_cli.lens.power import assess, recommended_hidden
 from radlens_cli.lens.scaling import fit_scaler
-from radlens_cli.lens.share import (ACTIVATIONS, REDUCTIONS, ShareModel, _torch_act, activate, batched_init,
-                                   train_share)
+from radlens_cli.lens.share import (ACTIVATIONS, REDUCTIONS, ShareModel, activate, batched_init,
+                                   l1_head_gradients, train_share)
 from radlens_cli.lens.steps import DecodeResult, _said_missing, join, require_split
 from radlens_cli.names import table_column_meta as column_meta
 
@@ -202,20 +202,7 @@ def resplit_gradients(torch, X, XT, R, W1, b1, W2, b2, l1: float, l2: float, act
     is (tested against autograd)."""
 
     A = torch.baddbmm(b1[:, None, :], X, W1)                       # (G, n, h)
-    H = _torch_act(activation)(A)
-    S = torch.baddbmm(b2[:, None, :], H, W2).sub_(R).sign_()       # (G, n, p)
-    gW2 = torch.bmm(H.transpose(1, 2), S).div_(N)
-    gb2 = S.sum(dim=1).div_(N)
-    gH = torch.bmm(S, W2.transpose(1, 2)).div_(N)
-    del S
-    if activation == "relu":
-        gA = gH.mul_(A > 0)
-    elif activation == "tanh":
-        gA = gH.mul_(1 - H * H)
-    else:
-        cdf = 0.5 * (1 + torch.erf(A / np.sqrt(2.0)))
-        pdf = torch.exp(-0.5 * A * A) / np.sqrt(2 * np.pi)
-        gA = gH.mul_(cdf + A * pdf)
+    gA, gW2, gb2 = l1_head_gradients(torch, A, W2, b2, R, N, activation)
     gW1 = torch.bmm(XT, gA)
     gb1 = gA.sum(dim=1)
     for W, gW in ((W1, gW1), (W2, gW2)):

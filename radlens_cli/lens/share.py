@@ -290,6 +290,28 @@ def train_share(X_train, R_train, X_val=None, R_val=None, grid=None, hidden: int
         torch.use_deterministic_algorithms(prev_det)
 
 
+def l1_head_gradients(torch, A, W2, b2, R, N, activation: str):
+    """Of G batched shares' mean-L1 data term, given the first layer's pre-activations A
+    (G, n, h): (dL/dA, dL/dW2, dL/db2), the data term divided by N, written out by hand
+    (tested against autograd); the sweep and the symmetric lens both back-propagate
+    through it."""
+    H = _torch_act(activation)(A)
+    S = torch.baddbmm(b2[:, None, :], H, W2).sub_(R).sign_()           # dL/dP * N
+    gW2 = torch.bmm(H.transpose(1, 2), S).div_(N)
+    gb2 = S.sum(dim=1).div_(N)
+    gH = torch.bmm(S, W2.transpose(1, 2)).div_(N)
+    del S
+    if activation == "relu":
+        gA = gH.mul_(A > 0)
+    elif activation == "tanh":
+        gA = gH.mul_(1 - H * H)
+    else:  # exact GELU: Phi(a) + a * phi(a)
+        cdf = 0.5 * (1 + torch.erf(A / np.sqrt(2.0)))
+        pdf = torch.exp(-0.5 * A * A) / np.sqrt(2 * np.pi)
+        gA = gH.mul_(cdf + A * pdf)
+    return gA, gW2, gb2
+
+
 def batched_init(torch, gen, G: int, d: int, hidden: int, p: int, device):
     """(W1, b1, W2, b2) of G share models started alike, each layer uniform in
     +-1/sqrt(fan_in) as torch.nn.Linear, drawn from `gen`; shapes (G, d, h), (G, h),
@@ -376,20 +398,7 @@ def share_gradients(torch, xb, rb, W1, b1, W2, b2, l1, l2, activation, reduction
     B = xb.shape[0]
     N = B * (rb.shape[1] if reduction == "mean" else 1)     # the data term's divisor
     A = torch.einsum("nd,gdh->gnh", xb, W1).add_(b1[:, None, :])       # (G, B, h)
-    H = _torch_act(activation)(A)
-    S = torch.baddbmm(b2[:, None, :], H, W2).sub_(rb).sign_()          # dL/dP * B
-    gW2 = torch.bmm(H.transpose(1, 2), S).div_(N)
-    gb2 = S.sum(dim=1).div_(N)
-    gH = torch.bmm(S, W2.transpose(1, 2)).div_(N)
-    del S
-    if activation == "relu":
-        gA = gH.mul_(A > 0)
-    elif activation == "tanh":
-        gA = gH.mul_(1 - H * H)
-    else:  # exact GELU: Phi(a) + a * phi(a)
-        cdf = 0.5 * (1 + torch.erf(A / np.sqrt(2.0)))
-        pdf = torch.exp(-0.5 * A * A) / np.sqrt(2 * np.pi)
-        gA = gH.mul_(cdf + A * pdf)
+    gA, gW2, gb2 = l1_head_gradients(torch, A, W2, b2, rb, N, activation)
     G, _, h = gA.shape
     gW1 = (xb.T @ gA.permute(1, 0, 2).reshape(B, G * h)).reshape(-1, G, h).permute(1, 0, 2)
     gW1 = gW1.contiguous()
