@@ -235,6 +235,20 @@ def merged_history(*attr_sets) -> list:
     return out
 
 
+def decoded_attrs(attrs: dict) -> dict:
+    """attrs with every JSON-looking string value (a list or an object) parsed; other
+    values, and strings that are not JSON, as they are: a provenance record to dump."""
+    rec = {}
+    for k, v in attrs.items():
+        if isinstance(v, str) and v[:1] in "[{":
+            try:
+                v = json.loads(v)
+            except ValueError:
+                pass
+        rec[k] = v
+    return rec
+
+
 def json_attr(attrs: dict, key: str, default):
     """A JSON-valued root attribute (`params`, `history`, `failures`, ...) parsed; `default` when
     absent or not JSON. Values already parsed (lists, dicts) pass through."""

@@ -115,14 +115,7 @@ def embed_provenance(text: str, attrs: dict) -> str:
     report.html` reads; browsers do not show it."""
     import json
 
-    rec = {"radlens_schema": "report/1"}
-    for k, v in attrs.items():
-        if isinstance(v, str) and v[:1] in "[{":
-            try:
-                v = json.loads(v)
-            except ValueError:
-                pass
-        rec[k] = v
+    rec = {"radlens_schema": "report/1", **provenance.decoded_attrs(attrs)}
     for r in (rec.get("inputs") or {}).values():
         if isinstance(r, dict) and "path" in r:
             r["path"] = shown_name(r["path"])

@@ -258,14 +258,7 @@ def write_sidecar(path: str, attrs: dict | None = None) -> str:
     if attrs is None:   # what the running command declared: inputs with sha256, params, seed
         attrs = provenance.current(CURRENT["command"])
     rec = {"radlens_schema": "csv-provenance/1", "file": os.path.basename(path),
-           "sha256": provenance.sha256_file(path)}
-    for k, v in attrs.items():
-        if isinstance(v, str) and v[:1] in "[{":
-            try:
-                v = json.loads(v)
-            except ValueError:
-                pass
-        rec[k] = v
+           "sha256": provenance.sha256_file(path), **provenance.decoded_attrs(attrs)}
     side = sidecar_path(path)
     with atomic_path(side) as tmp, open(tmp, "w", encoding="utf-8") as fh:
         json.dump(rec, fh, indent=1, sort_keys=True, default=str)
