@@ -249,8 +249,18 @@ def null_sentence(delta) -> str:
         nd = float(pd_first(delta["null_delta"]))
         src = pd_first(delta["null_delta_source"]) if "null_delta_source" in delta.columns else float("nan")
         src = src if isinstance(src, str) else "source not recorded"
-        text += (f" The null is an interval: a flag means |Δr²| &gt; δ = {nd:.3g} ({esc(src)}), a change larger than "
-                 f"re-encoding the same information makes.")
+        relative = ("common_shift" in delta.columns and "test" in delta.columns
+                    and delta["common_shift"].notna().any()
+                    and str(pd_first(delta["test"])).endswith("_relative"))
+        if relative:
+            cs = float(pd_first(delta["common_shift"]))
+            text += (f" The null is an interval, on each feature's change relative to the change all of this "
+                     f"checkpoint's features share (common shift {cs:+.3f} R²): a flag means "
+                     f"|Δr² − common shift| &gt; δ = {nd:.3g} ({esc(src)}), a change larger than re-encoding the "
+                     f"same information makes; a shared change shows in the common shift and in Table 1.")
+        else:
+            text += (f" The null is an interval: a flag means |Δr²| &gt; δ = {nd:.3g} ({esc(src)}), a change larger than "
+                     f"re-encoding the same information makes.")
     if "null_panel_spearman" in delta.columns and delta["null_panel_spearman"].notna().any():
         rho = float(pd_first(delta["null_panel_spearman"]))
         text += (f" A second run of the same fine-tuning (the null panel) agrees with this checkpoint's Δr² ranks "
@@ -301,8 +311,9 @@ def features_vs_groups(delta, table1) -> str:
         return ""
     if "null_delta" in getattr(table1, "columns", ()):   # the symmetric lens: one test, two units
         return (" Features and groups are different units of the same test: a feature counts when "
-                "its own clipped Δr² beats the interval null after BH over all features; a Table-1 "
-                "group counts when its group-mean Δr² does, after BH over the groups. Many small "
+                "its own clipped Δr² (relative to the common shift, when the test says so) beats the "
+                "interval null after BH over all features; a Table-1 group counts when its group-mean "
+                "Δr² (not centred) does, after BH over the groups. Many small "
                 "changes in one direction can make a group differ while no single feature does, "
                 "and a few large feature changes can cancel in a group.")
     return (" Features and groups are different tests: a feature counts when its own paired "

@@ -292,3 +292,12 @@ def test_report_states_the_interval_null_and_the_panels_rank_agreement(cli_run, 
     assert f"δ = {delta.null_delta.iloc[0]:.3g} (panel dec_second_run.h5 vs dec_planted.h5)" in html
     assert f"Spearman ρ = {delta.null_panel_spearman.iloc[0]:.2f}" in html
     assert "Nadeau–Bengio corrected resampled t" in html and "Wilcoxon p" not in html
+    assert f"common shift {delta.common_shift.iloc[0]:+.3f} R²" in html
+    # 0.3.0's test (--centre none): the report says what that flag means instead
+    _run("compare", d / "dec_pre.h5", d / "dec_planted.h5", "-o", tmp_path / "delta0.csv",
+         "--centre", "none", "--top", "0")
+    _run("report", "--radiomics", d / "rad.h5", "--compare", tmp_path / "delta0.csv", "--stats",
+         tmp_path / "table.csv", "-o", tmp_path / "r0.html")
+    html0 = (tmp_path / "r0.html").read_text(encoding="utf-8")
+    assert "common shift +" not in html0 and "common shift -" not in html0
+    assert "a flag means |Δr²| &gt; δ = 0.05 (default)" in html0
