@@ -310,6 +310,53 @@ def _same_grid(a, b) -> bool:
 
 # ---------------------------------------------------------------- the cohort
 
+@dataclass(frozen=True)
+class CaseJob:
+    """One case's share of `perturb_cohort`: what a worker process needs (paths, not images)."""
+
+    case_id: str
+    split: object
+    out_dir: str
+    images: tuple          # ((modality, path), ...)
+    masks: tuple           # ((mask column, path or None), ...): the ROI's column first
+    roi: MaskSpec
+    settings: PerturbSettings
+    replicates: tuple      # the k to write (0: the original)
+    seed: int
+    carried: tuple         # ((column, value), ...) copied to every row
+
+
+def perturb_one_case(job: CaseJob) -> list[dict]:
+    """Read one case, write its replicates under job.out_dir, return their manifest rows."""
+    sitk = _sitk()
+    cid = job.case_id
+    img_paths = list(job.images)
+    images = {m: read_image(p, f"case {cid}, {m}") for m, p in img_paths}
+    masks = {}
+    for c, p in job.masks:
+        if p is None and c != job.roi.column:
+            continue  # an optional mask left empty stays empty
+        masks[c] = _read_labels(p, f"case {cid}, {c}", img_paths)
+    select_labels(masks[job.roi.column], job.roi, dict(job.masks)[job.roi.column], f"case {cid}, {job.roi.column}")
+    rows = []
+    for k in job.replicates:
+        rid = f"{cid}_r{k}"
+        out_images, out_masks, record = perturb_case(images, masks, job.roi.column, job.roi, job.settings, job.seed,
+                                                     cid, k)
+        os.makedirs(os.path.join(job.out_dir, rid), exist_ok=True)
+        row = {"case_id": rid, "subject": cid, "split": job.split}
+        for name, img in [*out_images.items(), *out_masks.items()]:
+            rel = f"{rid}/{name}.nii.gz"
+            sitk.WriteImage(img, os.path.join(job.out_dir, rel), True)
+            row[name] = rel
+        for c, _ in job.masks:
+            row.setdefault(c, "")
+        row.update(dict(job.carried))
+        row.update(record)
+        rows.append(row)
+    return rows
+
+
 def perturb_cohort(manifest: Manifest, out_dir: str, modalities, roi: MaskSpec, other_masks=(),
                    settings: PerturbSettings | None = None, replicates: int = 5, include_original: bool = False,
                    seed: int = 0, progress=None, warn=None):
@@ -322,7 +369,6 @@ def perturb_cohort(manifest: Manifest, out_dir: str, modalities, roi: MaskSpec, 
     """
     import pandas as pd
 
-    sitk = _sitk()
     settings = (settings or PerturbSettings()).check()
     if replicates < 1:
         raise ParameterError(f"{{replicates}} must be at least 1 (got {replicates})", "replicates")
@@ -341,35 +387,20 @@ def perturb_cohort(manifest: Manifest, out_dir: str, modalities, roi: MaskSpec, 
     path_like = [c for c in other if _all_paths(manifest, c)]
     carried = [c for c in other if c not in path_like]
     ks = ([0] if include_original else []) + list(range(1, replicates + 1))
-    rows = []
-    cases = range(len(manifest))
-    for i in (progress(cases) if progress else cases):
+    jobs_ = []
+    for i in range(len(manifest)):
         r = manifest.frame.iloc[i]
-        cid = str(r["case_id"])
-        img_paths = [(m, manifest.resolve(r[m])) for m in modalities]
-        images = {m: read_image(p, f"case {cid}, {m}") for m, p in img_paths}
-        masks = {}
-        for c in mask_columns:
-            p = manifest.resolve(r[c])
-            if p is None and c != roi.column:
-                continue  # an optional mask left empty stays empty
-            masks[c] = _read_labels(p, f"case {cid}, {c}", img_paths)
-        select_labels(masks[roi.column], roi, manifest.resolve(r[roi.column]), f"case {cid}, {roi.column}")
-        for k in ks:
-            rid = f"{cid}_r{k}"
-            out_images, out_masks, record = perturb_case(images, masks, roi.column, roi, settings, seed, cid, k)
-            folder = os.path.join(out_dir, rid)
-            os.makedirs(folder, exist_ok=True)
-            row = {"case_id": rid, "subject": cid, "split": r["split"]}
-            for name, img in [*out_images.items(), *out_masks.items()]:
-                rel = f"{rid}/{name}.nii.gz"
-                sitk.WriteImage(img, os.path.join(out_dir, rel), True)
-                row[name] = rel
-            for c in mask_columns:
-                row.setdefault(c, "")
-            row.update({c: r[c] for c in carried})
-            row.update(record)
-            rows.append(row)
+        jobs_.append(CaseJob(
+            case_id=str(r["case_id"]), split=r["split"], out_dir=out_dir,
+            images=tuple((m, manifest.resolve(r[m])) for m in modalities),
+            masks=tuple((c, manifest.resolve(r[c])) for c in mask_columns),
+            roi=roi, settings=settings, replicates=tuple(ks), seed=seed,
+            carried=tuple((c, r[c]) for c in carried)))
+    per_case = [None] * len(jobs_)
+    cases = range(len(jobs_))
+    for i in (progress(cases) if progress else cases):
+        per_case[i] = perturb_one_case(jobs_[i])
+    rows = [row for case_rows in per_case for row in case_rows]
     cols = ["case_id", "subject", "split", *modalities, *mask_columns, *carried, *rows[0].keys()]
     frame = pd.DataFrame(rows, columns=list(dict.fromkeys(cols)))
     if path_like and warn:  # said once the copy is written (an error before it says what matters)
