@@ -518,7 +518,8 @@ def build(radiomics: str, compare: str, stats: str, correlate_summary: str | Non
           top: int = 10, stable_quantile: float = 0.5, rank_by: str | None = None,
           command: str = "", versions: dict | None = None, created: str = "", encoders=(),
           checkpoint: str | None = None, ordered: bool | None = None, panels=None,
-          stability: str | None = None, min_icc: float | None = None, saliency=None):
+          stability: str | None = None, min_icc: float | None = None, saliency=None,
+          control: str | None = None):
     """Read the inputs and return (html text, list of figures).
 
     encoders: the fine-tuned checkpoints' records (encoders.training.finetuned.
@@ -528,7 +529,8 @@ def build(radiomics: str, compare: str, stats: str, correlate_summary: str | Non
     panels: report.images.PanelSpec or None (no image panels); stability: icc.csv of
     `radlens stability` (each listed feature's ICC, change vs ICC); min_icc: leave features
     with a lower ICC out of the views; saliency: (saliency tables, maps folders) from
-    `radlens saliency`, or None."""
+    `radlens saliency`, or None; control: stats' TABLE.csv of the same pipeline on
+    negative-control images (each family's R² beside the real run's)."""
     rad = rd.radiomics_summary(radiomics)
     images = None
     if panels is not None:  # the manifest's columns are checked before any figure is drawn
@@ -556,6 +558,12 @@ def build(radiomics: str, compare: str, stats: str, correlate_summary: str | Non
                rd.file_record("stats", stats)]
     if stability:
         records.append(rd.file_record("stability", stability))
+    control_table = None
+    if control:
+        control_all = rd.read_stats(control)
+        names = list(dict.fromkeys(control_all["checkpoint"]))
+        control_table = rd.stats_for(control_all, focus if focus in names else names[0], True)
+        records.append(rd.file_record("control", control))
     for role, path in (("correlate-summary", correlate_summary), ("cka", cka), ("probe", probe)):
         if path:
             records.append(rd.file_record(role, path))
@@ -583,6 +591,8 @@ def build(radiomics: str, compare: str, stats: str, correlate_summary: str | Non
     if stability:
         gains, losses, _, stat = views(delta, top, stable_quantile, rank_by)
         rs.stability_section(rep, delta, gains, losses, stat, min_icc, n_unstable, stability)
+    if control_table is not None:
+        rs.control_section(rep, table1, control_table, control)
     size_section(rep, delta, task_text)
     if "correlate_summary" in optional:
         generic_section(rep, "correlate", "Rad4XCNN correlation summary", optional["correlate_summary"],
