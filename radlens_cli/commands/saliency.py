@@ -31,7 +31,7 @@ from radlens_cli.io.tables import read_table
 from radlens_cli.lens.share import ShareModel
 from radlens_cli.names import parse_list
 from radlens_cli.io.runs import write_failures
-from radlens_cli.saliency.concept import ConceptMaps, readout_layers, top_changed
+from radlens_cli.saliency.concept import ConceptMaps, decoder_r2, readout_layers, top_changed
 from radlens_cli.saliency.methods import CAM_METHODS, captum, parse_methods
 from radlens_cli.saliency.model import load_scored
 from radlens_cli.saliency.run import Explainer, explain_cases, table_columns
@@ -99,7 +99,7 @@ def saliency(manifest: str, modalities: str, mask: str, encoder: str, output: st
         cols = list(dict.fromkeys(list(features or []) + (top_changed(compare, top) if compare else [])))
         rec = json.loads(dec.attrs.get("embedding_preprocessing", "{}") or "{}")
         readout = readout_layers(sh, dec, cols, emb)
-        r2 = {c: float(dec.r2[dec.columns.index(c)]) for c in cols}
+        r2 = decoder_r2(dec, cols)
         weak = [c for c in cols if not r2[c] >= min_r2]
         if weak:
             log.warn(f"{len(weak)} feature(s) decoded with R2 below {min_r2} ({', '.join(weak[:3])}); their concept "
@@ -108,6 +108,11 @@ def saliency(manifest: str, modalities: str, mask: str, encoder: str, output: st
                                  trust=trust_checkpoint, modalities=mods, weights=weights)
         concept = ConceptMaps(embedder, readout, concept_method, device=dev)
         concept_params = {"decoder_r2": r2, "min_r2": min_r2, "features": cols, "concept_method": concept_method,
+                          "lens": str(dec.attrs.get("method", "calibrated")),
+                          "decoded_feature": ("mean over the re-splits' predictions (each re-split's own share "
+                                              "and decoder)" if dec.resplit is not None else "the decoder's prediction"),
+                          "decoder_r2_is": "mean held-out R2 over the re-splits, clipped at 0" if dec.resplit is not None
+                          else "held-out R2 on the eval split",
                           "alignment": readout.alignment, "embedding_layer": rec.get("layer", "final"),
                           "embedding_pool": rec.get("pool", "mean")}
     recorded = (scored.preprocessing if scored is not None else None)
@@ -207,8 +212,9 @@ def saliency_cli(
     decoder: str = typer.Option(None, "--decoder", help="DEC.h5 from `radlens decode` of this encoder's "
                                 "embeddings: draw concept maps of its decoded features."),
     share: str = typer.Option(None, "--share", help="SHARE.h5 the decoder was decoded through."),
-    embeddings: str = typer.Option(None, "--embeddings", help="The embeddings decode read (needed for a "
-                                   "decoder with alignment, the default lens, to rebuild it)."),
+    embeddings: str = typer.Option(None, "--embeddings", help="The embeddings decode read: checks the rebuilt "
+                                   "lens against the decoder's stored Z (needed for a calibrated-0.2 decoder, "
+                                   "to rebuild its alignment)."),
     feature: list[str] = typer.Option(None, "--feature", help="Radiomic column to map (repeatable)."),
     compare: str = typer.Option(None, "--compare", help="DELTA.csv from `radlens compare`: map the --top "
                                 "most gained and most lost features."),
