@@ -99,7 +99,25 @@ def agreement_table(df) -> "object":
                 kind, other = c.split("_", 1)
                 r[f"{'ρ' if kind == 'spearman' else 'IoU10'} {LABELS.get(other, other)}"] = g[c].mean()
         rows.append(r)
-    return pd.DataFrame(rows)
+    out = pd.DataFrame(rows)
+    if "deletion_auc" in out and out["deletion_auc"].isna().all():   # saliency ran without --deletion
+        out = out.drop(columns="deletion_auc")
+    return out
+
+
+def mapped_cases(imgs: ri.CaseImages, maps_dir: str, cases: list) -> tuple[list, str]:
+    """The rows of a maps folder's figure: the example cases that have maps in it, then (a
+    saliency run of a part of the cohort) other cases of the manifest with maps, sorted, up
+    to as many rows as example cases; and how the caption names them."""
+    def has(c):
+        return os.path.isdir(os.path.join(maps_dir, _folder(c)))
+    rows = [c for c in cases if has(c)]
+    if len(rows) == len(cases):
+        return rows, "example case(s)"
+    more = [c for c in sorted(imgs.row, key=str) if c not in rows and has(c)]
+    rows += more[:len(cases) - len(rows)]
+    return rows, (f"case(s): the {sum(has(c) for c in cases)} example case(s) with maps in this folder, then "
+                  f"other mapped cases")
 
 
 def saliency_section(rep, imgs: ri.CaseImages | None, tables: list[str], maps_dirs: list[str], cases: list) -> None:
@@ -117,14 +135,16 @@ def saliency_section(rep, imgs: ri.CaseImages | None, tables: list[str], maps_di
         parts.append(t.to_html(index=False, float_format=lambda v: f"{v:.3f}", na_rep="", border=0,
                                classes="data"))
         parts.append("<p>How to read it: mass_in_mask is the fraction of a map's positive mass inside the ROI "
-                     "(1 = all of it); deletion_auc is the area under the explained output as the map's top "
-                     "voxels are blurred away (lower = the map found what the output depends on); ρ and IoU10 "
+                     "(1 = all of it); deletion_auc (saliency --deletion) is the area under the explained output "
+                     "as the map's top voxels are blurred away (lower = the map found what the output depends on); "
+                     "ρ and IoU10 "
                      "are the mean Spearman correlation and top-10 % overlap with another method in the ROI's "
                      "bounding box — low values mean the methods point at different voxels.</p>")
     if imgs is not None and cases:
         modality = imgs.spec.modalities[0]
         for k, d in enumerate(maps_dirs):
-            names = sorted({os.path.splitext(os.path.splitext(f)[0])[0] for c in cases
+            rows, note = mapped_cases(imgs, d, list(cases))
+            names = sorted({os.path.splitext(os.path.splitext(f)[0])[0] for c in rows
                             for f in (os.listdir(os.path.join(d, _folder(c)))
                                       if os.path.isdir(os.path.join(d, _folder(c))) else [])
                             if f.endswith(".nii.gz")},
@@ -136,8 +156,8 @@ def saliency_section(rep, imgs: ri.CaseImages | None, tables: list[str], maps_di
             what = ("where the encoder reads each decoded radiomic feature (positive integrated-gradients "
                     "attribution)" if concept else "what each method says the output depends on")
             parts.append(overlay_figure(
-                imgs, cases, modality, d, names, f"fig_saliency_{k}",
-                f"{len(cases)} example case(s) (rows) on {modality}, ROI outlined in red; each column one map "
+                imgs, rows, modality, d, names, f"fig_saliency_{k}",
+                f"{len(rows)} {note} (rows) on {modality}, ROI outlined in red; each column one map "
                 f"({', '.join(LABELS.get(n, n) for n in names)}), scaled to its own maximum, values under 5 % "
                 f"transparent. How to read it: bright = {what}; compare the columns of a row — where they "
                 f"disagree, no single map is the explanation."))
