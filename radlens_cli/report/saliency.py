@@ -58,6 +58,21 @@ def _draw_overlay(ax, view, msl, title: str) -> None:
     ax.imshow(shown, cmap=MAP_CMAP, vmin=0, vmax=1, alpha=0.55, extent=(0, w, h, 0), interpolation="nearest")
 
 
+TITLE_CHARS = 25   # what fits over a thumbnail (ri.THUMB_INCH) at the title's 8 pt (checked in chromium)
+
+
+def map_title(case_id: str, name: str) -> str:
+    """`case · method`, or for a concept map (long radiomic names) the case over the
+    feature's name without `concept_`/`original_`, cut to what fits over the thumbnail."""
+    if name in LABELS:
+        return f"{case_id} · {LABELS[name]}"
+    label = name[len("concept_"):] if name.startswith("concept_") else name
+    label = label.replace("original_", "")
+    if len(f"{case_id} · {label}") <= TITLE_CHARS:
+        return f"{case_id} · {label}"
+    return f"{case_id}\n{label if len(label) <= TITLE_CHARS else label[:TITLE_CHARS - 1] + '…'}"
+
+
 def overlay_figure(imgs, cases, modality, maps_dir: str, names: list, fig_name: str, caption: str) -> rf.Figure:
     """One row per case, one column per map (`names`), each over the first modality."""
     matplotlib, plt = rf._plt()
@@ -75,9 +90,9 @@ def overlay_figure(imgs, cases, modality, maps_dir: str, names: list, fig_name: 
                     ax.text(0.5, 0.5, f"{cid}: no {name}", ha="center", va="center", fontsize=6,
                             transform=ax.transAxes)
                     continue
-                label = LABELS.get(name, name.replace("concept_", ""))
-                _draw_overlay(ax, view, map_view(imgs, cid, modality, path), f"{cid} · {label}"[:48])
-        fig.subplots_adjust(wspace=0.04, hspace=0.22)
+                _draw_overlay(ax, view, map_view(imgs, cid, modality, path), map_title(cid, name))
+        fig.subplots_adjust(wspace=0.04, hspace=0.4 if any("\n" in map_title(c, n) for c in cases for n in names)
+                            else 0.22)
         return ri._render_small(fig, fig_name, "", caption)
 
 
@@ -114,10 +129,12 @@ def mapped_cases(imgs: ri.CaseImages, maps_dir: str, cases: list) -> tuple[list,
     rows = [c for c in cases if has(c)]
     if len(rows) == len(cases):
         return rows, "example case(s)"
+    n_ex = len(rows)
     more = [c for c in sorted(imgs.row, key=str) if c not in rows and has(c)]
     rows += more[:len(cases) - len(rows)]
-    return rows, (f"case(s): the {sum(has(c) for c in cases)} example case(s) with maps in this folder, then "
-                  f"other mapped cases")
+    if not n_ex:
+        return rows, "mapped case(s) (the saliency run mapped none of the example cases)"
+    return rows, f"case(s): the {n_ex} example case(s) with maps in this folder, then other mapped cases"
 
 
 def saliency_section(rep, imgs: ri.CaseImages | None, tables: list[str], maps_dirs: list[str], cases: list) -> None:

@@ -3,7 +3,7 @@
 import numpy as np
 import pandas as pd
 
-from radlens_cli.report.saliency import agreement_table, mapped_cases
+from radlens_cli.report.saliency import TITLE_CHARS, agreement_table, map_title, mapped_cases
 from radlens_cli.saliency.tables import case_folder
 
 
@@ -22,8 +22,18 @@ def test_mapped_cases_example_cases_first_then_other_mapped_ones(tmp_path):
     # a part of the cohort was mapped: the example case that has maps, then mapped cases in order
     rows, note = mapped_cases(imgs, str(tmp_path), ["c00", "c04", "c05"])
     assert rows == ["c04", "c01", "c07"] and "1 example case(s) with maps" in note
+    rows, note = mapped_cases(imgs, str(tmp_path), ["c00", "c02"])
+    assert rows == ["c01", "c04"] and "none of the example cases" in note
     rows, _ = mapped_cases(imgs, str(tmp_path / "nothing"), ["c00"])
     assert rows == []
+
+
+def test_map_titles_fit_over_a_thumbnail():
+    assert map_title("case000", "gradcampp") == "case000 · Grad-CAM++"
+    t = map_title("case000", "concept_t2_original_glszm_LargeAreaLowGrayLevelEmphasis")
+    first, second = t.split("\n")
+    assert first == "case000" and second.startswith("t2_glszm_LargeArea") and len(second) <= TITLE_CHARS
+    assert map_title("c1", "concept_adc_original_firstorder_Mean") == "c1 · adc_firstorder_Mean"
 
 
 def test_agreement_table_drops_an_empty_deletion_column():
