@@ -173,7 +173,7 @@ def test_concept_maps_through_the_default_lens(cli, tmp_path):
     col = "t2/original_firstorder_A"
     r = cli("saliency", man, *MODS, *enc, "--methods", "none", "--decoder", tmp_path / "dec.h5", "--share",
             tmp_path / "share.h5", "--embeddings", tmp_path / "emb.h5", "--feature", col,
-            "--concept-method", "gradient", "--maps", tmp_path / "maps", "-o", tmp_path / "c.csv")
+            "--concept-method", "gradient", "--deletion", "--maps", tmp_path / "maps", "-o", tmp_path / "c.csv")
     assert r.exit_code == 0, r.stderr
     out = read(tmp_path / "c.csv")
     assert set(out.data["method"]) == {f"concept_{col}"} and len(out.data["case_id"]) == 24
@@ -188,3 +188,4 @@ def test_concept_maps_through_the_default_lens(cli, tmp_path):
     want = np.array([want[rows[c]] for c in out.data["case_id"]])
     assert np.allclose(got, want, rtol=1e-4, atol=1e-5 * np.abs(want).max()), (got, want)
     assert os.path.exists(tmp_path / "maps" / "p00" / f"concept_{col.replace('/', '_')}.nii.gz")
+    assert np.isfinite(out.data["deletion_auc"].astype(float)).all()
