@@ -31,7 +31,7 @@ from radlens_cli.io.tables import read_table
 from radlens_cli.lens.share import ShareModel
 from radlens_cli.names import parse_list
 from radlens_cli.io.runs import write_failures
-from radlens_cli.saliency.concept import ConceptMaps, readout_layers, top_changed
+from radlens_cli.saliency.concept import ConceptMaps, decoder_r2, readout_layers, top_changed
 from radlens_cli.saliency.methods import CAM_METHODS, captum, parse_methods
 from radlens_cli.saliency.model import load_scored
 from radlens_cli.saliency.run import Explainer, explain_cases, table_columns
@@ -49,7 +49,7 @@ def saliency(manifest: str, modalities: str, mask: str, encoder: str, output: st
              orient: str | None = None, layout: str | None = None, batch_size: int = 8, device: str = "auto",
              part_id: int | None = None, num_parts: int | None = None, parts: str | None = None,
              failures_path: str | None = None, keep_going: bool = False, trust_checkpoint: bool = False,
-             seed: int = 0, force: bool = False, strict_geometry: bool = False, deletion: bool = True) -> dict:
+             seed: int = 0, force: bool = False, strict_geometry: bool = False, deletion: bool = False) -> dict:
     """Maps and numbers for every case (of this part); see the command's help."""
     import pandas as pd
     import torch
@@ -99,7 +99,7 @@ def saliency(manifest: str, modalities: str, mask: str, encoder: str, output: st
         cols = list(dict.fromkeys(list(features or []) + (top_changed(compare, top) if compare else [])))
         rec = json.loads(dec.attrs.get("embedding_preprocessing", "{}") or "{}")
         readout = readout_layers(sh, dec, cols, emb)
-        r2 = {c: float(dec.r2[dec.columns.index(c)]) for c in cols}
+        r2 = decoder_r2(dec, cols)
         weak = [c for c in cols if not r2[c] >= min_r2]
         if weak:
             log.warn(f"{len(weak)} feature(s) decoded with R2 below {min_r2} ({', '.join(weak[:3])}); their concept "
@@ -108,6 +108,11 @@ def saliency(manifest: str, modalities: str, mask: str, encoder: str, output: st
                                  trust=trust_checkpoint, modalities=mods, weights=weights)
         concept = ConceptMaps(embedder, readout, concept_method, device=dev)
         concept_params = {"decoder_r2": r2, "min_r2": min_r2, "features": cols, "concept_method": concept_method,
+                          "lens": str(dec.attrs.get("method", "calibrated")),
+                          "decoded_feature": ("mean over the re-splits' predictions (each re-split's own share "
+                                              "and decoder)" if dec.resplit is not None else "the decoder's prediction"),
+                          "decoder_r2_is": "mean held-out R2 over the re-splits, clipped at 0" if dec.resplit is not None
+                          else "held-out R2 on the eval split",
                           "alignment": readout.alignment, "embedding_layer": rec.get("layer", "final"),
                           "embedding_pool": rec.get("pool", "mean")}
     recorded = (scored.preprocessing if scored is not None else None)
@@ -207,8 +212,9 @@ def saliency_cli(
     decoder: str = typer.Option(None, "--decoder", help="DEC.h5 from `radlens decode` of this encoder's "
                                 "embeddings: draw concept maps of its decoded features."),
     share: str = typer.Option(None, "--share", help="SHARE.h5 the decoder was decoded through."),
-    embeddings: str = typer.Option(None, "--embeddings", help="The embeddings decode read (needed for a "
-                                   "decoder with alignment, the default lens, to rebuild it)."),
+    embeddings: str = typer.Option(None, "--embeddings", help="The embeddings decode read: checks the rebuilt "
+                                   "lens against the decoder's stored Z (needed for a calibrated-0.2 decoder, "
+                                   "to rebuild its alignment)."),
     feature: list[str] = typer.Option(None, "--feature", help="Radiomic column to map (repeatable)."),
     compare: str = typer.Option(None, "--compare", help="DELTA.csv from `radlens compare`: map the --top "
                                 "most gained and most lost features."),
@@ -236,8 +242,9 @@ def saliency_cli(
     seed: int = seed_option(),
     force: bool = force_option(),
     strict_geometry: bool = strict_geometry_option(),
-    deletion: bool = typer.Option(True, "--deletion/--no-deletion", help="Compute deletion_auc (11 more "
-                                  "forward passes per map; --no-deletion leaves the column empty)."),
+    deletion: bool = typer.Option(False, "--deletion/--no-deletion", help="Also compute deletion_auc: 9 more "
+                                  "forward passes per map and 1 per case, about 2x the time of Grad-CAM alone "
+                                  "[default: off, the column empty]."),
 ):
     """Saliency and radiomic concept maps per case.
 
@@ -253,7 +260,7 @@ def saliency_cli(
     written as DIR/<case_id>/<name>.nii.gz (same origin, spacing, direction). The table
     has per case and map: output_index, output, mass_in_mask (fraction of the positive
     map inside the mask), deletion_auc (the output as the top 0..100 % voxels are
-    blurred away; lower = more faithful), and per other method spearman_<m> and
+    blurred away; lower = more faithful; with --deletion), and per other method spearman_<m> and
     iou10_<m> (top 10 % voxels) over the mask's bounding box.
 
     Cases fail one at a time as in embed (--keep-going, --failures); --parts slurm does
