@@ -64,8 +64,20 @@ def _terminated(signum, frame):
     raise SystemExit(128 + signum)
 
 
-def _worker_main(conn, initializer, initargs):
+def _hook_env() -> dict:
+    """The test hook's variables as the driver has them now (None: unset)."""
+    return {k: os.environ.get(k) for k in (KILL_VAR, KILL_ONCE_VAR)}
+
+
+def _worker_main(conn, initializer, initargs, hook_env=None):
     _IN_WORKER["yes"] = True
+    # a forkserver's workers inherit the environment of the moment the server started
+    # (the first pool of the process), not the driver's: take the hook's from the driver
+    for k, v in (hook_env or {}).items():
+        if v is None:
+            os.environ.pop(k, None)
+        else:
+            os.environ[k] = v
     signal.signal(signal.SIGINT, signal.SIG_IGN)  # the driver handles Ctrl-C and stops the workers
     # stopped by the driver (or scancel): unwind, so temporary files are removed on the way out
     signal.signal(signal.SIGTERM, _terminated)
@@ -99,7 +111,8 @@ def _worker_main(conn, initializer, initargs):
 class _Worker:
     def __init__(self, ctx, initializer, initargs):
         self.conn, child = ctx.Pipe(duplex=True)
-        self.proc = ctx.Process(target=_worker_main, args=(child, initializer, initargs), daemon=True)
+        self.proc = ctx.Process(target=_worker_main, args=(child, initializer, initargs, _hook_env()),
+                                daemon=True)
         self.proc.start()
         child.close()
         self.item = None

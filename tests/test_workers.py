@@ -32,3 +32,30 @@ def test_parameter_messages_survive_pickling_with_their_flags():
     back = pickle.loads(pickle.dumps(e))
     assert str(back) == "epochs must be at least 1" and back.flagged() == "--epochs must be at least 1"
     assert back.exit_code == 1
+
+
+def _hooked(item):
+    from radlens_cli.workers import test_kill_hook
+
+    test_kill_hook(item)
+    return item
+
+
+def test_the_kill_hook_reaches_forkserver_workers_started_before_it_was_set(monkeypatch, tmp_path):
+    """A forkserver's children inherit the environment of the moment the server started (the
+    process's first pool), not the driver's: the pool hands the hook's variables over."""
+    if "forkserver" not in mp.get_all_start_methods():
+        print("no forkserver start method on this platform: the spawn path is tested above")
+        return
+    ctx = mp.get_context("forkserver")
+    monkeypatch.delenv("RADLENS_TEST_KILL_WORKER", raising=False)
+    assert [s for _, s, _ in imap_resilient(_hooked, ["a", "b"], jobs=2, ctx=ctx)] == ["ok", "ok"]
+    monkeypatch.setenv("RADLENS_TEST_KILL_WORKER", "b")
+    monkeypatch.setenv("RADLENS_TEST_KILL_ONCE", str(tmp_path / "once"))
+    deaths = []
+    out = list(imap_resilient(_hooked, ["a", "b"], jobs=2, ctx=ctx, retries=1,
+                              on_death=lambda i, how, retry: deaths.append((i, retry))))
+    assert deaths == [(1, True)] and (tmp_path / "once").exists()
+    assert sorted((i, s) for i, s, _ in out) == [(0, "ok"), (1, "ok")]
+    monkeypatch.delenv("RADLENS_TEST_KILL_WORKER")             # unset again: no worker keeps it
+    assert [s for _, s, _ in imap_resilient(_hooked, ["b"], jobs=1, ctx=ctx)] == ["ok"]
