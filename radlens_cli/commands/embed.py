@@ -19,8 +19,8 @@ from radlens_cli.commands.options import (arch_option, crop_option, device_optio
                                           strict_geometry_option, trust_checkpoint_option, weights_option)
 from radlens_cli.devices import resolve_device
 from radlens_cli.encoders.embedding import BatchedEmbedding
-from radlens_cli.encoders.infer import load_embedder, preprocessing_config
-from radlens_cli.errors import RadlensError, UsageError
+from radlens_cli.encoders.infer import load_embedder
+from radlens_cli.errors import UsageError
 from radlens_cli.io.manifest import parse_mask_spec, read_manifest
 from radlens_cli.io.runs import CohortRun
 from radlens_cli.io.tables import CaseTable, write_table
@@ -43,7 +43,7 @@ def embed(manifest: str, modalities: str, mask: str, encoder: str, output: str, 
     import torch
 
     # heavy: loads torch (kept out of radlens --help)
-    from radlens_cli.encoders.preprocess import CaseDataset
+    from radlens_cli.encoders.preprocess import CaseDataset, preprocessing_config
 
     if batch_size < 1:
         raise UsageError(f"--batch-size must be >= 1 (got {batch_size})")

@@ -19,7 +19,6 @@ from radlens_cli.commands.options import (crop_option, device_option, force_opti
                                           output_option, parse_triple, seed_option, spacing_option,
                                           strict_geometry_option, trust_checkpoint_option)
 from radlens_cli.encoders.checkpoints import load_encoder, save_radlens_checkpoint
-from radlens_cli.encoders.infer import preprocessing_config
 from radlens_cli.encoders.training.config import TrainConfig
 from radlens_cli.encoders.training.finetuned import epoch_checkpoint_path, finetune_record
 from radlens_cli.encoders.training.targets import encode_targets
@@ -47,7 +46,7 @@ def finetune(manifest: str, modalities: list[str], mask: str, encoder: str, task
     # heavy: loads torch (kept out of radlens --help)
     from radlens_cli.encoders import ddp
     # heavy: loads torch (kept out of radlens --help)
-    from radlens_cli.encoders.preprocess import CaseDataset
+    from radlens_cli.encoders.preprocess import CaseDataset, preprocessing_config
     # heavy: loads torch (kept out of radlens --help)
     from radlens_cli.encoders.tasks import METRIC_NAME, TASKS, head_config
     # heavy: loads torch (kept out of radlens --help)

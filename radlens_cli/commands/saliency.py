@@ -19,7 +19,7 @@ from radlens_cli.commands.options import (crop_option, device_option, force_opti
                                           part_id_option, parts_option, seed_option, spacing_option,
                                           strict_geometry_option, trust_checkpoint_option, weights_option)
 from radlens_cli.devices import resolve_device
-from radlens_cli.encoders.infer import load_embedder, preprocessing_config
+from radlens_cli.encoders.infer import load_embedder
 from radlens_cli.errors import RadlensError, UsageError
 from radlens_cli.io.cases import PART_ATTR, part_record, refuse_failed_run, resolve_parts, warn_partial
 from radlens_cli.io.files import check_output, check_side_output
@@ -55,7 +55,7 @@ def saliency(manifest: str, modalities: str, mask: str, encoder: str, output: st
     import torch
 
     # heavy: loads torch (kept out of radlens --help)
-    from radlens_cli.encoders.preprocess import CaseDataset
+    from radlens_cli.encoders.preprocess import CaseDataset, preprocessing_config
 
     check_output(output, force)
     if output != "-" and not output.lower().endswith((".csv", ".tsv")):

@@ -42,7 +42,7 @@ import torch
 from torch.utils.data import Dataset
 
 from radlens_cli import log
-from radlens_cli.errors import ParameterError, RadlensError
+from radlens_cli.errors import ParameterError, ParameterMessage, RadlensError
 from radlens_cli.io.files import atomic_path, pid_temporary, sweep_stale_temporaries
 from radlens_cli.io.images import load_mask, read_image
 from radlens_cli.io.manifest import MaskSpec, parse_mask_spec
@@ -593,3 +593,26 @@ def collate_cases(items: list[dict]) -> dict:
            "failures": [it["failure"] for it in items if "failure" in it],
            "inputs": {it["case_id"]: json.loads(it["inputs"]) for it in ok if it.get("inputs")}}
     return out
+
+
+def preprocessing_config(modalities, mask, spacing, crop, norm, recorded: dict | None, orient: str | None = None,
+                         layout: str | None = None, norm_region: str | None = None, warn=None):
+    """The run's PreprocessConfig: the given values first, then the checkpoint's record, then the
+    defaults above (the one place they are merged).
+
+    spacing and crop are (x, y, z) tuples (parse a command line's "x,y,z" first, e.g.
+    commands.options.parse_triple), or None for the record's; a record written before crops were
+    x,y,z (preprocessing version 1, D,H,W) is read in its own order. `warn(message)` hears
+    about modalities other than the recorded ones (a ParameterMessage naming `modalities`).
+    """
+    rec = recorded or {}
+    sp = tuple(spacing) if spacing else tuple(rec.get("spacing", DEFAULT_SPACING))
+    cr = tuple(crop) if crop else crop_from_record(rec)
+    nm = norm or rec.get("norm", DEFAULT_NORM)
+    if rec.get("modalities") and list(rec["modalities"]) != list(modalities) and warn:
+        warn(ParameterMessage(f"the encoder was trained on modalities {','.join(rec['modalities'])} "
+                              f"(channel order matters); {{modalities}} gives {','.join(modalities)}", "modalities"))
+    return PreprocessConfig(modalities=list(modalities), mask=mask, spacing=sp, crop=cr, norm=nm,
+                            orient=orient or rec.get("orient", DEFAULT_ORIENT),
+                            layout=layout or rec.get("layout", DEFAULT_LAYOUT),
+                            norm_region=norm_region or rec.get("norm_region", DEFAULT_NORM_REGION))
