@@ -15,6 +15,7 @@ decode:   decode, DecodeResult, fit_decoder, importance, r2_score, choose_ridge,
 compare:  compare_decoders, Comparison, pair_decoders, delta_table, paired_test,
           three_views, permutation_test, bootstrap_ci
 stats:    group_stats, group_table, markdown_table
+probe:    probe_tables, ProbeOptions (radlens probe on case tables)
 
 The lens takes and returns arrays and objects; it reads and writes no file. Its objects
 serialise to plain data (ShareModel.to_record/from_record, DecodeResult.to_record) that
@@ -31,6 +32,7 @@ from radlens_cli.lens.compare import (Comparison, bootstrap_ci, compare_decoders
                                       three_views)
 from radlens_cli.lens.decoder import Decoder, choose_ridge, conditioning, fit_decoder, importance, r2_score
 from radlens_cli.lens.fdr import bh_fdr, stars
+from radlens_cli.lens.probe import ProbeOptions, probe_tables
 from radlens_cli.lens.scaling import Scaler, fit_scaler
 from radlens_cli.lens.share import ShareModel, paper_grid, train_share
 from radlens_cli.lens.stats import group_stats, group_table, markdown_table
@@ -43,7 +45,7 @@ __all__ = [
     "Decoder", "DecodeResult", "Scaler", "ShareModel", "bh_fdr", "bootstrap_ci",
     "conditioning", "decode", "delta_table", "fit_decoder", "fit_scaler",
     "fit_share_tables", "group_stats", "importance", "join",
-    "markdown_table", "paper_grid", "parse_column_names", "permutation_test", "r2_score",
+    "markdown_table", "paper_grid", "ProbeOptions", "probe_tables", "parse_column_names", "permutation_test", "r2_score",
     "ranks", "require_same_share", "solve_moments", "stars",
     "three_views", "train_share",
 ]
