@@ -3,7 +3,8 @@
     python benchmarks/saliency.py                 # the example cohort (synth 80 cases, 64x64x16), atto, CPU
     python benchmarks/saliency.py --cases 20      # quicker
 
-Both run end to end from the manifest (reading, resampling, normalisation, the model) with
+Both run end to end from the manifest (reading, resampling, normalisation, the model), each
+as a `radlens` command in its own process (start-up included in both), with
 the built-in atto encoder; saliency uses a finetune-style checkpoint (the same encoder with a
 classification head). Printed: seconds per case of embed, of Grad-CAM alone (table only, no
 deletion), of Grad-CAM with its deletion curve, and with the NIfTI maps written; each as a
@@ -14,6 +15,7 @@ from __future__ import annotations
 
 import argparse
 import os
+import subprocess
 import sys
 import tempfile
 import time
@@ -45,25 +47,28 @@ def main() -> None:
     ap.add_argument("--spacing", default="1,1,2")
     args = ap.parse_args()
     torch.set_num_threads(max(1, min(4, os.cpu_count() or 1)))
-    from radlens_cli.commands.embed import embed
-    from radlens_cli.commands.saliency import saliency
     from radlens_cli.synth.phantom import write_cohort
+
+    def radlens(*args):  # the command as users run it: saliency has no library call yet (issue 24)
+        subprocess.run([sys.executable, "-m", "radlens_cli", "-q", *args], check=True)
 
     with tempfile.TemporaryDirectory() as d:
         write_cohort(os.path.join(d, "cohort"), cases=args.cases, seed=0, size=(64, 64, 16), spacing=(0.5, 0.5, 3))
         man = os.path.join(d, "cohort", "cohort.csv")
         ck = os.path.join(d, "ft.pt")
         finetune_style_checkpoint(ck)
-        common = dict(spacing=args.spacing, crop=args.crop, device="cpu", force=True)
+        common = ["--spacing", args.spacing, "--crop", args.crop, "--device", "cpu", "--force"]
         runs = {}
         t = time.perf_counter()
-        embed(man, "t2,dwi,adc", "gland", ck, os.path.join(d, "emb.h5"), batch_size=2, **common)
+        radlens("embed", man, "--modalities", "t2,dwi,adc", "--mask", "gland", "--encoder", ck,
+                "-o", os.path.join(d, "emb.h5"), "--batch-size", "2", *common)
         runs["embed"] = time.perf_counter() - t
-        for name, kw in (("gradcam, table only", dict(deletion=False)),
-                         ("gradcam + deletion_auc", dict()),
-                         ("gradcam + deletion + NIfTI maps", dict(maps=os.path.join(d, "maps")))):
+        for name, kw in (("gradcam, table only", ["--no-deletion"]),
+                         ("gradcam + deletion_auc", []),
+                         ("gradcam + deletion + NIfTI maps", ["--maps", os.path.join(d, "maps")])):
             t = time.perf_counter()
-            saliency(man, "t2,dwi,adc", "gland", ck, os.path.join(d, "s.csv"), methods="gradcam", **kw, **common)
+            radlens("saliency", man, "--modalities", "t2,dwi,adc", "--mask", "gland", "--encoder", ck,
+                    "-o", os.path.join(d, "s.csv"), "--methods", "gradcam", *kw, *common)
             runs[name] = time.perf_counter() - t
     n = args.cases
     print(f"{n} cases, atto, crop {args.crop} at {args.spacing} mm, CPU ({torch.get_num_threads()} threads)")
