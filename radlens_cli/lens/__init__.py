@@ -17,6 +17,7 @@ compare:  compare_decoders, Comparison, pair_decoders, delta_table, paired_test,
 stats:    group_stats, group_table, markdown_table
 probe:    probe_tables, ProbeOptions (radlens probe on case tables)
 correlate: correlate_tables, TableCorrelation (radlens correlate on case tables)
+cka:      cka_tables (radlens cka on two case tables)
 
 The lens takes and returns arrays and objects; it reads and writes no file. Its objects
 serialise to plain data (ShareModel.to_record/from_record, DecodeResult.to_record) that
@@ -28,6 +29,7 @@ DecodeResult) write and read:
 """
 
 from radlens_cli.lens.align import Alignment, fit_alignment
+from radlens_cli.lens.cka import cka_tables
 from radlens_cli.lens.compare import (Comparison, bootstrap_ci, compare_decoders, delta_table, pair_decoders,
                                       paired_test, permutation_test, ranks, require_same_share, solve_moments,
                                       three_views)
@@ -47,7 +49,7 @@ __all__ = [
     "Decoder", "DecodeResult", "Scaler", "ShareModel", "bh_fdr", "bootstrap_ci",
     "conditioning", "decode", "delta_table", "fit_decoder", "fit_scaler",
     "fit_share_tables", "group_stats", "importance", "join",
-    "markdown_table", "paper_grid", "ProbeOptions", "probe_tables", "TableCorrelation", "correlate_tables", "parse_column_names", "permutation_test", "r2_score",
+    "markdown_table", "paper_grid", "ProbeOptions", "probe_tables", "TableCorrelation", "correlate_tables", "cka_tables", "parse_column_names", "permutation_test", "r2_score",
     "ranks", "require_same_share", "solve_moments", "stars",
     "three_views", "train_share",
 ]
