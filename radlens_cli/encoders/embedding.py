@@ -130,10 +130,9 @@ class BatchedEmbedding:
                     b, item = next(stream)
                 except StopIteration:
                     break
-                except RadlensError as e:
-                    raise RadlensError(unwrap_worker_error(e)) from None
                 except Exception as e:  # noqa: BLE001 - worker errors arrive wrapped
-                    raise RadlensError(unwrap_worker_error(e)) from None
+                    # a ParameterError keeps its parameters (CaseDataset notes them), others their one line
+                    raise (ParameterError.from_traceback_text(str(e)) or RadlensError(unwrap_worker_error(e))) from None
                 case_inputs.update(item["inputs"])
                 bar.update(1)
                 for rec in item["failures"]:
