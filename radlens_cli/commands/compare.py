@@ -18,6 +18,7 @@ from radlens_cli.commands.options import (allow_different_preprocessing_option, 
                                           labels_option, min_icc_option, output_option, read_icc, seed_option,
                                           stability_option)
 from radlens_cli.errors import UsageError
+from radlens_cli.io.cases import refuse_part
 from radlens_cli.io.files import atomic_output, check_output
 from radlens_cli.io.formats import write_csv
 from radlens_cli.io.formats.decoder import load_decoder
@@ -48,6 +49,8 @@ def compare(pre_path: str, ft_path, output: str, top: int = 5, stable_quantile: 
         check_output(summary, force, suffix=(".txt", ".md"))
     ref = load_decoder(pre_path)
     decs = [load_decoder(p) for p in others]
+    for d in (ref, *decs):   # as decode refuses a part of a sharded run, so does compare
+        refuse_part(d.attrs, d.path)
     if "-" in others and not labels:   # a piped decoder is named by its recorded source
         names = [provenance.recorded_label(d.attrs) if p == "-" else n for p, n, d in zip(others, names, decs)]
         checkpoint_labels(others, names)
