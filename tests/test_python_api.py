@@ -10,7 +10,7 @@ from typer.testing import CliRunner
 
 from radlens_cli.io.tables import read_table, write_table
 from tests.encoders.conftest import atto3, cohort  # noqa: F401 (fixtures)
-from tests.lens.conftest import planted_cohort
+from tests.planted import planted_cohort
 
 DOC = Path(__file__).resolve().parents[1] / "docs" / "python.md"
 
