@@ -51,6 +51,9 @@ def decode(share_path: str, emb_path: str, rad_path: str, output: str, ridge: fl
               "encoder": provenance.input_records(emb.attrs).get("encoder"),
               # what the cohort can support (lens/power.py); compare and report carry it on
               "power": res.power.to_dict() if res.power is not None else None}
+    emb_params = provenance.json_attr(emb.attrs, "params", {})
+    if isinstance(emb_params, dict) and "finetune" in emb_params:   # embeddings made since embed records it
+        params["encoder_finetune"] = emb_params["finetune"]
     if symmetric:
         params.update({"device": device, "same_information": res.same_information,
                        "embedding_scale": res.embedding_scale})

@@ -215,6 +215,11 @@ def embed_cohort(manifest: str, modalities: list[str] | str, mask: str, encoder:
               "split_derived": bool(man.split_derived), "cache_dir": cache_dir, "keep_going": keep_going,
               "case_inputs": dict(sorted({**dataset.case_inputs(), **case_inputs}.items())),
               "trust_checkpoint": trust_checkpoint, "checkpoint_fully_unpickled": info.trusted}
+    # a `radlens finetune` checkpoint's run and epoch, carried on to decode, compare and report
+    # (which orders a trajectory by them); None for any other encoder
+    ft = info.extra.get("finetune") if isinstance(info.extra, dict) else None
+    params["finetune"] = ({k: ft.get(k) for k in ("task", "target", "run", "epoch", "best_epoch")}
+                          if isinstance(ft, dict) else None)
     if embedder.layer_calls and embedder.layer_calls > 1:
         params["layer_calls"] = embedder.layer_calls  # the module runs that often per forward pass
     if info.absent_optional:
