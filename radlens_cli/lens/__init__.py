@@ -11,7 +11,7 @@ One function per step, on in-memory data (case tables, arrays, small objects):
 
 share:    fit_share, fit_scaler, train_share, ShareModel (fit_share_tables: fit_share's 0.2 name);
           fit_share_params, share_summary, sweep_table (what fit-share records and says)
-decode:   decode, DecodeResult, fit_decoder, importance, r2_score, choose_ridge,
+decode:   decode, DecodeResult, decode_summary, fit_decoder, importance, r2_score, choose_ridge,
           fit_alignment (the calibrated lens's Procrustes onto the pre-trained basis)
 compare:  compare_decoders, Comparison, pair_decoders, delta_table, paired_test,
           three_views, permutation_test, bootstrap_ci
@@ -41,8 +41,8 @@ from radlens_cli.lens.probe import ProbeOptions, probe_tables
 from radlens_cli.lens.scaling import Scaler, fit_scaler
 from radlens_cli.lens.share import ShareModel, paper_grid, train_share
 from radlens_cli.lens.stats import group_stats, group_table, markdown_table
-from radlens_cli.lens.steps import (DecodeResult, decode, fit_share, fit_share_params, fit_share_tables, join,
-                                   share_summary, sweep_table)
+from radlens_cli.lens.steps import (DecodeResult, decode, decode_summary, fit_share, fit_share_params,
+                                   fit_share_tables, join, share_summary, sweep_table)
 from radlens_cli.names import parse_column_names
 
 __all__ = [
@@ -50,7 +50,7 @@ __all__ = [
     "group_table", "pair_decoders", "paired_test",
     "Decoder", "DecodeResult", "Scaler", "ShareModel", "bh_fdr", "bootstrap_ci",
     "conditioning", "decode", "delta_table", "fit_decoder", "fit_scaler",
-    "fit_share_tables", "fit_share_params", "share_summary", "sweep_table", "group_stats", "importance", "join",
+    "fit_share_tables", "fit_share_params", "decode_summary", "share_summary", "sweep_table", "group_stats", "importance", "join",
     "markdown_table", "paper_grid", "ProbeOptions", "probe_tables", "TableCorrelation", "correlate_tables", "cka_tables", "parse_column_names", "permutation_test", "r2_score",
     "ranks", "require_same_share", "solve_moments", "stars",
     "three_views", "train_share",

@@ -651,3 +651,30 @@ def sweep_spread_message(val_l1, info=None) -> str | None:
     if info:
         info(text)
     return None
+
+
+def decode_summary(res: DecodeResult, eval_split: str = "test") -> str:
+    """decode's closing line: columns, cases, mean R^2 and the decoder's conditioning (or, for
+    the symmetric lens, the re-splits and the mean clipped R^2)."""
+    if res.method == "symmetric":
+        from radlens_cli.lens.interval import clipped  # interval builds on this module (via resplit): loaded for a symmetric result
+
+        rs = res.resplit
+        return (f"decoders: {len(res.columns)} columns over {rs['r2'].shape[0]} re-splits "
+                f"({res.sizes[0]} share / {res.sizes[1]} decoder / {res.sizes[2]} test cases); "
+                f"mean R2 clipped at 0 {float(clipped(rs['r2']).mean()):.3f}; method symmetric"
+                + ("" if res.same_information == "no" else
+                   f" (the reference's own shares: {res.same_information})"))
+    d = res.decoder.diagnostics
+    nconst = int(d.get("constant_units", 0))
+    if np.isfinite(d["condition_number"]):
+        cond = f"cond {d['condition_number']:.3g}"
+    elif nconst and d["effective_rank"] >= min(d["hidden"] - nconst, d["n_train"] - 1):
+        cond = f"{nconst} hidden unit(s) constant on these cases (weight 0), the rest full rank"
+    else:   # said in the underpowered warning above
+        cond = f"rank-deficient (see the warning), ridge {res.decoder.ridge:.3g}"
+    return (f"decoder: {len(res.columns)} columns from h={d['hidden']} "
+            f"(n_train={d['n_train']}, rank {d['effective_rank']}, {cond}); "
+            f"{eval_split}: {len(res.eval_case_id)} cases, mean R2 {float(np.mean(res.r2)):.3f}, "
+            f"MSE {float(np.mean(res.mse)):.4g}; method {res.method}"
+            + (f", aligned ({res.alignment.residual_note})" if res.alignment is not None else ""))
