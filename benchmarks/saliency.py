@@ -3,8 +3,8 @@
     python benchmarks/saliency.py                 # the example cohort (synth 80 cases, 64x64x16), atto, CPU
     python benchmarks/saliency.py --cases 20      # quicker
 
-Both run end to end from the manifest (reading, resampling, normalisation, the model), each
-as a `radlens` command in its own process (start-up included in both), with
+Both run end to end from the manifest (reading, resampling, normalisation, the model), as
+the library calls the commands make (encoders.embed_cohort, saliency.cohort.saliency_cohort), with
 the built-in atto encoder; saliency uses a finetune-style checkpoint (the same encoder with a
 classification head). Printed: seconds per case of embed, of Grad-CAM alone (table only, no
 deletion), of Grad-CAM with its deletion curve, and with the NIfTI maps written; each as a
@@ -15,7 +15,6 @@ from __future__ import annotations
 
 import argparse
 import os
-import subprocess
 import sys
 import tempfile
 import time
@@ -47,28 +46,33 @@ def main() -> None:
     ap.add_argument("--spacing", default="1,1,2")
     args = ap.parse_args()
     torch.set_num_threads(max(1, min(4, os.cpu_count() or 1)))
+    from radlens_cli.encoders import embed_cohort
+    from radlens_cli.io.tables import write_table
+    from radlens_cli.log import set_verbosity
+    from radlens_cli.saliency.cohort import saliency_cohort
     from radlens_cli.synth.phantom import write_cohort
 
-    def radlens(*args):  # the command as users run it: saliency has no library call yet (issue 24)
-        subprocess.run([sys.executable, "-m", "radlens_cli", "-q", *args], check=True)
+    set_verbosity(0)
+    crop = tuple(int(v) for v in args.crop.split(","))
+    spacing = tuple(float(v) for v in args.spacing.split(","))
 
     with tempfile.TemporaryDirectory() as d:
         write_cohort(os.path.join(d, "cohort"), cases=args.cases, seed=0, size=(64, 64, 16), spacing=(0.5, 0.5, 3))
         man = os.path.join(d, "cohort", "cohort.csv")
         ck = os.path.join(d, "ft.pt")
         finetune_style_checkpoint(ck)
-        common = ["--spacing", args.spacing, "--crop", args.crop, "--device", "cpu", "--force"]
+        common = dict(spacing=spacing, crop=crop, device="cpu")
         runs = {}
         t = time.perf_counter()
-        radlens("embed", man, "--modalities", "t2,dwi,adc", "--mask", "gland", "--encoder", ck,
-                "-o", os.path.join(d, "emb.h5"), "--batch-size", "2", *common)
+        emb = embed_cohort(man, ["t2", "dwi", "adc"], "gland", ck, batch_size=2, **common)
+        write_table(emb.table, os.path.join(d, "emb.h5"))  # what `radlens embed` does, less provenance
         runs["embed"] = time.perf_counter() - t
-        for name, kw in (("gradcam, table only", ["--no-deletion"]),
-                         ("gradcam + deletion_auc", []),
-                         ("gradcam + deletion + NIfTI maps", ["--maps", os.path.join(d, "maps")])):
+        for name, kw in (("gradcam, table only", dict(deletion=False)),
+                         ("gradcam + deletion_auc", dict()),
+                         ("gradcam + deletion + NIfTI maps", dict(maps=os.path.join(d, "maps")))):
             t = time.perf_counter()
-            radlens("saliency", man, "--modalities", "t2,dwi,adc", "--mask", "gland", "--encoder", ck,
-                    "-o", os.path.join(d, "s.csv"), "--methods", "gradcam", *kw, *common)
+            saliency_cohort(man, "t2,dwi,adc", "gland", ck, os.path.join(d, "s.csv"), methods="gradcam", force=True,
+                            **kw, **common)
             runs[name] = time.perf_counter() - t
     n = args.cases
     print(f"{n} cases, atto, crop {args.crop} at {args.spacing} mm, CPU ({torch.get_num_threads()} threads)")
