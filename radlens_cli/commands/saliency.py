@@ -37,7 +37,7 @@ def saliency(manifest: str, modalities: str, mask: str, encoder: str, output: st
     check_output(output, force)
     if output != "-" and not output.lower().endswith((".csv", ".tsv")):
         raise UsageError(f"{output}: the saliency table is a .csv or .tsv file (or `-`)")
-    check_side_output(failures_path, output, "--failures", force)
+    check_side_output(failures_path, output, "failures", force)
     part_id, num_parts = resolve_parts(parts, part_id, num_parts)
     return saliency_cohort(manifest, modalities, mask, encoder, output, maps=maps, methods=methods, layer=layer,
                            output_index=output_index, decoder=decoder, share=share, embeddings=embeddings,

@@ -141,3 +141,12 @@ def test_bad_inputs(cli, tmp_path, args, code, needles):
     out = [] if "-o" in args else ["-o", tmp_path / "out.csv"]
     h.bad_input(cli, SPEC, tmp_path, [files["manifest"], *MODS, "--encoder", "tests.saliency.models:tiny_classifier",
                                       *SMALL, *out, *args], code, *needles)
+
+
+def test_failures_naming_the_output_is_refused_naming_both_flags(cli, tmp_path):
+    """The one check of --failures against -o, before any input is read (it said ----failures)."""
+    out = tmp_path / "s.csv"
+    r = cli("saliency", tmp_path / "m.csv", "--modalities", "t2", "--mask", "gland", "--encoder", tmp_path / "x.pt",
+            "-o", out, "--failures", out)
+    assert r.exit_code == 2
+    assert r.stderr.strip() == "radlens saliency: error: --failures and --output name the same file (or both stdout)"
