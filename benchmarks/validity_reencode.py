@@ -8,8 +8,11 @@ true delta R^2 of 0.10-0.15; planted_new with a new encoding).
 
 Every method runs its default pipeline through the library calls the commands make
 (fit_share_tables, decode, the delta and group tables; no options but the method):
-- symmetric (0.3.0's default): q_bh < 0.05 of the interval null |delta_r2_clipped| <= 0.05
-  over 10 re-splits; groups the same on group-mean delta_r2_clipped;
+- symmetric (the default): q_bh < 0.05 of the interval null |delta_r2_relative| <= 0.05
+  over 10 re-splits (each feature relative to the checkpoint's common shift); groups the
+  same on group-mean delta_r2_clipped (not centred);
+- symmetric-uncentred (--centre none, 0.3.0's test): the same decodes, |delta_r2_clipped|
+  <= 0.05;
 - calibrated-0.2 (0.2.0's default): q_bh < 0.05 of the paired t-test of squared errors;
   groups: Wilcoxon q_bh < 0.05.
 
@@ -43,7 +46,7 @@ def run_cohort(n, seed, methods, d, conditions, writer, fh):
     from radlens_cli.lens import interval
     from radlens_cli.lens.stats import group_stats
     from radlens_cli.lens.steps import decode, fit_share_tables
-    from radlens_cli.synth.reencode import PLANTED, make_cohort, tables
+    from radlens_cli.synth.reencode import make_cohort, tables
 
     coh = make_cohort(n, d=d, seed=seed, conditions=conditions)
     emb, rad = tables(coh)
@@ -56,46 +59,58 @@ def run_cohort(n, seed, methods, d, conditions, writer, fh):
             ft = decode(share, tables(coh, cond)[0], rad)
             if method == "symmetric":
                 n_s, n_d, n_t = pre.sizes
-                df = interval.delta_resplit_table(
-                    share.columns, share.column_meta, pre.resplit["r2"], ft.resplit["r2"],
-                    pre.resplit["importance"], ft.resplit["importance"], n_s + n_d, n_t,
-                    interval.NULL_DELTA, "default")
+                tables_ = {}
+                for label, centre in (("symmetric", "median"), ("symmetric-uncentred", "none")):
+                    tables_[label] = interval.delta_resplit_table(
+                        share.columns, share.column_meta, pre.resplit["r2"], ft.resplit["r2"],
+                        pre.resplit["importance"], ft.resplit["importance"], n_s + n_d, n_t,
+                        interval.NULL_DELTA, "default", centre=centre)
                 g = interval.group_resplit_stats(
                     pre.resplit["r2"], ft.resplit["r2"], pre.resplit["mse"], ft.resplit["mse"],
                     share.column_meta, n_s + n_d, n_t, interval.NULL_DELTA, "default", GROUPINGS)
-                stat = "delta_r2_clipped"
+                stat = "delta_r2_clipped"   # the ranks; the flags test delta_r2_relative when centred
             else:
                 p = cmp.paired_test(pre.squared_error, ft.squared_error)
-                df = cmp.delta_table(share.columns, share.column_meta, pre.decoder.theta,
-                                     ft.decoder.theta, pre.r2, ft.r2, p_null=p)
+                tables_ = {method: cmp.delta_table(share.columns, share.column_meta,
+                                                   pre.decoder.theta, ft.decoder.theta, pre.r2,
+                                                   ft.r2, p_null=p)}
                 g = group_stats(pre.squared_error, ft.squared_error, pre.r2, ft.r2,
                                 share.column_meta, by=GROUPINGS)
                 stat = "delta_r2"
-            flag = (df["q_bh"] < 0.05).to_numpy()
-            dec = df["decodable"].to_numpy(dtype=bool)
-            truth = np.array([coh.truth[cond][coh.columns.index(c)] for c in share.columns])
-            row = {"method": method, "n": n, "seed": seed, "condition": cond,
-                   "features": len(df), "flagged_pct": 100 * flag.mean(),
-                   "groups": len(g), "groups_flagged": int((g["q_bh"] < 0.05).sum()),
-                   "mean_delta_decodable": float(df[stat][dec].mean()),
-                   "seconds": round(time.time() - t1, 1)}
-            if cond in PLANTED:
-                gain = df.sort_values("rank_gain").index[:10]
-                loss = df.sort_values("rank_loss").index[:10]
-                row.update({"planted": int((truth != 0).sum()),
-                            "planted_flagged": int((flag & (truth != 0)).sum()),
-                            "unplanted_flagged": int((flag & (truth == 0)).sum()),
-                            "precision10_gain": float((truth[gain] > 0).mean()),
-                            "precision10_loss": float((truth[loss] < 0).mean())})
-            writer.writerow(row)
-            fh.flush()
-            print(f"  {method:10s} n={n} seed={seed} {cond:12s} flagged {row['flagged_pct']:5.1f}% "
-                  f"groups {row['groups_flagged']:2d}/{row['groups']}"
-                  + (f" planted {row['planted_flagged']}/{row['planted']} unplanted "
-                     f"{row['unplanted_flagged']} p@10 {row['precision10_gain']:.1f}/"
-                     f"{row['precision10_loss']:.1f}" if cond in PLANTED else ""),
-                  file=sys.stderr, flush=True)
+            seconds = round(time.time() - t1, 1)
+            for label, df in tables_.items():
+                write_row(label, df, g, stat, coh, cond, n, seed, seconds, writer, fh)
         print(f"  {method} n={n} seed={seed}: {time.time() - t0:.0f} s", file=sys.stderr, flush=True)
+
+
+def write_row(method, df, g, stat, coh, cond, n, seed, seconds, writer, fh):
+    """One CSV row (and a progress line) for one method's tables of one condition."""
+    from radlens_cli.synth.reencode import PLANTED
+
+    flag = (df["q_bh"] < 0.05).to_numpy()
+    dec = df["decodable"].to_numpy(dtype=bool)
+    truth = np.array([coh.truth[cond][coh.columns.index(c)] for c in df["column"]])
+    row = {"method": method, "n": n, "seed": seed, "condition": cond,
+           "features": len(df), "flagged_pct": 100 * flag.mean(),
+           "groups": len(g), "groups_flagged": int((g["q_bh"] < 0.05).sum()),
+           "mean_delta_decodable": float(df[stat][dec].mean()),
+           "seconds": seconds}
+    if cond in PLANTED:
+        gain = df.sort_values("rank_gain").index[:10]
+        loss = df.sort_values("rank_loss").index[:10]
+        row.update({"planted": int((truth != 0).sum()),
+                    "planted_flagged": int((flag & (truth != 0)).sum()),
+                    "unplanted_flagged": int((flag & (truth == 0)).sum()),
+                    "precision10_gain": float((truth[gain] > 0).mean()),
+                    "precision10_loss": float((truth[loss] < 0).mean())})
+    writer.writerow(row)
+    fh.flush()
+    print(f"  {method:10s} n={n} seed={seed} {cond:12s} flagged {row['flagged_pct']:5.1f}% "
+          f"groups {row['groups_flagged']:2d}/{row['groups']}"
+          + (f" planted {row['planted_flagged']}/{row['planted']} unplanted "
+             f"{row['unplanted_flagged']} p@10 {row['precision10_gain']:.1f}/"
+             f"{row['precision10_loss']:.1f}" if cond in PLANTED else ""),
+          file=sys.stderr, flush=True)
 
 
 FIELDS = ["method", "n", "seed", "condition", "features", "flagged_pct", "groups", "groups_flagged",

@@ -33,7 +33,7 @@ def compare(pre_path: str, ft_path, output: str, top: int = 5, stable_quantile: 
             allow_missing: bool = False, force: bool = False, labels=None,
             allow_different_preprocessing: bool = False, stability: str | None = None,
             min_icc: float | None = None, null_panel: str | None = None,
-            null_delta: float | None = None):
+            null_delta: float | None = None, centre: str = "median"):
     """Write DELTA.csv: the reference decoder `pre_path` against each of `ft_path` (a path
     or a list of paths), one block of rows per compared checkpoint; returns the DataFrame."""
     others = decoder_inputs(pre_path, ft_path)
@@ -54,7 +54,7 @@ def compare(pre_path: str, ft_path, output: str, top: int = 5, stable_quantile: 
                               top=top, stable_quantile=stable_quantile, warn=log.warn,
                               info=log.info, progress=log.progress,
                               null_panel=load_decoder(null_panel) if null_panel else None,
-                              null_delta=null_delta)
+                              null_delta=null_delta, centre=centre)
     # the sidecar: inputs with sha256, params, and what identifies each checkpoint (its
     # decoder, the encoder it was embedded with, decode's small-sample verdict) for report
     provenance.declare("compare", inputs={"reference": pre_path, "compared": others,
@@ -67,6 +67,7 @@ def compare(pre_path: str, ft_path, output: str, top: int = 5, stable_quantile: 
                                "allow_different_preprocessing": allow_different_preprocessing,
                                "stability": stability, "min_icc": min_icc,
                                "null_panel": null_panel, "null_delta": null_delta,
+                               "centre": centre,
                                **decoder_identities(pre_path, ref, others, names, decs)},
                        history=provenance.merged_history(ref.attrs, *(d.attrs for d in decs)))
     if icc is not None:
@@ -101,8 +102,9 @@ def compare_cli(
     allow_different_preprocessing: bool = allow_different_preprocessing_option(),
     stability: str = stability_option(),
     min_icc: float = min_icc_option(),
-    null_panel: str = typer.Option(None, "--null-panel", help="Decoder of a second fine-tuning run of the first compared checkpoint's task (another seed; same SHARE): null_delta is the 0.95 quantile of |delta_r2_clipped| between the two runs (symmetric lens)."),
-    null_delta: float = typer.Option(None, "--null-delta", help="Half-width of the interval null |delta_r2_clipped| <= null_delta (symmetric lens; default 0.05, or from --null-panel)."),
+    null_panel: str = typer.Option(None, "--null-panel", help="Decoder of a second fine-tuning run of the first compared checkpoint's task (another seed; same SHARE): null_delta is the 0.95 quantile of |delta_r2_relative| between the two runs (symmetric lens)."),
+    null_delta: float = typer.Option(None, "--null-delta", help="Half-width of the interval null |delta_r2_relative| <= null_delta (symmetric lens; default 0.05, or from --null-panel)."),
+    centre: str = typer.Option("median", "--centre", help="Symmetric lens: test each feature relative to the checkpoint's common shift, the median change over decodable features in each re-split (median), or as it is (none: 0.3.0's test)."),
     seed: int = seed_option(),
     force: bool = force_option(),
 ):
@@ -114,12 +116,17 @@ def compare_cli(
     Decoders of a --method symmetric share (the default): over the share's R re-splits,
     r2_pre/r2_ft are the mean held-out R^2 and delta_r2 their difference;
     r2_clipped_pre/_ft and delta_r2_clipped the same with R^2 clipped below at 0 (a
-    feature no decoder reads counts 0, so no column dominates a mean); delta_r2_clipped
-    is tested and ranked: delta_r2_clipped_se is its Nadeau-Bengio corrected resampled
-    standard error, p_null the p-value of the interval null |delta_r2_clipped| <=
-    null_delta (test nb_corrected_t_interval), q_bh its BH q-value within the checkpoint.
-    A feature at q_bh < 0.05 changed in decodability by more than re-encoding the same
-    information changes it (docs/validity.md). null_delta comes from --null-panel (a
+    feature no decoder reads counts 0, so no column dominates a mean), ranked;
+    delta_r2_clipped_se its Nadeau-Bengio corrected resampled standard error.
+    common_shift (_se): the checkpoint's change shared by its features (the median of the
+    change over features with clipped R^2 > 0.05, per re-split, averaged);
+    delta_r2_relative (_se) = delta_r2_clipped - common_shift, the tested statistic:
+    p_null is the p-value of the interval null |delta_r2_relative| <= null_delta (test
+    nb_corrected_t_interval_relative; with --centre none common_shift is 0 and the test
+    nb_corrected_t_interval), q_bh its BH q-value within the checkpoint. A feature at
+    q_bh < 0.05 changed in decodability, beyond the change all features share, by more
+    than re-encoding the same information changes it (docs/validity.md); a change all
+    features share is common_shift, and stats tests it per group. null_delta comes from --null-panel (a
     second fine-tuning run of the same task, another seed; also gives
     null_panel_spearman, the rank agreement of delta_r2_clipped between the two runs),
     --null-delta, or the default 0.05; null_delta_source says which.
@@ -138,7 +145,8 @@ def compare_cli(
     \b
     DELTA.csv columns (symmetric): checkpoint,column,modality,image_type,family,feature,
     r2_pre,r2_ft,delta_r2,r2_clipped_pre,r2_clipped_ft,delta_r2_clipped,
-    delta_r2_clipped_se,importance_pre,importance_ft,delta_importance,decodable,
+    delta_r2_clipped_se,common_shift,common_shift_se,delta_r2_relative,
+    delta_r2_relative_se,importance_pre,importance_ft,delta_importance,decodable,
     null_delta,null_delta_source,p_null,q_bh,test,n_resplits,rank_gain,rank_loss
     [,null_panel_spearman].
     (calibrated-0.2, paper): checkpoint,column,modality,image_type,family,feature,r2_pre,
@@ -165,4 +173,4 @@ def compare_cli(
             permutations=permutations, rank_by=rank_by, summary=summary, ci_level=ci_level,
             seed=seed, allow_missing=allow_missing, force=force, labels=labels,
             allow_different_preprocessing=allow_different_preprocessing, stability=stability, min_icc=min_icc,
-            null_panel=null_panel, null_delta=null_delta)
+            null_panel=null_panel, null_delta=null_delta, centre=centre)

@@ -13,7 +13,7 @@ import typer
 
 from radlens_cli import log, provenance
 from radlens_cli.commands.app import command
-from radlens_cli.commands.options import force_option, mask_option, modalities_option, seed_option
+from radlens_cli.commands.options import force_option, jobs_option, mask_option, modalities_option, seed_option
 from radlens_cli.errors import RadlensError, UsageError
 from radlens_cli.io import perturb as pt
 from radlens_cli.io.files import atomic_folder, atomic_output
@@ -25,7 +25,8 @@ from radlens_cli.names import parse_list
 def perturb(manifest_path: str, out_dir: str, modalities: str, mask: str, masks: str | None = None,
             perturbations: str | None = None, rotation: float | None = None, translation: float | None = None,
             noise: float | None = None, contour: int | None = None, negative_control: str | None = None,
-            replicates: int = 5, include_original: bool = False, seed: int = 0, force: bool = False) -> dict:
+            replicates: int = 5, include_original: bool = False, seed: int = 0, force: bool = False,
+            jobs: int = 1) -> dict:
     """Write the perturbed cohort (images, masks, cohort.csv, provenance.json) to out_dir."""
     if out_dir == "-":
         raise UsageError("a cohort is a folder of images: give its path, not - (stdout)")
@@ -45,7 +46,7 @@ def perturb(manifest_path: str, out_dir: str, modalities: str, mask: str, masks:
     with atomic_folder(out_dir) as tmp:
         frame = pt.perturb_cohort(man, tmp, mods, roi, other, settings, replicates, include_original, seed,
                                   progress=lambda it: log.progress(it, desc="perturb", unit="case"),
-                                  warn=log.warn)
+                                  warn=log.warn, jobs=jobs)
         params = {"modalities": mods, "mask": str(roi), "masks": other, "perturbations": chosen,
                   **pt.settings_record(settings), "replicates": replicates, "include_original": include_original,
                   "seed": seed, "split_derived": man.split_derived}
@@ -92,6 +93,8 @@ def perturb_cli(
     include_original: bool = typer.Option(False, "--include-original",
                                           help="Also write each unperturbed case as replicate 0 (<case_id>_r0)."),
     seed: int = seed_option(),
+    jobs: int = jobs_option(help="Worker processes, one case each at a time (the output is the same for any "
+                                 "number)."),
     force: bool = force_option(),
 ):
     """Write perturbed or negative-control copies of a cohort.
@@ -113,7 +116,8 @@ def perturb_cli(
     Negative controls after READII: ROI or whole-image voxels shuffled (histogram kept,
     texture destroyed) or replaced by uniform random values between their minimum and
     maximum. Measure stability with extract-radiomics (or embed) on the copy, then
-    `radlens stability ... --group subject`.
+    `radlens stability ... --group subject`. -j N perturbs N cases at a time in worker
+    processes (a worker that dies is retried once in a fresh one); the files are the same.
 
     Examples:
 
@@ -124,5 +128,5 @@ def perturb_cli(
           --replicates 1 -o control
     """
     summary = perturb(manifest, output, modalities, mask, masks, perturbations, rotation, translation, noise,
-                      contour, negative_control, replicates, include_original, seed, force)
+                      contour, negative_control, replicates, include_original, seed, force, jobs)
     log.info(f"perturb: wrote {summary['rows']} replicate(s) of {summary['cases']} case(s) to {summary['manifest']}")

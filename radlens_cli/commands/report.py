@@ -28,13 +28,13 @@ def report(radiomics: str, compare: str, stats: str, output: str, correlate_summ
            rank_by: str | None = None, force: bool = False, encoders=(), checkpoint: str | None = None,
            ordered: bool | None = None, manifest: str | None = None, modalities: str | None = None,
            mask: str | None = None, panel_cases: int = 3, stability: str | None = None,
-           min_icc: float | None = None, saliency=(), saliency_maps=()) -> list[str]:
+           min_icc: float | None = None, saliency=(), saliency_maps=(), control: str | None = None) -> list[str]:
     """Write the HTML report (and the figures as PNG under figures_dir); returns figure names."""
     html.check_options(top, stable_quantile, rank_by)
     panels = panel_spec(manifest, modalities, mask, panel_cases)
     given = (("--radiomics", radiomics), ("--compare", compare), ("--stats", stats),
              ("--correlate-summary", correlate_summary), ("--cka", cka), ("--probe", probe),
-             ("--manifest", manifest), ("--stability", stability),
+             ("--manifest", manifest), ("--stability", stability), ("--control", control),
              *(("--metrics", p) for p in metrics), *(("--encoder", p) for p in encoders))
     piped = [flag for flag, path in given if path == "-"]
     if len(piped) > 1:
@@ -59,7 +59,7 @@ def report(radiomics: str, compare: str, stats: str, output: str, correlate_summ
         radiomics, compare, stats = pick(radiomics), pick(compare), pick(stats)
         correlate_summary, cka, probe = pick(correlate_summary), pick(cka), pick(probe)
         metrics = [pick(p) for p in metrics]
-        stability = pick(stability)
+        stability, control = pick(stability), pick(control)
     read_icc(stability, min_icc)  # checked (and readable) before any figure is drawn
     versions = provenance.library_versions(("numpy", "scipy", "pandas", "h5py", "matplotlib", "typer"))
 
@@ -71,12 +71,14 @@ def report(radiomics: str, compare: str, stats: str, output: str, correlate_summ
                                encoders=[read_finetune_record(p) for p in encoders],
                                checkpoint=checkpoint, ordered=ordered, panels=panels,
                                stability=stability, min_icc=min_icc,
-                               saliency=(list(saliency), list(saliency_maps)) if saliency or saliency_maps else None)
+                               saliency=(list(saliency), list(saliency_maps)) if saliency or saliency_maps else None,
+                               control=control)
     if figures_dir:
         write_figures(figures, figures_dir, force)
     prov = provenance.build("report", inputs={
         "radiomics": radiomics, "compare": compare, "stats": stats, "correlate_summary": correlate_summary,
-        "cka": cka, "probe": probe, "manifest": manifest, "stability": stability, "metrics": list(metrics), "encoder": list(encoders)},
+        "cka": cka, "probe": probe, "manifest": manifest, "stability": stability, "control": control,
+        "metrics": list(metrics), "encoder": list(encoders)},
         params={"title": title, "top": top, "stable_quantile": stable_quantile, "rank_by": rank_by,
                 "checkpoint": checkpoint, "ordered": ordered, "modalities": modalities, "mask": mask,
                 "panel_cases": panel_cases, "figures": figures_dir, "min_icc": min_icc})
@@ -115,6 +117,10 @@ def report_cli(
     panel_cases: int = typer.Option(3, "--panel-cases", metavar="N", help="Example cases shown with every modality."),
     stability: Optional[str] = stability_option(),
     min_icc: Optional[float] = min_icc_option(),
+    control: Optional[str] = typer.Option(None, "--control", metavar="TABLE.csv",
+                                          help="stats' TABLE.csv of the same pipeline on negative-control images "
+                                               "(perturb --negative-control shuffled-roi): each modality x family's "
+                                               "pre-trained R² beside this run's."),
     saliency: Optional[List[str]] = typer.Option(None, "--saliency", metavar="CSV",
                                                  help="Saliency table (saliency -o): its agreement table; repeat "
                                                       "for several."),
@@ -156,7 +162,10 @@ def report_cli(
     anterior up, patient's right on the left, mm scale bar). --figures DIR writes the PNGs.
     With --stability ICC.csv (radlens stability): each listed feature's ICC, and the
     change statistic against ICC with Spearman's rho and p; --min-icc leaves features
-    with a lower ICC out of the views.
+    with a lower ICC out of the views. With --control TABLE.csv (stats of the same
+    pipeline on `perturb --negative-control shuffled-roi` images): each modality x
+    family's pre-trained R² beside this run's, and which texture families keep more than
+    half of it (read through the ROI's histogram and size, not its texture).
     With --saliency/--saliency-maps (from `radlens saliency`): the methods' agreement
     table and their maps (and concept maps) overlaid on the example cases.
 
@@ -173,6 +182,6 @@ def report_cli(
                    title, top, stable_quantile, rank_by, force, encoders=encoders or [], checkpoint=checkpoint,
                    ordered=ordered, manifest=manifest, modalities=modalities, mask=mask, panel_cases=panel_cases,
                    stability=stability, min_icc=min_icc,
-                   saliency=saliency or [], saliency_maps=saliency_maps or [])
+                   saliency=saliency or [], saliency_maps=saliency_maps or [], control=control)
     if output != "-":
         log.info(f"wrote {output} ({len(names)} figures)")

@@ -19,7 +19,7 @@ from radlens_cli.synth import phantom
 
 
 def synth(out_dir: str, cases: int = 120, seed: int = 0, size=None, spacing=None,
-          scanner: bool = False, force: bool = False) -> dict:
+          scanner: bool = False, force: bool = False, texture: bool = False) -> dict:
     """Write the phantom cohort and a provenance.json beside its manifest; returns a summary."""
     size = tuple(size or phantom.DEFAULT_SIZE)
     spacing = tuple(spacing or phantom.DEFAULT_SPACING)
@@ -28,13 +28,13 @@ def synth(out_dir: str, cases: int = 120, seed: int = 0, size=None, spacing=None
     phantom.check_out_dir(out_dir, force)
     os.makedirs(out_dir, exist_ok=True)
     # the manifest CSV's sidecar records how the cohort was made
-    provenance.declare("synth", params={"cases": cases, "seed": seed, "size": list(size),
-                                        "spacing": list(spacing), "scanner": scanner})
+    # texture is recorded only when asked for: the other cohorts' provenance stays as it was
+    params = {"cases": cases, "seed": seed, "size": list(size), "spacing": list(spacing), "scanner": scanner,
+              **({"texture": True} if texture else {})}
+    provenance.declare("synth", params=params)
     summary = phantom.write_cohort(out_dir, cases, seed, size, spacing, scanner,
-                                   progress=lambda it: log.progress(it, desc="synth", unit="case"))
-    attrs = provenance.build("synth", params={"cases": cases, "seed": seed, "size": list(size),
-                                              "spacing": list(spacing), "scanner": scanner},
-                             hash_inputs=False)
+                                   progress=lambda it: log.progress(it, desc="synth", unit="case"), texture=texture)
+    attrs = provenance.build("synth", params=params, hash_inputs=False)
     prov = {k: (json.loads(v) if k in ("inputs", "params", "versions", "history") else v) for k, v in attrs.items()}
     prov["summary"] = {k: v for k, v in summary.items() if k != "manifest"}
     with atomic_output(os.path.join(out_dir, "provenance.json"), force=True, suffix=".json") as tmp:
@@ -55,6 +55,14 @@ def synth_cli(
                                  help="Write as a scanner does: T2 as a DICOM series folder, ADC/DWI on a "
                                       "coarser grid (about 2x2 mm in-plane) with a smaller field of view, and "
                                       "the segments as DICOM-SEG and RTSTRUCT (manifest columns seg, rtstruct)."),
+    texture: bool = typer.Option(False, "--texture",
+                                 help="A phantom for negative controls (perturb --negative-control): each "
+                                      "gland gets a spatial texture whose scale is the case's latent, a Gaussian "
+                                      "random field with its own in-plane correlation length (0.25-5 mm, "
+                                      "log-uniform; manifest column texture_mm), standardised inside the gland so "
+                                      "the gland's histogram does not carry it; glands of nearly one size and zone "
+                                      "mix, without lesions, so nothing else stands in for the texture. "
+                                      "docs/stability.md."),
     force: bool = typer.Option(False, "--force", "-f", help="Write into a non-empty output folder, "
                                                              "replacing the files of the same name."),
 ):
@@ -83,7 +91,7 @@ def synth_cli(
     """
     summary = synth(output, cases, seed, parse_triple(size, "--size", int, positive=True),
                     parse_triple(spacing, "--spacing", positive=True),
-                    scanner, force)
+                    scanner, force, texture)
     log.info(f"wrote {summary['cases']} cases to {summary['manifest']} (split {summary['split']}, "
              f"risk groups {summary['risk_counts']}, gland {summary['gland_volume_ml'][0]:.2f}-"
              f"{summary['gland_volume_ml'][1]:.2f} ml)")

@@ -43,6 +43,7 @@ from radlens_cli.io import dicom_masks as dm
 from radlens_cli.io.images import load_mask, read_image, resample_like, select_labels
 from radlens_cli.io.manifest import Manifest, MaskSpec
 from radlens_cli.names import parse_list
+from radlens_cli.workers import imap_resilient, in_worker, test_kill_hook
 
 PERTURBATIONS = ("rotation", "translation", "noise", "contour")
 NEGATIVE_CONTROLS = ("shuffled-roi", "randomized-roi", "shuffled-full", "randomized-full")
@@ -311,19 +312,98 @@ def _same_grid(a, b) -> bool:
 
 # ---------------------------------------------------------------- the cohort
 
+@dataclass(frozen=True)
+class CaseJob:
+    """One case's share of `perturb_cohort`: what a worker process needs (paths, not images)."""
+
+    case_id: str
+    split: object
+    out_dir: str
+    images: tuple          # ((modality, path), ...)
+    masks: tuple           # ((mask column, path or None), ...): the ROI's column first
+    roi: MaskSpec
+    settings: PerturbSettings
+    replicates: tuple      # the k to write (0: the original)
+    seed: int
+    carried: tuple         # ((column, value), ...) copied to every row
+
+
+def perturb_one_case(job: CaseJob) -> list[dict]:
+    """Read one case, write its replicates under job.out_dir, return their manifest rows."""
+    sitk = _sitk()
+    cid = job.case_id
+    if in_worker():
+        test_kill_hook(cid)  # the resilience tests' hook: a no-op unless RADLENS_TEST_KILL_WORKER names the case
+    img_paths = list(job.images)
+    images = {m: read_image(p, f"case {cid}, {m}") for m, p in img_paths}
+    masks = {}
+    for c, p in job.masks:
+        if p is None and c != job.roi.column:
+            continue  # an optional mask left empty stays empty
+        masks[c] = _read_labels(p, f"case {cid}, {c}", img_paths)
+    select_labels(masks[job.roi.column], job.roi, dict(job.masks)[job.roi.column], f"case {cid}, {job.roi.column}")
+    rows = []
+    for k in job.replicates:
+        rid = f"{cid}_r{k}"
+        out_images, out_masks, record = perturb_case(images, masks, job.roi.column, job.roi, job.settings, job.seed,
+                                                     cid, k)
+        os.makedirs(os.path.join(job.out_dir, rid), exist_ok=True)
+        row = {"case_id": rid, "subject": cid, "split": job.split}
+        for name, img in [*out_images.items(), *out_masks.items()]:
+            rel = f"{rid}/{name}.nii.gz"
+            sitk.WriteImage(img, os.path.join(job.out_dir, rel), True)
+            row[name] = rel
+        for c, _ in job.masks:
+            row.setdefault(c, "")
+        row.update(dict(job.carried))
+        row.update(record)
+        rows.append(row)
+    return rows
+
+
+def _init_worker():
+    _sitk().ProcessObject.SetGlobalDefaultNumberOfThreads(1)  # -j processes, one thread each
+
+
+def _run_parallel(jobs_: list, jobs: int, warn=None):
+    """Yield (index, rows) of each case as worker processes finish it (radlens_cli/workers.py:
+    a worker that dies fails only its case, after one retry in a fresh worker). A case that
+    fails stops the run with its message, as it does without workers."""
+    import multiprocessing as mp
+
+    methods = mp.get_all_start_methods()
+    ctx = mp.get_context("forkserver" if "forkserver" in methods else "spawn")
+
+    def on_death(i, how, retry):
+        if retry and warn:
+            warn(f"worker {how}, holding case {jobs_[i].case_id}; retrying it in a fresh worker")
+
+    for i, status, value in imap_resilient(perturb_one_case, jobs_, jobs, ctx, _init_worker, retries=1,
+                                           on_death=on_death):
+        if status == "ok":
+            yield i, value
+        elif status == "lost":
+            raise RadlensError(f"case {jobs_[i].case_id}: worker {value} (tried twice)")
+        elif value.startswith(("RadlensError: ", "ParameterError: ")):  # already names the case, as without -j
+            raise RadlensError(value.split(": ", 1)[1])
+        else:
+            raise RadlensError(f"case {jobs_[i].case_id}: {value}")
+
+
 def perturb_cohort(manifest: Manifest, out_dir: str, modalities, roi: MaskSpec, other_masks=(),
                    settings: PerturbSettings | None = None, replicates: int = 5, include_original: bool = False,
-                   seed: int = 0, progress=None, warn=None):
+                   seed: int = 0, progress=None, warn=None, jobs: int = 1):
     """Write the perturbed copy of `manifest`'s cohort under `out_dir` (which must exist):
     <out_dir>/<case_id>_r<k>/<column>.nii.gz for every image and mask column, on each
     file's own grid. Returns the new manifest (a DataFrame): case_id `<case_id>_r<k>`,
     subject (the original case_id), split, replicate, the image and mask columns
     (relative paths), the manifest's other columns unchanged, and the perturbation
-    record; replicate 0 is the original, written when include_original.
+    record; replicate 0 is the original, written when include_original. `jobs` > 1
+    perturbs cases in that many worker processes; every draw is seeded per (seed, case,
+    replicate), so the files and the manifest are the same whatever `jobs`.
     """
     import pandas as pd
 
-    sitk = _sitk()
     settings = (settings or PerturbSettings()).check()
     if replicates < 1:
         raise ParameterError(f"{{replicates}} must be at least 1 (got {replicates})", "replicates")
@@ -342,35 +422,26 @@ def perturb_cohort(manifest: Manifest, out_dir: str, modalities, roi: MaskSpec, 
     path_like = [c for c in other if _all_paths(manifest, c)]
     carried = [c for c in other if c not in path_like]
     ks = ([0] if include_original else []) + list(range(1, replicates + 1))
-    rows = []
-    cases = range(len(manifest))
-    for i in (progress(cases) if progress else cases):
+    jobs_ = []
+    for i in range(len(manifest)):
         r = manifest.frame.iloc[i]
-        cid = str(r["case_id"])
-        img_paths = [(m, manifest.resolve(r[m])) for m in modalities]
-        images = {m: read_image(p, f"case {cid}, {m}") for m, p in img_paths}
-        masks = {}
-        for c in mask_columns:
-            p = manifest.resolve(r[c])
-            if p is None and c != roi.column:
-                continue  # an optional mask left empty stays empty
-            masks[c] = _read_labels(p, f"case {cid}, {c}", img_paths)
-        select_labels(masks[roi.column], roi, manifest.resolve(r[roi.column]), f"case {cid}, {roi.column}")
-        for k in ks:
-            rid = f"{cid}_r{k}"
-            out_images, out_masks, record = perturb_case(images, masks, roi.column, roi, settings, seed, cid, k)
-            folder = os.path.join(out_dir, rid)
-            os.makedirs(folder, exist_ok=True)
-            row = {"case_id": rid, "subject": cid, "split": r["split"]}
-            for name, img in [*out_images.items(), *out_masks.items()]:
-                rel = f"{rid}/{name}.nii.gz"
-                sitk.WriteImage(img, os.path.join(out_dir, rel), True)
-                row[name] = rel
-            for c in mask_columns:
-                row.setdefault(c, "")
-            row.update({c: r[c] for c in carried})
-            row.update(record)
-            rows.append(row)
+        jobs_.append(CaseJob(
+            case_id=str(r["case_id"]), split=r["split"], out_dir=out_dir,
+            images=tuple((m, manifest.resolve(r[m])) for m in modalities),
+            masks=tuple((c, manifest.resolve(r[c])) for c in mask_columns),
+            roi=roi, settings=settings, replicates=tuple(ks), seed=seed,
+            carried=tuple((c, r[c]) for c in carried)))
+    per_case = [None] * len(jobs_)
+    if jobs <= 1:
+        cases = range(len(jobs_))
+        for i in (progress(cases) if progress else cases):
+            per_case[i] = perturb_one_case(jobs_[i])
+    else:
+        results = _run_parallel(jobs_, jobs, warn)
+        for _ in (progress(range(len(jobs_))) if progress else range(len(jobs_))):
+            i, rows_i = next(results)
+            per_case[i] = rows_i
+    rows = [row for case_rows in per_case for row in case_rows]
     cols = ["case_id", "subject", "split", *modalities, *mask_columns, *carried, *rows[0].keys()]
     frame = pd.DataFrame(rows, columns=list(dict.fromkeys(cols)))
     if path_like and warn:  # said once the copy is written (an error before it says what matters)

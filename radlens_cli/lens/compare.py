@@ -451,7 +451,8 @@ def compare_decoders(ref, others, labels=None, rank_by: str | None = None, boots
                      permutations: int = 0, ci_level: float = 0.95, seed: int = 0,
                      allow_missing: bool = False, allow_different_preprocessing: bool = False,
                      top: int = 5, stable_quantile: float = 0.5, warn=None, info=None,
-                     progress=None, null_panel=None, null_delta: float | None = None) -> Comparison:
+                     progress=None, null_panel=None, null_delta: float | None = None,
+                     centre: str = interval.CENTRE) -> Comparison:
     """Compare each of `others` (a decoder or a list) with the reference decoder `ref`.
 
     Decoders are lens.DecodeResult objects or DEC.h5 files read back. rank_by: the
@@ -463,7 +464,9 @@ def compare_decoders(ref, others, labels=None, rank_by: str | None = None, boots
     Decoders of a symmetric share (0.3.0's default) are compared over their re-splits
     against the interval null |delta_r2_clipped| <= null_delta (lens.interval): null_panel,
     a decoder of a second fine-tuning run of the first compared checkpoint's task, sets
-    null_delta; else null_delta, else lens.interval.NULL_DELTA."""
+    null_delta; else null_delta, else lens.interval.NULL_DELTA. centre ('median', the
+    default, or 'none'): features are tested relative to the checkpoint's common shift
+    (the median change over decodable features in each re-split), or as they are."""
     import pandas as pd
 
     warn, info, progress = warn or _quiet, info or _quiet, progress or _no_progress
@@ -484,7 +487,7 @@ def compare_decoders(ref, others, labels=None, rank_by: str | None = None, boots
                                  "bootstrap", "permutations")
         null = interval.resolve_null(ref, others, null_panel, null_delta,
                                      allow_different_preprocessing=allow_different_preprocessing,
-                                     warn=warn, info=info)
+                                     warn=warn, info=info, centre=centre)
         blocks, views = [], {}
         for other, name in zip(others, names):
             pair_decoders(ref, other, allow_missing, allow_different_preprocessing, warn)
@@ -496,6 +499,8 @@ def compare_decoders(ref, others, labels=None, rank_by: str | None = None, boots
     if null_panel is not None or null_delta is not None:
         raise ParameterError("{null_panel}/{null_delta} apply to decoders of a symmetric share",
                              "null_panel", "null_delta")
+    if centre != interval.CENTRE:
+        raise ParameterError("{centre} applies to decoders of a symmetric share", "centre")
     if permutations:
         msg = permutation_resolution(permutations, len(ref.columns))
         if msg:

@@ -20,6 +20,17 @@ p-value is that of the boundary, one-sided:
 (p = 1 when the observed |mean| is within null_delta and se = 0; p = 0 when it is outside
 and se = 0). BH over the features (or groups) of one comparison gives q_bh.
 
+Features are tested relative to the checkpoint's common shift (centre 'median', the
+default): in each re-split the median of D_r over the features decodable in either
+checkpoint (clipped R^2 above CENTRE_MIN_R2) is taken out, and the t above is that of
+D_r - shift_r. Re-encoding the same information moves every feature's decodability a
+little, much of it together (one encoding is easier to read out overall); measured on
+second training runs, testing features as they are flags more of them the larger the
+cohort, while the common shift taken out keeps the rate flat (docs/validity.md). A
+change every feature shares is therefore not a feature's finding: it is `common_shift`
+in the DELTA table, and the Table-1 groups (whose group-mean D_r is tested as it is)
+show it. centre 'none' tests D_r as it is (0.3.0).
+
 null_delta comes from a reference panel when there is one: a second fine-tuning run of the
 same task (another seed) decoded with the same SHARE.h5. The difference between the two
 runs is re-encoding only, so null_delta_from_panel takes the PANEL_QUANTILE of |mean_r D_r|
@@ -39,6 +50,10 @@ from radlens_cli.lens.resplit import R2_CLIP
 NULL_DELTA = 0.05            # default interval half-width, R^2 units (docs/validity.md)
 PANEL_QUANTILE = 0.95
 TEST_NAME = "nb_corrected_t_interval"
+CENTRES = ("median", "none")
+CENTRE = "median"            # features are tested relative to the checkpoint's common shift
+CENTRE_MIN_R2 = 0.05         # the common shift is over features with clipped R^2 above this
+CENTRE_MIN_FEATURES = 10     # fewer such features: no common shift (0)
 
 
 def clipped(r2: np.ndarray, clip: float | None = None) -> np.ndarray:
@@ -68,6 +83,28 @@ def corrected_resampled_t(D: np.ndarray, n_train: int, n_test: int, null_delta: 
     return mean, se, p
 
 
+def test_name(centre: str) -> str:
+    """The `test` column's value: TEST_NAME, with `_relative` when features are tested
+    relative to the common shift."""
+    return TEST_NAME + ("_relative" if centre == "median" else "")
+
+
+def common_shift(D: np.ndarray, r2_pre, r2_ft, centre: str = CENTRE) -> np.ndarray:
+    """(R,) the checkpoint's common shift in each re-split: the median of D_r over the
+    features whose clipped R^2 (mean over re-splits) exceeds CENTRE_MIN_R2 in either
+    checkpoint. Zeros for centre 'none' or with fewer than CENTRE_MIN_FEATURES such
+    features (module docstring)."""
+    if centre not in CENTRES:
+        raise ParameterError(f"{{centre}} must be one of {', '.join(CENTRES)}, not {centre!r}", "centre")
+    D = np.asarray(D, dtype=np.float64)
+    if centre == "none":
+        return np.zeros(D.shape[0])
+    mask = (clipped(r2_pre).mean(axis=0) > CENTRE_MIN_R2) | (clipped(r2_ft).mean(axis=0) > CENTRE_MIN_R2)
+    if mask.sum() < CENTRE_MIN_FEATURES:
+        return np.zeros(D.shape[0])
+    return np.median(D[:, mask], axis=1)
+
+
 def null_delta_from_panel(D_panel: np.ndarray, mask: np.ndarray | None = None,
                           quantile: float = PANEL_QUANTILE) -> float:
     """The interval half-width from a reference panel: the `quantile` of |mean_r D_r|
@@ -91,23 +128,31 @@ def group_matrix(labels) -> tuple[np.ndarray, np.ndarray]:
 
 def delta_resplit_table(columns, meta: dict, r2_pre, r2_ft, imp_pre, imp_ft, n_train: int,
                         n_test: int, null_delta: float, null_delta_source: str,
-                        checkpoint: str = "ft", rank_by: str = "delta_r2_clipped"):
+                        checkpoint: str = "ft", rank_by: str = "delta_r2_clipped",
+                        centre: str = CENTRE):
     """The DELTA table of the symmetric lens (pandas DataFrame), one row per column.
 
     r2_* (R, p): held-out R^2 of each re-split; imp_* (R, p): decoder importances.
     Columns (DELTA_RESPLIT_COLUMNS): r2_pre/r2_ft, the mean over re-splits of held-out R^2,
     and delta_r2 their difference; r2_clipped_pre/_ft and delta_r2_clipped, the same on
     R^2 clipped below at R2_CLIP (the tested and ranked statistic);
-    delta_r2_clipped_se, its corrected resampled standard error; null_delta and its source;
-    p_null, q_bh of H0 |delta_r2_clipped| <= null_delta; importance_* the mean over re-splits
-    of each decoder's ||theta_k|| (each in its own share space)."""
+    delta_r2_clipped_se, its corrected resampled standard error; common_shift (and its
+    standard error), the mean over re-splits of the checkpoint's common shift
+    (common_shift(); 0 for centre 'none'); delta_r2_relative = delta_r2_clipped -
+    common_shift and its standard error (of D_r minus the re-split's shift); null_delta and
+    its source; p_null, q_bh of H0 |delta_r2_relative| <= null_delta (with centre 'none':
+    |delta_r2_clipped| <= null_delta); importance_* the mean over re-splits of each
+    decoder's ||theta_k|| (each in its own share space)."""
     import pandas as pd
 
     from radlens_cli.lens.compare import DECODABLE_R2, ranks  # compare and stats import this module at their top (a cycle otherwise)
 
     r2_pre, r2_ft = np.asarray(r2_pre, float), np.asarray(r2_ft, float)
     D = clipped(r2_ft) - clipped(r2_pre)
-    mean, se, p = corrected_resampled_t(D, n_train, n_test, null_delta)
+    mean, se, _ = corrected_resampled_t(D, n_train, n_test, null_delta)
+    shift = common_shift(D, r2_pre, r2_ft, centre)
+    rel, rel_se, p = corrected_resampled_t(D - shift[:, None], n_train, n_test, null_delta)
+    shift_mean, shift_se, _ = corrected_resampled_t(shift[:, None], n_train, n_test, 0.0)
     p_cols = len(columns)
     df = pd.DataFrame({"checkpoint": [checkpoint] * p_cols, "column": list(columns)})
     for k in ("modality", "image_type", "family", "feature"):
@@ -117,6 +162,10 @@ def delta_resplit_table(columns, meta: dict, r2_pre, r2_ft, imp_pre, imp_ft, n_t
     df["r2_clipped_pre"], df["r2_clipped_ft"] = clipped(r2_pre).mean(axis=0), clipped(r2_ft).mean(axis=0)
     df["delta_r2_clipped"] = mean
     df["delta_r2_clipped_se"] = se
+    df["common_shift"] = float(shift_mean[0])
+    df["common_shift_se"] = float(shift_se[0])
+    df["delta_r2_relative"] = rel
+    df["delta_r2_relative_se"] = rel_se
     ip, ifd = np.asarray(imp_pre, float).mean(axis=0), np.asarray(imp_ft, float).mean(axis=0)
     df["importance_pre"], df["importance_ft"], df["delta_importance"] = ip, ifd, ifd - ip
     dec = (df["r2_clipped_pre"].to_numpy() > max(DECODABLE_R2, R2_CLIP)) | \
@@ -126,7 +175,7 @@ def delta_resplit_table(columns, meta: dict, r2_pre, r2_ft, imp_pre, imp_ft, n_t
     df["null_delta_source"] = null_delta_source
     df["p_null"] = p
     df["q_bh"] = bh_fdr(p)
-    df["test"] = TEST_NAME
+    df["test"] = test_name(centre)
     df["n_resplits"] = int(D.shape[0])
     g, lo = ranks(df[rank_by].to_numpy(), dec)
     df["rank_gain"] = pd.array(np.where(np.isnan(g), pd.NA, g), dtype="Int64")
@@ -136,7 +185,9 @@ def delta_resplit_table(columns, meta: dict, r2_pre, r2_ft, imp_pre, imp_ft, n_t
 
 DELTA_RESPLIT_COLUMNS = ["checkpoint", "column", "modality", "image_type", "family", "feature",
                          "r2_pre", "r2_ft", "delta_r2", "r2_clipped_pre", "r2_clipped_ft",
-                         "delta_r2_clipped", "delta_r2_clipped_se", "importance_pre",
+                         "delta_r2_clipped", "delta_r2_clipped_se", "common_shift",
+                         "common_shift_se", "delta_r2_relative", "delta_r2_relative_se",
+                         "importance_pre",
                          "importance_ft", "delta_importance", "decodable", "null_delta",
                          "null_delta_source", "p_null", "q_bh", "test", "n_resplits",
                          "rank_gain", "rank_loss"]
@@ -184,17 +235,21 @@ def group_resplit_stats(r2_pre, r2_ft, mse_pre, mse_ft, meta: dict, n_train: int
     return df[STATS_RESPLIT_COLUMNS]
 
 
-def panel_null_deltas(r2_run, r2_panel, meta: dict | None = None, by=()) -> tuple[float, float | None]:
+def panel_null_deltas(r2_run, r2_panel, meta: dict | None = None, by=(),
+                      centre: str = CENTRE) -> tuple[float, float | None]:
     """(feature null_delta, group null_delta) from a reference panel: r2_run (R, p) of a
     fine-tuned checkpoint and r2_panel (R, p) of a second run of the same fine-tuning
     (another seed), decoded with the same SHARE. Features: the PANEL_QUANTILE of
-    |mean_r D_r| over the features decodable in either run; groups: of the group-mean
-    |mean_r D_r| over every group of the groupings `by` (None without groupings)."""
+    |mean_r (D_r - shift_r)| over the features decodable in either run, shift_r the
+    panel's common shift against the run (common_shift(); 0 for centre 'none'), as the
+    features are tested; groups: of the group-mean |mean_r D_r| (not centred, as groups
+    are tested) over every group of the groupings `by` (None without groupings)."""
     from radlens_cli.lens.stats import group_labels  # compare and stats import this module at their top (a cycle otherwise)
 
     D = clipped(r2_panel) - clipped(r2_run)
     dec = (clipped(r2_run).mean(axis=0) > 0) | (clipped(r2_panel).mean(axis=0) > 0)
-    feature = null_delta_from_panel(D, dec if dec.any() else None)
+    shift = common_shift(D, r2_run, r2_panel, centre)
+    feature = null_delta_from_panel(D - shift[:, None], dec if dec.any() else None)
     if not by:
         return feature, None
     means = np.concatenate([np.abs((D @ group_matrix(group_labels(meta, g))[1]).mean(axis=0))
@@ -223,12 +278,16 @@ def is_symmetric(dec) -> bool:
 
 
 def resolve_null(ref, others, null_panel=None, null_delta: float | None = None, by=(),
-                 allow_different_preprocessing: bool = False, warn=None, info=None) -> dict:
-    """The interval null of a comparison: {"delta", "group_delta", "source", "panel"}.
+                 allow_different_preprocessing: bool = False, warn=None, info=None,
+                 centre: str = CENTRE) -> dict:
+    """The interval null of a comparison: {"delta", "group_delta", "source", "panel",
+    "centre"}.
 
     null_panel: a decoder of a second fine-tuning run of the first of `others`' task
     (another seed, the same SHARE): delta from panel_null_deltas; null_delta: given;
-    neither: NULL_DELTA ("default")."""
+    neither: NULL_DELTA ("default"). centre: how features are tested (common_shift())."""
+    if centre not in CENTRES:
+        raise ParameterError(f"{{centre}} must be one of {', '.join(CENTRES)}, not {centre!r}", "centre")
 
     if null_panel is not None and null_delta is not None:
         raise ParameterError("give {null_panel} or {null_delta}, not both", "null_panel", "null_delta")
@@ -236,13 +295,15 @@ def resolve_null(ref, others, null_panel=None, null_delta: float | None = None, 
         if null_delta < 0:
             raise ParameterError("{null_delta} must be >= 0", "null_delta")
         return {"delta": float(null_delta), "group_delta": float(null_delta), "source": "given",
-                "panel": None}
+                "panel": None, "centre": centre}
     if null_panel is None:
-        return {"delta": NULL_DELTA, "group_delta": NULL_DELTA, "source": "default", "panel": None}
+        return {"delta": NULL_DELTA, "group_delta": NULL_DELTA, "source": "default", "panel": None,
+                "centre": centre}
     first = others[0]
     for d in (first, null_panel):
         require_compatible(ref, d, warn=warn, allow_preprocessing=allow_different_preprocessing)
-    fd, gd = panel_null_deltas(first.resplit["r2"], null_panel.resplit["r2"], ref.column_meta, by)
+    fd, gd = panel_null_deltas(first.resplit["r2"], null_panel.resplit["r2"], ref.column_meta, by,
+                               centre)
     import os
 
     src = f"panel {os.path.basename(str(null_panel.path))} vs {os.path.basename(str(first.path))}"
@@ -251,7 +312,7 @@ def resolve_null(ref, others, null_panel=None, null_delta: float | None = None, 
              f"{PANEL_QUANTILE:g} quantile of |delta_r2_clipped| between the two runs)"
              + (f"; {gd:.4f} for groups" if gd is not None else ""))
     return {"delta": fd, "group_delta": gd if gd is not None else fd, "source": src,
-            "panel": null_panel}
+            "panel": null_panel, "centre": centre}
 
 
 def _sizes(ref) -> tuple[int, int]:
@@ -267,7 +328,8 @@ def compare_resplit(ref, other, name: str, rank_by: str, null: dict, info=None):
     df = delta_resplit_table(ref.columns, ref.column_meta, ref.resplit["r2"], other.resplit["r2"],
                              ref.resplit["importance"], other.resplit["importance"],
                              n_train=n_train, n_test=n_test, null_delta=null["delta"],
-                             null_delta_source=null["source"], checkpoint=name, rank_by=rank_by)
+                             null_delta_source=null["source"], checkpoint=name, rank_by=rank_by,
+                             centre=null.get("centre", CENTRE))
     if null["panel"] is not None:
         dp = (clipped(null["panel"].resplit["r2"]) - clipped(ref.resplit["r2"])).mean(axis=0)
         rho = rank_agreement(df["delta_r2_clipped"], dp, df["decodable"])
@@ -278,10 +340,13 @@ def compare_resplit(ref, other, name: str, rank_by: str, null: dict, info=None):
     if info:
         dec = df["decodable"].to_numpy(dtype=bool)
         mean = float(df["delta_r2_clipped"][dec].mean()) if dec.any() else float("nan")
+        relative = null.get("centre", CENTRE) == "median"
         info(f"{name}: {int((df['q_bh'] < 0.05).sum())} of {len(df)} features changed by more "
-             f"than null_delta={null['delta']:.4g} ({null['source']}; q_bh < 0.05, {TEST_NAME} "
-             f"over {int(df['n_resplits'].iloc[0])} re-splits); mean delta_r2_clipped over the "
-             f"{int(dec.sum())} decodable features {mean:+.4f}")
+             f"than null_delta={null['delta']:.4g} ({null['source']}; q_bh < 0.05, "
+             f"{df['test'].iloc[0]} over {int(df['n_resplits'].iloc[0])} re-splits"
+             + (f", relative to the common shift {float(df['common_shift'].iloc[0]):+.4f} "
+                f"(se {float(df['common_shift_se'].iloc[0]):.4f})" if relative else "")
+             + f"); mean delta_r2_clipped over the {int(dec.sum())} decodable features {mean:+.4f}")
     return df
 
 

@@ -252,8 +252,18 @@ def null_sentence(delta) -> str:
         nd = float(pd_first(delta["null_delta"]))
         src = pd_first(delta["null_delta_source"]) if "null_delta_source" in delta.columns else float("nan")
         src = src if isinstance(src, str) else "source not recorded"
-        text += (f" The null is an interval: a flag means |Δr²| &gt; δ = {nd:.3g} ({esc(src)}), a change larger than "
-                 f"re-encoding the same information makes.")
+        relative = ("common_shift" in delta.columns and "test" in delta.columns
+                    and delta["common_shift"].notna().any()
+                    and str(pd_first(delta["test"])).endswith("_relative"))
+        if relative:
+            cs = float(pd_first(delta["common_shift"]))
+            text += (f" The null is an interval, on each feature's change relative to the change all of this "
+                     f"checkpoint's features share (common shift {cs:+.3f} R²): a flag means "
+                     f"|Δr² − common shift| &gt; δ = {nd:.3g} ({esc(src)}), a change larger than re-encoding the "
+                     f"same information makes; a shared change shows in the common shift and in Table 1.")
+        else:
+            text += (f" The null is an interval: a flag means |Δr²| &gt; δ = {nd:.3g} ({esc(src)}), a change larger than "
+                     f"re-encoding the same information makes.")
     if "null_panel_spearman" in delta.columns and delta["null_panel_spearman"].notna().any():
         rho = float(pd_first(delta["null_panel_spearman"]))
         text += (f" A second run of the same fine-tuning (the null panel) agrees with this checkpoint's Δr² ranks "
@@ -304,8 +314,9 @@ def features_vs_groups(delta, table1) -> str:
         return ""
     if "null_delta" in getattr(table1, "columns", ()):   # the symmetric lens: one test, two units
         return (" Features and groups are different units of the same test: a feature counts when "
-                "its own clipped Δr² beats the interval null after BH over all features; a Table-1 "
-                "group counts when its group-mean Δr² does, after BH over the groups. Many small "
+                "its own clipped Δr² (relative to the common shift, when the test says so) beats the "
+                "interval null after BH over all features; a Table-1 group counts when its group-mean "
+                "Δr² (not centred) does, after BH over the groups. Many small "
                 "changes in one direction can make a group differ while no single feature does, "
                 "and a few large feature changes can cancel in a group.")
     return (" Features and groups are different tests: a feature counts when its own paired "
@@ -510,7 +521,8 @@ def build(radiomics: str, compare: str, stats: str, correlate_summary: str | Non
           top: int = 10, stable_quantile: float = 0.5, rank_by: str | None = None,
           command: str = "", versions: dict | None = None, created: str = "", encoders=(),
           checkpoint: str | None = None, ordered: bool | None = None, panels=None,
-          stability: str | None = None, min_icc: float | None = None, saliency=None):
+          stability: str | None = None, min_icc: float | None = None, saliency=None,
+          control: str | None = None):
     """Read the inputs and return (html text, list of figures).
 
     encoders: the fine-tuned checkpoints' records (encoders.training.finetuned.
@@ -520,7 +532,8 @@ def build(radiomics: str, compare: str, stats: str, correlate_summary: str | Non
     panels: report.images.PanelSpec or None (no image panels); stability: icc.csv of
     `radlens stability` (each listed feature's ICC, change vs ICC); min_icc: leave features
     with a lower ICC out of the views; saliency: (saliency tables, maps folders) from
-    `radlens saliency`, or None."""
+    `radlens saliency`, or None; control: stats' TABLE.csv of the same pipeline on
+    negative-control images (each family's R² beside the real run's)."""
     rad = rd.radiomics_summary(radiomics)
     images = None
     if panels is not None:  # the manifest's columns are checked before any figure is drawn
@@ -548,6 +561,12 @@ def build(radiomics: str, compare: str, stats: str, correlate_summary: str | Non
                rd.file_record("stats", stats)]
     if stability:
         records.append(rd.file_record("stability", stability))
+    control_table = None
+    if control:
+        control_all = rd.read_stats(control)
+        names = list(dict.fromkeys(control_all["checkpoint"]))
+        control_table = rd.stats_for(control_all, focus if focus in names else names[0], True)
+        records.append(rd.file_record("control", control))
     for role, path in (("correlate-summary", correlate_summary), ("cka", cka), ("probe", probe)):
         if path:
             records.append(rd.file_record(role, path))
@@ -575,6 +594,8 @@ def build(radiomics: str, compare: str, stats: str, correlate_summary: str | Non
     if stability:
         gains, losses, _, stat = views(delta, top, stable_quantile, rank_by)
         rs.stability_section(rep, delta, gains, losses, stat, min_icc, n_unstable, stability)
+    if control_table is not None:
+        rs.control_section(rep, table1, control_table, control)
     size_section(rep, delta, task_text)
     if "correlate_summary" in optional:
         generic_section(rep, "correlate", "Rad4XCNN correlation summary", optional["correlate_summary"],

@@ -104,3 +104,58 @@ def stability_section(rep, delta, gains, losses, stat: str, min_icc: float | Non
     header = ["view", "feature", rd.stat_label(stat), "ICC", "ICC 95% CI", f"ICC ≥ {threshold:g}"]
     rep.add("stability", "Stability of the features (ICC over perturbations)",
             [intro, table(header, rows, txt_cols=(0, 1, 4, 5)), icc_figure(delta, stat)])
+
+
+CONTROL_FACTOR = 0.5  # READII / issue 28: a control "reads as nothing" when R² at most halves
+
+
+def control_rows(real, control):
+    """Per modality and family: the pre-trained decoders' R² on the real run and on the
+    negative control (stats' modality_family rows of each table, matched on modality and
+    family), and control / real (R² below 0 counted as 0; empty where the real run's R² is
+    not above 0). Returns a DataFrame modality, family, r2_real, r2_control, ratio."""
+    import pandas as pd
+
+    a, b = rd.modality_family_r2(real, None), rd.modality_family_r2(control, None)
+    if a is None or b is None:
+        return None
+    a = a.drop_duplicates(["modality", "family"]).rename(columns={"r2_pre": "r2_real"})
+    b = b.drop_duplicates(["modality", "family"]).rename(columns={"r2_pre": "r2_control"})
+    out = pd.merge(a[["modality", "family", "r2_real"]], b[["modality", "family", "r2_control"]],
+                   on=["modality", "family"], how="inner")
+    real_pos = np.clip(out["r2_real"].to_numpy(float), 0.0, None)
+    ctrl_pos = np.clip(out["r2_control"].to_numpy(float), 0.0, None)
+    with np.errstate(invalid="ignore", divide="ignore"):
+        out["ratio"] = np.where(real_pos > 0, ctrl_pos / np.where(real_pos > 0, real_pos, 1.0), np.nan)
+    return out
+
+
+def control_section(rep, real, control, control_path: str) -> None:
+    """The negative control beside the real run: each modality x family's pre-trained R²."""
+    rows_df = control_rows(real, control)
+    intro = (f"<p>Negative control: {esc(control_path)}, stats' table of the same pipeline run on negative-control "
+             f"images (<code>radlens perturb --negative-control shuffled-roi</code>: the ROI's voxels permuted, its "
+             f"histogram and size kept, its texture destroyed). R² is the pre-trained decoders' mean R² per group "
+             f"(Table 1's R² pre). A texture family that reads as nothing on the control keeps at most "
+             f"{CONTROL_FACTOR:g} of its R² (R² below 0 counted as 0); one that keeps more is read through the ROI's "
+             f"histogram and size, not its texture, and a finding about it is a first-order finding. First order "
+             f"keeps its values under shuffling, so its R² is expected to stay (docs/stability.md).</p>")
+    if rows_df is None or not len(rows_df):
+        rep.add("control", "Negative control",
+                [intro, "<p>No modality x family rows in both stats tables: nothing to set side by side.</p>"])
+        return
+    rows = []
+    for _, r in rows_df.iterrows():
+        ratio = r["ratio"]
+        verdict = ("" if not np.isfinite(ratio) else
+                   f"reads as nothing (≤ {CONTROL_FACTOR:g})" if ratio <= CONTROL_FACTOR else "kept")
+        rows.append([r["modality"], r["family"], fmt(r["r2_real"]), fmt(r["r2_control"]),
+                     fmt(ratio) if np.isfinite(ratio) else "", verdict])
+    texture = rows_df[(rows_df["family"] != "firstorder") & (rows_df["family"] != "shape") & rows_df["ratio"].notna()]
+    kept = texture[texture["ratio"] > CONTROL_FACTOR]
+    summary = (f"<p>{len(texture) - len(kept)} of the {len(texture)} texture groups (modality x family, with R² above "
+               f"0 on the real run) read as nothing on the control"
+               + (": not " + ", ".join(esc(f"{m} {f}") for m, f in zip(kept["modality"], kept["family"]))
+                  + " (more than half kept)." if len(kept) else ".") + "</p>")
+    header = ["modality", "family", "R² real run", "R² control", "control / real", "on the control"]
+    rep.add("control", "Negative control", [intro, summary, table(header, rows, txt_cols=(0, 1, 5))])

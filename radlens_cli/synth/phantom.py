@@ -36,6 +36,19 @@ smaller field of view (85 %), made by averaging the fine phantom over each coars
 TZ and Lesion are also written as a DICOM-SEG (highdicom) and an RTSTRUCT (contours
 half-way between voxel centres, so they rasterise back to the same voxels) referencing
 the T2 series.
+
+Texture mode (`texture=True`; `synth --texture`) makes a phantom for negative controls
+(READII's shuffled-roi, `perturb --negative-control`): each gland's tissue is multiplied by
+1 + A x a Gaussian random field (A = 0.5 on T2, 0.3 on ADC, 0.2 on the DWI's S0) whose
+in-plane correlation length `texture_mm` is the case's latent (log-uniform in 0.25-5 mm,
+its own random stream; manifest column texture_mm). The field is standardised inside the
+gland, so the gland's histogram is about the same for every case and only the texture's
+scale differs. The rest is held nearly constant, because a shuffled-roi control keeps the
+gland's size and histogram and anything that varies them would make a texture feature
+readable without any texture: the gland has nearly one size (its semi-axes spread 15 % of
+the default phantom's, b = 0.75 a), one zone proportion, its zones' own textures one
+amplitude, and no lesion (pirads 1). Without texture mode nothing changes (the field has
+its own random stream and the other draws are made as before).
 """
 
 from __future__ import annotations
@@ -178,8 +191,42 @@ def risk_group(pirads: int) -> int:
     return max(0, int(pirads) - 2)
 
 
-def generate_case(index: int, seed: int = 0, grid: Grid | None = None, scanner: bool = False) -> dict:
+# Texture mode (`texture=True`, `synth --texture`): a phantom for negative controls, whose
+# cases differ mostly in the spatial scale of the gland's texture
+TEXTURE_MM = (0.25, 5.0)             # range of the latent in-plane correlation length (log-uniform)
+TEXTURE_AMP = {"t2": 0.5, "adc": 0.3, "s0": 0.2}  # relative modulation of each map by the field
+TEXTURE_SIZE_SPREAD = 0.15           # the gland's semi-axes spread this fraction of the default's
+
+
+def texture_rng(seed: int, index: int) -> np.random.Generator:
+    """The texture mode's own stream: the phantom's other draws are the same with or without it."""
+    return np.random.default_rng([int(seed) & 0xFFFFFFFF, int(index), 0x7E47])
+
+
+def latent_texture(seed: int, index: int, grid: Grid, gland: np.ndarray) -> tuple[float, np.ndarray]:
+    """Texture mode's latent: a correlation length `texture_mm`, log-uniform in TEXTURE_MM, and
+    a Gaussian random field with that correlation length in-plane (Gaussian kernel sd in mm;
+    through-plane scaled by the voxel's aspect ratio, so the field has the same correlation
+    in voxels along every axis and a 3 mm slice does not make it white through-plane),
+    standardised over the gland's voxels (mean 0, sd 1 there): its histogram inside the
+    gland is about the same for every case and only its spatial scale varies."""
+    rng = texture_rng(seed, index)
+    lo, hi = np.log(TEXTURE_MM[0]), np.log(TEXTURE_MM[1])
+    scale = float(np.exp(rng.uniform(lo, hi)))
+    aspect = grid.spacing[2] / min(grid.spacing[0], grid.spacing[1])
+    f = _texture(rng, grid.shape, grid.spacing[::-1], (scale * aspect, scale, scale))
+    inside = f[gland]
+    f = (f - inside.mean()) / inside.std()
+    return scale, f
+
+
+def generate_case(index: int, seed: int = 0, grid: Grid | None = None, scanner: bool = False,
+                  texture: bool = False) -> dict:
     """One phantom case as arrays (z, y, x) plus its targets.
+
+    `texture`: the negative-control phantom (module docstring, "Texture mode"), with
+    "texture_mm" in the result; the field's draws come from their own stream, and without
+    `texture` nothing about the case changes.
 
     Returns {"grid", "dwi_grid", "t2", "dwi", "adc", "gland", "zones", "lesion",
     "gland_volume_ml", "pirads", "risk", "n_lesions", "lesions"}; "dwi_grid" is the grid
@@ -196,6 +243,10 @@ def generate_case(index: int, seed: int = 0, grid: Grid | None = None, scanner: 
     a = rng.uniform(0.30, 0.60) * half[0]
     b = a * rng.uniform(0.65, 0.85)
     c = rng.uniform(0.30, 0.50) * half[2]
+    if texture:  # nearly one size, so the gland's size does not stand in for its texture
+        a = 0.45 * half[0] + TEXTURE_SIZE_SPREAD * (a - 0.45 * half[0])
+        b = 0.75 * a
+        c = 0.40 * half[2] + TEXTURE_SIZE_SPREAD * (c - 0.40 * half[2])
     theta = rng.uniform(-0.25, 0.25)
     e2, e3 = rng.uniform(0.0, 0.08, 2)
     p2, p3 = rng.uniform(0.0, 2 * np.pi, 2)
@@ -212,6 +263,8 @@ def generate_case(index: int, seed: int = 0, grid: Grid | None = None, scanner: 
 
     # transition zone: inner ellipsoid, shifted anteriorly (-y in LPS)
     s_tz = rng.uniform(0.45, 0.70)
+    if texture:  # one zone proportion: it sets the gland's histogram (TZ is darker on T2 and ADC)
+        s_tz = 0.575
     d_tz = np.sqrt((xr / (s_tz * a)) ** 2 + ((yr + 0.2 * b) / (s_tz * b)) ** 2 + (dz / (s_tz * c)) ** 2)
     tz = gland & (d_tz < 1.0)
     pz = gland & ~tz
@@ -232,6 +285,8 @@ def generate_case(index: int, seed: int = 0, grid: Grid | None = None, scanner: 
     amp_pz = rng.uniform(0.04, 0.12)
     amp_tz = rng.uniform(0.06, 0.20)
     gain = rng.uniform(0.85, 1.15)
+    if texture:  # the zones' own textures, of one amplitude
+        amp_pz, amp_tz = 0.08, 0.13
 
     def tissue(vals, k_bg, k_pz, k_tz):
         return (w_bg * vals["bg"] * (1 + k_bg * tex_bg) + w_pz * vals["pz"] * (1 + k_pz * amp_pz * tex_pz)
@@ -240,9 +295,17 @@ def generate_case(index: int, seed: int = 0, grid: Grid | None = None, scanner: 
     t2 = gain * tissue(T2, 0.12, 1.0, 1.0)
     adc = tissue(ADC, 0.05, 0.5, 0.5)
     s0 = tissue(S0, 0.10, 0.3, 0.3)
+    texture_mm = None
+    if texture:
+        texture_mm, field = latent_texture(seed, index, grid, gland)
+        t2 = t2 * (1 + TEXTURE_AMP["t2"] * w_gland * field)
+        adc = adc * (1 + TEXTURE_AMP["adc"] * w_gland * field)
+        s0 = s0 * (1 + TEXTURE_AMP["s0"] * w_gland * field)
 
     # lesions
     n_les = int(rng.choice(3, p=LESION_COUNT_P))
+    if texture:  # no lesion: a lesion changes the gland's histogram and texture case by case
+        n_les = 0
     lesion_d = []
     lesions = []
     mean_ab = 0.5 * (a + b)
@@ -296,6 +359,7 @@ def generate_case(index: int, seed: int = 0, grid: Grid | None = None, scanner: 
         "gland_volume_ml": float(gland.sum() * grid.voxel_ml),
         "pirads": int(pirads), "risk": risk_group(pirads), "n_lesions": len(present),
         "lesions": [lesions[i] for i in present],
+        **({"texture_mm": texture_mm} if texture else {}),
     }
 
 
@@ -558,7 +622,7 @@ def case_ids(n: int) -> list[str]:
 
 
 def write_cohort(out_dir: str, cases: int = 120, seed: int = 0, size=DEFAULT_SIZE,
-                 spacing=DEFAULT_SPACING, scanner: bool = False, progress=None) -> dict:
+                 spacing=DEFAULT_SPACING, scanner: bool = False, progress=None, texture: bool = False) -> dict:
     """Write a phantom cohort under `out_dir` and its manifest `cohort.csv` (written last).
 
     Layout: <out_dir>/<case_id>/{t2,dwi,adc,gland,zones,lesion}.nii.gz; in scanner mode
@@ -580,7 +644,7 @@ def write_cohort(out_dir: str, cases: int = 120, seed: int = 0, size=DEFAULT_SIZ
     it = range(cases) if progress is None else progress(range(cases))
     for i in it:
         cid = ids[i]
-        case = generate_case(i, seed, grid, scanner)
+        case = generate_case(i, seed, grid, scanner, texture)
         cdir = os.path.join(out_dir, cid)
         os.makedirs(cdir, exist_ok=True)
         row = {"case_id": cid}
@@ -601,9 +665,12 @@ def write_cohort(out_dir: str, cases: int = 120, seed: int = 0, size=DEFAULT_SIZ
             write_nifti(case[name], grid, os.path.join(cdir, f"{name}.nii.gz"))
         row.update(split=split[i], gland_volume_ml=round(case["gland_volume_ml"], 4),
                    pirads=case["pirads"], risk=case["risk"], n_lesions=case["n_lesions"])
+        if texture:
+            row["texture_mm"] = round(case["texture_mm"], 4)
         rows.append(row)
     frame = pd.DataFrame(rows, columns=["case_id", *MODALITIES, *MASKS, "split", "gland_volume_ml",
-                                        "pirads", "risk", "n_lesions", *(("seg", "rtstruct") if scanner else ())])
+                                        "pirads", "risk", "n_lesions", *(("texture_mm",) if texture else ()),
+                                        *(("seg", "rtstruct") if scanner else ())])
     manifest = os.path.join(out_dir, "cohort.csv")
     write_csv(frame, manifest, force=True, float_format="%.4f", lineterminator="\n")
     return {"manifest": manifest, "cases": cases, "split": {s: int((split == s).sum()) for s in ("train", "val", "test")},

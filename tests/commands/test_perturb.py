@@ -72,6 +72,26 @@ def test_same_seed_same_bytes_and_parameters(cli, tmp_path):
     assert a.data["case000_r1/t2.nii.gz"] != c.data["case000_r1/t2.nii.gz"]
 
 
+def test_workers_write_the_same_files(cli, tmp_path, monkeypatch):
+    """-j 2 writes the same bytes as -j 1 (draws are seeded per case and replicate), and a
+    worker killed while holding a case is replaced and the case retried."""
+    i = inputs(tmp_path)
+    assert cli("perturb", i["manifest"], "-o", tmp_path / "one", *ARGS, "-j", "1").exit_code == 0
+    monkeypatch.setenv("RADLENS_TEST_KILL_WORKER", "case001")
+    monkeypatch.setenv("RADLENS_TEST_KILL_ONCE", str(tmp_path / "killed-once"))
+    r = cli("perturb", i["manifest"], "-o", tmp_path / "two", *ARGS, "-j", "2")
+    assert r.exit_code == 0, r
+    assert (tmp_path / "killed-once").exists() and "holding case case001; retrying" in r.stderr
+    one, two = h.read_folder(tmp_path / "one"), h.read_folder(tmp_path / "two")
+    assert one.data == two.data  # every image, mask and the manifest, by sha256
+    assert one.params == two.params  # -j is not a parameter of the result
+    monkeypatch.delenv("RADLENS_TEST_KILL_WORKER")
+    (tmp_path / "cohort" / "case001" / "adc.nii.gz").unlink()  # a failing case: the same one-line error
+    errors = [cli("perturb", i["manifest"], "-o", tmp_path / f"bad{j}", *ARGS, "-j", j) for j in ("1", "2")]
+    assert errors[0].exit_code == errors[1].exit_code == 1
+    assert errors[0].stderr == errors[1].stderr and "case case001, adc: file not found" in errors[1].stderr
+
+
 @pytest.mark.parametrize("args,code,needles", [
     (["{m}", "-o", "{out}", "--modalities", "t2", "--mask", "gland", "--negative-control", "scramble"], 2,
      ["--negative-control scramble"]),

@@ -169,6 +169,47 @@ def test_report_shows_icc_and_its_rank_correlation(cli, lens_outputs):
     h.one_line_error(one_line, "report", 2, "--min-icc needs --stability")
 
 
+def test_report_shows_the_negative_control_beside_the_run(cli, lens_outputs):
+    """report --control: each modality x family's pre-trained R² of the run and of a control
+    (stats' table of the same pipeline on shuffled-roi images), control / real (negatives
+    as 0), and which texture groups keep more than half."""
+    d, out = lens_outputs
+    real = pd.read_csv(out / "table.csv")
+    mf = real[real["group_by"] == "modality_family"].copy()
+    assert len(mf) >= 3
+    # the control: first order kept, one texture group kept (0.9x), the others down to 0.2x or below 0
+    factor = {g: (1.0 if "firstorder" in g else 0.2) for g in mf["group"]}
+    texture = [g for g in mf["group"] if "firstorder" not in g and mf.set_index("group").loc[g, "r2_pre"] > 0]
+    factor[texture[0]] = 0.9
+    control = real.copy()
+    rows = control["group_by"] == "modality_family"
+    control.loc[rows, "r2_pre"] = [r * factor[g] for g, r in zip(control.loc[rows, "group"],
+                                                                   control.loc[rows, "r2_pre"])]
+    control.loc[rows & (control["group"] == texture[-1]), "r2_pre"] = -0.3
+    control.to_csv(out / "control.csv", index=False)
+    base = ["report", "--radiomics", d / "rad.h5", "--compare", out / "delta.csv", "--stats", out / "table.csv"]
+    r = cli(*base, "--control", out / "control.csv", "-o", out / "c.html")
+    assert r.exit_code == 0, r
+    html = (out / "c.html").read_text(encoding="utf-8")
+    assert 'id="control"' in html
+    section = html.split('id="control"')[1]
+    from radlens_cli.report.markup import fmt
+
+    for g, r2 in zip(mf["group"], mf["r2_pre"]):
+        if r2 <= 0:
+            continue
+        want = 0.0 if g == texture[-1] else max(r2 * factor[g], 0.0) / r2
+        assert f'<td class="">{fmt(want)}</td>' in section, (g, want)
+    n_texture = len(texture)
+    assert f"{n_texture - 1} of the {n_texture} texture groups" in section
+    m, f = texture[0].split("/", 1)
+    assert f"{m} {f} (more than half kept)" in section
+    prov = json.loads(__import__("html").unescape(html.split('name="radlens-provenance" content="')[1].split('"')[0]))
+    assert prov["inputs"]["control"]["path"].endswith("control.csv")
+    missing = cli(*base, "--control", out / "nope.csv", "-o", out / "x.html")
+    h.one_line_error(missing, "report", 1, "--control file not found")
+
+
 def test_compare_gains_icc_and_min_icc_leaves_unstable_out_of_bh_and_ranks(cli, lens_outputs):
     from radlens_cli.lens.fdr import bh_fdr
 

@@ -61,6 +61,60 @@ def test_panel_delta_and_group_means():
     np.testing.assert_allclose(D[0], [0.025, 0.0])
 
 
+def _table(r2_pre, r2_ft, centre=interval.CENTRE, null_delta=0.05):
+    p = r2_pre.shape[1]
+    meta = {"family": np.array(["f"] * p, dtype=object)}
+    return interval.delta_resplit_table([f"c{k}" for k in range(p)], meta, r2_pre, r2_ft,
+                                        np.ones_like(r2_pre), np.ones_like(r2_ft), 700, 300,
+                                        null_delta, "default", centre=centre)
+
+
+def test_common_shift_is_the_per_resplit_median_over_decodable_features():
+    rng = np.random.default_rng(1)
+    R, p = 8, 40
+    r2_pre = rng.uniform(0.1, 0.8, size=(R, p))
+    r2_pre[:, :5] = rng.uniform(-0.5, 0.02, size=(R, 5))      # undecodable in both: left out
+    r2_ft = r2_pre + rng.normal(-0.03, 0.02, size=(R, p))
+    r2_ft[:, :5] = rng.uniform(-0.5, 0.02, size=(R, 5))
+    D = np.maximum(r2_ft, 0) - np.maximum(r2_pre, 0)
+    shift = interval.common_shift(D, r2_pre, r2_ft)
+    for r in range(R):                                          # a hand computation
+        keep = [k for k in range(p) if max(np.maximum(r2_pre[:, k], 0).mean(),
+                                           np.maximum(r2_ft[:, k], 0).mean()) > 0.05]
+        assert shift[r] == pytest.approx(float(np.median([D[r, k] for k in keep])), abs=1e-15)
+    df = _table(r2_pre, r2_ft)
+    m, se, pv = interval.corrected_resampled_t(D - shift[:, None], 700, 300, 0.05)
+    np.testing.assert_allclose(df.delta_r2_relative, m, atol=1e-15)
+    np.testing.assert_allclose(df.delta_r2_relative_se, se, atol=1e-15)
+    np.testing.assert_allclose(df.p_null, pv, atol=1e-15)
+    assert df.common_shift.iloc[0] == pytest.approx(shift.mean())
+    assert (df.test == "nb_corrected_t_interval_relative").all()
+    # too few decodable features: no shift; centre none: 0.3.0's test exactly
+    assert (interval.common_shift(D[:, :12], r2_pre[:, :12], r2_ft[:, :12]) == 0).all()
+    none = _table(r2_pre, r2_ft, centre="none")
+    assert (none.common_shift == 0).all() and (none.test == interval.TEST_NAME).all()
+    np.testing.assert_allclose(none.p_null, interval.corrected_resampled_t(D, 700, 300, 0.05)[2])
+    with pytest.raises(Exception, match="centre"):
+        interval.common_shift(D, r2_pre, r2_ft, "mean")
+
+
+def test_a_change_every_feature_shares_is_the_common_shift_not_a_finding():
+    rng = np.random.default_rng(2)
+    R, p = 10, 60
+    r2_pre = rng.uniform(0.3, 0.7, size=(R, p))
+    r2_ft = r2_pre + rng.normal(0.0, 0.01, size=(R, p))
+    r2_ft[:, :6] -= 0.2                                          # six planted losses
+    base = _table(r2_pre, r2_ft)
+    shifted = _table(r2_pre, r2_ft - 0.1)                        # every feature 0.1 worse too
+    assert shifted.common_shift.iloc[0] == pytest.approx(base.common_shift.iloc[0] - 0.1, abs=1e-12)
+    np.testing.assert_allclose(shifted.p_null, base.p_null, atol=1e-12)
+    assert (base.q_bh < 0.05).tolist() == [True] * 6 + [False] * (p - 6)
+    # tested as they are, the shared loss flags every feature
+    assert (_table(r2_pre, r2_ft - 0.1, centre="none").q_bh < 0.05).all()
+    # the ranks do not depend on the centring (the shift is the same for every feature)
+    assert base.rank_loss.tolist() == _table(r2_pre, r2_ft, centre="none").rank_loss.tolist()
+
+
 def test_resplits_depend_on_case_ids_only_and_have_fixed_sizes():
     ids = [f"c{i:03d}" for i in range(50)]
     a_ids, a = resplit.make_resplits(ids, 5, seed=3)
@@ -189,14 +243,19 @@ def test_cli_default_pipeline_columns_and_null_panel(cli_run):
     df = pd.read_csv(d / "delta.csv")
     assert list(df.columns) == interval.DELTA_RESPLIT_COLUMNS + ["null_panel_spearman"]
     assert df.null_delta.nunique() == 1 and df.null_delta_source.str.startswith("panel").all()
-    assert (df.test == interval.TEST_NAME).all() and (df.n_resplits == 4).all()
+    assert (df.test == interval.test_name(interval.CENTRE)).all() and (df.n_resplits == 4).all()
+    assert df.groupby("checkpoint").common_shift.nunique().eq(1).all()
+    np.testing.assert_allclose(df.delta_r2_relative, df.delta_r2_clipped - df.common_shift, atol=1e-12)
     sc = df[df.checkpoint == "dec_scale"]
     assert (sc.delta_r2_clipped == 0).all() and (sc.p_null == 1).all()
     # the panel's delta is the 0.95 quantile of |delta| between the two runs, recomputed here
     with h5py.File(d / "dec_planted.h5") as a, h5py.File(d / "dec_second_run.h5") as b:
         ra, rb = a["resplit/r2"][()], b["resplit/r2"][()]
         assert a["resplit/squared_error"].shape[0] == 4
-    m = np.abs((np.maximum(rb, 0) - np.maximum(ra, 0)).mean(axis=0))
+    D = np.maximum(rb, 0) - np.maximum(ra, 0)
+    wide = (np.maximum(ra, 0).mean(axis=0) > 0.05) | (np.maximum(rb, 0).mean(axis=0) > 0.05)
+    shift = np.median(D[:, wide], axis=1) if wide.sum() >= 10 else np.zeros(len(D))
+    m = np.abs((D - shift[:, None]).mean(axis=0))              # centred, as features are tested
     dec = (np.maximum(ra, 0).mean(axis=0) > 0) | (np.maximum(rb, 0).mean(axis=0) > 0)
     assert df.null_delta.iloc[0] == pytest.approx(np.quantile(m[dec], 0.95), rel=1e-9)
     # stats: the same null for groups, named columns
@@ -233,3 +292,12 @@ def test_report_states_the_interval_null_and_the_panels_rank_agreement(cli_run, 
     assert f"δ = {delta.null_delta.iloc[0]:.3g} (panel dec_second_run.h5 vs dec_planted.h5)" in html
     assert f"Spearman ρ = {delta.null_panel_spearman.iloc[0]:.2f}" in html
     assert "Nadeau–Bengio corrected resampled t" in html and "Wilcoxon p" not in html
+    assert f"common shift {delta.common_shift.iloc[0]:+.3f} R²" in html
+    # 0.3.0's test (--centre none): the report says what that flag means instead
+    _run("compare", d / "dec_pre.h5", d / "dec_planted.h5", "-o", tmp_path / "delta0.csv",
+         "--centre", "none", "--top", "0")
+    _run("report", "--radiomics", d / "rad.h5", "--compare", tmp_path / "delta0.csv", "--stats",
+         tmp_path / "table.csv", "-o", tmp_path / "r0.html")
+    html0 = (tmp_path / "r0.html").read_text(encoding="utf-8")
+    assert "common shift +" not in html0 and "common shift -" not in html0
+    assert "a flag means |Δr²| &gt; δ = 0.05 (default)" in html0

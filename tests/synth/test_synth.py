@@ -207,3 +207,43 @@ def test_bad_options(cli, tmp_path):
     assert r.exit_code == 2
     r = cli("synth", "-o", tmp_path / "no such" / "x", "--cases", "1")
     assert r.exit_code == 1 and "parent does not exist" in r.stderr
+
+
+def test_texture_mode_latent_sets_the_scale_not_the_size():
+    """synth --texture: the gland's texture scale follows the case's latent texture_mm (the
+    neighbour correlation of T2 inside the gland rises with it), the gland has nearly one
+    size and no lesion, and the latent has its own stream (same seed, same texture_mm)."""
+    from scipy.stats import spearmanr
+
+    grid = phantom.Grid((48, 48, 10), (0.5, 0.5, 3.0))
+    rows = []
+    for i in range(12):
+        c = phantom.generate_case(i, 0, grid, texture=True)
+        d = phantom.generate_case(i, 0, grid)
+        assert "texture_mm" not in d
+        t2, gland = c["t2"].astype(np.float64), c["gland"] > 0
+        pair = gland[:, :, 1:] & gland[:, :, :-1]  # in-plane neighbours, both in the gland
+        r = np.corrcoef(t2[:, :, 1:][pair], t2[:, :, :-1][pair])[0, 1]
+        assert phantom.TEXTURE_MM[0] <= c["texture_mm"] <= phantom.TEXTURE_MM[1]
+        assert c["n_lesions"] == 0 and not c["lesion"].any() and c["pirads"] == 1
+        rows.append((c["texture_mm"], r, c["gland_volume_ml"], d["gland_volume_ml"]))
+    mm, r, vol, vol_default = np.array(rows).T
+    assert spearmanr(mm, r)[0] > 0.8
+    assert mm.max() / mm.min() > 4  # the latent spans its range
+    assert vol.std() / vol.mean() < 0.1 < 0.3 < vol_default.std() / vol_default.mean()
+    again = phantom.generate_case(3, 0, grid, texture=True)
+    assert again["texture_mm"] == rows[3][0]
+    assert np.array_equal(again["t2"], phantom.generate_case(3, 0, grid, texture=True)["t2"])
+
+
+def test_texture_mode_manifest_and_provenance(cli, tmp_path, cohort):
+    import json
+
+    out = tmp_path / "texture"
+    assert cli("synth", "-o", out, "--cases", "3", "--size", "32,32,8", "--texture").exit_code == 0
+    df = pd.read_csv(out / "cohort.csv")
+    assert list(df.columns[-1:]) == ["texture_mm"] and df["texture_mm"].between(*phantom.TEXTURE_MM).all()
+    assert json.loads((out / "provenance.json").read_text())["params"]["texture"] is True
+    # without --texture: neither the column nor the parameter (earlier cohorts' bytes stay as they were)
+    assert "texture_mm" not in pd.read_csv(cohort / "cohort.csv").columns
+    assert "texture" not in json.loads((cohort / "provenance.json").read_text())["params"]
