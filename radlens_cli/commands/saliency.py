@@ -29,7 +29,7 @@ def saliency(manifest: str, modalities: str, mask: str, encoder: str, output: st
              orient: str | None = None, layout: str | None = None, batch_size: int = 8, device: str = "auto",
              part_id: int | None = None, num_parts: int | None = None, parts: str | None = None,
              failures_path: str | None = None, keep_going: bool = False, trust_checkpoint: bool = False,
-             seed: int = 0, force: bool = False, strict_geometry: bool = False, deletion: bool = True) -> dict:
+             seed: int = 0, force: bool = False, strict_geometry: bool = False, deletion: bool = False) -> dict:
     """Maps and numbers for every case (of this part; saliency.cohort.saliency_cohort); see the command's help."""
     # heavy: loads torch (kept out of radlens --help)
     from radlens_cli.saliency.cohort import saliency_cohort
@@ -75,8 +75,9 @@ def saliency_cli(
     decoder: str = typer.Option(None, "--decoder", help="DEC.h5 from `radlens decode` of this encoder's "
                                 "embeddings: draw concept maps of its decoded features."),
     share: str = typer.Option(None, "--share", help="SHARE.h5 the decoder was decoded through."),
-    embeddings: str = typer.Option(None, "--embeddings", help="The embeddings decode read (needed for a "
-                                   "decoder with alignment, the default lens, to rebuild it)."),
+    embeddings: str = typer.Option(None, "--embeddings", help="The embeddings decode read: checks the rebuilt "
+                                   "lens against the decoder's stored Z (needed for a calibrated-0.2 decoder, "
+                                   "to rebuild its alignment)."),
     feature: list[str] = typer.Option(None, "--feature", help="Radiomic column to map (repeatable)."),
     compare: str = typer.Option(None, "--compare", help="DELTA.csv from `radlens compare`: map the --top "
                                 "most gained and most lost features."),
@@ -104,8 +105,9 @@ def saliency_cli(
     seed: int = seed_option(),
     force: bool = force_option(),
     strict_geometry: bool = strict_geometry_option(),
-    deletion: bool = typer.Option(True, "--deletion/--no-deletion", help="Compute deletion_auc (11 more "
-                                  "forward passes per map; --no-deletion leaves the column empty)."),
+    deletion: bool = typer.Option(False, "--deletion/--no-deletion", help="Also compute deletion_auc: 9 more "
+                                  "forward passes per map and 1 per case, about 2x the time of Grad-CAM alone "
+                                  "[default: off, the column empty]."),
 ):
     """Saliency and radiomic concept maps per case.
 
@@ -121,7 +123,7 @@ def saliency_cli(
     written as DIR/<case_id>/<name>.nii.gz (same origin, spacing, direction). The table
     has per case and map: output_index, output, mass_in_mask (fraction of the positive
     map inside the mask), deletion_auc (the output as the top 0..100 % voxels are
-    blurred away; lower = more faithful), and per other method spearman_<m> and
+    blurred away; lower = more faithful; with --deletion), and per other method spearman_<m> and
     iou10_<m> (top 10 % voxels) over the mask's bounding box.
 
     Cases fail one at a time as in embed (--keep-going, --failures); --parts slurm does

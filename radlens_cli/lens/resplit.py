@@ -225,6 +225,69 @@ def fit_protocol_shares(proto: Protocol, X: np.ndarray, R: np.ndarray, device: s
 # ---------------------------------------------------------------- decoding
 
 @dataclass
+class ResplitReadout:
+    """A checkpoint's decoded features as a function of its raw embedding E (n, d), per
+    re-split r exactly as decode_symmetric computes them:
+
+        Xs = (E - center) * scale            (or (E - center) @ input_map for an exact
+                                              affine map of the reference, read through
+                                              the reference's standardised embeddings)
+        Z_r = act(Xs W_r + b_r);  pred_r = Z_r theta_r^T + theta_bias_r
+
+    center: the mean of the checkpoint's embeddings over the protocol's cases; scale: the
+    total-variance factor (ResplitDecodeResult.embedding_scale). DEC.h5 stores it under
+    `resplit/` (center, share_weight, share_bias, theta, theta_bias, input_map)."""
+
+    center: np.ndarray          # (d,)
+    scale: float
+    weight: np.ndarray          # (R, d', h) each re-split's share
+    bias: np.ndarray            # (R, h)
+    theta: np.ndarray           # (R, p, h) each re-split's decoder
+    theta_bias: np.ndarray      # (R, p)
+    activation: str
+    input_map: np.ndarray | None = None   # (d, d') for an exact-affine checkpoint, else None
+
+    def standardised(self, E: np.ndarray) -> np.ndarray:
+        Ec = np.asarray(E, dtype=np.float64) - np.asarray(self.center, np.float64)
+        return Ec @ np.asarray(self.input_map, np.float64) if self.input_map is not None else Ec * self.scale
+
+    def predict(self, E: np.ndarray, columns=None) -> np.ndarray:
+        """(R, n, p) every re-split's predictions (columns: indices into p, default all)."""
+        Xs = self.standardised(E)
+        th = np.asarray(self.theta, np.float64)
+        tb = np.asarray(self.theta_bias, np.float64)
+        if columns is not None:
+            th, tb = th[:, columns], tb[:, columns]
+        out = []
+        for r in range(th.shape[0]):
+            Z = activate(Xs @ np.asarray(self.weight[r], np.float64) + np.asarray(self.bias[r], np.float64),
+                         self.activation)
+            out.append(Z @ th[r].T + tb[r])
+        return np.stack(out)
+
+    def to_datasets(self) -> dict:
+        out = {"resplit/center": np.asarray(self.center, np.float64),
+               "resplit/share_weight": np.asarray(self.weight, np.float32),
+               "resplit/share_bias": np.asarray(self.bias, np.float32),
+               "resplit/theta": np.asarray(self.theta, np.float64),
+               "resplit/theta_bias": np.asarray(self.theta_bias, np.float64)}
+        if self.input_map is not None:
+            out["resplit/input_map"] = np.asarray(self.input_map, np.float64)
+        return out
+
+    @classmethod
+    def from_arrays(cls, arrays: dict, scale: float, activation: str) -> "ResplitReadout":
+        """From the `resplit/...` datasets of DEC.h5 (to_datasets) and its embedding_scale."""
+        return cls(center=arrays["resplit/center"], scale=float(scale), weight=arrays["resplit/share_weight"],
+                   bias=arrays["resplit/share_bias"], theta=arrays["resplit/theta"],
+                   theta_bias=arrays["resplit/theta_bias"], activation=activation,
+                   input_map=arrays.get("resplit/input_map"))
+
+
+READOUT_DATASETS = ("resplit/center", "resplit/share_weight", "resplit/share_bias", "resplit/theta",
+                    "resplit/theta_bias")
+
+@dataclass
 class ResplitDecode:
     """One checkpoint read through every re-split (arrays indexed by re-split first)."""
 
@@ -446,12 +509,15 @@ def decode_symmetric(share, emb, rad, allow_missing: bool = False, warn=None,
     Xref = share.reference_X[[ref_pos[str(c)] for c in proto.case_id]]
     info = same_information(X, Xref)
     tv = float(share.resplit["total_variance"][0])
+    input_map = None
     if info is not None:
         Xs, scale = standardise(Xref, tv)
         W, b = share.resplit["weight"], share.resplit["bias"]
         if info != "identity":
             warn(f"{emb.path}: an exact invertible affine map of the share model's pre-trained "
                  f"embeddings (the same information); decoded through the reference's shares")
+            # this checkpoint's centred embeddings -> the reference's standardised ones
+            input_map = exact_affine_map(X - X.mean(axis=0), Xref - Xref.mean(axis=0)) * scale
     else:
         Xs, scale = standardise(X, tv)
         W, b = fit_protocol_shares(proto, Xs, R, device=device, progress=progress)
@@ -468,6 +534,11 @@ def decode_symmetric(share, emb, rad, allow_missing: bool = False, warn=None,
     res.resplit = {k: out[k] for k in ("r2", "mse", "importance", "ridge", "squared_error",
                                        "test_case_id")}
     res.same_information = info or "no"
+    decs = [d[0] for d in out["decoders"]]
+    res.readout = ResplitReadout(center=X.mean(axis=0), scale=float(scale), input_map=input_map,
+                                 weight=np.asarray(W), bias=np.asarray(b), activation=proto.activation,
+                                 theta=np.stack([d.theta for d in decs]),
+                                 theta_bias=np.stack([d.bias for d in decs]))
     res.embedding_scale = scale
     res.protocol_hash = proto.digest()
     res.sizes = proto.sizes
@@ -489,6 +560,7 @@ class ResplitDecodeResult(DecodeResult):
     embedding_scale: float = 1.0
     protocol_hash: str = ""
     sizes: tuple = (0, 0, 0)
+    readout: ResplitReadout | None = None
 
     @property
     def attrs(self) -> dict:
@@ -507,6 +579,8 @@ class ResplitDecodeResult(DecodeResult):
                                 for k in ("r2", "mse", "importance", "ridge")})
         rec["datasets"]["resplit/squared_error"] = np.asarray(rs["squared_error"], np.float32)
         rec["datasets"]["resplit/test_case_id"] = np.asarray(rs["test_case_id"], dtype=object)
+        if self.readout is not None:   # what saliency's concept maps differentiate through
+            rec["datasets"].update(self.readout.to_datasets())
         return rec
 
     def arrays(self, names) -> dict:

@@ -58,6 +58,21 @@ def _draw_overlay(ax, view, msl, title: str) -> None:
     ax.imshow(shown, cmap=MAP_CMAP, vmin=0, vmax=1, alpha=0.55, extent=(0, w, h, 0), interpolation="nearest")
 
 
+TITLE_CHARS = 25   # what fits over a thumbnail (ri.THUMB_INCH) at the title's 8 pt (checked in chromium)
+
+
+def map_title(case_id: str, name: str) -> str:
+    """`case · method`, or for a concept map (long radiomic names) the case over the
+    feature's name without `concept_`/`original_`, cut to what fits over the thumbnail."""
+    if name in LABELS:
+        return f"{case_id} · {LABELS[name]}"
+    label = name[len("concept_"):] if name.startswith("concept_") else name
+    label = label.replace("original_", "")
+    if len(f"{case_id} · {label}") <= TITLE_CHARS:
+        return f"{case_id} · {label}"
+    return f"{case_id}\n{label if len(label) <= TITLE_CHARS else label[:TITLE_CHARS - 1] + '…'}"
+
+
 def overlay_figure(imgs, cases, modality, maps_dir: str, names: list, fig_name: str, caption: str) -> rf.Figure:
     """One row per case, one column per map (`names`), each over the first modality."""
     matplotlib, plt = rf._plt()
@@ -75,9 +90,9 @@ def overlay_figure(imgs, cases, modality, maps_dir: str, names: list, fig_name: 
                     ax.text(0.5, 0.5, f"{cid}: no {name}", ha="center", va="center", fontsize=6,
                             transform=ax.transAxes)
                     continue
-                label = LABELS.get(name, name.replace("concept_", ""))
-                _draw_overlay(ax, view, map_view(imgs, cid, modality, path), f"{cid} · {label}"[:48])
-        fig.subplots_adjust(wspace=0.04, hspace=0.22)
+                _draw_overlay(ax, view, map_view(imgs, cid, modality, path), map_title(cid, name))
+        fig.subplots_adjust(wspace=0.04, hspace=0.4 if any("\n" in map_title(c, n) for c in cases for n in names)
+                            else 0.22)
         return ri._render_small(fig, fig_name, "", caption)
 
 
@@ -99,7 +114,27 @@ def agreement_table(df) -> "object":
                 kind, other = c.split("_", 1)
                 r[f"{'ρ' if kind == 'spearman' else 'IoU10'} {LABELS.get(other, other)}"] = g[c].mean()
         rows.append(r)
-    return pd.DataFrame(rows)
+    out = pd.DataFrame(rows)
+    if "deletion_auc" in out and out["deletion_auc"].isna().all():   # saliency ran without --deletion
+        out = out.drop(columns="deletion_auc")
+    return out
+
+
+def mapped_cases(imgs: ri.CaseImages, maps_dir: str, cases: list) -> tuple[list, str]:
+    """The rows of a maps folder's figure: the example cases that have maps in it, then (a
+    saliency run of a part of the cohort) other cases of the manifest with maps, sorted, up
+    to as many rows as example cases; and how the caption names them."""
+    def has(c):
+        return os.path.isdir(os.path.join(maps_dir, _folder(c)))
+    rows = [c for c in cases if has(c)]
+    if len(rows) == len(cases):
+        return rows, "example case(s)"
+    n_ex = len(rows)
+    more = [c for c in sorted(imgs.row, key=str) if c not in rows and has(c)]
+    rows += more[:len(cases) - len(rows)]
+    if not n_ex:
+        return rows, "mapped case(s) (the saliency run mapped none of the example cases)"
+    return rows, f"case(s): the {n_ex} example case(s) with maps in this folder, then other mapped cases"
 
 
 def saliency_section(rep, imgs: ri.CaseImages | None, tables: list[str], maps_dirs: list[str], cases: list) -> None:
@@ -117,14 +152,16 @@ def saliency_section(rep, imgs: ri.CaseImages | None, tables: list[str], maps_di
         parts.append(t.to_html(index=False, float_format=lambda v: f"{v:.3f}", na_rep="", border=0,
                                classes="data"))
         parts.append("<p>How to read it: mass_in_mask is the fraction of a map's positive mass inside the ROI "
-                     "(1 = all of it); deletion_auc is the area under the explained output as the map's top "
-                     "voxels are blurred away (lower = the map found what the output depends on); ρ and IoU10 "
+                     "(1 = all of it); deletion_auc (saliency --deletion) is the area under the explained output "
+                     "as the map's top voxels are blurred away (lower = the map found what the output depends on); "
+                     "ρ and IoU10 "
                      "are the mean Spearman correlation and top-10 % overlap with another method in the ROI's "
                      "bounding box — low values mean the methods point at different voxels.</p>")
     if imgs is not None and cases:
         modality = imgs.spec.modalities[0]
         for k, d in enumerate(maps_dirs):
-            names = sorted({os.path.splitext(os.path.splitext(f)[0])[0] for c in cases
+            rows, note = mapped_cases(imgs, d, list(cases))
+            names = sorted({os.path.splitext(os.path.splitext(f)[0])[0] for c in rows
                             for f in (os.listdir(os.path.join(d, _folder(c)))
                                       if os.path.isdir(os.path.join(d, _folder(c))) else [])
                             if f.endswith(".nii.gz")},
@@ -136,8 +173,8 @@ def saliency_section(rep, imgs: ri.CaseImages | None, tables: list[str], maps_di
             what = ("where the encoder reads each decoded radiomic feature (positive integrated-gradients "
                     "attribution)" if concept else "what each method says the output depends on")
             parts.append(overlay_figure(
-                imgs, cases, modality, d, names, f"fig_saliency_{k}",
-                f"{len(cases)} example case(s) (rows) on {modality}, ROI outlined in red; each column one map "
+                imgs, rows, modality, d, names, f"fig_saliency_{k}",
+                f"{len(rows)} {note} (rows) on {modality}, ROI outlined in red; each column one map "
                 f"({', '.join(LABELS.get(n, n) for n in names)}), scaled to its own maximum, values under 5 % "
                 f"transparent. How to read it: bright = {what}; compare the columns of a row — where they "
                 f"disagree, no single map is the explanation."))

@@ -25,7 +25,7 @@ from radlens_cli.io.runs import write_failures
 from radlens_cli.io.tables import read_table
 from radlens_cli.lens.share import ShareModel
 from radlens_cli.names import parse_list
-from radlens_cli.saliency.concept import ConceptMaps, readout_layers, top_changed
+from radlens_cli.saliency.concept import ConceptMaps, decoder_r2, readout_layers, top_changed
 from radlens_cli.saliency.methods import CAM_METHODS, DEFAULT_METHODS, captum, parse_methods
 from radlens_cli.saliency.model import load_scored
 from radlens_cli.saliency.run import Explainer, explain_cases, table_columns
@@ -43,7 +43,7 @@ def saliency_cohort(manifest: str, modalities: str, mask: str, encoder: str, out
                     orient: str | None = None, layout: str | None = None, batch_size: int = 8,
                     device: str = "auto", part: tuple[int, int] = (0, 1), failures_path: str | None = None,
                     keep_going: bool = False, trust_checkpoint: bool = False, seed: int = 0, force: bool = False,
-                    strict_geometry: bool = False, deletion: bool = True) -> dict:
+                    strict_geometry: bool = False, deletion: bool = False) -> dict:
     """Maps and numbers for every case of a cohort manifest (or of part (part_id, num_parts)):
     what `radlens saliency` runs (see its help), writing the table `output` (whose name the
     caller checked), the maps under `maps` and the failures CSV. spacing and crop: (x, y, z)
@@ -90,7 +90,7 @@ def saliency_cohort(manifest: str, modalities: str, mask: str, encoder: str, out
         cols = list(dict.fromkeys(list(features or []) + (top_changed(compare, top) if compare else [])))
         rec = json.loads(dec.attrs.get("embedding_preprocessing", "{}") or "{}")
         readout = readout_layers(sh, dec, cols, emb)
-        r2 = {c: float(dec.r2[dec.columns.index(c)]) for c in cols}
+        r2 = decoder_r2(dec, cols)
         weak = [c for c in cols if not r2[c] >= min_r2]
         if weak:
             log.warn(f"{len(weak)} feature(s) decoded with R2 below {min_r2} ({', '.join(weak[:3])}); their concept "
@@ -99,6 +99,11 @@ def saliency_cohort(manifest: str, modalities: str, mask: str, encoder: str, out
                                  trust=trust_checkpoint, modalities=mods, weights=weights)
         concept = ConceptMaps(embedder, readout, concept_method, device=dev)
         concept_params = {"decoder_r2": r2, "min_r2": min_r2, "features": cols, "concept_method": concept_method,
+                          "lens": str(dec.attrs.get("method", "calibrated")),
+                          "decoded_feature": ("mean over the re-splits' predictions (each re-split's own share "
+                                              "and decoder)" if dec.resplit is not None else "the decoder's prediction"),
+                          "decoder_r2_is": "mean held-out R2 over the re-splits, clipped at 0" if dec.resplit is not None
+                          else "held-out R2 on the eval split",
                           "alignment": readout.alignment, "embedding_layer": rec.get("layer", "final"),
                           "embedding_pool": rec.get("pool", "mean")}
     recorded = (scored.preprocessing if scored is not None else None)

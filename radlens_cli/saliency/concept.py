@@ -1,12 +1,21 @@
 """Radiomic concept maps: where in the input the encoder's decoded radiomic feature is read.
 
-The decoded feature is computed as `decode` computes it: the encoder's output at the
-recorded layer and pooling (the embedding), share's linear layer (with decode's alignment
-to the pre-trained basis folded in) and non-linearity, then the decoder's theta and bias.
+The decoded feature is computed as `decode` computes it from the encoder's output at the
+recorded layer and pooling (the embedding):
+
+- the symmetric lens (the default): per re-split r, the embedding centred and scaled as
+  decode scaled this checkpoint's, the checkpoint's own share r and its ridge decoder r
+  (all stored in DEC.h5 by decode); the decoded feature is the MEAN over the R re-splits'
+  predictions -- the lens's statistics average over re-splits, and the mean's gradient is
+  the mean of the re-splits' gradients, so the map is the re-splits' maps averaged;
+- calibrated-0.2 and paper: share's linear layer (with decode's alignment to the
+  pre-trained basis folded in) and non-linearity, then the decoder's theta and bias.
+
 `readout_layers` builds that map from what SHARE.h5 and DEC.h5 store (and, for an aligned
 decoder, the embeddings decode was given, to refit its alignment); it is the one place to
-change when the lens pipeline changes. The refit is checked against the Z that DEC.h5
-stores, so a map is never drawn through a lens other than the one that decoded.
+change when the lens pipeline changes. Given the embeddings, the rebuilt lens is checked
+against the Z that DEC.h5 stores, so a map is never drawn through a lens other than the one
+that decoded.
 
 A concept map is the signed attribution summed over channels: integrated gradients
 (Sundararajan et al. 2017, Captum; baseline 0, the normalised mean) or gradient x input
@@ -19,18 +28,33 @@ not voxel by voxel (docs/saliency.md gives the numbers).
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 import numpy as np
 
 from radlens_cli.errors import EXIT_DATA, ParameterError, RadlensError
 from radlens_cli.io.files import input_path
 from radlens_cli.lens.align import fit_alignment
+from radlens_cli.lens.resplit import R2_CLIP, READOUT_DATASETS, ResplitReadout
 from radlens_cli.lens.share import activate
 from radlens_cli.lens.steps import distinct_columns
 from radlens_cli.saliency.methods import captum
 
 CONCEPT_METHODS = ("integrated-gradients", "gradient")
+
+
+class _TorchActivations(dict):
+    """lens.share's activations on torch tensors (torch is imported on first use)."""
+
+    def __missing__(self, name):
+        import torch
+
+        fn = {"relu": torch.relu, "tanh": torch.tanh, "gelu": torch.nn.functional.gelu}[name]
+        self[name] = fn
+        return fn
+
+
+TORCH_ACTIVATIONS = _TorchActivations()
 
 
 @dataclass
@@ -60,8 +84,7 @@ class Readout:
         if self.keep is not None:
             E = E[:, torch.as_tensor(self.keep, device=E.device)]
         a = E @ torch.as_tensor(self.weight, device=E.device) + torch.as_tensor(self.bias, device=E.device)
-        z = {"relu": torch.relu, "tanh": torch.tanh,
-             "gelu": lambda t: torch.nn.functional.gelu(t)}[self.activation](a)
+        z = TORCH_ACTIVATIONS[self.activation](a)
         return z @ torch.as_tensor(self.theta, device=E.device).T + torch.as_tensor(self.dec_bias, device=E.device)
 
 
@@ -73,12 +96,6 @@ def readout_layers(share, decoder, columns: list, embeddings=None) -> Readout:
         raise ParameterError("{decoder} was not decoded through {share} (share_hash differs)", "decoder", "share",
                              exit_code=EXIT_DATA)
     method = str(decoder.attrs.get("method", "calibrated"))
-    if method == "symmetric":
-        # the symmetric lens (0.3.0's default) decodes through per-checkpoint shares and re-splits
-        # that this readout does not rebuild yet; refusing beats drawing another lens's feature
-        raise ParameterError(f"{decoder.path} was decoded by the symmetric lens, whose concept maps are not "
-                             f"supported yet; decode with the calibrated-0.2 or paper method (fit-share "
-                             f"--method) for concept maps", "decoder", exit_code=EXIT_DATA)
     pos = {c: k for k, c in enumerate(decoder.columns)}
     missing = [c for c in columns if c not in pos]
     if missing:
@@ -86,6 +103,8 @@ def readout_layers(share, decoder, columns: list, embeddings=None) -> Readout:
                              f"({len(decoder.columns)} columns, e.g. {', '.join(decoder.columns[:3])})",
                              "feature", exit_code=EXIT_DATA)
     idx = [pos[c] for c in columns]
+    if method == "symmetric":
+        return symmetric_readout(share, decoder, columns, idx, embeddings)
     W, b = np.asarray(share.weight, np.float64), np.asarray(share.bias, np.float64)
     kind = str(decoder.attrs.get("alignment", "none"))
     keep = None
@@ -121,6 +140,78 @@ def readout_layers(share, decoder, columns: list, embeddings=None) -> Readout:
                                    f"reproduce the decoder's stored Z (relative error {err:.2g}); give the "
                                    f"embeddings decode read".replace("{share}", "the share model"))
     return out
+
+
+@dataclass
+class SymmetricReadout:
+    """Embedding -> decoded features of the symmetric lens: the mean over the R re-splits of
+    each re-split's prediction (`lens`, a lens.resplit.ResplitReadout restricted to `columns`:
+    what decode fitted for this checkpoint -- centring, total-variance scale, the re-split's
+    own share and ridge decoder)."""
+
+    lens: ResplitReadout
+    columns: list
+    alignment: str = "none"
+    _cache: dict = field(default_factory=dict, repr=False)
+
+    def numpy(self, E: np.ndarray) -> np.ndarray:
+        return self.lens.predict(E).mean(axis=0)
+
+    def _tensors(self, device):
+        import torch
+
+        key = str(device)
+        if key not in self._cache:
+            L = self.lens
+            self._cache[key] = {k: None if v is None else torch.as_tensor(np.asarray(v, np.float64), device=device)
+                                for k, v in (("center", L.center), ("input_map", L.input_map), ("W", L.weight),
+                                             ("b", L.bias), ("theta", L.theta), ("tb", L.theta_bias))}
+        return self._cache[key]
+
+    def torch(self, E):
+        """The same map on a torch (B, d) tensor (float64), differentiable."""
+        import torch
+
+        t = self._tensors(E.device)
+        Xs = E.double() - t["center"]
+        Xs = Xs @ t["input_map"] if t["input_map"] is not None else Xs * float(self.lens.scale)
+        Z = TORCH_ACTIVATIONS[self.lens.activation](torch.einsum("nd,rdh->rnh", Xs, t["W"]) + t["b"][:, None, :])
+        pred = torch.einsum("rnh,rkh->rnk", Z, t["theta"]) + t["tb"][:, None, :]
+        return pred.mean(dim=0)
+
+
+def symmetric_readout(share, decoder, columns: list, idx: list, embeddings=None) -> SymmetricReadout:
+    """The symmetric lens's readout of `columns` (positions `idx` in the decoder) from what
+    DEC.h5 stores: decode writes every re-split's share and decoder and the centre and scale
+    of this checkpoint's embeddings. With `embeddings` (the table decode read), checked
+    against the Z decode stored for re-split 0's decoder cases."""
+    try:
+        arrays = decoder.arrays(READOUT_DATASETS)
+    except (KeyError, RadlensError):
+        raise RadlensError(f"{decoder.path}: a decoder of the symmetric lens without its re-splits' shares and "
+                           f"decoders (written by an older decode); run this radlens's decode again for concept maps", exit_code=EXIT_DATA) from None
+    try:
+        arrays.update(decoder.arrays(("resplit/input_map",)))
+    except (KeyError, RadlensError):
+        pass  # only an exact affine map of the reference has one
+    full = ResplitReadout.from_arrays(arrays, float(decoder.attrs.get("embedding_scale", 1.0)), share.activation)
+    if embeddings is not None:
+        rows = {str(c): k for k, c in enumerate(embeddings.case_id)}
+        tr = [str(c) for c in decoder.train_case_id]
+        have = [k for k, c in enumerate(tr) if c in rows]
+        if have:
+            E = np.asarray(embeddings.values, np.float64)[[rows[tr[k]] for k in have]]
+            Z = activate(full.standardised(E) @ np.asarray(full.weight[0], np.float64)
+                         + np.asarray(full.bias[0], np.float64), full.activation)
+            ref = decoder.arrays(("train/Z",))["train/Z"][have]
+            err = float(np.max(np.abs(Z - ref))) / max(1e-12, float(np.max(np.abs(ref))))
+            if err > 1e-3:
+                raise RadlensError(f"{decoder.path}: the lens rebuilt from the decoder and the embeddings does not "
+                                   f"reproduce the decoder's stored Z (relative error {err:.2g}); give the "
+                                   f"embeddings decode read")
+    lens = ResplitReadout(full.center, full.scale, full.weight, full.bias, full.theta[:, idx],
+                          full.theta_bias[:, idx], full.activation, full.input_map)
+    return SymmetricReadout(lens, list(columns))
 
 
 class ConceptMaps:
@@ -162,6 +253,18 @@ class ConceptMaps:
                     return f(torch.from_numpy(batch.astype(np.float32)).to(self.device)).cpu().numpy()
             out[col] = (cmap, float(values[j]), scores)
         return out
+
+
+def decoder_r2(decoder, columns: list) -> dict:
+    """{column: how well the decoder reads it}: the held-out R^2 on the eval split; for the
+    symmetric lens the mean over the re-splits of the held-out R^2 clipped at 0, as its
+    statistics read it."""
+    if decoder.resplit is not None:
+        r2 = np.clip(np.asarray(decoder.resplit["r2"], np.float64), R2_CLIP, None).mean(axis=0)
+    else:
+        r2 = np.asarray(decoder.r2, dtype=np.float64)
+    pos = {c: k for k, c in enumerate(decoder.columns)}
+    return {c: float(r2[pos[c]]) for c in columns}
 
 
 def top_changed(delta_path: str, n: int) -> list[str]:

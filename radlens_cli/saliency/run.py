@@ -70,7 +70,7 @@ class Explainer:
     output_index: int | None = None
     concept: object = None             # concept.ConceptMaps or None
     batch_size: int = 8
-    deletion: bool = True
+    deletion: bool = False
     site: object = None
     info: dict = field(default_factory=dict)
 
@@ -105,7 +105,7 @@ class Explainer:
     def __call__(self, case_id: str, volume: np.ndarray, mask: np.ndarray) -> CaseResult:
         import torch
 
-        rows, maps, scores_of = [], {}, {}
+        rows, maps, scores_of, ends = [], {}, {}, {}
         blurred = metrics.blur(volume) if self.deletion else None
         if self.methods:
             sm = self.scored
@@ -120,11 +120,14 @@ class Explainer:
             else:
                 x = torch.from_numpy(np.ascontiguousarray(volume))[None].to(sm.device)
                 scorer = self._scorer(x)
-                rec = scorer.prepare(x, mask)
+                # the first map's own forward pass on x fixes the output (class, mask): no extra pass
+                scorer.arm(x, mask)
                 recs = {}
                 for m in self.methods:
                     maps[m] = saliency_map(m, scorer, x, self.site.module if self.site is not None else None)
-                    recs[m] = rec
+                    if scorer.record is None:
+                        scorer.prepare(x, mask)
+                    recs[m] = scorer.record
 
                 def torch_scores(batch, scorer=scorer):
                     with torch.no_grad():
@@ -135,7 +138,8 @@ class Explainer:
             for m in self.methods:
                 row = {"case_id": case_id, "method": m, "output_index": recs[m]["output_index"],
                        "output": recs[m]["output"], "mass_in_mask": metrics.mass_in_mask(maps[m], mask),
-                       "deletion_auc": self._deletion(volume, blurred, maps[m], scores_of[m])}
+                       "deletion_auc": self._deletion(volume, blurred, maps[m], scores_of[m], recs[m]["output"],
+                                                      ends, "model")}
                 row.update(agree[m])
                 rows.append(row)
         if self.concept is not None:
@@ -144,16 +148,29 @@ class Explainer:
                 maps[name] = cmap
                 rows.append({"case_id": case_id, "method": name, "output_index": None, "output": value,
                              "mass_in_mask": metrics.mass_in_mask(cmap, mask),
-                             "deletion_auc": self._deletion(volume, blurred, cmap, fn)})
+                             "deletion_auc": self._deletion(volume, blurred, cmap, fn, value, ends, name)})
         return CaseResult(case_id, rows, maps)
 
-    def _deletion(self, volume, blurred, m, scores) -> float:
+    def _deletion(self, volume, blurred, m, scores, start: float, ends: dict, output: str) -> float:
+        """deletion_auc of map m. The curve's end points need no pass of their own: nothing
+        removed is the unperturbed output (`start`), everything removed is the blurred box,
+        the same input for every map of one output (`ends[output]`, run once per case)."""
         if not self.deletion:
             return float("nan")
-        batch = metrics.deletion_inputs(volume, blurred, m)
+        steps = metrics.DELETION_STEPS
+        inner = [i for i, f in enumerate(steps) if 0 < f < 1]
+        batch = metrics.deletion_inputs(volume, blurred, m, steps[inner])
+        if output not in ends:
+            batch = np.concatenate([batch, blurred[None].astype(batch.dtype)])
         out = np.concatenate([np.asarray(scores(batch[s:s + self.batch_size]), dtype=np.float64).reshape(-1)
                               for s in range(0, len(batch), self.batch_size)])
-        return metrics.deletion_auc(out)
+        if output not in ends:
+            ends[output], out = float(out[-1]), out[:-1]
+        curve = np.empty(len(steps))
+        curve[inner] = out
+        curve[steps <= 0] = start
+        curve[steps >= 1] = ends[output]
+        return metrics.deletion_auc(curve)
 
 
 def write_case_maps(maps_dir: str, case_id: str, maps: dict, grid: dict, layout: str, reference) -> dict:

@@ -150,3 +150,51 @@ def test_failures_naming_the_output_is_refused_naming_both_flags(cli, tmp_path):
             "-o", out, "--failures", out)
     assert r.exit_code == 2
     assert r.stderr.strip() == "radlens saliency: error: --failures and --output name the same file (or both stdout)"
+
+
+def test_concept_maps_through_the_default_lens(cli, tmp_path):
+    """embed -> fit-share -> decode (the symmetric lens, the default) -> saliency --decoder: the
+    table's decoded value of each case is the lens's own numpy prediction (mean over the
+    re-splits) from that case's row of the embeddings table, decoder_r2 the mean clipped
+    re-split R2, and the concept maps land on each case's grid."""
+    from radlens_cli.io.formats.decoder import load_decoder
+    from radlens_cli.io.formats.share import load_share
+    from radlens_cli.io.tables import CaseTable, read_table, write_table
+    from radlens_cli.lens.share import ShareModel
+    from radlens_cli.saliency.concept import symmetric_readout
+
+    man = write_cohort(str(tmp_path / "cohort"), n=24)
+    enc = ["--encoder", "tests.saliency.models:tiny_classifier", "--layer", "conv2", *SMALL]
+    r = cli("embed", man, *MODS, *enc, "-o", tmp_path / "emb.h5")
+    assert r.exit_code == 0, r.stderr
+    emb = read_table(str(tmp_path / "emb.h5"))
+    rng = np.random.default_rng(0)
+    X = emb.values
+    rad = CaseTable(emb.case_id, np.stack([X[:, 0] + 0.1 * X[:, 1], X[:, 2] - X[:, 3], rng.normal(size=len(X))], 1),
+                    ["t2/original_firstorder_A", "t2/original_firstorder_B", "t2/original_firstorder_noise"],
+                    split=emb.split)
+    write_table(rad, str(tmp_path / "rad.h5"))
+    r = cli("fit-share", tmp_path / "emb.h5", tmp_path / "rad.h5", "--epochs", "20", "--resplits", "3",
+            "-o", tmp_path / "share.h5")
+    assert r.exit_code == 0, r.stderr
+    r = cli("decode", tmp_path / "share.h5", tmp_path / "emb.h5", tmp_path / "rad.h5", "-o", tmp_path / "dec.h5")
+    assert r.exit_code == 0, r.stderr
+    col = "t2/original_firstorder_A"
+    r = cli("saliency", man, *MODS, *enc, "--methods", "none", "--decoder", tmp_path / "dec.h5", "--share",
+            tmp_path / "share.h5", "--embeddings", tmp_path / "emb.h5", "--feature", col,
+            "--concept-method", "gradient", "--deletion", "--maps", tmp_path / "maps", "-o", tmp_path / "c.csv")
+    assert r.exit_code == 0, r.stderr
+    out = read(tmp_path / "c.csv")
+    assert set(out.data["method"]) == {f"concept_{col}"} and len(out.data["case_id"]) == 24
+    assert out.params["concept"]["lens"] == "symmetric"
+    dec = load_decoder(str(tmp_path / "dec.h5"))
+    k = dec.columns.index(col)
+    assert np.allclose(out.data["decoder_r2"].astype(float), np.clip(dec.resplit["r2"][:, k], 0, None).mean())
+    ro = symmetric_readout(ShareModel.from_record(load_share(str(tmp_path / "share.h5"))), dec, [col], [k])
+    want = ro.lens.predict(X).mean(axis=0)[:, 0]
+    rows = {c: i for i, c in enumerate(emb.case_id)}
+    got = out.data["output"].astype(float)
+    want = np.array([want[rows[c]] for c in out.data["case_id"]])
+    assert np.allclose(got, want, rtol=1e-4, atol=1e-5 * np.abs(want).max()), (got, want)
+    assert os.path.exists(tmp_path / "maps" / "p00" / f"concept_{col.replace('/', '_')}.nii.gz")
+    assert np.isfinite(out.data["deletion_auc"].astype(float)).all()

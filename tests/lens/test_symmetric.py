@@ -301,3 +301,26 @@ def test_report_states_the_interval_null_and_the_panels_rank_agreement(cli_run, 
     html0 = (tmp_path / "r0.html").read_text(encoding="utf-8")
     assert "common shift +" not in html0 and "common shift -" not in html0
     assert "a flag means |Δr²| &gt; δ = 0.05 (default)" in html0
+
+
+def test_min_icc_on_the_symmetric_lens_recomputes_bh_and_ranks_over_stable_features(cli_run, tmp_path):
+    from radlens_cli.lens.fdr import bh_fdr
+
+    d = cli_run
+    _run("compare", d / "dec_pre.h5", d / "dec_planted.h5", "-o", tmp_path / "all.csv", "--top", "0")
+    full = pd.read_csv(tmp_path / "all.csv")
+    icc = np.where(np.arange(len(full)) % 3 == 0, 0.4, 0.9)        # a third unstable
+    pd.DataFrame({"column": full.column, "icc": icc, "ci_low": icc - 0.05, "ci_high": icc + 0.05,
+                  "n_subjects": 20, "n_replicates": 5}).to_csv(tmp_path / "icc.csv", index=False)
+    _run("compare", d / "dec_pre.h5", d / "dec_planted.h5", "-o", tmp_path / "stable.csv", "--top", "0",
+         "--stability", tmp_path / "icc.csv", "--min-icc", "0.75")
+    st = pd.read_csv(tmp_path / "stable.csv")
+    kept = full[icc >= 0.75].reset_index(drop=True)
+    assert list(st.column) == list(kept.column) and (st.icc >= 0.75).all()
+    # the tested statistic and its p-value are the full comparison's; BH over the kept rows only
+    np.testing.assert_allclose(st.delta_r2_relative, kept.delta_r2_relative)
+    np.testing.assert_allclose(st.p_null, kept.p_null)
+    np.testing.assert_allclose(st.q_bh, bh_fdr(kept.p_null.to_numpy()))
+    dec = st.decodable.to_numpy(dtype=bool)
+    order = st.delta_r2_clipped[dec].rank(ascending=False, method="first").astype(int)
+    assert st.rank_gain[dec].tolist() == order.tolist()

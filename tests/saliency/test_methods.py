@@ -172,3 +172,46 @@ def test_parse_methods_names_the_bad_one():
     assert M.parse_methods("Grad-CAM++,occlusion,gradcam") == ["gradcampp", "occlusion", "gradcam"]
     with pytest.raises(Exception, match="lime"):
         M.parse_methods("gradcam,lime")
+
+
+def test_explainer_output_and_deletion_equal_the_explicit_computation():
+    """The Explainer fixes the output on the first map's own forward pass (no separate one) and
+    takes the deletion curve's end points from the unperturbed output and one blurred pass per
+    case: the table equals Scorer.prepare and the full 11-point curve computed explicitly."""
+    from radlens_cli.saliency.model import ScoredModel
+    from radlens_cli.saliency.run import Explainer
+
+    model = tiny_classifier().eval()
+    rng = np.random.default_rng(4)
+    vol = rng.normal(size=(3, 8, 10, 12)).astype(np.float32)
+    mask = np.zeros(vol.shape[1:], dtype=np.uint8)
+    mask[2:6, 3:8, 4:9] = 1
+    sm = ScoredModel("tiny", "factory", None, torch.device("cpu"), model=model)
+    for first in ("gradcam", "occlusion"):
+        ex = Explainer(sm, [first, "gradcampp"], layer="conv2", deletion=True, batch_size=4)
+        ex.prepare((1,) + vol.shape)
+        res = ex("c0", vol, mask)
+        x = torch.from_numpy(vol)[None]
+        ref = Scorer(model)
+        want = ref.prepare(x, mask)
+        blurred = metrics.blur(vol)
+        for row in res.rows:
+            assert row["output_index"] == want["output_index"]
+            assert row["output"] == pytest.approx(want["output"], rel=1e-6)
+            batch = metrics.deletion_inputs(vol, blurred, res.maps[row["method"]])
+            with torch.no_grad():
+                curve = np.concatenate([ref(torch.from_numpy(batch[s:s + 1].astype(np.float32))).double().numpy()
+                                        for s in range(len(batch))])
+            assert row["deletion_auc"] == pytest.approx(metrics.deletion_auc(curve), rel=1e-5, abs=1e-6)
+        assert res.maps[first].shape == vol.shape[1:]
+    # without --deletion the column is empty, and Grad-CAM alone is one forward pass per case
+    ex = Explainer(sm, ["gradcam"], layer="conv2", batch_size=4)
+    ex.prepare((1,) + vol.shape)   # the layer, resolved once per run
+    calls = []
+    hook = model.register_forward_hook(lambda *a: calls.append(1))
+    try:
+        res = ex("c0", vol, mask)
+    finally:
+        hook.remove()
+    assert np.isnan(res.rows[0]["deletion_auc"]) and len(calls) == 1
+    assert res.rows[0]["output"] == pytest.approx(want["output"], rel=1e-6)
