@@ -97,8 +97,10 @@ def main(argv=None) -> int:
     ap.add_argument("--no-finetune", action="store_true", help="embed half only")
     args = ap.parse_args(argv)
 
-    from radlens_cli.commands.embed import embed, resolve_device
+    from radlens_cli.devices import resolve_device
+    from radlens_cli.encoders import embed_cohort
     from radlens_cli.encoders.checkpoints import save_radlens_checkpoint
+    from radlens_cli.io.tables import write_table
     from radlens_cli.encoders.convnextv2 import build_encoder
     from radlens_cli.log import set_verbosity
 
@@ -126,13 +128,13 @@ def main(argv=None) -> int:
         model = build_encoder(arch, 3)
         enc = os.path.join(tmp, "enc.pt")
         save_radlens_checkpoint(enc, model, arch, 3, None)
-        common = dict(spacing=",".join(map(str, spacing)), crop=",".join(map(str, crop)),
-                      batch_size=bs, device=str(dev), jobs=jobs)
+        common = dict(spacing=spacing, crop=crop, batch_size=bs, device=str(dev), jobs=jobs)
         cache = os.path.join(tmp, "cache")
 
         def timed_embed(name, **kw):
             t0 = time.perf_counter()
-            embed(manifest, "t2,dwi,adc", "gland", enc, os.path.join(tmp, f"{name}.h5"), **common, **kw)
+            res = embed_cohort(manifest, ["t2", "dwi", "adc"], "gland", enc, **common, **kw)
+            write_table(res.table, os.path.join(tmp, f"{name}.h5"))  # what `radlens embed` does, less provenance
             return cases / (time.perf_counter() - t0)
 
         plain = timed_embed("plain")  # no cache: read, resample, normalise, forward, write
@@ -153,9 +155,9 @@ def main(argv=None) -> int:
             print("  finetune: skipped (--no-finetune)")
             return 0
         try:
-            from radlens_cli.commands.finetune import finetune
+            from radlens_cli.encoders.training import finetune
             from radlens_cli.encoders.training.benchmark import train_step_throughput
-        except ImportError as e:  # the finetune half: radlens_cli/commands/finetune.py, encoders/training/
+        except ImportError as e:  # the finetune half: encoders/training/
             print(f"  finetune: not available ({e})")
             return 0
         res = finetune(manifest, ["t2", "dwi", "adc"], "gland", enc, "classify", os.path.join(tmp, "ft.pt"),

@@ -3,7 +3,8 @@
     python benchmarks/saliency.py                 # the example cohort (synth 80 cases, 64x64x16), atto, CPU
     python benchmarks/saliency.py --cases 20      # quicker
 
-Both run end to end from the manifest (reading, resampling, normalisation, the model) with
+Both run end to end from the manifest (reading, resampling, normalisation, the model), as the
+library calls the commands make (encoders.embed_cohort, saliency.cohort.saliency_cohort), with
 the built-in atto encoder; saliency uses a finetune-style checkpoint (the same encoder with a
 classification head). Printed: seconds per case of embed, of Grad-CAM as the command runs by
 default (the table, no deletion curve), of Grad-CAM with its deletion curve (--deletion), and
@@ -51,16 +52,23 @@ def main() -> None:
                     "shared machine's contention out of the CPU time (no spinning threads)")
     args = ap.parse_args()
     torch.set_num_threads(args.threads or max(1, min(4, os.cpu_count() or 1)))
-    from radlens_cli.commands.embed import embed
-    from radlens_cli.commands.saliency import saliency
+    from radlens_cli.encoders import embed_cohort
+    from radlens_cli.io.tables import write_table
+    from radlens_cli.saliency.cohort import saliency_cohort
     from radlens_cli.synth.phantom import write_cohort
+
+    crop = tuple(int(v) for v in args.crop.split(","))
+    spacing = tuple(float(v) for v in args.spacing.split(","))
+
+    def embed(manifest, out, **kw):  # what `radlens embed` does, less provenance
+        write_table(embed_cohort(manifest, ["t2", "dwi", "adc"], "gland", ck, **kw).table, out, force=True)
 
     with tempfile.TemporaryDirectory() as d:
         write_cohort(os.path.join(d, "cohort"), cases=args.cases, seed=0, size=(64, 64, 16), spacing=(0.5, 0.5, 3))
         man = os.path.join(d, "cohort", "cohort.csv")
         ck = os.path.join(d, "ft.pt")
         finetune_style_checkpoint(ck)
-        common = dict(spacing=args.spacing, crop=args.crop, device="cpu", force=True)
+        common = dict(spacing=spacing, crop=crop, device="cpu")
         runs, cpu = {}, {}
 
         def timed(name, fn):
@@ -69,13 +77,12 @@ def main() -> None:
             runs[name] = min(runs.get(name, float("inf")), time.perf_counter() - t)
             cpu[name] = min(cpu.get(name, float("inf")), time.process_time() - c)
         for _ in range(max(1, args.repeat)):
-            timed("embed", lambda: embed(man, "t2,dwi,adc", "gland", ck, os.path.join(d, "emb.h5"), batch_size=2,
-                                         **common))
+            timed("embed", lambda: embed(man, os.path.join(d, "emb.h5"), batch_size=2, **common))
             for name, kw in (("gradcam (default: table)", dict()),
                              ("gradcam + NIfTI maps", dict(maps=os.path.join(d, "maps"))),
                              ("gradcam + --deletion", dict(deletion=True))):
-                timed(name, lambda kw=kw: saliency(man, "t2,dwi,adc", "gland", ck, os.path.join(d, "s.csv"),
-                                                   methods="gradcam", **kw, **common))
+                timed(name, lambda kw=kw: saliency_cohort(man, "t2,dwi,adc", "gland", ck, os.path.join(d, "s.csv"),
+                                                          methods="gradcam", force=True, **kw, **common))
     n = args.cases
     print(f"{n} cases, atto, crop {args.crop} at {args.spacing} mm, CPU ({torch.get_num_threads()} threads), "
           f"fastest of {max(1, args.repeat)}")

@@ -1,6 +1,8 @@
 """The one user-facing exception type and radlens's exit codes (0 ok, 1 data error, 2 usage, 130
 interrupted, 143 terminated; README "Exit codes")."""
 
+import json
+
 EXIT_OK = 0
 EXIT_DATA = 1
 EXIT_USAGE = 2
@@ -40,10 +42,14 @@ class ParameterError(UsageError):
     ("--epochs must be at least 1 (got 0)"), which is what the command wrapper prints.
     """
 
-    def __init__(self, template: str, *params: str, exit_code: int | None = None, plain: dict | None = None,
-                 flags: dict | None = None):
+    def __init__(self, template: str = "", *params: str, exit_code: int | None = None, plain: dict | None = None,
+                 flags: dict | None = None, message: str | None = None):
         """plain: how str() shows a parameter where its name alone reads wrong ({"no_resume": "resume=False"});
-        flags: how flagged() shows one that is more than its flag ({"kernel": "--kernel linear"})."""
+        flags: how flagged() shows one that is more than its flag ({"kernel": "--kernel linear"}).
+        message: a template by another name -- a torch DataLoader re-raises a worker's exception
+        as type(e)(message=traceback text) when the class has a `message` attribute, as this one does."""
+        if message is not None and not template:
+            template = message
         self.template, self.params, self.flags = template, tuple(params), dict(flags or {})
         self.plain = dict(plain or {})
         super().__init__(_render(template, {p: self.plain.get(p, p) for p in self.params}), exit_code)
@@ -52,11 +58,35 @@ class ParameterError(UsageError):
         """The message with each parameter as its flag (`--name-with-dashes` unless `flags` says)."""
         return _flagged(self.template, self.params, {**self.flags, **(flags or {})})
 
+    def wire_note(self) -> str:
+        """One line that carries the error's fields through a process that passes on only
+        its traceback's text (a torch DataLoader worker re-raises type(e)(traceback text)):
+        added as an exception note, read back by `from_traceback_text`."""
+        return WIRE_PREFIX + json.dumps({"template": self.template, "params": list(self.params),
+                                         "plain": self.plain, "flags": self.flags, "exit_code": self.exit_code},
+                                        sort_keys=True)
+
+    @classmethod
+    def from_traceback_text(cls, text: str) -> "ParameterError | None":
+        """The ParameterError whose wire_note is in `text` (a worker's traceback), else None."""
+        for line in reversed(str(text).splitlines()):
+            if line.startswith(WIRE_PREFIX):
+                try:
+                    rec = json.loads(line[len(WIRE_PREFIX):])
+                    return cls(rec["template"], *rec["params"], exit_code=rec["exit_code"], plain=rec["plain"],
+                               flags=rec["flags"])
+                except (ValueError, KeyError, TypeError):
+                    return None
+        return None
+
     def message(self, prefix: str = "") -> "ParameterMessage":
         """The error's first line as a ParameterMessage (a str that keeps its parameters, also
         when pickled to another process): what a worker reports for a failed item."""
         return ParameterMessage(prefix + self.template.strip().splitlines()[0], *self.params, plain=self.plain,
                                 flags=self.flags)
+
+
+WIRE_PREFIX = "radlens-parameter-error: "
 
 
 class ParameterMessage(str):

@@ -154,6 +154,9 @@ ENVIRONMENT = [
                                       "(to test resuming).", "finetune"),
 ]
 
+# commands whose one library call draws the progress bar (their own module calls no progress())
+LIBRARY_PROGRESS = {"extract-radiomics", "embed", "finetune", "saliency"}
+
 # commands that write no file, hence record no provenance
 NO_OUTPUT = {"info", "layers"}
 
@@ -179,7 +182,7 @@ def _applies(scope: str, name: str, cmd) -> bool:
     if scope == "all":
         return True
     if scope == "progress":
-        return "progress(" in _module_text(cmd)
+        return sub in LIBRARY_PROGRESS or "progress(" in _module_text(cmd)
     if scope == "outputs":
         return sub not in NO_OUTPUT
     if scope == "parts":

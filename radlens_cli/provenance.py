@@ -186,7 +186,8 @@ def recorded_label(attrs) -> str:
 def checkpoint_identity(path: str, attrs) -> dict:
     """What identifies a compared checkpoint: its decoder file (path, sha256) and the encoder
     checkpoint its embeddings came from (path, sha256, as the decoder recorded them), so a
-    report matches an --encoder file to a checkpoint by its hash, never by its name."""
+    report matches an --encoder file to a checkpoint by its hash, never by its name; and
+    the encoder's fine-tuning record (run, epoch: `finetune`), by which it orders them."""
     rec = {"decoder": {"path": os.fspath(path)}}
     if path != "-" and os.path.isfile(path):
         rec["decoder"]["sha256"] = sha256_file(path)
@@ -207,6 +208,10 @@ def checkpoint_identity(path: str, attrs) -> dict:
     power = params.get("power") if isinstance(params, dict) else None
     if isinstance(power, dict):   # decode's small-sample verdict (lens/power.py), for the report
         rec["power"] = power
+    if isinstance(params, dict) and "encoder_finetune" in params:
+        # the encoder's fine-tuning run and epoch as embed recorded them (None: not a finetune
+        # checkpoint); absent from decoders written before radlens recorded it
+        rec["finetune"] = params["encoder_finetune"]
     return rec
 
 

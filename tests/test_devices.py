@@ -52,7 +52,7 @@ def test_cuda_rules(two_gpus):
 
 
 def test_every_caller_uses_the_one_resolver(two_gpus):
-    from radlens_cli.commands import embed
+    from radlens_cli.encoders import embedding as embed
     from radlens_cli.encoders import ddp
     from radlens_cli.lens import share
 

@@ -191,3 +191,13 @@ def test_every_csv_goes_through_io_s_one_writer():
                if isinstance(n, ast.Call) and (ast.unparse(n.func).endswith((".to_csv", "csv.writer", "csv.DictWriter"))
                                                or ast.unparse(n.func) in ("DictWriter", "writer"))]
     assert writers == []
+
+
+def test_no_library_module_nor_benchmark_names_the_commands():
+    """Issue 24's grep: `grep -r radlens_cli.commands radlens_cli/{lens,io,encoders,radiomics,report}
+    benchmarks` finds nothing (benchmarks call the library, or run `radlens` as users do)."""
+    folders = [PKG / d for d in ("lens", "io", "encoders", "radiomics", "report")] + [REPO / "benchmarks"]
+    found = [f"{p.relative_to(REPO)}:{i}" for d in folders for p in sorted(d.rglob("*.py"))
+             for i, line in enumerate(p.read_text(encoding="utf-8").splitlines(), 1)
+             if "radlens_cli.commands" in line or "radlens_cli/commands" in line]
+    assert found == []

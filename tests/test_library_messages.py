@@ -56,7 +56,7 @@ def test_synth_non_empty_folder_names_force(tmp_path):
 
 
 def test_preprocessing_config_warns_through_the_callback_naming_modalities():
-    from radlens_cli.encoders.infer import preprocessing_config
+    from radlens_cli.encoders.preprocess import preprocessing_config
 
     heard = []
     cfg = preprocessing_config(["t2", "adc"], None, None, None, None, {"modalities": ["adc", "t2"]},

@@ -59,3 +59,46 @@ def test_the_kill_hook_reaches_forkserver_workers_started_before_it_was_set(monk
     assert sorted((i, s) for i, s, _ in out) == [(0, "ok"), (1, "ok")]
     monkeypatch.delenv("RADLENS_TEST_KILL_WORKER")             # unset again: no worker keeps it
     assert [s for _, s, _ in imap_resilient(_hooked, ["b"], jobs=1, ctx=ctx)] == ["ok"]
+
+
+def test_a_parameter_error_in_a_dataloader_worker_keeps_its_parameters():
+    """torch re-raises a worker's exception as type(e)(traceback text): CaseDataset notes the
+    parameters in the traceback and worker_error gives the ParameterError back, fields and all."""
+    import pytest
+    import torch
+
+    from radlens_cli.encoders.preprocess import CaseDataset, worker_error
+
+    class Planted(CaseDataset):
+        def __init__(self):  # no manifest: every item fails before reading one
+            self.case_ids = ["c0", "c1"]
+
+        def _item(self, i):
+            raise ParameterError("{mask} zones:0: labels must be > 0", "mask", plain={"mask": "mask='zones:0'"},
+                                 flags={"mask": "--mask zones:0"}, exit_code=1)
+
+    loader = torch.utils.data.DataLoader(Planted(), batch_size=None, num_workers=1,
+                                         multiprocessing_context=mp.get_context("fork"))
+    with pytest.raises(ParameterError) as got:
+        next(iter(loader))
+    assert got.value.params == ()   # what torch hands over: the class, and the traceback as its text
+    back = worker_error(got.value)
+    assert isinstance(back, ParameterError) and back.params == ("mask",)
+    assert str(back) == "mask='zones:0' zones:0: labels must be > 0"
+    assert back.flagged() == "--mask zones:0 zones:0: labels must be > 0" and back.exit_code == 1
+    # in the main process (no worker) the error is raised as it is, with no note
+    with pytest.raises(ParameterError) as direct:
+        Planted()[0]
+    assert direct.value.params == ("mask",) and not getattr(direct.value, "__notes__", None)
+    # an error without the note is a RadlensError with its one line and exit code
+    plain = worker_error(RuntimeError("Caught X in DataLoader worker.\nOriginal Traceback:\n  ...\nValueError: bad"))
+    assert type(plain).__name__ == "RadlensError" and str(plain) == "bad"
+
+
+def test_parameter_error_wire_note_round_trips():
+    e = ParameterError("{epochs} must be at least 1", "epochs", plain={"epochs": "epochs=0"},
+                       flags={"epochs": "--epochs 0"}, exit_code=1)
+    back = ParameterError.from_traceback_text("Traceback...\nParameterError: x\n" + e.wire_note())
+    assert (back.template, back.params, back.plain, back.flags, back.exit_code) == \
+        (e.template, e.params, e.plain, e.flags, e.exit_code)
+    assert ParameterError.from_traceback_text("no note here") is None

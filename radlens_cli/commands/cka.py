@@ -1,80 +1,37 @@
 """`radlens cka`: centred kernel alignment between two representations of the same cases.
 
-Library: lens/cka.py (linear and RBF CKA, bootstrap CI).
+Library: lens.cka_tables (lens/cka.py: linear and RBF CKA, bootstrap CI).
 """
 
 from __future__ import annotations
 
 from typing import Optional
 
-import numpy as np
 import typer
 
 from radlens_cli import log, provenance
 from radlens_cli.commands.app import command
 from radlens_cli.commands.options import force_option, output_option, seed_option
-from radlens_cli.errors import RadlensError, UsageError
+from radlens_cli.errors import UsageError
 from radlens_cli.io.files import check_output
 from radlens_cli.io.formats import write_csv
-from radlens_cli.io.tables import CaseTable, align_cases, read_table
+from radlens_cli.io.tables import read_table
 from radlens_cli.lens import cka as lk
-
-
-def finite_columns(table: CaseTable, what: str) -> CaseTable:
-    """Drop columns holding NaN/inf over the given cases, with a warning naming them."""
-    bad = ~np.isfinite(table.values).all(axis=0)
-    if bad.any():
-        names = [c for c, b in zip(table.columns, bad) if b]
-        more = f" (+{len(names) - 3} more)" if len(names) > 3 else ""
-        log.warn(f"{table.path or what}: dropped {len(names)} column(s) with non-finite values: "
-                 f"{', '.join(names[:3])}{more}")
-        table = table.take(cols=~bad)
-    if not table.columns:
-        raise RadlensError(f"{table.path or what}: no column with finite values on the shared cases")
-    return table
 
 
 def cka(a_path: str, b_path: str, output: str | None = None, kernel: str = "linear",
         debiased: bool = False, sigma: float = 1.0, standardize: bool = False, split: str | None = None,
         bootstrap: int = 0, level: float = 0.95, seed: int = 0, force: bool = False) -> dict:
-    """CKA between two case tables on their shared cases (+ bootstrap CI); optional CSV."""
-    if kernel not in lk.KERNELS:
-        raise UsageError(f"--kernel {kernel}: use {' or '.join(lk.KERNELS)}")
-    if not sigma > 0:
-        raise UsageError(f"--sigma {sigma}: must be positive")
-    if bootstrap < 0:
-        raise UsageError("--bootstrap must be 0 or more")
-    if not 0 < level < 1:
-        raise UsageError(f"--ci-level {level}: must lie in (0, 1)")
+    """CKA between two case tables on their shared cases (lens.cka_tables; + bootstrap CI); optional CSV."""
+    lk.check_options(kernel, sigma, bootstrap, level)
     if bootstrap and not output:
         raise UsageError("--bootstrap needs -o/--output (the interval is written to the CSV)")
     if output:
         check_output(output, force, suffix=".csv")
     ta = read_table(a_path, "first table")
     tb = read_table(b_path, "second table")
-    ia, ib = align_cases(ta, tb, allow_missing=True, names=("first table", "second table"))
-    if len(ia) < max(ta.n_cases, tb.n_cases):
-        log.info(f"cka: {len(ia)} shared cases ({ta.n_cases} in {ta.path}, {tb.n_cases} in {tb.path})")
-    ta, tb = ta.take(ia), tb.take(ib)
-    if split:
-        src = ta if ta.split is not None else tb
-        mask = src.split_mask(split, f"{ta.path} and {tb.path}")
-        if not mask.any():
-            raise RadlensError(f"--split {split}: no shared case is in split {split!r}")
-        ta, tb = ta.take(mask), tb.take(mask)
-    ta, tb = finite_columns(ta, "first table"), finite_columns(tb, "second table")
-    xa, xb = ta.values, tb.values
-    if standardize:
-        xa, xb = _zscore(xa), _zscore(xb)
-    value = lk.cka(xa, xb, kernel=kernel, debiased=debiased, sigma=sigma)
-    low = high = float("nan")
-    if bootstrap:
-        low, high, _ = lk.bootstrap_cka(xa, xb, bootstrap, seed, kernel, debiased, sigma, level)
-    row = {"a": a_path, "b": b_path, "kernel": kernel, "debiased": debiased,
-           "sigma": sigma if kernel == "rbf" else "", "standardize": standardize, "split": split or "",
-           "n_cases": len(ta.case_id), "dims_a": len(ta.columns), "dims_b": len(tb.columns),
-           "cka": value, "ci_low": low, "ci_high": high, "level": level if bootstrap else "",
-           "n_bootstrap": bootstrap, "seed": seed}
+    row = {"a": a_path, "b": b_path, **lk.cka_tables(ta, tb, kernel, debiased, sigma, standardize, split,
+                                                     bootstrap, level, seed, warn=log.warn, info=log.info)}
     if output:
         import pandas as pd
 
@@ -88,11 +45,6 @@ def cka(a_path: str, b_path: str, output: str | None = None, kernel: str = "line
         df["command"] = provenance.command_line()
         write_csv(df, output, force)
     return row
-
-
-def _zscore(x: np.ndarray) -> np.ndarray:
-    sd = x.std(axis=0)
-    return (x - x.mean(axis=0)) / np.where(sd > 0, sd, 1.0)
 
 
 @command("cka")

@@ -14,10 +14,12 @@ import typer
 
 from radlens_cli import log, provenance
 from radlens_cli.commands.app import command
-from radlens_cli.commands.options import (allow_different_preprocessing_option, allow_missing_option, force_option,
-                                          labels_option, min_icc_option, output_option, read_icc, seed_option,
+from radlens_cli.commands.options import (allow_different_preprocessing_option, allow_missing_option,
+                                          decoder_identities, decoder_inputs, force_option, labels_option,
+                                          load_decoders, min_icc_option, output_option, read_icc, seed_option,
                                           stability_option)
 from radlens_cli.errors import UsageError
+from radlens_cli.io.cases import refuse_part
 from radlens_cli.io.files import atomic_output, check_output
 from radlens_cli.io.formats import write_csv
 from radlens_cli.io.formats.decoder import load_decoder
@@ -34,11 +36,7 @@ def compare(pre_path: str, ft_path, output: str, top: int = 5, stable_quantile: 
             null_delta: float | None = None, centre: str = "median"):
     """Write DELTA.csv: the reference decoder `pre_path` against each of `ft_path` (a path
     or a list of paths), one block of rows per compared checkpoint; returns the DataFrame."""
-    others = [ft_path] if isinstance(ft_path, str) else list(ft_path)
-    if not others:
-        raise UsageError("give the reference decoder and at least one decoder to compare with it")
-    if [pre_path, *others].count("-") > 1:
-        raise UsageError("only one input can be `-` (stdin)")
+    others = decoder_inputs(pre_path, ft_path)
     if summary == "-" and output == "-":
         raise UsageError("--summary and --output cannot both be `-` (stdout)")
     names = checkpoint_labels(others, labels)
@@ -46,11 +44,9 @@ def compare(pre_path: str, ft_path, output: str, top: int = 5, stable_quantile: 
     check_output(output, force, suffix=".csv")
     if summary:
         check_output(summary, force, suffix=(".txt", ".md"))
-    ref = load_decoder(pre_path)
-    decs = [load_decoder(p) for p in others]
-    if "-" in others and not labels:   # a piped decoder is named by its recorded source
-        names = [provenance.recorded_label(d.attrs) if p == "-" else n for p, n, d in zip(others, names, decs)]
-        checkpoint_labels(others, names)
+    ref, decs, names = load_decoders(pre_path, others, names, labels)
+    for d in (ref, *decs):   # as decode refuses a part of a sharded run, so does compare
+        refuse_part(d.attrs, d.path)
     result = compare_decoders(ref, decs, labels=names,
                               rank_by=rank_by, bootstrap=bootstrap, permutations=permutations,
                               ci_level=ci_level, seed=seed, allow_missing=allow_missing,
@@ -72,18 +68,11 @@ def compare(pre_path: str, ft_path, output: str, top: int = 5, stable_quantile: 
                                "stability": stability, "min_icc": min_icc,
                                "null_panel": null_panel, "null_delta": null_delta,
                                "centre": centre,
-                               "reference": provenance.checkpoint_identity(pre_path, ref.attrs),
-                               "checkpoints": {n: provenance.checkpoint_identity(p, d.attrs)
-                                               for p, n, d in zip(others, names, decs)}},
+                               **decoder_identities(pre_path, ref, others, names, decs)},
                        history=provenance.merged_history(ref.attrs, *(d.attrs for d in decs)))
     if icc is not None:
-        result, n_out = stable_comparison(result, icc, min_icc, top, stable_quantile)
-        if min_icc is None and result.table["icc"].isna().any():
-            log.warn(f"compare: {int(result.table['icc'].isna().sum())} row(s) have no ICC in {stability} "
-                     f"(features it does not list, or constant ones)")
-        if min_icc is not None:
-            log.info(f"compare: --min-icc {min_icc:g} left {n_out} (checkpoint, feature) row(s) out of the table, "
-                     f"its BH families, ranks and views")
+        result = stable_comparison(result, icc, min_icc, top, stable_quantile, stability, warn=log.warn,
+                                   info=log.info)[0]
     write_csv(result.table, output, force)
     text = result.views_text(ref_name=os.path.basename(str(pre_path)))
     if text:

@@ -1,6 +1,6 @@
 """`radlens correlate`: Rad4XCNN correlation maps (CORR.h5, schema correlation/1, see io/formats/correlation.py).
 
-Library: lens/correlate.py (Spearman maps, p and BH q), io/formats/correlation.py.
+Library: lens.correlate_tables (lens/correlate.py: Spearman maps, p and BH q), io/formats/correlation.py.
 """
 
 from __future__ import annotations
@@ -8,27 +8,17 @@ from __future__ import annotations
 import os
 from typing import Optional
 
-import numpy as np
 import typer
 
 from radlens_cli import log, provenance
 from radlens_cli.commands.app import command
 from radlens_cli.commands.options import allow_missing_option, force_option, output_option
-from radlens_cli.errors import RadlensError, UsageError
+from radlens_cli.errors import UsageError
 from radlens_cli.io.files import check_output
 from radlens_cli.io.formats import write_csv
 from radlens_cli.io.formats.correlation import write_correlation
-from radlens_cli.io.tables import align_cases, read_table
+from radlens_cli.io.tables import read_table
 from radlens_cli.lens import correlate as lc
-from radlens_cli.names import table_column_meta
-
-def _select_split(emb, rad, split: str):
-    """Boolean mask over the aligned rows: the embedding table's split, else the radiomics'."""
-    for t in (emb, rad):
-        if t.split is not None:
-            return t.split_mask(split)
-    raise RadlensError(f"--split {split}: neither {emb.path} nor {rad.path} has a `split` dataset")
-
 
 def _check_outputs(paths: dict, force: bool) -> None:
     given = {k: v for k, v in paths.items() if v}
@@ -45,45 +35,15 @@ def correlate(emb_path: str, rad_path: str, output: str, method: str = "spearman
               threshold: float = 0.5, alpha: float = 0.05, split: str | None = None,
               allow_missing: bool = False, pairs: str | None = None, explain: str | None = None,
               explain_top: int = 5, force: bool = False) -> dict:
-    """Correlate every embedding dimension with every radiomic column; write CORR.h5 (+ CSVs)."""
-    if method not in lc.METHODS:
-        raise UsageError(f"--method {method}: use {' or '.join(lc.METHODS)}")
-    if not 0.0 <= threshold <= 1.0:
-        raise UsageError(f"--threshold {threshold}: must lie in [0, 1]")
-    if not 0.0 < alpha <= 1.0:
-        raise UsageError(f"--alpha {alpha}: must lie in (0, 1]")
-    if explain_top < 1:
-        raise UsageError("--explain-top must be at least 1")
+    """Correlate every embedding dimension with every radiomic column (lens.correlate_tables);
+    write CORR.h5 (+ CSVs)."""
+    lc.check_options(method, threshold, alpha, explain_top)
     _check_outputs({"--output": output, "--pairs": pairs, "--explain": explain}, force)
-
     emb = read_table(emb_path, "embeddings")
     rad = read_table(rad_path, "radiomics")
-    ie, ir = align_cases(emb, rad, allow_missing, names=("embeddings", "radiomics"))
-    emb, rad = emb.take(ie), rad.take(ir)
-    if split:
-        mask = _select_split(emb, rad, split)
-        if not mask.any():
-            raise RadlensError(f"--split {split}: no shared case is in split {split!r}")
-        emb, rad = emb.take(mask), rad.take(mask)
-    meta = table_column_meta(rad.columns, rad.column_meta)
-
-    res = lc.correlate(emb.values, rad.values, method=method)
-    kx, ky = res.keep_x, res.keep_y
-    deep = np.array(emb.columns, dtype=object)
-    cols = np.array(rad.columns, dtype=object)
-    for what, names, reason in (("deep feature", deep, res.reason_x), ("radiomic column", cols, res.reason_y)):
-        bad = reason != ""
-        if bad.any():
-            shown = ", ".join(f"{n} ({r})" for n, r in zip(names[bad][:5], reason[bad][:5]))
-            more = f" (+{int(bad.sum()) - 5} more)" if bad.sum() > 5 else ""
-            log.warn(f"correlate: {int(bad.sum())} {what}(s) excluded: {shown}{more}")
-    sig = lc.significant(res.rho, res.q, threshold, alpha)
-    n_sig = int(sig.sum())
-    n_deep = int(sig.any(axis=1).sum())
-    log.info(f"correlate: {res.n_cases} cases, {int(kx.sum())} deep features x {int(ky.sum())} radiomic "
-             f"columns ({method}); {n_sig} pairs with |rho| >= {threshold} and q < {alpha}; "
-             f"{n_deep} deep feature(s) explained by at least one radiomic feature")
-
+    tc = lc.correlate_tables(emb, rad, method, threshold, alpha, split, allow_missing, explain_top,
+                             warn=log.warn, info=log.info)
+    res, sig = tc.corr, tc.significant
     params = {"method": method, "threshold": threshold, "alpha": alpha, "split": split,
               "allow_missing": allow_missing, "n_cases": res.n_cases}
     attrs = provenance.build("correlate", inputs={"embeddings": emb_path, "radiomics": rad_path},
@@ -91,17 +51,14 @@ def correlate(emb_path: str, rad_path: str, output: str, method: str = "spearman
     attrs.update({"method": method, "threshold": threshold, "alpha": alpha, "n_cases": res.n_cases})
     provenance.declare("correlate", inputs={"embeddings": emb_path, "radiomics": rad_path},
                        params=params, history=provenance.merged_history(emb.attrs, rad.attrs))
-    kept_meta = {k: meta[k][ky] for k in lc.META_KEYS}
     # CSVs first: `-o -` streams the HDF5 last, after every other output is in place
     if pairs:
-        write_csv(lc.pairs_table(res.rho, res.p, res.q, deep[kx], cols[ky], kept_meta, threshold, alpha),
-                   pairs, force)
+        write_csv(tc.pairs_table(), pairs, force)
     if explain:
-        write_csv(lc.explanation_table(res.rho, res.q, deep[kx], cols[ky], kept_meta, threshold, alpha,
-                                        explain_top), explain, force)
-    write_correlation(output, res.rho, res.p, res.q, deep, cols, {k: meta[k] for k in lc.META_KEYS}, kx, ky,
-                      res.reason_x, res.reason_y, emb.case_id, attrs, force)
-    return {"n_cases": res.n_cases, "n_pairs": n_sig, "n_deep_explained": n_deep}
+        write_csv(tc.explanation_table(), explain, force)
+    write_correlation(output, res.rho, res.p, res.q, tc.deep, tc.columns, tc.meta, res.keep_x, res.keep_y,
+                      res.reason_x, res.reason_y, tc.case_id, attrs, force)
+    return {"n_cases": res.n_cases, "n_pairs": int(sig.sum()), "n_deep_explained": int(sig.any(axis=1).sum())}
 
 
 @command("correlate")

@@ -6,7 +6,6 @@ alignment to the pre-trained basis), io/formats/decoder.py.
 
 from __future__ import annotations
 
-import numpy as np
 import typer
 
 from radlens_cli import lens, log, provenance
@@ -17,7 +16,6 @@ from radlens_cli.errors import UsageError
 from radlens_cli.io.files import check_output
 from radlens_cli.io.formats.decoder import save_decoder
 from radlens_cli.io.formats.share import load_share
-from radlens_cli.lens.interval import clipped
 from radlens_cli.lens.resplit import protocol_of
 from radlens_cli.io.tables import read_table
 
@@ -42,7 +40,6 @@ def decode(share_path: str, emb_path: str, rad_path: str, output: str, ridge: fl
                           allow_missing=allow_missing, warn=log.warn, align=align,
                           allow_different_preprocessing=allow_different_preprocessing,
                           device=device, progress=lambda: bar.update(1))
-    d = res.decoder.diagnostics
     params = {"ridge": ridge, "ridge_used": res.decoder.ridge, "intercept": res.decoder.intercept,
               "eval_split": eval_split, "allow_missing": allow_missing, "method": res.method,
               "align": res.alignment.kind if res.alignment is not None else "none",
@@ -51,6 +48,9 @@ def decode(share_path: str, emb_path: str, rad_path: str, output: str, ridge: fl
               "encoder": provenance.input_records(emb.attrs).get("encoder"),
               # what the cohort can support (lens/power.py); compare and report carry it on
               "power": res.power.to_dict() if res.power is not None else None}
+    emb_params = provenance.json_attr(emb.attrs, "params", {})
+    if isinstance(emb_params, dict) and "finetune" in emb_params:   # embeddings made since embed records it
+        params["encoder_finetune"] = emb_params["finetune"]
     if symmetric:
         params.update({"device": device, "same_information": res.same_information,
                        "embedding_scale": res.embedding_scale})
@@ -58,26 +58,7 @@ def decode(share_path: str, emb_path: str, rad_path: str, output: str, ridge: fl
                                                "radiomics": rad_path}, params=params,
                              history=provenance.merged_history(share.attrs, emb.attrs, rad.attrs))
     save_decoder(res, output, attrs=attrs, force=force)
-    if symmetric:
-        rs = res.resplit
-        log.info(f"decoders: {len(res.columns)} columns over {rs['r2'].shape[0]} re-splits "
-                 f"({res.sizes[0]} share / {res.sizes[1]} decoder / {res.sizes[2]} test cases); "
-                 f"mean R2 clipped at 0 {float(clipped(rs['r2']).mean()):.3f}; method symmetric"
-                 + ("" if res.same_information == "no" else
-                    f" (the reference's own shares: {res.same_information})"))
-        return res
-    nconst = int(d.get("constant_units", 0))
-    if np.isfinite(d["condition_number"]):
-        cond = f"cond {d['condition_number']:.3g}"
-    elif nconst and d["effective_rank"] >= min(d["hidden"] - nconst, d["n_train"] - 1):
-        cond = f"{nconst} hidden unit(s) constant on these cases (weight 0), the rest full rank"
-    else:   # said in the underpowered warning above
-        cond = f"rank-deficient (see the warning), ridge {res.decoder.ridge:.3g}"
-    log.info(f"decoder: {len(res.columns)} columns from h={d['hidden']} "
-             f"(n_train={d['n_train']}, rank {d['effective_rank']}, {cond}); "
-             f"{eval_split}: {len(res.eval_case_id)} cases, mean R2 {float(np.mean(res.r2)):.3f}, "
-             f"MSE {float(np.mean(res.mse)):.4g}; method {res.method}"
-             + (f", aligned ({res.alignment.residual_note})" if res.alignment is not None else ""))
+    log.info(lens.decode_summary(res, eval_split))
     return res
 
 

@@ -1,13 +1,12 @@
 """`radlens embed`: encoder embeddings for every case of a manifest.
 
-Library: encoders/embedding.py (the batched loop, cache, worker deaths), encoders/infer.py (every kind of encoder).
+Library: encoders.embed_cohort (encoders/embedding.py: the batched loop, cache, worker deaths), encoders/infer.py (every kind of encoder).
 """
 
 from __future__ import annotations
 
 import os
 
-import numpy as np
 import typer
 
 from radlens_cli import log, provenance
@@ -17,14 +16,9 @@ from radlens_cli.commands.options import (arch_option, crop_option, device_optio
                                           norm_region_option, num_parts_option, orient_option, output_option,
                                           parse_triple, part_id_option, parts_option, seed_option, spacing_option,
                                           strict_geometry_option, trust_checkpoint_option, weights_option)
-from radlens_cli.devices import resolve_device
-from radlens_cli.encoders.embedding import BatchedEmbedding
-from radlens_cli.encoders.infer import load_embedder, preprocessing_config
-from radlens_cli.errors import RadlensError, UsageError
-from radlens_cli.io.manifest import parse_mask_spec, read_manifest
 from radlens_cli.io.runs import CohortRun
-from radlens_cli.io.tables import CaseTable, write_table
-from radlens_cli.names import parse_list
+from radlens_cli.io.tables import write_table
+
 
 def embed(manifest: str, modalities: str, mask: str, encoder: str, output: str, arch: str | None = None,
           layer: str = "final", pool: str = "mean", spacing: str | None = None, crop: str | None = None,
@@ -34,83 +28,34 @@ def embed(manifest: str, modalities: str, mask: str, encoder: str, output: str, 
           keep_going: bool = False, parts: str | None = None, strict_geometry: bool = False,
           trust_checkpoint: bool = False, orient: str | None = None, layout: str | None = None,
           norm_region: str | None = None, weights: str | None = None) -> dict:
-    """Embed every case (of this part) and write a case table with columns emb_0000...
+    """Embed every case (of this part; encoders.embed_cohort) and write a case table with
+    columns emb_0000...
 
-    A case that cannot be preprocessed is reported in one line and left out. When cases
-    failed: without keep_going raises RadlensError and writes nothing (the cache keeps
-    finished batches); with it writes the others, records the failures, warns.
+    When cases failed: without keep_going raises RadlensError and writes nothing (the
+    cache keeps finished batches); with it writes the others, records the failures, warns.
     """
-    import torch
-
     # heavy: loads torch (kept out of radlens --help)
-    from radlens_cli.encoders.preprocess import CaseDataset
+    from radlens_cli.encoders.embedding import embed_cohort
 
-    if batch_size < 1:
-        raise UsageError(f"--batch-size must be >= 1 (got {batch_size})")
     run = CohortRun.start(output, parts, part_id, num_parts, failures_path, keep_going, force, bool(cache_dir))
-    mods = parse_list(modalities, "modalities")
-    mask_spec = parse_mask_spec(mask)
-    man = read_manifest(manifest)
-    man.require_images(mods, mask_spec)
-    dev = resolve_device(device)
-    torch.manual_seed(seed)
-
-    embedder = load_embedder(encoder, arch=arch, layer=layer, pool=pool, device=dev, trust=trust_checkpoint,
-                             modalities=mods, weights=weights)
-    info = embedder.info
-    if isinstance(spacing, str):
-        spacing = parse_triple(spacing, "--spacing")
-    if isinstance(crop, str):
-        crop = parse_triple(crop, "--crop", int)
-    cfg = preprocessing_config(mods, mask_spec, spacing, crop, norm, info.preprocessing, orient=orient,
-                               layout=layout, norm_region=norm_region, warn=log.warn)
-    embedder.check_config(cfg)  # also picks a reused module's call: layer NAME#k, or NAME for one call
-    fingerprint, layer = embedder.fingerprint, embedder.layer
-
-    part = run.cases(man, manifest, "embed")
-    n = len(part)
-    if n == 0:
-        log.info(f"nothing to do: part {run.part_id} of {run.num_parts} holds no case; writing an empty part")
-    dataset = CaseDataset(part, cfg, cache_dir=cache_dir, failures_as_records=True, strict_geometry=strict_geometry)
-    batched = BatchedEmbedding(embedder, dataset, part.case_ids, cfg, batch_size, jobs, cache_dir)
-    log.info(f"embedding {n} case(s) of {manifest} with {info.arch} ({info.source}) on {dev}, "
-             f"layer {layer}, crop {'x'.join(map(str, cfg.crop))} at {','.join(map(str, cfg.spacing))} mm")
-    batched.run(encoder)
-    results, failures, case_inputs = batched.results, batched.failures, batched.case_inputs
-    run.finish(failures, n, len(results))
-    rows = sorted(results)
-    values = np.stack([results[i] for i in rows], 0) if rows else np.zeros((0, 0))
-    d = values.shape[1]
-    columns = [f"emb_{j:04d}" for j in range(d)]
-    params = {"modalities": mods, "mask": str(mask_spec), "encoder": encoder, "encoder_source": info.source,
-              "arch": info.arch, "in_chans": info.in_chans, "embed_dim": d, "layer": layer, "pool": pool,
-              "encoder_fingerprint": fingerprint, "preprocessing": cfg.to_dict(), "batch_size": batch_size,
-              "device": dev.type, "precision": "bf16-autocast" if embedder.use_amp else "fp32",
-              "part_id": run.part_id, "num_parts": run.num_parts, "seed": seed,
-              "split_derived": bool(man.split_derived), "cache_dir": cache_dir, "keep_going": keep_going,
-              "case_inputs": dict(sorted({**dataset.case_inputs(), **case_inputs}.items())),
-              "trust_checkpoint": trust_checkpoint, "checkpoint_fully_unpickled": info.trusted}
-    if embedder.layer_calls and embedder.layer_calls > 1:
-        params["layer_calls"] = embedder.layer_calls  # the module runs that often per forward pass
-    if info.absent_optional:
-        params["encoder_absent_weights"] = info.absent_optional
-    for key in ("weights", "weights_prefix", "onnx_input", "onnx_input_shape", "onnx_output", "onnx_providers"):
-        if getattr(info, key) is not None:
-            params[key] = getattr(info, key)
+    res = embed_cohort(manifest, modalities, mask, encoder, arch=arch, layer=layer, pool=pool,
+                       spacing=parse_triple(spacing, "--spacing") if isinstance(spacing, str) else spacing,
+                       crop=parse_triple(crop, "--crop", int) if isinstance(crop, str) else crop,
+                       norm=norm, norm_region=norm_region, orient=orient, layout=layout, weights=weights,
+                       batch_size=batch_size, device=device, jobs=jobs, cache_dir=cache_dir,
+                       part=(run.part_id, run.num_parts), seed=seed, strict_geometry=strict_geometry,
+                       trust_checkpoint=trust_checkpoint, keep_going=keep_going)
+    run.finish(res.failures, res.n_tried, res.table.n_cases)
     inputs = {"manifest": manifest}
     if os.path.isfile(encoder):
         inputs["encoder"] = encoder
     if weights:
         inputs["weights"] = weights
-    attrs = run.record(provenance.build("embed", inputs=inputs, params=params), failures)
-    sel = np.asarray(rows, dtype=np.int64)
-    table = CaseTable(case_id=np.asarray(part.case_ids)[sel], values=values, columns=columns,
-                      split=None if part.split is None else np.asarray(part.split)[sel],
-                      column_meta={"layer": np.array([layer] * d, dtype=object)})
-    write_table(table, output, force=force, attrs=attrs)
-    log.info(f"wrote {output}: {len(rows)} case(s) x {d} embedding dimension(s)")
-    run.done(failures, len(rows))
-    return {"n_cases": len(rows), "dim": d}
+    attrs = run.record(provenance.build("embed", inputs=inputs, params=res.params), res.failures)
+    write_table(res.table, output, force=force, attrs=attrs)
+    log.info(f"wrote {output}: {res.table.n_cases} case(s) x {len(res.table.columns)} embedding dimension(s)")
+    run.done(res.failures, res.table.n_cases)
+    return {"n_cases": res.table.n_cases, "dim": len(res.table.columns)}
 
 
 @command("embed")

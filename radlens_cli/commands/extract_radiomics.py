@@ -1,12 +1,11 @@
 """`radlens extract-radiomics`: PyRadiomics features for every (case, modality) of a cohort.
 
-Library: radiomics/batch.py (the pool, cache, failures), radiomics/extract.py, radiomics/params.py.
+Library: radiomics.extract_cohort (radiomics/batch.py: the pool, cache, failures), radiomics/extract.py, radiomics/params.py.
 """
 
 from __future__ import annotations
 
-import os
-import sys
+import json
 from typing import Optional
 
 import typer
@@ -16,15 +15,12 @@ from radlens_cli.commands.app import command
 from radlens_cli.commands.options import (force_option, jobs_option, keep_going_option, mask_option,
                                           modalities_option, num_parts_option, output_option, part_id_option,
                                           parts_option, strict_geometry_option)
-from radlens_cli.errors import ParameterError, RadlensError, UsageError
-from radlens_cli.io.manifest import parse_mask_spec, read_manifest
-from radlens_cli.io.files import sweep_stale_temporaries
+from radlens_cli.errors import ParameterError, RadlensError
 from radlens_cli.io.runs import CohortRun
-from radlens_cli.io.tables import CaseTable, write_table
+from radlens_cli.io.tables import write_table
 from radlens_cli.names import parse_list
 from radlens_cli.radiomics.batch import extract_cohort
-from radlens_cli.radiomics.extract import Options, summarise_failure
-from radlens_cli.radiomics.params import load_params, params_hash, preset_text, pyradiomics_version, resolve_params
+from radlens_cli.radiomics.params import preset_text
 
 NAME = "extract-radiomics"
 
@@ -36,96 +32,27 @@ def extract_radiomics(manifest_path: str, modalities: list[str], mask: str, para
                       reference_modality: str | None = None, resample_mask: bool = True,
                       empty_mask: str = "fail", max_outside: float = 0.01, split_seed: int = 0,
                       strict_geometry: bool = False):
-    """Extract features for a cohort and write the case table; returns the Extraction.
+    """Extract features for a cohort (radiomics.extract_cohort) and write the case table;
+    returns the CohortExtraction.
 
     When cases failed: without keep_going raises RadlensError and writes no table (the
     cache keeps finished cases); with it writes the others, records the failures, warns.
     """
-    import json
-
-    import numpy as np
-
-    if empty_mask not in ("skip", "fail"):
-        raise UsageError(f"--empty-mask must be skip or fail (got {empty_mask!r})")
-    if not 0.0 <= max_outside < 1.0:
-        raise UsageError(f"--max-outside must be in [0, 1) (got {max_outside})")
-    spec = parse_mask_spec(mask)
     run = CohortRun.start(output, parts, part_id, num_parts, failures_path, keep_going, force, bool(cache_dir))
-    man = read_manifest(manifest_path, split_seed)
-    man.require_images(modalities, spec)
-    if reference_modality:
-        man.require_columns([reference_modality], "reference modality")
-    params_path = resolve_params(params_path)  # a preset name: provenance records (and hashes) its file
-    params = load_params(params_path)
-    if cache_dir:
-        if os.path.exists(cache_dir) and not os.path.isdir(cache_dir):
-            raise RadlensError(f"--cache-dir is a file, not a folder: {cache_dir}")
-        os.makedirs(cache_dir, exist_ok=True)
-        if sweep_stale_temporaries(cache_dir):
-            log.debug(f"removed temporary files left in {cache_dir} by a killed run")
-    man = run.cases(man, manifest_path, "extract")
-    opts = Options(params=params, mask_spec=spec, reference_modality=reference_modality,
-                   resample_mask=resample_mask, empty_mask=empty_mask,
-                   cache_dir=os.path.abspath(cache_dir) if cache_dir else None, max_outside=max_outside,
-                   strict_geometry=strict_geometry)
-    bar = log.progress(total=len(man) * len(modalities), desc="extract", unit="task")
-
-    shown_per_reason = 3   # a mask label missing in every case is one problem, not 180 lines
-    same: dict[str, list[str]] = {}
-
-    def say(line):
-        if bar.disable:
-            print(line, file=sys.stderr, flush=True)
-        else:
-            bar.write(line, file=sys.stderr)
-
-    def on_result(res, done, total):
-        bar.update(1)
-        if res.status != "ok":
-            what = "skipped" if res.status == "skipped" else "failed"
-            key = what + ": " + failure_pattern(res)
-            cases = same.setdefault(key, [])
-            cases.append(f"{res.case_id}/{res.modality}")
-            if len(cases) <= shown_per_reason:
-                say(f"radlens {NAME}: {what}: {summarise_failure(res)}")
-            elif len(cases) == shown_per_reason + 1:
-                say(f"radlens {NAME}: more cases {key} (not listed one by one; summary at the end)")
-
-    log.info(f"{len(man)} case(s) x {len(modalities)} modalit{'y' if len(modalities) == 1 else 'ies'} "
-             f"with {jobs} job(s)" + (f", cache {cache_dir}" if cache_dir else ""))
-    try:
-        ext = extract_cohort(man, modalities, opts, jobs, on_result)
-    finally:
-        bar.close()
-    for key, cases in same.items():
-        if len(cases) > shown_per_reason:
-            log.warn(f"{len(cases)} (case, modality) task(s) {key}: {', '.join(cases[:5])}"
-                     + (f" (+{len(cases) - 5} more)" if len(cases) > 5 else "")
-                     + (f"; every task failed alike: check --mask and the cohort" if len(cases) == len(man) * len(modalities) else ""))
-    if ext.n_cached:
-        log.info(f"{ext.n_cached} of {ext.n_tasks} task(s) taken from the cache")
-    skipped = [f for f in ext.failures if f["status"] == "skipped"]
-    if skipped:
-        ids = sorted({f["case_id"] for f in skipped})
-        log.info(f"{len(ids)} case(s) skipped for an empty mask: {', '.join(ids[:10])}"
-                 + (" ..." if len(ids) > 10 else ""))
-    run.finish(ext.failures, len(man), 0 if ext.table is None else ext.table.n_cases)
-    if ext.table is None:  # an empty part of an array: nothing to do, an empty part for merge
-        if not len(man):
-            log.info(f"nothing to do: part {run.part_id} of {run.num_parts} holds no case; writing an empty part")
-        ext.table = CaseTable(case_id=np.array([], dtype=object), values=np.zeros((0, 0)), columns=[],
-                              split=np.array([], dtype=object))
-        ext.diagnostics = np.array([], dtype=object)
-
-    extraction = {"modalities": modalities, "mask": str(spec), "pyradiomics_params": params,
-                  "params_sha256": params_hash(params), "pyradiomics": pyradiomics_version(),
-                  "resampling": opts.resampling(), "empty_mask": empty_mask}
+    ext = extract_cohort(manifest_path, modalities, mask, params_path, jobs=jobs,
+                         part=(run.part_id, run.num_parts), cache_dir=cache_dir,
+                         reference_modality=reference_modality, resample_mask=resample_mask,
+                         empty_mask=empty_mask, max_outside=max_outside, split_seed=split_seed,
+                         strict_geometry=strict_geometry, name=NAME)
+    run.finish(ext.failures, ext.n_tried, ext.table.n_cases)
+    if not ext.n_tried:  # an empty part of an array: nothing to do, an empty part for merge
+        log.info(f"nothing to do: part {run.part_id} of {run.num_parts} holds no case; writing an empty part")
     attrs = provenance.build(
-        NAME, inputs={"manifest": manifest_path, "params": params_path},
-        params={"extraction": extraction, "part_id": run.part_id, "num_parts": run.num_parts,
-                "split": "derived 7:1:2 from case_id hash" if man.split_derived else "manifest",
+        NAME, inputs={"manifest": manifest_path, "params": ext.params_path},
+        params={"extraction": ext.settings, "part_id": run.part_id, "num_parts": run.num_parts,
+                "split": "derived 7:1:2 from case_id hash" if ext.manifest.split_derived else "manifest",
                 "split_seed": split_seed, "jobs": jobs, "cache_dir": cache_dir, "keep_going": keep_going})
-    run.record(attrs, ext.failures, skipped=json.dumps(skipped),
+    run.record(attrs, ext.failures, skipped=json.dumps(ext.skipped),
                case_inputs=json.dumps(ext.inputs, sort_keys=True))  # DICOM UIDs, segments, geometry warnings
     write_table(ext.table, output, force, attrs=attrs, extra={"diagnostics": ext.diagnostics})
     log.info(f"wrote {ext.table.n_cases} case(s) x {len(ext.table.columns)} feature(s) to {output}")
@@ -141,17 +68,6 @@ def _print_preset(value: Optional[str]):
             raise typer.BadParameter(e.flagged() if isinstance(e, ParameterError) else str(e),
                                      param_hint="--print-params") from None
         raise typer.Exit()
-
-
-def failure_pattern(res) -> str:
-    """A failure's reason without what is particular to its case (id, paths), so the same
-    problem in many cases is recognised as one."""
-    import re
-
-    text = str(res.reason)
-    for part in filter(None, (res.path, str(res.case_id))):
-        text = text.replace(str(part), "<case>" if part == str(res.case_id) else "<path>")
-    return re.sub(r"(/[^\s:,()]+)+", "<path>", text)
 
 
 @command(NAME)

@@ -6,7 +6,6 @@ lens/scaling.py), io/formats/share.py.
 
 from __future__ import annotations
 
-import numpy as np
 import typer
 
 from radlens_cli import lens, log, provenance
@@ -17,7 +16,6 @@ from radlens_cli.io.files import check_output
 from radlens_cli.io.formats import write_csv
 from radlens_cli.io.formats.share import save_share
 from radlens_cli.io.tables import read_table
-from radlens_cli.lens import power
 from radlens_cli.lens import resplit as rsp
 from radlens_cli.lens.share import METHOD_ALIASES
 
@@ -30,7 +28,7 @@ def fit_share(emb_path: str, rad_path: str, output: str, hidden: int | None = No
               allow_missing: bool = False, force: bool = False, method: str = "symmetric",
               loss_reduction: str = "mean", seeds: int = 1, share_fraction: float | None = None,
               resplits: int | None = None, test_fraction: float | None = None):
-    """Fit share (and the temporary heads) and write SHARE.h5; returns the ShareModel."""
+    """Fit share (lens.fit_share; and the temporary heads) and write SHARE.h5; returns the ShareModel."""
     if emb_path == "-" and rad_path == "-":
         raise UsageError("only one input can be `-` (stdin)")
     if sweep_scores and not sweep:
@@ -40,10 +38,9 @@ def fit_share(emb_path: str, rad_path: str, output: str, hidden: int | None = No
     check_output(output, force, suffix=(".h5", ".hdf5"))
     if sweep_scores:
         check_output(sweep_scores, force, suffix=".csv")
-
-    symmetric = METHOD_ALIASES.get(method, method) == "symmetric"
     emb = read_table(emb_path, "embeddings", part="refuse")
     rad = read_table(rad_path, "radiomics", part="refuse")
+    symmetric = METHOD_ALIASES.get(method, method) == "symmetric"
     n_epochs = (epochs or (rsp.EPOCHS if symmetric else 200)) * (1 if symmetric else max(seeds, 1))
     with log.progress(total=n_epochs, desc="fit-share", unit="epoch") as bar:
         model = lens.fit_share(emb, rad, hidden=hidden, l1=l1, l2=l2, sweep=sweep, epochs=epochs,
@@ -53,90 +50,19 @@ def fit_share(emb_path: str, rad_path: str, output: str, hidden: int | None = No
                                loss_reduction=loss_reduction, seeds=seeds,
                                share_fraction=share_fraction, n_resplits=resplits,
                                test_fraction=test_fraction)
-    for col, why in model.scaler.dropped:
-        log.warn(f"dropped radiomic column {col}: {why}")
-    if model.scaler.dropped:
-        log.warn(f"{len(model.scaler.dropped)} radiomic column(s) dropped (listed in "
-                 f"{output}: dropped_columns)")
-    if symmetric:
-        epochs, lr = model.params["resplit_epochs"], model.params["resplit_lr"]
-    else:
-        epochs, lr = epochs or 200, 1e-3 if lr is None else lr
-    n_dec = model.params["n_decoder_train"]
-    if model.params.get("hidden_from_rule"):
-        log.info(f"share: h = {model.hidden} for {n_dec} decoder train cases "
-                 f"(default: two decoder cases per coefficient, at most {power.DEFAULT_HIDDEN}; --hidden to set)")
-    else:
-        verdict = power.assess(n_dec, model.hidden)
-        if verdict.underpowered:
-            log.warn(f"{verdict.headline()}; see docs/validity.md, small cohorts")
-    params = {"hidden": model.hidden, "hidden_from_rule": bool(model.params.get("hidden_from_rule")),
-              "hidden_rule": power.RULE, "ridge_at_edge": model.params.get("ridge_at_edge"),
-              "l1": model.params["l1"], "l2": model.params["l2"],
-              "epochs": epochs, "lr": lr, "sweep": sweep, "scale": model.scaler.kind,
-              "method": method, "loss_reduction": loss_reduction, "ridge": model.ridge,
-              "seeds": seeds, "share_fraction": model.params["share_fraction"],
-              "n_decoder_train": model.params["n_decoder_train"],
-              "activation": activation, "batch_size": batch_size, "seed": seed,
-              "device": device, "allow_missing": allow_missing,
-              "n_train": model.params["n_train"], "n_val": model.params["n_val"]}
-    if symmetric:
-        params.update({k: model.params[k] for k in ("n_resplits", "test_fraction", "n_share",
-                                                     "n_test", "pool_splits")})
-    model.params.update(params)
-    attrs = provenance.build("fit-share", inputs={"embeddings": emb_path, "radiomics": rad_path},
-                             params=params,
-                             history=provenance.merged_history(emb.attrs, rad.attrs))
-    provenance.declare("fit-share", inputs={"embeddings": emb_path, "radiomics": rad_path},
-                       params=params, history=provenance.merged_history(emb.attrs, rad.attrs))
-    if sweep:
-        s = model.sweep
-        best = int(np.flatnonzero(s["selected"])[0])
-        log.info(f"sweep: selected l1={s['l1'][best]:g} l2={s['l2'][best]:g} "
-                 f"(val L1 {s['val_l1'][best]:.4g})")
-        msg = sweep_spread_message(s["val_l1"])
-        if msg is not None:
-            log.warn(msg)
-        if sweep_scores:
-            import pandas as pd  # heavy: kept out of `radlens --help`
-
-            df = pd.DataFrame({k: s[k] for k in ("l1", "l2", "val_l1", "train_l1", "train_loss",
-                                                 "selected")})
-            write_csv(df, sweep_scores, force)
+    params = lens.fit_share_params(model, output, epochs=epochs, lr=lr, sweep=sweep, method=method,
+                                   loss_reduction=loss_reduction, seeds=seeds, activation=activation,
+                                   batch_size=batch_size, seed=seed, device=device,
+                                   allow_missing=allow_missing, warn=log.warn, info=log.info)
+    history = provenance.merged_history(emb.attrs, rad.attrs)
+    inputs = {"embeddings": emb_path, "radiomics": rad_path}
+    attrs = provenance.build("fit-share", inputs=inputs, params=params, history=history)
+    provenance.declare("fit-share", inputs=inputs, params=params, history=history)
+    if sweep_scores:
+        write_csv(lens.sweep_table(model), sweep_scores, force)
     save_share(model, output, attrs=attrs, force=force)
-    if symmetric:
-        pp = model.params
-        log.info(f"share: d={model.embedding_dim} -> h={model.hidden} ({activation}), "
-                 f"{len(model.columns)} radiomic columns kept, {len(model.scaler.dropped)} dropped; "
-                 f"method symmetric: {pp['n_resplits']} re-splits of {pp['n_share']} share / "
-                 f"{pp['n_decoder_train']} decoder / {pp['n_test']} test cases, the reference's "
-                 f"shares fitted; share_hash {model.share_hash[:12]}")
-        return model
-    log.info(f"share: d={model.embedding_dim} -> h={model.hidden} ({activation}), "
-             f"{len(model.columns)} radiomic columns kept, {len(model.scaler.dropped)} dropped; "
-             f"method {method}, decoder ridge {model.ridge:.4g}; share_hash {model.share_hash[:12]}")
+    log.info(lens.share_summary(model, method, activation))
     return model
-
-
-SWEEP_SPREAD_WARN = 0.05
-
-
-def sweep_spread_message(val_l1) -> str | None:
-    """The sweep's spread between its best and worst grid points, relative to the best
-    validation L1 (logged); a warning to give when it is under SWEEP_SPREAD_WARN (the
-    choice is then noise), else None."""
-    v = np.asarray(val_l1, dtype=np.float64)
-    v = v[np.isfinite(v)]
-    if len(v) < 2 or v.min() <= 0:
-        return None
-    spread = (v.max() - v.min()) / v.min()
-    text = (f"sweep: best and worst grid points are {100 * spread:.1f} % of the best validation "
-            f"L1 apart")
-    if spread < SWEEP_SPREAD_WARN:
-        return (text + f" (under {100 * SWEEP_SPREAD_WARN:g} %): the selection is within noise; "
-                f"the default l1, l2 serve as well")
-    log.info(text)
-    return None
 
 
 @command("fit-share")

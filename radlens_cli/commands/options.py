@@ -12,8 +12,11 @@ from __future__ import annotations
 
 import typer
 
+from radlens_cli import provenance
 from radlens_cli.errors import UsageError
+from radlens_cli.io.formats.decoder import load_decoder
 from radlens_cli.io.stability import read_icc as read_icc_table
+from radlens_cli.lens.compare import checkpoint_labels
 
 # ------------------------------------------------------------------ output and run control
 
@@ -170,6 +173,35 @@ def parse_triple(text, what: str, cast=float, positive: bool = False) -> tuple:
     if positive and min(vals) <= 0:
         raise UsageError(f"{what}: expected three positive numbers x,y,z, got {text!r}")
     return vals
+
+
+# ------------------------------------------------------------------ decoders compared (compare, stats)
+
+def decoder_inputs(pre_path: str, ft_path) -> list:
+    """The compared paths of compare's and stats' DEC_REF DEC [DEC ...], checked
+    before any output or file is touched."""
+    others = [ft_path] if isinstance(ft_path, str) else list(ft_path)
+    if not others:
+        raise UsageError("give the reference decoder and at least one decoder to compare with it")
+    if [pre_path, *others].count("-") > 1:
+        raise UsageError("only one input can be `-` (stdin)")
+    return others
+
+
+def load_decoders(pre_path: str, others: list, names: list, labels) -> tuple:
+    """(reference, compared decoders, labels): a piped decoder is named by its recorded source."""
+    ref = load_decoder(pre_path)
+    decs = [load_decoder(p) for p in others]
+    if "-" in others and not labels:
+        names = [provenance.recorded_label(d.attrs) if p == "-" else n for p, n, d in zip(others, names, decs)]
+        checkpoint_labels(others, names)
+    return ref, decs, names
+
+
+def decoder_identities(pre_path: str, ref, others: list, names: list, decs: list) -> dict:
+    """What compare's and stats' provenance records of each decoder (provenance.checkpoint_identity)."""
+    return {"reference": provenance.checkpoint_identity(pre_path, ref.attrs),
+            "checkpoints": {n: provenance.checkpoint_identity(p, d.attrs) for p, n, d in zip(others, names, decs)}}
 
 
 # ------------------------------------------------------------------ stability (compare, stats, report)

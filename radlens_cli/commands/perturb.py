@@ -37,28 +37,8 @@ def perturb(manifest_path: str, out_dir: str, modalities: str, mask: str, masks:
     parent = os.path.dirname(os.path.abspath(out_dir))
     if not os.path.isdir(parent):
         raise RadlensError(f"output folder's parent does not exist: {parent}")
-    if negative_control is not None and negative_control not in pt.NEGATIVE_CONTROLS:
-        raise UsageError(f"--negative-control {negative_control}: use one of {', '.join(pt.NEGATIVE_CONTROLS)}")
-    if perturbations is None:  # a negative control alone unless perturbations are asked for too
-        chosen = [] if negative_control else list(pt.PERTURBATIONS)
-    elif perturbations.strip() == "none":
-        chosen = []
-    else:
-        chosen = parse_list(perturbations, "perturbations")
-        bad = [p for p in chosen if p not in pt.PERTURBATIONS]
-        if bad:
-            raise UsageError(f"--perturbations {perturbations}: unknown {', '.join(bad)}; use "
-                             f"{', '.join(pt.PERTURBATIONS)} or none")
-    given = {"rotation": rotation, "translation": translation, "noise": noise, "contour": contour}
-    stray = [k for k, v in given.items() if v is not None and k not in chosen]
-    if stray:
-        raise UsageError(f"--{stray[0]} is given but {stray[0]} is not among --perturbations "
-                         f"({', '.join(chosen) or 'none'})")
-    defaults = pt.PerturbSettings()
-    strengths = {k: (0 if k not in chosen else (getattr(defaults, k) if v is None else v)) for k, v in given.items()}
-    settings = pt.PerturbSettings(**strengths, negative_control=negative_control)
-    if not chosen and not negative_control:
-        raise UsageError("nothing to do: --perturbations none and no --negative-control")
+    chosen, settings = pt.choose_perturbations(perturbations, rotation, translation, noise, contour,
+                                               negative_control)
     roi = parse_mask_spec(mask)
     other = parse_list(masks, "masks") if masks else []
     mods = parse_list(modalities, "modalities")

@@ -1,6 +1,6 @@
 """`radlens probe`: cross-validated shallow models on feature tables with shared folds.
 
-Library: lens/probe.py (split-aware protocols, shared folds).
+Library: lens.probe_tables (lens/probe.py: split-aware protocols, shared folds).
 """
 
 from __future__ import annotations
@@ -8,14 +8,13 @@ from __future__ import annotations
 import os
 from typing import List, Optional
 
-import numpy as np
 import typer
 
 from radlens_cli import log, provenance
 from radlens_cli.commands.app import command
 from radlens_cli.commands.options import force_option, jobs_option, output_option, seed_option
 from radlens_cli.encoders.training.finetuned import finetuned_target
-from radlens_cli.errors import RadlensError, UsageError
+from radlens_cli.errors import UsageError
 from radlens_cli.io.files import check_output
 from radlens_cli.io.formats import write_csv
 from radlens_cli.io.manifest import read_manifest
@@ -24,38 +23,12 @@ from radlens_cli.lens import probe as lp
 from radlens_cli.names import parse_list
 
 
-def _targets(manifest, column: str, task: str) -> dict:
-    """case_id -> target for the cases whose target cell is filled in."""
-    manifest.require_columns([column], "target")
-    raw = manifest.frame[column].astype(str).str.strip()
-    ids = manifest.case_ids
-    has = (raw != "").to_numpy() & ~raw.str.lower().isin(["nan", "na"]).to_numpy()
-    vals = raw.to_numpy(dtype=object)
-    import pandas as pd
-
-    num = pd.to_numeric(raw.where(has), errors="coerce").to_numpy(dtype=np.float64)
-    if task == "regress":
-        bad = has & ~np.isfinite(num)
-        if bad.any():
-            i = int(np.argmax(bad))
-            raise RadlensError(f"{manifest.path}: target {column} is not numeric for case {ids[i]} "
-                               f"({vals[i]!r}); use --task classify for labels")
-        return {c: float(v) for c, v, h in zip(ids, num, has) if h}
-    if np.isfinite(num[has]).all():
-        # numeric labels: 1 and 1.0 are one class
-        lab = [int(v) if float(v).is_integer() else float(v) for v in num[has]]
-        return dict(zip(ids[has], lab))
-    return dict(zip(ids[has], vals[has]))
-
-
 def probe(features: list[str], manifest_path: str, target: str, output: str, task: str = "classify",
           folds: int = 5, seed: int = 0, names: str | None = None, models: str | None = None,
           trees: int = 200, jobs: int = 1, force: bool = False, protocol: str = "train-test"):
-    """Score every feature table with the same folds; write one row per (table, model)."""
-    if task not in lp.TASKS:
-        raise UsageError(f"--task {task}: use {' or '.join(lp.TASKS)}")
-    if protocol in ("cv-test", "cv-all") and folds < 2:  # the library says "fold(s)"; name the option here
-        raise RadlensError(f"--folds {folds}: need at least 2")
+    """Score every feature table with the same folds (lens.probe_tables); write one row per (table, model)."""
+    opts = lp.ProbeOptions(task=task, folds=folds, seed=seed, models=parse_list(models, "models") if models else [],
+                           trees=trees, jobs=jobs, protocol=protocol)
     if not features:
         raise UsageError("give at least one feature table")
     if sum(f == "-" for f in features) > 1:
@@ -66,66 +39,19 @@ def probe(features: list[str], manifest_path: str, target: str, output: str, tas
         raise UsageError(f"--names gives {len(labels)} name(s) for {len(features)} table(s)")
     if len(set(labels)) != len(labels):
         raise UsageError(f"table names repeat ({', '.join(labels)}); give distinct --names")
-    model_list = parse_list(models, "models") if models else list(lp.MODELS[task])
-    for m in model_list:
-        if m not in lp.MODELS[task] + lp.EXTRA_MODELS:
-            raise UsageError(f"--models {m}: for --task {task} use {', '.join(lp.MODELS[task] + lp.EXTRA_MODELS)}")
-    if protocol not in lp.PROTOCOLS:
-        raise UsageError(f"--protocol must be one of {', '.join(lp.PROTOCOLS)}, not {protocol!r}")
-    if trees < 1:
-        raise UsageError("--trees must be at least 1")
     check_output(output, force, suffix=".csv")
-
     manifest = read_manifest(manifest_path)
-    y_of = _targets(manifest, target, task)
-    tables = [read_table(f, "feature table") for f in features]
-    common = set(y_of)
-    n_union = set()
-    for t in tables:
-        common &= set(t.case_id)
-        n_union |= set(t.case_id)
-    cases = sorted(common)  # sorted ids: the folds do not depend on row order
-    if not cases:
-        raise RadlensError(f"no case is in every feature table ({', '.join(features)}) and has target "
-                           f"{target} in {manifest_path}")
-    log.info(f"probe: {len(cases)} cases in all {len(tables)} table(s) with target {target} "
-             f"({len(n_union - common)} case(s) only in some tables or without a target)")
-    for label, t in zip(labels, tables):
-        ft = finetuned_target(t.attrs)
-        if ft is not None and ft[1] == target:
-            log.warn(f"{t.path}: its encoder was fine-tuned on {target} ({ft[0]}); "
-                     + ("cv-all lets it score cases it saw with their labels, inflating "
-                        f"{label}'s accuracy; use --protocol train-test"
-                        if protocol == "cv-all" else
-                        f"only `test` cases are scored, but make sure they were `test` for "
-                        f"the fine-tuning too"))
-    split_of = dict(zip(manifest.case_ids, manifest.split))
-    split = np.array([split_of.get(c, "") for c in cases], dtype=object)
-    y = np.array([y_of[c] for c in cases], dtype=np.float64 if task == "regress" else object)
-    if task == "classify":
-        y = np.array(y.tolist())  # uniform dtype (ints or strings) for scikit-learn
-    mats = {}
-    for label, t in zip(labels, tables):
-        pos = {c: i for i, c in enumerate(t.case_id)}
-        x = t.values[[pos[c] for c in cases]]
-        bad = ~np.isfinite(x).all(axis=0)
-        if bad.any():
-            shown = [c for c, b in zip(t.columns, bad) if b]
-            more = f" (+{len(shown) - 3} more)" if len(shown) > 3 else ""
-            log.warn(f"{t.path}: dropped {len(shown)} column(s) with non-finite values: "
-                     f"{', '.join(shown[:3])}{more}")
-            x = x[:, ~bad]
-        if x.shape[1] == 0:
-            raise RadlensError(f"{t.path}: no column with finite values on the shared cases")
-        mats[label] = x
-    df = lp.probe(mats, y, task, folds=folds, seed=seed, models=model_list, jobs=jobs, trees=trees,
-                  split=split, protocol=protocol)
+    y_of = manifest.target_values(target, task)
+    tables = dict(zip(labels, (read_table(f, "feature table") for f in features)))
+    df = lp.probe_tables(tables, y_of, dict(zip(manifest.case_ids, manifest.split)), target, opts,
+                         fine_tuned_on={n: finetuned_target(t.attrs) for n, t in tables.items()},
+                         warn=log.warn, info=log.info, sources=features, targets_from=manifest_path)
     provenance.declare("probe", inputs={f"features{i}": f for i, f in enumerate(features)} |
                        {"manifest": manifest_path},
                        params={"task": task, "target": target, "folds": folds, "seed": seed,
                                "protocol": protocol,
-                               "models": model_list, "trees": trees, "names": labels},
-                       history=provenance.merged_history(*(t.attrs for t in tables)))
+                               "models": opts.models, "trees": trees, "names": labels},
+                       history=provenance.merged_history(*(t.attrs for t in tables.values())))
     df["command"] = provenance.command_line()
     write_csv(df, output, force)
     return df

@@ -1,6 +1,6 @@
 """`radlens report`: one self-contained HTML file with the paper's tables and figures.
 
-Library: report/ (data.py, html.py, figures.py, images.py).
+Library: report/ (html.build and check_options, embed_provenance; data.py, figures.py (write_figures), images.py (panel_spec)).
 """
 
 from __future__ import annotations
@@ -16,11 +16,10 @@ from radlens_cli.commands.options import (force_option, mask_option, min_icc_opt
                                           read_icc, stability_option)
 from radlens_cli.encoders.training.finetuned import read_finetune_record
 from radlens_cli.errors import RadlensError, UsageError
-from radlens_cli.io.files import atomic_output, check_output, input_path, shown_name
-from radlens_cli.io.manifest import parse_mask_spec
-from radlens_cli.names import parse_list
+from radlens_cli.io.files import atomic_output, check_output, input_path
 from radlens_cli.report import html
-from radlens_cli.report.images import PanelSpec
+from radlens_cli.report.images import panel_spec
+from radlens_cli.report.figures import write_figures
 
 
 def report(radiomics: str, compare: str, stats: str, output: str, correlate_summary: str | None = None,
@@ -31,20 +30,8 @@ def report(radiomics: str, compare: str, stats: str, output: str, correlate_summ
            mask: str | None = None, panel_cases: int = 3, stability: str | None = None,
            min_icc: float | None = None, saliency=(), saliency_maps=(), control: str | None = None) -> list[str]:
     """Write the HTML report (and the figures as PNG under figures_dir); returns figure names."""
-    if top < 1:
-        raise UsageError("--top must be at least 1")
-    if not 0.0 <= stable_quantile <= 1.0:
-        raise UsageError("--stable-quantile must be between 0 and 1")
-    if rank_by is not None and not rank_by.startswith("delta_"):
-        raise UsageError(f"--rank-by {rank_by}: use delta_r2 or delta_importance (or another delta_* column)")
-    panels = None
-    if manifest is not None or modalities is not None or mask is not None:
-        if not (manifest and modalities and mask):
-            raise UsageError("image panels need --manifest, --modalities and --mask together")
-        if panel_cases < 0:
-            raise UsageError("--panel-cases must be 0 or more")
-
-        panels = PanelSpec(manifest, parse_list(modalities, "modalities"), parse_mask_spec(mask), panel_cases)
+    html.check_options(top, stable_quantile, rank_by)
+    panels = panel_spec(manifest, modalities, mask, panel_cases)
     given = (("--radiomics", radiomics), ("--compare", compare), ("--stats", stats),
              ("--correlate-summary", correlate_summary), ("--cka", cka), ("--probe", probe),
              ("--manifest", manifest), ("--stability", stability), ("--control", control),
@@ -87,13 +74,7 @@ def report(radiomics: str, compare: str, stats: str, output: str, correlate_summ
                                saliency=(list(saliency), list(saliency_maps)) if saliency or saliency_maps else None,
                                control=control)
     if figures_dir:
-        if os.path.exists(figures_dir) and not os.path.isdir(figures_dir):
-            raise RadlensError(f"--figures is a file, not a folder: {figures_dir}")
-        os.makedirs(figures_dir, exist_ok=True)
-        for fig in figures:
-            with atomic_output(os.path.join(figures_dir, fig.name + ".png"), force, suffix=".png") as tmp:
-                with open(tmp, "wb") as fh:
-                    fh.write(fig.png)
+        write_figures(figures, figures_dir, force)
     prov = provenance.build("report", inputs={
         "radiomics": radiomics, "compare": compare, "stats": stats, "correlate_summary": correlate_summary,
         "cka": cka, "probe": probe, "manifest": manifest, "stability": stability, "control": control,
@@ -101,31 +82,11 @@ def report(radiomics: str, compare: str, stats: str, output: str, correlate_summ
         params={"title": title, "top": top, "stable_quantile": stable_quantile, "rank_by": rank_by,
                 "checkpoint": checkpoint, "ordered": ordered, "modalities": modalities, "mask": mask,
                 "panel_cases": panel_cases, "figures": figures_dir, "min_icc": min_icc})
-    text = embed_provenance(text, prov)
+    text = html.embed_provenance(text, prov)
     with atomic_output(output, force, suffix=".html") as tmp:
         with open(tmp, "w", encoding="utf-8") as fh:
             fh.write(text)
     return [f.name for f in figures]
-
-
-PROVENANCE_ID = "radlens-provenance"
-
-
-def embed_provenance(text: str, attrs: dict) -> str:
-    """The report's own provenance (inputs with sha256, params, command, versions) as JSON in
-    a <meta> of its <head> (no script: the report runs no code), which `radlens info
-    report.html` reads; browsers do not show it."""
-    import json
-
-    rec = {"radlens_schema": "report/1", **provenance.decoded_attrs(attrs)}
-    for r in (rec.get("inputs") or {}).values():
-        if isinstance(r, dict) and "path" in r:
-            r["path"] = shown_name(r["path"])
-    import html as _html
-
-    blob = _html.escape(json.dumps(rec, sort_keys=True, default=str), quote=True)
-    block = f'<meta name="{PROVENANCE_ID}" content="{blob}">\n'
-    return text.replace("</head>", block + "</head>", 1)
 
 
 @command("report")

@@ -12,8 +12,9 @@ import typer
 
 from radlens_cli import log, provenance
 from radlens_cli.commands.app import command
-from radlens_cli.commands.options import (allow_different_preprocessing_option, allow_missing_option, force_option,
-                                          labels_option, min_icc_option, output_option, read_icc, stability_option)
+from radlens_cli.commands.options import (allow_different_preprocessing_option, allow_missing_option,
+                                          decoder_identities, decoder_inputs, force_option, labels_option,
+                                          load_decoders, min_icc_option, output_option, read_icc, stability_option)
 from radlens_cli.errors import UsageError
 from radlens_cli.io.files import atomic_output, check_output
 from radlens_cli.io.formats import write_csv
@@ -30,30 +31,20 @@ def stats(pre_path: str, ft_path, output: str, by: str = "family,image_type,moda
           null_delta: float | None = None):
     """Write the group table of the reference decoder against each of `ft_path` (a path or
     a list); returns the DataFrame."""
-    others = [ft_path] if isinstance(ft_path, str) else list(ft_path)
-    if not others:
-        raise UsageError("give the reference decoder and at least one decoder to compare with it")
-    if [pre_path, *others].count("-") > 1:
-        raise UsageError("only one input can be `-` (stdin)")
+    others = decoder_inputs(pre_path, ft_path)
     if fmt not in ("csv", "markdown"):
         raise UsageError(f"--format must be csv or markdown, not {fmt!r}")
     names = checkpoint_labels(others, labels)
     icc = read_icc(stability, min_icc)
     check_output(output, force, suffix=(".md", ".txt") if fmt == "markdown" else ".csv")
-    ref = load_decoder(pre_path)
-    decs = [load_decoder(p) for p in others]
-    if "-" in others and not labels:   # a piped decoder is named by its recorded source
-        names = [provenance.recorded_label(d.attrs) if p == "-" else n for p, n, d in zip(others, names, decs)]
-        checkpoint_labels(others, names)
+    ref, decs, names = load_decoders(pre_path, others, names, labels)
     provenance.declare("stats", inputs={"reference": pre_path, "compared": others,
                                              **({"stability": stability} if stability else {})},
                        params={"labels": names, "by": by, "format": fmt,
                                "allow_missing": allow_missing,
                                "allow_different_preprocessing": allow_different_preprocessing,
                                "stability": stability, "min_icc": min_icc,
-                               "reference": provenance.checkpoint_identity(pre_path, ref.attrs),
-                               "checkpoints": {n: provenance.checkpoint_identity(p, d.attrs)
-                                               for p, n, d in zip(others, names, decs)}},
+                               **decoder_identities(pre_path, ref, others, names, decs)},
                        history=provenance.merged_history(ref.attrs, *(d.attrs for d in decs)))
     keep = None
     if min_icc is not None:

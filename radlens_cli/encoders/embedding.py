@@ -1,7 +1,7 @@
 """Embedding a dataset of cases in fixed batches: the batch cache, the loader, failed cases.
 
-`radlens embed` reads the manifest and the encoder, builds a CaseDataset and a Embedder,
-and hands them to `BatchedEmbedding`; what comes back is one embedding per case that
+`embed_cohort` (what `radlens embed` runs) reads the manifest and the encoder, builds a
+CaseDataset and an Embedder, and hands them to `BatchedEmbedding`; what comes back is one embedding per case that
 succeeded, the failure records and the inputs read (DICOM objects, geometry warnings).
 """
 
@@ -13,11 +13,20 @@ import os
 import shutil
 import sys
 import tempfile
+from dataclasses import dataclass
 
 import numpy as np
+import torch
 
 from radlens_cli import log, provenance
-from radlens_cli.errors import RadlensError
+from radlens_cli.devices import resolve_device
+from radlens_cli.encoders.infer import load_embedder
+from radlens_cli.encoders.preprocess import CaseDataset, preprocessing_config
+from radlens_cli.errors import ParameterError, RadlensError
+from radlens_cli.io.manifest import parse_mask_spec, read_manifest
+from radlens_cli.io.runs import cohort_part
+from radlens_cli.io.tables import CaseTable
+from radlens_cli.names import parse_list
 from radlens_cli.workers import MarkedDataset, resilient_batches
 
 
@@ -121,10 +130,9 @@ class BatchedEmbedding:
                     b, item = next(stream)
                 except StopIteration:
                     break
-                except RadlensError as e:
-                    raise RadlensError(unwrap_worker_error(e)) from None
                 except Exception as e:  # noqa: BLE001 - worker errors arrive wrapped
-                    raise RadlensError(unwrap_worker_error(e)) from None
+                    # a ParameterError keeps its parameters (CaseDataset notes them), others their one line
+                    raise (ParameterError.from_traceback_text(str(e)) or RadlensError(unwrap_worker_error(e))) from None
                 case_inputs.update(item["inputs"])
                 bar.update(1)
                 for rec in item["failures"]:
@@ -141,3 +149,87 @@ class BatchedEmbedding:
                     save_npz_atomic(self._batch_file(b), emb=e)
                 results.update({i: e[k] for k, i in enumerate(ok) if finite[k]})
         bar.close()
+
+
+@dataclass
+class CohortEmbedding:
+    """What `embed_cohort` returns: the case table (columns emb_0000..., the manifest's
+    split; empty when no case succeeded), the failed cases, and the run's record."""
+
+    table: CaseTable
+    failures: list[dict]
+    params: dict          # what the run did: encoder, layer, preprocessing, device... (provenance's params)
+    n_tried: int = 0      # cases tried (this part's)
+
+
+def embed_cohort(manifest: str, modalities: list[str] | str, mask: str, encoder: str, *, arch: str | None = None,
+                 layer: str = "final", pool: str = "mean", spacing=None, crop=None, norm: str | None = None,
+                 norm_region: str | None = None, orient: str | None = None, layout: str | None = None,
+                 weights: str | None = None, batch_size: int = 2, device: str = "auto", jobs: int = 1,
+                 cache_dir: str | None = None, part: tuple[int, int] = (0, 1), seed: int = 0,
+                 strict_geometry: bool = False, trust_checkpoint: bool = False,
+                 keep_going: bool = False) -> CohortEmbedding:
+    """The encoder's embedding of every case of a cohort manifest (or of part (part_id,
+    num_parts) of it), as a case table: what `radlens embed` runs.
+
+    spacing and crop are (x, y, z) tuples, or None for the encoder's record or the
+    defaults (encoders.preprocess). A case that cannot be preprocessed is reported in one
+    line and left out of the table (listed in `failures`, never raised). keep_going is
+    only recorded."""
+    if batch_size < 1:
+        raise ParameterError(f"{{batch_size}} must be >= 1 (got {batch_size})", "batch_size")
+    mods = parse_list(modalities, "modalities") if isinstance(modalities, str) else list(modalities)
+    mask_spec = parse_mask_spec(mask)
+    man = read_manifest(manifest)
+    man.require_images(mods, mask_spec)
+    dev = resolve_device(device)
+    torch.manual_seed(seed)
+
+    embedder = load_embedder(encoder, arch=arch, layer=layer, pool=pool, device=dev, trust=trust_checkpoint,
+                             modalities=mods, weights=weights)
+    info = embedder.info
+    cfg = preprocessing_config(mods, mask_spec, spacing, crop, norm, info.preprocessing, orient=orient,
+                               layout=layout, norm_region=norm_region, warn=log.warn)
+    embedder.check_config(cfg)  # also picks a reused module's call: layer NAME#k, or NAME for one call
+    fingerprint, layer = embedder.fingerprint, embedder.layer
+
+    part_id, num_parts = part
+    cases = cohort_part(man, manifest, "embed", part_id, num_parts)
+    n = len(cases)
+    if n == 0:
+        log.info(f"nothing to do: part {part_id} of {num_parts} holds no case; writing an empty part")
+    dataset = CaseDataset(cases, cfg, cache_dir=cache_dir, failures_as_records=True, strict_geometry=strict_geometry)
+    batched = BatchedEmbedding(embedder, dataset, cases.case_ids, cfg, batch_size, jobs, cache_dir)
+    log.info(f"embedding {n} case(s) of {manifest} with {info.arch} ({info.source}) on {dev}, "
+             f"layer {layer}, crop {'x'.join(map(str, cfg.crop))} at {','.join(map(str, cfg.spacing))} mm")
+    batched.run(encoder)
+    results, case_inputs = batched.results, batched.case_inputs
+    rows = sorted(results)
+    values = np.stack([results[i] for i in rows], 0) if rows else np.zeros((0, 0))
+    d = values.shape[1]
+    params = {"modalities": mods, "mask": str(mask_spec), "encoder": encoder, "encoder_source": info.source,
+              "arch": info.arch, "in_chans": info.in_chans, "embed_dim": d, "layer": layer, "pool": pool,
+              "encoder_fingerprint": fingerprint, "preprocessing": cfg.to_dict(), "batch_size": batch_size,
+              "device": dev.type, "precision": "bf16-autocast" if embedder.use_amp else "fp32",
+              "part_id": part_id, "num_parts": num_parts, "seed": seed,
+              "split_derived": bool(man.split_derived), "cache_dir": cache_dir, "keep_going": keep_going,
+              "case_inputs": dict(sorted({**dataset.case_inputs(), **case_inputs}.items())),
+              "trust_checkpoint": trust_checkpoint, "checkpoint_fully_unpickled": info.trusted}
+    # a `radlens finetune` checkpoint's run and epoch, carried on to decode, compare and report
+    # (which orders a trajectory by them); None for any other encoder
+    ft = info.extra.get("finetune") if isinstance(info.extra, dict) else None
+    params["finetune"] = ({k: ft.get(k) for k in ("task", "target", "run", "epoch", "best_epoch")}
+                          if isinstance(ft, dict) else None)
+    if embedder.layer_calls and embedder.layer_calls > 1:
+        params["layer_calls"] = embedder.layer_calls  # the module runs that often per forward pass
+    if info.absent_optional:
+        params["encoder_absent_weights"] = info.absent_optional
+    for key in ("weights", "weights_prefix", "onnx_input", "onnx_input_shape", "onnx_output", "onnx_providers"):
+        if getattr(info, key) is not None:
+            params[key] = getattr(info, key)
+    sel = np.asarray(rows, dtype=np.int64)
+    table = CaseTable(case_id=np.asarray(cases.case_ids)[sel], values=values,
+                      columns=[f"emb_{j:04d}" for j in range(d)],
+                      split=None if cases.split is None else np.asarray(cases.split)[sel],
+                      column_meta={"layer": np.array([layer] * d, dtype=object)})
+    return CohortEmbedding(table, batched.failures, params, n)

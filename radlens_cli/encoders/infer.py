@@ -17,7 +17,7 @@ from radlens_cli.encoders.layers import (CallCapture, call_shapes, named_module,
                                          resolve_layer, resolve_torchscript_layer, run_to_call,
                                          torchscript_call_shapes, unknown_layer)
 from radlens_cli.encoders.onnx_encoder import OnnxEmbedder, _dims, infer_shapes, read_graph
-from radlens_cli.errors import EXIT_DATA, ParameterError, ParameterMessage, RadlensError, UsageError
+from radlens_cli.errors import EXIT_DATA, ParameterError, RadlensError, UsageError
 
 
 def model_fingerprint(model) -> str:
@@ -32,32 +32,6 @@ def model_fingerprint(model) -> str:
         h.update(f"{name}:{tuple(t.shape)}:{t.dtype}".encode())
         h.update(t.numpy().tobytes())
     return h.hexdigest()
-
-
-def preprocessing_config(modalities, mask, spacing, crop, norm, recorded: dict | None, orient: str | None = None,
-                         layout: str | None = None, norm_region: str | None = None, warn=None):
-    """The run's PreprocessConfig: the given values first, then the checkpoint's record, then defaults.
-
-    spacing and crop are (x, y, z) tuples (parse a command line's "x,y,z" first, e.g.
-    commands.options.parse_triple), or None for the record's; a record written before crops were
-    x,y,z (preprocessing version 1, D,H,W) is read in its own order. `warn(message)` hears
-    about modalities other than the recorded ones (a ParameterMessage naming `modalities`).
-    """
-    # heavy: loads torch
-    from radlens_cli.encoders.preprocess import (DEFAULT_LAYOUT, DEFAULT_NORM, DEFAULT_NORM_REGION, DEFAULT_ORIENT,
-                                                 DEFAULT_SPACING, PreprocessConfig, crop_from_record)
-
-    rec = recorded or {}
-    sp = tuple(spacing) if spacing else tuple(rec.get("spacing", DEFAULT_SPACING))
-    cr = tuple(crop) if crop else crop_from_record(rec)
-    nm = norm or rec.get("norm", DEFAULT_NORM)
-    if rec.get("modalities") and list(rec["modalities"]) != list(modalities) and warn:
-        warn(ParameterMessage(f"the encoder was trained on modalities {','.join(rec['modalities'])} "
-                              f"(channel order matters); {{modalities}} gives {','.join(modalities)}", "modalities"))
-    return PreprocessConfig(modalities=list(modalities), mask=mask, spacing=sp, crop=cr, norm=nm,
-                            orient=orient or rec.get("orient", DEFAULT_ORIENT),
-                            layout=layout or rec.get("layout", DEFAULT_LAYOUT),
-                            norm_region=norm_region or rec.get("norm_region", DEFAULT_NORM_REGION))
 
 
 class Embedder:

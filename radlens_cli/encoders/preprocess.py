@@ -42,7 +42,7 @@ import torch
 from torch.utils.data import Dataset
 
 from radlens_cli import log
-from radlens_cli.errors import ParameterError, RadlensError
+from radlens_cli.errors import WIRE_PREFIX, ParameterError, ParameterMessage, RadlensError
 from radlens_cli.io.files import atomic_path, pid_temporary, sweep_stale_temporaries
 from radlens_cli.io.images import load_mask, read_image
 from radlens_cli.io.manifest import MaskSpec, parse_mask_spec
@@ -440,9 +440,20 @@ def unwrap_worker_error(e: BaseException) -> str:
     """The original one-line message of an error re-raised from a DataLoader worker."""
     text = str(e).strip()
     if "Original Traceback" in text:
-        last = text.splitlines()[-1]
+        lines = [ln for ln in text.splitlines() if not ln.startswith(WIRE_PREFIX)]
+        last = lines[-1]
         return last.split(": ", 1)[1] if ": " in last else last
     return text
+
+
+def worker_error(e: BaseException) -> RadlensError:
+    """The error to raise for one re-raised from a DataLoader worker: a ParameterError with
+    its parameters again (CaseDataset notes them), else a RadlensError with the original
+    one-line message and the error's exit code."""
+    found = ParameterError.from_traceback_text(str(e))
+    if found is not None:
+        return found
+    return RadlensError(unwrap_worker_error(e), getattr(e, "exit_code", None))
 
 
 class CaseDataset(Dataset):
@@ -566,6 +577,15 @@ class CaseDataset(Dataset):
                 "reason": text, "status": "failed"}
 
     def __getitem__(self, i: int) -> dict:
+        try:
+            return self._item(i)
+        except ParameterError as e:
+            if torch.utils.data.get_worker_info() is not None:
+                # the main process gets type(e)(traceback text): the note carries the parameters
+                e.add_note(e.wire_note())
+            raise
+
+    def _item(self, i: int) -> dict:
         if self.failures_as_records:
             try:
                 arrs = self.load(i)
@@ -593,3 +613,26 @@ def collate_cases(items: list[dict]) -> dict:
            "failures": [it["failure"] for it in items if "failure" in it],
            "inputs": {it["case_id"]: json.loads(it["inputs"]) for it in ok if it.get("inputs")}}
     return out
+
+
+def preprocessing_config(modalities, mask, spacing, crop, norm, recorded: dict | None, orient: str | None = None,
+                         layout: str | None = None, norm_region: str | None = None, warn=None):
+    """The run's PreprocessConfig: the given values first, then the checkpoint's record, then the
+    defaults above (the one place they are merged).
+
+    spacing and crop are (x, y, z) tuples (parse a command line's "x,y,z" first, e.g.
+    commands.options.parse_triple), or None for the record's; a record written before crops were
+    x,y,z (preprocessing version 1, D,H,W) is read in its own order. `warn(message)` hears
+    about modalities other than the recorded ones (a ParameterMessage naming `modalities`).
+    """
+    rec = recorded or {}
+    sp = tuple(spacing) if spacing else tuple(rec.get("spacing", DEFAULT_SPACING))
+    cr = tuple(crop) if crop else crop_from_record(rec)
+    nm = norm or rec.get("norm", DEFAULT_NORM)
+    if rec.get("modalities") and list(rec["modalities"]) != list(modalities) and warn:
+        warn(ParameterMessage(f"the encoder was trained on modalities {','.join(rec['modalities'])} "
+                              f"(channel order matters); {{modalities}} gives {','.join(modalities)}", "modalities"))
+    return PreprocessConfig(modalities=list(modalities), mask=mask, spacing=sp, crop=cr, norm=nm,
+                            orient=orient or rec.get("orient", DEFAULT_ORIENT),
+                            layout=layout or rec.get("layout", DEFAULT_LAYOUT),
+                            norm_region=norm_region or rec.get("norm_region", DEFAULT_NORM_REGION))

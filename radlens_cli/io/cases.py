@@ -102,6 +102,21 @@ def table_failures(attrs: dict) -> list:
     return rec if isinstance(rec, list) else []
 
 
+def _part_text(rec: dict) -> str:
+    if "missing" in rec:
+        return (f"an incomplete merge: part(s) {', '.join(map(str, rec['missing']))} of "
+                f"{rec.get('num_parts')} missing")
+    return f"part {rec.get('part_id')} of {rec.get('num_parts')} of a sharded run"
+
+
+def refuse_part(attrs: dict, shown: str) -> None:
+    """An error when `attrs` record one part of a sharded run (or an incomplete merge): the
+    lens reads whole cohorts (decode and fit-share's tables, compare's decoders)."""
+    rec = table_part(attrs)
+    if rec is not None:
+        raise RadlensError(f"{shown}: is {_part_text(rec)}, not a whole cohort; `radlens merge` the parts first")
+
+
 def check_table(attrs: dict, shown: str, part: str = "warn") -> None:
     """Say on stderr that a table lacks failed cases or is one part; part="refuse" errors on a part.
 
@@ -110,14 +125,9 @@ def check_table(attrs: dict, shown: str, part: str = "warn") -> None:
     """
     rec = table_part(attrs)
     if rec is not None and part != "accept":
-        if "missing" in rec:
-            what = (f"an incomplete merge: part(s) {', '.join(map(str, rec['missing']))} of "
-                    f"{rec.get('num_parts')} missing")
-        else:
-            what = f"part {rec.get('part_id')} of {rec.get('num_parts')} of a sharded run"
         if part == "refuse":
-            raise RadlensError(f"{shown}: is {what}, not a whole cohort; `radlens merge` the parts first")
-        log.warn(f"{shown}: is {what}")
+            refuse_part(attrs, shown)
+        log.warn(f"{shown}: is {_part_text(rec)}")
     failed = table_failures(attrs)
     if failed and part != "accept":
         ids = sorted({str(f.get("case_id")) for f in failed})

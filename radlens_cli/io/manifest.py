@@ -8,7 +8,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from radlens_cli.errors import ParameterError, RadlensError, UsageError
+from radlens_cli.errors import EXIT_DATA, ParameterError, RadlensError, UsageError
 
 SPLITS = ("train", "val", "test")
 
@@ -116,6 +116,31 @@ class Manifest:
         modality and the mask spec's column (a MaskSpec)."""
         self.require_columns(modalities, "modality")
         self.require_columns([mask.column], "mask")
+
+    def target_values(self, column: str, task: str) -> dict:
+        """case_id -> target for the cases whose `column` cell is filled in: floats for
+        task "regress", else class labels (numeric labels as numbers: 1 and 1.0 are one class)."""
+        import pandas as pd  # heavy: kept out of the module's import
+
+        self.require_columns([column], "target")
+        raw = self.frame[column].astype(str).str.strip()
+        ids = self.case_ids
+        has = (raw != "").to_numpy() & ~raw.str.lower().isin(["nan", "na"]).to_numpy()
+        vals = raw.to_numpy(dtype=object)
+        num = pd.to_numeric(raw.where(has), errors="coerce").to_numpy(dtype=np.float64)
+        if task == "regress":
+            bad = has & ~np.isfinite(num)
+            if bad.any():
+                i = int(np.argmax(bad))
+                raise ParameterError(f"{self.path}: target {column} is not numeric for case {ids[i]} "
+                                     f"({vals[i]!r}); use {{task}} for labels", "task",
+                                     plain={"task": "task='classify'"}, flags={"task": "--task classify"},
+                                     exit_code=EXIT_DATA)
+            return {c: float(v) for c, v, h in zip(ids, num, has) if h}
+        if np.isfinite(num[has]).all():
+            lab = [int(v) if float(v).is_integer() else float(v) for v in num[has]]
+            return dict(zip(ids[has], lab))
+        return dict(zip(ids[has], vals[has]))
 
     def target(self, column: str) -> np.ndarray:
         """A numeric target column; error naming the cases where it is missing."""

@@ -42,6 +42,7 @@ from radlens_cli.errors import ParameterError, ParameterMessage, RadlensError
 from radlens_cli.io import dicom_masks as dm
 from radlens_cli.io.images import load_mask, read_image, resample_like, select_labels
 from radlens_cli.io.manifest import Manifest, MaskSpec
+from radlens_cli.names import parse_list
 from radlens_cli.workers import imap_resilient, in_worker, test_kill_hook
 
 PERTURBATIONS = ("rotation", "translation", "noise", "contour")
@@ -453,6 +454,39 @@ def perturb_cohort(manifest: Manifest, out_dir: str, modalities, roi: MaskSpec, 
 def _all_paths(manifest: Manifest, column: str) -> bool:
     vals = [v for v in manifest.frame[column] if str(v).strip()]
     return bool(vals) and all(os.path.exists(manifest.resolve(v) or "") for v in vals)
+
+
+def choose_perturbations(perturbations: str | None = None, rotation: float | None = None,
+                         translation: float | None = None, noise: float | None = None, contour: int | None = None,
+                         negative_control: str | None = None) -> tuple[list[str], PerturbSettings]:
+    """(the perturbations chosen, their settings) from `perturb`'s options: a comma list or
+    "none" (None: every perturbation, unless a negative control is asked for alone); a
+    strength is given only for a chosen perturbation, the others' are 0."""
+    if negative_control is not None and negative_control not in NEGATIVE_CONTROLS:
+        raise ParameterError(f"{{negative_control}} {negative_control}: use one of {', '.join(NEGATIVE_CONTROLS)}",
+                             "negative_control")
+    if perturbations is None:  # a negative control alone unless perturbations are asked for too
+        chosen = [] if negative_control else list(PERTURBATIONS)
+    elif perturbations.strip() == "none":
+        chosen = []
+    else:
+        chosen = parse_list(perturbations, "perturbations")
+        bad = [p for p in chosen if p not in PERTURBATIONS]
+        if bad:
+            raise ParameterError(f"{{perturbations}} {perturbations}: unknown {', '.join(bad)}; use "
+                                 f"{', '.join(PERTURBATIONS)} or none", "perturbations")
+    given = {"rotation": rotation, "translation": translation, "noise": noise, "contour": contour}
+    stray = [k for k, v in given.items() if v is not None and k not in chosen]
+    if stray:
+        raise ParameterError(f"{{{stray[0]}}} is given but {stray[0]} is not among {{perturbations}} "
+                             f"({', '.join(chosen) or 'none'})", stray[0], "perturbations")
+    defaults = PerturbSettings()
+    strengths = {k: (0 if k not in chosen else (getattr(defaults, k) if v is None else v)) for k, v in given.items()}
+    settings = PerturbSettings(**strengths, negative_control=negative_control)
+    if not chosen and not negative_control:
+        raise ParameterError("nothing to do: {perturbations} none and no {negative_control}", "perturbations",
+                             "negative_control")
+    return chosen, settings
 
 
 def settings_record(settings: PerturbSettings) -> dict:

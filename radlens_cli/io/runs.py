@@ -26,6 +26,17 @@ def write_failures(path: str, failures: list[dict], force: bool) -> None:
     write_csv(rows, path, force, float_format=None, lineterminator="\r\n")  # csv.writer's line ends, as before
 
 
+def cohort_part(manifest, name: str, verb: str, part_id: int = 0, num_parts: int = 1):
+    """Part `part_id` of `num_parts` of `manifest`'s cases (named `name` in messages); none
+    at all is an error for a whole run, an empty part for a part of an array."""
+    part = manifest.shard(part_id, num_parts) if num_parts > 1 else manifest
+    if num_parts > 1:
+        log.info(f"part {part_id} of {num_parts}: {len(part)} case(s)")
+    if len(part) == 0 and num_parts == 1:
+        raise RadlensError(f"{name}: no case to {verb}")
+    return part
+
+
 @dataclass
 class CohortRun:
     """A run over (one part of) a cohort. `start` checks the outputs before any work;
@@ -52,14 +63,8 @@ class CohortRun:
         return cls(output, failures_path, keep_going, force, part_id, num_parts, cached)
 
     def cases(self, manifest, name: str, verb: str):
-        """This part's cases of `manifest` (named `name` in messages); none at all is an error
-        for a whole run, an empty part for a part of an array."""
-        part = manifest.shard(self.part_id, self.num_parts) if self.num_parts > 1 else manifest
-        if self.num_parts > 1:
-            log.info(f"part {self.part_id} of {self.num_parts}: {len(part)} case(s)")
-        if len(part) == 0 and self.num_parts == 1:
-            raise RadlensError(f"{name}: no case to {verb}")
-        return part
+        """This part's cases of `manifest` (see cohort_part)."""
+        return cohort_part(manifest, name, verb, self.part_id, self.num_parts)
 
     def finish(self, failures: list[dict], n_tried: int, n_ok: int) -> None:
         """After every case ran: the failures CSV, then an error when no case succeeded (a

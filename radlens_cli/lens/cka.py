@@ -18,6 +18,7 @@ from __future__ import annotations
 import numpy as np
 
 from radlens_cli.errors import EXIT_DATA, ParameterError, RadlensError
+from radlens_cli.io.tables import CaseTable, align_cases
 from radlens_cli.log import progress
 
 KERNELS = ("linear", "rbf")
@@ -164,3 +165,70 @@ def bootstrap_cka(x, y, n_boot: int, seed: int = 0, kernel: str = "linear", debi
     tail = (1.0 - level) / 2.0
     low, high = np.quantile(ok, [tail, 1.0 - tail])
     return float(low), float(high), reps
+
+
+def check_options(kernel: str = "linear", sigma: float = 1.0, bootstrap: int = 0, level: float = 0.95) -> None:
+    """cka_tables' option checks (a caller may run them before reading its inputs)."""
+    if kernel not in KERNELS:
+        raise ParameterError(f"{{kernel}} {kernel}: use {' or '.join(KERNELS)}", "kernel")
+    if not sigma > 0:
+        raise ParameterError(f"{{sigma}} {sigma}: must be positive", "sigma")
+    if bootstrap < 0:
+        raise ParameterError("{bootstrap} must be 0 or more", "bootstrap")
+    if not 0 < level < 1:
+        raise ParameterError(f"{{level}} {level}: must lie in (0, 1)", "level", flags={"level": "--ci-level"})
+
+
+def finite_columns(table: CaseTable, what: str, warn=None) -> CaseTable:
+    """Drop columns holding NaN/inf over the given cases, with a warning naming them."""
+    bad = ~np.isfinite(table.values).all(axis=0)
+    if bad.any():
+        names = [c for c, b in zip(table.columns, bad) if b]
+        more = f" (+{len(names) - 3} more)" if len(names) > 3 else ""
+        if warn:
+            warn(f"{table.path or what}: dropped {len(names)} column(s) with non-finite values: "
+                 f"{', '.join(names[:3])}{more}")
+        table = table.take(cols=~bad)
+    if not table.columns:
+        raise RadlensError(f"{table.path or what}: no column with finite values on the shared cases")
+    return table
+
+
+def _zscore(x: np.ndarray) -> np.ndarray:
+    sd = x.std(axis=0)
+    return (x - x.mean(axis=0)) / np.where(sd > 0, sd, 1.0)
+
+
+def cka_tables(ta: CaseTable, tb: CaseTable, kernel: str = "linear", debiased: bool = False, sigma: float = 1.0,
+               standardize: bool = False, split: str | None = None, bootstrap: int = 0, level: float = 0.95,
+               seed: int = 0, warn=None, info=None) -> dict:
+    """`radlens cka` on two case tables: CKA on the cases both hold (of `split`), columns
+    with NaN/inf dropped (warned), optionally z-scored; with `bootstrap` a percentile
+    interval at `level` over resampled cases. Returns the CSV row (without the inputs'
+    names a, b): kernel, ..., n_cases, dims_a, dims_b, cka, ci_low, ci_high, ..."""
+    check_options(kernel, sigma, bootstrap, level)
+    ia, ib = align_cases(ta, tb, allow_missing=True, names=("first table", "second table"))
+    if len(ia) < max(ta.n_cases, tb.n_cases) and info:
+        info(f"cka: {len(ia)} shared cases ({ta.n_cases} in {ta.path}, {tb.n_cases} in {tb.path})")
+    paths = f"{ta.path} and {tb.path}"
+    ta, tb = ta.take(ia), tb.take(ib)
+    if split:
+        src = ta if ta.split is not None else tb
+        mask = src.split_mask(split, paths)
+        if not mask.any():
+            raise ParameterError(f"{{split}} {split}: no shared case is in split {split!r}", "split",
+                                 exit_code=EXIT_DATA)
+        ta, tb = ta.take(mask), tb.take(mask)
+    ta, tb = finite_columns(ta, "first table", warn), finite_columns(tb, "second table", warn)
+    xa, xb = ta.values, tb.values
+    if standardize:
+        xa, xb = _zscore(xa), _zscore(xb)
+    value = cka(xa, xb, kernel=kernel, debiased=debiased, sigma=sigma)
+    low = high = float("nan")
+    if bootstrap:
+        low, high, _ = bootstrap_cka(xa, xb, bootstrap, seed, kernel, debiased, sigma, level)
+    return {"kernel": kernel, "debiased": debiased,
+            "sigma": sigma if kernel == "rbf" else "", "standardize": standardize, "split": split or "",
+            "n_cases": len(ta.case_id), "dims_a": len(ta.columns), "dims_b": len(tb.columns),
+            "cka": value, "ci_low": low, "ci_high": high, "level": level if bootstrap else "",
+            "n_bootstrap": bootstrap, "seed": seed}

@@ -18,9 +18,10 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from radlens_cli.errors import RadlensError
+from radlens_cli.errors import EXIT_DATA, ParameterError, RadlensError
+from radlens_cli.io.tables import CaseTable, align_cases
 from radlens_cli.lens.fdr import bh_fdr
-from radlens_cli.names import META_KEYS
+from radlens_cli.names import META_KEYS, table_column_meta
 
 METHODS = ("spearman", "pearson")
 CONSTANT = "constant"
@@ -246,3 +247,88 @@ def summary_table(sig_pre: np.ndarray, sig_ft: np.ndarray, meta: dict) -> "objec
         "pairs_pre": pairs_pre, "pairs_ft": pairs_ft, "delta_pairs": pairs_ft - pairs_pre,
     })
     return df
+
+
+def check_options(method: str = "spearman", threshold: float = 0.5, alpha: float = 0.05,
+                  explain_top: int = 5) -> None:
+    """correlate_tables' option checks (a caller may run them before reading its inputs)."""
+    if method not in METHODS:
+        raise ParameterError(f"{{method}} {method}: use {' or '.join(METHODS)}", "method")
+    if not 0.0 <= threshold <= 1.0:
+        raise ParameterError(f"{{threshold}} {threshold}: must lie in [0, 1]", "threshold")
+    if not 0.0 < alpha <= 1.0:
+        raise ParameterError(f"{{alpha}} {alpha}: must lie in (0, 1]", "alpha")
+    if explain_top < 1:
+        raise ParameterError("{explain_top} must be at least 1", "explain_top")
+
+
+@dataclass
+class TableCorrelation:
+    """correlate_tables' result: the Correlation of the kept columns, with the tables'
+    names and metadata around it."""
+
+    corr: Correlation
+    deep: np.ndarray          # every embedding column's name
+    columns: np.ndarray       # every radiomic column's name
+    meta: dict                # META_KEYS -> per radiomic column
+    case_id: np.ndarray       # the cases correlated
+    threshold: float
+    alpha: float
+    explain_top: int = 5
+
+    @property
+    def significant(self) -> np.ndarray:
+        return significant(self.corr.rho, self.corr.q, self.threshold, self.alpha)
+
+    def _kept(self):
+        ky = self.corr.keep_y
+        return self.deep[self.corr.keep_x], self.columns[ky], {k: self.meta[k][ky] for k in META_KEYS}
+
+    def pairs_table(self):
+        """`radlens correlate --pairs`: one row per significant pair."""
+        deep, cols, meta = self._kept()
+        return pairs_table(self.corr.rho, self.corr.p, self.corr.q, deep, cols, meta, self.threshold, self.alpha)
+
+    def explanation_table(self):
+        """`radlens correlate --explain`: each deep feature's top radiomic features."""
+        deep, cols, meta = self._kept()
+        return explanation_table(self.corr.rho, self.corr.q, deep, cols, meta, self.threshold, self.alpha,
+                                 self.explain_top)
+
+
+def correlate_tables(emb: CaseTable, rad: CaseTable, method: str = "spearman", threshold: float = 0.5,
+                     alpha: float = 0.05, split: str | None = None, allow_missing: bool = False,
+                     explain_top: int = 5, warn=None, info=None) -> TableCorrelation:
+    """`radlens correlate` on case tables: every embedding column against every radiomic
+    column over the cases both hold (of `split`, from the embeddings' split, else the
+    radiomics'); constant and non-finite columns are left out (warned)."""
+    warn, info = warn or (lambda m: None), info or (lambda m: None)
+    check_options(method, threshold, alpha, explain_top)
+    ie, ir = align_cases(emb, rad, allow_missing, names=("embeddings", "radiomics"))
+    emb, rad = emb.take(ie), rad.take(ir)
+    if split:
+        with_split = [t for t in (emb, rad) if t.split is not None]
+        if not with_split:
+            raise ParameterError(f"{{split}} {split}: neither {emb.path} nor {rad.path} has a `split` dataset",
+                                 "split", exit_code=EXIT_DATA)
+        mask = with_split[0].split_mask(split)
+        if not mask.any():
+            raise ParameterError(f"{{split}} {split}: no shared case is in split {split!r}", "split",
+                                 exit_code=EXIT_DATA)
+        emb, rad = emb.take(mask), rad.take(mask)
+    meta = table_column_meta(rad.columns, rad.column_meta)
+    res = correlate(emb.values, rad.values, method=method)
+    out = TableCorrelation(res, np.array(emb.columns, dtype=object), np.array(rad.columns, dtype=object),
+                           {k: meta[k] for k in META_KEYS}, emb.case_id, threshold, alpha, explain_top)
+    for what, names, reason in (("deep feature", out.deep, res.reason_x),
+                                ("radiomic column", out.columns, res.reason_y)):
+        bad = reason != ""
+        if bad.any():
+            shown = ", ".join(f"{n} ({r})" for n, r in zip(names[bad][:5], reason[bad][:5]))
+            more = f" (+{int(bad.sum()) - 5} more)" if bad.sum() > 5 else ""
+            warn(f"correlate: {int(bad.sum())} {what}(s) excluded: {shown}{more}")
+    sig = out.significant
+    info(f"correlate: {res.n_cases} cases, {int(res.keep_x.sum())} deep features x {int(res.keep_y.sum())} "
+         f"radiomic columns ({method}); {int(sig.sum())} pairs with |rho| >= {threshold} and q < {alpha}; "
+         f"{int(sig.any(axis=1).sum())} deep feature(s) explained by at least one radiomic feature")
+    return out

@@ -13,9 +13,11 @@ Pipeline), never on the held-out cases.
 
 from __future__ import annotations
 
+from dataclasses import dataclass, field
+
 import numpy as np
 
-from radlens_cli.errors import RadlensError
+from radlens_cli.errors import EXIT_DATA, ParameterError, ParameterMessage, RadlensError, check_choice
 
 TASKS = ("classify", "regress")
 MODELS = {"classify": ("logistic", "rf"), "regress": ("ridge", "rf")}  # the defaults
@@ -204,3 +206,82 @@ def probe(tables: dict[str, np.ndarray], y, task: str, folds: int = 5, seed: int
                 row[f"{m}_sd"] = float(np.nanstd(v, ddof=1)) if np.isfinite(v).sum() > 1 else float("nan")
             rows.append(row)
     return pd.DataFrame(rows)
+
+
+@dataclass
+class ProbeOptions:
+    """How `probe_tables` scores: checked when made (before any table is read)."""
+
+    task: str = "classify"
+    folds: int = 5
+    seed: int = 0
+    models: list[str] = field(default_factory=list)   # empty: the task's defaults (MODELS)
+    trees: int = 200
+    jobs: int = 1
+    protocol: str = "train-test"
+
+    def __post_init__(self):
+        if self.task not in TASKS:
+            raise ParameterError(f"{{task}} {self.task}: use {' or '.join(TASKS)}", "task")
+        if self.protocol in ("cv-test", "cv-all") and self.folds < 2:
+            raise ParameterError(f"{{folds}} {self.folds}: need at least 2", "folds", exit_code=EXIT_DATA)
+        self.models = list(self.models) or list(MODELS[self.task])
+        for m in self.models:
+            if m not in MODELS[self.task] + EXTRA_MODELS:
+                raise ParameterError(f"{{models}} {m}: for {{task}} {self.task} use "
+                                     f"{', '.join(MODELS[self.task] + EXTRA_MODELS)}", "models", "task")
+        check_choice(self.protocol, PROTOCOLS, "protocol")
+        if self.trees < 1:
+            raise ParameterError("{trees} must be at least 1", "trees")
+
+
+def probe_tables(tables: dict, targets: dict, split_of: dict, target: str, opts: ProbeOptions,
+                 fine_tuned_on: dict | None = None, warn=None, info=None, sources: list[str] | None = None,
+                 targets_from: str = ""):
+    """`radlens probe` on in-memory case tables: every table (name -> CaseTable) scored
+    with the same folds on the cases that every table holds and that have a target
+    (targets: case_id -> value; split_of: case_id -> split). Columns with a non-finite
+    value on those cases are dropped (warned). fine_tuned_on: name -> the checkpoint's
+    recorded (task, target) for tables embedded by a fine-tuned encoder: a warning when
+    it was fine-tuned on this target. sources, targets_from: how messages name the
+    tables and where the targets came from. Returns probe()'s DataFrame."""
+    warn, info = warn or (lambda m: None), info or (lambda m: None)
+    common, n_union = set(targets), set()
+    for t in tables.values():
+        common &= set(t.case_id)
+        n_union |= set(t.case_id)
+    cases = sorted(common)  # sorted ids: the folds do not depend on row order
+    if not cases:
+        raise RadlensError(f"no case is in every feature table "
+                           f"({', '.join(sources or [t.path for t in tables.values()])}) and has target {target}"
+                           + (f" in {targets_from}" if targets_from else ""))
+    info(f"probe: {len(cases)} cases in all {len(tables)} table(s) with target {target} "
+         f"({len(n_union - common)} case(s) only in some tables or without a target)")
+    for label, t in tables.items():
+        ft = (fine_tuned_on or {}).get(label)
+        if ft is not None and ft[1] == target:
+            warn(ParameterMessage(
+                f"{t.path}: its encoder was fine-tuned on {target} ({ft[0]}); "
+                + ("cv-all lets it score cases it saw with their labels, inflating "
+                   f"{label}'s accuracy; use {{protocol}}" if opts.protocol == "cv-all" else
+                   "only `test` cases are scored, but make sure they were `test` for the fine-tuning too"),
+                "protocol", plain={"protocol": "protocol='train-test'"}, flags={"protocol": "--protocol train-test"}))
+    split = np.array([split_of.get(c, "") for c in cases], dtype=object)
+    y = np.array([targets[c] for c in cases], dtype=np.float64 if opts.task == "regress" else object)
+    if opts.task == "classify":
+        y = np.array(y.tolist())  # uniform dtype (ints or strings) for scikit-learn
+    mats = {}
+    for label, t in tables.items():
+        pos = {c: i for i, c in enumerate(t.case_id)}
+        x = t.values[[pos[c] for c in cases]]
+        bad = ~np.isfinite(x).all(axis=0)
+        if bad.any():
+            shown = [c for c, b in zip(t.columns, bad) if b]
+            more = f" (+{len(shown) - 3} more)" if len(shown) > 3 else ""
+            warn(f"{t.path}: dropped {len(shown)} column(s) with non-finite values: {', '.join(shown[:3])}{more}")
+            x = x[:, ~bad]
+        if x.shape[1] == 0:
+            raise RadlensError(f"{t.path}: no column with finite values on the shared cases")
+        mats[label] = x
+    return probe(mats, y, opts.task, folds=opts.folds, seed=opts.seed, models=opts.models, jobs=opts.jobs,
+                 trees=opts.trees, split=split, protocol=opts.protocol)

@@ -22,7 +22,7 @@ from __future__ import annotations
 
 import numpy as np
 
-from radlens_cli.errors import ParameterError
+from radlens_cli.errors import ParameterError, ParameterMessage
 from radlens_cli.lens.compare import Comparison, ranks, three_views
 from radlens_cli.lens.fdr import bh_fdr
 from radlens_cli.lens.stats import group_labels
@@ -174,15 +174,23 @@ def stable_delta(delta, icc, min_icc: float | None = None, rank_by: str = "delta
     return out, n_out
 
 
-def stable_comparison(result, icc, min_icc: float | None = None, top: int = 5, stable_quantile: float = 0.5):
+def stable_comparison(result, icc, min_icc: float | None = None, top: int = 5, stable_quantile: float = 0.5,
+                      icc_name: str = "the ICC table", warn=None, info=None):
     """A lens.Comparison with `icc` in its table; with min_icc, unstable features left out of
-    the table, its BH families and ranks (stable_delta) and its three views.
+    the table, its BH families and ranks (stable_delta) and its three views. warn hears of
+    rows without an ICC (in `icc_name`), info of the rows min_icc left out.
     Returns (Comparison, number of (checkpoint, column) rows left out)."""
     table, n_out = stable_delta(result.table, icc, min_icc, result.rank_by)
     views = dict(result.views)
     if min_icc is not None and top > 0:
         views = {name: three_views(table[table["checkpoint"] == name].reset_index(drop=True), top,
                                    stable_quantile, result.rank_by) for name in result.views}
+    if min_icc is None and table["icc"].isna().any() and warn:
+        warn(f"compare: {int(table['icc'].isna().sum())} row(s) have no ICC in {icc_name} "
+             f"(features it does not list, or constant ones)")
+    if min_icc is not None and info:
+        info(ParameterMessage(f"compare: {{min_icc}} {min_icc:g} left {n_out} (checkpoint, feature) row(s) out of "
+                              f"the table, its BH families, ranks and views", "min_icc"))
     return Comparison(table, result.rank_by, views), n_out
 
 

@@ -16,7 +16,7 @@ from radlens_cli.io.tables import CaseTable, align_cases
 from radlens_cli.lens.align import ALIGNMENTS, fit_alignment
 from radlens_cli.lens.checks import embedding_params, require_same_preprocessing
 from radlens_cli.lens.decoder import Decoder, RIDGE_FALLBACK, choose_ridge, fit_decoder, r2_score, ridge_gcv
-from radlens_cli.lens.power import assess, recommended_hidden
+from radlens_cli.lens.power import DEFAULT_HIDDEN, RULE, assess, recommended_hidden
 from radlens_cli.lens.scaling import SCALES, fit_scaler
 from radlens_cli.lens.share import (ACTIVATIONS, METHOD_ALIASES, METHODS, REDUCTIONS, ShareModel, paper_grid,
                                     train_share)
@@ -559,3 +559,122 @@ def distinct_columns(X: np.ndarray) -> np.ndarray:
             seen[key] = j
             keep.append(j)
     return np.asarray(keep, dtype=np.int64)
+
+
+def fit_share_params(model: ShareModel, output: str = "", *, epochs: int | None = None, lr: float | None = None,
+                     sweep: bool = False, method: str = "symmetric", loss_reduction: str = "mean",
+                     seeds: int = 1, activation: str = "relu", batch_size: int = 256, seed: int = 0,
+                     device: str = "auto", allow_missing: bool = False, warn=None, info=None) -> dict:
+    """After fit_share (called with these arguments): what SHARE.h5 records as its parameters
+    (also set in model.params), said as `radlens fit-share` says it -- the dropped radiomic
+    columns, the hidden size's rule or the cohort's power, the sweep's choice. output: the
+    SHARE.h5 the messages point to."""
+    warn, info = warn or (lambda m: None), info or (lambda m: None)
+    for col, why in model.scaler.dropped:
+        warn(f"dropped radiomic column {col}: {why}")
+    if model.scaler.dropped:
+        warn(f"{len(model.scaler.dropped)} radiomic column(s) dropped (listed in {output}: dropped_columns)")
+    symmetric = METHOD_ALIASES.get(method, method) == "symmetric"
+    if symmetric:
+        epochs, lr = model.params["resplit_epochs"], model.params["resplit_lr"]
+    else:
+        epochs, lr = epochs or 200, 1e-3 if lr is None else lr
+    n_dec = model.params["n_decoder_train"]
+    if model.params.get("hidden_from_rule"):
+        info(ParameterMessage(f"share: h = {model.hidden} for {n_dec} decoder train cases (default: two decoder "
+                              f"cases per coefficient, at most {DEFAULT_HIDDEN}; {{hidden}} to set)", "hidden"))
+    else:
+        verdict = assess(n_dec, model.hidden)
+        if verdict.underpowered:
+            warn(f"{verdict.headline()}; see docs/validity.md, small cohorts")
+    params = {"hidden": model.hidden, "hidden_from_rule": bool(model.params.get("hidden_from_rule")),
+              "hidden_rule": RULE, "ridge_at_edge": model.params.get("ridge_at_edge"),
+              "l1": model.params["l1"], "l2": model.params["l2"],
+              "epochs": epochs, "lr": lr, "sweep": sweep, "scale": model.scaler.kind,
+              "method": method, "loss_reduction": loss_reduction, "ridge": model.ridge,
+              "seeds": seeds, "share_fraction": model.params["share_fraction"],
+              "n_decoder_train": model.params["n_decoder_train"],
+              "activation": activation, "batch_size": batch_size, "seed": seed,
+              "device": device, "allow_missing": allow_missing,
+              "n_train": model.params["n_train"], "n_val": model.params["n_val"]}
+    if symmetric:
+        params.update({k: model.params[k] for k in ("n_resplits", "test_fraction", "n_share",
+                                                     "n_test", "pool_splits")})
+    model.params.update(params)
+    if sweep:
+        s = model.sweep
+        best = int(np.flatnonzero(s["selected"])[0])
+        info(f"sweep: selected l1={s['l1'][best]:g} l2={s['l2'][best]:g} (val L1 {s['val_l1'][best]:.4g})")
+        msg = sweep_spread_message(s["val_l1"], info)
+        if msg is not None:
+            warn(msg)
+    return params
+
+
+def sweep_table(model: ShareModel):
+    """The lambda sweep's grid with its scores (fit-share --sweep-scores' rows)."""
+    import pandas as pd  # heavy: kept out of `radlens --help`
+
+    s = model.sweep
+    return pd.DataFrame({k: s[k] for k in ("l1", "l2", "val_l1", "train_l1", "train_loss", "selected")})
+
+
+def share_summary(model: ShareModel, method: str = "symmetric", activation: str = "relu") -> str:
+    """fit-share's closing line: the share's shape, the columns kept, the method's protocol."""
+    head = (f"share: d={model.embedding_dim} -> h={model.hidden} ({activation}), "
+            f"{len(model.columns)} radiomic columns kept, {len(model.scaler.dropped)} dropped; ")
+    if METHOD_ALIASES.get(method, method) == "symmetric":
+        pp = model.params
+        return head + (f"method symmetric: {pp['n_resplits']} re-splits of {pp['n_share']} share / "
+                       f"{pp['n_decoder_train']} decoder / {pp['n_test']} test cases, the reference's "
+                       f"shares fitted; share_hash {model.share_hash[:12]}")
+    return head + f"method {method}, decoder ridge {model.ridge:.4g}; share_hash {model.share_hash[:12]}"
+
+
+SWEEP_SPREAD_WARN = 0.05
+
+
+def sweep_spread_message(val_l1, info=None) -> str | None:
+    """The sweep's spread between its best and worst grid points, relative to the best
+    validation L1 (logged); a warning to give when it is under SWEEP_SPREAD_WARN (the
+    choice is then noise), else None."""
+    v = np.asarray(val_l1, dtype=np.float64)
+    v = v[np.isfinite(v)]
+    if len(v) < 2 or v.min() <= 0:
+        return None
+    spread = (v.max() - v.min()) / v.min()
+    text = (f"sweep: best and worst grid points are {100 * spread:.1f} % of the best validation "
+            f"L1 apart")
+    if spread < SWEEP_SPREAD_WARN:
+        return (text + f" (under {100 * SWEEP_SPREAD_WARN:g} %): the selection is within noise; "
+                f"the default l1, l2 serve as well")
+    if info:
+        info(text)
+    return None
+
+
+def decode_summary(res: DecodeResult, eval_split: str = "test") -> str:
+    """decode's closing line: columns, cases, mean R^2 and the decoder's conditioning (or, for
+    the symmetric lens, the re-splits and the mean clipped R^2)."""
+    if res.method == "symmetric":
+        from radlens_cli.lens.interval import clipped  # interval builds on this module (via resplit): loaded for a symmetric result
+
+        rs = res.resplit
+        return (f"decoders: {len(res.columns)} columns over {rs['r2'].shape[0]} re-splits "
+                f"({res.sizes[0]} share / {res.sizes[1]} decoder / {res.sizes[2]} test cases); "
+                f"mean R2 clipped at 0 {float(clipped(rs['r2']).mean()):.3f}; method symmetric"
+                + ("" if res.same_information == "no" else
+                   f" (the reference's own shares: {res.same_information})"))
+    d = res.decoder.diagnostics
+    nconst = int(d.get("constant_units", 0))
+    if np.isfinite(d["condition_number"]):
+        cond = f"cond {d['condition_number']:.3g}"
+    elif nconst and d["effective_rank"] >= min(d["hidden"] - nconst, d["n_train"] - 1):
+        cond = f"{nconst} hidden unit(s) constant on these cases (weight 0), the rest full rank"
+    else:   # said in the underpowered warning above
+        cond = f"rank-deficient (see the warning), ridge {res.decoder.ridge:.3g}"
+    return (f"decoder: {len(res.columns)} columns from h={d['hidden']} "
+            f"(n_train={d['n_train']}, rank {d['effective_rank']}, {cond}); "
+            f"{eval_split}: {len(res.eval_case_id)} cases, mean R2 {float(np.mean(res.r2)):.3f}, "
+            f"MSE {float(np.mean(res.mse)):.4g}; method {res.method}"
+            + (f", aligned ({res.alignment.residual_note})" if res.alignment is not None else ""))

@@ -7,15 +7,22 @@ skipped case is listed (case, modality, path, reason), never written as empty va
 from __future__ import annotations
 
 import json
+import os
+import re
+import sys
 from dataclasses import dataclass, field
 
 import numpy as np
 
 from radlens_cli import log
-from radlens_cli.io.manifest import Manifest
+from radlens_cli.errors import EXIT_DATA, ParameterError, ParameterMessage
+from radlens_cli.io.files import sweep_stale_temporaries
+from radlens_cli.io.manifest import Manifest, parse_mask_spec, read_manifest
+from radlens_cli.io.runs import cohort_part
 from radlens_cli.io.tables import CaseTable
 from radlens_cli.names import column_name, parse_column_names
-from radlens_cli.radiomics.extract import INPUTS_KEY, Options, Result, Task, run_tasks
+from radlens_cli.radiomics.extract import INPUTS_KEY, Options, Result, Task, run_tasks, summarise_failure
+from radlens_cli.radiomics.params import load_params, params_hash, pyradiomics_version, resolve_params
 
 
 
@@ -131,7 +138,7 @@ def _tell_inputs(res: Result, told: dict) -> None:
         log.info(f"case {res.case_id}: {note}")
 
 
-def extract_cohort(manifest: Manifest, modalities: list[str], opts: Options, jobs: int = 1,
+def run_extraction(manifest: Manifest, modalities: list[str], opts: Options, jobs: int = 1,
                    on_result=None) -> Extraction:
     """Run every (case, modality) of `manifest` and assemble the table.
 
@@ -155,4 +162,130 @@ def extract_cohort(manifest: Manifest, modalities: list[str], opts: Options, job
     out = assemble(manifest, modalities, results)
     out.n_tasks, out.n_cached = len(tasks), n_cached
     out.inputs = {cid: told[cid] for cid in sorted(told)}
+    return out
+
+
+@dataclass
+class CohortExtraction(Extraction):
+    """A cohort's extraction as `extract_cohort` returns it: the Extraction (`table` never
+    None: an empty table when no case succeeded) plus what it was made from."""
+
+    manifest: Manifest | None = None   # the cases tried (this part's)
+    params_path: str = ""              # the PyRadiomics parameters file (a preset's own file)
+    settings: dict = field(default_factory=dict)   # what the output's provenance records as `extraction`
+    n_tried: int = 0                   # cases tried
+
+    @property
+    def skipped(self) -> list[dict]:
+        return [f for f in self.failures if f["status"] == "skipped"]
+
+
+def failure_pattern(res: Result) -> str:
+    """A failure's reason without what is particular to its case (id, paths), so the same
+    problem in many cases is recognised as one."""
+    text = str(res.reason)
+    for part in filter(None, (res.path, str(res.case_id))):
+        text = text.replace(str(part), "<case>" if part == str(res.case_id) else "<path>")
+    return re.sub(r"(/[^\s:,()]+)+", "<path>", text)
+
+
+class FailureDigest:
+    """One line per failed (case, modality) as it finishes, but a problem shared by many
+    cases (a mask label missing everywhere) only `shown` times, then a summary at the end."""
+
+    def __init__(self, name: str, n_tasks: int, bar, shown: int = 3):
+        self.name, self.n_tasks, self.bar, self.shown = name, n_tasks, bar, shown
+        self.same: dict[str, list[str]] = {}
+
+    def _say(self, line: str) -> None:
+        if self.bar.disable:
+            print(line, file=sys.stderr, flush=True)
+        else:
+            self.bar.write(line, file=sys.stderr)
+
+    def __call__(self, res: Result, done: int, total: int) -> None:
+        self.bar.update(1)
+        if res.status != "ok":
+            what = "skipped" if res.status == "skipped" else "failed"
+            key = what + ": " + failure_pattern(res)
+            cases = self.same.setdefault(key, [])
+            cases.append(f"{res.case_id}/{res.modality}")
+            if len(cases) <= self.shown:
+                self._say(f"radlens {self.name}: {what}: {summarise_failure(res)}")
+            elif len(cases) == self.shown + 1:
+                self._say(f"radlens {self.name}: more cases {key} (not listed one by one; summary at the end)")
+
+    def summary(self) -> None:
+        for key, cases in self.same.items():
+            if len(cases) > self.shown:
+                log.warn(ParameterMessage(
+                    f"{len(cases)} (case, modality) task(s) {key}: {', '.join(cases[:5])}"
+                    + (f" (+{len(cases) - 5} more)" if len(cases) > 5 else "")
+                    + ("; every task failed alike: check {mask} and the cohort"
+                       if len(cases) == self.n_tasks else ""), "mask"))
+
+
+def extract_cohort(manifest: str | Manifest, modalities: list[str], mask: str, params: str | dict, *,
+                   jobs: int = 1, part: tuple[int, int] = (0, 1), cache_dir: str | None = None,
+                   reference_modality: str | None = None, resample_mask: bool = True,
+                   empty_mask: str = "fail", max_outside: float = 0.01, split_seed: int = 0,
+                   strict_geometry: bool = False, name: str = "extract-radiomics") -> CohortExtraction:
+    """PyRadiomics features of every (case, modality) of a cohort manifest (a path, or a
+    read Manifest) -- or of part (part_id, num_parts) of it -- as a case table.
+
+    mask: the mask column with optional labels (`gland`, `zones:1+2`, `seg:prostate`);
+    params: a preset name (`paper`, `quick`), a YAML file or a parameters dict. A failed
+    case is left out of the table and listed in `failures` (never raised): what to do
+    with a run whose cases failed is the caller's (the CLI's --keep-going). Progress and
+    per-case failures go to stderr, like the command's."""
+    if empty_mask not in ("skip", "fail"):
+        raise ParameterError(f"{{empty_mask}} must be skip or fail (got {empty_mask!r})", "empty_mask")
+    if not 0.0 <= max_outside < 1.0:
+        raise ParameterError(f"{{max_outside}} must be in [0, 1) (got {max_outside})", "max_outside")
+    spec = parse_mask_spec(mask)
+    manifest_path = manifest if isinstance(manifest, str) else manifest.path
+    man = read_manifest(manifest, split_seed) if isinstance(manifest, str) else manifest
+    man.require_images(modalities, spec)
+    if reference_modality:
+        man.require_columns([reference_modality], "reference modality")
+    if isinstance(params, dict):
+        params_path, params = "", params
+    else:
+        params_path = resolve_params(params)  # a preset name: provenance records (and hashes) its file
+        params = load_params(params_path)
+    if cache_dir:
+        if os.path.exists(cache_dir) and not os.path.isdir(cache_dir):
+            raise ParameterError(f"{{cache_dir}} is a file, not a folder: {cache_dir}", "cache_dir",
+                                 exit_code=EXIT_DATA)
+        os.makedirs(cache_dir, exist_ok=True)
+        if sweep_stale_temporaries(cache_dir):
+            log.debug(f"removed temporary files left in {cache_dir} by a killed run")
+    man = cohort_part(man, manifest_path, "extract", *part)
+    opts = Options(params=params, mask_spec=spec, reference_modality=reference_modality,
+                   resample_mask=resample_mask, empty_mask=empty_mask,
+                   cache_dir=os.path.abspath(cache_dir) if cache_dir else None, max_outside=max_outside,
+                   strict_geometry=strict_geometry)
+    bar = log.progress(total=len(man) * len(modalities), desc="extract", unit="task")
+    digest = FailureDigest(name, len(man) * len(modalities), bar)
+    log.info(f"{len(man)} case(s) x {len(modalities)} modalit{'y' if len(modalities) == 1 else 'ies'} "
+             f"with {jobs} job(s)" + (f", cache {cache_dir}" if cache_dir else ""))
+    try:
+        ext = run_extraction(man, modalities, opts, jobs, digest)
+    finally:
+        bar.close()
+    digest.summary()
+    if ext.n_cached:
+        log.info(f"{ext.n_cached} of {ext.n_tasks} task(s) taken from the cache")
+    if ext.table is None:  # an empty part of an array, or no case succeeded
+        ext.table = CaseTable(case_id=np.array([], dtype=object), values=np.zeros((0, 0)), columns=[],
+                              split=np.array([], dtype=object))
+        ext.diagnostics = np.array([], dtype=object)
+    out = CohortExtraction(**vars(ext), manifest=man, params_path=params_path, n_tried=len(man),
+                           settings={"modalities": modalities, "mask": str(spec), "pyradiomics_params": params,
+                                     "params_sha256": params_hash(params), "pyradiomics": pyradiomics_version(),
+                                     "resampling": opts.resampling(), "empty_mask": empty_mask})
+    if out.skipped:
+        ids = sorted({f["case_id"] for f in out.skipped})
+        log.info(f"{len(ids)} case(s) skipped for an empty mask: {', '.join(ids[:10])}"
+                 + (" ..." if len(ids) > 10 else ""))
     return out

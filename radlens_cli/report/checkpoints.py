@@ -34,10 +34,13 @@ def family_matrix(delta, stat: str):
 def checkpoint_order(delta, enc_info, ordered: bool | None, identities: dict | None = None):
     """(ordered?, positions (epoch numbers or 1..n), how it was decided).
 
-    A checkpoint's epoch comes from the --encoder checkpoint it was embedded with (matched by
-    recorded sha256, or a file stem equal to the label: rd.match_encoders; the epoch
-    `finetune --save-every` records), else from a label like `NAME-epoch003`. Without
-    --ordered/--unordered the checkpoints count as ordered when each has an epoch from one run."""
+    A checkpoint's epoch is the one `finetune --save-every` records in the checkpoint: read
+    from the --encoder checkpoint it was embedded with (matched by recorded sha256, or a file
+    stem equal to the label: rd.match_encoders), else from compare's record of it (embed
+    records the encoder's run and epoch, decode and compare carry them on: identities'
+    `finetune`). Only for a DELTA.csv written before radlens recorded them (no `finetune`
+    entry at all) is it read from a label like `NAME-epoch003`. Without --ordered/--unordered
+    the checkpoints count as ordered when each has an epoch from one run."""
     names = delta.attrs["checkpoints"]
     matched = rd.match_encoders(names, enc_info, identities or {})
     epochs, runs = [], []
@@ -47,7 +50,13 @@ def checkpoint_order(delta, enc_info, ordered: bool | None, identities: dict | N
             epochs.append(int(e["epoch"]))
             runs.append(e.get("run") or "")
             continue
-        parsed = rd.epoch_of_label(n)
+        ident = (identities or {}).get(n) or {}
+        if "finetune" in ident:   # recorded: an encoder with no epoch has none, whatever its label says
+            ft = ident["finetune"] if isinstance(ident["finetune"], dict) else {}
+            epochs.append(int(ft["epoch"]) if ft.get("epoch") is not None else None)
+            runs.append(ft.get("run") or "")
+            continue
+        parsed = rd.epoch_of_label(n)   # files written before the epoch was recorded
         epochs.append(parsed[1] if parsed else None)
         runs.append(parsed[0] if parsed else None)
     have = all(e is not None for e in epochs)

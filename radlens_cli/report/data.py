@@ -374,6 +374,10 @@ def describe_task(task: str | None, target: str | None) -> str:
 
 
 def epoch_of_label(label: str):
-    """(run, epoch) from a checkpoint label like `ft-volume-epoch003` (None when it has none)."""
+    """(run, epoch) from a checkpoint label like `ft-volume-epoch003` (None when it has none).
+
+    Only for compare outputs written before radlens recorded each checkpoint's run and epoch
+    (report.checkpoints.checkpoint_order reads the record first); kept so old files still
+    draw their trajectory."""
     m = re.search(r"^(.*?)[-_.]?epoch[-_]?(\d+)", str(label))
     return (m.group(1), int(m.group(2))) if m else None

@@ -4,10 +4,13 @@ Software/date stamp, so the same inputs give the same bytes."""
 from __future__ import annotations
 
 import io
+import os
 from dataclasses import dataclass
 
 import numpy as np
 
+from radlens_cli.errors import EXIT_DATA, ParameterError
+from radlens_cli.io.files import atomic_output
 from radlens_cli.names import family_label
 from radlens_cli.report.data import family_key
 
@@ -32,6 +35,17 @@ class Figure:
     png: bytes
     width: int
     height: int
+
+
+def write_figures(figures: list, folder: str, force: bool = False) -> None:
+    """Each Figure as <folder>/<name>.png (the report's --figures), each written atomically."""
+    if os.path.exists(folder) and not os.path.isdir(folder):
+        raise ParameterError(f"{{figures}} is a file, not a folder: {folder}", "figures", exit_code=EXIT_DATA)
+    os.makedirs(folder, exist_ok=True)
+    for fig in figures:
+        with atomic_output(os.path.join(folder, fig.name + ".png"), force, suffix=".png") as tmp:
+            with open(tmp, "wb") as fh:
+                fh.write(fig.png)
 
 
 def short_labels(names, width: int = 18) -> list[str]:

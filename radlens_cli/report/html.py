@@ -4,6 +4,8 @@ and no external assets, so it opens offline and can be mailed as is."""
 from __future__ import annotations
 
 import base64
+import html as _html
+import json
 import os
 
 import numpy as np
@@ -11,7 +13,8 @@ import numpy as np
 from radlens_cli.errors import EXIT_DATA, ParameterError, RadlensError
 from radlens_cli.lens.compare import three_views
 from radlens_cli.names import family_label
-from radlens_cli.provenance import json_attr
+from radlens_cli.io.files import shown_name
+from radlens_cli.provenance import decoded_attrs, json_attr
 from radlens_cli.report import checkpoints as rc, data as rd, figures as rf, images as ri, stability as rs
 from radlens_cli.report.markup import column_format, esc, fmt, fmt_p, table
 from radlens_cli.report.saliency import saliency_section
@@ -646,3 +649,30 @@ def build(radiomics: str, compare: str, stats: str, correlate_summary: str | Non
              + power_sentence(identities, focus) + decodability_sentence(delta)
              + f"<p>{null_sentence(delta)} {groups}{features_vs_groups(delta, table1)}</p>")
     return rep.render(intro), rep.figures
+
+
+def check_options(top: int = 10, stable_quantile: float = 0.5, rank_by: str | None = None) -> None:
+    """build's option checks (the command runs them before reading any input)."""
+    if top < 1:
+        raise ParameterError("{top} must be at least 1", "top")
+    if not 0.0 <= stable_quantile <= 1.0:
+        raise ParameterError("{stable_quantile} must be between 0 and 1", "stable_quantile")
+    if rank_by is not None and not rank_by.startswith("delta_"):
+        raise ParameterError(f"{{rank_by}} {rank_by}: use delta_r2 or delta_importance (or another delta_* column)",
+                             "rank_by")
+
+
+PROVENANCE_ID = "radlens-provenance"
+
+
+def embed_provenance(text: str, attrs: dict) -> str:
+    """The report's own provenance (inputs with sha256, params, command, versions) as JSON in
+    a <meta> of its <head> (no script: the report runs no code), which `radlens info
+    report.html` reads; browsers do not show it."""
+    rec = {"radlens_schema": "report/1", **decoded_attrs(attrs)}
+    for r in (rec.get("inputs") or {}).values():
+        if isinstance(r, dict) and "path" in r:
+            r["path"] = shown_name(r["path"])
+    blob = _html.escape(json.dumps(rec, sort_keys=True, default=str), quote=True)
+    block = f'<meta name="{PROVENANCE_ID}" content="{blob}">\n'
+    return text.replace("</head>", block + "</head>", 1)

@@ -22,8 +22,9 @@ import numpy as np
 from radlens_cli import log
 from radlens_cli.errors import EXIT_DATA, ParameterError, ParameterMessage, RadlensError
 from radlens_cli.io.images import read_image, read_mask, resample_like, same_geometry
-from radlens_cli.io.manifest import MaskSpec, read_manifest
+from radlens_cli.io.manifest import MaskSpec, parse_mask_spec, read_manifest
 from radlens_cli.io.tables import read_table
+from radlens_cli.names import parse_list
 from radlens_cli.report import figures as rf
 from radlens_cli.report.markup import esc
 
@@ -40,6 +41,19 @@ class PanelSpec:
     modalities: list
     mask: MaskSpec
     cases: int = 3
+
+
+def panel_spec(manifest: str | None, modalities: str | None, mask: str | None, panel_cases: int = 3):
+    """The image panels asked for (None when none of manifest, modalities, mask is given):
+    the three go together; modalities a comma list, mask a mask spec."""
+    if manifest is None and modalities is None and mask is None:
+        return None
+    if not (manifest and modalities and mask):
+        raise ParameterError("image panels need {manifest}, {modalities} and {mask} together",
+                             "manifest", "modalities", "mask")
+    if panel_cases < 0:
+        raise ParameterError("{panel_cases} must be 0 or more", "panel_cases")
+    return PanelSpec(manifest, parse_list(modalities, "modalities"), parse_mask_spec(mask), panel_cases)
 
 
 # ------------------------------------------------------------------ orientation

@@ -8,5 +8,6 @@
 - `concept.py`: the decoded radiomic feature as a torch function of the input, built
   from what SHARE.h5 and DEC.h5 store, and its gradient / integrated-gradients map;
 - `metrics.py`: mass in the mask, deletion AUC, agreement between maps (numpy only);
-- `run.py`: the per-case loop (parts, failures), maps back on each case's own grid.
+- `run.py`: the per-case loop (parts, failures), maps back on each case's own grid;
+- `cohort.py`: `saliency_cohort`, what `radlens saliency` runs (models, cases, table, maps).
 """

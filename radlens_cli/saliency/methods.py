@@ -22,6 +22,7 @@ from radlens_cli.errors import ParameterError, RadlensError
 
 CAM_METHODS = ("gradcam", "gradcampp", "eigencam", "scorecam")
 METHODS = CAM_METHODS + ("occlusion",)
+DEFAULT_METHODS = ",".join(METHODS)   # what `radlens saliency --methods` runs by default
 LABELS = {"gradcam": "Grad-CAM", "gradcampp": "Grad-CAM++", "eigencam": "EigenCAM", "scorecam": "ScoreCAM",
           "occlusion": "occlusion"}
 

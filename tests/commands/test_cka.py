@@ -11,7 +11,7 @@ import pytest
 from radlens_cli.io.tables import CaseTable, write_table
 from radlens_cli.lens import cka as lk
 from tests.commands import harness as h
-from tests.commands.conftest import planted
+from tests.planted import planted_pair
 
 PARAMS = ("kernel", "debiased", "sigma", "standardize", "split", "n_bootstrap", "level", "seed")
 
@@ -116,7 +116,7 @@ def test_cka_prints_one_number(cli, tables):
     emb, rad = tables
     r = cli("cka", emb, rad)
     assert r.exit_code == 0, r
-    e, g = planted()
+    e, g = planted_pair()
     assert r.stdout.strip() == f"{lk.cka(e.values, g.values):.6f}"
     r = cli("cka", emb, emb, "--debiased")
     assert r.stdout.strip() == "1.000000"
@@ -135,7 +135,7 @@ def test_cka_csv_bootstrap_deterministic(cli, tables, tmp_path):
 
 
 def test_cka_pipe_and_spaces(cli, spaced_tmp):
-    emb, rad = planted()
+    emb, rad = planted_pair()
     write_table(emb, str(spaced_tmp / "e 1.h5"))
     write_table(rad, str(spaced_tmp / "r 1.h5"))
     r = cli("cka", spaced_tmp / "e 1.h5", "-", "-o", "-", input=(spaced_tmp / "r 1.h5").read_bytes())
@@ -145,7 +145,7 @@ def test_cka_pipe_and_spaces(cli, spaced_tmp):
 
 
 def test_cka_drops_nonfinite_columns_and_uses_shared_cases(cli, tmp_path):
-    emb, rad = planted()
+    emb, rad = planted_pair()
     rad.values[4, 2] = np.nan
     write_table(emb, str(tmp_path / "e.h5"))
     write_table(rad.take(np.arange(40)), str(tmp_path / "r.h5"))
@@ -161,7 +161,7 @@ def test_cka_drops_nonfinite_columns_and_uses_shared_cases(cli, tmp_path):
 
 def test_cka_bad_inputs(cli, tables, tmp_path):
     emb, _ = tables
-    _, other = planted(prefix="zz")
+    _, other = planted_pair(prefix="zz")
     write_table(other, str(tmp_path / "o.h5"))
     r = cli("cka", emb, tmp_path / "o.h5")
     assert r.exit_code == 1 and "share no case_id" in r.stderr

@@ -57,3 +57,27 @@ def test_report_views_are_the_lens_views_on_ties_and_gaps():
     got = views(df, 4, 0.3, "delta_r2")[:3]
     for (title, w), g in zip(want.items(), got):
         assert list(g["column"]) == list(w["column"]), title
+
+
+def test_compare_refuses_a_part_of_a_sharded_run_as_decode_does(cli, lens_run, tmp_path):
+    """A file recording one part of a sharded run is not a cohort: decode refuses such a table,
+    compare such a decoder, with the same message (issue 24's left-over)."""
+    import json
+    import shutil
+
+    import h5py
+
+    d, _ = lens_run
+    part = json.dumps({"part_id": 1, "num_parts": 2})
+    for name in ("emb_ft.h5", "dec_ft.h5"):
+        shutil.copy(d / name, tmp_path / name)
+        with h5py.File(tmp_path / name, "a") as f:
+            f.attrs["radlens_part"] = part
+    said = "is part 1 of 2 of a sharded run, not a whole cohort; `radlens merge` the parts first"
+    r = cli("decode", d / "share.h5", tmp_path / "emb_ft.h5", d / "rad.h5", "-o", tmp_path / "dec.h5")
+    assert r.exit_code == 1 and f"{tmp_path / 'emb_ft.h5'}: {said}" in r.stderr
+    for args in ([d / "dec_pre.h5", tmp_path / "dec_ft.h5"], [tmp_path / "dec_ft.h5", d / "dec_pre.h5"]):
+        r = cli("compare", *args, "-o", tmp_path / "delta.csv")
+        assert r.exit_code == 1 and f"{tmp_path / 'dec_ft.h5'}: {said}" in r.stderr, r
+        assert not (tmp_path / "delta.csv").exists()
+    assert cli("compare", d / "dec_pre.h5", d / "dec_ft.h5", "-o", tmp_path / "delta.csv").exit_code == 0

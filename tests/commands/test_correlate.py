@@ -8,7 +8,7 @@ from scipy import stats
 
 from radlens_cli.io.tables import write_table
 from tests.commands import harness as h
-from tests.commands.conftest import RAD_COLUMNS as PLANTED_COLUMNS, planted
+from tests.planted import RAD_COLUMNS as PLANTED_COLUMNS, planted_pair
 from tests.commands.tables import RAD_COLUMNS, emb_rad
 
 SPEC = h.Spec("correlate", emb_rad, lambda i, out, seed: [i["emb"], i["rad"], "-o", out],
@@ -64,7 +64,7 @@ def test_default_run_matches_scipy(cli, tables, tmp_path):
     assert r.stdout == ""
     assert "1 deep feature(s) excluded: emb_7 (constant)" in r.stderr
     assert f"{PLANTED_COLUMNS[9]} (constant)" in r.stderr
-    e, g = planted()
+    e, g = planted_pair()
     with h5py.File(out) as f:
         assert f.attrs["radlens_schema"] == "correlation/1"
         rho, p, q = f["rho"][()], f["p"][()], f["q"][()]
@@ -94,7 +94,7 @@ def test_pearson_and_split(cli, tables, tmp_path):
     out = tmp_path / "c.h5"
     r = cli("correlate", emb, rad, "-o", out, "--method", "pearson", "--split", "train")
     assert r.exit_code == 0, r
-    e, g = planted()
+    e, g = planted_pair()
     tr = e.split == "train"
     with h5py.File(out) as f:
         assert len(f["case_id"]) == tr.sum()
@@ -122,7 +122,7 @@ def test_pipe_into_info_and_summary(cli, tables, tmp_path):
 
 
 def test_path_with_spaces_and_csv_input(cli, spaced_tmp):
-    emb, rad = planted()
+    emb, rad = planted_pair()
     write_table(emb, str(spaced_tmp / "my emb.h5"))
     write_table(rad, str(spaced_tmp / "my rad.csv"))
     out = spaced_tmp / "out corr.h5"
@@ -144,8 +144,8 @@ def test_same_inputs_same_bytes(cli, tables, tmp_path, monkeypatch):
 
 
 def test_disjoint_cases(cli, tmp_path):
-    emb, _ = planted()
-    _, rad = planted(prefix="other")
+    emb, _ = planted_pair()
+    _, rad = planted_pair(prefix="other")
     write_table(emb, str(tmp_path / "e.h5"))
     write_table(rad, str(tmp_path / "r.h5"))
     r = cli("correlate", tmp_path / "e.h5", tmp_path / "r.h5", "-o", tmp_path / "c.h5")
@@ -156,7 +156,7 @@ def test_disjoint_cases(cli, tmp_path):
 
 
 def test_missing_cases_need_allow_missing(cli, tmp_path):
-    emb, rad = planted()
+    emb, rad = planted_pair()
     write_table(emb, str(tmp_path / "e.h5"))
     write_table(rad.take(np.arange(50)), str(tmp_path / "r.h5"))
     r = cli("correlate", tmp_path / "e.h5", tmp_path / "r.h5", "-o", tmp_path / "c.h5")

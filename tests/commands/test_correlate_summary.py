@@ -7,7 +7,7 @@ import pytest
 from radlens_cli.commands.correlate import correlate
 from radlens_cli.io.tables import write_table
 from tests.commands import harness as h
-from tests.commands.conftest import planted
+from tests.planted import planted_pair
 from tests.commands.tables import emb_rad
 
 
@@ -64,7 +64,7 @@ def test_bad_inputs(cli, tmp_path, args, code, needles):
 # ---------------------------------------------------------------- moved from tests/rad4xcnn/test_cli_correlate.py
 
 def test_summary_counts_change(cli, tmp_path):
-    emb, rad = planted()
+    emb, rad = planted_pair()
     write_table(rad, str(tmp_path / "rad.h5"))
     write_table(emb, str(tmp_path / "pre.h5"))
     ft = emb.take()
@@ -80,7 +80,7 @@ def test_summary_counts_change(cli, tmp_path):
 
 
 def test_summary_refuses_different_column_sets(cli, tmp_path):
-    emb, rad = planted()
+    emb, rad = planted_pair()
     write_table(emb, str(tmp_path / "e.h5"))
     write_table(rad, str(tmp_path / "r.h5"))
     write_table(rad.take(cols=np.arange(12)), str(tmp_path / "r12.h5"))

@@ -43,3 +43,19 @@ def test_bad_inputs(cli, lens_run, tmp_path):
                 "emb_ft.h5", "expected share-model/1")
     h.bad_input(cli, s, tmp_path, [files["share"], files["emb"], files["rad"], "-o", tmp_path / "d.h5",
                                    "--eval-split", "nope"], 1, "no `nope` cases for evaluation")
+
+
+def test_closing_line_says_what_the_decoder_holds(cli, lens_run, tmp_path):
+    """decode's last line (lens.decode_summary): columns, h, n_train, rank and condition number,
+    evaluation cases, mean R^2 and MSE as stored in DEC.h5, the method and the alignment."""
+    import h5py
+
+    d, P = lens_run
+    r = cli("decode", d / "share.h5", d / "emb_ft.h5", d / "rad.h5", "-o", tmp_path / "dec.h5")
+    assert r.exit_code == 0, r
+    line = r.stderr.strip().splitlines()[-1]
+    with h5py.File(tmp_path / "dec.h5") as f:
+        r2, mse, n_eval = f["r2"][()], f["mse"][()], len(f["eval/case_id"])
+    assert line.startswith(f"radlens: decoder: {len(r2)} columns from h=64 (n_train=")
+    assert f"test: {n_eval} cases, mean R2 {float(np.mean(r2)):.3f}, MSE {float(np.mean(mse)):.4g}" in line
+    assert "; method calibrated, aligned (similarity, scale " in line and ", cond " in line

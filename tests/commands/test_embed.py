@@ -199,3 +199,24 @@ def test_preprocessing_defaults_come_from_the_checkpoint(cli, cohort, tmp_path):
         assert json.loads(f.attrs["params"])["preprocessing"]["crop"] == [32, 32, 16]
     r = cli("embed", cohort, *MODS, "--encoder", enc, "--crop", "32,32,8", "-o", tmp_path / "g.h5")
     assert r.exit_code == 2 and "at least 16 voxels" in r.stderr
+
+
+def test_a_finetune_checkpoint_s_run_and_epoch_reach_compare_s_record(cli, cohort, tmp_path):
+    """embed records a `radlens finetune` checkpoint's run and epoch (None for other encoders),
+    decode carries them on and compare's checkpoint identity holds them (report orders by them)."""
+    from radlens_cli import provenance
+    from radlens_cli.encoders.checkpoints import save_radlens_checkpoint
+    from radlens_cli.encoders.convnextv2 import build_encoder
+
+    torch.manual_seed(0)
+    ft = {"task": "regress", "target": "volume_ml", "run": "0123abcd", "epoch": 3, "metric": "mse"}
+    save_radlens_checkpoint(str(tmp_path / "ft-e3.pt"), build_encoder("convnextv2_atto", 3), "convnextv2_atto", 3,
+                            None, extra={"finetune": ft})
+    assert embed(cli, cohort, tmp_path / "ft-e3.pt", tmp_path / "emb.h5").exit_code == 0
+    with h5py.File(tmp_path / "emb.h5") as f:
+        params = json.loads(f.attrs["params"])
+    assert params["finetune"] == {"task": "regress", "target": "volume_ml", "run": "0123abcd", "epoch": 3,
+                                  "best_epoch": None}
+    attrs = {"params": json.dumps({"encoder_finetune": params["finetune"]})}
+    assert provenance.checkpoint_identity("-", attrs)["finetune"]["epoch"] == 3
+    assert "finetune" not in provenance.checkpoint_identity("-", {"params": "{}"})  # decoders of older embeddings

@@ -5,7 +5,7 @@ import numpy as np
 
 from radlens_cli.io.tables import write_table
 from tests.commands import harness as h
-from tests.lens.conftest import planted_cohort
+from tests.planted import planted_cohort
 
 FIT = ["--hidden", "8", "--epochs", "2", "--device", "cpu"]
 

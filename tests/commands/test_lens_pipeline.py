@@ -9,13 +9,13 @@ import pytest
 from typer.testing import CliRunner
 
 from radlens_cli.io.tables import CaseTable, write_table
-from tests.lens.conftest import planted, planted_cohort, planted_files  # noqa: F401 (fixtures)
+from tests.conftest import LENS_FIT as FIT
+from tests.planted import planted_cohort
 
 DELTA_COLS = ["checkpoint", "column", "modality", "image_type", "family", "feature", "r2_pre",
               "r2_ft", "delta_r2", "importance_pre", "importance_ft", "delta_importance",
               "decodable", "p_null", "q_bh", "test", "rank_gain", "rank_loss", "r2_direct_pre",
               "r2_direct_ft", "delta_r2_direct"]
-FIT = ("--hidden", "64", "--epochs", "3", "--seed", "0", "--device", "cpu", "--method", "calibrated-0.2")
 
 
 def _run(*args, input=None):
@@ -26,21 +26,8 @@ def _run(*args, input=None):
     return r
 
 
-@pytest.fixture(scope="module")
-def pipeline(tmp_path_factory):
-    """The planted cohort through fit-share, decode (pre, ft), run once per module."""
-    d = tmp_path_factory.mktemp("lens")
-    P = planted_cohort()
-    for name, t in (("emb_pre", P.emb_pre), ("emb_ft", P.emb_ft), ("rad", P.rad)):
-        write_table(t, str(d / f"{name}.h5"))
-    _run("fit-share", d / "emb_pre.h5", d / "rad.h5", "-o", d / "share.h5", *FIT)
-    _run("decode", d / "share.h5", d / "emb_pre.h5", d / "rad.h5", "-o", d / "dec_pre.h5")
-    _run("decode", d / "share.h5", d / "emb_ft.h5", d / "rad.h5", "-o", d / "dec_ft.h5")
-    return d, P
-
-
-def test_planted_end_to_end_delta_r2_ranks_both_sets(pipeline):
-    d, P = pipeline
+def test_planted_end_to_end_delta_r2_ranks_both_sets(lens_run):
+    d, P = lens_run
     r = _run("compare", d / "dec_pre.h5", d / "dec_ft.h5", "-o", d / "delta_r2.csv",
              "--rank-by", "delta_r2", "--top", "5")
     assert "largest gains" in r.stderr and "least changed" in r.stderr
@@ -60,8 +47,8 @@ def test_planted_end_to_end_delta_r2_ranks_both_sets(pipeline):
         assert fp["eval/squared_error"].shape == (120, 90)
 
 
-def test_planted_stats_show_the_lost_group(pipeline):
-    d, P = pipeline
+def test_planted_stats_show_the_lost_group(lens_run):
+    d, P = lens_run
     _run("stats", d / "dec_pre.h5", d / "dec_ft.h5", "-o", d / "table.csv")
     t = pd.read_csv(d / "table.csv", keep_default_na=False)
     assert list(t.columns) == ["checkpoint", "group_by", "group", "n_features", "mse_pre", "r2_pre",
@@ -81,8 +68,8 @@ def test_planted_stats_show_the_lost_group(pipeline):
     assert "| GLSZM | Pre-train |" in r.stdout and "| Feature | Stage | MSE ↓ | R² ↑ |" in r.stdout
 
 
-def test_compare_bootstrap_permutations_summary(pipeline):
-    d, _ = pipeline
+def test_compare_bootstrap_permutations_summary(lens_run):
+    d, _ = lens_run
     _run("compare", d / "dec_pre.h5", d / "dec_ft.h5", "-o", d / "dp.csv", "--bootstrap", "4",
          "--permutations", "9", "--summary", d / "views.txt", "--top", "3", "--seed", "2")
     df = pd.read_csv(d / "dp.csv")
@@ -97,8 +84,8 @@ def test_compare_bootstrap_permutations_summary(pipeline):
     assert (d / "dp.csv").read_bytes() == (d / "dp2.csv").read_bytes()
 
 
-def test_pipe_decode_into_compare_and_stats(pipeline, tmp_path):
-    d, _ = pipeline
+def test_pipe_decode_into_compare_and_stats(lens_run, tmp_path):
+    d, _ = lens_run
     r = _run("decode", d / "share.h5", d / "emb_ft.h5", d / "rad.h5", "-o", "-")
     assert r.stdout_bytes[:8] == b"\x89HDF\r\n\x1a\n"
     c = _run("compare", d / "dec_pre.h5", "-", "-o", "-", "--top", "0", input=r.stdout_bytes)
@@ -227,8 +214,8 @@ def test_disjoint_and_partly_overlapping_cases(planted, tmp_path, cli):
     assert r.exit_code == 1 and "(eval cases)" in r.stderr
 
 
-def test_decoders_of_different_share_models_refused(pipeline, planted_files, tmp_path, cli):
-    d, _ = pipeline
+def test_decoders_of_different_share_models_refused(lens_run, planted_files, tmp_path, cli):
+    d, _ = lens_run
     p = planted_files
     r = cli("fit-share", p["emb_pre"], p["rad"], "-o", tmp_path / "s2.h5", *FIT[:-4], "--seed", "5",
             "--device", "cpu")
@@ -241,8 +228,8 @@ def test_decoders_of_different_share_models_refused(pipeline, planted_files, tmp
         assert not (tmp_path / f"{cmd}.csv").exists()
 
 
-def test_nan_in_embeddings(pipeline, planted, tmp_path, cli):
-    d, _ = pipeline
+def test_nan_in_embeddings(lens_run, planted, tmp_path, cli):
+    d, _ = lens_run
     emb = planted.emb_ft.take()
     emb.values = emb.values.copy()
     emb.values[7, 3] = np.nan
@@ -252,8 +239,8 @@ def test_nan_in_embeddings(pipeline, planted, tmp_path, cli):
     assert "non-finite embedding value at case case0007, dim 3" in r.stderr
 
 
-def test_missing_split(pipeline, planted, tmp_path, cli):
-    d, _ = pipeline
+def test_missing_split(lens_run, planted, tmp_path, cli):
+    d, _ = lens_run
     e, r_ = planted.emb_pre.take(), planted.rad.take()
     e.split = r_.split = None
     write_table(e, str(tmp_path / "e.h5"))
@@ -265,8 +252,8 @@ def test_missing_split(pipeline, planted, tmp_path, cli):
     assert r.exit_code == 1 and "no `holdout` cases for evaluation" in r.stderr
 
 
-def test_output_exists_without_force(pipeline, cli, tmp_path):
-    d, _ = pipeline
+def test_output_exists_without_force(lens_run, cli, tmp_path):
+    d, _ = lens_run
     (tmp_path / "old.csv").write_text("x\n")
     for args in (("decode", d / "share.h5", d / "emb_ft.h5", d / "rad.h5", "-o", d / "dec_ft.h5"),
                  ("compare", d / "dec_pre.h5", d / "dec_ft.h5", "-o", tmp_path / "old.csv"),
@@ -276,10 +263,10 @@ def test_output_exists_without_force(pipeline, cli, tmp_path):
         assert r.exit_code == 1 and f"output exists: {args[-1]}" in r.stderr, r
 
 
-def test_output_names_of_another_format_are_refused_before_the_work(pipeline, cli, tmp_path):
+def test_output_names_of_another_format_are_refused_before_the_work(lens_run, cli, tmp_path):
     """Issue 25: `compare -o delta.xlsx` wrote CSV text into a spreadsheet's name and exited 0;
     `-o delta.h5` was refused only after computing."""
-    d, _ = pipeline
+    d, _ = lens_run
     for cmd, name, needle in (("compare", "delta.xlsx", ".xlsx is not a format it writes"),
                               ("compare", "dec_ft.h5", "the name says HDF5"),
                               ("stats", "table.xlsx", "name it *.csv"),
@@ -292,8 +279,8 @@ def test_output_names_of_another_format_are_refused_before_the_work(pipeline, cl
         assert not (tmp_path / name).exists()
 
 
-def test_usage_errors(pipeline, cli):
-    d, _ = pipeline
+def test_usage_errors(lens_run, cli):
+    d, _ = lens_run
     r = cli("compare", d / "dec_pre.h5", d / "dec_ft.h5", "-o", "-", "--rank-by", "nope")
     assert r.exit_code == 2 and "--rank-by must be one of" in r.stderr
     r = cli("stats", d / "dec_pre.h5", d / "dec_ft.h5", "-o", "-", "--by", "colour")
@@ -333,8 +320,8 @@ def test_csv_inputs_metadata_parsed_and_nonfinite_eval_case_left_out(planted, tm
     assert (df.delta_importance == 0).all() and (df.delta_r2 == 0).all()
 
 
-def test_same_decoder_twice_warns(pipeline, tmp_path):
-    d, _ = pipeline
+def test_same_decoder_twice_warns(lens_run, tmp_path):
+    d, _ = lens_run
     for cmd in ("stats", "compare"):
         r = _run(cmd, d / "dec_pre.h5", d / "dec_pre.h5", "-o", tmp_path / f"{cmd}.csv")
         assert "identical decoders" in r.stderr
@@ -344,8 +331,8 @@ def test_same_decoder_twice_warns(pipeline, tmp_path):
 
 # ---------------------------------------------------------------- checks of issue 10
 
-def test_stats_and_compare_refuse_decoders_decoded_differently(pipeline, tmp_path, cli):
-    d, _ = pipeline
+def test_stats_and_compare_refuse_decoders_decoded_differently(lens_run, tmp_path, cli):
+    d, _ = lens_run
     for extra, what in ((("--ridge", "0.5"), "ridge"), (("--no-intercept",), "intercept"),
                         (("--align", "whitened"), "alignment")):
         out = tmp_path / f"d_{what}.h5"
@@ -390,8 +377,8 @@ def test_different_preprocessing_refused_unless_allowed(tmp_path, cli):
     assert r.exit_code == 0, r
 
 
-def test_labels_collisions_and_permutation_count_warning(pipeline, tmp_path, cli):
-    d, _ = pipeline
+def test_labels_collisions_and_permutation_count_warning(lens_run, tmp_path, cli):
+    d, _ = lens_run
     (tmp_path / "a").mkdir()
     import shutil
     shutil.copy(d / "dec_ft.h5", tmp_path / "a" / "dec_ft.h5")

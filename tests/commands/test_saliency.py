@@ -143,6 +143,15 @@ def test_bad_inputs(cli, tmp_path, args, code, needles):
                                       *SMALL, *out, *args], code, *needles)
 
 
+def test_failures_naming_the_output_is_refused_naming_both_flags(cli, tmp_path):
+    """The one check of --failures against -o, before any input is read (it said ----failures)."""
+    out = tmp_path / "s.csv"
+    r = cli("saliency", tmp_path / "m.csv", "--modalities", "t2", "--mask", "gland", "--encoder", tmp_path / "x.pt",
+            "-o", out, "--failures", out)
+    assert r.exit_code == 2
+    assert r.stderr.strip() == "radlens saliency: error: --failures and --output name the same file (or both stdout)"
+
+
 def test_concept_maps_through_the_default_lens(cli, tmp_path):
     """embed -> fit-share -> decode (the symmetric lens, the default) -> saliency --decoder: the
     table's decoded value of each case is the lens's own numpy prediction (mean over the

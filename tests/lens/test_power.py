@@ -57,9 +57,9 @@ def test_fit_share_default_h_follows_the_cohort_and_decode_warns(cli, tmp_path):
     import h5py
 
     from radlens_cli.io.tables import write_table
-    from tests.commands.conftest import planted
+    from tests.planted import planted_pair
 
-    emb, rad = planted(n=60, d=8)
+    emb, rad = planted_pair(n=60, d=8)
     write_table(emb, str(tmp_path / "emb.h5"))
     write_table(rad, str(tmp_path / "rad.h5"))
     r = cli("fit-share", tmp_path / "emb.h5", tmp_path / "rad.h5", "--epochs", "5", "-o", tmp_path / "s.h5")

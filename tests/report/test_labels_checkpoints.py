@@ -206,3 +206,21 @@ def test_report_warns_when_the_radiomics_left_failed_cases_out(cli, tmp_path):
     r = cli(*args, "-o", tmp_path / "b.html")
     assert r.exit_code == 0, r.stderr
     assert "written with 1 failed case(s) left out: case900" in r.stderr
+
+
+def test_checkpoint_epochs_come_from_the_record_and_labels_only_for_old_files():
+    """Issue 24: the epoch is stored (embed -> decode -> compare's identities), not parsed from a
+    label; a label like NAME-epoch003 is read only for a DELTA.csv written before the record."""
+    from radlens_cli.report.checkpoints import checkpoint_order
+
+    delta = pd.DataFrame({"checkpoint": ["a", "b"]})
+    delta.attrs["checkpoints"] = ["early", "late"]
+    rec = {"early": {"finetune": {"run": "r1", "epoch": 6}}, "late": {"finetune": {"run": "r1", "epoch": 30}}}
+    assert checkpoint_order(delta, [], None, rec)[:2] == (True, [6, 30])
+    two_runs = {**rec, "late": {"finetune": {"run": "r2", "epoch": 30}}}
+    assert checkpoint_order(delta, [], None, two_runs)[:2] == (False, [1, 2])
+    delta.attrs["checkpoints"] = ["ft-epoch001", "ft-epoch002"]
+    recorded_none = {n: {"finetune": None} for n in delta.attrs["checkpoints"]}  # not finetune checkpoints
+    assert checkpoint_order(delta, [], None, recorded_none)[:2] == (False, [1, 2])
+    old = {n: {"decoder": {"path": f"{n}.h5"}} for n in delta.attrs["checkpoints"]}  # written before the record
+    assert checkpoint_order(delta, [], None, old)[:2] == (True, [1, 2])

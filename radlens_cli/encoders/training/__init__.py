@@ -11,9 +11,11 @@ loop.py      run_training (the epoch loop) and evaluate
 benchmark.py train_step_throughput, timed_throughput (benchmarks/encoders.py)
 finetuned.py reading a `radlens finetune` checkpoint, its `finetune` record, the --save-every names
 
+run.py       finetune: what `radlens finetune` runs (manifest, encoder, targets, outputs checked,
+             training, the checkpoints and metrics CSV written); `encoders.training.finetune`
+
 Each task's head, loss, records, metrics and CSV columns are one entry of
-radlens_cli/encoders/tasks.py. The command that reads the manifest and writes the
-checkpoint is radlens_cli/commands/finetune.py.
+radlens_cli/encoders/tasks.py.
 
 Determinism and resume: the batch order and the augmentation of each batch depend only
 on (seed, epoch, step), and the global torch RNG (drop-path) is reseeded from
@@ -25,3 +27,12 @@ same weights on CPU as an uninterrupted one. The state file is removed on succes
 `RADLENS_FINETUNE_KILL_AT_STEP=N` (tests only) sends SIGKILL to the process just before
 global optimiser step N, to test resuming after `kill -9`.
 """
+
+__all__ = ["finetune"]
+
+
+def __getattr__(name):
+    if name == "finetune":
+        from radlens_cli.encoders.training.run import finetune  # heavy: loads torch, only when asked for
+        return finetune
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")

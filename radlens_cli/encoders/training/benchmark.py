@@ -2,7 +2,7 @@
 
 `train_step_throughput(model, head, batch, steps, device, amp)` times the model-only train
 step (forward, loss, backward, AdamW step on a fixed batch); `finetune(..., max_steps=N)`
-(radlens_cli/commands/finetune.py) runs the real end-to-end loop (manifest,
+(encoders/training/run.py, `radlens finetune`) runs the real end-to-end loop (manifest,
 preprocessing, loader, augmentation, train steps) and stops after N optimiser steps;
 its result dict holds `train_seconds`, `train_steps` and `train_volumes` so end-to-end
 volumes/s = train_volumes / train_seconds (timed from the first batch request to the

@@ -12,7 +12,7 @@ import torch
 
 from radlens_cli import log
 from radlens_cli.encoders import ddp
-from radlens_cli.encoders.preprocess import unwrap_worker_error
+from radlens_cli.encoders.preprocess import worker_error
 from radlens_cli.errors import RadlensError
 from radlens_cli.workers import test_kill_hook
 
@@ -89,7 +89,7 @@ def prepass(ds, dist: ddp.DistInfo, device, task: str, where: str, column: str |
         for flag in log.progress(loader, total=len(mine), desc=f"preprocess {where}", unit="case"):
             nonempty += int(flag)
     except RadlensError as e:
-        raise RadlensError(unwrap_worker_error(e), e.exit_code) from None
+        raise worker_error(e) from None
     if task == "segment" and where == "train":
         (nonempty,) = ddp.all_reduce_sum([float(nonempty)], dist, device)
         if nonempty == 0:
