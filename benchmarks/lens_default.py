@@ -86,7 +86,19 @@ def pipeline(folder, method, threads):
         wall, cpu = run_stage(args, threads)
         out.append((name, wall, cpu))
         print(f"    {method:<15} {name:<11} wall {wall:7.1f} s   cpu {cpu:7.1f} s", flush=True)
+        if name == "fit-share":
+            print(f"    {method:<15} share: {recorded_share(f(f'share_{tag}.h5'))}", flush=True)
     return out
+
+
+def recorded_share(path) -> str:
+    """What fit-share recorded of the share it fitted: hidden units, re-splits."""
+    from radlens_cli.io.formats.share import load_share
+
+    a = load_share(path)["attrs"]
+    keys = [k for k in ("hidden", "hidden_from_rule", "n_resplits", "n_share", "n_decoder_train",
+                        "n_test") if k in a]
+    return ", ".join(f"{k}={a[k]}" for k in keys) or "(no size attributes found)"
 
 
 def main():
@@ -103,7 +115,7 @@ def main():
     folder = a.keep or tempfile.mkdtemp(prefix="radlens-default-")
     os.makedirs(folder, exist_ok=True)
     print(f"machine: {os.cpu_count()} cores, load average {os.getloadavg()[0]:.2f}; "
-          f"{n} cases x {p} radiomic columns, d={d}, h=256 (the default), {a.threads} threads")
+          f"{n} cases x {p} radiomic columns, d={d}, default options, {a.threads} threads")
     try:
         make_inputs(folder, n, d, p)
         rows = {}
