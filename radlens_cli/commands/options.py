@@ -5,15 +5,18 @@ one name, one meaning and one help text everywhere; a command passes `help=` onl
 the flag's object differs (what `--output` writes, what `--modalities` are used for).
 Sections: output and run control; sharded cohort runs; decoders compared; encoders and
 the preprocessing group (modalities, mask, spacing, crop, norm, norm region, orient,
-layout) that embed, finetune and layers share.
+layout) that embed, finetune and layers share; inputs named by flag (one of them stdin).
 """
 
 from __future__ import annotations
 
+import os
+
 import typer
 
 from radlens_cli import provenance
-from radlens_cli.errors import UsageError
+from radlens_cli.errors import RadlensError, UsageError
+from radlens_cli.io.files import input_path
 from radlens_cli.io.formats.decoder import load_decoder
 from radlens_cli.io.stability import read_icc as read_icc_table
 from radlens_cli.lens.compare import checkpoint_labels
@@ -225,3 +228,38 @@ def read_icc(stability: str | None, min_icc: float | None):
     if not stability:
         return None
     return read_icc_table(stability)
+
+
+# ------------------------------------------------------------------ inputs named by flag (report)
+
+def _flag(role: str) -> str:
+    return "--" + role.replace("_", "-")
+
+
+def check_inputs(inputs: dict, files_only: dict) -> list:
+    """The flags of `inputs` (role -> path, a list of paths, or None; the flag is --role)
+    that read stdin (`-`): at most one, never a role of `files_only` (role -> why it must
+    be a file); every other path given must be a file. Checked before any output is touched."""
+    given = [(_flag(role), p) for role, path in inputs.items()
+             for p in (path if isinstance(path, (list, tuple)) else [path])]
+    piped = [flag for flag, path in given if path == "-"]
+    if len(piped) > 1:
+        raise UsageError(f"only one input can be `-` (stdin); {', '.join(piped)} all are")
+    why = {_flag(role): text for role, text in files_only.items()}
+    for flag, path in given:
+        if path == "-" and flag in why:
+            raise UsageError(f"{flag}: give a file ({why[flag]})")
+        if path is not None and path != "-" and not os.path.isfile(path):
+            raise RadlensError(f"{flag} file not found: {path}")
+    return piped
+
+
+def spool_stdin(inputs: dict, piped: list) -> dict:
+    """`inputs` with the `-` of the flag in `piped` (check_inputs) replaced by the file stdin
+    is spooled to (once; what reads it hashes the spooled bytes and shows it as stdin)."""
+    if not piped:
+        return inputs
+    real = input_path("-", piped[0])
+    pick = lambda p: real if p == "-" else p
+    return {role: [pick(p) for p in path] if isinstance(path, (list, tuple)) else pick(path)
+            for role, path in inputs.items()}

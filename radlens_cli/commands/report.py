@@ -12,11 +12,11 @@ import typer
 
 from radlens_cli import __version__, log, provenance
 from radlens_cli.commands.app import command
-from radlens_cli.commands.options import (force_option, mask_option, min_icc_option, modalities_option, output_option,
-                                          read_icc, stability_option)
+from radlens_cli.commands.options import (check_inputs, force_option, mask_option, min_icc_option, modalities_option,
+                                          output_option, read_icc, spool_stdin, stability_option)
 from radlens_cli.encoders.training.finetuned import read_finetune_record
 from radlens_cli.errors import RadlensError, UsageError
-from radlens_cli.io.files import atomic_output, check_output, input_path
+from radlens_cli.io.files import check_output, write_text
 from radlens_cli.report import html
 from radlens_cli.report.images import panel_spec
 from radlens_cli.report.figures import write_figures
@@ -32,18 +32,11 @@ def report(radiomics: str, compare: str, stats: str, output: str, correlate_summ
     """Write the HTML report (and the figures as PNG under figures_dir); returns figure names."""
     html.check_options(top, stable_quantile, rank_by)
     panels = panel_spec(manifest, modalities, mask, panel_cases)
-    given = (("--radiomics", radiomics), ("--compare", compare), ("--stats", stats),
-             ("--correlate-summary", correlate_summary), ("--cka", cka), ("--probe", probe),
-             ("--manifest", manifest), ("--stability", stability), ("--control", control),
-             *(("--metrics", p) for p in metrics), *(("--encoder", p) for p in encoders))
-    piped = [flag for flag, path in given if path == "-"]
-    if len(piped) > 1:
-        raise UsageError(f"only one input can be `-` (stdin); {', '.join(piped)} all are")
-    for flag, path in given:
-        if path == "-" and flag in ("--manifest", "--encoder"):
-            raise UsageError(f"{flag}: give a file ({'its relative image paths resolve against its folder' if flag == '--manifest' else 'a checkpoint is read from a file'})")
-        if path is not None and path != "-" and not os.path.isfile(path):
-            raise RadlensError(f"{flag} file not found: {path}")
+    inputs = {"radiomics": radiomics, "compare": compare, "stats": stats, "correlate_summary": correlate_summary,
+              "cka": cka, "probe": probe, "manifest": manifest, "stability": stability, "control": control,
+              "metrics": list(metrics), "encoder": list(encoders)}
+    piped = check_inputs(inputs, files_only={"manifest": "its relative image paths resolve against its folder",
+                                             "encoder": "a checkpoint is read from a file"})
     for path in saliency:
         if path == "-" or not os.path.isfile(path):
             raise RadlensError(f"--saliency file not found: {path} (a saliency table is read with its sidecar)")
@@ -53,39 +46,28 @@ def report(radiomics: str, compare: str, stats: str, output: str, correlate_summ
     if saliency_maps and panels is None:
         raise UsageError("--saliency-maps draws on the example cases: give --manifest, --modalities and --mask")
     check_output(output, force, suffix=(".html", ".htm"))
-    if piped:   # spooled once; the report hashes the spooled bytes and shows the input as stdin
-        real = input_path("-", piped[0])
-        pick = lambda p: real if p == "-" else p
-        radiomics, compare, stats = pick(radiomics), pick(compare), pick(stats)
-        correlate_summary, cka, probe = pick(correlate_summary), pick(cka), pick(probe)
-        metrics = [pick(p) for p in metrics]
-        stability, control = pick(stability), pick(control)
-    read_icc(stability, min_icc)  # checked (and readable) before any figure is drawn
+    inputs = spool_stdin(inputs, piped)  # the report hashes the spooled bytes and shows the input as stdin
+    read_icc(inputs["stability"], min_icc)  # checked (and readable) before any figure is drawn
     versions = provenance.library_versions(("numpy", "scipy", "pandas", "h5py", "matplotlib", "typer"))
-
     versions["radlens"] = __version__
-    text, figures = html.build(radiomics, compare, stats, correlate_summary, cka, probe, list(metrics),
+    text, figures = html.build(*(inputs[r] for r in ("radiomics", "compare", "stats", "correlate_summary", "cka",
+                                                     "probe", "metrics")),
                                title=title, top=top, stable_quantile=stable_quantile, rank_by=rank_by,
                                command=provenance.command_line(), versions=versions,
                                created=provenance.created_timestamp(),
                                encoders=[read_finetune_record(p) for p in encoders],
                                checkpoint=checkpoint, ordered=ordered, panels=panels,
-                               stability=stability, min_icc=min_icc,
+                               stability=inputs["stability"], min_icc=min_icc,
                                saliency=(list(saliency), list(saliency_maps)) if saliency or saliency_maps else None,
-                               control=control)
+                               control=inputs["control"])
     if figures_dir:
         write_figures(figures, figures_dir, force)
-    prov = provenance.build("report", inputs={
-        "radiomics": radiomics, "compare": compare, "stats": stats, "correlate_summary": correlate_summary,
-        "cka": cka, "probe": probe, "manifest": manifest, "stability": stability, "control": control,
-        "metrics": list(metrics), "encoder": list(encoders)},
-        params={"title": title, "top": top, "stable_quantile": stable_quantile, "rank_by": rank_by,
-                "checkpoint": checkpoint, "ordered": ordered, "modalities": modalities, "mask": mask,
-                "panel_cases": panel_cases, "figures": figures_dir, "min_icc": min_icc})
-    text = html.embed_provenance(text, prov)
-    with atomic_output(output, force, suffix=".html") as tmp:
-        with open(tmp, "w", encoding="utf-8") as fh:
-            fh.write(text)
+    prov = provenance.build("report", inputs=inputs,
+                            params={"title": title, "top": top, "stable_quantile": stable_quantile,
+                                    "rank_by": rank_by, "checkpoint": checkpoint, "ordered": ordered,
+                                    "modalities": modalities, "mask": mask, "panel_cases": panel_cases,
+                                    "figures": figures_dir, "min_icc": min_icc})
+    write_text(html.embed_provenance(text, prov), output, force, suffix=".html")
     return [f.name for f in figures]
 
 

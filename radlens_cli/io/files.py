@@ -210,6 +210,13 @@ def atomic_output(path: str, force: bool = False, suffix: str = "", provenance: 
         raise
 
 
+def write_text(text: str, path: str, force: bool = False, suffix: str = "") -> None:
+    """Write `text` (UTF-8) to `path` (`-`: stdout) through atomic_output; `suffix` as there."""
+    with atomic_output(path, force, suffix=suffix) as tmp:
+        with open(tmp, "w", encoding="utf-8") as fh:
+            fh.write(text)
+
+
 def save_npz(path: str, force: bool = True, **arrays) -> None:
     """np.savez through atomic_output (a cache entry: overwritten unless force=False)."""
     import numpy as np
