@@ -12,15 +12,15 @@ from typing import List
 
 import typer
 
-from radlens_cli import log, provenance
+from radlens_cli import log
 from radlens_cli.commands.app import command
 from radlens_cli.commands.options import (allow_different_preprocessing_option, allow_missing_option,
-                                          decoder_identities, decoder_inputs, force_option, labels_option,
+                                          declare_comparison, decoder_inputs, force_option, labels_option,
                                           load_decoders, min_icc_option, output_option, read_icc, seed_option,
                                           stability_option)
 from radlens_cli.errors import UsageError
 from radlens_cli.io.cases import refuse_part
-from radlens_cli.io.files import atomic_output, check_output
+from radlens_cli.io.files import check_output, write_text
 from radlens_cli.io.formats import write_csv
 from radlens_cli.io.formats.decoder import load_decoder
 from radlens_cli.lens.compare import checkpoint_labels, compare_decoders
@@ -55,21 +55,14 @@ def compare(pre_path: str, ft_path, output: str, top: int = 5, stable_quantile: 
                               info=log.info, progress=log.progress,
                               null_panel=load_decoder(null_panel) if null_panel else None,
                               null_delta=null_delta, centre=centre)
-    # the sidecar: inputs with sha256, params, and what identifies each checkpoint (its
-    # decoder, the encoder it was embedded with, decode's small-sample verdict) for report
-    provenance.declare("compare", inputs={"reference": pre_path, "compared": others,
-                                               **({"stability": stability} if stability else {}),
-                                               **({"null_panel": null_panel} if null_panel else {})},
-                       params={"labels": names, "rank_by": result.rank_by, "bootstrap": bootstrap,
-                               "permutations": permutations, "ci_level": ci_level, "seed": seed,
-                               "top": top, "stable_quantile": stable_quantile,
+    declare_comparison("compare", pre_path, ref, others, names, decs,
+                       inputs={"stability": stability, "null_panel": null_panel},
+                       params={"rank_by": result.rank_by, "bootstrap": bootstrap, "permutations": permutations,
+                               "ci_level": ci_level, "seed": seed, "top": top, "stable_quantile": stable_quantile,
                                "allow_missing": allow_missing,
                                "allow_different_preprocessing": allow_different_preprocessing,
-                               "stability": stability, "min_icc": min_icc,
-                               "null_panel": null_panel, "null_delta": null_delta,
-                               "centre": centre,
-                               **decoder_identities(pre_path, ref, others, names, decs)},
-                       history=provenance.merged_history(ref.attrs, *(d.attrs for d in decs)))
+                               "stability": stability, "min_icc": min_icc, "null_panel": null_panel,
+                               "null_delta": null_delta, "centre": centre})
     if icc is not None:
         result = stable_comparison(result, icc, min_icc, top, stable_quantile, stability, warn=log.warn,
                                    info=log.info)[0]
@@ -77,9 +70,7 @@ def compare(pre_path: str, ft_path, output: str, top: int = 5, stable_quantile: 
     text = result.views_text(ref_name=os.path.basename(str(pre_path)))
     if text:
         if summary:
-            with atomic_output(summary, force, suffix=".txt") as tmp:
-                with open(tmp, "w", encoding="utf-8") as fh:
-                    fh.write(text)
+            write_text(text, summary, force, suffix=".txt")
         elif log.VERBOSITY["level"] >= 1:  # the views are information: --quiet hides them
             sys.stderr.write(text)
     return result.table

@@ -207,6 +207,20 @@ def decoder_identities(pre_path: str, ref, others: list, names: list, decs: list
             "checkpoints": {n: provenance.checkpoint_identity(p, d.attrs) for p, n, d in zip(others, names, decs)}}
 
 
+def declare_comparison(command: str, pre_path: str, ref, others: list, names: list, decs: list,
+                       inputs: dict, params: dict) -> None:
+    """Declare compare's and stats' provenance, the sidecar of the table they write: the
+    decoders and the optional `inputs` given (role -> path; left out when not given) with
+    sha256, the labels and `params`, what identifies each checkpoint (its decoder, the
+    encoder it was embedded with, decode's small-sample verdict) for report, and the
+    decoders' merged history."""
+    provenance.declare(command, inputs={"reference": pre_path, "compared": others,
+                                        **{role: path for role, path in inputs.items() if path}},
+                       params={"labels": names, **params,
+                               **decoder_identities(pre_path, ref, others, names, decs)},
+                       history=provenance.merged_history(ref.attrs, *(d.attrs for d in decs)))
+
+
 # ------------------------------------------------------------------ stability (compare, stats, report)
 
 def stability_option():

@@ -10,13 +10,13 @@ from typing import List
 
 import typer
 
-from radlens_cli import log, provenance
+from radlens_cli import log
 from radlens_cli.commands.app import command
 from radlens_cli.commands.options import (allow_different_preprocessing_option, allow_missing_option,
-                                          decoder_identities, decoder_inputs, force_option, labels_option,
+                                          declare_comparison, decoder_inputs, force_option, labels_option,
                                           load_decoders, min_icc_option, output_option, read_icc, stability_option)
 from radlens_cli.errors import UsageError
-from radlens_cli.io.files import atomic_output, check_output
+from radlens_cli.io.files import check_output, write_text
 from radlens_cli.io.formats import write_csv
 from radlens_cli.io.formats.decoder import load_decoder
 from radlens_cli.lens.compare import checkpoint_labels
@@ -38,14 +38,10 @@ def stats(pre_path: str, ft_path, output: str, by: str = "family,image_type,moda
     icc = read_icc(stability, min_icc)
     check_output(output, force, suffix=(".md", ".txt") if fmt == "markdown" else ".csv")
     ref, decs, names = load_decoders(pre_path, others, names, labels)
-    provenance.declare("stats", inputs={"reference": pre_path, "compared": others,
-                                             **({"stability": stability} if stability else {})},
-                       params={"labels": names, "by": by, "format": fmt,
-                               "allow_missing": allow_missing,
+    declare_comparison("stats", pre_path, ref, others, names, decs, inputs={"stability": stability},
+                       params={"by": by, "format": fmt, "allow_missing": allow_missing,
                                "allow_different_preprocessing": allow_different_preprocessing,
-                               "stability": stability, "min_icc": min_icc,
-                               **decoder_identities(pre_path, ref, others, names, decs)},
-                       history=provenance.merged_history(ref.attrs, *(d.attrs for d in decs)))
+                               "stability": stability, "min_icc": min_icc})
     keep = None
     if min_icc is not None:
         keep = [c for c, ok in zip(ref.columns, stable_columns(icc, ref.columns, min_icc)) if ok]
@@ -61,9 +57,7 @@ def stats(pre_path: str, ft_path, output: str, by: str = "family,image_type,moda
     if icc is not None:
         out = group_median_icc(out, ref.columns, ref.column_meta, icc, keep)
     if fmt == "markdown":
-        with atomic_output(output, force, suffix=".md") as tmp:
-            with open(tmp, "w", encoding="utf-8") as fh:
-                fh.write(markdown_table(out))
+        write_text(markdown_table(out), output, force, suffix=".md")
     else:
         write_csv(out, output, force)
     return out
