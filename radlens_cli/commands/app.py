@@ -13,7 +13,7 @@ from typer.core import TyperGroup
 
 from radlens_cli import log, provenance
 from radlens_cli.errors import (EXIT_INTERRUPTED, EXIT_TERMINATED, EXIT_USAGE, ParameterError, RadlensError,
-                                Terminated, UsageError)
+                                Terminated)
 from radlens_cli.io import files
 
 try:  # typer >= 0.26 vendors click

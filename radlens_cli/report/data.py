@@ -13,7 +13,7 @@ import re
 
 import numpy as np
 
-from radlens_cli.errors import EXIT_DATA, ParameterError, RadlensError
+from radlens_cli.errors import EXIT_DATA, ParameterError
 from radlens_cli.io.cases import check_table
 from radlens_cli.io.files import input_path, read_sidecar, shown_name
 from radlens_cli.io.formats import CASE_TABLE, decode_strings, open_h5, read_h5_attrs

@@ -10,7 +10,7 @@ import os
 
 import numpy as np
 
-from radlens_cli.errors import EXIT_DATA, ParameterError, RadlensError
+from radlens_cli.errors import EXIT_DATA, ParameterError
 from radlens_cli.lens.compare import three_views
 from radlens_cli.names import family_label
 from radlens_cli.io.files import shown_name

@@ -23,7 +23,7 @@ from radlens_cli.saliency import metrics
 from radlens_cli.saliency.methods import occlusion_numpy, saliency_map
 from radlens_cli.saliency.model import LayerSite, Scorer, tap_torchscript
 
-from radlens_cli.saliency.tables import SALIENCY_SCHEMA, case_folder  # noqa: F401 - the table it writes
+from radlens_cli.saliency.tables import case_folder
 
 
 def map_name(name: str) -> str:
