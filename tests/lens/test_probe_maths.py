@@ -119,3 +119,19 @@ def test_split_folds_protocols():
     y_bad = np.where(split == "test", 2, 0)                    # class 2 only in test
     with pytest.raises(RadlensError, match="class"):
         split_folds(y_bad, split, "classify", "train-test")
+
+
+def test_balanced_accuracy_of_a_fold_without_a_class_is_quiet_and_the_mean_recall_it_can_have():
+    import warnings
+
+    from radlens_cli.lens.probe import _scores
+
+    y_true = np.array([0, 0, 0, 1, 1])          # class 2 is predicted but absent from the fold
+    pred = np.array([0, 2, 0, 1, 2])
+    score = np.eye(3)[pred]
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")            # the example's probe printed sklearn's warning
+        out = _scores("classify", y_true, pred, score, np.array([0, 1, 2]))
+    recalls = [np.mean(pred[y_true == c] == c) for c in (0, 1)]
+    assert out["balanced_accuracy"] == pytest.approx(np.mean(recalls))
+    assert out["accuracy"] == pytest.approx(3 / 5)
