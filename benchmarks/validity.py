@@ -43,7 +43,8 @@ def run_cohort(n, d, seed, method, epochs, folder, permutations=0, align=None):
               "planted": C.embed({"A": 1.0, "down": 0.0, "up": 1.0}, "ft")}
     if method == "paper" or align == "none":   # the frozen share takes only the reference's d
         tables.pop("duplicated")
-    share = lens.fit_share(pre, C.rad, epochs=epochs, device="cpu", method=method, seed=seed)
+    share = lens.fit_share(pre, C.rad, hidden=256, epochs=epochs, device="cpu", method=method,
+                           seed=seed)   # h = 256: the measurements in docs/validity.md (0.2.0)
     decoders = {k: lens.decode(share, t, C.rad, allow_different_preprocessing=True, align=align)
                 for k, t in tables.items()}
     rows = []

@@ -124,7 +124,7 @@ def method_defaults(method: str) -> dict:
             "ridge": "gcv", "share_fraction": 0.5}
 
 
-def fit_share(emb: CaseTable, rad: CaseTable, hidden: int | None = 256, l1: float = 1e-6,
+def fit_share(emb: CaseTable, rad: CaseTable, hidden: int | None = None, l1: float = 1e-6,
               l2: float = 1e-5, sweep: bool = False, epochs: int | None = None,
               lr: float | None = None,
               scale: str | None = None, activation: str = "relu", batch_size: int = 256,
@@ -147,7 +147,8 @@ def fit_share(emb: CaseTable, rad: CaseTable, hidden: int | None = 256, l1: floa
     pre-trained train embeddings (the alignment target) and one ridge alpha for all
     checkpoints (calibrated: generalised cross-validation on the pre-trained train cases; paper: none,
     or the under-determined fallback computed once here).
-    hidden=None: h from the cohort, lens.power.recommended_hidden(decoder train cases)."""
+    hidden=None (the default, as fit-share's): h from the cohort,
+    lens.power.recommended_hidden(decoder train cases)."""
     method = METHOD_ALIASES.get(method, method)
     check_choice(method, METHODS, "method")
     check_choice(loss_reduction, REDUCTIONS, "loss_reduction")
