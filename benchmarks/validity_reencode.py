@@ -41,7 +41,7 @@ sys.path.insert(0, REPO)
 GROUPINGS = ("family", "image_type", "modality", "modality_family")
 
 
-def run_cohort(n, seed, methods, d, conditions, writer, fh):
+def run_cohort(n, seed, methods, d, conditions, writer, fh, resplits=None):
     from radlens_cli.lens import compare as cmp
     from radlens_cli.lens import interval
     from radlens_cli.lens.stats import group_stats
@@ -52,7 +52,8 @@ def run_cohort(n, seed, methods, d, conditions, writer, fh):
     emb, rad = tables(coh)
     for method in methods:
         t0 = time.time()
-        share = fit_share_tables(emb, rad, method=method, device="cpu")
+        extra = {"n_resplits": resplits} if resplits and method == "symmetric" else {}
+        share = fit_share_tables(emb, rad, method=method, device="cpu", **extra)
         pre = decode(share, emb, rad)
         for cond in conditions:
             t1 = time.time()
@@ -169,6 +170,8 @@ def main(argv=None):
     ap.add_argument("--d", type=int, default=64, help="embedding dims")
     ap.add_argument("--out", default="validity_reencode.csv")
     ap.add_argument("--threads", type=int, default=1, help="torch threads")
+    ap.add_argument("--resplits", type=int, default=None,
+                    help="re-splits of the symmetric lens (default: fit-share's, 10)")
     ap.add_argument("--summarise", default=None, nargs="+",
                     help="print the tables of existing CSVs (concatenated) and exit")
     a = ap.parse_args(argv)
@@ -190,7 +193,7 @@ def main(argv=None):
         w.writeheader()
         for n, k, first, *_ in sizes:
             for seed in range(first, first + k):
-                run_cohort(n, seed, methods, a.d, conditions, w, fh)
+                run_cohort(n, seed, methods, a.d, conditions, w, fh, a.resplits)
     sys.stdout.write(summarise(a.out))
 
 
