@@ -42,7 +42,7 @@ from __future__ import annotations
 
 import numpy as np
 
-from radlens_cli.errors import ParameterError
+from radlens_cli.errors import ParameterError, check_choice
 from radlens_cli.lens.checks import require_compatible
 from radlens_cli.lens.fdr import bh_fdr, stars
 from radlens_cli.lens.resplit import R2_CLIP
@@ -94,8 +94,7 @@ def common_shift(D: np.ndarray, r2_pre, r2_ft, centre: str = CENTRE) -> np.ndarr
     features whose clipped R^2 (mean over re-splits) exceeds CENTRE_MIN_R2 in either
     checkpoint. Zeros for centre 'none' or with fewer than CENTRE_MIN_FEATURES such
     features (module docstring)."""
-    if centre not in CENTRES:
-        raise ParameterError(f"{{centre}} must be one of {', '.join(CENTRES)}, not {centre!r}", "centre")
+    check_choice(centre, CENTRES, "centre")
     D = np.asarray(D, dtype=np.float64)
     if centre == "none":
         return np.zeros(D.shape[0])
@@ -286,9 +285,7 @@ def resolve_null(ref, others, null_panel=None, null_delta: float | None = None, 
     null_panel: a decoder of a second fine-tuning run of the first of `others`' task
     (another seed, the same SHARE): delta from panel_null_deltas; null_delta: given;
     neither: NULL_DELTA ("default"). centre: how features are tested (common_shift())."""
-    if centre not in CENTRES:
-        raise ParameterError(f"{{centre}} must be one of {', '.join(CENTRES)}, not {centre!r}", "centre")
-
+    check_choice(centre, CENTRES, "centre")
     if null_panel is not None and null_delta is not None:
         raise ParameterError("give {null_panel} or {null_delta}, not both", "null_panel", "null_delta")
     if null_delta is not None:
@@ -329,7 +326,7 @@ def compare_resplit(ref, other, name: str, rank_by: str, null: dict, info=None):
                              ref.resplit["importance"], other.resplit["importance"],
                              n_train=n_train, n_test=n_test, null_delta=null["delta"],
                              null_delta_source=null["source"], checkpoint=name, rank_by=rank_by,
-                             centre=null.get("centre", CENTRE))
+                             centre=null["centre"])
     if null["panel"] is not None:
         dp = (clipped(null["panel"].resplit["r2"]) - clipped(ref.resplit["r2"])).mean(axis=0)
         rho = rank_agreement(df["delta_r2_clipped"], dp, df["decodable"])
@@ -340,7 +337,7 @@ def compare_resplit(ref, other, name: str, rank_by: str, null: dict, info=None):
     if info:
         dec = df["decodable"].to_numpy(dtype=bool)
         mean = float(df["delta_r2_clipped"][dec].mean()) if dec.any() else float("nan")
-        relative = null.get("centre", CENTRE) == "median"
+        relative = null["centre"] == "median"
         info(f"{name}: {int((df['q_bh'] < 0.05).sum())} of {len(df)} features changed by more "
              f"than null_delta={null['delta']:.4g} ({null['source']}; q_bh < 0.05, "
              f"{df['test'].iloc[0]} over {int(df['n_resplits'].iloc[0])} re-splits"
