@@ -463,23 +463,11 @@ def fit_share_symmetric(emb, rad, hidden: int = 256, l1: float = 1e-6, l2: float
     return model
 
 
-def decode_symmetric(share, emb, rad, allow_missing: bool = False, warn=None,
-                     allow_different_preprocessing: bool = False, device: str = "cpu",
-                     progress=None, eval_split: str = "test"):
-    """decode of the symmetric lens: this checkpoint's own shares on the protocol's
-    re-splits (or the reference's, when the embeddings carry exactly its information),
-    its own GCV ridge alpha and decoder per re-split, R^2 on each test part.
-    Returns a ResplitDecodeResult (re-split 0 as the main decoder, for the per-case views)."""
-
+def protocol_inputs(share, proto: Protocol, emb, rad, allow_missing: bool = False, warn=None):
+    """(X, R): a checkpoint's embeddings and the share's scaled radiomic columns on the
+    protocol's re-split cases, in proto.case_id order (what every re-split reads), with
+    errors naming the file that lacks a column or a case or holds non-finite radiomics."""
     warn = warn or (lambda m: None)
-    if eval_split != "test":
-        raise RadlensError("the symmetric lens re-splits the train and test cases itself; "
-                           "eval_split other than 'test' does not apply")
-    proto = protocol_of(share)
-    emb_params = embedding_params(emb.attrs)
-    require_same_preprocessing(share.embedding_params, emb_params,
-                               "the share model's pre-trained embeddings", str(emb.path),
-                               allow_different_preprocessing, warn)
     j = join(emb, rad, allow_missing)
     _said_missing(j, warn)
     pos = {c: k for k, c in enumerate(j.columns)}
@@ -504,7 +492,27 @@ def decode_symmetric(share, emb, rad, allow_missing: bool = False, warn=None,
                            f"column(s) {', '.join(bad_cols[:3])}"
                            + (f" (+{len(bad_cols) - 3} more)" if len(bad_cols) > 3 else "")
                            + "; decode with the radiomics table fit-share used")
-    X = np.asarray(j.X[rows], dtype=np.float64)
+    return np.asarray(j.X[rows], dtype=np.float64), R
+
+
+def decode_symmetric(share, emb, rad, allow_missing: bool = False, warn=None,
+                     allow_different_preprocessing: bool = False, device: str = "cpu",
+                     progress=None, eval_split: str = "test"):
+    """decode of the symmetric lens: this checkpoint's own shares on the protocol's
+    re-splits (or the reference's, when the embeddings carry exactly its information),
+    its own GCV ridge alpha and decoder per re-split, R^2 on each test part.
+    Returns a ResplitDecodeResult (re-split 0 as the main decoder, for the per-case views)."""
+
+    warn = warn or (lambda m: None)
+    if eval_split != "test":
+        raise RadlensError("the symmetric lens re-splits the train and test cases itself; "
+                           "eval_split other than 'test' does not apply")
+    proto = protocol_of(share)
+    emb_params = embedding_params(emb.attrs)
+    require_same_preprocessing(share.embedding_params, emb_params,
+                               "the share model's pre-trained embeddings", str(emb.path),
+                               allow_different_preprocessing, warn)
+    X, R = protocol_inputs(share, proto, emb, rad, allow_missing, warn)
     ref_pos = {str(c): k for k, c in enumerate(share.reference_case_id)}
     Xref = share.reference_X[[ref_pos[str(c)] for c in proto.case_id]]
     info = same_information(X, Xref)
