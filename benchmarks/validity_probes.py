@@ -93,24 +93,9 @@ def probe_r2(proto, Xs, R, probe):
     return out
 
 
-def pooled(share, emb, rad, proto):
-    from radlens_cli.lens.steps import join
-
-    j = join(emb, rad, False)
-    pos = {c: k for k, c in enumerate(j.columns)}
-    keep = np.array([pos[c] for c in share.columns])
-    where = {str(c): k for k, c in enumerate(j.case_id)}
-    rows = np.array([where[str(c)] for c in proto.case_id])
-    return np.asarray(j.X[rows], np.float64), share.scaler.transform(j.radiomics(rows, keep), out=True)
-
-
-def latents_carried(coh, n, seed):
+def latents_carried(coh, n):
     """Kernel ridge R^2 of each encoded latent from the pre-trained and second-run embeddings."""
-    rng = np.random.default_rng(7_000_003 + 7919 * seed)     # make_cohort's first draws
-    U = rng.normal(size=(n, 12))
-    rng.normal(size=(n, 3))
-    U_down = rng.normal(size=(n, 2))
-    L = np.concatenate([U, U_down], 1)
+    L = coh.latents
     tr, te = np.arange(int(0.7 * n)), np.arange(int(0.7 * n), n)
     out = {}
     for name, X in (("pre-trained", coh.emb_pre), ("second_run", coh.emb["second_run"])):
@@ -128,7 +113,7 @@ def main(argv=None):
     import torch
 
     from radlens_cli.lens.interval import clipped
-    from radlens_cli.lens.resplit import protocol_of, standardise
+    from radlens_cli.lens.resplit import protocol_inputs, protocol_of, standardise
     from radlens_cli.lens.steps import fit_share_tables
     from radlens_cli.synth.reencode import make_cohort, tables
 
@@ -142,7 +127,7 @@ def main(argv=None):
         tv = float(share.resplit["total_variance"][0])
         r2 = {}
         for cond in ("pre", "second_run", "planted"):
-            X, R = pooled(share, emb if cond == "pre" else tables(coh, cond)[0], rad, proto)
+            X, R = protocol_inputs(share, proto, emb if cond == "pre" else tables(coh, cond)[0], rad)
             Xs, _ = standardise(X, tv)
             for probe in PROBES:
                 t0 = time.time()
@@ -155,8 +140,9 @@ def main(argv=None):
             dec = (pre > 0.05) | (r2["second_run", probe] > 0.05)
             rows.append((seed, probe, pre[dec].mean(), np.quantile(np.abs(sec[dec]), 0.95),
                          np.abs(sec[dec]).max(), np.median(np.abs(pl[truth]))))
-        lat = latents_carried(coh, a.n, seed)
-        print(f"\nseed {seed}: kernel ridge R^2 of each encoded latent (14), 70 % train / 30 % test")
+        lat = latents_carried(coh, a.n)
+        print(f"\nseed {seed}: kernel ridge R^2 of each encoded latent ({coh.latents.shape[1]}), "
+              f"70 % train / 30 % test")
         for k, v in lat.items():
             print(f"  {k:12s} " + " ".join(f"{x:.2f}" for x in v))
         print(f"  largest difference {np.abs(lat['pre-trained'] - lat['second_run']).max():.2f}")

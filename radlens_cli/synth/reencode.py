@@ -56,6 +56,7 @@ class Cohort:
     emb_pre: np.ndarray            # (n, d)
     emb: dict = field(default_factory=dict)     # condition -> (n, d') checkpoint embeddings
     truth: dict = field(default_factory=dict)   # condition -> (p,) true delta R^2 (0: none)
+    latents: np.ndarray | None = None           # (n, k) the latents the pre-trained network encodes
 
 
 def _net(rng, k_in, d, width=48):
@@ -139,7 +140,8 @@ def make_cohort(n: int, d: int = 64, seed: int = 0, conditions=CONDITIONS, n_sha
     # redundant dims: a fixed function of the other dims (same information)
     Wr = rng.normal(size=(d - n_red, n_red)) / np.sqrt(d - n_red)
     X[:, d - n_red:] = np.tanh(X[:, :d - n_red] @ Wr)
-    coh = Cohort(case_id=ids, split=split, columns=cols, radiomics=R, emb_pre=X)
+    coh = Cohort(case_id=ids, split=split, columns=cols, radiomics=R, emb_pre=X,
+                 latents=np.concatenate([U, U_down], axis=1))
 
     def standardised(Y):
         s = Y.std(axis=0)
