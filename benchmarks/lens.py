@@ -20,6 +20,7 @@ import tempfile
 import time
 
 import numpy as np
+from paper_size import paper_cases, paper_columns  # benchmarks/paper_size.py (this folder)
 
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 sys.path.insert(0, REPO)
@@ -66,13 +67,10 @@ def make_inputs(folder, n, d, h, p, seed=0):
     from radlens_cli.lens.share import ShareModel
 
     rng = np.random.default_rng(seed)
-    ids = np.array([f"case{i:05d}" for i in range(n)], dtype=object)
-    split = rng.choice(np.array(["train", "val", "test"], dtype=object), size=n, p=[0.7, 0.1, 0.2])
+    ids, split = paper_cases(rng, n)
     k = 64
     U = rng.normal(size=(n, k))
-    mods, fams = ["t2", "adc", "dwi"], ["firstorder", "glcm", "gldm", "glrlm", "glszm", "ngtdm"]
-    types = ["original"] + [f"wavelet-{a}{b}{c}" for a in "LH" for b in "LH" for c in "LH"]
-    cols = [f"{mods[j % 3]}/{types[(j // 3) % 9]}_{fams[(j // 27) % 6]}_F{j:04d}" for j in range(p)]
+    cols = paper_columns(p)
     R = U @ rng.normal(size=(k, p)) + rng.normal(size=(n, p))
     write_table(CaseTable(ids, R, cols, split=split), os.path.join(folder, "rad.h5"), force=True)
     E_pre = None
