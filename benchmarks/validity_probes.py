@@ -109,6 +109,7 @@ def main(argv=None):
     ap.add_argument("--n", type=int, default=2000)
     ap.add_argument("--seeds", default="3")
     ap.add_argument("--threads", type=int, default=1)
+    ap.add_argument("--encoder", default="saturating", help="the cohorts' random networks: saturating or smooth")
     a = ap.parse_args(argv)
     import torch
 
@@ -120,7 +121,7 @@ def main(argv=None):
     torch.set_num_threads(a.threads)
     rows = []
     for seed in (int(s) for s in a.seeds.split(",")):
-        coh = make_cohort(a.n, d=64, seed=seed, conditions=("second_run", "planted"))
+        coh = make_cohort(a.n, d=64, seed=seed, conditions=("second_run", "planted"), encoder=a.encoder)
         emb, rad = tables(coh)
         share = fit_share_tables(emb, rad, method="symmetric", device="cpu")
         proto = protocol_of(share)

@@ -41,14 +41,14 @@ sys.path.insert(0, REPO)
 GROUPINGS = ("family", "image_type", "modality", "modality_family")
 
 
-def run_cohort(n, seed, methods, d, conditions, writer, fh, resplits=None):
+def run_cohort(n, seed, methods, d, conditions, writer, fh, resplits=None, encoder="saturating"):
     from radlens_cli.lens import compare as cmp
     from radlens_cli.lens import interval
     from radlens_cli.lens.stats import group_stats
     from radlens_cli.lens.steps import decode, fit_share_tables
     from radlens_cli.synth.reencode import make_cohort, tables
 
-    coh = make_cohort(n, d=d, seed=seed, conditions=conditions)
+    coh = make_cohort(n, d=d, seed=seed, conditions=conditions, encoder=encoder)
     emb, rad = tables(coh)
     for method in methods:
         t0 = time.time()
@@ -168,6 +168,9 @@ def main(argv=None):
     ap.add_argument("--methods", default="symmetric,calibrated-0.2")
     ap.add_argument("--conditions", default=None, help="comma-separated (default: all)")
     ap.add_argument("--d", type=int, default=64, help="embedding dims")
+    ap.add_argument("--encoder", default="saturating",
+                    help="the cohorts' random networks: saturating (the default) or smooth "
+                         "(radlens_cli.synth.reencode.ENCODERS)")
     ap.add_argument("--out", default="validity_reencode.csv")
     ap.add_argument("--threads", type=int, default=1, help="torch threads")
     ap.add_argument("--resplits", type=int, default=None,
@@ -193,7 +196,7 @@ def main(argv=None):
         w.writeheader()
         for n, k, first, *_ in sizes:
             for seed in range(first, first + k):
-                run_cohort(n, seed, methods, a.d, conditions, w, fh, a.resplits)
+                run_cohort(n, seed, methods, a.d, conditions, w, fh, a.resplits, a.encoder)
     sys.stdout.write(summarise(a.out))
 
 

@@ -5,7 +5,9 @@ latents -> radiomics through skewed, heavy-tailed, non-linear columns named like
 pyradiomics output over 3 modalities x 7 families x 2 image types (about 150 columns in
 about 34 Table-1 groups); latents -> embeddings through a random two-layer network
 (tanh then ReLU, as a CNN's pooled features: non-negative, skewed, some dims dead) plus
-noise. The checkpoint compared with the pre-trained one is one of:
+noise. `encoder` picks the network's kind (ENCODERS): "saturating" (the default) or
+"smooth", with the same random draws. The checkpoint compared with the pre-trained one is
+one of:
 
 nulls (the information is the same, or equal in expectation)
 - second_run: a NEW random network of the same latents, fresh noise (a second training run)
@@ -59,18 +61,30 @@ class Cohort:
     latents: np.ndarray | None = None           # (n, k) the latents the pre-trained network encodes
 
 
-def _net(rng, k_in, d, width=48):
+# (tanh gain, ReLU offset) of the random networks: "saturating" (the default) drives tanh
+# into saturation and leaves about a third of the outputs mostly zero, so two networks of
+# the same latents carry them to measurably different degrees at finite n; "smooth" keeps
+# tanh nearer its linear range and most outputs alive, so both carry them about equally.
+ENCODERS = {"saturating": (1.3, -0.3), "smooth": (1.0, 0.3)}
+ENCODER = "saturating"
+
+
+def _net(rng, k_in, d, width=48, encoder=ENCODER):
+    gain, offset = ENCODERS[encoder]
     A1 = rng.normal(size=(k_in, width)) / np.sqrt(k_in)
     c1 = rng.normal(size=width) * 0.3
     A2 = rng.normal(size=(width, d)) * 1.6 / np.sqrt(width)
-    c2 = rng.normal(size=d) * 0.4 - 0.3
-    return lambda U: np.maximum(np.tanh(U @ A1 * 1.3 + c1) @ A2 + c2, 0.0)
+    c2 = rng.normal(size=d) * 0.4 + offset
+    return lambda U: np.maximum(np.tanh(U @ A1 * gain + c1) @ A2 + c2, 0.0)
 
 
 def make_cohort(n: int, d: int = 64, seed: int = 0, conditions=CONDITIONS, n_shared: int = 10,
                 n_planted: int = 12, noise: float = 0.05, val_fraction: float = 0.1,
-                test_fraction: float = 0.3) -> Cohort:
-    """One cohort with every condition's checkpoint embeddings (module docstring)."""
+                test_fraction: float = 0.3, encoder: str = ENCODER) -> Cohort:
+    """One cohort with every condition's checkpoint embeddings (module docstring); encoder:
+    the kind of random network, a key of ENCODERS (the same draws for either)."""
+    if encoder not in ENCODERS:
+        raise ValueError(f"encoder must be one of {', '.join(ENCODERS)}, not {encoder!r}")
     rng = np.random.default_rng(7_000_003 + 7919 * seed)
     L_in = n_shared + 2                       # latents every checkpoint encodes
     U = rng.normal(size=(n, L_in))
@@ -127,7 +141,7 @@ def make_cohort(n: int, d: int = 64, seed: int = 0, conditions=CONDITIONS, n_sha
     split = split[rng.permutation(n)]
 
     full = np.concatenate([U, U_down, U_up], axis=1)          # one network over all latents
-    net = _net(rng, full.shape[1], d)
+    net = _net(rng, full.shape[1], d, encoder=encoder)
     n_red = max(1, d // 10)
 
     def encode(f, inputs, r):
@@ -151,7 +165,7 @@ def make_cohort(n: int, d: int = 64, seed: int = 0, conditions=CONDITIONS, n_sha
         r = np.random.default_rng([seed, 100 + CONDITIONS.index(c)])
         t = np.zeros(len(cols))
         if c == "second_run":
-            Y = encode(_net(r, full.shape[1], d), pre_inputs(), r)
+            Y = encode(_net(r, full.shape[1], d, encoder=encoder), pre_inputs(), r)
         elif c == "tanh":
             Y = np.tanh(standardised(X))
         elif c == "power":
@@ -172,7 +186,7 @@ def make_cohort(n: int, d: int = 64, seed: int = 0, conditions=CONDITIONS, n_sha
             Y = X + 5.0
         elif c in PLANTED:
             inputs = np.concatenate([U, np.zeros_like(U_down), U_up], axis=1)
-            f = net if c == "planted" else _net(r, full.shape[1], d)
+            f = net if c == "planted" else _net(r, full.shape[1], d, encoder=encoder)
             Y = encode(f, inputs, r)
             t = truth.copy()
         else:
