@@ -16,13 +16,11 @@ from radlens_cli import log
 from radlens_cli.commands.app import command
 from radlens_cli.commands.options import (allow_different_preprocessing_option, allow_missing_option,
                                           declare_comparison, decoder_inputs, force_option, labels_option,
-                                          load_decoders, min_icc_option, output_option, read_icc, seed_option,
+                                          load_decoders, load_panel, min_icc_option, output_option, read_icc, seed_option,
                                           stability_option)
 from radlens_cli.errors import UsageError
-from radlens_cli.io.cases import refuse_part
 from radlens_cli.io.files import check_output, write_text
 from radlens_cli.io.formats import write_csv
-from radlens_cli.io.formats.decoder import load_decoder
 from radlens_cli.lens.compare import checkpoint_labels, compare_decoders
 from radlens_cli.lens.stability import stable_comparison
 
@@ -45,15 +43,13 @@ def compare(pre_path: str, ft_path, output: str, top: int = 5, stable_quantile: 
     if summary:
         check_output(summary, force, suffix=(".txt", ".md"))
     ref, decs, names = load_decoders(pre_path, others, names, labels)
-    for d in (ref, *decs):   # as decode refuses a part of a sharded run, so does compare
-        refuse_part(d.attrs, d.path)
     result = compare_decoders(ref, decs, labels=names,
                               rank_by=rank_by, bootstrap=bootstrap, permutations=permutations,
                               ci_level=ci_level, seed=seed, allow_missing=allow_missing,
                               allow_different_preprocessing=allow_different_preprocessing,
                               top=top, stable_quantile=stable_quantile, warn=log.warn,
                               info=log.info, progress=log.progress,
-                              null_panel=load_decoder(null_panel) if null_panel else None,
+                              null_panel=load_panel(null_panel),
                               null_delta=null_delta, centre=centre)
     declare_comparison("compare", pre_path, ref, others, names, decs,
                        inputs={"stability": stability, "null_panel": null_panel},

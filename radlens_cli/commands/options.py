@@ -17,6 +17,7 @@ import typer
 from radlens_cli import provenance
 from radlens_cli.errors import RadlensError, UsageError
 from radlens_cli.io.files import input_path
+from radlens_cli.io.cases import refuse_part
 from radlens_cli.io.formats.decoder import load_decoder
 from radlens_cli.io.stability import read_icc as read_icc_table
 from radlens_cli.lens.compare import checkpoint_labels
@@ -192,13 +193,25 @@ def decoder_inputs(pre_path: str, ft_path) -> list:
 
 
 def load_decoders(pre_path: str, others: list, names: list, labels) -> tuple:
-    """(reference, compared decoders, labels): a piped decoder is named by its recorded source."""
+    """(reference, compared decoders, labels): a piped decoder is named by its recorded source.
+    A decoder of one part of a sharded run is refused, as decode refuses such a table."""
     ref = load_decoder(pre_path)
     decs = [load_decoder(p) for p in others]
+    for d in (ref, *decs):
+        refuse_part(d.attrs, d.path)
     if "-" in others and not labels:
         names = [provenance.recorded_label(d.attrs) if p == "-" else n for p, n, d in zip(others, names, decs)]
         checkpoint_labels(others, names)
     return ref, decs, names
+
+
+def load_panel(null_panel: str | None):
+    """The --null-panel decoder (refused when it is one part of a sharded run), or None."""
+    if not null_panel:
+        return None
+    dec = load_decoder(null_panel)
+    refuse_part(dec.attrs, dec.path)
+    return dec
 
 
 def decoder_identities(pre_path: str, ref, others: list, names: list, decs: list) -> dict:

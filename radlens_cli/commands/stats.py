@@ -14,11 +14,10 @@ from radlens_cli import log
 from radlens_cli.commands.app import command
 from radlens_cli.commands.options import (allow_different_preprocessing_option, allow_missing_option,
                                           declare_comparison, decoder_inputs, force_option, labels_option,
-                                          load_decoders, min_icc_option, output_option, read_icc, stability_option)
+                                          load_decoders, load_panel, min_icc_option, output_option, read_icc, stability_option)
 from radlens_cli.errors import UsageError
 from radlens_cli.io.files import check_output, write_text
 from radlens_cli.io.formats import write_csv
-from radlens_cli.io.formats.decoder import load_decoder
 from radlens_cli.lens.compare import checkpoint_labels
 from radlens_cli.lens.stability import group_median_icc, stable_columns
 from radlens_cli.lens.stats import group_stats, markdown_table
@@ -52,7 +51,7 @@ def stats(pre_path: str, ft_path, output: str, by: str = "family,image_type,moda
                       by=by, allow_missing=allow_missing,
                       allow_different_preprocessing=allow_different_preprocessing,
                       warn=log.warn, info=log.info, columns=keep,
-                      null_panel=load_decoder(null_panel) if null_panel else None,
+                      null_panel=load_panel(null_panel),
                       null_delta=null_delta)
     if icc is not None:
         out = group_median_icc(out, ref.columns, ref.column_meta, icc, keep)
