@@ -2,11 +2,13 @@
 "Translation and the histogram").
 
 Per case and modality of a `synth --size 48,48,10` cohort, for a (0.5, -0.5, 0.25)-voxel
-shift: the L1 distance between normalised 16-bin histograms after `perturb`'s cubic B-spline
-resampling and after a Fourier phase shift (symmetric padding; keeps the noise spectrum), the
-ratio of the finest-scale noise estimate and of the image sd after / before, and the L1
-expected between two independent samples of the image's histogram,
-sqrt(4 / (pi N)) sum_k sqrt(p_k).
+shift: the L1 distance between normalised histograms (16 and 64 bins over the joint range)
+after `perturb`'s default (cubic B-spline, then the original values by rank:
+keep_histogram), after the B-spline's resampled values alone (`--resampled-histogram`,
+0.4.0's default) and after a Fourier phase shift (symmetric padding; keeps the noise
+spectrum); the ratio of the finest-scale noise estimate and of the image sd after / before
+(default and B-spline); and the L1 expected between two independent samples of the image's
+histogram, sqrt(4 / (pi N)) sum_k sqrt(p_k).
 
     python benchmarks/translation_histogram.py [--cases 10]
 """
@@ -24,6 +26,7 @@ sys.path.insert(0, os.path.join(os.path.dirname(os.path.abspath(__file__)), ".."
 
 SHIFT = (0.5, -0.5, 0.25)   # x, y, z voxels
 BINS = 16
+FINE_BINS = 64
 
 
 def _hist(a, edges):
@@ -67,17 +70,26 @@ def main() -> None:
                 img = read_image(os.path.join(d, cid, f"{m}.nii.gz"))
                 x = sitk.GetArrayFromImage(img).astype(np.float64)
                 t = pt.rigid_transform(img, (0, 0, 0), 0.0, SHIFT)
-                b = sitk.GetArrayFromImage(pt.transform_image(img, t)).astype(np.float64)
+                k = sitk.GetArrayFromImage(pt.transform_image(img, t)).astype(np.float64)
+                b = sitk.GetArrayFromImage(pt.transform_image(img, t, keep_histogram=False)).astype(np.float64)
                 # sitk's transform maps output points to input points: the content moves by -SHIFT
                 f = fourier_shift(x, tuple(-s for s in SHIFT[::-1]))
-                rows[m].append((hist_l1(x, b), pt.estimate_noise_sd(b) / pt.estimate_noise_sd(x),
-                                b.std() / x.std(), hist_l1(x, f), sampling_l1(x)))
-    print(f"{a.cases} cases, shift {SHIFT} voxels, {BINS} bins: mean (min-max) over cases")
-    names = ("L1 B-spline", "fine noise after/before", "sd after/before", "L1 Fourier shift", "L1 two samples")
-    for m, v in rows.items():
-        v = np.array(v)
-        print(m, "; ".join(f"{n} {v[:, k].mean():.3f} ({v[:, k].min():.3f}-{v[:, k].max():.3f})"
-                           for k, n in enumerate(names)))
+                fine = pt.estimate_noise_sd(x)
+                rows[m].append((hist_l1(x, k), hist_l1(x, b), hist_l1(x, f),
+                                hist_l1(x, k, FINE_BINS), hist_l1(x, b, FINE_BINS), hist_l1(x, f, FINE_BINS),
+                                pt.estimate_noise_sd(k) / fine, pt.estimate_noise_sd(b) / fine,
+                                k.std() / x.std(), b.std() / x.std(), sampling_l1(x)))
+    print(f"{a.cases} cases, shift {SHIFT} voxels: mean (min-max) over cases")
+    names = (f"L1 {BINS} bins, default (B-spline + original values by rank)", f"L1 {BINS} bins, B-spline",
+             f"L1 {BINS} bins, Fourier shift", f"L1 {FINE_BINS} bins, default", f"L1 {FINE_BINS} bins, B-spline",
+             f"L1 {FINE_BINS} bins, Fourier shift", "fine noise after/before, default",
+             "fine noise after/before, B-spline", "sd after/before, default", "sd after/before, B-spline",
+             f"L1 {BINS} bins, two independent samples")
+    table = {m: np.array(v) for m, v in rows.items()}
+    print(f"{'':60s}" + "".join(f"{m:>22s}" for m in table))
+    for k, n in enumerate(names):
+        print(f"{n:60s}" + "".join(f"{v[:, k].mean():.4f} ({v[:, k].min():.3f}-{v[:, k].max():.3f})".rjust(22)
+                                   for v in table.values()))
 
 
 if __name__ == "__main__":

@@ -26,7 +26,7 @@ def perturb(manifest_path: str, out_dir: str, modalities: str, mask: str, masks:
             perturbations: str | None = None, rotation: float | None = None, translation: float | None = None,
             noise: float | None = None, contour: int | None = None, negative_control: str | None = None,
             replicates: int = 5, include_original: bool = False, seed: int = 0, force: bool = False,
-            jobs: int = 1) -> dict:
+            jobs: int = 1, keep_histogram: bool = True) -> dict:
     """Write the perturbed cohort (images, masks, cohort.csv, provenance.json) to out_dir."""
     if out_dir == "-":
         raise UsageError("a cohort is a folder of images: give its path, not - (stdout)")
@@ -38,7 +38,7 @@ def perturb(manifest_path: str, out_dir: str, modalities: str, mask: str, masks:
     if not os.path.isdir(parent):
         raise RadlensError(f"output folder's parent does not exist: {parent}")
     chosen, settings = pt.choose_perturbations(perturbations, rotation, translation, noise, contour,
-                                               negative_control)
+                                               negative_control, keep_histogram)
     roi = parse_mask_spec(mask)
     other = parse_list(masks, "masks") if masks else []
     mods = parse_list(modalities, "modalities")
@@ -86,6 +86,12 @@ def perturb_cli(
     contour: Optional[int] = typer.Option(None, "--contour", metavar="VOXELS",
                                           help="Dilate or erode the ROI in-plane by 1..VOXELS voxels "
                                                "(sign at random). [default: 1]"),
+    keep_histogram: bool = typer.Option(True, "--keep-histogram/--resampled-histogram",
+                                        help="After a rotation or translation, give the resampled voxels the "
+                                             "original image's values by rank (the histogram kept exactly; "
+                                             "recorded as histogram_matched), or keep the B-spline's "
+                                             "resampled values (0.4.0: interpolation smooths the noise and "
+                                             "narrows the histogram)."),
     negative_control: Optional[str] = typer.Option(None, "--negative-control",
                                                    help="READII negative control: shuffled-roi, randomized-roi, "
                                                         "shuffled-full or randomized-full."),
@@ -103,13 +109,14 @@ def perturb_cli(
     each file's own grid under OUTPUT/<case_id>_r<k>/, and OUTPUT/cohort.csv: case_id
     <case_id>_r<k>, subject (the original case_id), split, replicate, the image and
     mask columns, the manifest's other columns, and what was applied: rotation_deg,
-    translation_{x,y,z}_vox, contour_voxels, noise_sd_<modality> (the image's
+    translation_{x,y,z}_vox, histogram_matched, contour_voxels, noise_sd_<modality> (the image's
     estimated noise sd), noise_added_sd_<modality> and negative_control. Provenance in
     OUTPUT/provenance.json. The same seed gives the same files.
 
     Perturbations after Zwanenburg et al. (Sci Rep 2019), combinable: a rotation about
     the slice normal through the ROI centre and a sub-voxel translation (one rigid
-    transform, images by B-spline, masks label by label at a 0.5 share), additive
+    transform, images by B-spline then mapped by rank onto their original values so the
+    histogram is kept, masks label by label at a 0.5 share), additive
     Gaussian noise at a fraction of the image's noise level (estimated from the finest
     Haar diagonal coefficients, Chang et al. 2000), and contour randomisation (the ROI
     dilated or eroded in-plane). A strength of 0 writes the input's voxels unchanged.
@@ -128,5 +135,5 @@ def perturb_cli(
           --replicates 1 -o control
     """
     summary = perturb(manifest, output, modalities, mask, masks, perturbations, rotation, translation, noise,
-                      contour, negative_control, replicates, include_original, seed, force, jobs)
+                      contour, negative_control, replicates, include_original, seed, force, jobs, keep_histogram)
     log.info(f"perturb: wrote {summary['rows']} replicate(s) of {summary['cases']} case(s) to {summary['manifest']}")

@@ -16,8 +16,13 @@ radiomic features by image perturbation"), each seeded and combinable:
 The rotation and translation make one physical transform that every image and mask of a
 case is resampled through, each on its own grid (images by cubic B-spline, masks label
 by label by linear interpolation of the label's indicator, a voxel taking the label
-with the largest share when it is at least 0.5, as Zwanenburg et al. do). A zero
-transform resamples nothing: the voxels are copied.
+with the largest share when it is at least 0.5, as Zwanenburg et al. do). By default
+(keep_histogram) a resampled image's values are then mapped back onto the original
+image's values by rank (exact histogram matching: the k-th smallest resampled voxel takes
+the k-th smallest original value), so the transform moves where values sit and not which
+values there are; interpolation's smoothing of the noise, a resampling artefact, does not
+narrow the histogram. Masks are not matched. A zero transform resamples nothing: the
+voxels are copied.
 
 READII-style negative controls (Kazmierski et al.), applied after the perturbations,
 per image, inside the ROI (on the image's grid) or over the whole image:
@@ -64,6 +69,7 @@ class PerturbSettings:
     noise: float = DEFAULT_NOISE_FRACTION
     contour: int = DEFAULT_CONTOUR_VOXELS
     negative_control: str | None = None
+    keep_histogram: bool = True   # map a resampled image back onto its original's values by rank
 
     def check(self) -> "PerturbSettings":
         for name in ("rotation", "translation", "noise", "contour"):
@@ -73,6 +79,8 @@ class PerturbSettings:
             raise ParameterError(f"{{rotation}} {self.rotation}: at most 180 degrees", "rotation")
         if int(self.contour) != self.contour:
             raise ParameterError(f"{{contour}} {self.contour}: a whole number of voxels", "contour")
+        if not isinstance(self.keep_histogram, (bool, np.bool_)):
+            raise ParameterError(f"{{keep_histogram}} {self.keep_histogram!r}: True or False", "keep_histogram")
         if self.negative_control not in (None, *NEGATIVE_CONTROLS):
             raise ParameterError(f"{{negative_control}} {self.negative_control}: use one of "
                                  f"{', '.join(NEGATIVE_CONTROLS)}", "negative_control")
@@ -151,14 +159,37 @@ def rigid_transform(reference, centre, rotation_deg: float, translation_voxels):
     return t
 
 
-def transform_image(img, transform):
+def match_histogram(values: np.ndarray, reference: np.ndarray) -> np.ndarray:
+    """`values` with each voxel replaced by the reference value of the same rank: the k-th
+    smallest of `values` takes the k-th smallest of `reference` (exact histogram matching;
+    ties in `values` ranked by position, a stable sort, so the result is deterministic).
+    The result has `reference`'s values exactly (its histogram, dtype) and `values`' order
+    (shape). Memory linear in the voxels."""
+    values, reference = np.asarray(values), np.asarray(reference)
+    if values.size != reference.size:
+        raise ParameterError(f"{{values}} has {values.size} voxels and {{reference}} {reference.size}: "
+                             f"histogram matching needs the same number", "values", "reference")
+    order = np.argsort(values, axis=None, kind="stable")
+    out = np.empty(reference.size, dtype=reference.dtype)
+    out[order] = np.sort(reference, axis=None, kind="stable")
+    return out.reshape(values.shape)
+
+
+def transform_image(img, transform, keep_histogram: bool = True):
     """`img` resampled through `transform` on its own grid (cubic B-spline); points beyond
     the field of view take the nearest edge voxel (a constant fill would add a spike to the
-    histogram)."""
+    histogram). keep_histogram: the resampled voxels then take `img`'s own values by rank
+    (match_histogram), so the histogram is `img`'s exactly and the pixel type is kept."""
     sitk = _sitk()
     if transform is None:
         return img
-    return sitk.Resample(img, img, transform, sitk.sitkBSpline, 0.0, img.GetPixelID(), True)
+    out = sitk.Resample(img, img, transform, sitk.sitkBSpline, 0.0, img.GetPixelID(), True)
+    if not keep_histogram:
+        return out
+    matched = sitk.GetImageFromArray(match_histogram(sitk.GetArrayViewFromImage(out),
+                                                     sitk.GetArrayViewFromImage(img)))
+    matched.CopyInformation(img)
+    return matched
 
 
 def transform_labels(mask, transform):
@@ -266,13 +297,14 @@ def perturb_case(images: dict, masks: dict, roi_column: str, spec: MaskSpec, set
     """One replicate of one case: ({name: image}, {name: mask}, record).
 
     images / masks: name -> SimpleITK image (images float32, masks label maps);
-    replicate 0 is the original (nothing applied). The record holds the draw and each
+    replicate 0 is the original (nothing applied). The record holds the draw, whether the
+    resampled images were histogram-matched (only when a transform was applied), each
     image's estimated noise sd and the sd added.
     """
     sitk = _sitk()
     names = list(images)
     record = {"replicate": replicate, "rotation_deg": 0.0, "translation_x_vox": 0.0, "translation_y_vox": 0.0,
-              "translation_z_vox": 0.0, "contour_voxels": 0, "negative_control": ""}
+              "translation_z_vox": 0.0, "histogram_matched": False, "contour_voxels": 0, "negative_control": ""}
     noise_sd = {n: estimate_noise_sd(sitk.GetArrayViewFromImage(images[n])) for n in names}
     for n in names:
         record[f"noise_sd_{n}"] = noise_sd[n]
@@ -282,10 +314,12 @@ def perturb_case(images: dict, masks: dict, roi_column: str, spec: MaskSpec, set
     draw = Draw.make(settings, seed, case_id, replicate)
     roi = select_labels(masks[roi_column], spec, f"the {roi_column} mask", roi_column)
     transform = rigid_transform(images[names[0]], roi_centroid(roi), draw.rotation_deg, draw.translation_voxels)
-    out_images = {n: transform_image(img, transform) for n, img in images.items()}
+    keep = bool(settings.keep_histogram)
+    out_images = {n: transform_image(img, transform, keep) for n, img in images.items()}
     out_masks = {n: transform_labels(m, transform) for n, m in masks.items()}
     record.update(rotation_deg=draw.rotation_deg, translation_x_vox=draw.translation_voxels[0],
-                  translation_y_vox=draw.translation_voxels[1], translation_z_vox=draw.translation_voxels[2])
+                  translation_y_vox=draw.translation_voxels[1], translation_z_vox=draw.translation_voxels[2],
+                  histogram_matched=keep and transform is not None)
     if settings.noise > 0:
         for n in names:
             sd = settings.noise * noise_sd[n]
@@ -458,10 +492,12 @@ def _all_paths(manifest: Manifest, column: str) -> bool:
 
 def choose_perturbations(perturbations: str | None = None, rotation: float | None = None,
                          translation: float | None = None, noise: float | None = None, contour: int | None = None,
-                         negative_control: str | None = None) -> tuple[list[str], PerturbSettings]:
+                         negative_control: str | None = None,
+                         keep_histogram: bool = True) -> tuple[list[str], PerturbSettings]:
     """(the perturbations chosen, their settings) from `perturb`'s options: a comma list or
     "none" (None: every perturbation, unless a negative control is asked for alone); a
-    strength is given only for a chosen perturbation, the others' are 0."""
+    strength is given only for a chosen perturbation, the others' are 0. keep_histogram:
+    rotated/translated images keep their original's values (PerturbSettings)."""
     if negative_control is not None and negative_control not in NEGATIVE_CONTROLS:
         raise ParameterError(f"{{negative_control}} {negative_control}: use one of {', '.join(NEGATIVE_CONTROLS)}",
                              "negative_control")
@@ -482,7 +518,7 @@ def choose_perturbations(perturbations: str | None = None, rotation: float | Non
                              f"({', '.join(chosen) or 'none'})", stray[0], "perturbations")
     defaults = PerturbSettings()
     strengths = {k: (0 if k not in chosen else (getattr(defaults, k) if v is None else v)) for k, v in given.items()}
-    settings = PerturbSettings(**strengths, negative_control=negative_control)
+    settings = PerturbSettings(**strengths, negative_control=negative_control, keep_histogram=keep_histogram)
     if not chosen and not negative_control:
         raise ParameterError("nothing to do: {perturbations} none and no {negative_control}", "perturbations",
                              "negative_control")

@@ -37,6 +37,29 @@ def test_default_run(cli, tmp_path):
     assert out.params["perturbations"] == ["rotation", "translation", "noise", "contour"]
     assert out.params["rotation"] == 10.0 and out.params["translation"] == 0.5 and out.params["noise"] == 1.0
     assert out.params["negative_control"] is None and out.params["replicates"] == 2
+    assert out.params["keep_histogram"] is True and man.histogram_matched.all()
+
+
+@pytest.mark.parametrize("flag,matched", [([], True), (["--keep-histogram"], True),
+                                          (["--resampled-histogram"], False)])
+def test_histogram_kept_unless_asked(cli, tmp_path, flag, matched):
+    """Rotation and translation only: by default each replicate image holds its original's
+    values exactly (recorded histogram_matched, keep_histogram); --resampled-histogram
+    writes the B-spline's values (0.4.0), whose histogram differs."""
+    files = inputs(tmp_path)
+    r = cli("perturb", files["manifest"], "-o", tmp_path / "p", "--modalities", "t2,adc", "--mask", "gland",
+            "--perturbations", "rotation,translation", "--replicates", "2", *flag)
+    assert r.exit_code == 0, r
+    man = pd.read_csv(tmp_path / "p" / "cohort.csv")
+    assert man.histogram_matched.tolist() == [matched] * 4
+    assert h.read_folder(tmp_path / "p").params["keep_histogram"] is matched
+    src = pd.read_csv(files["manifest"]).set_index("case_id")
+    for _, row in man.iterrows():
+        for col in ("t2", "adc"):
+            orig = sitk.GetArrayFromImage(sitk.ReadImage(str(tmp_path / "cohort" / src.loc[row.subject, col])))
+            rep = sitk.GetArrayFromImage(sitk.ReadImage(str(tmp_path / "p" / row[col])))
+            assert not np.array_equal(rep, orig)  # moved
+            assert np.array_equal(np.sort(rep, axis=None), np.sort(orig, axis=None)) is matched, (row.case_id, col)
 
 
 def test_include_original_and_negative_control(cli, tmp_path):
