@@ -44,7 +44,7 @@ GROUPINGS = ("family", "image_type", "modality", "modality_family")
 def run_cohort(n, seed, methods, d, conditions, writer, fh, resplits=None, encoder="saturating"):
     from radlens_cli.lens import compare as cmp
     from radlens_cli.lens import interval
-    from radlens_cli.lens.stats import group_stats
+    from radlens_cli.lens.stats import group_table
     from radlens_cli.lens.steps import decode, fit_share_tables
     from radlens_cli.synth.reencode import make_cohort, tables
 
@@ -75,7 +75,7 @@ def run_cohort(n, seed, methods, d, conditions, writer, fh, resplits=None, encod
                 tables_ = {method: cmp.delta_table(share.columns, share.column_meta,
                                                    pre.decoder.theta, ft.decoder.theta, pre.r2,
                                                    ft.r2, p_null=p)}
-                g = group_stats(pre.squared_error, ft.squared_error, pre.r2, ft.r2,
+                g = group_table(pre.squared_error, ft.squared_error, pre.r2, ft.r2,
                                 share.column_meta, by=GROUPINGS)
                 stat = "delta_r2"
             seconds = round(time.time() - t1, 1)
