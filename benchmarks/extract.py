@@ -6,7 +6,12 @@ as two modality columns for radlens, as ten batch rows for the CLI. One run of e
 side: wall times, their ratio (target: radlens <= 0.5x the CLI), and a check that every
 feature value is identical.
 
-    python benchmarks/extract.py [--jobs 2] [--params radlens_cli/radiomics/presets/paper.yaml]
+    python benchmarks/extract.py [--jobs 2] [--params radlens_cli/radiomics/presets/paper.yaml] [--data PATH]
+    python benchmarks/extract.py --params radlens_cli/radiomics/presets/quick.yaml   # quicker (~20 s)
+
+--data: a folder holding pyradiomics-cases (or that folder itself); without it
+$RADLENS_SHARED_DATA, ../shared/data and ../../shared/data are tried. A missing folder or
+file ends the run with a message and exit status 1.
 """
 
 from __future__ import annotations
@@ -27,16 +32,24 @@ CASES = ("brain1", "brain2", "breast1", "lung1", "lung2")
 
 
 def find_data(given: str | None) -> Path:
-    candidates = [Path(given)] if given else []
-    if os.environ.get("RADLENS_SHARED_DATA"):
-        candidates.append(Path(os.environ["RADLENS_SHARED_DATA"]))
-    candidates += [REPO.parent / "shared" / "data", REPO.parent.parent / "shared" / "data"]
+    """The pyradiomics-cases folder: under (or at) --data when given (no other place is then
+    tried), else $RADLENS_SHARED_DATA, ../shared/data or ../../shared/data. Exits non-zero
+    with a message when it, or one of its ten image/label files, is absent."""
+    if given:
+        candidates = [Path(given)]
+    else:
+        candidates = [Path(os.environ["RADLENS_SHARED_DATA"])] if os.environ.get("RADLENS_SHARED_DATA") else []
+        candidates += [REPO.parent / "shared" / "data", REPO.parent.parent / "shared" / "data"]
     for c in candidates:
-        if (c / "pyradiomics-cases").is_dir():
-            return c / "pyradiomics-cases"
-        if c.name == "pyradiomics-cases" and c.is_dir():
-            return c
-    sys.exit("benchmark: pyradiomics-cases not found; pass --data PATH")
+        folder = c / "pyradiomics-cases" if (c / "pyradiomics-cases").is_dir() else c
+        if folder.name == "pyradiomics-cases" and folder.is_dir():
+            missing = [f"{case}_{kind}.nrrd" for case in CASES for kind in ("image", "label")
+                       if not (folder / f"{case}_{kind}.nrrd").is_file()]
+            if missing:
+                sys.exit(f"benchmark: {folder} lacks {', '.join(missing)}")
+            return folder
+    sys.exit("benchmark: pyradiomics-cases not found (looked in "
+             + ", ".join(str(c) for c in candidates) + "); pass --data PATH")
 
 
 def loadavg() -> str:
@@ -50,7 +63,8 @@ def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--jobs", type=int, default=2)
     ap.add_argument("--params", default=str(REPO / "radlens_cli" / "radiomics" / "presets" / "paper.yaml"))
-    ap.add_argument("--data", default=None, help="folder holding pyradiomics-cases")
+    ap.add_argument("--data", default=None, help="folder holding pyradiomics-cases (or the folder itself); "
+                    "when given, no other place is tried")
     args = ap.parse_args()
     data = find_data(args.data)
     cli = shutil.which("pyradiomics", path=str(Path(sys.executable).parent)) or shutil.which("pyradiomics")
