@@ -16,6 +16,7 @@ level test (tests/encoders/test_monai_agreement.py) is the one that tells orient
 
 from __future__ import annotations
 
+import argparse
 import os
 import pathlib
 import subprocess
@@ -30,13 +31,21 @@ REPO = pathlib.Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
 
 
-def main() -> int:
+def main(argv=None) -> int:
+    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.parse_args(argv)
     warnings.simplefilter("ignore")
-    import onnx
-    from monai.networks.nets import SegResNet
+    try:
+        import nibabel  # noqa: F401  (MONAI's LoadImaged reads the NIfTI files with it)
+        import onnx
+        from monai.networks.nets import SegResNet
 
+        from tests.encoders.test_monai_agreement import CROP, PIXDIM, _monai, _phantom
+    except ImportError as e:
+        print(f"benchmark: {e}; this benchmark needs monai, onnx and nibabel "
+              "(pip install -e '.[test]')", file=sys.stderr)
+        return 1
     from radlens_cli.io.tables import read_table
-    from tests.encoders.test_monai_agreement import CROP, PIXDIM, _monai, _phantom
 
     root = pathlib.Path(tempfile.mkdtemp(prefix="radlens-monai-"))
     torch.manual_seed(0)
