@@ -24,13 +24,16 @@ stats) and prints one row per condition.
 from __future__ import annotations
 
 import argparse
+import os
 import sys
 import tempfile
 from pathlib import Path
 
 import numpy as np
 
-from radlens_cli.io.tables import CaseTable, write_table
+sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+
+from radlens_cli.io.tables import CaseTable, write_table  # noqa: E402
 
 MODALITIES = ("t2", "adc", "dwi")
 FEATURES = {
