@@ -25,7 +25,6 @@ import tempfile
 import warnings
 
 import numpy as np
-import torch
 
 REPO = pathlib.Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
@@ -45,6 +44,8 @@ def main(argv=None) -> int:
         print(f"benchmark: {e}; this benchmark needs monai, onnx and nibabel "
               "(pip install -e '.[test]')", file=sys.stderr)
         return 1
+    import torch
+
     from radlens_cli.io.tables import read_table
 
     root = pathlib.Path(tempfile.mkdtemp(prefix="radlens-monai-"))
