@@ -148,6 +148,57 @@ def test_saliency_two_cases(tmp_path):
     assert all(float(v[0]) > 0 for v in rows.values())
 
 
+def test_encoders_small_two_cases(tmp_path):
+    out, _ = run("encoders.py", "--small", "--device", "cpu", "--cases", 2, "--steps", 1, "--jobs", 1,
+                 cwd=tmp_path)
+    assert "convnextv2_atto; crop 48,48,16 (x,y,z) at 1.0,1.0,2.0 mm; 2 cases; batch 2" in out
+    rows = {line[:36].strip(): line[36:].split() for line in out.splitlines() if line.startswith("  ")}
+    assert list(rows)[1:] == ["embed (no cache)", "embed (filling --cache-dir)",
+                              "embed (warm preprocessing cache)", "finetune (classify, augmented)"]
+    for name, (e2e, model, ratio) in list(rows.items())[1:]:
+        assert float(e2e) > 0 and float(model) > 0
+        assert float(ratio) == pytest.approx(float(e2e) / float(model), abs=0.01)
+
+
+# ---- the slow ones' own pieces, in process and tiny ------------------------------------------
+
+def test_lens_inputs_decode_and_sweep(tmp_path):
+    """lens.py builds its share model by hand (ShareModel, fit_scaler, save_share): decode, as
+    its part (b) runs it, must read it; part (a)'s sweep at a toy size."""
+    lens_bench = load("lens")
+    lens_bench.make_inputs(str(tmp_path), 60, 6, 4, 9)
+    wall, rss = lens_bench.run_stage(["decode", tmp_path / "share.h5", tmp_path / "emb_pre.h5",
+                                      tmp_path / "rad.h5", "-o", tmp_path / "dec_pre.h5"])
+    assert wall > 0 and 0 < rss < 2
+    from radlens_cli.io.tables import read_table
+
+    assert read_table(str(tmp_path / "rad.h5")).values.shape == (60, 9)
+    assert (tmp_path / "dec_pre.h5").stat().st_size > 0
+    single, sweep, threads, single_cpu, sweep_cpu = lens_bench.bench_sweep(80, 6, 4, 5, 1, 32)
+    assert min(single, sweep, single_cpu, sweep_cpu) > 0 and threads >= 1
+
+
+def test_lens_default_inputs(tmp_path):
+    from radlens_cli.io.tables import read_table
+
+    load("lens_default").make_inputs(str(tmp_path), 50, 4, 7)
+    rad, pre, ft = (read_table(str(tmp_path / f"{k}.h5")) for k in ("rad", "emb_pre", "emb_ft"))
+    assert rad.values.shape == (50, 7) and pre.values.shape == ft.values.shape == (50, 4)
+    assert list(rad.case_id) == list(pre.case_id) and not np.allclose(pre.values, ft.values)
+
+
+def test_validity_independent_cohort():
+    rad, tables, sets = load("validity_independent").make_cohort(60, 8, 0)
+    assert set(tables) == {"pre", "rotation", "permutation", "scale", "shift", "combined",
+                           "perdim_scale", "planted"}
+    pre = tables["pre"].values
+    assert all(t.values.shape == (60, 8) for t in tables.values())
+    assert np.allclose(tables["scale"].values, 1.3 * pre)
+    assert rad.values.shape == (60, 12 * 5 + 15)       # 12 latents x 5 columns, 15 noise columns
+    assert all(re.fullmatch(r"(t2|adc|dwi)/[\w-]+_[a-z]+_\w+", c) for c in rad.columns), rad.columns[:3]
+    assert [len(sets[k]) for k in ("A", "down", "up", "noise")] == [30, 15, 15, 15]
+
+
 def synthetic_pyradiomics_cases(folder):
     """The five file pairs extract.py expects, as tiny noisy volumes with a box label."""
     import SimpleITK as sitk
