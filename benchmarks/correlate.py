@@ -6,6 +6,7 @@ subsample of pairs, timed and scaled up to all pairs. Also checks the two agree 
 subsample.
 
     python benchmarks/correlate.py [--cases 1900 --dims 768 --columns 2511 --loop-pairs 2000]
+    python benchmarks/correlate.py --cases 40 --dims 6 --columns 10 --loop-pairs 10   # smoke run, ~1 s
 """
 
 from __future__ import annotations

@@ -3,6 +3,7 @@ thread, as CPU time (issue 23's <= 5 min on 2 CPU cores; companion of lens_defau
 whose wall times a shared machine inflates).
 
     python benchmarks/lens_default_work.py [--epochs-measured 3]
+    python benchmarks/lens_default_work.py --n 100 --p 10 --d 8 --epochs-measured 1   # smoke run, ~4 s
 
 One thread's CPU time is an upper bound of an idle 2-core machine's wall time for the
 same work. The share fits are timed for --epochs-measured steps and scaled to the

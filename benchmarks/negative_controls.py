@@ -6,6 +6,7 @@ family's cross-validated ridge-decoder R^2, and the first-order changes, on the 
 shuffled-roi and randomized-roi.
 
     python benchmarks/negative_controls.py [--cases 100 --size 48,48,10 --texture -j 2]
+    python benchmarks/negative_controls.py --cases 12 --size 16,16,4 -j 1   # smoke run, ~10 s
 """
 
 from __future__ import annotations

@@ -2,6 +2,7 @@
 
     python benchmarks/saliency.py                 # the example cohort (synth 80 cases, 64x64x16), atto, CPU
     python benchmarks/saliency.py --cases 20      # quicker
+    python benchmarks/saliency.py --cases 2 --repeat 1 --threads 1   # smoke run, ~5 s
 
 Both run end to end from the manifest (reading, resampling, normalisation, the model), as the
 library calls the commands make (encoders.embed_cohort, saliency.cohort.saliency_cohort), with

@@ -11,6 +11,7 @@ spectrum); the ratio of the finest-scale noise estimate and of the image sd afte
 histogram, sqrt(4 / (pi N)) sum_k sqrt(p_k).
 
     python benchmarks/translation_histogram.py [--cases 10]
+    python benchmarks/translation_histogram.py --cases 1   # smoke run, ~1 s
 """
 
 from __future__ import annotations

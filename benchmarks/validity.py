@@ -14,6 +14,7 @@ embedding noise: in the same basis (renoised) and in a new random basis (remixed
     PYTHONPATH=$PWD python benchmarks/validity.py                 # calibrated-0.2 (0.2.0 default)
     PYTHONPATH=$PWD python benchmarks/validity.py --method paper  # the paper's method
     PYTHONPATH=$PWD python benchmarks/validity.py --align whitened
+    python benchmarks/validity.py --sizes 120x8 --seeds 1 --epochs 2   # smoke run, ~5 s
 """
 
 from __future__ import annotations

@@ -19,6 +19,7 @@ against |delta| <= delta for delta in DELTAS:
 One CSV row per cohort, condition, test and delta. Nothing here is used by the lens.
 
     nice -n 10 python benchmarks/validity_alternatives.py --sizes 2000:5,400:3 --cache /tmp/alt
+    python benchmarks/validity_alternatives.py --sizes 100:1 --cache /tmp/alt_smoke --out /tmp/alt.csv  # smoke, ~4 s
 """
 
 from __future__ import annotations

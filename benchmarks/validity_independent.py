@@ -19,6 +19,7 @@ stats) and prints one row per condition.
 
     PYTHONPATH=$PWD python benchmarks/validity_independent.py              # the table
     PYTHONPATH=$PWD python benchmarks/validity_independent.py --cohorts 300x256:0
+    python benchmarks/validity_independent.py --cohorts 100x8:0 --permutations 0   # smoke run, ~12 s
 """
 
 from __future__ import annotations

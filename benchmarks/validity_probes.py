@@ -22,6 +22,7 @@ carry them to different degrees at finite n, which is a change in decodability f
 read-out.
 
     nice -n 10 python benchmarks/validity_probes.py --n 2000 --seeds 3      # about 6 min
+    python benchmarks/validity_probes.py --n 100 --seeds 0                  # smoke run, ~4 s
 """
 
 from __future__ import annotations

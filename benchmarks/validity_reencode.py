@@ -23,6 +23,8 @@ planted columns flagged, unplanted flags, precision@10 of the gain and loss rank
     nice -n 10 python benchmarks/validity_reencode.py --out reencode.csv          # all
     python benchmarks/validity_reencode.py --sizes 400:2 --methods symmetric      # quick
     python benchmarks/validity_reencode.py --summarise reencode.csv               # table
+    python benchmarks/validity_reencode.py --sizes 100:1 --conditions second_run,planted \
+        --resplits 3 --d 16 --out /tmp/r.csv                                   # smoke run, ~5 s
 """
 
 from __future__ import annotations

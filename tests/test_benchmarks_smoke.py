@@ -220,7 +220,11 @@ def test_extract_on_synthetic_cases(tmp_path):
     out, _ = run("extract.py", "--data", tmp_path / "data", "--jobs", 1, "--params",
                  REPO / "radlens_cli" / "radiomics" / "presets" / "quick.yaml", cwd=tmp_path)
     assert "10 jobs (5 cases x 2) with quick.yaml" in out
-    assert re.search(r"features: 93 per job; \d+ of 930 values identical", out), out
+    m = re.search(r"features: 93 per job; (\d+) of 930 values identical(; largest relative difference (\S+))?", out)
+    assert m, out
+    # radlens and the CLI agree to rounding (on these float32 noise volumes some values differ
+    # in the last bits; on PyRadiomics' real cases all are identical, README "Performance")
+    assert int(m.group(1)) == 930 or float(m.group(3)) < 1e-12, out
     assert re.search(r"ratio radlens / CLI: \d+\.\d\d", out)
 
 
