@@ -2,6 +2,7 @@
 
     python benchmarks/encoders.py            # ProFound-tiny, 224,224,64 (x,y,z) box, CUDA + bf16
     python benchmarks/encoders.py --small    # atto, tiny crop, CPU-friendly (runs anywhere)
+    python benchmarks/encoders.py --small --device cpu --cases 2 --steps 1 --jobs 1 --threads 1   # smoke run
 
 Prints, side by side with their ratio:
 - embed end to end (manifest -> NIfTI reading, resampling, normalisation in DataLoader
@@ -95,6 +96,8 @@ def main(argv=None) -> int:
     ap.add_argument("--jobs", type=int, default=None, help="DataLoader workers for embed")
     ap.add_argument("--steps", type=int, default=None, help="timed steps (model-only and finetune)")
     ap.add_argument("--no-finetune", action="store_true", help="embed half only")
+    ap.add_argument("--threads", type=int, default=None,
+                    help="torch threads on CPU [default: every core]; 1 keeps a busy machine's contention out")
     args = ap.parse_args(argv)
 
     from radlens_cli.devices import resolve_device
@@ -115,7 +118,7 @@ def main(argv=None) -> int:
     jobs = args.jobs or max(1, min(8, (os.cpu_count() or 2) - 1))
     amp = dev.type == "cuda"
     if dev.type == "cpu":
-        torch.set_num_threads(max(1, os.cpu_count() or 1))
+        torch.set_num_threads(args.threads or max(1, os.cpu_count() or 1))
     print(f"device: {torch.cuda.get_device_name(dev) if dev.type == 'cuda' else 'cpu'}"
           f"{' (bf16 autocast)' if amp else ' (fp32)'}; {arch}; crop {','.join(map(str, crop))} (x,y,z) at "
           f"{','.join(map(str, spacing))} mm; {cases} cases; batch {bs}; {jobs} loader worker(s)", flush=True)
