@@ -149,7 +149,7 @@ def test_saliency_two_cases(tmp_path):
 
 
 def test_encoders_small_two_cases(tmp_path):
-    out, _ = run("encoders.py", "--small", "--device", "cpu", "--cases", 2, "--steps", 1, "--jobs", 1,
+    out, _ = run("encoders.py", "--small", "--device", "cpu", "--cases", 2, "--steps", 1, "--jobs", 1, "--threads", 1,
                  cwd=tmp_path)
     assert "convnextv2_atto; crop 48,48,16 (x,y,z) at 1.0,1.0,2.0 mm; 2 cases; batch 2" in out
     rows = {line[:36].strip(): line[36:].split() for line in out.splitlines() if line.startswith("  ")}
@@ -250,7 +250,7 @@ def test_monai_agreement_without_monai_says_so(tmp_path):
 # ---- too slow to run here: the script imports and its options parse --------------------------
 
 @pytest.mark.parametrize("name, option", [
-    ("encoders", "--small"), ("lens", "--quick"), ("lens_default", "--quick"),
+    ("encoders", "--threads"), ("lens", "--quick"), ("lens_default", "--quick"),
     ("negative_controls", "--cases"), ("validity_independent", "--cohorts"),
     ("monai_onnx_agreement", "usage:"), ("correlate", "--loop-pairs"), ("extract", "--data"),
     ("saliency", "--repeat"), ("translation_histogram", "--cases"), ("validity", "--from-csv"),
