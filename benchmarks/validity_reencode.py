@@ -13,6 +13,10 @@ Every method runs its default pipeline through the library calls the commands ma
   same on group-mean delta_r2_clipped (not centred);
 - symmetric-uncentred (--centre none, 0.3.0's test): the same decodes, |delta_r2_clipped|
   <= 0.05;
+- symmetric-panel (--null-panel): the default's test with delta from a reference panel,
+  the second run's decoder taken as a second run of the reference
+  (lens.interval.panel_null_deltas: the 0.95 quantile of the centred |delta| over
+  decodable features; groups: of |group-mean delta|); every condition but second_run;
 - calibrated-0.2 (0.2.0's default): q_bh < 0.05 of the paired t-test of squared errors;
   groups: Wilcoxon q_bh < 0.05.
 
@@ -57,20 +61,28 @@ def run_cohort(n, seed, methods, d, conditions, writer, fh, resplits=None, encod
         extra = {"n_resplits": resplits} if resplits and method == "symmetric" else {}
         share = fit_share_tables(emb, rad, method=method, device="cpu", **extra)
         pre = decode(share, emb, rad)
+        panel = None       # (feature, group) null_delta with the second run as the reference panel
         for cond in conditions:
             t1 = time.time()
             ft = decode(share, tables(coh, cond)[0], rad)
             if method == "symmetric":
                 n_s, n_d, n_t = pre.sizes
-                tables_ = {}
-                for label, centre in (("symmetric", "median"), ("symmetric-uncentred", "none")):
+                if cond == "second_run":
+                    panel = interval.panel_null_deltas(pre.resplit["r2"], ft.resplit["r2"],
+                                                       share.column_meta, GROUPINGS)
+                tests = [("symmetric", "median", interval.NULL_DELTA, interval.NULL_DELTA, "default"),
+                         ("symmetric-uncentred", "none", interval.NULL_DELTA, interval.NULL_DELTA, "default")]
+                if panel is not None and cond != "second_run":
+                    tests.append(("symmetric-panel", "median", panel[0], panel[1], "panel"))
+                tables_, groups_ = {}, {}
+                for label, centre, delta, group_delta, source in tests:
                     tables_[label] = interval.delta_resplit_table(
                         share.columns, share.column_meta, pre.resplit["r2"], ft.resplit["r2"],
                         pre.resplit["importance"], ft.resplit["importance"], n_s + n_d, n_t,
-                        interval.NULL_DELTA, "default", centre=centre)
-                g = interval.group_resplit_stats(
-                    pre.resplit["r2"], ft.resplit["r2"], pre.resplit["mse"], ft.resplit["mse"],
-                    share.column_meta, n_s + n_d, n_t, interval.NULL_DELTA, "default", GROUPINGS)
+                        delta, source, centre=centre)
+                    groups_[label] = interval.group_resplit_stats(
+                        pre.resplit["r2"], ft.resplit["r2"], pre.resplit["mse"], ft.resplit["mse"],
+                        share.column_meta, n_s + n_d, n_t, group_delta, source, GROUPINGS)
                 stat = "delta_r2_clipped"   # the ranks; the flags test delta_r2_relative when centred
             else:
                 p = cmp.paired_test(pre.squared_error, ft.squared_error)
@@ -82,7 +94,8 @@ def run_cohort(n, seed, methods, d, conditions, writer, fh, resplits=None, encod
                 stat = "delta_r2"
             seconds = round(time.time() - t1, 1)
             for label, df in tables_.items():
-                write_row(label, df, g, stat, coh, cond, n, seed, seconds, writer, fh)
+                write_row(label, df, groups_[label] if method == "symmetric" else g, stat, coh, cond,
+                          n, seed, seconds, writer, fh)
         print(f"  {method} n={n} seed={seed}: {time.time() - t0:.0f} s", file=sys.stderr, flush=True)
 
 
@@ -97,7 +110,8 @@ def write_row(method, df, g, stat, coh, cond, n, seed, seconds, writer, fh):
            "features": len(df), "flagged_pct": 100 * flag.mean(),
            "groups": len(g), "groups_flagged": int((g["q_bh"] < 0.05).sum()),
            "mean_delta_decodable": float(df[stat][dec].mean()),
-           "seconds": seconds}
+           "seconds": seconds,
+           "null_delta": float(df["null_delta"].iloc[0]) if "null_delta" in df.columns else ""}
     if cond in PLANTED:
         gain = df.sort_values("rank_gain").index[:10]
         loss = df.sort_values("rank_loss").index[:10]
@@ -118,7 +132,7 @@ def write_row(method, df, g, stat, coh, cond, n, seed, seconds, writer, fh):
 
 FIELDS = ["method", "n", "seed", "condition", "features", "flagged_pct", "groups", "groups_flagged",
           "mean_delta_decodable", "seconds", "planted", "planted_flagged", "unplanted_flagged",
-          "precision10_gain", "precision10_loss"]
+          "precision10_gain", "precision10_loss", "null_delta"]
 
 
 def summarise(paths):
@@ -148,6 +162,11 @@ def summarise(paths):
             lambda x: f"max {x.flagged_pct.max():.1f} % features, max {x.groups_flagged.max()} "
                       f"groups in any cohort", include_groups=False)
         out += [f"- {m}: {v}" for m, v in ok.items()] + [""]
+    if "null_delta" in df.columns and (df.method == "symmetric-panel").any():
+        pan = df[df.method == "symmetric-panel"].drop_duplicates(["n", "seed"])
+        out += ["- symmetric-panel: feature null_delta from the panel, mean (min-max) over cohorts: "
+                + ", ".join(f"n = {s}: {x.null_delta.mean():.3f} ({x.null_delta.min():.3f}-"
+                            f"{x.null_delta.max():.3f})" for s, x in pan.groupby("n")), ""]
     pl = df[df.planted.notna()]
     if len(pl):
         out += ["Planted (24 columns, true |delta R^2| 0.10-0.15): planted flagged %, unplanted "
