@@ -96,13 +96,17 @@ def test_validity_tiny_cohort(tmp_path):
 
 
 def test_validity_reencode_both_methods(tmp_path):
-    """Both branches: the symmetric one and calibrated-0.2's (group_table, broken by issue 24)."""
+    """Both branches: the symmetric one (with the panel's rows) and calibrated-0.2's
+    (group_table; issue 24's move of group_stats broke it unnoticed)."""
     out, err = run("validity_reencode.py", "--sizes", "100:1", "--conditions", "second_run,planted",
                    "--resplits", 3, "--d", 16, "--out", tmp_path / "r.csv", cwd=tmp_path)
     with open(tmp_path / "r.csv") as fh:
         rows = list(csv.DictReader(fh))
     assert sorted((r["method"], r["condition"]) for r in rows) == sorted(
-        (m, c) for m in ("symmetric", "symmetric-uncentred", "calibrated") for c in ("second_run", "planted"))
+        [(m, c) for m in ("symmetric", "symmetric-uncentred", "calibrated") for c in ("second_run", "planted")]
+        + [("symmetric-panel", "planted")])             # the panel: second_run's delta, other conditions
+    panel = [r for r in rows if r["method"] == "symmetric-panel"]
+    assert 0 < float(panel[0]["null_delta"]) < 1
     for r in rows:
         assert int(r["features"]) > 100 and int(r["groups"]) > 20
         if r["condition"] == "planted":
