@@ -10,9 +10,9 @@ Every method runs its default pipeline through the library calls the commands ma
 (fit_share_tables, decode, the delta and group tables; no options but the method):
 - symmetric (the default): q_bh < 0.05 of the interval null |delta_r2_relative| <= 0.05
   over 10 re-splits (each feature relative to the checkpoint's common shift); groups the
-  same on group-mean delta_r2_clipped (not centred);
-- symmetric-uncentred (--centre none, 0.3.0's test): the same decodes, |delta_r2_clipped|
-  <= 0.05;
+  same on group-mean delta_r2_clipped relative to the same shift (0.5);
+- symmetric-uncentred (--centre none: 0.3.0's feature test, 0.4.0's group test): the same
+  decodes, |delta_r2_clipped| <= 0.05, groups on their mean as it is;
 - symmetric-panel (--null-panel): the default's test with delta from a reference panel,
   the second run's decoder taken as a second run of the reference
   (lens.interval.panel_null_deltas: the 0.95 quantile of the centred |delta| over
@@ -82,7 +82,8 @@ def run_cohort(n, seed, methods, d, conditions, writer, fh, resplits=None, encod
                         delta, source, centre=centre)
                     groups_[label] = interval.group_resplit_stats(
                         pre.resplit["r2"], ft.resplit["r2"], pre.resplit["mse"], ft.resplit["mse"],
-                        share.column_meta, n_s + n_d, n_t, group_delta, source, GROUPINGS)
+                        share.column_meta, n_s + n_d, n_t, group_delta, source, GROUPINGS,
+                        centre=centre)
                 stat = "delta_r2_clipped"   # the ranks; the flags test delta_r2_relative when centred
             else:
                 p = cmp.paired_test(pre.squared_error, ft.squared_error)

@@ -27,7 +27,7 @@ def stats(pre_path: str, ft_path, output: str, by: str = "family,image_type,moda
           fmt: str = "csv", allow_missing: bool = False, force: bool = False, labels=None,
           allow_different_preprocessing: bool = False, stability: str | None = None,
           min_icc: float | None = None, null_panel: str | None = None,
-          null_delta: float | None = None):
+          null_delta: float | None = None, centre: str = "median"):
     """Write the group table of the reference decoder against each of `ft_path` (a path or
     a list); returns the DataFrame."""
     others = decoder_inputs(pre_path, ft_path)
@@ -40,7 +40,7 @@ def stats(pre_path: str, ft_path, output: str, by: str = "family,image_type,moda
     declare_comparison("stats", pre_path, ref, others, names, decs, inputs={"stability": stability},
                        params={"by": by, "format": fmt, "allow_missing": allow_missing,
                                "allow_different_preprocessing": allow_different_preprocessing,
-                               "stability": stability, "min_icc": min_icc})
+                               "stability": stability, "min_icc": min_icc, "centre": centre})
     keep = None
     if min_icc is not None:
         keep = [c for c, ok in zip(ref.columns, stable_columns(icc, ref.columns, min_icc)) if ok]
@@ -52,7 +52,7 @@ def stats(pre_path: str, ft_path, output: str, by: str = "family,image_type,moda
                       allow_different_preprocessing=allow_different_preprocessing,
                       warn=log.warn, info=log.info, columns=keep,
                       null_panel=load_panel(null_panel),
-                      null_delta=null_delta)
+                      null_delta=null_delta, centre=centre)
     if icc is not None:
         out = group_median_icc(out, ref.columns, ref.column_meta, icc, keep)
     if fmt == "markdown":
@@ -76,6 +76,7 @@ def stats_cli(
     min_icc: float = min_icc_option(),
     null_panel: str = typer.Option(None, "--null-panel", help="Decoder of a second fine-tuning run of the first compared checkpoint's task (another seed; same SHARE): the groups' null_delta is the 0.95 quantile of |group-mean delta_r2_clipped| between the two runs (symmetric lens)."),
     null_delta: float = typer.Option(None, "--null-delta", help="Half-width of the groups' interval null (symmetric lens; default 0.05, or from --null-panel)."),
+    centre: str = typer.Option("median", "--centre", help="Symmetric lens: test each group-mean change relative to the checkpoint's common shift, the median change over decodable features in each re-split (median), or as it is (none: 0.4.0's test)."),
     force: bool = force_option(),
 ):
     """Table 1: MSE, R^2 and a test of change per group.
@@ -86,10 +87,14 @@ def stats_cli(
     `wavelet`.
     Decoders of a --method symmetric share (the default): every number is the mean over
     the share's re-splits; r2_clipped_* and delta_r2_clipped use R^2 clipped below at 0;
-    the group-mean delta_r2_clipped is tested against the interval null
-    |delta| <= null_delta (Nadeau-Bengio corrected resampled t over the re-splits, test
-    nb_corrected_t_interval; delta_r2_clipped_se its standard error), null_delta from
-    --null-panel, --null-delta or the default 0.05 (null_delta_source).
+    the group-mean change relative to the checkpoint's common shift (the median change
+    over its decodable features in each re-split, as compare takes it out of each
+    feature), delta_r2_relative = delta_r2_clipped - common_shift, is tested against the
+    interval null |delta| <= null_delta (Nadeau-Bengio corrected resampled t over the
+    re-splits, test nb_corrected_t_interval_relative; *_se the standard errors),
+    null_delta from --null-panel, --null-delta or the default 0.05 (null_delta_source).
+    With --centre none the group-mean delta_r2_clipped itself is tested (0.4.0's test,
+    nb_corrected_t_interval; common_shift 0).
     Decoders of calibrated-0.2 and paper shares: on the evaluation split, a two-sided
     Wilcoxon signed-rank test on each case's squared error averaged over the group's
     features (wilcoxon_p), given the fitted decoders.
@@ -99,7 +104,8 @@ def stats_cli(
 
     \b
     Columns (symmetric): checkpoint,group_by,group,n_features,mse_pre,r2_pre,mse_ft,r2_ft,
-    r2_clipped_pre,r2_clipped_ft,delta_r2_clipped,delta_r2_clipped_se,null_delta,
+    r2_clipped_pre,r2_clipped_ft,delta_r2_clipped,delta_r2_clipped_se,common_shift,
+    common_shift_se,delta_r2_relative,delta_r2_relative_se,null_delta,
     null_delta_source,p_null,test,n_resplits,stars,q_bh
     (calibrated-0.2, paper): checkpoint,group_by,group,n_features,mse_pre,r2_pre,mse_ft,
     r2_ft,wilcoxon_p,stars,q_bh (both: [,median_icc])
@@ -120,4 +126,4 @@ def stats_cli(
     """
     stats(pre, ft, output, by=by, fmt=fmt, allow_missing=allow_missing, force=force,
           labels=labels, allow_different_preprocessing=allow_different_preprocessing, stability=stability,
-          min_icc=min_icc, null_panel=null_panel, null_delta=null_delta)
+          min_icc=min_icc, null_panel=null_panel, null_delta=null_delta, centre=centre)

@@ -26,10 +26,14 @@ checkpoint (clipped R^2 above CENTRE_MIN_R2) is taken out, and the t above is th
 D_r - shift_r. Re-encoding the same information moves every feature's decodability a
 little, much of it together (one encoding is easier to read out overall); measured on
 second training runs, testing features as they are flags more of them the larger the
-cohort, while the common shift taken out keeps the rate flat (docs/validity.md). A
-change every feature shares is therefore not a feature's finding: it is `common_shift`
-in the DELTA table, and the Table-1 groups (whose group-mean D_r is tested as it is)
-show it. centre 'none' tests D_r as it is (0.3.0).
+cohort, while the common shift taken out keeps the rate flat (docs/validity.md). The
+Table-1 groups are tested the same way (since 0.5: group-mean D_r minus the same shift,
+computed over all features): a monotone map moves every group by about the same amount,
+which a panel's narrow group null_delta otherwise resolves as change in every group. A
+change every feature shares is therefore neither a feature's nor a group's finding: it is
+`common_shift` (with its standard error) in the DELTA table and in Table 1, whose
+`delta_r2_clipped` keeps the group-mean change as it is. centre 'none' tests D_r as it is
+(0.3.0).
 
 null_delta comes from a reference panel when there is one: a second fine-tuning run of the
 same task (another seed) decoded with the same SHARE.h5. The difference between the two
@@ -193,7 +197,8 @@ DELTA_RESPLIT_COLUMNS = ["checkpoint", "column", "modality", "image_type", "fami
 
 STATS_RESPLIT_COLUMNS = ["checkpoint", "group_by", "group", "n_features", "mse_pre", "r2_pre",
                          "mse_ft", "r2_ft", "r2_clipped_pre", "r2_clipped_ft",
-                         "delta_r2_clipped", "delta_r2_clipped_se", "null_delta",
+                         "delta_r2_clipped", "delta_r2_clipped_se", "common_shift",
+                         "common_shift_se", "delta_r2_relative", "delta_r2_relative_se", "null_delta",
                          "null_delta_source", "p_null", "test", "n_resplits", "stars", "q_bh"]
 
 
@@ -204,20 +209,31 @@ def group_deltas(r2_pre, r2_ft, labels) -> tuple[np.ndarray, np.ndarray]:
 
 
 def group_resplit_stats(r2_pre, r2_ft, mse_pre, mse_ft, meta: dict, n_train: int, n_test: int,
-                        null_delta: float, null_delta_source: str, by, checkpoint: str = "ft"):
+                        null_delta: float, null_delta_source: str, by, checkpoint: str = "ft",
+                        centre: str = CENTRE, shift=None):
     """Table 1 of the symmetric lens: per group, the mean over re-splits of the group's
-    MSE and mean R^2 (raw and clipped), and the corrected resampled t of the group-mean
-    clipped-R^2 change against |delta| <= null_delta; q_bh over the whole table."""
+    MSE and mean R^2 (raw and clipped), the group-mean clipped-R^2 change
+    (delta_r2_clipped) and the checkpoint's common shift, and the corrected resampled t of
+    the group-mean change relative to the common shift (delta_r2_relative; as it is for
+    centre 'none') against |delta| <= null_delta; q_bh over the whole table.
+    shift: (R,) the common shift per re-split (default: common_shift() of these columns;
+    group_resplit passes the one of all columns, as the features are tested)."""
     import pandas as pd
 
     from radlens_cli.lens.stats import group_labels  # compare and stats import this module at their top (a cycle otherwise)
 
+    check_choice(centre, CENTRES, "centre")
+    if shift is None:
+        shift = common_shift(clipped(r2_ft) - clipped(r2_pre), r2_pre, r2_ft, centre)
+    shift = np.asarray(shift, dtype=np.float64)
+    shift_mean, shift_se, _ = corrected_resampled_t(shift[:, None], n_train, n_test, 0.0)
     rows = []
     for grouping in by:
         names, M = group_matrix(group_labels(meta, grouping))
         counts = np.round(1.0 / M.max(axis=0)).astype(int)
         D = (clipped(r2_ft) - clipped(r2_pre)) @ M
-        mean, se, p = corrected_resampled_t(D, n_train, n_test, null_delta)
+        mean, se, _ = corrected_resampled_t(D, n_train, n_test, null_delta)
+        rel, rel_se, p = corrected_resampled_t(D - shift[:, None], n_train, n_test, null_delta)
         vals = {k: (np.asarray(v, float) @ M).mean(axis=0) for k, v in
                 (("mse_pre", mse_pre), ("mse_ft", mse_ft), ("r2_pre", r2_pre), ("r2_ft", r2_ft),
                  ("r2_clipped_pre", clipped(r2_pre)), ("r2_clipped_ft", clipped(r2_ft)))}
@@ -226,8 +242,10 @@ def group_resplit_stats(r2_pre, r2_ft, mse_pre, mse_ft, meta: dict, n_train: int
                          "group": str(name) or "(none)", "n_features": int(counts[g]),
                          **{k: float(v[g]) for k, v in vals.items()},
                          "delta_r2_clipped": float(mean[g]), "delta_r2_clipped_se": float(se[g]),
+                         "common_shift": float(shift_mean[0]), "common_shift_se": float(shift_se[0]),
+                         "delta_r2_relative": float(rel[g]), "delta_r2_relative_se": float(rel_se[g]),
                          "null_delta": float(null_delta), "null_delta_source": null_delta_source,
-                         "p_null": float(p[g]), "test": TEST_NAME, "n_resplits": int(D.shape[0])})
+                         "p_null": float(p[g]), "test": test_name(centre), "n_resplits": int(D.shape[0])})
     df = pd.DataFrame(rows, columns=[c for c in STATS_RESPLIT_COLUMNS if c not in ("stars", "q_bh")])
     df["q_bh"] = bh_fdr(df["p_null"].to_numpy())
     df["stars"] = stars(df["q_bh"].to_numpy())
@@ -241,8 +259,8 @@ def panel_null_deltas(r2_run, r2_panel, meta: dict | None = None, by=(),
     (another seed), decoded with the same SHARE. Features: the PANEL_QUANTILE of
     |mean_r (D_r - shift_r)| over the features decodable in either run, shift_r the
     panel's common shift against the run (common_shift(); 0 for centre 'none'), as the
-    features are tested; groups: of the group-mean |mean_r D_r| (not centred, as groups
-    are tested) over every group of the groupings `by` (None without groupings)."""
+    features are tested; groups: of the group-mean |mean_r (D_r - shift_r)| (as groups are
+    tested) over every group of the groupings `by` (None without groupings)."""
     from radlens_cli.lens.stats import group_labels  # compare and stats import this module at their top (a cycle otherwise)
 
     D = clipped(r2_panel) - clipped(r2_run)
@@ -251,7 +269,7 @@ def panel_null_deltas(r2_run, r2_panel, meta: dict | None = None, by=(),
     feature = null_delta_from_panel(D - shift[:, None], dec if dec.any() else None)
     if not by:
         return feature, None
-    means = np.concatenate([np.abs((D @ group_matrix(group_labels(meta, g))[1]).mean(axis=0))
+    means = np.concatenate([np.abs(((D - shift[:, None]) @ group_matrix(group_labels(meta, g))[1]).mean(axis=0))
                             for g in by])
     return feature, float(np.quantile(means, PANEL_QUANTILE))
 
@@ -353,13 +371,17 @@ def group_resplit(ref, other, name: str, by, null: dict, info=None, keep=None):
     n_train, n_test = _sizes(ref)
     k = slice(None) if keep is None else np.asarray(keep, dtype=bool)
     meta = {key: np.asarray(v)[k] for key, v in ref.column_meta.items()}
-    df = group_resplit_stats(ref.resplit["r2"][:, k], other.resplit["r2"][:, k],
+    r2_ref, r2_other = ref.resplit["r2"], other.resplit["r2"]
+    shift = common_shift(clipped(r2_other) - clipped(r2_ref), r2_ref, r2_other, null["centre"])
+    df = group_resplit_stats(r2_ref[:, k], r2_other[:, k],
                              ref.resplit["mse"][:, k], other.resplit["mse"][:, k], meta,
                              n_train=n_train, n_test=n_test,
                              null_delta=null["group_delta"], null_delta_source=null["source"],
-                             by=by, checkpoint=name)
+                             by=by, checkpoint=name, centre=null["centre"], shift=shift)
     if info:
+        relative = null["centre"] == "median"
         info(f"{name}: {int((df['q_bh'] < 0.05).sum())} of {len(df)} groups changed by more than "
              f"null_delta={null['group_delta']:.4g} ({null['source']}; group-mean "
-             f"delta_r2_clipped, {TEST_NAME}, q_bh < 0.05)")
+             f"delta_r2_clipped{' relative to the common shift' if relative else ''}, "
+             f"{df['test'].iloc[0] if len(df) else test_name(null['centre'])}, q_bh < 0.05)")
     return df

@@ -86,14 +86,15 @@ def check_groupings(by) -> list[str]:
 
 def group_stats(ref, others, labels=None, by=GROUPINGS, allow_missing: bool = False,
                 allow_different_preprocessing: bool = False, warn=None, info=None, columns=None,
-                null_panel=None, null_delta: float | None = None):
+                null_panel=None, null_delta: float | None = None, centre: str = interval.CENTRE):
     """Table 1 of the reference decoder `ref` against each of `others` (a decoder or a list;
     lens.DecodeResult objects or DEC.h5 files read back): one block of group_table rows
     per compared decoder, on the evaluation cases both used. by: groupings (a list or
     comma-separated) among GROUPINGS. warn/info(message): where messages go. columns: the
     radiomic columns the groups are made of (e.g. the stable ones); None: all.
     Decoders of a symmetric share: lens.interval.group_resplit_stats over the re-splits,
-    against the interval null (null_panel / null_delta as in compare_decoders)."""
+    against the interval null (null_panel / null_delta / centre as in compare_decoders:
+    each group-mean change relative to the checkpoint's common shift, or as it is)."""
     import pandas as pd
 
     groupings = check_groupings(by)
@@ -109,7 +110,7 @@ def group_stats(ref, others, labels=None, by=GROUPINGS, allow_missing: bool = Fa
     if interval.is_symmetric(ref):
         null = interval.resolve_null(ref, others, null_panel, null_delta, by=groupings,
                                      allow_different_preprocessing=allow_different_preprocessing,
-                                     warn=warn, info=info)
+                                     warn=warn, info=info, centre=centre)
         for other, name in zip(others, names):
             pair_decoders(ref, other, allow_missing, allow_different_preprocessing, warn, train=False)
             blocks.append(interval.group_resplit(ref, other, name, groupings, null, info=info,
@@ -118,6 +119,8 @@ def group_stats(ref, others, labels=None, by=GROUPINGS, allow_missing: bool = Fa
     if null_panel is not None or null_delta is not None:
         raise ParameterError("{null_panel}/{null_delta} apply to decoders of a symmetric share",
                              "null_panel", "null_delta")
+    if centre != interval.CENTRE:
+        raise ParameterError("{centre} applies to decoders of a symmetric share", "centre")
     for other, name in zip(others, names):
         pair = pair_decoders(ref, other, allow_missing, allow_different_preprocessing, warn, train=False)
         (ip, jf), full = pair.eval_rows, pair.full_eval

@@ -313,10 +313,12 @@ def features_vs_groups(delta, table1) -> str:
     if "q_bh" not in delta.columns or table1 is None or "q_bh" not in getattr(table1, "columns", ()):
         return ""
     if "null_delta" in getattr(table1, "columns", ()):   # the symmetric lens: one test, two units
+        relative = "test" in table1.columns and table1["test"].astype(str).str.endswith("_relative").any()
         return (" Features and groups are different units of the same test: a feature counts when "
                 "its own clipped Δr² (relative to the common shift, when the test says so) beats the "
                 "interval null after BH over all features; a Table-1 group counts when its group-mean "
-                "Δr² (not centred) does, after BH over the groups. Many small "
+                f"Δr² ({'relative to the same common shift' if relative else 'not centred'}) does, "
+                "after BH over the groups. Many small "
                 "changes in one direction can make a group differ while no single feature does, "
                 "and a few large feature changes can cancel in a group.")
     return (" Features and groups are different tests: a feature counts when its own paired "

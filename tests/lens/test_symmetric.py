@@ -61,6 +61,51 @@ def test_panel_delta_and_group_means():
     np.testing.assert_allclose(D[0], [0.025, 0.0])
 
 
+def test_groups_are_tested_relative_to_the_common_shift():
+    """A uniform change (a monotone map moves every feature about alike) is the common
+    shift, not a group's finding: with centre 'median' Table 1 tests group-mean D_r minus
+    the per-re-split median over decodable features (recomputed here by hand), with 'none'
+    the group mean as it is (0.4.0); a group planted beyond the shift is still flagged; the
+    panel's group delta is taken on the same centred group means."""
+    from scipy.stats import t as tdist
+
+    rng = np.random.default_rng(4)
+    R, p = 10, 60
+    r2_pre = rng.uniform(0.2, 0.8, size=(R, p))
+    r2_ft = r2_pre - 0.04 + rng.normal(0, 0.004, size=(R, p))    # every feature loses 0.04
+    r2_ft[:, :10] -= 0.15                                          # group "a" loses 0.15 more
+    fam = np.array(["a"] * 10 + ["b"] * 25 + ["c"] * 25, dtype=object)
+    meta = {"family": fam}
+    t = interval.group_resplit_stats(r2_pre, r2_ft, r2_pre, r2_ft, meta, 700, 300, 0.01, "given",
+                                     by=("family",))
+    assert list(t.columns) == interval.STATS_RESPLIT_COLUMNS
+    D = r2_ft - r2_pre
+    shift = np.median(D, axis=1)                                   # all 60 decodable
+    for g in ("a", "b", "c"):
+        row = t[t.group == g].iloc[0]
+        Dg = D[:, fam == g].mean(axis=1) - shift
+        se = np.sqrt((1 / R + 300 / 700) * Dg.var(ddof=1))
+        assert row.delta_r2_relative == pytest.approx(Dg.mean(), abs=1e-12)
+        assert row.delta_r2_relative_se == pytest.approx(se, rel=1e-9)
+        assert row.p_null == pytest.approx(tdist.sf((abs(Dg.mean()) - 0.01) / se, R - 1), rel=1e-9)
+        assert row.delta_r2_clipped == pytest.approx(D[:, fam == g].mean(), abs=1e-12)
+    assert t.common_shift.iloc[0] == pytest.approx(shift.mean(), abs=1e-12)
+    assert (t.test == "nb_corrected_t_interval_relative").all()
+    flagged = set(t.group[t.q_bh < 0.05])
+    assert flagged == {"a"}                                        # b, c: only the shared loss
+    t0 = interval.group_resplit_stats(r2_pre, r2_ft, r2_pre, r2_ft, meta, 700, 300, 0.01, "given",
+                                      by=("family",), centre="none")
+    assert set(t0.group[t0.q_bh < 0.05]) == {"a", "b", "c"}       # 0.4.0: the shift flags every group
+    assert (t0.common_shift == 0).all() and (t0.test == "nb_corrected_t_interval").all()
+    np.testing.assert_allclose(t0.delta_r2_relative, t0.delta_r2_clipped, atol=1e-12)
+    # the panel's group delta: the 0.95 quantile of the centred |group mean|
+    _, gd = interval.panel_null_deltas(r2_pre, r2_ft, meta, by=("family",))
+    want = [abs((D[:, fam == g].mean(axis=1) - shift).mean()) for g in ("a", "b", "c")]
+    assert gd == pytest.approx(np.quantile(want, 0.95), rel=1e-9)
+    _, gd0 = interval.panel_null_deltas(r2_pre, r2_ft, meta, by=("family",), centre="none")
+    assert gd0 == pytest.approx(np.quantile([abs(D[:, fam == g].mean()) for g in ("a", "b", "c")], 0.95), rel=1e-9)
+
+
 def _table(r2_pre, r2_ft, centre=interval.CENTRE, null_delta=0.05):
     p = r2_pre.shape[1]
     meta = {"family": np.array(["f"] * p, dtype=object)}
@@ -263,6 +308,15 @@ def test_cli_default_pipeline_columns_and_null_panel(cli_run):
     t = pd.read_csv(d / "table.csv")
     assert list(t.columns) == interval.STATS_RESPLIT_COLUMNS
     assert (t.null_delta == 0.07).all() and (t.null_delta_source == "given").all()
+    assert (t.test == interval.test_name("median")).all() and t.common_shift.nunique() == 1
+    np.testing.assert_allclose(t.delta_r2_relative, t.delta_r2_clipped - t.common_shift, atol=1e-12)
+    # the groups' common shift is the features' (compare's), over all columns
+    assert t.common_shift.iloc[0] == pytest.approx(df[df.checkpoint == "dec_planted"].common_shift.iloc[0], abs=1e-12)
+    _run("stats", d / "dec_pre.h5", d / "dec_planted.h5", "-o", d / "table0.csv", "--null-delta", "0.07",
+         "--centre", "none")
+    t0 = pd.read_csv(d / "table0.csv")
+    assert (t0.test == interval.test_name("none")).all() and (t0.common_shift == 0).all()
+    np.testing.assert_allclose(t0.delta_r2_clipped, t.delta_r2_clipped, atol=1e-12)
 
 
 def test_cli_same_seed_same_bytes_and_calibrated_02_reachable(cli_run, tmp_path):
