@@ -1,3 +1,3 @@
 """radlens: what fine-tuning changed inside a medical-imaging encoder, in radiomic terms."""
 
-__version__ = "0.4.0"  # the one place the version is defined (pyproject reads it)
+__version__ = "0.5.0"  # the one place the version is defined (pyproject reads it)
