@@ -30,9 +30,10 @@ BENCH = REPO / "benchmarks"
 def run(script, *args, cwd, expect=0):
     """`python benchmarks/<script> args` in cwd with this checkout on the path; -> stdout."""
     env = dict(os.environ, PYTHONPATH=str(REPO), TQDM_DISABLE="1", OMP_NUM_THREADS="1",
-               MKL_NUM_THREADS="1")
+               MKL_NUM_THREADS="1", PYTHONIOENCODING="utf-8")
+    # the benchmarks print Δ, R² and the like: read them as UTF-8 whatever the locale (CI's is ASCII)
     r = subprocess.run([sys.executable, str(BENCH / script), *map(str, args)], cwd=cwd, env=env,
-                       capture_output=True, text=True, timeout=120)
+                       capture_output=True, text=True, encoding="utf-8", errors="replace", timeout=120)
     assert r.returncode == expect, f"exit {r.returncode}\nstdout: {r.stdout[-2000:]}\nstderr: {r.stderr[-3000:]}"
     if expect == 0:
         assert "Traceback" not in r.stderr, r.stderr[-3000:]
@@ -246,7 +247,8 @@ def test_monai_agreement_without_monai_says_so(tmp_path):
     code = ("import sys, runpy; sys.modules['monai'] = None; sys.argv = ['x']; "
             f"runpy.run_path({str(BENCH / 'monai_onnx_agreement.py')!r}, run_name='__main__')")
     r = subprocess.run([sys.executable, "-c", code], cwd=tmp_path, capture_output=True, text=True,
-                       env=dict(os.environ, PYTHONPATH=str(REPO)), timeout=60)
+                       encoding="utf-8", errors="replace",
+                       env=dict(os.environ, PYTHONPATH=str(REPO), PYTHONIOENCODING="utf-8"), timeout=60)
     assert r.returncode == 1 and "needs monai, onnx and nibabel" in r.stderr
     assert "Traceback" not in r.stderr
 

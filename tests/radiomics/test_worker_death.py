@@ -72,9 +72,12 @@ def test_sigterm_and_sigint_leave_no_temporaries_nor_leaked_semaphores(tmp_path)
         cmd = [sys.executable, "-m", "radlens_cli", "extract-radiomics", str(manifest), "--modalities", "t2,adc",
                "--mask", "zones", "--params", str(params), "-o", str(tmp_path / "out.h5"), "-j", "2",
                "--cache-dir", str(cache)]
+        # a suite started in the background (`cmd &`) inherits SIGINT ignored, and so would the
+        # run (as it should: a background job ignores Ctrl-C); the run under test gets the default
         proc = subprocess.Popen(cmd, env=dict(os.environ, TQDM_DISABLE="1", PYTHONPATH=str(REPO)),
                                 stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True,
-                                encoding="utf-8", errors="replace")
+                                encoding="utf-8", errors="replace",
+                                preexec_fn=lambda: signal.signal(signal.SIGINT, signal.SIG_DFL))
         deadline = time.time() + 60
         while time.time() < deadline and proc.poll() is None and not (
                 cache.is_dir() and any(f.endswith(".json") for f in os.listdir(cache))):
