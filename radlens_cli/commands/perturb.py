@@ -26,7 +26,7 @@ def perturb(manifest_path: str, out_dir: str, modalities: str, mask: str, masks:
             perturbations: str | None = None, rotation: float | None = None, translation: float | None = None,
             noise: float | None = None, contour: int | None = None, negative_control: str | None = None,
             replicates: int = 5, include_original: bool = False, seed: int = 0, force: bool = False,
-            jobs: int = 1, keep_histogram: bool = True) -> dict:
+            jobs: int = 1, keep_histogram: bool | None = None) -> dict:
     """Write the perturbed cohort (images, masks, cohort.csv, provenance.json) to out_dir."""
     if out_dir == "-":
         raise UsageError("a cohort is a folder of images: give its path, not - (stdout)")
@@ -86,12 +86,13 @@ def perturb_cli(
     contour: Optional[int] = typer.Option(None, "--contour", metavar="VOXELS",
                                           help="Dilate or erode the ROI in-plane by 1..VOXELS voxels "
                                                "(sign at random). [default: 1]"),
-    keep_histogram: bool = typer.Option(True, "--keep-histogram/--resampled-histogram",
-                                        help="After a rotation or translation, give the resampled voxels the "
-                                             "original image's values by rank (the histogram kept exactly; "
-                                             "recorded as histogram_matched), or keep the B-spline's "
-                                             "resampled values (0.4.0: interpolation smooths the noise and "
-                                             "narrows the histogram)."),
+    keep_histogram: Optional[bool] = typer.Option(None, "--keep-histogram/--resampled-histogram",
+                                                  help="After a rotation or translation, give the resampled voxels the "
+                                                       "original image's values by rank (the histogram kept exactly; "
+                                                       "recorded as histogram_matched), or keep the B-spline's "
+                                                       "resampled values (0.4.0: interpolation smooths the noise and "
+                                                       "narrows the histogram). Only with rotation or translation. "
+                                                       "[default: keep]"),
     negative_control: Optional[str] = typer.Option(None, "--negative-control",
                                                    help="READII negative control: shuffled-roi, randomized-roi, "
                                                         "shuffled-full or randomized-full."),

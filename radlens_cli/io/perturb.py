@@ -493,11 +493,12 @@ def _all_paths(manifest: Manifest, column: str) -> bool:
 def choose_perturbations(perturbations: str | None = None, rotation: float | None = None,
                          translation: float | None = None, noise: float | None = None, contour: int | None = None,
                          negative_control: str | None = None,
-                         keep_histogram: bool = True) -> tuple[list[str], PerturbSettings]:
+                         keep_histogram: bool | None = None) -> tuple[list[str], PerturbSettings]:
     """(the perturbations chosen, their settings) from `perturb`'s options: a comma list or
     "none" (None: every perturbation, unless a negative control is asked for alone); a
     strength is given only for a chosen perturbation, the others' are 0. keep_histogram:
-    rotated/translated images keep their original's values (PerturbSettings)."""
+    rotated/translated images keep their original's values (PerturbSettings; None: True),
+    given only when rotation or translation is chosen."""
     if negative_control is not None and negative_control not in NEGATIVE_CONTROLS:
         raise ParameterError(f"{{negative_control}} {negative_control}: use one of {', '.join(NEGATIVE_CONTROLS)}",
                              "negative_control")
@@ -516,6 +517,11 @@ def choose_perturbations(perturbations: str | None = None, rotation: float | Non
     if stray:
         raise ParameterError(f"{{{stray[0]}}} is given but {stray[0]} is not among {{perturbations}} "
                              f"({', '.join(chosen) or 'none'})", stray[0], "perturbations")
+    if keep_histogram is not None and not {"rotation", "translation"} & set(chosen):
+        raise ParameterError("the histogram choice ({keep_histogram}) applies to a rotation or translation, and "
+                             f"neither is among {{perturbations}} ({', '.join(chosen) or 'none'}): nothing is resampled",
+                             "keep_histogram", "perturbations")
+    keep_histogram = True if keep_histogram is None else keep_histogram
     defaults = PerturbSettings()
     strengths = {k: (0 if k not in chosen else (getattr(defaults, k) if v is None else v)) for k, v in given.items()}
     settings = PerturbSettings(**strengths, negative_control=negative_control, keep_histogram=keep_histogram)

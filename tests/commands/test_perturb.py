@@ -62,6 +62,22 @@ def test_histogram_kept_unless_asked(cli, tmp_path, flag, matched):
             assert np.array_equal(np.sort(rep, axis=None), np.sort(orig, axis=None)) is matched, (row.case_id, col)
 
 
+@pytest.mark.parametrize("flag", ["--keep-histogram", "--resampled-histogram"])
+def test_histogram_choice_needs_a_resampling_perturbation(cli, tmp_path, flag):
+    """Either histogram flag without rotation or translation would do nothing: refused, naming
+    both options, nothing written; without the flag the same run goes ahead."""
+    files = inputs(tmp_path)
+    args = ["perturb", files["manifest"], "-o", tmp_path / "p", "--modalities", "t2", "--mask", "gland",
+            "--perturbations", "noise,contour", "--replicates", "1"]
+    r = cli(*args, flag)
+    assert r.exit_code == 2 and not (tmp_path / "p").exists(), r
+    assert ("the histogram choice (--keep-histogram) applies to a rotation or translation, and neither is "
+            "among --perturbations (noise, contour)") in r.stderr
+    r = cli(*args)
+    assert r.exit_code == 0, r
+    assert pd.read_csv(tmp_path / "p" / "cohort.csv").histogram_matched.tolist() == [False, False]
+
+
 def test_include_original_and_negative_control(cli, tmp_path):
     files = inputs(tmp_path)
     r = cli("perturb", files["manifest"], "-o", tmp_path / "ctrl", "--modalities", "t2", "--mask", "gland",
