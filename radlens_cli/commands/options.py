@@ -195,23 +195,24 @@ def decoder_inputs(pre_path: str, ft_path) -> list:
 def load_decoders(pre_path: str, others: list, names: list, labels) -> tuple:
     """(reference, compared decoders, labels): a piped decoder is named by its recorded source.
     A decoder of one part of a sharded run is refused, as decode refuses such a table."""
-    ref = load_decoder(pre_path)
-    decs = [load_decoder(p) for p in others]
-    for d in (ref, *decs):
-        refuse_part(d.attrs, d.path)
+    ref = load_whole_decoder(pre_path)
+    decs = [load_whole_decoder(p) for p in others]
     if "-" in others and not labels:
         names = [provenance.recorded_label(d.attrs) if p == "-" else n for p, n, d in zip(others, names, decs)]
         checkpoint_labels(others, names)
     return ref, decs, names
 
 
-def load_panel(null_panel: str | None):
-    """The --null-panel decoder (refused when it is one part of a sharded run), or None."""
-    if not null_panel:
-        return None
-    dec = load_decoder(null_panel)
+def load_whole_decoder(path: str):
+    """A decoder read back, refused when it is one part of a sharded run (not a cohort)."""
+    dec = load_decoder(path)
     refuse_part(dec.attrs, dec.path)
     return dec
+
+
+def load_panel(null_panel: str | None):
+    """The --null-panel decoder (load_whole_decoder), or None."""
+    return load_whole_decoder(null_panel) if null_panel else None
 
 
 def decoder_identities(pre_path: str, ref, others: list, names: list, decs: list) -> dict:

@@ -108,6 +108,19 @@ def common_shift(D: np.ndarray, r2_pre, r2_ft, centre: str = CENTRE) -> np.ndarr
     return np.median(D[:, mask], axis=1)
 
 
+def centred_differences(r2_pre, r2_ft, centre: str = CENTRE) -> tuple[np.ndarray, np.ndarray]:
+    """(D, shift): D (R, p) the clipped-R^2 differences r2_ft - r2_pre per re-split and
+    shift (R,) the checkpoint's common shift in each (common_shift())."""
+    D = clipped(r2_ft) - clipped(r2_pre)
+    return D, common_shift(D, r2_pre, r2_ft, centre)
+
+
+def shift_summary(shift: np.ndarray, n_train: int, n_test: int) -> tuple[float, float]:
+    """(mean, corrected resampled standard error) of the per-re-split common shift."""
+    mean, se, _ = corrected_resampled_t(np.asarray(shift, dtype=np.float64)[:, None], n_train, n_test, 0.0)
+    return float(mean[0]), float(se[0])
+
+
 def null_delta_from_panel(D_panel: np.ndarray, mask: np.ndarray | None = None,
                           quantile: float = PANEL_QUANTILE) -> float:
     """The interval half-width from a reference panel: the `quantile` of |mean_r D_r|
@@ -151,11 +164,10 @@ def delta_resplit_table(columns, meta: dict, r2_pre, r2_ft, imp_pre, imp_ft, n_t
     from radlens_cli.lens.compare import DECODABLE_R2, ranks  # compare and stats import this module at their top (a cycle otherwise)
 
     r2_pre, r2_ft = np.asarray(r2_pre, float), np.asarray(r2_ft, float)
-    D = clipped(r2_ft) - clipped(r2_pre)
+    D, shift = centred_differences(r2_pre, r2_ft, centre)
     mean, se, _ = corrected_resampled_t(D, n_train, n_test, null_delta)
-    shift = common_shift(D, r2_pre, r2_ft, centre)
     rel, rel_se, p = corrected_resampled_t(D - shift[:, None], n_train, n_test, null_delta)
-    shift_mean, shift_se, _ = corrected_resampled_t(shift[:, None], n_train, n_test, 0.0)
+    shift_mean, shift_se = shift_summary(shift, n_train, n_test)
     p_cols = len(columns)
     df = pd.DataFrame({"checkpoint": [checkpoint] * p_cols, "column": list(columns)})
     for k in ("modality", "image_type", "family", "feature"):
@@ -165,8 +177,8 @@ def delta_resplit_table(columns, meta: dict, r2_pre, r2_ft, imp_pre, imp_ft, n_t
     df["r2_clipped_pre"], df["r2_clipped_ft"] = clipped(r2_pre).mean(axis=0), clipped(r2_ft).mean(axis=0)
     df["delta_r2_clipped"] = mean
     df["delta_r2_clipped_se"] = se
-    df["common_shift"] = float(shift_mean[0])
-    df["common_shift_se"] = float(shift_se[0])
+    df["common_shift"] = shift_mean
+    df["common_shift_se"] = shift_se
     df["delta_r2_relative"] = rel
     df["delta_r2_relative_se"] = rel_se
     ip, ifd = np.asarray(imp_pre, float).mean(axis=0), np.asarray(imp_ft, float).mean(axis=0)
@@ -223,15 +235,14 @@ def group_resplit_stats(r2_pre, r2_ft, mse_pre, mse_ft, meta: dict, n_train: int
     from radlens_cli.lens.stats import group_labels  # compare and stats import this module at their top (a cycle otherwise)
 
     check_choice(centre, CENTRES, "centre")
-    if shift is None:
-        shift = common_shift(clipped(r2_ft) - clipped(r2_pre), r2_pre, r2_ft, centre)
-    shift = np.asarray(shift, dtype=np.float64)
-    shift_mean, shift_se, _ = corrected_resampled_t(shift[:, None], n_train, n_test, 0.0)
+    D_all = clipped(r2_ft) - clipped(r2_pre)
+    shift = common_shift(D_all, r2_pre, r2_ft, centre) if shift is None else np.asarray(shift, dtype=np.float64)
+    shift_mean, shift_se = shift_summary(shift, n_train, n_test)
     rows = []
     for grouping in by:
         names, M = group_matrix(group_labels(meta, grouping))
         counts = np.round(1.0 / M.max(axis=0)).astype(int)
-        D = (clipped(r2_ft) - clipped(r2_pre)) @ M
+        D = D_all @ M
         mean, se, _ = corrected_resampled_t(D, n_train, n_test, null_delta)
         rel, rel_se, p = corrected_resampled_t(D - shift[:, None], n_train, n_test, null_delta)
         vals = {k: (np.asarray(v, float) @ M).mean(axis=0) for k, v in
@@ -242,7 +253,7 @@ def group_resplit_stats(r2_pre, r2_ft, mse_pre, mse_ft, meta: dict, n_train: int
                          "group": str(name) or "(none)", "n_features": int(counts[g]),
                          **{k: float(v[g]) for k, v in vals.items()},
                          "delta_r2_clipped": float(mean[g]), "delta_r2_clipped_se": float(se[g]),
-                         "common_shift": float(shift_mean[0]), "common_shift_se": float(shift_se[0]),
+                         "common_shift": shift_mean, "common_shift_se": shift_se,
                          "delta_r2_relative": float(rel[g]), "delta_r2_relative_se": float(rel_se[g]),
                          "null_delta": float(null_delta), "null_delta_source": null_delta_source,
                          "p_null": float(p[g]), "test": test_name(centre), "n_resplits": int(D.shape[0])})
@@ -263,9 +274,8 @@ def panel_null_deltas(r2_run, r2_panel, meta: dict | None = None, by=(),
     tested) over every group of the groupings `by` (None without groupings)."""
     from radlens_cli.lens.stats import group_labels  # compare and stats import this module at their top (a cycle otherwise)
 
-    D = clipped(r2_panel) - clipped(r2_run)
+    D, shift = centred_differences(r2_run, r2_panel, centre)
     dec = (clipped(r2_run).mean(axis=0) > 0) | (clipped(r2_panel).mean(axis=0) > 0)
-    shift = common_shift(D, r2_run, r2_panel, centre)
     feature = null_delta_from_panel(D - shift[:, None], dec if dec.any() else None)
     if not by:
         return feature, None
@@ -372,7 +382,7 @@ def group_resplit(ref, other, name: str, by, null: dict, info=None, keep=None):
     k = slice(None) if keep is None else np.asarray(keep, dtype=bool)
     meta = {key: np.asarray(v)[k] for key, v in ref.column_meta.items()}
     r2_ref, r2_other = ref.resplit["r2"], other.resplit["r2"]
-    shift = common_shift(clipped(r2_other) - clipped(r2_ref), r2_ref, r2_other, null["centre"])
+    shift = centred_differences(r2_ref, r2_other, null["centre"])[1]   # over all columns, as compare's
     df = group_resplit_stats(r2_ref[:, k], r2_other[:, k],
                              ref.resplit["mse"][:, k], other.resplit["mse"][:, k], meta,
                              n_train=n_train, n_test=n_test,
